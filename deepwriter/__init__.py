@@ -1,0 +1,3 @@
+"""deepwriter: REverse-Engineered Reasoning for open-ended writing."""
+
+__version__ = "0.1.0"

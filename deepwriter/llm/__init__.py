@@ -1,0 +1,34 @@
+"""Model backends behind the Generator/Scorer interface, chosen by `backend` in a model's config."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+from deepwriter.llm.base import Generator, Scorer
+from deepwriter.llm.config import Backend, ModelConfig
+
+
+def make_generator(cfg: ModelConfig, cache_dir: str | Path, device: Optional[str] = None, batch_size: int = 8) -> Generator:
+    if cfg.backend == Backend.openai:
+        from deepwriter.llm.openai_http import OpenAIGenerator
+
+        return OpenAIGenerator(cfg.endpoint, model_id=cfg.endpoint.model or cfg.path)
+    from deepwriter import models
+    from deepwriter.llm.hf import TransformersGenerator, default_device
+
+    model, tok = models.load(cfg, cache_dir, device=device or default_device())
+    return TransformersGenerator(model, tok, model_id=cfg.name, batch_size=batch_size)
+
+
+def make_scorer(cfg: ModelConfig, cache_dir: str | Path, device: Optional[str] = None) -> Scorer:
+    if cfg.backend == Backend.openai:
+        from deepwriter.llm.openai_http import OpenAIScorer
+        from deepwriter import models
+
+        # The client renders the chat template itself, so the scorer's tokenizer is needed locally.
+        return OpenAIScorer(cfg.endpoint, tokenizer=models.load_tokenizer(cfg, cache_dir), model_id=cfg.endpoint.model or cfg.path)
+    from deepwriter import models
+    from deepwriter.llm.hf import TransformersScorer, default_device
+
+    model, tok = models.load(cfg, cache_dir, device=device or default_device())
+    return TransformersScorer(model, tok, model_id=cfg.name)

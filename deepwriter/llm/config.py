@@ -1,0 +1,61 @@
+"""Typed config of one model role (generator, scorer, student, judge) and how it is reached."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Dict, List, Optional
+
+
+class ModelSource(str, Enum):
+    hub = "hub"  # a hub id, downloaded (or read from the HF cache when HF_HUB_OFFLINE=1)
+    local = "local"  # a folder with config.json + weights
+    gguf = "gguf"  # a .gguf file; converted once to a safetensors copy in the cache
+    package_gguf = "package_gguf"  # a .gguf file shipped inside an installed Python package
+    tiny = "tiny"  # a randomly initialised model built from `tiny_config` (tests, benchmarks)
+
+
+class Backend(str, Enum):
+    transformers = "transformers"  # in-process, CPU or GPU
+    openai = "openai"  # any OpenAI-compatible server (vllm serve, sglang, a hosted API)
+
+
+@dataclass
+class EndpointConfig:
+    """An OpenAI-compatible server. The key is read from the environment variable named here, never
+    from the config itself, so it cannot end up in a dump, a manifest or W&B."""
+
+    base_urls: List[str] = field(default_factory=list)
+    model: str = ""
+    api_key_env: Optional[str] = None
+    max_concurrency: int = 8
+    timeout_s: float = 120.0
+    max_retries: int = 6
+    backoff_s: float = 1.0
+    # How log-probs of a given text are obtained: completions_echo | vllm_prompt_logprobs | sglang
+    logprobs_api: str = "completions_echo"
+
+
+@dataclass
+class ModelConfig:
+    name: str = "unnamed"
+    source: ModelSource = ModelSource.hub
+    # hub id, local folder, .gguf path, or (package_gguf) the package name
+    path: str = ""
+    gguf_file: Optional[str] = None
+    revision: Optional[str] = None
+    dtype: str = "auto"  # auto | float32 | bfloat16 | float16
+    trust_remote_code: bool = False
+    backend: Backend = Backend.transformers
+    # Kwargs of the transformers config class for source=tiny (model_type selects the class).
+    tiny_config: Dict[str, Any] = field(default_factory=dict)
+    # Context window used to reject over-long inputs before they reach the model.
+    max_context: int = 8192
+    endpoint: EndpointConfig = field(default_factory=EndpointConfig)
+
+
+@dataclass
+class ModelsConfig:
+    generator: ModelConfig = field(default_factory=ModelConfig)
+    scorer: ModelConfig = field(default_factory=ModelConfig)
+    student: ModelConfig = field(default_factory=ModelConfig)
+    judge: ModelConfig = field(default_factory=ModelConfig)

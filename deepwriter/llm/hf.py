@@ -1,0 +1,128 @@
+"""The transformers backend: generation and target scoring in-process, on CPU or GPU."""
+from __future__ import annotations
+
+import logging
+from typing import List, Optional, Sequence
+
+import torch
+
+from deepwriter.llm.base import Generation, Message, Sampling, ScoreRequest, TokenLogprobs
+
+log = logging.getLogger("deepwriter.llm")
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def render_prompt(tokenizer, messages: List[Message], assistant_prefix: str = "") -> str:
+    """The chat-template text of `messages` with the assistant turn opened and `assistant_prefix`
+    already written in it."""
+    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    return text + assistant_prefix
+
+
+class TransformersGenerator:
+    def __init__(self, model, tokenizer, model_id: str, batch_size: int = 8):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.model_id = model_id
+        self.batch_size = batch_size
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @torch.inference_mode()
+    def generate(
+        self,
+        prompts: Sequence[List[Message]],
+        sampling: Sampling,
+        n: int = 1,
+        prefill: Optional[Sequence[str]] = None,
+    ) -> List[List[Generation]]:
+        texts = [render_prompt(self.tokenizer, m, prefill[i] if prefill else "") for i, m in enumerate(prompts)]
+        out: List[List[Generation]] = []
+        step = max(1, self.batch_size // max(1, n))
+        for start in range(0, len(texts), step):
+            out.extend(self._generate_batch(texts[start:start + step], sampling, n))
+        return out
+
+    def _generate_batch(self, texts: List[str], sampling: Sampling, n: int) -> List[List[Generation]]:
+        tok = self.tokenizer
+        tok.padding_side = "left"  # generation continues at the right edge
+        enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+        if sampling.seed is not None:
+            torch.manual_seed(sampling.seed)
+        do_sample = sampling.temperature > 0
+        gen_kwargs = dict(
+            max_new_tokens=sampling.max_new_tokens,
+            do_sample=do_sample,
+            num_return_sequences=n,
+            pad_token_id=tok.pad_token_id,
+            eos_token_id=tok.eos_token_id,
+        )
+        if do_sample:
+            gen_kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p, top_k=0)
+        if sampling.stop:
+            gen_kwargs.update(stop_strings=list(sampling.stop), tokenizer=tok)
+        ids = self.model.generate(**enc, **gen_kwargs)
+        prompt_len = enc["input_ids"].shape[1]
+        new = ids[:, prompt_len:]
+        results: List[List[Generation]] = []
+        for i in range(len(texts)):
+            group = []
+            for j in range(n):
+                row = new[i * n + j]
+                real = row[row != tok.pad_token_id] if tok.pad_token_id != tok.eos_token_id else row
+                finished = bool((row == tok.eos_token_id).any())
+                cut = row.tolist()
+                if tok.eos_token_id in cut:
+                    cut = cut[: cut.index(tok.eos_token_id)]
+                group.append(Generation(
+                    text=tok.decode(cut, skip_special_tokens=True),
+                    prompt_tokens=int(enc["attention_mask"][i].sum()),
+                    completion_tokens=len(cut) if finished else int(real.numel()),
+                    finish_reason="stop" if finished else "length",
+                ))
+            results.append(group)
+        return results
+
+
+class TransformersScorer:
+    """Exact per-token log-probs of a target given its rendered context, one request at a time;
+    only the target positions go through the LM head."""
+
+    def __init__(self, model, tokenizer, model_id: str):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.model_id = model_id
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def encode(self, req: ScoreRequest) -> tuple:
+        context = render_prompt(self.tokenizer, req.messages, req.assistant_prefix)
+        ctx_ids = self.tokenizer(context, add_special_tokens=False)["input_ids"]
+        tgt_ids = self.tokenizer(req.target, add_special_tokens=False)["input_ids"]
+        return ctx_ids, tgt_ids
+
+    @torch.inference_mode()
+    def score(self, requests: Sequence[ScoreRequest]) -> List[TokenLogprobs]:
+        out = []
+        for req in requests:
+            ctx_ids, tgt_ids = self.encode(req)
+            if not tgt_ids:
+                out.append(TokenLogprobs())
+                continue
+            ids = torch.tensor([ctx_ids + tgt_ids], device=self.device)
+            # logits of the positions that predict the target tokens: the last len(target)+1, minus the last
+            logits = self.model(input_ids=ids, logits_to_keep=len(tgt_ids) + 1, use_cache=False).logits[0, :-1]
+            logp = torch.log_softmax(logits.float(), dim=-1)
+            target = torch.tensor(tgt_ids, device=self.device)
+            values = logp.gather(1, target[:, None])[:, 0]
+            out.append(TokenLogprobs(
+                tokens=self.tokenizer.convert_ids_to_tokens(tgt_ids), logprobs=values.tolist(),
+            ))
+        return out

@@ -1,0 +1,28 @@
+"""The short report printed at the end of a run: what each stage did and where its outputs are."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Dict
+
+
+def _headline(stage: str, manifest: Dict[str, Any]) -> str:
+    counts = manifest.get("counts", {})
+    metrics = manifest.get("metrics", {})
+    shown = {**{k: v for k, v in counts.items() if isinstance(v, (int, float))},
+             **{k: v for k, v in metrics.items() if isinstance(v, (int, float))}}
+    parts = [f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in list(shown.items())[:8]]
+    return ", ".join(parts)
+
+
+def print_summary(run_manifest: Dict[str, Any]) -> None:
+    run_dir = Path(run_manifest["run_dir"])
+    print(f"\n== deepwriter: recipe {run_manifest['recipe']}, run {run_manifest['run_id']} ==")
+    for stage, entry in run_manifest["stages"].items():
+        folder = run_dir / stage
+        m = json.loads((folder / "manifest.json").read_text()) if (folder / "manifest.json").exists() else {}
+        took = f"{entry['seconds']:.1f}s" if "seconds" in entry else "cached"
+        print(f"  {stage:<10} {entry['status']:<7} {took:>8}  {_headline(stage, m)}")
+        for name, rel in m.get("artifacts", {}).items():
+            print(f"  {'':<10} {name}: {folder / rel}")
+    print(f"  run folder: {run_dir}  (config.json, manifest.json, one folder per stage)\n")

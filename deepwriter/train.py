@@ -1,0 +1,99 @@
+"""Entry point: `python -m deepwriter.train +recipe=NAME [overrides...]`.
+
+Composes the Hydra config (conf/config.yaml + recipes/NAME.yaml + overrides), converts it to the typed
+dataclasses, and runs the recipe's stages. Configuration mistakes are reported as one line naming the
+key before any work starts.
+"""
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import hydra
+from hydra.errors import HydraException
+from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
+
+from deepwriter.config import ConfigError, describe_error, register_resolvers, register_schemas, to_typed
+
+CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+log = logging.getLogger("deepwriter")
+
+
+def _recipe_names() -> List[str]:
+    return sorted(p.stem for p in (Path(CONF_DIR) / "recipe").glob("*.yaml"))
+
+
+def _user_overrides(argv: List[str]) -> List[str]:
+    return [a for a in argv if "=" in a and not a.startswith("-") and not a.startswith("hydra.") and not a.startswith("hydra/")]
+
+
+def compose(overrides: List[str]) -> DictConfig:
+    """Compose the config the way @hydra.main would (used by the pre-flight check and the tests)."""
+    from hydra import compose as hydra_compose, initialize_config_dir
+
+    register_schemas()
+    register_resolvers()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
+        return hydra_compose(config_name="config", overrides=overrides)
+
+
+def preflight(argv: List[str]) -> Optional[str]:
+    """Compose and type-check once, returning a one-line error (or None) before Hydra takes over."""
+    overrides = _user_overrides(argv)
+    for o in overrides:
+        key, _, value = o.lstrip("+~").partition("=")
+        if key == "recipe" and value not in _recipe_names():
+            return f"recipe: unknown recipe {value!r}; expected one of {_recipe_names()} (files in recipes/)"
+    try:
+        to_typed(compose(overrides))
+    except ConfigError as exc:
+        return str(exc)
+    except (HydraException, OmegaConfBaseException) as exc:
+        cause = exc.__cause__ if isinstance(exc.__cause__, OmegaConfBaseException) else exc
+        line = describe_error(cause).splitlines()[0]
+        missing = re.search(r"Could not find '([^/']+)/([^']+)'", line)
+        if missing:
+            group = missing.group(1)
+            options = sorted(p.stem for p in (Path(CONF_DIR) / group).glob("*.yaml"))
+            line = f"{group}: unknown option {missing.group(2)!r}; expected one of {options} (files in conf/{group}/)"
+        return line
+    return None
+
+
+@hydra.main(config_path=CONF_DIR, config_name="config", version_base=None)
+def _hydra_main(cfg: DictConfig) -> None:
+    from deepwriter.pipeline import run_pipeline
+    from deepwriter.summary import print_summary
+    from deepwriter.tracking import stage_tracker
+
+    try:
+        typed = to_typed(cfg)
+        logging.getLogger("deepwriter").setLevel(typed.logging.level)
+        manifest = run_pipeline(typed, stage_tracker)
+    except ConfigError as exc:  # e.g. a missing input, found before any work
+        print(f"deepwriter: config error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    print_summary(manifest)
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    register_schemas()
+    register_resolvers()
+    info_only = any(a in ("--help", "-h", "--hydra-help", "--info") or a.startswith("--cfg") or a == "-c" for a in argv)
+    error = preflight(argv)
+    if error:
+        print(f"deepwriter: config error: {error}", file=sys.stderr)
+        sys.exit(2)
+    if not info_only:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    sys.argv = [sys.argv[0]] + argv
+    _hydra_main()
+
+
+if __name__ == "__main__":
+    main()
