@@ -29,7 +29,7 @@ MANIFEST = "manifest.json"
 # Keys that change how or where work runs but not what it produces: left out of content keys.
 _OPERATIONAL_KEYS = {
     "shard", "base_urls", "max_concurrency", "timeout_s", "max_retries", "backoff_s", "api_key_env",
-    "batch_size", "num_processes", "save_steps", "logging_steps", "strict_resume",
+    "batch_size", "num_processes", "save_steps", "logging_steps", "strict_resume", "rate_limit_rps",
 }
 _VERSIONED_PACKAGES = ("deepwriter", "torch", "transformers", "trl", "peft", "datasets", "accelerate", "deepspeed", "wandb")
 
@@ -95,7 +95,7 @@ STAGES: Dict[str, StageSpec] = {
     ),
     "mix": StageSpec(
         "mix", "deepwriter.data.stage:run",
-        ("data.public", "data.mix", "data.strict", "models.student", "sft.max_length", "eval.benchmarks"),
+        ("data.public", "data.mix", "data.taxonomy", "data.strict", "models.student", "sft.max_length", "eval.benchmarks"),
         needs=_mix_needs, input_files=lambda cfg: _local_source_files("data.public")(cfg) + _benchmark_files(cfg),
     ),
     "sft": StageSpec(
@@ -188,6 +188,9 @@ def plan(cfg: RootConfig) -> Dict[str, PlannedStage]:
         for f in spec.input_files(cfg):
             if not f.exists():
                 input_hashes[f"file:{f}"] = "missing"
+            elif f.is_dir():  # a benchmark folder (HelloBench): every file in it counts
+                input_hashes[f"file:{f}"] = stable_hash({str(g.relative_to(f)): file_sha256(g)
+                                                         for g in sorted(f.rglob("*")) if g.is_file()})
             else:
                 input_hashes[f"file:{f}"] = file_sha256(f)
         key = stable_hash({"stage": name, "config": config, "inputs": input_hashes})

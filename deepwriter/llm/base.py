@@ -42,6 +42,9 @@ class ScoreRequest:
 class TokenLogprobs:
     tokens: List[str] = field(default_factory=list)
     logprobs: List[float] = field(default_factory=list)
+    # Set when the backend could not score this request (e.g. an HTTP call failed after all retries);
+    # tokens/logprobs are then empty and the caller decides what a failed score means.
+    error: Optional[str] = None
 
     def __len__(self) -> int:
         return len(self.logprobs)

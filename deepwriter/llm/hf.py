@@ -55,10 +55,13 @@ class TransformersGenerator:
         if sampling.seed is not None:
             torch.manual_seed(sampling.seed)
         do_sample = sampling.temperature > 0
+        # Greedy decoding gives the same text n times; transformers refuses num_return_sequences > 1
+        # without sampling, so decode once and repeat.
+        copies = 1 if do_sample else n
         gen_kwargs = dict(
             max_new_tokens=sampling.max_new_tokens,
             do_sample=do_sample,
-            num_return_sequences=n,
+            num_return_sequences=n // copies,
             pad_token_id=tok.pad_token_id,
             eos_token_id=tok.eos_token_id,
         )
@@ -67,6 +70,8 @@ class TransformersGenerator:
         if sampling.stop:
             gen_kwargs.update(stop_strings=list(sampling.stop), tokenizer=tok)
         ids = self.model.generate(**enc, **gen_kwargs)
+        if copies > 1:
+            ids = ids.repeat_interleave(copies, dim=0)
         prompt_len = enc["input_ids"].shape[1]
         new = ids[:, prompt_len:]
         results: List[List[Generation]] = []

@@ -1,0 +1,1 @@
+"""Data sources, the demo data and the training mix (the mix stage)."""

@@ -1,0 +1,289 @@
+"""Building the SFT mix: synthetic trajectories + public reasoning data, cleaned and counted.
+
+Order: category ablation, exact and near-duplicate removal, decontamination, token-length filter,
+length-quantile ablation, per-source counts, total, seeded shuffle. Every removed record is kept in
+`MixResult.removed[filter]` with its reason, so that the stage can list it.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from tqdm.auto import tqdm
+
+from deepwriter.data.config import MixConfig
+from deepwriter.data.dedup import NearDuplicateIndex, exact_key
+from deepwriter.data.decontam import BenchmarkIndex
+from deepwriter.data.pairs import DataError, Skipped
+
+log = logging.getLogger("deepwriter.data")
+
+SYNTHETIC = "synthetic"
+PUBLIC = "public"
+
+
+def assistant_content(think: str, y: str) -> str:
+    return "<think>\n" + think + "\n</think>\n\n" + y
+
+
+def to_messages(rec: Dict[str, Any]) -> List[Dict[str, str]]:
+    return [{"role": "user", "content": rec["x"]}, {"role": "assistant", "content": assistant_content(rec["think"], rec["y"])}]
+
+
+# --- synthetic trajectories --------------------------------------------------------------------
+
+def load_trajectories(shard_dir: Path, trajectory_field: str, strict: bool) -> Tuple[List[Dict[str, Any]], List[Skipped], int]:
+    """Kept trajectories of every `shards/*.jsonl` as mix records; also the count of records the
+    search did not keep."""
+    if trajectory_field not in ("z_final", "z0"):
+        raise DataError("data.mix.trajectory_field", "trajectory_field", f"got {trajectory_field!r}; expected z_final or z0")
+    records: List[Dict[str, Any]] = []
+    skipped: List[Skipped] = []
+    not_kept = 0
+    seen: Dict[str, str] = {}
+    for shard in sorted(shard_dir.glob("*.jsonl")):
+        with open(shard, "rb") as f:
+            for lineno, raw in enumerate(f, start=1):
+                where = f"{shard}:{lineno}"
+                if not raw.strip():
+                    continue
+                try:
+                    rec = _trajectory(raw, trajectory_field)
+                except _Reject as r:
+                    if strict:
+                        raise DataError(where, r.field, r.reason) from None
+                    skipped.append(Skipped(where, r.field, r.reason))
+                    continue
+                if rec is None:
+                    not_kept += 1
+                    continue
+                if rec["id"] in seen:
+                    reason = f"duplicate id {rec['id']!r} (first at {seen[rec['id']]})"
+                    if strict:
+                        raise DataError(where, "id", reason)
+                    skipped.append(Skipped(where, "id", reason))
+                    continue
+                seen[rec["id"]] = where
+                rec["where"] = where
+                records.append(rec)
+    return records, skipped, not_kept
+
+
+class _Reject(Exception):
+    def __init__(self, field_name: str, reason: str):
+        self.field, self.reason = field_name, reason
+
+
+def _trajectory(raw: bytes, zfield: str) -> Optional[Dict[str, Any]]:
+    try:
+        row = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise _Reject("<line>", "not valid UTF-8")
+    except json.JSONDecodeError as exc:
+        raise _Reject("<line>", f"malformed JSON ({exc.msg} at column {exc.colno}); a truncated last line?")
+    if not isinstance(row, dict):
+        raise _Reject("<line>", "expected a JSON object")
+    verdict = row.get("verdict")
+    if not isinstance(verdict, dict) or not isinstance(verdict.get("kept"), bool):
+        raise _Reject("verdict", "missing or without a boolean 'kept'")
+    if not verdict["kept"]:
+        return None
+    out = {}
+    for ours, theirs in (("id", "id"), ("x", "x"), ("y", "y"), ("think", zfield)):
+        v = row.get(theirs)
+        if not isinstance(v, str) or not v.strip():
+            raise _Reject(theirs, "missing, empty or not a string")
+        out[ours] = v
+    cat = row.get("category")
+    out["category"] = cat if isinstance(cat, str) and cat else "uncategorised"
+    out["source"] = SYNTHETIC
+    return out
+
+
+# --- the mix ----------------------------------------------------------------------------------
+
+@dataclass
+class MixResult:
+    rows: List[Dict[str, Any]]  # final records (id, source, category, x, think, y, kind, tokens)
+    removed: Dict[str, List[Dict[str, Any]]] = field(default_factory=dict)
+    counts: Dict[str, Any] = field(default_factory=dict)
+    lengths: Dict[str, List[int]] = field(default_factory=dict)  # token lengths of kept records by kind
+    timings: Dict[str, float] = field(default_factory=dict)
+
+
+def _drop(result: MixResult, name: str, rec: Dict[str, Any], reason: str, **detail: Any) -> None:
+    result.removed.setdefault(name, []).append(
+        {"id": rec["id"], "source": rec["source"], "category": rec.get("category"), "reason": reason, **detail})
+
+
+def token_lengths(recs: List[Dict[str, Any]], tokenizer, num_proc: int, with_think: bool) -> Tuple[List[int], List[int]]:
+    """Tokens of each record rendered with the tokenizer's chat template (and of its thinking
+    alone when `with_think`), computed with datasets.map so that `num_proc` processes share it."""
+    import datasets
+
+    if not recs:
+        return [], []
+    ds = datasets.Dataset.from_dict({"x": [r["x"] for r in recs], "think": [r["think"] for r in recs],
+                                     "y": [r["y"] for r in recs]})
+
+    def count(batch):
+        texts = [tokenizer.apply_chat_template(
+            [{"role": "user", "content": x}, {"role": "assistant", "content": assistant_content(t, y)}], tokenize=False)
+            for x, t, y in zip(batch["x"], batch["think"], batch["y"])]
+        out = {"n": [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]}
+        out["n_think"] = ([len(ids) for ids in tokenizer(batch["think"], add_special_tokens=False)["input_ids"]]
+                          if with_think else [0] * len(texts))
+        return out
+
+    ds = ds.map(count, batched=True, batch_size=256, num_proc=num_proc if num_proc > 1 and len(recs) > 512 else None,
+                remove_columns=["x", "think", "y"], desc="token lengths")
+    return list(ds["n"]), list(ds["n_think"])
+
+
+def _take(pool: List[Dict[str, Any]], want: Optional[int], what: str, strict: bool, rng: random.Random,
+          counts: Dict[str, Any]) -> List[Dict[str, Any]]:
+    if want is None:
+        return pool
+    if want > len(pool):
+        msg = f"data.mix.{what}: {want} requested, {len(pool)} available after filtering"
+        if strict:
+            raise DataError("data.mix", what, msg.split(": ", 1)[1])
+        log.warning("%s; taking all", msg)
+        counts[f"shortfall_{what}"] = want - len(pool)
+        return pool
+    order = list(range(len(pool)))
+    rng.shuffle(order)
+    return [pool[i] for i in sorted(order[:want])]
+
+
+def build_mix(
+    synthetic: List[Dict[str, Any]],
+    public: List[Dict[str, Any]],
+    cfg: MixConfig,
+    *,
+    taxonomy: Dict[str, List[str]],
+    benchmark_prompts: Dict[str, List[str]],
+    tokenizer,
+    max_length: int,
+    strict: bool,
+    strip_reflection: Optional[Callable[[str], str]] = None,
+) -> MixResult:
+    import time
+
+    result = MixResult(rows=[])
+    counts = result.counts
+    for r in synthetic:
+        r["kind"] = SYNTHETIC
+    for r in public:
+        r["kind"] = PUBLIC
+    counts["loaded_synthetic"], counts["loaded_public"] = len(synthetic), len(public)
+    recs = synthetic + public
+
+    if cfg.strip_reflection and strip_reflection is not None:
+        for r in synthetic:
+            r["think"] = strip_reflection(r["think"])
+
+    if cfg.drop_groups:
+        unknown = [g for g in cfg.drop_groups if g not in taxonomy]
+        if unknown:
+            raise DataError("data.mix", "drop_groups", f"unknown group {unknown[0]!r}; expected some of {sorted(taxonomy)}")
+        dropped_cats = {c for g in cfg.drop_groups for c in taxonomy[g]}
+        keep = []
+        for r in recs:
+            if r["category"] in dropped_cats:
+                _drop(result, "category_ablation", r, f"category {r['category']!r} is in a dropped group")
+            else:
+                keep.append(r)
+        recs = keep
+
+    t0 = time.perf_counter()
+    if cfg.dedup.exact:
+        seen: Dict[str, str] = {}
+        keep = []
+        for r in tqdm(recs, desc="exact dedup", unit="rec", mininterval=2.0, leave=False):
+            k = exact_key(r["x"], r["think"], r["y"])
+            if k in seen:
+                _drop(result, "exact_duplicate", r, "same request, thinking and answer", duplicate_of=seen[k])
+            else:
+                seen[k] = r["id"]
+                keep.append(r)
+        recs = keep
+    if cfg.dedup.near:
+        index = NearDuplicateIndex(cfg.dedup, seed=cfg.seed + 1)
+        keep = []
+        for r in tqdm(recs, desc="near dedup", unit="rec", mininterval=2.0, leave=False):
+            hit = index.add(f"{r['kind']}:{r['id']}", r["x"] + "\n" + r["y"])
+            if hit is not None:
+                _drop(result, "near_duplicate", r, "request + answer near-duplicate",
+                      duplicate_of=hit[0].split(":", 1)[1], jaccard=round(hit[1], 3))
+            else:
+                keep.append(r)
+        recs = keep
+    result.timings["dedup_s"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    if cfg.decontam.enabled and benchmark_prompts:
+        bench = BenchmarkIndex(benchmark_prompts, cfg.decontam)
+        counts["benchmark_prompts"] = len(bench)
+        keep = []
+        for r in tqdm(recs, desc="decontaminate", unit="rec", mininterval=2.0, leave=False):
+            m = bench.match(r["x"])
+            if m is not None:
+                _drop(result, "contaminated", r, "request overlaps a benchmark prompt", benchmark=m.benchmark,
+                      prompt_index=m.prompt_index, score=m.score, shared_ngrams=m.shared)
+            else:
+                keep.append(r)
+        recs = keep
+    result.timings["decontam_s"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    quantiles = cfg.drop_above_quantile is not None or cfg.drop_below_quantile is not None
+    lengths, think_lengths = token_lengths(recs, tokenizer, cfg.num_proc, with_think=quantiles)
+    result.timings["tokenize_s"] = time.perf_counter() - t0
+    keep = []
+    for r, n, nt in zip(recs, lengths, think_lengths):
+        r["tokens"], r["think_tokens"] = n, nt
+        if n > max_length:
+            _drop(result, "too_long", r, f"{n} tokens > sft.max_length {max_length}", tokens=n)
+        else:
+            keep.append(r)
+    recs = keep
+
+    if quantiles:
+        import numpy as np
+
+        synth_t = [r["think_tokens"] for r in recs if r["kind"] == SYNTHETIC]
+        if synth_t:
+            hi = np.quantile(synth_t, cfg.drop_above_quantile) if cfg.drop_above_quantile is not None else None
+            lo = np.quantile(synth_t, cfg.drop_below_quantile) if cfg.drop_below_quantile is not None else None
+            keep = []
+            for r in recs:
+                t = r["think_tokens"]
+                if r["kind"] == SYNTHETIC and hi is not None and t > hi:
+                    _drop(result, "length_ablation", r, f"thinking {t} tokens > quantile {cfg.drop_above_quantile} ({hi:.0f})")
+                elif r["kind"] == SYNTHETIC and lo is not None and t < lo:
+                    _drop(result, "length_ablation", r, f"thinking {t} tokens < quantile {cfg.drop_below_quantile} ({lo:.0f})")
+                else:
+                    keep.append(r)
+            recs = keep
+
+    rng = random.Random(cfg.seed)
+    counts["available_synthetic"] = sum(r["kind"] == SYNTHETIC for r in recs)
+    counts["available_public"] = sum(r["kind"] == PUBLIC for r in recs)
+    chosen = (_take([r for r in recs if r["kind"] == SYNTHETIC], cfg.synthetic, "synthetic", strict, rng, counts)
+              + _take([r for r in recs if r["kind"] == PUBLIC], cfg.public, "public", strict, rng, counts))
+    if cfg.total is not None and cfg.total != len(chosen):
+        chosen = _take(chosen, cfg.total, "total", strict, rng, counts)
+    rng.shuffle(chosen)
+    result.rows = chosen
+    counts["synthetic"] = sum(r["kind"] == SYNTHETIC for r in chosen)
+    counts["public"] = sum(r["kind"] == PUBLIC for r in chosen)
+    counts["total"] = len(chosen)
+    for name, items in result.removed.items():
+        counts[f"removed_{name}"] = len(items)
+    result.lengths = {kind: [r["tokens"] for r in chosen if r["kind"] == kind] for kind in (SYNTHETIC, PUBLIC)}
+    return result

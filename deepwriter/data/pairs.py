@@ -1,0 +1,237 @@
+"""Loading (request, answer) pairs and other records from local JSONL/Parquet/CSV files or a hub
+dataset, with a field mapping from the config and per-record validation.
+
+Every bad record is either a `DataError` naming `file:line` and the field (strict mode) or a
+`Skipped` entry with the same information (lenient mode); nothing is dropped silently.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+
+from deepwriter.data.config import SourceConfig
+
+# Text fields must be strings; `id` may also be an integer, which is turned into its decimal form.
+TEXT_FIELDS = ("x", "y", "z", "think", "id")
+FORMATS = {".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet", ".csv": "csv"}
+
+
+@dataclass
+class Pair:
+    id: str
+    x: str
+    y: str
+    meta: Dict[str, Any] = field(default_factory=dict)  # mapped extra fields (category, ...) + source
+
+
+@dataclass
+class Skipped:
+    where: str  # "file:line"
+    field: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.where}: field '{self.field}': {self.reason}"
+
+
+class DataError(ValueError):
+    """A bad record in strict mode. The message starts with "file:line: field 'name': "."""
+
+    def __init__(self, where: str, field_name: str, reason: str):
+        super().__init__(f"{where}: field '{field_name}': {reason}")
+        self.where, self.field, self.reason = where, field_name, reason
+
+
+class _Bad(Exception):
+    def __init__(self, field_name: str, reason: str):
+        self.field, self.reason = field_name, reason
+
+
+# --- raw rows ----------------------------------------------------------------------------------
+
+def _has_bad_bytes(s: str) -> bool:
+    # Text is decoded with surrogateescape, so undecodable bytes show up as lone surrogates.
+    return any("\udc80" <= ch <= "\udcff" for ch in s)
+
+
+def _iter_jsonl(path: Path) -> Iterator[Tuple[str, Any]]:
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            where = f"{path}:{lineno}"
+            text = raw.decode("utf-8", errors="surrogateescape").strip()
+            if not text:
+                continue  # blank lines carry no record
+            try:
+                row = json.loads(text)
+            except json.JSONDecodeError as exc:
+                yield where, _Bad("<line>", f"malformed JSON ({exc.msg} at column {exc.colno})")
+                continue
+            if not isinstance(row, dict):
+                yield where, _Bad("<line>", f"expected a JSON object, got {type(row).__name__}")
+                continue
+            yield where, row
+
+
+def _iter_csv(path: Path) -> Iterator[Tuple[str, Any]]:
+    csv.field_size_limit(sys.maxsize)
+    with open(path, newline="", encoding="utf-8", errors="surrogateescape") as f:
+        reader = csv.reader(f)
+        header = next(reader, None)
+        if header is None:
+            return
+        start = reader.line_num + 1
+        for values in reader:
+            where = f"{path}:{start}"
+            start = reader.line_num + 1
+            if not values:
+                continue
+            if len(values) != len(header):
+                yield where, _Bad("<line>", f"{len(values)} values for {len(header)} columns")
+                continue
+            yield where, dict(zip(header, values))
+
+
+def _iter_parquet(path: Path) -> Iterator[Tuple[str, Any]]:
+    import pyarrow.parquet as pq
+
+    pf = pq.ParquetFile(path)
+    row = 0
+    for batch in pf.iter_batches(batch_size=1024):
+        for rec in batch.to_pylist():
+            row += 1
+            yield f"{path}:{row}", rec
+
+
+def _columns(path: Path, fmt: str) -> Optional[List[str]]:
+    """Column names of a columnar file, so that a bad mapping fails once, before any row."""
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        return list(pq.read_schema(path).names)
+    if fmt == "csv":
+        with open(path, newline="", encoding="utf-8", errors="surrogateescape") as f:
+            return next(csv.reader(f), [])
+    return None
+
+
+def _iter_hub(src: SourceConfig) -> Iterator[Tuple[str, Any]]:
+    import datasets
+
+    ds = datasets.load_dataset(src.hub_id, split=src.split)
+    for i, rec in enumerate(ds, start=1):
+        yield f"{src.hub_id}[{src.split}]:{i}", rec
+
+
+def source_label(src: SourceConfig) -> str:
+    return src.name or (Path(src.path).stem if src.path else str(src.hub_id))
+
+
+def iter_rows(src: SourceConfig) -> Iterator[Tuple[str, Any]]:
+    """(where, raw row dict) for every record of a source; a row that cannot be read at all comes as
+    (where, _Bad)."""
+    from deepwriter.pipeline import resolve_data_path
+
+    if src.path:
+        path = resolve_data_path(src.path)
+        if not path.is_file():
+            raise DataError(str(path), "path", "no such file")
+        fmt = FORMATS.get(path.suffix.lower())
+        if fmt is None:
+            raise DataError(str(path), "path", f"unknown format {path.suffix!r}; expected one of {sorted(FORMATS)}")
+        cols = _columns(path, fmt)
+        if cols is not None:
+            absent = [(ours, theirs) for ours, theirs in src.fields.items() if theirs not in cols]
+            if absent:
+                ours, theirs = absent[0]
+                # A mapping error concerns every row: it is a configuration error in both modes.
+                raise DataError(f"{path}:1", ours, f"mapped to column {theirs!r}, which the file lacks (columns: {cols})")
+        return {"jsonl": _iter_jsonl, "csv": _iter_csv, "parquet": _iter_parquet}[fmt](path)
+    if src.hub_id:
+        return _iter_hub(src)
+    raise DataError(f"source {src.name or '<unnamed>'}", "path", "neither path nor hub_id is set")
+
+
+# --- mapped records ----------------------------------------------------------------------------
+
+def _check_text(name: str, value: Any, required: bool) -> Optional[str]:
+    if value is None:
+        if required:
+            raise _Bad(name, "missing (null)")
+        return None
+    if name == "id" and isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str):
+        raise _Bad(name, f"expected a string, got {type(value).__name__}")
+    if _has_bad_bytes(value):
+        raise _Bad(name, "contains bytes that are not valid UTF-8")
+    if required and not value.strip():
+        raise _Bad(name, "empty")
+    return value
+
+
+def map_row(row: Dict[str, Any], fields: Dict[str, str], required: Sequence[str]) -> Dict[str, Any]:
+    """Our names -> values. Raises _Bad for a missing mapped field or a bad value."""
+    out: Dict[str, Any] = {}
+    for ours, theirs in fields.items():
+        if theirs not in row:
+            raise _Bad(ours, f"mapped to {theirs!r}, which the record lacks")
+        value = row[theirs]
+        if ours in TEXT_FIELDS:
+            value = _check_text(ours, value, required=ours in required)
+        elif isinstance(value, str) and _has_bad_bytes(value):
+            raise _Bad(ours, "contains bytes that are not valid UTF-8")
+        out[ours] = value
+    for name in required:
+        if name not in fields:
+            raise _Bad(name, "not mapped: add it to the source's `fields`")
+    return out
+
+
+def load_records(
+    src: SourceConfig, strict: bool, required: Sequence[str] = ("x", "y"),
+) -> Tuple[List[Tuple[str, Dict[str, Any]]], List[Skipped]]:
+    """(where, mapped record) for every valid record, up to `src.limit`; bad ones raise or are
+    skipped. Duplicate ids count as bad records: later stages key their output on the id."""
+    from tqdm.auto import tqdm
+
+    records: List[Tuple[str, Dict[str, Any]]] = []
+    skipped: List[Skipped] = []
+    first_seen: Dict[str, str] = {}
+    label = source_label(src)
+    for where, row in tqdm(iter_rows(src), desc=f"load {label}", unit="rec", mininterval=2.0, leave=False):
+        try:
+            if isinstance(row, _Bad):
+                raise row
+            rec = map_row(row, src.fields, required)
+            rid = rec.get("id")
+            if rid is not None:
+                if rid in first_seen:
+                    raise _Bad("id", f"duplicate id {rid!r} (first at {first_seen[rid]})")
+                first_seen[rid] = where
+        except _Bad as bad:
+            if strict:
+                raise DataError(where, bad.field, bad.reason) from None
+            skipped.append(Skipped(where, bad.field, bad.reason))
+            continue
+        records.append((where, rec))
+        if src.limit is not None and len(records) >= src.limit:
+            break
+    return records, skipped
+
+
+def load_pairs(src: SourceConfig, strict: bool) -> Tuple[List[Pair], List[Skipped]]:
+    """Pairs of a source (local JSONL/Parquet/CSV via `src.path`, `pkg://deepwriter/...` allowed, or
+    `src.hub_id` + `split`). `src.fields` maps our names (id, x, y, category, ...) to the file's; an
+    unmapped id becomes `<source>-<n>` (n: position in the file)."""
+    records, skipped = load_records(src, strict, required=("x", "y"))
+    label = source_label(src)
+    pairs = []
+    for n, (where, rec) in enumerate(records, start=1):
+        rid = rec.pop("id", None) or f"{label}-{n:06d}"
+        x, y = rec.pop("x"), rec.pop("y")
+        pairs.append(Pair(id=rid, x=x, y=y, meta={**rec, "source": label, "where": where}))
+    return pairs, skipped

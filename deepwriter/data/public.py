@@ -1,0 +1,87 @@
+"""Public reasoning data (OpenThoughts-style) mapped into the mix's (request, thinking, answer) form.
+
+Two shapes: separate fields (`fields: {x: question, think: reasoning, y: answer}`), or ShareGPT-style
+turns (`fields: {conversations: conversations}`) whose assistant turn holds the thinking and the
+answer inside `<|begin_of_thought|>…<|end_of_thought|>` / `<|begin_of_solution|>…<|end_of_solution|>`
+or `<think>…</think>` blocks.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any, Dict, List, Tuple
+
+from deepwriter.data.config import SourceConfig
+from deepwriter.data.pairs import DataError, Skipped, _Bad, _check_text, iter_rows, map_row, source_label
+
+_THOUGHT = re.compile(r"<\|begin_of_thought\|>(.*?)<\|end_of_thought\|>", re.S)
+_SOLUTION = re.compile(r"<\|begin_of_solution\|>(.*?)(?:<\|end_of_solution\|>|$)", re.S)
+_THINK = re.compile(r"<think>(.*?)</think>", re.S)
+
+
+def split_thinking(text: str) -> Tuple[str, str]:
+    """(thinking, answer) of an assistant turn; raises _Bad when there is no thinking block."""
+    m = _THOUGHT.search(text)
+    if m:
+        sol = _SOLUTION.search(text, m.end())
+        answer = sol.group(1) if sol else text[m.end():]
+        return m.group(1).strip(), answer.strip()
+    m = _THINK.search(text)
+    if m:
+        return m.group(1).strip(), text[m.end():].strip()
+    raise _Bad("conversations", "assistant turn has no thinking block (<|begin_of_thought|> or <think>)")
+
+
+def _from_conversations(turns: Any) -> Dict[str, str]:
+    if not isinstance(turns, list) or not turns:
+        raise _Bad("conversations", f"expected a non-empty list of turns, got {type(turns).__name__}")
+    user = assistant = None
+    for t in turns:
+        if not isinstance(t, dict):
+            raise _Bad("conversations", "a turn is not an object")
+        role = t.get("from", t.get("role"))
+        content = t.get("value", t.get("content"))
+        if role in ("user", "human") and user is None:
+            user = content
+        elif role in ("assistant", "gpt") and assistant is None:
+            assistant = content
+    x = _check_text("x", user, required=True)
+    a = _check_text("y", assistant, required=True)
+    think, y = split_thinking(a)
+    if not think or not y:
+        raise _Bad("conversations", "empty thinking or answer in the assistant turn")
+    return {"x": x, "think": think, "y": y}
+
+
+def load_public(src: SourceConfig, strict: bool) -> Tuple[List[Dict[str, Any]], List[Skipped]]:
+    """Records {id, x, think, y, category, source, where} of a public reasoning source."""
+    label = source_label(src)
+    out: List[Dict[str, Any]] = []
+    skipped: List[Skipped] = []
+    seen: Dict[str, str] = {}
+    for where, row in iter_rows(src):
+        try:
+            if isinstance(row, _Bad):
+                raise row
+            if "conversations" in src.fields:
+                rest = {k: v for k, v in src.fields.items() if k != "conversations"}
+                rec = map_row(row, rest, required=())
+                theirs = src.fields["conversations"]
+                if theirs not in row:
+                    raise _Bad("conversations", f"mapped to {theirs!r}, which the record lacks")
+                rec.update(_from_conversations(row[theirs]))
+            else:
+                rec = map_row(row, src.fields, required=("x", "think", "y"))
+            rid = rec.get("id") or f"{label}-{len(out) + len(skipped) + 1:07d}"
+            if rid in seen:
+                raise _Bad("id", f"duplicate id {rid!r} (first at {seen[rid]})")
+            seen[rid] = where
+        except _Bad as bad:
+            if strict:
+                raise DataError(where, bad.field, bad.reason) from None
+            skipped.append(Skipped(where, bad.field, bad.reason))
+            continue
+        out.append({"id": rid, "x": rec["x"], "think": rec["think"], "y": rec["y"],
+                    "category": rec.get("category") or "reasoning", "source": label, "where": where})
+        if src.limit is not None and len(out) >= src.limit:
+            break
+    return out, skipped

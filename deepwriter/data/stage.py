@@ -1,0 +1,198 @@
+"""The mix stage: kept REER trajectories + public reasoning data -> a chat-format HF dataset.
+
+Writes into the stage folder: dataset/ (Dataset.save_to_disk; columns messages, source, category,
+id), DATA_CARD.md, dropped/<filter>.jsonl (every removed record with its reason), skipped.jsonl (bad
+input records in lenient mode), plots/token_lengths.png and mix_counts.json. The dataset folder is
+written to a temporary name and renamed last, so a killed run leaves nothing half-written: a re-run
+finds either a finished dataset (and reports it) or nothing, and builds it again.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from collections import Counter
+from pathlib import Path
+from typing import Any, Dict, List
+
+from deepwriter.config import RootConfig, expand
+from deepwriter.data.mix import MixResult, build_mix, load_trajectories, to_messages
+from deepwriter.data.pairs import Skipped
+from deepwriter.data.public import load_public
+from deepwriter.pipeline import StageContext, StageResult
+
+log = logging.getLogger("deepwriter.data")
+
+DATASET = "dataset"
+COUNTS = "mix_counts.json"
+
+
+def _benchmark_prompts(cfg: RootConfig) -> Dict[str, List[str]]:
+    if not cfg.data.mix.decontam.enabled:
+        return {}
+    from deepwriter.eval.benchmarks import benchmark_prompts
+
+    return benchmark_prompts(cfg.eval, expand(cfg.paths.data_dir))
+
+
+def _strip_reflection():
+    try:
+        from deepwriter.synthesis.prompts import strip_reflection
+    except ImportError:  # the synthesis package is optional for a public-only mix
+        return None
+    return strip_reflection
+
+
+def _artifacts() -> Dict[str, str]:
+    return {"dataset": DATASET, "data_card": "DATA_CARD.md", "dropped": "dropped", "plots": "plots", "counts": COUNTS}
+
+
+def run(cfg: RootConfig, ctx: StageContext) -> StageResult:
+    out = ctx.out_dir
+    done = out / COUNTS
+    if (out / DATASET / "dataset_info.json").exists() and done.exists():
+        log.info("mix: finished dataset found in %s; reusing it", out)
+        saved = json.loads(done.read_text())
+        return StageResult(counts=saved["counts"], metrics=saved["metrics"], artifacts=_artifacts())
+
+    mcfg, strict = cfg.data.mix, cfg.data.strict
+    skipped: List[Skipped] = []
+    synthetic: List[Dict[str, Any]] = []
+    not_kept = 0
+    if mcfg.synthetic != 0 and "synthesize" in ctx.inputs:
+        synthetic, sk, not_kept = load_trajectories(ctx.inputs["synthesize"] / "shards", mcfg.trajectory_field, strict)
+        skipped += sk
+    public: List[Dict[str, Any]] = []
+    if mcfg.public != 0 and (cfg.data.public.path or cfg.data.public.hub_id):
+        public, sk = load_public(cfg.data.public, strict)
+        skipped += sk
+
+    from deepwriter.models import load_tokenizer
+
+    tokenizer = load_tokenizer(cfg.models.student, cfg.paths.cache_dir)
+    result = build_mix(
+        synthetic, public, mcfg, taxonomy=cfg.data.taxonomy, benchmark_prompts=_benchmark_prompts(cfg),
+        tokenizer=tokenizer, max_length=cfg.sft.max_length, strict=strict, strip_reflection=_strip_reflection(),
+    )
+    result.counts["not_kept_by_search"] = not_kept
+    result.counts["skipped_bad_records"] = len(skipped)
+
+    _write_lists(out, result, skipped)
+    plots = _plot(out, result, mcfg.histogram_bins)
+    _write_card(out, cfg, result, skipped)
+    _save_dataset(out, result)
+
+    metrics = {f"mean_tokens_{k}": (sum(v) / len(v) if v else 0.0) for k, v in result.lengths.items()}
+    metrics.update({k: round(v, 3) for k, v in result.timings.items()})
+    (out / COUNTS).write_text(json.dumps({"counts": result.counts, "metrics": metrics}, indent=2))
+
+    tr = ctx.tracker
+    tr.log({f"mix/{k}": v for k, v in result.counts.items() if isinstance(v, (int, float))})
+    tr.table("mix/removed", ["filter", "count"], [[k, len(v)] for k, v in result.removed.items()])
+    tr.table("mix/by_category", ["source", "category", "count"],
+             [[s, c, n] for (s, c), n in sorted(Counter((r["source"], r["category"]) for r in result.rows).items())])
+    for p in plots:
+        tr.image(f"mix/{p.stem}", p)
+    return StageResult(counts=result.counts, metrics=metrics, artifacts=_artifacts())
+
+
+def _save_dataset(out: Path, result: MixResult) -> None:
+    import datasets
+
+    rows = result.rows
+    ds = datasets.Dataset.from_dict({
+        "messages": [to_messages(r) for r in rows],
+        "source": [r["source"] for r in rows],
+        "category": [r["category"] for r in rows],
+        "id": [r["id"] for r in rows],
+    })
+    tmp = out / (DATASET + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    ds.save_to_disk(str(tmp))
+    shutil.rmtree(out / DATASET, ignore_errors=True)
+    os.replace(tmp, out / DATASET)
+
+
+def _write_lists(out: Path, result: MixResult, skipped: List[Skipped]) -> None:
+    d = out / "dropped"
+    shutil.rmtree(d, ignore_errors=True)
+    d.mkdir(parents=True)
+    for name, items in result.removed.items():
+        with open(d / f"{name}.jsonl", "w") as f:
+            for it in items:
+                f.write(json.dumps(it, ensure_ascii=False) + "\n")
+    with open(out / "skipped.jsonl", "w") as f:
+        for s in skipped:
+            f.write(json.dumps({"where": s.where, "field": s.field, "reason": s.reason}, ensure_ascii=False) + "\n")
+
+
+def _plot(out: Path, result: MixResult, bins: int) -> List[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    d = out / "plots"
+    d.mkdir(exist_ok=True)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for kind, lengths in result.lengths.items():
+        if lengths:
+            ax.hist(lengths, bins=bins, alpha=0.6, label=f"{kind} (n={len(lengths)})")
+    ax.set_xlabel("tokens per sample (student tokenizer, chat template)")
+    ax.set_ylabel("samples")
+    ax.set_title("Token lengths of the mix")
+    ax.legend()
+    fig.tight_layout()
+    path = d / "token_lengths.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return [path]
+
+
+def _table(rows: List[List[Any]], header: List[str]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _write_card(out: Path, cfg: RootConfig, result: MixResult, skipped: List[Skipped]) -> None:
+    c = result.counts
+    m = cfg.data.mix
+    by_cat = Counter((r["source"], r["category"]) for r in result.rows)
+    removed = [[k, len(v), v[0]["reason"] if v else ""] for k, v in result.removed.items()]
+    lengths = []
+    for kind, ls in result.lengths.items():
+        if ls:
+            s = sorted(ls)
+            lengths.append([kind, len(s), s[0], s[len(s) // 2], round(sum(s) / len(s)), s[-1]])
+    text = f"""# Data card: SFT mix
+
+{c['total']} samples: {c['synthetic']} synthetic REER trajectories (thinking from `{m.trajectory_field}`) and
+{c['public']} public reasoning samples ({cfg.data.public.name or 'none'}), shuffled with seed {m.seed}.
+Format: one user turn (the request) and one assistant turn `<think>\\n…\\n</think>\\n\\n` + answer.
+
+## Input
+- synthetic trajectories kept by the search: {c['loaded_synthetic']} (not kept by the search: {c.get('not_kept_by_search', 0)})
+- public samples loaded: {c['loaded_public']}
+- bad input records skipped (lenient mode): {len(skipped)} (listed in skipped.jsonl)
+
+## Filters (each removed record is listed in dropped/<filter>.jsonl)
+{_table(removed, ['filter', 'removed', 'example reason']) if removed else 'Nothing was removed.'}
+
+Settings: exact dedup {m.dedup.exact}; near dedup {m.dedup.near} (MinHash LSH, Jaccard >= {m.dedup.threshold},
+{m.dedup.num_perm} permutations, {m.dedup.shingle_words}-word shingles); decontamination {m.decontam.enabled}
+({m.decontam.ngram}-gram overlap >= {m.decontam.threshold} against {c.get('benchmark_prompts', 0)} prompts of the
+enabled benchmarks); token limit sft.max_length = {cfg.sft.max_length} with the tokenizer of `{cfg.models.student.name}`;
+ablations: drop_groups {list(m.drop_groups)}, strip_reflection {m.strip_reflection},
+quantiles above {m.drop_above_quantile} / below {m.drop_below_quantile}.
+
+## Counts by source and category
+{_table([[s, cat, n] for (s, cat), n in sorted(by_cat.items())], ['source', 'category', 'samples']) if by_cat else 'Empty.'}
+
+## Token lengths
+{_table(lengths, ['source', 'samples', 'min', 'median', 'mean', 'max']) if lengths else 'Empty.'}
+
+![token lengths](plots/token_lengths.png)
+"""
+    (out / "DATA_CARD.md").write_text(text)

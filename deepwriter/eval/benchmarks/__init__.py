@@ -1,0 +1,50 @@
+"""The benchmark registry: each kind is one module with `load`, `judge_tasks`, `score_item`,
+`aggregate` and `headline`. A config entry names its kind (or is named after it)."""
+from __future__ import annotations
+
+from pathlib import Path
+from types import ModuleType
+from typing import Dict, List
+
+from deepwriter.config import ConfigError
+from deepwriter.eval.benchmarks import hellobench, longbench_write, writingbench
+from deepwriter.eval.benchmarks.base import BenchmarkDataError, Item, JudgeOutcome, JudgeTask, Slot
+from deepwriter.eval.config import BenchmarkConfig, EvalConfig
+
+KINDS: Dict[str, ModuleType] = {m.KIND: m for m in (longbench_write, hellobench, writingbench)}
+
+__all__ = ["KINDS", "BenchmarkDataError", "Item", "JudgeOutcome", "JudgeTask", "Slot",
+           "benchmark_prompts", "kind_of", "load_items", "module_for"]
+
+
+def kind_of(name: str, bcfg: BenchmarkConfig) -> str:
+    kind = bcfg.kind or name
+    if kind not in KINDS:
+        raise ConfigError(f"eval.benchmarks.{name}.kind: unknown benchmark kind {kind!r}; expected one of {sorted(KINDS)}")
+    return kind
+
+
+def module_for(name: str, bcfg: BenchmarkConfig) -> ModuleType:
+    return KINDS[kind_of(name, bcfg)]
+
+
+def load_items(name: str, bcfg: BenchmarkConfig, data_dir: Path, apply_limit: bool = True) -> List[Item]:
+    """Every item of one benchmark entry, or the first `limit` (per subset for HelloBench)."""
+    items = module_for(name, bcfg).load(name, bcfg.path, Path(data_dir), list(bcfg.subsets))
+    if not apply_limit or bcfg.limit is None:
+        return items
+    kept: List[Item] = []
+    per_group: Dict[str, int] = {}
+    for item in items:
+        group = item.meta.get("subset", "")
+        if per_group.get(group, 0) < bcfg.limit:
+            kept.append(item)
+            per_group[group] = per_group.get(group, 0) + 1
+    return kept
+
+
+def benchmark_prompts(eval_cfg: EvalConfig, data_dir: Path) -> Dict[str, List[str]]:
+    """Every prompt of every enabled benchmark, ignoring `limit` (the mix stage decontaminates
+    training data against these)."""
+    return {name: [item.prompt for item in load_items(name, bcfg, data_dir, apply_limit=False)]
+            for name, bcfg in eval_cfg.benchmarks.items() if bcfg.enabled}

@@ -1,0 +1,160 @@
+"""What every benchmark module shares: items, judge tasks with their allowed scores, data errors."""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+
+log = logging.getLogger("deepwriter.eval")
+
+
+class BenchmarkDataError(ValueError):
+    """Bad benchmark data; the message starts with `file:line: field 'name': ...`."""
+
+
+@dataclass
+class Item:
+    bench: str  # the config entry's name
+    id: str
+    prompt: str
+    meta: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One score the judge must give, and the only values it may take."""
+
+    name: str
+    allowed: Tuple[float, ...]
+
+    @property
+    def labels(self) -> List[str]:
+        return [format_score(v) for v in self.allowed]
+
+    def coerce(self, value: Any) -> float:
+        """The judge's value as one of the allowed numbers, or ValueError saying why not."""
+        if isinstance(value, bool):
+            raise ValueError(f"{self.name}: {value!r} is not a number")
+        try:
+            num = float(str(value).strip().rstrip("%"))
+        except ValueError:
+            raise ValueError(f"{self.name}: {value!r} is not a number") from None
+        for allowed in self.allowed:
+            if abs(num - allowed) < 1e-9:
+                return allowed
+        raise ValueError(f"{self.name}: {num:g} is out of range (allowed {', '.join(self.labels)})")
+
+
+# Reads a parsed JSON reply; returns ({slot: raw value}, {slot: reason}). Raises ValueError when the
+# shape is wrong. None: the canonical shape {slot.name: value, ..., "reason": ...}.
+ReplyParser = Callable[[Any], Tuple[Dict[str, Any], Dict[str, str]]]
+
+
+@dataclass
+class JudgeTask:
+    item_id: str
+    key: str  # unique within the item: "quality", "checklist", "criterion-2"
+    messages: List[Dict[str, str]]
+    slots: List[Slot]
+    parser: Optional[ReplyParser] = None
+    format_hint: str = ""  # shown when a reply has to be asked for again
+
+
+def format_score(v: float) -> str:
+    return str(int(v)) if float(v).is_integer() else repr(float(v))
+
+
+def canonical_parser(slots: List[Slot]) -> ReplyParser:
+    def parse(obj: Any) -> Tuple[Dict[str, Any], Dict[str, str]]:
+        if not isinstance(obj, dict):
+            raise ValueError(f"expected a JSON object, got {type(obj).__name__}")
+        lowered = {str(k).strip().lower().replace(" ", "_"): v for k, v in obj.items()}
+        values, reasons = {}, {}
+        for s in slots:
+            key = s.name.lower()
+            if key not in lowered:
+                continue  # reported as missing by the judge
+            v = lowered[key]
+            if isinstance(v, dict):  # {"score": 4, "reason": "..."}
+                reasons[s.name] = str(v.get("reason", ""))
+                v = v.get("score")
+            values[s.name] = v
+        if "reason" in lowered and not reasons:
+            reasons = {s.name: str(lowered["reason"]) for s in slots}
+        return values, reasons
+
+    return parse
+
+
+def read_jsonl(path: Path) -> Iterator[Tuple[int, Dict[str, Any]]]:
+    """(line number, record) of each non-empty line; a broken line is an error naming it."""
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise BenchmarkDataError(f"{path}:{lineno}: field '<line>': not valid JSON ({exc.msg})") from None
+            if not isinstance(rec, dict):
+                raise BenchmarkDataError(f"{path}:{lineno}: field '<line>': expected a JSON object")
+            yield lineno, rec
+
+
+def require(rec: Dict[str, Any], name: str, where: str, kind: type = str) -> Any:
+    if name not in rec or rec[name] is None:
+        raise BenchmarkDataError(f"{where}: field '{name}': missing")
+    value = rec[name]
+    if kind is str and not isinstance(value, str):
+        raise BenchmarkDataError(f"{where}: field '{name}': expected text, got {type(value).__name__}")
+    if kind is str and not value.strip():
+        raise BenchmarkDataError(f"{where}: field '{name}': empty")
+    if kind is list and not isinstance(value, list):
+        raise BenchmarkDataError(f"{where}: field '{name}': expected a list, got {type(value).__name__}")
+    return value
+
+
+def download(urls: Dict[str, str], dest: Path) -> Path:
+    """Fetch the benchmark's public files (relative name -> URL) into `dest` once."""
+    import httpx
+
+    dest.mkdir(parents=True, exist_ok=True)
+    for rel, url in urls.items():
+        target = dest / rel
+        if target.exists():
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        log.info("downloading %s -> %s", url, target)
+        resp = httpx.get(url, follow_redirects=True, timeout=120)
+        resp.raise_for_status()
+        tmp = target.with_suffix(target.suffix + ".part")
+        tmp.write_bytes(resp.content)
+        tmp.replace(target)
+    return dest
+
+
+def mean(values: List[float]) -> Optional[float]:
+    return sum(values) / len(values) if values else None
+
+
+@dataclass
+class JudgeOutcome:
+    """The judge's answer to one task: every slot's value, or the reason there is none."""
+
+    item_id: str
+    key: str
+    ok: bool
+    values: Dict[str, float] = field(default_factory=dict)
+    reasons: Dict[str, str] = field(default_factory=dict)
+    error: Optional[str] = None
+    calls: int = 0  # judge calls made now (cache misses)
+    cached: int = 0  # replies read from the cache
+    reasks: int = 0
+    retries: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency_s: float = 0.0
+    cost_usd: float = 0.0
+    raw: str = ""

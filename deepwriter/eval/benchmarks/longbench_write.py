@@ -1,0 +1,148 @@
+"""LongBench-Write (THUDM/LongWriter): length score S_l and judged quality S_q, as the authors compute them.
+
+S_l compares the produced length l with the required length r: above it, 100·max(0, 1 − (l/r − 1)/3);
+at or below it, 100·max(0, 1 − (r/l − 1)/2). Length counts CJK characters plus English words. The
+judge gives six dimensions 1–5; each dimension's mean m becomes (m − 1)·25 and S_q is their mean.
+S = (S_l + S_q) / 2, overall and per required-length bucket.
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from deepwriter.eval.benchmarks.base import (
+    BenchmarkDataError, Item, JudgeOutcome, JudgeTask, Slot, canonical_parser, download, mean, read_jsonl, require,
+)
+
+KIND = "longbench_write"
+SOURCE_URLS = {"longbench_write.jsonl": "https://raw.githubusercontent.com/THUDM/LongWriter/main/evaluation/longbench_write.jsonl"}
+DIMENSIONS = ("relevance", "accuracy", "coherence", "clarity", "breadth_and_depth", "reading_experience")
+SLOTS = [Slot(d, (1.0, 2.0, 3.0, 4.0, 5.0)) for d in DIMENSIONS]
+BUCKETS = (("<500", 0, 500), ("500-2k", 500, 2000), ("2k-4k", 2000, 4000), (">=4k", 4000, float("inf")))
+
+_CJK = re.compile(r"[\u4e00-\u9fff]")
+_EN_WORD = re.compile(r"\b[a-zA-Z]+\b")
+
+
+def count_length(text: str) -> int:
+    """CJK characters plus English words (digits and punctuation do not count)."""
+    return len(_CJK.findall(text)) + len(_EN_WORD.findall(text))
+
+
+def length_score(required: float, produced: float) -> float:
+    if required <= 0:
+        raise ValueError(f"required length must be positive, got {required}")
+    if produced <= 0:
+        return 0.0  # nothing written: the (r/l) branch goes to 0 in the limit
+    if produced > required:
+        return 100.0 * max(0.0, 1.0 - (produced / required - 1.0) / 3.0)
+    return 100.0 * max(0.0, 1.0 - (required / produced - 1.0) / 2.0)
+
+
+def quality_score(dimension_means: Dict[str, float]) -> float:
+    """Mean over dimensions of (mean 1–5 score − 1)·25; every dimension must be present."""
+    missing = [d for d in DIMENSIONS if d not in dimension_means]
+    if missing:
+        raise ValueError(f"missing quality dimensions: {missing}")
+    return sum((dimension_means[d] - 1.0) * 25.0 for d in DIMENSIONS) / len(DIMENSIONS)
+
+
+def parse_required_length(value: Any, where: str) -> int:
+    if isinstance(value, bool):
+        raise BenchmarkDataError(f"{where}: field 'length': expected a number, got {value!r}")
+    if isinstance(value, (int, float)):
+        n = int(value)
+    else:
+        m = re.fullmatch(r"\s*(\d+)\s*", str(value))
+        if not m:
+            raise BenchmarkDataError(f"{where}: field 'length': expected a whole number, got {value!r}")
+        n = int(m.group(1))
+    if n <= 0:
+        raise BenchmarkDataError(f"{where}: field 'length': must be positive, got {value!r}")
+    return n
+
+
+def data_file(path: Optional[str], data_dir: Path) -> Path:
+    from deepwriter.pipeline import resolve_data_path
+
+    if path:
+        p = resolve_data_path(path)
+        return p / "longbench_write.jsonl" if p.is_dir() else p
+    return download(SOURCE_URLS, data_dir / KIND) / "longbench_write.jsonl"
+
+
+def load(name: str, path: Optional[str], data_dir: Path, subsets: List[str]) -> List[Item]:
+    f = data_file(path, data_dir)
+    items = []
+    for lineno, rec in read_jsonl(f):
+        where = f"{f}:{lineno}"
+        prompt = require(rec, "prompt", where)
+        length = parse_required_length(require(rec, "length", where, kind=object), where)
+        item_id = str(rec.get("id", f"{lineno - 1:04d}"))
+        items.append(Item(name, item_id, prompt, {"type": rec.get("type", ""), "length": length}))
+    return items
+
+
+def judge_tasks(item: Item, answer: str) -> List[JudgeTask]:
+    dims = ", ".join(f'"{d}"' for d in DIMENSIONS)
+    user = (
+        "You are an expert judge of writing. Read the user's writing request and the assistant's response, "
+        "then rate the response on six dimensions, each an integer from 1 (very poor) to 5 (excellent):\n"
+        "relevance (does it do what was asked), accuracy (facts and details correct), coherence (logical flow), "
+        "clarity (easy to read and understand), breadth_and_depth (coverage and insight), "
+        "reading_experience (engaging, well formatted). Do not judge length.\n\n"
+        f"[Request]\n{item.prompt}\n[End of request]\n\n[Response]\n{answer}\n[End of response]\n\n"
+        f"Reply with one JSON object with the keys {dims} (integer scores) and \"reason\" (one or two sentences), "
+        "and nothing else."
+    )
+    return [JudgeTask(item.id, "quality", [{"role": "user", "content": user}], list(SLOTS),
+                      parser=canonical_parser(SLOTS),
+                      format_hint=f"one JSON object with integer 1-5 values for {dims} and a \"reason\"")]
+
+
+def score_item(item: Item, answer: str, outcomes: Dict[str, JudgeOutcome]) -> Dict[str, Any]:
+    required = item.meta["length"]
+    produced = count_length(answer)
+    rec: Dict[str, Any] = {"required_length": required, "produced_length": produced,
+                           "S_l": length_score(required, produced), "bucket": bucket_of(required)}
+    out = outcomes.get("quality")
+    if out is not None and out.ok:
+        rec["dimensions"] = {d: out.values[d] for d in DIMENSIONS}
+        rec["S_q"] = quality_score(rec["dimensions"])
+        rec["reasons"] = out.reasons
+    else:
+        rec["failure"] = (out.error if out is not None else "not judged") or "judge failed"
+    return rec
+
+
+def bucket_of(required: int) -> str:
+    for label, lo, hi in BUCKETS:
+        if lo <= required < hi:
+            return label
+    raise AssertionError(required)
+
+
+def _scores(records: List[Dict[str, Any]]) -> Dict[str, Any]:
+    judged = [r for r in records if "dimensions" in r]
+    s_l = mean([r["S_l"] for r in records])
+    dim_means = {d: mean([r["dimensions"][d] for r in judged]) for d in DIMENSIONS} if judged else {}
+    s_q = quality_score(dim_means) if judged else None
+    out = {"n": len(records), "judged": len(judged), "S_l": s_l, "S_q": s_q,
+           "S": (s_l + s_q) / 2 if s_l is not None and s_q is not None else None}
+    if judged:
+        out["dimensions"] = {d: (m - 1.0) * 25.0 for d, m in dim_means.items()}
+    return out
+
+
+def aggregate(records: List[Dict[str, Any]]) -> Dict[str, Any]:
+    summary = _scores(records)
+    summary["failures"] = sum(1 for r in records if "failure" in r)
+    summary["buckets"] = {label: _scores([r for r in records if r["bucket"] == label])
+                          for label, _, _ in BUCKETS if any(r["bucket"] == label for r in records)}
+    return summary
+
+
+def headline(name: str, summary: Dict[str, Any]) -> Dict[str, Optional[float]]:
+    return {"LB" if name == KIND else name: summary.get("S")}

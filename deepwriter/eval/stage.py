@@ -1,0 +1,147 @@
+"""The eval stage: the model under test answers every benchmark prompt, the judge scores the answers,
+each benchmark's own formulas turn judgments into scores.
+
+Output (in the stage folder):
+  items/<bench>.generations.jsonl  answers as generated (resumable)
+  items/<bench>.jsonl              per item: answer, scores, the judge's values and reasons, failures
+  judge_cache/calls.jsonl          every judge reply (a re-run makes no judge calls)
+  summary.json                     per-benchmark summaries, the paper-layout headline, judge stats
+  tables/paper.{md,csv}, tables/details.md, plots/*.png
+"""
+from __future__ import annotations
+
+import dataclasses
+import gc
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any, Dict, List, Tuple
+
+from deepwriter.config import ConfigError, RootConfig, expand
+from deepwriter.eval import tables
+from deepwriter.eval.benchmarks import load_items, module_for
+from deepwriter.eval.benchmarks.base import Item, JudgeOutcome
+from deepwriter.eval.generate import generate_answers
+from deepwriter.eval.judge import make_judge
+from deepwriter.llm.config import Backend, ModelConfig, ModelSource
+from deepwriter.pipeline import StageContext, StageResult
+
+log = logging.getLogger("deepwriter.eval")
+
+
+def model_under_test(cfg: RootConfig, ctx: StageContext) -> ModelConfig:
+    which = cfg.eval.model_under_test
+    if which == "student":
+        return cfg.models.student
+    if which == "sft":
+        if "sft" not in ctx.inputs:
+            raise ConfigError("eval.model_under_test: 'sft' needs the sft stage's output, which this run does not have")
+        folder = ctx.inputs["sft"] / "model"
+        return dataclasses.replace(cfg.models.student, name=f"sft-{ctx.inputs['sft'].name[:8]}", source=ModelSource.local,
+                                   path=str(folder), gguf_file=None, backend=Backend.transformers, tiny_config={})
+    raise ConfigError(f"eval.model_under_test: got {which!r}; expected 'sft' or 'student'")
+
+
+def _write_jsonl_atomic(path: Path, records: List[Dict[str, Any]]) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for r in records:
+            f.write(json.dumps(r, ensure_ascii=False, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def _judge_view(o: JudgeOutcome) -> Dict[str, Any]:
+    return {"ok": o.ok, "values": o.values, "reasons": o.reasons, "error": o.error, "calls": o.calls,
+            "cached": o.cached, "reasks": o.reasks, "retries": o.retries, "prompt_tokens": o.prompt_tokens,
+            "completion_tokens": o.completion_tokens, "latency_s": round(o.latency_s, 4), "cost_usd": o.cost_usd}
+
+
+def run(cfg: RootConfig, ctx: StageContext) -> StageResult:
+    ecfg = cfg.eval
+    out = ctx.out_dir
+    data_dir = expand(cfg.paths.data_dir)
+    enabled = {name: b for name, b in ecfg.benchmarks.items() if b.enabled}
+    if not enabled:
+        raise ConfigError("eval.benchmarks: no benchmark is enabled")
+    benches: Dict[str, Tuple[Any, List[Item]]] = {
+        name: (module_for(name, b), load_items(name, b, data_dir)) for name, b in enabled.items()}
+
+    # 1. answers (the model is loaded only when something is left to generate)
+    mut = model_under_test(cfg, ctx)
+    holder: Dict[str, Any] = {}
+
+    def generator():
+        if "gen" not in holder:
+            from deepwriter.llm import make_generator
+
+            holder["gen"] = make_generator(mut, cfg.paths.cache_dir, batch_size=ecfg.batch_size)
+        return holder["gen"]
+
+    answers: Dict[str, List[Dict[str, Any]]] = {}
+    generated = 0
+    for name, (_, items) in benches.items():
+        recs, made = generate_answers(generator, items, enabled[name], out / "items" / f"{name}.generations.jsonl",
+                                      seed=ecfg.seed, batch_size=ecfg.batch_size)
+        answers[name], generated = recs, generated + made
+    holder.clear()
+    gc.collect()  # the model under test leaves memory before the judge loads
+
+    # 2. judgments
+    judge = make_judge(cfg, out / "judge_cache")
+    tasks, owners = [], []
+    for name, (mod, items) in benches.items():
+        for item, rec in zip(items, answers[name]):
+            for t in mod.judge_tasks(item, rec["answer"]):
+                tasks.append(t)
+                owners.append(name)
+    outcomes = judge.run(tasks)
+    by_item: Dict[Tuple[str, str], Dict[str, JudgeOutcome]] = {}
+    for name, o in zip(owners, outcomes):
+        by_item.setdefault((name, o.item_id), {})[o.key] = o
+
+    # 3. scores
+    summary: Dict[str, Any] = {"label": f"{cfg.recipe.name}/{cfg.run_id}", "model_under_test": mut.name,
+                               "judge": judge.model_id, "judge_mode": "constrained" if judge.constrained else "free-json",
+                               "benchmarks": {}, "headline": {}}
+    for name, (mod, items) in benches.items():
+        records = []
+        for item, rec in zip(items, answers[name]):
+            outs = by_item.get((name, item.id), {})
+            scored = mod.score_item(item, rec["answer"], outs)
+            records.append({"id": item.id, "prompt": item.prompt, "answer": rec["answer"], "thinking": rec["thinking"],
+                            "think_closed": rec["think_closed"], "finish_reason": rec["finish_reason"],
+                            **scored, "judge": {k: _judge_view(o) for k, o in outs.items()}})
+        _write_jsonl_atomic(out / "items" / f"{name}.jsonl", records)
+        if mod.KIND == "hellobench":
+            agg = mod.aggregate(records, enabled[name].groups or None)
+        else:
+            agg = mod.aggregate(records)
+        head = mod.headline(name, agg)
+        summary["benchmarks"][name] = {"kind": mod.KIND, "summary": agg, "headline": head}
+        summary["headline"].update(head)
+        ctx.tracker.table(f"eval/{name}/items", ["id", "prompt", "answer", "score", "failure"],
+                          [[r["id"], r["prompt"][:500], r["answer"][:2000],
+                            r.get("score", r.get("S_q")), r.get("failure")] for r in records])
+    summary["judge_stats"] = judge.stats.as_dict()
+    summary["generation"] = {"generated_now": generated, "items": sum(len(v) for v in answers.values()),
+                             "thinking_unclosed": sum(1 for v in answers.values() for r in v if not r["think_closed"])}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False, default=str))
+
+    artifacts = {"summary": "summary.json", "items": "items", "judge_cache": "judge_cache/calls.jsonl"}
+    artifacts.update(tables.write_run_tables(summary, out / "tables"))
+    artifacts.update(tables.write_run_plots(summary, out / "plots"))
+    ctx.tracker.log({f"eval/{k}": v for k, v in summary["headline"].items() if v is not None})
+    ctx.tracker.summary({f"eval/judge_{k}": v for k, v in judge.stats.as_dict().items() if isinstance(v, (int, float))})
+    for key, rel in artifacts.items():
+        if rel.endswith(".png"):
+            ctx.tracker.image(f"eval/{key}", out / rel)
+
+    stats = judge.stats
+    log.info("eval: %d items, %d generated now; judge: %d tasks, %d calls, %d cached, %d failed",
+             summary["generation"]["items"], generated, stats.tasks, stats.calls, stats.cache_hits, stats.failed)
+    counts = {"items": summary["generation"]["items"], "generated": generated, "judge_tasks": stats.tasks,
+              "judge_calls": stats.calls, "judge_cache_hits": stats.cache_hits, "judge_failures": stats.failed,
+              "judge_reasks": stats.reasks, "judge_retries": stats.retries, "judge_cost_usd": round(stats.cost_usd, 6)}
+    metrics = {k: v for k, v in summary["headline"].items() if v is not None}
+    return StageResult(counts=counts, metrics=metrics, artifacts=artifacts)

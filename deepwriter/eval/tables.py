@@ -1,0 +1,160 @@
+"""Tables (markdown, CSV) and plots (PNG) of eval summaries, for one run or several side by side.
+
+The headline table follows the REER paper's layout: LB, HB-A, HB-B, WB-A … WB-F (other entries, such
+as the demo's own prompts, follow). LB and HB are on 0–100, WB on its native 1–10 scale.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import math
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+PAPER_COLUMNS = ["LB", "HB-A", "HB-B", "WB-A", "WB-B", "WB-C", "WB-D", "WB-E", "WB-F"]
+SCALE_NOTE = "LB and HB on 0–100 (HB raw weighted checklist score); WB on its 1–10 scale."
+
+
+def columns_of(rows: Dict[str, Dict[str, Optional[float]]]) -> List[str]:
+    seen = list(dict.fromkeys(c for row in rows.values() for c in row))
+    return [c for c in PAPER_COLUMNS if c in seen] + [c for c in seen if c not in PAPER_COLUMNS]
+
+
+def fmt(v: Any) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "–"
+    return f"{v:.2f}" if isinstance(v, float) else str(v)
+
+
+def markdown_table(header: List[str], rows: List[List[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def csv_text(header: List[str], rows: List[List[Any]]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(header)
+    w.writerows([["" if v is None else v for v in row] for row in rows])
+    return buf.getvalue()
+
+
+def comparison(rows: Dict[str, Dict[str, Optional[float]]]) -> tuple:
+    """(header, rows) of runs (row label -> headline columns) side by side."""
+    cols = columns_of(rows)
+    return ["run"] + cols, [[label] + [row.get(c) for c in cols] for label, row in rows.items()]
+
+
+def detail_markdown(summary: Dict[str, Any]) -> str:
+    """Per-benchmark breakdowns: LB length buckets and dimensions, HB subsets, WB domains and subdomains."""
+    parts = []
+    for name, entry in summary["benchmarks"].items():
+        s, kind = entry["summary"], entry["kind"]
+        parts.append(f"## {name} ({kind})\n")
+        if kind == "longbench_write":
+            rows = [["all", s["n"], s["judged"], s["S_l"], s["S_q"], s["S"]]]
+            rows += [[b, v["n"], v["judged"], v["S_l"], v["S_q"], v["S"]] for b, v in s["buckets"].items()]
+            parts.append(markdown_table(["required length", "n", "judged", "S_l", "S_q", "S"], rows))
+            if s.get("dimensions"):
+                parts.append("\n" + markdown_table(list(s["dimensions"]), [list(s["dimensions"].values())]))
+        elif kind == "hellobench":
+            rows = [[k, v["n"], v["scored"], v["score"]] for k, v in s["subsets"].items()]
+            rows += [[g, "", "", v] for g, v in s["groups"].items()]
+            rows += [["overall", s["n"], s["scored"], s["overall"]], ["overall rescaled (x−75)·4", "", "", s["overall_rescaled"]]]
+            parts.append(markdown_table(["subset", "n", "scored", "score"], rows))
+        elif kind == "writingbench":
+            rows = [[f"{k} {v['name']}", v["n"], v["score"]] for k, v in s["domains"].items()]
+            rows += [["overall", s["scored"], s["overall"]]]
+            parts.append(markdown_table(["domain", "scored", "score (1–10)"], rows))
+            parts.append("\n" + markdown_table(["subdomain", "n", "score"], [[k, v["n"], v["score"]] for k, v in s["subdomains"].items()]))
+        parts.append(f"\nfailures (recorded, not scored): {s.get('failures', 0)}\n")
+    return "\n".join(parts)
+
+
+def write_run_tables(summary: Dict[str, Any], folder: Path) -> Dict[str, str]:
+    folder.mkdir(parents=True, exist_ok=True)
+    header, rows = comparison({summary.get("label", "run"): summary["headline"]})
+    (folder / "paper.md").write_text(markdown_table(header, rows) + f"\n{SCALE_NOTE}\n")
+    (folder / "paper.csv").write_text(csv_text(header, rows))
+    (folder / "details.md").write_text(detail_markdown(summary))
+    return {"table_md": "tables/paper.md", "table_csv": "tables/paper.csv", "details_md": "tables/details.md"}
+
+
+# --- plots ------------------------------------------------------------------------------------------
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def bar_plot(rows: Dict[str, Dict[str, Optional[float]]], path: Path, title: str) -> None:
+    plt = _plt()
+    cols = columns_of(rows)
+    fig, ax = plt.subplots(figsize=(max(5, 1.0 * len(cols) + 2), 3.5))
+    width = 0.8 / max(1, len(rows))
+    for j, (label, row) in enumerate(rows.items()):
+        xs = [i + j * width for i in range(len(cols))]
+        ax.bar(xs, [row.get(c) or 0.0 for c in cols], width=width, label=label)
+    ax.set_xticks([i + width * (len(rows) - 1) / 2 for i in range(len(cols))])
+    ax.set_xticklabels(cols, rotation=30, ha="right")
+    ax.set_title(title)
+    if len(rows) > 1:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def radar_plot(rows: Dict[str, Dict[str, Optional[float]]], path: Path, title: str) -> bool:
+    """Each column scaled to 0–100 (WB ×10); needs three columns or more to be a radar."""
+    cols = columns_of(rows)
+    if len(cols) < 3:
+        return False
+    plt = _plt()
+    angles = [2 * math.pi * i / len(cols) for i in range(len(cols))] + [0.0]
+    fig = plt.figure(figsize=(4.5, 4.5))
+    ax = fig.add_subplot(111, polar=True)
+    for label, row in rows.items():
+        vals = [(row.get(c) or 0.0) * (10 if c.startswith("WB") else 1) for c in cols]
+        ax.plot(angles, vals + vals[:1], label=label)
+        ax.fill(angles, vals + vals[:1], alpha=0.1)
+    ax.set_xticks(angles[:-1])
+    ax.set_xticklabels(cols, fontsize=8)
+    ax.set_ylim(0, 100)
+    ax.set_title(title)
+    if len(rows) > 1:
+        ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def write_run_plots(summary: Dict[str, Any], folder: Path) -> Dict[str, str]:
+    folder.mkdir(parents=True, exist_ok=True)
+    label = summary.get("label", "run")
+    artifacts = {}
+    bar_plot({label: summary["headline"]}, folder / "headline.png", "eval: headline scores")
+    artifacts["plot_headline"] = "plots/headline.png"
+    for name, entry in summary["benchmarks"].items():
+        s = entry["summary"]
+        if entry["kind"] == "writingbench" and s.get("domains"):
+            bar_plot({label: {f"{k} {v['name']}": v["score"] for k, v in s["domains"].items()}},
+                     folder / f"{name}_domains.png", f"{name}: domains (1–10)")
+            artifacts[f"plot_{name}_domains"] = f"plots/{name}_domains.png"
+        if entry["kind"] == "hellobench" and s.get("subsets"):
+            bar_plot({label: {k: v["score"] for k, v in s["subsets"].items()}}, folder / f"{name}_subsets.png",
+                     f"{name}: subsets")
+            artifacts[f"plot_{name}_subsets"] = f"plots/{name}_subsets.png"
+        if entry["kind"] == "longbench_write" and s.get("buckets"):
+            bar_plot({label: {k: v["S"] for k, v in s["buckets"].items()}}, folder / f"{name}_buckets.png",
+                     f"{name}: S by required length")
+            artifacts[f"plot_{name}_buckets"] = f"plots/{name}_buckets.png"
+    if radar_plot({label: summary["headline"]}, folder / "radar.png", "eval"):
+        artifacts["plot_radar"] = "plots/radar.png"
+    return artifacts

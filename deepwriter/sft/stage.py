@@ -1,0 +1,202 @@
+"""The SFT stage: mix dataset -> tokenised rows -> TRL SFTTrainer (DeepSpeed / LoRA as configured) ->
+`model/` (safetensors, tokenizer, chat template, README.md model card), with the loss curve in
+plots/ and every log line in train_log.jsonl.
+
+Several ranks: when `sft.num_processes x sft.num_nodes > 1` and this process was not itself started by
+a launcher, the stage starts the ranks (deepwriter.sft.launch) and waits; when the whole train command
+runs under torchrun (WORLD_SIZE set), every rank runs this function and trains directly.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+from deepwriter.config import ConfigError, RootConfig
+from deepwriter.pipeline import StageContext, StageResult
+from deepwriter.sft import trainer as tr
+
+log = logging.getLogger("deepwriter.sft")
+RESULT = "result.json"
+
+
+def _rank() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
+def print_plan(cfg: RootConfig, geometry: tr.BatchGeometry) -> None:
+    """Print the memory plan and refuse one that cannot fit (GPU runs only)."""
+    from transformers import AutoConfig
+
+    from deepwriter import models
+    from deepwriter.sft.plan import ModelShape, check_fits, plan_from_config
+
+    where, kwargs = models.resolve(cfg.models.student, cfg.paths.cache_dir)
+    kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    shape = ModelShape.from_hf_config(AutoConfig.from_pretrained(where, **kwargs))
+    plan = plan_from_config(cfg.sft, shape, geometry.world_size, geometry.grad_accum)
+    print(plan.describe(0 if cfg.sft.use_cpu else cfg.sft.gpu_memory_gb), flush=True)
+    if not cfg.sft.use_cpu:
+        check_fits(plan, cfg.sft.gpu_memory_gb)
+
+
+def run(cfg: RootConfig, ctx: StageContext) -> StageResult:
+    if "mix" not in ctx.inputs:
+        raise ConfigError("sft: needs the mix stage's output (ctx.inputs['mix'])")
+    world = tr.world_size_for(cfg.sft)
+    geometry = tr.batch_geometry(cfg.sft, world)  # an indivisible batch fails here, before any launch
+    launching = world > 1 and not os.environ.get("WORLD_SIZE")
+    if _rank() == 0:
+        print_plan(cfg, geometry)
+    if launching:
+        from deepwriter.sft.launch import launch
+
+        launch(cfg, ctx)
+        return load_result(ctx.out_dir)
+    return train(cfg, ctx.out_dir, ctx.inputs["mix"], ctx.tracker, ctx.run_dir, geometry)
+
+
+def load_result(out_dir: Path) -> StageResult:
+    path = out_dir / RESULT
+    if not path.exists():
+        raise RuntimeError(f"{path}: the training ranks finished without writing their result")
+    data = json.loads(path.read_text())
+    return StageResult(counts=data["counts"], metrics=data["metrics"], artifacts=data["artifacts"])
+
+
+def train(cfg: RootConfig, out_dir: Path, mix_dir: Path, tracker: Any, run_dir: Optional[Path],
+          geometry: tr.BatchGeometry) -> StageResult:
+    """Train on this process (one rank of a launch, or alone) and export the model."""
+    import datasets
+    from transformers import AutoModelForCausalLM
+    from trl import SFTTrainer
+
+    from deepwriter import models
+    from deepwriter.sft import data as sft_data
+    from deepwriter.sft import export
+    from deepwriter.sft.plan import ModelShape
+    from deepwriter.sft.templates import apply_training_template
+
+    is_main = _rank() == 0
+    out_dir.mkdir(parents=True, exist_ok=True)
+    student = cfg.models.student
+    tokenizer = models.load_tokenizer(student, cfg.paths.cache_dir)
+    tokenizer, added = apply_training_template(tokenizer, cfg.sft.chat_template)
+    prepared = sft_data.prepare(Path(mix_dir) / "dataset", tokenizer, cfg.sft.max_length, cfg.sft.overlong,
+                                cfg.sft.strict, out_dir / "tokenized", is_main=is_main)
+
+    # The arguments come before the model: under ZeRO-3 they make from_pretrained shard on load.
+    args = tr.training_arguments(cfg.sft, out_dir, geometry)
+    where, kwargs = models.resolve(student, cfg.paths.cache_dir)
+    kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    load_dtype = tr.export_dtype(cfg.sft) if cfg.sft.deepspeed.enabled else __import__("torch").float32
+    model = AutoModelForCausalLM.from_pretrained(where, dtype=load_dtype, **kwargs)
+    if added:
+        model.resize_token_embeddings(len(tokenizer))
+    export.set_stop_tokens(model, tokenizer)
+    n_params = ModelShape.from_hf_config(model.config).params()
+
+    peft_config = None
+    if cfg.sft.lora.enabled:
+        from peft import LoraConfig
+
+        lc = cfg.sft.lora
+        peft_config = LoraConfig(
+            r=lc.r, lora_alpha=lc.alpha, lora_dropout=lc.dropout, target_modules=lc.target_modules,
+            task_type="CAUSAL_LM", modules_to_save=["embed_tokens", "lm_head"] if added else None,
+        )
+
+    log_path = out_dir / tr.TRAIN_LOG
+    resume = tr.check_resume(out_dir / "checkpoints", tr.run_fingerprint(cfg, geometry), is_main)
+    if resume is not None:
+        log.info("resuming from %s", resume)
+        if is_main:
+            tr.trim_log(log_path, tr.checkpoint_step(resume))
+    elif is_main and log_path.exists():
+        log_path.unlink()
+
+    dtype = tr.export_dtype(cfg.sft)
+    partial = out_dir / "model.partial"
+    if is_main and partial.exists():
+        shutil.rmtree(partial)
+    train_seconds = 0.0
+    if resume is not None and tr.checkpoint_finished(resume):
+        # Killed after the last save but before the export: the trainer would take one extra step on
+        # resume, so export straight from the final checkpoint (it holds whole weights or the adapter).
+        log.info("training already finished at %s; exporting from it", resume)
+        global_step = tr.checkpoint_step(resume)
+        if not is_main:
+            return StageResult()
+        if cfg.sft.lora.enabled:
+            _export_lora(cfg, where, kwargs, resume, partial, tokenizer, dtype)
+        else:
+            final = AutoModelForCausalLM.from_pretrained(str(resume), dtype=dtype)
+            export.set_stop_tokens(final, tokenizer)
+            final.save_pretrained(str(partial))
+    else:
+        callback = tr.make_metrics_callback(log_path, tracker, n_params, cfg.sft.peak_tflops, geometry.world_size)
+        trainer = SFTTrainer(
+            model=model, args=args, train_dataset=datasets.load_from_disk(str(prepared.path)),
+            processing_class=tokenizer, peft_config=peft_config, callbacks=[callback],
+        )
+        t0 = time.time()
+        trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+        train_seconds = time.time() - t0
+        global_step = trainer.state.global_step
+
+        # Export: every rank takes part in saving (ZeRO-3 gathers the 16-bit weights); rank 0 finishes.
+        if cfg.sft.lora.enabled:
+            adapter_dir = out_dir / "adapter"
+            trainer.save_model(str(adapter_dir))
+            if is_main:
+                _export_lora(cfg, where, kwargs, adapter_dir, partial, tokenizer, dtype)
+        else:
+            if not cfg.sft.deepspeed.enabled:
+                trainer.model.to(dtype)
+            trainer.save_model(str(partial))
+    if not is_main:
+        return StageResult()
+    tokenizer.save_pretrained(str(partial))
+
+    rows = tr.read_log(log_path)
+    losses = [r["loss"] for r in rows if "loss" in r]
+    rates = [r["tokens_per_s"] for r in rows if r.get("tokens_per_s")]
+    counts: Dict[str, Any] = {
+        **prepared.counts, "steps": global_step, "grad_accum": geometry.grad_accum,
+        "world_size": geometry.world_size, "global_batch": geometry.global_batch,
+        "trained_tokens": int(rows[-1].get("num_tokens", 0)) if rows else 0,
+        "resumed_from_step": tr.checkpoint_step(resume) if resume else 0,
+    }
+    metrics: Dict[str, Any] = {
+        "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None,
+        "train_seconds": round(train_seconds, 3),
+        "tokens_per_s": round(sum(rates) / len(rates), 1) if rates else None,
+    }
+    eval_summary = Path(run_dir) / "eval" / "summary.json" if run_dir else None
+    export.write_model_card(partial, cfg, counts, metrics, prepared.sources, Path(mix_dir) / "dataset", eval_summary)
+    export.finalize(partial, out_dir / "model")
+    artifacts = {"model": "model", "train_log": tr.TRAIN_LOG, "checkpoints": "checkpoints"}
+    plot = export.plot_loss(rows, out_dir / "plots" / "loss.png")
+    if plot is not None:
+        artifacts["loss_plot"] = "plots/loss.png"
+        tracker.image("sft/loss_curve", plot)
+    if cfg.sft.lora.enabled and (out_dir / "adapter").exists():
+        artifacts["adapter"] = "adapter"
+    tracker.summary({f"sft/{k}": v for k, v in metrics.items() if v is not None})
+    (out_dir / RESULT).write_text(json.dumps({"counts": counts, "metrics": metrics, "artifacts": artifacts}, indent=2))
+    return StageResult(counts=counts, metrics=metrics, artifacts=artifacts)
+
+
+def _export_lora(cfg: RootConfig, base_where: str, base_kwargs: dict, adapter_dir: Path, dest: Path, tokenizer: Any,
+                 dtype: Any) -> None:
+    from deepwriter.sft import export
+
+    if cfg.sft.lora.merge_on_export:
+        export.merge_lora(base_where, base_kwargs, adapter_dir, dest, tokenizer, dtype)
+    else:
+        shutil.copytree(adapter_dir, dest, ignore=shutil.ignore_patterns("optimizer.pt", "scheduler.pt", "rng_state*",
+                                                                          "global_step*", "trainer_state.json"))

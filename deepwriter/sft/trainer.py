@@ -1,0 +1,257 @@
+"""TRL's SFTTrainer configured from our typed config: batch geometry, DeepSpeed, LoRA, metrics,
+checkpoints that a killed run resumes from, and the final export.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+import re
+import resource
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from deepwriter.config import ConfigError, stable_hash, to_plain
+
+log = logging.getLogger("deepwriter.sft")
+
+FINGERPRINT = "run_fingerprint.json"
+TRAIN_LOG = "train_log.jsonl"
+_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+
+
+class ResumeError(RuntimeError):
+    """A checkpoint that belongs to a different training configuration."""
+
+
+@dataclass(frozen=True)
+class BatchGeometry:
+    per_device: int
+    grad_accum: int
+    world_size: int
+
+    @property
+    def global_batch(self) -> int:
+        return self.per_device * self.grad_accum * self.world_size
+
+
+def world_size_for(sft_cfg: Any) -> int:
+    """Ranks of this training: the launcher's WORLD_SIZE inside a launch, else what the config asks for."""
+    if os.environ.get("WORLD_SIZE"):
+        return int(os.environ["WORLD_SIZE"])
+    return max(1, sft_cfg.num_processes) * max(1, sft_cfg.num_nodes)
+
+
+def batch_geometry(sft_cfg: Any, world_size: int) -> BatchGeometry:
+    """Per-device batch x accumulation x world size = global batch, from whichever two are given."""
+    per, accum, glob = sft_cfg.per_device_batch_size, sft_cfg.gradient_accumulation_steps, sft_cfg.global_batch_size
+    if per < 1:
+        raise ConfigError(f"sft.per_device_batch_size: got {per}; expected >= 1")
+    if glob is None and accum is None:
+        raise ConfigError("sft.global_batch_size: give global_batch_size or gradient_accumulation_steps")
+    if glob is None:
+        return BatchGeometry(per, accum, world_size)
+    per_step = per * world_size
+    if glob < per_step or glob % per_step:
+        raise ConfigError(
+            f"sft.global_batch_size: {glob} is not a multiple of per_device_batch_size x world size = "
+            f"{per} x {world_size} = {per_step}; choose a global batch of {max(per_step, glob // per_step * per_step)} "
+            f"or {(glob // per_step + 1) * per_step}, or change per_device_batch_size / the number of processes"
+        )
+    derived = glob // per_step
+    if accum is not None and accum != derived:
+        raise ConfigError(
+            f"sft.gradient_accumulation_steps: {accum} disagrees with global_batch_size {glob} = "
+            f"{per} (per device) x {derived} (accumulation) x {world_size} (world size); set one of them to null"
+        )
+    return BatchGeometry(per, derived, world_size)
+
+
+def use_liger(setting: str) -> bool:
+    setting = str(setting).lower()
+    if setting in ("false", "off", "no"):
+        return False
+    installed = importlib.util.find_spec("liger_kernel") is not None
+    if setting in ("true", "on", "yes"):
+        if not installed:
+            raise ConfigError("sft.liger: true, but liger-kernel is not installed (pip install liger-kernel)")
+        return True
+    import torch
+
+    return installed and torch.cuda.is_available()
+
+
+def export_dtype(sft_cfg: Any):
+    import torch
+
+    return torch.bfloat16 if sft_cfg.bf16 else torch.float32
+
+
+def training_arguments(sft_cfg: Any, out_dir: Path, geometry: BatchGeometry):
+    """The TRL SFTConfig for our config (TrainingArguments underneath)."""
+    from trl import SFTConfig as TRLSFTConfig
+
+    if not 0.0 <= sft_cfg.warmup_ratio < 1.0:
+        raise ConfigError(f"sft.warmup_ratio: got {sft_cfg.warmup_ratio}; expected a fraction in [0, 1)")
+    ds = sft_cfg.deepspeed.config if sft_cfg.deepspeed.enabled else None
+    return TRLSFTConfig(
+        output_dir=str(out_dir / "checkpoints"),
+        num_train_epochs=sft_cfg.epochs,
+        max_steps=sft_cfg.max_steps,
+        learning_rate=sft_cfg.learning_rate,
+        lr_scheduler_type=sft_cfg.lr_scheduler,
+        warmup_steps=sft_cfg.warmup_ratio,  # a float below 1 is a fraction of the steps
+        per_device_train_batch_size=geometry.per_device,
+        gradient_accumulation_steps=geometry.grad_accum,
+        optim=sft_cfg.optim,
+        weight_decay=sft_cfg.weight_decay,
+        max_grad_norm=sft_cfg.max_grad_norm,
+        max_length=sft_cfg.max_length,
+        packing=sft_cfg.packing,
+        packing_strategy="bfd",  # keeps samples whole; padding-free with position ids reset per sample
+        assistant_only_loss=False,  # the labels are built before TRL sees the data (see sft/data.py)
+        gradient_checkpointing=sft_cfg.gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False} if sft_cfg.gradient_checkpointing else None,
+        bf16=sft_cfg.bf16,
+        fp16=False,
+        use_cpu=sft_cfg.use_cpu,
+        use_liger_kernel=use_liger(sft_cfg.liger),
+        deepspeed=ds,
+        logging_steps=sft_cfg.logging_steps,
+        logging_first_step=True,
+        save_strategy="steps",
+        save_steps=sft_cfg.save_steps,
+        save_total_limit=sft_cfg.save_total_limit,
+        seed=sft_cfg.seed,
+        data_seed=sft_cfg.seed,
+        report_to="none",  # metrics go through deepwriter's tracker (MetricsCallback)
+        dataloader_num_workers=0,
+        dataset_num_proc=None,
+        disable_tqdm=False,
+    )
+
+
+# --- resume ------------------------------------------------------------------------------------
+
+
+def run_fingerprint(cfg: Any, geometry: BatchGeometry) -> Dict[str, Any]:
+    """What must be equal for a checkpoint to continue this run (not where or how often it saves)."""
+    sft = to_plain(cfg.sft)
+    for k in ("save_steps", "logging_steps", "save_total_limit", "num_processes", "num_nodes", "launcher",
+              "hostfile", "gpu_memory_gb", "peak_tflops", "liger"):
+        sft.pop(k, None)
+    return {"student": to_plain(cfg.models.student), "sft": sft, "geometry": asdict(geometry)}
+
+
+def _diff(a: Any, b: Any, path: str = "") -> List[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in sorted(set(a) | set(b), key=str):
+            out += _diff(a.get(k), b.get(k), f"{path}.{k}" if path else str(k))
+        return out
+    return [] if a == b else [f"{path}: checkpoint {a!r}, now {b!r}"]
+
+
+def last_checkpoint(ckpt_dir: Path) -> Optional[Path]:
+    """The newest complete checkpoint (a save killed half-way has no trainer_state.json)."""
+    if not ckpt_dir.is_dir():
+        return None
+    found = sorted(((int(m.group(1)), p) for p in ckpt_dir.iterdir() if (m := _CHECKPOINT.match(p.name)) and p.is_dir()),
+                   reverse=True)
+    for _, path in found:
+        if (path / "trainer_state.json").exists():
+            return path
+    return None
+
+
+def checkpoint_step(path: Path) -> int:
+    return int(_CHECKPOINT.match(path.name).group(1))
+
+
+def checkpoint_finished(path: Path) -> bool:
+    """Whether the run had reached its last step when this checkpoint was saved."""
+    state = json.loads((path / "trainer_state.json").read_text())
+    return state.get("max_steps", 0) > 0 and state.get("global_step", 0) >= state["max_steps"]
+
+
+def check_resume(ckpt_dir: Path, fingerprint: Dict[str, Any], is_main: bool) -> Optional[Path]:
+    """The checkpoint to resume from (None: a fresh start). Refuses checkpoints of another config."""
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    fp_file = ckpt_dir / FINGERPRINT
+    last = last_checkpoint(ckpt_dir)
+    if fp_file.exists():
+        saved = json.loads(fp_file.read_text())
+        if stable_hash(saved) != stable_hash(fingerprint):
+            diffs = _diff(saved, fingerprint)
+            if last is not None:
+                raise ResumeError(
+                    f"{ckpt_dir}: the checkpoints here come from a different training configuration ("
+                    + "; ".join(diffs[:5]) + "); restore that configuration to resume, or delete the folder to start over"
+                )
+    if is_main and (last is None or not fp_file.exists()):
+        fp_file.write_text(json.dumps(fingerprint, indent=2, sort_keys=True, default=str))
+    return last
+
+
+def trim_log(log_path: Path, upto_step: int) -> None:
+    """Drop the log lines a killed run wrote after its last checkpoint: those steps are redone."""
+    if not log_path.exists():
+        return
+    keep = [line for line in log_path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= upto_step]
+    log_path.write_text("".join(line + "\n" for line in keep))
+
+
+def read_log(log_path: Path) -> List[Dict[str, Any]]:
+    if not log_path.exists():
+        return []
+    return [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
+
+
+# --- metrics -----------------------------------------------------------------------------------
+
+
+def _memory_gb() -> Dict[str, float]:
+    import torch
+
+    if torch.cuda.is_available():
+        return {"mem/gpu_max_allocated_gb": torch.cuda.max_memory_allocated() / 1024 ** 3,
+                "mem/gpu_reserved_gb": torch.cuda.memory_reserved() / 1024 ** 3}
+    return {"mem/cpu_max_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2}
+
+
+def make_metrics_callback(log_path: Path, tracker: Any, n_params: int, peak_tflops: float, world_size: int):
+    """A TrainerCallback that adds tokens/s, MFU and memory to TRL's logs, appends every log to
+    `log_path` (JSON lines, rank 0) and forwards it to the W&B tracker."""
+    from transformers import TrainerCallback
+
+    class MetricsCallback(TrainerCallback):
+        def __init__(self) -> None:
+            self.last_time: Optional[float] = None
+            self.last_tokens: Optional[float] = None
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.last_time = time.time()
+            self.last_tokens = None
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if not state.is_world_process_zero or not logs or "loss" not in logs:
+                return
+            now = time.time()
+            row: Dict[str, Any] = {"step": state.global_step, **{k: v for k, v in logs.items() if isinstance(v, (int, float))}}
+            tokens = logs.get("num_tokens")
+            if tokens is not None and self.last_tokens is not None and now > self.last_time and tokens > self.last_tokens:
+                tps = (tokens - self.last_tokens) / (now - self.last_time)
+                row["tokens_per_s"] = tps
+                # 6 N FLOPs per trained token (forward + backward), against the devices' dense peak.
+                row["mfu"] = 6.0 * n_params * tps / (peak_tflops * 1e12 * world_size) if peak_tflops else None
+            if tokens is not None:
+                self.last_tokens, self.last_time = tokens, now
+            row.update(_memory_gb())
+            with open(log_path, "a") as f:
+                f.write(json.dumps(row) + "\n")
+            tracker.log({f"train/{k}": v for k, v in row.items() if k != "step" and v is not None}, step=state.global_step)
+
+    return MetricsCallback()

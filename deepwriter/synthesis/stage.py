@@ -1,0 +1,219 @@
+"""The synthesize stage: run the REER search over this worker's share of the pairs and append one
+record per pair to `shards/shard-i-of-n.jsonl`. A killed run resumes after its last whole record."""
+from __future__ import annotations
+
+import logging
+import math
+from collections import Counter
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+from deepwriter.config import RootConfig
+from deepwriter.data.pairs import DataError, Pair, Skipped, load_pairs
+from deepwriter.pipeline import StageContext, StageResult
+from deepwriter.synthesis import store
+from deepwriter.synthesis.search import synthesize
+
+log = logging.getLogger("deepwriter.synthesis")
+
+
+def build_backends(cfg: RootConfig) -> Tuple[Any, Any]:
+    """Generator and scorer; a transformers scorer becomes the prefix-caching one, and a scorer with
+    the same config as the generator shares its weights instead of loading them twice."""
+    from deepwriter.llm import make_generator, make_scorer
+    from deepwriter.llm.hf import TransformersGenerator, TransformersScorer
+    from deepwriter.llm.hf_prefix import PrefixCachingScorer
+
+    gcfg, scfg = cfg.models.generator, cfg.models.scorer
+    generator = make_generator(gcfg, cfg.paths.cache_dir)
+    if gcfg == scfg and isinstance(generator, TransformersGenerator):
+        scorer = PrefixCachingScorer(generator.model, generator.tokenizer, scfg.name, cfg.synthesis.prefix_cache_entries)
+    else:
+        scorer = make_scorer(scfg, cfg.paths.cache_dir)
+        if isinstance(scorer, TransformersScorer):
+            scorer = PrefixCachingScorer(scorer.model, scorer.tokenizer, scorer.model_id,
+                                         cfg.synthesis.prefix_cache_entries)
+    return generator, scorer
+
+
+def _where(pair: Pair) -> str:
+    return str(pair.meta.get("where", f"pair {pair.id}"))
+
+
+def _reject(skipped: List[Skipped], strict: bool, where: str, field: str, reason: str) -> None:
+    if strict:
+        raise DataError(where, field, reason)
+    skipped.append(Skipped(where, field, reason))
+
+
+def select_pairs(cfg: RootConfig, pairs: List[Pair], skipped: List[Skipped]) -> List[Pair]:
+    """Drop repeated ids (the shard is keyed by id), apply the limit, keep this worker's share."""
+    strict = cfg.data.strict
+    seen: Dict[str, str] = {}
+    unique = []
+    for p in pairs:
+        if p.id in seen:
+            _reject(skipped, strict, _where(p), "id", f"duplicate id {p.id!r} (first at {seen[p.id]})")
+            continue
+        seen[p.id] = _where(p)
+        unique.append(p)
+    if cfg.synthesis.limit is not None:
+        unique = unique[: cfg.synthesis.limit]
+    i, n = store.parse_shard_spec(cfg.synthesis.shard)
+    return [p for p in unique if store.shard_of(p.id, n) == i]
+
+
+def check_lengths(cfg: RootConfig, pairs: List[Pair], scorer: Any, skipped: List[Skipped]) -> List[Pair]:
+    """Reject answers the scorer cannot see whole: a truncated y would be scored on a fragment."""
+    limit = cfg.models.scorer.max_context
+    tok = getattr(scorer, "tokenizer", None)
+    ok = []
+    for p in pairs:
+        n = len(tok(p.y, add_special_tokens=False)["input_ids"]) if tok is not None else len(p.y) // 3
+        if n > limit:
+            _reject(skipped, cfg.data.strict, _where(p), "y",
+                    f"{n} tokens, longer than the scorer's max_context ({limit}, models.scorer.max_context)")
+            continue
+        ok.append(p)
+    return ok
+
+
+class _Running:
+    """Running figures for the progress bar and the result."""
+
+    def __init__(self) -> None:
+        self.first: List[float] = []
+        self.last: List[float] = []
+        self.steps = 0
+        self.accepted = 0
+
+    def add(self, rec: Dict[str, Any]) -> None:
+        if rec["scores"]:
+            self.first.append(rec["scores"][0])
+            self.last.append(rec["scores"][-1])
+        self.steps += len(rec.get("steps", []))
+        self.accepted += len(rec.get("accepted_edits", []))
+
+    def postfix(self) -> Dict[str, str]:
+        return {"before": f"{_mean(self.first):.3f}", "after": f"{_mean(self.last):.3f}",
+                "accept": f"{self.accepted / max(1, self.steps):.0%}"}
+
+
+def _mean(xs: List[float]) -> float:
+    return sum(xs) / len(xs) if xs else float("nan")
+
+
+def run(cfg: RootConfig, ctx: StageContext) -> StageResult:
+    from tqdm.auto import tqdm
+
+    scfg = cfg.synthesis
+    pairs, skipped = load_pairs(cfg.data.pairs, cfg.data.strict)
+    mine = select_pairs(cfg, pairs, skipped)
+    i, n = store.parse_shard_spec(scfg.shard)
+    path = store.shard_path(ctx.out_dir, i, n)
+    with store.ShardWriter(path) as writer:
+        if writer.truncated_bytes:
+            log.warning("%s: cut a torn last record (%d bytes) left by an interrupted run", path, writer.truncated_bytes)
+        todo = [p for p in mine if p.id not in writer.done]
+        log.info("synthesize: %d pairs in shard %d/%d, %d already done, %d to go", len(mine), i, n,
+                 len(mine) - len(todo), len(todo))
+        if todo:
+            generator, scorer = build_backends(cfg)
+            todo = check_lengths(cfg, todo, scorer, skipped)
+            running = _Running()
+            bar = tqdm(todo, desc="synthesize", unit="sample", dynamic_ncols=True)
+            for p in bar:
+                rec = synthesize(p.id, p.x, p.y, generator, scorer, scfg, category=p.meta.get("category"))
+                rec["source"] = p.meta.get("source")
+                writer.append(rec)
+                running.add(rec)
+                bar.set_postfix(running.postfix(), refresh=False)
+                ctx.tracker.log({"synthesize/score_z0": rec["scores"][0] if rec["scores"] else None,
+                                 "synthesize/score_final": rec["scores"][-1] if rec["scores"] else None,
+                                 "synthesize/steps": len(rec["steps"]),
+                                 "synthesize/kept": int(rec["verdict"]["kept"])})
+    records = list(store.read_records(path))
+    return _summarise(cfg, ctx, records, skipped, path)
+
+
+def _summarise(cfg: RootConfig, ctx: StageContext, records: List[Dict[str, Any]], skipped: List[Skipped],
+               path: Path) -> StageResult:
+    reasons = Counter(r["verdict"]["reason"] for r in records if not r["verdict"]["kept"])
+    scored = [r for r in records if r["scores"]]
+    first = [r["scores"][0] for r in scored]
+    last = [r["scores"][-1] for r in scored]
+    steps = sum(len(r["steps"]) for r in records)
+    accepted = sum(len(r["accepted_edits"]) for r in records)
+    counts: Dict[str, Any] = {
+        "pairs": len(records),
+        "kept": sum(1 for r in records if r["verdict"]["kept"]),
+        "discarded": sum(reasons.values()),
+        **{f"discarded_{k}": v for k, v in sorted(reasons.items())},
+        "skipped_input": len(skipped),
+        "steps": steps,
+        "accepted_edits": accepted,
+    }
+    metrics = {
+        "mean_score_z0": _mean(first), "mean_score_final": _mean(last),
+        "mean_perplexity_z0": _mean([math.exp(s) for s in first]),
+        "mean_perplexity_final": _mean([math.exp(s) for s in last]),
+        "acceptance_rate": accepted / steps if steps else 0.0,
+        "skipped_reasons": [str(s) for s in skipped[:50]],
+    }
+    artifacts = {"shard": str(path.relative_to(ctx.out_dir))}
+    plot = _plot_scores(scored, ctx.out_dir / "plots" / "score_vs_step.png")
+    if plot is not None:
+        artifacts["score_plot"] = str(plot.relative_to(ctx.out_dir))
+        ctx.tracker.image("synthesize/score_vs_step", plot)
+    _log_tables(ctx, records, first, last)
+    ctx.tracker.summary({f"synthesize/{k}": v for k, v in metrics.items() if isinstance(v, float)})
+    return StageResult(counts=counts, metrics=metrics, artifacts=artifacts)
+
+
+def _plot_scores(records: List[Dict[str, Any]], out: Path) -> Optional[Path]:
+    if not records:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    longest = max(len(r["scores"]) for r in records)
+    for r in records:
+        ax.plot(range(len(r["scores"])), r["scores"], color="tab:blue", alpha=0.25, linewidth=1)
+    # Mean over the samples still at each step (a finished search keeps its last score).
+    mean = [_mean([r["scores"][min(s, len(r["scores"]) - 1)] for r in records]) for s in range(longest)]
+    ax.plot(range(longest), mean, color="black", linewidth=2.5, label=f"mean of {len(records)} samples")
+    ax.set_xlabel("search step (0 = initial trajectory z0)")
+    ax.set_ylabel("clipped mean NLL of y (lower is better)")
+    ax.set_title("REER search: score after each step")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def _log_tables(ctx: StageContext, records: List[Dict[str, Any]], first: List[float], last: List[float]) -> None:
+    tracker = ctx.tracker
+    if not getattr(tracker, "active", False):
+        return
+    import wandb
+
+    rows = [[r["id"], r.get("category"), r["scores"][0] if r["scores"] else None,
+             r["scores"][-1] if r["scores"] else None, len(r["steps"]), len(r["accepted_edits"]),
+             r["verdict"]["kept"], r["verdict"]["reason"], (r["z_final"] or "")[:4000]] for r in records]
+    tracker.table("synthesize/trajectories", ["id", "category", "score_z0", "score_final", "steps", "accepted",
+                                              "kept", "reason", "z_final"], rows)
+    if first:
+        tracker.log({"synthesize/hist_score_z0": wandb.Histogram(first),
+                     "synthesize/hist_score_final": wandb.Histogram(last),
+                     "synthesize/hist_improvement": wandb.Histogram([a - b for a, b in zip(first, last)])})
+    curves = [r["scores"] for r in records if r["scores"]][:50]
+    if curves:
+        longest = max(len(c) for c in curves)
+        tracker.log({"synthesize/score_curves": wandb.plot.line_series(
+            xs=list(range(longest)), ys=[c + [c[-1]] * (longest - len(c)) for c in curves],
+            keys=[r["id"] for r in records if r["scores"]][:50], title="score vs step", xname="step")})

@@ -1,0 +1,50 @@
+"""Shared fixtures: tiny random models, a throw-away cache, composed configs. No network, ever."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("WANDB_SILENT", "true")
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = REPO.parent / "shared"
+
+
+def compose_typed(*overrides: str):
+    from deepwriter.config import to_typed
+    from deepwriter.train import compose
+
+    return to_typed(compose(list(overrides)))
+
+
+@pytest.fixture(scope="session")
+def model_cache(tmp_path_factory) -> Path:
+    """One cache folder for the whole session, so tiny models are built once."""
+    return tmp_path_factory.mktemp("model-cache")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_cfg():
+    from deepwriter.llm.config import ModelConfig
+
+    return compose_typed("model@models.student=tiny-qwen3").models.student
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_model_cfg, model_cache):
+    from deepwriter import models
+
+    return models.load(tiny_model_cfg, model_cache, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    if not SHARED.is_dir():
+        pytest.skip("../shared is not beside this checkout")
+    return SHARED

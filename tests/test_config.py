@@ -1,0 +1,142 @@
+"""Hydra composition, typed schemas and one-line config errors."""
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+import typing
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO, compose_typed
+from deepwriter.config import ConfigError, RootConfig, _resolve_run_id
+
+RECIPES = sorted(p.stem for p in (REPO / "recipes").glob("*.yaml"))
+
+
+def run_train(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "deepwriter.train", *args], cwd=REPO, capture_output=True, text=True,
+        env={**os.environ, **(env or {})}, timeout=120,
+    )
+
+
+def test_recipes_exist():
+    assert {"demo", "full"} <= set(RECIPES)
+
+
+@pytest.mark.parametrize("recipe", RECIPES)
+def test_every_recipe_composes_to_typed_config(recipe):
+    cfg = compose_typed(f"+recipe={recipe}")
+    assert isinstance(cfg, RootConfig)
+    assert cfg.recipe.name == recipe
+    assert cfg.recipe.stages, "a recipe must run at least one stage"
+
+
+def test_full_recipe_is_the_papers_setup():
+    cfg = compose_typed("+recipe=full")
+    assert cfg.models.student.path == "Qwen/Qwen3-8B-Base"
+    assert cfg.models.scorer.path == "Qwen/Qwen3-8B-Base"
+    assert cfg.sft.epochs == 3
+    assert cfg.sft.learning_rate == pytest.approx(2e-5)
+    assert cfg.sft.lr_scheduler == "constant"
+    assert cfg.sft.global_batch_size == 96
+    assert cfg.sft.bf16 is True
+    assert cfg.sft.deepspeed.enabled and cfg.sft.deepspeed.config["zero_optimization"]["stage"] == 3
+    assert (cfg.data.mix.total, cfg.data.mix.synthetic, cfg.data.mix.public) == (37000, 20000, 17000)
+    enabled = {b.kind if hasattr(b, "kind") else name for name, b in cfg.eval.benchmarks.items() if b.enabled}
+    assert {"longbench_write", "hellobench", "writingbench"} <= enabled
+    assert (cfg.synthesis.stop_threshold, cfg.synthesis.max_steps, cfg.synthesis.num_candidates) == (0.25, 10, 2)
+
+
+def test_full_cfg_job_prints_without_gpu():
+    out = run_train("+recipe=full", "--cfg", "job")
+    assert out.returncode == 0, out.stderr
+    doc = yaml.safe_load(out.stdout)
+    assert doc["models"]["student"]["path"] == "Qwen/Qwen3-8B-Base"
+    assert doc["sft"]["global_batch_size"] == 96
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["+recipe=nope"], "recipe: unknown recipe 'nope'"),
+        (["+recipe=demo", "synthesis.max_stepz=3"], "synthesis.max_stepz"),
+        (["+recipe=demo", "+synthesis.max_stepz=3"], "synthesis.max_stepz: unknown key"),
+        (["+recipe=demo", "sft.learning_rate=fast"], "sft.learning_rate"),
+        (["+recipe=demo", "models.student.source=ftp"], "models.student.source"),
+        (["+recipe=demo", "sft=nope"], "sft: unknown option 'nope'"),
+        (["+recipe=demo", "recipe.stages=[eval,mix]"], "out of order"),
+        (["+recipe=demo", "recipe.stages=[train]"], "unknown stage 'train'"),
+    ],
+)
+def test_bad_config_fails_with_one_line(args, expected):
+    out = run_train(*args)
+    assert out.returncode == 2
+    lines = [ln for ln in out.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, out.stderr
+    assert lines[0].startswith("deepwriter: config error: ")
+    assert expected in lines[0]
+
+
+# Keys that another group fills in (conf/config.yaml: `deepspeed@sft.deepspeed`).
+FILLED_BY_OTHER_GROUP = {"sft": {"deepspeed"}}
+
+
+def _yaml_keys_match_schema(doc: dict, schema: type, where: str, group: str = "") -> list[str]:
+    problems = []
+    hints = typing.get_type_hints(schema)
+    missing = sorted(set(hints) - set(doc) - FILLED_BY_OTHER_GROUP.get(group, set()))
+    if missing:
+        problems.append(f"{where}: keys only in code: {missing}")
+    for key, sub in hints.items():
+        if dataclasses.is_dataclass(sub) and isinstance(doc.get(key), dict):
+            problems += _yaml_keys_match_schema(doc[key], sub, f"{where}.{key}")
+    return problems
+
+
+def test_group_yaml_files_show_every_schema_field():
+    """No hidden defaults: every field of a group's dataclass is written in each of its YAML files."""
+    from deepwriter.config import LoggingConfig, PathsConfig
+    from deepwriter.data.config import DataConfig
+    from deepwriter.eval.config import EvalConfig
+    from deepwriter.llm.config import ModelConfig
+    from deepwriter.sft.config import DeepSpeedConfig, SFTConfig
+    from deepwriter.synthesis.config import SynthesisConfig
+
+    groups = {"model": ModelConfig, "synthesis": SynthesisConfig, "data": DataConfig, "sft": SFTConfig,
+              "deepspeed": DeepSpeedConfig, "eval": EvalConfig, "logging": LoggingConfig, "paths": PathsConfig}
+    problems = []
+    for group, schema in groups.items():
+        files = sorted((REPO / "conf" / group).glob("*.yaml"))
+        assert files, group
+        for f in files:
+            doc = yaml.safe_load(f.read_text()) or {}
+            doc.pop("defaults", None)
+            problems += _yaml_keys_match_schema(doc, schema, str(f.relative_to(REPO)), group)
+    assert not problems, "\n".join(problems)
+
+
+def test_run_id_is_shared_by_all_ranks(monkeypatch):
+    for var in ("DEEPWRITER_RUN_ID", "SLURM_JOB_ID", "TORCHELASTIC_RUN_ID", "WORLD_SIZE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("DEEPWRITER_RUN_ID", "abc")
+    assert _resolve_run_id() == "abc"
+    monkeypatch.delenv("DEEPWRITER_RUN_ID")
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "rdzv-7")
+    assert _resolve_run_id() == "rdzv-7"
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "none")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ConfigError, match="run_id"):
+        _resolve_run_id()
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert len(_resolve_run_id()) == len("20260101-000000")
+
+
+def test_explicit_run_id_and_paths_reach_the_typed_config(tmp_path):
+    cfg = compose_typed("+recipe=demo", "run_id=r1", f"paths.runs_dir={tmp_path}")
+    assert cfg.run_id == "r1"
+    assert cfg.paths.stage_store == f"{tmp_path}/_stages"

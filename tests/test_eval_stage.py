@@ -1,0 +1,167 @@
+"""The whole eval stage: tiny-qwen3 answers the fixture benchmarks, a real loopback HTTP judge with
+injected faults scores them; outputs, counts, resume and the cached re-run."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import compose_typed
+from test_eval_judge import ScriptedJudge
+
+from deepwriter.eval.config import BenchmarkConfig
+from deepwriter.llm.config import Backend, EndpointConfig, ModelSource
+from deepwriter.pipeline import StageContext
+
+FIX = Path(__file__).parent / "fixtures" / "bench"
+
+
+class RecordingTracker:
+    def __init__(self):
+        self.tables, self.logs, self.images, self.summaries = {}, [], [], {}
+
+    def log(self, data, step=None):
+        self.logs.append(data)
+
+    def table(self, name, columns, rows):
+        self.tables[name] = (columns, rows)
+
+    def image(self, name, path):
+        self.images.append(name)
+
+    def summary(self, data):
+        self.summaries.update(data)
+
+
+def _cfg(tmp_path, model_cache, judge_url):
+    cfg = compose_typed("model@models.student=tiny-qwen3", "eval=shared", "eval.model_under_test=student",
+                        f"paths.cache_dir={model_cache}", f"paths.data_dir={tmp_path}/data", "eval.batch_size=2",
+                        "eval.judge.max_retries=1", "eval.judge.backoff_s=0.01", "eval.judge.max_concurrency=4")
+    gen = dict(max_new_tokens=12, temperature=0.8, top_p=0.95)
+    cfg.eval.benchmarks = {
+        "longbench_write": BenchmarkConfig(kind="longbench_write", path=str(FIX / "longbench_write.jsonl"), limit=2, **gen),
+        "hellobench": BenchmarkConfig(kind="hellobench", path=str(FIX / "hellobench"), limit=None, **gen,
+                                      groups={"HB-A": ["chat"], "HB-B": ["heuristic_text_generation"]}),
+        "writingbench": BenchmarkConfig(kind="writingbench", path=str(FIX / "writingbench.jsonl"), limit=None, **gen),
+    }
+    cfg.models.judge.backend = Backend.openai
+    cfg.models.judge.endpoint = EndpointConfig(base_urls=[judge_url], model="scripted-judge", max_concurrency=4,
+                                               timeout_s=0.5, max_retries=2, backoff_s=0.01, api_key_env=None)
+    return cfg
+
+
+def test_eval_stage_against_a_faulty_http_judge(tmp_path, model_cache):
+    from deepwriter.eval import stage
+    from deepwriter.llm.serve import FaultPlan, start_server
+
+    # The judge misbehaves: transport faults, a reply with no JSON, an out-of-range score, and one
+    # WritingBench query whose every call fails (its criteria end as recorded failures).
+    scripted = ScriptedJudge(bad_first={"Write a sonnet about trains.": ['{"score": 11, "reason": "too good"}'],
+                                        "Rewrite in plain English": ["Looks fine to me."]})
+    plan = FaultPlan(sequence=["429", "500", "nonjson", "truncate", "hang"], retry_after_s=0.05, hang_s=3.0,
+                     always_for={"lesson plan on fractions": "500"})
+    out = tmp_path / "eval"
+    out.mkdir()
+    with start_server(scripted, faults=plan) as server:
+        cfg = _cfg(tmp_path, model_cache, server.url)
+        tracker = RecordingTracker()
+        ctx = StageContext("eval", out, {}, tmp_path, tracker, "key")
+        result = stage.run(cfg, ctx)
+
+        c = result.counts
+        assert c["items"] == 2 + 3 + 4 and c["generated"] == 9
+        assert c["judge_tasks"] == 2 + 3 + 4 * 5
+        assert c["judge_failures"] == 5  # the five criteria of the doomed query, nothing else
+        assert c["judge_reasks"] == 2
+        assert sum(server.stats.faults.values()) >= 5
+        summary = json.loads((out / "summary.json").read_text())
+        js = summary["judge_stats"]
+        assert js["bad_replies"] == 2 and js["ok"] == c["judge_tasks"] - 5
+
+        # scores follow from the scripted judge: LB dims all 4 -> S_q 75; HB all 0.75 -> 75; WB 7
+        lb = summary["benchmarks"]["longbench_write"]["summary"]
+        assert lb["S_q"] == pytest.approx(75.0) and lb["judged"] == 2
+        assert lb["S"] == pytest.approx((lb["S_l"] + 75.0) / 2)
+        hb = summary["benchmarks"]["hellobench"]["summary"]
+        assert hb["overall"] == pytest.approx(75.0) and hb["overall_rescaled"] == pytest.approx(0.0)
+        wbs = summary["benchmarks"]["writingbench"]["summary"]
+        assert wbs["failures"] == 1 and wbs["scored"] == 3
+        assert wbs["domains"]["E"] == {"name": "Education", "n": 0, "score": None}
+        assert wbs["domains"]["A"]["score"] == pytest.approx(7.0)
+        assert summary["headline"]["LB"] == pytest.approx(lb["S"])
+        assert summary["headline"]["HB-A"] == pytest.approx(75.0) and summary["headline"]["WB-D"] == pytest.approx(7.0)
+
+        # per-item records carry answers, the judge's reasons and the failure
+        wb_items = [json.loads(l) for l in (out / "items" / "writingbench.jsonl").read_text().splitlines()]
+        doomed = next(r for r in wb_items if r["id"] == "4")
+        assert "failure" in doomed and "score" not in doomed
+        assert all(not j["ok"] and "failed after 2 attempts" in j["error"] for j in doomed["judge"].values())
+        sonnet = next(r for r in wb_items if r["id"] == "3")
+        assert sonnet["judge"]["criterion-0"]["reasks"] == 1 and sonnet["criteria"][0]["reason"] == "solid"
+        gens = [json.loads(l) for l in (out / "items" / "longbench_write.generations.jsonl").read_text().splitlines()]
+        assert [g["id"] for g in gens] == ["0000", "0001"] and all(g["model"] == "tiny-qwen3" for g in gens)
+
+        # tables, plots, W&B
+        md = (out / "tables" / "paper.md").read_text()
+        assert md.splitlines()[0] == "| run | LB | HB-A | HB-B | WB-A | WB-D | WB-E |"
+        assert (out / "tables" / "paper.csv").exists() and "overall rescaled" in (out / "tables" / "details.md").read_text()
+        assert (out / "plots" / "radar.png").stat().st_size > 1000
+        assert (out / "plots" / "writingbench_domains.png").exists()
+        assert set(tracker.tables) == {"eval/longbench_write/items", "eval/hellobench/items", "eval/writingbench/items"}
+        assert any("eval/LB" in d for d in tracker.logs) and "eval/plot_radar" in tracker.images
+        assert set(result.artifacts.values()) >= {"summary.json", "tables/paper.md", "plots/radar.png"}
+        for rel in result.artifacts.values():
+            assert (out / rel).exists(), rel
+
+        # a re-run: nothing generated, only the failed tasks go back to the judge (and fail again)
+        requests = server.stats.requests
+        again = stage.run(cfg, StageContext("eval", out, {}, tmp_path, RecordingTracker(), "key"))
+        assert again.counts["generated"] == 0
+        assert again.counts["judge_cache_hits"] == c["judge_tasks"] - 5 + 2  # + the two re-asked first replies
+        assert again.counts["judge_calls"] == 0 and again.counts["judge_failures"] == 5
+        assert server.stats.requests - requests == 5 * 2 * 3  # 5 tasks × 2 judge attempts × 3 HTTP attempts
+        assert json.loads((out / "summary.json").read_text())["headline"] == summary["headline"]
+
+
+def test_eval_stage_cached_rerun_makes_zero_judge_calls_and_resumes_generation(tmp_path, model_cache):
+    from deepwriter.eval import stage
+    from deepwriter.llm.serve import start_server
+
+    out = tmp_path / "eval"
+    out.mkdir()
+    with start_server(ScriptedJudge()) as server:
+        cfg = _cfg(tmp_path, model_cache, server.url)
+        cfg.eval.benchmarks = {"demo": BenchmarkConfig(kind="longbench_write", path="pkg://deepwriter/eval/demo/prompts.jsonl",
+                                                       max_new_tokens=8)}
+        first = stage.run(cfg, StageContext("eval", out, {}, tmp_path, RecordingTracker(), "k"))
+        assert first.counts["generated"] == 3 and first.counts["judge_calls"] == 3
+        assert set(first.metrics) == {"demo"}
+
+        # a killed run: one answer written, one torn line
+        gen_file = out / "items" / "demo.generations.jsonl"
+        lines = gen_file.read_text().splitlines()
+        gen_file.write_text(lines[0] + "\n" + lines[1][:20])
+        requests = server.stats.requests
+        second = stage.run(cfg, StageContext("eval", out, {}, tmp_path, RecordingTracker(), "k"))
+        assert second.counts["generated"] == 2  # the torn and the missing one
+        # same sampling seed per item position: the answers and so the judge prompts are the same again
+        assert second.counts["judge_calls"] + second.counts["judge_cache_hits"] == 3
+        third = stage.run(cfg, StageContext("eval", out, {}, tmp_path, RecordingTracker(), "k"))
+        assert third.counts["generated"] == 0 and third.counts["judge_calls"] == 0
+        assert server.stats.requests == requests + second.counts["judge_calls"]
+
+
+def test_model_under_test_is_the_sft_output_or_the_student(tmp_path):
+    from deepwriter.config import ConfigError
+    from deepwriter.eval.stage import model_under_test
+
+    cfg = compose_typed("model@models.student=tiny-qwen3")
+    ctx = StageContext("eval", tmp_path, {"sft": tmp_path / "abcdef0123"}, tmp_path, None, "k")
+    m = model_under_test(cfg, ctx)
+    assert m.source == ModelSource.local and m.path == str(tmp_path / "abcdef0123" / "model") and m.backend == Backend.transformers
+    cfg.eval.model_under_test = "student"
+    assert model_under_test(cfg, ctx) is cfg.models.student
+    cfg.eval.model_under_test = "teacher"
+    with pytest.raises(ConfigError, match="eval.model_under_test"):
+        model_under_test(cfg, ctx)

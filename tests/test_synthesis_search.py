@@ -1,0 +1,207 @@
+"""The REER search over small scripted Generator/Scorer objects: acceptance, stopping, ablations."""
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+from typing import Callable, List
+
+import pytest
+
+from deepwriter.llm.base import Generation, Generator, Scorer, ScoreRequest, TokenLogprobs
+from deepwriter.synthesis import filters, prompts
+from deepwriter.synthesis.config import SynthesisConfig
+from deepwriter.synthesis.search import pair_seed, synthesize
+
+PARA = ("I want the opening to place the reader inside the lighthouse at dusk, with the salt on the glass and the "
+        "lamp turning, so the strangeness arrives slowly. {tag}")
+Z0_BODY = " " + "\n\n".join(PARA.format(tag=f"Part {i} of the plan, word{i} here.") for i in range(5))
+Y = "The Title\n\nThe light began answering on a Tuesday. Mara climbed the steps.\n\nShe waited."
+
+
+class ScriptedGenerator:
+    model_id = "fake-gen"
+
+    def __init__(self, initial: str = Z0_BODY, rewrites: List[List[str]] = ()):
+        self.initial = initial
+        self.rewrites = list(rewrites)
+        self.calls = []
+
+    def generate(self, prompts_, sampling, n=1, prefill=None):
+        self.calls.append({"n": n, "prefill": prefill, "seed": sampling.seed, "messages": prompts_})
+        if prefill and prefill[0].startswith("<think>"):
+            return [[Generation(self.initial + "\n</think>", 10, 20)]]
+        texts = self.rewrites.pop(0) if self.rewrites else ["no tags here"] * n
+        assert len(texts) == n
+        return [[Generation(t, 10, 5) for t in texts]]
+
+
+class FunctionScorer:
+    """Score = fn(assistant_prefix): every target token gets log-prob -score (so the clipped mean NLL
+    is exactly the score for scores in [0, 2])."""
+
+    model_id = "fake-scorer"
+
+    def __init__(self, fn: Callable[[str], float]):
+        self.fn = fn
+        self.batches: List[List[ScoreRequest]] = []
+
+    def score(self, requests):
+        self.batches.append(list(requests))
+        return [TokenLogprobs(tokens=["t"] * 4, logprobs=[-self.fn(r.assistant_prefix)] * 4) for r in requests]
+
+
+def tagged(text: str) -> str:
+    return f"The paragraph should set the scene. <rewrite>{text}</rewrite>"
+
+
+def by_markers(base: float = 1.0) -> Callable[[str], float]:
+    """Each BETTER lowers the score by 0.2, each SAME changes nothing."""
+    return lambda prefix: round(base - 0.2 * prefix.count("BETTER"), 6)
+
+
+def cfg(**kw) -> SynthesisConfig:
+    c = SynthesisConfig(min_segment_chars=100, num_candidates=2, max_steps=10, stop_threshold=0.25)
+    return replace(c, **kw)
+
+
+def test_protocol_fakes_are_generators_and_scorers():
+    assert isinstance(ScriptedGenerator(), Generator) and isinstance(FunctionScorer(lambda p: 1.0), Scorer)
+
+
+def test_stops_before_refinement_when_z0_is_below_threshold():
+    gen, sc = ScriptedGenerator(), FunctionScorer(lambda p: 0.1)
+    rec = synthesize("p1", "Write a story.", Y, gen, sc, cfg())
+    assert rec["scores"] == [pytest.approx(0.1)]
+    assert len(gen.calls) == 1 and rec["steps"] == []
+    assert rec["z_final"] == rec["z0"]
+
+
+def test_accepts_only_strictly_lower_and_splices_in_place():
+    rewrites = [
+        [tagged("SAME paragraph one, long enough."), tagged("SAME other")],  # tie: keep
+        [tagged("BETTER paragraph two"), tagged("SAME")],  # lower: accept the BETTER one
+        [tagged("SAME"), tagged("SAME again")],  # tie with the new best: keep
+    ]
+    gen, sc = ScriptedGenerator(rewrites=rewrites), FunctionScorer(by_markers(1.0))
+    rec = synthesize("p1", "Write a story.", Y, gen, sc, cfg(max_steps=3))
+    assert rec["scores"] == pytest.approx([1.0, 1.0, 0.8, 0.8])
+    assert [s["accepted"] for s in rec["steps"]] == [False, True, False]
+    assert len(rec["accepted_edits"]) == 1 and rec["accepted_edits"][0]["segment"] == 1
+    paras = rec["z_final"].split("\n\n")
+    assert paras[1] == "BETTER paragraph two" and "word0" in paras[0] and "word2" in paras[2]
+    # each candidate is recorded with its score
+    assert [c["score"] for c in rec["steps"][1]["candidates"]] == pytest.approx([0.8, 1.0])
+
+
+def test_k_candidates_come_from_one_generate_call_and_one_scorer_call():
+    rewrites = [[tagged(f"SAME {k}") for k in range(3)]]
+    gen, sc = ScriptedGenerator(rewrites=rewrites), FunctionScorer(by_markers())
+    synthesize("p1", "x", Y, gen, sc, cfg(max_steps=1, num_candidates=3))
+    assert [c["n"] for c in gen.calls] == [1, 3]
+    assert [len(b) for b in sc.batches] == [1, 3]
+
+
+def test_max_steps_bounds_the_search():
+    gen, sc = ScriptedGenerator(rewrites=[[tagged("SAME"), tagged("SAME")]] * 10), FunctionScorer(by_markers())
+    rec = synthesize("p1", "x", Y, gen, sc, cfg(max_steps=2))
+    assert len(rec["steps"]) == 2 and len(rec["scores"]) == 3
+
+
+def test_search_visits_each_segment_once_left_to_right():
+    gen, sc = ScriptedGenerator(rewrites=[[tagged("SAME"), tagged("SAME")]] * 10), FunctionScorer(by_markers())
+    rec = synthesize("p1", "x", Y, gen, sc, cfg(max_steps=10))
+    assert [s["segment"] for s in rec["steps"]] == [0, 1, 2, 3, 4]
+
+
+def test_stops_once_the_threshold_is_crossed():
+    rewrites = [[tagged("BETTER BETTER BETTER BETTER"), tagged("SAME")]] + [[tagged("BETTER"), tagged("SAME")]] * 5
+    gen, sc = ScriptedGenerator(rewrites=rewrites), FunctionScorer(by_markers(1.0))
+    rec = synthesize("p1", "x", Y, gen, sc, cfg(stop_threshold=0.25))
+    assert rec["scores"] == pytest.approx([1.0, 0.2])
+    assert len(rec["steps"]) == 1
+
+
+def test_search_false_keeps_z0_but_scores_it():
+    gen, sc = ScriptedGenerator(rewrites=[[tagged("BETTER"), tagged("BETTER")]]), FunctionScorer(by_markers())
+    rec = synthesize("p1", "x", Y, gen, sc, cfg(search=False))
+    assert rec["z_final"] == rec["z0"] and rec["scores"] == pytest.approx([1.0])
+    assert len(gen.calls) == 1 and rec["verdict"]["kept"] is True
+
+
+def test_unparseable_candidates_use_a_step_and_change_nothing():
+    gen, sc = ScriptedGenerator(rewrites=[["no tag", "<rewrite>   </rewrite>"]]), FunctionScorer(by_markers())
+    rec = synthesize("p1", "x", Y, gen, sc, cfg(max_steps=1))
+    assert rec["steps"][0]["accepted"] is False
+    assert all(c["text"] is None and c["score"] is None for c in rec["steps"][0]["candidates"])
+    assert rec["z_final"] == rec["z0"] and len(sc.batches) == 1
+
+
+def test_unparseable_initial_output_is_discarded_with_reason():
+    gen, sc = ScriptedGenerator(initial="   "), FunctionScorer(by_markers())
+    rec = synthesize("p1", "x", Y, gen, sc, cfg())
+    assert rec["verdict"] == {"kept": False, "reason": filters.UNPARSEABLE}
+    assert sc.batches == []
+
+
+def test_empty_answer_is_discarded_without_generating():
+    gen, sc = ScriptedGenerator(), FunctionScorer(by_markers())
+    rec = synthesize("p1", "x", "  \n", gen, sc, cfg())
+    assert rec["verdict"]["reason"] == filters.EMPTY_ANSWER and gen.calls == []
+
+
+def test_failed_score_is_a_counted_discard():
+    class Failing(FunctionScorer):
+        def score(self, requests):
+            return [TokenLogprobs(error="HTTP 500 after retries") for _ in requests]
+
+    rec = synthesize("p1", "x", Y, ScriptedGenerator(), Failing(lambda p: 1.0), cfg())
+    assert rec["verdict"]["reason"] == filters.SCORE_FAILED
+
+
+def test_scorer_context_holds_think_block_and_first_answer_paragraph():
+    sc = FunctionScorer(lambda p: 0.1)
+    synthesize("p1", "Write a story.", Y, ScriptedGenerator(), sc, cfg())
+    req = sc.batches[0][0]
+    assert req.assistant_prefix.startswith("<think>\n") and "\n</think>\n\nThe Title\n\n" in req.assistant_prefix
+    assert req.target == "The light began answering on a Tuesday. Mara climbed the steps.\n\nShe waited."
+    assert "Write a story." in req.messages[0]["content"] and Y not in req.messages[0]["content"]
+    sc2 = FunctionScorer(lambda p: 0.1)
+    synthesize("p1", "Write a story.", Y, ScriptedGenerator(), sc2, cfg(score_answer_from_second_segment=False))
+    assert sc2.batches[0][0].target == Y and sc2.batches[0][0].assistant_prefix.endswith("</think>\n\n")
+
+
+def test_single_paragraph_answer_is_scored_whole():
+    sc = FunctionScorer(lambda p: 0.1)
+    synthesize("p1", "x", "Just one paragraph.", ScriptedGenerator(), sc, cfg())
+    assert sc.batches[0][0].target == "Just one paragraph."
+
+
+def test_seeds_are_reproducible_and_per_pair():
+    assert pair_seed(0, "a") == pair_seed(0, "a")
+    assert pair_seed(0, "a") != pair_seed(0, "b") and pair_seed(0, "a") != pair_seed(1, "a")
+    runs = []
+    for _ in range(2):
+        gen = ScriptedGenerator(rewrites=[[tagged("SAME"), tagged("SAME")]])
+        rec = synthesize("p1", "x", Y, gen, FunctionScorer(by_markers()), cfg(max_steps=1))
+        runs.append(([c["seed"] for c in gen.calls], rec["trigger"], rec["seed"]))
+    assert runs[0] == runs[1]
+    assert runs[0][1] in dict(prompts.TRIGGERS_EN)
+
+
+def test_z0_starts_with_the_trigger_and_record_has_required_fields():
+    rec = synthesize("p1", "x", Y, ScriptedGenerator(), FunctionScorer(lambda p: 0.1), cfg())
+    assert rec["z0"].startswith(rec["trigger"])
+    for key in ("id", "x", "y", "z0", "z_final", "category", "scores", "verdict", "steps", "accepted_edits",
+                "tokens", "timings", "models", "seed", "perplexities"):
+        assert key in rec
+    assert rec["perplexities"][0] == pytest.approx(2.718281828 ** 0.1)
+    assert rec["models"] == {"generator": "fake-gen", "scorer": "fake-scorer"}
+
+
+def test_reflection_false_strips_phrases_from_trajectories():
+    body = " " + "\n\n".join(PARA.format(tag=f"Hmm, maybe part {i} works.") for i in range(3))
+    rec = synthesize("p1", "x", Y, ScriptedGenerator(initial=body), FunctionScorer(lambda p: 0.1), cfg(reflection=False))
+    assert "Hmm" not in rec["z0"] and "Maybe part 1 works." in rec["z0"]
+    gen = ScriptedGenerator(initial=body)
+    synthesize("p1", "x", Y, gen, FunctionScorer(lambda p: 0.1), cfg(reflection=False))
+    assert "Hmm, maybe" not in gen.calls[0]["messages"][0][0]["content"]
