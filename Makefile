@@ -13,7 +13,9 @@ RECIPES := $(sort $(basename $(notdir $(wildcard recipes/*.yaml))))
 # `demo` has its own rule above the generic one.
 RECIPE_TARGETS := $(filter-out demo,$(RECIPES))
 
-.PHONY: install demo test test-fast bench recipes clean-runs $(RECIPE_TARGETS)
+ABLATIONS := $(filter ablation-%,$(RECIPES))
+
+.PHONY: install demo test test-fast bench recipes ablations-demo clean-runs $(RECIPE_TARGETS)
 
 install: $(STAMP)
 
@@ -37,6 +39,11 @@ bench: install
 
 recipes:
 	@echo $(RECIPES)
+
+# Every ablation at demo scale (sharing cached stages with the demo-scale full recipe), then the
+# ablation table (markdown + PNG) from those real runs.
+ablations-demo: install
+	$(PY) -m deepwriter.ablations --scale demo $(ABLATIONS) $(if $(ARGS),-- $(ARGS))
 
 $(RECIPE_TARGETS): install
 	$(PY) -m deepwriter.train +recipe=$@ $(ARGS)

@@ -7,7 +7,7 @@ requests copied from the real benchmark prompts (re-cased and wrapped in a new s
 how many planted items each filter caught, and the speed of our MinHash signatures against
 datasketch's standard SHA-1 path measured in the same run.
 
-    python -m bench.mix_build [--records 37000] [--num-proc 2] [--tokenize-sample 1000]
+    python -m bench.mix_build [--records 37000] [--num-proc 2] [--tokenize-sample 300]
 
 Token counting with the tiny test tokenizer is the slow part on 2 cores (its 1K vocabulary splits
 pseudo-words into many pieces), so by default it is timed on a sample and the full build runs with
@@ -71,19 +71,19 @@ def make_records(n: int, n_synth: int, seed: int, bench: dict | None, rates=(0.0
     exact_rate, near_rate, cont_rate = rates
     prompts = [p for ps in (bench or {}).values() for p in ps]
     synth, public, planted = [], [], {"exact": set(), "near": set(), "contaminated": set()}
+    made = []  # every record so far, for planting copies
     from tqdm.auto import tqdm
 
     for i in tqdm(range(n), desc="generate", unit="rec", mininterval=2.0):
         kind_list = synth if i < n_synth else public
         rid = f"{'s' if i < n_synth else 'p'}{i:06d}"
         u = rnd.random()
-        pool = synth + public
-        if pool and u < exact_rate:
-            src = rnd.choice(pool)
+        if made and u < exact_rate:
+            src = rnd.choice(made)
             rec = dict(src, id=rid)
             planted["exact"].add(rid)
-        elif pool and u < exact_rate + near_rate:
-            src = rnd.choice(pool)
+        elif made and u < exact_rate + near_rate:
+            src = rnd.choice(made)
             ys = src["y"].split()
             for _ in range(max(1, len(ys) // 100)):  # ~1% of the answer's words changed
                 ys[rnd.randrange(len(ys))] = "changed"
@@ -100,6 +100,7 @@ def make_records(n: int, n_synth: int, seed: int, bench: dict | None, rates=(0.0
         if i >= n_synth:
             rec["source"], rec["category"] = "public-bench", "reasoning"
         kind_list.append(rec)
+        made.append(rec)
     return synth, public, planted
 
 
@@ -131,7 +132,7 @@ def main(argv=None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--num-proc", type=int, default=2)
     ap.add_argument("--max-length", type=int, default=16384)
-    ap.add_argument("--tokenize-sample", type=int, default=1000,
+    ap.add_argument("--tokenize-sample", type=int, default=300,
                     help="time token counting on this many records only (0: tokenise every record in the build)")
     args = ap.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

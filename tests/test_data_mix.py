@@ -261,3 +261,14 @@ def test_public_only_mix_needs_no_synthesis(tmp_path, model_cache):
     res = run(cfg, ctx)
     assert res.counts["synthetic"] == 0 and res.counts["public"] == 8
     assert len(datasets.load_from_disk(str(tmp_path / "dataset"))) == 8
+
+
+def test_chinese_prompts_are_matched_by_characters(bench_prompts):
+    from deepwriter.data.config import DecontamConfig
+    from deepwriter.data.decontam import BenchmarkIndex
+
+    zh = [p for p in bench_prompts["longbench_write"] if not p.isascii()]
+    assert len(zh) >= 10
+    index = BenchmarkIndex(bench_prompts, DecontamConfig())
+    assert all(index.match("你好！请帮我完成这个任务：\n" + p) is not None for p in zh)
+    assert index.match("请写一首关于秋天落叶和远方故乡的短诗，大约八行，语气安静。") is None

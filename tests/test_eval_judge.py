@@ -12,7 +12,7 @@ import pytest
 from deepwriter.eval.benchmarks import hellobench as hb
 from deepwriter.eval.benchmarks import longbench_write as lb
 from deepwriter.eval.benchmarks import writingbench as wb
-from deepwriter.eval.benchmarks.base import Item, JudgeTask, Slot
+from deepwriter.eval.benchmarks.base import Item, Slot
 from deepwriter.eval.config import JudgeConfig, JudgePrice
 from deepwriter.eval.judge import ConstrainedJudgeBackend, Judge, extract_json, read_reply
 from deepwriter.llm.base import Generation
@@ -31,12 +31,14 @@ class ScriptedJudge:
         self.bad_first = {k: list(v) for k, v in (bad_first or {}).items()}
         self.score = score
         self.calls = 0
+        self.seen = []  # every prompt the judge was shown
         self.lock = threading.Lock()
 
     def reply(self, messages) -> str:
         first = messages[0]["content"]
         with self.lock:
             self.calls += 1
+            self.seen.append(first)
             for needle, queue in self.bad_first.items():
                 if needle in first and queue:
                     return queue.pop(0)
@@ -171,11 +173,31 @@ def test_cache_makes_a_rerun_free_and_resumes_a_killed_run(tmp_path):
     gen3 = ScriptedJudge()
     resumed = _judge(gen3, tmp_path).run(tasks, show_progress=False)
     assert gen3.calls == 3 and all(o.ok for o in resumed)
+    gen5 = ScriptedJudge()  # the entries written after the torn line are readable
+    _judge(gen5, tmp_path).run(tasks, show_progress=False)
+    assert gen5.calls == 0
 
     # another judge model, another temperature: no reuse
     gen4 = ScriptedJudge()
     _judge(gen4, tmp_path, temperature=0.7).run(tasks[:1], show_progress=False)
     assert gen4.calls == 1
+
+
+def test_rate_limit_paces_call_starts(tmp_path):
+    import time
+
+    from deepwriter.eval.judge import RateLimiter
+
+    limiter = RateLimiter(20.0)
+    t0 = time.monotonic()
+    for _ in range(6):
+        limiter.wait()
+    assert time.monotonic() - t0 >= 5 / 20 - 0.01
+    gen = ScriptedJudge()
+    judge = _judge(gen, tmp_path, rate_limit_rps=50.0)
+    t0 = time.monotonic()
+    assert all(o.ok for o in judge.run([_lb_task(str(i)) for i in range(6)], show_progress=False))
+    assert time.monotonic() - t0 >= 5 / 50 - 0.01
 
 
 # --- constrained local judge ---------------------------------------------------------------------
@@ -248,3 +270,14 @@ def test_http_judge_survives_faults_and_counts_them(tmp_path):
         outs2 = again.run(tasks[:8], show_progress=False)
         assert server.stats.requests == requests_before and again.stats.calls == 0
         assert [o.values for o in outs2] == [o.values for o in outs[:8]]
+
+
+def test_local_judge_fails_an_over_long_task_alone(tiny_model, tmp_path):
+    model, tok = tiny_model
+    backend = ConstrainedJudgeBackend(model, tok, "tiny-qwen3")
+    long_answer = "word " * (model.config.max_position_embeddings + 10)
+    judge = Judge(lambda: backend, "tiny-qwen3", JudgeConfig(), tmp_path / "c", constrained=True)
+    short, too_long = judge.run([_lb_task("s", "Short."), _lb_task("l", long_answer)], show_progress=False)
+    assert short.ok and not too_long.ok
+    assert too_long.error.startswith("local judge failed: ValueError: the judge prompt has")
+    assert judge.stats.failed == 1 and judge.stats.calls == 1  # the failure is not cached

@@ -1,7 +1,6 @@
 """The benchmarks' formulas on hand-computed cases, their loaders on fixtures and on the real data."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -131,7 +130,7 @@ def test_hellobench_scoring_subsets_groups_rescaling():
     assert "failure" in recs[2]
     s = hb.aggregate(recs, {"A": ["chat"], "B": ["heuristic_text_generation"]})
     assert s["subsets"]["chat"]["score"] == pytest.approx(58.75)
-    assert s["subsets"]["heuristic_text_generation"] == {"n": 1, "scored": 0, "score": None}
+    assert s["subsets"]["heuristic_text_generation"] == {"n": 1, "scored": 0, "score": None, "rescaled": None}
     assert s["overall"] == pytest.approx(58.75) and s["overall_rescaled"] == pytest.approx((58.75 - 75) * 4)
     assert s["groups"] == {"A": pytest.approx(58.75), "B": None}
     assert s["failures"] == 1
@@ -174,7 +173,7 @@ def test_writingbench_domain_and_subdomain_aggregation(tmp_path):
     assert "B" not in s["domains"]
     assert s["subdomains"]["Academic & Engineering / Abstract"]["score"] == pytest.approx(6.2)
     assert s["failures"] == 1
-    assert wb.headline("writingbench", s) == {"WB-A": pytest.approx(7.1), "WB-D": 8.0, "WB-E": None}
+    assert wb.headline("writingbench", s) == {"WB-A": pytest.approx(71.0), "WB-D": pytest.approx(80.0), "WB-E": None}
 
 
 def test_writingbench_real_data_has_the_six_domains(shared_dir):
@@ -205,3 +204,22 @@ def test_unknown_kind_is_a_config_error(tmp_path):
 
     with pytest.raises(ConfigError, match="eval.benchmarks.x.kind: unknown benchmark kind 'nope'"):
         load_items("x", BenchmarkConfig(kind="nope", path="a"), tmp_path)
+
+
+def test_lenient_mode_skips_and_counts_bad_records(tmp_path):
+    bad = tmp_path / "lb.jsonl"
+    bad.write_text('{"prompt": "a", "length": 10}\n{"prompt": "b", "length": "lots"}\nnot json\n'
+                   '{"prompt": "c", "length": 30}\n{"id": "0000", "prompt": "d", "length": 5}\n')
+    bcfg = BenchmarkConfig(kind="longbench_write", path=str(bad))
+    with pytest.raises(BenchmarkDataError, match=r"lb.jsonl:2: field 'length'"):
+        load_items("lb", bcfg, tmp_path)
+    skipped: list = []
+    items = load_items("lb", bcfg, tmp_path, skipped=skipped)
+    assert [i.prompt for i in items] == ["a", "c"]
+    assert len(skipped) == 3
+    assert "lb.jsonl:2: field 'length'" in skipped[0] and "lb.jsonl:3: field '<line>': not valid JSON" in skipped[1]
+    assert "duplicate id '0000'" in skipped[2]
+    lenient = EvalConfig(benchmarks={"lb": bcfg}, strict=False)
+    assert benchmark_prompts(lenient, tmp_path) == {"lb": ["a", "c"]}
+    with pytest.raises(BenchmarkDataError):
+        benchmark_prompts(EvalConfig(benchmarks={"lb": bcfg}), tmp_path)

@@ -90,7 +90,7 @@ def test_eval_stage_against_a_faulty_http_judge(tmp_path, model_cache):
         assert wbs["domains"]["E"] == {"name": "Education", "n": 0, "score": None}
         assert wbs["domains"]["A"]["score"] == pytest.approx(7.0)
         assert summary["headline"]["LB"] == pytest.approx(lb["S"])
-        assert summary["headline"]["HB-A"] == pytest.approx(75.0) and summary["headline"]["WB-D"] == pytest.approx(7.0)
+        assert summary["headline"]["HB-A"] == pytest.approx(75.0) and summary["headline"]["WB-D"] == pytest.approx(70.0)
 
         # per-item records carry answers, the judge's reasons and the failure
         wb_items = [json.loads(l) for l in (out / "items" / "writingbench.jsonl").read_text().splitlines()]
@@ -105,7 +105,7 @@ def test_eval_stage_against_a_faulty_http_judge(tmp_path, model_cache):
         # tables, plots, W&B
         md = (out / "tables" / "paper.md").read_text()
         assert md.splitlines()[0] == "| run | LB | HB-A | HB-B | WB-A | WB-D | WB-E |"
-        assert (out / "tables" / "paper.csv").exists() and "overall rescaled" in (out / "tables" / "details.md").read_text()
+        assert (out / "tables" / "paper.csv").exists() and "rescaled (x−75)·4" in (out / "tables" / "details.md").read_text()
         assert (out / "plots" / "radar.png").stat().st_size > 1000
         assert (out / "plots" / "writingbench_domains.png").exists()
         assert set(tracker.tables) == {"eval/longbench_write/items", "eval/hellobench/items", "eval/writingbench/items"}
@@ -165,3 +165,55 @@ def test_model_under_test_is_the_sft_output_or_the_student(tmp_path):
     cfg.eval.model_under_test = "teacher"
     with pytest.raises(ConfigError, match="eval.model_under_test"):
         model_under_test(cfg, ctx)
+
+
+class ThinkingWriter:
+    """A model under test behind an HTTP endpoint that thinks before it answers."""
+
+    model_id = "writer"
+
+    def __init__(self):
+        self.samplings = []
+
+    def generate(self, prompts, sampling, n=1, prefill=None):
+        from deepwriter.llm.base import Generation
+
+        self.samplings.append(sampling)
+        return [[Generation(text=f"<think>\nsecret plan {i}\n</think>\n\nThe answer is here.", prompt_tokens=10,
+                            completion_tokens=12)] for i, _ in enumerate(prompts)]
+
+
+def test_http_model_under_test_thinking_is_kept_but_never_judged(tmp_path, model_cache):
+    from deepwriter.eval import stage
+    from deepwriter.llm.serve import start_server
+
+    writer, judge = ThinkingWriter(), ScriptedJudge()
+    with start_server(writer) as wserver, start_server(judge) as jserver:
+        cfg = _cfg(tmp_path, model_cache, jserver.url)
+        cfg.eval.benchmarks["longbench_write"].temperature = 0.5
+        cfg.eval.benchmarks["writingbench"].temperature = 0.7
+        cfg.models.student.backend = Backend.openai
+        cfg.models.student.endpoint = EndpointConfig(base_urls=[wserver.url], model="writer", api_key_env=None,
+                                                     max_concurrency=4, timeout_s=5.0, max_retries=1, backoff_s=0.01)
+        out = tmp_path / "eval"
+        out.mkdir()
+        result = stage.run(cfg, StageContext("eval", out, {}, tmp_path, RecordingTracker(), "k"))
+    assert result.counts["generated"] == 9 and result.counts["judge_failures"] == 0
+    recs = [json.loads(l) for l in (out / "items" / "longbench_write.jsonl").read_text().splitlines()]
+    assert recs[0]["answer"] == "The answer is here." and recs[0]["thinking"] == "secret plan 0"
+    assert recs[0]["produced_length"] == 4 and recs[0]["think_closed"] is True
+    assert judge.seen and not any("secret plan" in p or "<think>" in p for p in judge.seen)
+    assert sorted({s.temperature for s in writer.samplings}) == [0.5, 0.7, 0.8]  # each benchmark's own sampling
+    assert {s.max_new_tokens for s in writer.samplings} == {12}
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("<think>\nplan\n</think>\n\nAnswer.", ("Answer.", "plan", True)),
+    ("plan after a prefilled tag\n</think>\nAnswer.", ("Answer.", "plan after a prefilled tag", True)),
+    ("<think>\nran out of tokens while thinking", ("", "ran out of tokens while thinking", False)),
+    ("Just an answer.", ("Just an answer.", "", True)),
+])
+def test_split_thinking(text, expected):
+    from deepwriter.eval.generate import split_thinking
+
+    assert split_thinking(text) == expected

@@ -97,7 +97,7 @@ def test_k_candidates_come_from_one_generate_call_and_one_scorer_call():
     rewrites = [[tagged(f"SAME {k}") for k in range(3)]]
     gen, sc = ScriptedGenerator(rewrites=rewrites), FunctionScorer(by_markers())
     synthesize("p1", "x", Y, gen, sc, cfg(max_steps=1, num_candidates=3))
-    assert [c["n"] for c in gen.calls] == [1, 3]
+    assert [c["n"] for c in gen.calls] == [1, 3] and gen.calls[1]["prefill"] is None
     assert [len(b) for b in sc.batches] == [1, 3]
 
 
@@ -205,3 +205,11 @@ def test_reflection_false_strips_phrases_from_trajectories():
     gen = ScriptedGenerator(initial=body)
     synthesize("p1", "x", Y, gen, FunctionScorer(lambda p: 0.1), cfg(reflection=False))
     assert "Hmm, maybe" not in gen.calls[0]["messages"][0][0]["content"]
+
+
+def test_refine_without_analysis_prefills_the_tag_and_parses_the_continuation():
+    gen = ScriptedGenerator(rewrites=[["BETTER plain text, no closing tag", "SAME</rewrite> trailing"]])
+    rec = synthesize("p1", "x", Y, gen, FunctionScorer(by_markers()), cfg(max_steps=1, refine_analysis=False))
+    assert gen.calls[1]["prefill"] == ["<rewrite>\n"]
+    assert [c["text"] for c in rec["steps"][0]["candidates"]] == ["BETTER plain text, no closing tag", "SAME"]
+    assert rec["steps"][0]["accepted"] is True

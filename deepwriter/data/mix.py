@@ -120,15 +120,25 @@ def _drop(result: MixResult, name: str, rec: Dict[str, Any], reason: str, **deta
         {"id": rec["id"], "source": rec["source"], "category": rec.get("category"), "reason": reason, **detail})
 
 
-def token_lengths(recs: List[Dict[str, Any]], tokenizer, num_proc: int, with_think: bool) -> Tuple[List[int], List[int]]:
+def token_lengths(recs: List[Dict[str, Any]], tokenizer, num_proc: int, with_think: bool,
+                  work_dir: Optional[Path] = None) -> Tuple[List[int], List[int]]:
     """Tokens of each record rendered with the tokenizer's chat template (and of its thinking
-    alone when `with_think`), computed with datasets.map so that `num_proc` processes share it."""
+    alone when `with_think`), computed with datasets.map so that `num_proc` processes share it.
+
+    The texts go through an on-disk, memory-mapped dataset in a temporary folder (under `work_dir`
+    when given): an in-memory one costs several times the text's size and is copied to every
+    worker, which for a paper-sized mix means gigabytes."""
+    import tempfile
+    import uuid
+
     import datasets
 
     if not recs:
         return [], []
-    ds = datasets.Dataset.from_dict({"x": [r["x"] for r in recs], "think": [r["think"] for r in recs],
-                                     "y": [r["y"] for r in recs]})
+
+    def rows():
+        for r in recs:
+            yield {"x": r["x"], "think": r["think"], "y": r["y"]}
 
     def count(batch):
         texts = [tokenizer.apply_chat_template(
@@ -139,9 +149,18 @@ def token_lengths(recs: List[Dict[str, Any]], tokenizer, num_proc: int, with_thi
                           if with_think else [0] * len(texts))
         return out
 
-    ds = ds.map(count, batched=True, batch_size=256, num_proc=num_proc if num_proc > 1 and len(recs) > 512 else None,
-                remove_columns=["x", "think", "y"], desc="token lengths")
-    return list(ds["n"]), list(ds["n_think"])
+    features = datasets.Features({k: datasets.Value("large_string") for k in ("x", "think", "y")})
+    with tempfile.TemporaryDirectory(prefix="dw-token-lengths-", dir=work_dir) as tmp:
+        # Explicit fingerprints: otherwise datasets hashes the generator's closure, i.e. every text.
+        tag = uuid.uuid4().hex
+        ds = datasets.Dataset.from_generator(rows, features=features, cache_dir=tmp, writer_batch_size=256,
+                                             fingerprint=tag)
+        ds = ds.map(count, batched=True, batch_size=256, num_proc=num_proc if num_proc > 1 and len(recs) > 512 else None,
+                    remove_columns=["x", "think", "y"], writer_batch_size=256, new_fingerprint=tag + "-n",
+                    desc=f"token lengths (num_proc={num_proc})")
+        n, n_think = list(ds["n"]), list(ds["n_think"])
+        del ds
+    return n, n_think
 
 
 def _take(pool: List[Dict[str, Any]], want: Optional[int], what: str, strict: bool, rng: random.Random,
@@ -171,6 +190,7 @@ def build_mix(
     max_length: int,
     strict: bool,
     strip_reflection: Optional[Callable[[str], str]] = None,
+    work_dir: Optional[Path] = None,
 ) -> MixResult:
     import time
 
@@ -242,7 +262,7 @@ def build_mix(
 
     t0 = time.perf_counter()
     quantiles = cfg.drop_above_quantile is not None or cfg.drop_below_quantile is not None
-    lengths, think_lengths = token_lengths(recs, tokenizer, cfg.num_proc, with_think=quantiles)
+    lengths, think_lengths = token_lengths(recs, tokenizer, cfg.num_proc, with_think=quantiles, work_dir=work_dir)
     result.timings["tokenize_s"] = time.perf_counter() - t0
     keep = []
     for r, n, nt in zip(recs, lengths, think_lengths):

@@ -74,6 +74,7 @@ def run(cfg: RootConfig, ctx: StageContext) -> StageResult:
     result = build_mix(
         synthetic, public, mcfg, taxonomy=cfg.data.taxonomy, benchmark_prompts=_benchmark_prompts(cfg),
         tokenizer=tokenizer, max_length=cfg.sft.max_length, strict=strict, strip_reflection=_strip_reflection(),
+        work_dir=out,
     )
     result.counts["not_kept_by_search"] = not_kept
     result.counts["skipped_bad_records"] = len(skipped)

@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import re
 import string
 from typing import Dict, List
 
 import numpy as np
 
 # str.translate has a fast path for ASCII text; a regex substitution costs several times more here.
-_PUNCT = str.maketrans({c: " " for c in string.punctuation + "\u2018\u2019\u201c\u201d\u2013\u2014\u2026\u00ab\u00bb"})
+_PUNCT = str.maketrans({c: " " for c in string.punctuation + "\u2018\u2019\u201c\u201d\u2013\u2014\u2026\u00ab\u00bb。，、！？；：（）《》「」"})
 
 
 def normalize(text: str) -> str:
@@ -17,8 +18,14 @@ def normalize(text: str) -> str:
     return " ".join(text.lower().split())
 
 
+_CJK = re.compile("([\u3040-\u30ff\u3400-\u9fff\uf900-\ufaff\uff00-\uffef])")
+
+
 def words(text: str, limit: int | None = None) -> List[str]:
-    """Lower-cased words with punctuation removed."""
+    """Lower-cased words with punctuation removed; Chinese/Japanese characters count as words, since
+    those scripts put no spaces between words."""
+    if not text.isascii():
+        text = _CJK.sub(r" \1 ", text)
     out = text.lower().translate(_PUNCT).split()
     return out[:limit] if limit else out
 

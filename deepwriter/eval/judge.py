@@ -200,7 +200,13 @@ class ConstrainedJudgeBackend:
         import torch
 
         rng = torch.Generator().manual_seed(sampling.seed if sampling.seed is not None else 0)
-        return [self._one(m, s, sampling, rng) for m, s in zip(prompts, slot_lists)]
+        out = []
+        for m, s in zip(prompts, slot_lists):
+            try:
+                out.append(self._one(m, s, sampling, rng))
+            except Exception as exc:  # one bad task (e.g. too long for the judge) fails alone, visibly
+                out.append(Generation(text="", finish_reason="error", error=f"{type(exc).__name__}: {exc}"))
+        return out
 
     def _one(self, messages, slots: Sequence[Slot], sampling: Sampling, rng) -> Generation:
         """Forced JSON text is fed in one forward pass with the token before it, so the model runs
@@ -214,6 +220,9 @@ class ConstrainedJudgeBackend:
         segments = self.template(slots)
         device = self.model.device
         prompt_ids = tok(render_prompt(tok, messages), add_special_tokens=False)["input_ids"]
+        limit = getattr(self.model.config, "max_position_embeddings", None)
+        if limit and len(prompt_ids) + 64 > limit:
+            raise ValueError(f"the judge prompt has {len(prompt_ids)} tokens; the judge model takes {limit}")
         generated: List[int] = []
         feed = list(prompt_ids)
         cache = None
@@ -401,6 +410,7 @@ class Judge:
                             retry.append(i)
                         continue
                     st.out.calls += 1
+                    st.failures = 0  # a re-ask gets its own retries
                     rec = self._record(self._key(st), gen, latency, st.ask, "free")
                     if self._absorb(st, rec):
                         progress.update(1)
@@ -444,6 +454,10 @@ class Judge:
                 continue
             latency = (time.monotonic() - t0) / len(chunk)
             for (i, key), gen in zip(chunk, gens):
+                if gen.finish_reason == "error" or gen.error:  # not cached: a re-run tries again
+                    self._count(call_errors=1)
+                    outcomes[i] = JudgeOutcome(tasks[i].item_id, tasks[i].key, ok=False, error=f"local judge failed: {gen.error}")
+                    continue
                 rec = self._record(key, gen, latency, 0, "constrained")
                 outcomes[i] = self._constrained_outcome(tasks[i], rec, cached=False)
             progress.update(len(chunk))

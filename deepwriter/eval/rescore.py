@@ -103,9 +103,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     except BenchmarkDataError as exc:
         print(f"rescore: {exc}", file=sys.stderr)
         return 2
-    print(f"{'subset':<28} {'n':>5} {'scored':>7} {'score':>8}")
+    print(f"{'subset':<28} {'n':>5} {'scored':>7} {'score':>8} {'rescaled':>9}")
     for name, s in summary["subsets"].items():
-        print(f"{name:<28} {s['n']:>5} {s['scored']:>7} {_fmt(s['score']):>8}")
+        print(f"{name:<28} {s['n']:>5} {s['scored']:>7} {_fmt(s['score']):>8} {_fmt(s['rescaled']):>9}")
     for name, v in summary["groups"].items():
         print(f"{name:<28} {'':>5} {'':>7} {_fmt(v):>8}")
     print(f"{'overall':<28} {summary['n']:>5} {summary['scored']:>7} {_fmt(summary['overall']):>8}")

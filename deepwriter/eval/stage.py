@@ -64,8 +64,13 @@ def run(cfg: RootConfig, ctx: StageContext) -> StageResult:
     enabled = {name: b for name, b in ecfg.benchmarks.items() if b.enabled}
     if not enabled:
         raise ConfigError("eval.benchmarks: no benchmark is enabled")
+    skipped: Dict[str, List[str]] = {name: [] for name in enabled}
     benches: Dict[str, Tuple[Any, List[Item]]] = {
-        name: (module_for(name, b), load_items(name, b, data_dir)) for name, b in enabled.items()}
+        name: (module_for(name, b), load_items(name, b, data_dir, skipped=None if ecfg.strict else skipped[name]))
+        for name, b in enabled.items()}
+    for name, msgs in skipped.items():
+        for m in msgs:
+            log.warning("eval: skipped a bad record of %s: %s", name, m)
 
     # 1. answers (the model is loaded only when something is left to generate)
     mut = model_under_test(cfg, ctx)
@@ -118,7 +123,7 @@ def run(cfg: RootConfig, ctx: StageContext) -> StageResult:
         else:
             agg = mod.aggregate(records)
         head = mod.headline(name, agg)
-        summary["benchmarks"][name] = {"kind": mod.KIND, "summary": agg, "headline": head}
+        summary["benchmarks"][name] = {"kind": mod.KIND, "summary": agg, "headline": head, "skipped": skipped[name]}
         summary["headline"].update(head)
         ctx.tracker.table(f"eval/{name}/items", ["id", "prompt", "answer", "score", "failure"],
                           [[r["id"], r["prompt"][:500], r["answer"][:2000],
@@ -140,7 +145,8 @@ def run(cfg: RootConfig, ctx: StageContext) -> StageResult:
     stats = judge.stats
     log.info("eval: %d items, %d generated now; judge: %d tasks, %d calls, %d cached, %d failed",
              summary["generation"]["items"], generated, stats.tasks, stats.calls, stats.cache_hits, stats.failed)
-    counts = {"items": summary["generation"]["items"], "generated": generated, "judge_tasks": stats.tasks,
+    counts = {"items": summary["generation"]["items"], "skipped_records": sum(len(v) for v in skipped.values()),
+              "generated": generated, "judge_tasks": stats.tasks,
               "judge_calls": stats.calls, "judge_cache_hits": stats.cache_hits, "judge_failures": stats.failed,
               "judge_reasks": stats.reasks, "judge_retries": stats.retries, "judge_cost_usd": round(stats.cost_usd, 6)}
     metrics = {k: v for k, v in summary["headline"].items() if v is not None}

@@ -1,7 +1,8 @@
 """Tables (markdown, CSV) and plots (PNG) of eval summaries, for one run or several side by side.
 
 The headline table follows the REER paper's layout: LB, HB-A, HB-B, WB-A … WB-F (other entries, such
-as the demo's own prompts, follow). LB and HB are on 0–100, WB on its native 1–10 scale.
+as the demo's own prompts, follow), all on 0–100 (WB ×10, as on its leaderboard); the per-benchmark
+details keep each benchmark's native scale.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 PAPER_COLUMNS = ["LB", "HB-A", "HB-B", "WB-A", "WB-B", "WB-C", "WB-D", "WB-E", "WB-F"]
-SCALE_NOTE = "LB and HB on 0–100 (HB raw weighted checklist score); WB on its 1–10 scale."
+SCALE_NOTE = "All on 0–100: LB = (S_l + S_q)/2; HB = raw weighted checklist score; WB = domain mean (1–10) ×10."
 
 
 def columns_of(rows: Dict[str, Dict[str, Optional[float]]]) -> List[str]:
@@ -59,10 +60,10 @@ def detail_markdown(summary: Dict[str, Any]) -> str:
             if s.get("dimensions"):
                 parts.append("\n" + markdown_table(list(s["dimensions"]), [list(s["dimensions"].values())]))
         elif kind == "hellobench":
-            rows = [[k, v["n"], v["scored"], v["score"]] for k, v in s["subsets"].items()]
-            rows += [[g, "", "", v] for g, v in s["groups"].items()]
-            rows += [["overall", s["n"], s["scored"], s["overall"]], ["overall rescaled (x−75)·4", "", "", s["overall_rescaled"]]]
-            parts.append(markdown_table(["subset", "n", "scored", "score"], rows))
+            rows = [[k, v["n"], v["scored"], v["score"], v.get("rescaled")] for k, v in s["subsets"].items()]
+            rows += [[g, "", "", v, None] for g, v in s["groups"].items()]
+            rows += [["overall", s["n"], s["scored"], s["overall"], s["overall_rescaled"]]]
+            parts.append(markdown_table(["subset", "n", "scored", "score", "rescaled (x−75)·4"], rows))
         elif kind == "writingbench":
             rows = [[f"{k} {v['name']}", v["n"], v["score"]] for k, v in s["domains"].items()]
             rows += [["overall", s["scored"], s["overall"]]]
@@ -111,7 +112,7 @@ def bar_plot(rows: Dict[str, Dict[str, Optional[float]]], path: Path, title: str
 
 
 def radar_plot(rows: Dict[str, Dict[str, Optional[float]]], path: Path, title: str) -> bool:
-    """Each column scaled to 0–100 (WB ×10); needs three columns or more to be a radar."""
+    """Headline columns (all 0–100); needs three columns or more to be a radar."""
     cols = columns_of(rows)
     if len(cols) < 3:
         return False
@@ -120,7 +121,7 @@ def radar_plot(rows: Dict[str, Dict[str, Optional[float]]], path: Path, title: s
     fig = plt.figure(figsize=(4.5, 4.5))
     ax = fig.add_subplot(111, polar=True)
     for label, row in rows.items():
-        vals = [(row.get(c) or 0.0) * (10 if c.startswith("WB") else 1) for c in cols]
+        vals = [row.get(c) or 0.0 for c in cols]
         ax.plot(angles, vals + vals[:1], label=label)
         ax.fill(angles, vals + vals[:1], alpha=0.1)
     ax.set_xticks(angles[:-1])

@@ -125,7 +125,8 @@ class PrefixCachingScorer:
         for i in live[1:]:
             shared = min(shared, _common_prefix_len(first, full[i]))
         prefix = first[:max(0, shared)]
-        cache = self._prefix_cache(prefix) if len(prefix) >= self.min_prefix_tokens else None
+        worth_it = len(prefix) >= self.min_prefix_tokens and self._croppable is not False
+        cache = self._prefix_cache(prefix) if worth_it else None
         base = len(prefix) if cache is not None else 0
         for i in live:
             ids, tgt = full[i], encoded[i][1]

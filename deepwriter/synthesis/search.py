@@ -81,7 +81,7 @@ def synthesize(
 
     def generate(messages, sampling, n, prefill):
         t0 = time.perf_counter()
-        out = generator.generate([messages], sampling, n=n, prefill=[prefill])[0]
+        out = generator.generate([messages], sampling, n=n, prefill=[prefill] if prefill else None)[0]
         record["timings"]["generate_s"] += time.perf_counter() - t0
         for g in out:
             record["tokens"]["prompt"] += g.prompt_tokens

@@ -63,13 +63,19 @@ def select_pairs(cfg: RootConfig, pairs: List[Pair], skipped: List[Skipped]) -> 
     return [p for p in unique if store.shard_of(p.id, n) == i]
 
 
-def check_lengths(cfg: RootConfig, pairs: List[Pair], scorer: Any, skipped: List[Skipped]) -> List[Pair]:
-    """Reject answers the scorer cannot see whole: a truncated y would be scored on a fragment."""
+def check_lengths(cfg: RootConfig, pairs: List[Pair], skipped: List[Skipped], tokenizer: Any = None) -> List[Pair]:
+    """Reject answers the scorer cannot see whole: a truncated y would be scored on a fragment.
+    Checked on every pair of the shard (done or not), so a resumed run counts the same skips."""
+    if not pairs:
+        return pairs
+    if tokenizer is None:
+        from deepwriter import models
+
+        tokenizer = models.load_tokenizer(cfg.models.scorer, cfg.paths.cache_dir)
     limit = cfg.models.scorer.max_context
-    tok = getattr(scorer, "tokenizer", None)
     ok = []
     for p in pairs:
-        n = len(tok(p.y, add_special_tokens=False)["input_ids"]) if tok is not None else len(p.y) // 3
+        n = len(tokenizer(p.y, add_special_tokens=False)["input_ids"])
         if n > limit:
             _reject(skipped, cfg.data.strict, _where(p), "y",
                     f"{n} tokens, longer than the scorer's max_context ({limit}, models.scorer.max_context)")
@@ -108,7 +114,7 @@ def run(cfg: RootConfig, ctx: StageContext) -> StageResult:
 
     scfg = cfg.synthesis
     pairs, skipped = load_pairs(cfg.data.pairs, cfg.data.strict)
-    mine = select_pairs(cfg, pairs, skipped)
+    mine = check_lengths(cfg, select_pairs(cfg, pairs, skipped), skipped)
     i, n = store.parse_shard_spec(scfg.shard)
     path = store.shard_path(ctx.out_dir, i, n)
     with store.ShardWriter(path) as writer:
@@ -119,7 +125,6 @@ def run(cfg: RootConfig, ctx: StageContext) -> StageResult:
                  len(mine) - len(todo), len(todo))
         if todo:
             generator, scorer = build_backends(cfg)
-            todo = check_lengths(cfg, todo, scorer, skipped)
             running = _Running()
             bar = tqdm(todo, desc="synthesize", unit="sample", dynamic_ncols=True)
             for p in bar:
@@ -128,10 +133,10 @@ def run(cfg: RootConfig, ctx: StageContext) -> StageResult:
                 writer.append(rec)
                 running.add(rec)
                 bar.set_postfix(running.postfix(), refresh=False)
-                ctx.tracker.log({"synthesize/score_z0": rec["scores"][0] if rec["scores"] else None,
-                                 "synthesize/score_final": rec["scores"][-1] if rec["scores"] else None,
-                                 "synthesize/steps": len(rec["steps"]),
-                                 "synthesize/kept": int(rec["verdict"]["kept"])})
+                point = {"synthesize/steps": len(rec["steps"]), "synthesize/kept": int(rec["verdict"]["kept"])}
+                if rec["scores"]:
+                    point.update({"synthesize/score_z0": rec["scores"][0], "synthesize/score_final": rec["scores"][-1]})
+                ctx.tracker.log(point)
     records = list(store.read_records(path))
     return _summarise(cfg, ctx, records, skipped, path)
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 from types import ModuleType
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 from deepwriter.config import ConfigError
 from deepwriter.eval.benchmarks import hellobench, longbench_write, writingbench
-from deepwriter.eval.benchmarks.base import BenchmarkDataError, Item, JudgeOutcome, JudgeTask, Slot
+from deepwriter.eval.benchmarks.base import BenchmarkDataError, Item, JudgeOutcome, JudgeTask, Slot, skip_or_raise
 from deepwriter.eval.config import BenchmarkConfig, EvalConfig
 
 KINDS: Dict[str, ModuleType] = {m.KIND: m for m in (longbench_write, hellobench, writingbench)}
@@ -28,9 +28,18 @@ def module_for(name: str, bcfg: BenchmarkConfig) -> ModuleType:
     return KINDS[kind_of(name, bcfg)]
 
 
-def load_items(name: str, bcfg: BenchmarkConfig, data_dir: Path, apply_limit: bool = True) -> List[Item]:
-    """Every item of one benchmark entry, or the first `limit` (per subset for HelloBench)."""
-    items = module_for(name, bcfg).load(name, bcfg.path, Path(data_dir), list(bcfg.subsets))
+def load_items(name: str, bcfg: BenchmarkConfig, data_dir: Path, apply_limit: bool = True,
+               skipped: Optional[List[str]] = None) -> List[Item]:
+    """Every item of one benchmark entry, or the first `limit` (per subset for HelloBench). Bad
+    records raise, or with a `skipped` list (lenient mode) are recorded there and left out."""
+    loaded = module_for(name, bcfg).load(name, bcfg.path, Path(data_dir), list(bcfg.subsets), skipped)
+    items, seen = [], set()
+    for item in loaded:  # answers and judgments are keyed by id: two items may not share one
+        with skip_or_raise(skipped):
+            if item.id in seen:
+                raise BenchmarkDataError(f"eval.benchmarks.{name}: field 'id': duplicate id {item.id!r}")
+            seen.add(item.id)
+            items.append(item)
     if not apply_limit or bcfg.limit is None:
         return items
     kept: List[Item] = []
@@ -46,5 +55,6 @@ def load_items(name: str, bcfg: BenchmarkConfig, data_dir: Path, apply_limit: bo
 def benchmark_prompts(eval_cfg: EvalConfig, data_dir: Path) -> Dict[str, List[str]]:
     """Every prompt of every enabled benchmark, ignoring `limit` (the mix stage decontaminates
     training data against these)."""
-    return {name: [item.prompt for item in load_items(name, bcfg, data_dir, apply_limit=False)]
+    skipped: Optional[List[str]] = None if eval_cfg.strict else []
+    return {name: [item.prompt for item in load_items(name, bcfg, data_dir, apply_limit=False, skipped=skipped)]
             for name, bcfg in eval_cfg.benchmarks.items() if bcfg.enabled}

@@ -88,19 +88,38 @@ def canonical_parser(slots: List[Slot]) -> ReplyParser:
     return parse
 
 
-def read_jsonl(path: Path) -> Iterator[Tuple[int, Dict[str, Any]]]:
-    """(line number, record) of each non-empty line; a broken line is an error naming it."""
+def read_jsonl(path: Path, skipped: Optional[List[str]] = None) -> Iterator[Tuple[int, Dict[str, Any]]]:
+    """(line number, record) of each non-empty line. A broken line is an error naming it, or, when a
+    `skipped` list is given (lenient mode), recorded there and passed over."""
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
                 continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise BenchmarkDataError(f"{path}:{lineno}: field '<line>': not valid JSON ({exc.msg})") from None
-            if not isinstance(rec, dict):
-                raise BenchmarkDataError(f"{path}:{lineno}: field '<line>': expected a JSON object")
-            yield lineno, rec
+            with skip_or_raise(skipped):
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise BenchmarkDataError(f"{path}:{lineno}: field '<line>': not valid JSON ({exc.msg})") from None
+                if not isinstance(rec, dict):
+                    raise BenchmarkDataError(f"{path}:{lineno}: field '<line>': expected a JSON object")
+                yield lineno, rec
+
+
+class skip_or_raise:
+    """`with skip_or_raise(skipped): ...` lets a BenchmarkDataError through (strict, skipped is None)
+    or records its message in `skipped` and skips the rest of the block (lenient)."""
+
+    def __init__(self, skipped: Optional[List[str]]):
+        self.skipped = skipped
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc_type is not None and issubclass(exc_type, BenchmarkDataError) and self.skipped is not None:
+            self.skipped.append(str(exc))
+            return True
+        return False
 
 
 def require(rec: Dict[str, Any], name: str, where: str, kind: type = str) -> Any:

@@ -18,13 +18,14 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 from deepwriter.eval.benchmarks.base import (
-    BenchmarkDataError, Item, JudgeOutcome, JudgeTask, Slot, download, mean, read_jsonl, require,
+    BenchmarkDataError, Item, JudgeOutcome, JudgeTask, Slot, download, mean, read_jsonl, require, skip_or_raise,
 )
 
 KIND = "hellobench"
 SUBSETS = ("open_ended_qa", "summarization", "chat", "text_completion", "heuristic_text_generation")
 _RAW = "https://raw.githubusercontent.com/Quehry/HelloBench/main/"
-SOURCE_URLS = {f"main_data/{s}.jsonl": f"{_RAW}data/main_data/{s}.jsonl" for s in SUBSETS}
+SOURCE_URLS = {**{f"main_data/{s}.jsonl": f"{_RAW}data/main_data/{s}.jsonl" for s in SUBSETS},
+               "weighted_scores.txt": f"{_RAW}weighted_scores.txt"}
 SCORES = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
@@ -63,7 +64,8 @@ def available_subsets(folder: Path) -> List[str]:
     return [s for s in SUBSETS if (main / f"{s}.jsonl").is_file() and (main / f"{s}.jsonl").stat().st_size > 0]
 
 
-def load(name: str, path: Optional[str], data_dir: Path, subsets: List[str]) -> List[Item]:
+def load(name: str, path: Optional[str], data_dir: Path, subsets: List[str],
+         skipped: Optional[List[str]] = None) -> List[Item]:
     folder = data_dir_of(path, data_dir)
     weights = load_weights(folder)
     chosen = list(subsets) or available_subsets(folder)
@@ -72,20 +74,21 @@ def load(name: str, path: Optional[str], data_dir: Path, subsets: List[str]) -> 
         f = folder / "main_data" / f"{subset}.jsonl"
         if not f.is_file():
             raise BenchmarkDataError(f"{f}:0: field 'subset': no data file for subset {subset!r}")
-        for lineno, rec in read_jsonl(f):
-            where = f"{f}:{lineno}"
-            item_id = require(rec, "id", where)
-            category = require(rec, "category", where)
-            checklists = require(rec, "checklists", where, kind=list)
-            if category not in weights:
-                raise BenchmarkDataError(f"{where}: field 'category': {category!r} has no weights in weighted_scores.txt")
-            if len(weights[category]) != len(checklists):
-                raise BenchmarkDataError(
-                    f"{where}: field 'checklists': {len(checklists)} items but category {category!r} has "
-                    f"{len(weights[category])} weights")
-            items.append(Item(name, item_id, require(rec, "instruction", where),
-                              {"subset": subset, "category": category, "checklists": checklists,
-                               "weights": weights[category]}))
+        for lineno, rec in read_jsonl(f, skipped):
+            with skip_or_raise(skipped):
+                where = f"{f}:{lineno}"
+                item_id = require(rec, "id", where)
+                category = require(rec, "category", where)
+                checklists = require(rec, "checklists", where, kind=list)
+                if category not in weights:
+                    raise BenchmarkDataError(f"{where}: field 'category': {category!r} has no weights in weighted_scores.txt")
+                if len(weights[category]) != len(checklists):
+                    raise BenchmarkDataError(
+                        f"{where}: field 'checklists': {len(checklists)} items but category {category!r} has "
+                        f"{len(weights[category])} weights")
+                items.append(Item(name, item_id, require(rec, "instruction", where),
+                                  {"subset": subset, "category": category, "checklists": checklists,
+                                   "weights": weights[category]}))
     return items
 
 
@@ -165,7 +168,9 @@ def aggregate(records: List[Dict[str, Any]], groups: Optional[Dict[str, List[str
     subsets = {}
     for s in dict.fromkeys(r["subset"] for r in records):
         vals = [r["score"] for r in scored if r["subset"] == s]
-        subsets[s] = {"n": sum(1 for r in records if r["subset"] == s), "scored": len(vals), "score": mean(vals)}
+        m = mean(vals)
+        subsets[s] = {"n": sum(1 for r in records if r["subset"] == s), "scored": len(vals), "score": m,
+                      "rescaled": rescale(m) if m is not None else None}
     overall = mean([r["score"] for r in scored])
     out: Dict[str, Any] = {
         "n": len(records), "scored": len(scored), "failures": len(records) - len(scored), "subsets": subsets,

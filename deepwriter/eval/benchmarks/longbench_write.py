@@ -7,13 +7,12 @@ S = (S_l + S_q) / 2, overall and per required-length bucket.
 """
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from deepwriter.eval.benchmarks.base import (
-    BenchmarkDataError, Item, JudgeOutcome, JudgeTask, Slot, canonical_parser, download, mean, read_jsonl, require,
+    BenchmarkDataError, Item, JudgeOutcome, JudgeTask, Slot, canonical_parser, download, mean, read_jsonl, require, skip_or_raise,
 )
 
 KIND = "longbench_write"
@@ -73,15 +72,17 @@ def data_file(path: Optional[str], data_dir: Path) -> Path:
     return download(SOURCE_URLS, data_dir / KIND) / "longbench_write.jsonl"
 
 
-def load(name: str, path: Optional[str], data_dir: Path, subsets: List[str]) -> List[Item]:
+def load(name: str, path: Optional[str], data_dir: Path, subsets: List[str],
+         skipped: Optional[List[str]] = None) -> List[Item]:
     f = data_file(path, data_dir)
     items = []
-    for lineno, rec in read_jsonl(f):
-        where = f"{f}:{lineno}"
-        prompt = require(rec, "prompt", where)
-        length = parse_required_length(require(rec, "length", where, kind=object), where)
-        item_id = str(rec.get("id", f"{lineno - 1:04d}"))
-        items.append(Item(name, item_id, prompt, {"type": rec.get("type", ""), "length": length}))
+    for lineno, rec in read_jsonl(f, skipped):
+        with skip_or_raise(skipped):
+            where = f"{f}:{lineno}"
+            prompt = require(rec, "prompt", where)
+            length = parse_required_length(require(rec, "length", where, kind=object), where)
+            item_id = str(rec.get("id", f"{lineno - 1:04d}"))
+            items.append(Item(name, item_id, prompt, {"type": rec.get("type", ""), "length": length}))
     return items
 
 

@@ -3,7 +3,9 @@
 Each criterion is one judge call answering {"score": 1..10, "reason": "..."}; an unparseable or
 out-of-range reply is asked again. A query scores the mean of its five criteria; `overall` is the mean
 over queries, and the six domains (A–F, as in the REER paper) and the subdomains are means over their
-queries. Scores stay on the benchmark's 1–10 scale.
+queries, on the benchmark's 1–10 scale; the headline columns WB-A … WB-F are ×10 (0–100), as on the
+WritingBench leaderboard and in the REER paper. The official aggregation (calculate_scores.py) averages
+criterion scores per query and query scores per domain, which this reproduces.
 """
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from deepwriter.eval.benchmarks.base import (
-    BenchmarkDataError, Item, JudgeOutcome, JudgeTask, Slot, canonical_parser, download, mean, read_jsonl, require,
+    BenchmarkDataError, Item, JudgeOutcome, JudgeTask, Slot, canonical_parser, download, mean, read_jsonl, require, skip_or_raise,
 )
 
 KIND = "writingbench"
@@ -34,21 +36,23 @@ def data_file(path: Optional[str], data_dir: Path) -> Path:
     return download(SOURCE_URLS, data_dir / KIND) / "benchmark_all.jsonl"
 
 
-def load(name: str, path: Optional[str], data_dir: Path, subsets: List[str]) -> List[Item]:
+def load(name: str, path: Optional[str], data_dir: Path, subsets: List[str],
+         skipped: Optional[List[str]] = None) -> List[Item]:
     f = data_file(path, data_dir)
     items = []
-    for lineno, rec in read_jsonl(f):
-        where = f"{f}:{lineno}"
-        index = require(rec, "index", where, kind=object)
-        domain = require(rec, "domain1", where)
-        if domain not in LETTER:
-            raise BenchmarkDataError(f"{where}: field 'domain1': unknown domain {domain!r}; expected one of {sorted(LETTER)}")
-        checklist = require(rec, "checklist", where, kind=list)
-        for i, c in enumerate(checklist):
-            if not isinstance(c, dict) or not c.get("name") or not c.get("criteria_description"):
-                raise BenchmarkDataError(f"{where}: field 'checklist[{i}]': needs name and criteria_description")
-        items.append(Item(name, str(index), require(rec, "query", where),
-                          {"domain1": domain, "domain2": rec.get("domain2", ""), "checklist": checklist}))
+    for lineno, rec in read_jsonl(f, skipped):
+        with skip_or_raise(skipped):
+            where = f"{f}:{lineno}"
+            index = require(rec, "index", where, kind=object)
+            domain = require(rec, "domain1", where)
+            if domain not in LETTER:
+                raise BenchmarkDataError(f"{where}: field 'domain1': unknown domain {domain!r}; expected one of {sorted(LETTER)}")
+            checklist = require(rec, "checklist", where, kind=list)
+            for i, c in enumerate(checklist):
+                if not isinstance(c, dict) or not c.get("name") or not c.get("criteria_description"):
+                    raise BenchmarkDataError(f"{where}: field 'checklist[{i}]': needs name and criteria_description")
+            items.append(Item(name, str(index), require(rec, "query", where),
+                              {"domain1": domain, "domain2": rec.get("domain2", ""), "checklist": checklist}))
     return items
 
 
@@ -105,5 +109,7 @@ def aggregate(records: List[Dict[str, Any]]) -> Dict[str, Any]:
 
 
 def headline(name: str, summary: Dict[str, Any]) -> Dict[str, Optional[float]]:
+    """Domain scores ×10 (0–100), the scale of the WritingBench leaderboard and the REER paper."""
     prefix = "WB" if name == KIND else name
-    return {f"{prefix}-{letter}": d["score"] for letter, d in summary.get("domains", {}).items()}
+    return {f"{prefix}-{letter}": d["score"] * 10 if d["score"] is not None else None
+            for letter, d in summary.get("domains", {}).items()}

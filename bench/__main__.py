@@ -1,0 +1,35 @@
+"""`python -m bench [NAME ...]` (or `make bench`): runs every benchmark module in bench/ (or the named
+ones) one after another, each in its own process, and prints their figures. Not part of the tests."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def available() -> list[str]:
+    return sorted(p.stem for p in Path(__file__).parent.glob("*.py") if not p.stem.startswith("_"))
+
+
+def main(argv: list[str]) -> int:
+    names = argv or available()
+    unknown = sorted(set(names) - set(available()))
+    if unknown:
+        print(f"bench: unknown benchmark(s) {unknown}; available: {available()}", file=sys.stderr)
+        return 2
+    failed = []
+    for name in names:
+        print(f"\n=== bench.{name} ===", flush=True)
+        t0 = time.time()
+        rc = subprocess.call([sys.executable, "-m", f"bench.{name}"])
+        print(f"=== bench.{name}: exit {rc} after {time.time() - t0:.0f}s ===", flush=True)
+        if rc:
+            failed.append(name)
+    if failed:
+        print(f"bench: failed: {failed}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
