@@ -90,7 +90,8 @@ def _eval_needs(cfg: RootConfig) -> List[str]:
 STAGES: Dict[str, StageSpec] = {
     "synthesize": StageSpec(
         "synthesize", "deepwriter.synthesis.stage:run",
-        ("models.generator", "models.scorer", "synthesis", "data.pairs", "data.strict"),
+        ("models.generator", "models.scorer", "synthesis", "data.pairs", "data.strict", "data.label_categories",
+         "data.labels", "data.queries", "data.quotas", "data.taxonomy"),
         needs=lambda cfg: [], input_files=_local_source_files("data.pairs"),
     ),
     "mix": StageSpec(

@@ -74,3 +74,20 @@ def test_plan_from_typed_config():
     assert plan.tokens_per_step == 16384 * 12 * 8
     cfg = compose_typed("+recipe=full", "deepspeed@sft.deepspeed=zero3-offload")
     assert plan_from_config(cfg.sft, QWEN3_8B, 1, 96).offload_optimizer
+
+
+def test_stage_prints_the_plan_and_refuses_before_training(tmp_path, model_cache, capsys):
+    from deepwriter.pipeline import StageContext
+    from deepwriter.sft import stage
+    from deepwriter.tracking import Tracker
+    from tests.conftest import compose_typed
+
+    cfg = compose_typed("model@models.student=tiny-qwen3", f"paths.cache_dir={model_cache}", "sft.use_cpu=false",
+                        "sft.gpu_memory_gb=0.001", "sft.global_batch_size=1")
+    ctx = StageContext(name="sft", out_dir=tmp_path / "sft", inputs={"mix": tmp_path / "mix"}, run_dir=tmp_path,
+                       tracker=Tracker(None), key="plan")
+    with pytest.raises(PlanError, match="sft.gpu_memory_gb is 0.001"):
+        stage.run(cfg, ctx)
+    printed = capsys.readouterr().out
+    assert "SFT memory plan" in printed and "tokens per micro-batch 16,384" in printed
+    assert not (tmp_path / "sft").exists()  # refused before any output

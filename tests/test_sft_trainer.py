@@ -167,3 +167,34 @@ def test_empty_or_wrong_dataset_is_an_error(tmp_path, tok):
         sft_data.prepare(other, tok, 128, "truncate", True, tmp_path / "tok")
     with pytest.raises(sft_data.SFTDataError, match="not a saved Hugging Face dataset"):
         sft_data.prepare(tmp_path / "nothing", tok, 128, "truncate", True, tmp_path / "tok")
+
+
+# --- launching and the model card ---------------------------------------------------------------
+
+def test_launch_commands(tmp_path):
+    from deepwriter.sft import launch
+
+    cfg = compose_typed("sft.num_processes=8")
+    cmd = launch.command(cfg, tmp_path)
+    assert cmd[1:4] == ["-m", "torch.distributed.run", "--nnodes"] and "--nproc_per_node" in cmd
+    assert cmd[cmd.index("--nproc_per_node") + 1] == "8" and cmd[-3:] == ["-m", "deepwriter.sft.launch", str(tmp_path)]
+    multi = compose_typed("sft.num_processes=8", "sft.num_nodes=2", "sft.launcher=deepspeed", "sft.hostfile=/etc/hosts")
+    cmd = launch.command(multi, tmp_path)
+    assert cmd[cmd.index("--hostfile") + 1] == "/etc/hosts" and cmd[cmd.index("--num_nodes") + 1] == "2"
+    assert cmd[-3:] == ["--module", "deepwriter.sft.launch", str(tmp_path)]
+    with pytest.raises(ValueError, match="several nodes"):
+        launch.command(compose_typed("sft.num_processes=8", "sft.num_nodes=2"), tmp_path)
+
+
+def test_model_card_lists_data_settings_and_eval(tmp_path):
+    from deepwriter.sft.export import write_model_card
+
+    cfg = compose_typed("+recipe=full")
+    summary = tmp_path / "summary.json"
+    summary.write_text(json.dumps({"longbench_write": {"score": 7.5}}))
+    write_model_card(tmp_path, cfg, {"rows": 10, "samples": 9, "grad_accum": 12, "world_size": 8},
+                     {"last_loss": 0.9}, {"synthetic": 6, "public": 3}, Path("/data/mix/dataset"), summary)
+    card = (tmp_path / "README.md").read_text()
+    assert "base_model: Qwen/Qwen3-8B-Base" in card and "| global_batch_size | 96 |" in card
+    assert "12 x 8" in card and "source `public`: 3" in card and '"score": 7.5' in card
+    assert '"stage": 3' in card  # the DeepSpeed config

@@ -222,3 +222,33 @@ def test_logs_to_wandb_offline(tmp_path, model_cache, monkeypatch):
     assert res.counts["pairs"] == 2
     runs = list((out / "wandb").glob("offline-run-*/run-*.wandb"))
     assert runs and runs[0].stat().st_size > 0
+
+
+def test_prepared_sources_feed_the_search(tmp_path, model_cache):
+    """A long-text source (answers without requests) goes through deepwriter.data.prepare first:
+    reverse queries and category labels by the stage's own models, then the search."""
+    book = REPO / "tests/fixtures/data/sources"
+    books = sorted(book.glob("*.txt"))
+    assert books, "fixture book missing"
+    cfg = make_cfg(books[0], model_cache, limit=2)
+    cfg.data.pairs.kind = "long_text"
+    cfg.data.pairs.fields = {}
+    cfg.data.pairs.long_text.target_words = 120
+    cfg.data.pairs.long_text.min_words = 40
+    cfg.data.label_categories = True
+    cfg.data.taxonomy = {"Artistic": ["creative & narrative", "poetry & lyrics"], "Ordinary Life": ["personal letters"]}
+    cfg.data.queries.max_new_tokens = 12
+    cfg.data.queries.min_words = 1
+    cfg.data.queries.copy_ngram = 50
+    cfg.data.strict = False
+    out = tmp_path / "out"
+    stage.run(cfg, ctx(out))
+    prepared = [json.loads(line) for line in open(out / "prepared" / "pairs.jsonl")]
+    assert prepared and all(p["request"] and p["answer"] for p in prepared)
+    labels = {c for cats in cfg.data.taxonomy.values() for c in cats}
+    assert all(p["category"] in labels for p in prepared)
+    recs = list(store.read_records(store.shard_path(out, 0, 1)))
+    assert 1 <= len(recs) <= 2
+    by_id = {p["id"]: p for p in prepared}
+    for r in recs:
+        assert r["x"] == by_id[r["id"]]["request"] and r["category"] == by_id[r["id"]]["category"]

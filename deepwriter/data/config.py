@@ -6,15 +6,37 @@ from typing import Dict, List, Optional
 
 
 @dataclass
+class ScoredResponsesConfig:
+    """kind=scored_responses: prompts with scored human responses (WritingPrompts-style)."""
+
+    top_k: int = 1  # best responses kept per prompt
+    min_score: Optional[float] = None  # responses scored below this are left out; null keeps all
+
+
+@dataclass
+class LongTextConfig:
+    """kind=long_text: long texts without a request (Gutenberg-style), cut into answer-sized pieces."""
+
+    target_words: int = 600  # pieces of about this many words, cut at paragraph boundaries
+    min_words: int = 150  # shorter pieces (a book's last scraps) are left out
+    strip_boilerplate: bool = True  # Project Gutenberg header/licence, credits, marked tables of contents
+
+
+@dataclass
 class SourceConfig:
-    """One dataset: a local file (JSONL/Parquet/CSV) or a hub dataset id, with a field mapping."""
+    """One dataset: a local file (JSONL/Parquet/CSV; long_text also .txt or a folder of .txt) or a
+    hub dataset id, with a field mapping."""
 
     name: str = ""
+    # pairs: one (request, answer) per record | scored_responses | long_text (answers without requests)
+    kind: str = "pairs"
     path: Optional[str] = None  # local file; wins over hub_id when both are given
     hub_id: Optional[str] = None
     split: str = "train"
     fields: Dict[str, str] = field(default_factory=dict)  # our field -> the file's field
     limit: Optional[int] = None
+    scored: ScoredResponsesConfig = field(default_factory=ScoredResponsesConfig)
+    long_text: LongTextConfig = field(default_factory=LongTextConfig)
 
 
 @dataclass
@@ -61,6 +83,44 @@ class MixConfig:
 
 
 @dataclass
+class QueryConfig:
+    """Reverse query synthesis: a Generator writes the request a user would send for an answer."""
+
+    queries_per_answer: int = 1  # distinct requests per answer (the paper grew 16K pairs to 20K)
+    max_attempts: int = 3  # generation rounds per answer; rejected requests are drawn again
+    temperature: float = 0.7
+    top_p: float = 0.9
+    max_new_tokens: int = 160
+    max_answer_words: int = 1500  # the answer shown to the model is cut here
+    min_words: int = 5  # shorter requests are rejected
+    copy_ngram: int = 8  # a request sharing a run of this many words with the answer copies it
+    batch_size: int = 8  # answers per generate call
+    seed: int = 0
+
+
+@dataclass
+class LabelConfig:
+    """Category labelling into `taxonomy` (a Scorer ranks the labels; a Generator names one)."""
+
+    max_text_words: int = 400  # request + answer shown to the classifier are cut here
+    batch_size: int = 8  # texts per scorer/generator call
+    max_new_tokens: int = 16  # generator labelling: length of the reply
+    min_overlap: float = 0.5  # generator labelling: share of a label's words the reply must contain
+
+
+@dataclass
+class QuotaConfig:
+    """Balancing by category; the unit is an answer (before reverse queries multiply it)."""
+
+    max_per_category: Optional[int] = None
+    # category -> weight; when set, categories without a weight are left out. Shares are met
+    # exactly up to rounding; a category short of answers gives its shortfall to the others.
+    shares: Dict[str, float] = field(default_factory=dict)
+    total: Optional[int] = None  # with shares: answers wanted in all; null = the most the shares allow
+    seed: int = 0
+
+
+@dataclass
 class DataConfig:
     pairs: SourceConfig = field(default_factory=SourceConfig)
     public: SourceConfig = field(default_factory=SourceConfig)
@@ -68,3 +128,9 @@ class DataConfig:
     # Top-level group -> its categories (25 in conf/data/taxonomy/writing25.yaml).
     taxonomy: Dict[str, List[str]] = field(default_factory=dict)
     strict: bool = True  # false: bad records are skipped and counted instead of failing
+    # Preparing pairs (deepwriter.data.prepare): labels for pairs without a category, requests for
+    # answers without one, quotas.
+    label_categories: bool = False
+    labels: LabelConfig = field(default_factory=LabelConfig)
+    queries: QueryConfig = field(default_factory=QueryConfig)
+    quotas: QuotaConfig = field(default_factory=QuotaConfig)

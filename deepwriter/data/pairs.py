@@ -226,9 +226,18 @@ def load_records(
 def load_pairs(src: SourceConfig, strict: bool) -> Tuple[List[Pair], List[Skipped]]:
     """Pairs of a source (local JSONL/Parquet/CSV via `src.path`, `pkg://deepwriter/...` allowed, or
     `src.hub_id` + `split`). `src.fields` maps our names (id, x, y, category, ...) to the file's; an
-    unmapped id becomes `<source>-<n>` (n: position in the file)."""
-    records, skipped = load_records(src, strict, required=("x", "y"))
+    unmapped id becomes `<source>-<n>` (n: position in the file). Other source kinds
+    (`src.kind`) go through `deepwriter.data.sources`."""
     label = source_label(src)
+    if src.kind != "pairs":
+        if src.kind == "long_text":
+            raise DataError(f"source {label}", "kind", "long_text sources have answers but no requests; run "
+                            "deepwriter.data.prepare.prepare_pairs and point data.pairs at its pairs.jsonl")
+        from deepwriter.data.sources import load_source
+
+        loaded = load_source(src, strict)
+        return loaded.pairs, loaded.skipped
+    records, skipped = load_records(src, strict, required=("x", "y"))
     pairs = []
     for n, (where, rec) in enumerate(records, start=1):
         rid = rec.pop("id", None) or f"{label}-{n:06d}"

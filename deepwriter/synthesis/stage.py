@@ -109,11 +109,35 @@ def _mean(xs: List[float]) -> float:
     return sum(xs) / len(xs) if xs else float("nan")
 
 
+def needs_prepare(cfg: RootConfig) -> bool:
+    """Pairs need a preparation step when the source is not (request, answer) pairs yet, or when
+    categories are to be labelled or quotas applied."""
+    q = cfg.data.quotas
+    return cfg.data.pairs.kind != "pairs" or cfg.data.label_categories or bool(q.max_per_category or q.shares)
+
+
+def load_stage_pairs(cfg: RootConfig, ctx: StageContext, backends: Dict[str, Any]) -> Tuple[List[Pair], List[Skipped]]:
+    """The pairs to search: straight from the source, or through deepwriter.data.prepare (reverse
+    queries, labels, quotas) into `prepared/` of this stage folder, which a resumed run reuses."""
+    if not needs_prepare(cfg):
+        return load_pairs(cfg.data.pairs, cfg.data.strict)
+    from deepwriter.data.config import SourceConfig
+    from deepwriter.data.prepare import prepare_pairs
+
+    backends.update(zip(("generator", "scorer"), build_backends(cfg)))
+    prepared = prepare_pairs(cfg, ctx.out_dir / "prepared", backends["generator"], backends["scorer"])
+    src = SourceConfig(name=cfg.data.pairs.name, path=str(prepared.path),
+                       fields={"id": "id", "x": "request", "y": "answer", "category": "category"})
+    pairs, skipped = load_pairs(src, cfg.data.strict)
+    return pairs, prepared.skipped + skipped
+
+
 def run(cfg: RootConfig, ctx: StageContext) -> StageResult:
     from tqdm.auto import tqdm
 
     scfg = cfg.synthesis
-    pairs, skipped = load_pairs(cfg.data.pairs, cfg.data.strict)
+    backends: Dict[str, Any] = {}
+    pairs, skipped = load_stage_pairs(cfg, ctx, backends)
     mine = check_lengths(cfg, select_pairs(cfg, pairs, skipped), skipped)
     i, n = store.parse_shard_spec(scfg.shard)
     path = store.shard_path(ctx.out_dir, i, n)
@@ -124,7 +148,9 @@ def run(cfg: RootConfig, ctx: StageContext) -> StageResult:
         log.info("synthesize: %d pairs in shard %d/%d, %d already done, %d to go", len(mine), i, n,
                  len(mine) - len(todo), len(todo))
         if todo:
-            generator, scorer = build_backends(cfg)
+            if not backends:
+                backends.update(zip(("generator", "scorer"), build_backends(cfg)))
+            generator, scorer = backends["generator"], backends["scorer"]
             running = _Running()
             bar = tqdm(todo, desc="synthesize", unit="sample", dynamic_ncols=True)
             for p in bar:
@@ -137,6 +163,10 @@ def run(cfg: RootConfig, ctx: StageContext) -> StageResult:
                 if rec["scores"]:
                     point.update({"synthesize/score_z0": rec["scores"][0], "synthesize/score_final": rec["scores"][-1]})
                 ctx.tracker.log(point)
+            stats = getattr(scorer, "stats", None)
+            if stats and stats.get("tokens_total"):
+                log.info("prefix scorer: ran %.0f%% of the scored tokens through the model (%d cache hits)",
+                         100 * stats["tokens_computed"] / stats["tokens_total"], stats["cache_hits"])
     records = list(store.read_records(path))
     return _summarise(cfg, ctx, records, skipped, path)
 

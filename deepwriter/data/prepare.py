@@ -1,0 +1,207 @@
+"""Preparing (request, answer) pairs from any source kind: load, label categories, apply quotas,
+write requests for answers without one, and write `pairs.jsonl` with a category report.
+
+Output folder (`out_dir`):
+- `pairs.jsonl`: id, request, answer, category, source (+ answer_id, origin, where); readable by
+  `load_pairs` with `fields: {id: id, x: request, y: answer, category: category}`. Written last,
+  under a temporary name, so it is complete or absent.
+- `labels.jsonl`, `queries.jsonl`: append-only logs of the model work (one line per answer). A
+  re-run reads them and does not label or query those answers again; a torn last line is cut.
+- `skipped.jsonl` (bad input in lenient mode), `quota_dropped.jsonl`, `categories.{md,csv}`,
+  `plots/categories.png`, `prepare_counts.json`.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from deepwriter.data.categories import (
+    UNLABELLED, LabelResult, apply_quotas, flat_labels, label_with_generator, label_with_scorer, write_distribution,
+)
+from deepwriter.data.pairs import Pair, Skipped
+from deepwriter.data.queries import QueryOutcome, rejection_counts, synthesize_queries
+from deepwriter.data.sources import load_source
+
+log = logging.getLogger("deepwriter.data")
+
+PAIRS = "pairs.jsonl"
+LABELS = "labels.jsonl"
+QUERIES = "queries.jsonl"
+COUNTS = "prepare_counts.json"
+
+
+@dataclass
+class PrepareResult:
+    path: Path  # out_dir / pairs.jsonl
+    counts: Dict[str, Any] = field(default_factory=dict)
+    skipped: List[Skipped] = field(default_factory=list)
+    artifacts: Dict[str, str] = field(default_factory=dict)  # name -> path relative to out_dir
+
+
+class WorkLog:
+    """An append-only JSONL file of finished work keyed by `id`. A line torn by a killed run is cut
+    before anything is appended."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.done: Dict[str, dict] = {}
+        good = 0
+        if path.exists():
+            with open(path, "rb") as f:
+                for raw in f:
+                    try:
+                        rec = json.loads(raw)
+                    except json.JSONDecodeError:
+                        log.warning("%s: cutting a torn line at byte %d left by an interrupted run", path, good)
+                        break
+                    if not raw.endswith(b"\n"):
+                        break
+                    self.done[rec["id"]] = rec
+                    good += len(raw)
+            if good != path.stat().st_size:
+                os.truncate(path, good)
+
+    def append(self, records: List[dict]) -> None:
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+            f.flush()
+            os.fsync(f.fileno())
+        for r in records:
+            self.done[r["id"]] = r
+
+
+def _category(p: Pair) -> Optional[str]:
+    c = p.meta.get("category")
+    return c if isinstance(c, str) and c.strip() else None
+
+
+def _label(pairs: List[Pair], cfg, out_dir: Path, generator, scorer, counts: Dict[str, Any]) -> Dict[str, Optional[str]]:
+    """id -> category for every pair: the source's own, else (when enabled) a model's."""
+    from tqdm.auto import tqdm
+
+    dcfg = cfg.data
+    cats = {p.id: _category(p) for p in pairs}
+    counts["labels_given"] = sum(c is not None for c in cats.values())
+    if not dcfg.label_categories:
+        return cats
+    labels = flat_labels(dcfg.taxonomy)
+    work = WorkLog(out_dir / LABELS)
+    todo = [p for p in pairs if cats[p.id] is None and p.id not in work.done]
+    counts["labels_reused"] = sum(1 for p in pairs if cats[p.id] is None and p.id in work.done)
+    if todo and scorer is None and generator is None:
+        raise ValueError(f"data.label_categories: {len(todo)} pairs have no category; prepare_pairs needs a scorer "
+                         "or a generator to label them (or set data.label_categories=false)")
+    bs = dcfg.labels.batch_size
+    bar = tqdm(total=len(todo), desc=f"label categories ({'scorer' if scorer is not None else 'generator'})",
+               unit="pair", dynamic_ncols=True)
+    for start in range(0, len(todo), bs):
+        batch = todo[start:start + bs]
+        items = [(p.x, p.y) for p in batch]
+        if scorer is not None:
+            results: List[LabelResult] = label_with_scorer(items, scorer, labels, dcfg.labels)
+        else:
+            results = label_with_generator(items, generator, labels, dcfg.labels, seed=dcfg.queries.seed)
+        work.append([{"id": p.id, "category": r.category, "method": r.method, **r.detail} for p, r in zip(batch, results)])
+        bar.update(len(batch))
+    bar.close()
+    failures = 0
+    for p in pairs:
+        if cats[p.id] is None:
+            cats[p.id] = work.done[p.id]["category"]
+            failures += cats[p.id] is None
+    counts["labels_by_model"] = sum(1 for p in pairs if _category(p) is None) - failures
+    counts["label_failures"] = failures
+    return cats
+
+
+def prepare_pairs(cfg, out_dir: Path, generator=None, scorer=None) -> PrepareResult:
+    """Load `cfg.data.pairs` (any kind), label missing categories (`data.label_categories`; a scorer
+    is preferred over a generator), apply `data.quotas`, write requests for answers without one
+    (`data.queries`, needs `generator`), and write `pairs.jsonl` + the category report into out_dir.
+    Resumable: labels and requests already in out_dir's logs are not made again."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    dcfg = cfg.data
+    labels = flat_labels(dcfg.taxonomy) if dcfg.taxonomy else []
+    unknown_shares = sorted(set(dcfg.quotas.shares) - set(labels) - {UNLABELLED})
+    if unknown_shares:
+        raise ValueError(f"data.quotas.shares: {unknown_shares[0]!r} is not a category of data.taxonomy "
+                         f"(nor {UNLABELLED!r})")
+
+    loaded = load_source(dcfg.pairs, dcfg.strict)
+    pairs = loaded.pairs
+    counts: Dict[str, Any] = {"kind": dcfg.pairs.kind, "loaded": len(pairs), "skipped_bad_records": len(loaded.skipped)}
+    counts.update({f"source_{k}": v for k, v in loaded.counts.items()})
+
+    cats = _label(pairs, cfg, out_dir, generator, scorer, counts)
+    bucket = {pid: (c if c is not None else UNLABELLED) for pid, c in cats.items()}
+    counts["outside_taxonomy"] = sum(1 for c in bucket.values() if c != UNLABELLED and labels and c not in labels)
+
+    kept_ids, targets = apply_quotas([(p.id, bucket[p.id]) for p in pairs], dcfg.quotas)
+    kept = set(kept_ids)
+    counts["kept_by_quota"] = len(kept)
+    counts["dropped_by_quota"] = len(pairs) - len(kept)
+    with open(out_dir / "quota_dropped.jsonl", "w") as f:
+        for p in pairs:
+            if p.id not in kept:
+                f.write(json.dumps({"id": p.id, "category": bucket[p.id],
+                                    "reason": f"category quota {targets.get(bucket[p.id])} reached"}) + "\n")
+
+    selected = [p for p in pairs if p.id in kept]
+    need_query = [p for p in selected if not p.x.strip()]
+    qlog = WorkLog(out_dir / QUERIES)
+    todo = [(p.id, p.y) for p in need_query if p.id not in qlog.done]
+    counts["queries_reused"] = len(need_query) - len(todo)
+    if todo:
+        if generator is None:
+            raise ValueError(f"{len(todo)} answers of source {dcfg.pairs.name!r} have no request; prepare_pairs needs a "
+                             "generator to write them (data.queries)")
+        synthesize_queries(todo, generator, dcfg.queries, on_batch=lambda b: qlog.append([o.to_json() for o in b]))
+    outcomes = [QueryOutcome(**qlog.done[p.id]) for p in need_query]
+    counts["answers_needing_query"] = len(need_query)
+    counts["queries_accepted"] = sum(len(o.queries) for o in outcomes)
+    counts["answers_without_query"] = sum(1 for o in outcomes if not o.queries)
+    counts["queries_rejected"] = rejection_counts(outcomes)
+
+    rows = _pair_rows(selected, bucket, {o.id: o for o in outcomes}, dcfg.queries.queries_per_answer)
+    tmp = out_dir / (PAIRS + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for r in rows:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    os.replace(tmp, out_dir / PAIRS)
+    counts["pairs"] = len(rows)
+
+    with open(out_dir / "skipped.jsonl", "w") as f:
+        for s in loaded.skipped:
+            f.write(json.dumps({"where": s.where, "field": s.field, "reason": s.reason}, ensure_ascii=False) + "\n")
+    stages = {
+        "loaded": dict(Counter(bucket.values())),
+        "after_quota": dict(Counter(bucket[p.id] for p in selected)),
+        "pairs": dict(Counter(r["category"] or UNLABELLED for r in rows)),
+    }
+    artifacts = {"pairs": PAIRS, "labels_log": LABELS, "queries_log": QUERIES, "skipped": "skipped.jsonl",
+                 "quota_dropped": "quota_dropped.jsonl", "counts": COUNTS}
+    artifacts.update(write_distribution(out_dir, dcfg.taxonomy, stages))
+    (out_dir / COUNTS).write_text(json.dumps(counts, indent=2))
+    log.info("prepare: %d pairs from %d answers (%s)", len(rows), len(selected), dcfg.pairs.name)
+    return PrepareResult(out_dir / PAIRS, counts, loaded.skipped, artifacts)
+
+
+def _pair_rows(selected: List[Pair], bucket: Dict[str, str], outcomes: Dict[str, QueryOutcome], per_answer: int) -> List[dict]:
+    rows = []
+    for p in selected:
+        cat = bucket[p.id] if bucket[p.id] != UNLABELLED else None
+        base = {"answer": p.y, "category": cat, "source": p.meta.get("source"), "answer_id": p.id,
+                "where": p.meta.get("where")}
+        if p.x.strip():
+            rows.append({"id": p.id, "request": p.x, **base, "origin": "source"})
+            continue
+        for j, q in enumerate(outcomes[p.id].queries):
+            rid = p.id if per_answer == 1 else f"{p.id}-q{j}"
+            rows.append({"id": rid, "request": q, **base, "origin": "reverse_query"})
+    return rows
