@@ -104,12 +104,13 @@ def main(argv=None) -> None:
             t0 = time.time()
             res = _train(root / name, _cfg(root / "cache", packing, args.batch, args.max_length, args.lr))
             secs, cpu = res.metrics["train_seconds"], res.metrics["train_cpu_seconds"]
-            tokens = res.counts["trained_tokens"]
+            # One epoch each: every (truncated) sample once, so both runs train on the same real tokens.
+            tokens = res.counts["tokens"]
             loss = heldout_loss(root / name / "model", heldout)
             results[name] = dict(tps=tokens / secs, tpc=tokens / cpu, loss=loss)
             print(f"{name:7s} steps {res.counts['steps']:4d}  real tokens {tokens:8,d}  train {secs:6.1f}s wall "
                   f"{cpu:6.1f}s cpu  {tokens / secs:7.0f} tok/s wall  {tokens / cpu:7.0f} tok/cpu-s  "
-                  f"held-out loss {loss:.4f}  (stage {time.time() - t0:.0f}s)", flush=True)
+                  f"held-out loss {loss:.4f}  (TRL counted {res.counts['trained_tokens']:,}; stage {time.time() - t0:.0f}s)", flush=True)
         s = results["padded"]
         p = results["packed"]
         print(f"lengths: {args.samples} samples, long-tailed (log-normal), max_length {args.max_length}; "

@@ -2,13 +2,13 @@
 the resulting objects. Every group in conf/ has its schema here (or in its stage's config module)."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
 import re
 import time
 import typing
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, List, Optional
@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from deepwriter.data.config import DataConfig
+from deepwriter.errors import DeepwriterError
 from deepwriter.eval.config import EvalConfig
 from deepwriter.llm.config import ModelsConfig
 from deepwriter.sft.config import SFTConfig
@@ -65,7 +66,7 @@ class RootConfig:
     seed: int = 0
 
 
-class ConfigError(ValueError):
+class ConfigError(DeepwriterError, ValueError):
     """A bad configuration, reported as one line naming the key path."""
 
 

@@ -30,6 +30,7 @@ MANIFEST = "manifest.json"
 _OPERATIONAL_KEYS = {
     "shard", "base_urls", "max_concurrency", "timeout_s", "max_retries", "backoff_s", "api_key_env",
     "batch_size", "num_processes", "save_steps", "logging_steps", "strict_resume", "rate_limit_rps",
+    "num_nodes", "launcher", "hostfile", "gpu_memory_gb", "peak_tflops", "liger", "save_total_limit",
 }
 _VERSIONED_PACKAGES = ("deepwriter", "torch", "transformers", "trl", "peft", "datasets", "accelerate", "deepspeed", "wandb")
 

@@ -18,6 +18,7 @@ from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from deepwriter.config import ConfigError, describe_error, register_resolvers, register_schemas, to_typed
+from deepwriter.errors import DeepwriterError
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 log = logging.getLogger("deepwriter")
@@ -76,6 +77,9 @@ def _hydra_main(cfg: DictConfig) -> None:
         manifest = run_pipeline(typed, stage_tracker)
     except ConfigError as exc:  # e.g. a missing input, found before any work
         print(f"deepwriter: config error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except DeepwriterError as exc:  # bad input data, a plan that cannot fit, ...: finished stages are kept
+        print(f"deepwriter: error: {exc}", file=sys.stderr)
         sys.exit(2)
     print_summary(manifest)
 

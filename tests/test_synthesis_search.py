@@ -213,3 +213,44 @@ def test_refine_without_analysis_prefills_the_tag_and_parses_the_continuation():
     assert gen.calls[1]["prefill"] == ["<rewrite>\n"]
     assert [c["text"] for c in rec["steps"][0]["candidates"]] == ["BETTER plain text, no closing tag", "SAME"]
     assert rec["steps"][0]["accepted"] is True
+
+
+class BatchGenerator:
+    """Answers any number of prompts per call; the rewrite depends only on the prompt, so batched
+    and one-by-one searches must give the same records."""
+
+    model_id = "batch-gen"
+
+    def __init__(self):
+        self.calls = []
+
+    def generate(self, prompts_, sampling, n=1, prefill=None):
+        self.calls.append(len(prompts_))
+        out = []
+        for msgs, pre in zip(prompts_, prefill or [""] * len(prompts_)):
+            if pre.startswith("<think>"):
+                out.append([Generation(Z0_BODY + "\n</think>", 10, 20)])
+            else:
+                segment = re.search(r"<target_paragraph>.*?Part (\d) of the plan", msgs[-1]["content"], re.S)
+                tag = "BETTER" if segment and int(segment.group(1)) % 2 == 0 else "SAME"
+                out.append([Generation(tagged(f"{tag} rewrite {k} of the part."), 10, 5) for k in range(n)])
+        return out
+
+
+def test_lockstep_batches_merge_calls_and_match_one_by_one():
+    from deepwriter.synthesis.search import synthesize_many
+
+    cfg = replace(SynthesisConfig(), max_steps=3, stop_threshold=0.0)
+    pairs = [(f"p{i}", f"Write story {i}.", Y, None) for i in range(3)]
+    one_gen, one_scorer = BatchGenerator(), FunctionScorer(by_markers())
+    singles = [synthesize(pid, x, y, one_gen, one_scorer, cfg) for pid, x, y, _ in pairs]
+    many_gen, many_scorer = BatchGenerator(), FunctionScorer(by_markers())
+    batched = {r["id"]: r for r in synthesize_many(pairs, many_gen, many_scorer, cfg)}
+    assert set(batched) == {"p0", "p1", "p2"}
+    for single in singles:
+        b = batched[single["id"]]
+        assert (b["z0"], b["z_final"], b["scores"], b["verdict"]) == (single["z0"], single["z_final"], single["scores"], single["verdict"])
+    assert max(one_gen.calls) == 1
+    assert max(many_gen.calls) == 3 and len(many_gen.calls) == len(one_gen.calls) // 3
+    assert len(many_scorer.batches) == len(one_scorer.batches) // 3
+    assert all(r["timings"]["generate_s"] > 0 and r["timings"]["score_s"] > 0 for r in batched.values())

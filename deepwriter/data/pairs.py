@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from deepwriter.data.config import SourceConfig
+from deepwriter.errors import DeepwriterError
 
 # Text fields must be strings; `id` may also be an integer, which is turned into its decimal form.
 TEXT_FIELDS = ("x", "y", "z", "think", "id")
@@ -38,7 +39,7 @@ class Skipped:
         return f"{self.where}: field '{self.field}': {self.reason}"
 
 
-class DataError(ValueError):
+class DataError(DeepwriterError, ValueError):
     """A bad record in strict mode. The message starts with "file:line: field 'name': "."""
 
     def __init__(self, where: str, field_name: str, reason: str):

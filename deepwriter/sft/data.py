@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 from deepwriter.config import stable_hash
+from deepwriter.errors import DeepwriterError
 from deepwriter.sft.templates import tokenize_with_labels
 
 log = logging.getLogger("deepwriter.sft")
@@ -24,7 +25,7 @@ ROLES = ("system", "user", "assistant")
 _CHUNK = 1000  # rows per Arrow chunk while tokenising: keeps Python lists small for long samples
 
 
-class SFTDataError(ValueError):
+class SFTDataError(DeepwriterError, ValueError):
     """A malformed training row: `file:row N: field 'name': reason`."""
 
 

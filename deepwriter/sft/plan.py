@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
+from deepwriter.errors import DeepwriterError
+
 GiB = 1024 ** 3
 # CUDA context, allocator fragmentation, NCCL buffers, ZeRO-3 gather/prefetch buffers.
 RUNTIME_OVERHEAD_BYTES = 4 * GiB
@@ -20,7 +22,7 @@ RUNTIME_OVERHEAD_BYTES = 4 * GiB
 LAYER_ACTIVATION_BYTES_PER_TOKEN_HIDDEN = 34
 
 
-class PlanError(ValueError):
+class PlanError(DeepwriterError, ValueError):
     """A plan that does not fit; the message says what to change."""
 
 

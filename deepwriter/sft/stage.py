@@ -72,6 +72,7 @@ def train(cfg: RootConfig, out_dir: Path, mix_dir: Path, tracker: Any, run_dir: 
           geometry: tr.BatchGeometry) -> StageResult:
     """Train on this process (one rank of a launch, or alone) and export the model."""
     import datasets
+    import torch
     from transformers import AutoModelForCausalLM
     from trl import SFTTrainer
 
@@ -89,27 +90,8 @@ def train(cfg: RootConfig, out_dir: Path, mix_dir: Path, tracker: Any, run_dir: 
     prepared = sft_data.prepare(Path(mix_dir) / "dataset", tokenizer, cfg.sft.max_length, cfg.sft.overlong,
                                 cfg.sft.strict, out_dir / "tokenized", is_main=is_main)
 
-    # The arguments come before the model: under ZeRO-3 they make from_pretrained shard on load.
-    args = tr.training_arguments(cfg.sft, out_dir, geometry)
     where, kwargs = models.resolve(student, cfg.paths.cache_dir)
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
-    load_dtype = tr.export_dtype(cfg.sft) if cfg.sft.deepspeed.enabled else __import__("torch").float32
-    model = AutoModelForCausalLM.from_pretrained(where, dtype=load_dtype, **kwargs)
-    if added:
-        model.resize_token_embeddings(len(tokenizer))
-    export.set_stop_tokens(model, tokenizer)
-    n_params = ModelShape.from_hf_config(model.config).params()
-
-    peft_config = None
-    if cfg.sft.lora.enabled:
-        from peft import LoraConfig
-
-        lc = cfg.sft.lora
-        peft_config = LoraConfig(
-            r=lc.r, lora_alpha=lc.alpha, lora_dropout=lc.dropout, target_modules=lc.target_modules,
-            task_type="CAUSAL_LM", modules_to_save=["embed_tokens", "lm_head"] if added else None,
-        )
-
     log_path = out_dir / tr.TRAIN_LOG
     resume = tr.check_resume(out_dir / "checkpoints", tr.run_fingerprint(cfg, geometry), is_main)
     if resume is not None:
@@ -138,6 +120,25 @@ def train(cfg: RootConfig, out_dir: Path, mix_dir: Path, tracker: Any, run_dir: 
             export.set_stop_tokens(final, tokenizer)
             final.save_pretrained(str(partial))
     else:
+        # The arguments come before the model: under ZeRO-3 they make from_pretrained shard on load.
+        args = tr.training_arguments(cfg.sft, out_dir, geometry)
+        load_dtype = tr.export_dtype(cfg.sft) if cfg.sft.deepspeed.enabled else torch.float32
+        model = AutoModelForCausalLM.from_pretrained(where, dtype=load_dtype, **kwargs)
+        if added:
+            model.resize_token_embeddings(len(tokenizer))
+        export.set_stop_tokens(model, tokenizer)
+        n_params = ModelShape.from_hf_config(model.config).params()
+
+        peft_config = None
+        if cfg.sft.lora.enabled:
+            from peft import LoraConfig
+
+            lc = cfg.sft.lora
+            peft_config = LoraConfig(
+                r=lc.r, lora_alpha=lc.alpha, lora_dropout=lc.dropout, target_modules=lc.target_modules,
+                task_type="CAUSAL_LM", modules_to_save=["embed_tokens", "lm_head"] if added else None,
+            )
+
         callback = tr.make_metrics_callback(log_path, tracker, n_params, cfg.sft.peak_tflops, geometry.world_size)
         trainer = SFTTrainer(
             model=model, args=args, train_dataset=datasets.load_from_disk(str(prepared.path)),

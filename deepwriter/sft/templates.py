@@ -15,6 +15,8 @@ import logging
 from pathlib import Path
 from typing import Any, List, Optional, Tuple
 
+from deepwriter.errors import DeepwriterError
+
 log = logging.getLogger("deepwriter.sft")
 
 IM_START = "<|im_start|>"
@@ -36,7 +38,7 @@ TRAINING_TEMPLATE = (
 )
 
 
-class TemplateError(ValueError):
+class TemplateError(DeepwriterError, ValueError):
     """A chat template that cannot produce an assistant loss mask."""
 
 

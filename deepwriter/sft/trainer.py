@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from deepwriter.config import ConfigError, stable_hash, to_plain
+from deepwriter.errors import DeepwriterError
 
 log = logging.getLogger("deepwriter.sft")
 
@@ -23,7 +24,7 @@ TRAIN_LOG = "train_log.jsonl"
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
 
-class ResumeError(RuntimeError):
+class ResumeError(DeepwriterError, RuntimeError):
     """A checkpoint that belongs to a different training configuration."""
 
 

@@ -42,4 +42,8 @@ class SynthesisConfig:
     prefix_cache_entries: int = 4  # KV-cached prefixes kept by the transformers prefix scorer
     limit: Optional[int] = None  # take at most this many pairs
     shard: str = "0/1"  # i/n: this worker's share of the pairs
+    # Pairs searched in lockstep: their model calls are merged into one batched call per round
+    # (a batch decode in-process, that many requests in flight over HTTP). Samples reproduce for the
+    # same batch size.
+    batch_size: int = 8
     seed: int = 0

@@ -4,6 +4,11 @@ segment, keeping a rewrite only when it makes y more likely under the scorer.
 Pure algorithm over the Generator/Scorer protocols of deepwriter.llm.base: no backend is imported.
 Quality of z is the clipped mean NLL of y given (x, z) (lower is better); the K candidates of one
 step go to the scorer in a single call so a backend can share their common prefix.
+
+The search for one pair is written as a coroutine (`search`) that yields the model calls it needs
+(`GenerateCall`, `ScoreCall`) and receives their results. `synthesize` drives one pair; `synthesize_many`
+drives several in lockstep and merges their calls into one batched generate/score call per round, so
+a transformers backend decodes a batch at once and an HTTP backend keeps many requests in flight.
 """
 from __future__ import annotations
 
@@ -11,9 +16,10 @@ import hashlib
 import math
 import random
 import time
-from typing import Any, Dict, List, Optional
+from dataclasses import dataclass
+from typing import Any, Dict, Generator as Coroutine, List, Optional, Sequence, Tuple, Union
 
-from deepwriter.llm.base import Generator, Sampling, Scorer, ScoreRequest, clipped_mean_nll
+from deepwriter.llm.base import Generator, Message, Sampling, Scorer, ScoreRequest, TokenLogprobs, clipped_mean_nll
 from deepwriter.synthesis import filters, prompts, segments
 from deepwriter.synthesis.config import SamplingConfig, SynthesisConfig
 
@@ -27,28 +33,37 @@ def _sampling(s: SamplingConfig, seed: int, stop: tuple) -> Sampling:
     return Sampling(temperature=s.temperature, top_p=s.top_p, max_new_tokens=s.max_new_tokens, seed=seed, stop=stop)
 
 
+@dataclass
+class GenerateCall:
+    messages: List[Message]
+    sampling: Sampling
+    n: int
+    prefill: str
+
+
+@dataclass
+class ScoreCall:
+    requests: List[ScoreRequest]
+
+
+Call = Union[GenerateCall, ScoreCall]
+
+
 class TrajectoryScorer:
     """Builds the scorer requests for a pair and turns log-probs into scores."""
 
-    def __init__(self, scorer: Scorer, x: str, y: str, cfg: SynthesisConfig):
-        self.scorer = scorer
+    def __init__(self, x: str, y: str, cfg: SynthesisConfig):
         self.cfg = cfg
         self.messages = prompts.scorer_messages(x)
         head, rest = prompts.split_answer(y) if cfg.score_answer_from_second_segment else ("", y)
         self.answer_head, self.target = head, rest
         self.target_tokens = 0
-        self.seconds = 0.0
-        self.calls = 0
 
     def request(self, z: str) -> ScoreRequest:
         return ScoreRequest(self.messages, prompts.scorer_prefix(z, self.answer_head), self.target)
 
-    def score(self, trajectories: List[str]) -> List[Optional[float]]:
-        """One scorer call for all trajectories; None for a request the backend could not score."""
-        t0 = time.perf_counter()
-        out = self.scorer.score([self.request(z) for z in trajectories])
-        self.seconds += time.perf_counter() - t0
-        self.calls += 1
+    def scores(self, out: Sequence[TokenLogprobs]) -> List[Optional[float]]:
+        """Scores of one scorer call's results; None for a request the backend could not score."""
         scores: List[Optional[float]] = []
         for lp in out:
             if getattr(lp, "error", None) or not lp.logprobs:
@@ -59,11 +74,12 @@ class TrajectoryScorer:
         return scores
 
 
-def synthesize(
-    pair_id: str, x: str, y: str, generator: Generator, scorer: Scorer, cfg: SynthesisConfig,
-    category: Optional[str] = None,
-) -> Dict[str, Any]:
-    """Run the search for one pair and return its record (see store.py for how it is written)."""
+def search(pair_id: str, x: str, y: str, cfg: SynthesisConfig, model_ids: Dict[str, str],
+           category: Optional[str] = None, timings: Optional[Dict[str, float]] = None,
+           ) -> Coroutine[Call, Any, Dict[str, Any]]:
+    """The search for one pair as a coroutine: yields GenerateCall (answered with that prompt's list
+    of Generations) and ScoreCall (answered with one TokenLogprobs per request); returns the record.
+    The driver charges model time to `timings` (generate_s, score_s), which the record holds."""
     t_start = time.perf_counter()
     seed = pair_seed(cfg.seed, pair_id)
     rng = random.Random(seed)
@@ -71,8 +87,8 @@ def synthesize(
         "id": pair_id, "x": x, "y": y, "category": category, "z0": None, "z_final": None,
         "scores": [], "perplexities": [], "steps": [], "accepted_edits": [],
         "tokens": {"prompt": 0, "completion": 0, "target": 0},
-        "timings": {"generate_s": 0.0, "score_s": 0.0, "total_s": 0.0},
-        "models": {"generator": generator.model_id, "scorer": scorer.model_id},
+        "timings": timings if timings is not None else {"generate_s": 0.0, "score_s": 0.0, "total_s": 0.0},
+        "models": dict(model_ids),
         "seed": seed, "search": cfg.search, "reflection": cfg.reflection,
         "verdict": {"kept": False, "reason": None},
     }
@@ -80,18 +96,22 @@ def synthesize(
         return _finish(record, None, cfg, t_start)
 
     def generate(messages, sampling, n, prefill):
-        t0 = time.perf_counter()
-        out = generator.generate([messages], sampling, n=n, prefill=[prefill] if prefill else None)[0]
-        record["timings"]["generate_s"] += time.perf_counter() - t0
+        out = yield GenerateCall(messages, sampling, n, prefill)
         for g in out:
             record["tokens"]["prompt"] += g.prompt_tokens
             record["tokens"]["completion"] += g.completion_tokens
         return out
 
+    judge = TrajectoryScorer(x, y, cfg)
+
+    def score(trajectories):
+        out = yield ScoreCall([judge.request(z) for z in trajectories])
+        return judge.scores(out)
+
     trigger = prompts.pick_trigger(x, rng)
     record["trigger"] = trigger
-    first = generate(prompts.initial_messages(x, y, cfg.reflection), _sampling(cfg.initial, seed, (prompts.THINK_CLOSE,)),
-                     1, prompts.THINK_OPEN + trigger)[0]
+    first = (yield from generate(prompts.initial_messages(x, y, cfg.reflection),
+                                 _sampling(cfg.initial, seed, (prompts.THINK_CLOSE,)), 1, prompts.THINK_OPEN + trigger))[0]
     z0 = None if first.error else prompts.parse_initial(trigger, first.text)
     if z0 is not None and not cfg.reflection:
         z0 = prompts.strip_reflection(z0) or None
@@ -100,8 +120,7 @@ def synthesize(
         record["raw_initial"] = first.text
         return _finish(record, None, cfg, t_start)
 
-    judge = TrajectoryScorer(scorer, x, y, cfg)
-    best = judge.score([z0])[0]
+    best = (yield from score([z0]))[0]
     if best is None:
         record["z_final"] = z0
         return _finish(record, None, cfg, t_start, reason=filters.SCORE_FAILED)
@@ -121,8 +140,8 @@ def synthesize(
                 cfg.refine_analysis,
             )
             prefill = prompts.refine_prefill(cfg.refine_analysis)
-            outs = generate(messages, _sampling(cfg.refine, seed + step, (prompts.REWRITE_CLOSE,)),
-                            cfg.num_candidates, prefill)
+            outs = yield from generate(messages, _sampling(cfg.refine, seed + step, (prompts.REWRITE_CLOSE,)),
+                                       cfg.num_candidates, prefill)
             candidates = []
             for g in outs:
                 text = None if g.error else prompts.parse_rewrite(prefill + g.text)
@@ -132,8 +151,8 @@ def synthesize(
             valid = [c for c in candidates if c["text"] is not None]
             if valid:
                 trials = [segments.join(segs[:i] + [c["text"]] + segs[i + 1:], sep) for c in valid]
-                for c, s in zip(valid, judge.score(trials)):
-                    c["score"] = s
+                for c, value in zip(valid, (yield from score(trials))):
+                    c["score"] = value
                 valid = [c for c in valid if c["score"] is not None]
             if valid:
                 winner = min(valid, key=lambda c: c["score"])
@@ -151,8 +170,70 @@ def synthesize(
     z_final = segments.join(segs, sep) if cfg.search else z0
     record["z_final"] = z_final
     record["tokens"]["target"] = judge.target_tokens
-    record["timings"]["score_s"] = judge.seconds
     return _finish(record, z_final, cfg, t_start)
+
+
+def synthesize(
+    pair_id: str, x: str, y: str, generator: Generator, scorer: Scorer, cfg: SynthesisConfig,
+    category: Optional[str] = None,
+) -> Dict[str, Any]:
+    """Run the search for one pair and return its record (see store.py for how it is written)."""
+    return next(iter(synthesize_many([(pair_id, x, y, category)], generator, scorer, cfg)))
+
+
+def synthesize_many(
+    pairs: Sequence[Tuple[str, str, str, Optional[str]]], generator: Generator, scorer: Scorer, cfg: SynthesisConfig,
+) -> Coroutine[Dict[str, Any], None, None]:
+    """Search several (id, x, y, category) pairs in lockstep and yield each record as its search ends.
+
+    Each round, the pending generate calls that share sampling settings become one batched
+    generate call (the first pair's seed seeds the batch, so a run reproduces for the same batch
+    size), and all pending score requests one scorer call."""
+    model_ids = {"generator": generator.model_id, "scorer": scorer.model_id}
+    active: Dict[int, Tuple[Coroutine, Call]] = {}
+    timings: Dict[int, Dict[str, float]] = {}
+    for i, (pid, x, y, cat) in enumerate(pairs):
+        timings[i] = {"generate_s": 0.0, "score_s": 0.0, "total_s": 0.0}
+        co = search(pid, x, y, cfg, model_ids, cat, timings[i])
+        try:
+            active[i] = (co, co.send(None))
+        except StopIteration as done:
+            yield done.value
+    while active:
+        answers: Dict[int, Any] = {}
+        gen_groups: Dict[tuple, List[int]] = {}
+        scoring: List[int] = []
+        for i, (_, call) in active.items():
+            if isinstance(call, GenerateCall):
+                sp = call.sampling
+                gen_groups.setdefault((sp.temperature, sp.top_p, sp.max_new_tokens, sp.stop, call.n), []).append(i)
+            else:
+                scoring.append(i)
+        for members in gen_groups.values():
+            calls = [active[i][1] for i in members]
+            t0 = time.perf_counter()
+            prefill = [c.prefill for c in calls] if any(c.prefill for c in calls) else None
+            outs = generator.generate([c.messages for c in calls], calls[0].sampling, n=calls[0].n, prefill=prefill)
+            share = (time.perf_counter() - t0) / len(members)
+            for i, out in zip(members, outs):
+                answers[i] = out
+                timings[i]["generate_s"] += share
+        if scoring:
+            t0 = time.perf_counter()
+            out = scorer.score([r for i in scoring for r in active[i][1].requests])
+            share = (time.perf_counter() - t0) / len(scoring)
+            at = 0
+            for i in scoring:
+                k = len(active[i][1].requests)
+                answers[i], at = out[at:at + k], at + k
+                timings[i]["score_s"] += share
+        for i in list(active):
+            co, _ = active[i]
+            try:
+                active[i] = (co, co.send(answers[i]))
+            except StopIteration as done:
+                del active[i]
+                yield done.value
 
 
 def _finish(record: Dict[str, Any], z: Optional[str], cfg: SynthesisConfig, t_start: float,

@@ -12,7 +12,7 @@ from deepwriter.config import RootConfig
 from deepwriter.data.pairs import DataError, Pair, Skipped, load_pairs
 from deepwriter.pipeline import StageContext, StageResult
 from deepwriter.synthesis import store
-from deepwriter.synthesis.search import synthesize
+from deepwriter.synthesis.search import synthesize_many
 
 log = logging.getLogger("deepwriter.synthesis")
 
@@ -152,17 +152,21 @@ def run(cfg: RootConfig, ctx: StageContext) -> StageResult:
                 backends.update(zip(("generator", "scorer"), build_backends(cfg)))
             generator, scorer = backends["generator"], backends["scorer"]
             running = _Running()
-            bar = tqdm(todo, desc="synthesize", unit="sample", dynamic_ncols=True)
-            for p in bar:
-                rec = synthesize(p.id, p.x, p.y, generator, scorer, scfg, category=p.meta.get("category"))
-                rec["source"] = p.meta.get("source")
-                writer.append(rec)
-                running.add(rec)
-                bar.set_postfix(running.postfix(), refresh=False)
-                point = {"synthesize/steps": len(rec["steps"]), "synthesize/kept": int(rec["verdict"]["kept"])}
-                if rec["scores"]:
-                    point.update({"synthesize/score_z0": rec["scores"][0], "synthesize/score_final": rec["scores"][-1]})
-                ctx.tracker.log(point)
+            bar = tqdm(total=len(todo), desc="synthesize", unit="sample", dynamic_ncols=True)
+            sources = {p.id: p.meta.get("source") for p in todo}
+            for start in range(0, len(todo), scfg.batch_size):
+                batch = [(p.id, p.x, p.y, p.meta.get("category")) for p in todo[start:start + scfg.batch_size]]
+                for rec in synthesize_many(batch, generator, scorer, scfg):
+                    rec["source"] = sources[rec["id"]]
+                    writer.append(rec)
+                    bar.update(1)
+                    running.add(rec)
+                    bar.set_postfix(running.postfix(), refresh=False)
+                    point = {"synthesize/steps": len(rec["steps"]), "synthesize/kept": int(rec["verdict"]["kept"])}
+                    if rec["scores"]:
+                        point.update({"synthesize/score_z0": rec["scores"][0], "synthesize/score_final": rec["scores"][-1]})
+                    ctx.tracker.log(point)
+            bar.close()
             stats = getattr(scorer, "stats", None)
             if stats and stats.get("tokens_total"):
                 log.info("prefix scorer: ran %.0f%% of the scored tokens through the model (%d cache hits)",

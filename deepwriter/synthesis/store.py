@@ -12,8 +12,10 @@ import os
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Set, Tuple
 
+from deepwriter.errors import DeepwriterError
 
-class ShardError(ValueError):
+
+class ShardError(DeepwriterError, ValueError):
     pass
 
 

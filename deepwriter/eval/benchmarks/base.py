@@ -7,10 +7,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
+from deepwriter.errors import DeepwriterError
+
 log = logging.getLogger("deepwriter.eval")
 
 
-class BenchmarkDataError(ValueError):
+class BenchmarkDataError(DeepwriterError, ValueError):
     """Bad benchmark data; the message starts with `file:line: field 'name': ...`."""
 
 

@@ -1,0 +1,63 @@
+"""Bad input through the real command line: one clear line naming the file/line/field or path,
+exit code 2, and nothing a finished stage wrote is touched."""
+from __future__ import annotations
+
+import json
+
+from test_config import run_train
+
+
+def _last_line(text: str) -> str:
+    return [ln for ln in text.splitlines() if ln.strip()][-1]
+
+
+def test_malformed_pairs_file_names_file_line_and_field(tmp_path):
+    bad = tmp_path / "pairs.jsonl"
+    bad.write_text('{"id": "a", "request": "Write a toast.", "answer": "To friends!"}\n'
+                   '{"id": "b", "request": "", "answer": "Text"}\n')
+    out = run_train("+recipe=demo", f"paths.runs_dir={tmp_path}/runs", f"data.pairs.path={bad}",
+                    "recipe.stages=[synthesize]", "logging.wandb_mode=disabled")
+    assert out.returncode == 2, out.stderr[-2000:]
+    line = _last_line(out.stderr)
+    assert line.startswith("deepwriter: error: ")
+    assert f"{bad}:2" in line and "field 'x'" in line
+
+
+def test_missing_input_file_is_one_line_before_any_work(tmp_path):
+    missing = tmp_path / "nowhere.jsonl"
+    out = run_train("+recipe=demo", f"paths.runs_dir={tmp_path}/runs", f"data.pairs.path={missing}")
+    assert out.returncode == 2
+    line = _last_line(out.stderr)
+    assert line.startswith("deepwriter: config error: ") and str(missing) in line
+    assert not (tmp_path / "runs" / "_stages").exists()
+
+
+def test_eval_alone_without_a_finished_model_says_which_input_is_missing(tmp_path):
+    out = run_train("+recipe=demo", f"paths.runs_dir={tmp_path}/runs", "recipe.stages=[eval]")
+    assert out.returncode == 2
+    line = _last_line(out.stderr)
+    assert "stage 'eval' needs the output of 'sft'" in line
+
+
+def test_a_finished_stage_survives_a_later_failure(tmp_path):
+    """Finish synthesis on a good file, then fail the mix on a bad public file: the finished
+    synthesis output is reused byte for byte."""
+    runs = tmp_path / "runs"
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps({"id": f"p{i}", "request": f"Write note {i}.", "answer": f"Note {i}."}) + "\n"
+                             for i in range(2)))
+    common = ["+recipe=demo", f"paths.runs_dir={runs}", f"data.pairs.path={pairs}", "logging.wandb_mode=disabled",
+              "model@models.generator=tiny-qwen3", "model@models.scorer=tiny-qwen3", f"paths.cache_dir={tmp_path}/cache",
+              "synthesis.initial.max_new_tokens=8", "synthesis.refine.max_new_tokens=4", "synthesis.max_steps=1"]
+    first = run_train(*common, "recipe.stages=[synthesize]")
+    assert first.returncode == 0, first.stderr[-3000:]
+    manifests = list((runs / "_stages" / "synthesize").glob("*/manifest.json"))
+    assert len(manifests) == 1
+    before = {p: p.read_bytes() for p in manifests[0].parent.rglob("*") if p.is_file() and "wandb" not in p.parts}
+    bad_public = tmp_path / "public.jsonl"
+    bad_public.write_text("{not json\n")
+    second = run_train(*common, "recipe.stages=[synthesize,mix]", f"data.public.path={bad_public}")
+    assert second.returncode == 2
+    assert f"{bad_public}:1" in _last_line(second.stderr)
+    after = {p: p.read_bytes() for p in manifests[0].parent.rglob("*") if p.is_file() and "wandb" not in p.parts}
+    assert after == before
