@@ -70,6 +70,22 @@ def _file_digest(path: Path) -> str:
     return file_sha256(path)[:16]
 
 
+def _save_atomically(model, tokenizer, dest: Path) -> None:
+    """Write model + tokenizer into a temporary sibling folder, then rename it into place, so a
+    concurrent or killed process never sees half a model (losing the race to another writer is fine)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=dest.name + ".", dir=dest.parent))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        os.replace(tmp, dest)
+    except OSError:
+        if not (dest / "config.json").exists():
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def _convert_gguf(folder: Path, name: str, dest: Path) -> None:
     """De-quantise a GGUF file into a safetensors folder, written atomically."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -82,17 +98,7 @@ def _convert_gguf(folder: Path, name: str, dest: Path) -> None:
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=dest.name + ".", dir=dest.parent))
-    try:
-        model.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
-        os.replace(tmp, dest)
-    except OSError:
-        if not (dest / "config.json").exists():
-            raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    _save_atomically(model, tok, dest)
 
 
 def build_tiny_tokenizer(vocab_size: int):
@@ -132,17 +138,7 @@ def _build_tiny(cfg: ModelConfig, dest: Path) -> None:
     )
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(mconf)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=dest.name + ".", dir=dest.parent))
-    try:
-        model.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
-        os.replace(tmp, dest)
-    except OSError:
-        if not (dest / "config.json").exists():
-            raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    _save_atomically(model, tok, dest)
 
 
 def resolve(cfg: ModelConfig, cache_dir: str | Path) -> Tuple[str, dict]:
