@@ -13,8 +13,8 @@ def _last_line(text: str) -> str:
 
 def test_malformed_pairs_file_names_file_line_and_field(tmp_path):
     bad = tmp_path / "pairs.jsonl"
-    bad.write_text('{"id": "a", "request": "Write a toast.", "answer": "To friends!"}\n'
-                   '{"id": "b", "request": "", "answer": "Text"}\n')
+    bad.write_text('{"id": "a", "request": "Write a toast.", "answer": "To friends!", "category": "speeches & toasts"}\n'
+                   '{"id": "b", "request": "", "answer": "Text", "category": "speeches & toasts"}\n')
     out = run_train("+recipe=demo", f"paths.runs_dir={tmp_path}/runs", f"data.pairs.path={bad}",
                     "recipe.stages=[synthesize]", "logging.wandb_mode=disabled")
     assert out.returncode == 2, out.stderr[-2000:]
@@ -44,7 +44,8 @@ def test_a_finished_stage_survives_a_later_failure(tmp_path):
     synthesis output is reused byte for byte."""
     runs = tmp_path / "runs"
     pairs = tmp_path / "pairs.jsonl"
-    pairs.write_text("".join(json.dumps({"id": f"p{i}", "request": f"Write note {i}.", "answer": f"Note {i}."}) + "\n"
+    pairs.write_text("".join(json.dumps({"id": f"p{i}", "request": f"Write note {i}.", "answer": f"Note {i}.",
+                                         "category": "personal letters & messages"}) + "\n"
                              for i in range(2)))
     common = ["+recipe=demo", f"paths.runs_dir={runs}", f"data.pairs.path={pairs}", "logging.wandb_mode=disabled",
               "model@models.generator=tiny-qwen3", "model@models.scorer=tiny-qwen3", f"paths.cache_dir={tmp_path}/cache",

@@ -272,3 +272,20 @@ def test_chinese_prompts_are_matched_by_characters(bench_prompts):
     index = BenchmarkIndex(bench_prompts, DecontamConfig())
     assert all(index.match("你好！请帮我完成这个任务：\n" + p) is not None for p in zh)
     assert index.match("请写一首关于秋天落叶和远方故乡的短诗，大约八行，语气安静。") is None
+
+
+def test_category_outside_the_taxonomy_is_an_error_or_a_counted_drop(tiny_model):
+    from deepwriter.data.config import MixConfig
+    from deepwriter.data.mix import build_mix
+    from deepwriter.data.pairs import DataError
+
+    rec = {"id": "t1", "x": "Write a poem.", "think": "I plan the poem. " * 5, "y": "Roses bloom.",
+           "category": "haiku battles", "source": "synthetic", "where": "shard.jsonl:3"}
+    taxonomy = {"Artistic": ["poetry & lyrics"]}
+    kwargs = dict(taxonomy=taxonomy, benchmark_prompts={}, tokenizer=tiny_model[1], max_length=4096)
+    with pytest.raises(DataError, match=r"shard.jsonl:3: field 'category'"):
+        build_mix([dict(rec)], [], MixConfig(), strict=True, **kwargs)
+    result = build_mix([dict(rec), {**rec, "id": "t2", "category": "poetry & lyrics", "where": "shard.jsonl:4"}], [],
+                       MixConfig(), strict=False, **kwargs)
+    assert [r["id"] for r in result.rows] == ["t2"]
+    assert [d["id"] for d in result.removed["category_outside_taxonomy"]] == ["t1"]

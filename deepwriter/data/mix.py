@@ -203,6 +203,19 @@ def build_mix(
     counts["loaded_synthetic"], counts["loaded_public"] = len(synthetic), len(public)
     recs = synthetic + public
 
+    if taxonomy:  # a label outside the taxonomy would silently escape the category ablations
+        known = {c for cats in taxonomy.values() for c in cats} | {"uncategorised"}
+        keep = []
+        for r in recs:
+            if r["category"] in known:
+                keep.append(r)
+                continue
+            reason = f"category {r['category']!r} is not in data.taxonomy"
+            if strict:
+                raise DataError(r.get("where", f"record {r['id']}"), "category", reason)
+            _drop(result, "category_outside_taxonomy", r, reason)
+        recs = keep
+
     if cfg.strip_reflection and strip_reflection is not None:
         for r in synthetic:
             r["think"] = strip_reflection(r["think"])
