@@ -203,11 +203,11 @@ def build_mix(
     counts["loaded_synthetic"], counts["loaded_public"] = len(synthetic), len(public)
     recs = synthetic + public
 
-    if taxonomy:  # a label outside the taxonomy would silently escape the category ablations
+    if taxonomy:  # a trajectory labelled outside the taxonomy would silently escape the category ablations
         known = {c for cats in taxonomy.values() for c in cats} | {"uncategorised"}
         keep = []
         for r in recs:
-            if r["category"] in known:
+            if r["kind"] != SYNTHETIC or r["category"] in known:  # public data keeps its source's labels
                 keep.append(r)
                 continue
             reason = f"category {r['category']!r} is not in data.taxonomy"

@@ -193,6 +193,10 @@ def find_reflections(text: str) -> List[int]:
     return [m.start() for m in pat.finditer(text)]
 
 
+_DECLARATIVE_EN = [("Maybe I should", "I should"), ("Let me reconsider", "Reconsidering"),
+                   ("Let me think about", "Thinking about")]
+
+
 def strip_reflection(text: str) -> str:
     """Remove doubt interjections ("Hmm,", "Wait...", "Alternatively,") with their punctuation,
     re-capitalising the sentence they opened. Phrases that carry content are left alone."""
@@ -200,6 +204,10 @@ def strip_reflection(text: str) -> str:
         return re.sub(rf"(?:{_alternatives(INTERJECTIONS_ZH)})[，,。…、]+", "", text).strip()
     pat = re.compile(rf"(?<![\w])(?:{_alternatives(INTERJECTIONS_EN)})(?:\s*(?:\.\.\.|[,.!?…;:—-]))+[ \t]*")
     out = pat.sub("", text)
+    # Phrases that carry content keep it in a plain, declarative form.
+    for phrase, plain in _DECLARATIVE_EN:
+        out = re.sub(rf"(?<![\w])[{phrase[0]}{phrase[0].lower()}]{re.escape(phrase[1:])}\b", plain, out)
+    out = re.sub(r"(?<![\w])Let me think(?:\s*(?:\.\.\.|[,.!?…;:—-]))+[ \t]*", "", out)
     out = re.sub(r"(^|[.!?]\s+|\n\s*)([a-z])", lambda m: m.group(1) + m.group(2).upper(), out)
     out = re.sub(r"[ \t]{2,}", " ", out)
     return out.strip()
