@@ -228,10 +228,10 @@ def test_no_reflection_has_no_reflection_phrases(mixed, synth):
 def test_no_reflection_strips_the_prompts_own_example_phrases():
     from deepwriter.synthesis.prompts import find_reflections, strip_reflection
 
-    text = "Hmm, maybe I should open with the sea. Let me think... Let me think about the reader. Let me reconsider."
+    text = "Hmm, maybe I should open with the sea. Let me think... Let me think about the reader. Let me reconsider the tone."
     out = strip_reflection(text)
     assert find_reflections(out) == []
-    assert out == "I should open with the sea. Thinking about the reader. Reconsidering."
+    assert out == "I should open with the sea. Thinking about the reader. Reconsidering the tone."
 
 
 # --- stage sharing through content keys ----------------------------------------------------------

@@ -94,7 +94,7 @@ def test_strip_reflection_removes_phrases_cleanly():
             "Let me think about who reads it. But wait, the tone matters.")
     out = prompts.strip_reflection(text)
     assert out == ("Maybe the reader is a student. I will open with a scene. A question. "
-                   "Let me think about who reads it. The tone matters.")
+                   "Thinking about who reads it. The tone matters.")
     assert prompts.strip_reflection("嗯，我需要先想想读者。等等，结构呢？") == "我需要先想想读者。结构呢？"
 
 

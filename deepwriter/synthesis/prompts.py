@@ -26,7 +26,8 @@ TRIGGERS_ZH = [("好的，用户", 4), ("嗯，我需要", 3), ("好，这个任
 # Interjections that only signal doubt: strip_reflection removes them (with their punctuation).
 INTERJECTIONS_EN = ["On second thought", "But wait", "Hold on", "Alternatively", "Actually", "Let me think",
                     "Let me reconsider", "Hmm", "Wait", "Oh"]
-# Phrases that signal reflection but carry content ("Let me think about the reader"): detected, not cut.
+# Phrases that signal reflection but carry content ("Let me think about the reader"): detected, and
+# rewritten in a plain form by strip_reflection (_DECLARATIVE_EN) rather than cut.
 REFLECTION_PHRASES_EN = INTERJECTIONS_EN + ["Let me think", "Maybe I should", "Let me reconsider"]
 INTERJECTIONS_ZH = ["等等", "嗯", "不过等一下", "让我想想", "或者说", "其实"]
 REFLECTION_PHRASES_ZH = INTERJECTIONS_ZH + ["也许我应该", "再想想"]
@@ -207,7 +208,6 @@ def strip_reflection(text: str) -> str:
     # Phrases that carry content keep it in a plain, declarative form.
     for phrase, plain in _DECLARATIVE_EN:
         out = re.sub(rf"(?<![\w])[{phrase[0]}{phrase[0].lower()}]{re.escape(phrase[1:])}\b", plain, out)
-    out = re.sub(r"(?<![\w])Let me think(?:\s*(?:\.\.\.|[,.!?…;:—-]))+[ \t]*", "", out)
     out = re.sub(r"(^|[.!?]\s+|\n\s*)([a-z])", lambda m: m.group(1) + m.group(2).upper(), out)
     out = re.sub(r"[ \t]{2,}", " ", out)
     return out.strip()
