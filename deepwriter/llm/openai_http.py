@@ -271,7 +271,21 @@ class _Transport:
             return list(await asyncio.gather(*tasks))
 
 
-class OpenAIGenerator:
+class _Client:
+    """Shared by the generator and the scorer: usage totals and per-call records of the transport."""
+
+    transport: "_Transport"
+
+    @property
+    def usage(self) -> Usage:
+        return self.transport.usage
+
+    @property
+    def calls(self) -> deque:
+        return self.transport.calls
+
+
+class OpenAIGenerator(_Client):
     """`Generator` over /v1/chat/completions of one or more OpenAI-compatible servers."""
 
     def __init__(self, endpoint: EndpointConfig, model_id: str):
@@ -282,14 +296,6 @@ class OpenAIGenerator:
 
     def __repr__(self) -> str:
         return f"OpenAIGenerator(model_id={self.model_id!r}, base_urls={self.transport.base_urls}, api_key_env={self.endpoint.api_key_env!r})"
-
-    @property
-    def usage(self) -> Usage:
-        return self.transport.usage
-
-    @property
-    def calls(self) -> deque:
-        return self.transport.calls
 
     def generate(self, prompts: Sequence[List[Message]], sampling: Sampling, n: int = 1,
                  prefill: Optional[Sequence[str]] = None) -> List[List[Generation]]:
@@ -367,7 +373,7 @@ class OpenAIGenerator:
             return [Generation(text="", finish_reason="error", error=str(exc)) for _ in range(n)]
 
 
-class OpenAIScorer:
+class OpenAIScorer(_Client):
     """`Scorer` over a server's log-prob API. The chat template is rendered here with `tokenizer`
     (the scorer model's own), so the server scores the same text the transformers backend would."""
 
@@ -383,14 +389,6 @@ class OpenAIScorer:
     def __repr__(self) -> str:
         return (f"OpenAIScorer(model_id={self.model_id!r}, logprobs_api={self.endpoint.logprobs_api!r}, "
                 f"base_urls={self.transport.base_urls}, api_key_env={self.endpoint.api_key_env!r})")
-
-    @property
-    def usage(self) -> Usage:
-        return self.transport.usage
-
-    @property
-    def calls(self) -> deque:
-        return self.transport.calls
 
     def score(self, requests: Sequence[ScoreRequest]) -> List[TokenLogprobs]:
         return run_sync(lambda: self.ascore(requests))
