@@ -137,6 +137,18 @@ def require(rec: Dict[str, Any], name: str, where: str, kind: type = str) -> Any
     return value
 
 
+def data_file(path: Optional[str], data_dir: Path, kind: str, urls: Dict[str, str], local_name: str,
+              downloaded_name: str) -> Path:
+    """The benchmark's data file: `path` (a file, or a folder holding `local_name`; `pkg://` works), or
+    else the public file fetched once into `data_dir/kind`."""
+    from deepwriter.pipeline import resolve_data_path
+
+    if path:
+        p = resolve_data_path(path)
+        return p / local_name if p.is_dir() else p
+    return download(urls, data_dir / kind) / downloaded_name
+
+
 def download(urls: Dict[str, str], dest: Path) -> Path:
     """Fetch the benchmark's public files (relative name -> URL) into `dest` once."""
     import httpx

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from deepwriter.eval.benchmarks.base import (
-    BenchmarkDataError, Item, JudgeOutcome, JudgeTask, Slot, canonical_parser, download, mean, read_jsonl, require, skip_or_raise,
+    BenchmarkDataError, Item, JudgeOutcome, JudgeTask, Slot, canonical_parser, data_file, mean, read_jsonl, require,
+    skip_or_raise,
 )
 
 KIND = "longbench_write"
@@ -63,18 +64,9 @@ def parse_required_length(value: Any, where: str) -> int:
     return n
 
 
-def data_file(path: Optional[str], data_dir: Path) -> Path:
-    from deepwriter.pipeline import resolve_data_path
-
-    if path:
-        p = resolve_data_path(path)
-        return p / "longbench_write.jsonl" if p.is_dir() else p
-    return download(SOURCE_URLS, data_dir / KIND) / "longbench_write.jsonl"
-
-
 def load(name: str, path: Optional[str], data_dir: Path, subsets: List[str],
          skipped: Optional[List[str]] = None) -> List[Item]:
-    f = data_file(path, data_dir)
+    f = data_file(path, data_dir, KIND, SOURCE_URLS, "longbench_write.jsonl", "longbench_write.jsonl")
     items = []
     for lineno, rec in read_jsonl(f, skipped):
         with skip_or_raise(skipped):

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from deepwriter.eval.benchmarks.base import (
-    BenchmarkDataError, Item, JudgeOutcome, JudgeTask, Slot, canonical_parser, download, mean, read_jsonl, require, skip_or_raise,
+    BenchmarkDataError, Item, JudgeOutcome, JudgeTask, Slot, canonical_parser, data_file, mean, read_jsonl, require,
+    skip_or_raise,
 )
 
 KIND = "writingbench"
@@ -27,18 +28,9 @@ SLOT = Slot("score", tuple(float(i) for i in range(1, 11)))
 RUBRIC_BANDS = ("1-2", "3-4", "5-6", "7-8", "9-10")
 
 
-def data_file(path: Optional[str], data_dir: Path) -> Path:
-    from deepwriter.pipeline import resolve_data_path
-
-    if path:
-        p = resolve_data_path(path)
-        return p / "length_subset.jsonl" if p.is_dir() else p
-    return download(SOURCE_URLS, data_dir / KIND) / "benchmark_all.jsonl"
-
-
 def load(name: str, path: Optional[str], data_dir: Path, subsets: List[str],
          skipped: Optional[List[str]] = None) -> List[Item]:
-    f = data_file(path, data_dir)
+    f = data_file(path, data_dir, KIND, SOURCE_URLS, "length_subset.jsonl", "benchmark_all.jsonl")
     items = []
     for lineno, rec in read_jsonl(f, skipped):
         with skip_or_raise(skipped):
