@@ -85,9 +85,12 @@ def test_embedded_gguf_converts_once_and_reloads_fast(tmp_path):
     cache = Path(os.path.expanduser("~/.cache/deepwriter"))  # the user cache the demo uses
     where, _ = models.resolve(cfg, cache)
     assert (Path(where) / "model.safetensors").exists() and (Path(where) / "tokenizer.json").exists()
-    t0 = time.perf_counter()
+    # CPU seconds, not wall: the point is that no de-quantisation happens (that costs ~13 s of CPU),
+    # and wall time on a loaded 2-core machine says more about the neighbours than about the loader.
+    models.load_model(cfg, cache)  # the first load also imports the modelling code
+    t0 = time.process_time()
     model = models.load_model(cfg, cache)
-    elapsed = time.perf_counter() - t0
-    assert elapsed < 5.0, f"the safetensors copy should reload fast, took {elapsed:.1f}s"
+    cpu = time.process_time() - t0
+    assert cpu < 4.0, f"the safetensors copy should reload without de-quantising, took {cpu:.1f} CPU s"
     assert type(model).__name__ == "LlamaForCausalLM"
     assert 130e6 < sum(p.numel() for p in model.parameters()) < 140e6
