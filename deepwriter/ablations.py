@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
+from deepwriter.config import split_overrides
+
 RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
 
 
@@ -34,10 +36,7 @@ def run_recipe(recipe: str, scale: str, batch: str, overrides: List[str]) -> Dic
 
 def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    overrides: List[str] = []
-    if "--" in argv:
-        i = argv.index("--")
-        argv, overrides = argv[:i], argv[i + 1:]
+    argv, overrides = split_overrides(argv)
     ap = argparse.ArgumentParser(prog="python -m deepwriter.ablations", description=__doc__.splitlines()[0])
     ap.add_argument("recipes", nargs="*", help="ablation recipes (default: every recipes/ablation-*.yaml)")
     ap.add_argument("--scale", default="demo", choices=["demo", "full"])

@@ -11,7 +11,7 @@ import time
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any, List, Optional, Tuple
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
@@ -188,6 +188,14 @@ def to_plain(cfg: Any) -> Any:
 def stable_hash(obj: Any, length: int = 16) -> str:
     blob = json.dumps(obj, sort_keys=True, default=str, ensure_ascii=False).encode()
     return hashlib.sha256(blob).hexdigest()[:length]
+
+
+def split_overrides(argv: List[str]) -> Tuple[List[str], List[str]]:
+    """`[opts...] -- [hydra overrides...]` as used by the helper CLIs (ablations, dashboard)."""
+    if "--" in argv:
+        i = argv.index("--")
+        return argv[:i], argv[i + 1:]
+    return argv, []
 
 
 def expand(path: str) -> Path:

@@ -30,6 +30,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from deepwriter.config import split_overrides
+
 RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
 
 
@@ -179,10 +181,7 @@ def _workspaces_available() -> bool:
 
 def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    overrides: List[str] = []
-    if "--" in argv:
-        i = argv.index("--")
-        argv, overrides = argv[:i], argv[i + 1:]
+    argv, overrides = split_overrides(argv)
     ap = argparse.ArgumentParser(prog="python -m deepwriter.dashboard", description=__doc__.splitlines()[0])
     ap.add_argument("--project", help="W&B project (default: logging.project of the config)")
     ap.add_argument("--entity", default=None)
