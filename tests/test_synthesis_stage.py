@@ -55,15 +55,7 @@ def write_pairs(path: Path, n: int, extra_lines=()) -> Path:
     return path
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """The tiny model is too small to gain from threads; on a busy machine they only contend."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def ctx(out: Path) -> StageContext:

@@ -47,6 +47,13 @@ class DataError(DeepwriterError, ValueError):
         self.where, self.field, self.reason = where, field_name, reason
 
 
+def reject(where: str, field_name: str, reason: str, strict: bool, skipped: List[Skipped]) -> None:
+    """A bad record: an error in strict mode, a counted skip in lenient mode."""
+    if strict:
+        raise DataError(where, field_name, reason) from None
+    skipped.append(Skipped(where, field_name, reason))
+
+
 class _Bad(Exception):
     def __init__(self, field_name: str, reason: str):
         self.field, self.reason = field_name, reason
@@ -214,9 +221,7 @@ def load_records(
                     raise _Bad("id", f"duplicate id {rid!r} (first at {first_seen[rid]})")
                 first_seen[rid] = where
         except _Bad as bad:
-            if strict:
-                raise DataError(where, bad.field, bad.reason) from None
-            skipped.append(Skipped(where, bad.field, bad.reason))
+            reject(where, bad.field, bad.reason, strict, skipped)
             continue
         records.append((where, rec))
         if src.limit is not None and len(records) >= src.limit:

@@ -11,7 +11,7 @@ import re
 from typing import Any, Dict, List, Tuple
 
 from deepwriter.data.config import SourceConfig
-from deepwriter.data.pairs import DataError, Skipped, _Bad, _check_text, iter_rows, map_row, source_label
+from deepwriter.data.pairs import Skipped, _Bad, _check_text, iter_rows, map_row, reject, source_label
 
 _THOUGHT = re.compile(r"<\|begin_of_thought\|>(.*?)<\|end_of_thought\|>", re.S)
 _SOLUTION = re.compile(r"<\|begin_of_solution\|>(.*?)(?:<\|end_of_solution\|>|$)", re.S)
@@ -76,9 +76,7 @@ def load_public(src: SourceConfig, strict: bool) -> Tuple[List[Dict[str, Any]], 
                 raise _Bad("id", f"duplicate id {rid!r} (first at {seen[rid]})")
             seen[rid] = where
         except _Bad as bad:
-            if strict:
-                raise DataError(where, bad.field, bad.reason) from None
-            skipped.append(Skipped(where, bad.field, bad.reason))
+            reject(where, bad.field, bad.reason, strict, skipped)
             continue
         out.append({"id": rid, "x": rec["x"], "think": rec["think"], "y": rec["y"],
                     "category": rec.get("category") or "reasoning", "source": label, "where": where})
