@@ -8,10 +8,21 @@ how many planted items each filter caught, and the speed of our MinHash signatur
 datasketch's standard SHA-1 path measured in the same run.
 
     python -m bench.mix_build [--records 37000] [--num-proc 2] [--tokenize-sample 300]
+                              [--tokenizer smollm2-135m|tiny-qwen3]
+    python -m bench.mix_build --stage     # the whole mix stage, files in and dataset out
 
-Token counting with the tiny test tokenizer is the slow part on 2 cores (its 1K vocabulary splits
-pseudo-words into many pieces), so by default it is timed on a sample and the full build runs with
-a stand-in that counts every record as fitting; `--tokenize-sample 0` tokenises all records.
+`--stage` is the end-to-end figure: the records are written as a synthesis shard and an
+OpenThoughts-style conversations file (2.5% more than needed, for the planted items the filters
+remove), and `deepwriter.data.stage.run` with the `full` recipe's mix settings (20K + 17K = 37K,
+strict) loads them, builds the mix with every record tokenised, and writes the dropped lists, the
+histograms, the data card and the Hugging Face dataset.
+
+Token counting is the slow part on 2 cores, so by default it is timed on a sample and the full
+build runs with a stand-in that counts every record as fitting; `--tokenize-sample 0` tokenises all
+records inside the build, which is the end-to-end figure. The default tokenizer is SmolLM2's real
+49K-entry BPE (the embedded model, converted under ~/.cache/deepwriter by `make demo`); Qwen3's own
+tokenizer cannot be downloaded here. tiny-qwen3's 1K vocabulary splits words into many more pieces
+and is much slower per record.
 """
 from __future__ import annotations
 
@@ -125,6 +136,118 @@ def _signature_baseline(records, cfg) -> tuple[float, float]:
     return ours, time.perf_counter() - t
 
 
+def _write_stage_inputs(work: Path, seed: int, bench, n_synth: int, n_public: int) -> dict:
+    """Generate the records and write them as a synthesis shard and an OpenThoughts-style file;
+    returns what was planted. Run in a child process, so that the stage's memory is measured alone."""
+    import json
+
+    from deepwriter.synthesis import store
+
+    synth, public, planted = make_records(n_synth + n_public, n_synth, seed, bench)
+    shard = store.shard_path(work / "synthesize", 0, 1)
+    shard.parent.mkdir(parents=True)
+    with open(shard, "w") as f:
+        for r in synth:
+            f.write(json.dumps({"id": r["id"], "x": r["x"], "y": r["y"], "z0": r["think"], "z_final": r["think"],
+                                "category": r["category"], "verdict": {"kept": True, "reason": None}}) + "\n")
+    with open(work / "openthoughts.jsonl", "w") as f:
+        for r in public:
+            turn = (f"<|begin_of_thought|>\n\n{r['think']}\n\n<|end_of_thought|>\n\n<|begin_of_solution|>\n\n"
+                    f"{r['y']}\n\n<|end_of_solution|>")
+            f.write(json.dumps({"id": r["id"], "conversations": [{"from": "user", "value": r["x"]},
+                                                                  {"from": "assistant", "value": turn}]}) + "\n")
+    counts = {k: len(v) for k, v in planted.items()}
+    (work / "planted.json").write_text(json.dumps(counts))
+    return counts
+
+
+class PeakMemory:
+    """Peak RSS of this process, and peak PSS of it plus its children (tokeniser workers, whose
+    copy-on-write pages would be counted twice in a sum of RSS), sampled every 0.5 s."""
+
+    def __enter__(self) -> "PeakMemory":
+        import threading
+
+        import psutil
+
+        self.self_peak = self.tree_peak = 0
+        self._stop = threading.Event()
+        me = psutil.Process()
+
+        def sample():
+            while not self._stop.is_set():
+                try:
+                    own = me.memory_info().rss
+                    # PSS: pages the forked workers share with this process are counted once.
+                    tree = me.memory_full_info().pss + sum(c.memory_full_info().pss for c in me.children(recursive=True))
+                except psutil.Error:
+                    continue
+                self.self_peak, self.tree_peak = max(self.self_peak, own), max(self.tree_peak, tree)
+                self._stop.wait(0.5)
+
+        self._thread = threading.Thread(target=sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def stage_end_to_end(args, bench) -> None:
+    import json
+    import multiprocessing
+
+    from deepwriter.data import stage as mix_stage
+    from deepwriter.pipeline import StageContext
+    from deepwriter.tracking import Tracker
+    from tests.conftest import compose_typed
+
+    n_synth, n_public = round(20000 * 1.03), round(17000 * 1.03)  # the filters remove ~2.5% (planted)
+    work = Path(tempfile.mkdtemp(prefix="dw-mix-stage-"))
+    t0 = time.perf_counter()
+    child = multiprocessing.get_context("fork").Process(target=_write_stage_inputs,
+                                                        args=(work, args.seed, bench, n_synth, n_public))
+    child.start()
+    child.join()
+    if child.exitcode != 0:
+        raise SystemExit(f"generating the inputs failed (exit {child.exitcode})")
+    planted = json.loads((work / "planted.json").read_text())
+    shard = next((work / "synthesize" / "shards").glob("*.jsonl"))
+    size = (shard.stat().st_size + (work / "openthoughts.jsonl").stat().st_size) / 2 ** 30
+    print(f"generated inputs in {time.perf_counter() - t0:.0f} s", flush=True)
+    b = SHARED
+    cfg = compose_typed("+recipe=full", f"model@models.student={args.tokenizer}",
+                        f"paths.cache_dir={Path(args.cache_dir).expanduser()}",
+                        f"data.public.path={work / 'openthoughts.jsonl'}", "+data.public.fields.id=id",
+                        f"data.mix.num_proc={args.num_proc}", f"eval.benchmarks.hellobench.path={b}/hellobench",
+                        f"eval.benchmarks.longbench_write.path={b}/longbench_write/longbench_write.jsonl",
+                        f"eval.benchmarks.writingbench.path={b}/writingbench/length_subset.jsonl")
+    out = work / "mix"
+    out.mkdir()
+    print(f"input: {n_synth} trajectories + {n_public} public conversations, {size:.2f} GiB of JSONL; "
+          f"mix {cfg.data.mix.synthetic} + {cfg.data.mix.public} = {cfg.data.mix.total}, max_length {cfg.sft.max_length}",
+          flush=True)
+    t0 = time.perf_counter()
+    with PeakMemory() as mem:
+        res = mix_stage.run(cfg, StageContext("mix", out, {"synthesize": work / "synthesize"}, work, Tracker(None), "bench"))
+    wall = time.perf_counter() - t0
+    c, m = res.counts, res.metrics
+    print(f"\nmix stage end to end (load, dedup, decontaminate, tokenise all, write dataset + card + plots):")
+    print(f"  wall                     {wall:8.1f} s = {wall / 60:.1f} min")
+    for k in ("dedup_s", "decontam_s", "tokenize_s"):
+        if k in m:
+            print(f"  {k:<24} {m[k]:8.1f} s")
+    print(f"  records in               {n_synth + n_public:8d}  -> mix {c['total']} "
+          f"({c.get('synthetic')} synthetic + {c.get('public')} public)")
+    print(f"  records/s end to end     {(n_synth + n_public) / wall:8.0f}")
+    print(f"  peak RSS                 {mem.self_peak / 2 ** 30:8.2f} GiB (the stage's process), "
+          f"{mem.tree_peak / 2 ** 30:.2f} GiB PSS with its tokeniser workers")
+    print(f"  dataset on disk          {sum(p.stat().st_size for p in (out / 'dataset').rglob('*') if p.is_file()) / 2 ** 30:8.2f} GiB")
+    removed = {p.stem: sum(1 for _ in open(p)) for p in (out / "dropped").glob("*.jsonl")}
+    print(f"  removed by filter        {removed}; planted {planted}")
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--records", type=int, default=37000)
@@ -134,6 +257,9 @@ def main(argv=None) -> None:
     ap.add_argument("--max-length", type=int, default=16384)
     ap.add_argument("--tokenize-sample", type=int, default=300,
                     help="time token counting on this many records only (0: tokenise every record in the build)")
+    ap.add_argument("--tokenizer", default="smollm2-135m", choices=["smollm2-135m", "tiny-qwen3"])
+    ap.add_argument("--cache-dir", default="~/.cache/deepwriter", help="where the embedded model's converted copy lives")
+    ap.add_argument("--stage", action="store_true", help="run the whole mix stage end to end instead")
     args = ap.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     sys.path.insert(0, str(REPO))
@@ -146,6 +272,8 @@ def main(argv=None) -> None:
     n_synth = args.synthetic if args.synthetic is not None else round(args.records * 20 / 37)
     t_all = time.perf_counter()
     bench = _benchmark_prompts()
+    if args.stage:
+        return stage_end_to_end(args, bench)
     t0 = time.perf_counter()
     synth, public, planted = make_records(args.records, n_synth, args.seed, bench)
     t_gen = time.perf_counter() - t0
@@ -156,8 +284,9 @@ def main(argv=None) -> None:
 
     from deepwriter.data.mix import token_lengths
 
-    tcfg = compose_typed("model@models.student=tiny-qwen3").models.student
-    real_tok = load_tokenizer(tcfg, Path(tempfile.mkdtemp(prefix="dw-bench-")))
+    tcfg = compose_typed(f"model@models.student={args.tokenizer}").models.student
+    cache = Path(tempfile.mkdtemp(prefix="dw-bench-")) if args.tokenizer == "tiny-qwen3" else Path(args.cache_dir).expanduser()
+    real_tok = load_tokenizer(tcfg, cache)
     t_tok_sample = None
     if args.tokenize_sample:
         sample = (synth + public)[: args.tokenize_sample]
@@ -195,9 +324,9 @@ def main(argv=None) -> None:
     if t_tok_sample:
         secs, k = t_tok_sample
         print(f"  token lengths (sample)   {secs:8.1f} s for {k} records = {k / secs:.0f} records/s "
-              f"(num_proc={args.num_proc}, tiny-qwen3 tokenizer; all {n_in}: ~{n_in / (k / secs) / 60:.0f} min)")
+              f"(num_proc={args.num_proc}, {args.tokenizer} tokenizer; all {n_in}: ~{n_in / (k / secs) / 60:.0f} min)")
     else:
-        print(f"  token lengths            {res.timings['tokenize_s']:8.1f} s  (num_proc={args.num_proc}, tiny-qwen3 tokenizer)")
+        print(f"  token lengths            {res.timings['tokenize_s']:8.1f} s  (num_proc={args.num_proc}, {args.tokenizer} tokenizer)")
     print(f"  build_mix total          {t_mix:8.1f} s   wall (all) {wall:.1f} s")
     print(f"  dedup + decontamination  {n_in / dd:8.0f} records/s")
     print(f"  peak RSS                 {peak_self:8.0f} MiB (this process), {peak_children:.0f} MiB (largest worker)")

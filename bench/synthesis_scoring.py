@@ -6,7 +6,12 @@ synthetic thinking trajectory of realistic length, and K candidate rewrites of i
 both scorers for K = 2, 4, 8, the speed-up, and the FLOP/s each achieved as a share of this
 machine's matmul peak, measured in the same run.
 
-    python -m bench.synthesis_scoring [--k 2 4 8] [--z-words 600] [--dtype float32]
+    python -m bench.synthesis_scoring [--k 2 4 8] [--z-words 600] [--dtype float32|bfloat16]
+                                      [--sweep-k 4] [--compare-dtype] [--threads 1]
+
+The sweep rewrites every segment position in turn, as one search's steps do, and gives the
+speed-up over a whole search; --compare-dtype also scores the candidates in the other dtype, for
+its speed and for whether it picks the same best candidate.
 """
 from __future__ import annotations
 
@@ -116,6 +121,10 @@ def main() -> None:
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     ap.add_argument("--cache-dir", default="~/.cache/deepwriter")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--model", default="smollm2-135m", help="a conf/model entry (tiny-qwen3: the smoke test's)")
+    ap.add_argument("--peak-seconds", type=float, default=2.0, help="how long the matmul peak is measured")
+    ap.add_argument("--sweep-k", type=int, default=4, help="K for the sweep over segment positions (0: skip)")
+    ap.add_argument("--compare-dtype", action="store_true", help="also time naive scoring in the other dtype")
     args = ap.parse_args()
 
     from omegaconf import OmegaConf
@@ -129,7 +138,7 @@ def main() -> None:
     from deepwriter.synthesis.search import TrajectoryScorer
 
     mcfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ModelConfig),
-                                               OmegaConf.load(REPO / "conf/model/smollm2-135m.yaml")))
+                                               OmegaConf.load(REPO / f"conf/model/{args.model}.yaml")))
     mcfg.dtype = args.dtype
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -142,27 +151,27 @@ def main() -> None:
     z = synthetic_trajectory(args.z_words, rng)
     segs = segments.split(z, 100)
     mid = len(segs) // 2
-    naive = TransformersScorer(model, tok, "smollm2-135m")
-    judge = TrajectoryScorer(naive, pair["query"], pair["solution"], SynthesisConfig())
+    naive = TransformersScorer(model, tok, args.model)
+    judge = TrajectoryScorer(pair["query"], pair["solution"], SynthesisConfig())
 
     def ids(req):
         c, t = naive.encode(req)
         return len(c), len(t)
 
     base_ctx, tgt = ids(judge.request(z))
-    print(f"model smollm2-135m ({flops.body / 1e6:.0f}M non-embedding params), scorer prompt as in the search")
+    print(f"model {args.model} ({flops.body / 1e6:.0f}M non-embedding params), scorer prompt as in the search")
     print(f"pair {pair['id']}: request {len(pair['query'].split())} words, answer {len(pair['solution'].split())} "
           f"words; trajectory {len(z.split())} words in {len(segs)} segments; rewriting segment {mid}")
     print(f"tokens per candidate: context {base_ctx}, scored target {tgt}")
     print(f"threads {torch.get_num_threads()}, dtype {args.dtype}, load average {os.getloadavg()[0]:.1f}")
 
-    peak_wall, peak_cpu = matmul_peak_flops(dtype)
+    peak_wall, peak_cpu = matmul_peak_flops(dtype, args.peak_seconds)
     print(f"measured matmul peak: {peak_wall / 1e9:.0f} GFLOP/s by wall time, {peak_cpu / 1e9:.0f} GFLOP/s by CPU time "
           f"({args.dtype})\n")
 
-    def candidates(k: int) -> list:
-        return [judge.request(segments.join(segs[:mid] + [f"Variant {j}: " + synthetic_trajectory(
-            len(segs[mid].split()), rng, 1)] + segs[mid + 1:])) for j in range(k)]
+    def candidates(k: int, at: int = mid) -> list:
+        return [judge.request(segments.join(segs[:at] + [f"Variant {j}: " + synthetic_trajectory(
+            len(segs[at].split()), rng, 1)] + segs[at + 1:])) for j in range(k)]
 
     # Naive re-scoring costs the same per candidate whatever K is: measured once over max(K) candidates.
     with torch.inference_mode():
@@ -175,14 +184,11 @@ def main() -> None:
 
     # The search scored z0 before any step, so the prompt and the text before the rewritten segment
     # are warm in the LRU when a step's candidates arrive; that first call is not timed.
-    cached = PrefixCachingScorer(model, tok, "smollm2-135m")
+    cached = PrefixCachingScorer(model, tok, args.model)
     cached.score([judge.request(z)])
-    header = (f"{'K':>3} {'clock':>5} {'naive cand/s':>13} {'prefix cand/s':>14} {'speed-up':>9} {'naive %peak':>12} "
-              f"{'prefix %peak':>13} {'tokens run':>11}")
-    print(header, flush=True)
-    check = 0.0
-    for k in args.k:
-        reqs = naive_reqs[:k]
+
+    def run_cached(reqs):
+        """(timer, tokens computed, FLOPs executed) of one step's candidates through the prefix scorer."""
         lens = [ids(r) for r in reqs]
         done = cached.stats["tokens_computed"]
         warm_keys = list(cached._entries)
@@ -198,17 +204,70 @@ def main() -> None:
         warm = max((_lcp(key, full[0]) for key in warm_keys), default=0)
         f_cached = flops.forward(warm, max(0, shared_len - warm), 1) + sum(
             flops.forward(shared_len, len(f) - shared_len, t + 1) for f, (_, t) in zip(full, lens))
+        return tc, got, computed / sum(c + t for c, t in lens), f_cached
+
+    header = (f"{'K':>3} {'clock':>5} {'naive cand/s':>13} {'prefix cand/s':>14} {'speed-up':>9} {'naive %peak':>12} "
+              f"{'prefix %peak':>13} {'tokens run':>11}")
+    print(header, flush=True)
+    check = 0.0
+    for k in args.k:
+        tc, got, share, f_cached = run_cached(naive_reqs[:k])
         check = max(check, max(abs(x - y) for la, lb in zip(reference[:k], got)
                                for x, y in zip(la.logprobs, lb.logprobs)))
-        share = computed / sum(c + t for c, t in lens)
         for clock, t_naive, t_cached, peak in (("wall", naive_wall, tc.wall, peak_wall), ("cpu", naive_cpu, tc.cpu, peak_cpu)):
             print(f"{k:>3} {clock:>5} {1 / t_naive:>13.3f} {k / t_cached:>14.3f} {t_naive * k / t_cached:>8.2f}x "
                   f"{f_naive_each / t_naive / peak:>11.1%} {f_cached / t_cached / peak:>12.1%} {share:>10.0%}",
                   flush=True)
+
+    if args.sweep_k:
+        # A search visits segments left to right, so the reusable prefix grows step by step. Here
+        # every segment position is rewritten once, as the steps of one search would: the LRU carries
+        # the previous step's prefix, so each step's timing includes extending it by one segment.
+        k = args.sweep_k
+        print(f"\nK={k}, every segment position as a search visits them (wall seconds; tokens run = prefix scorer's "
+              f"share of the naive scorer's tokens)")
+        print(f"{'segment':>8} {'naive s':>8} {'prefix s':>9} {'speed-up':>9} {'tokens run':>11}", flush=True)
+        cached.clear()
+        cached.score([judge.request(z)])
+        tot_naive = tot_cached = 0.0
+        for at in range(len(segs)):
+            reqs = candidates(k, at)
+            with Timer() as tn_at:
+                naive.score(reqs)
+            tc, _, share, _ = run_cached(reqs)
+            tot_naive, tot_cached = tot_naive + tn_at.wall, tot_cached + tc.wall
+            print(f"{at:>8} {tn_at.wall:>8.2f} {tc.wall:>9.2f} {tn_at.wall / tc.wall:>8.2f}x {share:>10.0%}", flush=True)
+        print(f"{'search':>8} {tot_naive:>8.2f} {tot_cached:>9.2f} {tot_naive / tot_cached:>8.2f}x  (all {len(segs)} steps)")
+
+    if args.compare_dtype:
+        # The same naive scoring in the other dtype: its speed, and whether it agrees on the values
+        # and on which candidate is best (what the search acts on).
+        other = "float32" if args.dtype == "bfloat16" else "bfloat16"
+        mcfg.dtype = other
+        other_model, _ = models.load(mcfg, args.cache_dir, device="cpu")
+        other_scorer = TransformersScorer(other_model, tok, args.model)
+        other_scorer.score([judge.request(z)])
+        reqs = naive_reqs
+        with Timer() as to:
+            got = other_scorer.score(reqs)
+        from deepwriter.llm.base import clipped_mean_nll
+
+        mine = [clipped_mean_nll(r, -2.0, 0.0) for r in reference]
+        theirs = [clipped_mean_nll(r, -2.0, 0.0) for r in got]
+        gaps = sorted(abs(a - b) for i, a in enumerate(mine) for b in mine[i + 1:])
+        print(f"\n{args.dtype} vs {other}, naive scoring of {len(reqs)} candidates: {args.dtype} {tn.wall:.2f} s, "
+              f"{other} {to.wall:.2f} s wall -> {args.dtype} is {to.wall / tn.wall:.2f}x as fast")
+        print(f"  clipped mean NLL per candidate, {args.dtype}: {' '.join(f'{v:.4f}' for v in mine)}")
+        print(f"  clipped mean NLL per candidate, {other}: {' '.join(f'{v:.4f}' for v in theirs)}")
+        print(f"  max |difference| {max(abs(a - b) for a, b in zip(mine, theirs)):.4f}; smallest gap between two "
+              f"candidates {gaps[0] if gaps else float('nan'):.4f}; best candidate agrees: "
+              f"{min(range(len(mine)), key=mine.__getitem__) == min(range(len(theirs)), key=theirs.__getitem__)}")
+
     print(f"\nmax |log-prob difference| prefix vs naive: {check:.2e}")
     print("tokens run: share of the naive scorer's tokens the prefix scorer puts through the model.")
-    print("%peak: model FLOPs executed per second over the matmul peak on the same clock. On a busy machine "
-          "trust the cpu rows (run with --threads 1).")
+    print("%peak: model FLOPs executed per second over the matmul peak on the same clock. With several threads "
+          "the cpu rows also count OpenMP's spin-waiting: on an idle machine trust the wall rows; on a busy one "
+          "run with --threads 1 and trust the cpu rows.")
 
 
 if __name__ == "__main__":

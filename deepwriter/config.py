@@ -131,6 +131,9 @@ def _check_keys(tree: Any, schema: type, path: str) -> None:
             _check_keys(value, sub, full)
 
 
+MODEL_DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
 def validate(cfg: RootConfig) -> None:
     unknown = [s for s in cfg.recipe.stages if s not in STAGE_ORDER]
     if unknown:
@@ -142,6 +145,10 @@ def validate(cfg: RootConfig) -> None:
         raise ConfigError(
             f"logging.wandb_mode: got {cfg.logging.wandb_mode!r}; expected auto, online, offline or disabled"
         )
+    for role in (f.name for f in dataclasses.fields(cfg.models)):
+        dtype = getattr(cfg.models, role).dtype
+        if dtype not in MODEL_DTYPES:
+            raise ConfigError(f"models.{role}.dtype: got {dtype!r}; expected one of {list(MODEL_DTYPES)}")
 
 
 def describe_error(exc: Exception) -> str:

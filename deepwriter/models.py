@@ -40,10 +40,15 @@ Write a poem, a report, a letter, an article, a review, a summary, a speech, a p
 """
 
 
-def _dtype(name: str):
+def _dtype(name: str, device: Optional[str]):
     import torch
 
-    return {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+    if name == "auto":  # the pipeline resolves it before stage keys; direct loads (serve, benches) here
+        from deepwriter.llm.precision import pick_dtype
+
+        name, why = pick_dtype(device or "cpu")
+        log.info("dtype auto -> %s (%s)", name, why)
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
 
 
 def _gguf_location(cfg: ModelConfig) -> Tuple[Path, str]:
@@ -183,7 +188,7 @@ def load_model(cfg: ModelConfig, cache_dir: str | Path, device: Optional[str] = 
     from transformers import AutoModelForCausalLM
 
     where, kwargs = resolve(cfg, cache_dir)
-    model = AutoModelForCausalLM.from_pretrained(where, dtype=_dtype(dtype or cfg.dtype), **kwargs)
+    model = AutoModelForCausalLM.from_pretrained(where, dtype=_dtype(dtype or cfg.dtype, device), **kwargs)
     if device:
         model.to(device)
     model.eval()

@@ -179,7 +179,11 @@ class PlannedStage:
 
 def plan(cfg: RootConfig) -> Dict[str, PlannedStage]:
     """Content keys for every stage, whether or not this recipe runs it (a later stage's key
-    depends on its inputs' keys)."""
+    depends on its inputs' keys). Keys name the dtype that runs, so `dtype: auto` is resolved first
+    (a no-op on a config run_pipeline resolved already)."""
+    from deepwriter.llm.precision import resolve_model_dtypes
+
+    cfg = resolve_model_dtypes(cfg)
     store = expand(cfg.paths.stage_store)
     planned: Dict[str, PlannedStage] = {}
     for name, spec in STAGES.items():
@@ -231,6 +235,9 @@ def _wait_for(stage: PlannedStage, timeout_s: float = 7 * 24 * 3600) -> None:
 
 def run_pipeline(cfg: RootConfig, tracker_factory: Callable[..., Any]) -> Dict[str, Any]:
     """Run the recipe's stages in order; returns the run manifest."""
+    from deepwriter.llm.precision import resolve_model_dtypes
+
+    cfg = resolve_model_dtypes(cfg)  # before the keys: they must name the dtype that runs
     run_dir = expand(cfg.paths.runs_dir) / cfg.recipe.name / cfg.run_id
     run_dir.mkdir(parents=True, exist_ok=True)
     planned = plan(cfg)

@@ -321,3 +321,53 @@ def test_prepare_pairs_keeps_given_requests_and_categories(tmp_path):
     assert res.counts["pairs"] == 8 and res.counts["labels_given"] == 8 and res.counts["answers_needing_query"] == 0
     rows = [json.loads(l) for l in res.path.read_text().splitlines()]
     assert all(r["origin"] == "source" and r["category"] in LABELS_25 for r in rows)
+
+
+def test_extra_requests_for_answers_that_have_one(tmp_path):
+    """The paper's 16K -> 20K growth: a seeded share of answers with a request get more requests,
+    never a copy of their own; the rows keep the answer id, and a re-run redoes nothing."""
+    base = compose_typed()  # the demo pairs: every pair has a request
+    own = {p.y: p.x for p in load_pairs(base.data.pairs, True)[0]}
+
+    def reply(content, j, sampling):  # the first draw for each answer repeats its own request
+        answer = re.search(r"<text>\n(.*)\n</text>", content, re.S).group(1)
+        full = next(a for a in own if a.startswith(answer[:200]))
+        if j == 0 and full not in seen:
+            seen.add(full)
+            return Generation(own[full])
+        return Generation(f"Please write this piece for a new reader, variant {j}, attempt seed {sampling.seed % 997}.")
+
+    seen = set()
+    queries = dataclasses.replace(base.data.queries, paired_extra=1, paired_extra_share=0.5, batch_size=3)
+    cfg = dataclasses.replace(base, data=dataclasses.replace(base.data, queries=queries))
+    out = tmp_path / "prep"
+    res = prepare_pairs(cfg, out, generator=ScriptedGenerator(reply=reply))
+    rows = [json.loads(l) for l in (out / "pairs.jsonl").read_text().splitlines()]
+    extra = [r for r in rows if r["origin"] == "reverse_query_extra"]
+    assert len(own) == 8 and len(rows) == 12 and len(extra) == 4
+    assert res.counts["answers_given_extra_queries"] == 4 and res.counts["extra_queries_accepted"] == 4
+    assert res.counts["extra_queries_rejected"] == {"duplicate": 4}  # its own request, drawn again, is refused
+    by_id = {r["id"]: r for r in rows}
+    for r in extra:
+        parent = by_id[r["answer_id"]]
+        assert r["id"] == parent["id"] + "-x1" and r["answer"] == parent["answer"]
+        assert r["request"] != parent["request"] and r["request"].startswith("Please write this piece")
+    # The written file is a pairs source carrying the answer id through to synthesis.
+    pairs, _ = load_pairs(SourceConfig(name="prepared", path=str(res.path), fields={
+        "id": "id", "x": "request", "y": "answer", "category": "category", "answer_id": "answer_id"}), True)
+    assert {p.meta["answer_id"] for p in pairs if p.id.endswith("-x1")} == {r["answer_id"] for r in extra}
+
+    before = (out / "pairs.jsonl").read_text()
+    prepare_pairs(cfg, out, generator=FailingGenerator())
+    assert (out / "pairs.jsonl").read_text() == before
+    # Another seed picks another half; share 0 or paired_extra 0 adds nothing.
+    other = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, queries=dataclasses.replace(queries, seed=9)))
+    prepare_pairs(other, tmp_path / "other", generator=ScriptedGenerator(reply=reply))
+    picked = {json.loads(l)["answer_id"] for l in (tmp_path / "other" / "pairs.jsonl").read_text().splitlines()
+              if "-x1" in json.loads(l)["id"]}
+    assert len(picked) == 4 and picked != {r["answer_id"] for r in extra}
+    none = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, queries=dataclasses.replace(queries, paired_extra_share=0.0)))
+    assert prepare_pairs(none, tmp_path / "none", generator=FailingGenerator()).counts["pairs"] == 8
+    bad = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, queries=dataclasses.replace(queries, paired_extra_share=1.5)))
+    with pytest.raises(ValueError, match="paired_extra_share in \\[0, 1\\]"):
+        prepare_pairs(bad, tmp_path / "bad", generator=FailingGenerator())

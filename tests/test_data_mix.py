@@ -289,3 +289,27 @@ def test_category_outside_the_taxonomy_is_an_error_or_a_counted_drop(tiny_model)
                        MixConfig(), strict=False, **kwargs)
     assert [r["id"] for r in result.rows] == ["t2"]
     assert [d["id"] for d in result.removed["category_outside_taxonomy"]] == ["t1"]
+
+
+def test_one_answer_under_several_requests_survives_near_dedup(tokenizer):
+    """Records sharing an answer id (extra requests for one answer) are meant; the same answer under
+    another answer id is still a near duplicate."""
+    from deepwriter.data.config import MixConfig
+    from deepwriter.data.mix import build_mix
+
+    answer = " ".join(f"The harbour wall took the storm's {w} blow at dawn and held." for w in
+                      ("first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth", "ninth", "tenth"))
+    think = "I plan the scene, then the turn, then the calm after it. " * 8
+
+    def rec(rid, x, aid):
+        return {"id": rid, "x": x, "think": think, "y": answer, "category": "creative & narrative",
+                "source": "synthetic", "answer_id": aid}
+
+    recs = [rec("a", "Write a short story about a harbour in a storm.", "a"),
+            rec("a-x1", "Could you tell a tale of a sea wall at dawn during a gale?", "a"),
+            rec("b", "Write a short story about a harbour in a storm, please.", "b")]
+    cfg = dataclasses.replace(MixConfig(), synthetic=None, public=0, total=None)
+    res = build_mix(recs, [], cfg, taxonomy=_taxonomy(), benchmark_prompts={}, tokenizer=tokenizer, max_length=4096,
+                    strict=True)
+    assert sorted(r["id"] for r in res.rows) == ["a", "a-x1"]
+    assert [(d["id"], d["duplicate_of"]) for d in res.removed["near_duplicate"]] == [("b", "a")]

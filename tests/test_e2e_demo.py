@@ -49,6 +49,12 @@ def test_demo_runs_every_stage_for_real_then_reuses_them(tmp_path):
         assert m["timing"]["seconds"] > 0 and m["versions"]["transformers"]
         assert list((run_dir / stage / "wandb").glob("offline-run-*")), f"{stage}: no W&B offline run"
 
+    # dtype auto was resolved once, before the stage keys, to what this machine runs fastest
+    from deepwriter.llm.precision import pick_dtype
+
+    config = json.loads((run_dir / "config.json").read_text())
+    assert {config["models"][r]["dtype"] for r in ("generator", "scorer", "judge")} == {pick_dtype("cpu")[0]}
+
     # synthesis: every pair searched, trajectories written and scored
     records = [json.loads(line) for f in (run_dir / "synthesize" / "shards").glob("*.jsonl") for line in open(f)]
     assert len(records) == 3

@@ -183,6 +183,26 @@ def test_writingbench_real_data_has_the_six_domains(shared_dir):
     assert all(len(i.meta["checklist"]) == 5 for i in items)
 
 
+def test_writingbench_limit_spreads_over_domains(shared_dir):
+    """The file is sorted by domain: a limit must not mean "domain A only"."""
+    path = str(shared_dir / "benchmarks" / "writingbench" / "length_subset.jsonl")
+    every = load_items("wb", BenchmarkConfig(kind="writingbench", path=path), Path("/x"))
+    order = {it.id: n for n, it in enumerate(every)}
+    for n in (3, 6, 14):
+        got = load_items("wb", BenchmarkConfig(kind="writingbench", path=path, limit=n), Path("/x"))
+        domains = [it.meta["domain1"] for it in got]
+        assert len(got) == n and len(set(domains)) == min(n, 6)
+        counts = sorted(domains.count(d) for d in set(domains))
+        assert counts[-1] - counts[0] <= 1  # in turns: no domain gets two more than another
+        assert [order[it.id] for it in got] == sorted(order[it.id] for it in got)  # file order kept
+    # each domain's first items are the ones taken
+    got = load_items("wb", BenchmarkConfig(kind="writingbench", path=path, limit=6), Path("/x"))
+    firsts = {}
+    for it in every:
+        firsts.setdefault(it.meta["domain1"], it.id)
+    assert {it.id for it in got} == set(firsts.values())
+
+
 # --- registry ----------------------------------------------------------------------------------
 
 def test_benchmark_prompts_ignore_limit_and_skip_disabled(tmp_path):

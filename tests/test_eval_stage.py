@@ -46,8 +46,10 @@ def _cfg(tmp_path, model_cache, judge_url):
         "writingbench": BenchmarkConfig(kind="writingbench", path=str(FIX / "writingbench.jsonl"), limit=None, **gen),
     }
     cfg.models.judge.backend = Backend.openai
+    # The timeout must pass a slow but healthy reply on a loaded 2-core machine (the server shares
+    # this process with the tiny model) and still catch the injected hang, which lasts longer.
     cfg.models.judge.endpoint = EndpointConfig(base_urls=[judge_url], model="scripted-judge", max_concurrency=4,
-                                               timeout_s=0.5, max_retries=2, backoff_s=0.01, api_key_env=None)
+                                               timeout_s=2.0, max_retries=2, backoff_s=0.01, api_key_env=None)
     return cfg
 
 
@@ -59,7 +61,7 @@ def test_eval_stage_against_a_faulty_http_judge(tmp_path, model_cache):
     # WritingBench query whose every call fails (its criteria end as recorded failures).
     scripted = ScriptedJudge(bad_first={"Write a sonnet about trains.": ['{"score": 11, "reason": "too good"}'],
                                         "Rewrite in plain English": ["Looks fine to me."]})
-    plan = FaultPlan(sequence=["429", "500", "nonjson", "truncate", "hang"], retry_after_s=0.05, hang_s=3.0,
+    plan = FaultPlan(sequence=["429", "500", "nonjson", "truncate", "hang"], retry_after_s=0.05, hang_s=5.0,
                      always_for={"lesson plan on fractions": "500"})
     out = tmp_path / "eval"
     out.mkdir()

@@ -71,7 +71,7 @@ def test_stage_writes_records_and_resumes_without_work(tmp_path, model_cache, mo
     assert sorted(r["id"] for r in recs) == ["p000", "p001", "p002"]
     for r in recs:
         assert set(r["verdict"]) == {"kept", "reason"} and r["models"]["generator"] == "tiny-qwen3"
-        assert r["category"] == "letter"
+        assert r["category"] == "letter" and r["answer_id"] == r["id"]  # one request per answer
     assert res.counts["pairs"] == 3 and res.counts["kept"] + res.counts["discarded"] == 3
     assert sum(v for k, v in res.counts.items() if k.startswith("discarded_")) == res.counts["discarded"]
     scored = [r for r in recs if r["scores"]]
@@ -244,3 +244,4 @@ def test_prepared_sources_feed_the_search(tmp_path, model_cache):
     by_id = {p["id"]: p for p in prepared}
     for r in recs:
         assert r["x"] == by_id[r["id"]]["request"] and r["category"] == by_id[r["id"]]["category"]
+        assert r["answer_id"] == by_id[r["id"]]["answer_id"]

@@ -86,7 +86,11 @@ class MixConfig:
 class QueryConfig:
     """Reverse query synthesis: a Generator writes the request a user would send for an answer."""
 
-    queries_per_answer: int = 1  # distinct requests per answer (the paper grew 16K pairs to 20K)
+    queries_per_answer: int = 1  # distinct requests per answer that has none (long texts)
+    # More requests for answers that already have one: each chosen answer gets `paired_extra` new
+    # requests, distinct from its own. The paper grew 16K pairs to 20K this way (extra 1, share 0.25).
+    paired_extra: int = 0
+    paired_extra_share: float = 1.0  # share of those answers chosen (seeded)
     max_attempts: int = 3  # generation rounds per answer; rejected requests are drawn again
     temperature: float = 0.7
     top_p: float = 0.9

@@ -36,6 +36,7 @@ class NearDuplicateIndex:
         self._perms, self._scheme = template.permutations, template.scheme
         self._word_ids = WordIds()
         self._sigs: Dict[str, MinHash] = {}
+        self._groups: Dict[str, str] = {}
 
     def signature(self, text: str) -> MinHash:
         ids = self._word_ids(words(text, self.cfg.max_words))
@@ -49,11 +50,14 @@ class NearDuplicateIndex:
         return MinHash(num_perm=self.cfg.num_perm, seed=self._seed, hashvalues=phv.min(axis=0),
                        permutations=self._perms, scheme=self._scheme)
 
-    def add(self, key: str, text: str) -> Optional[Tuple[str, float]]:
-        """None if the text is new (it is indexed); else (id of the earlier text, estimated Jaccard)."""
+    def add(self, key: str, text: str, group: Optional[str] = None) -> Optional[Tuple[str, float]]:
+        """None if the text is new (it is indexed); else (id of the earlier text, estimated Jaccard).
+        Texts of one `group` (one answer under several requests) are never duplicates of each other."""
         sig = self.signature(text)
         best = None
         for other in self.lsh.query(sig):
+            if group is not None and self._groups.get(other) == group:
+                continue
             j = sig.jaccard(self._sigs[other])
             if j >= self.cfg.threshold and (best is None or j > best[1]):
                 best = (other, j)
@@ -61,4 +65,6 @@ class NearDuplicateIndex:
             return best
         self.lsh.insert(key, sig)
         self._sigs[key] = sig
+        if group is not None:
+            self._groups[key] = group
         return None

@@ -100,6 +100,8 @@ def _trajectory(raw: bytes, zfield: str) -> Optional[Dict[str, Any]]:
         out[ours] = v
     cat = row.get("category")
     out["category"] = cat if isinstance(cat, str) and cat else "uncategorised"
+    aid = row.get("answer_id")
+    out["answer_id"] = aid if isinstance(aid, str) and aid else out["id"]
     out["source"] = SYNTHETIC
     return out
 
@@ -249,7 +251,9 @@ def build_mix(
         index = NearDuplicateIndex(cfg.dedup, seed=cfg.seed + 1)
         keep = []
         for r in tqdm(recs, desc="near dedup", unit="rec", mininterval=2.0, leave=False):
-            hit = index.add(f"{r['kind']}:{r['id']}", r["x"] + "\n" + r["y"])
+            # One answer under several requests (data.queries.paired_extra) is meant, not a duplicate.
+            hit = index.add(f"{r['kind']}:{r['id']}", r["x"] + "\n" + r["y"],
+                            group=f"{r['kind']}:{r.get('answer_id') or r['id']}")
             if hit is not None:
                 _drop(result, "near_duplicate", r, "request + answer near-duplicate",
                       duplicate_of=hit[0].split(":", 1)[1], jaccard=round(hit[1], 3))

@@ -1,12 +1,14 @@
 """Preparing (request, answer) pairs from any source kind: load, label categories, apply quotas,
-write requests for answers without one, and write `pairs.jsonl` with a category report.
+write requests for answers without one (and, optionally, extra requests for answers that have one),
+and write `pairs.jsonl` with a category report.
 
 Output folder (`out_dir`):
 - `pairs.jsonl`: id, request, answer, category, source (+ answer_id, origin, where); readable by
   `load_pairs` with `fields: {id: id, x: request, y: answer, category: category}`. Written last,
   under a temporary name, so it is complete or absent.
-- `labels.jsonl`, `queries.jsonl`: append-only logs of the model work (one line per answer). A
-  re-run reads them and does not label or query those answers again; a torn last line is cut.
+- `labels.jsonl`, `queries.jsonl`, `queries_extra.jsonl`: append-only logs of the model work (one
+  line per answer). A re-run reads them and does not label or query those answers again; a torn
+  last line is cut.
 - `skipped.jsonl` (bad input in lenient mode), `quota_dropped.jsonl`, `categories.{md,csv}`,
   `plots/categories.png`, `prepare_counts.json`.
 """
@@ -32,6 +34,7 @@ log = logging.getLogger("deepwriter.data")
 PAIRS = "pairs.jsonl"
 LABELS = "labels.jsonl"
 QUERIES = "queries.jsonl"
+EXTRA_QUERIES = "queries_extra.jsonl"
 COUNTS = "prepare_counts.json"
 
 
@@ -168,7 +171,8 @@ def prepare_pairs(cfg, out_dir: Path, generator=None, scorer=None) -> PrepareRes
     counts["answers_without_query"] = sum(1 for o in outcomes if not o.queries)
     counts["queries_rejected"] = rejection_counts(outcomes)
 
-    rows = _pair_rows(selected, bucket, {o.id: o for o in outcomes}, dcfg.queries.queries_per_answer)
+    extra = _extra_queries(selected, dcfg, out_dir, generator, counts)
+    rows = _pair_rows(selected, bucket, {o.id: o for o in outcomes}, dcfg.queries.queries_per_answer, extra)
     tmp = out_dir / (PAIRS + ".tmp")
     with open(tmp, "w", encoding="utf-8") as f:
         for r in rows:
@@ -184,7 +188,8 @@ def prepare_pairs(cfg, out_dir: Path, generator=None, scorer=None) -> PrepareRes
         "after_quota": dict(Counter(bucket[p.id] for p in selected)),
         "pairs": dict(Counter(r["category"] or UNLABELLED for r in rows)),
     }
-    artifacts = {"pairs": PAIRS, "labels_log": LABELS, "queries_log": QUERIES, "skipped": "skipped.jsonl",
+    artifacts = {"pairs": PAIRS, "labels_log": LABELS, "queries_log": QUERIES, "extra_queries_log": EXTRA_QUERIES,
+                 "skipped": "skipped.jsonl",
                  "quota_dropped": "quota_dropped.jsonl", "counts": COUNTS}
     artifacts.update(write_distribution(out_dir, dcfg.taxonomy, stages))
     (out_dir / COUNTS).write_text(json.dumps(counts, indent=2))
@@ -192,7 +197,39 @@ def prepare_pairs(cfg, out_dir: Path, generator=None, scorer=None) -> PrepareRes
     return PrepareResult(out_dir / PAIRS, counts, loaded.skipped, artifacts)
 
 
-def _pair_rows(selected: List[Pair], bucket: Dict[str, str], outcomes: Dict[str, QueryOutcome], per_answer: int) -> List[dict]:
+def _extra_queries(selected: List[Pair], dcfg, out_dir: Path, generator, counts: Dict[str, Any]) -> Dict[str, List[str]]:
+    """Extra requests for a seeded share of the answers that already have one (`paired_extra`,
+    `paired_extra_share`), each distinct from the answer's own request. answer id -> requests."""
+    import random
+
+    q = dcfg.queries
+    if q.paired_extra < 0 or not 0.0 <= q.paired_extra_share <= 1.0:
+        raise ValueError(f"data.queries: paired_extra must be >= 0 and paired_extra_share in [0, 1], got "
+                         f"{q.paired_extra} and {q.paired_extra_share}")
+    paired = sorted((p for p in selected if p.x.strip()), key=lambda p: p.id)
+    if q.paired_extra == 0 or not paired:
+        return {}
+    # Chosen by a seeded shuffle of the sorted ids: the same answers on every re-run and shard.
+    random.Random(q.seed).shuffle(paired)
+    chosen = paired[:round(q.paired_extra_share * len(paired))]
+    elog = WorkLog(out_dir / EXTRA_QUERIES)
+    todo = [(p.id, p.y) for p in chosen if p.id not in elog.done]
+    if todo:
+        if generator is None:
+            raise ValueError(f"data.queries.paired_extra={q.paired_extra}: writing extra requests for {len(todo)} "
+                             "answers needs a generator")
+        synthesize_queries(todo, generator, q, on_batch=lambda b: elog.append([o.to_json() for o in b]),
+                           per_answer=q.paired_extra, known={p.id: [p.x] for p in chosen})
+    outcomes = [QueryOutcome(**elog.done[p.id]) for p in chosen]
+    counts["answers_given_extra_queries"] = len(chosen)
+    counts["extra_queries_reused"] = len(chosen) - len(todo)
+    counts["extra_queries_accepted"] = sum(len(o.queries) for o in outcomes)
+    counts["extra_queries_rejected"] = rejection_counts(outcomes)
+    return {o.id: o.queries for o in outcomes}
+
+
+def _pair_rows(selected: List[Pair], bucket: Dict[str, str], outcomes: Dict[str, QueryOutcome], per_answer: int,
+               extra: Dict[str, List[str]]) -> List[dict]:
     rows = []
     for p in selected:
         cat = bucket[p.id] if bucket[p.id] != UNLABELLED else None
@@ -200,6 +237,8 @@ def _pair_rows(selected: List[Pair], bucket: Dict[str, str], outcomes: Dict[str,
                 "where": p.meta.get("where")}
         if p.x.strip():
             rows.append({"id": p.id, "request": p.x, **base, "origin": "source"})
+            for j, q in enumerate(extra.get(p.id, ()), start=1):
+                rows.append({"id": f"{p.id}-x{j}", "request": q, **base, "origin": "reverse_query_extra"})
             continue
         for j, q in enumerate(outcomes[p.id].queries):
             rid = p.id if per_answer == 1 else f"{p.id}-q{j}"

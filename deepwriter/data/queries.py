@@ -13,7 +13,7 @@ import hashlib
 import re
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from deepwriter.data.config import QueryConfig
 from deepwriter.data.text import normalize, words
@@ -129,26 +129,32 @@ def synthesize_queries(
     generator: Generator,
     cfg: QueryConfig,
     on_batch: Optional[Callable[[List[QueryOutcome]], None]] = None,
+    per_answer: Optional[int] = None,
+    known: Optional[Mapping[str, Sequence[str]]] = None,
 ) -> List[QueryOutcome]:
-    """`queries_per_answer` accepted requests (or fewer, after `max_attempts` rounds) for each
-    (id, answer). `on_batch` gets each finished batch, for writing as it goes."""
+    """`per_answer` (default `queries_per_answer`) accepted requests, or fewer after `max_attempts`
+    rounds, for each (id, answer). A request equal to one of `known[id]` (the answer's existing
+    requests) counts as a duplicate. `on_batch` gets each finished batch, for writing as it goes."""
     from tqdm.auto import tqdm
 
-    if cfg.queries_per_answer < 1 or cfg.max_attempts < 1 or cfg.batch_size < 1:
-        raise ValueError(f"data.queries: queries_per_answer, max_attempts and batch_size must be >= 1, got {cfg}")
+    want = cfg.queries_per_answer if per_answer is None else per_answer
+    known = known or {}
+    if want < 1 or cfg.max_attempts < 1 or cfg.batch_size < 1:
+        raise ValueError(f"data.queries: requests per answer ({want}), max_attempts and batch_size must be >= 1, "
+                         f"got {cfg}")
     outcomes: List[QueryOutcome] = []
     bar = tqdm(total=len(answers), desc="reverse queries", unit="answer", dynamic_ncols=True)
     for start in range(0, len(answers), cfg.batch_size):
         batch = answers[start:start + cfg.batch_size]
         done = [QueryOutcome(aid) for aid, _ in batch]
         for attempt in range(cfg.max_attempts):
-            todo = [i for i, o in enumerate(done) if len(o.queries) < cfg.queries_per_answer]
+            todo = [i for i, o in enumerate(done) if len(o.queries) < want]
             if not todo:
                 break
             # One call per number of missing requests (usually one call: all miss the same count).
             by_missing: Dict[int, List[int]] = {}
             for i in todo:
-                by_missing.setdefault(cfg.queries_per_answer - len(done[i].queries), []).append(i)
+                by_missing.setdefault(want - len(done[i].queries), []).append(i)
             for missing, idx in sorted(by_missing.items()):
                 sampling = Sampling(temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens,
                                     seed=derive_seed(cfg.seed, batch[idx[0]][0], attempt, missing))
@@ -158,10 +164,10 @@ def synthesize_queries(
                     o = done[i]
                     o.attempts = attempt + 1
                     for g in group:
-                        if len(o.queries) >= cfg.queries_per_answer:
+                        if len(o.queries) >= want:
                             break
                         q = clean_query(g.text or "")
-                        why = rejection(q, batch[i][1], cfg, o.queries, g.finish_reason)
+                        why = rejection(q, batch[i][1], cfg, [*known.get(o.id, ()), *o.queries], g.finish_reason)
                         if why:
                             o.rejected[why] = o.rejected.get(why, 0) + 1
                             o.examples.setdefault(why, (g.error or g.text or "")[:300])

@@ -99,18 +99,30 @@ def run(cfg: RootConfig, ctx: StageContext) -> StageResult:
 
 
 def _save_dataset(out: Path, result: MixResult) -> None:
+    """Rows streamed into Arrow in batches: building the chat messages of a paper-sized mix all at
+    once would hold a second copy of every text in memory."""
+    import tempfile
+    import uuid
+
     import datasets
 
     rows = result.rows
-    ds = datasets.Dataset.from_dict({
-        "messages": [to_messages(r) for r in rows],
-        "source": [r["source"] for r in rows],
-        "category": [r["category"] for r in rows],
-        "id": [r["id"] for r in rows],
-    })
+
+    def gen():
+        for r in rows:
+            yield {"messages": to_messages(r), "source": r["source"], "category": r["category"], "id": r["id"]}
+
+    message = {"role": datasets.Value("string"), "content": datasets.Value("large_string")}
+    features = datasets.Features({"messages": datasets.List(message), "source": datasets.Value("string"),
+                                  "category": datasets.Value("string"), "id": datasets.Value("string")})
     tmp = out / (DATASET + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    ds.save_to_disk(str(tmp))
+    with tempfile.TemporaryDirectory(prefix="dw-mix-arrow-", dir=out) as cache:
+        # An explicit fingerprint: otherwise datasets hashes the generator's closure, i.e. every text.
+        ds = datasets.Dataset.from_generator(gen, features=features, cache_dir=cache, writer_batch_size=512,
+                                             fingerprint=uuid.uuid4().hex)
+        ds.save_to_disk(str(tmp))
+        del ds
     shutil.rmtree(out / DATASET, ignore_errors=True)
     os.replace(tmp, out / DATASET)
 

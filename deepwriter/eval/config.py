@@ -12,7 +12,9 @@ class BenchmarkConfig:
     kind: str = ""
     enabled: bool = True
     path: Optional[str] = None  # local data file or folder (pkg:// allowed); null: download from the public source
-    limit: Optional[int] = None  # first N items (HelloBench: first N of each subset); null: all
+    # N items: the first N (HelloBench: the first N of each subset; WritingBench: N spread over its
+    # domains, in turns); null: all
+    limit: Optional[int] = None
     max_new_tokens: int = 16384
     temperature: float = 0.8
     top_p: float = 0.95

@@ -43,6 +43,8 @@ class ModelConfig:
     path: str = ""
     gguf_file: Optional[str] = None
     revision: Optional[str] = None
+    # auto: bfloat16 where this machine computes it faster than float32 (see llm/precision.py), else
+    # float32; resolved before stage keys are made. HTTP backends ignore it.
     dtype: str = "auto"  # auto | float32 | bfloat16 | float16
     trust_remote_code: bool = False
     backend: Backend = Backend.transformers

@@ -5,7 +5,8 @@ the refined segments before it are the same. This scorer runs that shared prefix
 once, keeps its KV cache, and for every request runs only the remaining tokens on top of it,
 cropping the cache back to the prefix afterwards (no copies). Prefix caches are kept in a small LRU
 keyed by their token ids, so the next step, whose shared prefix extends this one, starts from it.
-Logits are computed only at the positions that predict target tokens. Values match
+Logits are computed only at the positions that predict target tokens, and the suffix's attention
+skips the (query, key) pairs the causal mask hides (`llm/attention.py`). Values match
 `TransformersScorer` to float rounding (~1e-5 in fp32).
 
 Only full-attention layers can be cropped; a model with sliding-window or recurrent layers is scored
@@ -18,6 +19,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import torch
 
+from deepwriter.llm.attention import scoring_attention
 from deepwriter.llm.base import ScoreRequest, TokenLogprobs
 from deepwriter.llm.hf import render_prompt
 
@@ -112,6 +114,10 @@ class PrefixCachingScorer:
 
     @torch.inference_mode()
     def score(self, requests: Sequence[ScoreRequest]) -> List[TokenLogprobs]:
+        with scoring_attention(self.model):
+            return self._score(requests)
+
+    def _score(self, requests: Sequence[ScoreRequest]) -> List[TokenLogprobs]:
         encoded = [self.encode(r) for r in requests]
         full = [c + t for c, t in encoded]
         live = [i for i, (_, t) in enumerate(encoded) if t]

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 from deepwriter.config import RootConfig
-from deepwriter.data.pairs import DataError, Pair, Skipped, load_pairs
+from deepwriter.data.pairs import Pair, Skipped, load_pairs, reject
 from deepwriter.pipeline import StageContext, StageResult
 from deepwriter.synthesis import store
 from deepwriter.synthesis.search import synthesize_many
@@ -40,12 +40,6 @@ def _where(pair: Pair) -> str:
     return str(pair.meta.get("where", f"pair {pair.id}"))
 
 
-def _reject(skipped: List[Skipped], strict: bool, where: str, field: str, reason: str) -> None:
-    if strict:
-        raise DataError(where, field, reason)
-    skipped.append(Skipped(where, field, reason))
-
-
 def select_pairs(cfg: RootConfig, pairs: List[Pair], skipped: List[Skipped]) -> List[Pair]:
     """Drop repeated ids (the shard is keyed by id), apply the limit, keep this worker's share."""
     strict = cfg.data.strict
@@ -53,7 +47,7 @@ def select_pairs(cfg: RootConfig, pairs: List[Pair], skipped: List[Skipped]) -> 
     unique = []
     for p in pairs:
         if p.id in seen:
-            _reject(skipped, strict, _where(p), "id", f"duplicate id {p.id!r} (first at {seen[p.id]})")
+            reject(_where(p), "id", f"duplicate id {p.id!r} (first at {seen[p.id]})", strict, skipped)
             continue
         seen[p.id] = _where(p)
         unique.append(p)
@@ -77,8 +71,8 @@ def check_lengths(cfg: RootConfig, pairs: List[Pair], skipped: List[Skipped], to
     for p in pairs:
         n = len(tokenizer(p.y, add_special_tokens=False)["input_ids"])
         if n > limit:
-            _reject(skipped, cfg.data.strict, _where(p), "y",
-                    f"{n} tokens, longer than the scorer's max_context ({limit}, models.scorer.max_context)")
+            reject(_where(p), "y", f"{n} tokens, longer than the scorer's max_context ({limit}, models.scorer.max_context)",
+                   cfg.data.strict, skipped)
             continue
         ok.append(p)
     return ok
@@ -113,7 +107,8 @@ def needs_prepare(cfg: RootConfig) -> bool:
     """Pairs need a preparation step when the source is not (request, answer) pairs yet, or when
     categories are to be labelled or quotas applied."""
     q = cfg.data.quotas
-    return cfg.data.pairs.kind != "pairs" or cfg.data.label_categories or bool(q.max_per_category or q.shares)
+    return (cfg.data.pairs.kind != "pairs" or cfg.data.label_categories or bool(q.max_per_category or q.shares)
+            or cfg.data.queries.paired_extra > 0)
 
 
 def load_stage_pairs(cfg: RootConfig, ctx: StageContext, backends: Dict[str, Any]) -> Tuple[List[Pair], List[Skipped]]:
@@ -127,7 +122,8 @@ def load_stage_pairs(cfg: RootConfig, ctx: StageContext, backends: Dict[str, Any
     backends.update(zip(("generator", "scorer"), build_backends(cfg)))
     prepared = prepare_pairs(cfg, ctx.out_dir / "prepared", backends["generator"], backends["scorer"])
     src = SourceConfig(name=cfg.data.pairs.name, path=str(prepared.path),
-                       fields={"id": "id", "x": "request", "y": "answer", "category": "category"})
+                       fields={"id": "id", "x": "request", "y": "answer", "category": "category",
+                               "answer_id": "answer_id"})
     pairs, skipped = load_pairs(src, cfg.data.strict)
     return pairs, prepared.skipped + skipped
 
@@ -154,10 +150,13 @@ def run(cfg: RootConfig, ctx: StageContext) -> StageResult:
             running = _Running()
             bar = tqdm(total=len(todo), desc="synthesize", unit="sample", dynamic_ncols=True)
             sources = {p.id: p.meta.get("source") for p in todo}
+            # Records of one answer under several requests share its answer id (the mix keeps them).
+            answer_ids = {p.id: p.meta.get("answer_id") or p.id for p in todo}
             for start in range(0, len(todo), scfg.batch_size):
                 batch = [(p.id, p.x, p.y, p.meta.get("category")) for p in todo[start:start + scfg.batch_size]]
                 for rec in synthesize_many(batch, generator, scorer, scfg):
                     rec["source"] = sources[rec["id"]]
+                    rec["answer_id"] = answer_ids[rec["id"]]
                     writer.append(rec)
                     bar.update(1)
                     running.add(rec)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from types import ModuleType
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 from deepwriter.config import ConfigError
 from deepwriter.eval.benchmarks import hellobench, longbench_write, writingbench
@@ -30,9 +30,12 @@ def module_for(name: str, bcfg: BenchmarkConfig) -> ModuleType:
 
 def load_items(name: str, bcfg: BenchmarkConfig, data_dir: Path, apply_limit: bool = True,
                skipped: Optional[List[str]] = None) -> List[Item]:
-    """Every item of one benchmark entry, or the first `limit` (per subset for HelloBench). Bad
-    records raise, or with a `skipped` list (lenient mode) are recorded there and left out."""
-    loaded = module_for(name, bcfg).load(name, bcfg.path, Path(data_dir), list(bcfg.subsets), skipped)
+    """Every item of one benchmark entry, or `limit` of them: the first ones, per subset for
+    HelloBench, and for WritingBench spread over its domains (the file is sorted by domain, so its
+    first items would all be one domain). Bad records raise, or with a `skipped` list (lenient
+    mode) are recorded there and left out."""
+    module = module_for(name, bcfg)
+    loaded = module.load(name, bcfg.path, Path(data_dir), list(bcfg.subsets), skipped)
     items, seen = [], set()
     for item in loaded:  # answers and judgments are keyed by id: two items may not share one
         with skip_or_raise(skipped):
@@ -42,6 +45,9 @@ def load_items(name: str, bcfg: BenchmarkConfig, data_dir: Path, apply_limit: bo
             items.append(item)
     if not apply_limit or bcfg.limit is None:
         return items
+    spread = getattr(module, "LIMIT_SPREAD_OVER", None)
+    if spread:
+        return _round_robin(items, lambda it: it.meta.get(spread), bcfg.limit)
     kept: List[Item] = []
     per_group: Dict[str, int] = {}
     for item in items:
@@ -50,6 +56,21 @@ def load_items(name: str, bcfg: BenchmarkConfig, data_dir: Path, apply_limit: bo
             kept.append(item)
             per_group[group] = per_group.get(group, 0) + 1
     return kept
+
+
+def _round_robin(items: List[Item], key, n: int) -> List[Item]:
+    """n items taken in turns from each group (groups in order of first appearance), returned in
+    file order."""
+    groups: Dict[Any, List[int]] = {}
+    for i, item in enumerate(items):
+        groups.setdefault(key(item), []).append(i)
+    picked: List[int] = []
+    queues = [list(g) for g in groups.values()]
+    while len(picked) < n and any(queues):
+        for q in queues:
+            if q and len(picked) < n:
+                picked.append(q.pop(0))
+    return [items[i] for i in sorted(picked)]
 
 
 def benchmark_prompts(eval_cfg: EvalConfig, data_dir: Path) -> Dict[str, List[str]]:

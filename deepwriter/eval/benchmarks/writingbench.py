@@ -18,6 +18,7 @@ from deepwriter.eval.benchmarks.base import (
 )
 
 KIND = "writingbench"
+LIMIT_SPREAD_OVER = "domain1"  # `limit` takes items in turns from each domain
 SOURCE_URLS = {"benchmark_all.jsonl": "https://raw.githubusercontent.com/X-PLUG/WritingBench/main/benchmark_query/benchmark_all.jsonl"}
 DOMAINS = {
     "A": "Academic & Engineering", "B": "Finance & Business", "C": "Politics & Law",
