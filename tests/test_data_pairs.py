@@ -138,3 +138,30 @@ def test_demo_reasoning_file_is_complete():
                                              fields={"id": "id", "x": "question", "think": "reasoning", "y": "answer"}), True)
     assert len(recs) == 8 and not skipped
     assert all(len(r["think"].split()) >= 20 for r in recs)
+
+
+def test_hub_id_and_split_go_through_load_dataset(tmp_path, monkeypatch):
+    """`hub_id` + `split` is read by datasets.load_dataset. Offline, a folder laid out like a hub
+    dataset repo (data/<split>-*.jsonl) under the id's name resolves through the same call."""
+    import json
+
+    from deepwriter.data.config import SourceConfig
+    from deepwriter.data.pairs import DataError, load_pairs
+
+    repo = tmp_path / "org" / "writing-pairs" / "data"
+    repo.mkdir(parents=True)
+    rows = {"train": [{"prompt": f"Write note {i}.", "completion": f"Note {i}, written."} for i in range(3)],
+            "test": [{"prompt": "Write a haiku.", "completion": "Old pond, a frog."},
+                     {"prompt": "Write a toast.", "completion": ""}]}
+    for split, recs in rows.items():
+        (repo / f"{split}-00000-of-00001.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    monkeypatch.chdir(tmp_path)
+    src = SourceConfig(name="hub-pairs", hub_id="org/writing-pairs", split="train", fields={"x": "prompt", "y": "completion"})
+    pairs, skipped = load_pairs(src, strict=True)
+    assert [(p.x, p.y) for p in pairs] == [(r["prompt"], r["completion"]) for r in rows["train"]] and not skipped
+    assert pairs[1].meta["where"] == "org/writing-pairs[train]:2"
+    test = SourceConfig(name="hub-pairs", hub_id="org/writing-pairs", split="test", fields={"x": "prompt", "y": "completion"})
+    with pytest.raises(DataError, match=r"org/writing-pairs\[test\]:2.*field 'y'"):
+        load_pairs(test, strict=True)
+    pairs, skipped = load_pairs(test, strict=False)
+    assert len(pairs) == 1 and [s.where for s in skipped] == ["org/writing-pairs[test]:2"]
