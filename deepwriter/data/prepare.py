@@ -4,7 +4,8 @@ and write `pairs.jsonl` with a category report.
 
 Output folder (`out_dir`):
 - `pairs.jsonl`: id, request, answer, category, source (+ answer_id, origin, where); readable by
-  `load_pairs` with `fields: {id: id, x: request, y: answer, category: category}`. Written last,
+  `load_pairs` with `fields: {id: id, x: request, y: answer, category: category, answer_id:
+  answer_id}` (rows of one answer share its answer_id). Written last,
   under a temporary name, so it is complete or absent.
 - `labels.jsonl`, `queries.jsonl`, `queries_extra.jsonl`: append-only logs of the model work (one
   line per answer). A re-run reads them and does not label or query those answers again; a torn
