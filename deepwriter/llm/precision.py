@@ -64,14 +64,16 @@ def resolve_model_dtypes(cfg, device: Optional[str] = None, picker: Callable[[st
     chosen for `device` (default: this process's device). HTTP backends are left alone: the server
     decides."""
     from deepwriter.llm.config import Backend
-    from deepwriter.llm.hf import default_device
 
-    device = device or default_device()
     changed = {}
     for role in (f.name for f in dataclasses.fields(cfg.models)):
         mcfg = getattr(cfg.models, role)
         if mcfg.dtype != "auto" or mcfg.backend != Backend.transformers:
             continue
+        if device is None:  # torch is imported only when some model needs the answer
+            from deepwriter.llm.hf import default_device
+
+            device = default_device()
         dtype, why = picker(device)
         log.info("models.%s.dtype: auto -> %s (%s)", role, dtype, why)
         changed[role] = dataclasses.replace(mcfg, dtype=dtype)

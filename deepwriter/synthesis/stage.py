@@ -149,14 +149,14 @@ def run(cfg: RootConfig, ctx: StageContext) -> StageResult:
             generator, scorer = backends["generator"], backends["scorer"]
             running = _Running()
             bar = tqdm(total=len(todo), desc="synthesize", unit="sample", dynamic_ncols=True)
-            sources = {p.id: p.meta.get("source") for p in todo}
-            # Records of one answer under several requests share its answer id (the mix keeps them).
-            answer_ids = {p.id: p.meta.get("answer_id") or p.id for p in todo}
+            by_id = {p.id: p for p in todo}
             for start in range(0, len(todo), scfg.batch_size):
                 batch = [(p.id, p.x, p.y, p.meta.get("category")) for p in todo[start:start + scfg.batch_size]]
                 for rec in synthesize_many(batch, generator, scorer, scfg):
-                    rec["source"] = sources[rec["id"]]
-                    rec["answer_id"] = answer_ids[rec["id"]]
+                    pair = by_id[rec["id"]]
+                    rec["source"] = pair.meta.get("source")
+                    # Records of one answer under several requests share its id (the mix keeps them all).
+                    rec["answer_id"] = pair.meta.get("answer_id") or pair.id
                     writer.append(rec)
                     bar.update(1)
                     running.add(rec)

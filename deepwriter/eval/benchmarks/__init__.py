@@ -61,16 +61,15 @@ def load_items(name: str, bcfg: BenchmarkConfig, data_dir: Path, apply_limit: bo
 def _round_robin(items: List[Item], key, n: int) -> List[Item]:
     """n items taken in turns from each group (groups in order of first appearance), returned in
     file order."""
-    groups: Dict[Any, List[int]] = {}
+    group_order: Dict[Any, int] = {}
+    taken: Dict[Any, int] = {}
+    turns = []  # (turn within its group, group, position in the file)
     for i, item in enumerate(items):
-        groups.setdefault(key(item), []).append(i)
-    picked: List[int] = []
-    queues = [list(g) for g in groups.values()]
-    while len(picked) < n and any(queues):
-        for q in queues:
-            if q and len(picked) < n:
-                picked.append(q.pop(0))
-    return [items[i] for i in sorted(picked)]
+        g = key(item)
+        group_order.setdefault(g, len(group_order))
+        turns.append((taken.get(g, 0), group_order[g], i))
+        taken[g] = taken.get(g, 0) + 1
+    return [items[i] for i in sorted(i for *_, i in sorted(turns)[:n])]
 
 
 def benchmark_prompts(eval_cfg: EvalConfig, data_dir: Path) -> Dict[str, List[str]]:
