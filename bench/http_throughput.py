@@ -34,7 +34,7 @@ def main() -> None:
 
     from deepwriter import models
     from deepwriter.llm.hf import TransformersGenerator, TransformersScorer
-    from deepwriter.llm.serve import _load_preset, start_server
+    from tests.loopback_server import _load_preset, start_server
 
     cfg = _load_preset(args.model)
     model, tok = models.load(cfg, tempfile.mkdtemp(prefix="dw-bench-") if cfg.source.value == "tiny" else "~/.cache/deepwriter", device="cpu")

@@ -18,7 +18,7 @@ from deepwriter.eval.judge import Judge
 from deepwriter.llm.base import Generation
 from deepwriter.llm.config import EndpointConfig
 from deepwriter.llm.openai_http import OpenAIGenerator
-from deepwriter.llm.serve import start_server
+from tests.loopback_server import start_server
 
 
 class InstantJudge:

@@ -145,6 +145,10 @@ def validate(cfg: RootConfig) -> None:
         raise ConfigError(
             f"logging.wandb_mode: got {cfg.logging.wandb_mode!r}; expected auto, online, offline or disabled"
         )
+    for key, share in (("synthesis.max_unfinished_share", cfg.synthesis.max_unfinished_share),
+                       ("eval.max_unfinished_share", cfg.eval.max_unfinished_share)):
+        if not 0.0 <= share <= 1.0:
+            raise ConfigError(f"{key}: got {share}; expected a share from 0 to 1")
     for role in (f.name for f in dataclasses.fields(cfg.models)):
         dtype = getattr(cfg.models, role).dtype
         if dtype not in MODEL_DTYPES:

@@ -13,6 +13,7 @@ import hashlib
 import importlib
 import json
 import logging
+import math
 import os
 import platform
 import time
@@ -31,6 +32,7 @@ _OPERATIONAL_KEYS = {
     "shard", "base_urls", "max_concurrency", "timeout_s", "max_retries", "backoff_s", "api_key_env",
     "batch_size", "num_processes", "save_steps", "logging_steps", "strict_resume", "rate_limit_rps",
     "num_nodes", "launcher", "hostfile", "gpu_memory_gb", "peak_tflops", "liger", "save_total_limit",
+    "max_unfinished_share",
 }
 _VERSIONED_PACKAGES = ("deepwriter", "torch", "transformers", "trl", "peft", "datasets", "accelerate", "deepspeed", "wandb")
 
@@ -52,6 +54,9 @@ class StageResult:
     counts: Dict[str, Any] = field(default_factory=dict)
     metrics: Dict[str, Any] = field(default_factory=dict)
     artifacts: Dict[str, str] = field(default_factory=dict)  # name -> path relative to the stage folder
+    # deepwriter.unfinished.Unfinished.as_dict() of a stage that finished within its
+    # max_unfinished_share; None when every item is done
+    unfinished: Optional[Dict[str, Any]] = None
 
 
 @dataclass(frozen=True)
@@ -62,6 +67,8 @@ class StageSpec:
     needs: Callable[[RootConfig], List[str]]
     input_files: Callable[[RootConfig], List[Path]] = lambda cfg: []
     distributed: bool = False  # runs on every rank of a multi-process launch
+    # The share of items the stage may leave unfinished (failed model calls) and still finish.
+    max_unfinished_share: Callable[[RootConfig], float] = lambda cfg: 0.0
 
 
 def _local_source_files(*sources: str) -> Callable[[RootConfig], List[Path]]:
@@ -94,6 +101,7 @@ STAGES: Dict[str, StageSpec] = {
         ("models.generator", "models.scorer", "synthesis", "data.pairs", "data.strict", "data.label_categories",
          "data.labels", "data.queries", "data.quotas", "data.taxonomy"),
         needs=lambda cfg: [], input_files=_local_source_files("data.pairs"),
+        max_unfinished_share=lambda cfg: cfg.synthesis.max_unfinished_share,
     ),
     "mix": StageSpec(
         "mix", "deepwriter.data.stage:run",
@@ -108,6 +116,7 @@ STAGES: Dict[str, StageSpec] = {
         "eval", "deepwriter.eval.stage:run",
         ("eval", "models.judge", "models.student"),
         needs=_eval_needs, input_files=_benchmark_files,
+        max_unfinished_share=lambda cfg: cfg.eval.max_unfinished_share,
     ),
 }
 assert tuple(STAGES) == STAGE_ORDER
@@ -165,6 +174,7 @@ class PlannedStage:
     input_hashes: Dict[str, str]
     needs: List[str]
     out_dir: Path
+    max_unfinished_share: float = 0.0
 
     def manifest(self) -> Optional[dict]:
         path = self.out_dir / MANIFEST
@@ -172,9 +182,18 @@ class PlannedStage:
             return None
         return json.loads(path.read_text())
 
+    def unfinished_count(self) -> int:
+        m = self.manifest() or {}
+        return int((m.get("unfinished") or {}).get("count", 0))
+
     def finished(self) -> bool:
+        """Complete, and leaving no more items unfinished than this config allows: an output that
+        finished with a few unfinished items is resumed by a run that allows fewer."""
         m = self.manifest()
-        return bool(m and m.get("status") == "complete" and m.get("key") == self.key)
+        if not (m and m.get("status") == "complete" and m.get("key") == self.key):
+            return False
+        unfinished = m.get("unfinished") or {}
+        return int(unfinished.get("count", 0)) <= math.floor(self.max_unfinished_share * unfinished.get("total", 0) + 1e-9)
 
 
 def plan(cfg: RootConfig) -> Dict[str, PlannedStage]:
@@ -190,7 +209,10 @@ def plan(cfg: RootConfig) -> Dict[str, PlannedStage]:
         config = {p: _strip_operational(to_plain(_get(cfg, p)) if dataclasses.is_dataclass(_get(cfg, p)) else _get(cfg, p))
                   for p in spec.config_paths}
         needs = spec.needs(cfg)
-        input_hashes = {f"stage:{n}": planned[n].key for n in needs}
+        # An input that finished with unfinished items is another input than the whole one: a later
+        # stage keyed on it is not reused once the missing items are done.
+        input_hashes = {f"stage:{n}": planned[n].key + (f"+unfinished:{planned[n].unfinished_count()}"
+                                                        if planned[n].unfinished_count() else "") for n in needs}
         for f in spec.input_files(cfg):
             if not f.exists():
                 input_hashes[f"file:{f}"] = "missing"
@@ -200,7 +222,8 @@ def plan(cfg: RootConfig) -> Dict[str, PlannedStage]:
             else:
                 input_hashes[f"file:{f}"] = file_sha256(f)
         key = stable_hash({"stage": name, "config": config, "inputs": input_hashes})
-        planned[name] = PlannedStage(spec, key, config, input_hashes, needs, store / name / key)
+        planned[name] = PlannedStage(spec, key, config, input_hashes, needs, store / name / key,
+                                     spec.max_unfinished_share(cfg))
     return planned
 
 
@@ -271,6 +294,9 @@ def run_pipeline(cfg: RootConfig, tracker_factory: Callable[..., Any]) -> Dict[s
         else:
             resuming = st.out_dir.exists() and any(st.out_dir.iterdir())
             st.out_dir.mkdir(parents=True, exist_ok=True)
+            # A manifest left by a run that finished with unfinished items no longer describes the
+            # folder once this run adds to it; it is written anew when this run finishes.
+            (st.out_dir / MANIFEST).unlink(missing_ok=True)
             log.info("stage %-10s %s -> %s", name, "resuming" if resuming else "running", st.out_dir)
             t0 = time.time()
             module, func = st.spec.entry.split(":")
@@ -287,11 +313,18 @@ def run_pipeline(cfg: RootConfig, tracker_factory: Callable[..., Any]) -> Dict[s
                     "stage": name, "status": "complete", "key": st.key, "run": f"{cfg.recipe.name}/{cfg.run_id}",
                     "config_hash": stable_hash(st.config), "config": st.config, "inputs": st.input_hashes,
                     "counts": result.counts, "metrics": result.metrics, "artifacts": result.artifacts,
+                    "unfinished": result.unfinished,
                     "timing": {"started": t0, "seconds": round(elapsed, 3), "resumed": resuming},
                     "versions": package_versions(),
                 })
             entry.update(status="ran", seconds=round(elapsed, 3), resumed=resuming)
+            if result.unfinished:
+                entry["unfinished"] = result.unfinished["count"]
+                log.warning("stage %-10s finished with %d of %d items unfinished (within max_unfinished_share=%s)",
+                            name, result.unfinished["count"], result.unfinished["total"], result.unfinished["max_share"])
             log.info("stage %-10s done in %.1fs", name, elapsed)
+            if result.unfinished or resuming:  # later keys name a partial input (see plan)
+                planned = plan(cfg)
         if _rank() == 0:
             _link(run_dir, st)
         run_manifest["stages"][name] = entry

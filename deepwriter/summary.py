@@ -23,6 +23,11 @@ def print_summary(run_manifest: Dict[str, Any]) -> None:
         m = json.loads((folder / "manifest.json").read_text()) if (folder / "manifest.json").exists() else {}
         took = f"{entry['seconds']:.1f}s" if "seconds" in entry else "cached"
         print(f"  {stage:<10} {entry['status']:<7} {took:>8}  {_headline(stage, m)}")
+        left = m.get("unfinished")
+        if left:  # finished within max_unfinished_share: say which items a later run can still do
+            shown = ", ".join(left["ids"][:5]) + (", …" if left["count"] > 5 else "")
+            print(f"  {'':<10} unfinished: {left['count']} of {left['total']} ({shown}); last error: "
+                  f"{left['last_error'][:200]}; a run with a lower max_unfinished_share does them")
         for name, rel in m.get("artifacts", {}).items():
             print(f"  {'':<10} {name}: {folder / rel}")
     print(f"  run folder: {run_dir}  (config.json, manifest.json, one folder per stage)\n")

@@ -18,8 +18,11 @@ from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from deepwriter.config import ConfigError, describe_error, register_resolvers, register_schemas, to_typed
-from deepwriter.errors import DeepwriterError
+from deepwriter.errors import DeepwriterError, UnfinishedError
 
+# Exit codes: 2 = bad config or input (fix it first); 3 = items unfinished because model calls failed
+# (run the same command again once the servers are back).
+EXIT_UNFINISHED = 3
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 log = logging.getLogger("deepwriter")
 
@@ -78,6 +81,9 @@ def _hydra_main(cfg: DictConfig) -> None:
     except ConfigError as exc:  # e.g. a missing input, found before any work
         print(f"deepwriter: config error: {exc}", file=sys.stderr)
         sys.exit(2)
+    except UnfinishedError as exc:  # servers failed: finished work is kept, the same command resumes
+        print(f"deepwriter: unfinished: {exc}", file=sys.stderr)
+        sys.exit(EXIT_UNFINISHED)
     except DeepwriterError as exc:  # bad input data, a plan that cannot fit, ...: finished stages are kept
         print(f"deepwriter: error: {exc}", file=sys.stderr)
         sys.exit(2)

@@ -101,7 +101,6 @@ def test_rejection_reasons():
     assert rejection("", ANSWER, cfg, []) == "empty"
     assert rejection("Write a story.", ANSWER, cfg, []) == "too_short"
     assert rejection(ok, ANSWER, cfg, [], finish_reason="length") == "truncated"
-    assert rejection(ok, ANSWER, cfg, [], finish_reason="error") == "error"
     assert rejection(ok.upper() + "  ", ANSWER, cfg, [ok]) == "duplicate"
     long = " ".join([ANSWER] * 20)  # 560 words
     prompt = query_messages(long, max_answer_words=50)[0]["content"]
@@ -288,6 +287,70 @@ def test_prepare_pairs_long_text_end_to_end_and_resume(tmp_path):
     assert [n for n, _, _ in gen.calls] == [1]
     assert (out / "pairs.jsonl").read_text() == before
     assert len(qpath.read_text().splitlines()) == len(lines)
+
+
+class DownAfter:
+    """A generator whose server goes down after `ok_calls` calls: every later sample comes back
+    failed, as the HTTP backend returns a request it gave up on."""
+
+    model_id = "flaky"
+
+    def __init__(self, inner, ok_calls: int):
+        self.inner, self.ok_calls, self.calls = inner, ok_calls, 0
+
+    def generate(self, prompts, sampling, n=1, prefill=None):
+        self.calls += 1
+        if self.calls > self.ok_calls:
+            return [[Generation("", finish_reason="error", error="ConnectError: connection refused")] * n
+                    for _ in prompts]
+        return self.inner.generate(prompts, sampling, n=n, prefill=prefill)
+
+
+def test_a_failed_query_call_is_no_rejection_and_stops_new_batches():
+    cfg = QueryConfig(queries_per_answer=1, max_attempts=3, min_words=5, batch_size=2, seed=1)
+    gen = DownAfter(ScriptedGenerator(reply=polite_request), ok_calls=1)
+    written = []
+    answers = [(f"a{i}", ANSWER) for i in range(6)]
+    outs = synthesize_queries(answers, gen, cfg, on_batch=written.extend)
+    assert [o.id for o in written] == ["a0", "a1"]  # the first batch; the failed one is not written
+    assert [o.id for o in outs] == ["a0", "a1", "a2", "a3"] and gen.calls == 2  # no third batch
+    failed = outs[2:]
+    assert all(o.error == "ConnectError: connection refused" and not o.queries and not o.rejected for o in failed)
+    assert all(o.attempts == 1 for o in failed)  # no re-draw: a failed call is not a bad request
+
+
+def test_prepare_pairs_leaves_answers_unfinished_when_the_server_fails_and_resumes(tmp_path):
+    from deepwriter.errors import UnfinishedError
+
+    out = tmp_path / "prep"
+    cfg = _cfg(tmp_path, label_categories=False)
+    down = DownAfter(ScriptedGenerator(reply=polite_request), ok_calls=1)
+    with pytest.raises(UnfinishedError) as err:
+        prepare_pairs(cfg, out, generator=down)
+    assert str(err.value).startswith("synthesize (prepare: reverse queries): 6 of 9 answers unfinished")
+    assert "connection refused" in str(err.value) and "re-run" in str(err.value)
+    assert not (out / "pairs.jsonl").exists()
+    assert len((out / QUERIES).read_text().splitlines()) == 3  # the first batch's answers, kept
+    back = ScriptedGenerator(reply=polite_request)
+    res = prepare_pairs(cfg, out, generator=back)
+    assert res.counts["queries_reused"] == 3 and res.counts["pairs"] == 9 and res.counts["queries_rejected"] == {}
+    assert sum(n for n, _, _ in back.calls) == 6  # exactly the missing answers
+
+
+def test_failed_label_calls_leave_pairs_unfinished_not_unlabelled(tmp_path):
+    from deepwriter.errors import UnfinishedError
+
+    class DownScorer(LabelScorer):
+        def score(self, requests):
+            return [TokenLogprobs(error="HTTP 503 after 7 attempts") for _ in requests]
+
+    cfg = _cfg(tmp_path)
+    with pytest.raises(UnfinishedError, match=r"prepare: category labels\): 9 of 9 answers unfinished.*HTTP 503"):
+        prepare_pairs(cfg, tmp_path / "p", generator=ScriptedGenerator(reply=polite_request), scorer=DownScorer({}))
+    assert not (tmp_path / "p" / LABELS).read_text()  # nothing was recorded as a label or a failure
+    gen = DownAfter(ScriptedGenerator(reply=lambda *a: Generation("Travel & Lifestyle")), ok_calls=0)
+    assert [r.error for r in label_with_generator([("x", ANSWER)], gen, LABELS_25, LabelConfig())] == [
+        "ConnectError: connection refused"]
 
 
 def test_prepare_pairs_generator_labels_failures_and_missing_backends(tmp_path):

@@ -1,4 +1,4 @@
-"""The judge: JSON repair, re-asks, retries, the disk cache, the constrained local judge, and a real
+"""The judge: JSON repair, re-asks, failed calls left unfinished, the disk cache, the constrained local judge, and a real
 loopback HTTP judge server with injected faults."""
 from __future__ import annotations
 
@@ -61,7 +61,7 @@ def _lb_task(item_id="a", answer="Some answer."):
 
 
 def _judge(gen, tmp_path, **cfg) -> Judge:
-    base = dict(max_concurrency=4, max_retries=2, backoff_s=0.0, max_reasks=2)
+    base = dict(max_concurrency=4, max_reasks=2)
     base.update(cfg)
     return Judge(lambda: gen, "scripted-judge", JudgeConfig(**base), tmp_path / "cache", constrained=False)
 
@@ -136,18 +136,34 @@ class Flaky:
 
 
 @pytest.mark.parametrize("raise_exc", [True, False])
-def test_failed_calls_are_retried_with_backoff_then_given_up(tmp_path, raise_exc):
-    waits = []
-    gen = Flaky(fail_times=2, exc=raise_exc)
-    judge = Judge(lambda: gen, "flaky", JudgeConfig(max_retries=2, backoff_s=0.5, max_concurrency=1),
-                  tmp_path / "c", constrained=False, sleep=waits.append)
+def test_a_failed_call_leaves_its_task_unfinished_with_no_retry_of_the_judges_own(tmp_path, raise_exc):
+    """Retries belong to the endpoint (endpoint.max_retries); the judge sends each ask once. A call
+    that fails is no verdict: the task is unfinished, not counted as a failure, and not cached, so a
+    re-run with the judge back asks it again and finishes it."""
+    gen = Flaky(fail_times=1, exc=raise_exc)
+    judge = Judge(lambda: gen, "flaky", JudgeConfig(max_concurrency=1), tmp_path / "c", constrained=False)
     (o,) = judge.run([_lb_task()], show_progress=False)
-    assert o.ok and o.retries == 2 and waits == [0.5, 1.0]
-    gen2 = Flaky(fail_times=100, exc=raise_exc)
-    judge2 = Judge(lambda: gen2, "flaky", JudgeConfig(max_retries=1, backoff_s=0.0), tmp_path / "c2",
-                   constrained=False, sleep=lambda s: None)
-    (o2,) = judge2.run([_lb_task()], show_progress=False)
-    assert not o2.ok and "after 2 attempts" in o2.error and judge2.stats.call_errors == 2
+    assert gen.calls == 1 and not o.ok and o.unfinished
+    assert o.error.startswith("judge call failed: ") and ("boom" if raise_exc else "HTTP 500") in o.error
+    assert judge.stats.unfinished == 1 and judge.stats.failed == 0 and judge.stats.call_errors == 1
+    assert judge.stats.calls == 0 and not (tmp_path / "c" / "calls.jsonl").exists()
+    again = Judge(lambda: gen, "flaky", JudgeConfig(max_concurrency=1), tmp_path / "c", constrained=False)
+    (o2,) = again.run([_lb_task()], show_progress=False)
+    assert o2.ok and not o2.unfinished and gen.calls == 2
+
+
+def test_a_judge_that_is_down_is_not_sent_every_task(tmp_path):
+    """Once more tasks are unfinished than `stop_after` allows, the chunks not yet sent stay unsent."""
+    gen = Flaky(fail_times=10**6, exc=False)
+    judge = Judge(lambda: gen, "flaky", JudgeConfig(max_concurrency=1), tmp_path / "c", constrained=False)
+    outs = judge.run([_lb_task(str(i)) for i in range(10)], show_progress=False, stop_after=0)
+    assert gen.calls == 1  # one chunk of 4 x max_concurrency tasks went out, in one batched call
+    assert all(o.unfinished for o in outs) and judge.stats.unfinished == 10
+    assert sum(o.error.startswith("not sent: ") for o in outs) == 6
+    allowed = Judge(lambda: Flaky(fail_times=10**6, exc=False), "flaky", JudgeConfig(max_concurrency=1),
+                    tmp_path / "c2", constrained=False)
+    outs = allowed.run([_lb_task(str(i)) for i in range(10)], show_progress=False, stop_after=None)
+    assert not any(o.error.startswith("not sent: ") for o in outs)  # no budget given: every task is asked
 
 
 def test_cache_makes_a_rerun_free_and_resumes_a_killed_run(tmp_path):
@@ -243,7 +259,7 @@ def test_local_constrained_judge_always_parses_in_range(tiny_model, tmp_path):
 def test_http_judge_survives_faults_and_counts_them(tmp_path):
     from deepwriter.llm.config import EndpointConfig
     from deepwriter.llm.openai_http import OpenAIGenerator
-    from deepwriter.llm.serve import FaultPlan, start_server
+    from loopback_server import FaultPlan, start_server
 
     scripted = ScriptedJudge(bad_first={"Write about t3.": ["not json at all"],
                                         "Write about t5.": [json.dumps({d: 0 for d in lb.DIMENSIONS})]})
@@ -253,20 +269,22 @@ def test_http_judge_survives_faults_and_counts_them(tmp_path):
         endpoint = EndpointConfig(base_urls=[server.url], model="scripted-judge", max_concurrency=4, timeout_s=0.5,
                                   max_retries=2, backoff_s=0.01)
         client = OpenAIGenerator(endpoint, model_id="scripted-judge")
-        judge = Judge(lambda: client, "scripted-judge", JudgeConfig(max_concurrency=4, max_retries=1, backoff_s=0.01),
+        judge = Judge(lambda: client, "scripted-judge", JudgeConfig(max_concurrency=4),
                       tmp_path / "cache", constrained=False)
         tasks = [_lb_task(f"t{i}") for i in range(8)] + [_lb_task("doomed")]
         outs = judge.run(tasks, show_progress=False)
         assert all(o.ok for o in outs[:8]), [o.error for o in outs]
         assert all(set(o.values) == set(lb.DIMENSIONS) for o in outs[:8])
         doomed = outs[8]
-        assert not doomed.ok and "failed after 2 attempts" in doomed.error
-        assert judge.stats.failed == 1 and judge.stats.ok == 8
+        assert not doomed.ok and doomed.unfinished and "gave up after 3 attempts" in doomed.error
+        assert judge.stats.failed == 0 and judge.stats.unfinished == 1 and judge.stats.ok == 8
         assert judge.stats.bad_replies == 2 and judge.stats.reasks == 2
-        assert sum(server.stats.faults.values()) >= 6 + 4  # the six planned faults and 2×2 doomed attempts
+        # The six planned faults, and the doomed task's calls: max_retries + 1 = 3 attempts, no more
+        # (one retry policy: the judge adds none on top of the endpoint's).
+        assert server.stats.faults["500"] == 1 + 3 and sum(server.stats.faults.values()) == 6 + 3
         requests_before = server.stats.requests
 
-        again = Judge(lambda: client, "scripted-judge", JudgeConfig(max_retries=0), tmp_path / "cache", constrained=False)
+        again = Judge(lambda: client, "scripted-judge", JudgeConfig(), tmp_path / "cache", constrained=False)
         outs2 = again.run(tasks[:8], show_progress=False)
         assert server.stats.requests == requests_before and again.stats.calls == 0
         assert [o.values for o in outs2] == [o.values for o in outs[:8]]
@@ -278,6 +296,7 @@ def test_local_judge_fails_an_over_long_task_alone(tiny_model, tmp_path):
     long_answer = "word " * (model.config.max_position_embeddings + 10)
     judge = Judge(lambda: backend, "tiny-qwen3", JudgeConfig(), tmp_path / "c", constrained=True)
     short, too_long = judge.run([_lb_task("s", "Short."), _lb_task("l", long_answer)], show_progress=False)
-    assert short.ok and not too_long.ok
+    assert short.ok and not too_long.ok and too_long.unfinished  # no verdict on what the judge cannot see
     assert too_long.error.startswith("local judge failed: ValueError: the judge prompt has")
-    assert judge.stats.failed == 1 and judge.stats.calls == 1  # the failure is not cached
+    assert judge.stats.unfinished == 1 and judge.stats.failed == 0
+    assert judge.stats.calls == 1  # the failure is not cached

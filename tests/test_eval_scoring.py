@@ -107,9 +107,16 @@ def test_hellobench_real_weights_match_the_real_checklists(shared_dir):
     for cat, ws in weights.items():
         assert sum(ws) == pytest.approx(100.0), cat
     items = hb.load("hellobench", str(folder), Path("/nonexistent"), [])
-    assert len(items) == 547 and {i.meta["subset"] for i in items} == {"open_ended_qa", "chat", "text_completion",
-                                                                        "heuristic_text_generation"}
-    for item in items:  # every sample's checklist has exactly its category's weights
+    # all five subsets, summarization rebuilt from the authors' published files (100 items, 20 per category)
+    from collections import Counter
+
+    subsets = Counter(i.meta["subset"] for i in items)
+    assert subsets == {"open_ended_qa": 200, "chat": 147, "heuristic_text_generation": 123, "summarization": 100,
+                       "text_completion": 77} and len(items) == 647
+    summ = Counter(i.meta["category"] for i in items if i.meta["subset"] == "summarization")
+    assert sorted(summ.values()) == [20] * 5
+    for item in items:  # every sample is scored with exactly its category's weights
+        assert item.meta["weights"] == weights[item.meta["category"]]
         assert len(item.meta["weights"]) == len(item.meta["checklists"])
     # a perfect sample scores 100, an all-0.5 sample 50, one item only: its weight
     w = weights["report_write"]

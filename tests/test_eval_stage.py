@@ -37,7 +37,7 @@ class RecordingTracker:
 def _cfg(tmp_path, model_cache, judge_url):
     cfg = compose_typed("model@models.student=tiny-qwen3", "eval=shared", "eval.model_under_test=student",
                         f"paths.cache_dir={model_cache}", f"paths.data_dir={tmp_path}/data", "eval.batch_size=2",
-                        "eval.judge.max_retries=1", "eval.judge.backoff_s=0.01", "eval.judge.max_concurrency=4")
+                        "eval.judge.max_concurrency=4")
     gen = dict(max_new_tokens=12, temperature=0.8, top_p=0.95)
     cfg.eval.benchmarks = {
         "longbench_write": BenchmarkConfig(kind="longbench_write", path=str(FIX / "longbench_write.jsonl"), limit=2, **gen),
@@ -55,10 +55,11 @@ def _cfg(tmp_path, model_cache, judge_url):
 
 def test_eval_stage_against_a_faulty_http_judge(tmp_path, model_cache):
     from deepwriter.eval import stage
-    from deepwriter.llm.serve import FaultPlan, start_server
+    from loopback_server import FaultPlan, start_server
 
     # The judge misbehaves: transport faults, a reply with no JSON, an out-of-range score, and one
-    # WritingBench query whose every call fails (its criteria end as recorded failures).
+    # WritingBench query whose every call fails: that item is unfinished (no score, no failure), which
+    # max_unfinished_share=0.2 allows here; with 0 the stage fails.
     scripted = ScriptedJudge(bad_first={"Write a sonnet about trains.": ['{"score": 11, "reason": "too good"}'],
                                         "Rewrite in plain English": ["Looks fine to me."]})
     plan = FaultPlan(sequence=["429", "500", "nonjson", "truncate", "hang"], retry_after_s=0.05, hang_s=5.0,
@@ -67,6 +68,7 @@ def test_eval_stage_against_a_faulty_http_judge(tmp_path, model_cache):
     out.mkdir()
     with start_server(scripted, faults=plan) as server:
         cfg = _cfg(tmp_path, model_cache, server.url)
+        cfg.eval.max_unfinished_share = 0.2
         tracker = RecordingTracker()
         ctx = StageContext("eval", out, {}, tmp_path, tracker, "key")
         result = stage.run(cfg, ctx)
@@ -74,12 +76,14 @@ def test_eval_stage_against_a_faulty_http_judge(tmp_path, model_cache):
         c = result.counts
         assert c["items"] == 2 + 3 + 4 and c["generated"] == 9
         assert c["judge_tasks"] == 2 + 3 + 4 * 5
-        assert c["judge_failures"] == 5  # the five criteria of the doomed query, nothing else
+        assert c["judge_failures"] == 0 and c["unfinished"] == 1  # the doomed query: no verdict at all
+        assert result.unfinished["ids"] == ["writingbench/4"] and "HTTP 500" in result.unfinished["last_error"]
         assert c["judge_reasks"] == 2
         assert sum(server.stats.faults.values()) >= 5
         summary = json.loads((out / "summary.json").read_text())
         js = summary["judge_stats"]
-        assert js["bad_replies"] == 2 and js["ok"] == c["judge_tasks"] - 5
+        assert js["bad_replies"] == 2 and js["ok"] == c["judge_tasks"] - 5 and js["unfinished"] == 5
+        assert summary["benchmarks"]["writingbench"]["unfinished"] == ["4"] and summary["unfinished"]["count"] == 1
 
         # scores follow from the scripted judge: LB dims all 4 -> S_q 75; HB all 0.75 -> 75; WB 7
         lb = summary["benchmarks"]["longbench_write"]["summary"]
@@ -88,17 +92,15 @@ def test_eval_stage_against_a_faulty_http_judge(tmp_path, model_cache):
         hb = summary["benchmarks"]["hellobench"]["summary"]
         assert hb["overall"] == pytest.approx(75.0) and hb["overall_rescaled"] == pytest.approx(0.0)
         wbs = summary["benchmarks"]["writingbench"]["summary"]
-        assert wbs["failures"] == 1 and wbs["scored"] == 3
-        assert wbs["domains"]["E"] == {"name": "Education", "n": 0, "score": None}
+        assert wbs["failures"] == 0 and wbs["scored"] == 3
+        assert "E" not in wbs["domains"]  # its only item is unfinished: no score, not a zero
         assert wbs["domains"]["A"]["score"] == pytest.approx(7.0)
         assert summary["headline"]["LB"] == pytest.approx(lb["S"])
         assert summary["headline"]["HB-A"] == pytest.approx(75.0) and summary["headline"]["WB-D"] == pytest.approx(70.0)
 
         # per-item records carry answers, the judge's reasons and the failure
         wb_items = [json.loads(l) for l in (out / "items" / "writingbench.jsonl").read_text().splitlines()]
-        doomed = next(r for r in wb_items if r["id"] == "4")
-        assert "failure" in doomed and "score" not in doomed
-        assert all(not j["ok"] and "failed after 2 attempts" in j["error"] for j in doomed["judge"].values())
+        assert [r["id"] for r in wb_items] == ["1", "2", "3"]  # the unfinished one has no record
         sonnet = next(r for r in wb_items if r["id"] == "3")
         assert sonnet["judge"]["criterion-0"]["reasks"] == 1 and sonnet["criteria"][0]["reason"] == "solid"
         gens = [json.loads(l) for l in (out / "items" / "longbench_write.generations.jsonl").read_text().splitlines()]
@@ -106,7 +108,7 @@ def test_eval_stage_against_a_faulty_http_judge(tmp_path, model_cache):
 
         # tables, plots, W&B
         md = (out / "tables" / "paper.md").read_text()
-        assert md.splitlines()[0] == "| run | LB | HB-A | HB-B | WB-A | WB-D | WB-E |"
+        assert md.splitlines()[0] == "| run | LB | HB-A | HB-B | WB-A | WB-D |"  # no finished E item
         assert (out / "tables" / "paper.csv").exists() and "rescaled (x−75)·4" in (out / "tables" / "details.md").read_text()
         assert (out / "plots" / "radar.png").stat().st_size > 1000
         assert (out / "plots" / "writingbench_domains.png").exists()
@@ -116,19 +118,27 @@ def test_eval_stage_against_a_faulty_http_judge(tmp_path, model_cache):
         for rel in result.artifacts.values():
             assert (out / rel).exists(), rel
 
-        # a re-run: nothing generated, only the failed tasks go back to the judge (and fail again)
+        # a re-run: nothing generated, only the unfinished tasks go back to the judge, each sent
+        # max_retries + 1 = 3 times (the endpoint's retries, no judge retries on top)
         requests = server.stats.requests
         again = stage.run(cfg, StageContext("eval", out, {}, tmp_path, RecordingTracker(), "key"))
-        assert again.counts["generated"] == 0
+        assert again.counts["generated"] == 0 and again.counts["unfinished"] == 1
         assert again.counts["judge_cache_hits"] == c["judge_tasks"] - 5 + 2  # + the two re-asked first replies
-        assert again.counts["judge_calls"] == 0 and again.counts["judge_failures"] == 5
-        assert server.stats.requests - requests == 5 * 2 * 3  # 5 tasks × 2 judge attempts × 3 HTTP attempts
+        assert again.counts["judge_calls"] == 0 and again.counts["judge_failures"] == 0
+        assert server.stats.requests - requests == 5 * 3
         assert json.loads((out / "summary.json").read_text())["headline"] == summary["headline"]
+
+        # with no unfinished item allowed the stage fails, naming the count and the server's error
+        from deepwriter.errors import UnfinishedError
+
+        cfg.eval.max_unfinished_share = 0.0
+        with pytest.raises(UnfinishedError, match=r"^eval: 1 of 9 items unfinished: .*HTTP 500"):
+            stage.run(cfg, StageContext("eval", out, {}, tmp_path, RecordingTracker(), "key"))
 
 
 def test_eval_stage_cached_rerun_makes_zero_judge_calls_and_resumes_generation(tmp_path, model_cache):
     from deepwriter.eval import stage
-    from deepwriter.llm.serve import start_server
+    from loopback_server import start_server
 
     out = tmp_path / "eval"
     out.mkdir()
@@ -187,7 +197,7 @@ class ThinkingWriter:
 
 def test_http_model_under_test_thinking_is_kept_but_never_judged(tmp_path, model_cache):
     from deepwriter.eval import stage
-    from deepwriter.llm.serve import start_server
+    from loopback_server import start_server
 
     writer, judge = ThinkingWriter(), ScriptedJudge()
     with start_server(writer) as wserver, start_server(judge) as jserver:

@@ -1,4 +1,4 @@
-"""The OpenAI-compatible HTTP backend against the real loopback server (deepwriter.llm.serve) over
+"""The OpenAI-compatible HTTP backend against the real loopback server (tests/loopback_server.py) over
 the tiny transformers model: same numbers as in-process, faults survived, load and keys handled."""
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from deepwriter.llm.base import Sampling, ScoreRequest
 from deepwriter.llm.config import EndpointConfig
 from deepwriter.llm.hf import TransformersGenerator, TransformersScorer
 from deepwriter.llm.openai_http import EndpointError, OpenAIGenerator, OpenAIScorer
-from deepwriter.llm.serve import FaultPlan, start_server
+from loopback_server import FaultPlan, start_server
 
 GREEDY = Sampling(temperature=0.0, max_new_tokens=8)
 PROMPTS = [
@@ -83,6 +83,22 @@ def test_echo_falls_back_to_one_token_where_zero_is_refused(serve, backends):
     assert [c.status for c in list(http.calls)[-1:]] == [200]  # remembered: no second refusal
 
 
+def test_echo_sends_token_ids_and_falls_back_to_text_offsets(serve, backends):
+    """Token ids keep the context/target split of every other backend; a server that only takes text
+    is sent the text once refused, and the target found by character offsets."""
+    server = serve(token_id_prompts=False)
+    http = OpenAIScorer(endpoint(server, max_concurrency=1), tokenizer=backends[1].tokenizer, model_id="tiny")
+    got = http.score(REQUESTS)
+    statuses = [c.status for c in http.calls]
+    # requests already under way when the first refusal came are refused too, each once
+    assert 1 <= statuses.count(400) <= len(REQUESTS) and statuses.count(200) == len(REQUESTS)
+    assert all(g.error is None and len(g) >= 1 for g in got)
+    http.score(REQUESTS[:1])
+    assert [c.status for c in list(http.calls)[-1:]] == [200]  # remembered: no second refusal
+    # the text path agrees with the in-process scorer where the boundary tokenizes the same way
+    assert got[0].logprobs == pytest.approx(backends[1].score(REQUESTS[:1])[0].logprobs, abs=1e-4)
+
+
 def test_generation_with_prefill_and_n_matches_in_process(serve, backends):
     server = serve()
     http = OpenAIGenerator(endpoint(server), model_id="tiny")
@@ -138,11 +154,16 @@ def test_permanent_failure_is_returned_failed_and_the_rest_succeed(serve, backen
     assert server.stats.faults["500"] == 3  # first try + 2 retries
     assert gen.usage.failed == 1
 
-    scorer = OpenAIScorer(endpoint(server, max_retries=1), tokenizer=backends[1].tokenizer, model_id="tiny")
+    # Scoring prompts go as token ids (no text to match): one request at a time, the third and its
+    # retry fail.
+    scoring = serve(faults=FaultPlan(sequence=[None, None, "500", "500"], paths=["/v1/completions"]))
+    scorer = OpenAIScorer(endpoint(scoring, max_retries=1, max_concurrency=1), tokenizer=backends[1].tokenizer,
+                          model_id="tiny")
     reqs = REQUESTS[:2] + [ScoreRequest(prompts[2], "", "some target")]
     out = scorer.score(reqs)
     assert out[0].error is None and out[1].error is None and len(out[0]) > 0
     assert out[2].error and "gave up after 2 attempts" in out[2].error and out[2].logprobs == []
+    assert scoring.stats.requests == 4 and scorer.usage.failed == 1
 
 
 def test_non_retryable_error_fails_at_once(serve, backends):
@@ -232,3 +253,18 @@ def test_bad_endpoint_config_is_named():
         OpenAIGenerator(EndpointConfig(base_urls=[]), model_id="m")
     with pytest.raises(EndpointError, match="logprobs_api"):
         OpenAIScorer(EndpointConfig(base_urls=["http://127.0.0.1:1/v1"], logprobs_api="magic"), tokenizer=None, model_id="m")
+
+
+def test_send_seed_false_leaves_the_seed_out_of_every_request():
+    """vLLM's CPU build dies on a per-request seed; presets for it set send_seed: false."""
+    sampling = Sampling(temperature=0.8, top_p=0.9, max_new_tokens=4, seed=11)
+    with_seed = OpenAIGenerator(EndpointConfig(base_urls=["http://127.0.0.1:9/v1"], model="m"), model_id="m")
+    without = OpenAIGenerator(EndpointConfig(base_urls=["http://127.0.0.1:9/v1"], model="m", send_seed=False), model_id="m")
+    assert with_seed._body(PROMPTS[0], "<think>", sampling, 2)["seed"] == 11
+    body = without._body(PROMPTS[0], "<think>", sampling, 2)
+    assert "seed" not in body and body["temperature"] == 0.8 and body["n"] == 2
+    from conftest import compose_typed
+
+    preset = compose_typed("model@models.generator=smollm2-135m-vllm").models.generator
+    assert preset.endpoint.send_seed is False and preset.endpoint.logprobs_api == "vllm_prompt_logprobs"
+    assert preset.endpoint.base_urls == ["http://127.0.0.1:8000/v1"] and preset.endpoint.model == "smollm2-135m"

@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from deepwriter.llm.hf import TransformersGenerator, TransformersScorer
-from deepwriter.llm.serve import FaultPlan, _load_preset, start_server
+from loopback_server import FaultPlan, _load_preset, start_server
 
 
 @pytest.fixture(scope="module")

@@ -29,7 +29,7 @@ class ScriptedGenerator:
     def generate(self, prompts_, sampling, n=1, prefill=None):
         self.calls.append({"n": n, "prefill": prefill, "seed": sampling.seed, "messages": prompts_})
         if prefill and prefill[0].startswith("<think>"):
-            return [[Generation(self.initial + "\n</think>", 10, 20)]]
+            return [[Generation(self.initial + "\n</think>", 10, 20)] for _ in prompts_]
         texts = self.rewrites.pop(0) if self.rewrites else ["no tags here"] * n
         assert len(texts) == n
         return [[Generation(t, 10, 5) for t in texts]]
@@ -149,13 +149,70 @@ def test_empty_answer_is_discarded_without_generating():
     assert rec["verdict"]["reason"] == filters.EMPTY_ANSWER and gen.calls == []
 
 
-def test_failed_score_is_a_counted_discard():
-    class Failing(FunctionScorer):
-        def score(self, requests):
-            return [TokenLogprobs(error="HTTP 500 after retries") for _ in requests]
+class FailingAt:
+    """Wraps a generator and a scorer; the call numbered `fail_call` (0-based, generate and score
+    calls counted together) comes back failed for the request at `index` only, as an HTTP backend
+    returns a request it gave up on."""
 
-    rec = synthesize("p1", "x", Y, ScriptedGenerator(), Failing(lambda p: 1.0), cfg())
-    assert rec["verdict"]["reason"] == filters.SCORE_FAILED
+    def __init__(self, gen, scorer, fail_call: int, index: int = 0):
+        self.gen, self.scorer, self.fail_call, self.index, self.n = gen, scorer, fail_call, index, 0
+        self.model_id = "fake"
+
+    def _failing(self) -> bool:
+        self.n += 1
+        return self.n - 1 == self.fail_call
+
+    def generate(self, prompts_, sampling, n=1, prefill=None):
+        out = self.gen.generate(prompts_, sampling, n=n, prefill=prefill)
+        if self._failing():
+            out[0][self.index] = Generation("", finish_reason="error", error="HTTP 503 after 7 attempts")
+        return out
+
+    def score(self, requests):
+        out = self.scorer.score(requests)
+        if self._failing():
+            out[self.index] = TokenLogprobs(error="ConnectError after 7 attempts")
+        return out
+
+
+@pytest.mark.parametrize("fail_call,index,where", [
+    (0, 0, "generator"),  # the initial trajectory
+    (1, 0, "scorer"),  # z0's score
+    (2, 1, "generator"),  # the second rewrite candidate of step 1
+    (3, 1, "scorer"),  # the second candidate's score of step 1
+])
+def test_a_failed_call_leaves_the_pair_unfinished_never_a_verdict(fail_call, index, where):
+    from deepwriter.synthesis.search import UnfinishedPair
+
+    rewrites = [[tagged(PARA.format(tag="BETTER one")), tagged(PARA.format(tag="BETTER BETTER two"))]] * 3
+    both = FailingAt(ScriptedGenerator(rewrites=rewrites), FunctionScorer(by_markers()), fail_call, index)
+    rec = synthesize("p1", "x", Y, both, both, cfg())
+    assert isinstance(rec, UnfinishedPair) and rec.id == "p1"
+    assert rec.error.startswith(where + ":") and "after 7 attempts" in rec.error
+    # the same pair with healthy backends gives a record (the failure was the only difference)
+    healthy = FailingAt(ScriptedGenerator(rewrites=rewrites), FunctionScorer(by_markers()), fail_call=-1)
+    assert synthesize("p1", "x", Y, healthy, healthy, cfg())["verdict"]["kept"] in (True, False)
+
+
+def test_one_unfinished_pair_leaves_its_batch_mates_untouched():
+    from deepwriter.synthesis.search import UnfinishedPair, synthesize_many
+
+    class FailFor:  # fails every score request of pair "bad" (its x is "bad request")
+        model_id = "s"
+
+        def __init__(self):
+            self.inner = FunctionScorer(lambda p: 0.1)
+
+        def score(self, requests):
+            out = self.inner.score(requests)
+            return [TokenLogprobs(error="timeout") if "bad request" in r.messages[-1]["content"] else o
+                    for r, o in zip(requests, out)]
+
+    out = list(synthesize_many([("good", "good request", Y, None), ("bad", "bad request", Y, None)],
+                               ScriptedGenerator(), FailFor(), cfg()))
+    by = {(o.id if isinstance(o, UnfinishedPair) else o["id"]): o for o in out}
+    assert isinstance(by["bad"], UnfinishedPair) and by["bad"].error == "scorer: timeout"
+    assert by["good"]["scores"] == [pytest.approx(0.1)]
 
 
 def test_scorer_context_holds_think_block_and_first_answer_paragraph():

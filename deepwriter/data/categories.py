@@ -53,10 +53,13 @@ class LabelResult:
     category: Optional[str]  # None: the generator's reply mapped to no label
     method: str  # scorer | generator
     detail: Dict[str, object] = field(default_factory=dict)  # top label scores, or the raw reply
+    # A failed model call (after the backend's retries): no label and no verdict; the pair stays
+    # unlabelled-for-now and is labelled by a re-run.
+    error: Optional[str] = None
 
 
 def _mean_logprob(lp) -> float:
-    if lp.error or not lp.logprobs:
+    if not lp.logprobs:
         return float("-inf")
     return sum(lp.logprobs) / len(lp.logprobs)
 
@@ -71,12 +74,16 @@ def label_with_scorer(items: Sequence[Tuple[str, str]], scorer: Scorer, labels: 
                 for x, y in batch for label in labels]
         scores = scorer.score(reqs)
         for i in range(len(batch)):
-            values = [_mean_logprob(lp) for lp in scores[i * len(labels):(i + 1) * len(labels)]]
+            mine = scores[i * len(labels):(i + 1) * len(labels)]
+            errors = [lp.error for lp in mine if lp.error]
+            if errors:  # every label must be scored to compare them
+                out.append(LabelResult(None, "scorer", error=errors[0]))
+                continue
+            values = [_mean_logprob(lp) for lp in mine]
             # max() keeps the first of equal scores: taxonomy order breaks ties, never chance.
             best = max(range(len(labels)), key=lambda k: values[k])
             if values[best] == float("-inf"):
-                errors = [lp.error for lp in scores[i * len(labels):(i + 1) * len(labels)] if lp.error]
-                out.append(LabelResult(None, "scorer", {"error": errors[0] if errors else "no label could be scored"}))
+                out.append(LabelResult(None, "scorer", {"error": "no label could be scored"}))
                 continue
             top = sorted(range(len(labels)), key=lambda k: -values[k])[:3]
             out.append(LabelResult(labels[best], "scorer", {"top": [[labels[k], round(values[k], 4)] for k in top]}))
@@ -118,8 +125,11 @@ def label_with_generator(items: Sequence[Tuple[str, str]], generator: Generator,
         gens = generator.generate([classification_messages(x, y, labels, cfg.max_text_words) for x, y in batch], sampling, n=1)
         for group in gens:
             g = group[0]
-            cat = None if g.error else map_reply(g.text or "", labels, cfg.min_overlap)
-            out.append(LabelResult(cat, "generator", {"reply": (g.error or g.text or "")[:200]}))
+            if g.error or g.finish_reason == "error":
+                out.append(LabelResult(None, "generator", error=g.error or "the backend reported an error"))
+                continue
+            out.append(LabelResult(map_reply(g.text or "", labels, cfg.min_overlap), "generator",
+                                   {"reply": (g.text or "")[:200]}))
     return out
 
 

@@ -29,6 +29,7 @@ from deepwriter.data.categories import (
 from deepwriter.data.pairs import Pair, Skipped
 from deepwriter.data.queries import QueryOutcome, rejection_counts, synthesize_queries
 from deepwriter.data.sources import load_source
+from deepwriter.errors import UnfinishedError
 
 log = logging.getLogger("deepwriter.data")
 
@@ -103,16 +104,24 @@ def _label(pairs: List[Pair], cfg, out_dir: Path, generator, scorer, counts: Dic
     bs = dcfg.labels.batch_size
     bar = tqdm(total=len(todo), desc=f"label categories ({'scorer' if scorer is not None else 'generator'})",
                unit="pair", dynamic_ncols=True)
+    failed: List[str] = []
     for start in range(0, len(todo), bs):
+        if failed:  # a failed call after its retries: stop, keep what is labelled, a re-run goes on
+            break
         batch = todo[start:start + bs]
         items = [(p.x, p.y) for p in batch]
         if scorer is not None:
             results: List[LabelResult] = label_with_scorer(items, scorer, labels, dcfg.labels)
         else:
             results = label_with_generator(items, generator, labels, dcfg.labels, seed=dcfg.queries.seed)
-        work.append([{"id": p.id, "category": r.category, "method": r.method, **r.detail} for p, r in zip(batch, results)])
+        work.append([{"id": p.id, "category": r.category, "method": r.method, **r.detail}
+                     for p, r in zip(batch, results) if r.error is None])
+        failed += [r.error for r in results if r.error is not None]
         bar.update(len(batch))
     bar.close()
+    missing = [p for p in todo if p.id not in work.done]
+    if missing:
+        raise UnfinishedError("synthesize (prepare: category labels)", "answers", len(missing), len(todo), failed[-1])
     failures = 0
     for p in pairs:
         if cats[p.id] is None:
@@ -165,7 +174,8 @@ def prepare_pairs(cfg, out_dir: Path, generator=None, scorer=None) -> PrepareRes
         if generator is None:
             raise ValueError(f"{len(todo)} answers of source {dcfg.pairs.name!r} have no request; prepare_pairs needs a "
                              "generator to write them (data.queries)")
-        synthesize_queries(todo, generator, dcfg.queries, on_batch=lambda b: qlog.append([o.to_json() for o in b]))
+        done = synthesize_queries(todo, generator, dcfg.queries, on_batch=lambda b: qlog.append([o.to_json() for o in b]))
+        _raise_unfinished("synthesize (prepare: reverse queries)", todo, qlog, done)
     outcomes = [QueryOutcome(**qlog.done[p.id]) for p in need_query]
     counts["answers_needing_query"] = len(need_query)
     counts["queries_accepted"] = sum(len(o.queries) for o in outcomes)
@@ -219,14 +229,23 @@ def _extra_queries(selected: List[Pair], dcfg, out_dir: Path, generator, counts:
         if generator is None:
             raise ValueError(f"data.queries.paired_extra={q.paired_extra}: writing extra requests for {len(todo)} "
                              "answers needs a generator")
-        synthesize_queries(todo, generator, q, on_batch=lambda b: elog.append([o.to_json() for o in b]),
-                           per_answer=q.paired_extra, known={p.id: [p.x] for p in chosen})
+        done = synthesize_queries(todo, generator, q, on_batch=lambda b: elog.append([o.to_json() for o in b]),
+                                  per_answer=q.paired_extra, known={p.id: [p.x] for p in chosen})
+        _raise_unfinished("synthesize (prepare: extra requests)", todo, elog, done)
     outcomes = [QueryOutcome(**elog.done[p.id]) for p in chosen]
     counts["answers_given_extra_queries"] = len(chosen)
     counts["extra_queries_reused"] = len(chosen) - len(todo)
     counts["extra_queries_accepted"] = sum(len(o.queries) for o in outcomes)
     counts["extra_queries_rejected"] = rejection_counts(outcomes)
     return {o.id: o.queries for o in outcomes}
+
+
+def _raise_unfinished(where: str, todo: List[tuple], work: WorkLog, outcomes: List[QueryOutcome]) -> None:
+    """Answers whose requests a failed model call left unwritten: the stage stops, a re-run goes on."""
+    missing = [aid for aid, _ in todo if aid not in work.done]
+    if missing:
+        errors = [o.error for o in outcomes if o.error]
+        raise UnfinishedError(where, "answers", len(missing), len(todo), errors[-1] if errors else "no error recorded")
 
 
 def _pair_rows(selected: List[Pair], bucket: Dict[str, str], outcomes: Dict[str, QueryOutcome], per_answer: int,

@@ -91,8 +91,6 @@ def copied_span(query: str, answer: str, n: int) -> Optional[str]:
 
 def rejection(query: str, answer: str, cfg: QueryConfig, accepted: Sequence[str], finish_reason: str = "stop") -> Optional[str]:
     """Why a cleaned request is not used (a short reason name), or None when it is fine."""
-    if finish_reason == "error":
-        return "error"
     if not query.strip():
         return "empty"
     if finish_reason == "length":
@@ -113,6 +111,9 @@ class QueryOutcome:
     rejected: Dict[str, int] = field(default_factory=dict)  # reason -> count
     examples: Dict[str, str] = field(default_factory=dict)  # reason -> one rejected text (for the log)
     attempts: int = 0
+    # A failed model call (after the backend's retries): the answer is unfinished, not written to
+    # the work log, and done by a re-run. Not part of the record.
+    error: Optional[str] = None
 
     def to_json(self) -> dict:
         return {"id": self.id, "queries": self.queries, "rejected": self.rejected, "examples": self.examples,
@@ -134,7 +135,9 @@ def synthesize_queries(
 ) -> List[QueryOutcome]:
     """`per_answer` (default `queries_per_answer`) accepted requests, or fewer after `max_attempts`
     rounds, for each (id, answer). A request equal to one of `known[id]` (the answer's existing
-    requests) counts as a duplicate. `on_batch` gets each finished batch, for writing as it goes."""
+    requests) counts as a duplicate. `on_batch` gets each batch's finished answers, for writing as it
+    goes; an answer whose call failed has `error` set, is not passed on, and no new batch is started
+    after one (the failure is the infrastructure's, so the rest would fail the same way)."""
     from tqdm.auto import tqdm
 
     want = cfg.queries_per_answer if per_answer is None else per_answer
@@ -145,10 +148,12 @@ def synthesize_queries(
     outcomes: List[QueryOutcome] = []
     bar = tqdm(total=len(answers), desc="reverse queries", unit="answer", dynamic_ncols=True)
     for start in range(0, len(answers), cfg.batch_size):
+        if any(o.error for o in outcomes):
+            break
         batch = answers[start:start + cfg.batch_size]
         done = [QueryOutcome(aid) for aid, _ in batch]
         for attempt in range(cfg.max_attempts):
-            todo = [i for i, o in enumerate(done) if len(o.queries) < want]
+            todo = [i for i, o in enumerate(done) if len(o.queries) < want and o.error is None]
             if not todo:
                 break
             # One call per number of missing requests (usually one call: all miss the same count).
@@ -163,6 +168,11 @@ def synthesize_queries(
                 for i, group in zip(idx, gens):
                     o = done[i]
                     o.attempts = attempt + 1
+                    failed = [g.error or "the backend reported an error" for g in group
+                              if g.error or g.finish_reason == "error"]
+                    if failed:
+                        o.error = failed[0]
+                        continue
                     for g in group:
                         if len(o.queries) >= want:
                             break
@@ -170,12 +180,12 @@ def synthesize_queries(
                         why = rejection(q, batch[i][1], cfg, [*known.get(o.id, ()), *o.queries], g.finish_reason)
                         if why:
                             o.rejected[why] = o.rejected.get(why, 0) + 1
-                            o.examples.setdefault(why, (g.error or g.text or "")[:300])
+                            o.examples.setdefault(why, (g.text or "")[:300])
                         else:
                             o.queries.append(q)
         outcomes += done
         if on_batch is not None:
-            on_batch(done)
+            on_batch([o for o in done if o.error is None])
         bar.update(len(batch))
         bar.set_postfix(accepted=sum(len(o.queries) for o in outcomes), refresh=False)
     bar.close()

@@ -43,8 +43,6 @@ class JudgeConfig:
     constrained_local: bool = True
     max_concurrency: int = 8  # parallel HTTP judge calls
     rate_limit_rps: float = 0.0  # judge calls started per second at most; 0: no limit
-    max_retries: int = 4  # a failed call (error, timeout) is tried again this many times
-    backoff_s: float = 1.0  # first retry wait; doubles each time
     max_reasks: int = 2  # an unparseable or out-of-range reply is asked again this many times
     prices: Dict[str, JudgePrice] = field(default_factory=dict)  # judge model id -> price
 
@@ -60,3 +58,6 @@ class EvalConfig:
     # A bad benchmark record stops the run naming file, line and field; false: it is skipped, counted
     # and listed in summary.json (scores then cover fewer items than the published benchmark).
     strict: bool = True
+    # Items whose answer or judgment could not be had (failed model calls after the endpoint's
+    # retries) are unfinished, never scored; the stage fails unless at most this share is (0..1).
+    max_unfinished_share: float = 0.0

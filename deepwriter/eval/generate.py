@@ -1,19 +1,22 @@
 """Answers of the model under test, one JSONL record per item, appended as batches finish.
 
 A killed run resumes: ids already in the file are not generated again. The raw output is kept; the
-`<think>…</think>` part is split off into `thinking` and only `answer` goes to the judge.
+`<think>…</think>` part is split off into `thinking` and only `answer` goes to the judge. A call that
+failed after the endpoint's retries writes nothing: the item is unfinished and a re-run answers it.
 """
 from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from deepwriter.eval.benchmarks.base import Item
 from deepwriter.eval.config import BenchmarkConfig
 from deepwriter.llm.base import Sampling
+from deepwriter.unfinished import Unfinished
 
 log = logging.getLogger("deepwriter.eval.generate")
 
@@ -57,9 +60,11 @@ def _end_with_newline(path: Path) -> None:
 
 
 def generate_answers(make_generator: Callable[[], Any], items: List[Item], bcfg: BenchmarkConfig, out_path: Path,
-                     seed: int, batch_size: int, show_progress: bool = True) -> Tuple[List[Dict[str, Any]], int]:
-    """Records for `items` in order, and how many were generated now. The generator is created only
-    when something is left to generate."""
+                     seed: int, batch_size: int, unfinished: Unfinished,
+                     show_progress: bool = True) -> Tuple[List[Optional[Dict[str, Any]]], int]:
+    """Records for `items` in order (None for an item left unfinished, which is added to
+    `unfinished`), and how many were generated now. The generator is created only when something is
+    left to generate; no new batch is started once `unfinished` is over its budget."""
     from tqdm.auto import tqdm
 
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -73,6 +78,11 @@ def generate_answers(make_generator: Callable[[], Any], items: List[Item], bcfg:
                   disable=not show_progress) as bar, open(out_path, "a", encoding="utf-8") as f:
             for start in range(0, len(todo), max(1, batch_size)):
                 chunk = todo[start:start + batch_size]
+                if unfinished.over_budget():  # the server is failing: leave the rest for a re-run
+                    for _, it in chunk:
+                        unfinished.add(f"{it.bench}/{it.id}", "")
+                    bar.update(len(chunk))
+                    continue
                 sampling = Sampling(temperature=bcfg.temperature, top_p=bcfg.top_p,
                                     max_new_tokens=bcfg.max_new_tokens, seed=seed + chunk[0][0])
                 t0 = time.monotonic()
@@ -80,10 +90,14 @@ def generate_answers(make_generator: Callable[[], Any], items: List[Item], bcfg:
                 seconds = (time.monotonic() - t0) / len(chunk)
                 for (_, it), group in zip(chunk, gens):
                     g = group[0]
+                    if g.error or g.finish_reason == "error":  # not an answer: nothing is written
+                        unfinished.add(f"{it.bench}/{it.id}", f"model under test: {g.error or 'the backend reported an error'}")
+                        log.warning("eval: %s/%s unfinished: %s", it.bench, it.id, g.error)
+                        continue
                     answer, thinking, closed = split_thinking(g.text)
                     rec = {"id": it.id, "bench": it.bench, "prompt": it.prompt, "output": g.text, "answer": answer,
                            "thinking": thinking, "think_closed": closed, "finish_reason": g.finish_reason,
-                           "error": g.error, "prompt_tokens": g.prompt_tokens, "completion_tokens": g.completion_tokens,
+                           "prompt_tokens": g.prompt_tokens, "completion_tokens": g.completion_tokens,
                            "seconds": round(seconds, 3), "model": getattr(generator, "model_id", ""),
                            "sampling": {"temperature": sampling.temperature, "top_p": sampling.top_p,
                                         "max_new_tokens": sampling.max_new_tokens, "seed": sampling.seed}}
@@ -91,5 +105,6 @@ def generate_answers(make_generator: Callable[[], Any], items: List[Item], bcfg:
                     done[it.id] = rec
                     made += 1
                 f.flush()
+                os.fsync(f.fileno())
                 bar.update(len(chunk))
-    return [done[it.id] for it in items], made
+    return [done.get(it.id) for it in items], made

@@ -4,13 +4,15 @@ turns judge tasks into allowed scores.
 - HTTP judges write free JSON: it is extracted and repaired, checked against each slot's allowed
   values, and asked again (bounded) when unparseable, incomplete or out of range. Pending calls are
   sent together (the HTTP client keeps at most `max_concurrency` in flight, an optional rate limit
-  paces them); failed calls are retried with exponential backoff.
+  paces them). Retries of failed calls are the endpoint's alone (`endpoint.max_retries`): a call that
+  still fails leaves its task unfinished (no verdict), for a re-run; the judge adds no retries.
 - A transformers judge (a 135M model cannot be trusted to write JSON) is decoded under a constraint:
   the JSON is forced token by token and each score may only be one of the allowed values, so every
   judgment parses and is in range.
 - Every reply is cached on disk (append-only JSONL) under a key of judge model, prompt, sampling
-  parameters and sample index: a re-run makes no calls and a killed run resumes. Failures are
-  recorded in the outcome and counted, never replaced by a default.
+  parameters and sample index: a re-run makes no calls and a killed run resumes. A judge reply that
+  stays unusable after its re-asks is a counted failure (the model's answer); a failed call is never
+  a verdict, nor replaced by a default.
 """
 from __future__ import annotations
 
@@ -258,10 +260,10 @@ class JudgeStats:
     tasks: int = 0
     ok: int = 0
     failed: int = 0
+    unfinished: int = 0  # tasks with no verdict: the call failed after the endpoint's retries, or was not sent
     calls: int = 0  # calls that reached the judge model
     cache_hits: int = 0
-    call_errors: int = 0  # calls that raised or returned an error (each retried or given up)
-    retries: int = 0
+    call_errors: int = 0  # calls that failed after the endpoint's retries
     reasks: int = 0
     bad_replies: int = 0  # unparseable, incomplete or out of range
     prompt_tokens: int = 0
@@ -280,8 +282,6 @@ class _FreeState:
     messages: List[Dict[str, str]]
     out: JudgeOutcome
     ask: int = 0  # the sample index: 0 for the first ask, then one per re-ask
-    failures: int = 0  # failed calls of the current ask
-    last_error: str = ""
 
 
 class Judge:
@@ -290,7 +290,7 @@ class Judge:
     `backend_factory()` returns a Generator (free JSON) or a ConstrainedJudgeBackend."""
 
     def __init__(self, backend_factory: Callable[[], Any], model_id: str, cfg: JudgeConfig, cache_dir: Path,
-                 constrained: bool, sleep: Callable[[float], None] = time.sleep):
+                 constrained: bool):
         self._factory = backend_factory
         self._backend = None
         self._backend_lock = threading.Lock()
@@ -301,7 +301,8 @@ class Judge:
         self.stats = JudgeStats()
         self._lock = threading.Lock()
         self._limiter = RateLimiter(cfg.rate_limit_rps)
-        self._sleep = sleep
+        self._stop_after: Optional[int] = None  # see run()
+        self._unfinished_items: set = set()  # item ids with an unfinished task, for stop_after
         price = cfg.prices.get(model_id)
         self._price = (price.input_per_mtok, price.output_per_mtok) if price else (0.0, 0.0)
         self.sampling = Sampling(temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed)
@@ -334,9 +335,19 @@ class Judge:
 
     # -- free JSON (HTTP or unconstrained) ---------------------------------------------------------
     # Work goes in rounds: every task's next ask is looked up in the cache, the misses are sent to the
-    # backend together (an HTTP backend keeps `max_concurrency` requests in flight over one client),
-    # replies are checked, and tasks with a bad reply (re-ask) or a failed call (retry after backoff)
-    # go to the next round.
+    # backend in chunks (an HTTP backend keeps `max_concurrency` requests in flight over one client),
+    # replies are checked, and tasks with a bad reply go to the next round to be asked again. A failed
+    # call ends its task unfinished; once more tasks are unfinished than run() allows, the rest are not
+    # sent (a judge that is down would cost each its full retries).
+
+    def _unfinished(self, st: "_FreeState", error: str) -> None:
+        st.out.unfinished, st.out.ok, st.out.error = True, False, error
+        self._count(unfinished=1)
+        with self._lock:
+            self._unfinished_items.add(st.task.item_id)
+
+    def _stopped(self) -> bool:
+        return self._stop_after is not None and len(self._unfinished_items) > self._stop_after
 
     def _absorb(self, st: "_FreeState", rec: dict) -> bool:
         """Take one reply into a task's outcome; True when the task is finished."""
@@ -385,44 +396,40 @@ class Judge:
                     if self._absorb(st, hit):
                         progress.update(1)
                         break
-            next_active, retry = [], []
-            chunk = max(1, int(self.cfg.rate_limit_rps)) if self.cfg.rate_limit_rps > 0 else max(1, len(misses))
+            next_active = []
+            if self.cfg.rate_limit_rps > 0:
+                chunk = max(1, int(self.cfg.rate_limit_rps))
+            else:  # bounded, so a judge that is down is noticed after one chunk, not after every task
+                chunk = max(1, 4 * self.cfg.max_concurrency)
             for start in range(0, len(misses), chunk):
                 batch = misses[start:start + chunk]
+                if self._stopped():
+                    for i in batch:
+                        self._unfinished(states[i], f"not sent: the judge failed on {len(self._unfinished_items)} items")
+                        progress.update(1)
+                    continue
                 for _ in batch:
                     self._limiter.wait()
                 t0 = time.monotonic()
                 try:
                     gens = [g[0] for g in self.backend.generate([states[i].messages for i in batch], self.sampling, n=1)]
-                except Exception as exc:  # a backend that raises fails the whole batch; each is retried
+                except Exception as exc:  # e.g. a prompt too long for a local judge: its tasks, unfinished
                     gens = [Generation(text="", finish_reason="error", error=f"{type(exc).__name__}: {exc}")] * len(batch)
                 latency = (time.monotonic() - t0) / len(batch)  # wall time shared by the batch's calls
                 for i, gen in zip(batch, gens):
                     st = states[i]
                     if gen.finish_reason == "error" or gen.error:
                         self._count(call_errors=1)
-                        st.failures += 1
-                        st.last_error = gen.error or "the backend reported an error"
-                        if st.failures > self.cfg.max_retries:
-                            st.out.error = f"judge call failed after {st.failures} attempts: {st.last_error}"
-                            progress.update(1)
-                        else:
-                            retry.append(i)
+                        self._unfinished(st, f"judge call failed: {gen.error or 'the backend reported an error'}")
+                        progress.update(1)
                         continue
                     st.out.calls += 1
-                    st.failures = 0  # a re-ask gets its own retries
                     rec = self._record(self._key(st), gen, latency, st.ask, "free")
                     if self._absorb(st, rec):
                         progress.update(1)
                     else:
                         next_active.append(i)
-            if retry:
-                wait = max(self.cfg.backoff_s * 2 ** (states[i].failures - 1) for i in retry)
-                self._count(retries=len(retry))
-                for i in retry:
-                    states[i].out.retries += 1
-                self._sleep(wait)
-            active = next_active + retry
+            active = next_active
         return [st.out for st in states]
 
     # -- constrained (transformers) --------------------------------------------------------------------
@@ -446,17 +453,14 @@ class Judge:
             t0 = time.monotonic()
             try:
                 gens = self.backend.judge([tasks[i].messages for i, _ in chunk], [tasks[i].slots for i, _ in chunk], self.sampling)
-            except Exception as exc:  # a broken local model fails its tasks, visibly
-                self._count(call_errors=len(chunk))
-                for i, _ in chunk:
-                    outcomes[i] = JudgeOutcome(tasks[i].item_id, tasks[i].key, ok=False, error=f"{type(exc).__name__}: {exc}")
-                progress.update(len(chunk))
-                continue
+            except Exception as exc:  # a broken local model: its tasks are unfinished, visibly
+                gens = [Generation(text="", finish_reason="error", error=f"{type(exc).__name__}: {exc}")] * len(chunk)
             latency = (time.monotonic() - t0) / len(chunk)
             for (i, key), gen in zip(chunk, gens):
-                if gen.finish_reason == "error" or gen.error:  # not cached: a re-run tries again
-                    self._count(call_errors=1)
-                    outcomes[i] = JudgeOutcome(tasks[i].item_id, tasks[i].key, ok=False, error=f"local judge failed: {gen.error}")
+                if gen.finish_reason == "error" or gen.error:  # not cached, no verdict: a re-run tries again
+                    self._count(call_errors=1, unfinished=1)
+                    outcomes[i] = JudgeOutcome(tasks[i].item_id, tasks[i].key, ok=False, unfinished=True,
+                                               error=f"local judge failed: {gen.error}")
                     continue
                 rec = self._record(key, gen, latency, 0, "constrained")
                 outcomes[i] = self._constrained_outcome(tasks[i], rec, cached=False)
@@ -478,17 +482,21 @@ class Judge:
 
     # -- entry point -------------------------------------------------------------------------------------
 
-    def run(self, tasks: List[JudgeTask], show_progress: bool = True) -> List[JudgeOutcome]:
+    def run(self, tasks: List[JudgeTask], show_progress: bool = True, stop_after: Optional[int] = None) -> List[JudgeOutcome]:
+        """One outcome per task. `stop_after`: once more items (distinct task item ids) than this have an
+        unfinished task (a failed call), the tasks not yet sent are left unfinished instead of sent."""
         from tqdm.auto import tqdm
 
+        self._stop_after = stop_after
+        self._unfinished_items = set()
         with tqdm(total=len(tasks), desc=f"judge {self.model_id}", unit="task", disable=not show_progress) as progress:
             if self.constrained:
                 outcomes = self._run_constrained(tasks, progress)
             else:
                 outcomes = self._run_free(tasks, progress)
         for o in outcomes:
-            self._count(tasks=1, ok=int(o.ok), failed=int(not o.ok))
-            if not o.ok:
+            self._count(tasks=1, ok=int(o.ok), failed=int(not o.ok and not o.unfinished))
+            if not o.ok and not o.unfinished:
                 kind = (o.error or "unknown").split(":")[0]
                 with self._lock:
                     self.stats.failures[kind] = self.stats.failures.get(kind, 0) + 1

@@ -16,7 +16,7 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from deepwriter.config import ConfigError, RootConfig, expand
 from deepwriter.eval import tables
@@ -26,6 +26,7 @@ from deepwriter.eval.generate import generate_answers
 from deepwriter.eval.judge import make_judge
 from deepwriter.llm.config import Backend, ModelConfig, ModelSource
 from deepwriter.pipeline import StageContext, StageResult
+from deepwriter.unfinished import Unfinished
 
 log = logging.getLogger("deepwriter.eval")
 
@@ -53,7 +54,7 @@ def _write_jsonl_atomic(path: Path, records: List[Dict[str, Any]]) -> None:
 
 def _judge_view(o: JudgeOutcome) -> Dict[str, Any]:
     return {"ok": o.ok, "values": o.values, "reasons": o.reasons, "error": o.error, "calls": o.calls,
-            "cached": o.cached, "reasks": o.reasks, "retries": o.retries, "prompt_tokens": o.prompt_tokens,
+            "cached": o.cached, "reasks": o.reasks, "prompt_tokens": o.prompt_tokens,
             "completion_tokens": o.completion_tokens, "latency_s": round(o.latency_s, 4), "cost_usd": o.cost_usd}
 
 
@@ -83,27 +84,37 @@ def run(cfg: RootConfig, ctx: StageContext) -> StageResult:
             holder["gen"] = make_generator(mut, cfg.paths.cache_dir, batch_size=ecfg.batch_size)
         return holder["gen"]
 
-    answers: Dict[str, List[Dict[str, Any]]] = {}
+    unfinished = Unfinished("eval", "items", total=sum(len(items) for _, items in benches.values()),
+                            max_share=ecfg.max_unfinished_share)
+    answers: Dict[str, List[Optional[Dict[str, Any]]]] = {}
     generated = 0
     for name, (_, items) in benches.items():
         recs, made = generate_answers(generator, items, enabled[name], out / "items" / f"{name}.generations.jsonl",
-                                      seed=ecfg.seed, batch_size=ecfg.batch_size)
+                                      seed=ecfg.seed, batch_size=ecfg.batch_size, unfinished=unfinished)
         answers[name], generated = recs, generated + made
     holder.clear()
     gc.collect()  # the model under test leaves memory before the judge loads
 
-    # 2. judgments
+    # 2. judgments (of the answers there are; a failed judge call leaves its item unfinished)
     judge = make_judge(cfg, out / "judge_cache")
     tasks, owners = [], []
     for name, (mod, items) in benches.items():
         for item, rec in zip(items, answers[name]):
+            if rec is None:
+                continue
             for t in mod.judge_tasks(item, rec["answer"]):
                 tasks.append(t)
                 owners.append(name)
-    outcomes = judge.run(tasks)
+    outcomes = judge.run(tasks, stop_after=max(0, unfinished.allowed - len(unfinished.ids)))
     by_item: Dict[Tuple[str, str], Dict[str, JudgeOutcome]] = {}
     for name, o in zip(owners, outcomes):
         by_item.setdefault((name, o.item_id), {})[o.key] = o
+    for (name, item_id), outs in by_item.items():
+        failed = [o.error for o in outs.values() if o.unfinished]
+        if failed:
+            unfinished.add(f"{name}/{item_id}", failed[0])
+    unfinished.check()  # raises unless within max_unfinished_share; answers and replies are kept
+    left_out = set(unfinished.ids)
 
     # 3. scores
     summary: Dict[str, Any] = {"label": f"{cfg.recipe.name}/{cfg.run_id}", "model_under_test": mut.name,
@@ -112,6 +123,8 @@ def run(cfg: RootConfig, ctx: StageContext) -> StageResult:
     for name, (mod, items) in benches.items():
         records = []
         for item, rec in zip(items, answers[name]):
+            if f"{name}/{item.id}" in left_out:  # unfinished: no score, listed in the summary
+                continue
             outs = by_item.get((name, item.id), {})
             scored = mod.score_item(item, rec["answer"], outs)
             records.append({"id": item.id, "prompt": item.prompt, "answer": rec["answer"], "thinking": rec["thinking"],
@@ -123,14 +136,16 @@ def run(cfg: RootConfig, ctx: StageContext) -> StageResult:
         else:
             agg = mod.aggregate(records)
         head = mod.headline(name, agg)
-        summary["benchmarks"][name] = {"kind": mod.KIND, "summary": agg, "headline": head, "skipped": skipped[name]}
+        summary["benchmarks"][name] = {"kind": mod.KIND, "summary": agg, "headline": head, "skipped": skipped[name],
+                                       "unfinished": sorted(i.split("/", 1)[1] for i in left_out if i.startswith(name + "/"))}
         summary["headline"].update(head)
         ctx.tracker.table(f"eval/{name}/items", ["id", "prompt", "answer", "score", "failure"],
                           [[r["id"], r["prompt"][:500], r["answer"][:2000],
                             r.get("score", r.get("S_q")), r.get("failure")] for r in records])
     summary["judge_stats"] = judge.stats.as_dict()
     summary["generation"] = {"generated_now": generated, "items": sum(len(v) for v in answers.values()),
-                             "thinking_unclosed": sum(1 for v in answers.values() for r in v if not r["think_closed"])}
+                             "thinking_unclosed": sum(1 for v in answers.values() for r in v if r and not r["think_closed"])}
+    summary["unfinished"] = unfinished.as_dict()
     (out / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False, default=str))
 
     artifacts = {"summary": "summary.json", "items": "items", "judge_cache": "judge_cache/calls.jsonl"}
@@ -148,6 +163,7 @@ def run(cfg: RootConfig, ctx: StageContext) -> StageResult:
     counts = {"items": summary["generation"]["items"], "skipped_records": sum(len(v) for v in skipped.values()),
               "generated": generated, "judge_tasks": stats.tasks,
               "judge_calls": stats.calls, "judge_cache_hits": stats.cache_hits, "judge_failures": stats.failed,
-              "judge_reasks": stats.reasks, "judge_retries": stats.retries, "judge_cost_usd": round(stats.cost_usd, 6)}
+              "judge_reasks": stats.reasks, "judge_cost_usd": round(stats.cost_usd, 6), "unfinished": len(unfinished.ids)}
     metrics = {k: v for k, v in summary["headline"].items() if v is not None}
-    return StageResult(counts=counts, metrics=metrics, artifacts=artifacts)
+    return StageResult(counts=counts, metrics=metrics, artifacts=artifacts,
+                       unfinished=unfinished.as_dict() if unfinished.ids else None)

@@ -50,6 +50,12 @@ class TokenLogprobs:
         return len(self.logprobs)
 
 
+class ModelCallFailed(Exception):
+    """A model call that failed for reasons of infrastructure, after the backend's own retries (a
+    `Generation` or `TokenLogprobs` with `error` set). Never a verdict on the item it was for: the
+    item stays unfinished, for a re-run."""
+
+
 @runtime_checkable
 class Generator(Protocol):
     model_id: str

@@ -29,10 +29,15 @@ class EndpointConfig:
     api_key_env: Optional[str] = None
     max_concurrency: int = 8
     timeout_s: float = 120.0
+    # A failed call (no answer, 408/429/5xx, a malformed body) is sent again up to this many times,
+    # so at most max_retries + 1 attempts per call: the one retry policy of every model call.
     max_retries: int = 6
     backoff_s: float = 1.0
     # How log-probs of a given text are obtained: completions_echo | vllm_prompt_logprobs | sglang
     logprobs_api: str = "completions_echo"
+    # Send each request's sampling seed. vLLM on CPU dies on a per-request seed (its CPU generator has
+    # no offset), so presets for it set false; samples are then not reproducible across runs.
+    send_seed: bool = True
 
 
 @dataclass

@@ -321,7 +321,7 @@ class OpenAIGenerator(_Client):
             "top_p": sampling.top_p,
             "max_tokens": sampling.max_new_tokens,
         }
-        if sampling.seed is not None:
+        if sampling.seed is not None and self.endpoint.send_seed:
             body["seed"] = sampling.seed
         if sampling.stop:
             body["stop"] = list(sampling.stop)
@@ -385,6 +385,7 @@ class OpenAIScorer(_Client):
         self.model_id = model_id
         self.transport = _Transport(endpoint)
         self._echo_max_tokens = 0  # raised to 1 when a server refuses max_tokens=0
+        self._echo_text = False  # set when a server refuses token-id prompts
 
     def __repr__(self) -> str:
         return (f"OpenAIScorer(model_id={self.model_id!r}, logprobs_api={self.endpoint.logprobs_api!r}, "
@@ -420,9 +421,54 @@ class OpenAIScorer(_Client):
             return TokenLogprobs(error=str(exc))
 
     async def _echo(self, client, sem, context: str, target: str) -> TokenLogprobs:
-        """Legacy completions with echo: the whole text is sent, and the target's tokens are the
-        ones whose characters (`text_offset`) fall in the target's span. A token straddling the
-        context/target boundary counts as the target's (it carries target characters)."""
+        """Legacy completions with echo. The prompt goes as token ids (context's, then target's,
+        tokenized apart as every other backend does) and the target's log-probs are the echoed
+        entries at its positions. Sent as one text instead, the server would tokenize across the
+        boundary (SmolLM2: "\n\n" + "Out" becomes "\n", "\n", "Out"), moving the target's first
+        log-prob from -15.7 to -7.9 and the clipped mean by ~0.006. A server that refuses token-id
+        prompts is sent the text; the target's tokens are then the ones whose characters
+        (`text_offset`) fall in its span, a token straddling the boundary counting as the target's."""
+        if self._echo_text:
+            return await self._echo_text_offsets(client, sem, context, target)
+        ctx_ids, tgt_ids = self._ids(context), self._ids(target)
+        ids = ctx_ids + tgt_ids
+
+        def parse(payload: dict) -> TokenLogprobs:
+            lp = payload["choices"][0]["logprobs"]
+            values = lp["token_logprobs"]
+            if len(values) < len(ids):  # the echoed prompt, then any generated token
+                raise _BadPayload(f"{len(values)} echoed log-probs for {len(ids)} prompt tokens")
+            out = values[len(ctx_ids):len(ids)]
+            if any(v is None for v in out):
+                raise _BadPayload("no log-prob for a target token")
+            return TokenLogprobs(tokens=self.tokenizer.convert_ids_to_tokens(tgt_ids), logprobs=[float(v) for v in out])
+
+        try:
+            return await self._echo_call(client, sem, ids, parse)
+        except RequestFailed as exc:
+            if not (exc.status in (400, 422) and "prompt" in str(exc)):
+                raise
+            log.warning("server refuses token-id prompts; sending texts (the boundary may tokenize differently)")
+            self._echo_text = True
+            return await self._echo_text_offsets(client, sem, context, target)
+
+    async def _echo_call(self, client, sem, prompt: Any, parse: Callable[[dict], TokenLogprobs]) -> TokenLogprobs:
+        def body() -> dict:
+            return {"model": self.model_id, "prompt": prompt, "max_tokens": self._echo_max_tokens,
+                    "echo": True, "logprobs": 1, "temperature": 0.0}
+
+        sent = body()
+        try:
+            return await self.transport.call(client, sem, "/completions", sent, parse)
+        except RequestFailed as exc:
+            if not (exc.status in (400, 422) and sent["max_tokens"] == 0 and "max_tokens" in str(exc)):
+                raise
+            if self._echo_max_tokens == 0:
+                log.warning("server refuses max_tokens=0 with echo; asking for one token and ignoring it")
+            self._echo_max_tokens = 1
+            return await self.transport.call(client, sem, "/completions", body(), parse)
+
+    async def _echo_text_offsets(self, client, sem, context: str, target: str) -> TokenLogprobs:
         start, end = len(context), len(context) + len(target)
 
         def parse(payload: dict) -> TokenLogprobs:
@@ -442,20 +488,7 @@ class OpenAIScorer(_Client):
                 raise _BadPayload("no echoed token falls inside the target's characters")
             return out
 
-        def body() -> dict:
-            return {"model": self.model_id, "prompt": context + target, "max_tokens": self._echo_max_tokens,
-                    "echo": True, "logprobs": 1, "temperature": 0.0}
-
-        sent = body()
-        try:
-            return await self.transport.call(client, sem, "/completions", sent, parse)
-        except RequestFailed as exc:
-            if not (exc.status in (400, 422) and sent["max_tokens"] == 0 and "max_tokens" in str(exc)):
-                raise
-            if self._echo_max_tokens == 0:
-                log.warning("server refuses max_tokens=0 with echo; asking for one token and ignoring it")
-            self._echo_max_tokens = 1
-            return await self.transport.call(client, sem, "/completions", body(), parse)
+        return await self._echo_call(client, sem, context + target, parse)
 
     async def _prompt_logprobs(self, client, sem, ctx_ids: List[int], tgt_ids: List[int]) -> TokenLogprobs:
         """vLLM's `prompt_logprobs`: one {token_id: {logprob, rank, decoded_token}} per prompt

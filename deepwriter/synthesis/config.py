@@ -47,3 +47,6 @@ class SynthesisConfig:
     # same batch size.
     batch_size: int = 8
     seed: int = 0
+    # Pairs whose model calls failed (server down, timeouts after every retry) are unfinished, never
+    # discarded; the stage fails unless at most this share of its pairs is unfinished (0..1).
+    max_unfinished_share: float = 0.0

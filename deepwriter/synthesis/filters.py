@@ -18,8 +18,8 @@ TOO_SHORT = "too_short"
 SINGLE_SEGMENT = "single_segment"
 LATE_REFLECTION = "late_reflection"
 REPETITION = "repetition"
-SCORE_FAILED = "score_failed"  # the scorer backend could not score z0 (set by the search, not here)
-REASONS = (EMPTY_ANSWER, UNPARSEABLE, TOO_SHORT, SINGLE_SEGMENT, LATE_REFLECTION, REPETITION, SCORE_FAILED)
+# A failed model call is no reason: the pair stays unfinished (search.UnfinishedPair), not discarded.
+REASONS = (EMPTY_ANSWER, UNPARSEABLE, TOO_SHORT, SINGLE_SEGMENT, LATE_REFLECTION, REPETITION)
 
 
 def top_trigram_share(text: str, top: int = 3) -> float:

@@ -19,7 +19,9 @@ import time
 from dataclasses import dataclass
 from typing import Any, Dict, Generator as Coroutine, List, Optional, Sequence, Tuple, Union
 
-from deepwriter.llm.base import Generator, Message, Sampling, Scorer, ScoreRequest, TokenLogprobs, clipped_mean_nll
+from deepwriter.llm.base import (
+    Generator, Message, ModelCallFailed, Sampling, Scorer, ScoreRequest, TokenLogprobs, clipped_mean_nll,
+)
 from deepwriter.synthesis import filters, prompts, segments
 from deepwriter.synthesis.config import SamplingConfig, SynthesisConfig
 
@@ -49,6 +51,15 @@ class ScoreCall:
 Call = Union[GenerateCall, ScoreCall]
 
 
+@dataclass
+class UnfinishedPair:
+    """A search stopped by a failed model call (ModelCallFailed): no record, no verdict. The stage
+    leaves the pair unfinished for a re-run."""
+
+    id: str
+    error: str
+
+
 class TrajectoryScorer:
     """Builds the scorer requests for a pair and turns log-probs into scores."""
 
@@ -62,13 +73,13 @@ class TrajectoryScorer:
     def request(self, z: str) -> ScoreRequest:
         return ScoreRequest(self.messages, prompts.scorer_prefix(z, self.answer_head), self.target)
 
-    def scores(self, out: Sequence[TokenLogprobs]) -> List[Optional[float]]:
-        """Scores of one scorer call's results; None for a request the backend could not score."""
-        scores: List[Optional[float]] = []
+    def scores(self, out: Sequence[TokenLogprobs]) -> List[float]:
+        """Scores of one scorer call's results. A request the backend could not score raises
+        ModelCallFailed: the pair is unfinished, not judged on fewer candidates."""
+        scores: List[float] = []
         for lp in out:
             if getattr(lp, "error", None) or not lp.logprobs:
-                scores.append(None)
-                continue
+                raise ModelCallFailed(f"scorer: {lp.error or 'no log-probs returned for the target'}")
             self.target_tokens = len(lp)
             scores.append(clipped_mean_nll(lp, self.cfg.clip_min, self.cfg.clip_max))
         return scores
@@ -97,6 +108,9 @@ def search(pair_id: str, x: str, y: str, cfg: SynthesisConfig, model_ids: Dict[s
 
     def generate(messages, sampling, n, prefill):
         out = yield GenerateCall(messages, sampling, n, prefill)
+        failed = [g.error for g in out if g.error or g.finish_reason == "error"]
+        if failed:  # one failed sample fails the call: a search on fewer candidates is another search
+            raise ModelCallFailed(f"generator: {failed[0] or 'the backend reported an error'}")
         for g in out:
             record["tokens"]["prompt"] += g.prompt_tokens
             record["tokens"]["completion"] += g.completion_tokens
@@ -112,7 +126,7 @@ def search(pair_id: str, x: str, y: str, cfg: SynthesisConfig, model_ids: Dict[s
     record["trigger"] = trigger
     first = (yield from generate(prompts.initial_messages(x, y, cfg.reflection),
                                  _sampling(cfg.initial, seed, (prompts.THINK_CLOSE,)), 1, prompts.THINK_OPEN + trigger))[0]
-    z0 = None if first.error else prompts.parse_initial(trigger, first.text)
+    z0 = prompts.parse_initial(trigger, first.text)
     if z0 is not None and not cfg.reflection:
         z0 = prompts.strip_reflection(z0) or None
     record["z0"] = z0
@@ -121,9 +135,6 @@ def search(pair_id: str, x: str, y: str, cfg: SynthesisConfig, model_ids: Dict[s
         return _finish(record, None, cfg, t_start)
 
     best = (yield from score([z0]))[0]
-    if best is None:
-        record["z_final"] = z0
-        return _finish(record, None, cfg, t_start, reason=filters.SCORE_FAILED)
     record["scores"].append(best)
     sep = segments.separator(z0)
     segs = segments.split(z0, cfg.min_segment_chars)
@@ -144,7 +155,7 @@ def search(pair_id: str, x: str, y: str, cfg: SynthesisConfig, model_ids: Dict[s
                                        cfg.num_candidates, prefill)
             candidates = []
             for g in outs:
-                text = None if g.error else prompts.parse_rewrite(prefill + g.text)
+                text = prompts.parse_rewrite(prefill + g.text)
                 if text is not None and not cfg.reflection:
                     text = prompts.strip_reflection(text) or None
                 candidates.append({"text": text, "score": None, "raw": g.text if text is None else None})
@@ -153,7 +164,6 @@ def search(pair_id: str, x: str, y: str, cfg: SynthesisConfig, model_ids: Dict[s
                 trials = [segments.join(segs[:i] + [c["text"]] + segs[i + 1:], sep) for c in valid]
                 for c, value in zip(valid, (yield from score(trials))):
                     c["score"] = value
-                valid = [c for c in valid if c["score"] is not None]
             if valid:
                 winner = min(valid, key=lambda c: c["score"])
                 accepted = winner["score"] < best  # strictly lower: ties keep the current trajectory
@@ -177,14 +187,16 @@ def synthesize(
     pair_id: str, x: str, y: str, generator: Generator, scorer: Scorer, cfg: SynthesisConfig,
     category: Optional[str] = None,
 ) -> Dict[str, Any]:
-    """Run the search for one pair and return its record (see store.py for how it is written)."""
+    """Run the search for one pair and return its record (see store.py for how it is written), or
+    an UnfinishedPair when a model call failed."""
     return next(iter(synthesize_many([(pair_id, x, y, category)], generator, scorer, cfg)))
 
 
 def synthesize_many(
     pairs: Sequence[Tuple[str, str, str, Optional[str]]], generator: Generator, scorer: Scorer, cfg: SynthesisConfig,
 ) -> Coroutine[Dict[str, Any], None, None]:
-    """Search several (id, x, y, category) pairs in lockstep and yield each record as its search ends.
+    """Search several (id, x, y, category) pairs in lockstep and yield each record as its search ends
+    (an UnfinishedPair instead for a pair whose search a failed model call stopped).
 
     Each round, the pending generate calls that share sampling settings become one batched
     generate call (the first pair's seed seeds the batch, so a run reproduces for the same batch
@@ -199,6 +211,8 @@ def synthesize_many(
             active[i] = (co, co.send(None))
         except StopIteration as done:
             yield done.value
+        except ModelCallFailed as exc:
+            yield UnfinishedPair(pid, str(exc))
     while active:
         answers: Dict[int, Any] = {}
         gen_groups: Dict[tuple, List[int]] = {}
@@ -234,11 +248,13 @@ def synthesize_many(
             except StopIteration as done:
                 del active[i]
                 yield done.value
+            except ModelCallFailed as exc:
+                del active[i]
+                yield UnfinishedPair(pairs[i][0], str(exc))
 
 
-def _finish(record: Dict[str, Any], z: Optional[str], cfg: SynthesisConfig, t_start: float,
-            reason: Optional[str] = None) -> Dict[str, Any]:
-    reason = reason or filters.discard_reason(z, record["y"], cfg.filters, cfg.min_segment_chars)
+def _finish(record: Dict[str, Any], z: Optional[str], cfg: SynthesisConfig, t_start: float) -> Dict[str, Any]:
+    reason = filters.discard_reason(z, record["y"], cfg.filters, cfg.min_segment_chars)
     record["verdict"] = {"kept": reason is None, "reason": reason}
     record["perplexities"] = [math.exp(s) for s in record["scores"]]
     record["timings"]["total_s"] = time.perf_counter() - t_start

@@ -12,7 +12,8 @@ from deepwriter.config import RootConfig
 from deepwriter.data.pairs import Pair, Skipped, load_pairs, reject
 from deepwriter.pipeline import StageContext, StageResult
 from deepwriter.synthesis import store
-from deepwriter.synthesis.search import synthesize_many
+from deepwriter.synthesis.search import UnfinishedPair, synthesize_many
+from deepwriter.unfinished import Unfinished
 
 log = logging.getLogger("deepwriter.synthesis")
 
@@ -137,6 +138,8 @@ def run(cfg: RootConfig, ctx: StageContext) -> StageResult:
     mine = check_lengths(cfg, select_pairs(cfg, pairs, skipped), skipped)
     i, n = store.parse_shard_spec(scfg.shard)
     path = store.shard_path(ctx.out_dir, i, n)
+    unfinished = Unfinished("synthesize", "pairs", total=len(mine), max_share=scfg.max_unfinished_share)
+    not_started = 0
     with store.ShardWriter(path) as writer:
         if writer.truncated_bytes:
             log.warning("%s: cut a torn last record (%d bytes) left by an interrupted run", path, writer.truncated_bytes)
@@ -151,8 +154,18 @@ def run(cfg: RootConfig, ctx: StageContext) -> StageResult:
             bar = tqdm(total=len(todo), desc="synthesize", unit="sample", dynamic_ncols=True)
             by_id = {p.id: p for p in todo}
             for start in range(0, len(todo), scfg.batch_size):
+                if unfinished.over_budget():  # the servers are failing: stop, a re-run does the rest
+                    not_started = len(todo) - start
+                    log.warning("synthesize: %d pairs unfinished, more than max_unfinished_share allows; "
+                                "not starting the other %d", len(unfinished.ids), not_started)
+                    break
                 batch = [(p.id, p.x, p.y, p.meta.get("category")) for p in todo[start:start + scfg.batch_size]]
                 for rec in synthesize_many(batch, generator, scorer, scfg):
+                    if isinstance(rec, UnfinishedPair):  # no record: a failed call is not a verdict
+                        unfinished.add(rec.id, rec.error)
+                        log.warning("synthesize: pair %s unfinished: %s", rec.id, rec.error)
+                        bar.update(1)
+                        continue
                     pair = by_id[rec["id"]]
                     rec["source"] = pair.meta.get("source")
                     # Records of one answer under several requests share its id (the mix keeps them all).
@@ -170,8 +183,13 @@ def run(cfg: RootConfig, ctx: StageContext) -> StageResult:
             if stats and stats.get("tokens_total"):
                 log.info("prefix scorer: ran %.0f%% of the scored tokens through the model (%d cache hits)",
                          100 * stats["tokens_computed"] / stats["tokens_total"], stats["cache_hits"])
+    unfinished.check(not_started=not_started)
     records = list(store.read_records(path))
-    return _summarise(cfg, ctx, records, skipped, path)
+    result = _summarise(cfg, ctx, records, skipped, path)
+    if unfinished.ids:  # within max_unfinished_share: finished, with the pairs listed
+        result.counts["unfinished"] = len(unfinished.ids)
+        result.unfinished = unfinished.as_dict()
+    return result
 
 
 def _summarise(cfg: RootConfig, ctx: StageContext, records: List[Dict[str, Any]], skipped: List[Skipped],

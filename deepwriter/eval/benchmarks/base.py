@@ -174,7 +174,9 @@ def mean(values: List[float]) -> Optional[float]:
 
 @dataclass
 class JudgeOutcome:
-    """The judge's answer to one task: every slot's value, or the reason there is none."""
+    """The judge's answer to one task: every slot's value, or the reason there is none. `unfinished`:
+    the judge could not be asked (a failed call after the endpoint's retries): no verdict at all, the
+    item is done by a re-run."""
 
     item_id: str
     key: str
@@ -182,10 +184,10 @@ class JudgeOutcome:
     values: Dict[str, float] = field(default_factory=dict)
     reasons: Dict[str, str] = field(default_factory=dict)
     error: Optional[str] = None
+    unfinished: bool = False
     calls: int = 0  # judge calls made now (cache misses)
     cached: int = 0  # replies read from the cache
     reasks: int = 0
-    retries: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
     latency_s: float = 0.0

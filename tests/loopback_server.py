@@ -1,10 +1,14 @@
 """A real OpenAI-compatible HTTP server on loopback over any Generator (and, for the log-prob
 endpoints, a model-backed Scorer such as `TransformersScorer`), with fault injection.
 
-It exists so that HTTP clients (ours and other engineers') are tested against real sockets, real
-status codes and real broken responses, and so that a user can expose a local model as an endpoint:
+It is a test fixture, not part of the product: it stages what a real server cannot be made to do on
+cue (429s with Retry-After, 5xx, dropped connections, hangs, truncated or non-JSON bodies, servers that
+refuse vLLM's extra fields), so that the HTTP clients are tested against real sockets, status codes
+and broken responses. The benches use it for repeatable latency. Users who want a local
+OpenAI-compatible server run the real one: `make serve` (vLLM; tests/test_vllm_server.py runs it).
+For a quick look by hand, from the repository root:
 
-    python -m deepwriter.llm.serve --model tiny-qwen3 --port 8000
+    python -m tests.loopback_server --model tiny-qwen3 --port 8000
 
 Endpoints (request/response shapes follow vLLM and SGLang):
 - GET  /v1/models
@@ -35,7 +39,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from deepwriter.llm.base import Generator, Sampling, Scorer
 
-log = logging.getLogger("deepwriter.llm.serve")
+log = logging.getLogger("tests.loopback_server")
 
 FAULT_KINDS = ("429", "500", "503", "drop", "hang", "truncate", "nonjson")
 
@@ -193,7 +197,7 @@ def _token_texts(tok, ids: List[int]) -> tuple:
 class _App:
     def __init__(self, generator: Optional[Generator], scorer: Optional[Scorer], model_id: str,
                  faults: Optional[FaultPlan], latency_s: float, stats: ServerStats, stopping: threading.Event,
-                 native_prefill: bool = True, echo_max_tokens_zero: bool = True):
+                 native_prefill: bool = True, echo_max_tokens_zero: bool = True, token_id_prompts: bool = True):
         self.generator = generator
         self.scorer = scorer
         self.model_id = model_id
@@ -203,6 +207,7 @@ class _App:
         self.stopping = stopping
         self.native_prefill = native_prefill
         self.echo_max_tokens_zero = echo_max_tokens_zero
+        self.token_id_prompts = token_id_prompts
         self.model_lock = threading.Lock()
 
     # -- helpers --
@@ -213,6 +218,8 @@ class _App:
         if isinstance(prompt, str):
             return tok(prompt, add_special_tokens=False)["input_ids"]
         if isinstance(prompt, list) and all(isinstance(t, int) for t in prompt):
+            if not self.token_id_prompts:
+                raise HTTPError(400, "'prompt' must be a string: token ids are not accepted")
             return list(prompt)
         raise HTTPError(400, "'prompt' must be a string or a list of token ids")
 
@@ -517,15 +524,18 @@ def start_server(
     model_id: Optional[str] = None,
     native_prefill: bool = True,
     echo_max_tokens_zero: bool = True,
+    token_id_prompts: bool = True,
 ) -> ServerHandle:
     """Serve `generator` (and `scorer`) on host:port (0 = a free port) from a background thread.
     `native_prefill=False` plays a server without vLLM's continue_final_message: it refuses the
     field with a 400 and continues a trailing assistant message, repeating it in the answer;
-    `echo_max_tokens_zero=False` refuses `echo` with `max_tokens=0` (servers that must generate)."""
+    `echo_max_tokens_zero=False` refuses `echo` with `max_tokens=0` (servers that must generate);
+    `token_id_prompts=False` refuses prompts given as token ids (servers that only take text)."""
     stats = ServerStats()
     stopping = threading.Event()
     mid = model_id or getattr(generator, "model_id", None) or getattr(scorer, "model_id", None) or "model"
-    app = _App(generator, scorer, mid, faults, latency_s, stats, stopping, native_prefill, echo_max_tokens_zero)
+    app = _App(generator, scorer, mid, faults, latency_s, stats, stopping, native_prefill, echo_max_tokens_zero,
+               token_id_prompts)
     handler = type("Handler", (_Handler,), {"app": app})
     server = _Server((host, port), handler)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True, name="deepwriter-serve")
@@ -541,7 +551,7 @@ def _load_preset(name: str):
 
     from deepwriter.llm.config import ModelConfig
 
-    path = Path(__file__).resolve().parents[2] / "conf" / "model" / f"{name}.yaml"
+    path = Path(__file__).resolve().parents[1] / "conf" / "model" / f"{name}.yaml"
     if not path.is_file():
         choices = sorted(p.stem for p in path.parent.glob("*.yaml"))
         raise SystemExit(f"--model: no preset {name!r} (conf/model/*.yaml: {choices})")
