@@ -199,7 +199,7 @@ def stage_end_to_end(args, bench) -> None:
     import multiprocessing
 
     from deepwriter.data import stage as mix_stage
-    from deepwriter.pipeline import StageContext
+    from deepwriter.contract import StageContext
     from deepwriter.tracking import Tracker
     from tests.conftest import compose_typed
 

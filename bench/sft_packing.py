@@ -46,7 +46,7 @@ def _cfg(cache: Path, packing: bool, batch: int, max_length: int, lr: float):
 
 
 def _train(work: Path, cfg):
-    from deepwriter.pipeline import StageContext
+    from deepwriter.contract import StageContext
     from deepwriter.sft import stage
     from deepwriter.tracking import Tracker
 

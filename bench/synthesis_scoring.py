@@ -138,7 +138,7 @@ def main() -> None:
     from deepwriter.synthesis.search import TrajectoryScorer
 
     mcfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ModelConfig),
-                                               OmegaConf.load(REPO / f"conf/model/{args.model}.yaml")))
+                                               OmegaConf.load(REPO / f"deepwriter/conf/model/{args.model}.yaml")))
     mcfg.dtype = args.dtype
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -18,11 +18,13 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from deepwriter.data.config import DataConfig
-from deepwriter.errors import DeepwriterError
+from deepwriter.errors import ConfigError
 from deepwriter.eval.config import EvalConfig
+from deepwriter.files import expand  # noqa: F401  (re-exported: config paths are expanded with it)
 from deepwriter.llm.config import ModelsConfig
+from deepwriter.schema import check_fields, one_of
 from deepwriter.sft.config import SFTConfig
-from deepwriter.synthesis.config import SynthesisConfig
+from deepwriter.synthesis.config import SynthesisConfig, parse_shard_spec
 
 STAGE_ORDER = ("synthesize", "mix", "sft", "eval")
 
@@ -32,7 +34,7 @@ class RecipeConfig:
     name: str = "default"
     description: str = ""
     stages: List[str] = field(default_factory=lambda: list(STAGE_ORDER))
-    scale: str = "full"  # full | demo
+    scale: str = one_of("full", "full", "demo")
 
 
 @dataclass
@@ -45,7 +47,8 @@ class PathsConfig:
 
 @dataclass
 class LoggingConfig:
-    wandb_mode: str = "auto"  # auto (online when logged in, else offline) | online | offline | disabled
+    # auto (online when logged in, else offline) | online | offline | disabled
+    wandb_mode: str = one_of("auto", "auto", "online", "offline", "disabled")
     project: str = "deepwriter"
     entity: Optional[str] = None
     group: str = ""  # one W&B group per recipe
@@ -64,10 +67,6 @@ class RootConfig:
     paths: PathsConfig = field(default_factory=PathsConfig)
     run_id: str = ""
     seed: int = 0
-
-
-class ConfigError(DeepwriterError, ValueError):
-    """A bad configuration, reported as one line naming the key path."""
 
 
 def register_schemas() -> None:
@@ -131,9 +130,6 @@ def _check_keys(tree: Any, schema: type, path: str) -> None:
             _check_keys(value, sub, full)
 
 
-MODEL_DTYPES = ("auto", "float32", "bfloat16", "float16")
-
-
 def validate(cfg: RootConfig) -> None:
     unknown = [s for s in cfg.recipe.stages if s not in STAGE_ORDER]
     if unknown:
@@ -141,18 +137,13 @@ def validate(cfg: RootConfig) -> None:
     order = [STAGE_ORDER.index(s) for s in cfg.recipe.stages]
     if order != sorted(order):
         raise ConfigError(f"recipe.stages: {cfg.recipe.stages} is out of order; stages run as {list(STAGE_ORDER)}")
-    if cfg.logging.wandb_mode not in ("auto", "online", "offline", "disabled"):
-        raise ConfigError(
-            f"logging.wandb_mode: got {cfg.logging.wandb_mode!r}; expected auto, online, offline or disabled"
-        )
-    for key, share in (("synthesis.max_unfinished_share", cfg.synthesis.max_unfinished_share),
-                       ("eval.max_unfinished_share", cfg.eval.max_unfinished_share)):
-        if not 0.0 <= share <= 1.0:
-            raise ConfigError(f"{key}: got {share}; expected a share from 0 to 1")
-    for role in (f.name for f in dataclasses.fields(cfg.models)):
-        dtype = getattr(cfg.models, role).dtype
-        if dtype not in MODEL_DTYPES:
-            raise ConfigError(f"models.{role}.dtype: got {dtype!r}; expected one of {list(MODEL_DTYPES)}")
+    check_fields(cfg)  # every field's declared range or choices (deepwriter.schema)
+    s = cfg.synthesis
+    if s.clip_min is not None and s.clip_max is not None and not s.clip_min < s.clip_max:
+        raise ConfigError(f"synthesis.clip_min: {s.clip_min} is not below synthesis.clip_max {s.clip_max}")
+    parse_shard_spec(s.shard)
+    if cfg.sft.max_steps == 0:
+        raise ConfigError("sft.max_steps: got 0; expected -1 (epochs decide) or a number of steps >= 1")
 
 
 def describe_error(exc: Exception) -> str:
@@ -208,6 +199,3 @@ def split_overrides(argv: List[str]) -> Tuple[List[str], List[str]]:
         return argv[:i], argv[i + 1:]
     return argv, []
 
-
-def expand(path: str) -> Path:
-    return Path(os.path.expandvars(os.path.expanduser(path)))

@@ -17,3 +17,7 @@ class UnfinishedError(DeepwriterError):
             f"{stage}: {unfinished} of {total} {what} unfinished: model calls failed after their retries "
             f"(last: {last_error[:300]}); finished work is kept, re-run the same command to do the rest"
         )
+
+
+class ConfigError(DeepwriterError, ValueError):
+    """A bad configuration, reported as one line naming the key path."""

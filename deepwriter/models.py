@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Optional, Tuple
 
 from deepwriter.config import ConfigError, expand, stable_hash
+from deepwriter.files import file_sha256
 from deepwriter.llm.config import ModelConfig, ModelSource
 
 log = logging.getLogger("deepwriter.models")
@@ -70,8 +71,6 @@ def _gguf_location(cfg: ModelConfig) -> Tuple[Path, str]:
 
 
 def _file_digest(path: Path) -> str:
-    from deepwriter.pipeline import file_sha256
-
     return file_sha256(path)[:16]
 
 

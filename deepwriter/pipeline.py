@@ -8,8 +8,6 @@ again; an unfinished one is handed back to its stage, which resumes from what is
 """
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import importlib
 import json
 import logging
@@ -17,143 +15,30 @@ import math
 import os
 import platform
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
 from deepwriter.config import STAGE_ORDER, ConfigError, RootConfig, expand, stable_hash, to_plain
+from deepwriter.contract import StageContext, StageResult, StageSpec, config_at
+from deepwriter.data import stage as mix_stage
+from deepwriter.eval import stage as eval_stage
+from deepwriter.files import file_sha256, write_json_atomic
+from deepwriter.schema import key_slice
+from deepwriter.sft import stage as sft_stage
+from deepwriter.synthesis import stage as synthesis_stage
 
 log = logging.getLogger("deepwriter")
 
 MANIFEST = "manifest.json"
-# Keys that change how or where work runs but not what it produces: left out of content keys.
-_OPERATIONAL_KEYS = {
-    "shard", "base_urls", "max_concurrency", "timeout_s", "max_retries", "backoff_s", "api_key_env",
-    "batch_size", "num_processes", "save_steps", "logging_steps", "strict_resume", "rate_limit_rps",
-    "num_nodes", "launcher", "hostfile", "gpu_memory_gb", "peak_tflops", "liger", "save_total_limit",
-    "max_unfinished_share",
-}
 _VERSIONED_PACKAGES = ("deepwriter", "torch", "transformers", "trl", "peft", "datasets", "accelerate", "deepspeed", "wandb")
 
 
-@dataclass
-class StageContext:
-    """What a stage function gets besides the config."""
-
-    name: str
-    out_dir: Path  # the stage's folder in the store; resumable content may already be there
-    inputs: Dict[str, Path]  # finished upstream stage folders by stage name
-    run_dir: Path
-    tracker: Any  # deepwriter.tracking.Tracker
-    key: str
-
-
-@dataclass
-class StageResult:
-    counts: Dict[str, Any] = field(default_factory=dict)
-    metrics: Dict[str, Any] = field(default_factory=dict)
-    artifacts: Dict[str, str] = field(default_factory=dict)  # name -> path relative to the stage folder
-    # deepwriter.unfinished.Unfinished.as_dict() of a stage that finished within its
-    # max_unfinished_share; None when every item is done
-    unfinished: Optional[Dict[str, Any]] = None
-
-
-@dataclass(frozen=True)
-class StageSpec:
-    name: str
-    entry: str  # "module:function", imported only when the stage runs
-    config_paths: tuple  # dotted paths of the config slices that define the output
-    needs: Callable[[RootConfig], List[str]]
-    input_files: Callable[[RootConfig], List[Path]] = lambda cfg: []
-    distributed: bool = False  # runs on every rank of a multi-process launch
-    # The share of items the stage may leave unfinished (failed model calls) and still finish.
-    max_unfinished_share: Callable[[RootConfig], float] = lambda cfg: 0.0
-
-
-def _local_source_files(*sources: str) -> Callable[[RootConfig], List[Path]]:
-    def files(cfg: RootConfig) -> List[Path]:
-        out = []
-        for dotted in sources:
-            src = _get(cfg, dotted)
-            if src.path:
-                out.append(resolve_data_path(src.path))
-        return out
-
-    return files
-
-
-def _benchmark_files(cfg: RootConfig) -> List[Path]:
-    return [resolve_data_path(b.path) for b in cfg.eval.benchmarks.values() if b.enabled and b.path]
-
-
-def _mix_needs(cfg: RootConfig) -> List[str]:
-    return [] if cfg.data.mix.synthetic == 0 else ["synthesize"]
-
-
-def _eval_needs(cfg: RootConfig) -> List[str]:
-    return ["sft"] if cfg.eval.model_under_test == "sft" else []
-
-
-STAGES: Dict[str, StageSpec] = {
-    "synthesize": StageSpec(
-        "synthesize", "deepwriter.synthesis.stage:run",
-        ("models.generator", "models.scorer", "synthesis", "data.pairs", "data.strict", "data.label_categories",
-         "data.labels", "data.queries", "data.quotas", "data.taxonomy"),
-        needs=lambda cfg: [], input_files=_local_source_files("data.pairs"),
-        max_unfinished_share=lambda cfg: cfg.synthesis.max_unfinished_share,
-    ),
-    "mix": StageSpec(
-        "mix", "deepwriter.data.stage:run",
-        ("data.public", "data.mix", "data.taxonomy", "data.strict", "models.student", "sft.max_length", "eval.benchmarks"),
-        needs=_mix_needs, input_files=lambda cfg: _local_source_files("data.public")(cfg) + _benchmark_files(cfg),
-    ),
-    "sft": StageSpec(
-        "sft", "deepwriter.sft.stage:run", ("models.student", "sft"),
-        needs=lambda cfg: ["mix"], distributed=True,
-    ),
-    "eval": StageSpec(
-        "eval", "deepwriter.eval.stage:run",
-        ("eval", "models.judge", "models.student"),
-        needs=_eval_needs, input_files=_benchmark_files,
-        max_unfinished_share=lambda cfg: cfg.eval.max_unfinished_share,
-    ),
-}
+# Each stage declares itself next to its code (STAGE in its module); the runner only runs them.
+STAGES: Dict[str, StageSpec] = {s.name: s for s in (synthesis_stage.STAGE, mix_stage.STAGE, sft_stage.STAGE,
+                                                    eval_stage.STAGE)}
 assert tuple(STAGES) == STAGE_ORDER
-
-
-def resolve_data_path(path: str) -> Path:
-    """`pkg://deepwriter/...` points into the installed package; anything else is a file path."""
-    if path.startswith("pkg://"):
-        rest = path[len("pkg://"):]
-        package, _, rel = rest.partition("/")
-        spec = importlib.util.find_spec(package)
-        if spec is None or spec.origin is None:
-            raise ConfigError(f"{path}: package {package!r} is not installed")
-        return Path(spec.origin).parent / rel
-    return expand(path)
-
-
-def _get(cfg: Any, dotted: str) -> Any:
-    for part in dotted.split("."):
-        cfg = cfg[part] if isinstance(cfg, dict) else getattr(cfg, part)
-    return cfg
-
-
-def _strip_operational(tree: Any) -> Any:
-    if isinstance(tree, dict):
-        return {k: _strip_operational(v) for k, v in tree.items() if k not in _OPERATIONAL_KEYS}
-    if isinstance(tree, list):
-        return [_strip_operational(v) for v in tree]
-    return tree
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def package_versions() -> Dict[str, Optional[str]]:
@@ -206,8 +91,7 @@ def plan(cfg: RootConfig) -> Dict[str, PlannedStage]:
     store = expand(cfg.paths.stage_store)
     planned: Dict[str, PlannedStage] = {}
     for name, spec in STAGES.items():
-        config = {p: _strip_operational(to_plain(_get(cfg, p)) if dataclasses.is_dataclass(_get(cfg, p)) else _get(cfg, p))
-                  for p in spec.config_paths}
+        config = {p: key_slice(config_at(cfg, p)) for p in spec.config_paths}
         needs = spec.needs(cfg)
         # An input that finished with unfinished items is another input than the whole one: a later
         # stage keyed on it is not reused once the missing items are done.
@@ -225,12 +109,6 @@ def plan(cfg: RootConfig) -> Dict[str, PlannedStage]:
         planned[name] = PlannedStage(spec, key, config, input_hashes, needs, store / name / key,
                                      spec.max_unfinished_share(cfg))
     return planned
-
-
-def _write_json_atomic(path: Path, obj: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False, default=str))
-    os.replace(tmp, path)
 
 
 def _link(run_dir: Path, stage: PlannedStage) -> None:
@@ -262,7 +140,6 @@ def run_pipeline(cfg: RootConfig, tracker_factory: Callable[..., Any]) -> Dict[s
 
     cfg = resolve_model_dtypes(cfg)  # before the keys: they must name the dtype that runs
     run_dir = expand(cfg.paths.runs_dir) / cfg.recipe.name / cfg.run_id
-    run_dir.mkdir(parents=True, exist_ok=True)
     planned = plan(cfg)
     wanted = [s for s in STAGE_ORDER if s in cfg.recipe.stages]
     # Fail before any work when an input that this recipe does not produce is not there.
@@ -277,7 +154,13 @@ def run_pipeline(cfg: RootConfig, tracker_factory: Callable[..., Any]) -> Dict[s
         missing = [k[5:] for k, v in st.input_hashes.items() if v == "missing"]
         if missing:
             raise ConfigError(f"stage {name!r}: input file not found: {missing[0]}")
+    for name in wanted:  # the stages' own checks, before any work and before any folder is made
+        spec = planned[name].spec
+        if spec.preflight and not planned[name].finished():
+            module, func = spec.preflight.split(":")
+            getattr(importlib.import_module(module), func)(cfg)
 
+    run_dir.mkdir(parents=True, exist_ok=True)
     if _rank() == 0:
         (run_dir / "config.json").write_text(json.dumps(to_plain(cfg), indent=2, ensure_ascii=False))
     run_manifest: Dict[str, Any] = {"recipe": cfg.recipe.name, "run_id": cfg.run_id, "run_dir": str(run_dir), "stages": {}}
@@ -309,7 +192,7 @@ def run_pipeline(cfg: RootConfig, tracker_factory: Callable[..., Any]) -> Dict[s
                 tracker.summary({f"{name}/seconds": elapsed, **{f"{name}/{k}": v for k, v in result.counts.items()
                                                               if isinstance(v, (int, float))}})
             if _rank() == 0:
-                _write_json_atomic(st.out_dir / MANIFEST, {
+                write_json_atomic(st.out_dir / MANIFEST, {
                     "stage": name, "status": "complete", "key": st.key, "run": f"{cfg.recipe.name}/{cfg.run_id}",
                     "config_hash": stable_hash(st.config), "config": st.config, "inputs": st.input_hashes,
                     "counts": result.counts, "metrics": result.metrics, "artifacts": result.artifacts,
@@ -329,5 +212,5 @@ def run_pipeline(cfg: RootConfig, tracker_factory: Callable[..., Any]) -> Dict[s
             _link(run_dir, st)
         run_manifest["stages"][name] = entry
     if _rank() == 0:
-        _write_json_atomic(run_dir / MANIFEST, run_manifest)
+        write_json_atomic(run_dir / MANIFEST, run_manifest)
     return run_manifest

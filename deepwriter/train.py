@@ -23,7 +23,7 @@ from deepwriter.errors import DeepwriterError, UnfinishedError
 # Exit codes: 2 = bad config or input (fix it first); 3 = items unfinished because model calls failed
 # (run the same command again once the servers are back).
 EXIT_UNFINISHED = 3
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+CONF_DIR = str(Path(__file__).resolve().parent / "conf")  # package data: a wheel install composes recipes too
 log = logging.getLogger("deepwriter")
 
 
@@ -37,7 +37,8 @@ def _user_overrides(argv: List[str]) -> List[str]:
 
 def compose(overrides: List[str]) -> DictConfig:
     """Compose the config the way @hydra.main would (used by the pre-flight check and the tests)."""
-    from hydra import compose as hydra_compose, initialize_config_dir
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
 
     register_schemas()
     register_resolvers()

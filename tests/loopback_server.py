@@ -551,7 +551,7 @@ def _load_preset(name: str):
 
     from deepwriter.llm.config import ModelConfig
 
-    path = Path(__file__).resolve().parents[1] / "conf" / "model" / f"{name}.yaml"
+    path = Path(__file__).resolve().parents[1] / "deepwriter" / "conf" / "model" / f"{name}.yaml"
     if not path.is_file():
         choices = sorted(p.stem for p in path.parent.glob("*.yaml"))
         raise SystemExit(f"--model: no preset {name!r} (conf/model/*.yaml: {choices})")

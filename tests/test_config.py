@@ -111,7 +111,7 @@ def test_group_yaml_files_show_every_schema_field():
               "deepspeed": DeepSpeedConfig, "eval": EvalConfig, "logging": LoggingConfig, "paths": PathsConfig}
     problems = []
     for group, schema in groups.items():
-        files = sorted((REPO / "conf" / group).glob("*.yaml"))
+        files = sorted((REPO / "deepwriter" / "conf" / group).glob("*.yaml"))
         assert files, group
         for f in files:
             doc = yaml.safe_load(f.read_text()) or {}

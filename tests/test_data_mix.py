@@ -198,7 +198,7 @@ def test_mix_stage_end_to_end_and_rerun(tmp_path, shared_dir, model_cache):
     import datasets
 
     from deepwriter.data.stage import run
-    from deepwriter.pipeline import StageContext
+    from deepwriter.contract import StageContext
     from deepwriter.tracking import Tracker
 
     shards = tmp_path / "synth" / "shards"

@@ -118,10 +118,13 @@ def test_long_text_records_folders_and_bad_input(tmp_path):
         load_source(book(path=empty), strict=True)
 
 
-def test_load_pairs_refuses_long_text_and_accepts_scored_responses():
+def test_load_pairs_reads_pairs_only_and_load_source_every_kind():
     with pytest.raises(DataError, match="field 'kind': long_text sources have answers but no requests.*prepare_pairs"):
         load_pairs(book(), strict=True)
-    pairs, skipped = load_pairs(scored(FIX / "scored_rows.jsonl"), strict=True)
+    with pytest.raises(DataError, match="field 'kind': 'scored_responses' sources are read by .*load_source"):
+        load_pairs(scored(FIX / "scored_rows.jsonl"), strict=True)
+    loaded = load_source(scored(FIX / "scored_rows.jsonl"), strict=True)
+    pairs, skipped = loaded.pairs, loaded.skipped
     assert [p.id for p in pairs] == ["w2", "w4", "w6"] and not skipped
     with pytest.raises(DataError, match="field 'kind': got 'poems'"):
         load_source(SourceConfig(name="p", kind="poems", path=str(BOOK)), strict=True)

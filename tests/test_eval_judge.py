@@ -14,8 +14,10 @@ from deepwriter.eval.benchmarks import longbench_write as lb
 from deepwriter.eval.benchmarks import writingbench as wb
 from deepwriter.eval.benchmarks.base import Item, Slot
 from deepwriter.eval.config import JudgeConfig, JudgePrice
-from deepwriter.eval.judge import ConstrainedJudgeBackend, Judge, extract_json, read_reply
+from deepwriter.eval.judge import Judge
+from deepwriter.eval.replies import extract_json, read_reply
 from deepwriter.llm.base import Generation
+from deepwriter.llm.constrained import ConstrainedJudgeBackend
 
 FIX = Path(__file__).parent / "fixtures" / "bench"
 
@@ -146,7 +148,7 @@ def test_a_failed_call_leaves_its_task_unfinished_with_no_retry_of_the_judges_ow
     assert gen.calls == 1 and not o.ok and o.unfinished
     assert o.error.startswith("judge call failed: ") and ("boom" if raise_exc else "HTTP 500") in o.error
     assert judge.stats.unfinished == 1 and judge.stats.failed == 0 and judge.stats.call_errors == 1
-    assert judge.stats.calls == 0 and not (tmp_path / "c" / "calls.jsonl").exists()
+    assert judge.stats.calls == 0 and (tmp_path / "c" / "calls.jsonl").read_text() == ""
     again = Judge(lambda: gen, "flaky", JudgeConfig(max_concurrency=1), tmp_path / "c", constrained=False)
     (o2,) = again.run([_lb_task()], show_progress=False)
     assert o2.ok and not o2.unfinished and gen.calls == 2
@@ -257,9 +259,10 @@ def test_local_constrained_judge_always_parses_in_range(tiny_model, tmp_path):
 # --- a real loopback HTTP judge with faults ---------------------------------------------------------
 
 def test_http_judge_survives_faults_and_counts_them(tmp_path):
+    from loopback_server import FaultPlan, start_server
+
     from deepwriter.llm.config import EndpointConfig
     from deepwriter.llm.openai_http import OpenAIGenerator
-    from loopback_server import FaultPlan, start_server
 
     scripted = ScriptedJudge(bad_first={"Write about t3.": ["not json at all"],
                                         "Write about t5.": [json.dumps({d: 0 for d in lb.DIMENSIONS})]})

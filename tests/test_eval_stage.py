@@ -12,7 +12,7 @@ from test_eval_judge import ScriptedJudge
 
 from deepwriter.eval.config import BenchmarkConfig
 from deepwriter.llm.config import Backend, EndpointConfig, ModelSource
-from deepwriter.pipeline import StageContext
+from deepwriter.contract import StageContext
 
 FIX = Path(__file__).parent / "fixtures" / "bench"
 
@@ -220,12 +220,17 @@ def test_http_model_under_test_thinking_is_kept_but_never_judged(tmp_path, model
 
 
 @pytest.mark.parametrize("text, expected", [
-    ("<think>\nplan\n</think>\n\nAnswer.", ("Answer.", "plan", True)),
-    ("plan after a prefilled tag\n</think>\nAnswer.", ("Answer.", "plan after a prefilled tag", True)),
-    ("<think>\nran out of tokens while thinking", ("", "ran out of tokens while thinking", False)),
-    ("Just an answer.", ("Just an answer.", "", True)),
+    ("<think>\nplan\n</think>\n\nAnswer.", ("plan", "Answer.", True)),
+    ("plan after a prefilled tag\n</think>\nAnswer.", ("plan after a prefilled tag", "Answer.", True)),
+    ("<think>\nran out of tokens while thinking", ("ran out of tokens while thinking", "", False)),
+    ("Just an answer.", ("", "Just an answer.", True)),
+    ("<think>\na</think>\nb</think>\nthe answer", ("a</think>\nb", "the answer", True)),  # the last close
 ])
-def test_split_thinking(text, expected):
-    from deepwriter.eval.generate import split_thinking
+def test_think_split_and_the_turn_format_round_trip(text, expected):
+    from deepwriter import think
 
-    assert split_thinking(text) == expected
+    assert tuple(think.split(text)) == expected
+    thinking, answer, closed = expected
+    if closed and thinking:
+        assert think.split(think.turn(thinking, answer)) == (thinking, answer, True)
+    assert think.turn("t", "a") == "<think>\nt\n</think>\n\na"

@@ -48,7 +48,7 @@ def fake_stages(monkeypatch):
     CALLS.clear()
     FAIL_ONCE.clear()
     for name, spec in list(pipeline.STAGES.items()):
-        monkeypatch.setitem(pipeline.STAGES, name, dataclasses.replace(spec, entry="test_pipeline:record_stage"))
+        monkeypatch.setitem(pipeline.STAGES, name, dataclasses.replace(spec, entry="test_pipeline:record_stage", preflight=""))
 
 
 def cfg_for(tmp_path: Path, *overrides: str):
@@ -73,9 +73,18 @@ def test_keys_change_downstream_only(tmp_path):
 
 
 def test_operational_settings_do_not_change_keys(tmp_path):
+    """Fields marked operational on the dataclasses (where and how work runs) stay out of the keys; a
+    field of the same name elsewhere is not skipped by its name."""
     base = plan(cfg_for(tmp_path))
-    other = plan(cfg_for(tmp_path, "synthesis.shard=1/4", "sft.save_steps=7", "eval.batch_size=1", "run_id=other"))
+    other = plan(cfg_for(tmp_path, "synthesis.shard=1/4", "sft.save_steps=7", "run_id=other",
+                         "models.generator.endpoint.max_retries=1", "models.scorer.endpoint.timeout_s=5",
+                         "data.labels.batch_size=3", "synthesis.max_unfinished_share=0.1", "sft.num_processes=2",
+                         "eval.judge.max_concurrency=2", "data.mix.num_proc=4"))
     assert {s: p.key for s, p in base.items()} == {s: p.key for s, p in other.items()}
+    # batch composition changes samples (one seed per batched call): those batch sizes are in the keys
+    assert plan(cfg_for(tmp_path, "synthesis.batch_size=3"))["synthesize"].key != base["synthesize"].key
+    assert plan(cfg_for(tmp_path, "eval.batch_size=1"))["eval"].key != base["eval"].key
+    assert plan(cfg_for(tmp_path, "data.queries.batch_size=2"))["synthesize"].key != base["synthesize"].key
 
 
 def test_input_file_content_is_part_of_the_key(tmp_path):

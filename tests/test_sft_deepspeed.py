@@ -19,7 +19,7 @@ SCRIPT = textwrap.dedent("""
     import sys, json
     from pathlib import Path
     sys.path.insert(0, {repo!r})
-    from deepwriter.pipeline import StageContext
+    from deepwriter.contract import StageContext
     from deepwriter.sft import stage
     from deepwriter.tracking import Tracker
     from tests.conftest import compose_typed

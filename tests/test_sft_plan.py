@@ -77,7 +77,7 @@ def test_plan_from_typed_config():
 
 
 def test_stage_prints_the_plan_and_refuses_before_training(tmp_path, model_cache, capsys):
-    from deepwriter.pipeline import StageContext
+    from deepwriter.contract import StageContext
     from deepwriter.sft import stage
     from deepwriter.tracking import Tracker
     from tests.conftest import compose_typed

@@ -21,7 +21,7 @@ SCRIPT = textwrap.dedent("""
     import sys, time
     from pathlib import Path
     sys.path.insert(0, {repo!r})
-    from deepwriter.pipeline import StageContext
+    from deepwriter.contract import StageContext
     from deepwriter.sft import stage, trainer as tr
     from deepwriter.tracking import Tracker
     from tests.conftest import compose_typed

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from deepwriter.pipeline import StageContext
+from deepwriter.contract import StageContext
 from deepwriter.sft import stage
 from deepwriter.sft.synthetic import write_mix_dataset
 from deepwriter.sft.templates import TRAINING_TEMPLATE

@@ -25,7 +25,7 @@ def _sft(**kw):
 
 @pytest.mark.parametrize("name", ["full", "lora"])
 def test_yaml_defaults_list_every_field(name):
-    keys = set(yaml.safe_load((REPO / "conf" / "sft" / f"{name}.yaml").read_text()))
+    keys = set(yaml.safe_load((REPO / "deepwriter" / "conf" / "sft" / f"{name}.yaml").read_text()))
     fields = {f.name for f in dataclasses.fields(SFTConfig)} - {"deepspeed"}  # its own group
     assert keys == fields
 
@@ -177,24 +177,25 @@ def test_launch_commands(tmp_path):
     cfg = compose_typed("sft.num_processes=8")
     cmd = launch.command(cfg, tmp_path)
     assert cmd[1:4] == ["-m", "torch.distributed.run", "--nnodes"] and "--nproc_per_node" in cmd
-    assert cmd[cmd.index("--nproc_per_node") + 1] == "8" and cmd[-3:] == ["-m", "deepwriter.sft.launch", str(tmp_path)]
+    assert cmd[cmd.index("--nproc_per_node") + 1] == "8" and cmd[-3:] == ["-m", "deepwriter.sft.rank", str(tmp_path)]
     multi = compose_typed("sft.num_processes=8", "sft.num_nodes=2", "sft.launcher=deepspeed", "sft.hostfile=/etc/hosts")
     cmd = launch.command(multi, tmp_path)
     assert cmd[cmd.index("--hostfile") + 1] == "/etc/hosts" and cmd[cmd.index("--num_nodes") + 1] == "2"
-    assert cmd[-3:] == ["--module", "deepwriter.sft.launch", str(tmp_path)]
+    assert cmd[-3:] == ["--module", "deepwriter.sft.rank", str(tmp_path)]
     with pytest.raises(ValueError, match="several nodes"):
         launch.command(compose_typed("sft.num_processes=8", "sft.num_nodes=2"), tmp_path)
 
 
-def test_model_card_lists_data_settings_and_eval(tmp_path):
+def test_model_card_lists_data_settings_and_nothing_outside_the_stage_key(tmp_path):
     from deepwriter.sft.export import write_model_card
 
     cfg = compose_typed("+recipe=full")
-    summary = tmp_path / "summary.json"
-    summary.write_text(json.dumps({"longbench_write": {"score": 7.5}}))
+    (tmp_path / "eval").mkdir()
+    (tmp_path / "eval" / "summary.json").write_text(json.dumps({"longbench_write": {"score": 7.5}}))
     write_model_card(tmp_path, cfg, {"rows": 10, "samples": 9, "grad_accum": 12, "world_size": 8},
-                     {"last_loss": 0.9}, {"synthetic": 6, "public": 3}, Path("/data/mix/dataset"), summary)
+                     {"last_loss": 0.9}, {"synthetic": 6, "public": 3}, Path("/data/mix/dataset"))
     card = (tmp_path / "README.md").read_text()
     assert "base_model: Qwen/Qwen3-8B-Base" in card and "| global_batch_size | 96 |" in card
-    assert "12 x 8" in card and "source `public`: 3" in card and '"score": 7.5' in card
+    assert "12 x 8" in card and "source `public`: 3" in card
+    assert "7.5" not in card and "Evaluation" not in card  # an eval result lying around is not the stage's input
     assert '"stage": 3' in card  # the DeepSpeed config

@@ -20,7 +20,7 @@ def tiny(model_cache):
     from deepwriter import models
 
     cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ModelConfig),
-                                              OmegaConf.load(REPO / "conf/model/tiny-qwen3.yaml")))
+                                              OmegaConf.load(REPO / "deepwriter/conf/model/tiny-qwen3.yaml")))
     return models.load(cfg, model_cache, device="cpu")
 
 

@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from deepwriter.config import RootConfig
+from deepwriter.config import ConfigError, RootConfig
 from deepwriter.data.pairs import DataError
 from deepwriter.llm.config import ModelConfig
-from deepwriter.pipeline import StageContext
+from deepwriter.contract import StageContext
+from deepwriter.records import RecordLog, RecordLogError, read_records
 from deepwriter.synthesis import stage, store
 from deepwriter.tracking import Tracker
 
@@ -26,7 +27,7 @@ FIELDS = {"id": "id", "x": "request", "y": "answer", "category": "category"}
 
 def tiny_model_config() -> ModelConfig:
     return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ModelConfig),
-                                               OmegaConf.load(REPO / "conf/model/tiny-qwen3.yaml")))
+                                               OmegaConf.load(REPO / "deepwriter/conf/model/tiny-qwen3.yaml")))
 
 
 def make_cfg(pairs_path: Path, cache: Path, **synth) -> RootConfig:
@@ -67,7 +68,7 @@ def test_stage_writes_records_and_resumes_without_work(tmp_path, model_cache, mo
     cfg = make_cfg(pairs, model_cache)
     out = tmp_path / "out"
     res = stage.run(cfg, ctx(out))
-    recs = list(store.read_records(store.shard_path(out, 0, 1)))
+    recs = list(read_records(store.shard_path(out, 0, 1)))
     assert sorted(r["id"] for r in recs) == ["p000", "p001", "p002"]
     for r in recs:
         assert set(r["verdict"]) == {"kept", "reason"} and r["models"]["generator"] == "tiny-qwen3"
@@ -81,7 +82,7 @@ def test_stage_writes_records_and_resumes_without_work(tmp_path, model_cache, mo
     monkeypatch.setattr(stage, "build_backends", lambda cfg: pytest.fail("backends built on a finished shard"))
     res2 = stage.run(cfg, ctx(out))
     assert res2.counts["pairs"] == 3
-    assert len(list(store.read_records(store.shard_path(out, 0, 1)))) == 3
+    assert len(list(read_records(store.shard_path(out, 0, 1)))) == 3
 
 
 def test_shards_split_the_pairs_deterministically(tmp_path, model_cache, monkeypatch):
@@ -95,7 +96,7 @@ def test_shards_split_the_pairs_deterministically(tmp_path, model_cache, monkeyp
         seen.append({p.id for p in stage.select_pairs(cfg, got, skipped)})
     assert set().union(*seen) == {f"p{i:03d}" for i in range(20)}
     assert sum(len(s) for s in seen) == 20 and all(seen)
-    with pytest.raises(store.ShardError, match="synthesis.shard"):
+    with pytest.raises(ConfigError, match="synthesis.shard"):
         stage.select_pairs(make_cfg(pairs, model_cache, shard="3/3"), got, [])
 
 
@@ -144,17 +145,17 @@ def test_answer_longer_than_scorer_context(tmp_path, model_cache):
 
 def test_torn_last_line_is_truncated_and_resumed(tmp_path):
     path = tmp_path / "shards" / "shard-00000-of-00001.jsonl"
-    with store.ShardWriter(path) as w:
+    with RecordLog(path) as w:
         w.append({"id": "a", "v": 1})
         w.append({"id": "b", "v": 2})
     with open(path, "ab") as f:
         f.write(b'{"id": "c", "v": 3, "z_fi')  # a write cut by kill -9
-    with store.ShardWriter(path) as w:
-        assert w.done == {"a", "b"} and w.truncated_bytes == len(b'{"id": "c", "v": 3, "z_fi')
+    with RecordLog(path) as w:
+        assert set(w.done) == {"a", "b"} and w.truncated_bytes == len(b'{"id": "c", "v": 3, "z_fi')
         w.append({"id": "c", "v": 3})
-        with pytest.raises(store.ShardError, match="already written"):
+        with pytest.raises(RecordLogError, match="already written"):
             w.append({"id": "a", "v": 9})
-    assert [r["id"] for r in store.read_records(path)] == ["a", "b", "c"]
+    assert [r["id"] for r in read_records(path)] == ["a", "b", "c"]
     assert path.read_bytes().endswith(b"}\n")
 
 
@@ -195,7 +196,7 @@ def test_kill_9_mid_run_then_restart_loses_and_duplicates_nothing(tmp_path, mode
     assert 3 <= before < n
     done = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, timeout=300)
     assert done.returncode == 0, done.stderr.decode()[-2000:]
-    ids = [r["id"] for r in store.read_records(shard)]
+    ids = [r["id"] for r in read_records(shard)]
     assert sorted(ids) == [f"p{i:03d}" for i in range(n)]
     assert json.loads(done.stdout.decode().strip().splitlines()[-1])["pairs"] == n
 
@@ -239,7 +240,7 @@ def test_prepared_sources_feed_the_search(tmp_path, model_cache):
     assert prepared and all(p["request"] and p["answer"] for p in prepared)
     labels = {c for cats in cfg.data.taxonomy.values() for c in cats}
     assert all(p["category"] in labels for p in prepared)
-    recs = list(store.read_records(store.shard_path(out, 0, 1)))
+    recs = list(read_records(store.shard_path(out, 0, 1)))
     assert 1 <= len(recs) <= 2
     by_id = {p["id"]: p for p in prepared}
     for r in recs:

@@ -41,7 +41,7 @@ def stages_with_secret_logging(monkeypatch):
     """Stage bodies that log and see the config, as real stages do; the key is in the environment."""
     CALLS.clear()
     for name, spec in list(pipeline.STAGES.items()):
-        monkeypatch.setitem(pipeline.STAGES, name, dataclasses.replace(spec, entry="test_pipeline:record_stage"))
+        monkeypatch.setitem(pipeline.STAGES, name, dataclasses.replace(spec, entry="test_pipeline:record_stage", preflight=""))
     monkeypatch.setenv("DW_TEST_KEY", SECRET)
     monkeypatch.setenv("WANDB_MODE", "offline")
 

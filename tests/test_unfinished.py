@@ -17,7 +17,9 @@ from conftest import REPO, compose_typed
 from test_pipeline import NullTracker
 from deepwriter import pipeline
 from deepwriter.errors import UnfinishedError
+from deepwriter.files import resolve_data_path
 from deepwriter.llm.config import Backend, EndpointConfig
+from deepwriter.records import read_records
 from deepwriter.synthesis import store
 from deepwriter.unfinished import Unfinished
 
@@ -78,7 +80,7 @@ def test_synthesis_over_http_leaves_failed_pairs_unfinished_and_resumes_them(tmp
     assert "re-run the same command" in str(err.value)
     st = pipeline.plan(cfg)["synthesize"]
     assert not st.finished() and not (st.out_dir / "manifest.json").exists()
-    recs = list(store.read_records(store.shard_path(st.out_dir, 0, 1)))
+    recs = list(read_records(store.shard_path(st.out_dir, 0, 1)))
     assert sorted(r["id"] for r in recs) == ["p0", "p1", "p3"]  # the rest are whole records
 
     # Allowed one unfinished pair in four: finished, listed, and a later stage's key says so.
@@ -100,7 +102,7 @@ def test_synthesis_over_http_leaves_failed_pairs_unfinished_and_resumes_them(tmp
         cfg.models.scorer.endpoint.base_urls = [well.url]
         pipeline.run_pipeline(cfg, NullTracker)
         chats = well.stats.by_path["/v1/chat/completions"]
-    recs = list(store.read_records(store.shard_path(st.out_dir, 0, 1)))
+    recs = list(read_records(store.shard_path(st.out_dir, 0, 1)))
     assert sorted(r["id"] for r in recs) == ["p0", "p1", "p2", "p3"] and len(recs) == 4
     assert recs[-1]["id"] == "p2" and chats >= 1
     manifest = json.loads((st.out_dir / "manifest.json").read_text())
@@ -137,7 +139,7 @@ def test_eval_model_under_test_failures_are_unfinished_items(tmp_path, model_cac
     from deepwriter.eval.config import BenchmarkConfig
     from deepwriter.llm.hf import TransformersGenerator
     from loopback_server import FaultPlan, start_server
-    from deepwriter.pipeline import StageContext
+    from deepwriter.contract import StageContext
     from deepwriter.tracking import Tracker
 
     model, tok = tiny_model
@@ -149,7 +151,7 @@ def test_eval_model_under_test_failures_are_unfinished_items(tmp_path, model_cac
     out = tmp_path / "eval"
     out.mkdir()
     prompts = [json.loads(x)["prompt"] for x in
-               (pipeline.resolve_data_path("pkg://deepwriter/eval/demo/prompts.jsonl")).read_text().splitlines()]
+               (resolve_data_path("pkg://deepwriter/eval/demo/prompts.jsonl")).read_text().splitlines()]
     with start_server(writer, faults=FaultPlan(always_for={prompts[1][:30]: "500"})) as server:
         cfg.models.student.backend = Backend.openai
         cfg.models.student.endpoint = EndpointConfig(base_urls=[server.url], model="writer", api_key_env=None,

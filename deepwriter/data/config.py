@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
+from deepwriter.schema import bounded, one_of, operational
+
 
 @dataclass
 class ScoredResponsesConfig:
@@ -29,7 +31,7 @@ class SourceConfig:
 
     name: str = ""
     # pairs: one (request, answer) per record | scored_responses | long_text (answers without requests)
-    kind: str = "pairs"
+    kind: str = one_of("pairs", "pairs", "scored_responses", "long_text")
     path: Optional[str] = None  # local file; wins over hub_id when both are given
     hub_id: Optional[str] = None
     split: str = "train"
@@ -43,7 +45,7 @@ class SourceConfig:
 class DedupConfig:
     exact: bool = True  # same (request, thinking, answer) up to surrounding whitespace
     near: bool = True  # MinHash LSH over word shingles of request + answer
-    threshold: float = 0.8  # estimated Jaccard similarity at or above which a record is a near-duplicate
+    threshold: float = bounded(0.8, gt=0.0, le=1.0)  # estimated Jaccard similarity at or above which a record is a near-duplicate
     num_perm: int = 128
     shingle_words: int = 5
     max_words: int = 4096  # shingles come from the first N words (bounds the cost of very long texts)
@@ -64,10 +66,10 @@ class DecontamConfig:
 @dataclass
 class MixConfig:
     # Counts; null takes everything available, 0 takes none (synthetic: 0 is the no-synthetic ablation).
-    total: Optional[int] = None
-    synthetic: Optional[int] = None
-    public: Optional[int] = None
-    trajectory_field: str = "z_final"  # z_final | z0 (no-search ablation reuses the search output)
+    total: Optional[int] = bounded(None, ge=0)
+    synthetic: Optional[int] = bounded(None, ge=0)
+    public: Optional[int] = bounded(None, ge=0)
+    trajectory_field: str = one_of("z_final", "z_final", "z0")  # z_final | z0 (no-search ablation reuses the search output)
     seed: int = 0
     dedup: DedupConfig = field(default_factory=DedupConfig)
     decontam: DecontamConfig = field(default_factory=DecontamConfig)
@@ -78,7 +80,7 @@ class MixConfig:
     # left out; null keeps all.
     drop_above_quantile: Optional[float] = None
     drop_below_quantile: Optional[float] = None
-    num_proc: int = 1  # processes for tokenisation (datasets.map)
+    num_proc: int = bounded(1, ge=1, operational=True)  # processes for tokenisation (datasets.map)
     histogram_bins: int = 40
 
 
@@ -86,19 +88,19 @@ class MixConfig:
 class QueryConfig:
     """Reverse query synthesis: a Generator writes the request a user would send for an answer."""
 
-    queries_per_answer: int = 1  # distinct requests per answer that has none (long texts)
+    queries_per_answer: int = bounded(1, ge=1)  # distinct requests per answer that has none (long texts)
     # More requests for answers that already have one: each chosen answer gets `paired_extra` new
     # requests, distinct from its own. The paper grew 16K pairs to 20K this way (extra 1, share 0.25).
-    paired_extra: int = 0
-    paired_extra_share: float = 1.0  # share of those answers chosen (seeded)
-    max_attempts: int = 3  # generation rounds per answer; rejected requests are drawn again
+    paired_extra: int = bounded(0, ge=0)
+    paired_extra_share: float = bounded(1.0, ge=0.0, le=1.0)  # share of those answers chosen (seeded)
+    max_attempts: int = bounded(3, ge=1)  # generation rounds per answer; rejected requests are drawn again
     temperature: float = 0.7
     top_p: float = 0.9
     max_new_tokens: int = 160
     max_answer_words: int = 1500  # the answer shown to the model is cut here
     min_words: int = 5  # shorter requests are rejected
     copy_ngram: int = 8  # a request sharing a run of this many words with the answer copies it
-    batch_size: int = 8  # answers per generate call
+    batch_size: int = bounded(8, ge=1)  # answers per generate call
     seed: int = 0
 
 
@@ -107,9 +109,10 @@ class LabelConfig:
     """Category labelling into `taxonomy` (a Scorer ranks the labels; a Generator names one)."""
 
     max_text_words: int = 400  # request + answer shown to the classifier are cut here
-    batch_size: int = 8  # texts per scorer/generator call
+    # texts per scorer/generator call; labels are greedy, so batches do not change them
+    batch_size: int = bounded(8, ge=1, operational=True)
     max_new_tokens: int = 16  # generator labelling: length of the reply
-    min_overlap: float = 0.5  # generator labelling: share of a label's words the reply must contain
+    min_overlap: float = bounded(0.5, ge=0.0, le=1.0)  # generator labelling: share of a label's words the reply must contain
 
 
 @dataclass

@@ -15,9 +15,10 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from tqdm.auto import tqdm
 
+from deepwriter import think
 from deepwriter.data.config import MixConfig
-from deepwriter.data.dedup import NearDuplicateIndex, exact_key
 from deepwriter.data.decontam import BenchmarkIndex
+from deepwriter.data.dedup import NearDuplicateIndex, exact_key
 from deepwriter.data.pairs import DataError, Skipped
 
 log = logging.getLogger("deepwriter.data")
@@ -26,8 +27,8 @@ SYNTHETIC = "synthetic"
 PUBLIC = "public"
 
 
-def assistant_content(think: str, y: str) -> str:
-    return "<think>\n" + think + "\n</think>\n\n" + y
+def assistant_content(thinking: str, y: str) -> str:
+    return think.turn(thinking, y)
 
 
 def to_messages(rec: Dict[str, Any]) -> List[Dict[str, str]]:

@@ -15,6 +15,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from deepwriter.data.config import SourceConfig
 from deepwriter.errors import DeepwriterError
+from deepwriter.files import resolve_data_path
 
 # Text fields must be strings; `id` may also be an integer, which is turned into its decimal form.
 TEXT_FIELDS = ("x", "y", "z", "think", "id")
@@ -141,8 +142,6 @@ def source_label(src: SourceConfig) -> str:
 def iter_rows(src: SourceConfig) -> Iterator[Tuple[str, Any]]:
     """(where, raw row dict) for every record of a source; a row that cannot be read at all comes as
     (where, _Bad)."""
-    from deepwriter.pipeline import resolve_data_path
-
     if src.path:
         path = resolve_data_path(src.path)
         if not path.is_file():
@@ -232,17 +231,14 @@ def load_records(
 def load_pairs(src: SourceConfig, strict: bool) -> Tuple[List[Pair], List[Skipped]]:
     """Pairs of a source (local JSONL/Parquet/CSV via `src.path`, `pkg://deepwriter/...` allowed, or
     `src.hub_id` + `split`). `src.fields` maps our names (id, x, y, category, ...) to the file's; an
-    unmapped id becomes `<source>-<n>` (n: position in the file). Other source kinds
-    (`src.kind`) go through `deepwriter.data.sources`."""
+    unmapped id becomes `<source>-<n>` (n: position in the file). Sources of other kinds are read by
+    `deepwriter.data.sources.load_source` (which calls this one for pairs)."""
     label = source_label(src)
     if src.kind != "pairs":
-        if src.kind == "long_text":
-            raise DataError(f"source {label}", "kind", "long_text sources have answers but no requests; run "
-                            "deepwriter.data.prepare.prepare_pairs and point data.pairs at its pairs.jsonl")
-        from deepwriter.data.sources import load_source
-
-        loaded = load_source(src, strict)
-        return loaded.pairs, loaded.skipped
+        how = ("long_text sources have answers but no requests; run deepwriter.data.prepare.prepare_pairs and point "
+               "data.pairs at its pairs.jsonl") if src.kind == "long_text" else \
+            f"{src.kind!r} sources are read by deepwriter.data.sources.load_source"
+        raise DataError(f"source {label}", "kind", how)
     records, skipped = load_records(src, strict, required=("x", "y"))
     pairs = []
     for n, (where, rec) in enumerate(records, start=1):

@@ -24,12 +24,19 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from deepwriter.data.categories import (
-    UNLABELLED, LabelResult, apply_quotas, flat_labels, label_with_generator, label_with_scorer, write_distribution,
+    UNLABELLED,
+    LabelResult,
+    apply_quotas,
+    flat_labels,
+    label_with_generator,
+    label_with_scorer,
+    write_distribution,
 )
 from deepwriter.data.pairs import Pair, Skipped
 from deepwriter.data.queries import QueryOutcome, rejection_counts, synthesize_queries
 from deepwriter.data.sources import load_source
 from deepwriter.errors import UnfinishedError
+from deepwriter.records import RecordLog
 
 log = logging.getLogger("deepwriter.data")
 
@@ -48,38 +55,6 @@ class PrepareResult:
     artifacts: Dict[str, str] = field(default_factory=dict)  # name -> path relative to out_dir
 
 
-class WorkLog:
-    """An append-only JSONL file of finished work keyed by `id`. A line torn by a killed run is cut
-    before anything is appended."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.done: Dict[str, dict] = {}
-        good = 0
-        if path.exists():
-            with open(path, "rb") as f:
-                for raw in f:
-                    try:
-                        rec = json.loads(raw)
-                    except json.JSONDecodeError:
-                        log.warning("%s: cutting a torn line at byte %d left by an interrupted run", path, good)
-                        break
-                    if not raw.endswith(b"\n"):
-                        break
-                    self.done[rec["id"]] = rec
-                    good += len(raw)
-            if good != path.stat().st_size:
-                os.truncate(path, good)
-
-    def append(self, records: List[dict]) -> None:
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
-            f.flush()
-            os.fsync(f.fileno())
-        for r in records:
-            self.done[r["id"]] = r
-
-
 def _category(p: Pair) -> Optional[str]:
     c = p.meta.get("category")
     return c if isinstance(c, str) and c.strip() else None
@@ -95,38 +70,38 @@ def _label(pairs: List[Pair], cfg, out_dir: Path, generator, scorer, counts: Dic
     if not dcfg.label_categories:
         return cats
     labels = flat_labels(dcfg.taxonomy)
-    work = WorkLog(out_dir / LABELS)
-    todo = [p for p in pairs if cats[p.id] is None and p.id not in work.done]
-    counts["labels_reused"] = sum(1 for p in pairs if cats[p.id] is None and p.id in work.done)
-    if todo and scorer is None and generator is None:
-        raise ValueError(f"data.label_categories: {len(todo)} pairs have no category; prepare_pairs needs a scorer "
-                         "or a generator to label them (or set data.label_categories=false)")
-    bs = dcfg.labels.batch_size
-    bar = tqdm(total=len(todo), desc=f"label categories ({'scorer' if scorer is not None else 'generator'})",
-               unit="pair", dynamic_ncols=True)
-    failed: List[str] = []
-    for start in range(0, len(todo), bs):
-        if failed:  # a failed call after its retries: stop, keep what is labelled, a re-run goes on
-            break
-        batch = todo[start:start + bs]
-        items = [(p.x, p.y) for p in batch]
-        if scorer is not None:
-            results: List[LabelResult] = label_with_scorer(items, scorer, labels, dcfg.labels)
-        else:
-            results = label_with_generator(items, generator, labels, dcfg.labels, seed=dcfg.queries.seed)
-        work.append([{"id": p.id, "category": r.category, "method": r.method, **r.detail}
-                     for p, r in zip(batch, results) if r.error is None])
-        failed += [r.error for r in results if r.error is not None]
-        bar.update(len(batch))
-    bar.close()
-    missing = [p for p in todo if p.id not in work.done]
-    if missing:
-        raise UnfinishedError("synthesize (prepare: category labels)", "answers", len(missing), len(todo), failed[-1])
-    failures = 0
-    for p in pairs:
-        if cats[p.id] is None:
-            cats[p.id] = work.done[p.id]["category"]
-            failures += cats[p.id] is None
+    with RecordLog(out_dir / LABELS) as work:
+        todo = [p for p in pairs if cats[p.id] is None and p.id not in work.done]
+        counts["labels_reused"] = sum(1 for p in pairs if cats[p.id] is None and p.id in work.done)
+        if todo and scorer is None and generator is None:
+            raise ValueError(f"data.label_categories: {len(todo)} pairs have no category; prepare_pairs needs a scorer "
+                             "or a generator to label them (or set data.label_categories=false)")
+        bs = dcfg.labels.batch_size
+        bar = tqdm(total=len(todo), desc=f"label categories ({'scorer' if scorer is not None else 'generator'})",
+                   unit="pair", dynamic_ncols=True)
+        failed: List[str] = []
+        for start in range(0, len(todo), bs):
+            if failed:  # a failed call after its retries: stop, keep what is labelled, a re-run goes on
+                break
+            batch = todo[start:start + bs]
+            items = [(p.x, p.y) for p in batch]
+            if scorer is not None:
+                results: List[LabelResult] = label_with_scorer(items, scorer, labels, dcfg.labels)
+            else:
+                results = label_with_generator(items, generator, labels, dcfg.labels, seed=dcfg.queries.seed)
+            work.append([{"id": p.id, "category": r.category, "method": r.method, **r.detail}
+                         for p, r in zip(batch, results) if r.error is None])
+            failed += [r.error for r in results if r.error is not None]
+            bar.update(len(batch))
+        bar.close()
+        missing = [p for p in todo if p.id not in work.done]
+        if missing:
+            raise UnfinishedError("synthesize (prepare: category labels)", "answers", len(missing), len(todo), failed[-1])
+        failures = 0
+        for p in pairs:
+            if cats[p.id] is None:
+                cats[p.id] = work.done[p.id]["category"]
+                failures += cats[p.id] is None
     counts["labels_by_model"] = sum(1 for p in pairs if _category(p) is None) - failures
     counts["label_failures"] = failures
     return cats
@@ -167,16 +142,10 @@ def prepare_pairs(cfg, out_dir: Path, generator=None, scorer=None) -> PrepareRes
 
     selected = [p for p in pairs if p.id in kept]
     need_query = [p for p in selected if not p.x.strip()]
-    qlog = WorkLog(out_dir / QUERIES)
-    todo = [(p.id, p.y) for p in need_query if p.id not in qlog.done]
-    counts["queries_reused"] = len(need_query) - len(todo)
-    if todo:
-        if generator is None:
-            raise ValueError(f"{len(todo)} answers of source {dcfg.pairs.name!r} have no request; prepare_pairs needs a "
-                             "generator to write them (data.queries)")
-        done = synthesize_queries(todo, generator, dcfg.queries, on_batch=lambda b: qlog.append([o.to_json() for o in b]))
-        _raise_unfinished("synthesize (prepare: reverse queries)", todo, qlog, done)
-    outcomes = [QueryOutcome(**qlog.done[p.id]) for p in need_query]
+    logged, asked = _logged_queries(out_dir / QUERIES, [(p.id, p.y) for p in need_query], generator, dcfg.queries,
+                                    "reverse queries", f"answers of source {dcfg.pairs.name!r} have no request")
+    counts["queries_reused"] = len(need_query) - asked
+    outcomes = [QueryOutcome(**logged[p.id]) for p in need_query]
     counts["answers_needing_query"] = len(need_query)
     counts["queries_accepted"] = sum(len(o.queries) for o in outcomes)
     counts["answers_without_query"] = sum(1 for o in outcomes if not o.queries)
@@ -223,29 +192,35 @@ def _extra_queries(selected: List[Pair], dcfg, out_dir: Path, generator, counts:
     # Chosen by a seeded shuffle of the sorted ids: the same answers on every re-run and shard.
     random.Random(q.seed).shuffle(paired)
     chosen = paired[:round(q.paired_extra_share * len(paired))]
-    elog = WorkLog(out_dir / EXTRA_QUERIES)
-    todo = [(p.id, p.y) for p in chosen if p.id not in elog.done]
-    if todo:
-        if generator is None:
-            raise ValueError(f"data.queries.paired_extra={q.paired_extra}: writing extra requests for {len(todo)} "
-                             "answers needs a generator")
-        done = synthesize_queries(todo, generator, q, on_batch=lambda b: elog.append([o.to_json() for o in b]),
-                                  per_answer=q.paired_extra, known={p.id: [p.x] for p in chosen})
-        _raise_unfinished("synthesize (prepare: extra requests)", todo, elog, done)
-    outcomes = [QueryOutcome(**elog.done[p.id]) for p in chosen]
+    logged, asked = _logged_queries(out_dir / EXTRA_QUERIES, [(p.id, p.y) for p in chosen], generator, q,
+                                    "extra requests", f"data.queries.paired_extra={q.paired_extra}: answers need "
+                                    "extra requests", per_answer=q.paired_extra, known={p.id: [p.x] for p in chosen})
+    outcomes = [QueryOutcome(**logged[p.id]) for p in chosen]
     counts["answers_given_extra_queries"] = len(chosen)
-    counts["extra_queries_reused"] = len(chosen) - len(todo)
+    counts["extra_queries_reused"] = len(chosen) - asked
     counts["extra_queries_accepted"] = sum(len(o.queries) for o in outcomes)
     counts["extra_queries_rejected"] = rejection_counts(outcomes)
     return {o.id: o.queries for o in outcomes}
 
 
-def _raise_unfinished(where: str, todo: List[tuple], work: WorkLog, outcomes: List[QueryOutcome]) -> None:
-    """Answers whose requests a failed model call left unwritten: the stage stops, a re-run goes on."""
-    missing = [aid for aid, _ in todo if aid not in work.done]
-    if missing:
-        errors = [o.error for o in outcomes if o.error]
-        raise UnfinishedError(where, "answers", len(missing), len(todo), errors[-1] if errors else "no error recorded")
+def _logged_queries(path: Path, answers: List[tuple], generator, qcfg, what: str, why: str,
+                    **kwargs: Any) -> tuple:
+    """Requests for (id, answer) pairs through the work log at `path`: answers already logged are not
+    asked again. Returns (every logged record by id, how many answers were asked now). A failed model
+    call leaves answers out of the log: the stage stops with UnfinishedError and a re-run goes on."""
+    with RecordLog(path) as work:
+        todo = [(aid, y) for aid, y in answers if aid not in work.done]
+        if todo:
+            if generator is None:
+                raise ValueError(f"{len(todo)} {why}; prepare_pairs needs a generator to write them (data.queries)")
+            outcomes = synthesize_queries(todo, generator, qcfg, on_batch=lambda b: work.append([o.to_json() for o in b]),
+                                          **kwargs)
+            missing = [aid for aid, _ in todo if aid not in work.done]
+            if missing:
+                errors = [o.error for o in outcomes if o.error]
+                raise UnfinishedError(f"synthesize (prepare: {what})", "answers", len(missing), len(todo),
+                                      errors[-1] if errors else "no error recorded")
+        return dict(work.done), len(todo)
 
 
 def _pair_rows(selected: List[Pair], bucket: Dict[str, str], outcomes: Dict[str, QueryOutcome], per_answer: int,

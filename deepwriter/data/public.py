@@ -10,24 +10,25 @@ from __future__ import annotations
 import re
 from typing import Any, Dict, List, Tuple
 
+from deepwriter import think
 from deepwriter.data.config import SourceConfig
 from deepwriter.data.pairs import Skipped, _Bad, _check_text, iter_rows, map_row, reject, source_label
 
 _THOUGHT = re.compile(r"<\|begin_of_thought\|>(.*?)<\|end_of_thought\|>", re.S)
 _SOLUTION = re.compile(r"<\|begin_of_solution\|>(.*?)(?:<\|end_of_solution\|>|$)", re.S)
-_THINK = re.compile(r"<think>(.*?)</think>", re.S)
 
 
-def split_thinking(text: str) -> Tuple[str, str]:
-    """(thinking, answer) of an assistant turn; raises _Bad when there is no thinking block."""
+def public_parts(text: str) -> Tuple[str, str]:
+    """(thinking, answer) of a public assistant turn in either format; raises _Bad when there is no
+    thinking block. `<think>` turns are read by deepwriter.think, the one format of this project."""
     m = _THOUGHT.search(text)
     if m:
         sol = _SOLUTION.search(text, m.end())
         answer = sol.group(1) if sol else text[m.end():]
         return m.group(1).strip(), answer.strip()
-    m = _THINK.search(text)
-    if m:
-        return m.group(1).strip(), text[m.end():].strip()
+    if think.CLOSE in text:
+        parts = think.split(text)
+        return parts.thinking, parts.answer
     raise _Bad("conversations", "assistant turn has no thinking block (<|begin_of_thought|> or <think>)")
 
 
@@ -46,10 +47,10 @@ def _from_conversations(turns: Any) -> Dict[str, str]:
             assistant = content
     x = _check_text("x", user, required=True)
     a = _check_text("y", assistant, required=True)
-    think, y = split_thinking(a)
-    if not think or not y:
+    thinking, y = public_parts(a)
+    if not thinking or not y:
         raise _Bad("conversations", "empty thinking or answer in the assistant turn")
-    return {"x": x, "think": think, "y": y}
+    return {"x": x, "think": thinking, "y": y}
 
 
 def load_public(src: SourceConfig, strict: bool) -> Tuple[List[Dict[str, Any]], List[Skipped]]:

@@ -20,8 +20,17 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from deepwriter.data.config import SourceConfig
 from deepwriter.data.pairs import (
-    DataError, Pair, Skipped, _Bad, _check_text, _has_bad_bytes, iter_rows, load_pairs, source_label,
+    DataError,
+    Pair,
+    Skipped,
+    _Bad,
+    _check_text,
+    _has_bad_bytes,
+    iter_rows,
+    load_pairs,
+    source_label,
 )
+from deepwriter.files import resolve_data_path
 
 KINDS = ("pairs", "scored_responses", "long_text")
 
@@ -319,8 +328,6 @@ def cut_pieces(paras: List[Paragraph], target_words: int, min_words: int) -> Tup
 
 def _iter_documents(src: SourceConfig) -> Iterator[Tuple[str, str, Optional[str], Any]]:
     """(where, doc id, title, text or _Bad) of every long text."""
-    from deepwriter.pipeline import resolve_data_path
-
     path = resolve_data_path(src.path) if src.path else None
     if path is not None and (path.is_dir() or path.suffix.lower() == ".txt"):
         files = sorted(path.glob("*.txt")) if path.is_dir() else [path]

@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any, Dict, List
 
 from deepwriter.config import RootConfig, expand
+from deepwriter.contract import StageContext, StageResult, StageSpec, benchmark_files, source_files
 from deepwriter.data.mix import MixResult, build_mix, load_trajectories, to_messages
 from deepwriter.data.pairs import Skipped
 from deepwriter.data.public import load_public
-from deepwriter.pipeline import StageContext, StageResult
 
 log = logging.getLogger("deepwriter.data")
 
@@ -46,6 +46,15 @@ def _strip_reflection():
 
 def _artifacts() -> Dict[str, str]:
     return {"dataset": DATASET, "data_card": "DATA_CARD.md", "dropped": "dropped", "plots": "plots", "counts": COUNTS}
+
+
+STAGE = StageSpec(
+    "mix", "deepwriter.data.stage:run",
+    # the public data, the mix, the student's tokenizer and length limit, the benchmarks decontaminated against
+    ("data.public", "data.mix", "data.taxonomy", "data.strict", "models.student", "sft.max_length", "eval.benchmarks"),
+    needs=lambda cfg: [] if cfg.data.mix.synthetic == 0 else ["synthesize"],
+    input_files=lambda cfg: source_files("data.public")(cfg) + benchmark_files(cfg),
+)
 
 
 def run(cfg: RootConfig, ctx: StageContext) -> StageResult:

@@ -6,123 +6,35 @@ turns judge tasks into allowed scores.
   sent together (the HTTP client keeps at most `max_concurrency` in flight, an optional rate limit
   paces them). Retries of failed calls are the endpoint's alone (`endpoint.max_retries`): a call that
   still fails leaves its task unfinished (no verdict), for a re-run; the judge adds no retries.
-- A transformers judge (a 135M model cannot be trusted to write JSON) is decoded under a constraint:
-  the JSON is forced token by token and each score may only be one of the allowed values, so every
-  judgment parses and is in range.
-- Every reply is cached on disk (append-only JSONL) under a key of judge model, prompt, sampling
-  parameters and sample index: a re-run makes no calls and a killed run resumes. A judge reply that
+- A transformers judge (a 135M model cannot be trusted to write JSON) is decoded under a constraint
+  (deepwriter.llm.constrained): every judgment parses and is in range.
+- Every reply is cached on disk (a record log, deepwriter.records) under a key of judge model,
+  prompt, sampling parameters and sample index: a re-run makes no calls and a killed run resumes. A judge reply that
   stays unusable after its re-asks is a counted failure (the model's answer); a failed call is never
   a verdict, nor replaced by a default.
 """
 from __future__ import annotations
 
-import ast
 import dataclasses
 import hashlib
 import json
 import logging
-import re
 import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional
 
-from deepwriter.eval.benchmarks.base import JudgeOutcome, JudgeTask, Slot, canonical_parser
+from deepwriter.eval.benchmarks.base import JudgeOutcome, JudgeTask, canonical_parser
 from deepwriter.eval.config import JudgeConfig
+from deepwriter.eval.replies import read_reply
 from deepwriter.llm.base import Generation, Sampling
+from deepwriter.records import RecordLog
 
 log = logging.getLogger("deepwriter.eval.judge")
 
 
-# --- JSON extraction ---------------------------------------------------------------------------
-
-_FENCE = re.compile(r"```(?:json|python)?", re.IGNORECASE)
-_TRAILING_COMMA = re.compile(r",\s*([}\]])")
-
-
-def extract_json(text: str) -> Any:
-    """The first JSON object or list in a reply, repairing what judges commonly get wrong (code
-    fences, text around it, trailing commas, Python literals with single quotes)."""
-    cleaned = _FENCE.sub("", text).strip()
-    candidates = [cleaned]
-    starts = [i for i in (cleaned.find("{"), cleaned.find("[")) if i >= 0]
-    if starts:
-        start = min(starts)
-        close = "}" if cleaned[start] == "{" else "]"
-        end = cleaned.rfind(close)
-        if end > start:
-            candidates.append(cleaned[start:end + 1])
-    for cand in candidates:
-        for attempt in (cand, _TRAILING_COMMA.sub(r"\1", cand)):
-            try:
-                return json.loads(attempt)
-            except json.JSONDecodeError:
-                pass
-            try:
-                value = ast.literal_eval(attempt)
-                if isinstance(value, (dict, list)):
-                    return value
-            except (ValueError, SyntaxError, MemoryError, RecursionError):
-                pass
-    raise ValueError("no JSON object or list found in the reply")
-
-
-def read_reply(task: JudgeTask, text: str, parser=None) -> Tuple[Dict[str, float], Dict[str, str]]:
-    """Allowed values for every slot of the task, or ValueError naming what is wrong."""
-    obj = extract_json(text)
-    raw, reasons = (parser or task.parser or canonical_parser(task.slots))(obj)
-    values, problems = {}, []
-    for slot in task.slots:
-        if slot.name not in raw or raw[slot.name] is None:
-            problems.append(f"{slot.name}: missing")
-            continue
-        try:
-            values[slot.name] = slot.coerce(raw[slot.name])
-        except ValueError as exc:
-            problems.append(str(exc))
-    if problems:
-        raise ValueError("; ".join(problems))
-    return values, reasons
-
-
 # --- cache -------------------------------------------------------------------------------------
-
-class JudgeCache:
-    """Replies by key, appended to one JSONL file as they arrive (a torn last line is skipped)."""
-
-    def __init__(self, folder: Path):
-        self.path = Path(folder) / "calls.jsonl"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
-        self.entries: Dict[str, dict] = {}
-        self.broken_lines = 0
-        if self.path.exists():
-            with open(self.path, encoding="utf-8") as f:
-                for line in f:
-                    try:
-                        rec = json.loads(line)
-                        self.entries[rec["key"]] = rec
-                    except (json.JSONDecodeError, KeyError, TypeError):
-                        self.broken_lines += 1
-        if self.path.exists() and self.path.stat().st_size:
-            with open(self.path, "rb+") as f:  # a torn last line must not swallow the next entry
-                f.seek(-1, 2)
-                if f.read(1) != b"\n":
-                    f.write(b"\n")
-        if self.broken_lines:
-            log.warning("judge cache %s: skipped %d unreadable line(s) (a killed run)", self.path, self.broken_lines)
-
-    def get(self, key: str) -> Optional[dict]:
-        return self.entries.get(key)
-
-    def put(self, rec: dict) -> None:
-        line = json.dumps(rec, ensure_ascii=False) + "\n"
-        with self._lock:
-            self.entries[rec["key"]] = rec
-            with open(self.path, "a", encoding="utf-8") as f:
-                f.write(line)
-
 
 def cache_key(model_id: str, messages: List[Dict[str, str]], sampling: Sampling, sample: int, mode: str) -> str:
     blob = json.dumps({"model": model_id, "messages": messages, "temperature": sampling.temperature,
@@ -148,109 +60,6 @@ class RateLimiter:
             self._next = start + self.interval
         if start > now:
             time.sleep(start - now)
-
-
-# --- constrained local judge ---------------------------------------------------------------------
-
-class ConstrainedJudgeBackend:
-    """Decodes `{"slot": value, ...}` with the JSON around the values forced and each value restricted
-    to its slot's allowed labels: greedy (temperature 0) or sampled among the allowed tokens only."""
-
-    def __init__(self, model, tokenizer, model_id: str, batch_size: int = 4):
-        self.model = model
-        self.tokenizer = tokenizer
-        self.model_id = model_id
-        self.batch_size = max(1, batch_size)
-
-    def _ids(self, text: str) -> List[int]:
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
-
-    def template(self, slots: Sequence[Slot]) -> List[Tuple[str, Any]]:
-        segments: List[Tuple[str, Any]] = []
-        for i, slot in enumerate(slots):
-            lead = "{" if i == 0 else " "
-            segments.append(("fixed", self._ids(f'{lead}"{slot.name}": ')))
-            # The separator goes into each choice so no choice is a prefix of another ("1," vs "10,").
-            sep = "}" if i == len(slots) - 1 else ","
-            segments.append(("choice", [self._ids(label + sep) for label in slot.labels]))
-        return segments
-
-    @staticmethod
-    def allowed_next(segments: List[Tuple[str, Any]], generated: List[int], eos: int) -> List[int]:
-        pos = 0
-        for kind, data in segments:
-            rest = generated[pos:]
-            if kind == "fixed":
-                if len(rest) < len(data):
-                    return [data[len(rest)]]
-                pos += len(data)
-                continue
-            matched, nxt = None, set()
-            for ids in data:
-                if rest[:len(ids)] == ids and len(rest) >= len(ids):
-                    matched = ids
-                    break
-                if len(rest) < len(ids) and ids[:len(rest)] == rest:
-                    nxt.add(ids[len(rest)])
-            if matched is None:
-                return sorted(nxt) if nxt else [eos]
-            pos += len(matched)
-        return [eos]
-
-    def judge(self, prompts: Sequence[List[Dict[str, str]]], slot_lists: Sequence[Sequence[Slot]],
-              sampling: Sampling) -> List[Generation]:
-        import torch
-
-        rng = torch.Generator().manual_seed(sampling.seed if sampling.seed is not None else 0)
-        out = []
-        for m, s in zip(prompts, slot_lists):
-            try:
-                out.append(self._one(m, s, sampling, rng))
-            except Exception as exc:  # one bad task (e.g. too long for the judge) fails alone, visibly
-                out.append(Generation(text="", finish_reason="error", error=f"{type(exc).__name__}: {exc}"))
-        return out
-
-    def _one(self, messages, slots: Sequence[Slot], sampling: Sampling, rng) -> Generation:
-        """Forced JSON text is fed in one forward pass with the token before it, so the model runs
-        once per score token rather than once per output token."""
-        import torch
-
-        from deepwriter.llm.hf import render_prompt
-
-        tok = self.tokenizer
-        eos = tok.eos_token_id
-        segments = self.template(slots)
-        device = self.model.device
-        prompt_ids = tok(render_prompt(tok, messages), add_special_tokens=False)["input_ids"]
-        limit = getattr(self.model.config, "max_position_embeddings", None)
-        if limit and len(prompt_ids) + 64 > limit:
-            raise ValueError(f"the judge prompt has {len(prompt_ids)} tokens; the judge model takes {limit}")
-        generated: List[int] = []
-        feed = list(prompt_ids)
-        cache = None
-        with torch.inference_mode():
-            while True:
-                allowed = self.allowed_next(segments, generated, eos)
-                if len(allowed) == 1:  # forced: no need to ask the model
-                    if allowed[0] == eos:
-                        break
-                    generated.append(allowed[0])
-                    feed.append(allowed[0])
-                    continue
-                out = self.model(input_ids=torch.tensor([feed], device=device), past_key_values=cache, use_cache=True,
-                                 logits_to_keep=1)
-                cache = out.past_key_values
-                logits = out.logits[0, -1].float()
-                choice_logits = logits[torch.tensor(allowed, device=device)]
-                if sampling.temperature > 0:
-                    probs = torch.softmax(choice_logits / sampling.temperature, dim=-1).cpu()
-                    pick = allowed[int(torch.multinomial(probs, 1, generator=rng))]
-                else:
-                    pick = allowed[int(torch.argmax(choice_logits))]
-                generated.append(pick)
-                feed = [pick]
-        return Generation(text=tok.decode(generated, skip_special_tokens=True), prompt_tokens=len(prompt_ids),
-                          completion_tokens=len(generated))
 
 
 # --- the judge -----------------------------------------------------------------------------------
@@ -297,7 +106,9 @@ class Judge:
         self.model_id = model_id
         self.cfg = cfg
         self.constrained = constrained
-        self.cache = JudgeCache(cache_dir)
+        # every reply, by cache key: a record log (deepwriter.records), open while run() runs
+        self.cache_path = Path(cache_dir) / "calls.jsonl"
+        self.cache: Optional[RecordLog] = None
         self.stats = JudgeStats()
         self._lock = threading.Lock()
         self._limiter = RateLimiter(cfg.rate_limit_rps)
@@ -328,7 +139,8 @@ class Judge:
                "finish_reason": gen.finish_reason, "latency_s": round(latency, 4),
                "cost_usd": self._cost(gen.prompt_tokens, gen.completion_tokens),
                "temperature": self.sampling.temperature, "seed": self.sampling.seed, "time": time.time()}
-        self.cache.put(rec)
+        if self.cache.get(key) is None:  # two tasks with the same prompt share one reply
+            self.cache.append(rec)
         self._count(calls=1, prompt_tokens=gen.prompt_tokens, completion_tokens=gen.completion_tokens,
                     cost_usd=rec["cost_usd"], call_seconds=latency)
         return rec
@@ -485,10 +297,16 @@ class Judge:
     def run(self, tasks: List[JudgeTask], show_progress: bool = True, stop_after: Optional[int] = None) -> List[JudgeOutcome]:
         """One outcome per task. `stop_after`: once more items (distinct task item ids) than this have an
         unfinished task (a failed call), the tasks not yet sent are left unfinished instead of sent."""
-        from tqdm.auto import tqdm
-
         self._stop_after = stop_after
         self._unfinished_items = set()
+        with RecordLog(self.cache_path, key="key") as self.cache:
+            outcomes = self._run(tasks, show_progress)
+        self.cache = None
+        return outcomes
+
+    def _run(self, tasks: List[JudgeTask], show_progress: bool) -> List[JudgeOutcome]:
+        from tqdm.auto import tqdm
+
         with tqdm(total=len(tasks), desc=f"judge {self.model_id}", unit="task", disable=not show_progress) as progress:
             if self.constrained:
                 outcomes = self._run_constrained(tasks, progress)
@@ -522,6 +340,8 @@ def make_judge(cfg, cache_dir: Path) -> Judge:
             use = dataclasses.replace(mcfg, endpoint=dataclasses.replace(mcfg.endpoint, max_concurrency=limit))
         gen = make_generator(use, cfg.paths.cache_dir, batch_size=cfg.eval.batch_size)
         if constrained:
+            from deepwriter.llm.constrained import ConstrainedJudgeBackend  # torch: only for a local judge
+
             return ConstrainedJudgeBackend(gen.model, gen.tokenizer, model_id, batch_size=cfg.eval.batch_size)
         return gen
 

@@ -19,13 +19,13 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 from deepwriter.config import ConfigError, RootConfig, expand
+from deepwriter.contract import StageContext, StageResult, StageSpec, benchmark_files
 from deepwriter.eval import tables
 from deepwriter.eval.benchmarks import load_items, module_for
 from deepwriter.eval.benchmarks.base import Item, JudgeOutcome
 from deepwriter.eval.generate import generate_answers
 from deepwriter.eval.judge import make_judge
 from deepwriter.llm.config import Backend, ModelConfig, ModelSource
-from deepwriter.pipeline import StageContext, StageResult
 from deepwriter.unfinished import Unfinished
 
 log = logging.getLogger("deepwriter.eval")
@@ -56,6 +56,14 @@ def _judge_view(o: JudgeOutcome) -> Dict[str, Any]:
     return {"ok": o.ok, "values": o.values, "reasons": o.reasons, "error": o.error, "calls": o.calls,
             "cached": o.cached, "reasks": o.reasks, "prompt_tokens": o.prompt_tokens,
             "completion_tokens": o.completion_tokens, "latency_s": round(o.latency_s, 4), "cost_usd": o.cost_usd}
+
+
+STAGE = StageSpec(
+    "eval", "deepwriter.eval.stage:run",
+    ("eval", "models.judge", "models.student"),
+    needs=lambda cfg: ["sft"] if cfg.eval.model_under_test == "sft" else [], input_files=benchmark_files,
+    max_unfinished_share=lambda cfg: cfg.eval.max_unfinished_share,
+)
 
 
 def run(cfg: RootConfig, ctx: StageContext) -> StageResult:

@@ -22,8 +22,8 @@ def make_generator(cfg: ModelConfig, cache_dir: str | Path, device: Optional[str
 
 def make_scorer(cfg: ModelConfig, cache_dir: str | Path, device: Optional[str] = None) -> Scorer:
     if cfg.backend == Backend.openai:
-        from deepwriter.llm.openai_http import OpenAIScorer
         from deepwriter import models
+        from deepwriter.llm.openai_http import OpenAIScorer
 
         # The client renders the chat template itself, so the scorer's tokenizer is needed locally.
         return OpenAIScorer(cfg.endpoint, tokenizer=models.load_tokenizer(cfg, cache_dir), model_id=cfg.endpoint.model or cfg.path)

@@ -43,12 +43,11 @@ import httpx
 
 from deepwriter.config import ConfigError
 from deepwriter.llm.base import Generation, Message, Sampling, ScoreRequest, TokenLogprobs
-from deepwriter.llm.config import EndpointConfig
+from deepwriter.llm.config import LOGPROBS_APIS, EndpointConfig
 
 log = logging.getLogger("deepwriter.llm.http")
 
 T = TypeVar("T")
-LOGPROBS_APIS = ("completions_echo", "vllm_prompt_logprobs", "sglang")
 _RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 _MAX_BACKOFF_S = 60.0
 

@@ -47,7 +47,7 @@ def finalize(partial: Path, dest: Path) -> None:
 
 
 def write_model_card(dest: Path, cfg: Any, counts: Dict[str, Any], metrics: Dict[str, Any], sources: Dict[str, int],
-                     dataset_dir: Path, eval_summary: Optional[Path]) -> None:
+                     dataset_dir: Path) -> None:
     sft = to_plain(cfg.sft)
     lines = [
         "---",
@@ -77,8 +77,6 @@ def write_model_card(dest: Path, cfg: Any, counts: Dict[str, Any], metrics: Dict
     lines.append(f"| lora | {json.dumps(sft['lora']) if sft['lora']['enabled'] else 'off'} |")
     lines += ["", "## Results", ""]
     lines += [f"- {k}: {v}" for k, v in metrics.items()]
-    if eval_summary is not None and eval_summary.exists():
-        lines += ["", "## Evaluation", "", "```json", eval_summary.read_text().strip(), "```"]
     (dest / "README.md").write_text("\n".join(lines) + "\n")
 
 

@@ -3,10 +3,10 @@
 `deepwriter.train` runs stages in one process. When `sft.num_processes x sft.num_nodes > 1` and no
 launcher started us, the SFT stage writes its typed config to `<stage>/launch/spec.json` and runs
 
-    torchrun --nnodes 1 --nproc_per_node N -m deepwriter.sft.launch <stage>/launch
+    torchrun --nnodes 1 --nproc_per_node N -m deepwriter.sft.rank <stage>/launch
 
 (or, with `sft.launcher=deepspeed` and `sft.hostfile`, `deepspeed --hostfile H --num_nodes M
---num_gpus N --module deepwriter.sft.launch <stage>/launch`, which ssh-es to every host listed in the
+--num_gpus N --module deepwriter.sft.rank <stage>/launch`, which ssh-es to every host listed in the
 hostfile, one line per node: `node-1 slots=8`; every host needs the same checkout, venv and a shared
 filesystem for the run directory). Every rank reads the same spec, so they agree on the run id and
 the stage folder. Rank 0 writes `result.json`, which the stage returns as its result.
@@ -33,6 +33,7 @@ from deepwriter.config import RootConfig
 
 log = logging.getLogger("deepwriter.sft")
 SPEC = "spec.json"
+RANK_MODULE = "deepwriter.sft.rank"  # what every started rank runs
 
 
 def _free_port() -> int:
@@ -63,7 +64,7 @@ def command(cfg: RootConfig, spec_dir: Path) -> List[str]:
             cmd += ["--hostfile", str(Path(sft.hostfile).expanduser())]
         else:
             cmd += ["--master_port", str(_free_port())]
-        return cmd + ["--module", "deepwriter.sft.launch", str(spec_dir)]
+        return cmd + ["--module", RANK_MODULE, str(spec_dir)]
     if sft.launcher != "torchrun":
         raise ValueError(f"sft.launcher: got {sft.launcher!r}; expected torchrun or deepspeed")
     if sft.num_nodes > 1:
@@ -74,7 +75,7 @@ def command(cfg: RootConfig, spec_dir: Path) -> List[str]:
         )
     return [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node",
             str(sft.num_processes), "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
-            "-m", "deepwriter.sft.launch", str(spec_dir)]
+            "-m", RANK_MODULE, str(spec_dir)]
 
 
 def launch(cfg: RootConfig, ctx) -> None:
@@ -89,22 +90,3 @@ def launch(cfg: RootConfig, ctx) -> None:
     rc = subprocess.call(cmd, env=env)
     if rc != 0:
         raise RuntimeError(f"sft: the training ranks failed (exit {rc}); command: {' '.join(cmd)}")
-
-
-def main(argv: List[str]) -> None:
-    from deepwriter.pipeline import StageContext
-    from deepwriter.sft import stage, trainer
-    from deepwriter.tracking import stage_tracker
-
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    spec_dir = Path(argv[0])
-    spec = json.loads((spec_dir / SPEC).read_text())
-    cfg: RootConfig = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(RootConfig), spec["config"]))
-    out_dir = Path(spec["out_dir"])
-    geometry = trainer.batch_geometry(cfg.sft, trainer.world_size_for(cfg.sft))
-    with stage_tracker(cfg, stage="sft", out_dir=out_dir) as tracker:
-        stage.train(cfg, out_dir, Path(spec["inputs"]["mix"]), tracker, Path(spec["run_dir"]), geometry)
-
-
-if __name__ == "__main__":
-    main(sys.argv[1:])

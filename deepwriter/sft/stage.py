@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any, Dict, Optional
 
 from deepwriter.config import ConfigError, RootConfig
-from deepwriter.pipeline import StageContext, StageResult
+from deepwriter.contract import StageContext, StageResult, StageSpec
 from deepwriter.sft import trainer as tr
+from deepwriter.sft.launch import launch
 
 log = logging.getLogger("deepwriter.sft")
 RESULT = "result.json"
@@ -44,6 +45,12 @@ def print_plan(cfg: RootConfig, geometry: tr.BatchGeometry) -> None:
         check_fits(plan, cfg.sft.gpu_memory_gb)
 
 
+STAGE = StageSpec(
+    "sft", "deepwriter.sft.stage:run", ("models.student", "sft"),
+    needs=lambda cfg: ["mix"], distributed=True, preflight="deepwriter.sft.trainer:preflight",
+)
+
+
 def run(cfg: RootConfig, ctx: StageContext) -> StageResult:
     if "mix" not in ctx.inputs:
         raise ConfigError("sft: needs the mix stage's output (ctx.inputs['mix'])")
@@ -53,8 +60,6 @@ def run(cfg: RootConfig, ctx: StageContext) -> StageResult:
     if _rank() == 0:
         print_plan(cfg, geometry)
     if launching:
-        from deepwriter.sft.launch import launch
-
         launch(cfg, ctx)
         return load_result(ctx.out_dir)
     return train(cfg, ctx.out_dir, ctx.inputs["mix"], ctx.tracker, ctx.run_dir, geometry)
@@ -179,8 +184,8 @@ def train(cfg: RootConfig, out_dir: Path, mix_dir: Path, tracker: Any, run_dir: 
         "train_seconds": round(train_seconds, 3), "train_cpu_seconds": round(train_cpu_seconds, 3),
         "tokens_per_s": round(sum(rates) / len(rates), 1) if rates else None,
     }
-    eval_summary = Path(run_dir) / "eval" / "summary.json" if run_dir else None
-    export.write_model_card(partial, cfg, counts, metrics, prepared.sources, Path(mix_dir) / "dataset", eval_summary)
+    # Only what this stage's key covers goes into the card: eval results belong to the eval stage's output.
+    export.write_model_card(partial, cfg, counts, metrics, prepared.sources, Path(mix_dir) / "dataset")
     export.finalize(partial, out_dir / "model")
     artifacts = {"model": "model", "train_log": tr.TRAIN_LOG, "checkpoints": "checkpoints"}
     plot = export.plot_loss(rows, out_dir / "plots" / "loss.png")

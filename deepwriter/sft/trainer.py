@@ -16,6 +16,7 @@ from typing import Any, Dict, List, Optional
 
 from deepwriter.config import ConfigError, stable_hash, to_plain
 from deepwriter.errors import DeepwriterError
+from deepwriter.schema import key_slice
 
 log = logging.getLogger("deepwriter.sft")
 
@@ -69,6 +70,11 @@ def batch_geometry(sft_cfg: Any, world_size: int) -> BatchGeometry:
             f"{per} (per device) x {derived} (accumulation) x {world_size} (world size); set one of them to null"
         )
     return BatchGeometry(per, derived, world_size)
+
+
+def preflight(cfg: Any) -> None:
+    """Before any stage runs: the global batch must split over the ranks this training will have."""
+    batch_geometry(cfg.sft, world_size_for(cfg.sft))
 
 
 def use_liger(setting: str) -> bool:
@@ -139,12 +145,9 @@ def training_arguments(sft_cfg: Any, out_dir: Path, geometry: BatchGeometry):
 
 
 def run_fingerprint(cfg: Any, geometry: BatchGeometry) -> Dict[str, Any]:
-    """What must be equal for a checkpoint to continue this run (not where or how often it saves)."""
-    sft = to_plain(cfg.sft)
-    for k in ("save_steps", "logging_steps", "save_total_limit", "num_processes", "num_nodes", "launcher",
-              "hostfile", "gpu_memory_gb", "peak_tflops", "liger"):
-        sft.pop(k, None)
-    return {"student": to_plain(cfg.models.student), "sft": sft, "geometry": asdict(geometry)}
+    """What must be equal for a checkpoint to continue this run: the stage key's view of the config (its
+    operational fields — where and how often it saves, how ranks start — left out) and the batch geometry."""
+    return {"student": key_slice(cfg.models.student), "sft": key_slice(cfg.sft), "geometry": asdict(geometry)}
 
 
 def _diff(a: Any, b: Any, path: str = "") -> List[str]:

@@ -2,35 +2,38 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Optional, Tuple
+
+from deepwriter.errors import ConfigError
+from deepwriter.schema import bounded, operational
 
 
 @dataclass
 class SamplingConfig:
-    temperature: float = 0.8
-    top_p: float = 0.85
-    max_new_tokens: int = 8000
+    temperature: float = bounded(0.8, ge=0.0)
+    top_p: float = bounded(0.85, gt=0.0, le=1.0)
+    max_new_tokens: int = bounded(8000, ge=1)
 
 
 @dataclass
 class FilterConfig:
     """Discard rules applied to the final trajectory (deepwriter/synthesis/filters.py)."""
 
-    min_think_tokens: int = 100  # whitespace-separated words, not model tokens (backend-independent)
-    late_reflection_fraction: float = 0.1  # no thinking phrase may start in this last share of the text
-    max_top3_trigram_share: float = 0.30  # degenerate repetition: 3 most frequent word 3-grams' share
+    min_think_tokens: int = bounded(100, ge=0)  # whitespace-separated words, not model tokens (backend-independent)
+    late_reflection_fraction: float = bounded(0.1, ge=0.0, le=1.0)  # no thinking phrase may start in this last share of the text
+    max_top3_trigram_share: float = bounded(0.30, gt=0.0, le=1.0)  # degenerate repetition: 3 most frequent word 3-grams' share
 
 
 @dataclass
 class SynthesisConfig:
     search: bool = True  # false: keep the initial trajectory z0 (no-search ablation)
     reflection: bool = True  # false: prompts without reflection phrases, phrases stripped
-    max_steps: int = 10
-    num_candidates: int = 2
-    stop_threshold: float = 0.25
-    clip_min: Optional[float] = -2.0  # null on both bounds: plain NLL
-    clip_max: Optional[float] = 0.0
-    min_segment_chars: int = 100
+    max_steps: int = bounded(10, ge=0)
+    num_candidates: int = bounded(2, ge=1)
+    stop_threshold: float = bounded(0.25, ge=0.0)
+    clip_min: Optional[float] = bounded(-2.0)  # null on both bounds: plain NLL; else clip_min < clip_max
+    clip_max: Optional[float] = bounded(0.0)
+    min_segment_chars: int = bounded(100, ge=1)
     # y's first paragraph joins the scorer's context and only the rest of y is scored
     score_answer_from_second_segment: bool = True
     # false: the rewrite turn is prefilled with the opening tag and the generator skips its analysis
@@ -39,14 +42,27 @@ class SynthesisConfig:
     initial: SamplingConfig = field(default_factory=SamplingConfig)
     refine: SamplingConfig = field(default_factory=SamplingConfig)
     filters: FilterConfig = field(default_factory=FilterConfig)
-    prefix_cache_entries: int = 4  # KV-cached prefixes kept by the transformers prefix scorer
-    limit: Optional[int] = None  # take at most this many pairs
-    shard: str = "0/1"  # i/n: this worker's share of the pairs
+    prefix_cache_entries: int = bounded(4, ge=1, operational=True)  # KV-cached prefixes kept by the transformers prefix scorer
+    limit: Optional[int] = bounded(None, ge=1)  # take at most this many pairs
+    shard: str = operational("0/1")  # i/n: this worker's share of the pairs
     # Pairs searched in lockstep: their model calls are merged into one batched call per round
-    # (a batch decode in-process, that many requests in flight over HTTP). Samples reproduce for the
-    # same batch size.
-    batch_size: int = 8
+    # (a batch decode in-process, that many requests in flight over HTTP). One seed samples a batched
+    # call, so the batch's composition changes the samples: batch_size is part of the stage key, and
+    # samples reproduce for the same batch size.
+    batch_size: int = bounded(8, ge=1)
     seed: int = 0
     # Pairs whose model calls failed (server down, timeouts after every retry) are unfinished, never
     # discarded; the stage fails unless at most this share of its pairs is unfinished (0..1).
-    max_unfinished_share: float = 0.0
+    max_unfinished_share: float = bounded(0.0, ge=0.0, le=1.0, operational=True)
+
+
+def parse_shard_spec(spec: str) -> Tuple[int, int]:
+    """`synthesis.shard` 'i/n' -> (i, n) with 0 <= i < n."""
+    try:
+        i_s, n_s = spec.split("/")
+        i, n = int(i_s), int(n_s)
+    except ValueError:
+        raise ConfigError(f"synthesis.shard: got {spec!r}; expected 'i/n', e.g. '0/4'") from None
+    if n < 1 or not 0 <= i < n:
+        raise ConfigError(f"synthesis.shard: got {spec!r}; need n >= 1 and 0 <= i < n")
+    return i, n

@@ -10,10 +10,11 @@ import random
 import re
 from typing import List, Optional, Tuple
 
+from deepwriter import think
 from deepwriter.llm.base import Message
 
-THINK_OPEN = "<think>\n"
-THINK_CLOSE = "</think>"
+THINK_OPEN = think.OPEN + "\n"  # the z0 prefill opens the block and its first line
+THINK_CLOSE = think.CLOSE
 REWRITE_OPEN = "<rewrite>"
 REWRITE_CLOSE = "</rewrite>"
 
@@ -156,7 +157,7 @@ def split_answer(y: str) -> Tuple[str, str]:
 
 def scorer_prefix(z: str, answer_head: str = "") -> str:
     """The assistant turn before the scored target: the thinking block and (optionally) y's head."""
-    return f"{THINK_OPEN}{z}\n{THINK_CLOSE}\n\n{answer_head}"
+    return think.block(z) + answer_head
 
 
 def parse_initial(trigger: str, text: str) -> Optional[str]:

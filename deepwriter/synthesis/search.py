@@ -17,10 +17,18 @@ import math
 import random
 import time
 from dataclasses import dataclass
-from typing import Any, Dict, Generator as Coroutine, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Generator as Coroutine
 
 from deepwriter.llm.base import (
-    Generator, Message, ModelCallFailed, Sampling, Scorer, ScoreRequest, TokenLogprobs, clipped_mean_nll,
+    Generator,
+    Message,
+    ModelCallFailed,
+    Sampling,
+    Scorer,
+    ScoreRequest,
+    TokenLogprobs,
+    clipped_mean_nll,
 )
 from deepwriter.synthesis import filters, prompts, segments
 from deepwriter.synthesis.config import SamplingConfig, SynthesisConfig

@@ -9,9 +9,11 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 from deepwriter.config import RootConfig
-from deepwriter.data.pairs import Pair, Skipped, load_pairs, reject
-from deepwriter.pipeline import StageContext, StageResult
+from deepwriter.contract import StageContext, StageResult, StageSpec, source_files
+from deepwriter.data.pairs import DataError, Pair, Skipped, load_pairs, reject
+from deepwriter.records import RecordLog, read_records
 from deepwriter.synthesis import store
+from deepwriter.synthesis.config import parse_shard_spec
 from deepwriter.synthesis.search import UnfinishedPair, synthesize_many
 from deepwriter.unfinished import Unfinished
 
@@ -54,7 +56,7 @@ def select_pairs(cfg: RootConfig, pairs: List[Pair], skipped: List[Skipped]) -> 
         unique.append(p)
     if cfg.synthesis.limit is not None:
         unique = unique[: cfg.synthesis.limit]
-    i, n = store.parse_shard_spec(cfg.synthesis.shard)
+    i, n = parse_shard_spec(cfg.synthesis.shard)
     return [p for p in unique if store.shard_of(p.id, n) == i]
 
 
@@ -129,6 +131,30 @@ def load_stage_pairs(cfg: RootConfig, ctx: StageContext, backends: Dict[str, Any
     return pairs, prepared.skipped + skipped
 
 
+STAGE = StageSpec(
+    "synthesize", "deepwriter.synthesis.stage:run",
+    # the pairs and how they are prepared, the models, the search (batch_size included: see its field)
+    ("models.generator", "models.scorer", "synthesis", "data.pairs", "data.strict", "data.label_categories",
+     "data.labels", "data.queries", "data.quotas", "data.taxonomy"),
+    needs=lambda cfg: [], input_files=source_files("data.pairs"),
+    max_unfinished_share=lambda cfg: cfg.synthesis.max_unfinished_share,
+    preflight="deepwriter.synthesis.stage:preflight",
+)
+
+
+def preflight(cfg: RootConfig) -> None:
+    """Before any stage runs: a local pairs file with no usable pair is an error, not a finished
+    stage with nothing in it. (Sources that need preparation or come from a hub are checked when the
+    stage loads them.)"""
+    src = cfg.data.pairs
+    if src.kind != "pairs" or not src.path or needs_prepare(cfg):
+        return
+    pairs, skipped = load_pairs(src, cfg.data.strict)
+    if not pairs:
+        raise DataError(str(src.path), "<file>", f"data.pairs: no usable pair ({len(skipped)} records skipped); "
+                        "synthesis needs at least one (request, answer) pair")
+
+
 def run(cfg: RootConfig, ctx: StageContext) -> StageResult:
     from tqdm.auto import tqdm
 
@@ -136,11 +162,11 @@ def run(cfg: RootConfig, ctx: StageContext) -> StageResult:
     backends: Dict[str, Any] = {}
     pairs, skipped = load_stage_pairs(cfg, ctx, backends)
     mine = check_lengths(cfg, select_pairs(cfg, pairs, skipped), skipped)
-    i, n = store.parse_shard_spec(scfg.shard)
+    i, n = parse_shard_spec(scfg.shard)
     path = store.shard_path(ctx.out_dir, i, n)
     unfinished = Unfinished("synthesize", "pairs", total=len(mine), max_share=scfg.max_unfinished_share)
     not_started = 0
-    with store.ShardWriter(path) as writer:
+    with RecordLog(path) as writer:
         if writer.truncated_bytes:
             log.warning("%s: cut a torn last record (%d bytes) left by an interrupted run", path, writer.truncated_bytes)
         todo = [p for p in mine if p.id not in writer.done]
@@ -184,7 +210,7 @@ def run(cfg: RootConfig, ctx: StageContext) -> StageResult:
                 log.info("prefix scorer: ran %.0f%% of the scored tokens through the model (%d cache hits)",
                          100 * stats["tokens_computed"] / stats["tokens_total"], stats["cache_hits"])
     unfinished.check(not_started=not_started)
-    records = list(store.read_records(path))
+    records = list(read_records(path))
     result = _summarise(cfg, ctx, records, skipped, path)
     if unfinished.ids:  # within max_unfinished_share: finished, with the pairs listed
         result.counts["unfinished"] = len(unfinished.ids)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from deepwriter.errors import DeepwriterError
+from deepwriter.files import resolve_data_path
 
 log = logging.getLogger("deepwriter.eval")
 
@@ -141,8 +142,6 @@ def data_file(path: Optional[str], data_dir: Path, kind: str, urls: Dict[str, st
               downloaded_name: str) -> Path:
     """The benchmark's data file: `path` (a file, or a folder holding `local_name`; `pkg://` works), or
     else the public file fetched once into `data_dir/kind`."""
-    from deepwriter.pipeline import resolve_data_path
-
     if path:
         p = resolve_data_path(path)
         return p / local_name if p.is_dir() else p

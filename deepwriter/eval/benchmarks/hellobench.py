@@ -18,8 +18,18 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 from deepwriter.eval.benchmarks.base import (
-    BenchmarkDataError, Item, JudgeOutcome, JudgeTask, Slot, download, mean, read_jsonl, require, skip_or_raise,
+    BenchmarkDataError,
+    Item,
+    JudgeOutcome,
+    JudgeTask,
+    Slot,
+    download,
+    mean,
+    read_jsonl,
+    require,
+    skip_or_raise,
 )
+from deepwriter.files import resolve_data_path
 
 KIND = "hellobench"
 SUBSETS = ("open_ended_qa", "summarization", "chat", "text_completion", "heuristic_text_generation")
@@ -30,8 +40,6 @@ SCORES = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
 def data_dir_of(path: Optional[str], data_dir: Path) -> Path:
-    from deepwriter.pipeline import resolve_data_path
-
     if path:
         return resolve_data_path(path)
     return download(SOURCE_URLS, data_dir / KIND)

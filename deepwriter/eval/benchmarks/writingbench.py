@@ -13,7 +13,16 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from deepwriter.eval.benchmarks.base import (
-    BenchmarkDataError, Item, JudgeOutcome, JudgeTask, Slot, canonical_parser, data_file, mean, read_jsonl, require,
+    BenchmarkDataError,
+    Item,
+    JudgeOutcome,
+    JudgeTask,
+    Slot,
+    canonical_parser,
+    data_file,
+    mean,
+    read_jsonl,
+    require,
     skip_or_raise,
 )
 

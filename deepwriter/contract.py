@@ -1,0 +1,70 @@
+"""The stage contract: what the runner (deepwriter.pipeline) hands a stage function, what the stage
+gives back, and how a stage declares itself. A stage is `run(cfg: RootConfig, ctx: StageContext) ->
+StageResult`; its module declares a `STAGE = StageSpec(...)` next to that code: the config slices that
+define its output (its key), the stages and files it reads, its own checks before any work."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+
+from deepwriter.files import resolve_data_path
+
+
+@dataclass
+class StageContext:
+    """What a stage function gets besides the config."""
+
+    name: str
+    out_dir: Path  # the stage's folder in the store; resumable content may already be there
+    inputs: Dict[str, Path]  # finished upstream stage folders by stage name
+    run_dir: Path
+    tracker: Any  # deepwriter.tracking.Tracker
+    key: str
+
+
+@dataclass
+class StageResult:
+    counts: Dict[str, Any] = field(default_factory=dict)
+    metrics: Dict[str, Any] = field(default_factory=dict)
+    artifacts: Dict[str, str] = field(default_factory=dict)  # name -> path relative to the stage folder
+    # deepwriter.unfinished.Unfinished.as_dict() of a stage that finished within its
+    # max_unfinished_share; None when every item is done
+    unfinished: Optional[Dict[str, Any]] = None
+
+
+def config_at(cfg: Any, dotted: str) -> Any:
+    """The value at a dotted path of a typed config (`data.pairs`, `models.scorer`)."""
+    for part in dotted.split("."):
+        cfg = cfg[part] if isinstance(cfg, dict) else getattr(cfg, part)
+    return cfg
+
+
+def source_files(*dotted: str) -> Callable[[Any], List[Path]]:
+    """input_files of a stage that reads the local files of data sources (`data.pairs`, ...)."""
+    def files(cfg: Any) -> List[Path]:
+        return [resolve_data_path(src.path) for src in (config_at(cfg, d) for d in dotted) if src.path]
+
+    return files
+
+
+def benchmark_files(cfg: Any) -> List[Path]:
+    """The local data of every enabled benchmark (eval reads them; the mix decontaminates against them)."""
+    return [resolve_data_path(b.path) for b in cfg.eval.benchmarks.values() if b.enabled and b.path]
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    name: str
+    entry: str  # "module:function", imported only when the stage runs
+    # Dotted paths of the config slices that define the output. Their operational fields (marked on the
+    # dataclasses, deepwriter.schema.operational) are left out of the key.
+    config_paths: tuple
+    needs: Callable[[Any], List[str]]
+    input_files: Callable[[Any], List[Path]] = lambda cfg: []
+    distributed: bool = False  # runs on every rank of a multi-process launch
+    # "module:function" checking the stage's own inputs and settings before any stage runs (a check
+    # that needs the stage's code: a pairs file with no usable pair, a batch that cannot be split).
+    preflight: str = ""
+    # The share of items the stage may leave unfinished (failed model calls) and still finish.
+    max_unfinished_share: Callable[[Any], float] = lambda cfg: 0.0
