@@ -15,7 +15,7 @@ RECIPE_TARGETS := $(filter-out demo,$(RECIPES))
 
 ABLATIONS := $(filter ablation-%,$(RECIPES))
 
-.PHONY: install serve-install serve demo test test-fast bench recipes ablations-demo clean-runs $(RECIPE_TARGETS)
+.PHONY: install serve-install serve demo lint test test-fast bench recipes ablations-demo clean-runs $(RECIPE_TARGETS)
 
 install: $(STAMP)
 
@@ -56,8 +56,13 @@ serve: install serve-install
 demo: install
 	$(PY) -m deepwriter.train +recipe=demo $(ARGS)
 
+# Lint and format, as configured in pyproject.toml ([tool.ruff]); `make test` runs it first.
+lint: install
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
 # The whole suite, the real-vLLM tests included (DEEPWRITER_REQUIRE_VLLM: a missing vLLM fails them).
-test: install serve-install
+test: install serve-install lint
 	DEEPWRITER_REQUIRE_VLLM=1 $(PY) -m pytest $(PYTEST_ARGS)
 
 test-fast: install

@@ -1,5 +1,6 @@
 """`python -m bench [NAME ...]` (or `make bench`): runs every benchmark module in bench/ (or the named
 ones) one after another, each in its own process, and prints their figures. Not part of the tests."""
+
 from __future__ import annotations
 
 import subprocess

@@ -6,6 +6,7 @@
 The model is the tiny random one, so the figures measure the client (balancing, semaphore, retries
 machinery, JSON) and the overlap of waiting, not a model.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,25 +38,40 @@ def main() -> None:
     from tests.loopback_server import _load_preset, start_server
 
     cfg = _load_preset(args.model)
-    model, tok = models.load(cfg, tempfile.mkdtemp(prefix="dw-bench-") if cfg.source.value == "tiny" else "~/.cache/deepwriter", device="cpu")
-    server = start_server(TransformersGenerator(model, tok, cfg.name), TransformersScorer(model, tok, cfg.name), latency_s=args.latency_s)
-    prompts = [[{"role": "user", "content": f"Write a short letter number {i} to the team about the sea."}] for i in range(args.requests)]
-    reqs = [ScoreRequest(p, "<think>\nOkay, a letter.\n</think>\n\n", "Dear team, thank you for your work this quarter.") for p in prompts]
+    model, tok = models.load(
+        cfg, tempfile.mkdtemp(prefix="dw-bench-") if cfg.source.value == "tiny" else "~/.cache/deepwriter", device="cpu"
+    )
+    server = start_server(
+        TransformersGenerator(model, tok, cfg.name), TransformersScorer(model, tok, cfg.name), latency_s=args.latency_s
+    )
+    prompts = [
+        [{"role": "user", "content": f"Write a short letter number {i} to the team about the sea."}]
+        for i in range(args.requests)
+    ]
+    reqs = [
+        ScoreRequest(p, "<think>\nOkay, a letter.\n</think>\n\n", "Dear team, thank you for your work this quarter.")
+        for p in prompts
+    ]
     sampling = Sampling(temperature=0.0, max_new_tokens=args.max_new_tokens)
 
-    print(f"model={cfg.name} requests={args.requests} added latency={args.latency_s * 1000:.0f} ms/request, server {server.url}")
+    print(
+        f"model={cfg.name} requests={args.requests} added latency={args.latency_s * 1000:.0f} ms/request, "
+        f"server {server.url}"
+    )
     print(f"{'task':<10} {'concurrency':>11} {'seconds':>8} {'req/s':>7} {'speed-up':>8}")
     try:
         for task in ("generate", "score"):
             base = None
             for conc in (1, args.concurrency):
-                ep = EndpointConfig(base_urls=[server.url], model=cfg.name, max_concurrency=conc, timeout_s=60.0, max_retries=2)
+                ep = EndpointConfig(
+                    base_urls=[server.url], model=cfg.name, max_concurrency=conc, timeout_s=60.0, max_retries=2
+                )
                 if task == "generate":
                     client = OpenAIGenerator(ep, model_id=cfg.name)
-                    secs = _timed(lambda: client.generate(prompts, sampling))
+                    secs = _timed(lambda c=client: c.generate(prompts, sampling))
                 else:
                     client = OpenAIScorer(ep, tokenizer=tok, model_id=cfg.name)
-                    secs = _timed(lambda: client.score(reqs))
+                    secs = _timed(lambda c=client: c.score(reqs))
                 assert client.usage.failed == 0, f"{client.usage.failed} requests failed"
                 base = base or secs
                 print(f"{task:<10} {conc:>11} {secs:>8.2f} {args.requests / secs:>7.2f} {base / secs:>7.2f}x")

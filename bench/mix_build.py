@@ -24,6 +24,7 @@ records inside the build, which is the end-to-end figure. The default tokenizer 
 tokenizer cannot be downloaded here. tiny-qwen3's 1K vocabulary splits words into many more pieces
 and is much slower per record.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -70,9 +71,12 @@ def _benchmark_prompts():
     from deepwriter.eval.benchmarks import benchmark_prompts
     from tests.conftest import compose_typed
 
-    cfg = compose_typed("eval=full", f"eval.benchmarks.hellobench.path={SHARED}/hellobench",
-                        f"eval.benchmarks.longbench_write.path={SHARED}/longbench_write/longbench_write.jsonl",
-                        f"eval.benchmarks.writingbench.path={SHARED}/writingbench/length_subset.jsonl")
+    cfg = compose_typed(
+        "eval=full",
+        f"eval.benchmarks.hellobench.path={SHARED}/hellobench",
+        f"eval.benchmarks.longbench_write.path={SHARED}/longbench_write/longbench_write.jsonl",
+        f"eval.benchmarks.writingbench.path={SHARED}/writingbench/length_subset.jsonl",
+    )
     return benchmark_prompts(cfg.eval, expand(cfg.paths.data_dir))
 
 
@@ -105,9 +109,14 @@ def make_records(n: int, n_synth: int, seed: int, bench: dict | None, rates=(0.0
             if prompts and u < exact_rate + near_rate + cont_rate:
                 x = "Hello! Please help with this task.\n" + rnd.choice(prompts).upper()
                 planted["contaminated"].add(rid)
-            rec = {"id": rid, "x": x, "think": gen.text(rnd.randint(1000, 4000)), "y": gen.text(rnd.randint(300, 2000)),
-                   "category": rnd.choice(["creative & narrative", "essay & argument", "business correspondence"]),
-                   "source": "synthetic" if i < n_synth else "public-bench"}
+            rec = {
+                "id": rid,
+                "x": x,
+                "think": gen.text(rnd.randint(1000, 4000)),
+                "y": gen.text(rnd.randint(300, 2000)),
+                "category": rnd.choice(["creative & narrative", "essay & argument", "business correspondence"]),
+                "source": "synthetic" if i < n_synth else "public-bench",
+            }
         if i >= n_synth:
             rec["source"], rec["category"] = "public-bench", "reasoning"
         kind_list.append(rec)
@@ -132,7 +141,7 @@ def _signature_baseline(records, cfg) -> tuple[float, float]:
     for r in records:
         ws = words(r["x"] + "\n" + r["y"], cfg.max_words)
         m = MinHash(num_perm=cfg.num_perm, seed=1)
-        m.update_batch([" ".join(ws[i:i + k]).encode() for i in range(max(1, len(ws) - k + 1))])
+        m.update_batch([" ".join(ws[i : i + k]).encode() for i in range(max(1, len(ws) - k + 1))])
     return ours, time.perf_counter() - t
 
 
@@ -148,14 +157,35 @@ def _write_stage_inputs(work: Path, seed: int, bench, n_synth: int, n_public: in
     shard.parent.mkdir(parents=True)
     with open(shard, "w") as f:
         for r in synth:
-            f.write(json.dumps({"id": r["id"], "x": r["x"], "y": r["y"], "z0": r["think"], "z_final": r["think"],
-                                "category": r["category"], "verdict": {"kept": True, "reason": None}}) + "\n")
+            f.write(
+                json.dumps(
+                    {
+                        "id": r["id"],
+                        "x": r["x"],
+                        "y": r["y"],
+                        "z0": r["think"],
+                        "z_final": r["think"],
+                        "category": r["category"],
+                        "verdict": {"kept": True, "reason": None},
+                    }
+                )
+                + "\n"
+            )
     with open(work / "openthoughts.jsonl", "w") as f:
         for r in public:
-            turn = (f"<|begin_of_thought|>\n\n{r['think']}\n\n<|end_of_thought|>\n\n<|begin_of_solution|>\n\n"
-                    f"{r['y']}\n\n<|end_of_solution|>")
-            f.write(json.dumps({"id": r["id"], "conversations": [{"from": "user", "value": r["x"]},
-                                                                  {"from": "assistant", "value": turn}]}) + "\n")
+            turn = (
+                f"<|begin_of_thought|>\n\n{r['think']}\n\n<|end_of_thought|>\n\n<|begin_of_solution|>\n\n"
+                f"{r['y']}\n\n<|end_of_solution|>"
+            )
+            f.write(
+                json.dumps(
+                    {
+                        "id": r["id"],
+                        "conversations": [{"from": "user", "value": r["x"]}, {"from": "assistant", "value": turn}],
+                    }
+                )
+                + "\n"
+            )
     counts = {k: len(v) for k, v in planted.items()}
     (work / "planted.json").write_text(json.dumps(counts))
     return counts
@@ -179,7 +209,9 @@ class PeakMemory:
                 try:
                     own = me.memory_info().rss
                     # PSS: pages the forked workers share with this process are counted once.
-                    tree = me.memory_full_info().pss + sum(c.memory_full_info().pss for c in me.children(recursive=True))
+                    tree = me.memory_full_info().pss + sum(
+                        c.memory_full_info().pss for c in me.children(recursive=True)
+                    )
                 except psutil.Error:
                     continue
                 self.self_peak, self.tree_peak = max(self.self_peak, own), max(self.tree_peak, tree)
@@ -198,52 +230,69 @@ def stage_end_to_end(args, bench) -> None:
     import json
     import multiprocessing
 
-    from deepwriter.data import stage as mix_stage
     from deepwriter.contract import StageContext
+    from deepwriter.data import stage as mix_stage
     from deepwriter.tracking import Tracker
     from tests.conftest import compose_typed
 
     n_synth, n_public = round(20000 * 1.03), round(17000 * 1.03)  # the filters remove ~2.5% (planted)
     work = Path(tempfile.mkdtemp(prefix="dw-mix-stage-"))
     t0 = time.perf_counter()
-    child = multiprocessing.get_context("fork").Process(target=_write_stage_inputs,
-                                                        args=(work, args.seed, bench, n_synth, n_public))
+    child = multiprocessing.get_context("fork").Process(
+        target=_write_stage_inputs, args=(work, args.seed, bench, n_synth, n_public)
+    )
     child.start()
     child.join()
     if child.exitcode != 0:
         raise SystemExit(f"generating the inputs failed (exit {child.exitcode})")
     planted = json.loads((work / "planted.json").read_text())
     shard = next((work / "synthesize" / "shards").glob("*.jsonl"))
-    size = (shard.stat().st_size + (work / "openthoughts.jsonl").stat().st_size) / 2 ** 30
+    size = (shard.stat().st_size + (work / "openthoughts.jsonl").stat().st_size) / 2**30
     print(f"generated inputs in {time.perf_counter() - t0:.0f} s", flush=True)
     b = SHARED
-    cfg = compose_typed("+recipe=full", f"model@models.student={args.tokenizer}",
-                        f"paths.cache_dir={Path(args.cache_dir).expanduser()}",
-                        f"data.public.path={work / 'openthoughts.jsonl'}", "+data.public.fields.id=id",
-                        f"data.mix.num_proc={args.num_proc}", f"eval.benchmarks.hellobench.path={b}/hellobench",
-                        f"eval.benchmarks.longbench_write.path={b}/longbench_write/longbench_write.jsonl",
-                        f"eval.benchmarks.writingbench.path={b}/writingbench/length_subset.jsonl")
+    cfg = compose_typed(
+        "+recipe=full",
+        f"model@models.student={args.tokenizer}",
+        f"paths.cache_dir={Path(args.cache_dir).expanduser()}",
+        f"data.public.path={work / 'openthoughts.jsonl'}",
+        "+data.public.fields.id=id",
+        f"data.mix.num_proc={args.num_proc}",
+        f"eval.benchmarks.hellobench.path={b}/hellobench",
+        f"eval.benchmarks.longbench_write.path={b}/longbench_write/longbench_write.jsonl",
+        f"eval.benchmarks.writingbench.path={b}/writingbench/length_subset.jsonl",
+    )
     out = work / "mix"
     out.mkdir()
-    print(f"input: {n_synth} trajectories + {n_public} public conversations, {size:.2f} GiB of JSONL; "
-          f"mix {cfg.data.mix.synthetic} + {cfg.data.mix.public} = {cfg.data.mix.total}, max_length {cfg.sft.max_length}",
-          flush=True)
+    print(
+        f"input: {n_synth} trajectories + {n_public} public conversations, {size:.2f} GiB of JSONL; "
+        f"mix {cfg.data.mix.synthetic} + {cfg.data.mix.public} = {cfg.data.mix.total}, max_length {cfg.sft.max_length}",
+        flush=True,
+    )
     t0 = time.perf_counter()
     with PeakMemory() as mem:
-        res = mix_stage.run(cfg, StageContext("mix", out, {"synthesize": work / "synthesize"}, work, Tracker(None), "bench"))
+        res = mix_stage.run(
+            cfg, StageContext("mix", out, {"synthesize": work / "synthesize"}, work, Tracker(None), "bench")
+        )
     wall = time.perf_counter() - t0
     c, m = res.counts, res.metrics
-    print(f"\nmix stage end to end (load, dedup, decontaminate, tokenise all, write dataset + card + plots):")
+    print("\nmix stage end to end (load, dedup, decontaminate, tokenise all, write dataset + card + plots):")
     print(f"  wall                     {wall:8.1f} s = {wall / 60:.1f} min")
     for k in ("dedup_s", "decontam_s", "tokenize_s"):
         if k in m:
             print(f"  {k:<24} {m[k]:8.1f} s")
-    print(f"  records in               {n_synth + n_public:8d}  -> mix {c['total']} "
-          f"({c.get('synthetic')} synthetic + {c.get('public')} public)")
+    print(
+        f"  records in               {n_synth + n_public:8d}  -> mix {c['total']} "
+        f"({c.get('synthetic')} synthetic + {c.get('public')} public)"
+    )
     print(f"  records/s end to end     {(n_synth + n_public) / wall:8.0f}")
-    print(f"  peak RSS                 {mem.self_peak / 2 ** 30:8.2f} GiB (the stage's process), "
-          f"{mem.tree_peak / 2 ** 30:.2f} GiB PSS with its tokeniser workers")
-    print(f"  dataset on disk          {sum(p.stat().st_size for p in (out / 'dataset').rglob('*') if p.is_file()) / 2 ** 30:8.2f} GiB")
+    print(
+        f"  peak RSS                 {mem.self_peak / 2**30:8.2f} GiB (the stage's process), "
+        f"{mem.tree_peak / 2**30:.2f} GiB PSS with its tokeniser workers"
+    )
+    print(
+        f"  dataset on disk          "
+        f"{sum(p.stat().st_size for p in (out / 'dataset').rglob('*') if p.is_file()) / 2**30:8.2f} GiB"
+    )
     removed = {p.stem: sum(1 for _ in open(p)) for p in (out / "dropped").glob("*.jsonl")}
     print(f"  removed by filter        {removed}; planted {planted}")
 
@@ -255,10 +304,16 @@ def main(argv=None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--num-proc", type=int, default=2)
     ap.add_argument("--max-length", type=int, default=16384)
-    ap.add_argument("--tokenize-sample", type=int, default=300,
-                    help="time token counting on this many records only (0: tokenise every record in the build)")
+    ap.add_argument(
+        "--tokenize-sample",
+        type=int,
+        default=300,
+        help="time token counting on this many records only (0: tokenise every record in the build)",
+    )
     ap.add_argument("--tokenizer", default="smollm2-135m", choices=["smollm2-135m", "tiny-qwen3"])
-    ap.add_argument("--cache-dir", default="~/.cache/deepwriter", help="where the embedded model's converted copy lives")
+    ap.add_argument(
+        "--cache-dir", default="~/.cache/deepwriter", help="where the embedded model's converted copy lives"
+    )
     ap.add_argument("--stage", action="store_true", help="run the whole mix stage end to end instead")
     args = ap.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -277,7 +332,9 @@ def main(argv=None) -> None:
     t0 = time.perf_counter()
     synth, public, planted = make_records(args.records, n_synth, args.seed, bench)
     t_gen = time.perf_counter() - t0
-    n_words = sum(len(r["think"].split()) + len(r["y"].split()) for r in synth[:500] + public[:500]) / max(1, len(synth[:500] + public[:500]))
+    n_words = sum(len(r["think"].split()) + len(r["y"].split()) for r in synth[:500] + public[:500]) / max(
+        1, len(synth[:500] + public[:500])
+    )
 
     cfg = MixConfig(num_proc=args.num_proc, seed=args.seed)
     ours, baseline = _signature_baseline((synth + public)[:300], cfg.dedup)
@@ -285,7 +342,11 @@ def main(argv=None) -> None:
     from deepwriter.data.mix import token_lengths
 
     tcfg = compose_typed(f"model@models.student={args.tokenizer}").models.student
-    cache = Path(tempfile.mkdtemp(prefix="dw-bench-")) if args.tokenizer == "tiny-qwen3" else Path(args.cache_dir).expanduser()
+    cache = (
+        Path(tempfile.mkdtemp(prefix="dw-bench-"))
+        if args.tokenizer == "tiny-qwen3"
+        else Path(args.cache_dir).expanduser()
+    )
     real_tok = load_tokenizer(tcfg, cache)
     t_tok_sample = None
     if args.tokenize_sample:
@@ -297,17 +358,27 @@ def main(argv=None) -> None:
     else:
         tok = real_tok
     if tok is None:
+
         class _NoTok:  # every record counts as 1 token: the filter keeps all
             def apply_chat_template(self, msgs, tokenize=False):
                 return ""
 
             def __call__(self, texts, add_special_tokens=False):
                 return {"input_ids": [[0]] * len(texts)}
+
         tok = _NoTok()
 
     t0 = time.perf_counter()
-    res = build_mix(synth, public, cfg, taxonomy={}, benchmark_prompts=bench or {}, tokenizer=tok,
-                    max_length=args.max_length, strict=True)
+    res = build_mix(
+        synth,
+        public,
+        cfg,
+        taxonomy={},
+        benchmark_prompts=bench or {},
+        tokenizer=tok,
+        max_length=args.max_length,
+        strict=True,
+    )
     t_mix = time.perf_counter() - t0
     wall = time.perf_counter() - t_all
 
@@ -316,28 +387,39 @@ def main(argv=None) -> None:
     peak_children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     dd = res.timings["dedup_s"] + res.timings["decontam_s"]
     n_in = args.records
-    print(f"\nmix_build: {n_in} records ({n_synth} synthetic), ~{n_words:.0f} words of thinking+answer each, "
-          f"{sum(map(len, (bench or {}).values()))} benchmark prompts")
+    print(
+        f"\nmix_build: {n_in} records ({n_synth} synthetic), ~{n_words:.0f} words of thinking+answer each, "
+        f"{sum(map(len, (bench or {}).values()))} benchmark prompts"
+    )
     print(f"  generate records         {t_gen:8.1f} s")
     print(f"  exact + near dedup       {res.timings['dedup_s']:8.1f} s")
     print(f"  decontamination          {res.timings['decontam_s']:8.1f} s")
     if t_tok_sample:
         secs, k = t_tok_sample
-        print(f"  token lengths (sample)   {secs:8.1f} s for {k} records = {k / secs:.0f} records/s "
-              f"(num_proc={args.num_proc}, {args.tokenizer} tokenizer; all {n_in}: ~{n_in / (k / secs) / 60:.0f} min)")
+        print(
+            f"  token lengths (sample)   {secs:8.1f} s for {k} records = {k / secs:.0f} records/s "
+            f"(num_proc={args.num_proc}, {args.tokenizer} tokenizer; all {n_in}: ~{n_in / (k / secs) / 60:.0f} min)"
+        )
     else:
-        print(f"  token lengths            {res.timings['tokenize_s']:8.1f} s  (num_proc={args.num_proc}, {args.tokenizer} tokenizer)")
+        print(
+            f"  token lengths            {res.timings['tokenize_s']:8.1f} s  "
+            f"(num_proc={args.num_proc}, {args.tokenizer} tokenizer)"
+        )
     print(f"  build_mix total          {t_mix:8.1f} s   wall (all) {wall:.1f} s")
     print(f"  dedup + decontamination  {n_in / dd:8.0f} records/s")
     print(f"  peak RSS                 {peak_self:8.0f} MiB (this process), {peak_children:.0f} MiB (largest worker)")
     for what, filt in (("exact", "exact_duplicate"), ("near", "near_duplicate"), ("contaminated", "contaminated")):
         got = removed.get(filt, set())
-        print(f"  planted {what:<13} {len(planted[what]):5d}  caught {len(planted[what] & got):5d}  "
-              f"other records removed by this filter {len(got - planted[what]):5d}")
+        print(
+            f"  planted {what:<13} {len(planted[what]):5d}  caught {len(planted[what] & got):5d}  "
+            f"other records removed by this filter {len(got - planted[what]):5d}"
+        )
     print(f"  removed as too long      {len(removed.get('too_long', ())):5d} (> {args.max_length} tokens)")
     print(f"  final mix                {res.counts['total']} records")
-    print(f"  MinHash signatures, 300 records: ours {ours:.2f} s vs datasketch SHA-1 update_batch {baseline:.2f} s "
-          f"-> {baseline / ours:.1f}x")
+    print(
+        f"  MinHash signatures, 300 records: ours {ours:.2f} s vs datasketch SHA-1 update_batch {baseline:.2f} s "
+        f"-> {baseline / ours:.1f}x"
+    )
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ CPU time (both are printed).
 
     python -m bench.sft_packing [--samples 160] [--max-length 512] [--batch 5] [--threads 1]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,15 +35,33 @@ def _cfg(cache: Path, packing: bool, batch: int, max_length: int, lr: float):
 
     # Wide and shallow: on CPU, attention over a packed row is dense (a block-causal mask, no varlen
     # kernel), so a tiny hidden size would let the L^2 term dominate where a real model's matmuls do.
-    tiny = ["models.student.tiny_config.hidden_size=512", "models.student.tiny_config.intermediate_size=1536",
-            "models.student.tiny_config.num_hidden_layers=2", "models.student.tiny_config.num_attention_heads=8",
-            "models.student.tiny_config.num_key_value_heads=4", "models.student.tiny_config.head_dim=64"]
-    return to_typed(compose([
-        "model@models.student=tiny-qwen3", *tiny, "+recipe=demo", f"paths.cache_dir={cache}",
-        "sft.max_steps=-1", "sft.epochs=1", f"sft.max_length={max_length}", f"sft.packing={str(packing).lower()}",
-        f"sft.per_device_batch_size={1 if packing else batch}", f"sft.global_batch_size={1 if packing else batch}",
-        f"sft.learning_rate={lr}", "sft.save_steps=100000", "sft.logging_steps=5",
-    ]))
+    tiny = [
+        "models.student.tiny_config.hidden_size=512",
+        "models.student.tiny_config.intermediate_size=1536",
+        "models.student.tiny_config.num_hidden_layers=2",
+        "models.student.tiny_config.num_attention_heads=8",
+        "models.student.tiny_config.num_key_value_heads=4",
+        "models.student.tiny_config.head_dim=64",
+    ]
+    return to_typed(
+        compose(
+            [
+                "model@models.student=tiny-qwen3",
+                *tiny,
+                "+recipe=demo",
+                f"paths.cache_dir={cache}",
+                "sft.max_steps=-1",
+                "sft.epochs=1",
+                f"sft.max_length={max_length}",
+                f"sft.packing={str(packing).lower()}",
+                f"sft.per_device_batch_size={1 if packing else batch}",
+                f"sft.global_batch_size={1 if packing else batch}",
+                f"sft.learning_rate={lr}",
+                "sft.save_steps=100000",
+                "sft.logging_steps=5",
+            ]
+        )
+    )
 
 
 def _train(work: Path, cfg):
@@ -50,8 +69,14 @@ def _train(work: Path, cfg):
     from deepwriter.sft import stage
     from deepwriter.tracking import Tracker
 
-    ctx = StageContext(name="sft", out_dir=work, inputs={"mix": work.parent / "mix"}, run_dir=work.parent,
-                       tracker=Tracker(None), key="bench")
+    ctx = StageContext(
+        name="sft",
+        out_dir=work,
+        inputs={"mix": work.parent / "mix"},
+        run_dir=work.parent,
+        tracker=Tracker(None),
+        key="bench",
+    )
     return stage.run(cfg, ctx)
 
 
@@ -108,17 +133,27 @@ def main(argv=None) -> None:
             tokens = res.counts["tokens"]
             loss = heldout_loss(root / name / "model", heldout)
             results[name] = dict(tps=tokens / secs, tpc=tokens / cpu, loss=loss)
-            print(f"{name:7s} steps {res.counts['steps']:4d}  real tokens {tokens:8,d}  train {secs:6.1f}s wall "
-                  f"{cpu:6.1f}s cpu  {tokens / secs:7.0f} tok/s wall  {tokens / cpu:7.0f} tok/cpu-s  "
-                  f"held-out loss {loss:.4f}  (TRL counted {res.counts['trained_tokens']:,}; stage {time.time() - t0:.0f}s)", flush=True)
+            print(
+                f"{name:7s} steps {res.counts['steps']:4d}  real tokens {tokens:8,d}  train {secs:6.1f}s wall "
+                f"{cpu:6.1f}s cpu  {tokens / secs:7.0f} tok/s wall  {tokens / cpu:7.0f} tok/cpu-s  "
+                f"held-out loss {loss:.4f}  "
+                f"(TRL counted {res.counts['trained_tokens']:,}; stage {time.time() - t0:.0f}s)",
+                flush=True,
+            )
         s = results["padded"]
         p = results["packed"]
-        print(f"lengths: {args.samples} samples, long-tailed (log-normal), max_length {args.max_length}; "
-              f"padded batch {args.batch}")
-        print(f"packing speed-up: {p['tpc'] / s['tpc']:.2f}x real tokens per CPU second (target >= 1.5x); "
-              f"{p['tps'] / s['tps']:.2f}x per wall second")
-        print(f"held-out loss: packed {p['loss']:.4f} vs padded {s['loss']:.4f} "
-              f"({100 * (p['loss'] - s['loss']) / s['loss']:+.2f}%, target within 2%)")
+        print(
+            f"lengths: {args.samples} samples, long-tailed (log-normal), max_length {args.max_length}; "
+            f"padded batch {args.batch}"
+        )
+        print(
+            f"packing speed-up: {p['tpc'] / s['tpc']:.2f}x real tokens per CPU second (target >= 1.5x); "
+            f"{p['tps'] / s['tps']:.2f}x per wall second"
+        )
+        print(
+            f"held-out loss: packed {p['loss']:.4f} vs padded {s['loss']:.4f} "
+            f"({100 * (p['loss'] - s['loss']) / s['loss']:+.2f}%, target within 2%)"
+        )
 
 
 if __name__ == "__main__":

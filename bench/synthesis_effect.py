@@ -6,6 +6,7 @@ steps, filter outcomes. SmolLM2-135M generates and scores, on CPU.
 Pairs are the first N (by id) of the seed file whose answers are at most --max-words words, so the
 run stays in minutes on a laptop; the search settings are printed with the figures.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,7 +45,9 @@ def main() -> None:
 
     cfg = to_typed(compose(["+recipe=demo"]))
     scfg = dataclasses.replace(
-        cfg.synthesis, max_steps=args.max_steps, refine_analysis=False,
+        cfg.synthesis,
+        max_steps=args.max_steps,
+        refine_analysis=False,
         initial=dataclasses.replace(cfg.synthesis.initial, max_new_tokens=args.initial_tokens),
         refine=dataclasses.replace(cfg.synthesis.refine, max_new_tokens=args.refine_tokens),
     )
@@ -54,7 +57,7 @@ def main() -> None:
     t0 = time.time()
     records = []
     for start in range(0, len(pairs), args.batch):
-        records += list(synthesize_many(pairs[start:start + args.batch], generator, scorer, scfg))
+        records += list(synthesize_many(pairs[start : start + args.batch], generator, scorer, scfg))
         print(f"  {len(records)}/{len(pairs)} pairs, {time.time() - t0:.0f}s", flush=True)
     elapsed = time.time() - t0
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -67,15 +70,23 @@ def main() -> None:
     steps = sum(len(r["steps"]) for r in records)
     accepted = [len(r["accepted_edits"]) for r in records]
     verdicts = Counter("kept" if r["verdict"]["kept"] else r["verdict"]["reason"] for r in records)
-    print(f"\nREER search effect: {len(records)} real pairs (answers <= {args.max_words} words), SmolLM2-135M as "
-          f"generator and scorer, K={scfg.num_candidates}, max_steps={scfg.max_steps}, "
-          f"z0 <= {args.initial_tokens} tokens, rewrites <= {args.refine_tokens} tokens; {elapsed:.0f}s")
-    print(f"  median relative score drop z0 -> z_final: {100 * statistics.median(drops):.2f}%  "
-          f"(mean {100 * statistics.mean(drops):.2f}%, max {100 * max(drops):.2f}%)")
-    print(f"  mean score z0 {statistics.mean(r['scores'][0] for r in scored):.4f} -> "
-          f"final {statistics.mean(r['scores'][-1] for r in scored):.4f}")
-    print(f"  accepted edits: {sum(accepted)} of {steps} steps ({100 * sum(accepted) / max(1, steps):.0f}%); "
-          f"pairs with >= 1 accepted edit: {sum(1 for a in accepted if a)}/{len(records)}")
+    print(
+        f"\nREER search effect: {len(records)} real pairs (answers <= {args.max_words} words), SmolLM2-135M as "
+        f"generator and scorer, K={scfg.num_candidates}, max_steps={scfg.max_steps}, "
+        f"z0 <= {args.initial_tokens} tokens, rewrites <= {args.refine_tokens} tokens; {elapsed:.0f}s"
+    )
+    print(
+        f"  median relative score drop z0 -> z_final: {100 * statistics.median(drops):.2f}%  "
+        f"(mean {100 * statistics.mean(drops):.2f}%, max {100 * max(drops):.2f}%)"
+    )
+    print(
+        f"  mean score z0 {statistics.mean(r['scores'][0] for r in scored):.4f} -> "
+        f"final {statistics.mean(r['scores'][-1] for r in scored):.4f}"
+    )
+    print(
+        f"  accepted edits: {sum(accepted)} of {steps} steps ({100 * sum(accepted) / max(1, steps):.0f}%); "
+        f"pairs with >= 1 accepted edit: {sum(1 for a in accepted if a)}/{len(records)}"
+    )
     print(f"  filter outcomes: {dict(verdicts)}")
     print(f"  records: {args.out}")
 

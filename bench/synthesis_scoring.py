@@ -13,6 +13,7 @@ The sweep rewrites every segment position in turn, as one search's steps do, and
 speed-up over a whole search; --compare-dtype also scores the candidates in the other dtype, for
 its speed and for whether it picks the same best candidate.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,7 +37,8 @@ _SENTENCES = [
     "I will use a study or a statistic in each section so the tone stays formal and credible.",
     "Alternatively, I could order the arguments from the least to the most convincing one.",
     "The counterargument deserves a fair hearing before I answer it, otherwise the essay feels one-sided.",
-    "Outline: introduction with the thesis, economic benefits, inclusivity, mental health, the hygiene objection, conclusion.",
+    "Outline: introduction with the thesis, economic benefits, inclusivity, mental health, the hygiene objection, "
+    "conclusion.",
     "I need the conclusion to restate the thesis in light of the evidence rather than repeat the introduction.",
 ]
 
@@ -84,7 +86,7 @@ def matmul_peak_flops(dtype: torch.dtype, seconds: float = 2.0, n: int = 2048) -
         while time.perf_counter() - start < seconds:
             torch.mm(a, b)
             reps += 1
-    return 2 * n ** 3 * reps / t.wall, 2 * n ** 3 * reps / t.cpu
+    return 2 * n**3 * reps / t.wall, 2 * n**3 * reps / t.cpu
 
 
 class FlopModel:
@@ -101,7 +103,11 @@ class FlopModel:
 
     def forward(self, past: int, tokens: int, head_tokens: int) -> float:
         attn_ctx = tokens * past + tokens * (tokens + 1) / 2  # causal: token t sees past + t positions
-        return 2 * self.body * tokens + 4 * self.layers * self.hidden * attn_ctx + 2 * self.hidden * self.vocab * head_tokens
+        return (
+            2 * self.body * tokens
+            + 4 * self.layers * self.hidden * attn_ctx
+            + 2 * self.hidden * self.vocab * head_tokens
+        )
 
 
 def _lcp(a, b) -> int:
@@ -137,8 +143,11 @@ def main() -> None:
     from deepwriter.synthesis.config import SynthesisConfig
     from deepwriter.synthesis.search import TrajectoryScorer
 
-    mcfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ModelConfig),
-                                               OmegaConf.load(REPO / f"deepwriter/conf/model/{args.model}.yaml")))
+    mcfg = OmegaConf.to_object(
+        OmegaConf.merge(
+            OmegaConf.structured(ModelConfig), OmegaConf.load(REPO / f"deepwriter/conf/model/{args.model}.yaml")
+        )
+    )
     mcfg.dtype = args.dtype
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -160,18 +169,30 @@ def main() -> None:
 
     base_ctx, tgt = ids(judge.request(z))
     print(f"model {args.model} ({flops.body / 1e6:.0f}M non-embedding params), scorer prompt as in the search")
-    print(f"pair {pair['id']}: request {len(pair['query'].split())} words, answer {len(pair['solution'].split())} "
-          f"words; trajectory {len(z.split())} words in {len(segs)} segments; rewriting segment {mid}")
+    print(
+        f"pair {pair['id']}: request {len(pair['query'].split())} words, answer {len(pair['solution'].split())} "
+        f"words; trajectory {len(z.split())} words in {len(segs)} segments; rewriting segment {mid}"
+    )
     print(f"tokens per candidate: context {base_ctx}, scored target {tgt}")
     print(f"threads {torch.get_num_threads()}, dtype {args.dtype}, load average {os.getloadavg()[0]:.1f}")
 
     peak_wall, peak_cpu = matmul_peak_flops(dtype, args.peak_seconds)
-    print(f"measured matmul peak: {peak_wall / 1e9:.0f} GFLOP/s by wall time, {peak_cpu / 1e9:.0f} GFLOP/s by CPU time "
-          f"({args.dtype})\n")
+    print(
+        f"measured matmul peak: {peak_wall / 1e9:.0f} GFLOP/s by wall time, {peak_cpu / 1e9:.0f} GFLOP/s by CPU time "
+        f"({args.dtype})\n"
+    )
 
     def candidates(k: int, at: int = mid) -> list:
-        return [judge.request(segments.join(segs[:at] + [f"Variant {j}: " + synthetic_trajectory(
-            len(segs[at].split()), rng, 1)] + segs[at + 1:])) for j in range(k)]
+        return [
+            judge.request(
+                segments.join(
+                    segs[:at]
+                    + [f"Variant {j}: " + synthetic_trajectory(len(segs[at].split()), rng, 1)]
+                    + segs[at + 1 :]
+                )
+            )
+            for j in range(k)
+        ]
 
     # Naive re-scoring costs the same per candidate whatever K is: measured once over max(K) candidates.
     with torch.inference_mode():
@@ -203,29 +224,40 @@ def main() -> None:
             shared_len = min(shared_len, _lcp(full[0], f))
         warm = max((_lcp(key, full[0]) for key in warm_keys), default=0)
         f_cached = flops.forward(warm, max(0, shared_len - warm), 1) + sum(
-            flops.forward(shared_len, len(f) - shared_len, t + 1) for f, (_, t) in zip(full, lens))
+            flops.forward(shared_len, len(f) - shared_len, t + 1) for f, (_, t) in zip(full, lens)
+        )
         return tc, got, computed / sum(c + t for c, t in lens), f_cached
 
-    header = (f"{'K':>3} {'clock':>5} {'naive cand/s':>13} {'prefix cand/s':>14} {'speed-up':>9} {'naive %peak':>12} "
-              f"{'prefix %peak':>13} {'tokens run':>11}")
+    header = (
+        f"{'K':>3} {'clock':>5} {'naive cand/s':>13} {'prefix cand/s':>14} {'speed-up':>9} {'naive %peak':>12} "
+        f"{'prefix %peak':>13} {'tokens run':>11}"
+    )
     print(header, flush=True)
     check = 0.0
     for k in args.k:
         tc, got, share, f_cached = run_cached(naive_reqs[:k])
-        check = max(check, max(abs(x - y) for la, lb in zip(reference[:k], got)
-                               for x, y in zip(la.logprobs, lb.logprobs)))
-        for clock, t_naive, t_cached, peak in (("wall", naive_wall, tc.wall, peak_wall), ("cpu", naive_cpu, tc.cpu, peak_cpu)):
-            print(f"{k:>3} {clock:>5} {1 / t_naive:>13.3f} {k / t_cached:>14.3f} {t_naive * k / t_cached:>8.2f}x "
-                  f"{f_naive_each / t_naive / peak:>11.1%} {f_cached / t_cached / peak:>12.1%} {share:>10.0%}",
-                  flush=True)
+        check = max(
+            check, max(abs(x - y) for la, lb in zip(reference[:k], got) for x, y in zip(la.logprobs, lb.logprobs))
+        )
+        for clock, t_naive, t_cached, peak in (
+            ("wall", naive_wall, tc.wall, peak_wall),
+            ("cpu", naive_cpu, tc.cpu, peak_cpu),
+        ):
+            print(
+                f"{k:>3} {clock:>5} {1 / t_naive:>13.3f} {k / t_cached:>14.3f} {t_naive * k / t_cached:>8.2f}x "
+                f"{f_naive_each / t_naive / peak:>11.1%} {f_cached / t_cached / peak:>12.1%} {share:>10.0%}",
+                flush=True,
+            )
 
     if args.sweep_k:
         # A search visits segments left to right, so the reusable prefix grows step by step. Here
         # every segment position is rewritten once, as the steps of one search would: the LRU carries
         # the previous step's prefix, so each step's timing includes extending it by one segment.
         k = args.sweep_k
-        print(f"\nK={k}, every segment position as a search visits them (wall seconds; tokens run = prefix scorer's "
-              f"share of the naive scorer's tokens)")
+        print(
+            f"\nK={k}, every segment position as a search visits them (wall seconds; tokens run = prefix scorer's "
+            f"share of the naive scorer's tokens)"
+        )
         print(f"{'segment':>8} {'naive s':>8} {'prefix s':>9} {'speed-up':>9} {'tokens run':>11}", flush=True)
         cached.clear()
         cached.score([judge.request(z)])
@@ -236,8 +268,13 @@ def main() -> None:
                 naive.score(reqs)
             tc, _, share, _ = run_cached(reqs)
             tot_naive, tot_cached = tot_naive + tn_at.wall, tot_cached + tc.wall
-            print(f"{at:>8} {tn_at.wall:>8.2f} {tc.wall:>9.2f} {tn_at.wall / tc.wall:>8.2f}x {share:>10.0%}", flush=True)
-        print(f"{'search':>8} {tot_naive:>8.2f} {tot_cached:>9.2f} {tot_naive / tot_cached:>8.2f}x  (all {len(segs)} steps)")
+            print(
+                f"{at:>8} {tn_at.wall:>8.2f} {tc.wall:>9.2f} {tn_at.wall / tc.wall:>8.2f}x {share:>10.0%}", flush=True
+            )
+        print(
+            f"{'search':>8} {tot_naive:>8.2f} {tot_cached:>9.2f} {tot_naive / tot_cached:>8.2f}x  "
+            f"(all {len(segs)} steps)"
+        )
 
     if args.compare_dtype:
         # The same naive scoring in the other dtype: its speed, and whether it agrees on the values
@@ -254,20 +291,26 @@ def main() -> None:
 
         mine = [clipped_mean_nll(r, -2.0, 0.0) for r in reference]
         theirs = [clipped_mean_nll(r, -2.0, 0.0) for r in got]
-        gaps = sorted(abs(a - b) for i, a in enumerate(mine) for b in mine[i + 1:])
-        print(f"\n{args.dtype} vs {other}, naive scoring of {len(reqs)} candidates: {args.dtype} {tn.wall:.2f} s, "
-              f"{other} {to.wall:.2f} s wall -> {args.dtype} is {to.wall / tn.wall:.2f}x as fast")
+        gaps = sorted(abs(a - b) for i, a in enumerate(mine) for b in mine[i + 1 :])
+        print(
+            f"\n{args.dtype} vs {other}, naive scoring of {len(reqs)} candidates: {args.dtype} {tn.wall:.2f} s, "
+            f"{other} {to.wall:.2f} s wall -> {args.dtype} is {to.wall / tn.wall:.2f}x as fast"
+        )
         print(f"  clipped mean NLL per candidate, {args.dtype}: {' '.join(f'{v:.4f}' for v in mine)}")
         print(f"  clipped mean NLL per candidate, {other}: {' '.join(f'{v:.4f}' for v in theirs)}")
-        print(f"  max |difference| {max(abs(a - b) for a, b in zip(mine, theirs)):.4f}; smallest gap between two "
-              f"candidates {gaps[0] if gaps else float('nan'):.4f}; best candidate agrees: "
-              f"{min(range(len(mine)), key=mine.__getitem__) == min(range(len(theirs)), key=theirs.__getitem__)}")
+        print(
+            f"  max |difference| {max(abs(a - b) for a, b in zip(mine, theirs)):.4f}; smallest gap between two "
+            f"candidates {gaps[0] if gaps else float('nan'):.4f}; best candidate agrees: "
+            f"{min(range(len(mine)), key=mine.__getitem__) == min(range(len(theirs)), key=theirs.__getitem__)}"
+        )
 
     print(f"\nmax |log-prob difference| prefix vs naive: {check:.2e}")
     print("tokens run: share of the naive scorer's tokens the prefix scorer puts through the model.")
-    print("%peak: model FLOPs executed per second over the matmul peak on the same clock. With several threads "
-          "the cpu rows also count OpenMP's spin-waiting: on an idle machine trust the wall rows; on a busy one "
-          "run with --threads 1 and trust the cpu rows.")
+    print(
+        "%peak: model FLOPs executed per second over the matmul peak on the same clock. With several threads "
+        "the cpu rows also count OpenMP's spin-waiting: on an idle machine trust the wall rows; on a busy one "
+        "run with --threads 1 and trust the cpu rows."
+    )
 
 
 if __name__ == "__main__":

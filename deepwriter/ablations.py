@@ -6,6 +6,7 @@
 reuse its finished stages (same content keys), so only what an ablation changes is computed again.
 Writes runs/ablations/<batch>/ablations.md, .csv, .png and radar.png, and prints the table.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,7 +28,15 @@ def all_ablations() -> List[str]:
 
 
 def run_recipe(recipe: str, scale: str, batch: str, overrides: List[str]) -> Dict[str, object]:
-    cmd = [sys.executable, "-m", "deepwriter.train", f"+recipe={recipe}", f"scale={scale}", f"run_id={batch}", *overrides]
+    cmd = [
+        sys.executable,
+        "-m",
+        "deepwriter.train",
+        f"+recipe={recipe}",
+        f"scale={scale}",
+        f"run_id={batch}",
+        *overrides,
+    ]
     print(f"\n>>> {' '.join(cmd[1:])}", flush=True)
     t0 = time.time()
     rc = subprocess.call(cmd, env={**os.environ, "DEEPWRITER_RUN_ID": batch})
@@ -64,12 +73,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     out = Path(args.runs_dir) / "ablations" / args.batch
     if runs:
         text = write_report(runs, out)
-        (out / "timings.json").write_text(json.dumps({"wall_seconds": round(time.time() - t0, 1), "runs": results}, indent=2))
+        (out / "timings.json").write_text(
+            json.dumps({"wall_seconds": round(time.time() - t0, 1), "runs": results}, indent=2)
+        )
         for name in ("compare.md", "compare.csv", "compare.png"):
             if (out / name).exists():
                 (out / name).rename(out / name.replace("compare", "ablations"))
-        print(f"\n{text}\n\nablation table: {out / 'ablations.md'} (+ .csv, .png, radar.png); "
-              f"wall time {time.time() - t0:.0f}s")
+        print(
+            f"\n{text}\n\nablation table: {out / 'ablations.md'} (+ .csv, .png, radar.png); "
+            f"wall time {time.time() - t0:.0f}s"
+        )
     if failed:
         print(f"ablations: these runs failed: {failed}", file=sys.stderr)
         return 1

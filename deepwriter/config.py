@@ -1,5 +1,6 @@
 """The typed configuration: Hydra YAML is merged onto these dataclasses, then stage functions get
 the resulting objects. Every group in conf/ has its schema here (or in its stage's config module)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -10,7 +11,6 @@ import re
 import time
 import typing
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, List, Optional, Tuple
 
 from hydra.core.config_store import ConfigStore
@@ -89,8 +89,7 @@ def _resolve_run_id() -> str:
         return rdzv
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ConfigError(
-            "run_id: a multi-process launch needs one run id for all ranks; set DEEPWRITER_RUN_ID "
-            "or pass run_id=NAME"
+            "run_id: a multi-process launch needs one run id for all ranks; set DEEPWRITER_RUN_ID or pass run_id=NAME"
         )
     return time.strftime("%Y%m%d-%H%M%S")
 
@@ -196,6 +195,5 @@ def split_overrides(argv: List[str]) -> Tuple[List[str], List[str]]:
     """`[opts...] -- [hydra overrides...]` as used by the helper CLIs (ablations, dashboard)."""
     if "--" in argv:
         i = argv.index("--")
-        return argv[:i], argv[i + 1:]
+        return argv[:i], argv[i + 1 :]
     return argv, []
-

@@ -2,6 +2,7 @@
 gives back, and how a stage declares itself. A stage is `run(cfg: RootConfig, ctx: StageContext) ->
 StageResult`; its module declares a `STAGE = StageSpec(...)` next to that code: the config slices that
 define its output (its key), the stages and files it reads, its own checks before any work."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -42,6 +43,7 @@ def config_at(cfg: Any, dotted: str) -> Any:
 
 def source_files(*dotted: str) -> Callable[[Any], List[Path]]:
     """input_files of a stage that reads the local files of data sources (`data.pairs`, ...)."""
+
     def files(cfg: Any) -> List[Path]:
         return [resolve_data_path(src.path) for src in (config_at(cfg, d) for d in dotted) if src.path]
 

@@ -21,6 +21,7 @@ printed, for building the workspace by hand.
 Runs made offline (the default without a W&B login) live in each stage folder; upload them with
 `wandb sync runs/_stages/<stage>/<key>/wandb/offline-run-*` before opening the dashboard.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -85,41 +86,74 @@ def eval_plot_names(eval_cfg: Any) -> List[str]:
 
 def layout(cfg: Any) -> List[Section]:
     """Sections of the dashboard for a composed RootConfig (its eval benchmarks name the eval keys)."""
-    sft = Section("SFT: loss and throughput", "sft", [
-        Panel("line", "training loss", ["train/loss"]),
-        Panel("line", "learning rate", ["train/learning_rate"]),
-        Panel("line", "gradient norm", ["train/grad_norm"]),
-        Panel("line", "throughput (tokens/s)", ["train/tokens_per_s"]),
-        Panel("line", "MFU", ["train/mfu"]),
-        Panel("line", "memory (GB)", ["train/mem/gpu_max_allocated_gb", "train/mem/cpu_max_rss_gb"]),
-        Panel("bar", "first / last loss", ["sft/first_loss", "sft/last_loss"]),
-        Panel("image", "loss curve", ["sft/loss_curve"]),
-    ])
-    synth = Section("Synthesis: search scores", "synthesize", [
-        Panel("line", "score of z0 vs searched z (per sample; lower is better)",
-              ["synthesize/score_z0", "synthesize/score_final"]),
-        Panel("line", "search steps and kept (per sample)", ["synthesize/steps", "synthesize/kept"]),
-        Panel("image", "score vs step", ["synthesize/score_vs_step"]),
-        Panel("custom", "score curves", ["synthesize/score_curves"]),
-        Panel("histogram", "score histograms",
-              ["synthesize/hist_score_z0", "synthesize/hist_score_final", "synthesize/hist_improvement"]),
-        Panel("bar", "mean scores and acceptance",
-              ["synthesize/mean_score_z0", "synthesize/mean_score_final", "synthesize/acceptance_rate"]),
-        Panel("table", "trajectories", ["synthesize/trajectories"]),
-    ])
-    mix = Section("Mix: the SFT data", "mix", [
-        Panel("bar", "samples by source", ["mix/synthetic", "mix/public", "mix/total"]),
-        Panel("table", "removed by filter", ["mix/removed"]),
-        Panel("table", "samples by category", ["mix/by_category"]),
-        Panel("image", "token lengths", ["mix/token_lengths"]),
-    ])
+    sft = Section(
+        "SFT: loss and throughput",
+        "sft",
+        [
+            Panel("line", "training loss", ["train/loss"]),
+            Panel("line", "learning rate", ["train/learning_rate"]),
+            Panel("line", "gradient norm", ["train/grad_norm"]),
+            Panel("line", "throughput (tokens/s)", ["train/tokens_per_s"]),
+            Panel("line", "MFU", ["train/mfu"]),
+            Panel("line", "memory (GB)", ["train/mem/gpu_max_allocated_gb", "train/mem/cpu_max_rss_gb"]),
+            Panel("bar", "first / last loss", ["sft/first_loss", "sft/last_loss"]),
+            Panel("image", "loss curve", ["sft/loss_curve"]),
+        ],
+    )
+    synth = Section(
+        "Synthesis: search scores",
+        "synthesize",
+        [
+            Panel(
+                "line",
+                "score of z0 vs searched z (per sample; lower is better)",
+                ["synthesize/score_z0", "synthesize/score_final"],
+            ),
+            Panel("line", "search steps and kept (per sample)", ["synthesize/steps", "synthesize/kept"]),
+            Panel("image", "score vs step", ["synthesize/score_vs_step"]),
+            Panel("custom", "score curves", ["synthesize/score_curves"]),
+            Panel(
+                "histogram",
+                "score histograms",
+                ["synthesize/hist_score_z0", "synthesize/hist_score_final", "synthesize/hist_improvement"],
+            ),
+            Panel(
+                "bar",
+                "mean scores and acceptance",
+                ["synthesize/mean_score_z0", "synthesize/mean_score_final", "synthesize/acceptance_rate"],
+            ),
+            Panel("table", "trajectories", ["synthesize/trajectories"]),
+        ],
+    )
+    mix = Section(
+        "Mix: the SFT data",
+        "mix",
+        [
+            Panel("bar", "samples by source", ["mix/synthetic", "mix/public", "mix/total"]),
+            Panel("table", "removed by filter", ["mix/removed"]),
+            Panel("table", "samples by category", ["mix/by_category"]),
+            Panel("image", "token lengths", ["mix/token_lengths"]),
+        ],
+    )
     headline = eval_headline_names(cfg.eval)
-    ev = Section("Eval: benchmark scores", "eval", [
-        Panel("bar", "headline scores (paper columns)", headline),
-        *[Panel("table", f"{name}: items", [f"eval/{name}/items"]) for name, b in cfg.eval.benchmarks.items() if b.enabled],
-        *[Panel("image", key.split("/", 1)[1], [key]) for key in eval_plot_names(cfg.eval)],
-        Panel("bar", "judge", ["eval/judge_calls", "eval/judge_cache_hits", "eval/judge_failed", "eval/judge_cost_usd"]),
-    ])
+    ev = Section(
+        "Eval: benchmark scores",
+        "eval",
+        [
+            Panel("bar", "headline scores (paper columns)", headline),
+            *[
+                Panel("table", f"{name}: items", [f"eval/{name}/items"])
+                for name, b in cfg.eval.benchmarks.items()
+                if b.enabled
+            ],
+            *[Panel("image", key.split("/", 1)[1], [key]) for key in eval_plot_names(cfg.eval)],
+            Panel(
+                "bar",
+                "judge",
+                ["eval/judge_calls", "eval/judge_cache_hits", "eval/judge_failed", "eval/judge_cost_usd"],
+            ),
+        ],
+    )
     return [synth, mix, sft, ev]
 
 
@@ -129,21 +163,35 @@ def recipes() -> List[str]:
 
 def spec(cfg: Any, project: str, entity: Optional[str]) -> Dict[str, Any]:
     return {
-        "project": project, "entity": entity, "name": "deepwriter: recipes and ablations",
+        "project": project,
+        "entity": entity,
+        "name": "deepwriter: recipes and ablations",
         # W&B group = recipe name (logging.group), job type = stage: group runs by recipe to compare
         # full against its ablations; each section's metrics are logged only by its stage's runs.
-        "group_by": "group", "groups": recipes(),
+        "group_by": "group",
+        "groups": recipes(),
         "sections": [asdict(s) for s in layout(cfg)],
     }
 
 
 def to_markdown(s: Dict[str, Any]) -> str:
-    lines = [f"# W&B dashboard: {s['entity'] + '/' if s['entity'] else ''}{s['project']}", "",
-             f"Runs grouped by W&B group (= recipe: {', '.join(s['groups'])}); one job type per stage.", ""]
+    lines = [
+        f"# W&B dashboard: {s['entity'] + '/' if s['entity'] else ''}{s['project']}",
+        "",
+        f"Runs grouped by W&B group (= recipe: {', '.join(s['groups'])}); one job type per stage.",
+        "",
+    ]
     for sec in s["sections"]:
-        lines += [f"## {sec['name']} (job type `{sec['job_type']}`)", "", "| panel | kind | metrics | x |", "|---|---|---|---|"]
-        lines += [f"| {p['title']} | {p['kind']} | {', '.join(f'`{m}`' for m in p['metrics'])} | {p['x']} |"
-                  for p in sec["panels"]]
+        lines += [
+            f"## {sec['name']} (job type `{sec['job_type']}`)",
+            "",
+            "| panel | kind | metrics | x |",
+            "|---|---|---|---|",
+        ]
+        lines += [
+            f"| {p['title']} | {p['kind']} | {', '.join(f'`{m}`' for m in p['metrics'])} | {p['x']} |"
+            for p in sec["panels"]
+        ]
         lines.append("")
     return "\n".join(lines)
 
@@ -164,9 +212,15 @@ def save_workspace(s: Dict[str, Any]) -> str:
         return wr.WeavePanelSummaryTable(table_name=p["metrics"][0])
 
     workspace = ws.Workspace(
-        name=s["name"], entity=s["entity"], project=s["project"],
-        sections=[ws.Section(name=sec["name"], panels=[panel(p) for p in sec["panels"] if p["kind"] != "histogram"],
-                             is_open=True) for sec in s["sections"]],
+        name=s["name"],
+        entity=s["entity"],
+        project=s["project"],
+        sections=[
+            ws.Section(
+                name=sec["name"], panels=[panel(p) for p in sec["panels"] if p["kind"] != "histogram"], is_open=True
+            )
+            for sec in s["sections"]
+        ],
         runset_settings=ws.RunsetSettings(groupby=[ws.Metric("Group")]),
     )
     workspace.save()
@@ -206,8 +260,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     (out / "dashboard.json").write_text(json.dumps(s, indent=2) + "\n")
     (out / "dashboard.md").write_text(to_markdown(s) + "\n")
     print(to_markdown(s))
-    print(f"wandb-workspaces is not installed (pip install 'wandb[workspaces]' to save the workspace through the "
-          f"W&B API); layout written to {out / 'dashboard.json'} and {out / 'dashboard.md'}", file=sys.stderr)
+    print(
+        f"wandb-workspaces is not installed (pip install 'wandb[workspaces]' to save the workspace through the "
+        f"W&B API); layout written to {out / 'dashboard.json'} and {out / 'dashboard.md'}",
+        file=sys.stderr,
+    )
     return 0
 
 

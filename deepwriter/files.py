@@ -1,5 +1,6 @@
 """Files: where a configured path points (`pkg://` paths into installed packages), content hashes,
 and atomic writes."""
+
 from __future__ import annotations
 
 import hashlib
@@ -19,7 +20,7 @@ def expand(path: str) -> Path:
 def resolve_data_path(path: str) -> Path:
     """`pkg://deepwriter/...` points into the installed package; anything else is a file path."""
     if path.startswith("pkg://"):
-        rest = path[len("pkg://"):]
+        rest = path[len("pkg://") :]
         package, _, rel = rest.partition("/")
         spec = importlib.util.find_spec(package)
         if spec is None or spec.origin is None:

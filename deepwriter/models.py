@@ -4,6 +4,7 @@ Python package), or a tiny random model built from a config.
 GGUF files are de-quantised once into a safetensors copy under `<cache_dir>/models/`, keyed by the
 file's content hash: the de-quantisation takes seconds, the copy reloads in well under one.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -115,12 +116,17 @@ def build_tiny_tokenizer(vocab_size: int):
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size - 2, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        vocab_size=vocab_size - 2,
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     tok.train_from_iterator(_TINY_CORPUS.splitlines() * 4, trainer=trainer)
     fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>", bos_token=None,
+        tokenizer_object=tok,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        bos_token=None,
     )
     fast.add_tokens(["<think>", "</think>"])
     fast.chat_template = CHATML_TEMPLATE
@@ -137,8 +143,12 @@ def _build_tiny(cfg: ModelConfig, dest: Path) -> None:
     vocab = int(kwargs.pop("vocab_size", 1024))
     tok = build_tiny_tokenizer(vocab)
     mconf = AutoConfig.for_model(
-        model_type, vocab_size=len(tok), eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
-        bos_token_id=None, **kwargs,
+        model_type,
+        vocab_size=len(tok),
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        bos_token_id=None,
+        **kwargs,
     )
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(mconf)
@@ -183,7 +193,9 @@ def load_tokenizer(cfg: ModelConfig, cache_dir: str | Path):
     return tok
 
 
-def load_model(cfg: ModelConfig, cache_dir: str | Path, device: Optional[str] = None, dtype: Optional[str] = None) -> Any:
+def load_model(
+    cfg: ModelConfig, cache_dir: str | Path, device: Optional[str] = None, dtype: Optional[str] = None
+) -> Any:
     from transformers import AutoModelForCausalLM
 
     where, kwargs = resolve(cfg, cache_dir)

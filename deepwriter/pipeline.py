@@ -6,6 +6,7 @@ directory links to them. The key hashes the config slice that defines a stage's 
 finished output and skips it. A finished output (its manifest says `complete`) is never written
 again; an unfinished one is handed back to its stage, which resumes from what is there.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -32,12 +33,23 @@ from deepwriter.synthesis import stage as synthesis_stage
 log = logging.getLogger("deepwriter")
 
 MANIFEST = "manifest.json"
-_VERSIONED_PACKAGES = ("deepwriter", "torch", "transformers", "trl", "peft", "datasets", "accelerate", "deepspeed", "wandb")
+_VERSIONED_PACKAGES = (
+    "deepwriter",
+    "torch",
+    "transformers",
+    "trl",
+    "peft",
+    "datasets",
+    "accelerate",
+    "deepspeed",
+    "wandb",
+)
 
 
 # Each stage declares itself next to its code (STAGE in its module); the runner only runs them.
-STAGES: Dict[str, StageSpec] = {s.name: s for s in (synthesis_stage.STAGE, mix_stage.STAGE, sft_stage.STAGE,
-                                                    eval_stage.STAGE)}
+STAGES: Dict[str, StageSpec] = {
+    s.name: s for s in (synthesis_stage.STAGE, mix_stage.STAGE, sft_stage.STAGE, eval_stage.STAGE)
+}
 assert tuple(STAGES) == STAGE_ORDER
 
 
@@ -78,7 +90,9 @@ class PlannedStage:
         if not (m and m.get("status") == "complete" and m.get("key") == self.key):
             return False
         unfinished = m.get("unfinished") or {}
-        return int(unfinished.get("count", 0)) <= math.floor(self.max_unfinished_share * unfinished.get("total", 0) + 1e-9)
+        return int(unfinished.get("count", 0)) <= math.floor(
+            self.max_unfinished_share * unfinished.get("total", 0) + 1e-9
+        )
 
 
 def plan(cfg: RootConfig) -> Dict[str, PlannedStage]:
@@ -95,19 +109,24 @@ def plan(cfg: RootConfig) -> Dict[str, PlannedStage]:
         needs = spec.needs(cfg)
         # An input that finished with unfinished items is another input than the whole one: a later
         # stage keyed on it is not reused once the missing items are done.
-        input_hashes = {f"stage:{n}": planned[n].key + (f"+unfinished:{planned[n].unfinished_count()}"
-                                                        if planned[n].unfinished_count() else "") for n in needs}
+        input_hashes = {
+            f"stage:{n}": planned[n].key
+            + (f"+unfinished:{planned[n].unfinished_count()}" if planned[n].unfinished_count() else "")
+            for n in needs
+        }
         for f in spec.input_files(cfg):
             if not f.exists():
                 input_hashes[f"file:{f}"] = "missing"
             elif f.is_dir():  # a benchmark folder (HelloBench): every file in it counts
-                input_hashes[f"file:{f}"] = stable_hash({str(g.relative_to(f)): file_sha256(g)
-                                                         for g in sorted(f.rglob("*")) if g.is_file()})
+                input_hashes[f"file:{f}"] = stable_hash(
+                    {str(g.relative_to(f)): file_sha256(g) for g in sorted(f.rglob("*")) if g.is_file()}
+                )
             else:
                 input_hashes[f"file:{f}"] = file_sha256(f)
         key = stable_hash({"stage": name, "config": config, "inputs": input_hashes})
-        planned[name] = PlannedStage(spec, key, config, input_hashes, needs, store / name / key,
-                                     spec.max_unfinished_share(cfg))
+        planned[name] = PlannedStage(
+            spec, key, config, input_hashes, needs, store / name / key, spec.max_unfinished_share(cfg)
+        )
     return planned
 
 
@@ -163,7 +182,12 @@ def run_pipeline(cfg: RootConfig, tracker_factory: Callable[..., Any]) -> Dict[s
     run_dir.mkdir(parents=True, exist_ok=True)
     if _rank() == 0:
         (run_dir / "config.json").write_text(json.dumps(to_plain(cfg), indent=2, ensure_ascii=False))
-    run_manifest: Dict[str, Any] = {"recipe": cfg.recipe.name, "run_id": cfg.run_id, "run_dir": str(run_dir), "stages": {}}
+    run_manifest: Dict[str, Any] = {
+        "recipe": cfg.recipe.name,
+        "run_id": cfg.run_id,
+        "run_dir": str(run_dir),
+        "stages": {},
+    }
     for name in wanted:
         st = planned[name]
         entry = {"key": st.key, "store": str(st.out_dir), "needs": {n: planned[n].key for n in st.needs}}
@@ -186,25 +210,46 @@ def run_pipeline(cfg: RootConfig, tracker_factory: Callable[..., Any]) -> Dict[s
             fn = getattr(importlib.import_module(module), func)
             inputs = {n: planned[n].out_dir for n in st.needs}
             with tracker_factory(cfg, stage=name, out_dir=st.out_dir) as tracker:
-                ctx = StageContext(name=name, out_dir=st.out_dir, inputs=inputs, run_dir=run_dir, tracker=tracker, key=st.key)
+                ctx = StageContext(
+                    name=name, out_dir=st.out_dir, inputs=inputs, run_dir=run_dir, tracker=tracker, key=st.key
+                )
                 result: StageResult = fn(cfg, ctx)
                 elapsed = time.time() - t0
-                tracker.summary({f"{name}/seconds": elapsed, **{f"{name}/{k}": v for k, v in result.counts.items()
-                                                              if isinstance(v, (int, float))}})
+                tracker.summary(
+                    {
+                        f"{name}/seconds": elapsed,
+                        **{f"{name}/{k}": v for k, v in result.counts.items() if isinstance(v, (int, float))},
+                    }
+                )
             if _rank() == 0:
-                write_json_atomic(st.out_dir / MANIFEST, {
-                    "stage": name, "status": "complete", "key": st.key, "run": f"{cfg.recipe.name}/{cfg.run_id}",
-                    "config_hash": stable_hash(st.config), "config": st.config, "inputs": st.input_hashes,
-                    "counts": result.counts, "metrics": result.metrics, "artifacts": result.artifacts,
-                    "unfinished": result.unfinished,
-                    "timing": {"started": t0, "seconds": round(elapsed, 3), "resumed": resuming},
-                    "versions": package_versions(),
-                })
+                write_json_atomic(
+                    st.out_dir / MANIFEST,
+                    {
+                        "stage": name,
+                        "status": "complete",
+                        "key": st.key,
+                        "run": f"{cfg.recipe.name}/{cfg.run_id}",
+                        "config_hash": stable_hash(st.config),
+                        "config": st.config,
+                        "inputs": st.input_hashes,
+                        "counts": result.counts,
+                        "metrics": result.metrics,
+                        "artifacts": result.artifacts,
+                        "unfinished": result.unfinished,
+                        "timing": {"started": t0, "seconds": round(elapsed, 3), "resumed": resuming},
+                        "versions": package_versions(),
+                    },
+                )
             entry.update(status="ran", seconds=round(elapsed, 3), resumed=resuming)
             if result.unfinished:
                 entry["unfinished"] = result.unfinished["count"]
-                log.warning("stage %-10s finished with %d of %d items unfinished (within max_unfinished_share=%s)",
-                            name, result.unfinished["count"], result.unfinished["total"], result.unfinished["max_share"])
+                log.warning(
+                    "stage %-10s finished with %d of %d items unfinished (within max_unfinished_share=%s)",
+                    name,
+                    result.unfinished["count"],
+                    result.unfinished["total"],
+                    result.unfinished["max_share"],
+                )
             log.info("stage %-10s done in %.1fs", name, elapsed)
             if result.unfinished or resuming:  # later keys name a partial input (see plan)
                 planned = plan(cfg)

@@ -10,6 +10,7 @@ produces work item by item (synthesis shards, reverse queries and labels, eval a
   holder's pid and host, instead of appending the same items a second time.
 - A record whose id is already in the log is refused: a resume that would write an item twice is a bug.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -100,8 +101,10 @@ class RecordLog:
         except BlockingIOError:
             holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "another process"
             os.close(fd)
-            raise RecordLogBusy(f"{self.path}: already being written by {holder}; two runs of the same stage output "
-                                "would write its items twice (stop the other run, or wait for it)") from None
+            raise RecordLogBusy(
+                f"{self.path}: already being written by {holder}; two runs of the same stage output "
+                "would write its items twice (stop the other run, or wait for it)"
+            ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
         return fd
@@ -116,7 +119,7 @@ class RecordLog:
                     raise RecordLogError(f"{self.path}: record: {self.key} {rid!r} is already written")
                 view = memoryview((json.dumps(rec, ensure_ascii=False, default=str) + "\n").encode())
                 while view:  # os.write may write less than asked for large records
-                    view = view[os.write(self._fd, view):]
+                    view = view[os.write(self._fd, view) :]
                 self.done[rid] = rec
             if batch:
                 os.fsync(self._fd)

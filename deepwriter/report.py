@@ -6,6 +6,7 @@ A RUN_DIR is a run folder (runs/<recipe>/<run-id>, whose eval/ holds summary.jso
 folder itself. Writes compare.md, compare.csv, compare.png (bars) and radar.png into --out (default
 ./eval-report) and prints the markdown table.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,10 +42,20 @@ def write_report(runs: Dict[str, Dict[str, Any]], out: Path) -> str:
     rows = {label: s["headline"] for label, s in runs.items()}
     header, body = tables.comparison(rows)
     md = [tables.markdown_table(header, body), tables.SCALE_NOTE, ""]
-    judge_rows = [[label, s.get("model_under_test"), s.get("judge"), s.get("judge_stats", {}).get("calls"),
-                   s.get("judge_stats", {}).get("failed"), s.get("judge_stats", {}).get("cost_usd")]
-                  for label, s in runs.items()]
-    md.append(tables.markdown_table(["run", "model", "judge", "judge calls", "judge failures", "cost (USD)"], judge_rows))
+    judge_rows = [
+        [
+            label,
+            s.get("model_under_test"),
+            s.get("judge"),
+            s.get("judge_stats", {}).get("calls"),
+            s.get("judge_stats", {}).get("failed"),
+            s.get("judge_stats", {}).get("cost_usd"),
+        ]
+        for label, s in runs.items()
+    ]
+    md.append(
+        tables.markdown_table(["run", "model", "judge", "judge calls", "judge failures", "cost (USD)"], judge_rows)
+    )
     text = "\n".join(md)
     (out / "compare.md").write_text(text)
     (out / "compare.csv").write_text(tables.csv_text(header, body))

@@ -11,6 +11,7 @@ outside its declaration with one line naming the key: `synthesis.num_candidates:
 Numbers with bounds must also be finite (a NaN threshold compares false with everything).
 Rules that tie several fields together live with validate() in deepwriter.config.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -21,8 +22,15 @@ from typing import Any, Callable, Optional
 from deepwriter.errors import ConfigError
 
 
-def bounded(default: Any, *, ge: Optional[float] = None, gt: Optional[float] = None, le: Optional[float] = None,
-            lt: Optional[float] = None, operational: bool = False) -> Any:
+def bounded(
+    default: Any,
+    *,
+    ge: Optional[float] = None,
+    gt: Optional[float] = None,
+    le: Optional[float] = None,
+    lt: Optional[float] = None,
+    operational: bool = False,
+) -> Any:
     """A number within bounds (None stays allowed for Optional fields)."""
     return dataclasses.field(default=default, metadata={"bounds": (ge, gt, le, lt), "operational": operational})
 
@@ -41,8 +49,11 @@ def operational(default: Any = dataclasses.MISSING, *, default_factory: Optional
 def key_slice(value: Any) -> Any:
     """The plain view of a typed config that defines outputs: every field but the operational ones."""
     if dataclasses.is_dataclass(value):
-        return {f.name: key_slice(getattr(value, f.name)) for f in dataclasses.fields(value)
-                if not f.metadata.get("operational")}
+        return {
+            f.name: key_slice(getattr(value, f.name))
+            for f in dataclasses.fields(value)
+            if not f.metadata.get("operational")
+        }
     if isinstance(value, dict):
         return {str(k): key_slice(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -62,8 +73,12 @@ def _check(key: str, value: Any, meta: Any) -> None:
     if not math.isfinite(value):
         raise ConfigError(f"{key}: got {value}; expected a finite number")
     ge, gt, le, lt = meta["bounds"]
-    for ok, rule in ((ge is None or value >= ge, f">= {ge}"), (gt is None or value > gt, f"> {gt}"),
-                     (le is None or value <= le, f"<= {le}"), (lt is None or value < lt, f"< {lt}")):
+    for ok, rule in (
+        (ge is None or value >= ge, f">= {ge}"),
+        (gt is None or value > gt, f"> {gt}"),
+        (le is None or value <= le, f"<= {le}"),
+        (lt is None or value < lt, f"< {lt}"),
+    ):
         if not ok:
             raise ConfigError(f"{key}: got {value}; expected {rule}")
 

@@ -12,6 +12,7 @@ The served model name is the preset's `endpoint.model` (what clients of the pres
 name. On a machine without CUDA, vLLM's CPU build needs `VLLM_CPU_KVCACHE_SPACE` (GiB of KV cache,
 default 2 here) and dies on a per-request seed: presets for it set `endpoint.send_seed: false`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -57,16 +58,33 @@ def _vllm_dtype(cfg: ModelConfig, cuda: bool) -> str:
     return pick_dtype("cuda" if cuda else "cpu")[0]
 
 
-def server_command(cfg: ModelConfig, python: str, port: int, host: str, cache_dir: str, cuda: bool,
-                   extra: List[str]) -> List[str]:
+def server_command(
+    cfg: ModelConfig, python: str, port: int, host: str, cache_dir: str, cuda: bool, extra: List[str]
+) -> List[str]:
     from deepwriter import models
 
     if cfg.source == ModelSource.tiny:
-        raise ConfigError(f"--model {cfg.name}: a tiny random model has no weights to serve; pick a preset with weights")
+        raise ConfigError(
+            f"--model {cfg.name}: a tiny random model has no weights to serve; pick a preset with weights"
+        )
     where, _ = models.resolve(cfg, cache_dir)  # converts a GGUF once; a hub id passes through
-    cmd = [python, "-m", VLLM_MODULE, "--model", where, "--served-model-name", served_name(cfg),
-           "--dtype", _vllm_dtype(cfg, cuda), "--max-model-len", str(cfg.max_context), "--host", host,
-           "--port", str(port)]
+    cmd = [
+        python,
+        "-m",
+        VLLM_MODULE,
+        "--model",
+        where,
+        "--served-model-name",
+        served_name(cfg),
+        "--dtype",
+        _vllm_dtype(cfg, cuda),
+        "--max-model-len",
+        str(cfg.max_context),
+        "--host",
+        host,
+        "--port",
+        str(port),
+    ]
     if cfg.source == ModelSource.hub and cfg.revision:
         cmd += ["--revision", cfg.revision]
     if cfg.trust_remote_code:
@@ -76,7 +94,9 @@ def server_command(cfg: ModelConfig, python: str, port: int, host: str, cache_di
 
 def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m deepwriter.serve", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="smollm2-135m-vllm", help="a preset of conf/model/ (file name without .yaml)")
+    parser.add_argument(
+        "--model", default="smollm2-135m-vllm", help="a preset of conf/model/ (file name without .yaml)"
+    )
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--python", default=".venv-serve/bin/python", help="the Python of vLLM's own environment")
@@ -86,7 +106,9 @@ def main(argv: Optional[List[str]] = None) -> None:
     try:
         cfg = _preset(args.model)
         if not Path(args.python).is_file():
-            raise ConfigError(f"--python: {args.python} does not exist; `make serve-install` creates vLLM's environment")
+            raise ConfigError(
+                f"--python: {args.python} does not exist; `make serve-install` creates vLLM's environment"
+            )
         cuda = _has_cuda()
         cmd = server_command(cfg, args.python, args.port, args.host, args.cache_dir, cuda, extra)
     except ConfigError as exc:

@@ -1,4 +1,5 @@
 """The short report printed at the end of a run: what each stage did and where its outputs are."""
+
 from __future__ import annotations
 
 import json
@@ -9,8 +10,10 @@ from typing import Any, Dict
 def _headline(stage: str, manifest: Dict[str, Any]) -> str:
     counts = manifest.get("counts", {})
     metrics = manifest.get("metrics", {})
-    shown = {**{k: v for k, v in counts.items() if isinstance(v, (int, float))},
-             **{k: v for k, v in metrics.items() if isinstance(v, (int, float))}}
+    shown = {
+        **{k: v for k, v in counts.items() if isinstance(v, (int, float))},
+        **{k: v for k, v in metrics.items() if isinstance(v, (int, float))},
+    }
     parts = [f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in list(shown.items())[:8]]
     return ", ".join(parts)
 
@@ -26,8 +29,10 @@ def print_summary(run_manifest: Dict[str, Any]) -> None:
         left = m.get("unfinished")
         if left:  # finished within max_unfinished_share: say which items a later run can still do
             shown = ", ".join(left["ids"][:5]) + (", …" if left["count"] > 5 else "")
-            print(f"  {'':<10} unfinished: {left['count']} of {left['total']} ({shown}); last error: "
-                  f"{left['last_error'][:200]}; a run with a lower max_unfinished_share does them")
+            print(
+                f"  {'':<10} unfinished: {left['count']} of {left['total']} ({shown}); last error: "
+                f"{left['last_error'][:200]}; a run with a lower max_unfinished_share does them"
+            )
         for name, rel in m.get("artifacts", {}).items():
             print(f"  {'':<10} {name}: {folder / rel}")
     print(f"  run folder: {run_dir}  (config.json, manifest.json, one folder per stage)\n")

@@ -3,6 +3,7 @@ scorer's context in the search, the SFT data of the mix, the parsing of model an
 
     <think>\n{thinking}\n</think>\n\n{answer}
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -36,5 +37,5 @@ def split(text: str) -> Parts:
         return Parts(thinking.strip(), tail.strip(), True)
     stripped = text.lstrip()
     if stripped.startswith(OPEN):
-        return Parts(stripped[len(OPEN):].strip(), "", False)
+        return Parts(stripped[len(OPEN) :].strip(), "", False)
     return Parts("", text.strip(), True)

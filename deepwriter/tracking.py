@@ -3,6 +3,7 @@
 Offline unless the user is logged in; `WANDB_MODE` in the environment wins. Offline runs land in the
 stage folder and can be uploaded later with `wandb sync <stage>/wandb/offline-run-*`.
 """
+
 from __future__ import annotations
 
 import netrc

@@ -4,6 +4,7 @@ Composes the Hydra config (conf/config.yaml + recipes/NAME.yaml + overrides), co
 dataclasses, and runs the recipe's stages. Configuration mistakes are reported as one line naming the
 key before any work starts.
 """
+
 from __future__ import annotations
 
 import logging
@@ -32,7 +33,11 @@ def _recipe_names() -> List[str]:
 
 
 def _user_overrides(argv: List[str]) -> List[str]:
-    return [a for a in argv if "=" in a and not a.startswith("-") and not a.startswith("hydra.") and not a.startswith("hydra/")]
+    return [
+        a
+        for a in argv
+        if "=" in a and not a.startswith("-") and not a.startswith("hydra.") and not a.startswith("hydra/")
+    ]
 
 
 def compose(overrides: List[str]) -> DictConfig:

@@ -9,6 +9,7 @@ share of its items unfinished; they are then listed in its manifest.
 Once more items are unfinished than the budget allows, `over_budget()` turns true and the stage stops
 starting new work: a fleet that is down would otherwise cost every remaining item its full retries.
 """
+
 from __future__ import annotations
 
 import math
@@ -48,5 +49,10 @@ class Unfinished:
             raise UnfinishedError(self.stage, self.what, count, self.total, self.last_error or "no error recorded")
 
     def as_dict(self) -> Dict[str, Any]:
-        return {"count": len(self.ids), "total": self.total, "max_share": self.max_share,
-                "ids": self.ids[:LISTED_IDS], "last_error": self.last_error}
+        return {
+            "count": len(self.ids),
+            "total": self.total,
+            "max_share": self.max_share,
+            "ids": self.ids[:LISTED_IDS],
+            "last_error": self.last_error,
+        }

@@ -1,4 +1,5 @@
 """Shared fixtures: tiny random models, a throw-away cache, composed configs. No network, ever."""
+
 from __future__ import annotations
 
 import os
@@ -31,7 +32,6 @@ def model_cache(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_model_cfg():
-    from deepwriter.llm.config import ModelConfig
 
     return compose_typed("model@models.student=tiny-qwen3").models.student
 

@@ -21,6 +21,7 @@ Endpoints (request/response shapes follow vLLM and SGLang):
 Model calls are serialised by one lock (the model and tokenizer are not thread-safe); the artificial
 `latency_s` is spent outside it, so concurrent clients overlap their waiting like on a real server.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -189,15 +190,25 @@ def _token_texts(tok, ids: List[int]) -> tuple:
             # completes it carries the whole character
             texts.append("")
             continue
-        texts.append(cur[len(prev):])
+        texts.append(cur[len(prev) :])
         prev = cur
     return texts, offsets, prev
 
 
 class _App:
-    def __init__(self, generator: Optional[Generator], scorer: Optional[Scorer], model_id: str,
-                 faults: Optional[FaultPlan], latency_s: float, stats: ServerStats, stopping: threading.Event,
-                 native_prefill: bool = True, echo_max_tokens_zero: bool = True, token_id_prompts: bool = True):
+    def __init__(
+        self,
+        generator: Optional[Generator],
+        scorer: Optional[Scorer],
+        model_id: str,
+        faults: Optional[FaultPlan],
+        latency_s: float,
+        stats: ServerStats,
+        stopping: threading.Event,
+        native_prefill: bool = True,
+        echo_max_tokens_zero: bool = True,
+        token_id_prompts: bool = True,
+    ):
         self.generator = generator
         self.scorer = scorer
         self.model_id = model_id
@@ -262,7 +273,9 @@ class _App:
         # generate() backends that refuse num_return_sequences > 1 without sampling
         ask = 1 if sampling.temperature <= 0 else n
         with self.model_lock:
-            gens = self.generator.generate([messages], sampling, n=ask, prefill=[prefill] if prefill is not None else None)[0]
+            gens = self.generator.generate(
+                [messages], sampling, n=ask, prefill=[prefill] if prefill is not None else None
+            )[0]
         if ask != n:
             gens = [dataclasses.replace(gens[0]) for _ in range(n)]
         if repeat_prefill:
@@ -276,11 +289,19 @@ class _App:
             "created": int(time.time()),
             "model": self.model_id,
             "choices": [
-                {"index": i, "message": {"role": "assistant", "content": g.text}, "finish_reason": g.finish_reason, "logprobs": None}
+                {
+                    "index": i,
+                    "message": {"role": "assistant", "content": g.text},
+                    "finish_reason": g.finish_reason,
+                    "logprobs": None,
+                }
                 for i, g in enumerate(gens)
             ],
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                      "total_tokens": prompt_tokens + completion_tokens},
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+            },
         }
 
     def completions(self, body: dict) -> dict:
@@ -293,7 +314,9 @@ class _App:
         if max_tokens > 1:
             raise HTTPError(400, "this test server completes raw prompts for scoring only: max_tokens must be 0 or 1")
         if max_tokens == 0 and not (echo and self.echo_max_tokens_zero):
-            raise HTTPError(400, "max_tokens must be at least 1" if echo else "max_tokens=0 is only allowed with echo=true")
+            raise HTTPError(
+                400, "max_tokens must be at least 1" if echo else "max_tokens=0 is only allowed with echo=true"
+            )
         if not ids:
             raise HTTPError(400, "empty prompt")
         top_k = max(int(k_logprobs or 0), int(k_prompt or 0))
@@ -307,9 +330,9 @@ class _App:
             all_values = (values + [next_lp] * len(out_ids)) if echo else [next_lp] * len(out_ids)
             texts, offsets, _ = _token_texts(tok, ids + out_ids)
             if not echo:
-                texts, offsets = texts[len(ids):], offsets[len(ids):]
+                texts, offsets = texts[len(ids) :], offsets[len(ids) :]
             all_tops: List[Any] = []
-            for pos, tid in enumerate(all_ids):
+            for pos, _tid in enumerate(all_ids):
                 lp = all_values[pos]
                 if lp is None:
                     all_tops.append(None)
@@ -319,11 +342,18 @@ class _App:
                 for alt_id, alt_lp in (row or [])[: int(k_logprobs)]:
                     alts.setdefault(tok.decode([alt_id]), alt_lp)
                 all_tops.append(alts)
-            choice["logprobs"] = {"tokens": texts, "token_logprobs": all_values, "top_logprobs": all_tops, "text_offset": offsets}
+            choice["logprobs"] = {
+                "tokens": texts,
+                "token_logprobs": all_values,
+                "top_logprobs": all_tops,
+                "text_offset": offsets,
+            }
         if k_prompt is not None:
             entries: List[Optional[dict]] = [None]
             for pos in range(1, len(ids)):
-                d = {str(ids[pos]): {"logprob": values[pos], "rank": ranks[pos], "decoded_token": tok.decode([ids[pos]])}}
+                d = {
+                    str(ids[pos]): {"logprob": values[pos], "rank": ranks[pos], "decoded_token": tok.decode([ids[pos]])}
+                }
                 for rank, (alt_id, alt_lp) in enumerate(tops[pos][: int(k_prompt)], start=1):
                     d.setdefault(str(alt_id), {"logprob": alt_lp, "rank": rank, "decoded_token": tok.decode([alt_id])})
                 entries.append(d)
@@ -338,7 +368,11 @@ class _App:
             "created": int(time.time()),
             "model": self.model_id,
             "choices": [choice],
-            "usage": {"prompt_tokens": len(ids), "completion_tokens": len(out_ids), "total_tokens": len(ids) + len(out_ids)},
+            "usage": {
+                "prompt_tokens": len(ids),
+                "completion_tokens": len(out_ids),
+                "total_tokens": len(ids) + len(out_ids),
+            },
         }
 
     def sglang_generate(self, body: dict) -> dict:
@@ -355,8 +389,11 @@ class _App:
             values, _, _, next_id, next_lp = prompt_logprobs(self.scorer, ids)
         out_ids = [next_id] if max_new == 1 else []
         meta: Dict[str, Any] = {
-            "id": uuid.uuid4().hex, "prompt_tokens": len(ids), "completion_tokens": len(out_ids),
-            "cached_tokens": 0, "finish_reason": {"type": "length", "length": max_new},
+            "id": uuid.uuid4().hex,
+            "prompt_tokens": len(ids),
+            "completion_tokens": len(out_ids),
+            "cached_tokens": 0,
+            "finish_reason": {"type": "length", "length": max_new},
         }
         if body.get("return_logprob"):
             with_text = bool(body.get("return_text_in_logprobs"))
@@ -396,7 +433,17 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def _error(self, status: int, message: str, headers: Optional[Dict[str, str]] = None) -> None:
-        self._send_json(status, {"error": {"message": message, "type": "invalid_request_error" if status < 500 else "server_error", "code": status}}, headers)
+        self._send_json(
+            status,
+            {
+                "error": {
+                    "message": message,
+                    "type": "invalid_request_error" if status < 500 else "server_error",
+                    "code": status,
+                }
+            },
+            headers,
+        )
 
     def _drop(self) -> None:
         self.close_connection = True
@@ -534,14 +581,28 @@ def start_server(
     stats = ServerStats()
     stopping = threading.Event()
     mid = model_id or getattr(generator, "model_id", None) or getattr(scorer, "model_id", None) or "model"
-    app = _App(generator, scorer, mid, faults, latency_s, stats, stopping, native_prefill, echo_max_tokens_zero,
-               token_id_prompts)
+    app = _App(
+        generator,
+        scorer,
+        mid,
+        faults,
+        latency_s,
+        stats,
+        stopping,
+        native_prefill,
+        echo_max_tokens_zero,
+        token_id_prompts,
+    )
     handler = type("Handler", (_Handler,), {"app": app})
     server = _Server((host, port), handler)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True, name="deepwriter-serve")
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True, name="deepwriter-serve"
+    )
     thread.start()
     bound_host, bound_port = server.server_address[:2]
-    return ServerHandle(url=f"http://{bound_host}:{bound_port}/v1", stats=stats, _server=server, _thread=thread, _stopping=stopping)
+    return ServerHandle(
+        url=f"http://{bound_host}:{bound_port}/v1", stats=stats, _server=server, _thread=thread, _stopping=stopping
+    )
 
 
 def _load_preset(name: str):
@@ -561,7 +622,9 @@ def _load_preset(name: str):
 def main(argv: Optional[List[str]] = None) -> None:
     import os
 
-    parser = argparse.ArgumentParser(description="Serve a local model as an OpenAI-compatible endpoint (loopback by default).")
+    parser = argparse.ArgumentParser(
+        description="Serve a local model as an OpenAI-compatible endpoint (loopback by default)."
+    )
     parser.add_argument("--model", default="tiny-qwen3", help="a preset in conf/model/ (tiny-qwen3, smollm2-135m, ...)")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
@@ -576,8 +639,12 @@ def main(argv: Optional[List[str]] = None) -> None:
     cfg = _load_preset(args.model)
     model, tok = models.load(cfg, args.cache_dir, device=default_device())
     handle = start_server(
-        TransformersGenerator(model, tok, model_id=cfg.name), TransformersScorer(model, tok, model_id=cfg.name),
-        host=args.host, port=args.port, latency_s=args.latency_s, model_id=cfg.name,
+        TransformersGenerator(model, tok, model_id=cfg.name),
+        TransformersScorer(model, tok, model_id=cfg.name),
+        host=args.host,
+        port=args.port,
+        latency_s=args.latency_s,
+        model_id=cfg.name,
     )
     log.info("serving %s at %s (Ctrl-C or SIGTERM to stop)", cfg.name, handle.url)
     stop = threading.Event()

@@ -2,6 +2,7 @@
 shards shaped like the search's output. Each ablation's data must differ from the full recipe's in
 exactly the way the paper's ablation means, and stages must be shared (or not) through content keys.
 Also: every recipe is a make target with the documented expansion."""
+
 from __future__ import annotations
 
 import functools
@@ -19,23 +20,45 @@ from tests.conftest import REPO, compose_typed
 
 FIX = Path(__file__).parent / "fixtures" / "data"
 ABLATIONS = sorted(p.stem for p in (REPO / "recipes").glob("ablation-*.yaml"))
-SYNTH_SHARED = ["ablation-no-search", "ablation-no-literature", "ablation-short-trajectories", "ablation-long-trajectories"]
+SYNTH_SHARED = [
+    "ablation-no-search",
+    "ablation-no-literature",
+    "ablation-short-trajectories",
+    "ablation-long-trajectories",
+]
 
 # Categories from several taxonomy groups; the first four belong to the Artistic group.
-CATEGORIES = ["creative & narrative", "poetry & lyrics", "essay & argument", "scriptwriting",
-              "business correspondence", "reports & proposals", "science explainer", "technical documentation",
-              "personal letters & messages", "travel & lifestyle", "legal documents", "writing for children",
-              "political speech", "product & advertising copy"]
-WORDS = ("harbor lantern orchard meadow copper velvet thunder saffron glacier ember willow canyon falcon marble "
-         "quartz juniper beacon tundra cobalt harvest compass lagoon prairie summit ribbon cedar delta fjord "
-         "garnet hollow island jasmine kettle ledger mosaic nectar oasis pepper quiver riddle sonnet timber "
-         "umbrella vessel walnut yarrow zephyr anchor bramble cinder dune fable gravel hazel ivory jetty kiln "
-         "lichen mantle nickel opal pebble quill rustle shale thistle urchin vapor wicker yonder zinnia").split()
+CATEGORIES = [
+    "creative & narrative",
+    "poetry & lyrics",
+    "essay & argument",
+    "scriptwriting",
+    "business correspondence",
+    "reports & proposals",
+    "science explainer",
+    "technical documentation",
+    "personal letters & messages",
+    "travel & lifestyle",
+    "legal documents",
+    "writing for children",
+    "political speech",
+    "product & advertising copy",
+]
+WORDS = (
+    "harbor lantern orchard meadow copper velvet thunder saffron glacier ember willow canyon falcon marble "
+    "quartz juniper beacon tundra cobalt harvest compass lagoon prairie summit ribbon cedar delta fjord "
+    "garnet hollow island jasmine kettle ledger mosaic nectar oasis pepper quiver riddle sonnet timber "
+    "umbrella vessel walnut yarrow zephyr anchor bramble cinder dune fable gravel hazel ivory jetty kiln "
+    "lichen mantle nickel opal pebble quill rustle shale thistle urchin vapor wicker yonder zinnia"
+).split()
 # Openings as the reflection prompt asks for them ("Hmm, maybe...", "Wait, ...", "But wait...").
 DOUBTS = ["Hmm, maybe", "Wait,", "But wait...", "Alternatively,", "Actually,", "Hold on,", "Hmm..."]
-PLAN = ["the reader wants the {a} before the {b}.", "I will open with the {a} and let the {b} follow.",
-        "the core objective is to make the {a} feel earned, so the {b} comes late.",
-        "the structure should move from the {a} to the {b} and then back."]
+PLAN = [
+    "the reader wants the {a} before the {b}.",
+    "I will open with the {a} and let the {b} follow.",
+    "the core objective is to make the {a} feel earned, so the {b} comes late.",
+    "the structure should move from the {a} to the {b} and then back.",
+]
 
 
 def _sentence(rng: random.Random, with_doubt: bool) -> str:
@@ -61,11 +84,21 @@ def write_synthesis_shards(folder: Path, n: int = 40, seed: int = 0) -> List[dic
         y = f"Piece {i}. " + " ".join(rng.choice(WORDS) for _ in range(30))
         z0 = _thinking(rng, f"Initial plan {i}: Hmm, I start with the {rng.choice(WORDS)}.", max(1, sizes[i] // 2))
         z_final = _thinking(rng, f"Okay, I am given request {i}. Wait, the reader comes first.", sizes[i])
-        records.append({
-            "id": f"s{i:02d}", "x": f"Write a {cat} piece ({i}) about {topic}.", "y": y, "z0": z0, "z_final": z_final,
-            "category": cat, "scores": [2.5, 2.2, 2.0 - 0.01 * i], "verdict": {"kept": True, "reason": None},
-            "candidates": [], "accepted_edits": [1], "seed": seed,
-        })
+        records.append(
+            {
+                "id": f"s{i:02d}",
+                "x": f"Write a {cat} piece ({i}) about {topic}.",
+                "y": y,
+                "z0": z0,
+                "z_final": z_final,
+                "category": cat,
+                "scores": [2.5, 2.2, 2.0 - 0.01 * i],
+                "verdict": {"kept": True, "reason": None},
+                "candidates": [],
+                "accepted_edits": [1],
+                "seed": seed,
+            }
+        )
     shards = folder / "shards"
     shards.mkdir(parents=True, exist_ok=True)
     half = n // 2
@@ -89,6 +122,7 @@ def _keys(recipe: str, scale: str) -> Dict[str, str]:
 
 
 # --- the mix stage on every recipe ---------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory):
@@ -123,16 +157,24 @@ def mixed(synth, tmp_path_factory, model_cache):
 
     def get(recipe: str):
         if recipe not in done:
-            cfg = _compose(recipe, "demo", "model@models.student=tiny-qwen3", f"paths.cache_dir={model_cache}",
-                           "data.public.name=fx-reasoning", f"data.public.path={FIX / 'reasoning.jsonl'}",
-                           "data.public.fields={id:qid,x:question,think:reasoning,y:answer}")
+            cfg = _compose(
+                recipe,
+                "demo",
+                "model@models.student=tiny-qwen3",
+                f"paths.cache_dir={model_cache}",
+                "data.public.name=fx-reasoning",
+                f"data.public.path={FIX / 'reasoning.jsonl'}",
+                "data.public.fields={id:qid,x:question,think:reasoning,y:answer}",
+            )
             out = tmp_path_factory.mktemp(f"mix-{recipe}")
             inputs = {n: synth_dir for n in plan(cfg)["mix"].needs}
             res = run(cfg, StageContext("mix", out, inputs, out, Tracker(None), "test"))
             rows = []
             for r in datasets.load_from_disk(str(out / "dataset")):
                 think, answer = _split_think(r["messages"][1]["content"])
-                rows.append({"id": r["id"], "source": r["source"], "category": r["category"], "think": think, "y": answer})
+                rows.append(
+                    {"id": r["id"], "source": r["source"], "category": r["category"], "think": think, "y": answer}
+                )
             done[recipe] = (cfg, res, rows)
         return done[recipe]
 
@@ -228,13 +270,17 @@ def test_no_reflection_has_no_reflection_phrases(mixed, synth):
 def test_no_reflection_strips_the_prompts_own_example_phrases():
     from deepwriter.synthesis.prompts import find_reflections, strip_reflection
 
-    text = "Hmm, maybe I should open with the sea. Let me think... Let me think about the reader. Let me reconsider the tone."
+    text = (
+        "Hmm, maybe I should open with the sea. Let me think... Let me think about the reader. "
+        "Let me reconsider the tone."
+    )
     out = strip_reflection(text)
     assert find_reflections(out) == []
     assert out == "I should open with the sea. Thinking about the reader. Reconsidering the tone."
 
 
 # --- stage sharing through content keys ----------------------------------------------------------
+
 
 @pytest.mark.parametrize("scale", ["demo", "full"])
 def test_ablations_share_synthesis_with_full_and_differ_in_the_mix(scale):
@@ -254,6 +300,7 @@ def test_demo_recipe_is_full_at_demo_scale():
 
 
 # --- the Makefile --------------------------------------------------------------------------------
+
 
 def _make_n(*args: str) -> List[str]:
     out = subprocess.run(["make", "-n", *args], cwd=REPO, capture_output=True, text=True, timeout=60)

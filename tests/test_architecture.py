@@ -1,18 +1,31 @@
 """The floors of the package, checked on its import graph (every import, function-level ones too):
 no import circles; the foundation imports nothing above it; the config schemas sit on the
 foundation alone; the REER search imports no model backend."""
+
 from __future__ import annotations
 
 import ast
-from pathlib import Path
 from typing import Dict, Set
 
 from conftest import REPO
 
-FOUNDATION = {"deepwriter.errors", "deepwriter.files", "deepwriter.records", "deepwriter.schema", "deepwriter.think",
-              "deepwriter.contract", "deepwriter.unfinished"}
-SCHEMAS = {"deepwriter.config", "deepwriter.llm.config", "deepwriter.synthesis.config", "deepwriter.data.config",
-           "deepwriter.sft.config", "deepwriter.eval.config"}
+FOUNDATION = {
+    "deepwriter.errors",
+    "deepwriter.files",
+    "deepwriter.records",
+    "deepwriter.schema",
+    "deepwriter.think",
+    "deepwriter.contract",
+    "deepwriter.unfinished",
+}
+SCHEMAS = {
+    "deepwriter.config",
+    "deepwriter.llm.config",
+    "deepwriter.synthesis.config",
+    "deepwriter.data.config",
+    "deepwriter.sft.config",
+    "deepwriter.eval.config",
+}
 BACKENDS = {"deepwriter.llm.hf", "deepwriter.llm.hf_prefix", "deepwriter.llm.openai_http", "deepwriter.models"}
 
 

@@ -1,6 +1,7 @@
 """The benchmarks still run: each in a tiny configuration, so that a change to the code they drive
 cannot leave `make bench` broken unnoticed. Their figures are not checked here, only that they are
 produced and sane."""
+
 from __future__ import annotations
 
 import re
@@ -8,7 +9,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import REPO
 
 
@@ -20,8 +20,24 @@ def _run(*args: str, timeout: int = 300) -> str:
 
 @pytest.mark.slow
 def test_synthesis_scoring_bench_runs_on_the_tiny_model(shared_dir, tmp_path):
-    out = _run("bench.synthesis_scoring", "--model", "tiny-qwen3", f"--cache-dir={tmp_path}", "--k", "2",
-               "--sweep-k", "2", "--z-words", "60", "--answer-quantile", "0", "--peak-seconds", "0.1", "--threads", "1")
+    out = _run(
+        "bench.synthesis_scoring",
+        "--model",
+        "tiny-qwen3",
+        f"--cache-dir={tmp_path}",
+        "--k",
+        "2",
+        "--sweep-k",
+        "2",
+        "--z-words",
+        "60",
+        "--answer-quantile",
+        "0",
+        "--peak-seconds",
+        "0.1",
+        "--threads",
+        "1",
+    )
     rows = re.findall(r"^\s+2\s+wall\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)x", out, re.M)
     assert len(rows) == 1 and all(float(v) > 0 for v in rows[0])
     assert re.search(r"^\s+search\s+[\d.]+\s+[\d.]+\s+[\d.]+x", out, re.M)
@@ -32,8 +48,9 @@ def test_synthesis_scoring_bench_runs_on_the_tiny_model(shared_dir, tmp_path):
 
 @pytest.mark.slow
 def test_mix_build_bench_runs_small(shared_dir):
-    out = _run("bench.mix_build", "--records", "600", "--tokenize-sample", "40", "--tokenizer", "tiny-qwen3",
-               "--num-proc", "1")
+    out = _run(
+        "bench.mix_build", "--records", "600", "--tokenize-sample", "40", "--tokenizer", "tiny-qwen3", "--num-proc", "1"
+    )
     caught = {k: (int(a), int(b)) for k, a, b in re.findall(r"planted (\w+)\s+(\d+)\s+caught\s+(\d+)", out)}
     assert set(caught) == {"exact", "near", "contaminated"}
     assert all(b <= a for a, b in caught.values()) and caught["exact"][0] == caught["exact"][1]

@@ -1,5 +1,6 @@
 """Bad input through the real command line: one clear line naming the file/line/field or path,
 exit code 2, and nothing a finished stage wrote is touched."""
+
 from __future__ import annotations
 
 import json
@@ -13,10 +14,17 @@ def _last_line(text: str) -> str:
 
 def test_malformed_pairs_file_names_file_line_and_field(tmp_path):
     bad = tmp_path / "pairs.jsonl"
-    bad.write_text('{"id": "a", "request": "Write a toast.", "answer": "To friends!", "category": "speeches & toasts"}\n'
-                   '{"id": "b", "request": "", "answer": "Text", "category": "speeches & toasts"}\n')
-    out = run_train("+recipe=demo", f"paths.runs_dir={tmp_path}/runs", f"data.pairs.path={bad}",
-                    "recipe.stages=[synthesize]", "logging.wandb_mode=disabled")
+    bad.write_text(
+        '{"id": "a", "request": "Write a toast.", "answer": "To friends!", "category": "speeches & toasts"}\n'
+        '{"id": "b", "request": "", "answer": "Text", "category": "speeches & toasts"}\n'
+    )
+    out = run_train(
+        "+recipe=demo",
+        f"paths.runs_dir={tmp_path}/runs",
+        f"data.pairs.path={bad}",
+        "recipe.stages=[synthesize]",
+        "logging.wandb_mode=disabled",
+    )
     assert out.returncode == 2, out.stderr[-2000:]
     line = _last_line(out.stderr)
     assert line.startswith("deepwriter: error: ")
@@ -44,12 +52,32 @@ def test_a_finished_stage_survives_a_later_failure(tmp_path):
     synthesis output is reused byte for byte."""
     runs = tmp_path / "runs"
     pairs = tmp_path / "pairs.jsonl"
-    pairs.write_text("".join(json.dumps({"id": f"p{i}", "request": f"Write note {i}.", "answer": f"Note {i}.",
-                                         "category": "personal letters & messages"}) + "\n"
-                             for i in range(2)))
-    common = ["+recipe=demo", f"paths.runs_dir={runs}", f"data.pairs.path={pairs}", "logging.wandb_mode=disabled",
-              "model@models.generator=tiny-qwen3", "model@models.scorer=tiny-qwen3", f"paths.cache_dir={tmp_path}/cache",
-              "synthesis.initial.max_new_tokens=8", "synthesis.refine.max_new_tokens=4", "synthesis.max_steps=1"]
+    pairs.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "id": f"p{i}",
+                    "request": f"Write note {i}.",
+                    "answer": f"Note {i}.",
+                    "category": "personal letters & messages",
+                }
+            )
+            + "\n"
+            for i in range(2)
+        )
+    )
+    common = [
+        "+recipe=demo",
+        f"paths.runs_dir={runs}",
+        f"data.pairs.path={pairs}",
+        "logging.wandb_mode=disabled",
+        "model@models.generator=tiny-qwen3",
+        "model@models.scorer=tiny-qwen3",
+        f"paths.cache_dir={tmp_path}/cache",
+        "synthesis.initial.max_new_tokens=8",
+        "synthesis.refine.max_new_tokens=4",
+        "synthesis.max_steps=1",
+    ]
     first = run_train(*common, "recipe.stages=[synthesize]")
     assert first.returncode == 0, first.stderr[-3000:]
     manifests = list((runs / "_stages" / "synthesize").glob("*/manifest.json"))

@@ -1,4 +1,5 @@
 """Hydra composition, typed schemas and one-line config errors."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -6,12 +7,11 @@ import os
 import subprocess
 import sys
 import typing
-from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import REPO, compose_typed
+
 from deepwriter.config import ConfigError, RootConfig, _resolve_run_id
 
 RECIPES = sorted(p.stem for p in (REPO / "recipes").glob("*.yaml"))
@@ -19,8 +19,12 @@ RECIPES = sorted(p.stem for p in (REPO / "recipes").glob("*.yaml"))
 
 def run_train(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "deepwriter.train", *args], cwd=REPO, capture_output=True, text=True,
-        env={**os.environ, **(env or {})}, timeout=120,
+        [sys.executable, "-m", "deepwriter.train", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=120,
     )
 
 
@@ -107,8 +111,16 @@ def test_group_yaml_files_show_every_schema_field():
     from deepwriter.sft.config import DeepSpeedConfig, SFTConfig
     from deepwriter.synthesis.config import SynthesisConfig
 
-    groups = {"model": ModelConfig, "synthesis": SynthesisConfig, "data": DataConfig, "sft": SFTConfig,
-              "deepspeed": DeepSpeedConfig, "eval": EvalConfig, "logging": LoggingConfig, "paths": PathsConfig}
+    groups = {
+        "model": ModelConfig,
+        "synthesis": SynthesisConfig,
+        "data": DataConfig,
+        "sft": SFTConfig,
+        "deepspeed": DeepSpeedConfig,
+        "eval": EvalConfig,
+        "logging": LoggingConfig,
+        "paths": PathsConfig,
+    }
     problems = []
     for group, schema in groups.items():
         files = sorted((REPO / "deepwriter" / "conf" / group).glob("*.yaml"))

@@ -1,6 +1,7 @@
 """Validation before any work, through the real CLI: every value outside its declared range or
 choices (deepwriter.schema), the rules that tie fields together, and the stages' own input checks stop
 the run with exit 2 and one line naming the key, and no stage folder is made."""
+
 from __future__ import annotations
 
 import os
@@ -8,7 +9,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import REPO
 
 CASES = [
@@ -37,17 +37,23 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("overrides, key, words", CASES, ids=[c[1] + ("-empty" if c[0] == ["EMPTY_PAIRS"] else "")
-                                                            for c in CASES])
+@pytest.mark.parametrize(
+    "overrides, key, words", CASES, ids=[c[1] + ("-empty" if c[0] == ["EMPTY_PAIRS"] else "") for c in CASES]
+)
 def test_bad_values_stop_before_any_work_naming_the_key(tmp_path, overrides, key, words):
     if overrides == ["EMPTY_PAIRS"]:
         empty = tmp_path / "pairs.jsonl"
         empty.write_text("\n")
         overrides = [f"data.pairs.path={empty}"]
     runs = tmp_path / "runs"
-    done = subprocess.run([sys.executable, "-m", "deepwriter.train", "+recipe=demo", f"paths.runs_dir={runs}",
-                           "run_id=v", *overrides], cwd=REPO, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "WANDB_MODE": "disabled"})
+    done = subprocess.run(
+        [sys.executable, "-m", "deepwriter.train", "+recipe=demo", f"paths.runs_dir={runs}", "run_id=v", *overrides],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "WANDB_MODE": "disabled"},
+    )
     lines = [x for x in done.stderr.splitlines() if x.startswith("deepwriter:")]
     assert done.returncode == 2 and len(lines) == 1, done.stderr[-2000:]
     assert key in lines[0] and words in lines[0], lines[0]

@@ -1,6 +1,7 @@
 """The W&B dashboard layout: every panel belongs to a pipeline stage and names metrics that the
 stages really log (checked against their source, and for the SFT curves against the real metrics
 callback). No network: --dry-run, or layout files when wandb-workspaces is not installed."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -72,8 +73,12 @@ def test_dry_run_has_a_section_per_stage_and_the_documented_panels(capsys, tmp_p
     assert sorted(s["job_type"] for s in spec["sections"]) == sorted(STAGES)
     assert spec["project"] == "P" and spec["group_by"] == "group"
     assert set(spec["groups"]) >= {"full", "demo", "ablation-no-search", "ablation-no-synthetic"}
-    assert {"train/loss", "train/learning_rate", "train/grad_norm", "train/tokens_per_s", "train/mfu"} <= set(_metrics(spec, "sft"))
-    assert {"synthesize/score_z0", "synthesize/score_final", "synthesize/score_vs_step"} <= set(_metrics(spec, "synthesize"))
+    assert {"train/loss", "train/learning_rate", "train/grad_norm", "train/tokens_per_s", "train/mfu"} <= set(
+        _metrics(spec, "sft")
+    )
+    assert {"synthesize/score_z0", "synthesize/score_final", "synthesize/score_vs_step"} <= set(
+        _metrics(spec, "synthesize")
+    )
     assert {"eval/longbench_write/items", "eval/plot_headline"} <= set(_metrics(spec, "eval"))
     for s in spec["sections"]:
         for p in s["panels"]:
@@ -89,15 +94,23 @@ def test_eval_headline_panel_is_the_papers_columns(capsys):
     headline = next(p for s in spec["sections"] for p in s["panels"] if p["title"].startswith("headline"))
     assert headline["metrics"] == [f"eval/{c}" for c in PAPER_COLUMNS]
     demo = _dry_run(capsys, "--", "scale=demo")
-    assert next(p for s in demo["sections"] for p in s["panels"] if p["title"].startswith("headline"))["metrics"] == ["eval/demo"]
+    assert next(p for s in demo["sections"] for p in s["panels"] if p["title"].startswith("headline"))["metrics"] == [
+        "eval/demo"
+    ]
     assert "eval/plot_demo_buckets" in _metrics(demo, "eval")
 
 
 def test_every_metric_is_logged_by_the_stages(capsys, source):
     spec = _dry_run(capsys)
     assert not source.produces("train/made_up_metric") and not source.produces("synthesize/score_z9")
-    for typo in ("eval/WB-Z", "train/lr", "eval/judge_total", "synthesize/score_z1", "mix/token_length",
-                 "eval/plot_foo_buckets"):
+    for typo in (
+        "eval/WB-Z",
+        "train/lr",
+        "eval/judge_total",
+        "synthesize/score_z1",
+        "mix/token_length",
+        "eval/plot_foo_buckets",
+    ):
         assert not source.produces(typo), typo
     # train/* comes from TRL's logs through the metrics callback: checked for real in the next test.
     missing = [m for m in _metrics(spec) if not m.startswith("train/") and not source.produces(m)]
@@ -126,10 +139,18 @@ def test_train_panels_match_the_sft_metrics_callback(capsys, tmp_path):
     cb.on_train_begin(None, state, None)
     for step, tokens in ((1, 100.0), (2, 300.0)):
         state.global_step = step
-        cb.on_log(None, state, None, logs={"loss": 2.0 / step, "grad_norm": 1.5, "learning_rate": 2e-5, "num_tokens": tokens})
+        cb.on_log(
+            None, state, None, logs={"loss": 2.0 / step, "grad_norm": 1.5, "learning_rate": 2e-5, "num_tokens": tokens}
+        )
     spec = _dry_run(capsys)
-    lines = [m for s in spec["sections"] if s["job_type"] == "sft" for p in s["panels"] if p["kind"] == "line"
-             for m in p["metrics"]]
+    lines = [
+        m
+        for s in spec["sections"]
+        if s["job_type"] == "sft"
+        for p in s["panels"]
+        if p["kind"] == "line"
+        for m in p["metrics"]
+    ]
     gpu_only = {"train/mem/gpu_max_allocated_gb"}  # on this CPU the callback logs cpu memory instead
     assert set(lines) - gpu_only <= set(logged), sorted(set(lines) - gpu_only - set(logged))
     assert logged["train/loss"] == 1.0 and logged["train/mfu"] > 0

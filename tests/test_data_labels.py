@@ -1,5 +1,6 @@
 """Reverse query synthesis, category labelling, quotas and prepare_pairs (mechanics: fake backends
 with controlled outputs, and the tiny random model for the real transformers path)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -10,7 +11,12 @@ from pathlib import Path
 import pytest
 
 from deepwriter.data.categories import (
-    UNLABELLED, apply_quotas, flat_labels, label_with_generator, label_with_scorer, map_reply,
+    UNLABELLED,
+    apply_quotas,
+    flat_labels,
+    label_with_generator,
+    label_with_scorer,
+    map_reply,
 )
 from deepwriter.data.config import LabelConfig, LongTextConfig, QueryConfig, QuotaConfig, SourceConfig
 from deepwriter.data.pairs import load_pairs
@@ -22,8 +28,10 @@ from tests.conftest import compose_typed
 FIX = Path(__file__).parent / "fixtures" / "data" / "sources"
 TAXONOMY = compose_typed().data.taxonomy
 LABELS_25 = flat_labels(TAXONOMY)
-ANSWER = ("The toll house stood where the salt road bent away from the river, and Ada Pell had kept its "
-          "ledger for eleven winters without missing a single cart.")
+ANSWER = (
+    "The toll house stood where the salt road bent away from the river, and Ada Pell had kept its "
+    "ledger for eleven winters without missing a single cart."
+)
 
 
 class ScriptedGenerator:
@@ -41,8 +49,10 @@ class ScriptedGenerator:
         if self.reply is not None:
             return [[self.reply(p[0]["content"], j, sampling) for j in range(n)] for p in prompts]
         texts = self.script.pop(0)
-        return [[texts.pop(0) if isinstance(texts[0], Generation) else Generation(texts.pop(0)) for _ in range(n)]
-                for _ in prompts]
+        return [
+            [texts.pop(0) if isinstance(texts[0], Generation) else Generation(texts.pop(0)) for _ in range(n)]
+            for _ in prompts
+        ]
 
 
 class LabelScorer:
@@ -69,11 +79,14 @@ class LabelScorer:
 
 def polite_request(content, j, sampling):
     n = len(re.search(r"<text>\n(.*)\n</text>", content, re.S).group(1).split())
-    return Generation(f"Request: \"Please write a quiet literary passage for adult readers, about {n} words, "
-                      f"version {j} with seed {sampling.seed % 97}.\"")
+    return Generation(
+        f'Request: "Please write a quiet literary passage for adult readers, about {n} words, '
+        f'version {j} with seed {sampling.seed % 97}."'
+    )
 
 
 # --- reverse queries ---------------------------------------------------------------------------
+
 
 def test_clean_query_strips_labels_quotes_and_preambles():
     cases = {
@@ -109,24 +122,33 @@ def test_rejection_reasons():
 
 
 def test_synthesize_queries_retries_rejections_and_counts_them():
-    gen = ScriptedGenerator(script=[
-        # round 1: both answers, 2 requests each
-        ["Request: Write a fable about a patient toll keeper for children, 100 words.",
-         "Write a fable about a patient toll keeper for children, 100 words.",  # duplicate
-         "", "the salt road bent away from the river, and Ada Pell had kept its ledger"],
-        # round 2: "a" misses one request, "b" two: one call per count
-        ["Now a brisk ghost story for teenagers set at a toll gate, 150 words."],
-        ["Write.", "A letter from Ada to her grandmother about the ledger, warm in tone."],
-        # round 3: only "b" is still short
-        ["A reply from the grandmother to Ada, equally warm, about 120 words."],
-    ])
+    gen = ScriptedGenerator(
+        script=[
+            # round 1: both answers, 2 requests each
+            [
+                "Request: Write a fable about a patient toll keeper for children, 100 words.",
+                "Write a fable about a patient toll keeper for children, 100 words.",  # duplicate
+                "",
+                "the salt road bent away from the river, and Ada Pell had kept its ledger",
+            ],
+            # round 2: "a" misses one request, "b" two: one call per count
+            ["Now a brisk ghost story for teenagers set at a toll gate, 150 words."],
+            ["Write.", "A letter from Ada to her grandmother about the ledger, warm in tone."],
+            # round 3: only "b" is still short
+            ["A reply from the grandmother to Ada, equally warm, about 120 words."],
+        ]
+    )
     cfg = QueryConfig(queries_per_answer=2, max_attempts=3, min_words=5, copy_ngram=8, batch_size=4, seed=7)
     outs = synthesize_queries([("a", ANSWER), ("b", ANSWER)], gen, cfg)
-    assert outs[0].queries == ["Write a fable about a patient toll keeper for children, 100 words.",
-                               "Now a brisk ghost story for teenagers set at a toll gate, 150 words."]
+    assert outs[0].queries == [
+        "Write a fable about a patient toll keeper for children, 100 words.",
+        "Now a brisk ghost story for teenagers set at a toll gate, 150 words.",
+    ]
     assert outs[0].rejected == {"duplicate": 1} and outs[0].attempts == 2
-    assert outs[1].queries == ["A letter from Ada to her grandmother about the ledger, warm in tone.",
-                               "A reply from the grandmother to Ada, equally warm, about 120 words."]
+    assert outs[1].queries == [
+        "A letter from Ada to her grandmother about the ledger, warm in tone.",
+        "A reply from the grandmother to Ada, equally warm, about 120 words.",
+    ]
     assert outs[1].rejected == {"empty": 1, "copies_answer": 1, "too_short": 1} and outs[1].attempts == 3
     assert [(p, n) for p, n, _ in gen.calls] == [(2, 2), (1, 1), (1, 2), (1, 1)]
     assert len({s for _, _, s in gen.calls}) == 4
@@ -138,8 +160,17 @@ def test_seeded_queries_with_the_tiny_model_are_reproducible(tiny_model):
 
     model, tok = tiny_model
     gen = TransformersGenerator(model, tok, "tiny-qwen3", batch_size=4)
-    cfg = QueryConfig(queries_per_answer=2, max_attempts=1, max_new_tokens=12, min_words=1, copy_ngram=50,
-                      batch_size=2, seed=3, temperature=1.0, top_p=1.0)
+    cfg = QueryConfig(
+        queries_per_answer=2,
+        max_attempts=1,
+        max_new_tokens=12,
+        min_words=1,
+        copy_ngram=50,
+        batch_size=2,
+        seed=3,
+        temperature=1.0,
+        top_p=1.0,
+    )
     answers = [("a", ANSWER), ("b", "A different answer about the marsh and the rain over it.")]
     first = [o.to_json() for o in synthesize_queries(answers, gen, cfg)]
     again = [o.to_json() for o in synthesize_queries(answers, gen, cfg)]
@@ -152,14 +183,21 @@ def test_seeded_queries_with_the_tiny_model_are_reproducible(tiny_model):
 
 # --- labelling ---------------------------------------------------------------------------------
 
+
 def test_scorer_labeller_takes_the_highest_mean_logprob():
     labels = ["poetry & lyrics", "academic paper", "legal analysis"]
     # "academic paper": 2 tokens at -0.6 (sum -1.2, mean -0.6); "poetry & lyrics": 3 tokens at -0.5
     # (sum -1.5, mean -0.5). The mean decides, not the sum.
-    scorer = LabelScorer({"poetry & lyrics": -0.5, "academic paper": -0.6, "legal analysis": -3.0},
-                         by_text={"contract": {"legal analysis": -0.1}})
-    got = label_with_scorer([("", "Roses in the rain."), ("Review this contract.", "Clause 4 is void.")], scorer, labels,
-                            LabelConfig(batch_size=8, max_text_words=50))
+    scorer = LabelScorer(
+        {"poetry & lyrics": -0.5, "academic paper": -0.6, "legal analysis": -3.0},
+        by_text={"contract": {"legal analysis": -0.1}},
+    )
+    got = label_with_scorer(
+        [("", "Roses in the rain."), ("Review this contract.", "Clause 4 is void.")],
+        scorer,
+        labels,
+        LabelConfig(batch_size=8, max_text_words=50),
+    )
     assert [r.category for r in got] == ["poetry & lyrics", "legal analysis"]
     assert got[0].detail["top"][0] == ["poetry & lyrics", -0.5]
     assert len(scorer.requests) == 6 and {r.target for r in scorer.requests} == set(labels)
@@ -185,7 +223,7 @@ def test_scorer_labeller_always_answers_from_the_set_with_the_tiny_model(tiny_mo
 def test_reply_mapping_onto_the_label_set():
     assert map_reply("poetry & lyrics", LABELS_25) == "poetry & lyrics"
     assert map_reply("Category: Poetry & Lyrics.", LABELS_25) == "poetry & lyrics"
-    assert map_reply("  \"ACADEMIC PAPER\" ", LABELS_25) == "academic paper"
+    assert map_reply('  "ACADEMIC PAPER" ', LABELS_25) == "academic paper"
     assert map_reply("I think it is poetry", LABELS_25) == "poetry & lyrics"
     assert map_reply("a literature review of sorts", LABELS_25) == "literature review"
     assert map_reply("legal", LABELS_25) is None  # legal documents vs legal analysis: a tie
@@ -201,6 +239,7 @@ def test_generator_labeller_counts_unmappable_replies():
 
 
 # --- quotas ------------------------------------------------------------------------------------
+
 
 def _items(counts):
     return [(f"{c}-{i}", c) for c, n in counts.items() for i in range(n)]
@@ -232,12 +271,21 @@ def test_shares_balance_and_shortfall_goes_to_the_others():
 
 # --- prepare_pairs -----------------------------------------------------------------------------
 
+
 def _cfg(tmp_path, **data):
     cfg = compose_typed()
-    src = SourceConfig(name="book", kind="long_text", path=str(FIX / "gutenberg_small.txt"),
-                       long_text=LongTextConfig(target_words=60, min_words=20))
-    fields = dict(pairs=src, label_categories=True, labels=LabelConfig(batch_size=4, max_text_words=60),
-                  queries=QueryConfig(batch_size=3, seed=5))
+    src = SourceConfig(
+        name="book",
+        kind="long_text",
+        path=str(FIX / "gutenberg_small.txt"),
+        long_text=LongTextConfig(target_words=60, min_words=20),
+    )
+    fields = dict(
+        pairs=src,
+        label_categories=True,
+        labels=LabelConfig(batch_size=4, max_text_words=60),
+        queries=QueryConfig(batch_size=3, seed=5),
+    )
     d = dataclasses.replace(cfg.data, **{**fields, **data})
     return dataclasses.replace(cfg, data=d)
 
@@ -264,8 +312,14 @@ def test_prepare_pairs_long_text_end_to_end_and_resume(tmp_path):
         assert r["request"].startswith("Please write a quiet literary passage") and r["origin"] == "reverse_query"
         assert f"about {len(r['answer'].split())} words" in r["request"] and r["source"] == "book"
     # The written file is a pairs source in its own right.
-    pairs, skipped = load_pairs(SourceConfig(name="prepared", path=str(res.path),
-                                             fields={"id": "id", "x": "request", "y": "answer", "category": "category"}), True)
+    pairs, skipped = load_pairs(
+        SourceConfig(
+            name="prepared",
+            path=str(res.path),
+            fields={"id": "id", "x": "request", "y": "answer", "category": "category"},
+        ),
+        True,
+    )
     assert [p.id for p in pairs] == [r["id"] for r in rows] and not skipped
     md = (out / "categories.md").read_text()
     assert "| Artistic | creative & narrative | 8 | 3 | 3 |" in md and "| total |  | 9 | 4 | 4 |" in md
@@ -301,8 +355,9 @@ class DownAfter:
     def generate(self, prompts, sampling, n=1, prefill=None):
         self.calls += 1
         if self.calls > self.ok_calls:
-            return [[Generation("", finish_reason="error", error="ConnectError: connection refused")] * n
-                    for _ in prompts]
+            return [
+                [Generation("", finish_reason="error", error="ConnectError: connection refused")] * n for _ in prompts
+            ]
         return self.inner.generate(prompts, sampling, n=n, prefill=prefill)
 
 
@@ -350,7 +405,8 @@ def test_failed_label_calls_leave_pairs_unfinished_not_unlabelled(tmp_path):
     assert not (tmp_path / "p" / LABELS).read_text()  # nothing was recorded as a label or a failure
     gen = DownAfter(ScriptedGenerator(reply=lambda *a: Generation("Travel & Lifestyle")), ok_calls=0)
     assert [r.error for r in label_with_generator([("x", ANSWER)], gen, LABELS_25, LabelConfig())] == [
-        "ConnectError: connection refused"]
+        "ConnectError: connection refused"
+    ]
 
 
 def test_prepare_pairs_generator_labels_failures_and_missing_backends(tmp_path):
@@ -416,8 +472,14 @@ def test_extra_requests_for_answers_that_have_one(tmp_path):
         assert r["id"] == parent["id"] + "-x1" and r["answer"] == parent["answer"]
         assert r["request"] != parent["request"] and r["request"].startswith("Please write this piece")
     # The written file is a pairs source carrying the answer id through to synthesis.
-    pairs, _ = load_pairs(SourceConfig(name="prepared", path=str(res.path), fields={
-        "id": "id", "x": "request", "y": "answer", "category": "category", "answer_id": "answer_id"}), True)
+    pairs, _ = load_pairs(
+        SourceConfig(
+            name="prepared",
+            path=str(res.path),
+            fields={"id": "id", "x": "request", "y": "answer", "category": "category", "answer_id": "answer_id"},
+        ),
+        True,
+    )
     assert {p.meta["answer_id"] for p in pairs if p.id.endswith("-x1")} == {r["answer_id"] for r in extra}
 
     before = (out / "pairs.jsonl").read_text()
@@ -426,11 +488,18 @@ def test_extra_requests_for_answers_that_have_one(tmp_path):
     # Another seed picks another half; share 0 or paired_extra 0 adds nothing.
     other = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, queries=dataclasses.replace(queries, seed=9)))
     prepare_pairs(other, tmp_path / "other", generator=ScriptedGenerator(reply=reply))
-    picked = {json.loads(l)["answer_id"] for l in (tmp_path / "other" / "pairs.jsonl").read_text().splitlines()
-              if "-x1" in json.loads(l)["id"]}
+    picked = {
+        json.loads(l)["answer_id"]
+        for l in (tmp_path / "other" / "pairs.jsonl").read_text().splitlines()
+        if "-x1" in json.loads(l)["id"]
+    }
     assert len(picked) == 4 and picked != {r["answer_id"] for r in extra}
-    none = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, queries=dataclasses.replace(queries, paired_extra_share=0.0)))
+    none = dataclasses.replace(
+        cfg, data=dataclasses.replace(cfg.data, queries=dataclasses.replace(queries, paired_extra_share=0.0))
+    )
     assert prepare_pairs(none, tmp_path / "none", generator=FailingGenerator()).counts["pairs"] == 8
-    bad = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, queries=dataclasses.replace(queries, paired_extra_share=1.5)))
+    bad = dataclasses.replace(
+        cfg, data=dataclasses.replace(cfg.data, queries=dataclasses.replace(queries, paired_extra_share=1.5))
+    )
     with pytest.raises(ValueError, match="paired_extra_share in \\[0, 1\\]"):
         prepare_pairs(bad, tmp_path / "bad", generator=FailingGenerator())

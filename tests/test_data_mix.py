@@ -1,5 +1,6 @@
 """The mix stage: trajectories + public reasoning -> chat dataset, with dedup, decontamination,
 length filter, counts, ablations; decontamination checked on the real benchmark files."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -19,9 +20,12 @@ SEED_PAIRS = "seed_pairs/hellobench_gpt4o_0806.jsonl"
 
 def _bench_overrides(shared: Path):
     b = shared / "benchmarks"
-    return ["eval=full", f"eval.benchmarks.hellobench.path={b}/hellobench",
-            f"eval.benchmarks.longbench_write.path={b}/longbench_write/longbench_write.jsonl",
-            f"eval.benchmarks.writingbench.path={b}/writingbench/length_subset.jsonl"]
+    return [
+        "eval=full",
+        f"eval.benchmarks.hellobench.path={b}/hellobench",
+        f"eval.benchmarks.longbench_write.path={b}/longbench_write/longbench_write.jsonl",
+        f"eval.benchmarks.writingbench.path={b}/writingbench/length_subset.jsonl",
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -52,8 +56,14 @@ def _public():
     from deepwriter.data.config import SourceConfig
     from deepwriter.data.public import load_public
 
-    recs, _ = load_public(SourceConfig(name="fx-reasoning", path=str(FIX / "reasoning.jsonl"),
-                                       fields={"id": "qid", "x": "question", "think": "reasoning", "y": "answer"}), True)
+    recs, _ = load_public(
+        SourceConfig(
+            name="fx-reasoning",
+            path=str(FIX / "reasoning.jsonl"),
+            fields={"id": "qid", "x": "question", "think": "reasoning", "y": "answer"},
+        ),
+        True,
+    )
     return recs
 
 
@@ -69,8 +79,17 @@ def _mix(tokenizer, strict=True, max_length=4096, prompts=None, **overrides):
 
     cfg = dataclasses.replace(MixConfig(), **overrides)
     taxonomy = _taxonomy()
-    return build_mix(_synthetic(), _public(), cfg, taxonomy=taxonomy, benchmark_prompts=prompts or {},
-                     tokenizer=tokenizer, max_length=max_length, strict=strict, strip_reflection=strip_reflection)
+    return build_mix(
+        _synthetic(),
+        _public(),
+        cfg,
+        taxonomy=taxonomy,
+        benchmark_prompts=prompts or {},
+        tokenizer=tokenizer,
+        max_length=max_length,
+        strict=strict,
+        strip_reflection=strip_reflection,
+    )
 
 
 def test_duplicates_are_removed_and_listed(tokenizer):
@@ -118,7 +137,9 @@ def test_ablations(tokenizer):
     assert stripped["r1"] == plain["r1"]  # public data is not touched
 
     full = _mix(tokenizer)
-    synth_think = sorted(r["think_tokens"] for r in _mix(tokenizer, drop_above_quantile=1.0).rows if r["kind"] == "synthetic")
+    synth_think = sorted(
+        r["think_tokens"] for r in _mix(tokenizer, drop_above_quantile=1.0).rows if r["kind"] == "synthetic"
+    )
     short = _mix(tokenizer, drop_above_quantile=0.5)
     kept = [r["think_tokens"] for r in short.rows if r["kind"] == "synthetic"]
     assert kept and max(kept) <= sorted(synth_think)[len(synth_think) // 2] < synth_think[-1]
@@ -130,8 +151,10 @@ def test_token_length_filter_uses_the_student_tokenizer(tokenizer):
 
     res = _mix(tokenizer)
     r = next(r for r in res.rows if r["id"] == "t0")
-    text = tokenizer.apply_chat_template([{"role": "user", "content": r["x"]},
-                                          {"role": "assistant", "content": assistant_content(r["think"], r["y"])}], tokenize=False)
+    text = tokenizer.apply_chat_template(
+        [{"role": "user", "content": r["x"]}, {"role": "assistant", "content": assistant_content(r["think"], r["y"])}],
+        tokenize=False,
+    )
     assert r["tokens"] == len(tokenizer(text, add_special_tokens=False)["input_ids"])
     limit = sorted(x["tokens"] for x in res.rows)[3]
     cut = _mix(tokenizer, max_length=limit)
@@ -155,6 +178,7 @@ def test_bad_shard_line_is_named(tmp_path):
 
 # --- decontamination on the real benchmark files ------------------------------------------------
 
+
 def test_seed_pairs_are_caught_against_hellobench_prompts(shared_dir, bench_prompts):
     from deepwriter.data.config import DecontamConfig
     from deepwriter.data.decontam import BenchmarkIndex
@@ -168,11 +192,13 @@ def test_seed_pairs_are_caught_against_hellobench_prompts(shared_dir, bench_prom
     assert missed == []
     # Re-cased, re-spaced, re-punctuated and wrapped in a new first sentence: still caught.
     rng = random.Random(0)
+
     def reword(q):
         ws = q.split()
         for _ in range(max(1, len(ws) // 20)):
             ws[rng.randrange(len(ws))] = "indeed"
         return "Hi! Could you do this for me?\n" + "  ".join(ws).upper() + " Thanks."
+
     missed = [s["id"] for s in seeds if index.match(reword(s["query"])) is None]
     assert len(missed) <= 0.02 * len(seeds), missed[:5]
 
@@ -183,22 +209,27 @@ def test_new_requests_are_not_flagged(bench_prompts):
     from deepwriter.data.pairs import load_pairs
 
     index = BenchmarkIndex(bench_prompts, DecontamConfig())
-    demo, _ = load_pairs(SourceConfig(path="pkg://deepwriter/data/demo/pairs.jsonl", fields={"x": "request", "y": "answer"}), True)
+    demo, _ = load_pairs(
+        SourceConfig(path="pkg://deepwriter/data/demo/pairs.jsonl", fields={"x": "request", "y": "answer"}), True
+    )
     assert [index.match(p.x) for p in demo] == [None] * 8
     # The HelloBench template with a topic of our own is not a copy of any prompt.
-    own = ("You should write a detailed response to the following question on travel.\n[Question]: What should a "
-           "first-time visitor pack for a week of hiking in the Faroe Islands in late autumn?\n[Requirements]:\n"
-           "1. The answer should be long enough to provide a comprehensive response.\n")
+    own = (
+        "You should write a detailed response to the following question on travel.\n[Question]: What should a "
+        "first-time visitor pack for a week of hiking in the Faroe Islands in late autumn?\n[Requirements]:\n"
+        "1. The answer should be long enough to provide a comprehensive response.\n"
+    )
     assert index.match(own) is None
 
 
 # --- the stage end to end ----------------------------------------------------------------------
 
+
 def test_mix_stage_end_to_end_and_rerun(tmp_path, shared_dir, model_cache):
     import datasets
 
-    from deepwriter.data.stage import run
     from deepwriter.contract import StageContext
+    from deepwriter.data.stage import run
     from deepwriter.tracking import Tracker
 
     shards = tmp_path / "synth" / "shards"
@@ -206,10 +237,27 @@ def test_mix_stage_end_to_end_and_rerun(tmp_path, shared_dir, model_cache):
     seeds = [json.loads(line) for line in (shared_dir / SEED_PAIRS).read_text().splitlines()[:3]]
     with open(shards / "shard-00001-of-00002.jsonl", "a") as f:
         for s in seeds:  # planted contamination: a benchmark prompt with an answer
-            f.write(json.dumps({"id": "c-" + s["id"], "x": s["query"], "y": s["solution"], "z0": "plan", "z_final": "plan",
-                                "category": "essay & argument", "scores": [1.0], "verdict": {"kept": True, "reason": None}}) + "\n")
-    cfg = compose_typed("model@models.student=tiny-qwen3", f"paths.cache_dir={model_cache}", *_bench_overrides(shared_dir),
-                        "sft.max_length=2048")
+            f.write(
+                json.dumps(
+                    {
+                        "id": "c-" + s["id"],
+                        "x": s["query"],
+                        "y": s["solution"],
+                        "z0": "plan",
+                        "z_final": "plan",
+                        "category": "essay & argument",
+                        "scores": [1.0],
+                        "verdict": {"kept": True, "reason": None},
+                    }
+                )
+                + "\n"
+            )
+    cfg = compose_typed(
+        "model@models.student=tiny-qwen3",
+        f"paths.cache_dir={model_cache}",
+        *_bench_overrides(shared_dir),
+        "sft.max_length=2048",
+    )
     out = tmp_path / "mix"
     out.mkdir()
     ctx = StageContext("mix", out, {"synthesize": tmp_path / "synth"}, tmp_path, Tracker(None), "k")
@@ -254,8 +302,13 @@ def test_public_only_mix_needs_no_synthesis(tmp_path, model_cache):
     from deepwriter.pipeline import StageContext, plan
     from deepwriter.tracking import Tracker
 
-    cfg = compose_typed("model@models.student=tiny-qwen3", f"paths.cache_dir={model_cache}", "data.mix.synthetic=0",
-                        "data.mix.decontam.enabled=false", f"paths.stage_store={tmp_path}/store")
+    cfg = compose_typed(
+        "model@models.student=tiny-qwen3",
+        f"paths.cache_dir={model_cache}",
+        "data.mix.synthetic=0",
+        "data.mix.decontam.enabled=false",
+        f"paths.stage_store={tmp_path}/store",
+    )
     assert plan(cfg)["mix"].needs == []
     ctx = StageContext("mix", tmp_path, {}, tmp_path, Tracker(None), "k")
     res = run(cfg, ctx)
@@ -279,14 +332,26 @@ def test_category_outside_the_taxonomy_is_an_error_or_a_counted_drop(tiny_model)
     from deepwriter.data.mix import build_mix
     from deepwriter.data.pairs import DataError
 
-    rec = {"id": "t1", "x": "Write a poem.", "think": "I plan the poem. " * 5, "y": "Roses bloom.",
-           "category": "haiku battles", "source": "synthetic", "where": "shard.jsonl:3"}
+    rec = {
+        "id": "t1",
+        "x": "Write a poem.",
+        "think": "I plan the poem. " * 5,
+        "y": "Roses bloom.",
+        "category": "haiku battles",
+        "source": "synthetic",
+        "where": "shard.jsonl:3",
+    }
     taxonomy = {"Artistic": ["poetry & lyrics"]}
     kwargs = dict(taxonomy=taxonomy, benchmark_prompts={}, tokenizer=tiny_model[1], max_length=4096)
     with pytest.raises(DataError, match=r"shard.jsonl:3: field 'category'"):
         build_mix([dict(rec)], [], MixConfig(), strict=True, **kwargs)
-    result = build_mix([dict(rec), {**rec, "id": "t2", "category": "poetry & lyrics", "where": "shard.jsonl:4"}], [],
-                       MixConfig(), strict=False, **kwargs)
+    result = build_mix(
+        [dict(rec), {**rec, "id": "t2", "category": "poetry & lyrics", "where": "shard.jsonl:4"}],
+        [],
+        MixConfig(),
+        strict=False,
+        **kwargs,
+    )
     assert [r["id"] for r in result.rows] == ["t2"]
     assert [d["id"] for d in result.removed["category_outside_taxonomy"]] == ["t1"]
 
@@ -297,19 +362,31 @@ def test_one_answer_under_several_requests_survives_near_dedup(tokenizer):
     from deepwriter.data.config import MixConfig
     from deepwriter.data.mix import build_mix
 
-    answer = " ".join(f"The harbour wall took the storm's {w} blow at dawn and held." for w in
-                      ("first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth", "ninth", "tenth"))
+    answer = " ".join(
+        f"The harbour wall took the storm's {w} blow at dawn and held."
+        for w in ("first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth", "ninth", "tenth")
+    )
     think = "I plan the scene, then the turn, then the calm after it. " * 8
 
     def rec(rid, x, aid):
-        return {"id": rid, "x": x, "think": think, "y": answer, "category": "creative & narrative",
-                "source": "synthetic", "answer_id": aid}
+        return {
+            "id": rid,
+            "x": x,
+            "think": think,
+            "y": answer,
+            "category": "creative & narrative",
+            "source": "synthetic",
+            "answer_id": aid,
+        }
 
-    recs = [rec("a", "Write a short story about a harbour in a storm.", "a"),
-            rec("a-x1", "Could you tell a tale of a sea wall at dawn during a gale?", "a"),
-            rec("b", "Write a short story about a harbour in a storm, please.", "b")]
+    recs = [
+        rec("a", "Write a short story about a harbour in a storm.", "a"),
+        rec("a-x1", "Could you tell a tale of a sea wall at dawn during a gale?", "a"),
+        rec("b", "Write a short story about a harbour in a storm, please.", "b"),
+    ]
     cfg = dataclasses.replace(MixConfig(), synthetic=None, public=0, total=None)
-    res = build_mix(recs, [], cfg, taxonomy=_taxonomy(), benchmark_prompts={}, tokenizer=tokenizer, max_length=4096,
-                    strict=True)
+    res = build_mix(
+        recs, [], cfg, taxonomy=_taxonomy(), benchmark_prompts={}, tokenizer=tokenizer, max_length=4096, strict=True
+    )
     assert sorted(r["id"] for r in res.rows) == ["a", "a-x1"]
     assert [(d["id"], d["duplicate_of"]) for d in res.removed["near_duplicate"]] == [("b", "a")]

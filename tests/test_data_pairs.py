@@ -1,4 +1,5 @@
 """Loading pairs and public reasoning data: formats, field mapping, and bad input named by file:line."""
+
 from __future__ import annotations
 
 import json
@@ -35,8 +36,14 @@ def test_jsonl_csv_and_parquet_load_the_same_pairs(tmp_path):
 
 
 def test_demo_pairs_through_pkg_path():
-    pairs, skipped = load_pairs(SourceConfig(name="demo", path="pkg://deepwriter/data/demo/pairs.jsonl",
-                                             fields={"id": "id", "x": "request", "y": "answer", "category": "category"}), True)
+    pairs, skipped = load_pairs(
+        SourceConfig(
+            name="demo",
+            path="pkg://deepwriter/data/demo/pairs.jsonl",
+            fields={"id": "id", "x": "request", "y": "answer", "category": "category"},
+        ),
+        True,
+    )
     assert len(pairs) == 8 and not skipped
     assert len({p.meta["category"] for p in pairs}) == 8
     for p in pairs:
@@ -78,12 +85,20 @@ def _write(path: Path, lines: list) -> Path:
 def test_each_bad_input_kind_in_strict_mode(tmp_path):
     good = json.dumps({"uid": "a", "prompt": "Write.", "response": "Done.", "genre": "poetry & lyrics"}).encode()
     cases = {
-        "non_utf8": (b'{"uid": "b", "prompt": "Write \xff\xfe.", "response": "Done.", "genre": "g"}', "x", "not valid UTF-8"),
+        "non_utf8": (
+            b'{"uid": "b", "prompt": "Write \xff\xfe.", "response": "Done.", "genre": "g"}',
+            "x",
+            "not valid UTF-8",
+        ),
         "null_y": (b'{"uid": "b", "prompt": "Write.", "response": null, "genre": "g"}', "y", "missing (null)"),
         "int_x": (b'{"uid": "b", "prompt": 7, "response": "Done.", "genre": "g"}', "x", "expected a string, got int"),
         "not_object": (b'["a", "b"]', "<line>", "expected a JSON object"),
         "dup_id": (good, "id", "duplicate id 'a' (first at"),
-        "missing_mapped_optional": (b'{"uid": "b", "prompt": "Write.", "response": "Done."}', "category", "which the record lacks"),
+        "missing_mapped_optional": (
+            b'{"uid": "b", "prompt": "Write.", "response": "Done."}',
+            "category",
+            "which the record lacks",
+        ),
     }
     for name, (bad, field, words) in cases.items():
         path = _write(tmp_path / f"{name}.jsonl", [good, b"", bad])
@@ -98,7 +113,9 @@ def test_each_bad_input_kind_in_strict_mode(tmp_path):
 
 def test_columnar_file_with_an_unknown_mapping_fails_in_both_modes(tmp_path):
     for strict in (True, False):
-        with pytest.raises(DataError, match=r"pairs\.csv:1: field 'y': mapped to column 'answer', which the file lacks"):
+        with pytest.raises(
+            DataError, match=r"pairs\.csv:1: field 'y': mapped to column 'answer', which the file lacks"
+        ):
             load_pairs(src(FIX / "pairs.csv", {"x": "prompt", "y": "answer"}), strict=strict)
 
 
@@ -118,12 +135,16 @@ def test_missing_file_and_unknown_format(tmp_path):
 
 
 def test_public_reasoning_fields_and_conversations():
-    recs, skipped = load_public(src(FIX / "reasoning.jsonl", {"id": "qid", "x": "question", "think": "reasoning", "y": "answer"}), True)
+    recs, skipped = load_public(
+        src(FIX / "reasoning.jsonl", {"id": "qid", "x": "question", "think": "reasoning", "y": "answer"}), True
+    )
     assert [r["id"] for r in recs] == ["r1", "r2", "r3"] and not skipped
     assert recs[1]["think"].startswith("91 = 7 * 13") and recs[1]["y"] == "No"
 
     conv = src(FIX / "conversations.jsonl", {"conversations": "conversations"})
-    with pytest.raises(DataError, match=r"conversations\.jsonl:3: field 'conversations': assistant turn has no thinking block"):
+    with pytest.raises(
+        DataError, match=r"conversations\.jsonl:3: field 'conversations': assistant turn has no thinking block"
+    ):
         load_public(conv, True)
     recs, skipped = load_public(conv, False)
     assert [(r["x"], r["think"], r["y"]) for r in recs] == [
@@ -134,8 +155,14 @@ def test_public_reasoning_fields_and_conversations():
 
 
 def test_demo_reasoning_file_is_complete():
-    recs, skipped = load_public(SourceConfig(name="demo-reasoning", path="pkg://deepwriter/data/demo/reasoning.jsonl",
-                                             fields={"id": "id", "x": "question", "think": "reasoning", "y": "answer"}), True)
+    recs, skipped = load_public(
+        SourceConfig(
+            name="demo-reasoning",
+            path="pkg://deepwriter/data/demo/reasoning.jsonl",
+            fields={"id": "id", "x": "question", "think": "reasoning", "y": "answer"},
+        ),
+        True,
+    )
     assert len(recs) == 8 and not skipped
     assert all(len(r["think"].split()) >= 20 for r in recs)
 
@@ -150,17 +177,25 @@ def test_hub_id_and_split_go_through_load_dataset(tmp_path, monkeypatch):
 
     repo = tmp_path / "org" / "writing-pairs" / "data"
     repo.mkdir(parents=True)
-    rows = {"train": [{"prompt": f"Write note {i}.", "completion": f"Note {i}, written."} for i in range(3)],
-            "test": [{"prompt": "Write a haiku.", "completion": "Old pond, a frog."},
-                     {"prompt": "Write a toast.", "completion": ""}]}
+    rows = {
+        "train": [{"prompt": f"Write note {i}.", "completion": f"Note {i}, written."} for i in range(3)],
+        "test": [
+            {"prompt": "Write a haiku.", "completion": "Old pond, a frog."},
+            {"prompt": "Write a toast.", "completion": ""},
+        ],
+    }
     for split, recs in rows.items():
         (repo / f"{split}-00000-of-00001.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
     monkeypatch.chdir(tmp_path)
-    src = SourceConfig(name="hub-pairs", hub_id="org/writing-pairs", split="train", fields={"x": "prompt", "y": "completion"})
+    src = SourceConfig(
+        name="hub-pairs", hub_id="org/writing-pairs", split="train", fields={"x": "prompt", "y": "completion"}
+    )
     pairs, skipped = load_pairs(src, strict=True)
     assert [(p.x, p.y) for p in pairs] == [(r["prompt"], r["completion"]) for r in rows["train"]] and not skipped
     assert pairs[1].meta["where"] == "org/writing-pairs[train]:2"
-    test = SourceConfig(name="hub-pairs", hub_id="org/writing-pairs", split="test", fields={"x": "prompt", "y": "completion"})
+    test = SourceConfig(
+        name="hub-pairs", hub_id="org/writing-pairs", split="test", fields={"x": "prompt", "y": "completion"}
+    )
     with pytest.raises(DataError, match=r"org/writing-pairs\[test\]:2.*field 'y'"):
         load_pairs(test, strict=True)
     pairs, skipped = load_pairs(test, strict=False)

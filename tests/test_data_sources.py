@@ -1,5 +1,6 @@
 """Source shapes -> pairs: scored human responses and long texts (Gutenberg-style), with bad input
 named by file:line:field."""
+
 from __future__ import annotations
 
 import json
@@ -19,22 +20,44 @@ ROWS = {"id": "rid", "x": "prompt", "y": "response", "score": "upvotes"}
 
 
 def book(target=60, min_words=20, strip=True, path=BOOK, **kw) -> SourceConfig:
-    return SourceConfig(name="book", kind="long_text", path=str(path),
-                        long_text=LongTextConfig(target_words=target, min_words=min_words, strip_boilerplate=strip), **kw)
+    return SourceConfig(
+        name="book",
+        kind="long_text",
+        path=str(path),
+        long_text=LongTextConfig(target_words=target, min_words=min_words, strip_boilerplate=strip),
+        **kw,
+    )
 
 
 def scored(path, fields=ROWS, top_k=1, min_score=None, **kw) -> SourceConfig:
-    return SourceConfig(name="wp", kind="scored_responses", path=str(path), fields=dict(fields),
-                        scored=ScoredResponsesConfig(top_k=top_k, min_score=min_score), **kw)
+    return SourceConfig(
+        name="wp",
+        kind="scored_responses",
+        path=str(path),
+        fields=dict(fields),
+        scored=ScoredResponsesConfig(top_k=top_k, min_score=min_score),
+        **kw,
+    )
 
 
 # --- long texts --------------------------------------------------------------------------------
 
+
 def test_gutenberg_boilerplate_and_front_matter_are_removed():
     loaded = load_source(book(), strict=True)
     text = "\n\n".join(p.y for p in loaded.pairs)
-    for gone in ("Project Gutenberg", "PROJECT GUTENBERG", "licence", "Produced by", "CONTENTS", "Wenna Trask",
-                 "Illustration", "* *", "Updated editions", "_"):
+    for gone in (
+        "Project Gutenberg",
+        "PROJECT GUTENBERG",
+        "licence",
+        "Produced by",
+        "CONTENTS",
+        "Wenna Trask",
+        "Illustration",
+        "* *",
+        "Updated editions",
+        "_",
+    ):
         assert gone not in text, gone
     assert loaded.pairs[0].y.startswith("The toll house stood where the salt road bent away")
     assert loaded.pairs[-1].y.endswith("a boy came out to ask her what she was selling.")
@@ -84,17 +107,28 @@ def test_without_markers_every_paragraph_is_kept(tmp_path):
     plain = tmp_path / "plain.txt"
     plain.write_text("A first paragraph of some ten words, give or take.\r\n\r\n\tA second one,\nwrapped   by hand.\n")
     loaded = load_source(book(target=100, min_words=1, path=plain), strict=True)
-    assert [p.y for p in loaded.pairs] == ["A first paragraph of some ten words, give or take.\n\nA second one, wrapped by hand."]
+    assert [p.y for p in loaded.pairs] == [
+        "A first paragraph of some ten words, give or take.\n\nA second one, wrapped by hand."
+    ]
     assert loaded.pairs[0].meta["where"] == f"{plain}:1"
 
 
 def test_long_text_records_folders_and_bad_input(tmp_path):
     rec = tmp_path / "texts.jsonl"
     body = " ".join(["Lanterns swung over the quay while the ferry came in."] * 6)
-    rec.write_text(json.dumps({"doc": "d1", "body": body, "name": "Quay"}) + "\n"
-                   + json.dumps({"doc": "d2", "body": 42, "name": "Bad"}) + "\n")
-    src = SourceConfig(name="t", kind="long_text", path=str(rec), fields={"id": "doc", "y": "body", "title": "name"},
-                       long_text=LongTextConfig(target_words=100, min_words=10))
+    rec.write_text(
+        json.dumps({"doc": "d1", "body": body, "name": "Quay"})
+        + "\n"
+        + json.dumps({"doc": "d2", "body": 42, "name": "Bad"})
+        + "\n"
+    )
+    src = SourceConfig(
+        name="t",
+        kind="long_text",
+        path=str(rec),
+        fields={"id": "doc", "y": "body", "title": "name"},
+        long_text=LongTextConfig(target_words=100, min_words=10),
+    )
     with pytest.raises(DataError) as err:
         load_source(src, strict=True)
     assert str(err.value).startswith(f"{rec}:2: field 'y': expected a string, got int")
@@ -113,7 +147,9 @@ def test_long_text_records_folders_and_bad_input(tmp_path):
     assert [p.id for p in loaded.pairs] == ["a-p0001"] and loaded.skipped[0].where.endswith("b.txt:3")
 
     empty = tmp_path / "empty.txt"
-    empty.write_text("*** START OF THE PROJECT GUTENBERG EBOOK X ***\nToo short.\n*** END OF THE PROJECT GUTENBERG EBOOK X ***\n")
+    empty.write_text(
+        "*** START OF THE PROJECT GUTENBERG EBOOK X ***\nToo short.\n*** END OF THE PROJECT GUTENBERG EBOOK X ***\n"
+    )
     with pytest.raises(DataError, match=r"empty\.txt:1: field 'y': no piece of at least 20 words"):
         load_source(book(path=empty), strict=True)
 
@@ -131,6 +167,7 @@ def test_load_pairs_reads_pairs_only_and_load_source_every_kind():
 
 
 # --- scored responses --------------------------------------------------------------------------
+
 
 def test_top_k_per_prompt_above_min_score_in_row_form():
     loaded = load_source(scored(FIX / "scored_rows.jsonl", top_k=2, min_score=10), strict=True)
@@ -150,7 +187,9 @@ def test_list_form_and_csv_scores():
     ]
     csv_loaded = load_source(scored(FIX / "scored.csv"), strict=True)
     assert [(p.id, p.meta["score"]) for p in csv_loaded.pairs] == [("c2", 11.0)]
-    no_ids = load_source(scored(FIX / "scored.csv", {"x": "prompt", "y": "response", "score": "upvotes"}, top_k=2), True)
+    no_ids = load_source(
+        scored(FIX / "scored.csv", {"x": "prompt", "y": "response", "score": "upvotes"}, top_k=2), True
+    )
     assert [p.id for p in no_ids.pairs] == ["wp-000001-r1", "wp-000001-r2"]
 
 
@@ -162,7 +201,9 @@ def test_scored_bad_input_strict_and_lenient():
     loaded = load_source(scored(path, top_k=5), strict=False)
     assert [p.id for p in loaded.pairs] == ["b1", "b4"]
     assert [(s.where.rsplit(":", 1)[1], s.field, s.reason) for s in loaded.skipped] == [
-        ("2", "score", "expected a number, got 'lots'"), ("3", "y", "empty")]
+        ("2", "score", "expected a number, got 'lots'"),
+        ("3", "y", "empty"),
+    ]
     fields = {"id": "pid", "x": "prompt", "responses": "replies", "y": "text", "score": "votes"}
     with pytest.raises(DataError, match=r"scored_lists\.jsonl:1: field 'responses\[0\]\.y': mapped to 'text'"):
         load_source(scored(FIX / "scored_lists.jsonl", fields), strict=True)
@@ -171,8 +212,12 @@ def test_scored_bad_input_strict_and_lenient():
 
 
 def test_source_kind_composes_from_hydra_overrides():
-    cfg = compose_typed("data.pairs.kind=long_text", "data.pairs.long_text.target_words=300",
-                        "data.pairs.scored.top_k=3", "data.quotas.max_per_category=5")
+    cfg = compose_typed(
+        "data.pairs.kind=long_text",
+        "data.pairs.long_text.target_words=300",
+        "data.pairs.scored.top_k=3",
+        "data.quotas.max_per_category=5",
+    )
     assert cfg.data.pairs.kind == "long_text" and cfg.data.pairs.long_text.target_words == 300
     assert cfg.data.pairs.scored.top_k == 3 and cfg.data.quotas.max_per_category == 5
     assert cfg.data.queries.seed == cfg.seed

@@ -1,5 +1,6 @@
 """The whole pipeline, for real, with the embedded SmolLM2 model: a reduced `demo` through the
 command line, then a second run that must reuse every stage."""
+
 from __future__ import annotations
 
 import json
@@ -11,23 +12,35 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO
 
 STAGES = ("synthesize", "mix", "sft", "eval")
 REDUCED = [
-    "synthesis.limit=3", "synthesis.max_steps=1",
-    "sft.max_steps=8", "sft.max_length=512", "sft.learning_rate=2e-4", "sft.save_steps=4",
-    "eval.benchmarks.demo.limit=2", "eval.benchmarks.demo.max_new_tokens=48",
+    "synthesis.limit=3",
+    "synthesis.max_steps=1",
+    "sft.max_steps=8",
+    "sft.max_length=512",
+    "sft.learning_rate=2e-4",
+    "sft.save_steps=4",
+    "eval.benchmarks.demo.limit=2",
+    "eval.benchmarks.demo.max_new_tokens=48",
 ]
 
 
 def _train(tmp_path: Path, run_id: str) -> tuple[subprocess.CompletedProcess, float]:
-    cmd = [sys.executable, "-m", "deepwriter.train", "+recipe=demo", f"paths.runs_dir={tmp_path}/runs",
-           f"run_id={run_id}", *REDUCED]
+    cmd = [
+        sys.executable,
+        "-m",
+        "deepwriter.train",
+        "+recipe=demo",
+        f"paths.runs_dir={tmp_path}/runs",
+        f"run_id={run_id}",
+        *REDUCED,
+    ]
     t0 = time.time()
-    out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900,
-                         env={**os.environ, "WANDB_MODE": "offline"})
+    out = subprocess.run(
+        cmd, cwd=REPO, capture_output=True, text=True, timeout=900, env={**os.environ, "WANDB_MODE": "offline"}
+    )
     return out, time.time() - t0
 
 

@@ -1,5 +1,6 @@
-"""The judge: JSON repair, re-asks, failed calls left unfinished, the disk cache, the constrained local judge, and a real
-loopback HTTP judge server with injected faults."""
+"""The judge: JSON repair, re-asks, failed calls left unfinished, the disk cache, the constrained
+local judge, and a real loopback HTTP judge server with injected faults."""
+
 from __future__ import annotations
 
 import json
@@ -48,14 +49,17 @@ class ScriptedJudge:
             return "```json\n" + json.dumps({**{d: self.score for d in lb.DIMENSIONS}, "reason": "fine"}) + "\n```"
         m = re.search(r"JSON list of (\d+) objects", first)
         if m:
-            return json.dumps([{"checklist_id": i, "reason": f"item {i}", "evaluation_score": 0.75}
-                               for i in range(int(m.group(1)))])
+            return json.dumps(
+                [{"checklist_id": i, "reason": f"item {i}", "evaluation_score": 0.75} for i in range(int(m.group(1)))]
+            )
         if "ONE criterion" in first:
             return 'Here you go: {"score": 7, "reason": "solid",}'  # trailing comma: repaired
         return "I cannot judge this."
 
     def generate(self, prompts, sampling, n=1, prefill=None):
-        return [[Generation(text=self.reply(m), prompt_tokens=100, completion_tokens=20) for _ in range(n)] for m in prompts]
+        return [
+            [Generation(text=self.reply(m), prompt_tokens=100, completion_tokens=20) for _ in range(n)] for m in prompts
+        ]
 
 
 def _lb_task(item_id="a", answer="Some answer."):
@@ -70,13 +74,17 @@ def _judge(gen, tmp_path, **cfg) -> Judge:
 
 # --- parsing -----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("text, expected", [
-    ('{"a": 1}', {"a": 1}),
-    ('Sure! ```json\n{"a": 1}\n``` hope that helps', {"a": 1}),
-    ("{'a': 1, 'b': 'x'}", {"a": 1, "b": "x"}),  # a Python literal
-    ('[{"checklist_id": 0, "evaluation_score": 1},]', [{"checklist_id": 0, "evaluation_score": 1}]),
-    ('text {"score": 7, "reason": "ok",} more', {"score": 7, "reason": "ok"}),
-])
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ('{"a": 1}', {"a": 1}),
+        ('Sure! ```json\n{"a": 1}\n``` hope that helps', {"a": 1}),
+        ("{'a': 1, 'b': 'x'}", {"a": 1, "b": "x"}),  # a Python literal
+        ('[{"checklist_id": 0, "evaluation_score": 1},]', [{"checklist_id": 0, "evaluation_score": 1}]),
+        ('text {"score": 7, "reason": "ok",} more', {"score": 7, "reason": "ok"}),
+    ],
+)
 def test_extract_json_repairs_common_mistakes(text, expected):
     assert extract_json(text) == expected
 
@@ -102,6 +110,7 @@ def test_read_reply_checks_every_slot_against_its_allowed_values():
 
 
 # --- free-JSON judge with a fake generator -----------------------------------------------------------
+
 
 def test_bad_replies_are_asked_again_and_counted(tmp_path):
     gen = ScriptedJudge(bad_first={"Write about a.": ["I like it.", json.dumps({d: 9 for d in lb.DIMENSIONS})]})
@@ -162,8 +171,13 @@ def test_a_judge_that_is_down_is_not_sent_every_task(tmp_path):
     assert gen.calls == 1  # one chunk of 4 x max_concurrency tasks went out, in one batched call
     assert all(o.unfinished for o in outs) and judge.stats.unfinished == 10
     assert sum(o.error.startswith("not sent: ") for o in outs) == 6
-    allowed = Judge(lambda: Flaky(fail_times=10**6, exc=False), "flaky", JudgeConfig(max_concurrency=1),
-                    tmp_path / "c2", constrained=False)
+    allowed = Judge(
+        lambda: Flaky(fail_times=10**6, exc=False),
+        "flaky",
+        JudgeConfig(max_concurrency=1),
+        tmp_path / "c2",
+        constrained=False,
+    )
     outs = allowed.run([_lb_task(str(i)) for i in range(10)], show_progress=False, stop_after=None)
     assert not any(o.error.startswith("not sent: ") for o in outs)  # no budget given: every task is asked
 
@@ -180,7 +194,9 @@ def test_cache_makes_a_rerun_free_and_resumes_a_killed_run(tmp_path):
     assert {"model", "sample", "latency_s", "prompt_tokens", "completion_tokens", "seed", "temperature"} <= set(rec)
 
     factory_calls = []
-    again = Judge(lambda: factory_calls.append(1), "scripted-judge", JudgeConfig(), tmp_path / "cache", constrained=False)
+    again = Judge(
+        lambda: factory_calls.append(1), "scripted-judge", JudgeConfig(), tmp_path / "cache", constrained=False
+    )
     second = again.run(tasks, show_progress=False)
     assert factory_calls == [] and again.stats.calls == 0 and again.stats.cache_hits == 5
     assert [o.values for o in second] == [o.values for o in first]
@@ -220,6 +236,7 @@ def test_rate_limit_paces_call_starts(tmp_path):
 
 # --- constrained local judge ---------------------------------------------------------------------
 
+
 def test_constraint_automaton_on_token_ids():
     # fixed [1, 2], a choice among [7], [7, 8], [9]: no choice may end where another continues
     segments = [("fixed", [1, 2]), ("choice", [[7, 5], [7, 8, 5], [9, 5]]), ("fixed", [3])]
@@ -238,11 +255,20 @@ def test_local_constrained_judge_always_parses_in_range(tiny_model, tmp_path):
     backend = ConstrainedJudgeBackend(model, tok, "tiny-qwen3", batch_size=4)
     hb_items = hb.load("hb", str(FIX / "hellobench"), tmp_path, [])
     wb_item = wb.load("wb", str(FIX / "writingbench.jsonl"), tmp_path, [])[0]
-    tasks = [_lb_task("x", "A short answer."), _lb_task("y", "答案很短。"),
-             hb.judge_tasks(hb_items[0], "Could you send it?")[0], *wb.judge_tasks(wb_item, "An outline.")[:2]]
+    tasks = [
+        _lb_task("x", "A short answer."),
+        _lb_task("y", "答案很短。"),
+        hb.judge_tasks(hb_items[0], "Could you send it?")[0],
+        *wb.judge_tasks(wb_item, "An outline.")[:2],
+    ]
     for temperature in (0.0, 1.0):  # greedy and sampled: both stay inside the allowed values
-        judge = Judge(lambda: backend, "tiny-qwen3", JudgeConfig(temperature=temperature, seed=3), tmp_path / f"c{temperature}",
-                      constrained=True)
+        judge = Judge(
+            lambda: backend,
+            "tiny-qwen3",
+            JudgeConfig(temperature=temperature, seed=3),
+            tmp_path / f"c{temperature}",
+            constrained=True,
+        )
         outs = judge.run(tasks, show_progress=False)
         assert all(o.ok for o in outs), [o.error for o in outs]
         for task, o in zip(tasks, outs):
@@ -251,12 +277,15 @@ def test_local_constrained_judge_always_parses_in_range(tiny_model, tmp_path):
                 assert o.values[s.name] in s.allowed
             json.loads(o.raw)  # the forced JSON is valid as written
         assert judge.stats.calls == len(tasks)
-    rerun = Judge(lambda: 1 / 0, "tiny-qwen3", JudgeConfig(temperature=1.0, seed=3), tmp_path / "c1.0", constrained=True)
+    rerun = Judge(
+        lambda: 1 / 0, "tiny-qwen3", JudgeConfig(temperature=1.0, seed=3), tmp_path / "c1.0", constrained=True
+    )
     assert [o.values for o in rerun.run(tasks, show_progress=False)] == [o.values for o in outs]
     assert rerun.stats.calls == 0
 
 
 # --- a real loopback HTTP judge with faults ---------------------------------------------------------
+
 
 def test_http_judge_survives_faults_and_counts_them(tmp_path):
     from loopback_server import FaultPlan, start_server
@@ -264,16 +293,31 @@ def test_http_judge_survives_faults_and_counts_them(tmp_path):
     from deepwriter.llm.config import EndpointConfig
     from deepwriter.llm.openai_http import OpenAIGenerator
 
-    scripted = ScriptedJudge(bad_first={"Write about t3.": ["not json at all"],
-                                        "Write about t5.": [json.dumps({d: 0 for d in lb.DIMENSIONS})]})
-    plan = FaultPlan(sequence=["429", "500", "nonjson", "truncate", "drop", "hang"], retry_after_s=0.05, hang_s=3.0,
-                     always_for={"Write about doomed.": "500"})
+    scripted = ScriptedJudge(
+        bad_first={
+            "Write about t3.": ["not json at all"],
+            "Write about t5.": [json.dumps({d: 0 for d in lb.DIMENSIONS})],
+        }
+    )
+    plan = FaultPlan(
+        sequence=["429", "500", "nonjson", "truncate", "drop", "hang"],
+        retry_after_s=0.05,
+        hang_s=3.0,
+        always_for={"Write about doomed.": "500"},
+    )
     with start_server(scripted, faults=plan) as server:
-        endpoint = EndpointConfig(base_urls=[server.url], model="scripted-judge", max_concurrency=4, timeout_s=0.5,
-                                  max_retries=2, backoff_s=0.01)
+        endpoint = EndpointConfig(
+            base_urls=[server.url],
+            model="scripted-judge",
+            max_concurrency=4,
+            timeout_s=0.5,
+            max_retries=2,
+            backoff_s=0.01,
+        )
         client = OpenAIGenerator(endpoint, model_id="scripted-judge")
-        judge = Judge(lambda: client, "scripted-judge", JudgeConfig(max_concurrency=4),
-                      tmp_path / "cache", constrained=False)
+        judge = Judge(
+            lambda: client, "scripted-judge", JudgeConfig(max_concurrency=4), tmp_path / "cache", constrained=False
+        )
         tasks = [_lb_task(f"t{i}") for i in range(8)] + [_lb_task("doomed")]
         outs = judge.run(tasks, show_progress=False)
         assert all(o.ok for o in outs[:8]), [o.error for o in outs]

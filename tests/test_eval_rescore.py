@@ -1,4 +1,5 @@
 """Re-scoring published HelloBench judgment files, and the side-by-side report, without any judge."""
+
 from __future__ import annotations
 
 import json
@@ -32,10 +33,12 @@ def test_rescore_rejects_out_of_range_and_incomplete_lines(tmp_path):
     judg = tmp_path / "j"
     judg.mkdir()
     ev = lambda scores: [{"checklist_id": i, "reason": "", "evaluation_score": s} for i, s in enumerate(scores)]
-    lines = [{"id": "chat_t01", "response": "x", "checklist_wise_evaluation": ev([1, 1, 1, 1])},
-             {"id": "chat_t02", "response": "x", "checklist_wise_evaluation": ev([1, 1, 0.6, 1])},
-             {"id": "chat_t02", "response": "x", "checklist_wise_evaluation": ev([1, 1, 1])},
-             {"id": "chat_t02", "response": "x", "checklist_wise_evaluation": []}]
+    lines = [
+        {"id": "chat_t01", "response": "x", "checklist_wise_evaluation": ev([1, 1, 1, 1])},
+        {"id": "chat_t02", "response": "x", "checklist_wise_evaluation": ev([1, 1, 0.6, 1])},
+        {"id": "chat_t02", "response": "x", "checklist_wise_evaluation": ev([1, 1, 1])},
+        {"id": "chat_t02", "response": "x", "checklist_wise_evaluation": []},
+    ]
     (judg / "chat_results.jsonl").write_text("".join(json.dumps(l) + "\n" for l in lines))
     summary, skipped = rescore_hellobench(judg, FIX / "hellobench")
     assert summary["overall"] == pytest.approx(100.0) and summary["scored"] == 1
@@ -46,8 +49,17 @@ def test_rescore_rejects_out_of_range_and_incomplete_lines(tmp_path):
 
 
 def test_rescore_command_prints_scores(capsys):
-    rc = rescore_main(["hellobench", "--judgements", str(FIX / "hellobench_judgements"), "--data", str(FIX / "hellobench"),
-                       "--group", "chat_only=chat"])
+    rc = rescore_main(
+        [
+            "hellobench",
+            "--judgements",
+            str(FIX / "hellobench_judgements"),
+            "--data",
+            str(FIX / "hellobench"),
+            "--group",
+            "chat_only=chat",
+        ]
+    )
     out, err = capsys.readouterr()
     assert rc == 0
     assert "chat_only" in out and "58.75" in out and "64.17" in out and "-43.33" in out
@@ -55,16 +67,35 @@ def test_rescore_command_prints_scores(capsys):
 
 
 def test_rescore_module_runs_as_a_command():
-    out = subprocess.run([sys.executable, "-m", "deepwriter.eval.rescore", "hellobench", "--judgements",
-                          str(FIX / "hellobench_judgements"), "--data", str(FIX / "hellobench")],
-                         capture_output=True, text=True, cwd=REPO, timeout=120)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "deepwriter.eval.rescore",
+            "hellobench",
+            "--judgements",
+            str(FIX / "hellobench_judgements"),
+            "--data",
+            str(FIX / "hellobench"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     assert "overall" in out.stdout and "64.17" in out.stdout
 
 
 def _summary(label, headline):
-    return {"label": label, "model_under_test": "m", "judge": "j", "judge_stats": {"calls": 3, "failed": 0, "cost_usd": 0.0},
-            "benchmarks": {}, "headline": headline}
+    return {
+        "label": label,
+        "model_under_test": "m",
+        "judge": "j",
+        "judge_stats": {"calls": 3, "failed": 0, "cost_usd": 0.0},
+        "benchmarks": {},
+        "headline": headline,
+    }
 
 
 def test_report_compares_runs_side_by_side(tmp_path):

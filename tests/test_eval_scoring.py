@@ -1,4 +1,5 @@
 """The benchmarks' formulas on hand-computed cases, their loaders on fixtures and on the real data."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -17,28 +18,35 @@ FIX = Path(__file__).parent / "fixtures" / "bench"
 
 # --- LongBench-Write ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize("required, produced, expected", [
-    (100, 100, 100.0),
-    (100, 200, 100 * (1 - 1 / 3)),  # over: (l/r - 1)/3
-    (100, 400, 0.0),
-    (100, 700, 0.0),  # clipped at 0
-    (100, 50, 50.0),  # under: (r/l - 1)/2
-    (100, 80, 100 * (1 - 0.25 / 2)),
-    (100, 25, 0.0),
-    (100, 0, 0.0),  # nothing written
-])
+
+@pytest.mark.parametrize(
+    "required, produced, expected",
+    [
+        (100, 100, 100.0),
+        (100, 200, 100 * (1 - 1 / 3)),  # over: (l/r - 1)/3
+        (100, 400, 0.0),
+        (100, 700, 0.0),  # clipped at 0
+        (100, 50, 50.0),  # under: (r/l - 1)/2
+        (100, 80, 100 * (1 - 0.25 / 2)),
+        (100, 25, 0.0),
+        (100, 0, 0.0),  # nothing written
+    ],
+)
 def test_length_score_hand_computed(required, produced, expected):
     assert lb.length_score(required, produced) == pytest.approx(expected)
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("Hello, world!", 2),
-    ("你好世界", 4),
-    ("Hello 你好 world 世界 123 abc-def", 8),  # 4 CJK + Hello, world, abc, def; digits do not count
-    ("it's", 2),  # the authors' regex splits at the apostrophe
-    ("中文English", 2),  # no word boundary between CJK and Latin letters: only the CJK count
-    ("", 0),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("Hello, world!", 2),
+        ("你好世界", 4),
+        ("Hello 你好 world 世界 123 abc-def", 8),  # 4 CJK + Hello, world, abc, def; digits do not count
+        ("it's", 2),  # the authors' regex splits at the apostrophe
+        ("中文English", 2),  # no word boundary between CJK and Latin letters: only the CJK count
+        ("", 0),
+    ],
+)
 def test_length_counts_cjk_characters_plus_english_words(text, expected):
     assert lb.count_length(text) == expected
 
@@ -55,13 +63,19 @@ def _outcome(key, values, ok=True, error=None):
 
 
 def test_longbench_aggregate_and_buckets():
-    items = [Item("lb", "a", "p", {"length": 100}), Item("lb", "b", "p", {"length": 100}),
-             Item("lb", "c", "p", {"length": 3000}), Item("lb", "d", "p", {"length": 5000})]
+    items = [
+        Item("lb", "a", "p", {"length": 100}),
+        Item("lb", "b", "p", {"length": 100}),
+        Item("lb", "c", "p", {"length": 3000}),
+        Item("lb", "d", "p", {"length": 5000}),
+    ]
     answers = ["word " * 100, "word " * 50, "word " * 3000, "word " * 5000]
-    outs = [{"quality": _outcome("quality", {d: 5.0 for d in lb.DIMENSIONS})},
-            {"quality": _outcome("quality", {d: 3.0 for d in lb.DIMENSIONS})},
-            {"quality": _outcome("quality", {}, ok=False, error="bad reply: relevance: missing")},
-            {}]
+    outs = [
+        {"quality": _outcome("quality", {d: 5.0 for d in lb.DIMENSIONS})},
+        {"quality": _outcome("quality", {d: 3.0 for d in lb.DIMENSIONS})},
+        {"quality": _outcome("quality", {}, ok=False, error="bad reply: relevance: missing")},
+        {},
+    ]
     recs = [lb.score_item(i, a, o) for i, a, o in zip(items, answers, outs)]
     assert [r["S_l"] for r in recs] == pytest.approx([100, 50, 100, 100])
     assert recs[2]["failure"].startswith("bad reply") and "S_q" not in recs[2]
@@ -75,8 +89,15 @@ def test_longbench_aggregate_and_buckets():
     assert s["buckets"]["<500"]["S"] == pytest.approx(75.0)
     assert s["buckets"]["2k-4k"]["S_q"] is None and s["buckets"]["2k-4k"]["S"] is None
     assert lb.headline("longbench_write", s) == {"LB": s["S"]}
-    assert [lb.bucket_of(n) for n in (1, 499, 500, 1999, 2000, 3999, 4000)] == \
-        ["<500", "<500", "500-2k", "500-2k", "2k-4k", "2k-4k", ">=4k"]
+    assert [lb.bucket_of(n) for n in (1, 499, 500, 1999, 2000, 3999, 4000)] == [
+        "<500",
+        "<500",
+        "500-2k",
+        "500-2k",
+        "2k-4k",
+        "2k-4k",
+        ">=4k",
+    ]
 
 
 def test_longbench_loader_reads_string_lengths_and_names_bad_lines(tmp_path):
@@ -93,11 +114,14 @@ def test_longbench_loader_reads_string_lengths_and_names_bad_lines(tmp_path):
 
 
 def test_demo_prompts_ship_in_the_package(tmp_path):
-    items = load_items("demo", BenchmarkConfig(kind="longbench_write", path="pkg://deepwriter/eval/demo/prompts.jsonl"), tmp_path)
+    items = load_items(
+        "demo", BenchmarkConfig(kind="longbench_write", path="pkg://deepwriter/eval/demo/prompts.jsonl"), tmp_path
+    )
     assert len(items) == 3 and all(i.meta["length"] <= 100 for i in items)
 
 
 # --- HelloBench --------------------------------------------------------------------------------
+
 
 def test_hellobench_real_weights_match_the_real_checklists(shared_dir):
     folder = shared_dir / "benchmarks" / "hellobench"
@@ -111,8 +135,17 @@ def test_hellobench_real_weights_match_the_real_checklists(shared_dir):
     from collections import Counter
 
     subsets = Counter(i.meta["subset"] for i in items)
-    assert subsets == {"open_ended_qa": 200, "chat": 147, "heuristic_text_generation": 123, "summarization": 100,
-                       "text_completion": 77} and len(items) == 647
+    assert (
+        subsets
+        == {
+            "open_ended_qa": 200,
+            "chat": 147,
+            "heuristic_text_generation": 123,
+            "summarization": 100,
+            "text_completion": 77,
+        }
+        and len(items) == 647
+    )
     summ = Counter(i.meta["category"] for i in items if i.meta["subset"] == "summarization")
     assert sorted(summ.values()) == [20] * 5
     for item in items:  # every sample is scored with exactly its category's weights
@@ -128,9 +161,11 @@ def test_hellobench_real_weights_match_the_real_checklists(shared_dir):
 def test_hellobench_scoring_subsets_groups_rescaling():
     items = hb.load("hb", str(FIX / "hellobench"), Path("/nonexistent"), [])
     assert [i.id for i in items] == ["chat_t01", "chat_t02", "htg_t01"]
-    outs = [{"checklist": _outcome("checklist", {"0": 1.0, "1": 1.0, "2": 0.75, "3": 0.5})},
-            {"checklist": _outcome("checklist", {"0": 0.5, "1": 0.25, "2": 0.0, "3": 0.0})},
-            {"checklist": _outcome("checklist", {}, ok=False, error="judge call failed")}]
+    outs = [
+        {"checklist": _outcome("checklist", {"0": 1.0, "1": 1.0, "2": 0.75, "3": 0.5})},
+        {"checklist": _outcome("checklist", {"0": 0.5, "1": 0.25, "2": 0.0, "3": 0.0})},
+        {"checklist": _outcome("checklist", {}, ok=False, error="judge call failed")},
+    ]
     recs = [hb.score_item(i, "answer", o) for i, o in zip(items, outs)]
     assert recs[0]["score"] == pytest.approx(40 + 30 + 15 + 5)
     assert recs[1]["score"] == pytest.approx(20 + 7.5)
@@ -144,8 +179,12 @@ def test_hellobench_scoring_subsets_groups_rescaling():
 
 
 def test_hellobench_reply_parser_accepts_the_official_list_shape():
-    values, reasons = hb.parse_checklist_reply([{"checklist_id": "1", "reason": "r1", "evaluation_score": "0.75"},
-                                                {"checklist_id": 0, "reason": "r0", "evaluation_score": 1}])
+    values, reasons = hb.parse_checklist_reply(
+        [
+            {"checklist_id": "1", "reason": "r1", "evaluation_score": "0.75"},
+            {"checklist_id": 0, "reason": "r0", "evaluation_score": 1},
+        ]
+    )
     assert values == {"1": "0.75", "0": 1} and reasons == {"1": "r1", "0": "r0"}
 
 
@@ -157,6 +196,7 @@ def test_hellobench_weights_file_errors_name_the_file(tmp_path):
 
 # --- WritingBench ------------------------------------------------------------------------------
 
+
 def test_writingbench_domain_and_subdomain_aggregation(tmp_path):
     items = wb.load("wb", str(FIX / "writingbench.jsonl"), tmp_path, [])
     assert [i.id for i in items] == ["1", "2", "3", "4"]
@@ -166,9 +206,14 @@ def test_writingbench_domain_and_subdomain_aggregation(tmp_path):
     scores = [[8, 8, 8, 8, 8], [6, 6, 6, 6, 7], [10, 9, 8, 7, 6], [9, 9, 9, 9, None]]
     recs = []
     for item, s in zip(items, scores):
-        outs = {f"criterion-{i}": (_outcome(f"criterion-{i}", {"score": float(v)}) if v is not None else
-                                   _outcome(f"criterion-{i}", {}, ok=False, error="bad reply: score: 11 is out of range"))
-                for i, v in enumerate(s)}
+        outs = {
+            f"criterion-{i}": (
+                _outcome(f"criterion-{i}", {"score": float(v)})
+                if v is not None
+                else _outcome(f"criterion-{i}", {}, ok=False, error="bad reply: score: 11 is out of range")
+            )
+            for i, v in enumerate(s)
+        }
         recs.append(wb.score_item(item, "answer", outs))
     assert [r.get("score") for r in recs] == pytest.approx([8.0, 6.2, 8.0, None])
     assert "Format: bad reply" in recs[3]["failure"]
@@ -212,12 +257,15 @@ def test_writingbench_limit_spreads_over_domains(shared_dir):
 
 # --- registry ----------------------------------------------------------------------------------
 
+
 def test_benchmark_prompts_ignore_limit_and_skip_disabled(tmp_path):
-    cfg = EvalConfig(benchmarks={
-        "lb": BenchmarkConfig(kind="longbench_write", path=str(FIX / "longbench_write.jsonl"), limit=1),
-        "hb": BenchmarkConfig(kind="hellobench", path=str(FIX / "hellobench"), limit=1),
-        "wb": BenchmarkConfig(kind="writingbench", path=str(FIX / "writingbench.jsonl"), enabled=False),
-    })
+    cfg = EvalConfig(
+        benchmarks={
+            "lb": BenchmarkConfig(kind="longbench_write", path=str(FIX / "longbench_write.jsonl"), limit=1),
+            "hb": BenchmarkConfig(kind="hellobench", path=str(FIX / "hellobench"), limit=1),
+            "wb": BenchmarkConfig(kind="writingbench", path=str(FIX / "writingbench.jsonl"), enabled=False),
+        }
+    )
     prompts = benchmark_prompts(cfg, tmp_path)
     assert set(prompts) == {"lb", "hb"}
     assert len(prompts["lb"]) == 3 and len(prompts["hb"]) == 3
@@ -235,8 +283,10 @@ def test_unknown_kind_is_a_config_error(tmp_path):
 
 def test_lenient_mode_skips_and_counts_bad_records(tmp_path):
     bad = tmp_path / "lb.jsonl"
-    bad.write_text('{"prompt": "a", "length": 10}\n{"prompt": "b", "length": "lots"}\nnot json\n'
-                   '{"prompt": "c", "length": 30}\n{"id": "0000", "prompt": "d", "length": 5}\n')
+    bad.write_text(
+        '{"prompt": "a", "length": 10}\n{"prompt": "b", "length": "lots"}\nnot json\n'
+        '{"prompt": "c", "length": 30}\n{"id": "0000", "prompt": "d", "length": 5}\n'
+    )
     bcfg = BenchmarkConfig(kind="longbench_write", path=str(bad))
     with pytest.raises(BenchmarkDataError, match=r"lb.jsonl:2: field 'length'"):
         load_items("lb", bcfg, tmp_path)

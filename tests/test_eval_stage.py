@@ -1,18 +1,18 @@
 """The whole eval stage: tiny-qwen3 answers the fixture benchmarks, a real loopback HTTP judge with
 injected faults scores them; outputs, counts, resume and the cached re-run."""
+
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
 import pytest
-
 from conftest import compose_typed
 from test_eval_judge import ScriptedJudge
 
+from deepwriter.contract import StageContext
 from deepwriter.eval.config import BenchmarkConfig
 from deepwriter.llm.config import Backend, EndpointConfig, ModelSource
-from deepwriter.contract import StageContext
 
 FIX = Path(__file__).parent / "fixtures" / "bench"
 
@@ -35,35 +35,64 @@ class RecordingTracker:
 
 
 def _cfg(tmp_path, model_cache, judge_url):
-    cfg = compose_typed("model@models.student=tiny-qwen3", "eval=shared", "eval.model_under_test=student",
-                        f"paths.cache_dir={model_cache}", f"paths.data_dir={tmp_path}/data", "eval.batch_size=2",
-                        "eval.judge.max_concurrency=4")
+    cfg = compose_typed(
+        "model@models.student=tiny-qwen3",
+        "eval=shared",
+        "eval.model_under_test=student",
+        f"paths.cache_dir={model_cache}",
+        f"paths.data_dir={tmp_path}/data",
+        "eval.batch_size=2",
+        "eval.judge.max_concurrency=4",
+    )
     gen = dict(max_new_tokens=12, temperature=0.8, top_p=0.95)
     cfg.eval.benchmarks = {
-        "longbench_write": BenchmarkConfig(kind="longbench_write", path=str(FIX / "longbench_write.jsonl"), limit=2, **gen),
-        "hellobench": BenchmarkConfig(kind="hellobench", path=str(FIX / "hellobench"), limit=None, **gen,
-                                      groups={"HB-A": ["chat"], "HB-B": ["heuristic_text_generation"]}),
+        "longbench_write": BenchmarkConfig(
+            kind="longbench_write", path=str(FIX / "longbench_write.jsonl"), limit=2, **gen
+        ),
+        "hellobench": BenchmarkConfig(
+            kind="hellobench",
+            path=str(FIX / "hellobench"),
+            limit=None,
+            **gen,
+            groups={"HB-A": ["chat"], "HB-B": ["heuristic_text_generation"]},
+        ),
         "writingbench": BenchmarkConfig(kind="writingbench", path=str(FIX / "writingbench.jsonl"), limit=None, **gen),
     }
     cfg.models.judge.backend = Backend.openai
     # The timeout must pass a slow but healthy reply on a loaded 2-core machine (the server shares
     # this process with the tiny model) and still catch the injected hang, which lasts longer.
-    cfg.models.judge.endpoint = EndpointConfig(base_urls=[judge_url], model="scripted-judge", max_concurrency=4,
-                                               timeout_s=2.0, max_retries=2, backoff_s=0.01, api_key_env=None)
+    cfg.models.judge.endpoint = EndpointConfig(
+        base_urls=[judge_url],
+        model="scripted-judge",
+        max_concurrency=4,
+        timeout_s=2.0,
+        max_retries=2,
+        backoff_s=0.01,
+        api_key_env=None,
+    )
     return cfg
 
 
 def test_eval_stage_against_a_faulty_http_judge(tmp_path, model_cache):
-    from deepwriter.eval import stage
     from loopback_server import FaultPlan, start_server
+
+    from deepwriter.eval import stage
 
     # The judge misbehaves: transport faults, a reply with no JSON, an out-of-range score, and one
     # WritingBench query whose every call fails: that item is unfinished (no score, no failure), which
     # max_unfinished_share=0.2 allows here; with 0 the stage fails.
-    scripted = ScriptedJudge(bad_first={"Write a sonnet about trains.": ['{"score": 11, "reason": "too good"}'],
-                                        "Rewrite in plain English": ["Looks fine to me."]})
-    plan = FaultPlan(sequence=["429", "500", "nonjson", "truncate", "hang"], retry_after_s=0.05, hang_s=5.0,
-                     always_for={"lesson plan on fractions": "500"})
+    scripted = ScriptedJudge(
+        bad_first={
+            "Write a sonnet about trains.": ['{"score": 11, "reason": "too good"}'],
+            "Rewrite in plain English": ["Looks fine to me."],
+        }
+    )
+    plan = FaultPlan(
+        sequence=["429", "500", "nonjson", "truncate", "hang"],
+        retry_after_s=0.05,
+        hang_s=5.0,
+        always_for={"lesson plan on fractions": "500"},
+    )
     out = tmp_path / "eval"
     out.mkdir()
     with start_server(scripted, faults=plan) as server:
@@ -109,7 +138,9 @@ def test_eval_stage_against_a_faulty_http_judge(tmp_path, model_cache):
         # tables, plots, W&B
         md = (out / "tables" / "paper.md").read_text()
         assert md.splitlines()[0] == "| run | LB | HB-A | HB-B | WB-A | WB-D |"  # no finished E item
-        assert (out / "tables" / "paper.csv").exists() and "rescaled (x−75)·4" in (out / "tables" / "details.md").read_text()
+        assert (out / "tables" / "paper.csv").exists() and "rescaled (x−75)·4" in (
+            out / "tables" / "details.md"
+        ).read_text()
         assert (out / "plots" / "radar.png").stat().st_size > 1000
         assert (out / "plots" / "writingbench_domains.png").exists()
         assert set(tracker.tables) == {"eval/longbench_write/items", "eval/hellobench/items", "eval/writingbench/items"}
@@ -137,15 +168,19 @@ def test_eval_stage_against_a_faulty_http_judge(tmp_path, model_cache):
 
 
 def test_eval_stage_cached_rerun_makes_zero_judge_calls_and_resumes_generation(tmp_path, model_cache):
-    from deepwriter.eval import stage
     from loopback_server import start_server
+
+    from deepwriter.eval import stage
 
     out = tmp_path / "eval"
     out.mkdir()
     with start_server(ScriptedJudge()) as server:
         cfg = _cfg(tmp_path, model_cache, server.url)
-        cfg.eval.benchmarks = {"demo": BenchmarkConfig(kind="longbench_write", path="pkg://deepwriter/eval/demo/prompts.jsonl",
-                                                       max_new_tokens=8)}
+        cfg.eval.benchmarks = {
+            "demo": BenchmarkConfig(
+                kind="longbench_write", path="pkg://deepwriter/eval/demo/prompts.jsonl", max_new_tokens=8
+            )
+        }
         first = stage.run(cfg, StageContext("eval", out, {}, tmp_path, RecordingTracker(), "k"))
         assert first.counts["generated"] == 3 and first.counts["judge_calls"] == 3
         assert set(first.metrics) == {"demo"}
@@ -171,7 +206,11 @@ def test_model_under_test_is_the_sft_output_or_the_student(tmp_path):
     cfg = compose_typed("model@models.student=tiny-qwen3")
     ctx = StageContext("eval", tmp_path, {"sft": tmp_path / "abcdef0123"}, tmp_path, None, "k")
     m = model_under_test(cfg, ctx)
-    assert m.source == ModelSource.local and m.path == str(tmp_path / "abcdef0123" / "model") and m.backend == Backend.transformers
+    assert (
+        m.source == ModelSource.local
+        and m.path == str(tmp_path / "abcdef0123" / "model")
+        and m.backend == Backend.transformers
+    )
     cfg.eval.model_under_test = "student"
     assert model_under_test(cfg, ctx) is cfg.models.student
     cfg.eval.model_under_test = "teacher"
@@ -191,13 +230,22 @@ class ThinkingWriter:
         from deepwriter.llm.base import Generation
 
         self.samplings.append(sampling)
-        return [[Generation(text=f"<think>\nsecret plan {i}\n</think>\n\nThe answer is here.", prompt_tokens=10,
-                            completion_tokens=12)] for i, _ in enumerate(prompts)]
+        return [
+            [
+                Generation(
+                    text=f"<think>\nsecret plan {i}\n</think>\n\nThe answer is here.",
+                    prompt_tokens=10,
+                    completion_tokens=12,
+                )
+            ]
+            for i, _ in enumerate(prompts)
+        ]
 
 
 def test_http_model_under_test_thinking_is_kept_but_never_judged(tmp_path, model_cache):
-    from deepwriter.eval import stage
     from loopback_server import start_server
+
+    from deepwriter.eval import stage
 
     writer, judge = ThinkingWriter(), ScriptedJudge()
     with start_server(writer) as wserver, start_server(judge) as jserver:
@@ -205,8 +253,15 @@ def test_http_model_under_test_thinking_is_kept_but_never_judged(tmp_path, model
         cfg.eval.benchmarks["longbench_write"].temperature = 0.5
         cfg.eval.benchmarks["writingbench"].temperature = 0.7
         cfg.models.student.backend = Backend.openai
-        cfg.models.student.endpoint = EndpointConfig(base_urls=[wserver.url], model="writer", api_key_env=None,
-                                                     max_concurrency=4, timeout_s=5.0, max_retries=1, backoff_s=0.01)
+        cfg.models.student.endpoint = EndpointConfig(
+            base_urls=[wserver.url],
+            model="writer",
+            api_key_env=None,
+            max_concurrency=4,
+            timeout_s=5.0,
+            max_retries=1,
+            backoff_s=0.01,
+        )
         out = tmp_path / "eval"
         out.mkdir()
         result = stage.run(cfg, StageContext("eval", out, {}, tmp_path, RecordingTracker(), "k"))
@@ -219,13 +274,16 @@ def test_http_model_under_test_thinking_is_kept_but_never_judged(tmp_path, model
     assert {s.max_new_tokens for s in writer.samplings} == {12}
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("<think>\nplan\n</think>\n\nAnswer.", ("plan", "Answer.", True)),
-    ("plan after a prefilled tag\n</think>\nAnswer.", ("plan after a prefilled tag", "Answer.", True)),
-    ("<think>\nran out of tokens while thinking", ("ran out of tokens while thinking", "", False)),
-    ("Just an answer.", ("", "Just an answer.", True)),
-    ("<think>\na</think>\nb</think>\nthe answer", ("a</think>\nb", "the answer", True)),  # the last close
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("<think>\nplan\n</think>\n\nAnswer.", ("plan", "Answer.", True)),
+        ("plan after a prefilled tag\n</think>\nAnswer.", ("plan after a prefilled tag", "Answer.", True)),
+        ("<think>\nran out of tokens while thinking", ("ran out of tokens while thinking", "", False)),
+        ("Just an answer.", ("", "Just an answer.", True)),
+        ("<think>\na</think>\nb</think>\nthe answer", ("a</think>\nb", "the answer", True)),  # the last close
+    ],
+)
 def test_think_split_and_the_turn_format_round_trip(text, expected):
     from deepwriter import think
 

@@ -1,5 +1,6 @@
 """The OpenAI-compatible HTTP backend against the real loopback server (tests/loopback_server.py) over
 the tiny transformers model: same numbers as in-process, faults survived, load and keys handled."""
+
 from __future__ import annotations
 
 import asyncio
@@ -7,12 +8,12 @@ import logging
 import time
 
 import pytest
+from loopback_server import FaultPlan, start_server
 
 from deepwriter.llm.base import Sampling, ScoreRequest
 from deepwriter.llm.config import EndpointConfig
 from deepwriter.llm.hf import TransformersGenerator, TransformersScorer
 from deepwriter.llm.openai_http import EndpointError, OpenAIGenerator, OpenAIScorer
-from loopback_server import FaultPlan, start_server
 
 GREEDY = Sampling(temperature=0.0, max_new_tokens=8)
 PROMPTS = [
@@ -21,7 +22,9 @@ PROMPTS = [
     [{"role": "user", "content": "Summarise the report on water temperature."}],
 ]
 REQUESTS = [
-    ScoreRequest(PROMPTS[0], "<think>\nOkay, the reader is a student.\n</think>\n\n", "Once upon a time there was a lighthouse."),
+    ScoreRequest(
+        PROMPTS[0], "<think>\nOkay, the reader is a student.\n</think>\n\n", "Once upon a time there was a lighthouse."
+    ),
     ScoreRequest(PROMPTS[1], "", "Our sales grew and our customers are happier."),
     # a multi-byte character and a leading space: the echo protocol must still find the target's tokens
     ScoreRequest(PROMPTS[2], "<think>\nHmm, a table.\n</think>\n", " The café measured the results every hour."),
@@ -33,7 +36,9 @@ REQUESTS = [
 @pytest.fixture(scope="module")
 def backends(tiny_model):
     model, tok = tiny_model
-    return TransformersGenerator(model, tok, model_id="tiny", batch_size=8), TransformersScorer(model, tok, model_id="tiny")
+    return TransformersGenerator(model, tok, model_id="tiny", batch_size=8), TransformersScorer(
+        model, tok, model_id="tiny"
+    )
 
 
 @pytest.fixture
@@ -132,7 +137,9 @@ def test_prefill_falls_back_on_a_server_without_continue_final_message(serve, ba
 def test_every_fault_kind_is_survived_and_counted(serve, backends):
     kinds = ["429", "500", "503", "drop", "hang", "truncate", "nonjson"]
     server = serve(faults=FaultPlan(kinds, retry_after_s=0.05, hang_s=30.0))
-    http = OpenAIScorer(endpoint(server, timeout_s=0.5, max_retries=len(kinds)), tokenizer=backends[1].tokenizer, model_id="tiny")
+    http = OpenAIScorer(
+        endpoint(server, timeout_s=0.5, max_retries=len(kinds)), tokenizer=backends[1].tokenizer, model_id="tiny"
+    )
     got = http.score(REQUESTS[:1])[0]
     assert got.error is None
     assert got.logprobs == pytest.approx(backends[1].score(REQUESTS[:1])[0].logprobs, abs=1e-4)
@@ -157,8 +164,9 @@ def test_permanent_failure_is_returned_failed_and_the_rest_succeed(serve, backen
     # Scoring prompts go as token ids (no text to match): one request at a time, the third and its
     # retry fail.
     scoring = serve(faults=FaultPlan(sequence=[None, None, "500", "500"], paths=["/v1/completions"]))
-    scorer = OpenAIScorer(endpoint(scoring, max_retries=1, max_concurrency=1), tokenizer=backends[1].tokenizer,
-                          model_id="tiny")
+    scorer = OpenAIScorer(
+        endpoint(scoring, max_retries=1, max_concurrency=1), tokenizer=backends[1].tokenizer, model_id="tiny"
+    )
     reqs = REQUESTS[:2] + [ScoreRequest(prompts[2], "", "some target")]
     out = scorer.score(reqs)
     assert out[0].error is None and out[1].error is None and len(out[0]) > 0
@@ -252,14 +260,18 @@ def test_bad_endpoint_config_is_named():
     with pytest.raises(EndpointError, match="base_urls"):
         OpenAIGenerator(EndpointConfig(base_urls=[]), model_id="m")
     with pytest.raises(EndpointError, match="logprobs_api"):
-        OpenAIScorer(EndpointConfig(base_urls=["http://127.0.0.1:1/v1"], logprobs_api="magic"), tokenizer=None, model_id="m")
+        OpenAIScorer(
+            EndpointConfig(base_urls=["http://127.0.0.1:1/v1"], logprobs_api="magic"), tokenizer=None, model_id="m"
+        )
 
 
 def test_send_seed_false_leaves_the_seed_out_of_every_request():
     """vLLM's CPU build dies on a per-request seed; presets for it set send_seed: false."""
     sampling = Sampling(temperature=0.8, top_p=0.9, max_new_tokens=4, seed=11)
     with_seed = OpenAIGenerator(EndpointConfig(base_urls=["http://127.0.0.1:9/v1"], model="m"), model_id="m")
-    without = OpenAIGenerator(EndpointConfig(base_urls=["http://127.0.0.1:9/v1"], model="m", send_seed=False), model_id="m")
+    without = OpenAIGenerator(
+        EndpointConfig(base_urls=["http://127.0.0.1:9/v1"], model="m", send_seed=False), model_id="m"
+    )
     assert with_seed._body(PROMPTS[0], "<think>", sampling, 2)["seed"] == 11
     body = without._body(PROMPTS[0], "<think>", sampling, 2)
     assert "seed" not in body and body["temperature"] == 0.8 and body["n"] == 2

@@ -1,14 +1,15 @@
 """The loopback server itself, spoken to with plain httpx: the wire shapes other clients rely on,
 clear 4xx answers for bad requests, the fault plan, and a prompt stop."""
+
 from __future__ import annotations
 
 import time
 
 import httpx
 import pytest
+from loopback_server import FaultPlan, _load_preset, start_server
 
 from deepwriter.llm.hf import TransformersGenerator, TransformersScorer
-from loopback_server import FaultPlan, _load_preset, start_server
 
 
 @pytest.fixture(scope="module")
@@ -22,20 +23,41 @@ def server(tiny_model):
 def test_models_and_chat_shapes(server):
     h, _ = server
     assert httpx.get(h.url + "/models").json()["data"][0]["id"] == "tiny"
-    r = httpx.post(h.url + "/chat/completions", json={
-        "model": "tiny", "messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "Okay"}],
-        "continue_final_message": True, "add_generation_prompt": False, "n": 2, "temperature": 0, "max_tokens": 4,
-    }).json()
+    r = httpx.post(
+        h.url + "/chat/completions",
+        json={
+            "model": "tiny",
+            "messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "Okay"}],
+            "continue_final_message": True,
+            "add_generation_prompt": False,
+            "n": 2,
+            "temperature": 0,
+            "max_tokens": 4,
+        },
+    ).json()
     assert [c["index"] for c in r["choices"]] == [0, 1]
     assert r["choices"][0]["message"]["content"] == r["choices"][1]["message"]["content"]  # greedy: identical
     assert r["usage"]["completion_tokens"] == 8 and r["usage"]["prompt_tokens"] > 0
 
 
-@pytest.mark.parametrize("body, needle", [
-    ({"messages": []}, "non-empty"),
-    ({"messages": [{"role": "user", "content": "x"}], "continue_final_message": True, "add_generation_prompt": False}, "final assistant"),
-    ({"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}]}, "continue_final_message"),
-])
+@pytest.mark.parametrize(
+    "body, needle",
+    [
+        ({"messages": []}, "non-empty"),
+        (
+            {
+                "messages": [{"role": "user", "content": "x"}],
+                "continue_final_message": True,
+                "add_generation_prompt": False,
+            },
+            "final assistant",
+        ),
+        (
+            {"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}]},
+            "continue_final_message",
+        ),
+    ],
+)
 def test_bad_chat_requests_get_400_with_a_reason(server, body, needle):
     h, _ = server
     r = httpx.post(h.url + "/chat/completions", json=body)
@@ -45,21 +67,32 @@ def test_bad_chat_requests_get_400_with_a_reason(server, body, needle):
 def test_echo_offsets_and_prompt_logprobs_agree(server):
     h, tok = server
     text = "Dear team, the café grew."
-    echo = httpx.post(h.url + "/completions", json={"prompt": text, "echo": True, "logprobs": 1, "max_tokens": 0}).json()
+    echo = httpx.post(
+        h.url + "/completions", json={"prompt": text, "echo": True, "logprobs": 1, "max_tokens": 0}
+    ).json()
     lp = echo["choices"][0]["logprobs"]
     assert echo["choices"][0]["text"] == text
     assert "".join(lp["tokens"]) == text
-    assert [text[o:o + len(t)] for o, t in zip(lp["text_offset"], lp["tokens"])] == lp["tokens"]
+    assert [text[o : o + len(t)] for o, t in zip(lp["text_offset"], lp["tokens"])] == lp["tokens"]
     assert lp["token_logprobs"][0] is None and all(v < 0 for v in lp["token_logprobs"][1:])
 
     ids = tok(text, add_special_tokens=False)["input_ids"]
-    pl = httpx.post(h.url + "/completions", json={"prompt": ids, "max_tokens": 1, "prompt_logprobs": 1}).json()["choices"][0]["prompt_logprobs"]
+    pl = httpx.post(h.url + "/completions", json={"prompt": ids, "max_tokens": 1, "prompt_logprobs": 1}).json()[
+        "choices"
+    ][0]["prompt_logprobs"]
     values = [None] + [pl[p][str(ids[p])]["logprob"] for p in range(1, len(ids))]
     assert values[1:] == pytest.approx(lp["token_logprobs"][1:], abs=1e-6)
     assert all(1 <= len(e) <= 2 and min(v["rank"] for v in e.values()) == 1 for e in pl[1:])
 
-    sg = httpx.post(h.root + "/generate", json={"input_ids": ids, "sampling_params": {"max_new_tokens": 0},
-                                                "return_logprob": True, "logprob_start_len": 3}).json()
+    sg = httpx.post(
+        h.root + "/generate",
+        json={
+            "input_ids": ids,
+            "sampling_params": {"max_new_tokens": 0},
+            "return_logprob": True,
+            "logprob_start_len": 3,
+        },
+    ).json()
     rows = sg["meta_info"]["input_token_logprobs"]
     assert [r[1] for r in rows] == ids[3:] and rows[0][0] is None
     assert [r[0] for r in rows[1:]] == pytest.approx(values[4:], abs=1e-6)
@@ -87,7 +120,9 @@ def test_fault_plan_sequence_probability_and_validation():
 
 def test_429_carries_retry_after_and_stop_releases_a_hang(tiny_model):
     model, tok = tiny_model
-    h = start_server(TransformersGenerator(model, tok, "tiny"), faults=FaultPlan(["429", "hang"], retry_after_s=2, hang_s=60))
+    h = start_server(
+        TransformersGenerator(model, tok, "tiny"), faults=FaultPlan(["429", "hang"], retry_after_s=2, hang_s=60)
+    )
     r = httpx.post(h.url + "/chat/completions", json={"messages": [{"role": "user", "content": "x"}]})
     assert r.status_code == 429 and r.headers["Retry-After"] == "2"
     with pytest.raises(httpx.ReadTimeout):

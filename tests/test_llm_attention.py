@@ -1,5 +1,6 @@
 """Lower-right causal attention for a suffix on a cached prefix: equal to the masked reference, on
 both code paths, and switched on only while a scorer runs."""
+
 from __future__ import annotations
 
 import types
@@ -80,8 +81,10 @@ def test_the_prefix_scorer_runs_its_suffixes_through_it(tiny_model, monkeypatch)
     monkeypatch.setattr(attention, "lower_right_causal_sdpa", spy)
     monkeypatch.setitem(__import__("transformers").AttentionInterface._global_mapping, attention.NAME, spy)
     msg = [{"role": "user", "content": "Write a note to a neighbour about a lost cat, in a warm tone."}]
-    reqs = [ScoreRequest(msg, f"<think>\nI plan the note first. Variant {j} of the middle.\n</think>\n\n", "Dear Ana, ...")
-            for j in range(3)]
+    reqs = [
+        ScoreRequest(msg, f"<think>\nI plan the note first. Variant {j} of the middle.\n</think>\n\n", "Dear Ana, ...")
+        for j in range(3)
+    ]
     cached = PrefixCachingScorer(model, tok, "tiny", min_prefix_tokens=4)
     got, want = cached.score(reqs), TransformersScorer(model, tok, "tiny").score(reqs)
     assert any(q < kv for q, kv in seen)  # suffix passes on a cached prefix

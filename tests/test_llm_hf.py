@@ -1,4 +1,5 @@
 """The transformers backend: generation contracts and exact target scoring."""
+
 from __future__ import annotations
 
 import math
@@ -42,7 +43,7 @@ def test_scorer_matches_a_full_forward_pass(tiny_model):
     tgt = tok(req.target, add_special_tokens=False)["input_ids"]
     with torch.no_grad():
         logits = model(input_ids=torch.tensor([ctx + tgt])).logits[0]
-    ref = torch.log_softmax(logits.float(), -1)[len(ctx) - 1:-1].gather(1, torch.tensor(tgt)[:, None])[:, 0]
+    ref = torch.log_softmax(logits.float(), -1)[len(ctx) - 1 : -1].gather(1, torch.tensor(tgt)[:, None])[:, 0]
     assert len(lp) == len(tgt)
     assert lp.logprobs == pytest.approx(ref.tolist(), abs=1e-4)
 

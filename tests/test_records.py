@@ -1,5 +1,6 @@
 """The one append-only record log (deepwriter.records): torn tails, repeated ids, corrupt lines, and
 exclusivity between real processes, down to two runs of the same stage through the CLI."""
+
 from __future__ import annotations
 
 import json
@@ -9,11 +10,10 @@ import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
-
 from conftest import REPO
+
 from deepwriter.records import RecordLog, RecordLogBusy, RecordLogError, read_records
 
 
@@ -59,14 +59,23 @@ time.sleep(120)
 
 def test_a_second_process_is_refused_at_once_naming_the_holder_until_it_dies(tmp_path):
     path = tmp_path / "shard.jsonl"
-    holder = subprocess.Popen([sys.executable, "-c", HOLDER.format(repo=str(REPO), path=str(path))],
-                              stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER.format(repo=str(REPO), path=str(path))], stdout=subprocess.PIPE, text=True
+    )
     try:
         assert holder.stdout.readline().strip() == "open"
         t0 = time.monotonic()
-        probe = subprocess.run([sys.executable, "-c", f"import sys; sys.path.insert(0, {str(REPO)!r})\n"
-                                f"from deepwriter.records import RecordLog\nRecordLog({str(path)!r})"],
-                               capture_output=True, text=True, timeout=60)
+        probe = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                f"import sys; sys.path.insert(0, {str(REPO)!r})\n"
+                f"from deepwriter.records import RecordLog\nRecordLog({str(path)!r})",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert probe.returncode != 0 and time.monotonic() - t0 < 30
         assert f"already being written by pid {holder.pid} on {socket.gethostname()}" in probe.stderr
         with pytest.raises(RecordLogBusy):  # and in this process too
@@ -82,12 +91,34 @@ def test_a_second_process_is_refused_at_once_naming_the_holder_until_it_dies(tmp
 def test_two_runs_of_the_same_synthesize_stage_the_second_is_refused(tmp_path, model_cache):
     """The failure a user met: a run that looked dead was started again and both appended to one shard."""
     pairs = tmp_path / "pairs.jsonl"
-    pairs.write_text("".join(json.dumps({"id": f"p{i}", "request": f"Write note {i} about the sea.",
-                                         "answer": f"Dear reader,\n\nThe sea was calm on day {i}.", "category": "letter"})
-                             + "\n" for i in range(12)))
-    cmd = [sys.executable, "-m", "deepwriter.train", "+recipe=demo", "recipe.stages=[synthesize]",
-           "model@models.generator=tiny-qwen3", "model@models.scorer=tiny-qwen3", f"paths.cache_dir={model_cache}",
-           f"paths.runs_dir={tmp_path}/runs", f"data.pairs.path={pairs}", "synthesis.batch_size=1", "run_id=r"]
+    pairs.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "id": f"p{i}",
+                    "request": f"Write note {i} about the sea.",
+                    "answer": f"Dear reader,\n\nThe sea was calm on day {i}.",
+                    "category": "letter",
+                }
+            )
+            + "\n"
+            for i in range(12)
+        )
+    )
+    cmd = [
+        sys.executable,
+        "-m",
+        "deepwriter.train",
+        "+recipe=demo",
+        "recipe.stages=[synthesize]",
+        "model@models.generator=tiny-qwen3",
+        "model@models.scorer=tiny-qwen3",
+        f"paths.cache_dir={model_cache}",
+        f"paths.runs_dir={tmp_path}/runs",
+        f"data.pairs.path={pairs}",
+        "synthesis.batch_size=1",
+        "run_id=r",
+    ]
     env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
     first = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     shards = tmp_path / "runs" / "_stages" / "synthesize"

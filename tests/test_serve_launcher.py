@@ -1,26 +1,43 @@
 """`make serve` / `python -m deepwriter.serve`: the vLLM command a preset becomes, its one-line
 errors, and the install lines: vLLM lives in its own environment, and the README's GPU install line
 resolves against the project's pins."""
+
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
-import tomllib
 
 import pytest
-
+import tomllib
 from conftest import REPO
 
 
 def _serve(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "deepwriter.serve", *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    return subprocess.run(
+        [sys.executable, "-m", "deepwriter.serve", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
 
 
 def test_a_hub_preset_becomes_a_vllm_command(tmp_path):
-    done = _serve("--model", "qwen3-8b-base", "--port", "8123", "--python", sys.executable, "--cache-dir",
-                  str(tmp_path), "--dry-run", "--max-num-seqs", "16")
+    done = _serve(
+        "--model",
+        "qwen3-8b-base",
+        "--port",
+        "8123",
+        "--python",
+        sys.executable,
+        "--cache-dir",
+        str(tmp_path),
+        "--dry-run",
+        "--max-num-seqs",
+        "16",
+    )
     assert done.returncode == 0, done.stderr
     cmd = done.stdout.strip().splitlines()[-1].split()
     assert cmd[:3] == [sys.executable, "-m", "vllm.entrypoints.openai.api_server"]
@@ -31,11 +48,17 @@ def test_a_hub_preset_becomes_a_vllm_command(tmp_path):
     assert opts["--max-num-seqs"] == "16"  # SERVE_ARGS pass through to vLLM
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--model", "nope"], "--model: unknown option 'nope'; expected one of ["),
-    (["--model", "tiny-qwen3"], "a tiny random model has no weights to serve"),
-    (["--model", "qwen3-8b-base", "--python", "/nonexistent/python"], "--python: /nonexistent/python does not exist"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--model", "nope"], "--model: unknown option 'nope'; expected one of ["),
+        (["--model", "tiny-qwen3"], "a tiny random model has no weights to serve"),
+        (
+            ["--model", "qwen3-8b-base", "--python", "/nonexistent/python"],
+            "--python: /nonexistent/python does not exist",
+        ),
+    ],
+)
 def test_bad_launch_is_one_line_and_exit_2(args, message):
     done = _serve(*args, "--dry-run")
     lines = [x for x in done.stderr.splitlines() if x.startswith("deepwriter.serve:")]
@@ -55,8 +78,13 @@ def test_the_readme_gpu_install_line_resolves():
     the user's own first step; the resolver sees the same pins here)."""
     readme = (REPO / "README.md").read_text()
     assert "pip install -e '.[deepspeed,gpu]'" in readme
-    done = subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--disable-pip-version-check",
-                           "-e", ".[deepspeed,gpu]"], cwd=REPO, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--dry-run", "--disable-pip-version-check", "-e", ".[deepspeed,gpu]"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     would = [x for x in done.stdout.splitlines() if x.startswith("Would install")]
     assert would and "transformers" not in would[0] and "vllm" not in would[0]  # the project's pins hold

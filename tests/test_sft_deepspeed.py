@@ -1,5 +1,6 @@
 """DeepSpeed for real on CPU (gloo): ZeRO-3 training with the 16-bit gathered save, and the stage
 starting its own ranks. Slow: the first ZeRO run JIT-builds a small op (~40 s, cached afterwards)."""
+
 from __future__ import annotations
 
 import json
@@ -50,11 +51,16 @@ def _train(tmp_path: Path, name: str, model_cache: Path, overrides, extra_env=No
     for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
         if not extra_env or var not in extra_env:
             env.pop(var, None)
-    proc = subprocess.run([sys.executable, str(script), str(work), str(model_cache), *overrides], env=env,
-                          capture_output=True, text=True, timeout=400)
+    proc = subprocess.run(
+        [sys.executable, str(script), str(work), str(model_cache), *overrides],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")][-1]
-    return work, json.loads(line[len("RESULT "):])
+    return work, json.loads(line[len("RESULT ") :])
 
 
 @pytest.mark.slow
@@ -68,7 +74,13 @@ def test_zero3_on_cpu_trains_and_saves_gathered_16bit_weights(tmp_path, model_ca
 
     models.resolve(compose_typed("model@models.student=tiny-qwen3").models.student, model_cache)
     plain_dir, plain = _train(tmp_path, "plain", model_cache, [])
-    env = {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port())}
+    env = {
+        "RANK": "0",
+        "WORLD_SIZE": "1",
+        "LOCAL_RANK": "0",
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(_free_port()),
+    }
     ds_dir, ds = _train(tmp_path, "zero3", model_cache, ["deepspeed@sft.deepspeed=zero3", "sft.bf16=true"], env)
 
     assert ds["counts"]["steps"] == 3
@@ -84,8 +96,12 @@ def test_zero3_on_cpu_trains_and_saves_gathered_16bit_weights(tmp_path, model_ca
     ref = AutoModelForCausalLM.from_pretrained(plain_dir / "sft" / "model")
     for (name, p), (_, q) in zip(model.named_parameters(), ref.named_parameters()):
         assert p.shape == q.shape and p.numel() > 0, name  # whole tensors, not ZeRO-3 placeholders
-    start = load_file(str(Path(models.resolve(compose_typed("model@models.student=tiny-qwen3").models.student,
-                                                model_cache)[0]) / "model.safetensors"))
+    start = load_file(
+        str(
+            Path(models.resolve(compose_typed("model@models.student=tiny-qwen3").models.student, model_cache)[0])
+            / "model.safetensors"
+        )
+    )
     k = "model.layers.0.mlp.up_proj.weight"
     assert not torch.equal(weights[k].float(), start[k].to(torch.bfloat16).float())  # it trained
 

@@ -1,9 +1,10 @@
 """The memory planner, with Qwen3-8B's shape (the paper's student)."""
+
 from __future__ import annotations
 
 import pytest
 
-from deepwriter.sft.plan import GiB, QWEN3_8B, ModelShape, PlanError, check_fits, plan_from_config, plan_memory
+from deepwriter.sft.plan import QWEN3_8B, GiB, ModelShape, PlanError, check_fits, plan_from_config, plan_memory
 
 
 def test_qwen3_8b_parameter_count():
@@ -14,14 +15,28 @@ def test_qwen3_8b_parameter_count():
 def test_shape_from_hf_config():
     from transformers import Qwen3Config
 
-    cfg = Qwen3Config(num_hidden_layers=36, hidden_size=4096, intermediate_size=12288, num_attention_heads=32,
-                      num_key_value_heads=8, vocab_size=151936, head_dim=128, tie_word_embeddings=False)
+    cfg = Qwen3Config(
+        num_hidden_layers=36,
+        hidden_size=4096,
+        intermediate_size=12288,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        vocab_size=151936,
+        head_dim=128,
+        tie_word_embeddings=False,
+    )
     assert ModelShape.from_hf_config(cfg) == QWEN3_8B
 
 
 def _plan(world, stage, offload=False, **kw):
-    args = dict(world_size=world, zero_stage=stage, per_device_batch=1, max_length=16384,
-                offload_optimizer=offload, offload_param=offload)
+    args = dict(
+        world_size=world,
+        zero_stage=stage,
+        per_device_batch=1,
+        max_length=16384,
+        offload_optimizer=offload,
+        offload_param=offload,
+    )
     args.update(kw)
     return plan_memory(QWEN3_8B, **args)
 
@@ -82,10 +97,21 @@ def test_stage_prints_the_plan_and_refuses_before_training(tmp_path, model_cache
     from deepwriter.tracking import Tracker
     from tests.conftest import compose_typed
 
-    cfg = compose_typed("model@models.student=tiny-qwen3", f"paths.cache_dir={model_cache}", "sft.use_cpu=false",
-                        "sft.gpu_memory_gb=0.001", "sft.global_batch_size=1")
-    ctx = StageContext(name="sft", out_dir=tmp_path / "sft", inputs={"mix": tmp_path / "mix"}, run_dir=tmp_path,
-                       tracker=Tracker(None), key="plan")
+    cfg = compose_typed(
+        "model@models.student=tiny-qwen3",
+        f"paths.cache_dir={model_cache}",
+        "sft.use_cpu=false",
+        "sft.gpu_memory_gb=0.001",
+        "sft.global_batch_size=1",
+    )
+    ctx = StageContext(
+        name="sft",
+        out_dir=tmp_path / "sft",
+        inputs={"mix": tmp_path / "mix"},
+        run_dir=tmp_path,
+        tracker=Tracker(None),
+        key="plan",
+    )
     with pytest.raises(PlanError, match="sft.gpu_memory_gb is 0.001"):
         stage.run(cfg, ctx)
     printed = capsys.readouterr().out

@@ -1,4 +1,5 @@
 """A tiny-model SFT killed after a checkpoint resumes and ends where an uninterrupted run ends."""
+
 from __future__ import annotations
 
 import json
@@ -54,8 +55,13 @@ def _script(tmp_path: Path, delay: float) -> Path:
 
 
 def _env():
-    return {**os.environ, "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
-            "TOKENIZERS_PARALLELISM": "false"}
+    return {
+        **os.environ,
+        "WANDB_MODE": "disabled",
+        "HF_HUB_OFFLINE": "1",
+        "OMP_NUM_THREADS": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
 
 
 def _losses(work: Path):
@@ -73,11 +79,21 @@ def test_killed_run_resumes_to_the_same_losses(tmp_path, model_cache):
         write_mix_dataset(tmp_path / name / "mix", n=20, seed=3, median_words=25)
 
     # The reference run and the run to be killed go side by side (two cores) to keep the test short.
-    straight = subprocess.Popen([sys.executable, str(_script(tmp_path, 0.0)), str(tmp_path / "straight"),
-                                 str(model_cache)], env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    straight = subprocess.Popen(
+        [sys.executable, str(_script(tmp_path, 0.0)), str(tmp_path / "straight"), str(model_cache)],
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     work = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, str(_script(tmp_path, 0.4)), str(work), str(model_cache)],
-                            env=_env(), stdout=subprocess.DEVNULL, stderr=open(tmp_path / "killed.log", "w"), start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(_script(tmp_path, 0.4)), str(work), str(model_cache)],
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=open(tmp_path / "killed.log", "w"),
+        start_new_session=True,
+    )
     ckpt = work / "sft" / "checkpoints" / f"checkpoint-{SAVE_STEPS}" / "trainer_state.json"
     deadline = time.time() + 90
     while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
@@ -92,8 +108,13 @@ def test_killed_run_resumes_to_the_same_losses(tmp_path, model_cache):
     steps_before, _ = _losses(work)
     assert SAVE_STEPS <= max(steps_before) < MAX_STEPS
 
-    resumed = subprocess.run([sys.executable, str(_script(tmp_path, 0.0)), str(work), str(model_cache)],
-                             env=_env(), capture_output=True, text=True, timeout=120)
+    resumed = subprocess.run(
+        [sys.executable, str(_script(tmp_path, 0.0)), str(work), str(model_cache)],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     line = [l for l in resumed.stdout.splitlines() if l.startswith("RESULT")][0]
     steps, resumed_from = map(int, line.split()[1:])

@@ -1,4 +1,5 @@
 """The SFT stage end to end on a tiny model: training, export, model card, plots, metrics, LoRA."""
+
 from __future__ import annotations
 
 import json
@@ -28,11 +29,19 @@ def _run(tmp_path: Path, model_cache: Path, *overrides: str):
     mix = tmp_path / "mix"
     if not (mix / "dataset").exists():
         write_mix_dataset(mix, n=16, seed=1, median_words=30)
-    cfg = compose_typed("model@models.student=tiny-qwen3", "+recipe=demo", f"paths.cache_dir={model_cache}",
-                        "sft.max_length=128", "sft.max_steps=3", "sft.save_steps=100", *overrides)
+    cfg = compose_typed(
+        "model@models.student=tiny-qwen3",
+        "+recipe=demo",
+        f"paths.cache_dir={model_cache}",
+        "sft.max_length=128",
+        "sft.max_steps=3",
+        "sft.save_steps=100",
+        *overrides,
+    )
     run = RecordingRun()
-    ctx = StageContext(name="sft", out_dir=tmp_path / "sft", inputs={"mix": mix}, run_dir=tmp_path,
-                       tracker=Tracker(run), key="test")
+    ctx = StageContext(
+        name="sft", out_dir=tmp_path / "sft", inputs={"mix": mix}, run_dir=tmp_path, tracker=Tracker(run), key="test"
+    )
     return cfg, ctx, run, stage.run(cfg, ctx)
 
 
@@ -73,15 +82,19 @@ def test_full_finetune_exports_a_loadable_model(tmp_path, model_cache):
     tok = AutoTokenizer.from_pretrained(model_dir)
     assert tok.chat_template == TRAINING_TEMPLATE and tok.eos_token == "<|im_end|>"
     assert tok.convert_tokens_to_ids("<|im_end|>") in (
-        [model.generation_config.eos_token_id] if isinstance(model.generation_config.eos_token_id, int)
-        else model.generation_config.eos_token_id)
+        [model.generation_config.eos_token_id]
+        if isinstance(model.generation_config.eos_token_id, int)
+        else model.generation_config.eos_token_id
+    )
     card = (model_dir / "README.md").read_text()
     assert "learning_rate | 5e-05" in card and "rows 16" in card and "last_loss" in card
     # trained weights differ from the starting point
     start = models.resolve(cfg.models.student, model_cache)[0]
     before, after = _weights(start), _weights(model_dir)
     assert any(not torch.equal(before[k], after[k]) for k in after)
-    loaded = models.load_model(ModelConfig(name="sft", source="local", path=str(model_dir), dtype="float32"), model_cache)
+    loaded = models.load_model(
+        ModelConfig(name="sft", source="local", path=str(model_dir), dtype="float32"), model_cache
+    )
     assert loaded.config.num_hidden_layers == 2
     # a finished output re-run trains nothing more: resumes from the final checkpoint
     again = stage.run(cfg, ctx)
@@ -94,9 +107,19 @@ def test_lora_exports_merged_weights(tmp_path, model_cache):
 
     from deepwriter import models
 
-    cfg, ctx, _, result = _run(tmp_path, model_cache, "sft=lora", "sft.max_length=128", "sft.max_steps=3",
-                               "sft.save_steps=100", "sft.global_batch_size=2", "sft.bf16=false",
-                               "sft.use_cpu=true", "sft.gradient_checkpointing=false", "sft.learning_rate=1e-2")
+    cfg, ctx, _, result = _run(
+        tmp_path,
+        model_cache,
+        "sft=lora",
+        "sft.max_length=128",
+        "sft.max_steps=3",
+        "sft.save_steps=100",
+        "sft.global_batch_size=2",
+        "sft.bf16=false",
+        "sft.use_cpu=true",
+        "sft.gradient_checkpointing=false",
+        "sft.learning_rate=1e-2",
+    )
     assert cfg.sft.lora.enabled and result.artifacts["adapter"] == "adapter"
     assert (ctx.out_dir / "adapter" / "adapter_config.json").exists()
     merged = _weights(ctx.out_dir / "model")

@@ -1,11 +1,17 @@
 """The training chat template: exactly the assistant turn (thinking, answer, <|im_end|>) carries loss."""
+
 from __future__ import annotations
 
 import pytest
 
 from deepwriter.models import build_tiny_tokenizer
 from deepwriter.sft.templates import (
-    IM_END, TRAINING_TEMPLATE, TemplateError, apply_training_template, has_generation_markers, tokenize_with_labels,
+    IM_END,
+    TRAINING_TEMPLATE,
+    TemplateError,
+    apply_training_template,
+    has_generation_markers,
+    tokenize_with_labels,
 )
 
 MESSAGES = [
@@ -32,11 +38,11 @@ def test_render_and_loss_mask_cover_assistant_turn_only(tok):
     trained = [i for i, label in enumerate(labels) if label != -100]
     # one contiguous span: the assistant content and its end marker, not the header, not the final newline
     assert trained == list(range(trained[0], trained[-1] + 1))
-    assert tok.decode(ids[trained[0]:trained[-1] + 1]) == (
+    assert tok.decode(ids[trained[0] : trained[-1] + 1]) == (
         "<think>\nThe reader wants calm.\n</think>\n\nThe sea is wide.<|im_end|>"
     )
     assert ids[trained[-1]] == tok.convert_tokens_to_ids(IM_END)
-    assert tok.decode(ids[:trained[0]]).endswith("<|im_start|>assistant\n")
+    assert tok.decode(ids[: trained[0]]).endswith("<|im_start|>assistant\n")
     assert trained[-1] == len(ids) - 2  # the trailing "\n" carries no loss
     assert all(labels[i] == ids[i] for i in trained)
 
@@ -69,8 +75,15 @@ def test_base_tokenizer_without_chat_tokens_gets_them_added():
 
     raw = Tokenizer(models.BPE())
     raw.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    raw.train_from_iterator(["plain base model text"] * 3, trainer=trainers.BpeTrainer(
-        vocab_size=300, special_tokens=["<eos>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
+    raw.train_from_iterator(
+        ["plain base model text"] * 3,
+        trainer=trainers.BpeTrainer(
+            vocab_size=300,
+            special_tokens=["<eos>"],
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            show_progress=False,
+        ),
+    )
     base = PreTrainedTokenizerFast(tokenizer_object=raw, eos_token="<eos>")
     assert base.chat_template is None
     tok, added = apply_training_template(base)

@@ -1,4 +1,5 @@
 """SFT configuration -> TRL arguments, batch geometry, resume refusal, data preparation."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -23,6 +24,7 @@ def _sft(**kw):
 
 # --- config / YAML sync --------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("name", ["full", "lora"])
 def test_yaml_defaults_list_every_field(name):
     keys = set(yaml.safe_load((REPO / "deepwriter" / "conf" / "sft" / f"{name}.yaml").read_text()))
@@ -40,6 +42,7 @@ def test_recipes_compose():
 
 
 # --- batch geometry ------------------------------------------------------------------------------
+
 
 def test_global_batch_gives_accumulation():
     g = tr.batch_geometry(_sft(global_batch_size=96, per_device_batch_size=1), world_size=8)
@@ -64,8 +67,18 @@ def test_world_size_from_launcher_env(monkeypatch):
 
 
 def test_training_arguments_follow_config(tmp_path):
-    cfg = _sft(max_steps=7, learning_rate=3e-5, bf16=False, use_cpu=True, packing=True, max_length=256,
-               global_batch_size=4, per_device_batch_size=2, save_steps=5, gradient_checkpointing=True)
+    cfg = _sft(
+        max_steps=7,
+        learning_rate=3e-5,
+        bf16=False,
+        use_cpu=True,
+        packing=True,
+        max_length=256,
+        global_batch_size=4,
+        per_device_batch_size=2,
+        save_steps=5,
+        gradient_checkpointing=True,
+    )
     args = tr.training_arguments(cfg, tmp_path, tr.batch_geometry(cfg, 1))
     assert args.max_steps == 7 and args.learning_rate == 3e-5 and args.gradient_accumulation_steps == 2
     assert args.lr_scheduler_type == "constant" and args.optim == "adamw_torch" and args.max_grad_norm == 1.0
@@ -78,6 +91,7 @@ def test_training_arguments_follow_config(tmp_path):
 
 
 # --- resume --------------------------------------------------------------------------------------
+
 
 def test_checkpoint_of_another_config_is_refused(tmp_path):
     root = compose_typed("model@models.student=tiny-qwen3")
@@ -106,6 +120,7 @@ def test_trim_log_drops_steps_after_the_checkpoint(tmp_path):
 
 
 # --- data preparation ----------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def tok():
@@ -171,6 +186,7 @@ def test_empty_or_wrong_dataset_is_an_error(tmp_path, tok):
 
 # --- launching and the model card ---------------------------------------------------------------
 
+
 def test_launch_commands(tmp_path):
     from deepwriter.sft import launch
 
@@ -192,8 +208,14 @@ def test_model_card_lists_data_settings_and_nothing_outside_the_stage_key(tmp_pa
     cfg = compose_typed("+recipe=full")
     (tmp_path / "eval").mkdir()
     (tmp_path / "eval" / "summary.json").write_text(json.dumps({"longbench_write": {"score": 7.5}}))
-    write_model_card(tmp_path, cfg, {"rows": 10, "samples": 9, "grad_accum": 12, "world_size": 8},
-                     {"last_loss": 0.9}, {"synthetic": 6, "public": 3}, Path("/data/mix/dataset"))
+    write_model_card(
+        tmp_path,
+        cfg,
+        {"rows": 10, "samples": 9, "grad_accum": 12, "world_size": 8},
+        {"last_loss": 0.9},
+        {"synthetic": 6, "public": 3},
+        Path("/data/mix/dataset"),
+    )
     card = (tmp_path / "README.md").read_text()
     assert "base_model: Qwen/Qwen3-8B-Base" in card and "| global_batch_size | 96 |" in card
     assert "12 x 8" in card and "source `public`: 3" in card

@@ -1,4 +1,5 @@
 """The prefix-caching scorer gives the same log-probs as the plain transformers scorer."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -19,8 +20,11 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 def tiny(model_cache):
     from deepwriter import models
 
-    cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ModelConfig),
-                                              OmegaConf.load(REPO / "deepwriter/conf/model/tiny-qwen3.yaml")))
+    cfg = OmegaConf.to_object(
+        OmegaConf.merge(
+            OmegaConf.structured(ModelConfig), OmegaConf.load(REPO / "deepwriter/conf/model/tiny-qwen3.yaml")
+        )
+    )
     return models.load(cfg, model_cache, device="cpu")
 
 
@@ -48,8 +52,10 @@ def assert_same(a, b, tol=1e-4):
 
 def test_candidates_of_one_step_match_the_plain_scorer(scorers):
     naive, cached = scorers
-    reqs = [ScoreRequest(MSG, HEAD + f"Candidate {k}: the sea {'and the salt ' * k}matters.\n</think>\n\n", Y)
-            for k in range(4)]
+    reqs = [
+        ScoreRequest(MSG, HEAD + f"Candidate {k}: the sea {'and the salt ' * k}matters.\n</think>\n\n", Y)
+        for k in range(4)
+    ]
     assert_same(naive.score(reqs), cached.score(reqs))
     # the shared prefix (at least the prompt and HEAD) ran once, each candidate only past it
     from deepwriter.llm.hf import render_prompt
@@ -87,5 +93,7 @@ def test_identical_requests_single_request_and_empty_target(scorers):
 def test_lru_keeps_at_most_max_entries(scorers):
     _, cached = scorers
     for k in range(5):
-        cached.score([ScoreRequest([{"role": "user", "content": f"Prompt number {k} " * 8}], "<think>\na\n</think>\n\n", Y)])
+        cached.score(
+            [ScoreRequest([{"role": "user", "content": f"Prompt number {k} " * 8}], "<think>\na\n</think>\n\n", Y)]
+        )
     assert len(cached._entries) <= 2

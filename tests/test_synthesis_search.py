@@ -1,4 +1,5 @@
 """The REER search over small scripted Generator/Scorer objects: acceptance, stopping, ablations."""
+
 from __future__ import annotations
 
 import re
@@ -12,8 +13,10 @@ from deepwriter.synthesis import filters, prompts
 from deepwriter.synthesis.config import SynthesisConfig
 from deepwriter.synthesis.search import pair_seed, synthesize
 
-PARA = ("I want the opening to place the reader inside the lighthouse at dusk, with the salt on the glass and the "
-        "lamp turning, so the strangeness arrives slowly. {tag}")
+PARA = (
+    "I want the opening to place the reader inside the lighthouse at dusk, with the salt on the glass and the "
+    "lamp turning, so the strangeness arrives slowly. {tag}"
+)
 Z0_BODY = " " + "\n\n".join(PARA.format(tag=f"Part {i} of the plan, word{i} here.") for i in range(5))
 Y = "The Title\n\nThe light began answering on a Tuesday. Mara climbed the steps.\n\nShe waited."
 
@@ -175,12 +178,15 @@ class FailingAt:
         return out
 
 
-@pytest.mark.parametrize("fail_call,index,where", [
-    (0, 0, "generator"),  # the initial trajectory
-    (1, 0, "scorer"),  # z0's score
-    (2, 1, "generator"),  # the second rewrite candidate of step 1
-    (3, 1, "scorer"),  # the second candidate's score of step 1
-])
+@pytest.mark.parametrize(
+    "fail_call,index,where",
+    [
+        (0, 0, "generator"),  # the initial trajectory
+        (1, 0, "scorer"),  # z0's score
+        (2, 1, "generator"),  # the second rewrite candidate of step 1
+        (3, 1, "scorer"),  # the second candidate's score of step 1
+    ],
+)
 def test_a_failed_call_leaves_the_pair_unfinished_never_a_verdict(fail_call, index, where):
     from deepwriter.synthesis.search import UnfinishedPair
 
@@ -205,11 +211,16 @@ def test_one_unfinished_pair_leaves_its_batch_mates_untouched():
 
         def score(self, requests):
             out = self.inner.score(requests)
-            return [TokenLogprobs(error="timeout") if "bad request" in r.messages[-1]["content"] else o
-                    for r, o in zip(requests, out)]
+            return [
+                TokenLogprobs(error="timeout") if "bad request" in r.messages[-1]["content"] else o
+                for r, o in zip(requests, out)
+            ]
 
-    out = list(synthesize_many([("good", "good request", Y, None), ("bad", "bad request", Y, None)],
-                               ScriptedGenerator(), FailFor(), cfg()))
+    out = list(
+        synthesize_many(
+            [("good", "good request", Y, None), ("bad", "bad request", Y, None)], ScriptedGenerator(), FailFor(), cfg()
+        )
+    )
     by = {(o.id if isinstance(o, UnfinishedPair) else o["id"]): o for o in out}
     assert isinstance(by["bad"], UnfinishedPair) and by["bad"].error == "scorer: timeout"
     assert by["good"]["scores"] == [pytest.approx(0.1)]
@@ -248,16 +259,33 @@ def test_seeds_are_reproducible_and_per_pair():
 def test_z0_starts_with_the_trigger_and_record_has_required_fields():
     rec = synthesize("p1", "x", Y, ScriptedGenerator(), FunctionScorer(lambda p: 0.1), cfg())
     assert rec["z0"].startswith(rec["trigger"])
-    for key in ("id", "x", "y", "z0", "z_final", "category", "scores", "verdict", "steps", "accepted_edits",
-                "tokens", "timings", "models", "seed", "perplexities"):
+    for key in (
+        "id",
+        "x",
+        "y",
+        "z0",
+        "z_final",
+        "category",
+        "scores",
+        "verdict",
+        "steps",
+        "accepted_edits",
+        "tokens",
+        "timings",
+        "models",
+        "seed",
+        "perplexities",
+    ):
         assert key in rec
-    assert rec["perplexities"][0] == pytest.approx(2.718281828 ** 0.1)
+    assert rec["perplexities"][0] == pytest.approx(2.718281828**0.1)
     assert rec["models"] == {"generator": "fake-gen", "scorer": "fake-scorer"}
 
 
 def test_reflection_false_strips_phrases_from_trajectories():
     body = " " + "\n\n".join(PARA.format(tag=f"Hmm, maybe part {i} works.") for i in range(3))
-    rec = synthesize("p1", "x", Y, ScriptedGenerator(initial=body), FunctionScorer(lambda p: 0.1), cfg(reflection=False))
+    rec = synthesize(
+        "p1", "x", Y, ScriptedGenerator(initial=body), FunctionScorer(lambda p: 0.1), cfg(reflection=False)
+    )
     assert "Hmm" not in rec["z0"] and "Maybe part 1 works." in rec["z0"]
     gen = ScriptedGenerator(initial=body)
     synthesize("p1", "x", Y, gen, FunctionScorer(lambda p: 0.1), cfg(reflection=False))
@@ -306,7 +334,12 @@ def test_lockstep_batches_merge_calls_and_match_one_by_one():
     assert set(batched) == {"p0", "p1", "p2"}
     for single in singles:
         b = batched[single["id"]]
-        assert (b["z0"], b["z_final"], b["scores"], b["verdict"]) == (single["z0"], single["z_final"], single["scores"], single["verdict"])
+        assert (b["z0"], b["z_final"], b["scores"], b["verdict"]) == (
+            single["z0"],
+            single["z_final"],
+            single["scores"],
+            single["verdict"],
+        )
     assert max(one_gen.calls) == 1
     assert max(many_gen.calls) == 3 and len(many_gen.calls) == len(one_gen.calls) // 3
     assert len(many_scorer.batches) == len(one_scorer.batches) // 3

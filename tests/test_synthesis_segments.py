@@ -1,4 +1,5 @@
 """Segmentation, prompt parsing, reflection stripping and the discard filters."""
+
 from __future__ import annotations
 
 import random
@@ -33,8 +34,10 @@ def test_short_chunks_merge_into_the_next_and_the_last_into_the_previous():
 
 
 def test_latex_display_blocks_stay_whole_across_blank_lines():
-    z = (P + "First.\n\n$$\na = b\n\nc = d\n$$\n\n" + P + "Then.\n\n\\[ x \n\n y \\]\n\n"
-         "\\begin{align}\nf(x) &= 1\n\n g &= 2\n\\end{align}\n\n" + P + "End.")
+    z = (
+        P + "First.\n\n$$\na = b\n\nc = d\n$$\n\n" + P + "Then.\n\n\\[ x \n\n y \\]\n\n"
+        "\\begin{align}\nf(x) &= 1\n\n g &= 2\n\\end{align}\n\n" + P + "End."
+    )
     segs = segments.split(z, 0)
     assert "$$\na = b\n\nc = d\n$$" in segs
     assert "\\[ x \n\n y \\]" in segs
@@ -90,11 +93,15 @@ def test_refine_prompt_marks_the_segment_and_its_context():
 
 
 def test_strip_reflection_removes_phrases_cleanly():
-    text = ("Hmm, maybe the reader is a student. Wait... I will open with a scene. Alternatively, a question. "
-            "Let me think about who reads it. But wait, the tone matters.")
+    text = (
+        "Hmm, maybe the reader is a student. Wait... I will open with a scene. Alternatively, a question. "
+        "Let me think about who reads it. But wait, the tone matters."
+    )
     out = prompts.strip_reflection(text)
-    assert out == ("Maybe the reader is a student. I will open with a scene. A question. "
-                   "Thinking about who reads it. The tone matters.")
+    assert out == (
+        "Maybe the reader is a student. I will open with a scene. A question. "
+        "Thinking about who reads it. The tone matters."
+    )
     assert prompts.strip_reflection("嗯，我需要先想想读者。等等，结构呢？") == "我需要先想想读者。结构呢？"
 
 
@@ -103,8 +110,10 @@ FC = FilterConfig(min_think_tokens=100, late_reflection_fraction=0.1, max_top3_t
 
 def good_z() -> str:
     rng = random.Random(1)
-    vocab = ("reader intent story keeper light sea tone scene dusk structure outline draft voice image salt glass "
-             "stairs lamp signal answer mystery pacing ending opening").split()
+    vocab = (
+        "reader intent story keeper light sea tone scene dusk structure outline draft voice image salt glass "
+        "stairs lamp signal answer mystery pacing ending opening"
+    ).split()
     paras = [" ".join(rng.choice(vocab) for _ in range(60)) + "." for _ in range(3)]
     paras[0] = "Hmm, maybe " + paras[0]
     return "\n\n".join(paras)
@@ -114,14 +123,17 @@ def test_filters_keep_a_good_trajectory():
     assert filters.discard_reason(good_z(), "answer", FC, 100) is None
 
 
-@pytest.mark.parametrize("z,y,reason", [
-    (good_z(), "  ", filters.EMPTY_ANSWER),
-    (None, "answer", filters.UNPARSEABLE),
-    ("word " * 99 + "\n\n" + "", "answer", filters.TOO_SHORT),
-    (" ".join(f"w{i}" for i in range(150)), "answer", filters.SINGLE_SEGMENT),
-    (good_z() + "\n\nBut wait, the end.", "answer", filters.LATE_REFLECTION),
-    ("\n\n".join(["the keeper climbs " * 40] * 2), "answer", filters.REPETITION),
-])
+@pytest.mark.parametrize(
+    "z,y,reason",
+    [
+        (good_z(), "  ", filters.EMPTY_ANSWER),
+        (None, "answer", filters.UNPARSEABLE),
+        ("word " * 99 + "\n\n" + "", "answer", filters.TOO_SHORT),
+        (" ".join(f"w{i}" for i in range(150)), "answer", filters.SINGLE_SEGMENT),
+        (good_z() + "\n\nBut wait, the end.", "answer", filters.LATE_REFLECTION),
+        ("\n\n".join(["the keeper climbs " * 40] * 2), "answer", filters.REPETITION),
+    ],
+)
 def test_each_discard_reason(z, y, reason):
     assert filters.discard_reason(z, y, FC, 100) == reason
 

@@ -1,5 +1,6 @@
 """The synthesize stage end to end over the tiny random model: shards, resume after kill -9, bad
 input in strict and lenient mode, over-long answers."""
+
 from __future__ import annotations
 
 import json
@@ -14,9 +15,9 @@ import pytest
 from omegaconf import OmegaConf
 
 from deepwriter.config import ConfigError, RootConfig
+from deepwriter.contract import StageContext
 from deepwriter.data.pairs import DataError
 from deepwriter.llm.config import ModelConfig
-from deepwriter.contract import StageContext
 from deepwriter.records import RecordLog, RecordLogError, read_records
 from deepwriter.synthesis import stage, store
 from deepwriter.tracking import Tracker
@@ -26,8 +27,11 @@ FIELDS = {"id": "id", "x": "request", "y": "answer", "category": "category"}
 
 
 def tiny_model_config() -> ModelConfig:
-    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ModelConfig),
-                                               OmegaConf.load(REPO / "deepwriter/conf/model/tiny-qwen3.yaml")))
+    return OmegaConf.to_object(
+        OmegaConf.merge(
+            OmegaConf.structured(ModelConfig), OmegaConf.load(REPO / "deepwriter/conf/model/tiny-qwen3.yaml")
+        )
+    )
 
 
 def make_cfg(pairs_path: Path, cache: Path, **synth) -> RootConfig:
@@ -48,9 +52,17 @@ def make_cfg(pairs_path: Path, cache: Path, **synth) -> RootConfig:
 def write_pairs(path: Path, n: int, extra_lines=()) -> Path:
     with open(path, "w") as f:
         for i in range(n):
-            f.write(json.dumps({"id": f"p{i:03d}", "request": f"Write a short note number {i} about the sea.",
-                                "answer": f"Dear reader,\n\nThe sea was calm on day {i}. The light was warm.",
-                                "category": "letter"}) + "\n")
+            f.write(
+                json.dumps(
+                    {
+                        "id": f"p{i:03d}",
+                        "request": f"Write a short note number {i} about the sea.",
+                        "answer": f"Dear reader,\n\nThe sea was calm on day {i}. The light was warm.",
+                        "category": "letter",
+                    }
+                )
+                + "\n"
+            )
         for line in extra_lines:
             f.write(line + "\n")
     return path
@@ -101,14 +113,18 @@ def test_shards_split_the_pairs_deterministically(tmp_path, model_cache, monkeyp
 
 
 def test_bad_input_strict_error_names_file_line_and_field(tmp_path, model_cache):
-    bad = write_pairs(tmp_path / "pairs.jsonl", 2, ['{"id": "p000", "request": "dup", "answer": "dup", "category": "c"}'])
+    bad = write_pairs(
+        tmp_path / "pairs.jsonl", 2, ['{"id": "p000", "request": "dup", "answer": "dup", "category": "c"}']
+    )
     cfg = make_cfg(bad, model_cache)
     with pytest.raises(DataError, match=rf"{bad}:3: field 'id'"):
         stage.run(cfg, ctx(tmp_path / "out"))
 
 
 def test_bad_input_lenient_is_a_counted_skip(tmp_path, model_cache):
-    bad = write_pairs(tmp_path / "pairs.jsonl", 2, ['{"id": "p000", "request": "dup", "answer": "dup", "category": "c"}', "{not json"])
+    bad = write_pairs(
+        tmp_path / "pairs.jsonl", 2, ['{"id": "p000", "request": "dup", "answer": "dup", "category": "c"}', "{not json"]
+    )
     cfg = make_cfg(bad, model_cache, search=False)
     cfg.data.strict = False
     res = stage.run(cfg, ctx(tmp_path / "out"))
@@ -179,8 +195,9 @@ def test_kill_9_mid_run_then_restart_loses_and_duplicates_nothing(tmp_path, mode
     pairs = write_pairs(tmp_path / "pairs.jsonl", n)
     out = tmp_path / "out"
     script = tmp_path / "runner.py"
-    script.write_text(RUNNER.format(repo=str(REPO), tests=str(REPO / "tests"), pairs=str(pairs),
-                                    cache=str(model_cache), out=str(out)))
+    script.write_text(
+        RUNNER.format(repo=str(REPO), tests=str(REPO / "tests"), pairs=str(pairs), cache=str(model_cache), out=str(out))
+    )
     env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
     shard = store.shard_path(out, 0, 1)
     proc = subprocess.Popen([sys.executable, str(script)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)

@@ -2,6 +2,7 @@
 unfinished, exit non-zero through the real CLI, and a re-run does exactly the missing items. The
 loopback server injects the faults a real server cannot be made to produce on cue (the real vLLM
 outage is in test_vllm_server.py)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -12,9 +13,9 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO, compose_typed
 from test_pipeline import NullTracker
+
 from deepwriter import pipeline
 from deepwriter.errors import UnfinishedError
 from deepwriter.files import resolve_data_path
@@ -43,31 +44,59 @@ def test_budget_arithmetic():
 
 
 def _write_pairs(path: Path, n: int) -> Path:
-    path.write_text("".join(json.dumps({"id": f"p{i}", "request": f"Write a short note number {i} about the sea.",
-                                        "answer": f"Dear reader,\n\nThe sea was calm on day {i}. The light was warm.",
-                                        "category": "letter"})
-                            + "\n" for i in range(n)))
+    path.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "id": f"p{i}",
+                    "request": f"Write a short note number {i} about the sea.",
+                    "answer": f"Dear reader,\n\nThe sea was calm on day {i}. The light was warm.",
+                    "category": "letter",
+                }
+            )
+            + "\n"
+            for i in range(n)
+        )
+    )
     return path
 
 
 def _http_cfg(tmp_path: Path, model_cache: Path, url: str, *overrides: str):
     pairs = _write_pairs(tmp_path / "pairs.jsonl", 4)
-    cfg = compose_typed("+recipe=demo", "recipe.stages=[synthesize]", "model@models.generator=tiny-qwen3",
-                        "model@models.scorer=tiny-qwen3", f"paths.cache_dir={model_cache}",
-                        f"paths.runs_dir={tmp_path}/runs", f"data.pairs.path={pairs}",
-                        "synthesis.max_steps=1", "synthesis.initial.max_new_tokens=16",
-                        "synthesis.refine.max_new_tokens=8", "run_id=r", *overrides)
+    cfg = compose_typed(
+        "+recipe=demo",
+        "recipe.stages=[synthesize]",
+        "model@models.generator=tiny-qwen3",
+        "model@models.scorer=tiny-qwen3",
+        f"paths.cache_dir={model_cache}",
+        f"paths.runs_dir={tmp_path}/runs",
+        f"data.pairs.path={pairs}",
+        "synthesis.max_steps=1",
+        "synthesis.initial.max_new_tokens=16",
+        "synthesis.refine.max_new_tokens=8",
+        "run_id=r",
+        *overrides,
+    )
     for role in ("generator", "scorer"):
         m = getattr(cfg.models, role)
         m.backend = Backend.openai
-        m.endpoint = EndpointConfig(base_urls=[url], model="tiny-qwen3", api_key_env=None, max_concurrency=4,
-                                    timeout_s=30.0, max_retries=1, backoff_s=0.01, logprobs_api="vllm_prompt_logprobs")
+        m.endpoint = EndpointConfig(
+            base_urls=[url],
+            model="tiny-qwen3",
+            api_key_env=None,
+            max_concurrency=4,
+            timeout_s=30.0,
+            max_retries=1,
+            backoff_s=0.01,
+            logprobs_api="vllm_prompt_logprobs",
+        )
     return cfg
 
 
 def test_synthesis_over_http_leaves_failed_pairs_unfinished_and_resumes_them(tmp_path, model_cache, tiny_model):
-    from deepwriter.llm.hf import TransformersGenerator, TransformersScorer
     from loopback_server import FaultPlan, start_server
+
+    from deepwriter.llm.hf import TransformersGenerator, TransformersScorer
 
     model, tok = tiny_model
     backends = (TransformersGenerator(model, tok, "tiny-qwen3"), TransformersScorer(model, tok, "tiny-qwen3"))
@@ -117,14 +146,30 @@ def test_dead_server_stops_the_stage_after_one_batch_and_the_cli_exits_3(tmp_pat
 
     pairs = _write_pairs(tmp_path / "pairs.jsonl", 6)
     url = f"http://127.0.0.1:{free_port()}/v1"
-    overrides = ["+recipe=demo", "recipe.stages=[synthesize]", f"paths.cache_dir={model_cache}",
-                 f"paths.runs_dir={tmp_path}/runs", f"data.pairs.path={pairs}",
-                 "synthesis.batch_size=2", "model@models.generator=tiny-qwen3", "model@models.scorer=tiny-qwen3",
-                 "models.generator.backend=openai", "models.scorer.backend=openai",
-                 f"models.generator.endpoint.base_urls=[{url}]", f"models.scorer.endpoint.base_urls=[{url}]",
-                 "models.generator.endpoint.max_retries=2", "models.generator.endpoint.backoff_s=0.01"]
-    done = subprocess.run([sys.executable, "-m", "deepwriter.train", *overrides], cwd=REPO, capture_output=True,
-                          text=True, timeout=300, env={**os.environ, "WANDB_MODE": "disabled"})
+    overrides = [
+        "+recipe=demo",
+        "recipe.stages=[synthesize]",
+        f"paths.cache_dir={model_cache}",
+        f"paths.runs_dir={tmp_path}/runs",
+        f"data.pairs.path={pairs}",
+        "synthesis.batch_size=2",
+        "model@models.generator=tiny-qwen3",
+        "model@models.scorer=tiny-qwen3",
+        "models.generator.backend=openai",
+        "models.scorer.backend=openai",
+        f"models.generator.endpoint.base_urls=[{url}]",
+        f"models.scorer.endpoint.base_urls=[{url}]",
+        "models.generator.endpoint.max_retries=2",
+        "models.generator.endpoint.backoff_s=0.01",
+    ]
+    done = subprocess.run(
+        [sys.executable, "-m", "deepwriter.train", *overrides],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "WANDB_MODE": "disabled"},
+    )
     assert done.returncode == 3, done.stderr[-2000:]
     lines = [x for x in done.stderr.splitlines() if x.startswith("deepwriter:")]
     assert len(lines) == 1 and lines[0].startswith("deepwriter: unfinished: synthesize: 6 of 6 pairs unfinished")
@@ -135,27 +180,38 @@ def test_dead_server_stops_the_stage_after_one_batch_and_the_cli_exits_3(tmp_pat
 
 
 def test_eval_model_under_test_failures_are_unfinished_items(tmp_path, model_cache, tiny_model):
+    from loopback_server import FaultPlan, start_server
+
+    from deepwriter.contract import StageContext
     from deepwriter.eval import stage
     from deepwriter.eval.config import BenchmarkConfig
     from deepwriter.llm.hf import TransformersGenerator
-    from loopback_server import FaultPlan, start_server
-    from deepwriter.contract import StageContext
     from deepwriter.tracking import Tracker
 
     model, tok = tiny_model
     writer = TransformersGenerator(model, tok, "writer")
-    cfg = compose_typed("model@models.judge=tiny-qwen3", "eval.model_under_test=student",
-                        f"paths.cache_dir={model_cache}", "eval.batch_size=1")
-    cfg.eval.benchmarks = {"demo": BenchmarkConfig(kind="longbench_write", path="pkg://deepwriter/eval/demo/prompts.jsonl",
-                                                   max_new_tokens=8)}
+    cfg = compose_typed(
+        "model@models.judge=tiny-qwen3",
+        "eval.model_under_test=student",
+        f"paths.cache_dir={model_cache}",
+        "eval.batch_size=1",
+    )
+    cfg.eval.benchmarks = {
+        "demo": BenchmarkConfig(
+            kind="longbench_write", path="pkg://deepwriter/eval/demo/prompts.jsonl", max_new_tokens=8
+        )
+    }
     out = tmp_path / "eval"
     out.mkdir()
-    prompts = [json.loads(x)["prompt"] for x in
-               (resolve_data_path("pkg://deepwriter/eval/demo/prompts.jsonl")).read_text().splitlines()]
+    prompts = [
+        json.loads(x)["prompt"]
+        for x in (resolve_data_path("pkg://deepwriter/eval/demo/prompts.jsonl")).read_text().splitlines()
+    ]
     with start_server(writer, faults=FaultPlan(always_for={prompts[1][:30]: "500"})) as server:
         cfg.models.student.backend = Backend.openai
-        cfg.models.student.endpoint = EndpointConfig(base_urls=[server.url], model="writer", api_key_env=None,
-                                                     max_retries=1, backoff_s=0.01)
+        cfg.models.student.endpoint = EndpointConfig(
+            base_urls=[server.url], model="writer", api_key_env=None, max_retries=1, backoff_s=0.01
+        )
         # the second item fails; with no unfinished item allowed the third is not started
         with pytest.raises(UnfinishedError, match=r"^eval: 2 of 3 items unfinished: .*model under test: .*HTTP 500"):
             stage.run(cfg, StageContext("eval", out, {}, tmp_path, Tracker(None), "k"))

@@ -5,6 +5,7 @@ server in the middle of a synthesize run, then a re-run once it is back.
 
 Slow (the server takes about two minutes to start); `make test` installs vLLM's environment and sets
 DEEPWRITER_REQUIRE_VLLM=1, so there a missing vLLM fails instead of skipping."""
+
 from __future__ import annotations
 
 import json
@@ -16,7 +17,6 @@ from pathlib import Path
 from typing import Dict, List
 
 import pytest
-
 from vllm_server import REPO, SERVE_STAMP, VLLMServer
 
 pytestmark = pytest.mark.slow
@@ -39,15 +39,20 @@ def vllm(tmp_path_factory):
 def _train(tmp: Path, url: str, *overrides: str, timeout: float = 900) -> subprocess.CompletedProcess:
     """The real CLI, as a user runs it."""
     env = {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, "-m", "deepwriter.train", "+recipe=demo", f"paths.runs_dir={tmp}", "run_id=t",
-           *overrides]
+    cmd = [sys.executable, "-m", "deepwriter.train", "+recipe=demo", f"paths.runs_dir={tmp}", "run_id=t", *overrides]
     return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def _synth_overrides(url: str, logprobs_api: str, *extra: str) -> List[str]:
-    return ["recipe.stages=[synthesize]", f"model@models.generator={PRESET}", f"model@models.scorer={PRESET}",
-            f"models.generator.endpoint.base_urls=[{url}]", f"models.scorer.endpoint.base_urls=[{url}]",
-            f"models.scorer.endpoint.logprobs_api={logprobs_api}", *extra]
+    return [
+        "recipe.stages=[synthesize]",
+        f"model@models.generator={PRESET}",
+        f"model@models.scorer={PRESET}",
+        f"models.generator.endpoint.base_urls=[{url}]",
+        f"models.scorer.endpoint.base_urls=[{url}]",
+        f"models.scorer.endpoint.logprobs_api={logprobs_api}",
+        *extra,
+    ]
 
 
 def _records(tmp: Path) -> List[Dict]:
@@ -58,8 +63,8 @@ def _records(tmp: Path) -> List[Dict]:
 def _in_process_scores(records: List[Dict], cfg) -> List[tuple]:
     """(vLLM score, in-process float32 score) of z0 and of the final z of every scored record."""
     from deepwriter import models
-    from deepwriter.llm.hf import TransformersScorer
     from deepwriter.llm.base import clipped_mean_nll
+    from deepwriter.llm.hf import TransformersScorer
     from deepwriter.synthesis.search import TrajectoryScorer
 
     scfg = cfg.models.scorer
@@ -95,17 +100,27 @@ def test_synthesize_stage_against_real_vllm(vllm, tmp_path, logprobs_api):
     agreement = _in_process_scores(records, cfg)
     assert len(agreement) >= 2
     worst = max(abs(a - b) for a, b in agreement)
-    print(f"\n[vllm] synthesize {logprobs_api}: {limit} pairs in {seconds:.0f} s, kept "
-          f"{manifest['counts']['kept']}, {len(agreement)} scores, max |vLLM - transformers fp32| = {worst:.4f}")
+    print(
+        f"\n[vllm] synthesize {logprobs_api}: {limit} pairs in {seconds:.0f} s, kept "
+        f"{manifest['counts']['kept']}, {len(agreement)} scores, max |vLLM - transformers fp32| = {worst:.4f}"
+    )
     assert worst < 0.01, agreement
 
 
 def test_eval_stage_with_vllm_as_model_under_test_and_judge(vllm, tmp_path):
     t0 = time.monotonic()
-    done = _train(tmp_path, vllm.url, "recipe.stages=[eval]", "eval.model_under_test=student",
-                  f"model@models.student={PRESET}", f"model@models.judge={PRESET}",
-                  f"models.student.endpoint.base_urls=[{vllm.url}]", f"models.judge.endpoint.base_urls=[{vllm.url}]",
-                  "eval.judge.max_new_tokens=96", "eval.judge.max_reasks=1")
+    done = _train(
+        tmp_path,
+        vllm.url,
+        "recipe.stages=[eval]",
+        "eval.model_under_test=student",
+        f"model@models.student={PRESET}",
+        f"model@models.judge={PRESET}",
+        f"models.student.endpoint.base_urls=[{vllm.url}]",
+        f"models.judge.endpoint.base_urls=[{vllm.url}]",
+        "eval.judge.max_new_tokens=96",
+        "eval.judge.max_reasks=1",
+    )
     seconds = time.monotonic() - t0
     assert done.returncode == 0, done.stderr[-3000:]
     stage = tmp_path / "demo" / "t" / "eval"
@@ -119,20 +134,36 @@ def test_eval_stage_with_vllm_as_model_under_test_and_judge(vllm, tmp_path):
     assert stats["calls"] >= 3 and summary["unfinished"]["count"] == 0
     replies = (stage / "judge_cache" / "calls.jsonl").read_text().splitlines()
     assert len(replies) == stats["calls"] and all(json.loads(r)["model"] == "smollm2-135m" for r in replies)
-    print(f"\n[vllm] eval: 3 items answered and judged in {seconds:.0f} s; judge ok {stats['ok']}, "
-          f"bad-reply failures {stats['failed']}, calls {stats['calls']}")
+    print(
+        f"\n[vllm] eval: 3 items answered and judged in {seconds:.0f} s; judge ok {stats['ok']}, "
+        f"bad-reply failures {stats['failed']}, calls {stats['calls']}"
+    )
 
 
 def test_server_killed_mid_synthesis_loses_no_pair_and_a_rerun_finishes(vllm, tmp_path):
     """kill -9 of the server while pairs are in flight: the stage exits 3 naming the unfinished
     pairs, its output is not marked finished, and the same command with the server back does exactly
     the missing pairs: none lost, none twice."""
-    overrides = _synth_overrides(vllm.url, "vllm_prompt_logprobs", "synthesis.batch_size=2",
-                                 "models.generator.endpoint.max_retries=1", "models.scorer.endpoint.max_retries=1",
-                                 "models.generator.endpoint.backoff_s=0.5", "models.scorer.endpoint.backoff_s=0.5",
-                                 "synthesis.seed=7")  # its own stage key, apart from the other tests
+    overrides = _synth_overrides(
+        vllm.url,
+        "vllm_prompt_logprobs",
+        "synthesis.batch_size=2",
+        "models.generator.endpoint.max_retries=1",
+        "models.scorer.endpoint.max_retries=1",
+        "models.generator.endpoint.backoff_s=0.5",
+        "models.scorer.endpoint.backoff_s=0.5",
+        "synthesis.seed=7",
+    )  # its own stage key, apart from the other tests
     env = {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, "-m", "deepwriter.train", "+recipe=demo", f"paths.runs_dir={tmp_path}", "run_id=t", *overrides]
+    cmd = [
+        sys.executable,
+        "-m",
+        "deepwriter.train",
+        "+recipe=demo",
+        f"paths.runs_dir={tmp_path}",
+        "run_id=t",
+        *overrides,
+    ]
     shard_dir = tmp_path / "_stages" / "synthesize"
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -164,9 +195,11 @@ def test_server_killed_mid_synthesis_loses_no_pair_and_a_rerun_finishes(vllm, tm
     lost = DEMO_PAIRS - len(set(ids))
     duplicated = len(ids) - len(set(ids))
     manifest = json.loads((stage / "manifest.json").read_text())
-    print(f"\n[vllm] outage: {before_kill} pairs written before the kill, {after_fail} when the stage stopped, "
-          f"{unfinished} unfinished, {len(records) - after_fail} done by the re-run, lost {lost}, "
-          f"duplicated {duplicated}; server start-ups {[round(s) for s in vllm.startup_s]} s")
+    print(
+        f"\n[vllm] outage: {before_kill} pairs written before the kill, {after_fail} when the stage stopped, "
+        f"{unfinished} unfinished, {len(records) - after_fail} done by the re-run, lost {lost}, "
+        f"duplicated {duplicated}; server start-ups {[round(s) for s in vllm.startup_s]} s"
+    )
     assert lost == 0 and duplicated == 0 and len(records) == DEMO_PAIRS
     assert manifest["status"] == "complete" and manifest["counts"]["pairs"] == DEMO_PAIRS
     assert manifest["timing"]["resumed"] is True

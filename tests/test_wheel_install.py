@@ -1,5 +1,6 @@
 """The built wheel carries the whole Hydra config: installed outside the checkout, it composes the
 paper's recipe and runs a tiny stage with nothing from the source tree."""
+
 from __future__ import annotations
 
 import json
@@ -9,7 +10,6 @@ import sys
 import zipfile
 
 import pytest
-
 from conftest import REPO
 
 pytestmark = pytest.mark.slow
@@ -17,32 +17,68 @@ pytestmark = pytest.mark.slow
 
 def test_wheel_outside_the_checkout_composes_full_and_runs_a_stage(tmp_path, model_cache):
     dist = tmp_path / "dist"
-    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
-                            str(dist), str(REPO)], capture_output=True, text=True, timeout=600)
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(dist), str(REPO)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert built.returncode == 0, built.stderr[-3000:]
     (wheel,) = dist.glob("deepwriter-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "deepwriter/conf/config.yaml" in names and "deepwriter/conf/recipe/full.yaml" in names
     assert "deepwriter/conf/model/smollm2-135m-vllm.yaml" in names and not any(n.startswith("tests/") for n in names)
     site = tmp_path / "site"
-    done = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), str(wheel)],
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), str(wheel)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     work = tmp_path / "elsewhere"  # no checkout here: the config must come from the installed package
     work.mkdir()
     env = {**os.environ, "PYTHONPATH": str(site), "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1"}
-    where = subprocess.run([sys.executable, "-c", "import deepwriter, sys; print(deepwriter.__file__)"], cwd=work,
-                           env=env, capture_output=True, text=True)
+    where = subprocess.run(
+        [sys.executable, "-c", "import deepwriter, sys; print(deepwriter.__file__)"],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert where.stdout.startswith(str(site)), where.stdout + where.stderr
-    job = subprocess.run([sys.executable, "-m", "deepwriter.train", "+recipe=full", "--cfg", "job"], cwd=work, env=env,
-                         capture_output=True, text=True, timeout=300)
+    job = subprocess.run(
+        [sys.executable, "-m", "deepwriter.train", "+recipe=full", "--cfg", "job"],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert job.returncode == 0, job.stderr[-3000:]
     assert "path: Qwen/Qwen3-8B-Base" in job.stdout and "global_batch_size: 96" in job.stdout
-    stage = subprocess.run([sys.executable, "-m", "deepwriter.train", "+recipe=demo", "recipe.stages=[synthesize]",
-                            "model@models.generator=tiny-qwen3", "model@models.scorer=tiny-qwen3", "synthesis.limit=2",
-                            "synthesis.max_steps=1", "synthesis.initial.max_new_tokens=16",
-                            "synthesis.refine.max_new_tokens=8", f"paths.cache_dir={model_cache}", "run_id=w"],
-                           cwd=work, env=env, capture_output=True, text=True, timeout=600)
+    stage = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "deepwriter.train",
+            "+recipe=demo",
+            "recipe.stages=[synthesize]",
+            "model@models.generator=tiny-qwen3",
+            "model@models.scorer=tiny-qwen3",
+            "synthesis.limit=2",
+            "synthesis.max_steps=1",
+            "synthesis.initial.max_new_tokens=16",
+            "synthesis.refine.max_new_tokens=8",
+            f"paths.cache_dir={model_cache}",
+            "run_id=w",
+        ],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert stage.returncode == 0, stage.stderr[-3000:]
     manifest = json.loads((work / "runs" / "demo" / "w" / "synthesize" / "manifest.json").read_text())
     assert manifest["status"] == "complete" and manifest["counts"]["pairs"] == 2  # the demo pairs, from the wheel

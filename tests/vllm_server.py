@@ -1,6 +1,7 @@
 """A real vLLM server for integration tests, started the way users start it: `make serve MODEL=...
 PORT=...` (vLLM's own environment, `.venv-serve`). The server runs in its own process group, so
 `kill()` is a kill -9 of everything it started (API server, engine core), as a crash would be."""
+
 from __future__ import annotations
 
 import os

@@ -6,6 +6,7 @@ is always a valid label. With a Generator (an HTTP judge that gives no log-probs
 label and the reply is mapped onto the set: exact, then case-insensitive, then the label whose words
 the reply covers best; a reply that maps to nothing, or to two labels equally, is a counted failure.
 """
+
 from __future__ import annotations
 
 import csv
@@ -64,17 +65,22 @@ def _mean_logprob(lp) -> float:
     return sum(lp.logprobs) / len(lp.logprobs)
 
 
-def label_with_scorer(items: Sequence[Tuple[str, str]], scorer: Scorer, labels: Sequence[str], cfg: LabelConfig) -> List[LabelResult]:
+def label_with_scorer(
+    items: Sequence[Tuple[str, str]], scorer: Scorer, labels: Sequence[str], cfg: LabelConfig
+) -> List[LabelResult]:
     """(request, answer) -> the label whose text is the most likely continuation (mean log-prob).
     Requests of one text are sent together so that a prefix-caching scorer reuses the prompt."""
     out: List[LabelResult] = []
     for start in range(0, len(items), cfg.batch_size):
-        batch = items[start:start + cfg.batch_size]
-        reqs = [ScoreRequest(classification_messages(x, y, labels, cfg.max_text_words), "", label)
-                for x, y in batch for label in labels]
+        batch = items[start : start + cfg.batch_size]
+        reqs = [
+            ScoreRequest(classification_messages(x, y, labels, cfg.max_text_words), "", label)
+            for x, y in batch
+            for label in labels
+        ]
         scores = scorer.score(reqs)
         for i in range(len(batch)):
-            mine = scores[i * len(labels):(i + 1) * len(labels)]
+            mine = scores[i * len(labels) : (i + 1) * len(labels)]
             errors = [lp.error for lp in mine if lp.error]
             if errors:  # every label must be scored to compare them
                 out.append(LabelResult(None, "scorer", error=errors[0]))
@@ -94,7 +100,7 @@ def map_reply(reply: str, labels: Sequence[str], min_overlap: float = 0.5) -> Op
     """The label a free-text reply names, or None when it names none (or two equally well)."""
     text = reply.strip().strip("\"'`*.").strip()
     if text.lower().startswith("category:"):
-        text = text[len("category:"):].strip().strip("\"'`*.").strip()
+        text = text[len("category:") :].strip().strip("\"'`*.").strip()
     if text in labels:
         return text
     lowered = {c.lower(): c for c in labels}
@@ -116,24 +122,31 @@ def map_reply(reply: str, labels: Sequence[str], min_overlap: float = 0.5) -> Op
     return label
 
 
-def label_with_generator(items: Sequence[Tuple[str, str]], generator: Generator, labels: Sequence[str], cfg: LabelConfig,
-                         seed: int = 0) -> List[LabelResult]:
+def label_with_generator(
+    items: Sequence[Tuple[str, str]], generator: Generator, labels: Sequence[str], cfg: LabelConfig, seed: int = 0
+) -> List[LabelResult]:
     out: List[LabelResult] = []
     sampling = Sampling(temperature=0.0, top_p=1.0, max_new_tokens=cfg.max_new_tokens, seed=seed)
     for start in range(0, len(items), cfg.batch_size):
-        batch = items[start:start + cfg.batch_size]
-        gens = generator.generate([classification_messages(x, y, labels, cfg.max_text_words) for x, y in batch], sampling, n=1)
+        batch = items[start : start + cfg.batch_size]
+        gens = generator.generate(
+            [classification_messages(x, y, labels, cfg.max_text_words) for x, y in batch], sampling, n=1
+        )
         for group in gens:
             g = group[0]
             if g.error or g.finish_reason == "error":
                 out.append(LabelResult(None, "generator", error=g.error or "the backend reported an error"))
                 continue
-            out.append(LabelResult(map_reply(g.text or "", labels, cfg.min_overlap), "generator",
-                                   {"reply": (g.text or "")[:200]}))
+            out.append(
+                LabelResult(
+                    map_reply(g.text or "", labels, cfg.min_overlap), "generator", {"reply": (g.text or "")[:200]}
+                )
+            )
     return out
 
 
 # --- quotas ------------------------------------------------------------------------------------
+
 
 def _share_targets(avail: Dict[str, int], weights: Dict[str, float], total: Optional[int]) -> Dict[str, int]:
     """Counts per category meeting the weights; a category short of answers takes what it has and
@@ -189,11 +202,12 @@ def apply_quotas(items: Sequence[Tuple[str, str]], cfg: QuotaConfig) -> Tuple[Li
     for c, ids in by_cat.items():
         order = list(ids)
         random.Random(f"{cfg.seed}:{c}").shuffle(order)
-        keep.update(order[:targets[c]])
+        keep.update(order[: targets[c]])
     return [iid for iid, _ in items if iid in keep], targets
 
 
 # --- report ------------------------------------------------------------------------------------
+
 
 def distribution_rows(taxonomy: Dict[str, List[str]], stages: Dict[str, Dict[str, int]]) -> List[List[object]]:
     """[group, category, count per stage...] for every taxonomy category (zeros included), then
@@ -209,8 +223,9 @@ def distribution_rows(taxonomy: Dict[str, List[str]], stages: Dict[str, Dict[str
     return rows
 
 
-def write_distribution(out_dir: Path, taxonomy: Dict[str, List[str]], stages: Dict[str, Dict[str, int]],
-                       stem: str = "categories") -> Dict[str, str]:
+def write_distribution(
+    out_dir: Path, taxonomy: Dict[str, List[str]], stages: Dict[str, Dict[str, int]], stem: str = "categories"
+) -> Dict[str, str]:
     """Markdown and CSV tables and a bar chart of the last stage's counts; paths relative to out_dir."""
     rows = distribution_rows(taxonomy, stages)
     header = ["group", "category"] + list(stages)

@@ -1,10 +1,11 @@
 """Typed config of the data sources and the training mix (defaults in conf/data/*.yaml)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
-from deepwriter.schema import bounded, one_of, operational
+from deepwriter.schema import bounded, one_of
 
 
 @dataclass
@@ -45,7 +46,9 @@ class SourceConfig:
 class DedupConfig:
     exact: bool = True  # same (request, thinking, answer) up to surrounding whitespace
     near: bool = True  # MinHash LSH over word shingles of request + answer
-    threshold: float = bounded(0.8, gt=0.0, le=1.0)  # estimated Jaccard similarity at or above which a record is a near-duplicate
+    threshold: float = bounded(
+        0.8, gt=0.0, le=1.0
+    )  # estimated Jaccard similarity at or above which a record is a near-duplicate
     num_perm: int = 128
     shingle_words: int = 5
     max_words: int = 4096  # shingles come from the first N words (bounds the cost of very long texts)
@@ -69,7 +72,9 @@ class MixConfig:
     total: Optional[int] = bounded(None, ge=0)
     synthetic: Optional[int] = bounded(None, ge=0)
     public: Optional[int] = bounded(None, ge=0)
-    trajectory_field: str = one_of("z_final", "z_final", "z0")  # z_final | z0 (no-search ablation reuses the search output)
+    trajectory_field: str = one_of(
+        "z_final", "z_final", "z0"
+    )  # z_final | z0 (no-search ablation reuses the search output)
     seed: int = 0
     dedup: DedupConfig = field(default_factory=DedupConfig)
     decontam: DecontamConfig = field(default_factory=DecontamConfig)
@@ -112,7 +117,9 @@ class LabelConfig:
     # texts per scorer/generator call; labels are greedy, so batches do not change them
     batch_size: int = bounded(8, ge=1, operational=True)
     max_new_tokens: int = 16  # generator labelling: length of the reply
-    min_overlap: float = bounded(0.5, ge=0.0, le=1.0)  # generator labelling: share of a label's words the reply must contain
+    min_overlap: float = bounded(
+        0.5, ge=0.0, le=1.0
+    )  # generator labelling: share of a label's words the reply must contain
 
 
 @dataclass

@@ -5,6 +5,7 @@ detailed response to the following question..."); they are ignored, so that a ne
 from the same template but on another topic is not flagged, while a copy of a prompt (reworded at
 the edges, re-cased, re-spaced) is.
 """
+
 from __future__ import annotations
 
 from collections import Counter, defaultdict

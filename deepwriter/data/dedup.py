@@ -1,5 +1,6 @@
 """Exact and near-duplicate removal. Near duplicates: MinHash signatures of word shingles, candidate
 pairs from datasketch's LSH index, the first record of a group kept."""
+
 from __future__ import annotations
 
 from typing import Dict, Optional, Tuple
@@ -47,8 +48,13 @@ class NearDuplicateIndex:
         # datasketch's affine permutations (h -> a*h + b mod 2^32), applied to all shingles at once;
         # the shingle hashes are well mixed already, so its extra mixing step is not needed.
         phv = hv.astype(np.uint32)[:, None] * a + b
-        return MinHash(num_perm=self.cfg.num_perm, seed=self._seed, hashvalues=phv.min(axis=0),
-                       permutations=self._perms, scheme=self._scheme)
+        return MinHash(
+            num_perm=self.cfg.num_perm,
+            seed=self._seed,
+            hashvalues=phv.min(axis=0),
+            permutations=self._perms,
+            scheme=self._scheme,
+        )
 
     def add(self, key: str, text: str, group: Optional[str] = None) -> Optional[Tuple[str, float]]:
         """None if the text is new (it is indexed); else (id of the earlier text, estimated Jaccard).

@@ -4,6 +4,7 @@ Order: category ablation, exact and near-duplicate removal, decontamination, tok
 length-quantile ablation, per-source counts, total, seeded shuffle. Every removed record is kept in
 `MixResult.removed[filter]` with its reason, so that the stage can list it.
 """
+
 from __future__ import annotations
 
 import json
@@ -32,16 +33,24 @@ def assistant_content(thinking: str, y: str) -> str:
 
 
 def to_messages(rec: Dict[str, Any]) -> List[Dict[str, str]]:
-    return [{"role": "user", "content": rec["x"]}, {"role": "assistant", "content": assistant_content(rec["think"], rec["y"])}]
+    return [
+        {"role": "user", "content": rec["x"]},
+        {"role": "assistant", "content": assistant_content(rec["think"], rec["y"])},
+    ]
 
 
 # --- synthetic trajectories --------------------------------------------------------------------
 
-def load_trajectories(shard_dir: Path, trajectory_field: str, strict: bool) -> Tuple[List[Dict[str, Any]], List[Skipped], int]:
+
+def load_trajectories(
+    shard_dir: Path, trajectory_field: str, strict: bool
+) -> Tuple[List[Dict[str, Any]], List[Skipped], int]:
     """Kept trajectories of every `shards/*.jsonl` as mix records; also the count of records the
     search did not keep."""
     if trajectory_field not in ("z_final", "z0"):
-        raise DataError("data.mix.trajectory_field", "trajectory_field", f"got {trajectory_field!r}; expected z_final or z0")
+        raise DataError(
+            "data.mix.trajectory_field", "trajectory_field", f"got {trajectory_field!r}; expected z_final or z0"
+        )
     records: List[Dict[str, Any]] = []
     skipped: List[Skipped] = []
     not_kept = 0
@@ -83,9 +92,9 @@ def _trajectory(raw: bytes, zfield: str) -> Optional[Dict[str, Any]]:
     try:
         row = json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:
-        raise _Reject("<line>", "not valid UTF-8")
+        raise _Reject("<line>", "not valid UTF-8") from None
     except json.JSONDecodeError as exc:
-        raise _Reject("<line>", f"malformed JSON ({exc.msg} at column {exc.colno}); a truncated last line?")
+        raise _Reject("<line>", f"malformed JSON ({exc.msg} at column {exc.colno}); a truncated last line?") from None
     if not isinstance(row, dict):
         raise _Reject("<line>", "expected a JSON object")
     verdict = row.get("verdict")
@@ -109,6 +118,7 @@ def _trajectory(raw: bytes, zfield: str) -> Optional[Dict[str, Any]]:
 
 # --- the mix ----------------------------------------------------------------------------------
 
+
 @dataclass
 class MixResult:
     rows: List[Dict[str, Any]]  # final records (id, source, category, x, think, y, kind, tokens)
@@ -120,11 +130,13 @@ class MixResult:
 
 def _drop(result: MixResult, name: str, rec: Dict[str, Any], reason: str, **detail: Any) -> None:
     result.removed.setdefault(name, []).append(
-        {"id": rec["id"], "source": rec["source"], "category": rec.get("category"), "reason": reason, **detail})
+        {"id": rec["id"], "source": rec["source"], "category": rec.get("category"), "reason": reason, **detail}
+    )
 
 
-def token_lengths(recs: List[Dict[str, Any]], tokenizer, num_proc: int, with_think: bool,
-                  work_dir: Optional[Path] = None) -> Tuple[List[int], List[int]]:
+def token_lengths(
+    recs: List[Dict[str, Any]], tokenizer, num_proc: int, with_think: bool, work_dir: Optional[Path] = None
+) -> Tuple[List[int], List[int]]:
     """Tokens of each record rendered with the tokenizer's chat template (and of its thinking
     alone when `with_think`), computed with datasets.map so that `num_proc` processes share it.
 
@@ -144,30 +156,46 @@ def token_lengths(recs: List[Dict[str, Any]], tokenizer, num_proc: int, with_thi
             yield {"x": r["x"], "think": r["think"], "y": r["y"]}
 
     def count(batch):
-        texts = [tokenizer.apply_chat_template(
-            [{"role": "user", "content": x}, {"role": "assistant", "content": assistant_content(t, y)}], tokenize=False)
-            for x, t, y in zip(batch["x"], batch["think"], batch["y"])]
+        texts = [
+            tokenizer.apply_chat_template(
+                [{"role": "user", "content": x}, {"role": "assistant", "content": assistant_content(t, y)}],
+                tokenize=False,
+            )
+            for x, t, y in zip(batch["x"], batch["think"], batch["y"])
+        ]
         out = {"n": [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]}
-        out["n_think"] = ([len(ids) for ids in tokenizer(batch["think"], add_special_tokens=False)["input_ids"]]
-                          if with_think else [0] * len(texts))
+        out["n_think"] = (
+            [len(ids) for ids in tokenizer(batch["think"], add_special_tokens=False)["input_ids"]]
+            if with_think
+            else [0] * len(texts)
+        )
         return out
 
     features = datasets.Features({k: datasets.Value("large_string") for k in ("x", "think", "y")})
     with tempfile.TemporaryDirectory(prefix="dw-token-lengths-", dir=work_dir) as tmp:
         # Explicit fingerprints: otherwise datasets hashes the generator's closure, i.e. every text.
         tag = uuid.uuid4().hex
-        ds = datasets.Dataset.from_generator(rows, features=features, cache_dir=tmp, writer_batch_size=256,
-                                             fingerprint=tag)
-        ds = ds.map(count, batched=True, batch_size=256, num_proc=num_proc if num_proc > 1 and len(recs) > 512 else None,
-                    remove_columns=["x", "think", "y"], writer_batch_size=256, new_fingerprint=tag + "-n",
-                    desc=f"token lengths (num_proc={num_proc})")
+        ds = datasets.Dataset.from_generator(
+            rows, features=features, cache_dir=tmp, writer_batch_size=256, fingerprint=tag
+        )
+        ds = ds.map(
+            count,
+            batched=True,
+            batch_size=256,
+            num_proc=num_proc if num_proc > 1 and len(recs) > 512 else None,
+            remove_columns=["x", "think", "y"],
+            writer_batch_size=256,
+            new_fingerprint=tag + "-n",
+            desc=f"token lengths (num_proc={num_proc})",
+        )
         n, n_think = list(ds["n"]), list(ds["n_think"])
         del ds
     return n, n_think
 
 
-def _take(pool: List[Dict[str, Any]], want: Optional[int], what: str, strict: bool, rng: random.Random,
-          counts: Dict[str, Any]) -> List[Dict[str, Any]]:
+def _take(
+    pool: List[Dict[str, Any]], want: Optional[int], what: str, strict: bool, rng: random.Random, counts: Dict[str, Any]
+) -> List[Dict[str, Any]]:
     if want is None:
         return pool
     if want > len(pool):
@@ -226,7 +254,9 @@ def build_mix(
     if cfg.drop_groups:
         unknown = [g for g in cfg.drop_groups if g not in taxonomy]
         if unknown:
-            raise DataError("data.mix", "drop_groups", f"unknown group {unknown[0]!r}; expected some of {sorted(taxonomy)}")
+            raise DataError(
+                "data.mix", "drop_groups", f"unknown group {unknown[0]!r}; expected some of {sorted(taxonomy)}"
+            )
         dropped_cats = {c for g in cfg.drop_groups for c in taxonomy[g]}
         keep = []
         for r in recs:
@@ -253,11 +283,18 @@ def build_mix(
         keep = []
         for r in tqdm(recs, desc="near dedup", unit="rec", mininterval=2.0, leave=False):
             # One answer under several requests (data.queries.paired_extra) is meant, not a duplicate.
-            hit = index.add(f"{r['kind']}:{r['id']}", r["x"] + "\n" + r["y"],
-                            group=f"{r['kind']}:{r.get('answer_id') or r['id']}")
+            hit = index.add(
+                f"{r['kind']}:{r['id']}", r["x"] + "\n" + r["y"], group=f"{r['kind']}:{r.get('answer_id') or r['id']}"
+            )
             if hit is not None:
-                _drop(result, "near_duplicate", r, "request + answer near-duplicate",
-                      duplicate_of=hit[0].split(":", 1)[1], jaccard=round(hit[1], 3))
+                _drop(
+                    result,
+                    "near_duplicate",
+                    r,
+                    "request + answer near-duplicate",
+                    duplicate_of=hit[0].split(":", 1)[1],
+                    jaccard=round(hit[1], 3),
+                )
             else:
                 keep.append(r)
         recs = keep
@@ -271,8 +308,16 @@ def build_mix(
         for r in tqdm(recs, desc="decontaminate", unit="rec", mininterval=2.0, leave=False):
             m = bench.match(r["x"])
             if m is not None:
-                _drop(result, "contaminated", r, "request overlaps a benchmark prompt", benchmark=m.benchmark,
-                      prompt_index=m.prompt_index, score=m.score, shared_ngrams=m.shared)
+                _drop(
+                    result,
+                    "contaminated",
+                    r,
+                    "request overlaps a benchmark prompt",
+                    benchmark=m.benchmark,
+                    prompt_index=m.prompt_index,
+                    score=m.score,
+                    shared_ngrams=m.shared,
+                )
             else:
                 keep.append(r)
         recs = keep
@@ -302,9 +347,19 @@ def build_mix(
             for r in recs:
                 t = r["think_tokens"]
                 if r["kind"] == SYNTHETIC and hi is not None and t > hi:
-                    _drop(result, "length_ablation", r, f"thinking {t} tokens > quantile {cfg.drop_above_quantile} ({hi:.0f})")
+                    _drop(
+                        result,
+                        "length_ablation",
+                        r,
+                        f"thinking {t} tokens > quantile {cfg.drop_above_quantile} ({hi:.0f})",
+                    )
                 elif r["kind"] == SYNTHETIC and lo is not None and t < lo:
-                    _drop(result, "length_ablation", r, f"thinking {t} tokens < quantile {cfg.drop_below_quantile} ({lo:.0f})")
+                    _drop(
+                        result,
+                        "length_ablation",
+                        r,
+                        f"thinking {t} tokens < quantile {cfg.drop_below_quantile} ({lo:.0f})",
+                    )
                 else:
                     keep.append(r)
             recs = keep
@@ -312,8 +367,9 @@ def build_mix(
     rng = random.Random(cfg.seed)
     counts["available_synthetic"] = sum(r["kind"] == SYNTHETIC for r in recs)
     counts["available_public"] = sum(r["kind"] == PUBLIC for r in recs)
-    chosen = (_take([r for r in recs if r["kind"] == SYNTHETIC], cfg.synthetic, "synthetic", strict, rng, counts)
-              + _take([r for r in recs if r["kind"] == PUBLIC], cfg.public, "public", strict, rng, counts))
+    chosen = _take(
+        [r for r in recs if r["kind"] == SYNTHETIC], cfg.synthetic, "synthetic", strict, rng, counts
+    ) + _take([r for r in recs if r["kind"] == PUBLIC], cfg.public, "public", strict, rng, counts)
     if cfg.total is not None and cfg.total != len(chosen):
         chosen = _take(chosen, cfg.total, "total", strict, rng, counts)
     rng.shuffle(chosen)

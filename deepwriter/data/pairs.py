@@ -4,6 +4,7 @@ dataset, with a field mapping from the config and per-record validation.
 Every bad record is either a `DataError` naming `file:line` and the field (strict mode) or a
 `Skipped` entry with the same information (lenient mode); nothing is dropped silently.
 """
+
 from __future__ import annotations
 
 import csv
@@ -61,6 +62,7 @@ class _Bad(Exception):
 
 
 # --- raw rows ----------------------------------------------------------------------------------
+
 
 def _has_bad_bytes(s: str) -> bool:
     # Text is decoded with surrogateescape, so undecodable bytes show up as lone surrogates.
@@ -155,7 +157,9 @@ def iter_rows(src: SourceConfig) -> Iterator[Tuple[str, Any]]:
             if absent:
                 ours, theirs = absent[0]
                 # A mapping error concerns every row: it is a configuration error in both modes.
-                raise DataError(f"{path}:1", ours, f"mapped to column {theirs!r}, which the file lacks (columns: {cols})")
+                raise DataError(
+                    f"{path}:1", ours, f"mapped to column {theirs!r}, which the file lacks (columns: {cols})"
+                )
         return {"jsonl": _iter_jsonl, "csv": _iter_csv, "parquet": _iter_parquet}[fmt](path)
     if src.hub_id:
         return _iter_hub(src)
@@ -163,6 +167,7 @@ def iter_rows(src: SourceConfig) -> Iterator[Tuple[str, Any]]:
 
 
 # --- mapped records ----------------------------------------------------------------------------
+
 
 def _check_text(name: str, value: Any, required: bool) -> Optional[str]:
     if value is None:
@@ -199,7 +204,9 @@ def map_row(row: Dict[str, Any], fields: Dict[str, str], required: Sequence[str]
 
 
 def load_records(
-    src: SourceConfig, strict: bool, required: Sequence[str] = ("x", "y"),
+    src: SourceConfig,
+    strict: bool,
+    required: Sequence[str] = ("x", "y"),
 ) -> Tuple[List[Tuple[str, Dict[str, Any]]], List[Skipped]]:
     """(where, mapped record) for every valid record, up to `src.limit`; bad ones raise or are
     skipped. Duplicate ids count as bad records: later stages key their output on the id."""
@@ -235,9 +242,14 @@ def load_pairs(src: SourceConfig, strict: bool) -> Tuple[List[Pair], List[Skippe
     `deepwriter.data.sources.load_source` (which calls this one for pairs)."""
     label = source_label(src)
     if src.kind != "pairs":
-        how = ("long_text sources have answers but no requests; run deepwriter.data.prepare.prepare_pairs and point "
-               "data.pairs at its pairs.jsonl") if src.kind == "long_text" else \
-            f"{src.kind!r} sources are read by deepwriter.data.sources.load_source"
+        how = (
+            (
+                "long_text sources have answers but no requests; run deepwriter.data.prepare.prepare_pairs and point "
+                "data.pairs at its pairs.jsonl"
+            )
+            if src.kind == "long_text"
+            else f"{src.kind!r} sources are read by deepwriter.data.sources.load_source"
+        )
         raise DataError(f"source {label}", "kind", how)
     records, skipped = load_records(src, strict, required=("x", "y"))
     pairs = []

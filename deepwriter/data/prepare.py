@@ -13,6 +13,7 @@ Output folder (`out_dir`):
 - `skipped.jsonl` (bad input in lenient mode), `quota_dropped.jsonl`, `categories.{md,csv}`,
   `plots/categories.png`, `prepare_counts.json`.
 """
+
 from __future__ import annotations
 
 import json
@@ -60,7 +61,9 @@ def _category(p: Pair) -> Optional[str]:
     return c if isinstance(c, str) and c.strip() else None
 
 
-def _label(pairs: List[Pair], cfg, out_dir: Path, generator, scorer, counts: Dict[str, Any]) -> Dict[str, Optional[str]]:
+def _label(
+    pairs: List[Pair], cfg, out_dir: Path, generator, scorer, counts: Dict[str, Any]
+) -> Dict[str, Optional[str]]:
     """id -> category for every pair: the source's own, else (when enabled) a model's."""
     from tqdm.auto import tqdm
 
@@ -74,29 +77,42 @@ def _label(pairs: List[Pair], cfg, out_dir: Path, generator, scorer, counts: Dic
         todo = [p for p in pairs if cats[p.id] is None and p.id not in work.done]
         counts["labels_reused"] = sum(1 for p in pairs if cats[p.id] is None and p.id in work.done)
         if todo and scorer is None and generator is None:
-            raise ValueError(f"data.label_categories: {len(todo)} pairs have no category; prepare_pairs needs a scorer "
-                             "or a generator to label them (or set data.label_categories=false)")
+            raise ValueError(
+                f"data.label_categories: {len(todo)} pairs have no category; prepare_pairs needs a scorer "
+                "or a generator to label them (or set data.label_categories=false)"
+            )
         bs = dcfg.labels.batch_size
-        bar = tqdm(total=len(todo), desc=f"label categories ({'scorer' if scorer is not None else 'generator'})",
-                   unit="pair", dynamic_ncols=True)
+        bar = tqdm(
+            total=len(todo),
+            desc=f"label categories ({'scorer' if scorer is not None else 'generator'})",
+            unit="pair",
+            dynamic_ncols=True,
+        )
         failed: List[str] = []
         for start in range(0, len(todo), bs):
             if failed:  # a failed call after its retries: stop, keep what is labelled, a re-run goes on
                 break
-            batch = todo[start:start + bs]
+            batch = todo[start : start + bs]
             items = [(p.x, p.y) for p in batch]
             if scorer is not None:
                 results: List[LabelResult] = label_with_scorer(items, scorer, labels, dcfg.labels)
             else:
                 results = label_with_generator(items, generator, labels, dcfg.labels, seed=dcfg.queries.seed)
-            work.append([{"id": p.id, "category": r.category, "method": r.method, **r.detail}
-                         for p, r in zip(batch, results) if r.error is None])
+            work.append(
+                [
+                    {"id": p.id, "category": r.category, "method": r.method, **r.detail}
+                    for p, r in zip(batch, results)
+                    if r.error is None
+                ]
+            )
             failed += [r.error for r in results if r.error is not None]
             bar.update(len(batch))
         bar.close()
         missing = [p for p in todo if p.id not in work.done]
         if missing:
-            raise UnfinishedError("synthesize (prepare: category labels)", "answers", len(missing), len(todo), failed[-1])
+            raise UnfinishedError(
+                "synthesize (prepare: category labels)", "answers", len(missing), len(todo), failed[-1]
+            )
         failures = 0
         for p in pairs:
             if cats[p.id] is None:
@@ -118,8 +134,9 @@ def prepare_pairs(cfg, out_dir: Path, generator=None, scorer=None) -> PrepareRes
     labels = flat_labels(dcfg.taxonomy) if dcfg.taxonomy else []
     unknown_shares = sorted(set(dcfg.quotas.shares) - set(labels) - {UNLABELLED})
     if unknown_shares:
-        raise ValueError(f"data.quotas.shares: {unknown_shares[0]!r} is not a category of data.taxonomy "
-                         f"(nor {UNLABELLED!r})")
+        raise ValueError(
+            f"data.quotas.shares: {unknown_shares[0]!r} is not a category of data.taxonomy (nor {UNLABELLED!r})"
+        )
 
     loaded = load_source(dcfg.pairs, dcfg.strict)
     pairs = loaded.pairs
@@ -137,13 +154,27 @@ def prepare_pairs(cfg, out_dir: Path, generator=None, scorer=None) -> PrepareRes
     with open(out_dir / "quota_dropped.jsonl", "w") as f:
         for p in pairs:
             if p.id not in kept:
-                f.write(json.dumps({"id": p.id, "category": bucket[p.id],
-                                    "reason": f"category quota {targets.get(bucket[p.id])} reached"}) + "\n")
+                f.write(
+                    json.dumps(
+                        {
+                            "id": p.id,
+                            "category": bucket[p.id],
+                            "reason": f"category quota {targets.get(bucket[p.id])} reached",
+                        }
+                    )
+                    + "\n"
+                )
 
     selected = [p for p in pairs if p.id in kept]
     need_query = [p for p in selected if not p.x.strip()]
-    logged, asked = _logged_queries(out_dir / QUERIES, [(p.id, p.y) for p in need_query], generator, dcfg.queries,
-                                    "reverse queries", f"answers of source {dcfg.pairs.name!r} have no request")
+    logged, asked = _logged_queries(
+        out_dir / QUERIES,
+        [(p.id, p.y) for p in need_query],
+        generator,
+        dcfg.queries,
+        "reverse queries",
+        f"answers of source {dcfg.pairs.name!r} have no request",
+    )
     counts["queries_reused"] = len(need_query) - asked
     outcomes = [QueryOutcome(**logged[p.id]) for p in need_query]
     counts["answers_needing_query"] = len(need_query)
@@ -168,33 +199,50 @@ def prepare_pairs(cfg, out_dir: Path, generator=None, scorer=None) -> PrepareRes
         "after_quota": dict(Counter(bucket[p.id] for p in selected)),
         "pairs": dict(Counter(r["category"] or UNLABELLED for r in rows)),
     }
-    artifacts = {"pairs": PAIRS, "labels_log": LABELS, "queries_log": QUERIES, "extra_queries_log": EXTRA_QUERIES,
-                 "skipped": "skipped.jsonl",
-                 "quota_dropped": "quota_dropped.jsonl", "counts": COUNTS}
+    artifacts = {
+        "pairs": PAIRS,
+        "labels_log": LABELS,
+        "queries_log": QUERIES,
+        "extra_queries_log": EXTRA_QUERIES,
+        "skipped": "skipped.jsonl",
+        "quota_dropped": "quota_dropped.jsonl",
+        "counts": COUNTS,
+    }
     artifacts.update(write_distribution(out_dir, dcfg.taxonomy, stages))
     (out_dir / COUNTS).write_text(json.dumps(counts, indent=2))
     log.info("prepare: %d pairs from %d answers (%s)", len(rows), len(selected), dcfg.pairs.name)
     return PrepareResult(out_dir / PAIRS, counts, loaded.skipped, artifacts)
 
 
-def _extra_queries(selected: List[Pair], dcfg, out_dir: Path, generator, counts: Dict[str, Any]) -> Dict[str, List[str]]:
+def _extra_queries(
+    selected: List[Pair], dcfg, out_dir: Path, generator, counts: Dict[str, Any]
+) -> Dict[str, List[str]]:
     """Extra requests for a seeded share of the answers that already have one (`paired_extra`,
     `paired_extra_share`), each distinct from the answer's own request. answer id -> requests."""
     import random
 
     q = dcfg.queries
     if q.paired_extra < 0 or not 0.0 <= q.paired_extra_share <= 1.0:
-        raise ValueError(f"data.queries: paired_extra must be >= 0 and paired_extra_share in [0, 1], got "
-                         f"{q.paired_extra} and {q.paired_extra_share}")
+        raise ValueError(
+            f"data.queries: paired_extra must be >= 0 and paired_extra_share in [0, 1], got "
+            f"{q.paired_extra} and {q.paired_extra_share}"
+        )
     paired = sorted((p for p in selected if p.x.strip()), key=lambda p: p.id)
     if q.paired_extra == 0 or not paired:
         return {}
     # Chosen by a seeded shuffle of the sorted ids: the same answers on every re-run and shard.
     random.Random(q.seed).shuffle(paired)
-    chosen = paired[:round(q.paired_extra_share * len(paired))]
-    logged, asked = _logged_queries(out_dir / EXTRA_QUERIES, [(p.id, p.y) for p in chosen], generator, q,
-                                    "extra requests", f"data.queries.paired_extra={q.paired_extra}: answers need "
-                                    "extra requests", per_answer=q.paired_extra, known={p.id: [p.x] for p in chosen})
+    chosen = paired[: round(q.paired_extra_share * len(paired))]
+    logged, asked = _logged_queries(
+        out_dir / EXTRA_QUERIES,
+        [(p.id, p.y) for p in chosen],
+        generator,
+        q,
+        "extra requests",
+        f"data.queries.paired_extra={q.paired_extra}: answers need extra requests",
+        per_answer=q.paired_extra,
+        known={p.id: [p.x] for p in chosen},
+    )
     outcomes = [QueryOutcome(**logged[p.id]) for p in chosen]
     counts["answers_given_extra_queries"] = len(chosen)
     counts["extra_queries_reused"] = len(chosen) - asked
@@ -203,8 +251,7 @@ def _extra_queries(selected: List[Pair], dcfg, out_dir: Path, generator, counts:
     return {o.id: o.queries for o in outcomes}
 
 
-def _logged_queries(path: Path, answers: List[tuple], generator, qcfg, what: str, why: str,
-                    **kwargs: Any) -> tuple:
+def _logged_queries(path: Path, answers: List[tuple], generator, qcfg, what: str, why: str, **kwargs: Any) -> tuple:
     """Requests for (id, answer) pairs through the work log at `path`: answers already logged are not
     asked again. Returns (every logged record by id, how many answers were asked now). A failed model
     call leaves answers out of the log: the stage stops with UnfinishedError and a re-run goes on."""
@@ -213,23 +260,39 @@ def _logged_queries(path: Path, answers: List[tuple], generator, qcfg, what: str
         if todo:
             if generator is None:
                 raise ValueError(f"{len(todo)} {why}; prepare_pairs needs a generator to write them (data.queries)")
-            outcomes = synthesize_queries(todo, generator, qcfg, on_batch=lambda b: work.append([o.to_json() for o in b]),
-                                          **kwargs)
+            outcomes = synthesize_queries(
+                todo, generator, qcfg, on_batch=lambda b: work.append([o.to_json() for o in b]), **kwargs
+            )
             missing = [aid for aid, _ in todo if aid not in work.done]
             if missing:
                 errors = [o.error for o in outcomes if o.error]
-                raise UnfinishedError(f"synthesize (prepare: {what})", "answers", len(missing), len(todo),
-                                      errors[-1] if errors else "no error recorded")
+                raise UnfinishedError(
+                    f"synthesize (prepare: {what})",
+                    "answers",
+                    len(missing),
+                    len(todo),
+                    errors[-1] if errors else "no error recorded",
+                )
         return dict(work.done), len(todo)
 
 
-def _pair_rows(selected: List[Pair], bucket: Dict[str, str], outcomes: Dict[str, QueryOutcome], per_answer: int,
-               extra: Dict[str, List[str]]) -> List[dict]:
+def _pair_rows(
+    selected: List[Pair],
+    bucket: Dict[str, str],
+    outcomes: Dict[str, QueryOutcome],
+    per_answer: int,
+    extra: Dict[str, List[str]],
+) -> List[dict]:
     rows = []
     for p in selected:
         cat = bucket[p.id] if bucket[p.id] != UNLABELLED else None
-        base = {"answer": p.y, "category": cat, "source": p.meta.get("source"), "answer_id": p.id,
-                "where": p.meta.get("where")}
+        base = {
+            "answer": p.y,
+            "category": cat,
+            "source": p.meta.get("source"),
+            "answer_id": p.id,
+            "where": p.meta.get("where"),
+        }
         if p.x.strip():
             rows.append({"id": p.id, "request": p.x, **base, "origin": "source"})
             for j, q in enumerate(extra.get(p.id, ()), start=1):

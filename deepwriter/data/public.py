@@ -5,6 +5,7 @@ turns (`fields: {conversations: conversations}`) whose assistant turn holds the 
 answer inside `<|begin_of_thought|>…<|end_of_thought|>` / `<|begin_of_solution|>…<|end_of_solution|>`
 or `<think>…</think>` blocks.
 """
+
 from __future__ import annotations
 
 import re
@@ -24,7 +25,7 @@ def public_parts(text: str) -> Tuple[str, str]:
     m = _THOUGHT.search(text)
     if m:
         sol = _SOLUTION.search(text, m.end())
-        answer = sol.group(1) if sol else text[m.end():]
+        answer = sol.group(1) if sol else text[m.end() :]
         return m.group(1).strip(), answer.strip()
     if think.CLOSE in text:
         parts = think.split(text)
@@ -79,8 +80,17 @@ def load_public(src: SourceConfig, strict: bool) -> Tuple[List[Dict[str, Any]], 
         except _Bad as bad:
             reject(where, bad.field, bad.reason, strict, skipped)
             continue
-        out.append({"id": rid, "x": rec["x"], "think": rec["think"], "y": rec["y"],
-                    "category": rec.get("category") or "reasoning", "source": label, "where": where})
+        out.append(
+            {
+                "id": rid,
+                "x": rec["x"],
+                "think": rec["think"],
+                "y": rec["y"],
+                "category": rec.get("category") or "reasoning",
+                "source": label,
+                "where": where,
+            }
+        )
         if src.limit is not None and len(out) >= src.limit:
             break
     return out, skipped

@@ -7,6 +7,7 @@ same as a request already accepted for that answer. Rejected requests are drawn 
 `max_attempts` rounds. Sampling seeds derive from `QueryConfig.seed` and the answer ids, so a re-run
 with the same backend, batch size and inputs writes the same requests.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -37,7 +38,8 @@ _PREFIX = re.compile(
     r"^\s*(?:(?:sure|okay|ok|certainly|of course)[!,.]?\s*)?"
     r"(?:here(?:'s| is) (?:a |the |one )?(?:plausible |possible |likely )?(?:user(?:'s)? )?"
     r"(?:request|prompt|message|query|instruction)s?[^:\n]*:|"
-    r"\**\s*(?:the )?(?:user(?:'s)? |original |plausible )?(?:request|prompt|message|query|instruction|user)\s*\**\s*:\s*\**)\s*",
+    r"\**\s*(?:the )?(?:user(?:'s)? |original |plausible )?"
+    r"(?:request|prompt|message|query|instruction|user)\s*\**\s*:\s*\**)\s*",
     re.I,
 )
 _QUOTES = [('"', '"'), ("'", "'"), ("\u201c", "\u201d"), ("\u2018", "\u2019"), ("\u00ab", "\u00bb"), ("`", "`")]
@@ -82,14 +84,16 @@ def copied_span(query: str, answer: str, n: int) -> Optional[str]:
     q, a = words(query), words(answer)
     if len(q) < n or len(a) < n:
         return None
-    grams = {tuple(a[i:i + n]) for i in range(len(a) - n + 1)}
+    grams = {tuple(a[i : i + n]) for i in range(len(a) - n + 1)}
     for i in range(len(q) - n + 1):
-        if tuple(q[i:i + n]) in grams:
-            return " ".join(q[i:i + n])
+        if tuple(q[i : i + n]) in grams:
+            return " ".join(q[i : i + n])
     return None
 
 
-def rejection(query: str, answer: str, cfg: QueryConfig, accepted: Sequence[str], finish_reason: str = "stop") -> Optional[str]:
+def rejection(
+    query: str, answer: str, cfg: QueryConfig, accepted: Sequence[str], finish_reason: str = "stop"
+) -> Optional[str]:
     """Why a cleaned request is not used (a short reason name), or None when it is fine."""
     if not query.strip():
         return "empty"
@@ -116,8 +120,13 @@ class QueryOutcome:
     error: Optional[str] = None
 
     def to_json(self) -> dict:
-        return {"id": self.id, "queries": self.queries, "rejected": self.rejected, "examples": self.examples,
-                "attempts": self.attempts}
+        return {
+            "id": self.id,
+            "queries": self.queries,
+            "rejected": self.rejected,
+            "examples": self.examples,
+            "attempts": self.attempts,
+        }
 
 
 def derive_seed(seed: int, *parts: object) -> int:
@@ -143,14 +152,15 @@ def synthesize_queries(
     want = cfg.queries_per_answer if per_answer is None else per_answer
     known = known or {}
     if want < 1 or cfg.max_attempts < 1 or cfg.batch_size < 1:
-        raise ValueError(f"data.queries: requests per answer ({want}), max_attempts and batch_size must be >= 1, "
-                         f"got {cfg}")
+        raise ValueError(
+            f"data.queries: requests per answer ({want}), max_attempts and batch_size must be >= 1, got {cfg}"
+        )
     outcomes: List[QueryOutcome] = []
     bar = tqdm(total=len(answers), desc="reverse queries", unit="answer", dynamic_ncols=True)
     for start in range(0, len(answers), cfg.batch_size):
         if any(o.error for o in outcomes):
             break
-        batch = answers[start:start + cfg.batch_size]
+        batch = answers[start : start + cfg.batch_size]
         done = [QueryOutcome(aid) for aid, _ in batch]
         for attempt in range(cfg.max_attempts):
             todo = [i for i, o in enumerate(done) if len(o.queries) < want and o.error is None]
@@ -161,15 +171,22 @@ def synthesize_queries(
             for i in todo:
                 by_missing.setdefault(want - len(done[i].queries), []).append(i)
             for missing, idx in sorted(by_missing.items()):
-                sampling = Sampling(temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens,
-                                    seed=derive_seed(cfg.seed, batch[idx[0]][0], attempt, missing))
+                sampling = Sampling(
+                    temperature=cfg.temperature,
+                    top_p=cfg.top_p,
+                    max_new_tokens=cfg.max_new_tokens,
+                    seed=derive_seed(cfg.seed, batch[idx[0]][0], attempt, missing),
+                )
                 prompts = [query_messages(batch[i][1], cfg.max_answer_words) for i in idx]
                 gens = generator.generate(prompts, sampling, n=missing)
                 for i, group in zip(idx, gens):
                     o = done[i]
                     o.attempts = attempt + 1
-                    failed = [g.error or "the backend reported an error" for g in group
-                              if g.error or g.finish_reason == "error"]
+                    failed = [
+                        g.error or "the backend reported an error"
+                        for g in group
+                        if g.error or g.finish_reason == "error"
+                    ]
                     if failed:
                         o.error = failed[0]
                         continue

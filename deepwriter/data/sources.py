@@ -11,6 +11,7 @@
   paragraph boundaries into pieces of about `target_words`; these pairs have an answer but `x == ""`
   (`deepwriter.data.queries` writes the request).
 """
+
 from __future__ import annotations
 
 import math
@@ -68,6 +69,7 @@ class _Collector:
 
 
 # --- scored responses --------------------------------------------------------------------------
+
 
 def _score(value: Any) -> float:
     if isinstance(value, bool):
@@ -159,7 +161,7 @@ def load_scored_responses(src: SourceConfig, strict: bool) -> LoadedSource:
 
     pairs: List[Pair] = []
     counts = {"prompts": len(groups), "responses": 0, "below_min_score": 0, "beyond_top_k": 0}
-    for n, (x, (first_where, prompt_id, meta, responses)) in enumerate(groups.items(), start=1):
+    for n, (x, (_first_where, prompt_id, meta, responses)) in enumerate(groups.items(), start=1):
         counts["responses"] += len(responses)
         ok = [r for r in responses if min_score is None or r[1] >= min_score]
         counts["below_min_score"] += len(responses) - len(ok)
@@ -179,8 +181,11 @@ def load_scored_responses(src: SourceConfig, strict: bool) -> LoadedSource:
 
 _PG_START = re.compile(r"^\W*(\*{3}\s*START OF (THE|THIS) PROJECT GUTENBERG|\*END\*THE SMALL PRINT)", re.I)
 _PG_END = re.compile(r"^\W*(\*{3}\s*)?(END OF (THE |THIS )?PROJECT GUTENBERG|End of (the )?Project Gutenberg)", re.I)
-_CREDITS = re.compile(r"^\W*(produced by|prepared by|transcribed by|e-?text prepared|this e-?book was produced"
-                      r"|transcriber'?s note|\[illustration)", re.I)
+_CREDITS = re.compile(
+    r"^\W*(produced by|prepared by|transcribed by|e-?text prepared|this e-?book was produced"
+    r"|transcriber'?s note|\[illustration)",
+    re.I,
+)
 _CONTENTS = re.compile(r"^\W*(table of )?contents\W*$", re.I)
 _ITALIC = re.compile(r"(?<!\w)_(?=\S)([^_\n]+?)(?<=\S)_(?!\w)")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|(?<=[.!?][\"'\u201d\u2019)\]])\s+")
@@ -261,7 +266,7 @@ _HEADING_WORD = re.compile(r"^(chapter|book|part|section|act|scene|canto|volume|
 
 
 def _is_heading(p: Paragraph) -> bool:
-    """"CHAPTER II.", "The Toll House": short, and either untitled by punctuation or shouted."""
+    """ "CHAPTER II.", "The Toll House": short, and either untitled by punctuation or shouted."""
     t = p.text
     return p.words <= 8 and (not t.endswith(_TERMINAL) or t.isupper() or bool(_HEADING_WORD.match(t)))
 
@@ -273,7 +278,7 @@ def _split_long(text: str, target: int) -> List[str]:
     for s in _SENTENCE_END.split(text):
         ws = s.split()
         if len(ws) > 2 * target:
-            sentences += [" ".join(ws[i:i + target]) for i in range(0, len(ws), target)]
+            sentences += [" ".join(ws[i : i + target]) for i in range(0, len(ws), target)]
         elif ws:
             sentences.append(s)
     return [" ".join(chunk) for chunk in _greedy([(s, len(s.split())) for s in sentences], target)]

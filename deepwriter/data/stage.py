@@ -6,6 +6,7 @@ input records in lenient mode), plots/token_lengths.png and mix_counts.json. The
 written to a temporary name and renamed last, so a killed run leaves nothing half-written: a re-run
 finds either a finished dataset (and reports it) or nothing, and builds it again.
 """
+
 from __future__ import annotations
 
 import json
@@ -49,7 +50,8 @@ def _artifacts() -> Dict[str, str]:
 
 
 STAGE = StageSpec(
-    "mix", "deepwriter.data.stage:run",
+    "mix",
+    "deepwriter.data.stage:run",
     # the public data, the mix, the student's tokenizer and length limit, the benchmarks decontaminated against
     ("data.public", "data.mix", "data.taxonomy", "data.strict", "models.student", "sft.max_length", "eval.benchmarks"),
     needs=lambda cfg: [] if cfg.data.mix.synthetic == 0 else ["synthesize"],
@@ -81,8 +83,15 @@ def run(cfg: RootConfig, ctx: StageContext) -> StageResult:
 
     tokenizer = load_tokenizer(cfg.models.student, cfg.paths.cache_dir)
     result = build_mix(
-        synthetic, public, mcfg, taxonomy=cfg.data.taxonomy, benchmark_prompts=_benchmark_prompts(cfg),
-        tokenizer=tokenizer, max_length=cfg.sft.max_length, strict=strict, strip_reflection=_strip_reflection(),
+        synthetic,
+        public,
+        mcfg,
+        taxonomy=cfg.data.taxonomy,
+        benchmark_prompts=_benchmark_prompts(cfg),
+        tokenizer=tokenizer,
+        max_length=cfg.sft.max_length,
+        strict=strict,
+        strip_reflection=_strip_reflection(),
         work_dir=out,
     )
     result.counts["not_kept_by_search"] = not_kept
@@ -100,8 +109,11 @@ def run(cfg: RootConfig, ctx: StageContext) -> StageResult:
     tr = ctx.tracker
     tr.log({f"mix/{k}": v for k, v in result.counts.items() if isinstance(v, (int, float))})
     tr.table("mix/removed", ["filter", "count"], [[k, len(v)] for k, v in result.removed.items()])
-    tr.table("mix/by_category", ["source", "category", "count"],
-             [[s, c, n] for (s, c), n in sorted(Counter((r["source"], r["category"]) for r in result.rows).items())])
+    tr.table(
+        "mix/by_category",
+        ["source", "category", "count"],
+        [[s, c, n] for (s, c), n in sorted(Counter((r["source"], r["category"]) for r in result.rows).items())],
+    )
     for p in plots:
         tr.image(f"mix/{p.stem}", p)
     return StageResult(counts=result.counts, metrics=metrics, artifacts=_artifacts())
@@ -122,14 +134,21 @@ def _save_dataset(out: Path, result: MixResult) -> None:
             yield {"messages": to_messages(r), "source": r["source"], "category": r["category"], "id": r["id"]}
 
     message = {"role": datasets.Value("string"), "content": datasets.Value("large_string")}
-    features = datasets.Features({"messages": datasets.List(message), "source": datasets.Value("string"),
-                                  "category": datasets.Value("string"), "id": datasets.Value("string")})
+    features = datasets.Features(
+        {
+            "messages": datasets.List(message),
+            "source": datasets.Value("string"),
+            "category": datasets.Value("string"),
+            "id": datasets.Value("string"),
+        }
+    )
     tmp = out / (DATASET + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     with tempfile.TemporaryDirectory(prefix="dw-mix-arrow-", dir=out) as cache:
         # An explicit fingerprint: otherwise datasets hashes the generator's closure, i.e. every text.
-        ds = datasets.Dataset.from_generator(gen, features=features, cache_dir=cache, writer_batch_size=512,
-                                             fingerprint=uuid.uuid4().hex)
+        ds = datasets.Dataset.from_generator(
+            gen, features=features, cache_dir=cache, writer_batch_size=512, fingerprint=uuid.uuid4().hex
+        )
         ds.save_to_disk(str(tmp))
         del ds
     shutil.rmtree(out / DATASET, ignore_errors=True)
@@ -190,30 +209,36 @@ def _write_card(out: Path, cfg: RootConfig, result: MixResult, skipped: List[Ski
             lengths.append([kind, len(s), s[0], s[len(s) // 2], round(sum(s) / len(s)), s[-1]])
     text = f"""# Data card: SFT mix
 
-{c['total']} samples: {c['synthetic']} synthetic REER trajectories (thinking from `{m.trajectory_field}`) and
-{c['public']} public reasoning samples ({cfg.data.public.name or 'none'}), shuffled with seed {m.seed}.
+{c["total"]} samples: {c["synthetic"]} synthetic REER trajectories (thinking from `{m.trajectory_field}`) and
+{c["public"]} public reasoning samples ({cfg.data.public.name or "none"}), shuffled with seed {m.seed}.
 Format: one user turn (the request) and one assistant turn `<think>\\n…\\n</think>\\n\\n` + answer.
 
 ## Input
-- synthetic trajectories kept by the search: {c['loaded_synthetic']} (not kept by the search: {c.get('not_kept_by_search', 0)})
-- public samples loaded: {c['loaded_public']}
+- synthetic trajectories kept by the search: {c["loaded_synthetic"]} (not kept by the search: \
+{c.get("not_kept_by_search", 0)})
+- public samples loaded: {c["loaded_public"]}
 - bad input records skipped (lenient mode): {len(skipped)} (listed in skipped.jsonl)
 
 ## Filters (each removed record is listed in dropped/<filter>.jsonl)
-{_table(removed, ['filter', 'removed', 'example reason']) if removed else 'Nothing was removed.'}
+{_table(removed, ["filter", "removed", "example reason"]) if removed else "Nothing was removed."}
 
 Settings: exact dedup {m.dedup.exact}; near dedup {m.dedup.near} (MinHash LSH, Jaccard >= {m.dedup.threshold},
 {m.dedup.num_perm} permutations, {m.dedup.shingle_words}-word shingles); decontamination {m.decontam.enabled}
-({m.decontam.ngram}-gram overlap >= {m.decontam.threshold} against {c.get('benchmark_prompts', 0)} prompts of the
-enabled benchmarks); token limit sft.max_length = {cfg.sft.max_length} with the tokenizer of `{cfg.models.student.name}`;
+({m.decontam.ngram}-gram overlap >= {m.decontam.threshold} against {c.get("benchmark_prompts", 0)} prompts of the
+enabled benchmarks); token limit sft.max_length = {cfg.sft.max_length} with the tokenizer of \
+`{cfg.models.student.name}`;
 ablations: drop_groups {list(m.drop_groups)}, strip_reflection {m.strip_reflection},
 quantiles above {m.drop_above_quantile} / below {m.drop_below_quantile}.
 
 ## Counts by source and category
-{_table([[s, cat, n] for (s, cat), n in sorted(by_cat.items())], ['source', 'category', 'samples']) if by_cat else 'Empty.'}
+{
+        _table([[s, cat, n] for (s, cat), n in sorted(by_cat.items())], ["source", "category", "samples"])
+        if by_cat
+        else "Empty."
+    }
 
 ## Token lengths
-{_table(lengths, ['source', 'samples', 'min', 'median', 'mean', 'max']) if lengths else 'Empty.'}
+{_table(lengths, ["source", "samples", "min", "median", "mean", "max"]) if lengths else "Empty."}
 
 ![token lengths](plots/token_lengths.png)
 """

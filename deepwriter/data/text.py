@@ -1,4 +1,5 @@
 """Text normalisation and word hashing shared by deduplication and decontamination."""
+
 from __future__ import annotations
 
 import hashlib
@@ -10,7 +11,12 @@ from typing import Dict, List
 import numpy as np
 
 # str.translate has a fast path for ASCII text; a regex substitution costs several times more here.
-_PUNCT = str.maketrans({c: " " for c in string.punctuation + "\u2018\u2019\u201c\u201d\u2013\u2014\u2026\u00ab\u00bb。，、！？；：（）《》「」"})
+_PUNCT = str.maketrans(
+    {
+        c: " "
+        for c in string.punctuation + "\u2018\u2019\u201c\u201d\u2013\u2014\u2026\u00ab\u00bb。，、！？；：（）《》「」"
+    }
+)
 
 
 def normalize(text: str) -> str:
@@ -60,6 +66,6 @@ def ngram_hashes(ids: np.ndarray, n: int) -> np.ndarray:
     h = np.zeros(count, dtype=np.uint64)
     with np.errstate(over="ignore"):
         for j in range(n):
-            h = (h * _MULT) ^ ids[j:j + count]
+            h = (h * _MULT) ^ ids[j : j + count]
             h ^= h >> np.uint64(29)
     return h

@@ -13,6 +13,7 @@ turns judge tasks into allowed scores.
   stays unusable after its re-asks is a counted failure (the model's answer); a failed call is never
   a verdict, nor replaced by a default.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -36,10 +37,22 @@ log = logging.getLogger("deepwriter.eval.judge")
 
 # --- cache -------------------------------------------------------------------------------------
 
+
 def cache_key(model_id: str, messages: List[Dict[str, str]], sampling: Sampling, sample: int, mode: str) -> str:
-    blob = json.dumps({"model": model_id, "messages": messages, "temperature": sampling.temperature,
-                       "top_p": sampling.top_p, "max_new_tokens": sampling.max_new_tokens, "seed": sampling.seed,
-                       "sample": sample, "mode": mode}, sort_keys=True, ensure_ascii=False)
+    blob = json.dumps(
+        {
+            "model": model_id,
+            "messages": messages,
+            "temperature": sampling.temperature,
+            "top_p": sampling.top_p,
+            "max_new_tokens": sampling.max_new_tokens,
+            "seed": sampling.seed,
+            "sample": sample,
+            "mode": mode,
+        },
+        sort_keys=True,
+        ensure_ascii=False,
+    )
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -63,6 +76,7 @@ class RateLimiter:
 
 
 # --- the judge -----------------------------------------------------------------------------------
+
 
 @dataclass
 class JudgeStats:
@@ -98,8 +112,9 @@ class Judge:
 
     `backend_factory()` returns a Generator (free JSON) or a ConstrainedJudgeBackend."""
 
-    def __init__(self, backend_factory: Callable[[], Any], model_id: str, cfg: JudgeConfig, cache_dir: Path,
-                 constrained: bool):
+    def __init__(
+        self, backend_factory: Callable[[], Any], model_id: str, cfg: JudgeConfig, cache_dir: Path, constrained: bool
+    ):
         self._factory = backend_factory
         self._backend = None
         self._backend_lock = threading.Lock()
@@ -116,7 +131,9 @@ class Judge:
         self._unfinished_items: set = set()  # item ids with an unfinished task, for stop_after
         price = cfg.prices.get(model_id)
         self._price = (price.input_per_mtok, price.output_per_mtok) if price else (0.0, 0.0)
-        self.sampling = Sampling(temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed)
+        self.sampling = Sampling(
+            temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed
+        )
 
     @property
     def backend(self):
@@ -134,15 +151,30 @@ class Judge:
         return (prompt_tokens * self._price[0] + completion_tokens * self._price[1]) / 1e6
 
     def _record(self, key: str, gen: Generation, latency: float, sample: int, mode: str) -> dict:
-        rec = {"key": key, "model": self.model_id, "mode": mode, "sample": sample, "text": gen.text,
-               "prompt_tokens": gen.prompt_tokens, "completion_tokens": gen.completion_tokens,
-               "finish_reason": gen.finish_reason, "latency_s": round(latency, 4),
-               "cost_usd": self._cost(gen.prompt_tokens, gen.completion_tokens),
-               "temperature": self.sampling.temperature, "seed": self.sampling.seed, "time": time.time()}
+        rec = {
+            "key": key,
+            "model": self.model_id,
+            "mode": mode,
+            "sample": sample,
+            "text": gen.text,
+            "prompt_tokens": gen.prompt_tokens,
+            "completion_tokens": gen.completion_tokens,
+            "finish_reason": gen.finish_reason,
+            "latency_s": round(latency, 4),
+            "cost_usd": self._cost(gen.prompt_tokens, gen.completion_tokens),
+            "temperature": self.sampling.temperature,
+            "seed": self.sampling.seed,
+            "time": time.time(),
+        }
         if self.cache.get(key) is None:  # two tasks with the same prompt share one reply
             self.cache.append(rec)
-        self._count(calls=1, prompt_tokens=gen.prompt_tokens, completion_tokens=gen.completion_tokens,
-                    cost_usd=rec["cost_usd"], call_seconds=latency)
+        self._count(
+            calls=1,
+            prompt_tokens=gen.prompt_tokens,
+            completion_tokens=gen.completion_tokens,
+            cost_usd=rec["cost_usd"],
+            call_seconds=latency,
+        )
         return rec
 
     # -- free JSON (HTTP or unconstrained) ---------------------------------------------------------
@@ -180,8 +212,11 @@ class Judge:
                 return True
             st.messages = st.messages + [
                 {"role": "assistant", "content": rec["text"]},
-                {"role": "user", "content": f"Your reply could not be used ({exc}). Reply again with "
-                                            f"{task.format_hint or 'the JSON asked for'}, and nothing else."},
+                {
+                    "role": "user",
+                    "content": f"Your reply could not be used ({exc}). Reply again with "
+                    f"{task.format_hint or 'the JSON asked for'}, and nothing else.",
+                },
             ]
             st.ask += 1
             out.reasks += 1
@@ -214,19 +249,25 @@ class Judge:
             else:  # bounded, so a judge that is down is noticed after one chunk, not after every task
                 chunk = max(1, 4 * self.cfg.max_concurrency)
             for start in range(0, len(misses), chunk):
-                batch = misses[start:start + chunk]
+                batch = misses[start : start + chunk]
                 if self._stopped():
                     for i in batch:
-                        self._unfinished(states[i], f"not sent: the judge failed on {len(self._unfinished_items)} items")
+                        self._unfinished(
+                            states[i], f"not sent: the judge failed on {len(self._unfinished_items)} items"
+                        )
                         progress.update(1)
                     continue
                 for _ in batch:
                     self._limiter.wait()
                 t0 = time.monotonic()
                 try:
-                    gens = [g[0] for g in self.backend.generate([states[i].messages for i in batch], self.sampling, n=1)]
+                    gens = [
+                        g[0] for g in self.backend.generate([states[i].messages for i in batch], self.sampling, n=1)
+                    ]
                 except Exception as exc:  # e.g. a prompt too long for a local judge: its tasks, unfinished
-                    gens = [Generation(text="", finish_reason="error", error=f"{type(exc).__name__}: {exc}")] * len(batch)
+                    gens = [Generation(text="", finish_reason="error", error=f"{type(exc).__name__}: {exc}")] * len(
+                        batch
+                    )
                 latency = (time.monotonic() - t0) / len(batch)  # wall time shared by the batch's calls
                 for i, gen in zip(batch, gens):
                     st = states[i]
@@ -250,8 +291,13 @@ class Judge:
         outcomes: List[Optional[JudgeOutcome]] = [None] * len(tasks)
         pending = []
         for i, task in enumerate(tasks):
-            key = cache_key(self.model_id, task.messages, self.sampling, 0, "constrained:" + ",".join(
-                f"{s.name}={'/'.join(s.labels)}" for s in task.slots))
+            key = cache_key(
+                self.model_id,
+                task.messages,
+                self.sampling,
+                0,
+                "constrained:" + ",".join(f"{s.name}={'/'.join(s.labels)}" for s in task.slots),
+            )
             hit = self.cache.get(key)
             if hit is not None:
                 self._count(cache_hits=1)
@@ -261,18 +307,25 @@ class Judge:
                 pending.append((i, key))
         step = max(1, getattr(self.backend, "batch_size", 1)) if pending else 1
         for start in range(0, len(pending), step):
-            chunk = pending[start:start + step]
+            chunk = pending[start : start + step]
             t0 = time.monotonic()
             try:
-                gens = self.backend.judge([tasks[i].messages for i, _ in chunk], [tasks[i].slots for i, _ in chunk], self.sampling)
+                gens = self.backend.judge(
+                    [tasks[i].messages for i, _ in chunk], [tasks[i].slots for i, _ in chunk], self.sampling
+                )
             except Exception as exc:  # a broken local model: its tasks are unfinished, visibly
                 gens = [Generation(text="", finish_reason="error", error=f"{type(exc).__name__}: {exc}")] * len(chunk)
             latency = (time.monotonic() - t0) / len(chunk)
             for (i, key), gen in zip(chunk, gens):
                 if gen.finish_reason == "error" or gen.error:  # not cached, no verdict: a re-run tries again
                     self._count(call_errors=1, unfinished=1)
-                    outcomes[i] = JudgeOutcome(tasks[i].item_id, tasks[i].key, ok=False, unfinished=True,
-                                               error=f"local judge failed: {gen.error}")
+                    outcomes[i] = JudgeOutcome(
+                        tasks[i].item_id,
+                        tasks[i].key,
+                        ok=False,
+                        unfinished=True,
+                        error=f"local judge failed: {gen.error}",
+                    )
                     continue
                 rec = self._record(key, gen, latency, 0, "constrained")
                 outcomes[i] = self._constrained_outcome(tasks[i], rec, cached=False)
@@ -280,9 +333,18 @@ class Judge:
         return outcomes  # type: ignore[return-value]
 
     def _constrained_outcome(self, task: JudgeTask, rec: dict, cached: bool) -> JudgeOutcome:
-        out = JudgeOutcome(task.item_id, task.key, ok=False, raw=rec["text"], calls=0 if cached else 1,
-                           cached=1 if cached else 0, prompt_tokens=rec["prompt_tokens"],
-                           completion_tokens=rec["completion_tokens"], latency_s=rec["latency_s"], cost_usd=rec["cost_usd"])
+        out = JudgeOutcome(
+            task.item_id,
+            task.key,
+            ok=False,
+            raw=rec["text"],
+            calls=0 if cached else 1,
+            cached=1 if cached else 0,
+            prompt_tokens=rec["prompt_tokens"],
+            completion_tokens=rec["completion_tokens"],
+            latency_s=rec["latency_s"],
+            cost_usd=rec["cost_usd"],
+        )
         try:
             out.values, _ = read_reply(task, rec["text"], parser=canonical_parser(task.slots))
             out.reasons = {s.name: "constrained local judge: score only" for s in task.slots}
@@ -294,7 +356,9 @@ class Judge:
 
     # -- entry point -------------------------------------------------------------------------------------
 
-    def run(self, tasks: List[JudgeTask], show_progress: bool = True, stop_after: Optional[int] = None) -> List[JudgeOutcome]:
+    def run(
+        self, tasks: List[JudgeTask], show_progress: bool = True, stop_after: Optional[int] = None
+    ) -> List[JudgeOutcome]:
         """One outcome per task. `stop_after`: once more items (distinct task item ids) than this have an
         unfinished task (a failed call), the tasks not yet sent are left unfinished instead of sent."""
         self._stop_after = stop_after

@@ -1,5 +1,6 @@
 """Reading a judge's free-JSON reply: the first JSON object or list in it, repaired where judges
 commonly get it wrong, and checked against each slot's allowed values."""
+
 from __future__ import annotations
 
 import ast
@@ -24,7 +25,7 @@ def extract_json(text: str) -> Any:
         close = "}" if cleaned[start] == "{" else "]"
         end = cleaned.rfind(close)
         if end > start:
-            candidates.append(cleaned[start:end + 1])
+            candidates.append(cleaned[start : end + 1])
     for cand in candidates:
         for attempt in (cand, _TRAILING_COMMA.sub(r"\1", cand)):
             try:

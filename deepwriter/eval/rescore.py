@@ -10,6 +10,7 @@ checklist, `weighted_scores.txt` for the official weights). Prints per-subset an
 and rescaled ((score − 75)·4), and the HB-A / HB-B groups; lines that cannot be scored are listed
 with file:line and reason and counted, never dropped silently.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,8 +30,9 @@ class Skip:
     reason: str
 
 
-def rescore_hellobench(judgements: Path, data: Path, groups: Optional[Dict[str, List[str]]] = None
-                       ) -> Tuple[Dict[str, Any], List[Skip]]:
+def rescore_hellobench(
+    judgements: Path, data: Path, groups: Optional[Dict[str, List[str]]] = None
+) -> Tuple[Dict[str, Any], List[Skip]]:
     judgements, data = Path(judgements), Path(data)
     weights = hellobench.load_weights(data)
     files = sorted(judgements.glob("*_results.jsonl"))
@@ -55,7 +57,9 @@ def rescore_hellobench(judgements: Path, data: Path, groups: Optional[Dict[str, 
     return summary, skipped
 
 
-def _score_line(rec: Dict[str, Any], samples: Dict[str, Any], weights: Dict[str, List[float]], subset: str) -> Dict[str, Any]:
+def _score_line(
+    rec: Dict[str, Any], samples: Dict[str, Any], weights: Dict[str, List[float]], subset: str
+) -> Dict[str, Any]:
     sid = rec.get("id")
     if sid not in samples:
         raise ValueError(f"field 'id': {sid!r} is not in the benchmark data of {subset!r}")
@@ -75,8 +79,13 @@ def _score_line(rec: Dict[str, Any], samples: Dict[str, Any], weights: Dict[str,
         scores.append(slot.coerce(values[str(i)]))
     if len(values) != n:
         raise ValueError(f"field 'checklist_wise_evaluation': {len(values)} checklist ids for {n} checklist items")
-    return {"id": sid, "subset": subset, "category": category, "checklist_scores": scores,
-            "score": hellobench.weighted_score(weights[category], scores)}
+    return {
+        "id": sid,
+        "subset": subset,
+        "category": category,
+        "checklist_scores": scores,
+        "score": hellobench.weighted_score(weights[category], scores),
+    }
 
 
 def _fmt(v: Optional[float]) -> str:
@@ -88,8 +97,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("benchmark", choices=["hellobench"])
     ap.add_argument("--judgements", required=True, type=Path, help="folder of <subset>_results.jsonl judgment files")
     ap.add_argument("--data", required=True, type=Path, help="HelloBench data folder (main_data/, weighted_scores.txt)")
-    ap.add_argument("--group", action="append", default=[], metavar="NAME=SUBSET,SUBSET",
-                    help="a named group of subsets (default: HB-A and HB-B as in conf/eval)")
+    ap.add_argument(
+        "--group",
+        action="append",
+        default=[],
+        metavar="NAME=SUBSET,SUBSET",
+        help="a named group of subsets (default: HB-A and HB-B as in conf/eval)",
+    )
     ap.add_argument("--json", type=Path, help="also write the summary here")
     args = ap.parse_args(argv)
     groups = None

@@ -8,6 +8,7 @@ Output (in the stage folder):
   summary.json                     per-benchmark summaries, the paper-layout headline, judge stats
   tables/paper.{md,csv}, tables/details.md, plots/*.png
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -39,8 +40,15 @@ def model_under_test(cfg: RootConfig, ctx: StageContext) -> ModelConfig:
         if "sft" not in ctx.inputs:
             raise ConfigError("eval.model_under_test: 'sft' needs the sft stage's output, which this run does not have")
         folder = ctx.inputs["sft"] / "model"
-        return dataclasses.replace(cfg.models.student, name=f"sft-{ctx.inputs['sft'].name[:8]}", source=ModelSource.local,
-                                   path=str(folder), gguf_file=None, backend=Backend.transformers, tiny_config={})
+        return dataclasses.replace(
+            cfg.models.student,
+            name=f"sft-{ctx.inputs['sft'].name[:8]}",
+            source=ModelSource.local,
+            path=str(folder),
+            gguf_file=None,
+            backend=Backend.transformers,
+            tiny_config={},
+        )
     raise ConfigError(f"eval.model_under_test: got {which!r}; expected 'sft' or 'student'")
 
 
@@ -53,15 +61,27 @@ def _write_jsonl_atomic(path: Path, records: List[Dict[str, Any]]) -> None:
 
 
 def _judge_view(o: JudgeOutcome) -> Dict[str, Any]:
-    return {"ok": o.ok, "values": o.values, "reasons": o.reasons, "error": o.error, "calls": o.calls,
-            "cached": o.cached, "reasks": o.reasks, "prompt_tokens": o.prompt_tokens,
-            "completion_tokens": o.completion_tokens, "latency_s": round(o.latency_s, 4), "cost_usd": o.cost_usd}
+    return {
+        "ok": o.ok,
+        "values": o.values,
+        "reasons": o.reasons,
+        "error": o.error,
+        "calls": o.calls,
+        "cached": o.cached,
+        "reasks": o.reasks,
+        "prompt_tokens": o.prompt_tokens,
+        "completion_tokens": o.completion_tokens,
+        "latency_s": round(o.latency_s, 4),
+        "cost_usd": o.cost_usd,
+    }
 
 
 STAGE = StageSpec(
-    "eval", "deepwriter.eval.stage:run",
+    "eval",
+    "deepwriter.eval.stage:run",
     ("eval", "models.judge", "models.student"),
-    needs=lambda cfg: ["sft"] if cfg.eval.model_under_test == "sft" else [], input_files=benchmark_files,
+    needs=lambda cfg: ["sft"] if cfg.eval.model_under_test == "sft" else [],
+    input_files=benchmark_files,
     max_unfinished_share=lambda cfg: cfg.eval.max_unfinished_share,
 )
 
@@ -76,7 +96,8 @@ def run(cfg: RootConfig, ctx: StageContext) -> StageResult:
     skipped: Dict[str, List[str]] = {name: [] for name in enabled}
     benches: Dict[str, Tuple[Any, List[Item]]] = {
         name: (module_for(name, b), load_items(name, b, data_dir, skipped=None if ecfg.strict else skipped[name]))
-        for name, b in enabled.items()}
+        for name, b in enabled.items()
+    }
     for name, msgs in skipped.items():
         for m in msgs:
             log.warning("eval: skipped a bad record of %s: %s", name, m)
@@ -92,13 +113,21 @@ def run(cfg: RootConfig, ctx: StageContext) -> StageResult:
             holder["gen"] = make_generator(mut, cfg.paths.cache_dir, batch_size=ecfg.batch_size)
         return holder["gen"]
 
-    unfinished = Unfinished("eval", "items", total=sum(len(items) for _, items in benches.values()),
-                            max_share=ecfg.max_unfinished_share)
+    unfinished = Unfinished(
+        "eval", "items", total=sum(len(items) for _, items in benches.values()), max_share=ecfg.max_unfinished_share
+    )
     answers: Dict[str, List[Optional[Dict[str, Any]]]] = {}
     generated = 0
     for name, (_, items) in benches.items():
-        recs, made = generate_answers(generator, items, enabled[name], out / "items" / f"{name}.generations.jsonl",
-                                      seed=ecfg.seed, batch_size=ecfg.batch_size, unfinished=unfinished)
+        recs, made = generate_answers(
+            generator,
+            items,
+            enabled[name],
+            out / "items" / f"{name}.generations.jsonl",
+            seed=ecfg.seed,
+            batch_size=ecfg.batch_size,
+            unfinished=unfinished,
+        )
         answers[name], generated = recs, generated + made
     holder.clear()
     gc.collect()  # the model under test leaves memory before the judge loads
@@ -125,9 +154,14 @@ def run(cfg: RootConfig, ctx: StageContext) -> StageResult:
     left_out = set(unfinished.ids)
 
     # 3. scores
-    summary: Dict[str, Any] = {"label": f"{cfg.recipe.name}/{cfg.run_id}", "model_under_test": mut.name,
-                               "judge": judge.model_id, "judge_mode": "constrained" if judge.constrained else "free-json",
-                               "benchmarks": {}, "headline": {}}
+    summary: Dict[str, Any] = {
+        "label": f"{cfg.recipe.name}/{cfg.run_id}",
+        "model_under_test": mut.name,
+        "judge": judge.model_id,
+        "judge_mode": "constrained" if judge.constrained else "free-json",
+        "benchmarks": {},
+        "headline": {},
+    }
     for name, (mod, items) in benches.items():
         records = []
         for item, rec in zip(items, answers[name]):
@@ -135,24 +169,46 @@ def run(cfg: RootConfig, ctx: StageContext) -> StageResult:
                 continue
             outs = by_item.get((name, item.id), {})
             scored = mod.score_item(item, rec["answer"], outs)
-            records.append({"id": item.id, "prompt": item.prompt, "answer": rec["answer"], "thinking": rec["thinking"],
-                            "think_closed": rec["think_closed"], "finish_reason": rec["finish_reason"],
-                            **scored, "judge": {k: _judge_view(o) for k, o in outs.items()}})
+            records.append(
+                {
+                    "id": item.id,
+                    "prompt": item.prompt,
+                    "answer": rec["answer"],
+                    "thinking": rec["thinking"],
+                    "think_closed": rec["think_closed"],
+                    "finish_reason": rec["finish_reason"],
+                    **scored,
+                    "judge": {k: _judge_view(o) for k, o in outs.items()},
+                }
+            )
         _write_jsonl_atomic(out / "items" / f"{name}.jsonl", records)
         if mod.KIND == "hellobench":
             agg = mod.aggregate(records, enabled[name].groups or None)
         else:
             agg = mod.aggregate(records)
         head = mod.headline(name, agg)
-        summary["benchmarks"][name] = {"kind": mod.KIND, "summary": agg, "headline": head, "skipped": skipped[name],
-                                       "unfinished": sorted(i.split("/", 1)[1] for i in left_out if i.startswith(name + "/"))}
+        summary["benchmarks"][name] = {
+            "kind": mod.KIND,
+            "summary": agg,
+            "headline": head,
+            "skipped": skipped[name],
+            "unfinished": sorted(i.split("/", 1)[1] for i in left_out if i.startswith(name + "/")),
+        }
         summary["headline"].update(head)
-        ctx.tracker.table(f"eval/{name}/items", ["id", "prompt", "answer", "score", "failure"],
-                          [[r["id"], r["prompt"][:500], r["answer"][:2000],
-                            r.get("score", r.get("S_q")), r.get("failure")] for r in records])
+        ctx.tracker.table(
+            f"eval/{name}/items",
+            ["id", "prompt", "answer", "score", "failure"],
+            [
+                [r["id"], r["prompt"][:500], r["answer"][:2000], r.get("score", r.get("S_q")), r.get("failure")]
+                for r in records
+            ],
+        )
     summary["judge_stats"] = judge.stats.as_dict()
-    summary["generation"] = {"generated_now": generated, "items": sum(len(v) for v in answers.values()),
-                             "thinking_unclosed": sum(1 for v in answers.values() for r in v if r and not r["think_closed"])}
+    summary["generation"] = {
+        "generated_now": generated,
+        "items": sum(len(v) for v in answers.values()),
+        "thinking_unclosed": sum(1 for v in answers.values() for r in v if r and not r["think_closed"]),
+    }
     summary["unfinished"] = unfinished.as_dict()
     (out / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False, default=str))
 
@@ -166,12 +222,28 @@ def run(cfg: RootConfig, ctx: StageContext) -> StageResult:
             ctx.tracker.image(f"eval/{key}", out / rel)
 
     stats = judge.stats
-    log.info("eval: %d items, %d generated now; judge: %d tasks, %d calls, %d cached, %d failed",
-             summary["generation"]["items"], generated, stats.tasks, stats.calls, stats.cache_hits, stats.failed)
-    counts = {"items": summary["generation"]["items"], "skipped_records": sum(len(v) for v in skipped.values()),
-              "generated": generated, "judge_tasks": stats.tasks,
-              "judge_calls": stats.calls, "judge_cache_hits": stats.cache_hits, "judge_failures": stats.failed,
-              "judge_reasks": stats.reasks, "judge_cost_usd": round(stats.cost_usd, 6), "unfinished": len(unfinished.ids)}
+    log.info(
+        "eval: %d items, %d generated now; judge: %d tasks, %d calls, %d cached, %d failed",
+        summary["generation"]["items"],
+        generated,
+        stats.tasks,
+        stats.calls,
+        stats.cache_hits,
+        stats.failed,
+    )
+    counts = {
+        "items": summary["generation"]["items"],
+        "skipped_records": sum(len(v) for v in skipped.values()),
+        "generated": generated,
+        "judge_tasks": stats.tasks,
+        "judge_calls": stats.calls,
+        "judge_cache_hits": stats.cache_hits,
+        "judge_failures": stats.failed,
+        "judge_reasks": stats.reasks,
+        "judge_cost_usd": round(stats.cost_usd, 6),
+        "unfinished": len(unfinished.ids),
+    }
     metrics = {k: v for k, v in summary["headline"].items() if v is not None}
-    return StageResult(counts=counts, metrics=metrics, artifacts=artifacts,
-                       unfinished=unfinished.as_dict() if unfinished.ids else None)
+    return StageResult(
+        counts=counts, metrics=metrics, artifacts=artifacts, unfinished=unfinished.as_dict() if unfinished.ids else None
+    )

@@ -4,6 +4,7 @@ The headline table follows the REER paper's layout: LB, HB-A, HB-B, WB-A … WB-
 as the demo's own prompts, follow), all on 0–100 (WB ×10, as on its leaderboard); the per-benchmark
 details keep each benchmark's native scale.
 """
+
 from __future__ import annotations
 
 import csv
@@ -68,7 +69,12 @@ def detail_markdown(summary: Dict[str, Any]) -> str:
             rows = [[f"{k} {v['name']}", v["n"], v["score"]] for k, v in s["domains"].items()]
             rows += [["overall", s["scored"], s["overall"]]]
             parts.append(markdown_table(["domain", "scored", "score (1–10)"], rows))
-            parts.append("\n" + markdown_table(["subdomain", "n", "score"], [[k, v["n"], v["score"]] for k, v in s["subdomains"].items()]))
+            parts.append(
+                "\n"
+                + markdown_table(
+                    ["subdomain", "n", "score"], [[k, v["n"], v["score"]] for k, v in s["subdomains"].items()]
+                )
+            )
         parts.append(f"\nfailures (recorded, not scored): {s.get('failures', 0)}\n")
     return "\n".join(parts)
 
@@ -83,6 +89,7 @@ def write_run_tables(summary: Dict[str, Any], folder: Path) -> Dict[str, str]:
 
 
 # --- plots ------------------------------------------------------------------------------------------
+
 
 def _plt():
     import matplotlib
@@ -145,16 +152,25 @@ def write_run_plots(summary: Dict[str, Any], folder: Path) -> Dict[str, str]:
     for name, entry in summary["benchmarks"].items():
         s = entry["summary"]
         if entry["kind"] == "writingbench" and s.get("domains"):
-            bar_plot({label: {f"{k} {v['name']}": v["score"] for k, v in s["domains"].items()}},
-                     folder / f"{name}_domains.png", f"{name}: domains (1–10)")
+            bar_plot(
+                {label: {f"{k} {v['name']}": v["score"] for k, v in s["domains"].items()}},
+                folder / f"{name}_domains.png",
+                f"{name}: domains (1–10)",
+            )
             artifacts[f"plot_{name}_domains"] = f"plots/{name}_domains.png"
         if entry["kind"] == "hellobench" and s.get("subsets"):
-            bar_plot({label: {k: v["score"] for k, v in s["subsets"].items()}}, folder / f"{name}_subsets.png",
-                     f"{name}: subsets")
+            bar_plot(
+                {label: {k: v["score"] for k, v in s["subsets"].items()}},
+                folder / f"{name}_subsets.png",
+                f"{name}: subsets",
+            )
             artifacts[f"plot_{name}_subsets"] = f"plots/{name}_subsets.png"
         if entry["kind"] == "longbench_write" and s.get("buckets"):
-            bar_plot({label: {k: v["S"] for k, v in s["buckets"].items()}}, folder / f"{name}_buckets.png",
-                     f"{name}: S by required length")
+            bar_plot(
+                {label: {k: v["S"] for k, v in s["buckets"].items()}},
+                folder / f"{name}_buckets.png",
+                f"{name}: S by required length",
+            )
             artifacts[f"plot_{name}_buckets"] = f"plots/{name}_buckets.png"
     if radar_plot({label: summary["headline"]}, folder / "radar.png", "eval"):
         artifacts["plot_radar"] = "plots/radar.png"

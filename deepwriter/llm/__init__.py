@@ -1,4 +1,5 @@
 """Model backends behind the Generator/Scorer interface, chosen by `backend` in a model's config."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,7 +9,9 @@ from deepwriter.llm.base import Generator, Scorer
 from deepwriter.llm.config import Backend, ModelConfig
 
 
-def make_generator(cfg: ModelConfig, cache_dir: str | Path, device: Optional[str] = None, batch_size: int = 8) -> Generator:
+def make_generator(
+    cfg: ModelConfig, cache_dir: str | Path, device: Optional[str] = None, batch_size: int = 8
+) -> Generator:
     if cfg.backend == Backend.openai:
         from deepwriter.llm.openai_http import OpenAIGenerator
 
@@ -26,7 +29,9 @@ def make_scorer(cfg: ModelConfig, cache_dir: str | Path, device: Optional[str] =
         from deepwriter.llm.openai_http import OpenAIScorer
 
         # The client renders the chat template itself, so the scorer's tokenizer is needed locally.
-        return OpenAIScorer(cfg.endpoint, tokenizer=models.load_tokenizer(cfg, cache_dir), model_id=cfg.endpoint.model or cfg.path)
+        return OpenAIScorer(
+            cfg.endpoint, tokenizer=models.load_tokenizer(cfg, cache_dir), model_id=cfg.endpoint.model or cfg.path
+        )
     from deepwriter import models
     from deepwriter.llm.hf import TransformersScorer, default_device
 

@@ -15,6 +15,7 @@ per chunk. It is registered with transformers' AttentionInterface and switched o
 scorer's forward passes (`scoring_attention`): generation, with its padded batches and masks, keeps
 the model's own implementation.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -29,16 +30,26 @@ _CPU_FLASH = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cp
 CHUNK = 256  # queries per block; the wasted triangle per block is CHUNK^2 / 2 pairs
 
 
-def lower_right_causal_sdpa(module, query, key, value, attention_mask: Optional[torch.Tensor], dropout: float = 0.0,
-                            scaling: Optional[float] = None, is_causal: Optional[bool] = None, **kwargs):
+def lower_right_causal_sdpa(
+    module,
+    query,
+    key,
+    value,
+    attention_mask: Optional[torch.Tensor],
+    dropout: float = 0.0,
+    scaling: Optional[float] = None,
+    is_causal: Optional[bool] = None,
+    **kwargs,
+):
     """An AttentionInterface function: (batch, heads, q, d) inputs -> (batch, q, heads, d), None."""
     from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
 
     q_len, kv_len = query.shape[2], key.shape[2]
     causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
     if attention_mask is not None or not causal or q_len == 1 or kwargs.get("position_bias") is not None:
-        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
-                                      is_causal=is_causal, **kwargs)
+        return sdpa_attention_forward(
+            module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, is_causal=is_causal, **kwargs
+        )
     groups = getattr(module, "num_key_value_groups", 1)
     if groups > 1:
         key, value = repeat_kv(key, groups), repeat_kv(value, groups)
@@ -52,8 +63,9 @@ def lower_right_causal_sdpa(module, query, key, value, attention_mask: Optional[
         pre, lse_pre = _CPU_FLASH(query, key[:, :, :offset], value[:, :, :offset], 0.0, False, scale=scaling)
         own, lse_own = _CPU_FLASH(query, key[:, :, offset:], value[:, :, offset:], 0.0, True, scale=scaling)
         lse = torch.logaddexp(lse_pre, lse_own)
-        out = (pre.float() * torch.exp(lse_pre - lse)[..., None]
-               + own.float() * torch.exp(lse_own - lse)[..., None]).to(query.dtype)
+        out = (
+            pre.float() * torch.exp(lse_pre - lse)[..., None] + own.float() * torch.exp(lse_own - lse)[..., None]
+        ).to(query.dtype)
     else:
         parts = []
         for start in range(0, q_len, CHUNK):
@@ -61,8 +73,16 @@ def lower_right_causal_sdpa(module, query, key, value, attention_mask: Optional[
             visible = offset + end
             # row r (absolute position offset + start + r) sees keys 0 .. offset + start + r
             mask = torch.ones(end - start, visible, dtype=torch.bool, device=query.device).tril(offset + start)
-            parts.append(sdpa(query[:, :, start:end], key[:, :, :visible], value[:, :, :visible], attn_mask=mask,
-                              dropout_p=dropout, scale=scaling))
+            parts.append(
+                sdpa(
+                    query[:, :, start:end],
+                    key[:, :, :visible],
+                    value[:, :, :visible],
+                    attn_mask=mask,
+                    dropout_p=dropout,
+                    scale=scaling,
+                )
+            )
         out = torch.cat(parts, dim=2)
     return out.transpose(1, 2).contiguous(), None
 

@@ -1,6 +1,7 @@
 """The small interface every stage talks to: a Generator writes text, a Scorer returns the
 log-probabilities of a given target text. Backends (transformers in-process, OpenAI-compatible HTTP)
 implement it; the REER search, the judge and the eval stage never import a backend."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

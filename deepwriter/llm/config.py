@@ -1,4 +1,5 @@
 """Typed config of one model role (generator, scorer, student, judge) and how it is reached."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

@@ -2,6 +2,7 @@
 write JSON) decodes `{"slot": value, ...}` with the JSON around the values forced and each value
 restricted to its slot's allowed labels, so every judgment parses and is in range. A slot is any
 object with `name` and `labels` (deepwriter.eval.benchmarks.base.Slot)."""
+
 from __future__ import annotations
 
 from typing import Any, Dict, List, Sequence, Tuple
@@ -45,18 +46,19 @@ class ConstrainedJudgeBackend:
                 continue
             matched, nxt = None, set()
             for ids in data:
-                if rest[:len(ids)] == ids and len(rest) >= len(ids):
+                if rest[: len(ids)] == ids and len(rest) >= len(ids):
                     matched = ids
                     break
-                if len(rest) < len(ids) and ids[:len(rest)] == rest:
+                if len(rest) < len(ids) and ids[: len(rest)] == rest:
                     nxt.add(ids[len(rest)])
             if matched is None:
                 return sorted(nxt) if nxt else [eos]
             pos += len(matched)
         return [eos]
 
-    def judge(self, prompts: Sequence[List[Dict[str, str]]], slot_lists: Sequence[Sequence[Any]],
-              sampling: Sampling) -> List[Generation]:
+    def judge(
+        self, prompts: Sequence[List[Dict[str, str]]], slot_lists: Sequence[Sequence[Any]], sampling: Sampling
+    ) -> List[Generation]:
         import torch
 
         rng = torch.Generator().manual_seed(sampling.seed if sampling.seed is not None else 0)
@@ -93,8 +95,12 @@ class ConstrainedJudgeBackend:
                     generated.append(allowed[0])
                     feed.append(allowed[0])
                     continue
-                out = self.model(input_ids=torch.tensor([feed], device=device), past_key_values=cache, use_cache=True,
-                                 logits_to_keep=1)
+                out = self.model(
+                    input_ids=torch.tensor([feed], device=device),
+                    past_key_values=cache,
+                    use_cache=True,
+                    logits_to_keep=1,
+                )
                 cache = out.past_key_values
                 logits = out.logits[0, -1].float()
                 choice_logits = logits[torch.tensor(allowed, device=device)]
@@ -105,5 +111,8 @@ class ConstrainedJudgeBackend:
                     pick = allowed[int(torch.argmax(choice_logits))]
                 generated.append(pick)
                 feed = [pick]
-        return Generation(text=tok.decode(generated, skip_special_tokens=True), prompt_tokens=len(prompt_ids),
-                          completion_tokens=len(generated))
+        return Generation(
+            text=tok.decode(generated, skip_special_tokens=True),
+            prompt_tokens=len(prompt_ids),
+            completion_tokens=len(generated),
+        )

@@ -1,4 +1,5 @@
 """The transformers backend: generation and target scoring in-process, on CPU or GPU."""
+
 from __future__ import annotations
 
 import logging
@@ -45,7 +46,7 @@ class TransformersGenerator:
         out: List[List[Generation]] = []
         step = max(1, self.batch_size // max(1, n))
         for start in range(0, len(texts), step):
-            out.extend(self._generate_batch(texts[start:start + step], sampling, n))
+            out.extend(self._generate_batch(texts[start : start + step], sampling, n))
         return out
 
     def _generate_batch(self, texts: List[str], sampling: Sampling, n: int) -> List[List[Generation]]:
@@ -84,12 +85,14 @@ class TransformersGenerator:
                 cut = row.tolist()
                 if tok.eos_token_id in cut:
                     cut = cut[: cut.index(tok.eos_token_id)]
-                group.append(Generation(
-                    text=tok.decode(cut, skip_special_tokens=True),
-                    prompt_tokens=int(enc["attention_mask"][i].sum()),
-                    completion_tokens=len(cut) if finished else int(real.numel()),
-                    finish_reason="stop" if finished else "length",
-                ))
+                group.append(
+                    Generation(
+                        text=tok.decode(cut, skip_special_tokens=True),
+                        prompt_tokens=int(enc["attention_mask"][i].sum()),
+                        completion_tokens=len(cut) if finished else int(real.numel()),
+                        finish_reason="stop" if finished else "length",
+                    )
+                )
             results.append(group)
         return results
 
@@ -127,7 +130,10 @@ class TransformersScorer:
             logp = torch.log_softmax(logits.float(), dim=-1)
             target = torch.tensor(tgt_ids, device=self.device)
             values = logp.gather(1, target[:, None])[:, 0]
-            out.append(TokenLogprobs(
-                tokens=self.tokenizer.convert_ids_to_tokens(tgt_ids), logprobs=values.tolist(),
-            ))
+            out.append(
+                TokenLogprobs(
+                    tokens=self.tokenizer.convert_ids_to_tokens(tgt_ids),
+                    logprobs=values.tolist(),
+                )
+            )
         return out

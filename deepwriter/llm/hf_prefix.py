@@ -12,6 +12,7 @@ skips the (query, key) pairs the causal mask hides (`llm/attention.py`). Values 
 Only full-attention layers can be cropped; a model with sliding-window or recurrent layers is scored
 without reuse.
 """
+
 from __future__ import annotations
 
 from collections import OrderedDict
@@ -63,8 +64,12 @@ class PrefixCachingScorer:
 
         if cache is None:
             cache = DynamicCache(config=self.model.config)
-        out = self.model(input_ids=torch.tensor([ids], device=self.device), past_key_values=cache, use_cache=True,
-                         logits_to_keep=logits_to_keep)
+        out = self.model(
+            input_ids=torch.tensor([ids], device=self.device),
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=logits_to_keep,
+        )
         return out.logits, cache
 
     def _is_croppable(self, cache) -> bool:
@@ -130,7 +135,7 @@ class PrefixCachingScorer:
         first = full[live[0]]
         for i in live[1:]:
             shared = min(shared, _common_prefix_len(first, full[i]))
-        prefix = first[:max(0, shared)]
+        prefix = first[: max(0, shared)]
         worth_it = len(prefix) >= self.min_prefix_tokens and self._croppable is not False
         cache = self._prefix_cache(prefix) if worth_it else None
         base = len(prefix) if cache is not None else 0

@@ -23,6 +23,7 @@ the prefill, the repeat is cut off.
 The sync `generate`/`score` run the async `agenerate`/`ascore` with `asyncio.run`, or in a helper
 thread when called from inside a running event loop.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -178,7 +179,7 @@ class _Transport:
             self.usage.completion_tokens += rec.completion_tokens
 
     def _backoff(self, attempt: int) -> float:
-        base = min(_MAX_BACKOFF_S, self.endpoint.backoff_s * (2 ** attempt))
+        base = min(_MAX_BACKOFF_S, self.endpoint.backoff_s * (2**attempt))
         return base * (0.5 + 0.5 * random.random())
 
     def client(self) -> httpx.AsyncClient:
@@ -190,7 +191,9 @@ class _Transport:
         return httpx.AsyncClient(
             verify=self._ssl_context,
             timeout=httpx.Timeout(self.endpoint.timeout_s),
-            limits=httpx.Limits(max_connections=n * len(self.base_urls), max_keepalive_connections=n * len(self.base_urls)),
+            limits=httpx.Limits(
+                max_connections=n * len(self.base_urls), max_keepalive_connections=n * len(self.base_urls)
+            ),
             headers=self._headers,
         )
 
@@ -220,11 +223,28 @@ class _Transport:
                         try:
                             payload = resp.json()
                             result = parse(payload)
-                        except (json.JSONDecodeError, UnicodeDecodeError, _BadPayload, KeyError, IndexError, TypeError) as exc:
-                            raise _BadPayload(f"malformed response body ({type(exc).__name__}: {str(exc)[:120]})") from exc
+                        except (
+                            json.JSONDecodeError,
+                            UnicodeDecodeError,
+                            _BadPayload,
+                            KeyError,
+                            IndexError,
+                            TypeError,
+                        ) as exc:
+                            raise _BadPayload(
+                                f"malformed response body ({type(exc).__name__}: {str(exc)[:120]})"
+                            ) from exc
                         usage = payload.get("usage") or payload.get("meta_info") or {}
-                        self._record(CallRecord(url, status, attempt, time.perf_counter() - t0,
-                                                int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)))
+                        self._record(
+                            CallRecord(
+                                url,
+                                status,
+                                attempt,
+                                time.perf_counter() - t0,
+                                int(usage.get("prompt_tokens") or 0),
+                                int(usage.get("completion_tokens") or 0),
+                            )
+                        )
                         return result
                     last = f"HTTP {status} from {url}: {_error_message(resp)}"
                     self._record(CallRecord(url, status, attempt, time.perf_counter() - t0, error=last))
@@ -255,7 +275,9 @@ class _Transport:
         with self._lock:
             self.usage.failed += 1
 
-    async def map(self, items: Sequence[Any], one: Callable[[httpx.AsyncClient, asyncio.Semaphore, Any], Awaitable[T]], what: str) -> List[T]:
+    async def map(
+        self, items: Sequence[Any], one: Callable[[httpx.AsyncClient, asyncio.Semaphore, Any], Awaitable[T]], what: str
+    ) -> List[T]:
         """Run `one` over `items` concurrently (bounded), keeping the input order."""
         sem = asyncio.Semaphore(self.endpoint.max_concurrency)
         async with self.client() as client:
@@ -294,14 +316,19 @@ class OpenAIGenerator(_Client):
         self._native_prefill = True  # cleared when a server refuses continue_final_message
 
     def __repr__(self) -> str:
-        return f"OpenAIGenerator(model_id={self.model_id!r}, base_urls={self.transport.base_urls}, api_key_env={self.endpoint.api_key_env!r})"
+        return (
+            f"OpenAIGenerator(model_id={self.model_id!r}, base_urls={self.transport.base_urls}, "
+            f"api_key_env={self.endpoint.api_key_env!r})"
+        )
 
-    def generate(self, prompts: Sequence[List[Message]], sampling: Sampling, n: int = 1,
-                 prefill: Optional[Sequence[str]] = None) -> List[List[Generation]]:
+    def generate(
+        self, prompts: Sequence[List[Message]], sampling: Sampling, n: int = 1, prefill: Optional[Sequence[str]] = None
+    ) -> List[List[Generation]]:
         return run_sync(lambda: self.agenerate(prompts, sampling, n=n, prefill=prefill))
 
-    async def agenerate(self, prompts: Sequence[List[Message]], sampling: Sampling, n: int = 1,
-                        prefill: Optional[Sequence[str]] = None) -> List[List[Generation]]:
+    async def agenerate(
+        self, prompts: Sequence[List[Message]], sampling: Sampling, n: int = 1, prefill: Optional[Sequence[str]] = None
+    ) -> List[List[Generation]]:
         if prefill is not None and len(prefill) != len(prompts):
             raise ValueError(f"prefill has {len(prefill)} entries for {len(prompts)} prompts")
         items = [(list(m), prefill[i] if prefill is not None else None) for i, m in enumerate(prompts)]
@@ -331,7 +358,9 @@ class OpenAIGenerator(_Client):
                 body["add_generation_prompt"] = False
         return body
 
-    async def _one(self, client, sem, messages: List[Message], prefill: Optional[str], sampling: Sampling, n: int) -> List[Generation]:
+    async def _one(
+        self, client, sem, messages: List[Message], prefill: Optional[str], sampling: Sampling, n: int
+    ) -> List[Generation]:
         def parse_for(body: dict) -> Callable[[dict], List[Generation]]:
             # without continue_final_message a server may answer with the whole assistant turn
             return lambda payload: parse(payload, repeated=bool(prefill) and "continue_final_message" not in body)
@@ -348,10 +377,16 @@ class OpenAIGenerator(_Client):
             for c in choices:
                 text = c["message"].get("content") or ""
                 if repeated and text.startswith(prefill):
-                    text = text[len(prefill):]
+                    text = text[len(prefill) :]
                 reason = c.get("finish_reason") or "stop"
-                gens.append(Generation(text=text, prompt_tokens=prompt_tokens, completion_tokens=completion_each,
-                                       finish_reason="length" if reason == "length" else "stop"))
+                gens.append(
+                    Generation(
+                        text=text,
+                        prompt_tokens=prompt_tokens,
+                        completion_tokens=completion_each,
+                        finish_reason="length" if reason == "length" else "stop",
+                    )
+                )
             return gens
 
         try:
@@ -359,11 +394,15 @@ class OpenAIGenerator(_Client):
             try:
                 return await self.transport.call(client, sem, "/chat/completions", body, parse_for(body))
             except RequestFailed as exc:
-                refused = exc.status in (400, 422) and ("continue_final_message" in str(exc) or "add_generation_prompt" in str(exc))
+                refused = exc.status in (400, 422) and (
+                    "continue_final_message" in str(exc) or "add_generation_prompt" in str(exc)
+                )
                 if not (refused and "continue_final_message" in body):
                     raise
                 if self._native_prefill:
-                    log.warning("server refuses continue_final_message; sending prefills as a plain trailing assistant message")
+                    log.warning(
+                        "server refuses continue_final_message; sending prefills as a plain trailing assistant message"
+                    )
                 self._native_prefill = False
                 body = self._body(messages, prefill, sampling, n)
                 return await self.transport.call(client, sem, "/chat/completions", body, parse_for(body))
@@ -387,8 +426,10 @@ class OpenAIScorer(_Client):
         self._echo_text = False  # set when a server refuses token-id prompts
 
     def __repr__(self) -> str:
-        return (f"OpenAIScorer(model_id={self.model_id!r}, logprobs_api={self.endpoint.logprobs_api!r}, "
-                f"base_urls={self.transport.base_urls}, api_key_env={self.endpoint.api_key_env!r})")
+        return (
+            f"OpenAIScorer(model_id={self.model_id!r}, logprobs_api={self.endpoint.logprobs_api!r}, "
+            f"base_urls={self.transport.base_urls}, api_key_env={self.endpoint.api_key_env!r})"
+        )
 
     def score(self, requests: Sequence[ScoreRequest]) -> List[TokenLogprobs]:
         return run_sync(lambda: self.ascore(requests))
@@ -437,7 +478,7 @@ class OpenAIScorer(_Client):
             values = lp["token_logprobs"]
             if len(values) < len(ids):  # the echoed prompt, then any generated token
                 raise _BadPayload(f"{len(values)} echoed log-probs for {len(ids)} prompt tokens")
-            out = values[len(ctx_ids):len(ids)]
+            out = values[len(ctx_ids) : len(ids)]
             if any(v is None for v in out):
                 raise _BadPayload("no log-prob for a target token")
             return TokenLogprobs(tokens=self.tokenizer.convert_ids_to_tokens(tgt_ids), logprobs=[float(v) for v in out])
@@ -453,8 +494,14 @@ class OpenAIScorer(_Client):
 
     async def _echo_call(self, client, sem, prompt: Any, parse: Callable[[dict], TokenLogprobs]) -> TokenLogprobs:
         def body() -> dict:
-            return {"model": self.model_id, "prompt": prompt, "max_tokens": self._echo_max_tokens,
-                    "echo": True, "logprobs": 1, "temperature": 0.0}
+            return {
+                "model": self.model_id,
+                "prompt": prompt,
+                "max_tokens": self._echo_max_tokens,
+                "echo": True,
+                "logprobs": 1,
+                "temperature": 0.0,
+            }
 
         sent = body()
         try:
@@ -511,15 +558,22 @@ class OpenAIScorer(_Client):
         start = max(0, len(ctx_ids) - 1)
 
         def parse(payload: dict) -> TokenLogprobs:
-            rows = payload["meta_info"]["input_token_logprobs"][-len(tgt_ids):]
+            rows = payload["meta_info"]["input_token_logprobs"][-len(tgt_ids) :]
             if len(rows) != len(tgt_ids) or [int(r[1]) for r in rows] != tgt_ids:
                 raise _BadPayload("input_token_logprobs do not end with the target's tokens")
             if any(r[0] is None for r in rows):
                 raise _BadPayload("a target token has no log-prob")
-            return TokenLogprobs(tokens=self.tokenizer.convert_ids_to_tokens(tgt_ids), logprobs=[float(r[0]) for r in rows])
+            return TokenLogprobs(
+                tokens=self.tokenizer.convert_ids_to_tokens(tgt_ids), logprobs=[float(r[0]) for r in rows]
+            )
 
-        body = {"input_ids": ids, "sampling_params": {"max_new_tokens": 0, "temperature": 0.0},
-                "return_logprob": True, "logprob_start_len": start, "top_logprobs_num": 0}
+        body = {
+            "input_ids": ids,
+            "sampling_params": {"max_new_tokens": 0, "temperature": 0.0},
+            "return_logprob": True,
+            "logprob_start_len": start,
+            "top_logprobs_num": 0,
+        }
         return await self.transport.call(client, sem, "/generate", body, parse, root=True)
 
 

@@ -10,6 +10,7 @@ The choice is made before stage keys are computed (`resolve_model_dtypes`), so a
 its recorded config carry the dtype that actually ran: outputs made in bf16 on one machine are not
 reused by a float32 run on another.
 """
+
 from __future__ import annotations
 
 import dataclasses

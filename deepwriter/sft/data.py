@@ -3,6 +3,7 @@ tokenised with assistant-only labels, over-long samples truncated or dropped, an
 under a key of everything that decides the result (dataset files, tokenizer, template, length
 policy), so a resumed or repeated run does not tokenise again.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -13,7 +14,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
 from deepwriter.config import stable_hash
 from deepwriter.errors import DeepwriterError
@@ -78,15 +79,30 @@ def _tokenizer_digest(tokenizer: Any) -> str:
 
 
 def cache_key(dataset_dir: Path, tokenizer: Any, max_length: int, overlong: str, strict: bool) -> str:
-    return stable_hash({
-        "data": _dataset_digest(dataset_dir), "tokenizer": _tokenizer_digest(tokenizer),
-        "template": tokenizer.chat_template, "eos": tokenizer.eos_token, "max_length": max_length,
-        "overlong": overlong, "strict": strict, "version": 1,
-    })
+    return stable_hash(
+        {
+            "data": _dataset_digest(dataset_dir),
+            "tokenizer": _tokenizer_digest(tokenizer),
+            "template": tokenizer.chat_template,
+            "eos": tokenizer.eos_token,
+            "max_length": max_length,
+            "overlong": overlong,
+            "strict": strict,
+            "version": 1,
+        }
+    )
 
 
-def prepare(dataset_dir: Path, tokenizer: Any, max_length: int, overlong: str, strict: bool, cache_root: Path,
-            is_main: bool = True, wait_s: float = 24 * 3600) -> Prepared:
+def prepare(
+    dataset_dir: Path,
+    tokenizer: Any,
+    max_length: int,
+    overlong: str,
+    strict: bool,
+    cache_root: Path,
+    is_main: bool = True,
+    wait_s: float = 24 * 3600,
+) -> Prepared:
     """Tokenise (or reuse) the dataset at `dataset_dir`. Only the main process writes the cache; the
     other ranks of a launch wait for it."""
     if overlong not in ("truncate", "drop"):
@@ -108,8 +124,12 @@ def prepare(dataset_dir: Path, tokenizer: Any, max_length: int, overlong: str, s
     else:
         log.info("reusing tokenised data %s", dest)
     meta = json.loads(done.read_text())
-    return Prepared(path=dest / "data", counts=meta["counts"], skipped=[Skipped(**s) for s in meta["skipped"]],
-                    sources=meta["sources"])
+    return Prepared(
+        path=dest / "data",
+        counts=meta["counts"],
+        skipped=[Skipped(**s) for s in meta["skipped"]],
+        sources=meta["sources"],
+    )
 
 
 def _arrow_rows(dataset_dir: Path) -> int:
@@ -134,8 +154,17 @@ def _tokenize_to(dataset_dir: Path, tokenizer: Any, max_length: int, overlong: s
         raise SFTDataError(f"{dataset_dir}: field 'messages': missing column (columns: {ds.column_names})")
     if len(ds) == 0:
         raise SFTDataError(f"{dataset_dir}: the dataset has no rows")
-    counts = {"rows": len(ds), "skipped": 0, "overlong": 0, "truncated": 0, "dropped_overlong": 0,
-              "samples": 0, "tokens": 0, "loss_tokens": 0, "max_sample_tokens": 0}
+    counts = {
+        "rows": len(ds),
+        "skipped": 0,
+        "overlong": 0,
+        "truncated": 0,
+        "dropped_overlong": 0,
+        "samples": 0,
+        "tokens": 0,
+        "loss_tokens": 0,
+        "max_sample_tokens": 0,
+    }
     skipped: List[Skipped] = []
     sources: Dict[str, int] = {}
     chunks = []
@@ -185,19 +214,37 @@ def _tokenize_to(dataset_dir: Path, tokenizer: Any, max_length: int, overlong: s
             flush()
     flush()
     if counts["skipped"]:
-        log.warning("sft: skipped %d malformed rows (first: %s: %s)", counts["skipped"], skipped[0].where, skipped[0].reason)
+        log.warning(
+            "sft: skipped %d malformed rows (first: %s: %s)", counts["skipped"], skipped[0].where, skipped[0].reason
+        )
     if counts["dropped_overlong"] or counts["truncated"]:
-        log.warning("sft: %d samples longer than max_length=%d (%d truncated, %d dropped)", counts["overlong"],
-                    max_length, counts["truncated"], counts["dropped_overlong"])
+        log.warning(
+            "sft: %d samples longer than max_length=%d (%d truncated, %d dropped)",
+            counts["overlong"],
+            max_length,
+            counts["truncated"],
+            counts["dropped_overlong"],
+        )
     if not chunks:
-        raise SFTDataError(f"{dataset_dir}: no trainable samples left (rows {counts['rows']}, skipped "
-                           f"{counts['skipped']}, dropped as over-long {counts['dropped_overlong']})")
+        raise SFTDataError(
+            f"{dataset_dir}: no trainable samples left (rows {counts['rows']}, skipped "
+            f"{counts['skipped']}, dropped as over-long {counts['dropped_overlong']})"
+        )
     tmp = dest.parent / (dest.name + f".tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     datasets.concatenate_datasets(chunks).save_to_disk(str(tmp / "data"))
-    (tmp / "prepare.json").write_text(json.dumps({
-        "counts": counts, "skipped": [s.__dict__ for s in skipped], "sources": sources,
-        "max_length": max_length, "overlong": overlong, "source_dataset": str(dataset_dir),
-    }, indent=2))
+    (tmp / "prepare.json").write_text(
+        json.dumps(
+            {
+                "counts": counts,
+                "skipped": [s.__dict__ for s in skipped],
+                "sources": sources,
+                "max_length": max_length,
+                "overlong": overlong,
+                "source_dataset": str(dataset_dir),
+            },
+            indent=2,
+        )
+    )
     shutil.rmtree(dest, ignore_errors=True)
     os.replace(tmp, dest)

@@ -1,5 +1,6 @@
 """The final model folder: 16-bit (or the training dtype) safetensors, tokenizer with the training
 chat template, generation config that stops at the end of an assistant turn, and a model card."""
+
 from __future__ import annotations
 
 import json
@@ -46,8 +47,9 @@ def finalize(partial: Path, dest: Path) -> None:
     os.replace(partial, dest)
 
 
-def write_model_card(dest: Path, cfg: Any, counts: Dict[str, Any], metrics: Dict[str, Any], sources: Dict[str, int],
-                     dataset_dir: Path) -> None:
+def write_model_card(
+    dest: Path, cfg: Any, counts: Dict[str, Any], metrics: Dict[str, Any], sources: Dict[str, int], dataset_dir: Path
+) -> None:
     sft = to_plain(cfg.sft)
     lines = [
         "---",
@@ -63,14 +65,29 @@ def write_model_card(dest: Path, cfg: Any, counts: Dict[str, Any], metrics: Dict
         "## Data",
         f"- dataset: `{dataset_dir}`",
         f"- rows {counts.get('rows')}, trained samples {counts.get('samples')}, skipped {counts.get('skipped')}, "
-        f"over max_length {counts.get('overlong')} (truncated {counts.get('truncated')}, dropped {counts.get('dropped_overlong')})",
+        f"over max_length {counts.get('overlong')} "
+        f"(truncated {counts.get('truncated')}, dropped {counts.get('dropped_overlong')})",
         f"- tokens {counts.get('tokens')}, of which with loss {counts.get('loss_tokens')}",
     ]
     lines += [f"- source `{k}`: {v} samples" for k, v in sorted(sources.items())]
     lines += ["", "## Training", "", "| setting | value |", "|---|---|"]
-    for key in ("epochs", "max_steps", "learning_rate", "lr_scheduler", "warmup_ratio", "global_batch_size",
-                "per_device_batch_size", "max_length", "packing", "gradient_checkpointing", "bf16", "optim",
-                "weight_decay", "max_grad_norm", "seed"):
+    for key in (
+        "epochs",
+        "max_steps",
+        "learning_rate",
+        "lr_scheduler",
+        "warmup_ratio",
+        "global_batch_size",
+        "per_device_batch_size",
+        "max_length",
+        "packing",
+        "gradient_checkpointing",
+        "bf16",
+        "optim",
+        "weight_decay",
+        "max_grad_norm",
+        "seed",
+    ):
         lines.append(f"| {key} | {sft.get(key)} |")
     lines.append(f"| gradient accumulation x world size | {counts.get('grad_accum')} x {counts.get('world_size')} |")
     lines.append(f"| deepspeed | {json.dumps(sft['deepspeed']['config']) if sft['deepspeed']['enabled'] else 'off'} |")

@@ -15,6 +15,7 @@ The other way to run several ranks, used by recipes/slurm/sft.sbatch: start the 
 under torchrun (`torchrun ... -m deepwriter.train +recipe=full run_id=…`); WORLD_SIZE is then set and
 every rank runs the stage itself.
 """
+
 from __future__ import annotations
 
 import json
@@ -48,8 +49,13 @@ def write_spec(cfg: RootConfig, ctx) -> Path:
     # Not redacted: the ranks need the same config the parent has. Secrets are environment variable
     # names in this config, never values.
     plain = OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True, enum_to_str=True)
-    spec = {"config": plain, "out_dir": str(ctx.out_dir), "inputs": {k: str(v) for k, v in ctx.inputs.items()},
-            "run_dir": str(ctx.run_dir), "key": ctx.key}
+    spec = {
+        "config": plain,
+        "out_dir": str(ctx.out_dir),
+        "inputs": {k: str(v) for k, v in ctx.inputs.items()},
+        "run_dir": str(ctx.run_dir),
+        "key": ctx.key,
+    }
     path = spec_dir / SPEC
     path.write_text(json.dumps(spec, indent=2))
     return spec_dir
@@ -73,9 +79,22 @@ def command(cfg: RootConfig, spec_dir: Path) -> List[str]:
             "sft.launcher=deepspeed with sft.hostfile, or start deepwriter.train under torchrun/srun on every "
             "node (recipes/slurm/sft.sbatch)"
         )
-    return [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node",
-            str(sft.num_processes), "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
-            "-m", RANK_MODULE, str(spec_dir)]
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nnodes",
+        "1",
+        "--nproc_per_node",
+        str(sft.num_processes),
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(_free_port()),
+        "-m",
+        RANK_MODULE,
+        str(spec_dir),
+    ]
 
 
 def launch(cfg: RootConfig, ctx) -> None:

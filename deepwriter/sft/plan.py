@@ -7,6 +7,7 @@ parallel ranks as ZeRO does. Activations assume a memory-efficient attention ker
 with checkpointing, every layer keeps its 16-bit input and one layer is recomputed at a time; the
 logits and their gradient are kept in fp32 for the loss.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -14,7 +15,7 @@ from typing import Any, Dict, List, Optional
 
 from deepwriter.errors import DeepwriterError
 
-GiB = 1024 ** 3
+GiB = 1024**3
 # CUDA context, allocator fragmentation, NCCL buffers, ZeRO-3 gather/prefetch buffers.
 RUNTIME_OVERHEAD_BYTES = 4 * GiB
 # Bytes of saved activations per token and hidden unit for one transformer layer without
@@ -42,8 +43,12 @@ class ModelShape:
         text = config.get_text_config() if hasattr(config, "get_text_config") else config
         heads = text.num_attention_heads
         return cls(
-            num_layers=text.num_hidden_layers, hidden=text.hidden_size, intermediate=text.intermediate_size,
-            heads=heads, kv_heads=getattr(text, "num_key_value_heads", None) or heads, vocab=text.vocab_size,
+            num_layers=text.num_hidden_layers,
+            hidden=text.hidden_size,
+            intermediate=text.intermediate_size,
+            heads=heads,
+            kv_heads=getattr(text, "num_key_value_heads", None) or heads,
+            vocab=text.vocab_size,
             head_dim=getattr(text, "head_dim", None) or text.hidden_size // heads,
             tied_embeddings=bool(getattr(text, "tie_word_embeddings", False)),
         )
@@ -60,8 +65,12 @@ class ModelShape:
         """LoRA on every linear layer of the blocks (PEFT's "all-linear")."""
         hd = self.head_dim or self.hidden // self.heads
         pairs = [
-            (self.hidden, self.heads * hd), (self.hidden, self.kv_heads * hd), (self.hidden, self.kv_heads * hd),
-            (self.heads * hd, self.hidden), (self.hidden, self.intermediate), (self.hidden, self.intermediate),
+            (self.hidden, self.heads * hd),
+            (self.hidden, self.kv_heads * hd),
+            (self.hidden, self.kv_heads * hd),
+            (self.heads * hd, self.hidden),
+            (self.hidden, self.intermediate),
+            (self.hidden, self.intermediate),
             (self.intermediate, self.hidden),
         ]
         return self.num_layers * sum(r * (a + b) for a, b in pairs)
@@ -109,9 +118,18 @@ class MemoryPlan:
 
 
 def plan_memory(
-    shape: ModelShape, *, world_size: int, zero_stage: int, per_device_batch: int, max_length: int,
-    grad_accum: int = 1, gradient_checkpointing: bool = True, offload_optimizer: bool = False,
-    offload_param: bool = False, lora_r: int = 0, weight_bytes: int = 2,
+    shape: ModelShape,
+    *,
+    world_size: int,
+    zero_stage: int,
+    per_device_batch: int,
+    max_length: int,
+    grad_accum: int = 1,
+    gradient_checkpointing: bool = True,
+    offload_optimizer: bool = False,
+    offload_param: bool = False,
+    lora_r: int = 0,
+    weight_bytes: int = 2,
 ) -> MemoryPlan:
     """Per-GPU memory of one training configuration. zero_stage 0 means plain data parallelism."""
     if zero_stage not in (0, 1, 2, 3):
@@ -145,10 +163,20 @@ def plan_memory(
         activations = shape.num_layers * full_layer
     activations += tokens * shape.vocab * (4 + 4)  # fp32 logits and their gradient
     return MemoryPlan(
-        world_size=world_size, zero_stage=zero_stage, offload_optimizer=offload_optimizer, offload_param=offload_param,
-        params=n, trainable_params=trained, weights=weights, gradients=grads, optimizer=optimizer,
-        activations=activations, overhead=RUNTIME_OVERHEAD_BYTES, tokens_per_micro_batch=tokens,
-        tokens_per_step=tokens * grad_accum * world_size, notes=notes,
+        world_size=world_size,
+        zero_stage=zero_stage,
+        offload_optimizer=offload_optimizer,
+        offload_param=offload_param,
+        params=n,
+        trainable_params=trained,
+        weights=weights,
+        gradients=grads,
+        optimizer=optimizer,
+        activations=activations,
+        overhead=RUNTIME_OVERHEAD_BYTES,
+        tokens_per_micro_batch=tokens,
+        tokens_per_step=tokens * grad_accum * world_size,
+        notes=notes,
     )
 
 
@@ -171,8 +199,7 @@ def check_fits(plan: MemoryPlan, gpu_memory_gb: float) -> None:
     raise PlanError(
         f"sft: the plan needs {plan.total / GiB:.1f} GiB per GPU but sft.gpu_memory_gb is {gpu_memory_gb:g} "
         f"(weights {plan.weights / GiB:.1f}, gradients {plan.gradients / GiB:.1f}, optimizer "
-        f"{plan.optimizer / GiB:.1f}, activations {plan.activations / GiB:.1f} GiB); try "
-        + "; or ".join(advice)
+        f"{plan.optimizer / GiB:.1f}, activations {plan.activations / GiB:.1f} GiB); try " + "; or ".join(advice)
     )
 
 
@@ -182,8 +209,15 @@ def plan_from_config(sft_cfg: Any, shape: ModelShape, world_size: int, grad_accu
     zero = ds.get("zero_optimization", {}) or {}
     device = lambda key: (zero.get(key) or {}).get("device", "none") not in ("none", None)
     return plan_memory(
-        shape, world_size=world_size, zero_stage=int(zero.get("stage", 0)), per_device_batch=sft_cfg.per_device_batch_size,
-        max_length=sft_cfg.max_length, grad_accum=grad_accum, gradient_checkpointing=sft_cfg.gradient_checkpointing,
-        offload_optimizer=device("offload_optimizer"), offload_param=device("offload_param"),
-        lora_r=sft_cfg.lora.r if sft_cfg.lora.enabled else 0, weight_bytes=2 if sft_cfg.bf16 else 4,
+        shape,
+        world_size=world_size,
+        zero_stage=int(zero.get("stage", 0)),
+        per_device_batch=sft_cfg.per_device_batch_size,
+        max_length=sft_cfg.max_length,
+        grad_accum=grad_accum,
+        gradient_checkpointing=sft_cfg.gradient_checkpointing,
+        offload_optimizer=device("offload_optimizer"),
+        offload_param=device("offload_param"),
+        lora_r=sft_cfg.lora.r if sft_cfg.lora.enabled else 0,
+        weight_bytes=2 if sft_cfg.bf16 else 4,
     )

@@ -1,5 +1,6 @@
 """What every rank started by deepwriter.sft.launch runs: `python -m deepwriter.sft.rank <stage>/launch`
 reads the spec the stage wrote (the typed config, the stage folder, its inputs) and trains."""
+
 from __future__ import annotations
 
 import json

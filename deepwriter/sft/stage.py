@@ -6,6 +6,7 @@ Several ranks: when `sft.num_processes x sft.num_nodes > 1` and this process was
 a launcher, the stage starts the ranks (deepwriter.sft.launch) and waits; when the whole train command
 runs under torchrun (WORLD_SIZE set), every rank runs this function and trains directly.
 """
+
 from __future__ import annotations
 
 import json
@@ -46,8 +47,12 @@ def print_plan(cfg: RootConfig, geometry: tr.BatchGeometry) -> None:
 
 
 STAGE = StageSpec(
-    "sft", "deepwriter.sft.stage:run", ("models.student", "sft"),
-    needs=lambda cfg: ["mix"], distributed=True, preflight="deepwriter.sft.trainer:preflight",
+    "sft",
+    "deepwriter.sft.stage:run",
+    ("models.student", "sft"),
+    needs=lambda cfg: ["mix"],
+    distributed=True,
+    preflight="deepwriter.sft.trainer:preflight",
 )
 
 
@@ -73,8 +78,9 @@ def load_result(out_dir: Path) -> StageResult:
     return StageResult(counts=data["counts"], metrics=data["metrics"], artifacts=data["artifacts"])
 
 
-def train(cfg: RootConfig, out_dir: Path, mix_dir: Path, tracker: Any, run_dir: Optional[Path],
-          geometry: tr.BatchGeometry) -> StageResult:
+def train(
+    cfg: RootConfig, out_dir: Path, mix_dir: Path, tracker: Any, run_dir: Optional[Path], geometry: tr.BatchGeometry
+) -> StageResult:
     """Train on this process (one rank of a launch, or alone) and export the model."""
     import datasets
     import torch
@@ -92,8 +98,15 @@ def train(cfg: RootConfig, out_dir: Path, mix_dir: Path, tracker: Any, run_dir: 
     student = cfg.models.student
     tokenizer = models.load_tokenizer(student, cfg.paths.cache_dir)
     tokenizer, added = apply_training_template(tokenizer, cfg.sft.chat_template)
-    prepared = sft_data.prepare(Path(mix_dir) / "dataset", tokenizer, cfg.sft.max_length, cfg.sft.overlong,
-                                cfg.sft.strict, out_dir / "tokenized", is_main=is_main)
+    prepared = sft_data.prepare(
+        Path(mix_dir) / "dataset",
+        tokenizer,
+        cfg.sft.max_length,
+        cfg.sft.overlong,
+        cfg.sft.strict,
+        out_dir / "tokenized",
+        is_main=is_main,
+    )
 
     where, kwargs = models.resolve(student, cfg.paths.cache_dir)
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
@@ -140,14 +153,22 @@ def train(cfg: RootConfig, out_dir: Path, mix_dir: Path, tracker: Any, run_dir: 
 
             lc = cfg.sft.lora
             peft_config = LoraConfig(
-                r=lc.r, lora_alpha=lc.alpha, lora_dropout=lc.dropout, target_modules=lc.target_modules,
-                task_type="CAUSAL_LM", modules_to_save=["embed_tokens", "lm_head"] if added else None,
+                r=lc.r,
+                lora_alpha=lc.alpha,
+                lora_dropout=lc.dropout,
+                target_modules=lc.target_modules,
+                task_type="CAUSAL_LM",
+                modules_to_save=["embed_tokens", "lm_head"] if added else None,
             )
 
         callback = tr.make_metrics_callback(log_path, tracker, n_params, cfg.sft.peak_tflops, geometry.world_size)
         trainer = SFTTrainer(
-            model=model, args=args, train_dataset=datasets.load_from_disk(str(prepared.path)),
-            processing_class=tokenizer, peft_config=peft_config, callbacks=[callback],
+            model=model,
+            args=args,
+            train_dataset=datasets.load_from_disk(str(prepared.path)),
+            processing_class=tokenizer,
+            peft_config=peft_config,
+            callbacks=[callback],
         )
         t0, c0 = time.time(), time.process_time()
         trainer.train(resume_from_checkpoint=str(resume) if resume else None)
@@ -174,14 +195,19 @@ def train(cfg: RootConfig, out_dir: Path, mix_dir: Path, tracker: Any, run_dir: 
     losses = [r["loss"] for r in rows if "loss" in r]
     rates = [r["tokens_per_s"] for r in rows if r.get("tokens_per_s")]
     counts: Dict[str, Any] = {
-        **prepared.counts, "steps": global_step, "grad_accum": geometry.grad_accum,
-        "world_size": geometry.world_size, "global_batch": geometry.global_batch,
+        **prepared.counts,
+        "steps": global_step,
+        "grad_accum": geometry.grad_accum,
+        "world_size": geometry.world_size,
+        "global_batch": geometry.global_batch,
         "trained_tokens": int(rows[-1].get("num_tokens", 0)) if rows else 0,
         "resumed_from_step": tr.checkpoint_step(resume) if resume else 0,
     }
     metrics: Dict[str, Any] = {
-        "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None,
-        "train_seconds": round(train_seconds, 3), "train_cpu_seconds": round(train_cpu_seconds, 3),
+        "first_loss": losses[0] if losses else None,
+        "last_loss": losses[-1] if losses else None,
+        "train_seconds": round(train_seconds, 3),
+        "train_cpu_seconds": round(train_cpu_seconds, 3),
         "tokens_per_s": round(sum(rates) / len(rates), 1) if rates else None,
     }
     # Only what this stage's key covers goes into the card: eval results belong to the eval stage's output.
@@ -199,12 +225,18 @@ def train(cfg: RootConfig, out_dir: Path, mix_dir: Path, tracker: Any, run_dir: 
     return StageResult(counts=counts, metrics=metrics, artifacts=artifacts)
 
 
-def _export_lora(cfg: RootConfig, base_where: str, base_kwargs: dict, adapter_dir: Path, dest: Path, tokenizer: Any,
-                 dtype: Any) -> None:
+def _export_lora(
+    cfg: RootConfig, base_where: str, base_kwargs: dict, adapter_dir: Path, dest: Path, tokenizer: Any, dtype: Any
+) -> None:
     from deepwriter.sft import export
 
     if cfg.sft.lora.merge_on_export:
         export.merge_lora(base_where, base_kwargs, adapter_dir, dest, tokenizer, dtype)
     else:
-        shutil.copytree(adapter_dir, dest, ignore=shutil.ignore_patterns("optimizer.pt", "scheduler.pt", "rng_state*",
-                                                                          "global_step*", "trainer_state.json"))
+        shutil.copytree(
+            adapter_dir,
+            dest,
+            ignore=shutil.ignore_patterns(
+                "optimizer.pt", "scheduler.pt", "rng_state*", "global_step*", "trainer_state.json"
+            ),
+        )

@@ -9,6 +9,7 @@ model: what the model is trained on is what it is prompted with afterwards.
 The mask covers the assistant content (thinking and answer) and its `<|im_end|>`, so the model learns
 to stop; the newline after `<|im_end|>` and every system/user token carry no loss.
 """
+
 from __future__ import annotations
 
 import logging
@@ -97,7 +98,10 @@ def apply_training_template(tokenizer: Any, configured: Optional[str] = None) ->
 def tokenize_with_labels(tokenizer: Any, messages: List[dict]) -> Tuple[List[int], List[int]]:
     """Token ids of a whole conversation and its labels (-100 outside assistant turns)."""
     out = tokenizer.apply_chat_template(
-        messages, tokenize=True, return_dict=True, return_assistant_tokens_mask=True,
+        messages,
+        tokenize=True,
+        return_dict=True,
+        return_assistant_tokens_mask=True,
     )
     ids = list(out["input_ids"])
     mask = list(out["assistant_masks"])

@@ -1,6 +1,7 @@
 """TRL's SFTTrainer configured from our typed config: batch geometry, DeepSpeed, LoRA, metrics,
 checkpoints that a killed run resumes from, and the final export.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -14,7 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from deepwriter.config import ConfigError, stable_hash, to_plain
+from deepwriter.config import ConfigError, stable_hash
 from deepwriter.errors import DeepwriterError
 from deepwriter.schema import key_slice
 
@@ -163,8 +164,10 @@ def last_checkpoint(ckpt_dir: Path) -> Optional[Path]:
     """The newest complete checkpoint (a save killed half-way has no trainer_state.json)."""
     if not ckpt_dir.is_dir():
         return None
-    found = sorted(((int(m.group(1)), p) for p in ckpt_dir.iterdir() if (m := _CHECKPOINT.match(p.name)) and p.is_dir()),
-                   reverse=True)
+    found = sorted(
+        ((int(m.group(1)), p) for p in ckpt_dir.iterdir() if (m := _CHECKPOINT.match(p.name)) and p.is_dir()),
+        reverse=True,
+    )
     for _, path in found:
         if (path / "trainer_state.json").exists():
             return path
@@ -193,7 +196,8 @@ def check_resume(ckpt_dir: Path, fingerprint: Dict[str, Any], is_main: bool) -> 
             if last is not None:
                 raise ResumeError(
                     f"{ckpt_dir}: the checkpoints here come from a different training configuration ("
-                    + "; ".join(diffs[:5]) + "); restore that configuration to resume, or delete the folder to start over"
+                    + "; ".join(diffs[:5])
+                    + "); restore that configuration to resume, or delete the folder to start over"
                 )
     if is_main and (last is None or not fp_file.exists()):
         fp_file.write_text(json.dumps(fingerprint, indent=2, sort_keys=True, default=str))
@@ -204,7 +208,9 @@ def trim_log(log_path: Path, upto_step: int) -> None:
     """Drop the log lines a killed run wrote after its last checkpoint: those steps are redone."""
     if not log_path.exists():
         return
-    keep = [line for line in log_path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= upto_step]
+    keep = [
+        line for line in log_path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= upto_step
+    ]
     log_path.write_text("".join(line + "\n" for line in keep))
 
 
@@ -221,9 +227,11 @@ def _memory_gb() -> Dict[str, float]:
     import torch
 
     if torch.cuda.is_available():
-        return {"mem/gpu_max_allocated_gb": torch.cuda.max_memory_allocated() / 1024 ** 3,
-                "mem/gpu_reserved_gb": torch.cuda.memory_reserved() / 1024 ** 3}
-    return {"mem/cpu_max_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2}
+        return {
+            "mem/gpu_max_allocated_gb": torch.cuda.max_memory_allocated() / 1024**3,
+            "mem/gpu_reserved_gb": torch.cuda.memory_reserved() / 1024**3,
+        }
+    return {"mem/cpu_max_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2}
 
 
 def make_metrics_callback(log_path: Path, tracker: Any, n_params: int, peak_tflops: float, world_size: int):
@@ -244,9 +252,17 @@ def make_metrics_callback(log_path: Path, tracker: Any, n_params: int, peak_tflo
             if not state.is_world_process_zero or not logs or "loss" not in logs:
                 return
             now = time.time()
-            row: Dict[str, Any] = {"step": state.global_step, **{k: v for k, v in logs.items() if isinstance(v, (int, float))}}
+            row: Dict[str, Any] = {
+                "step": state.global_step,
+                **{k: v for k, v in logs.items() if isinstance(v, (int, float))},
+            }
             tokens = logs.get("num_tokens")
-            if tokens is not None and self.last_tokens is not None and now > self.last_time and tokens > self.last_tokens:
+            if (
+                tokens is not None
+                and self.last_tokens is not None
+                and now > self.last_time
+                and tokens > self.last_tokens
+            ):
                 tps = (tokens - self.last_tokens) / (now - self.last_time)
                 row["tokens_per_s"] = tps
                 # 6 N FLOPs per trained token (forward + backward), against the devices' dense peak.
@@ -256,6 +272,8 @@ def make_metrics_callback(log_path: Path, tracker: Any, n_params: int, peak_tflo
             row.update(_memory_gb())
             with open(log_path, "a") as f:
                 f.write(json.dumps(row) + "\n")
-            tracker.log({f"train/{k}": v for k, v in row.items() if k != "step" and v is not None}, step=state.global_step)
+            tracker.log(
+                {f"train/{k}": v for k, v in row.items() if k != "step" and v is not None}, step=state.global_step
+            )
 
     return MetricsCallback()

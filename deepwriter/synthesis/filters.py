@@ -4,6 +4,7 @@ can count discards by reason; a kept sample has no reason.
 Lengths are counted in whitespace-separated words rather than model tokens, so the same sample is
 kept or discarded whatever scorer tokenizer is used (for English prose a word is ~1.3 tokens).
 """
+
 from __future__ import annotations
 
 from collections import Counter

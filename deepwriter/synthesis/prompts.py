@@ -4,6 +4,7 @@ and the scorer's context. Written for this project.
 The generator sees both the request x and the reference answer y, but the trajectory must read as
 the writer's own planning *before* writing y: first person, present/future tense, no bullet lists.
 """
+
 from __future__ import annotations
 
 import random
@@ -20,13 +21,28 @@ REWRITE_CLOSE = "</rewrite>"
 
 # Openings the assistant turn is prefilled with, weighted: variety keeps the student from learning
 # one fixed first sentence.
-TRIGGERS_EN = [("Okay, I am given", 4), ("Alright, the user", 3), ("Alright", 2), ("Okay, so the task is", 2),
-               ("Let me start by", 1)]
+TRIGGERS_EN = [
+    ("Okay, I am given", 4),
+    ("Alright, the user", 3),
+    ("Alright", 2),
+    ("Okay, so the task is", 2),
+    ("Let me start by", 1),
+]
 TRIGGERS_ZH = [("好的，用户", 4), ("嗯，我需要", 3), ("好，这个任务", 2), ("首先，我要", 1)]
 
 # Interjections that only signal doubt: strip_reflection removes them (with their punctuation).
-INTERJECTIONS_EN = ["On second thought", "But wait", "Hold on", "Alternatively", "Actually", "Let me think",
-                    "Let me reconsider", "Hmm", "Wait", "Oh"]
+INTERJECTIONS_EN = [
+    "On second thought",
+    "But wait",
+    "Hold on",
+    "Alternatively",
+    "Actually",
+    "Let me think",
+    "Let me reconsider",
+    "Hmm",
+    "Wait",
+    "Oh",
+]
 # Phrases that signal reflection but carry content ("Let me think about the reader"): detected, and
 # rewritten in a plain form by strip_reflection (_DECLARATIVE_EN) rather than cut.
 REFLECTION_PHRASES_EN = INTERJECTIONS_EN + ["Let me think", "Maybe I should", "Let me reconsider"]
@@ -49,12 +65,19 @@ _PLAN_SHAPE = """Let the thinking move through these stages, in your own words:
 1. What the user really wants, and who will read the piece.
 2. The core objective: what the text must achieve for that reader.
 3. The content: which ideas, facts, images or arguments belong in it, and which do not.
-4. The structure: choose a fitting frame (for example the Golden Circle why-how-what, AIDA, or beginning-development-climax-resolution) and say why it fits.
-5. An outline or a rough draft of key passages, introduced with words like "Outline:" or "Draft:" so it is clearly marked as such."""
+4. The structure: choose a fitting frame (for example the Golden Circle why-how-what, AIDA, or \
+beginning-development-climax-resolution) and say why it fits.
+5. An outline or a rough draft of key passages, introduced with words like "Outline:" or "Draft:" so it is clearly \
+marked as such."""
 
-_STYLE_REFLECT = """Think aloud in the first person and in the present or future tense ("I want...", "I will open with..."), as flowing paragraphs with no bullet lists. Question yourself naturally along the way with varied phrases such as "Hmm, maybe...", "Wait, ...", "Let me think...", "But wait...", "Alternatively, ..." - use them where a real writer would hesitate, and not in the closing part, which should settle on the final plan."""
+_STYLE_REFLECT = """Think aloud in the first person and in the present or future tense ("I want...", "I will open \
+with..."), as flowing paragraphs with no bullet lists. Question yourself naturally along the way with varied \
+phrases such as "Hmm, maybe...", "Wait, ...", "Let me think...", "But wait...", "Alternatively, ..." - use them \
+where a real writer would hesitate, and not in the closing part, which should settle on the final plan."""
 
-_STYLE_PLAIN = """Think in the first person and in the present or future tense ("I want...", "I will open with..."), as flowing paragraphs with no bullet lists. Reason steadily and directly, without hesitation phrases such as "Hmm", "Wait" or "Alternatively"."""
+_STYLE_PLAIN = """Think in the first person and in the present or future tense ("I want...", "I will open \
+with..."), as flowing paragraphs with no bullet lists. Reason steadily and directly, without hesitation phrases \
+such as "Hmm", "Wait" or "Alternatively"."""
 
 
 def initial_messages(x: str, y: str, reflection: bool = True) -> List[Message]:
@@ -72,7 +95,8 @@ Here is the piece the writer finally produced:
 {y}
 </final_text>
 
-Write the writer's thinking *before* writing, as if the final text did not exist yet: the plan that naturally leads to this piece. Do not copy sentences from the final text.
+Write the writer's thinking *before* writing, as if the final text did not exist yet: the plan that naturally leads \
+to this piece. Do not copy sentences from the final text.
 
 {_PLAN_SHAPE}
 
@@ -82,16 +106,17 @@ Write the whole thinking inside one {THINK_OPEN.strip()} ... {THINK_CLOSE} block
     return [{"role": "user", "content": user}]
 
 
-def refine_messages(x: str, y: str, prefix: str, segment: str, suffix: str, reflection: bool = True,
-                    analysis: bool = True) -> List[Message]:
+def refine_messages(
+    x: str, y: str, prefix: str, segment: str, suffix: str, reflection: bool = True, analysis: bool = True
+) -> List[Message]:
     """Messages asking for a better version of one segment of a trajectory, in context. With
     `analysis`, the generator first says what the segment should do, then writes the tagged rewrite;
     without it, the caller prefills REWRITE_OPEN (see refine_prefill)."""
     style = (
         "Keep the first-person, present/future-tense think-aloud voice; a natural moment of doubt "
-        "(\"Hmm, maybe...\", \"Wait, ...\") is welcome if it helps."
-        if reflection else
-        "Keep the first-person, present/future-tense voice; reason directly, without hesitation phrases."
+        '("Hmm, maybe...", "Wait, ...") is welcome if it helps.'
+        if reflection
+        else "Keep the first-person, present/future-tense voice; reason directly, without hesitation phrases."
     )
     task = _ANALYSE if analysis else "Think about which decision this paragraph should make."
     user = f"""A writer's thinking before writing a piece is being improved one paragraph at a time.
@@ -121,15 +146,18 @@ The thinking that follows, not yet improved:
 {suffix or "(nothing: this is the last paragraph)"}
 </after>
 
-{task} Write the improved paragraph so that it leads more naturally to the final piece, without copying sentences from it. {style} No bullet lists.
+{task} Write the improved paragraph so that it leads more naturally to the final piece, without copying sentences \
+from it. {style} No bullet lists.
 
 Put the improved paragraph, and only it, between {REWRITE_OPEN} and {REWRITE_CLOSE}."""
     return [{"role": "user", "content": user}]
 
 
-_ANALYSE = ("First, in two or three sentences, analyse what this paragraph should do in the thinking: which "
-            "decision about intent, reader, content or structure it should make, and what is missing, vague or "
-            "wrong in it. Then, after the analysis:")
+_ANALYSE = (
+    "First, in two or three sentences, analyse what this paragraph should do in the thinking: which "
+    "decision about intent, reader, content or structure it should make, and what is missing, vague or "
+    "wrong in it. Then, after the analysis:"
+)
 
 
 def refine_prefill(analysis: bool = True) -> str:
@@ -150,9 +178,9 @@ def split_answer(y: str) -> Tuple[str, str]:
     """(head, rest): head is y's first paragraph with the blank line after it, rest the remainder;
     head is "" when y has a single paragraph."""
     m = re.search(r"\n[ \t]*\n\s*", y)
-    if m is None or not y[m.end():].strip():
+    if m is None or not y[m.end() :].strip():
         return "", y
-    return y[: m.end()], y[m.end():]
+    return y[: m.end()], y[m.end() :]
 
 
 def scorer_prefix(z: str, answer_head: str = "") -> str:
@@ -175,7 +203,7 @@ def parse_rewrite(text: str) -> Optional[str]:
     start = text.rfind(REWRITE_OPEN)
     if start < 0:
         return None
-    body = text[start + len(REWRITE_OPEN):]
+    body = text[start + len(REWRITE_OPEN) :]
     body = body.split(REWRITE_CLOSE, 1)[0].strip()
     if not body or REWRITE_OPEN in body:
         return None
@@ -195,8 +223,11 @@ def find_reflections(text: str) -> List[int]:
     return [m.start() for m in pat.finditer(text)]
 
 
-_DECLARATIVE_EN = [("Maybe I should", "I should"), ("Let me reconsider", "Reconsidering"),
-                   ("Let me think about", "Thinking about")]
+_DECLARATIVE_EN = [
+    ("Maybe I should", "I should"),
+    ("Let me reconsider", "Reconsidering"),
+    ("Let me think about", "Thinking about"),
+]
 
 
 def strip_reflection(text: str) -> str:

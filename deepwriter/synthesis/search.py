@@ -10,6 +10,7 @@ The search for one pair is written as a coroutine (`search`) that yields the mod
 drives several in lockstep and merges their calls into one batched generate/score call per round, so
 a transformers backend decodes a batch at once and an HTTP backend keeps many requests in flight.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -93,9 +94,15 @@ class TrajectoryScorer:
         return scores
 
 
-def search(pair_id: str, x: str, y: str, cfg: SynthesisConfig, model_ids: Dict[str, str],
-           category: Optional[str] = None, timings: Optional[Dict[str, float]] = None,
-           ) -> Coroutine[Call, Any, Dict[str, Any]]:
+def search(
+    pair_id: str,
+    x: str,
+    y: str,
+    cfg: SynthesisConfig,
+    model_ids: Dict[str, str],
+    category: Optional[str] = None,
+    timings: Optional[Dict[str, float]] = None,
+) -> Coroutine[Call, Any, Dict[str, Any]]:
     """The search for one pair as a coroutine: yields GenerateCall (answered with that prompt's list
     of Generations) and ScoreCall (answered with one TokenLogprobs per request); returns the record.
     The driver charges model time to `timings` (generate_s, score_s), which the record holds."""
@@ -103,12 +110,22 @@ def search(pair_id: str, x: str, y: str, cfg: SynthesisConfig, model_ids: Dict[s
     seed = pair_seed(cfg.seed, pair_id)
     rng = random.Random(seed)
     record: Dict[str, Any] = {
-        "id": pair_id, "x": x, "y": y, "category": category, "z0": None, "z_final": None,
-        "scores": [], "perplexities": [], "steps": [], "accepted_edits": [],
+        "id": pair_id,
+        "x": x,
+        "y": y,
+        "category": category,
+        "z0": None,
+        "z_final": None,
+        "scores": [],
+        "perplexities": [],
+        "steps": [],
+        "accepted_edits": [],
         "tokens": {"prompt": 0, "completion": 0, "target": 0},
         "timings": timings if timings is not None else {"generate_s": 0.0, "score_s": 0.0, "total_s": 0.0},
         "models": dict(model_ids),
-        "seed": seed, "search": cfg.search, "reflection": cfg.reflection,
+        "seed": seed,
+        "search": cfg.search,
+        "reflection": cfg.reflection,
         "verdict": {"kept": False, "reason": None},
     }
     if not y.strip():
@@ -132,8 +149,14 @@ def search(pair_id: str, x: str, y: str, cfg: SynthesisConfig, model_ids: Dict[s
 
     trigger = prompts.pick_trigger(x, rng)
     record["trigger"] = trigger
-    first = (yield from generate(prompts.initial_messages(x, y, cfg.reflection),
-                                 _sampling(cfg.initial, seed, (prompts.THINK_CLOSE,)), 1, prompts.THINK_OPEN + trigger))[0]
+    first = (
+        yield from generate(
+            prompts.initial_messages(x, y, cfg.reflection),
+            _sampling(cfg.initial, seed, (prompts.THINK_CLOSE,)),
+            1,
+            prompts.THINK_OPEN + trigger,
+        )
+    )[0]
     z0 = prompts.parse_initial(trigger, first.text)
     if z0 is not None and not cfg.reflection:
         z0 = prompts.strip_reflection(z0) or None
@@ -155,12 +178,18 @@ def search(pair_id: str, x: str, y: str, cfg: SynthesisConfig, model_ids: Dict[s
                 break
             step += 1
             messages = prompts.refine_messages(
-                x, y, segments.join(segs[:i], sep), segs[i], segments.join(segs[i + 1:], sep), cfg.reflection,
+                x,
+                y,
+                segments.join(segs[:i], sep),
+                segs[i],
+                segments.join(segs[i + 1 :], sep),
+                cfg.reflection,
                 cfg.refine_analysis,
             )
             prefill = prompts.refine_prefill(cfg.refine_analysis)
-            outs = yield from generate(messages, _sampling(cfg.refine, seed + step, (prompts.REWRITE_CLOSE,)),
-                                       cfg.num_candidates, prefill)
+            outs = yield from generate(
+                messages, _sampling(cfg.refine, seed + step, (prompts.REWRITE_CLOSE,)), cfg.num_candidates, prefill
+            )
             candidates = []
             for g in outs:
                 text = prompts.parse_rewrite(prefill + g.text)
@@ -169,7 +198,7 @@ def search(pair_id: str, x: str, y: str, cfg: SynthesisConfig, model_ids: Dict[s
                 candidates.append({"text": text, "score": None, "raw": g.text if text is None else None})
             valid = [c for c in candidates if c["text"] is not None]
             if valid:
-                trials = [segments.join(segs[:i] + [c["text"]] + segs[i + 1:], sep) for c in valid]
+                trials = [segments.join(segs[:i] + [c["text"]] + segs[i + 1 :], sep) for c in valid]
                 for c, value in zip(valid, (yield from score(trials))):
                     c["score"] = value
             if valid:
@@ -178,8 +207,16 @@ def search(pair_id: str, x: str, y: str, cfg: SynthesisConfig, model_ids: Dict[s
             else:
                 winner, accepted = None, False
             if accepted:
-                record["accepted_edits"].append({"step": step, "segment": i, "before": segs[i], "after": winner["text"],
-                                                 "score_before": best, "score_after": winner["score"]})
+                record["accepted_edits"].append(
+                    {
+                        "step": step,
+                        "segment": i,
+                        "before": segs[i],
+                        "after": winner["text"],
+                        "score_before": best,
+                        "score_after": winner["score"],
+                    }
+                )
                 segs[i] = winner["text"]
                 best = winner["score"]
             record["scores"].append(best)
@@ -192,7 +229,12 @@ def search(pair_id: str, x: str, y: str, cfg: SynthesisConfig, model_ids: Dict[s
 
 
 def synthesize(
-    pair_id: str, x: str, y: str, generator: Generator, scorer: Scorer, cfg: SynthesisConfig,
+    pair_id: str,
+    x: str,
+    y: str,
+    generator: Generator,
+    scorer: Scorer,
+    cfg: SynthesisConfig,
     category: Optional[str] = None,
 ) -> Dict[str, Any]:
     """Run the search for one pair and return its record (see store.py for how it is written), or
@@ -201,7 +243,10 @@ def synthesize(
 
 
 def synthesize_many(
-    pairs: Sequence[Tuple[str, str, str, Optional[str]]], generator: Generator, scorer: Scorer, cfg: SynthesisConfig,
+    pairs: Sequence[Tuple[str, str, str, Optional[str]]],
+    generator: Generator,
+    scorer: Scorer,
+    cfg: SynthesisConfig,
 ) -> Coroutine[Dict[str, Any], None, None]:
     """Search several (id, x, y, category) pairs in lockstep and yield each record as its search ends
     (an UnfinishedPair instead for a pair whose search a failed model call stopped).
@@ -247,7 +292,7 @@ def synthesize_many(
             at = 0
             for i in scoring:
                 k = len(active[i][1].requests)
-                answers[i], at = out[at:at + k], at + k
+                answers[i], at = out[at : at + k], at + k
                 timings[i]["score_s"] += share
         for i in list(active):
             co, _ = active[i]

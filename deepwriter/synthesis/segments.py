@@ -5,6 +5,7 @@ LaTeX display blocks stay whole even when they contain blank lines, and chunks s
 `min_chars` are merged into the next one (the last into the previous) so that the search does not
 spend steps on one-line fragments.
 """
+
 from __future__ import annotations
 
 import re

@@ -1,5 +1,6 @@
 """The synthesize stage: run the REER search over this worker's share of the pairs and append one
 record per pair to `shards/shard-i-of-n.jsonl`. A killed run resumes after its last whole record."""
+
 from __future__ import annotations
 
 import logging
@@ -30,12 +31,15 @@ def build_backends(cfg: RootConfig) -> Tuple[Any, Any]:
     gcfg, scfg = cfg.models.generator, cfg.models.scorer
     generator = make_generator(gcfg, cfg.paths.cache_dir)
     if gcfg == scfg and isinstance(generator, TransformersGenerator):
-        scorer = PrefixCachingScorer(generator.model, generator.tokenizer, scfg.name, cfg.synthesis.prefix_cache_entries)
+        scorer = PrefixCachingScorer(
+            generator.model, generator.tokenizer, scfg.name, cfg.synthesis.prefix_cache_entries
+        )
     else:
         scorer = make_scorer(scfg, cfg.paths.cache_dir)
         if isinstance(scorer, TransformersScorer):
-            scorer = PrefixCachingScorer(scorer.model, scorer.tokenizer, scorer.model_id,
-                                         cfg.synthesis.prefix_cache_entries)
+            scorer = PrefixCachingScorer(
+                scorer.model, scorer.tokenizer, scorer.model_id, cfg.synthesis.prefix_cache_entries
+            )
     return generator, scorer
 
 
@@ -74,8 +78,13 @@ def check_lengths(cfg: RootConfig, pairs: List[Pair], skipped: List[Skipped], to
     for p in pairs:
         n = len(tokenizer(p.y, add_special_tokens=False)["input_ids"])
         if n > limit:
-            reject(_where(p), "y", f"{n} tokens, longer than the scorer's max_context ({limit}, models.scorer.max_context)",
-                   cfg.data.strict, skipped)
+            reject(
+                _where(p),
+                "y",
+                f"{n} tokens, longer than the scorer's max_context ({limit}, models.scorer.max_context)",
+                cfg.data.strict,
+                skipped,
+            )
             continue
         ok.append(p)
     return ok
@@ -98,8 +107,11 @@ class _Running:
         self.accepted += len(rec.get("accepted_edits", []))
 
     def postfix(self) -> Dict[str, str]:
-        return {"before": f"{_mean(self.first):.3f}", "after": f"{_mean(self.last):.3f}",
-                "accept": f"{self.accepted / max(1, self.steps):.0%}"}
+        return {
+            "before": f"{_mean(self.first):.3f}",
+            "after": f"{_mean(self.last):.3f}",
+            "accept": f"{self.accepted / max(1, self.steps):.0%}",
+        }
 
 
 def _mean(xs: List[float]) -> float:
@@ -110,8 +122,12 @@ def needs_prepare(cfg: RootConfig) -> bool:
     """Pairs need a preparation step when the source is not (request, answer) pairs yet, or when
     categories are to be labelled or quotas applied."""
     q = cfg.data.quotas
-    return (cfg.data.pairs.kind != "pairs" or cfg.data.label_categories or bool(q.max_per_category or q.shares)
-            or cfg.data.queries.paired_extra > 0)
+    return (
+        cfg.data.pairs.kind != "pairs"
+        or cfg.data.label_categories
+        or bool(q.max_per_category or q.shares)
+        or cfg.data.queries.paired_extra > 0
+    )
 
 
 def load_stage_pairs(cfg: RootConfig, ctx: StageContext, backends: Dict[str, Any]) -> Tuple[List[Pair], List[Skipped]]:
@@ -124,19 +140,33 @@ def load_stage_pairs(cfg: RootConfig, ctx: StageContext, backends: Dict[str, Any
 
     backends.update(zip(("generator", "scorer"), build_backends(cfg)))
     prepared = prepare_pairs(cfg, ctx.out_dir / "prepared", backends["generator"], backends["scorer"])
-    src = SourceConfig(name=cfg.data.pairs.name, path=str(prepared.path),
-                       fields={"id": "id", "x": "request", "y": "answer", "category": "category",
-                               "answer_id": "answer_id"})
+    src = SourceConfig(
+        name=cfg.data.pairs.name,
+        path=str(prepared.path),
+        fields={"id": "id", "x": "request", "y": "answer", "category": "category", "answer_id": "answer_id"},
+    )
     pairs, skipped = load_pairs(src, cfg.data.strict)
     return pairs, prepared.skipped + skipped
 
 
 STAGE = StageSpec(
-    "synthesize", "deepwriter.synthesis.stage:run",
+    "synthesize",
+    "deepwriter.synthesis.stage:run",
     # the pairs and how they are prepared, the models, the search (batch_size included: see its field)
-    ("models.generator", "models.scorer", "synthesis", "data.pairs", "data.strict", "data.label_categories",
-     "data.labels", "data.queries", "data.quotas", "data.taxonomy"),
-    needs=lambda cfg: [], input_files=source_files("data.pairs"),
+    (
+        "models.generator",
+        "models.scorer",
+        "synthesis",
+        "data.pairs",
+        "data.strict",
+        "data.label_categories",
+        "data.labels",
+        "data.queries",
+        "data.quotas",
+        "data.taxonomy",
+    ),
+    needs=lambda cfg: [],
+    input_files=source_files("data.pairs"),
     max_unfinished_share=lambda cfg: cfg.synthesis.max_unfinished_share,
     preflight="deepwriter.synthesis.stage:preflight",
 )
@@ -151,8 +181,12 @@ def preflight(cfg: RootConfig) -> None:
         return
     pairs, skipped = load_pairs(src, cfg.data.strict)
     if not pairs:
-        raise DataError(str(src.path), "<file>", f"data.pairs: no usable pair ({len(skipped)} records skipped); "
-                        "synthesis needs at least one (request, answer) pair")
+        raise DataError(
+            str(src.path),
+            "<file>",
+            f"data.pairs: no usable pair ({len(skipped)} records skipped); "
+            "synthesis needs at least one (request, answer) pair",
+        )
 
 
 def run(cfg: RootConfig, ctx: StageContext) -> StageResult:
@@ -168,10 +202,18 @@ def run(cfg: RootConfig, ctx: StageContext) -> StageResult:
     not_started = 0
     with RecordLog(path) as writer:
         if writer.truncated_bytes:
-            log.warning("%s: cut a torn last record (%d bytes) left by an interrupted run", path, writer.truncated_bytes)
+            log.warning(
+                "%s: cut a torn last record (%d bytes) left by an interrupted run", path, writer.truncated_bytes
+            )
         todo = [p for p in mine if p.id not in writer.done]
-        log.info("synthesize: %d pairs in shard %d/%d, %d already done, %d to go", len(mine), i, n,
-                 len(mine) - len(todo), len(todo))
+        log.info(
+            "synthesize: %d pairs in shard %d/%d, %d already done, %d to go",
+            len(mine),
+            i,
+            n,
+            len(mine) - len(todo),
+            len(todo),
+        )
         if todo:
             if not backends:
                 backends.update(zip(("generator", "scorer"), build_backends(cfg)))
@@ -182,10 +224,14 @@ def run(cfg: RootConfig, ctx: StageContext) -> StageResult:
             for start in range(0, len(todo), scfg.batch_size):
                 if unfinished.over_budget():  # the servers are failing: stop, a re-run does the rest
                     not_started = len(todo) - start
-                    log.warning("synthesize: %d pairs unfinished, more than max_unfinished_share allows; "
-                                "not starting the other %d", len(unfinished.ids), not_started)
+                    log.warning(
+                        "synthesize: %d pairs unfinished, more than max_unfinished_share allows; "
+                        "not starting the other %d",
+                        len(unfinished.ids),
+                        not_started,
+                    )
                     break
-                batch = [(p.id, p.x, p.y, p.meta.get("category")) for p in todo[start:start + scfg.batch_size]]
+                batch = [(p.id, p.x, p.y, p.meta.get("category")) for p in todo[start : start + scfg.batch_size]]
                 for rec in synthesize_many(batch, generator, scorer, scfg):
                     if isinstance(rec, UnfinishedPair):  # no record: a failed call is not a verdict
                         unfinished.add(rec.id, rec.error)
@@ -202,13 +248,18 @@ def run(cfg: RootConfig, ctx: StageContext) -> StageResult:
                     bar.set_postfix(running.postfix(), refresh=False)
                     point = {"synthesize/steps": len(rec["steps"]), "synthesize/kept": int(rec["verdict"]["kept"])}
                     if rec["scores"]:
-                        point.update({"synthesize/score_z0": rec["scores"][0], "synthesize/score_final": rec["scores"][-1]})
+                        point.update(
+                            {"synthesize/score_z0": rec["scores"][0], "synthesize/score_final": rec["scores"][-1]}
+                        )
                     ctx.tracker.log(point)
             bar.close()
             stats = getattr(scorer, "stats", None)
             if stats and stats.get("tokens_total"):
-                log.info("prefix scorer: ran %.0f%% of the scored tokens through the model (%d cache hits)",
-                         100 * stats["tokens_computed"] / stats["tokens_total"], stats["cache_hits"])
+                log.info(
+                    "prefix scorer: ran %.0f%% of the scored tokens through the model (%d cache hits)",
+                    100 * stats["tokens_computed"] / stats["tokens_total"],
+                    stats["cache_hits"],
+                )
     unfinished.check(not_started=not_started)
     records = list(read_records(path))
     result = _summarise(cfg, ctx, records, skipped, path)
@@ -218,8 +269,9 @@ def run(cfg: RootConfig, ctx: StageContext) -> StageResult:
     return result
 
 
-def _summarise(cfg: RootConfig, ctx: StageContext, records: List[Dict[str, Any]], skipped: List[Skipped],
-               path: Path) -> StageResult:
+def _summarise(
+    cfg: RootConfig, ctx: StageContext, records: List[Dict[str, Any]], skipped: List[Skipped], path: Path
+) -> StageResult:
     reasons = Counter(r["verdict"]["reason"] for r in records if not r["verdict"]["kept"])
     scored = [r for r in records if r["scores"]]
     first = [r["scores"][0] for r in scored]
@@ -236,7 +288,8 @@ def _summarise(cfg: RootConfig, ctx: StageContext, records: List[Dict[str, Any]]
         "accepted_edits": accepted,
     }
     metrics = {
-        "mean_score_z0": _mean(first), "mean_score_final": _mean(last),
+        "mean_score_z0": _mean(first),
+        "mean_score_final": _mean(last),
         "mean_perplexity_z0": _mean([math.exp(s) for s in first]),
         "mean_perplexity_final": _mean([math.exp(s) for s in last]),
         "acceptance_rate": accepted / steps if steps else 0.0,
@@ -284,18 +337,44 @@ def _log_tables(ctx: StageContext, records: List[Dict[str, Any]], first: List[fl
         return
     import wandb
 
-    rows = [[r["id"], r.get("category"), r["scores"][0] if r["scores"] else None,
-             r["scores"][-1] if r["scores"] else None, len(r["steps"]), len(r["accepted_edits"]),
-             r["verdict"]["kept"], r["verdict"]["reason"], (r["z_final"] or "")[:4000]] for r in records]
-    tracker.table("synthesize/trajectories", ["id", "category", "score_z0", "score_final", "steps", "accepted",
-                                              "kept", "reason", "z_final"], rows)
+    rows = [
+        [
+            r["id"],
+            r.get("category"),
+            r["scores"][0] if r["scores"] else None,
+            r["scores"][-1] if r["scores"] else None,
+            len(r["steps"]),
+            len(r["accepted_edits"]),
+            r["verdict"]["kept"],
+            r["verdict"]["reason"],
+            (r["z_final"] or "")[:4000],
+        ]
+        for r in records
+    ]
+    tracker.table(
+        "synthesize/trajectories",
+        ["id", "category", "score_z0", "score_final", "steps", "accepted", "kept", "reason", "z_final"],
+        rows,
+    )
     if first:
-        tracker.log({"synthesize/hist_score_z0": wandb.Histogram(first),
-                     "synthesize/hist_score_final": wandb.Histogram(last),
-                     "synthesize/hist_improvement": wandb.Histogram([a - b for a, b in zip(first, last)])})
+        tracker.log(
+            {
+                "synthesize/hist_score_z0": wandb.Histogram(first),
+                "synthesize/hist_score_final": wandb.Histogram(last),
+                "synthesize/hist_improvement": wandb.Histogram([a - b for a, b in zip(first, last)]),
+            }
+        )
     curves = [r["scores"] for r in records if r["scores"]][:50]
     if curves:
         longest = max(len(c) for c in curves)
-        tracker.log({"synthesize/score_curves": wandb.plot.line_series(
-            xs=list(range(longest)), ys=[c + [c[-1]] * (longest - len(c)) for c in curves],
-            keys=[r["id"] for r in records if r["scores"]][:50], title="score vs step", xname="step")})
+        tracker.log(
+            {
+                "synthesize/score_curves": wandb.plot.line_series(
+                    xs=list(range(longest)),
+                    ys=[c + [c[-1]] * (longest - len(c)) for c in curves],
+                    keys=[r["id"] for r in records if r["scores"]][:50],
+                    title="score vs step",
+                    xname="step",
+                )
+            }
+        )

@@ -1,5 +1,6 @@
 """The benchmark registry: each kind is one module with `load`, `judge_tasks`, `score_item`,
 `aggregate` and `headline`. A config entry names its kind (or is named after it)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -13,14 +14,26 @@ from deepwriter.eval.config import BenchmarkConfig, EvalConfig
 
 KINDS: Dict[str, ModuleType] = {m.KIND: m for m in (longbench_write, hellobench, writingbench)}
 
-__all__ = ["KINDS", "BenchmarkDataError", "Item", "JudgeOutcome", "JudgeTask", "Slot",
-           "benchmark_prompts", "kind_of", "load_items", "module_for"]
+__all__ = [
+    "KINDS",
+    "BenchmarkDataError",
+    "Item",
+    "JudgeOutcome",
+    "JudgeTask",
+    "Slot",
+    "benchmark_prompts",
+    "kind_of",
+    "load_items",
+    "module_for",
+]
 
 
 def kind_of(name: str, bcfg: BenchmarkConfig) -> str:
     kind = bcfg.kind or name
     if kind not in KINDS:
-        raise ConfigError(f"eval.benchmarks.{name}.kind: unknown benchmark kind {kind!r}; expected one of {sorted(KINDS)}")
+        raise ConfigError(
+            f"eval.benchmarks.{name}.kind: unknown benchmark kind {kind!r}; expected one of {sorted(KINDS)}"
+        )
     return kind
 
 
@@ -28,8 +41,9 @@ def module_for(name: str, bcfg: BenchmarkConfig) -> ModuleType:
     return KINDS[kind_of(name, bcfg)]
 
 
-def load_items(name: str, bcfg: BenchmarkConfig, data_dir: Path, apply_limit: bool = True,
-               skipped: Optional[List[str]] = None) -> List[Item]:
+def load_items(
+    name: str, bcfg: BenchmarkConfig, data_dir: Path, apply_limit: bool = True, skipped: Optional[List[str]] = None
+) -> List[Item]:
     """Every item of one benchmark entry, or `limit` of them: the first ones, per subset for
     HelloBench, and for WritingBench spread over its domains (the file is sorted by domain, so its
     first items would all be one domain). Bad records raise, or with a `skipped` list (lenient
@@ -76,5 +90,8 @@ def benchmark_prompts(eval_cfg: EvalConfig, data_dir: Path) -> Dict[str, List[st
     """Every prompt of every enabled benchmark, ignoring `limit` (the mix stage decontaminates
     training data against these)."""
     skipped: Optional[List[str]] = None if eval_cfg.strict else []
-    return {name: [item.prompt for item in load_items(name, bcfg, data_dir, apply_limit=False, skipped=skipped)]
-            for name, bcfg in eval_cfg.benchmarks.items() if bcfg.enabled}
+    return {
+        name: [item.prompt for item in load_items(name, bcfg, data_dir, apply_limit=False, skipped=skipped)]
+        for name, bcfg in eval_cfg.benchmarks.items()
+        if bcfg.enabled
+    }

@@ -1,4 +1,5 @@
 """What every benchmark module shares: items, judge tasks with their allowed scores, data errors."""
+
 from __future__ import annotations
 
 import json
@@ -138,8 +139,9 @@ def require(rec: Dict[str, Any], name: str, where: str, kind: type = str) -> Any
     return value
 
 
-def data_file(path: Optional[str], data_dir: Path, kind: str, urls: Dict[str, str], local_name: str,
-              downloaded_name: str) -> Path:
+def data_file(
+    path: Optional[str], data_dir: Path, kind: str, urls: Dict[str, str], local_name: str, downloaded_name: str
+) -> Path:
     """The benchmark's data file: `path` (a file, or a folder holding `local_name`; `pkg://` works), or
     else the public file fetched once into `data_dir/kind`."""
     if path:

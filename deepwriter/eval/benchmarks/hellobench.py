@@ -9,6 +9,7 @@ samples.
 Data folder layout (as published): main_data/<subset>.jsonl (id, category, instruction, checklists),
 checklists/<subset>_checklist.json, weighted_scores.txt (a `REGRESSION_DICT = {category: [weights]}`).
 """
+
 from __future__ import annotations
 
 import ast
@@ -34,8 +35,10 @@ from deepwriter.files import resolve_data_path
 KIND = "hellobench"
 SUBSETS = ("open_ended_qa", "summarization", "chat", "text_completion", "heuristic_text_generation")
 _RAW = "https://raw.githubusercontent.com/Quehry/HelloBench/main/"
-SOURCE_URLS = {**{f"main_data/{s}.jsonl": f"{_RAW}data/main_data/{s}.jsonl" for s in SUBSETS},
-               "weighted_scores.txt": f"{_RAW}weighted_scores.txt"}
+SOURCE_URLS = {
+    **{f"main_data/{s}.jsonl": f"{_RAW}data/main_data/{s}.jsonl" for s in SUBSETS},
+    "weighted_scores.txt": f"{_RAW}weighted_scores.txt",
+}
 SCORES = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
@@ -52,13 +55,15 @@ def load_weights(folder: Path) -> Dict[str, List[float]]:
         raise BenchmarkDataError(f"{f}:1: field 'REGRESSION_DICT': file not found (HelloBench's checklist weights)")
     text = f.read_text(encoding="utf-8")
     m = re.search(r"^\s*REGRESSION_DICT\s*=\s*", text, re.MULTILINE)
-    literal = text[m.end():] if m else ""
+    literal = text[m.end() :] if m else ""
     if not m:
         raise BenchmarkDataError(f"{f}:1: field 'REGRESSION_DICT': expected `REGRESSION_DICT = {{...}}`")
     try:
         weights = ast.literal_eval(literal.strip())
     except (ValueError, SyntaxError) as exc:
-        raise BenchmarkDataError(f"{f}:{getattr(exc, 'lineno', 1) or 1}: field 'REGRESSION_DICT': not a literal ({exc})") from None
+        raise BenchmarkDataError(
+            f"{f}:{getattr(exc, 'lineno', 1) or 1}: field 'REGRESSION_DICT': not a literal ({exc})"
+        ) from None
     for cat, ws in weights.items():
         if not isinstance(ws, list) or not all(isinstance(w, (int, float)) for w in ws):
             raise BenchmarkDataError(f"{f}:1: field '{cat}': expected a list of numbers")
@@ -72,8 +77,9 @@ def available_subsets(folder: Path) -> List[str]:
     return [s for s in SUBSETS if (main / f"{s}.jsonl").is_file() and (main / f"{s}.jsonl").stat().st_size > 0]
 
 
-def load(name: str, path: Optional[str], data_dir: Path, subsets: List[str],
-         skipped: Optional[List[str]] = None) -> List[Item]:
+def load(
+    name: str, path: Optional[str], data_dir: Path, subsets: List[str], skipped: Optional[List[str]] = None
+) -> List[Item]:
     folder = data_dir_of(path, data_dir)
     weights = load_weights(folder)
     chosen = list(subsets) or available_subsets(folder)
@@ -89,14 +95,27 @@ def load(name: str, path: Optional[str], data_dir: Path, subsets: List[str],
                 category = require(rec, "category", where)
                 checklists = require(rec, "checklists", where, kind=list)
                 if category not in weights:
-                    raise BenchmarkDataError(f"{where}: field 'category': {category!r} has no weights in weighted_scores.txt")
+                    raise BenchmarkDataError(
+                        f"{where}: field 'category': {category!r} has no weights in weighted_scores.txt"
+                    )
                 if len(weights[category]) != len(checklists):
                     raise BenchmarkDataError(
                         f"{where}: field 'checklists': {len(checklists)} items but category {category!r} has "
-                        f"{len(weights[category])} weights")
-                items.append(Item(name, item_id, require(rec, "instruction", where),
-                                  {"subset": subset, "category": category, "checklists": checklists,
-                                   "weights": weights[category]}))
+                        f"{len(weights[category])} weights"
+                    )
+                items.append(
+                    Item(
+                        name,
+                        item_id,
+                        require(rec, "instruction", where),
+                        {
+                            "subset": subset,
+                            "category": category,
+                            "checklists": checklists,
+                            "weights": weights[category],
+                        },
+                    )
+                )
     return items
 
 
@@ -129,22 +148,31 @@ def parse_checklist_reply(obj: Any) -> Tuple[Dict[str, Any], Dict[str, str]]:
 
 
 def judge_tasks(item: Item, answer: str) -> List[JudgeTask]:
-    checklist = json.dumps([{"checklist_id": i, "checklist_content": c} for i, c in enumerate(item.meta["checklists"])],
-                           ensure_ascii=False)
+    checklist = json.dumps(
+        [{"checklist_id": i, "checklist_content": c} for i, c in enumerate(item.meta["checklists"])], ensure_ascii=False
+    )
     n = len(item.meta["checklists"])
     user = (
         "Evaluate an AI response against a checklist. Each checklist item is a yes/no question about the response; "
         "score each item 0, 0.25, 0.5, 0.75 or 1: 0 = fails it, 0.25 = meets a small part, 0.5 = meets it partly or "
-        "unclearly, 0.75 = meets most of it with minor flaws, 1 = meets it fully with nothing to improve. Be strict.\n\n"
+        "unclearly, 0.75 = meets most of it with minor flaws, 1 = meets it fully with nothing to improve. "
+        "Be strict.\n\n"
         f"[Instruction]\n{item.prompt}\n[End of instruction]\n\n[Response]\n{answer}\n[End of response]\n\n"
         f"[Checklist]\n{checklist}\n\n"
         f"Reply with a JSON list of {n} objects, one per checklist item, each "
         '{"checklist_id": <id>, "reason": "<why>", "evaluation_score": <score>}, and nothing else.'
     )
-    return [JudgeTask(item.id, "checklist", [{"role": "user", "content": user}], _slots(n),
-                      parser=parse_checklist_reply,
-                      format_hint=f"a JSON list of {n} objects with checklist_id 0..{n - 1}, reason and "
-                                  "evaluation_score in {0, 0.25, 0.5, 0.75, 1}")]
+    return [
+        JudgeTask(
+            item.id,
+            "checklist",
+            [{"role": "user", "content": user}],
+            _slots(n),
+            parser=parse_checklist_reply,
+            format_hint=f"a JSON list of {n} objects with checklist_id 0..{n - 1}, reason and "
+            "evaluation_score in {0, 0.25, 0.5, 0.75, 1}",
+        )
+    ]
 
 
 def weighted_score(weights: List[float], scores: List[float]) -> float:
@@ -168,7 +196,10 @@ def rescale(score: float) -> float:
     return (score - 75.0) * 4.0
 
 
-DEFAULT_GROUPS = {"HB-A": ["open_ended_qa", "summarization", "chat"], "HB-B": ["text_completion", "heuristic_text_generation"]}
+DEFAULT_GROUPS = {
+    "HB-A": ["open_ended_qa", "summarization", "chat"],
+    "HB-B": ["text_completion", "heuristic_text_generation"],
+}
 
 
 def aggregate(records: List[Dict[str, Any]], groups: Optional[Dict[str, List[str]]] = None) -> Dict[str, Any]:
@@ -177,12 +208,21 @@ def aggregate(records: List[Dict[str, Any]], groups: Optional[Dict[str, List[str
     for s in dict.fromkeys(r["subset"] for r in records):
         vals = [r["score"] for r in scored if r["subset"] == s]
         m = mean(vals)
-        subsets[s] = {"n": sum(1 for r in records if r["subset"] == s), "scored": len(vals), "score": m,
-                      "rescaled": rescale(m) if m is not None else None}
+        subsets[s] = {
+            "n": sum(1 for r in records if r["subset"] == s),
+            "scored": len(vals),
+            "score": m,
+            "rescaled": rescale(m) if m is not None else None,
+        }
     overall = mean([r["score"] for r in scored])
     out: Dict[str, Any] = {
-        "n": len(records), "scored": len(scored), "failures": len(records) - len(scored), "subsets": subsets,
-        "overall": overall, "overall_rescaled": rescale(overall) if overall is not None else None, "groups": {},
+        "n": len(records),
+        "scored": len(scored),
+        "failures": len(records) - len(scored),
+        "subsets": subsets,
+        "overall": overall,
+        "overall_rescaled": rescale(overall) if overall is not None else None,
+        "groups": {},
     }
     for g, members in (groups or DEFAULT_GROUPS).items():
         vals = [r["score"] for r in scored if r["subset"] in members]

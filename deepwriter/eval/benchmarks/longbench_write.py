@@ -5,6 +5,7 @@ at or below it, 100·max(0, 1 − (r/l − 1)/2). Length counts CJK characters p
 judge gives six dimensions 1–5; each dimension's mean m becomes (m − 1)·25 and S_q is their mean.
 S = (S_l + S_q) / 2, overall and per required-length bucket.
 """
+
 from __future__ import annotations
 
 import re
@@ -26,7 +27,9 @@ from deepwriter.eval.benchmarks.base import (
 )
 
 KIND = "longbench_write"
-SOURCE_URLS = {"longbench_write.jsonl": "https://raw.githubusercontent.com/THUDM/LongWriter/main/evaluation/longbench_write.jsonl"}
+SOURCE_URLS = {
+    "longbench_write.jsonl": "https://raw.githubusercontent.com/THUDM/LongWriter/main/evaluation/longbench_write.jsonl"
+}
 DIMENSIONS = ("relevance", "accuracy", "coherence", "clarity", "breadth_and_depth", "reading_experience")
 SLOTS = [Slot(d, (1.0, 2.0, 3.0, 4.0, 5.0)) for d in DIMENSIONS]
 BUCKETS = (("<500", 0, 500), ("500-2k", 500, 2000), ("2k-4k", 2000, 4000), (">=4k", 4000, float("inf")))
@@ -73,8 +76,9 @@ def parse_required_length(value: Any, where: str) -> int:
     return n
 
 
-def load(name: str, path: Optional[str], data_dir: Path, subsets: List[str],
-         skipped: Optional[List[str]] = None) -> List[Item]:
+def load(
+    name: str, path: Optional[str], data_dir: Path, subsets: List[str], skipped: Optional[List[str]] = None
+) -> List[Item]:
     f = data_file(path, data_dir, KIND, SOURCE_URLS, "longbench_write.jsonl", "longbench_write.jsonl")
     items = []
     for lineno, rec in read_jsonl(f, skipped):
@@ -96,19 +100,30 @@ def judge_tasks(item: Item, answer: str) -> List[JudgeTask]:
         "clarity (easy to read and understand), breadth_and_depth (coverage and insight), "
         "reading_experience (engaging, well formatted). Do not judge length.\n\n"
         f"[Request]\n{item.prompt}\n[End of request]\n\n[Response]\n{answer}\n[End of response]\n\n"
-        f"Reply with one JSON object with the keys {dims} (integer scores) and \"reason\" (one or two sentences), "
+        f'Reply with one JSON object with the keys {dims} (integer scores) and "reason" (one or two sentences), '
         "and nothing else."
     )
-    return [JudgeTask(item.id, "quality", [{"role": "user", "content": user}], list(SLOTS),
-                      parser=canonical_parser(SLOTS),
-                      format_hint=f"one JSON object with integer 1-5 values for {dims} and a \"reason\"")]
+    return [
+        JudgeTask(
+            item.id,
+            "quality",
+            [{"role": "user", "content": user}],
+            list(SLOTS),
+            parser=canonical_parser(SLOTS),
+            format_hint=f'one JSON object with integer 1-5 values for {dims} and a "reason"',
+        )
+    ]
 
 
 def score_item(item: Item, answer: str, outcomes: Dict[str, JudgeOutcome]) -> Dict[str, Any]:
     required = item.meta["length"]
     produced = count_length(answer)
-    rec: Dict[str, Any] = {"required_length": required, "produced_length": produced,
-                           "S_l": length_score(required, produced), "bucket": bucket_of(required)}
+    rec: Dict[str, Any] = {
+        "required_length": required,
+        "produced_length": produced,
+        "S_l": length_score(required, produced),
+        "bucket": bucket_of(required),
+    }
     out = outcomes.get("quality")
     if out is not None and out.ok:
         rec["dimensions"] = {d: out.values[d] for d in DIMENSIONS}
@@ -131,8 +146,13 @@ def _scores(records: List[Dict[str, Any]]) -> Dict[str, Any]:
     s_l = mean([r["S_l"] for r in records])
     dim_means = {d: mean([r["dimensions"][d] for r in judged]) for d in DIMENSIONS} if judged else {}
     s_q = quality_score(dim_means) if judged else None
-    out = {"n": len(records), "judged": len(judged), "S_l": s_l, "S_q": s_q,
-           "S": (s_l + s_q) / 2 if s_l is not None and s_q is not None else None}
+    out = {
+        "n": len(records),
+        "judged": len(judged),
+        "S_l": s_l,
+        "S_q": s_q,
+        "S": (s_l + s_q) / 2 if s_l is not None and s_q is not None else None,
+    }
     if judged:
         out["dimensions"] = {d: (m - 1.0) * 25.0 for d, m in dim_means.items()}
     return out
@@ -141,8 +161,11 @@ def _scores(records: List[Dict[str, Any]]) -> Dict[str, Any]:
 def aggregate(records: List[Dict[str, Any]]) -> Dict[str, Any]:
     summary = _scores(records)
     summary["failures"] = sum(1 for r in records if "failure" in r)
-    summary["buckets"] = {label: _scores([r for r in records if r["bucket"] == label])
-                          for label, _, _ in BUCKETS if any(r["bucket"] == label for r in records)}
+    summary["buckets"] = {
+        label: _scores([r for r in records if r["bucket"] == label])
+        for label, _, _ in BUCKETS
+        if any(r["bucket"] == label for r in records)
+    }
     return summary
 
 

@@ -7,6 +7,7 @@ queries, on the benchmark's 1–10 scale; the headline columns WB-A … WB-F are
 WritingBench leaderboard and in the REER paper. The official aggregation (calculate_scores.py) averages
 criterion scores per query and query scores per domain, which this reproduces.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -28,18 +29,25 @@ from deepwriter.eval.benchmarks.base import (
 
 KIND = "writingbench"
 LIMIT_SPREAD_OVER = "domain1"  # `limit` takes items in turns from each domain
-SOURCE_URLS = {"benchmark_all.jsonl": "https://raw.githubusercontent.com/X-PLUG/WritingBench/main/benchmark_query/benchmark_all.jsonl"}
+SOURCE_URLS = {
+    "benchmark_all.jsonl": "https://raw.githubusercontent.com/X-PLUG/WritingBench/main/benchmark_query/benchmark_all.jsonl"
+}
 DOMAINS = {
-    "A": "Academic & Engineering", "B": "Finance & Business", "C": "Politics & Law",
-    "D": "Literature & Arts", "E": "Education", "F": "Advertising & Marketing",
+    "A": "Academic & Engineering",
+    "B": "Finance & Business",
+    "C": "Politics & Law",
+    "D": "Literature & Arts",
+    "E": "Education",
+    "F": "Advertising & Marketing",
 }
 LETTER = {v: k for k, v in DOMAINS.items()}
 SLOT = Slot("score", tuple(float(i) for i in range(1, 11)))
 RUBRIC_BANDS = ("1-2", "3-4", "5-6", "7-8", "9-10")
 
 
-def load(name: str, path: Optional[str], data_dir: Path, subsets: List[str],
-         skipped: Optional[List[str]] = None) -> List[Item]:
+def load(
+    name: str, path: Optional[str], data_dir: Path, subsets: List[str], skipped: Optional[List[str]] = None
+) -> List[Item]:
     f = data_file(path, data_dir, KIND, SOURCE_URLS, "length_subset.jsonl", "benchmark_all.jsonl")
     items = []
     for lineno, rec in read_jsonl(f, skipped):
@@ -48,13 +56,21 @@ def load(name: str, path: Optional[str], data_dir: Path, subsets: List[str],
             index = require(rec, "index", where, kind=object)
             domain = require(rec, "domain1", where)
             if domain not in LETTER:
-                raise BenchmarkDataError(f"{where}: field 'domain1': unknown domain {domain!r}; expected one of {sorted(LETTER)}")
+                raise BenchmarkDataError(
+                    f"{where}: field 'domain1': unknown domain {domain!r}; expected one of {sorted(LETTER)}"
+                )
             checklist = require(rec, "checklist", where, kind=list)
             for i, c in enumerate(checklist):
                 if not isinstance(c, dict) or not c.get("name") or not c.get("criteria_description"):
                     raise BenchmarkDataError(f"{where}: field 'checklist[{i}]': needs name and criteria_description")
-            items.append(Item(name, str(index), require(rec, "query", where),
-                              {"domain1": domain, "domain2": rec.get("domain2", ""), "checklist": checklist}))
+            items.append(
+                Item(
+                    name,
+                    str(index),
+                    require(rec, "query", where),
+                    {"domain1": domain, "domain2": rec.get("domain2", ""), "checklist": checklist},
+                )
+            )
     return items
 
 
@@ -69,9 +85,16 @@ def judge_tasks(item: Item, answer: str) -> List[JudgeTask]:
             f"[Criterion] {crit['name']}: {crit['criteria_description']}\n[Rubric]\n{bands}\n\n"
             'Reply with one JSON object {"score": <integer 1-10>, "reason": "<why>"} and nothing else.'
         )
-        tasks.append(JudgeTask(item.id, f"criterion-{i}", [{"role": "user", "content": user}], [SLOT],
-                               parser=canonical_parser([SLOT]),
-                               format_hint='one JSON object {"score": <integer 1-10>, "reason": "..."}'))
+        tasks.append(
+            JudgeTask(
+                item.id,
+                f"criterion-{i}",
+                [{"role": "user", "content": user}],
+                [SLOT],
+                parser=canonical_parser([SLOT]),
+                format_hint='one JSON object {"score": <integer 1-10>, "reason": "..."}',
+            )
+        )
     return tasks
 
 
@@ -81,8 +104,9 @@ def score_item(item: Item, answer: str, outcomes: Dict[str, JudgeOutcome]) -> Di
     for i, crit in enumerate(item.meta["checklist"]):
         out = outcomes.get(f"criterion-{i}")
         if out is not None and out.ok:
-            rec["criteria"].append({"name": crit["name"], "score": out.values["score"],
-                                    "reason": out.reasons.get("score", "")})
+            rec["criteria"].append(
+                {"name": crit["name"], "score": out.values["score"], "reason": out.reasons.get("score", "")}
+            )
         else:
             failures.append(f"{crit['name']}: {(out.error if out else 'not judged') or 'judge failed'}")
     if failures:
@@ -104,8 +128,11 @@ def aggregate(records: List[Dict[str, Any]]) -> Dict[str, Any]:
         key = f"{r['domain1']} / {r['domain2']}"
         subdomains.setdefault(key, {"values": []})["values"].append(r["score"])
     return {
-        "n": len(records), "scored": len(scored), "failures": len(records) - len(scored),
-        "overall": mean([r["score"] for r in scored]), "domains": domains,
+        "n": len(records),
+        "scored": len(scored),
+        "failures": len(records) - len(scored),
+        "overall": mean([r["score"] for r in scored]),
+        "domains": domains,
         "subdomains": {k: {"n": len(v["values"]), "score": mean(v["values"])} for k, v in sorted(subdomains.items())},
     }
 
@@ -113,5 +140,7 @@ def aggregate(records: List[Dict[str, Any]]) -> Dict[str, Any]:
 def headline(name: str, summary: Dict[str, Any]) -> Dict[str, Optional[float]]:
     """Domain scores ×10 (0–100), the scale of the WritingBench leaderboard and the REER paper."""
     prefix = "WB" if name == KIND else name
-    return {f"{prefix}-{letter}": d["score"] * 10 if d["score"] is not None else None
-            for letter, d in summary.get("domains", {}).items()}
+    return {
+        f"{prefix}-{letter}": d["score"] * 10 if d["score"] is not None else None
+        for letter, d in summary.get("domains", {}).items()
+    }
