@@ -13,7 +13,7 @@ datasketch's standard SHA-1 path measured in the same run.
 
 `--stage` is the end-to-end figure: the records are written as a synthesis shard and an
 OpenThoughts-style conversations file (2.5% more than needed, for the planted items the filters
-remove), and `deepwriter.data.stage.run` with the `full` recipe's mix settings (20K + 17K = 37K,
+remove), and `deepwriter.mix.stage.run` with the `full` recipe's mix settings (20K + 17K = 37K,
 strict) loads them, builds the mix with every record tokenised, and writes the dropped lists, the
 histograms, the data card and the Hugging Face dataset.
 
@@ -128,8 +128,8 @@ def _signature_baseline(records, cfg) -> tuple[float, float]:
     """Seconds for MinHash signatures of `records`: ours, and datasketch's standard SHA-1 path."""
     from datasketch import MinHash
 
-    from deepwriter.data.dedup import NearDuplicateIndex
-    from deepwriter.data.text import words
+    from deepwriter.mix.dedup import NearDuplicateIndex
+    from deepwriter.pairs.text import words
 
     idx = NearDuplicateIndex(cfg)
     t = time.perf_counter()
@@ -231,7 +231,7 @@ def stage_end_to_end(args, bench) -> None:
     import multiprocessing
 
     from deepwriter.contract import StageContext
-    from deepwriter.data import stage as mix_stage
+    from deepwriter.mix import stage as mix_stage
     from deepwriter.tracking import Tracker
     from tests.conftest import compose_typed
 
@@ -320,7 +320,7 @@ def main(argv=None) -> None:
     sys.path.insert(0, str(REPO))
 
     from deepwriter.data.config import MixConfig
-    from deepwriter.data.mix import build_mix
+    from deepwriter.mix.build import build_mix
     from deepwriter.models import load_tokenizer
     from tests.conftest import compose_typed
 
@@ -339,7 +339,7 @@ def main(argv=None) -> None:
     cfg = MixConfig(num_proc=args.num_proc, seed=args.seed)
     ours, baseline = _signature_baseline((synth + public)[:300], cfg.dedup)
 
-    from deepwriter.data.mix import token_lengths
+    from deepwriter.mix.build import token_lengths
 
     tcfg = compose_typed(f"model@models.student={args.tokenizer}").models.student
     cache = (

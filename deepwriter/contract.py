@@ -5,6 +5,7 @@ define its output (its key), the stages and files it reads, its own checks befor
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
@@ -70,3 +71,8 @@ class StageSpec:
     preflight: str = ""
     # The share of items the stage may leave unfinished (failed model calls) and still finish.
     max_unfinished_share: Callable[[Any], float] = lambda cfg: 0.0
+
+
+def rank() -> int:
+    """This process's rank in a multi-process launch (torchrun, deepspeed, SLURM under torchrun); 0 alone."""
+    return int(os.environ.get("RANK", "0"))

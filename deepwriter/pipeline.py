@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
 from deepwriter.config import STAGE_ORDER, ConfigError, RootConfig, expand, stable_hash, to_plain
-from deepwriter.contract import StageContext, StageResult, StageSpec, config_at
-from deepwriter.data import stage as mix_stage
+from deepwriter.contract import StageContext, StageResult, StageSpec, config_at, rank
 from deepwriter.eval import stage as eval_stage
 from deepwriter.files import file_sha256, write_json_atomic
+from deepwriter.mix import stage as mix_stage
 from deepwriter.schema import key_slice
 from deepwriter.sft import stage as sft_stage
 from deepwriter.synthesis import stage as synthesis_stage
@@ -140,16 +140,12 @@ def _link(run_dir: Path, stage: PlannedStage) -> None:
     link.symlink_to(target, target_is_directory=True)
 
 
-def _rank() -> int:
-    return int(os.environ.get("RANK", "0"))
-
-
 def _wait_for(stage: PlannedStage, timeout_s: float = 7 * 24 * 3600) -> None:
     """Non-zero ranks wait for rank 0 to finish a stage that only it runs."""
     start = time.time()
     while not stage.finished():
         if time.time() - start > timeout_s:
-            raise TimeoutError(f"rank {_rank()}: gave up waiting for stage {stage.spec.name}")
+            raise TimeoutError(f"rank {rank()}: gave up waiting for stage {stage.spec.name}")
         time.sleep(5)
 
 
@@ -180,7 +176,7 @@ def run_pipeline(cfg: RootConfig, tracker_factory: Callable[..., Any]) -> Dict[s
             getattr(importlib.import_module(module), func)(cfg)
 
     run_dir.mkdir(parents=True, exist_ok=True)
-    if _rank() == 0:
+    if rank() == 0:
         (run_dir / "config.json").write_text(json.dumps(to_plain(cfg), indent=2, ensure_ascii=False))
     run_manifest: Dict[str, Any] = {
         "recipe": cfg.recipe.name,
@@ -195,7 +191,7 @@ def run_pipeline(cfg: RootConfig, tracker_factory: Callable[..., Any]) -> Dict[s
             m = st.manifest()
             log.info("stage %-10s reused: finished output %s (made by run %s)", name, st.out_dir, m.get("run"))
             entry.update(status="reused", made_by_run=m.get("run"))
-        elif _rank() != 0 and not st.spec.distributed:
+        elif rank() != 0 and not st.spec.distributed:
             _wait_for(st)
             entry.update(status="reused", made_by_run="rank 0")
         else:
@@ -221,7 +217,7 @@ def run_pipeline(cfg: RootConfig, tracker_factory: Callable[..., Any]) -> Dict[s
                         **{f"{name}/{k}": v for k, v in result.counts.items() if isinstance(v, (int, float))},
                     }
                 )
-            if _rank() == 0:
+            if rank() == 0:
                 write_json_atomic(
                     st.out_dir / MANIFEST,
                     {
@@ -253,9 +249,9 @@ def run_pipeline(cfg: RootConfig, tracker_factory: Callable[..., Any]) -> Dict[s
             log.info("stage %-10s done in %.1fs", name, elapsed)
             if result.unfinished or resuming:  # later keys name a partial input (see plan)
                 planned = plan(cfg)
-        if _rank() == 0:
+        if rank() == 0:
             _link(run_dir, st)
         run_manifest["stages"][name] = entry
-    if _rank() == 0:
+    if rank() == 0:
         write_json_atomic(run_dir / MANIFEST, run_manifest)
     return run_manifest

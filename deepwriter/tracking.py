@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, Optional
 
 from deepwriter.config import RootConfig, to_plain
+from deepwriter.contract import rank
 
 
 def logged_in() -> bool:
@@ -69,7 +70,7 @@ class Tracker:
 @contextmanager
 def stage_tracker(cfg: RootConfig, stage: str, out_dir: Path) -> Iterator[Tracker]:
     mode = resolve_mode(cfg.logging.wandb_mode)
-    if mode == "disabled" or int(os.environ.get("RANK", "0")) != 0:
+    if mode == "disabled" or rank() != 0:
         yield Tracker(None)
         return
     import wandb

@@ -148,7 +148,7 @@ def mixed(synth, tmp_path_factory, model_cache):
     """recipe -> (cfg, StageResult, rows) of the real mix stage, each run once."""
     import datasets
 
-    from deepwriter.data.stage import run
+    from deepwriter.mix.stage import run
     from deepwriter.pipeline import StageContext, plan
     from deepwriter.tracking import Tracker
 

@@ -33,6 +33,9 @@ CASES = [
     (["data.queries.paired_extra_share=1.5"], "data.queries.paired_extra_share", "expected <= 1.0"),
     (["data.mix.trajectory_field=z1"], "data.mix.trajectory_field", "expected one of ['z_final', 'z0']"),
     (["logging.wandb_mode=sometimes"], "logging.wandb_mode", "expected one of"),
+    (["data.mix.dedup.num_perm=0"], "data.mix.dedup.num_perm", "expected >= 1"),
+    (["data.mix.drop_above_quantile=1.5"], "data.mix.drop_above_quantile", "expected <= 1.0"),
+    (["data.quotas.max_per_category=0"], "data.quotas.max_per_category", "expected >= 1"),
     (["EMPTY_PAIRS"], "data.pairs", "no usable pair"),
 ]
 

@@ -116,7 +116,7 @@ def test_every_metric_is_logged_by_the_stages(capsys, source):
     missing = [m for m in _metrics(spec) if not m.startswith("train/") and not source.produces(m)]
     assert missing == []
     # The stage that logs a section's metrics is the section's job type.
-    where = {"synthesize": "synthesis", "mix": "data", "sft": "sft", "eval": "eval"}
+    where = {"synthesize": "synthesis", "mix": "mix", "sft": "sft", "eval": "eval"}
     for s in spec["sections"]:
         text = "".join(p.read_text() for p in (PKG / where[s["job_type"]]).rglob("*.py"))
         prefix = "train" if s["job_type"] == "sft" else s["job_type"]

@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from deepwriter.data.categories import (
+from deepwriter.data.config import LabelConfig, LongTextConfig, QueryConfig, QuotaConfig, SourceConfig
+from deepwriter.llm.base import Generation, TokenLogprobs
+from deepwriter.pairs.categories import (
     UNLABELLED,
     apply_quotas,
     flat_labels,
@@ -18,11 +20,9 @@ from deepwriter.data.categories import (
     label_with_scorer,
     map_reply,
 )
-from deepwriter.data.config import LabelConfig, LongTextConfig, QueryConfig, QuotaConfig, SourceConfig
-from deepwriter.data.pairs import load_pairs
-from deepwriter.data.prepare import LABELS, QUERIES, prepare_pairs
-from deepwriter.data.queries import clean_query, copied_span, query_messages, rejection, synthesize_queries
-from deepwriter.llm.base import Generation, TokenLogprobs
+from deepwriter.pairs.prepare import LABELS, QUERIES, prepare_pairs
+from deepwriter.pairs.queries import clean_query, copied_span, query_messages, rejection, synthesize_queries
+from deepwriter.pairs.read import load_pairs
 from tests.conftest import compose_typed
 
 FIX = Path(__file__).parent / "fixtures" / "data" / "sources"

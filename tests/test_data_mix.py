@@ -45,7 +45,7 @@ def tokenizer(tiny_model_cfg, model_cache):
 
 
 def _synthetic():
-    from deepwriter.data.mix import load_trajectories
+    from deepwriter.mix.build import load_trajectories
 
     recs, skipped, not_kept = load_trajectories(FIX / "shards", "z_final", strict=True)
     assert not skipped and not_kept == 1
@@ -54,7 +54,7 @@ def _synthetic():
 
 def _public():
     from deepwriter.data.config import SourceConfig
-    from deepwriter.data.public import load_public
+    from deepwriter.mix.public import load_public
 
     recs, _ = load_public(
         SourceConfig(
@@ -74,7 +74,7 @@ def _taxonomy():
 
 def _mix(tokenizer, strict=True, max_length=4096, prompts=None, **overrides):
     from deepwriter.data.config import MixConfig
-    from deepwriter.data.mix import build_mix
+    from deepwriter.mix.build import build_mix
     from deepwriter.synthesis.prompts import strip_reflection
 
     cfg = dataclasses.replace(MixConfig(), **overrides)
@@ -112,7 +112,7 @@ def test_counts_shuffle_and_shortfall(tokenizer):
     assert len(_mix(tokenizer, total=5).rows) == 5
     assert _mix(tokenizer, synthetic=0).counts["synthetic"] == 0
 
-    from deepwriter.data.pairs import DataError
+    from deepwriter.pairs.read import DataError
 
     with pytest.raises(DataError, match="field 'synthetic': 9 requested, 4 available"):
         _mix(tokenizer, synthetic=9)
@@ -125,7 +125,7 @@ def test_ablations(tokenizer):
     assert {r["category"] for r in res.rows} == {"business correspondence", "reasoning"}
     assert len(res.removed["category_ablation"]) == 5  # t0 t1 t4 t5 t6 are creative & narrative
 
-    from deepwriter.data.pairs import DataError
+    from deepwriter.pairs.read import DataError
 
     with pytest.raises(DataError, match="unknown group 'Poetry'"):
         _mix(tokenizer, drop_groups=["Poetry"])
@@ -147,7 +147,7 @@ def test_ablations(tokenizer):
 
 
 def test_token_length_filter_uses_the_student_tokenizer(tokenizer):
-    from deepwriter.data.mix import assistant_content
+    from deepwriter.mix.build import assistant_content
 
     res = _mix(tokenizer)
     r = next(r for r in res.rows if r["id"] == "t0")
@@ -163,8 +163,8 @@ def test_token_length_filter_uses_the_student_tokenizer(tokenizer):
 
 
 def test_bad_shard_line_is_named(tmp_path):
-    from deepwriter.data.mix import load_trajectories
-    from deepwriter.data.pairs import DataError
+    from deepwriter.mix.build import load_trajectories
+    from deepwriter.pairs.read import DataError
 
     shards = tmp_path / "shards"
     shutil.copytree(FIX / "shards", shards)
@@ -181,7 +181,7 @@ def test_bad_shard_line_is_named(tmp_path):
 
 def test_seed_pairs_are_caught_against_hellobench_prompts(shared_dir, bench_prompts):
     from deepwriter.data.config import DecontamConfig
-    from deepwriter.data.decontam import BenchmarkIndex
+    from deepwriter.mix.decontam import BenchmarkIndex
 
     hello = {k: v for k, v in bench_prompts.items() if "hellobench" in k}
     assert sum(map(len, hello.values())) >= 500
@@ -205,8 +205,8 @@ def test_seed_pairs_are_caught_against_hellobench_prompts(shared_dir, bench_prom
 
 def test_new_requests_are_not_flagged(bench_prompts):
     from deepwriter.data.config import DecontamConfig, SourceConfig
-    from deepwriter.data.decontam import BenchmarkIndex
-    from deepwriter.data.pairs import load_pairs
+    from deepwriter.mix.decontam import BenchmarkIndex
+    from deepwriter.pairs.read import load_pairs
 
     index = BenchmarkIndex(bench_prompts, DecontamConfig())
     demo, _ = load_pairs(
@@ -229,7 +229,7 @@ def test_mix_stage_end_to_end_and_rerun(tmp_path, shared_dir, model_cache):
     import datasets
 
     from deepwriter.contract import StageContext
-    from deepwriter.data.stage import run
+    from deepwriter.mix.stage import run
     from deepwriter.tracking import Tracker
 
     shards = tmp_path / "synth" / "shards"
@@ -298,7 +298,7 @@ def test_mix_stage_end_to_end_and_rerun(tmp_path, shared_dir, model_cache):
 def test_public_only_mix_needs_no_synthesis(tmp_path, model_cache):
     import datasets
 
-    from deepwriter.data.stage import run
+    from deepwriter.mix.stage import run
     from deepwriter.pipeline import StageContext, plan
     from deepwriter.tracking import Tracker
 
@@ -318,7 +318,7 @@ def test_public_only_mix_needs_no_synthesis(tmp_path, model_cache):
 
 def test_chinese_prompts_are_matched_by_characters(bench_prompts):
     from deepwriter.data.config import DecontamConfig
-    from deepwriter.data.decontam import BenchmarkIndex
+    from deepwriter.mix.decontam import BenchmarkIndex
 
     zh = [p for p in bench_prompts["longbench_write"] if not p.isascii()]
     assert len(zh) >= 10
@@ -329,8 +329,8 @@ def test_chinese_prompts_are_matched_by_characters(bench_prompts):
 
 def test_category_outside_the_taxonomy_is_an_error_or_a_counted_drop(tiny_model):
     from deepwriter.data.config import MixConfig
-    from deepwriter.data.mix import build_mix
-    from deepwriter.data.pairs import DataError
+    from deepwriter.mix.build import build_mix
+    from deepwriter.pairs.read import DataError
 
     rec = {
         "id": "t1",
@@ -360,7 +360,7 @@ def test_one_answer_under_several_requests_survives_near_dedup(tokenizer):
     """Records sharing an answer id (extra requests for one answer) are meant; the same answer under
     another answer id is still a near duplicate."""
     from deepwriter.data.config import MixConfig
-    from deepwriter.data.mix import build_mix
+    from deepwriter.mix.build import build_mix
 
     answer = " ".join(
         f"The harbour wall took the storm's {w} blow at dawn and held."

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from deepwriter.data.config import SourceConfig
-from deepwriter.data.pairs import DataError, Pair, Skipped, load_pairs
-from deepwriter.data.public import load_public
+from deepwriter.mix.public import load_public
+from deepwriter.pairs.read import DataError, Pair, Skipped, load_pairs
 
 FIX = Path(__file__).parent / "fixtures" / "data"
 MAP = {"id": "uid", "x": "prompt", "y": "response", "category": "genre"}
@@ -173,7 +173,7 @@ def test_hub_id_and_split_go_through_load_dataset(tmp_path, monkeypatch):
     import json
 
     from deepwriter.data.config import SourceConfig
-    from deepwriter.data.pairs import DataError, load_pairs
+    from deepwriter.pairs.read import DataError, load_pairs
 
     repo = tmp_path / "org" / "writing-pairs" / "data"
     repo.mkdir(parents=True)

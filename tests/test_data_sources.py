@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from deepwriter.data.config import LongTextConfig, ScoredResponsesConfig, SourceConfig
-from deepwriter.data.pairs import DataError, load_pairs
-from deepwriter.data.sources import cut_pieces, load_source, paragraphs
+from deepwriter.pairs.read import DataError, load_pairs
+from deepwriter.pairs.sources import cut_pieces, load_source, paragraphs
 from tests.conftest import compose_typed
 
 FIX = Path(__file__).parent / "fixtures" / "data" / "sources"

@@ -294,8 +294,9 @@ def test_lenient_mode_skips_and_counts_bad_records(tmp_path):
     items = load_items("lb", bcfg, tmp_path, skipped=skipped)
     assert [i.prompt for i in items] == ["a", "c"]
     assert len(skipped) == 3
-    assert "lb.jsonl:2: field 'length'" in skipped[0] and "lb.jsonl:3: field '<line>': not valid JSON" in skipped[1]
-    assert "duplicate id '0000'" in skipped[2]
+    assert "lb.jsonl:2: field 'length'" in str(skipped[0]) and skipped[0].field == "length"
+    assert "lb.jsonl:3: field '<line>': not valid JSON" in str(skipped[1]) and skipped[1].field == "<line>"
+    assert "duplicate id '0000'" in str(skipped[2]) and skipped[2].field == "id"
     lenient = EvalConfig(benchmarks={"lb": bcfg}, strict=False)
     assert benchmark_prompts(lenient, tmp_path) == {"lb": ["a", "c"]}
     with pytest.raises(BenchmarkDataError):

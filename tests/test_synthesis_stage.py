@@ -16,8 +16,8 @@ from omegaconf import OmegaConf
 
 from deepwriter.config import ConfigError, RootConfig
 from deepwriter.contract import StageContext
-from deepwriter.data.pairs import DataError
 from deepwriter.llm.config import ModelConfig
+from deepwriter.pairs.read import DataError
 from deepwriter.records import RecordLog, RecordLogError, read_records
 from deepwriter.synthesis import stage, store
 from deepwriter.tracking import Tracker
@@ -102,7 +102,7 @@ def test_shards_split_the_pairs_deterministically(tmp_path, model_cache, monkeyp
     seen = []
     for i in range(3):
         cfg = make_cfg(pairs, model_cache, shard=f"{i}/3")
-        from deepwriter.data.pairs import load_pairs
+        from deepwriter.pairs.read import load_pairs
 
         got, skipped = load_pairs(cfg.data.pairs, True)
         seen.append({p.id for p in stage.select_pairs(cfg, got, skipped)})
@@ -133,7 +133,7 @@ def test_bad_input_lenient_is_a_counted_skip(tmp_path, model_cache):
 
 
 def test_duplicate_ids_are_caught_even_when_the_loader_lets_them_through(tmp_path, model_cache):
-    from deepwriter.data.pairs import Pair
+    from deepwriter.pairs.read import Pair
 
     pairs = [Pair("a", "x", "y", {"where": "f.jsonl:1"}), Pair("a", "x", "y", {"where": "f.jsonl:2"})]
     cfg = make_cfg(tmp_path / "unused.jsonl", model_cache)
@@ -235,7 +235,7 @@ def test_logs_to_wandb_offline(tmp_path, model_cache, monkeypatch):
 
 
 def test_prepared_sources_feed_the_search(tmp_path, model_cache):
-    """A long-text source (answers without requests) goes through deepwriter.data.prepare first:
+    """A long-text source (answers without requests) goes through deepwriter.pairs.prepare first:
     reverse queries and category labels by the stage's own models, then the search."""
     book = REPO / "tests/fixtures/data/sources"
     books = sorted(book.glob("*.txt"))

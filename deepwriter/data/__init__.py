@@ -1,1 +1,2 @@
-"""Data sources, the demo data and the training mix (the mix stage)."""
+"""The `data` config group's schema (config.py) and the embedded demo data (demo/); the code that
+reads pairs lives in deepwriter.pairs, the mix stage in deepwriter.mix."""

@@ -12,16 +12,16 @@ from deepwriter.schema import bounded, one_of
 class ScoredResponsesConfig:
     """kind=scored_responses: prompts with scored human responses (WritingPrompts-style)."""
 
-    top_k: int = 1  # best responses kept per prompt
-    min_score: Optional[float] = None  # responses scored below this are left out; null keeps all
+    top_k: int = bounded(1, ge=1)  # best responses kept per prompt
+    min_score: Optional[float] = bounded(None)  # responses scored below this are left out; null keeps all
 
 
 @dataclass
 class LongTextConfig:
     """kind=long_text: long texts without a request (Gutenberg-style), cut into answer-sized pieces."""
 
-    target_words: int = 600  # pieces of about this many words, cut at paragraph boundaries
-    min_words: int = 150  # shorter pieces (a book's last scraps) are left out
+    target_words: int = bounded(600, ge=1)  # pieces of about this many words, cut at paragraph boundaries
+    min_words: int = bounded(150, ge=0)  # shorter pieces (a book's last scraps) are left out
     strip_boilerplate: bool = True  # Project Gutenberg header/licence, credits, marked tables of contents
 
 
@@ -37,7 +37,7 @@ class SourceConfig:
     hub_id: Optional[str] = None
     split: str = "train"
     fields: Dict[str, str] = field(default_factory=dict)  # our field -> the file's field
-    limit: Optional[int] = None
+    limit: Optional[int] = bounded(None, ge=1)
     scored: ScoredResponsesConfig = field(default_factory=ScoredResponsesConfig)
     long_text: LongTextConfig = field(default_factory=LongTextConfig)
 
@@ -46,24 +46,23 @@ class SourceConfig:
 class DedupConfig:
     exact: bool = True  # same (request, thinking, answer) up to surrounding whitespace
     near: bool = True  # MinHash LSH over word shingles of request + answer
-    threshold: float = bounded(
-        0.8, gt=0.0, le=1.0
-    )  # estimated Jaccard similarity at or above which a record is a near-duplicate
-    num_perm: int = 128
-    shingle_words: int = 5
-    max_words: int = 4096  # shingles come from the first N words (bounds the cost of very long texts)
+    # estimated Jaccard similarity at or above which a record is a near-duplicate
+    threshold: float = bounded(0.8, gt=0.0, le=1.0)
+    num_perm: int = bounded(128, ge=1)
+    shingle_words: int = bounded(5, ge=1)
+    max_words: int = bounded(4096, ge=1)  # shingles come from the first N words (bounds the cost of very long texts)
 
 
 @dataclass
 class DecontamConfig:
     enabled: bool = True
-    ngram: int = 5  # word n-grams compared between requests and benchmark prompts
+    ngram: int = bounded(5, ge=1)  # word n-grams compared between requests and benchmark prompts
     # Fraction of the shorter side's distinctive n-grams shared with one benchmark prompt at which a
     # request counts as contaminated.
-    threshold: float = 0.5
+    threshold: float = bounded(0.5, gt=0.0, le=1.0)
     # n-grams found in more than this many benchmark prompts are template boilerplate ("You should
     # write a detailed response...") and are ignored on both sides.
-    max_prompt_df: int = 5
+    max_prompt_df: int = bounded(5, ge=1)
 
 
 @dataclass
@@ -72,9 +71,8 @@ class MixConfig:
     total: Optional[int] = bounded(None, ge=0)
     synthetic: Optional[int] = bounded(None, ge=0)
     public: Optional[int] = bounded(None, ge=0)
-    trajectory_field: str = one_of(
-        "z_final", "z_final", "z0"
-    )  # z_final | z0 (no-search ablation reuses the search output)
+    # z_final | z0 (no-search ablation reuses the search output)
+    trajectory_field: str = one_of("z_final", "z_final", "z0")
     seed: int = 0
     dedup: DedupConfig = field(default_factory=DedupConfig)
     decontam: DecontamConfig = field(default_factory=DecontamConfig)
@@ -83,10 +81,10 @@ class MixConfig:
     strip_reflection: bool = False  # remove "Hmm,", "Wait," ... from synthetic thinking
     # Synthetic trajectories whose thinking is longer (shorter) than this token-length quantile are
     # left out; null keeps all.
-    drop_above_quantile: Optional[float] = None
-    drop_below_quantile: Optional[float] = None
+    drop_above_quantile: Optional[float] = bounded(None, ge=0.0, le=1.0)
+    drop_below_quantile: Optional[float] = bounded(None, ge=0.0, le=1.0)
     num_proc: int = bounded(1, ge=1, operational=True)  # processes for tokenisation (datasets.map)
-    histogram_bins: int = 40
+    histogram_bins: int = bounded(40, ge=1)
 
 
 @dataclass
@@ -99,12 +97,12 @@ class QueryConfig:
     paired_extra: int = bounded(0, ge=0)
     paired_extra_share: float = bounded(1.0, ge=0.0, le=1.0)  # share of those answers chosen (seeded)
     max_attempts: int = bounded(3, ge=1)  # generation rounds per answer; rejected requests are drawn again
-    temperature: float = 0.7
-    top_p: float = 0.9
-    max_new_tokens: int = 160
-    max_answer_words: int = 1500  # the answer shown to the model is cut here
-    min_words: int = 5  # shorter requests are rejected
-    copy_ngram: int = 8  # a request sharing a run of this many words with the answer copies it
+    temperature: float = bounded(0.7, ge=0.0)
+    top_p: float = bounded(0.9, gt=0.0, le=1.0)
+    max_new_tokens: int = bounded(160, ge=1)
+    max_answer_words: int = bounded(1500, ge=1)  # the answer shown to the model is cut here
+    min_words: int = bounded(5, ge=0)  # shorter requests are rejected
+    copy_ngram: int = bounded(8, ge=1)  # a request sharing a run of this many words with the answer copies it
     batch_size: int = bounded(8, ge=1)  # answers per generate call
     seed: int = 0
 
@@ -113,24 +111,23 @@ class QueryConfig:
 class LabelConfig:
     """Category labelling into `taxonomy` (a Scorer ranks the labels; a Generator names one)."""
 
-    max_text_words: int = 400  # request + answer shown to the classifier are cut here
+    max_text_words: int = bounded(400, ge=1)  # request + answer shown to the classifier are cut here
     # texts per scorer/generator call; labels are greedy, so batches do not change them
     batch_size: int = bounded(8, ge=1, operational=True)
-    max_new_tokens: int = 16  # generator labelling: length of the reply
-    min_overlap: float = bounded(
-        0.5, ge=0.0, le=1.0
-    )  # generator labelling: share of a label's words the reply must contain
+    max_new_tokens: int = bounded(16, ge=1)  # generator labelling: length of the reply
+    # generator labelling: share of a label's words the reply must contain
+    min_overlap: float = bounded(0.5, ge=0.0, le=1.0)
 
 
 @dataclass
 class QuotaConfig:
     """Balancing by category; the unit is an answer (before reverse queries multiply it)."""
 
-    max_per_category: Optional[int] = None
+    max_per_category: Optional[int] = bounded(None, ge=1)
     # category -> weight; when set, categories without a weight are left out. Shares are met
     # exactly up to rounding; a category short of answers gives its shortfall to the others.
     shares: Dict[str, float] = field(default_factory=dict)
-    total: Optional[int] = None  # with shares: answers wanted in all; null = the most the shares allow
+    total: Optional[int] = bounded(None, ge=0)  # with shares: answers wanted in all; null = the most the shares allow
     seed: int = 0
 
 
@@ -142,7 +139,7 @@ class DataConfig:
     # Top-level group -> its categories (25 in conf/data/taxonomy/writing25.yaml).
     taxonomy: Dict[str, List[str]] = field(default_factory=dict)
     strict: bool = True  # false: bad records are skipped and counted instead of failing
-    # Preparing pairs (deepwriter.data.prepare): labels for pairs without a category, requests for
+    # Preparing pairs (deepwriter.pairs.prepare): labels for pairs without a category, requests for
     # answers without one, quotas.
     label_categories: bool = False
     labels: LabelConfig = field(default_factory=LabelConfig)

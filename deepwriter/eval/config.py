@@ -47,9 +47,8 @@ class JudgeConfig:
     # model cannot be trusted to write JSON); false makes it write free JSON like an HTTP judge.
     constrained_local: bool = True
     max_concurrency: int = bounded(8, ge=1, operational=True)  # parallel HTTP judge calls
-    rate_limit_rps: float = bounded(
-        0.0, ge=0.0, operational=True
-    )  # judge calls started per second at most; 0: no limit
+    # judge calls started per second at most; 0: no limit
+    rate_limit_rps: float = bounded(0.0, ge=0.0, operational=True)
     max_reasks: int = bounded(2, ge=0)  # an unparseable or out-of-range reply is asked again this many times
     prices: Dict[str, JudgePrice] = field(default_factory=dict)  # judge model id -> price
 

@@ -16,23 +16,17 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
+from deepwriter.badinput import Skipped
 from deepwriter.eval.benchmarks import hellobench
 from deepwriter.eval.benchmarks.base import BenchmarkDataError, Slot, read_jsonl
 
 
-@dataclass
-class Skip:
-    where: str
-    reason: str
-
-
 def rescore_hellobench(
     judgements: Path, data: Path, groups: Optional[Dict[str, List[str]]] = None
-) -> Tuple[Dict[str, Any], List[Skip]]:
+) -> Tuple[Dict[str, Any], List[Skipped]]:
     judgements, data = Path(judgements), Path(data)
     weights = hellobench.load_weights(data)
     files = sorted(judgements.glob("*_results.jsonl"))
@@ -43,7 +37,7 @@ def rescore_hellobench(
         subset = f.name[: -len("_results.jsonl")]
         data_file = data / "main_data" / f"{subset}.jsonl"
         if not data_file.is_file():
-            skipped.append(Skip(f"{f}:0", f"no benchmark data for subset {subset!r} ({data_file})"))
+            skipped.append(Skipped(f"{f}:0", "subset", f"no benchmark data for subset {subset!r} ({data_file})"))
             continue
         samples = {rec["id"]: rec for _, rec in read_jsonl(data_file) if "id" in rec}
         for lineno, rec in read_jsonl(f):
@@ -51,7 +45,7 @@ def rescore_hellobench(
             try:
                 records.append(_score_line(rec, samples, weights, subset))
             except ValueError as exc:
-                skipped.append(Skip(where, str(exc)))
+                skipped.append(Skipped(where, "<line>", str(exc)))
     summary = hellobench.aggregate(records, groups)
     summary["skipped"] = len(skipped)
     return summary, skipped

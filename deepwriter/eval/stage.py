@@ -19,6 +19,7 @@ import os
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
+from deepwriter.badinput import Skipped
 from deepwriter.config import ConfigError, RootConfig, expand
 from deepwriter.contract import StageContext, StageResult, StageSpec, benchmark_files
 from deepwriter.eval import tables
@@ -93,7 +94,7 @@ def run(cfg: RootConfig, ctx: StageContext) -> StageResult:
     enabled = {name: b for name, b in ecfg.benchmarks.items() if b.enabled}
     if not enabled:
         raise ConfigError("eval.benchmarks: no benchmark is enabled")
-    skipped: Dict[str, List[str]] = {name: [] for name in enabled}
+    skipped: Dict[str, List[Skipped]] = {name: [] for name in enabled}
     benches: Dict[str, Tuple[Any, List[Item]]] = {
         name: (module_for(name, b), load_items(name, b, data_dir, skipped=None if ecfg.strict else skipped[name]))
         for name, b in enabled.items()
@@ -191,7 +192,7 @@ def run(cfg: RootConfig, ctx: StageContext) -> StageResult:
             "kind": mod.KIND,
             "summary": agg,
             "headline": head,
-            "skipped": skipped[name],
+            "skipped": [str(s) for s in skipped[name]],
             "unfinished": sorted(i.split("/", 1)[1] for i in left_out if i.startswith(name + "/")),
         }
         summary["headline"].update(head)

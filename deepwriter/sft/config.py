@@ -50,9 +50,8 @@ class SFTConfig:
     per_device_batch_size: int = bounded(1, ge=1)
     gradient_accumulation_steps: Optional[int] = bounded(None, ge=1)
     max_length: int = bounded(16384, ge=1)
-    overlong: str = one_of(
-        "truncate", "truncate", "drop"
-    )  # samples over max_length: truncate | drop (counted either way)
+    # samples over max_length: truncate | drop (counted either way)
+    overlong: str = one_of("truncate", "truncate", "drop")
     strict: bool = True  # a malformed row fails the stage (false: counted skip with the reason)
     packing: bool = True  # TRL best-fit-decreasing packing, padding-free (position ids reset per sample)
     gradient_checkpointing: bool = True
@@ -60,28 +59,23 @@ class SFTConfig:
     optim: str = "adamw_torch"
     weight_decay: float = bounded(0.0, ge=0.0)
     max_grad_norm: float = bounded(1.0, ge=0.0)
-    liger: str = one_of(
-        "auto", "auto", "true", "false", operational=True
-    )  # auto (when liger-kernel is installed and a GPU is there) | true | false
+    # auto (when liger-kernel is installed and a GPU is there) | true | false
+    liger: str = one_of("auto", "auto", "true", "false", operational=True)
     logging_steps: int = bounded(1, ge=1, operational=True)
     save_steps: int = bounded(500, ge=1, operational=True)
     save_total_limit: int = bounded(2, ge=1, operational=True)
     seed: int = 0
     use_cpu: bool = False
-    num_processes: int = bounded(
-        1, ge=1, operational=True
-    )  # ranks per node; >1: the stage starts them itself (see deepwriter.sft.launch)
+    # ranks per node; >1: the stage starts them itself (see deepwriter.sft.launch)
+    num_processes: int = bounded(1, ge=1, operational=True)
     num_nodes: int = bounded(1, ge=1, operational=True)
-    launcher: str = one_of(
-        "torchrun", "torchrun", "deepspeed", operational=True
-    )  # torchrun | deepspeed (deepspeed + hostfile for several nodes)
+    # torchrun | deepspeed (deepspeed + hostfile for several nodes)
+    launcher: str = one_of("torchrun", "torchrun", "deepspeed", operational=True)
     hostfile: Optional[str] = operational(None)
-    gpu_memory_gb: float = bounded(
-        80.0, ge=0.0, operational=True
-    )  # the planner refuses a plan that needs more per GPU; 0 turns the check off
-    peak_tflops: float = bounded(
-        989.0, gt=0.0, operational=True
-    )  # per-device dense bf16 peak for the MFU estimate (H100 SXM)
+    # the planner refuses a plan that needs more per GPU; 0 turns the check off
+    gpu_memory_gb: float = bounded(80.0, ge=0.0, operational=True)
+    # per-device dense bf16 peak for the MFU estimate (H100 SXM)
+    peak_tflops: float = bounded(989.0, gt=0.0, operational=True)
     deepspeed: DeepSpeedConfig = field(default_factory=DeepSpeedConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)
     chat_template: Optional[str] = None  # null: the project's training template (see sft/templates.py)

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from deepwriter.badinput import DataError, Skipped, reject
 from deepwriter.config import stable_hash
-from deepwriter.errors import DeepwriterError
 from deepwriter.sft.templates import tokenize_with_labels
 
 log = logging.getLogger("deepwriter.sft")
@@ -26,15 +26,8 @@ ROLES = ("system", "user", "assistant")
 _CHUNK = 1000  # rows per Arrow chunk while tokenising: keeps Python lists small for long samples
 
 
-class SFTDataError(DeepwriterError, ValueError):
+class SFTDataError(DataError):
     """A malformed training row: `file:row N: field 'name': reason`."""
-
-
-@dataclass
-class Skipped:
-    where: str
-    field: str
-    reason: str
 
 
 @dataclass
@@ -186,9 +179,7 @@ def _tokenize_to(dataset_dir: Path, tokenizer: Any, max_length: int, overlong: s
             if not any(label != -100 for label in labels):
                 problem = "the template gave no assistant tokens (is {% generation %} in the chat template?)"
         if problem is not None:
-            if strict:
-                raise SFTDataError(f"{where}: field 'messages': {problem}")
-            skipped.append(Skipped(where, "messages", problem))
+            reject(where, "messages", problem, strict, skipped, error=SFTDataError)
             counts["skipped"] += 1
             continue
         counts["max_sample_tokens"] = max(counts["max_sample_tokens"], len(ids))

@@ -18,16 +18,12 @@ from pathlib import Path
 from typing import Any, Dict, Optional
 
 from deepwriter.config import ConfigError, RootConfig
-from deepwriter.contract import StageContext, StageResult, StageSpec
+from deepwriter.contract import StageContext, StageResult, StageSpec, rank
 from deepwriter.sft import trainer as tr
 from deepwriter.sft.launch import launch
 
 log = logging.getLogger("deepwriter.sft")
 RESULT = "result.json"
-
-
-def _rank() -> int:
-    return int(os.environ.get("RANK", "0"))
 
 
 def print_plan(cfg: RootConfig, geometry: tr.BatchGeometry) -> None:
@@ -62,7 +58,7 @@ def run(cfg: RootConfig, ctx: StageContext) -> StageResult:
     world = tr.world_size_for(cfg.sft)
     geometry = tr.batch_geometry(cfg.sft, world)  # an indivisible batch fails here, before any launch
     launching = world > 1 and not os.environ.get("WORLD_SIZE")
-    if _rank() == 0:
+    if rank() == 0:
         print_plan(cfg, geometry)
     if launching:
         launch(cfg, ctx)
@@ -93,7 +89,7 @@ def train(
     from deepwriter.sft.plan import ModelShape
     from deepwriter.sft.templates import apply_training_template
 
-    is_main = _rank() == 0
+    is_main = rank() == 0
     out_dir.mkdir(parents=True, exist_ok=True)
     student = cfg.models.student
     tokenizer = models.load_tokenizer(student, cfg.paths.cache_dir)

@@ -21,12 +21,10 @@ class FilterConfig:
     """Discard rules applied to the final trajectory (deepwriter/synthesis/filters.py)."""
 
     min_think_tokens: int = bounded(100, ge=0)  # whitespace-separated words, not model tokens (backend-independent)
-    late_reflection_fraction: float = bounded(
-        0.1, ge=0.0, le=1.0
-    )  # no thinking phrase may start in this last share of the text
-    max_top3_trigram_share: float = bounded(
-        0.30, gt=0.0, le=1.0
-    )  # degenerate repetition: 3 most frequent word 3-grams' share
+    # no thinking phrase may start in this last share of the text
+    late_reflection_fraction: float = bounded(0.1, ge=0.0, le=1.0)
+    # degenerate repetition: 3 most frequent word 3-grams' share
+    max_top3_trigram_share: float = bounded(0.30, gt=0.0, le=1.0)
 
 
 @dataclass
@@ -47,9 +45,8 @@ class SynthesisConfig:
     initial: SamplingConfig = field(default_factory=SamplingConfig)
     refine: SamplingConfig = field(default_factory=SamplingConfig)
     filters: FilterConfig = field(default_factory=FilterConfig)
-    prefix_cache_entries: int = bounded(
-        4, ge=1, operational=True
-    )  # KV-cached prefixes kept by the transformers prefix scorer
+    # KV-cached prefixes kept by the transformers prefix scorer
+    prefix_cache_entries: int = bounded(4, ge=1, operational=True)
     limit: Optional[int] = bounded(None, ge=1)  # take at most this many pairs
     shard: str = operational("0/1")  # i/n: this worker's share of the pairs
     # Pairs searched in lockstep: their model calls are merged into one batched call per round

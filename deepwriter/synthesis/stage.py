@@ -11,7 +11,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from deepwriter.config import RootConfig
 from deepwriter.contract import StageContext, StageResult, StageSpec, source_files
-from deepwriter.data.pairs import DataError, Pair, Skipped, load_pairs, reject
+from deepwriter.pairs.read import DataError, Pair, Skipped, load_pairs, reject
 from deepwriter.records import RecordLog, read_records
 from deepwriter.synthesis import store
 from deepwriter.synthesis.config import parse_shard_spec
@@ -131,12 +131,12 @@ def needs_prepare(cfg: RootConfig) -> bool:
 
 
 def load_stage_pairs(cfg: RootConfig, ctx: StageContext, backends: Dict[str, Any]) -> Tuple[List[Pair], List[Skipped]]:
-    """The pairs to search: straight from the source, or through deepwriter.data.prepare (reverse
+    """The pairs to search: straight from the source, or through deepwriter.pairs.prepare (reverse
     queries, labels, quotas) into `prepared/` of this stage folder, which a resumed run reuses."""
     if not needs_prepare(cfg):
         return load_pairs(cfg.data.pairs, cfg.data.strict)
     from deepwriter.data.config import SourceConfig
-    from deepwriter.data.prepare import prepare_pairs
+    from deepwriter.pairs.prepare import prepare_pairs
 
     backends.update(zip(("generator", "scorer"), build_backends(cfg)))
     prepared = prepare_pairs(cfg, ctx.out_dir / "prepared", backends["generator"], backends["scorer"])

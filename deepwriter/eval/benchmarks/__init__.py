@@ -7,6 +7,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Dict, List, Optional
 
+from deepwriter.badinput import Skipped
 from deepwriter.config import ConfigError
 from deepwriter.eval.benchmarks import hellobench, longbench_write, writingbench
 from deepwriter.eval.benchmarks.base import BenchmarkDataError, Item, JudgeOutcome, JudgeTask, Slot, skip_or_raise
@@ -42,7 +43,7 @@ def module_for(name: str, bcfg: BenchmarkConfig) -> ModuleType:
 
 
 def load_items(
-    name: str, bcfg: BenchmarkConfig, data_dir: Path, apply_limit: bool = True, skipped: Optional[List[str]] = None
+    name: str, bcfg: BenchmarkConfig, data_dir: Path, apply_limit: bool = True, skipped: Optional[List[Skipped]] = None
 ) -> List[Item]:
     """Every item of one benchmark entry, or `limit` of them: the first ones, per subset for
     HelloBench, and for WritingBench spread over its domains (the file is sorted by domain, so its
@@ -89,7 +90,7 @@ def _round_robin(items: List[Item], key, n: int) -> List[Item]:
 def benchmark_prompts(eval_cfg: EvalConfig, data_dir: Path) -> Dict[str, List[str]]:
     """Every prompt of every enabled benchmark, ignoring `limit` (the mix stage decontaminates
     training data against these)."""
-    skipped: Optional[List[str]] = None if eval_cfg.strict else []
+    skipped: Optional[List[Skipped]] = None if eval_cfg.strict else []
     return {
         name: [item.prompt for item in load_items(name, bcfg, data_dir, apply_limit=False, skipped=skipped)]
         for name, bcfg in eval_cfg.benchmarks.items()

@@ -8,13 +8,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
-from deepwriter.errors import DeepwriterError
+from deepwriter.badinput import DataError, Skipped, skip_or_raise  # noqa: F401  (re-exported for the benchmarks)
 from deepwriter.files import resolve_data_path
 
 log = logging.getLogger("deepwriter.eval")
 
 
-class BenchmarkDataError(DeepwriterError, ValueError):
+class BenchmarkDataError(DataError):
     """Bad benchmark data; the message starts with `file:line: field 'name': ...`."""
 
 
@@ -92,7 +92,7 @@ def canonical_parser(slots: List[Slot]) -> ReplyParser:
     return parse
 
 
-def read_jsonl(path: Path, skipped: Optional[List[str]] = None) -> Iterator[Tuple[int, Dict[str, Any]]]:
+def read_jsonl(path: Path, skipped: Optional[List[Skipped]] = None) -> Iterator[Tuple[int, Dict[str, Any]]]:
     """(line number, record) of each non-empty line. A broken line is an error naming it, or, when a
     `skipped` list is given (lenient mode), recorded there and passed over."""
     with open(path, encoding="utf-8") as f:
@@ -107,23 +107,6 @@ def read_jsonl(path: Path, skipped: Optional[List[str]] = None) -> Iterator[Tupl
                 if not isinstance(rec, dict):
                     raise BenchmarkDataError(f"{path}:{lineno}: field '<line>': expected a JSON object")
                 yield lineno, rec
-
-
-class skip_or_raise:
-    """`with skip_or_raise(skipped): ...` lets a BenchmarkDataError through (strict, skipped is None)
-    or records its message in `skipped` and skips the rest of the block (lenient)."""
-
-    def __init__(self, skipped: Optional[List[str]]):
-        self.skipped = skipped
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, exc_type, exc, tb) -> bool:
-        if exc_type is not None and issubclass(exc_type, BenchmarkDataError) and self.skipped is not None:
-            self.skipped.append(str(exc))
-            return True
-        return False
 
 
 def require(rec: Dict[str, Any], name: str, where: str, kind: type = str) -> Any:

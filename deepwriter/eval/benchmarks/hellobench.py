@@ -18,6 +18,7 @@ import re
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
+from deepwriter.badinput import Skipped
 from deepwriter.eval.benchmarks.base import (
     BenchmarkDataError,
     Item,
@@ -78,7 +79,7 @@ def available_subsets(folder: Path) -> List[str]:
 
 
 def load(
-    name: str, path: Optional[str], data_dir: Path, subsets: List[str], skipped: Optional[List[str]] = None
+    name: str, path: Optional[str], data_dir: Path, subsets: List[str], skipped: Optional[List[Skipped]] = None
 ) -> List[Item]:
     folder = data_dir_of(path, data_dir)
     weights = load_weights(folder)

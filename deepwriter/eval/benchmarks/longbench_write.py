@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from deepwriter.badinput import Skipped
 from deepwriter.eval.benchmarks.base import (
     BenchmarkDataError,
     Item,
@@ -77,7 +78,7 @@ def parse_required_length(value: Any, where: str) -> int:
 
 
 def load(
-    name: str, path: Optional[str], data_dir: Path, subsets: List[str], skipped: Optional[List[str]] = None
+    name: str, path: Optional[str], data_dir: Path, subsets: List[str], skipped: Optional[List[Skipped]] = None
 ) -> List[Item]:
     f = data_file(path, data_dir, KIND, SOURCE_URLS, "longbench_write.jsonl", "longbench_write.jsonl")
     items = []

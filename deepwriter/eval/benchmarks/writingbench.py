@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from deepwriter.badinput import Skipped
 from deepwriter.eval.benchmarks.base import (
     BenchmarkDataError,
     Item,
@@ -46,7 +47,7 @@ RUBRIC_BANDS = ("1-2", "3-4", "5-6", "7-8", "9-10")
 
 
 def load(
-    name: str, path: Optional[str], data_dir: Path, subsets: List[str], skipped: Optional[List[str]] = None
+    name: str, path: Optional[str], data_dir: Path, subsets: List[str], skipped: Optional[List[Skipped]] = None
 ) -> List[Item]:
     f = data_file(path, data_dir, KIND, SOURCE_URLS, "length_subset.jsonl", "benchmark_all.jsonl")
     items = []

@@ -1,6 +1,6 @@
 """Source shapes turned into (request, answer) pairs, chosen by `SourceConfig.kind`.
 
-- `pairs`: one (x, y) per record (`deepwriter.data.pairs.load_pairs`).
+- `pairs`: one (x, y) per record (`deepwriter.pairs.read.load_pairs`).
 - `scored_responses`: prompts with scored human responses (WritingPrompts-style), either one row per
   response (`fields: {x: prompt, y: response, score: score}`) or one row per prompt with a list of
   responses (`fields: {x: prompt, responses: replies, y: text, score: votes}`: `y` and `score` then
@@ -9,7 +9,7 @@
 - `long_text`: long texts without a request (Gutenberg-style): a `.txt` file, a folder of `.txt`
   files, or records with the text in `fields.y`. Boilerplate is stripped and the text is cut at
   paragraph boundaries into pieces of about `target_words`; these pairs have an answer but `x == ""`
-  (`deepwriter.data.queries` writes the request).
+  (`deepwriter.pairs.queries` writes the request).
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from deepwriter.data.config import SourceConfig
-from deepwriter.data.pairs import (
+from deepwriter.files import resolve_data_path
+from deepwriter.pairs.read import (
     DataError,
     Pair,
     Skipped,
@@ -29,9 +30,9 @@ from deepwriter.data.pairs import (
     _has_bad_bytes,
     iter_rows,
     load_pairs,
+    reject,
     source_label,
 )
-from deepwriter.files import resolve_data_path
 
 KINDS = ("pairs", "scored_responses", "long_text")
 
@@ -53,19 +54,6 @@ def load_source(src: SourceConfig, strict: bool) -> LoadedSource:
     if src.kind == "long_text":
         return load_long_text(src, strict)
     raise DataError(f"source {source_label(src)}", "kind", f"got {src.kind!r}; expected one of {list(KINDS)}")
-
-
-class _Collector:
-    """Strict: the first bad record raises. Lenient: it is counted with its reason."""
-
-    def __init__(self, strict: bool):
-        self.strict = strict
-        self.skipped: List[Skipped] = []
-
-    def bad(self, where: str, bad: _Bad) -> None:
-        if self.strict:
-            raise DataError(where, bad.field, bad.reason)
-        self.skipped.append(Skipped(where, bad.field, bad.reason))
 
 
 # --- scored responses --------------------------------------------------------------------------
@@ -128,7 +116,7 @@ def load_scored_responses(src: SourceConfig, strict: bool) -> LoadedSource:
     top_level = {k: v for k, v in f.items() if not (listed and k in ("y", "score"))}
     extra = [k for k in top_level if k not in ("x", "y", "score", "responses", "id")]
     label = source_label(src)
-    col = _Collector(strict)
+    skipped: List[Skipped] = []
 
     # prompt text -> (where of its first row, prompt-level id or None, meta, [(text, score, response id, where)])
     groups: Dict[str, Tuple[str, Optional[str], Dict[str, Any], List[Tuple[str, float, Optional[str], str]]]] = {}
@@ -150,7 +138,7 @@ def load_scored_responses(src: SourceConfig, strict: bool) -> LoadedSource:
                 text = _check_text("y", _get(row, "y", f["y"]), required=True)
                 responses = [(text, _score(_get(row, "score", f["score"])), rid, where)]
         except _Bad as bad:
-            col.bad(where, bad)
+            reject(where, bad.field, bad.reason, strict, skipped)
             continue
         if rid is not None:
             seen_ids[rid] = where
@@ -173,8 +161,8 @@ def load_scored_responses(src: SourceConfig, strict: bool) -> LoadedSource:
             pid = rid or f"{base}-r{rank}"
             pairs.append(Pair(pid, x, text, {**meta, "source": label, "where": where, "score": score, "rank": rank}))
             if src.limit is not None and len(pairs) >= src.limit:
-                return LoadedSource(pairs, col.skipped, counts)
-    return LoadedSource(pairs, col.skipped, counts)
+                return LoadedSource(pairs, skipped, counts)
+    return LoadedSource(pairs, skipped, counts)
 
 
 # --- long texts --------------------------------------------------------------------------------
@@ -369,23 +357,23 @@ def load_long_text(src: SourceConfig, strict: bool) -> LoadedSource:
     label = source_label(src)
     if lt.target_words < 1 or lt.min_words < 0:
         raise DataError(f"source {label}", "long_text", f"target_words must be >= 1 and min_words >= 0, got {lt}")
-    col = _Collector(strict)
+    skipped: List[Skipped] = []
     pairs: List[Pair] = []
     counts = {"documents": 0, "pieces_under_min_words": 0}
     seen: Dict[str, str] = {}
     for where, did, title, text in _iter_documents(src):
         if isinstance(text, _Bad):
-            col.bad(where, text)
+            reject(where, text.field, text.reason, strict, skipped)
             continue
         if did in seen:
-            col.bad(where, _Bad("id", f"duplicate id {did!r} (first at {seen[did]})"))
+            reject(where, "id", f"duplicate id {did!r} (first at {seen[did]})", strict, skipped)
             continue
         seen[did] = where
         counts["documents"] += 1
         pieces, short = cut_pieces(paragraphs(text, lt.strip_boilerplate), lt.target_words, lt.min_words)
         counts["pieces_under_min_words"] += short
         if not pieces:
-            col.bad(where, _Bad("y", f"no piece of at least {lt.min_words} words after removing boilerplate"))
+            reject(where, "y", f"no piece of at least {lt.min_words} words after removing boilerplate", strict, skipped)
             continue
         file_part = where.rsplit(":", 1)[0]
         for k, (line, piece) in enumerate(pieces, start=1):
@@ -396,5 +384,5 @@ def load_long_text(src: SourceConfig, strict: bool) -> LoadedSource:
                 meta["title"] = title
             pairs.append(Pair(f"{did}-p{k:04d}", "", piece, meta))
             if src.limit is not None and len(pairs) >= src.limit:
-                return LoadedSource(pairs, col.skipped, counts)
-    return LoadedSource(pairs, col.skipped, counts)
+                return LoadedSource(pairs, skipped, counts)
+    return LoadedSource(pairs, skipped, counts)

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
+from deepwriter.badinput import DataError, Skipped, reject  # noqa: F401  (the data package's names for them)
 from deepwriter.data.config import SourceConfig
-from deepwriter.errors import DeepwriterError
 from deepwriter.files import resolve_data_path
 
 # Text fields must be strings; `id` may also be an integer, which is turned into its decimal form.
@@ -29,31 +29,6 @@ class Pair:
     x: str
     y: str
     meta: Dict[str, Any] = field(default_factory=dict)  # mapped extra fields (category, ...) + source
-
-
-@dataclass
-class Skipped:
-    where: str  # "file:line"
-    field: str
-    reason: str
-
-    def __str__(self) -> str:
-        return f"{self.where}: field '{self.field}': {self.reason}"
-
-
-class DataError(DeepwriterError, ValueError):
-    """A bad record in strict mode. The message starts with "file:line: field 'name': "."""
-
-    def __init__(self, where: str, field_name: str, reason: str):
-        super().__init__(f"{where}: field '{field_name}': {reason}")
-        self.where, self.field, self.reason = where, field_name, reason
-
-
-def reject(where: str, field_name: str, reason: str, strict: bool, skipped: List[Skipped]) -> None:
-    """A bad record: an error in strict mode, a counted skip in lenient mode."""
-    if strict:
-        raise DataError(where, field_name, reason) from None
-    skipped.append(Skipped(where, field_name, reason))
 
 
 class _Bad(Exception):
@@ -239,16 +214,16 @@ def load_pairs(src: SourceConfig, strict: bool) -> Tuple[List[Pair], List[Skippe
     """Pairs of a source (local JSONL/Parquet/CSV via `src.path`, `pkg://deepwriter/...` allowed, or
     `src.hub_id` + `split`). `src.fields` maps our names (id, x, y, category, ...) to the file's; an
     unmapped id becomes `<source>-<n>` (n: position in the file). Sources of other kinds are read by
-    `deepwriter.data.sources.load_source` (which calls this one for pairs)."""
+    `deepwriter.pairs.sources.load_source` (which calls this one for pairs)."""
     label = source_label(src)
     if src.kind != "pairs":
         how = (
             (
-                "long_text sources have answers but no requests; run deepwriter.data.prepare.prepare_pairs and point "
+                "long_text sources have answers but no requests; run deepwriter.pairs.prepare.prepare_pairs and point "
                 "data.pairs at its pairs.jsonl"
             )
             if src.kind == "long_text"
-            else f"{src.kind!r} sources are read by deepwriter.data.sources.load_source"
+            else f"{src.kind!r} sources are read by deepwriter.pairs.sources.load_source"
         )
         raise DataError(f"source {label}", "kind", how)
     records, skipped = load_records(src, strict, required=("x", "y"))

@@ -15,7 +15,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from deepwriter.data.config import DecontamConfig
-from deepwriter.data.text import WordIds, ngram_hashes, words
+from deepwriter.pairs.text import WordIds, ngram_hashes, words
 
 
 @dataclass

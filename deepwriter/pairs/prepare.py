@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from deepwriter.data.categories import (
+from deepwriter.errors import UnfinishedError
+from deepwriter.pairs.categories import (
     UNLABELLED,
     LabelResult,
     apply_quotas,
@@ -33,10 +34,9 @@ from deepwriter.data.categories import (
     label_with_scorer,
     write_distribution,
 )
-from deepwriter.data.pairs import Pair, Skipped
-from deepwriter.data.queries import QueryOutcome, rejection_counts, synthesize_queries
-from deepwriter.data.sources import load_source
-from deepwriter.errors import UnfinishedError
+from deepwriter.pairs.queries import QueryOutcome, rejection_counts, synthesize_queries
+from deepwriter.pairs.read import Pair, Skipped
+from deepwriter.pairs.sources import load_source
 from deepwriter.records import RecordLog
 
 log = logging.getLogger("deepwriter.data")

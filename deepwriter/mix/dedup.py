@@ -9,7 +9,7 @@ import numpy as np
 from datasketch import MinHash, MinHashLSH
 
 from deepwriter.data.config import DedupConfig
-from deepwriter.data.text import WordIds, digest, ngram_hashes, words
+from deepwriter.pairs.text import WordIds, digest, ngram_hashes, words
 
 
 def _precomputed(value: int) -> int:

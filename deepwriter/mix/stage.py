@@ -19,9 +19,9 @@ from typing import Any, Dict, List
 
 from deepwriter.config import RootConfig, expand
 from deepwriter.contract import StageContext, StageResult, StageSpec, benchmark_files, source_files
-from deepwriter.data.mix import MixResult, build_mix, load_trajectories, to_messages
-from deepwriter.data.pairs import Skipped
-from deepwriter.data.public import load_public
+from deepwriter.mix.build import MixResult, build_mix, load_trajectories, to_messages
+from deepwriter.mix.public import load_public
+from deepwriter.pairs.read import Skipped
 
 log = logging.getLogger("deepwriter.data")
 
@@ -51,7 +51,7 @@ def _artifacts() -> Dict[str, str]:
 
 STAGE = StageSpec(
     "mix",
-    "deepwriter.data.stage:run",
+    "deepwriter.mix.stage:run",
     # the public data, the mix, the student's tokenizer and length limit, the benchmarks decontaminated against
     ("data.public", "data.mix", "data.taxonomy", "data.strict", "models.student", "sft.max_length", "eval.benchmarks"),
     needs=lambda cfg: [] if cfg.data.mix.synthetic == 0 else ["synthesize"],

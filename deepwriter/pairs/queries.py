@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from deepwriter.data.config import QueryConfig
-from deepwriter.data.text import normalize, words
 from deepwriter.llm.base import Generator, Message, Sampling
+from deepwriter.pairs.text import normalize, words
 
 _INSTRUCTION = """Here is a piece of writing that a writing assistant produced for a user.
 

@@ -18,9 +18,9 @@ from tqdm.auto import tqdm
 
 from deepwriter import think
 from deepwriter.data.config import MixConfig
-from deepwriter.data.decontam import BenchmarkIndex
-from deepwriter.data.dedup import NearDuplicateIndex, exact_key
-from deepwriter.data.pairs import DataError, Skipped
+from deepwriter.mix.decontam import BenchmarkIndex
+from deepwriter.mix.dedup import NearDuplicateIndex, exact_key
+from deepwriter.pairs.read import DataError, Skipped
 
 log = logging.getLogger("deepwriter.data")
 

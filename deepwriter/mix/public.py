@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Tuple
 
 from deepwriter import think
 from deepwriter.data.config import SourceConfig
-from deepwriter.data.pairs import Skipped, _Bad, _check_text, iter_rows, map_row, reject, source_label
+from deepwriter.pairs.read import Skipped, _Bad, _check_text, iter_rows, map_row, reject, source_label
 
 _THOUGHT = re.compile(r"<\|begin_of_thought\|>(.*?)<\|end_of_thought\|>", re.S)
 _SOLUTION = re.compile(r"<\|begin_of_solution\|>(.*?)(?:<\|end_of_solution\|>|$)", re.S)

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from deepwriter.data.config import LabelConfig, QuotaConfig
-from deepwriter.data.text import words
 from deepwriter.llm.base import Generator, Sampling, Scorer, ScoreRequest
+from deepwriter.pairs.text import words
 
 UNLABELLED = "unlabelled"
 
