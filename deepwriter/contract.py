@@ -5,12 +5,13 @@ define its output (its key), the stages and files it reads, its own checks befor
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
-from deepwriter.files import resolve_data_path
+from deepwriter.files import resolve_data_path, write_json_atomic
 
 
 @dataclass
@@ -76,3 +77,31 @@ class StageSpec:
 def rank() -> int:
     """This process's rank in a multi-process launch (torchrun, deepspeed, SLURM under torchrun); 0 alone."""
     return int(os.environ.get("RANK", "0"))
+
+
+# --- the manifest: what a finished stage folder says about itself --------------------------------------
+
+MANIFEST = "manifest.json"
+
+
+def read_manifest(folder: Path) -> Optional[Dict[str, Any]]:
+    """A stage folder's (or run folder's) manifest, or None when there is none: the stage never
+    finished there, or a run that adds to it has begun."""
+    path = Path(folder) / MANIFEST
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def write_stage_manifest(folder: Path, result: StageResult, **fields: Any) -> None:
+    """Mark a stage folder finished: its key, config and inputs (`fields`), what it counted, measured
+    and made (`result`), written atomically so a reader sees a whole manifest or none."""
+    write_json_atomic(
+        Path(folder) / MANIFEST,
+        {
+            "status": "complete",
+            **fields,
+            "counts": result.counts,
+            "metrics": result.metrics,
+            "artifacts": result.artifacts,
+            "unfinished": result.unfinished,
+        },
+    )

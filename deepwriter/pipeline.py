@@ -22,7 +22,16 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
 from deepwriter.config import STAGE_ORDER, ConfigError, RootConfig, expand, stable_hash, to_plain
-from deepwriter.contract import StageContext, StageResult, StageSpec, config_at, rank
+from deepwriter.contract import (
+    MANIFEST,
+    StageContext,
+    StageResult,
+    StageSpec,
+    config_at,
+    rank,
+    read_manifest,
+    write_stage_manifest,
+)
 from deepwriter.eval import stage as eval_stage
 from deepwriter.files import file_sha256, write_json_atomic
 from deepwriter.mix import stage as mix_stage
@@ -32,7 +41,6 @@ from deepwriter.synthesis import stage as synthesis_stage
 
 log = logging.getLogger("deepwriter")
 
-MANIFEST = "manifest.json"
 _VERSIONED_PACKAGES = (
     "deepwriter",
     "torch",
@@ -74,10 +82,7 @@ class PlannedStage:
     max_unfinished_share: float = 0.0
 
     def manifest(self) -> Optional[dict]:
-        path = self.out_dir / MANIFEST
-        if not path.exists():
-            return None
-        return json.loads(path.read_text())
+        return read_manifest(self.out_dir)
 
     def unfinished_count(self) -> int:
         m = self.manifest() or {}
@@ -218,23 +223,17 @@ def run_pipeline(cfg: RootConfig, tracker_factory: Callable[..., Any]) -> Dict[s
                     }
                 )
             if rank() == 0:
-                write_json_atomic(
-                    st.out_dir / MANIFEST,
-                    {
-                        "stage": name,
-                        "status": "complete",
-                        "key": st.key,
-                        "run": f"{cfg.recipe.name}/{cfg.run_id}",
-                        "config_hash": stable_hash(st.config),
-                        "config": st.config,
-                        "inputs": st.input_hashes,
-                        "counts": result.counts,
-                        "metrics": result.metrics,
-                        "artifacts": result.artifacts,
-                        "unfinished": result.unfinished,
-                        "timing": {"started": t0, "seconds": round(elapsed, 3), "resumed": resuming},
-                        "versions": package_versions(),
-                    },
+                write_stage_manifest(
+                    st.out_dir,
+                    result,
+                    stage=name,
+                    key=st.key,
+                    run=f"{cfg.recipe.name}/{cfg.run_id}",
+                    config_hash=stable_hash(st.config),
+                    config=st.config,
+                    inputs=st.input_hashes,
+                    timing={"started": t0, "seconds": round(elapsed, 3), "resumed": resuming},
+                    versions=package_versions(),
                 )
             entry.update(status="ran", seconds=round(elapsed, 3), resumed=resuming)
             if result.unfinished:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Dict
+
+from deepwriter.contract import read_manifest
 
 
 def _headline(stage: str, manifest: Dict[str, Any]) -> str:
@@ -23,7 +24,7 @@ def print_summary(run_manifest: Dict[str, Any]) -> None:
     print(f"\n== deepwriter: recipe {run_manifest['recipe']}, run {run_manifest['run_id']} ==")
     for stage, entry in run_manifest["stages"].items():
         folder = run_dir / stage
-        m = json.loads((folder / "manifest.json").read_text()) if (folder / "manifest.json").exists() else {}
+        m = read_manifest(folder) or {}
         took = f"{entry['seconds']:.1f}s" if "seconds" in entry else "cached"
         print(f"  {stage:<10} {entry['status']:<7} {took:>8}  {_headline(stage, m)}")
         left = m.get("unfinished")
