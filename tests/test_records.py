@@ -3,7 +3,6 @@ exclusivity between real processes, down to two runs of the same stage through t
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -13,6 +12,7 @@ import time
 
 import pytest
 from conftest import REPO
+from test_unfinished import _write_pairs
 
 from deepwriter.records import RecordLog, RecordLogBusy, RecordLogError, read_records
 
@@ -90,21 +90,7 @@ def test_a_second_process_is_refused_at_once_naming_the_holder_until_it_dies(tmp
 @pytest.mark.slow
 def test_two_runs_of_the_same_synthesize_stage_the_second_is_refused(tmp_path, model_cache):
     """The failure a user met: a run that looked dead was started again and both appended to one shard."""
-    pairs = tmp_path / "pairs.jsonl"
-    pairs.write_text(
-        "".join(
-            json.dumps(
-                {
-                    "id": f"p{i}",
-                    "request": f"Write note {i} about the sea.",
-                    "answer": f"Dear reader,\n\nThe sea was calm on day {i}.",
-                    "category": "letter",
-                }
-            )
-            + "\n"
-            for i in range(12)
-        )
-    )
+    pairs = _write_pairs(tmp_path / "pairs.jsonl", 12)
     cmd = [
         sys.executable,
         "-m",
