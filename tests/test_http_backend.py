@@ -83,7 +83,9 @@ def test_echo_falls_back_to_one_token_where_zero_is_refused(serve, backends):
     got = http.score(REQUESTS)
     for g, w in zip(got, backends[1].score(REQUESTS)):
         assert g.error is None and g.logprobs == pytest.approx(w.logprobs, abs=1e-4)  # the extra token is not counted
-    assert [c.status for c in http.calls].count(400) <= len(REQUESTS)
+    refusals = [c.status for c in http.calls].count(400)
+    # refused at least once (else the fallback was never taken), each request at most once
+    assert 1 <= refusals <= len(REQUESTS)
     http.score(REQUESTS[:1])
     assert [c.status for c in list(http.calls)[-1:]] == [200]  # remembered: no second refusal
 

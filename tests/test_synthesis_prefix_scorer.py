@@ -92,8 +92,9 @@ def test_identical_requests_single_request_and_empty_target(scorers):
 
 def test_lru_keeps_at_most_max_entries(scorers):
     _, cached = scorers
-    for k in range(5):
-        cached.score(
-            [ScoreRequest([{"role": "user", "content": f"Prompt number {k} " * 8}], "<think>\na\n</think>\n\n", Y)]
-        )
-    assert len(cached._entries) <= 2
+    # prompts that differ from their first word: no entry can be reused for another, so each one adds its own
+    for word in ("lighthouse", "harbour", "orchard", "granite", "violin"):
+        cached.score([ScoreRequest([{"role": "user", "content": f"{word} " * 12}], "<think>\na\n</think>\n\n", Y)])
+    assert len(cached._entries) == 2  # five prefixes went in; the two newest stay
+    kept = [cached.tokenizer.decode(list(k)) for k in cached._entries]
+    assert "granite" in kept[0] and "violin" in kept[1] and not any("lighthouse" in t for t in kept)

@@ -8,7 +8,7 @@ from typing import Callable, List
 
 import pytest
 
-from deepwriter.llm.base import Generation, Generator, Scorer, ScoreRequest, TokenLogprobs
+from deepwriter.llm.base import Generation, ScoreRequest, TokenLogprobs
 from deepwriter.synthesis import filters, prompts
 from deepwriter.synthesis.config import SynthesisConfig
 from deepwriter.synthesis.search import pair_seed, synthesize
@@ -65,10 +65,6 @@ def by_markers(base: float = 1.0) -> Callable[[str], float]:
 def cfg(**kw) -> SynthesisConfig:
     c = SynthesisConfig(min_segment_chars=100, num_candidates=2, max_steps=10, stop_threshold=0.25)
     return replace(c, **kw)
-
-
-def test_protocol_fakes_are_generators_and_scorers():
-    assert isinstance(ScriptedGenerator(), Generator) and isinstance(FunctionScorer(lambda p: 1.0), Scorer)
 
 
 def test_stops_before_refinement_when_z0_is_below_threshold():
