@@ -41,7 +41,9 @@ def write_report(runs: Dict[str, Dict[str, Any]], out: Path) -> str:
     out.mkdir(parents=True, exist_ok=True)
     rows = {label: s["headline"] for label, s in runs.items()}
     header, body = tables.comparison(rows)
-    md = [tables.markdown_table(header, body), tables.SCALE_NOTE, ""]
+    md = [tables.markdown_table(header, body), tables.SCALE_NOTE]
+    groups = tables.definitions_note(list(runs.values()))  # HB-A / HB-B are our definition: say it
+    md += [groups, ""] if groups else [""]
     judge_rows = [
         [
             label,

@@ -26,7 +26,9 @@ FIX = Path(__file__).parent / "fixtures" / "bench"
 class ScriptedJudge:
     """A Generator that answers judge prompts the way a good judge would, except where told to
     misbehave first: `bad_first[substring]` is a list of replies given, in order, to the first asks
-    of a prompt containing the substring (a re-ask is recognised by its "could not be used")."""
+    of a prompt containing the substring (a re-ask is recognised by its "could not be used").
+    Replies have each benchmark's reference shape: LongBench-Write an analysis then the JSON with
+    its dimension names, HelloBench a Python list, WritingBench {"score", "reason"}."""
 
     model_id = "scripted-judge"
 
@@ -34,31 +36,38 @@ class ScriptedJudge:
         self.bad_first = {k: list(v) for k, v in (bad_first or {}).items()}
         self.score = score
         self.calls = 0
-        self.seen = []  # every prompt the judge was shown
+        self.seen = []  # every prompt (the first user message) the judge was shown
+        self.samplings = []  # (prompt, Sampling) of every call
         self.lock = threading.Lock()
 
-    def reply(self, messages) -> str:
-        first = messages[0]["content"]
+    def reply(self, messages, sampling=None) -> str:
+        first = next(m["content"] for m in messages if m["role"] == "user")
         with self.lock:
             self.calls += 1
             self.seen.append(first)
+            self.samplings.append((first, sampling))
             for needle, queue in self.bad_first.items():
                 if needle in first and queue:
                     return queue.pop(0)
         if "six dimensions" in first:
-            return "```json\n" + json.dumps({**{d: self.score for d in lb.DIMENSIONS}, "reason": "fine"}) + "\n```"
-        m = re.search(r"JSON list of (\d+) objects", first)
+            verdict = {"Analysis": "fine", **{k: self.score for k in lb.REPLY_KEYS}}
+            return "The reply is adequate [see below].\n```json\n" + json.dumps(verdict) + "\n```"
+        m = re.search(r"You have (\d+) checklist items", first)
         if m:
-            return json.dumps(
-                [{"checklist_id": i, "reason": f"item {i}", "evaluation_score": 0.75} for i in range(int(m.group(1)))]
+            return str(
+                [
+                    {"checklist_id": str(i), "reason": f"item {i}", "evaluation_score": "0.75"}
+                    for i in range(int(m.group(1)))
+                ]
             )
-        if "ONE criterion" in first:
+        if "** Criteria **" in first:
             return 'Here you go: {"score": 7, "reason": "solid",}'  # trailing comma: repaired
         return "I cannot judge this."
 
     def generate(self, prompts, sampling, n=1, prefill=None):
         return [
-            [Generation(text=self.reply(m), prompt_tokens=100, completion_tokens=20) for _ in range(n)] for m in prompts
+            [Generation(text=self.reply(m, sampling), prompt_tokens=100, completion_tokens=20) for _ in range(n)]
+            for m in prompts
         ]
 
 
@@ -107,6 +116,38 @@ def test_read_reply_checks_every_slot_against_its_allowed_values():
         read_reply(task, json.dumps({**good, "accuracy": "good"}))
     slot = Slot("s", hb.SCORES)
     assert slot.coerce("0.75") == 0.75 and slot.labels == ["0", "0.25", "0.5", "0.75", "1"]
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        # LongWriter's shape: the analysis is the JSON's first field (a raw line break inside it too)
+        '{"Analysis": "Solid.\nBut thin in places.", "Relevance": 4, "Accuracy": 4, "Coherence": 4, '
+        '"Clarity": 4, "Breadth and Depth": 4, "Reading Experience": 4}',
+        # an analysis in prose first, quoting brackets and a small JSON fragment, then the verdict fenced
+        "Analysis: the [Response] answers {the title} well; scores so far [4, 4].\n\n```json\n"
+        '{"Analysis": "Solid.", "Relevance": 4, "Accuracy": 4, "Coherence": 4, "Clarity": 4, '
+        '"Breadth and Depth": 4, "Reading Experience": 4}\n```',
+        # prose analysis with an apostrophe and a quote, then a bare verdict with a trailing comma
+        'The writer\'s "voice" is clear. Verdict: {"Relevance": 4, "Accuracy": 4, "Coherence": 4, "Clarity": 4, '
+        '"Breadth and Depth": 4, "Reading Experience": 4, "Analysis": "Solid.",}',
+    ],
+)
+def test_analysis_then_json_replies_parse(reply):
+    values, reasons = read_reply(_lb_task(), reply)
+    assert values == {d: 4.0 for d in lb.DIMENSIONS}
+    assert reasons["relevance"].startswith("Solid.")  # the analysis is kept as the reason
+
+
+def test_analysis_then_json_reports_the_verdicts_problem():
+    reply = 'I count [1, 2] issues.\n{"Analysis": "ok", "Relevance": 4, "Accuracy": 9}'
+    with pytest.raises(ValueError, match="accuracy: 9 is out of range.*coherence: missing"):
+        read_reply(_lb_task(), reply)
+    hb_item = Item("hb", "h", "Write.", {"checklists": ["a?", "b?"]})
+    (task,) = hb.judge_tasks(hb_item, "Answer.")
+    listed = "My reasoning first: item a is met {mostly}.\n[{'checklist_id': '0', 'reason': 'it\\'s met', "
+    listed += "'evaluation_score': '1'}, {'checklist_id': '1', 'reason': 'no', 'evaluation_score': '0.25'}]"
+    assert read_reply(task, listed)[0] == {"0": 1.0, "1": 0.25}  # a Python list after prose, as HelloBench asks
 
 
 # --- free-JSON judge with a fake generator -----------------------------------------------------------
@@ -299,10 +340,14 @@ def test_http_judge_survives_faults_and_counts_them(tmp_path):
             "Write about t5.": [json.dumps({d: 0 for d in lb.DIMENSIONS})],
         }
     )
+    # Timing-robust on a loaded machine: the timeout leaves a healthy (instant) reply seconds of
+    # margin, so no good reply is ever lost to it (a lost reply would have consumed a scripted bad
+    # reply server-side); the hang lasts far longer than the timeout (the server's shutdown ends it);
+    # and 6 retries let one task absorb all six planned faults whatever order requests arrive in.
     plan = FaultPlan(
         sequence=["429", "500", "nonjson", "truncate", "drop", "hang"],
         retry_after_s=0.05,
-        hang_s=3.0,
+        hang_s=120.0,
         always_for={"Write about doomed.": "500"},
     )
     with start_server(scripted, faults=plan) as server:
@@ -310,8 +355,8 @@ def test_http_judge_survives_faults_and_counts_them(tmp_path):
             base_urls=[server.url],
             model="scripted-judge",
             max_concurrency=4,
-            timeout_s=0.5,
-            max_retries=2,
+            timeout_s=4.0,
+            max_retries=6,
             backoff_s=0.01,
         )
         client = OpenAIGenerator(endpoint, model_id="scripted-judge")
@@ -323,12 +368,12 @@ def test_http_judge_survives_faults_and_counts_them(tmp_path):
         assert all(o.ok for o in outs[:8]), [o.error for o in outs]
         assert all(set(o.values) == set(lb.DIMENSIONS) for o in outs[:8])
         doomed = outs[8]
-        assert not doomed.ok and doomed.unfinished and "gave up after 3 attempts" in doomed.error
+        assert not doomed.ok and doomed.unfinished and "gave up after 7 attempts" in doomed.error
         assert judge.stats.failed == 0 and judge.stats.unfinished == 1 and judge.stats.ok == 8
         assert judge.stats.bad_replies == 2 and judge.stats.reasks == 2
-        # The six planned faults, and the doomed task's calls: max_retries + 1 = 3 attempts, no more
+        # The six planned faults, and the doomed task's calls: max_retries + 1 = 7 attempts, no more
         # (one retry policy: the judge adds none on top of the endpoint's).
-        assert server.stats.faults["500"] == 1 + 3 and sum(server.stats.faults.values()) == 6 + 3
+        assert server.stats.faults["500"] == 1 + 7 and sum(server.stats.faults.values()) == 6 + 7
         requests_before = server.stats.requests
 
         again = Judge(lambda: client, "scripted-judge", JudgeConfig(), tmp_path / "cache", constrained=False)

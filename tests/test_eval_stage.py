@@ -66,7 +66,9 @@ def _cfg(tmp_path, model_cache, judge_url):
         model="scripted-judge",
         max_concurrency=4,
         timeout_s=2.0,
-        max_retries=2,
+        # enough attempts for one task to meet every fault of the plan's sequence: calls go out per
+        # benchmark (each its own sampling), so a small benchmark's few tasks may meet several in a row
+        max_retries=5,
         backoff_s=0.01,
         api_key_env=None,
     )
@@ -114,6 +116,16 @@ def test_eval_stage_against_a_faulty_http_judge(tmp_path, model_cache):
         assert js["bad_replies"] == 2 and js["ok"] == c["judge_tasks"] - 5 and js["unfinished"] == 5
         assert summary["benchmarks"]["writingbench"]["unfinished"] == ["4"] and summary["unfinished"]["count"] == 1
 
+        # each benchmark's judge sampling reached the HTTP judge, as its reference sets it (the seed
+        # where the reference sends none: eval.judge.seed)
+        sent = {}
+        for prompt, s in scripted.samplings:
+            bench = "lb" if "six dimensions" in prompt else "hb" if "checklist items to assess" in prompt else "wb"
+            sent.setdefault(bench, set()).add((s.temperature, s.top_p, s.max_new_tokens, s.seed))
+        seed = cfg.eval.judge.seed
+        assert sent == {"lb": {(0.5, 1.0, 1024, seed)}, "hb": {(0.8, 1.0, 4096, 42)}, "wb": {(1.0, 0.95, 2048, seed)}}
+        assert summary["benchmarks"]["hellobench"]["judge_settings"]["seed"] == 42
+
         # scores follow from the scripted judge: LB dims all 4 -> S_q 75; HB all 0.75 -> 75; WB 7
         lb = summary["benchmarks"]["longbench_write"]["summary"]
         assert lb["S_q"] == pytest.approx(75.0) and lb["judged"] == 2
@@ -138,6 +150,8 @@ def test_eval_stage_against_a_faulty_http_judge(tmp_path, model_cache):
         # tables, plots, W&B
         md = (out / "tables" / "paper.md").read_text()
         assert md.splitlines()[0] == "| run | LB | HB-A | HB-B | WB-A | WB-D |"  # no finished E item
+        assert "HB-A = mean over the samples of HelloBench chat (our definition;" in md  # the configured groups
+        assert "HB-B = mean over the samples of HelloBench heuristic_text_generation (our definition;" in md
         assert (out / "tables" / "paper.csv").exists() and "rescaled (x−75)·4" in (
             out / "tables" / "details.md"
         ).read_text()
@@ -150,13 +164,13 @@ def test_eval_stage_against_a_faulty_http_judge(tmp_path, model_cache):
             assert (out / rel).exists(), rel
 
         # a re-run: nothing generated, only the unfinished tasks go back to the judge, each sent
-        # max_retries + 1 = 3 times (the endpoint's retries, no judge retries on top)
+        # max_retries + 1 = 6 times (the endpoint's retries, no judge retries on top)
         requests = server.stats.requests
         again = stage.run(cfg, StageContext("eval", out, {}, tmp_path, RecordingTracker(), "key"))
         assert again.counts["generated"] == 0 and again.counts["unfinished"] == 1
         assert again.counts["judge_cache_hits"] == c["judge_tasks"] - 5 + 2  # + the two re-asked first replies
         assert again.counts["judge_calls"] == 0 and again.counts["judge_failures"] == 0
-        assert server.stats.requests - requests == 5 * 3
+        assert server.stats.requests - requests == 5 * 6
         assert json.loads((out / "summary.json").read_text())["headline"] == summary["headline"]
 
         # with no unfinished item allowed the stage fails, naming the count and the server's error

@@ -2,5 +2,10 @@
 generation by the model under test, an LLM judge with a disk cache, tables and plots.
 
 Entry points: `deepwriter.eval.stage.run` (the pipeline stage),
-`deepwriter.eval.benchmarks.benchmark_prompts` (decontamination), `python -m deepwriter.eval.rescore`.
+`deepwriter.eval.benchmarks.benchmark_prompts` (decontamination), `python -m deepwriter.eval.rescore`,
+`deepwriter.eval.preview.judge_prompts` (what the judge would be sent for one item).
+
+Each benchmark's judge is asked as its authors' evaluation code asks (prompt structure, system prompt,
+sampling, HelloBench's answer cut), with every setting under eval.benchmarks.<name>.judge; the
+reference values and their sources are in each benchmark module's REFERENCE_JUDGE.
 """

@@ -8,6 +8,31 @@ from typing import Dict, List, Optional
 from deepwriter.schema import bounded, one_of
 
 BENCHMARK_KINDS = ("longbench_write", "hellobench", "writingbench")
+JUDGE_STYLES = ("reference", "critic")
+
+
+@dataclass
+class BenchmarkJudgeConfig:
+    """How the judge is asked about this benchmark. Every field left null takes the benchmark's
+    reference value (its module's REFERENCE_JUDGE, which cites the authors' code), and where the
+    reference fixes none (e.g. LongWriter sends no seed), eval.judge's value."""
+
+    # The prompt: "reference" (the benchmark's own judge prompt, in our words); "critic" (WritingBench
+    # only: the prompt its fine-tuned critic model was released with, for models.judge = that critic).
+    style: Optional[str] = one_of(None, None, *JUDGE_STYLES)
+    temperature: Optional[float] = bounded(None, ge=0.0)
+    top_p: Optional[float] = bounded(None, gt=0.0, le=1.0)
+    seed: Optional[int] = None
+    max_new_tokens: Optional[int] = bounded(None, ge=1)  # the judge's reply budget
+    # The system message: null: the reference's (in our words), or none where it has none; "": none.
+    system: Optional[str] = None
+    # Answer cut before judging (HelloBench: answers over 15,000 word tokens are cut to their first
+    # 16,000). Tokens are word tokens (deepwriter.eval.words). 0: never cut.
+    max_answer_tokens: Optional[int] = bounded(None, ge=0)
+    truncate_above_tokens: Optional[int] = bounded(None, ge=0)
+    # The judge sees the answer as its word tokens joined by single spaces (HelloBench does this to
+    # every answer, cut or not: line breaks and original spacing are lost); false: the original text.
+    rejoin_tokens: Optional[bool] = None
 
 
 @dataclass
@@ -26,7 +51,10 @@ class BenchmarkConfig:
     # HelloBench only: which main_data subsets (empty: every subset with data) and named groups of
     # subsets reported as one column each (the paper's HB-A / HB-B).
     subsets: List[str] = field(default_factory=list)
+    # Named groups of subsets, each reported as the mean over its samples. HelloBench itself defines
+    # no groups: HB-A / HB-B are this project's choice, printed beside every table that shows them.
     groups: Dict[str, List[str]] = field(default_factory=dict)
+    judge: BenchmarkJudgeConfig = field(default_factory=BenchmarkJudgeConfig)
 
 
 @dataclass
@@ -39,6 +67,9 @@ class JudgePrice:
 
 @dataclass
 class JudgeConfig:
+    # Sampling used where neither a benchmark's judge settings nor its reference fix a value (e.g.
+    # the seed of LongWriter's and WritingBench's judges, which send none), and for judge tasks made
+    # without settings (tools and tests that call a benchmark's judge_tasks directly).
     max_new_tokens: int = bounded(1024, ge=1)
     temperature: float = bounded(0.0, ge=0.0)
     top_p: float = bounded(1.0, gt=0.0, le=1.0)

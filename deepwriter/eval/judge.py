@@ -8,6 +8,9 @@ turns judge tasks into allowed scores.
   still fails leaves its task unfinished (no verdict), for a re-run; the judge adds no retries.
 - A transformers judge (a 135M model cannot be trusted to write JSON) is decoded under a constraint
   (deepwriter.llm.constrained): every judgment parses and is in range.
+- Each task carries its benchmark's judge sampling (temperature, top_p, seed, reply budget: the
+  benchmark's reference values unless configured); a task without one uses `eval.judge`'s. Calls are
+  batched per sampling, so every call is sent with its own task's parameters.
 - Every reply is cached on disk (a record log, deepwriter.records) under a key of judge model,
   prompt, sampling parameters and sample index: a re-run makes no calls and a killed run resumes. A judge reply that
   stays unusable after its re-asks is a counted failure (the model's answer); a failed call is never
@@ -54,6 +57,19 @@ def cache_key(model_id: str, messages: List[Dict[str, str]], sampling: Sampling,
         ensure_ascii=False,
     )
     return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _sampling_group(sampling: Sampling) -> tuple:
+    """Tasks sent in one backend call must share every sampling parameter."""
+    return (sampling.temperature, sampling.top_p, sampling.max_new_tokens, sampling.seed, tuple(sampling.stop))
+
+
+def _grouped(indices: List[int], sampling_of: Callable[[int], Sampling]) -> List[List[int]]:
+    """`indices` split by sampling, each group in its original order, groups in order of first appearance."""
+    groups: Dict[tuple, List[int]] = {}
+    for i in indices:
+        groups.setdefault(_sampling_group(sampling_of(i)), []).append(i)
+    return list(groups.values())
 
 
 class RateLimiter:
@@ -150,7 +166,11 @@ class Judge:
     def _cost(self, prompt_tokens: int, completion_tokens: int) -> float:
         return (prompt_tokens * self._price[0] + completion_tokens * self._price[1]) / 1e6
 
-    def _record(self, key: str, gen: Generation, latency: float, sample: int, mode: str) -> dict:
+    def sampling_for(self, task: JudgeTask) -> Sampling:
+        """The task's own sampling (its benchmark's judge settings), else eval.judge's."""
+        return task.sampling if task.sampling is not None else self.sampling
+
+    def _record(self, key: str, gen: Generation, latency: float, sample: int, mode: str, sampling: Sampling) -> dict:
         rec = {
             "key": key,
             "model": self.model_id,
@@ -162,8 +182,10 @@ class Judge:
             "finish_reason": gen.finish_reason,
             "latency_s": round(latency, 4),
             "cost_usd": self._cost(gen.prompt_tokens, gen.completion_tokens),
-            "temperature": self.sampling.temperature,
-            "seed": self.sampling.seed,
+            "temperature": sampling.temperature,
+            "top_p": sampling.top_p,
+            "max_new_tokens": sampling.max_new_tokens,
+            "seed": sampling.seed,
             "time": time.time(),
         }
         if self.cache.get(key) is None:  # two tasks with the same prompt share one reply
@@ -224,7 +246,7 @@ class Judge:
             return False
 
     def _key(self, st: "_FreeState") -> str:
-        return cache_key(self.model_id, st.messages, self.sampling, st.ask, "free")
+        return cache_key(self.model_id, st.messages, self.sampling_for(st.task), st.ask, "free")
 
     def _run_free(self, tasks: List[JudgeTask], progress) -> List[JudgeOutcome]:
         states = [_FreeState(t, list(t.messages), JudgeOutcome(t.item_id, t.key, ok=False)) for t in tasks]
@@ -248,8 +270,13 @@ class Judge:
                 chunk = max(1, int(self.cfg.rate_limit_rps))
             else:  # bounded, so a judge that is down is noticed after one chunk, not after every task
                 chunk = max(1, 4 * self.cfg.max_concurrency)
-            for start in range(0, len(misses), chunk):
-                batch = misses[start : start + chunk]
+            batches = [
+                group[start : start + chunk]
+                for group in _grouped(misses, lambda i: self.sampling_for(states[i].task))
+                for start in range(0, len(group), chunk)
+            ]
+            for batch in batches:
+                sampling = self.sampling_for(states[batch[0]].task)
                 if self._stopped():
                     for i in batch:
                         self._unfinished(
@@ -261,9 +288,7 @@ class Judge:
                     self._limiter.wait()
                 t0 = time.monotonic()
                 try:
-                    gens = [
-                        g[0] for g in self.backend.generate([states[i].messages for i in batch], self.sampling, n=1)
-                    ]
+                    gens = [g[0] for g in self.backend.generate([states[i].messages for i in batch], sampling, n=1)]
                 except Exception as exc:  # e.g. a prompt too long for a local judge: its tasks, unfinished
                     gens = [Generation(text="", finish_reason="error", error=f"{type(exc).__name__}: {exc}")] * len(
                         batch
@@ -277,7 +302,7 @@ class Judge:
                         progress.update(1)
                         continue
                     st.out.calls += 1
-                    rec = self._record(self._key(st), gen, latency, st.ask, "free")
+                    rec = self._record(self._key(st), gen, latency, st.ask, "free", sampling)
                     if self._absorb(st, rec):
                         progress.update(1)
                     else:
@@ -294,7 +319,7 @@ class Judge:
             key = cache_key(
                 self.model_id,
                 task.messages,
-                self.sampling,
+                self.sampling_for(task),
                 0,
                 "constrained:" + ",".join(f"{s.name}={'/'.join(s.labels)}" for s in task.slots),
             )
@@ -306,12 +331,18 @@ class Judge:
             else:
                 pending.append((i, key))
         step = max(1, getattr(self.backend, "batch_size", 1)) if pending else 1
-        for start in range(0, len(pending), step):
-            chunk = pending[start : start + step]
+        by_position = dict(pending)
+        chunks = [
+            [(i, by_position[i]) for i in group[start : start + step]]
+            for group in _grouped([i for i, _ in pending], lambda i: self.sampling_for(tasks[i]))
+            for start in range(0, len(group), step)
+        ]
+        for chunk in chunks:
+            sampling = self.sampling_for(tasks[chunk[0][0]])
             t0 = time.monotonic()
             try:
                 gens = self.backend.judge(
-                    [tasks[i].messages for i, _ in chunk], [tasks[i].slots for i, _ in chunk], self.sampling
+                    [tasks[i].messages for i, _ in chunk], [tasks[i].slots for i, _ in chunk], sampling
                 )
             except Exception as exc:  # a broken local model: its tasks are unfinished, visibly
                 gens = [Generation(text="", finish_reason="error", error=f"{type(exc).__name__}: {exc}")] * len(chunk)
@@ -327,7 +358,7 @@ class Judge:
                         error=f"local judge failed: {gen.error}",
                     )
                     continue
-                rec = self._record(key, gen, latency, 0, "constrained")
+                rec = self._record(key, gen, latency, 0, "constrained", sampling)
                 outcomes[i] = self._constrained_outcome(tasks[i], rec, cached=False)
             progress.update(len(chunk))
         return outcomes  # type: ignore[return-value]

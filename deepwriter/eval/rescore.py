@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 from deepwriter.badinput import Skipped
+from deepwriter.eval import tables
 from deepwriter.eval.benchmarks import hellobench
 from deepwriter.eval.benchmarks.base import BenchmarkDataError, Slot, read_jsonl
 
@@ -115,9 +116,17 @@ def main(argv: Optional[List[str]] = None) -> int:
     for name, s in summary["subsets"].items():
         print(f"{name:<28} {s['n']:>5} {s['scored']:>7} {_fmt(s['score']):>8} {_fmt(s['rescaled']):>9}")
     for name, v in summary["groups"].items():
-        print(f"{name:<28} {'':>5} {'':>7} {_fmt(v):>8}")
-    print(f"{'overall':<28} {summary['n']:>5} {summary['scored']:>7} {_fmt(summary['overall']):>8}")
-    print(f"{'overall rescaled (x-75)*4':<28} {'':>5} {'':>7} {_fmt(summary['overall_rescaled']):>8}")
+        print(f"{name:<28} {'':>5} {'':>7} {_fmt(v):>8} {_fmt(summary['groups_rescaled'][name]):>9}")
+    print(
+        f"{'overall (pooled)':<28} {summary['n']:>5} {summary['scored']:>7} {_fmt(summary['overall']):>8} "
+        f"{_fmt(summary['overall_rescaled']):>9}"
+    )
+    print(
+        f"{'mean of subset means':<28} {'':>5} {'':>7} {_fmt(summary['subset_mean']):>8} "
+        f"{_fmt(summary['subset_mean_rescaled']):>9}"
+    )
+    for name, members in summary["group_definitions"].items():
+        print(f"{name} = samples of {', '.join(members)} ({tables.GROUP_NOTE})")
     if skipped:
         print(f"\nskipped {len(skipped)} line(s):", file=sys.stderr)
         for s in skipped:

@@ -5,7 +5,8 @@ Output (in the stage folder):
   items/<bench>.generations.jsonl  answers as generated (resumable)
   items/<bench>.jsonl              per item: answer, scores, the judge's values and reasons, failures
   judge_cache/calls.jsonl          every judge reply (a re-run makes no judge calls)
-  summary.json                     per-benchmark summaries, the paper-layout headline, judge stats
+  summary.json                     per-benchmark summaries and judge settings, the paper-layout headline,
+                                   judge stats
   tables/paper.{md,csv}, tables/details.md, plots/*.png
 """
 
@@ -23,7 +24,7 @@ from deepwriter.badinput import Skipped
 from deepwriter.config import ConfigError, RootConfig, expand
 from deepwriter.contract import StageContext, StageResult, StageSpec, benchmark_files
 from deepwriter.eval import tables
-from deepwriter.eval.benchmarks import load_items, module_for
+from deepwriter.eval.benchmarks import judge_settings, load_items, module_for
 from deepwriter.eval.benchmarks.base import Item, JudgeOutcome
 from deepwriter.eval.generate import generate_answers
 from deepwriter.eval.judge import make_judge
@@ -84,7 +85,16 @@ STAGE = StageSpec(
     needs=lambda cfg: ["sft"] if cfg.eval.model_under_test == "sft" else [],
     input_files=benchmark_files,
     max_unfinished_share=lambda cfg: cfg.eval.max_unfinished_share,
+    preflight="deepwriter.eval.stage:preflight",
 )
+
+
+def preflight(cfg: RootConfig) -> None:
+    """Before any stage runs: every enabled benchmark's kind and judge settings resolve (a judge
+    style its benchmark does not have stops the run naming the key)."""
+    for name, b in cfg.eval.benchmarks.items():
+        if b.enabled:
+            judge_settings(name, b, cfg.eval.judge)
 
 
 def run(cfg: RootConfig, ctx: StageContext) -> StageResult:
@@ -94,6 +104,7 @@ def run(cfg: RootConfig, ctx: StageContext) -> StageResult:
     enabled = {name: b for name, b in ecfg.benchmarks.items() if b.enabled}
     if not enabled:
         raise ConfigError("eval.benchmarks: no benchmark is enabled")
+    settings = {name: judge_settings(name, b, ecfg.judge) for name, b in enabled.items()}
     skipped: Dict[str, List[Skipped]] = {name: [] for name in enabled}
     benches: Dict[str, Tuple[Any, List[Item]]] = {
         name: (module_for(name, b), load_items(name, b, data_dir, skipped=None if ecfg.strict else skipped[name]))
@@ -140,7 +151,7 @@ def run(cfg: RootConfig, ctx: StageContext) -> StageResult:
         for item, rec in zip(items, answers[name]):
             if rec is None:
                 continue
-            for t in mod.judge_tasks(item, rec["answer"]):
+            for t in mod.judge_tasks(item, rec["answer"], settings[name]):
                 tasks.append(t)
                 owners.append(name)
     outcomes = judge.run(tasks, stop_after=max(0, unfinished.allowed - len(unfinished.ids)))
@@ -190,6 +201,7 @@ def run(cfg: RootConfig, ctx: StageContext) -> StageResult:
         head = mod.headline(name, agg)
         summary["benchmarks"][name] = {
             "kind": mod.KIND,
+            "judge_settings": dataclasses.asdict(settings[name]),
             "summary": agg,
             "headline": head,
             "skipped": [str(s) for s in skipped[name]],

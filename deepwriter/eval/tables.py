@@ -15,6 +15,34 @@ from typing import Any, Dict, List, Optional
 
 PAPER_COLUMNS = ["LB", "HB-A", "HB-B", "WB-A", "WB-B", "WB-C", "WB-D", "WB-E", "WB-F"]
 SCALE_NOTE = "All on 0–100: LB = (S_l + S_q)/2; HB = raw weighted checklist score; WB = domain mean (1–10) ×10."
+GROUP_NOTE = "our definition; HelloBench defines no groups of subsets"
+
+
+def group_definitions(summary: Dict[str, Any]) -> Dict[str, List[str]]:
+    """Headline column -> the HelloBench subsets it pools, for every group in a run's summary (an
+    older summary without definitions: none)."""
+    out: Dict[str, List[str]] = {}
+    for entry in summary.get("benchmarks", {}).values():
+        if entry.get("kind") != "hellobench":
+            continue
+        for column in entry.get("headline", {}):
+            group = column.split(":", 1)[-1]
+            members = entry["summary"].get("group_definitions", {}).get(group)
+            if members is not None:
+                out[column] = list(members)
+    return out
+
+
+def definitions_note(summaries: List[Dict[str, Any]]) -> str:
+    """The lines that define the group columns of these runs' tables ("" when there are none); runs
+    that define a column differently each get their own line."""
+    lines: List[str] = []
+    for summary in summaries:
+        for column, members in group_definitions(summary).items():
+            line = f"{column} = mean over the samples of HelloBench {', '.join(members)} ({GROUP_NOTE})."
+            if line not in lines:
+                lines.append(line)
+    return "\n".join(lines)
 
 
 def columns_of(rows: Dict[str, Dict[str, Optional[float]]]) -> List[str]:
@@ -61,10 +89,18 @@ def detail_markdown(summary: Dict[str, Any]) -> str:
             if s.get("dimensions"):
                 parts.append("\n" + markdown_table(list(s["dimensions"]), [list(s["dimensions"].values())]))
         elif kind == "hellobench":
+            defs = s.get("group_definitions", {})
+            rescaled = s.get("groups_rescaled", {})
             rows = [[k, v["n"], v["scored"], v["score"], v.get("rescaled")] for k, v in s["subsets"].items()]
-            rows += [[g, "", "", v, None] for g, v in s["groups"].items()]
-            rows += [["overall", s["n"], s["scored"], s["overall"], s["overall_rescaled"]]]
+            rows += [[f"{g} (group)", "", "", v, rescaled.get(g)] for g, v in s["groups"].items()]
+            rows += [["overall (pooled over samples)", s["n"], s["scored"], s["overall"], s["overall_rescaled"]]]
+            if "subset_mean" in s:
+                rows += [["mean of subset means", "", "", s["subset_mean"], s.get("subset_mean_rescaled")]]
             parts.append(markdown_table(["subset", "n", "scored", "score", "rescaled (x−75)·4"], rows))
+            if defs:
+                parts.append(
+                    "\n" + "\n".join(f"{g} = samples of {', '.join(m)} ({GROUP_NOTE})." for g, m in defs.items()) + "\n"
+                )
         elif kind == "writingbench":
             rows = [[f"{k} {v['name']}", v["n"], v["score"]] for k, v in s["domains"].items()]
             rows += [["overall", s["scored"], s["overall"]]]
@@ -82,7 +118,8 @@ def detail_markdown(summary: Dict[str, Any]) -> str:
 def write_run_tables(summary: Dict[str, Any], folder: Path) -> Dict[str, str]:
     folder.mkdir(parents=True, exist_ok=True)
     header, rows = comparison({summary.get("label", "run"): summary["headline"]})
-    (folder / "paper.md").write_text(markdown_table(header, rows) + f"\n{SCALE_NOTE}\n")
+    notes = "\n".join(x for x in (SCALE_NOTE, definitions_note([summary])) if x)
+    (folder / "paper.md").write_text(markdown_table(header, rows) + f"\n{notes}\n")
     (folder / "paper.csv").write_text(csv_text(header, rows))
     (folder / "details.md").write_text(detail_markdown(summary))
     return {"table_md": "tables/paper.md", "table_csv": "tables/paper.csv", "details_md": "tables/details.md"}

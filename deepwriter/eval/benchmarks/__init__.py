@@ -1,8 +1,10 @@
 """The benchmark registry: each kind is one module with `load`, `judge_tasks`, `score_item`,
-`aggregate` and `headline`. A config entry names its kind (or is named after it)."""
+`aggregate` and `headline`, and its judge's reference settings `REFERENCE_JUDGE` and prompt `STYLES`.
+A config entry names its kind (or is named after it)."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Dict, List, Optional
@@ -10,8 +12,16 @@ from typing import Any, Dict, List, Optional
 from deepwriter.badinput import Skipped
 from deepwriter.config import ConfigError
 from deepwriter.eval.benchmarks import hellobench, longbench_write, writingbench
-from deepwriter.eval.benchmarks.base import BenchmarkDataError, Item, JudgeOutcome, JudgeTask, Slot, skip_or_raise
-from deepwriter.eval.config import BenchmarkConfig, EvalConfig
+from deepwriter.eval.benchmarks.base import (
+    BenchmarkDataError,
+    Item,
+    JudgeOutcome,
+    JudgeSettings,
+    JudgeTask,
+    Slot,
+    skip_or_raise,
+)
+from deepwriter.eval.config import BenchmarkConfig, EvalConfig, JudgeConfig
 
 KINDS: Dict[str, ModuleType] = {m.KIND: m for m in (longbench_write, hellobench, writingbench)}
 
@@ -20,9 +30,11 @@ __all__ = [
     "BenchmarkDataError",
     "Item",
     "JudgeOutcome",
+    "JudgeSettings",
     "JudgeTask",
     "Slot",
     "benchmark_prompts",
+    "judge_settings",
     "kind_of",
     "load_items",
     "module_for",
@@ -40,6 +52,41 @@ def kind_of(name: str, bcfg: BenchmarkConfig) -> str:
 
 def module_for(name: str, bcfg: BenchmarkConfig) -> ModuleType:
     return KINDS[kind_of(name, bcfg)]
+
+
+def judge_settings(name: str, bcfg: BenchmarkConfig, judge: JudgeConfig) -> JudgeSettings:
+    """The judge settings of one benchmark entry: each value from eval.benchmarks.<name>.judge where
+    set, else the benchmark's reference value (its module's REFERENCE_JUDGE), else eval.judge's (the
+    seed where the reference sends none)."""
+    module = module_for(name, bcfg)
+    ref: JudgeSettings = module.REFERENCE_JUDGE
+    own = bcfg.judge
+    style = own.style or ref.style
+    if style not in module.STYLES:
+        raise ConfigError(
+            f"eval.benchmarks.{name}.judge.style: {style!r} is not a style of {module.KIND}; "
+            f"expected one of {list(module.STYLES)}"
+        )
+
+    def pick(field: str, fallback: Any) -> Any:
+        value = getattr(own, field)
+        if value is not None:
+            return value
+        value = getattr(ref, field)
+        return fallback if value is None else value
+
+    return dataclasses.replace(
+        ref,
+        style=style,
+        temperature=pick("temperature", judge.temperature),
+        top_p=pick("top_p", judge.top_p),
+        seed=pick("seed", judge.seed),
+        max_new_tokens=pick("max_new_tokens", judge.max_new_tokens),
+        system=pick("system", ""),
+        max_answer_tokens=pick("max_answer_tokens", None) or None,  # 0: never cut
+        truncate_above_tokens=pick("truncate_above_tokens", None) or None,
+        rejoin_tokens=bool(pick("rejoin_tokens", False)),
+    )
 
 
 def load_items(

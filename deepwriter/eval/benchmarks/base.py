@@ -10,6 +10,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from deepwriter.badinput import DataError, Skipped, skip_or_raise  # noqa: F401  (re-exported for the benchmarks)
 from deepwriter.files import resolve_data_path
+from deepwriter.llm.base import Sampling
 
 log = logging.getLogger("deepwriter.eval")
 
@@ -64,6 +65,48 @@ class JudgeTask:
     slots: List[Slot]
     parser: Optional[ReplyParser] = None
     format_hint: str = ""  # shown when a reply has to be asked for again
+    # The benchmark's judge sampling (JudgeSettings.sampling); None: the Judge's own (eval.judge).
+    sampling: Optional[Sampling] = None
+
+
+@dataclass(frozen=True)
+class JudgeSettings:
+    """How one benchmark's judge is asked, every value resolved: the config's, else the reference's,
+    else eval.judge's (deepwriter.eval.benchmarks.judge_settings)."""
+
+    style: str = "reference"
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: Optional[int] = None
+    max_new_tokens: int = 1024
+    system: str = ""  # empty: no system message
+    max_answer_tokens: Optional[int] = None  # see deepwriter.eval.words.truncate_answer
+    truncate_above_tokens: Optional[int] = None
+    rejoin_tokens: bool = False
+
+    @property
+    def sampling(self) -> Sampling:
+        return Sampling(
+            temperature=self.temperature, top_p=self.top_p, max_new_tokens=self.max_new_tokens, seed=self.seed
+        )
+
+
+def judge_messages(settings: JudgeSettings, user: str) -> List[Dict[str, str]]:
+    """The system message (where there is one) and the user turn."""
+    head = [{"role": "system", "content": settings.system}] if settings.system else []
+    return head + [{"role": "user", "content": user}]
+
+
+def answer_for_judge(answer: str, settings: JudgeSettings) -> str:
+    """The answer as the judge is shown it: cut and re-joined per the settings (HelloBench), or as is."""
+    if not settings.rejoin_tokens and not (settings.max_answer_tokens and settings.truncate_above_tokens):
+        return answer
+    from deepwriter.eval.words import truncate_answer
+
+    text, _, _ = truncate_answer(
+        answer, settings.max_answer_tokens, settings.truncate_above_tokens, settings.rejoin_tokens
+    )
+    return text
 
 
 def format_score(v: float) -> str:
@@ -85,8 +128,9 @@ def canonical_parser(slots: List[Slot]) -> ReplyParser:
                 reasons[s.name] = str(v.get("reason", ""))
                 v = v.get("score")
             values[s.name] = v
-        if "reason" in lowered and not reasons:
-            reasons = {s.name: str(lowered["reason"]) for s in slots}
+        for why in ("reason", "analysis"):  # LongBench-Write's judge writes its "Analysis" first
+            if why in lowered and not reasons:
+                reasons = {s.name: str(lowered[why]) for s in slots}
         return values, reasons
 
     return parse

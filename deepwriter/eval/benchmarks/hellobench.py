@@ -2,9 +2,19 @@
 
 All checklist items of a sample are judged in one call, each 0 / 0.25 / 0.5 / 0.75 / 1 with a reason.
 A sample scores Σ weight_i · score_i with the category's weights from `weighted_scores.txt` (they sum to
-100). Subsets are averaged over their samples; `overall` is the mean over all scored samples, and
-`overall_rescaled` = (overall − 75)·4. Groups of subsets (the paper's HB-A / HB-B) are the mean of their
-samples.
+100). Subsets are averaged over their samples; `overall` is the mean over all scored samples (pooled),
+`subset_mean` the unweighted mean of the subset means, each also rescaled as (x − 75)·4 (the
+repository publishes no aggregation script). Groups of subsets (HB-A / HB-B) are the mean over their
+samples; HelloBench defines no groups, so their membership is ours, configurable, and printed beside
+every table that shows them.
+
+The judge is asked as llm_judge.py's gpt4o_ckwise_evaluation asks GPT-4o (our wording): a system
+prompt; the checklist task and its five anchors, stated before the instruction, response and
+checklists and repeated after them; strict but fair, a 1 only when nothing can be improved; a Python
+list of {checklist_id, reason, evaluation_score}, one per checklist item. Sampled at temperature 0.8,
+seed 42, up to 4096 reply tokens. Every answer is word-tokenized (nltk there, an offline
+approximation here: deepwriter.eval.words) and shown as its tokens joined by spaces; one over 15,000
+tokens is cut to its first 16,000.
 
 Data folder layout (as published): main_data/<subset>.jsonl (id, category, instruction, checklists),
 checklists/<subset>_checklist.json, weighted_scores.txt (a `REGRESSION_DICT = {category: [weights]}`).
@@ -23,9 +33,12 @@ from deepwriter.eval.benchmarks.base import (
     BenchmarkDataError,
     Item,
     JudgeOutcome,
+    JudgeSettings,
     JudgeTask,
     Slot,
+    answer_for_judge,
     download,
+    judge_messages,
     mean,
     read_jsonl,
     require,
@@ -41,6 +54,26 @@ SOURCE_URLS = {
     "weighted_scores.txt": f"{_RAW}weighted_scores.txt",
 }
 SCORES = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+# Our wording of llm_judge.py's SYS_PROMPT (llm_judge.py:9).
+SYSTEM_PROMPT = (
+    "You are an evaluator who helps people assess checklists. For responses that Large Language Models (LLMs) "
+    "gave to users' instructions, you judge the items of a checklist, each of which is a yes-or-no question."
+)
+# llm_judge.py:162-179: system + user message; max_tokens 4096, temperature 0.8, seed 42 (no top_p sent:
+# the API default, 1). :154-155: nltk word tokens, over 15,000 cut to the first 16,000, joined by spaces.
+REFERENCE_JUDGE = JudgeSettings(
+    style="reference",
+    temperature=0.8,
+    top_p=1.0,
+    seed=42,
+    max_new_tokens=4096,
+    system=SYSTEM_PROMPT,
+    max_answer_tokens=16000,
+    truncate_above_tokens=15000,
+    rejoin_tokens=True,
+)
+STYLES = ("reference",)
 
 
 def data_dir_of(path: Optional[str], data_dir: Path) -> Path:
@@ -148,30 +181,72 @@ def parse_checklist_reply(obj: Any) -> Tuple[Dict[str, Any], Dict[str, str]]:
     raise ValueError(f"expected a JSON list of checklist evaluations, got {type(obj).__name__}")
 
 
-def judge_tasks(item: Item, answer: str) -> List[JudgeTask]:
-    checklist = json.dumps(
-        [{"checklist_id": i, "checklist_content": c} for i, c in enumerate(item.meta["checklists"])], ensure_ascii=False
+# Our wording of llm_judge.py's USER_PROMPT (llm_judge.py:10-44): task and anchors, the three
+# payloads in {"key": value} wrappers with the end-of-response reminder, the task and anchors again,
+# the strictness and reason rules, the list format, the count.
+_TASK = (
+    "Your central task is to assess a checklist using the user's instruction and the LLM's response. Every "
+    "checklist item is a yes-or-no question that names one particular aspect the response should satisfy, and "
+    "you decide each item from the instruction and the response. An assessment is one of five scores from 0 to "
+    "1:\n\n"
+    "0: The response does not satisfy what the checklist item asks; it needs major improvement in several "
+    "respects.\n"
+    "0.25: The response satisfies part of what the item asks, but important parts of it are left undone.\n"
+    "0.5: The response satisfies a fair share of what the item asks, yet the overall verdict remains mixed or "
+    "unclear.\n"
+    "0.75: The response satisfies most of what the item asks; only small points are left that could be polished "
+    "or improved.\n"
+    "1: The response satisfies everything the item asks, with no problem or room for improvement that you can "
+    "point to. It means the response is already flawless here: you cannot find any real weakness in it."
+)
+
+
+def judge_prompt(instruction: str, response: str, checklists: List[str]) -> str:
+    listed = json.dumps(
+        [{"checklist_id": i, "checklist_content": c} for i, c in enumerate(checklists)], ensure_ascii=False
     )
-    n = len(item.meta["checklists"])
-    user = (
-        "Evaluate an AI response against a checklist. Each checklist item is a yes/no question about the response; "
-        "score each item 0, 0.25, 0.5, 0.75 or 1: 0 = fails it, 0.25 = meets a small part, 0.5 = meets it partly or "
-        "unclearly, 0.75 = meets most of it with minor flaws, 1 = meets it fully with nothing to improve. "
-        "Be strict.\n\n"
-        f"[Instruction]\n{item.prompt}\n[End of instruction]\n\n[Response]\n{answer}\n[End of response]\n\n"
-        f"[Checklist]\n{checklist}\n\n"
-        f"Reply with a JSON list of {n} objects, one per checklist item, each "
-        '{"checklist_id": <id>, "reason": "<why>", "evaluation_score": <score>}, and nothing else.'
+    entry = (
+        '{"checklist_id": "the id of the checklist item", "reason": "why you gave this score", '
+        '"evaluation_score": "your score for this checklist item"}'
     )
+    n = len(checklists)
+    return (
+        f"{_TASK}\n\n"
+        f'This is the instruction:\n{{"instruction": {instruction}}}\n\n'
+        f'This is the response the LLM gave:\n{{"response": {response}}}\n\n'
+        "As the response can be long, note explicitly that it has now ended.\n\n"
+        f'This is the checklist for the instruction:\n{{"checklists": {listed}}}\n\n'
+        "To keep the requirements fresh, here they are once more:\n\n"
+        f"{_TASK}\n\n"
+        "Always give the reason behind each assessment. Be strict, but fair. A score of 1 says the response meets "
+        "the checklist item perfectly and you see truly nothing left to improve; before you give a 1, think "
+        "carefully about whether the item is met in full.\n\n"
+        "Assess every checklist item and return the results: output a Python List of Python Dictionaries in "
+        f"this format:\n[{entry},{entry}]\n\n"
+        f"You have {n} checklist items to assess in all. The output list must have exactly as many entries as "
+        "there are checklist items, with an evaluation score for every item. Judge strictly, so that the "
+        "responses of different models can be told apart. Answer with nothing but a valid Python List: it is run "
+        "directly as Python code."
+    )
+
+
+def judge_tasks(item: Item, answer: str, settings: Optional[JudgeSettings] = None) -> List[JudgeTask]:
+    """One task scoring every checklist item of the sample. Without settings: the reference prompt,
+    system prompt and answer form, and the Judge's own sampling (eval.judge)."""
+    use = settings or REFERENCE_JUDGE
+    checklists = item.meta["checklists"]
+    n = len(checklists)
+    user = judge_prompt(item.prompt, answer_for_judge(answer, use), checklists)
     return [
         JudgeTask(
             item.id,
             "checklist",
-            [{"role": "user", "content": user}],
+            judge_messages(use, user),
             _slots(n),
             parser=parse_checklist_reply,
-            format_hint=f"a JSON list of {n} objects with checklist_id 0..{n - 1}, reason and "
+            format_hint=f"a Python list of {n} dictionaries with checklist_id 0..{n - 1}, reason and "
             "evaluation_score in {0, 0.25, 0.5, 0.75, 1}",
+            sampling=settings.sampling if settings else None,
         )
     ]
 
@@ -197,13 +272,21 @@ def rescale(score: float) -> float:
     return (score - 75.0) * 4.0
 
 
+# HelloBench defines no groups of subsets (neither its repository nor its paper names HB-A / HB-B);
+# these are our choice, and every table that shows them prints this definition beside it.
 DEFAULT_GROUPS = {
     "HB-A": ["open_ended_qa", "summarization", "chat"],
     "HB-B": ["text_completion", "heuristic_text_generation"],
 }
 
 
+def _rescaled(v: Optional[float]) -> Optional[float]:
+    return rescale(v) if v is not None else None
+
+
 def aggregate(records: List[Dict[str, Any]], groups: Optional[Dict[str, List[str]]] = None) -> Dict[str, Any]:
+    """Per-subset means; the pooled mean over all samples (`overall`) and the unweighted mean of the
+    subset means (`subset_mean`); the groups, each pooled over its samples; all raw and rescaled."""
     scored = [r for r in records if "score" in r]
     subsets = {}
     for s in dict.fromkeys(r["subset"] for r in records):
@@ -213,21 +296,27 @@ def aggregate(records: List[Dict[str, Any]], groups: Optional[Dict[str, List[str
             "n": sum(1 for r in records if r["subset"] == s),
             "scored": len(vals),
             "score": m,
-            "rescaled": rescale(m) if m is not None else None,
+            "rescaled": _rescaled(m),
         }
     overall = mean([r["score"] for r in scored])
+    subset_mean = mean([v["score"] for v in subsets.values() if v["score"] is not None])
+    definitions = {g: list(members) for g, members in (groups or DEFAULT_GROUPS).items()}
     out: Dict[str, Any] = {
         "n": len(records),
         "scored": len(scored),
         "failures": len(records) - len(scored),
         "subsets": subsets,
         "overall": overall,
-        "overall_rescaled": rescale(overall) if overall is not None else None,
+        "overall_rescaled": _rescaled(overall),
+        "subset_mean": subset_mean,
+        "subset_mean_rescaled": _rescaled(subset_mean),
         "groups": {},
+        "groups_rescaled": {},
+        "group_definitions": definitions,
     }
-    for g, members in (groups or DEFAULT_GROUPS).items():
-        vals = [r["score"] for r in scored if r["subset"] in members]
-        out["groups"][g] = mean(vals)
+    for g, members in definitions.items():
+        out["groups"][g] = mean([r["score"] for r in scored if r["subset"] in members])
+        out["groups_rescaled"][g] = _rescaled(out["groups"][g])
     return out
 
 

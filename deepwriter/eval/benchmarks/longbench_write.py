@@ -4,6 +4,13 @@ S_l compares the produced length l with the required length r: above it, 100·ma
 at or below it, 100·max(0, 1 − (r/l − 1)/2). Length counts CJK characters plus English words. The
 judge gives six dimensions 1–5; each dimension's mean m becomes (m − 1)·25 and S_q is their mean.
 S = (S_l + S_q) / 2, overall and per required-length bucket.
+
+The judge is asked as LongWriter's evaluation/eval_quality.py asks GPT-4o (prompt evaluation/judge.txt,
+here in our own words): one user message, no system prompt; maximal strictness; for each dimension
+its anchors from 5 down to 1; the request and response inside <User Request> / <Response> tags; a
+short analysis first, then the scores, as one JSON object {"Analysis": ..., "Relevance": ..., ...};
+length left out of account; one integer 1–5 per dimension. Sampled at temperature 0.5 with up to
+1024 reply tokens (eval_quality.py:18).
 """
 
 from __future__ import annotations
@@ -17,10 +24,13 @@ from deepwriter.eval.benchmarks.base import (
     BenchmarkDataError,
     Item,
     JudgeOutcome,
+    JudgeSettings,
     JudgeTask,
     Slot,
+    answer_for_judge,
     canonical_parser,
     data_file,
+    judge_messages,
     mean,
     read_jsonl,
     require,
@@ -33,6 +43,13 @@ SOURCE_URLS = {
 }
 DIMENSIONS = ("relevance", "accuracy", "coherence", "clarity", "breadth_and_depth", "reading_experience")
 SLOTS = [Slot(d, (1.0, 2.0, 3.0, 4.0, 5.0)) for d in DIMENSIONS]
+# The reply's JSON keys, as the reference names them (our parser reads "Breadth and Depth" as breadth_and_depth)
+REPLY_KEYS = ("Relevance", "Accuracy", "Coherence", "Clarity", "Breadth and Depth", "Reading Experience")
+
+# eval_quality.py:18 get_response_gpt4(temperature=0.5, max_new_tokens=1024); :26-28 one user message;
+# no top_p and no seed are sent (the API's top_p default is 1; the seed falls back to eval.judge.seed).
+REFERENCE_JUDGE = JudgeSettings(style="reference", temperature=0.5, top_p=1.0, seed=None, max_new_tokens=1024)
+STYLES = ("reference",)
 BUCKETS = (("<500", 0, 500), ("500-2k", 500, 2000), ("2k-4k", 2000, 4000), (">=4k", 4000, float("inf")))
 
 _CJK = re.compile(r"[\u4e00-\u9fff]")
@@ -92,26 +109,73 @@ def load(
     return items
 
 
-def judge_tasks(item: Item, answer: str) -> List[JudgeTask]:
-    dims = ", ".join(f'"{d}"' for d in DIMENSIONS)
-    user = (
-        "You are an expert judge of writing. Read the user's writing request and the assistant's response, "
-        "then rate the response on six dimensions, each an integer from 1 (very poor) to 5 (excellent):\n"
-        "relevance (does it do what was asked), accuracy (facts and details correct), coherence (logical flow), "
-        "clarity (easy to read and understand), breadth_and_depth (coverage and insight), "
-        "reading_experience (engaging, well formatted). Do not judge length.\n\n"
-        f"[Request]\n{item.prompt}\n[End of request]\n\n[Response]\n{answer}\n[End of response]\n\n"
-        f'Reply with one JSON object with the keys {dims} (integer scores) and "reason" (one or two sentences), '
-        "and nothing else."
+# Our wording of evaluation/judge.txt: same order, anchors (5 down to 1), tags and JSON shape.
+_ANCHORS = (
+    (
+        "Relevance",
+        "from content squarely on topic and fully usable for what the user asked, down to content that "
+        "is off topic or of no use for it.",
+    ),
+    (
+        "Accuracy",
+        "from content that is entirely correct, without factual mistakes or misleading statements, down "
+        "to content full of errors and seriously misleading.",
+    ),
+    (
+        "Coherence",
+        "from a clear structure whose parts follow one another logically and smoothly, down to a "
+        "disordered structure with no coherence at all.",
+    ),
+    (
+        "Clarity",
+        "from plain, detailed language that is easy to follow, down to muddled wording with hardly any detail.",
+    ),
+    (
+        "Breadth and Depth",
+        "from content that is both wide-ranging and deep and carries a great deal of "
+        "information, down to content badly lacking in breadth and depth, with hardly any information.",
+    ),
+    (
+        "Reading Experience",
+        "from an excellent read, engaging and easy to follow, down to a very poor read, dull and hard to follow.",
+    ),
+)
+
+
+def judge_prompt(request: str, response: str) -> str:
+    anchors = "\n\n".join(f"{i}. {name}: {text}" for i, (name, text) in enumerate(_ANCHORS, 1))
+    shape = "{" + ", ".join(f'"{k}": ...' for k in ("Analysis",) + REPLY_KEYS) + "}"
+    return (
+        "You are a specialist in judging the quality of written text. Assess how well an AI assistant's reply "
+        "serves a user's writing request, and be as strict in your judgment as you possibly can.\n\n"
+        "Score the reply on the six dimensions below, each from 1 to 5. For every dimension the description runs "
+        "from what deserves a 5 down to what deserves a 1:\n\n"
+        f"{anchors}\n\n"
+        "Using these standards, assess the reply below to the user's request.\n\n"
+        f"<User Request>\n\n{request}\n\n</User Request>\n\n"
+        f"<Response>\n\n{response}\n\n</Response>\n\n"
+        "Now give your assessment of the reply. Start with a short analysis of its quality, and after that give "
+        "your overall judgment with a score for each dimension. Your output has to keep exactly to this JSON "
+        f"shape: {shape}. Do not take into account whether the reply reaches the length the user asked for. "
+        "Give exactly one integer between 1 and 5 for each dimension."
     )
+
+
+def judge_tasks(item: Item, answer: str, settings: Optional[JudgeSettings] = None) -> List[JudgeTask]:
+    """One task scoring the six dimensions. Without settings: the reference prompt, and the Judge's
+    own sampling (eval.judge)."""
+    use = settings or REFERENCE_JUDGE
+    user = judge_prompt(item.prompt, answer_for_judge(answer, use))
+    keys = ", ".join(f'"{k}"' for k in ("Analysis",) + REPLY_KEYS)
     return [
         JudgeTask(
             item.id,
             "quality",
-            [{"role": "user", "content": user}],
+            judge_messages(use, user),
             list(SLOTS),
             parser=canonical_parser(SLOTS),
-            format_hint=f'one JSON object with integer 1-5 values for {dims} and a "reason"',
+            format_hint=f"one JSON object with the keys {keys}: a short analysis, then one integer 1-5 per dimension",
+            sampling=settings.sampling if settings else None,
         )
     ]
 

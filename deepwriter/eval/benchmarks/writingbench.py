@@ -6,10 +6,20 @@ over queries, and the six domains (A–F, as in the REER paper) and the subdomai
 queries, on the benchmark's 1–10 scale; the headline columns WB-A … WB-F are ×10 (0–100), as on the
 WritingBench leaderboard and in the REER paper. The official aggregation (calculate_scores.py) averages
 criterion scores per query and query scores per domain, which this reproduces.
+
+The judge is asked as evaluate_benchmark.py asks its evaluator (our wording of prompt.py): a system
+prompt, then the generic 1–10 scoring rules, the rules to quote the response, be very strict and not
+swayed by format or length, catch fabricated content and answers that are only an introduction, the
+JSON output format, the criterion (with its own rubric), query and response in ``` blocks, the
+criterion again and the output format again. Sampled at temperature 1.0, top_p 0.95, up to 2048 reply
+tokens (evaluator/llm.py and evaluator/critic.py). Style "critic" is the shorter prompt the
+fine-tuned critic model (WritingBench-Critic-Model-Qwen-7B) was released with (prompt.py at commit
+1e220d2); serve that model as models.judge to use it.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -18,10 +28,13 @@ from deepwriter.eval.benchmarks.base import (
     BenchmarkDataError,
     Item,
     JudgeOutcome,
+    JudgeSettings,
     JudgeTask,
     Slot,
+    answer_for_judge,
     canonical_parser,
     data_file,
+    judge_messages,
     mean,
     read_jsonl,
     require,
@@ -44,6 +57,15 @@ DOMAINS = {
 LETTER = {v: k for k, v in DOMAINS.items()}
 SLOT = Slot("score", tuple(float(i) for i in range(1, 11)))
 RUBRIC_BANDS = ("1-2", "3-4", "5-6", "7-8", "9-10")
+
+# Our wording of prompt.py's evaluate_system (prompt.py:1-3), sent by both evaluators.
+SYSTEM_PROMPT = "You are a seasoned evaluator, well practised in judging responses to a given query."
+# evaluator/llm.py:14-18 and evaluator/critic.py:14-18: top_p 0.95, temperature 1.0, max 2048 tokens;
+# evaluate_benchmark.py:147-154 sends evaluate_system as the system message. No seed is sent.
+REFERENCE_JUDGE = JudgeSettings(
+    style="reference", temperature=1.0, top_p=0.95, seed=None, max_new_tokens=2048, system=SYSTEM_PROMPT
+)
+STYLES = ("reference", "critic")
 
 
 def load(
@@ -75,28 +97,91 @@ def load(
     return items
 
 
-def judge_tasks(item: Item, answer: str) -> List[JudgeTask]:
-    tasks = []
-    for i, crit in enumerate(item.meta["checklist"]):
-        bands = "\n".join(f"- {b}: {crit[b]}" for b in RUBRIC_BANDS if crit.get(b))
-        user = (
-            "You are a strict expert evaluator of writing. Score the response to the writing query on ONE criterion, "
-            "from 1 to 10, using the rubric.\n\n"
-            f"[Query]\n{item.prompt}\n[End of query]\n\n[Response]\n{answer}\n[End of response]\n\n"
-            f"[Criterion] {crit['name']}: {crit['criteria_description']}\n[Rubric]\n{bands}\n\n"
-            'Reply with one JSON object {"score": <integer 1-10>, "reason": "<why>"} and nothing else.'
+# Our wording of prompt.py's evaluate_prompt (prompt.py:5-57).
+_RULES = (
+    "** Scoring Rules **\n\n"
+    '"1-2": "Low score: serious shortcomings and major problems that keep the response from doing its job.",\n'
+    '"3-4": "Below-average score: falls short in noticeable ways that weaken its overall effect and call for '
+    'improvement.",\n'
+    '"5-6": "Average score: adequate but not outstanding; a baseline that covers the essential requirements. '
+    'Most models can reach this score.",\n'
+    '"7-8": "Above-average score: a strong, competent piece of work that still needs small refinements to be '
+    'excellent.",\n'
+    '"9-10": "High score: outstanding; every aspect handled as well as it could be, highly effective and of high '
+    'quality, without any flaw."\n\n'
+    "-Back every score with reasons that point to specific strengths or weaknesses of the Response. Quote the "
+    "exact passages that justify it, so that each reason is concrete, matches what the criteria require, and "
+    "shows the main gaps between the Response and an ideal answer.\n\n"
+    "-Be very STRICT and do not let format or length sway you; look past how the Response appears on the surface "
+    "and evaluate it in depth.\n\n"
+    "-Examine carefully whether the Response only seems to have substance: content that looks solid but is in "
+    "fact wholly invented.\n\n"
+    "-A model sometimes writes only an introduction or an overview and never actually does what the query asks; "
+    "count such a Response as a failure. Watch carefully for this.\n\n"
+    "-Score range: give one integer from 1 to 10"
+)
+_JSON_REPLY = (
+    "```json\n{\n"
+    '    "score": an integer from 1 to 10,\n'
+    '    "reason": "A specific, detailed justification of the score that cites the text."\n'
+    "}"
+)
+_OUTPUT = (
+    "** Output format **\n"
+    '(Leave out characters that would break JSON parsing, and do not use " inside the reason)\n'
+    "Return your result in the JSON format below, and output only that JSON, nothing else:\n" + _JSON_REPLY
+)
+
+
+def _blocks(criterion: str, query: str, response: str) -> str:
+    return f"** Criteria **\n```{criterion}```\n\n** Query **\n```{query}```\n\n** Response **\n```{response}```\n\n"
+
+
+def judge_prompt(query: str, response: str, criterion: Dict[str, Any], style: str = "reference") -> str:
+    """The user message for one criterion. The criterion is shown whole (name, description and its
+    own 1–10 rubric) as JSON, the reference shows the same record as a Python dict."""
+    crit = json.dumps(criterion, ensure_ascii=False)
+    if style == "critic":  # prompt.py at 1e220d2, the prompt the critic model was released with
+        return (
+            "Evaluate the Response against the Query and the criteria given.\n\n"
+            + _blocks(crit, query, response)
+            + f"Base your evaluation on the criteria:\n\n```{crit}```\n\n"
+            "Give reasons for each score, saying where and why the Response shows strengths or shortcomings, and "
+            "cite particular passages or elements of the text in support.\n"
+            "Make every reason concrete, with explicit references to the text that bear on what the criteria "
+            "require.\n\n"
+            "Score range: give one integer from 1 to 10\n\n"
+            "** Output format **\n"
+            "Return your result in the JSON format below, and output only this JSON, nothing else:\n"
+            + _JSON_REPLY
+            + "\n```"
         )
-        tasks.append(
-            JudgeTask(
-                item.id,
-                f"criterion-{i}",
-                [{"role": "user", "content": user}],
-                [SLOT],
-                parser=canonical_parser([SLOT]),
-                format_hint='one JSON object {"score": <integer 1-10>, "reason": "..."}',
-            )
+    # The first output block leaves its ```json fence open, as the reference's does.
+    return (
+        "Evaluate the Response against the Query and the Criteria given, applying the Scoring Rules.\n\n"
+        f"{_RULES}\n\n{_OUTPUT}\n\n"
+        + _blocks(crit, query, response)
+        + f"Give your evaluation on the basis of the criteria, repeated here:\n\n```{crit}```\n\n{_OUTPUT}\n```"
+    )
+
+
+def judge_tasks(item: Item, answer: str, settings: Optional[JudgeSettings] = None) -> List[JudgeTask]:
+    """One task per criterion. Without settings: the reference prompt and system prompt, and the
+    Judge's own sampling (eval.judge)."""
+    use = settings or REFERENCE_JUDGE
+    shown = answer_for_judge(answer, use)
+    return [
+        JudgeTask(
+            item.id,
+            f"criterion-{i}",
+            judge_messages(use, judge_prompt(item.prompt, shown, crit, use.style)),
+            [SLOT],
+            parser=canonical_parser([SLOT]),
+            format_hint='one JSON object {"score": <integer 1-10>, "reason": "..."}',
+            sampling=settings.sampling if settings else None,
         )
-    return tasks
+        for i, crit in enumerate(item.meta["checklist"])
+    ]
 
 
 def score_item(item: Item, answer: str, outcomes: Dict[str, JudgeOutcome]) -> Dict[str, Any]:
