@@ -124,6 +124,16 @@ def make_records(n: int, n_synth: int, seed: int, bench: dict | None, rates=(0.0
     return synth, public, planted
 
 
+class _NoTok:
+    """Stand-in tokenizer: every record counts as 1 token, so the length filter keeps all."""
+
+    def apply_chat_template(self, msgs, tokenize=False):
+        return ""
+
+    def __call__(self, texts, add_special_tokens=False):
+        return {"input_ids": [[0]] * len(texts)}
+
+
 def _signature_baseline(records, cfg) -> tuple[float, float]:
     """Seconds for MinHash signatures of `records`: ours, and datasketch's standard SHA-1 path."""
     from datasketch import MinHash
@@ -358,14 +368,6 @@ def main(argv=None) -> None:
     else:
         tok = real_tok
     if tok is None:
-
-        class _NoTok:  # every record counts as 1 token: the filter keeps all
-            def apply_chat_template(self, msgs, tokenize=False):
-                return ""
-
-            def __call__(self, texts, add_special_tokens=False):
-                return {"input_ids": [[0]] * len(texts)}
-
         tok = _NoTok()
 
     t0 = time.perf_counter()
@@ -414,7 +416,15 @@ def main(argv=None) -> None:
             f"  planted {what:<13} {len(planted[what]):5d}  caught {len(planted[what] & got):5d}  "
             f"other records removed by this filter {len(got - planted[what]):5d}"
         )
-    print(f"  removed as too long      {len(removed.get('too_long', ())):5d} (> {args.max_length} tokens)")
+    if isinstance(tok, _NoTok):
+        # Every record counted as one token: the length filter saw no real lengths, so it removed
+        # nothing by construction. Say so instead of printing a 0 that looks measured.
+        print(
+            f"  removed as too long      not measured (token counting stubbed; --tokenize-sample 0 "
+            f"measures it against > {args.max_length} tokens)"
+        )
+    else:
+        print(f"  removed as too long      {len(removed.get('too_long', ())):5d} (> {args.max_length} tokens)")
     print(f"  final mix                {res.counts['total']} records")
     print(
         f"  MinHash signatures, 300 records: ours {ours:.2f} s vs datasketch SHA-1 update_batch {baseline:.2f} s "

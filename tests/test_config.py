@@ -148,6 +148,72 @@ def test_run_id_is_shared_by_all_ranks(monkeypatch):
     assert len(_resolve_run_id()) == len("20260101-000000")
 
 
+RUN_ID_VARS = ("DEEPWRITER_RUN_ID", "SLURM_JOB_ID", "TORCHELASTIC_RUN_ID", "WORLD_SIZE")
+
+
+def test_slurm_job_id_is_the_run_id_of_every_rank(monkeypatch, tmp_path):
+    """README: the run id is decided once per launch (DEEPWRITER_RUN_ID, SLURM's job id or torchrun's
+    rendezvous id). Under SLURM every rank of a multi-process job composes the same run folder."""
+    for var in RUN_ID_VARS:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    monkeypatch.setenv("WORLD_SIZE", "16")  # many ranks: no error, the job id is shared
+    assert _resolve_run_id() == "4242"
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "rdzv-9")
+    assert _resolve_run_id() == "4242"  # SLURM's job id comes before torchrun's rendezvous id
+    ranks = [compose_typed("+recipe=demo", f"paths.runs_dir={tmp_path}") for _ in range(2)]
+    assert [c.run_id for c in ranks] == ["4242", "4242"]
+    monkeypatch.setenv("DEEPWRITER_RUN_ID", "mine")
+    assert _resolve_run_id() == "mine"  # the id deepwriter.train hands its own ranks wins
+    assert compose_typed("+recipe=demo", "run_id=explicit").run_id == "explicit"  # and the command line wins all
+
+
+def test_slurm_script_hands_the_job_id_to_every_rank(monkeypatch, tmp_path):
+    """recipes/slurm/sft.sbatch run with stand-ins for srun and scontrol: the command it launches on
+    each node composes a config whose run id and geometry come from the SLURM job."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "scontrol").write_text("#!/bin/sh\nprintf 'node-a\\nnode-b\\n'\n")
+    (bin_dir / "srun").write_text(
+        '#!/bin/sh\nprintf "%s\\n" "$DEEPWRITER_RUN_ID" > "$SRUN_LOG"\nprintf "%s\\n" "$@" >> "$SRUN_LOG"\n'
+    )
+    for f in bin_dir.iterdir():
+        f.chmod(0o755)
+    log = tmp_path / "srun.log"
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "SLURM_SUBMIT_DIR": str(tmp_path),
+        "SLURM_JOB_ID": "4242",
+        "SLURM_JOB_NODELIST": "node-[a-b]",
+        "SLURM_NNODES": "2",
+        "SRUN_LOG": str(log),
+    }
+    done = subprocess.run(
+        ["bash", str(REPO / "recipes" / "slurm" / "sft.sbatch"), "sft.per_device_batch_size=1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    run_id, *argv = log.read_text().splitlines()
+    assert run_id == "slurm-4242"  # exported to every rank
+    assert argv[argv.index("--rdzv_id") + 1] == "4242" and argv[argv.index("--rdzv_endpoint") + 1] == "node-a:29500"
+    assert argv[argv.index("--nnodes") + 1] == "2"
+    overrides = argv[argv.index("deepwriter.train") + 1 :]
+    assert overrides[0] == "+recipe=full" and overrides[-1] == "sft.per_device_batch_size=1"
+    # What each rank composes from that command line, with the environment the script exported.
+    for var in RUN_ID_VARS:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("DEEPWRITER_RUN_ID", run_id)
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    monkeypatch.setenv("WORLD_SIZE", "16")
+    cfg = compose_typed(*overrides, f"paths.runs_dir={tmp_path}/runs")
+    assert cfg.run_id == "slurm-4242"
+    assert (cfg.sft.num_processes, cfg.sft.num_nodes, cfg.sft.per_device_batch_size) == (8, 2, 1)
+
+
 def test_explicit_run_id_and_paths_reach_the_typed_config(tmp_path):
     cfg = compose_typed("+recipe=demo", "run_id=r1", f"paths.runs_dir={tmp_path}")
     assert cfg.run_id == "r1"

@@ -68,12 +68,11 @@ def test_lenient_mode_counts_every_bad_record():
     assert [p.id for p in pairs] == ["p1", "p3"]
     got = [(s.where.rsplit(":", 1)[1], s.field, s.reason) for s in skipped]
     assert got == [
-        ("2", "<line>", got[0][2]),
+        ("2", "<line>", "malformed JSON (Unterminated string starting at: column 25)"),
         ("3", "y", "mapped to 'response', which the record lacks"),
         ("4", "x", "empty"),
         ("5", "y", "expected a string, got list"),
     ]
-    assert "malformed JSON" in got[0][2]
     assert all(isinstance(s, Skipped) for s in skipped)
 
 

@@ -27,15 +27,19 @@ SCRIPT = textwrap.dedent("""
     from deepwriter.tracking import Tracker
     from tests.conftest import compose_typed
 
-    # Slow each step a little so the parent can kill the run between two checkpoints.
-    make = tr.make_metrics_callback
-    def slowed(*a, **k):
-        cb = make(*a, **k)
-        def on_step_end(args, state, control, **kw):
-            time.sleep(float({delay!r}))
-        cb.on_step_end = on_step_end
-        return cb
-    tr.make_metrics_callback = slowed
+    # --stall: once the step after the first checkpoint is in the train log, the next step never
+    # ends (on_step_end runs before that step is logged), so the parent's kill lands after a logged
+    # step that no checkpoint holds, however fast or slow this machine is.
+    if sys.argv[3:] == ["--stall"]:
+        make = tr.make_metrics_callback
+        def stalling(*a, **k):
+            cb = make(*a, **k)
+            def on_step_end(args, state, control, **kw):
+                if state.global_step == {save_steps} + 2:
+                    time.sleep(3600)
+            cb.on_step_end = on_step_end
+            return cb
+        tr.make_metrics_callback = stalling
 
     work, cache = Path(sys.argv[1]), sys.argv[2]
     cfg = compose_typed("model@models.student=tiny-qwen3", "+recipe=demo", f"paths.cache_dir={{cache}}",
@@ -48,9 +52,9 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
-def _script(tmp_path: Path, delay: float) -> Path:
-    path = tmp_path / f"train_{int(delay * 1000)}.py"
-    path.write_text(SCRIPT.format(repo=str(REPO), delay=delay, max_steps=MAX_STEPS, save_steps=SAVE_STEPS))
+def _script(tmp_path: Path) -> Path:
+    path = tmp_path / "train.py"
+    path.write_text(SCRIPT.format(repo=str(REPO), max_steps=MAX_STEPS, save_steps=SAVE_STEPS))
     return path
 
 
@@ -69,6 +73,7 @@ def _losses(work: Path):
     return [r["step"] for r in rows], [r["loss"] for r in rows]
 
 
+@pytest.mark.slow  # three fresh interpreters importing torch + transformers + trl
 def test_killed_run_resumes_to_the_same_losses(tmp_path, model_cache):
     from deepwriter import models
     from tests.conftest import compose_typed
@@ -77,10 +82,11 @@ def test_killed_run_resumes_to_the_same_losses(tmp_path, model_cache):
     models.resolve(compose_typed("model@models.student=tiny-qwen3").models.student, model_cache)
     for name in ("straight", "killed"):
         write_mix_dataset(tmp_path / name / "mix", n=20, seed=3, median_words=25)
+    script = _script(tmp_path)
 
     # The reference run and the run to be killed go side by side (two cores) to keep the test short.
     straight = subprocess.Popen(
-        [sys.executable, str(_script(tmp_path, 0.0)), str(tmp_path / "straight"), str(model_cache)],
+        [sys.executable, str(script), str(tmp_path / "straight"), str(model_cache)],
         env=_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -88,28 +94,37 @@ def test_killed_run_resumes_to_the_same_losses(tmp_path, model_cache):
     )
     work = tmp_path / "killed"
     proc = subprocess.Popen(
-        [sys.executable, str(_script(tmp_path, 0.4)), str(work), str(model_cache)],
+        [sys.executable, str(script), str(work), str(model_cache), "--stall"],
         env=_env(),
         stdout=subprocess.DEVNULL,
         stderr=open(tmp_path / "killed.log", "w"),
         start_new_session=True,
     )
     ckpt = work / "sft" / "checkpoints" / f"checkpoint-{SAVE_STEPS}" / "trainer_state.json"
-    deadline = time.time() + 90
-    while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
+    log = work / "sft" / "train_log.jsonl"
+
+    def logged_steps() -> list:
+        return [json.loads(line)["step"] for line in log.read_text().splitlines()] if log.exists() else []
+
+    # Wait for the step after the checkpoint to be logged (the run then stalls), not for a time.
+    deadline = time.time() + 300
+    while SAVE_STEPS + 1 not in logged_steps() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
-    time.sleep(0.3)  # let it log a step past the checkpoint, which the resumed run must redo
-    proc.send_signal(signal.SIGKILL)
+    alive = proc.poll() is None
+    if alive:
+        proc.send_signal(signal.SIGKILL)
     proc.wait()
+    assert alive, "the run ended before it could be killed: " + (tmp_path / "killed.log").read_text()[-3000:]
     assert ckpt.exists(), "the run did not reach its first checkpoint: " + (tmp_path / "killed.log").read_text()[-3000:]
+    # killed after logging a step that only a redo can bring back, before the next checkpoint
+    assert logged_steps() == list(range(1, SAVE_STEPS + 2))
+    assert sorted(p.name for p in (work / "sft" / "checkpoints").glob("checkpoint-*")) == [f"checkpoint-{SAVE_STEPS}"]
     out, err = straight.communicate(timeout=120)
     assert straight.returncode == 0, err[-3000:]
     assert f"RESULT {MAX_STEPS} 0" in out
-    steps_before, _ = _losses(work)
-    assert SAVE_STEPS <= max(steps_before) < MAX_STEPS
 
     resumed = subprocess.run(
-        [sys.executable, str(_script(tmp_path, 0.0)), str(work), str(model_cache)],
+        [sys.executable, str(script), str(work), str(model_cache)],
         env=_env(),
         capture_output=True,
         text=True,
@@ -118,10 +133,11 @@ def test_killed_run_resumes_to_the_same_losses(tmp_path, model_cache):
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     line = [l for l in resumed.stdout.splitlines() if l.startswith("RESULT")][0]
     steps, resumed_from = map(int, line.split()[1:])
-    assert steps == MAX_STEPS and resumed_from >= SAVE_STEPS
+    assert steps == MAX_STEPS and resumed_from == SAVE_STEPS
 
     ref_steps, ref_losses = _losses(tmp_path / "straight")
     got_steps, got_losses = _losses(work)
+    # step SAVE_STEPS + 1 was logged, cut from the log and trained again: each step once, same losses
     assert got_steps == ref_steps == list(range(1, MAX_STEPS + 1))
     assert got_losses == pytest.approx(ref_losses, rel=1e-4)
     assert got_losses[0] != pytest.approx(got_losses[-1], rel=1e-3)  # the comparison is not between constants

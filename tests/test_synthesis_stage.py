@@ -4,7 +4,9 @@ input in strict and lenient mode, over-long answers."""
 from __future__ import annotations
 
 import json
+import math
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -16,6 +18,7 @@ from omegaconf import OmegaConf
 
 from deepwriter.config import ConfigError, RootConfig
 from deepwriter.contract import StageContext
+from deepwriter.llm.base import Generation
 from deepwriter.llm.config import ModelConfig
 from deepwriter.pairs.read import DataError
 from deepwriter.records import RecordLog, RecordLogError, read_records
@@ -75,26 +78,104 @@ def ctx(out: Path) -> StageContext:
     return StageContext("synthesize", out, {}, out, Tracker(None), "test")
 
 
-def test_stage_writes_records_and_resumes_without_work(tmp_path, model_cache, monkeypatch):
-    pairs = write_pairs(tmp_path / "pairs.jsonl", 3)
-    cfg = make_cfg(pairs, model_cache)
+WORDS = (
+    "sea harbour light morning reader boat tide gull salt wind rope pier lantern shell sand wave quiet "
+    "warm letter calm evening cliff sail anchor shore drift current horizon fisher net mist spray stone "
+    "lighthouse keeper bell deck mast cabin chart compass island bay dune foam pebble rock river mouth"
+).split()
+
+
+ONE_PARAGRAPH = "note number 3 "
+
+
+class PlanWriter:
+    """A stand-in generator that writes a plan of three paragraphs of varied words, for the first
+    trajectory and for every rewrite. The tiny random model almost never emits a line break, so its
+    z0 is a single segment and is discarded before any scoring; with this generator the kept path
+    (scoring by the tiny model, search steps, quality filters, the score plot) runs. It carries the
+    replaced generator's model id, so records name the configured model."""
+
+    def __init__(self, model_id: str):
+        self.model_id = model_id
+        self.rng = random.Random(0)
+        self.calls = 0
+
+    def _text(self) -> str:
+        return ", then\n\n".join(" ".join(self.rng.sample(WORDS, 20)) for _ in range(3)) + "."
+
+    def generate(self, prompts, sampling, n=1, prefill=None):
+        self.calls += len(prompts)
+        rows = []
+        for messages in prompts:
+            texts = [", " + self._text() for _ in range(n)]
+            if ONE_PARAGRAPH in json.dumps(messages):  # this pair's plan is one paragraph: discarded
+                texts = [t.replace("\n\n", " ") for t in texts]
+            rows.append([Generation(text=t, prompt_tokens=40, completion_tokens=len(t.split())) for t in texts])
+        return rows
+
+
+@pytest.fixture
+def plan_writer(monkeypatch):
+    """The stage's own backends, with the generator swapped for a PlanWriter (the scorer stays)."""
+    built = []
+    real = stage.build_backends
+
+    def build(cfg):
+        generator, scorer = real(cfg)
+        built.append(PlanWriter(generator.model_id))
+        return built[-1], scorer
+
+    monkeypatch.setattr(stage, "build_backends", build)
+    return built
+
+
+def keeping(cfg: RootConfig) -> RootConfig:
+    """Settings under which PlanWriter's plans pass every filter: z0 of >= 40 generated tokens (it
+    writes ~60 words), the rewrite turn prefilled with <refine> (no analysis to parse)."""
+    cfg.synthesis.filters.min_think_tokens = 40
+    cfg.synthesis.refine_analysis = False
+    return cfg
+
+
+def test_stage_writes_records_and_resumes_without_work(tmp_path, model_cache, monkeypatch, plan_writer):
+    from deepwriter.synthesis import filters
+
+    pairs = write_pairs(tmp_path / "pairs.jsonl", 4)
+    cfg = keeping(make_cfg(pairs, model_cache))
     out = tmp_path / "out"
     res = stage.run(cfg, ctx(out))
+    assert len(plan_writer) == 1 and plan_writer[0].calls > 0
     recs = list(read_records(store.shard_path(out, 0, 1)))
-    assert sorted(r["id"] for r in recs) == ["p000", "p001", "p002"]
+    assert sorted(r["id"] for r in recs) == ["p000", "p001", "p002", "p003"]
     for r in recs:
         assert set(r["verdict"]) == {"kept", "reason"} and r["models"]["generator"] == "tiny-qwen3"
         assert r["category"] == "letter" and r["answer_id"] == r["id"]  # one request per answer
-    assert res.counts["pairs"] == 3 and res.counts["kept"] + res.counts["discarded"] == 3
-    assert sum(v for k, v in res.counts.items() if k.startswith("discarded_")) == res.counts["discarded"]
-    scored = [r for r in recs if r["scores"]]
-    if scored:
-        assert (out / res.artifacts["score_plot"]).stat().st_size > 1000
+    c = res.counts
+    assert c["pairs"] == 4 and (c["kept"], c["discarded"]) == (3, 1), c
+    # the one-paragraph plan is discarded before any scoring, and counted once, under its reason
+    (single,) = [r for r in recs if r["id"] == "p003"]
+    assert single["verdict"] == {"kept": False, "reason": filters.SINGLE_SEGMENT} and single["scores"] == []
+    assert {k: v for k, v in c.items() if k.startswith("discarded_") and v} == {
+        "discarded_before_search": 1,
+        f"discarded_{filters.SINGLE_SEGMENT}": 1,
+    }
+    assert sum(c.get(f"discarded_{reason}", 0) for reason in filters.REASONS) == c["discarded"]
+    # the kept path ran: every other pair was scored by the tiny model, searched for a step and kept
+    recs = [r for r in recs if r["id"] != "p003"]
+    for r in recs:
+        assert r["verdict"] == {"kept": True, "reason": None}
+        assert r["num_segments"] >= 2 and r["z_final"]
+        assert len(r["scores"]) == 2 and all(math.isfinite(s) and 0 <= s <= 2 for s in r["scores"])
+        assert r["scores"][1] <= r["scores"][0]  # a rewrite is taken only when strictly better
+        assert [s["step"] for s in r["steps"]] == [1] and len(r["steps"][0]["candidates"]) == 2
+        assert all(cand["score"] is not None for cand in r["steps"][0]["candidates"])
+    assert c["steps"] == 3 and res.metrics["mean_score_z0"] == pytest.approx(sum(r["scores"][0] for r in recs) / 3)
+    assert (out / res.artifacts["score_plot"]).stat().st_size > 1000
     # A second run finds every pair done and loads no model.
     monkeypatch.setattr(stage, "build_backends", lambda cfg: pytest.fail("backends built on a finished shard"))
     res2 = stage.run(cfg, ctx(out))
-    assert res2.counts["pairs"] == 3
-    assert len(list(read_records(store.shard_path(out, 0, 1)))) == 3
+    assert res2.counts == c
+    assert len(list(read_records(store.shard_path(out, 0, 1)))) == 4
 
 
 def test_shards_split_the_pairs_deterministically(tmp_path, model_cache, monkeypatch):
@@ -176,14 +257,29 @@ def test_torn_last_line_is_truncated_and_resumed(tmp_path):
 
 
 RUNNER = """
-import json, sys
+import json, sys, time
 from pathlib import Path
 sys.path.insert(0, {repo!r})
 sys.path.insert(0, {tests!r})
 from test_synthesis_stage import make_cfg, ctx
-from deepwriter.synthesis import stage
-cfg = make_cfg(Path({pairs!r}), Path({cache!r}), search=False)
+from deepwriter.synthesis import stage, store
+cfg = make_cfg(Path({pairs!r}), Path({cache!r}), search=False, batch_size={batch})
 cfg.synthesis.initial.max_new_tokens = 8
+if sys.argv[1:] == ["--stall"]:
+    # Once the first batch is on disk, the next batch's generation never returns: the parent's
+    # kill -9 lands mid-run however slowly or quickly this machine runs.
+    shard = store.shard_path(Path({out!r}), 0, 1)
+    real = stage.build_backends
+    def stalling(cfg):
+        generator, scorer = real(cfg)
+        generate = generator.generate
+        def stall(*a, **k):
+            if shard.exists() and shard.read_bytes().count(b"\\n") >= {batch}:
+                time.sleep(3600)
+            return generate(*a, **k)
+        generator.generate = stall
+        return generator, scorer
+    stage.build_backends = stalling
 res = stage.run(cfg, ctx(Path({out!r})))
 print(json.dumps(res.counts))
 """
@@ -191,47 +287,81 @@ print(json.dumps(res.counts))
 
 @pytest.mark.slow  # two fresh interpreters importing torch + transformers: ~20-40 s
 def test_kill_9_mid_run_then_restart_loses_and_duplicates_nothing(tmp_path, model_cache):
-    n = 16
+    n, batch = 16, 4
     pairs = write_pairs(tmp_path / "pairs.jsonl", n)
     out = tmp_path / "out"
     script = tmp_path / "runner.py"
     script.write_text(
-        RUNNER.format(repo=str(REPO), tests=str(REPO / "tests"), pairs=str(pairs), cache=str(model_cache), out=str(out))
+        RUNNER.format(
+            repo=str(REPO),
+            tests=str(REPO / "tests"),
+            pairs=str(pairs),
+            cache=str(model_cache),
+            out=str(out),
+            batch=batch,
+        )
     )
     env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
     shard = store.shard_path(out, 0, 1)
-    proc = subprocess.Popen([sys.executable, str(script)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.time() + 120
+    proc = subprocess.Popen(
+        [sys.executable, str(script), "--stall"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    # Wait (no wall-clock bound on the run itself, only a generous deadline) for the first batch's
+    # records to start landing, then kill: anywhere from mid-batch to the stall before batch two.
+    deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
-        if shard.exists() and shard.read_bytes().count(b"\n") >= 3:
+        if shard.exists() and shard.read_bytes().count(b"\n") >= 1:
             break
         time.sleep(0.05)
-    assert proc.poll() is None, "the run finished before it could be killed: " + proc.stderr.read().decode()[-2000:]
-    os.kill(proc.pid, signal.SIGKILL)
+    alive = proc.poll() is None
+    if alive:
+        os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
+    assert alive, "the runner exited before it could be killed: " + proc.stderr.read().decode()[-2000:]
     before = shard.read_bytes().count(b"\n")
-    assert 3 <= before < n
+    assert 1 <= before <= batch  # the kill landed inside the run: the second batch never started
     done = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, timeout=300)
     assert done.returncode == 0, done.stderr.decode()[-2000:]
     ids = [r["id"] for r in read_records(shard)]
-    assert sorted(ids) == [f"p{i:03d}" for i in range(n)]
+    assert sorted(ids) == [f"p{i:03d}" for i in range(n)]  # every pair once: none lost, none twice
     assert json.loads(done.stdout.decode().strip().splitlines()[-1])["pairs"] == n
 
 
-def test_logs_to_wandb_offline(tmp_path, model_cache, monkeypatch):
+def test_logs_to_wandb_offline(tmp_path, model_cache, monkeypatch, plan_writer):
+    from conftest import read_wandb_offline
+
     from deepwriter.tracking import stage_tracker
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     pairs = write_pairs(tmp_path / "pairs.jsonl", 2)
-    cfg = make_cfg(pairs, model_cache, search=False)
+    cfg = keeping(make_cfg(pairs, model_cache))
     out = tmp_path / "out"
     out.mkdir()
     with stage_tracker(cfg, "synthesize", out) as tracker:
         assert tracker.active
         res = stage.run(cfg, StageContext("synthesize", out, {}, out, tracker, "test"))
-    assert res.counts["pairs"] == 2
-    runs = list((out / "wandb").glob("offline-run-*/run-*.wandb"))
-    assert runs and runs[0].stat().st_size > 0
+    assert res.counts["pairs"] == 2 and res.counts["kept"] == 2
+    (path,) = (out / "wandb").glob("offline-run-*/run-*.wandb")
+    run = read_wandb_offline(path)
+    assert run["job_type"] == "synthesize" and run["group"] == cfg.recipe.name
+    assert run["config"]["synthesis"]["max_steps"] == cfg.synthesis.max_steps  # the whole config is logged
+    # one point per record, with that record's figures
+    recs = {r["id"]: r for r in read_records(store.shard_path(out, 0, 1))}
+    points = [h for h in run["history"] if "synthesize/kept" in h]
+    want = sorted((len(r["steps"]), 1, r["scores"][0], r["scores"][-1]) for r in recs.values())
+    got = sorted(
+        (h["synthesize/steps"], h["synthesize/kept"], h["synthesize/score_z0"], h["synthesize/score_final"])
+        for h in points
+    )
+    assert got == want  # JSON keeps a float exactly
+    # the score plot as an image (its file beside the run), the records as a table
+    (image,) = [h["synthesize/score_vs_step"] for h in run["history"] if "synthesize/score_vs_step" in h]
+    assert image["_type"] == "image-file" and (path.parent / "files" / image["path"]).stat().st_size == image["size"]
+    (table,) = [h["synthesize/trajectories"] for h in run["history"] if "synthesize/trajectories" in h]
+    assert table["_type"] == "table-file" and table["nrows"] == 2
+    # and the stage's means in the summary
+    for k in ("mean_score_z0", "mean_score_final", "acceptance_rate"):
+        assert run["summary"][f"synthesize/{k}"] == pytest.approx(res.metrics[k]), k
 
 
 def test_prepared_sources_feed_the_search(tmp_path, model_cache):

@@ -94,7 +94,7 @@ def _trajectory(raw: bytes, zfield: str) -> Optional[Dict[str, Any]]:
     except UnicodeDecodeError:
         raise _Reject("<line>", "not valid UTF-8") from None
     except json.JSONDecodeError as exc:
-        raise _Reject("<line>", f"malformed JSON ({exc.msg} at column {exc.colno}); a truncated last line?") from None
+        raise _Reject("<line>", f"malformed JSON ({exc.msg}: column {exc.colno}); a truncated last line?") from None
     if not isinstance(row, dict):
         raise _Reject("<line>", "expected a JSON object")
     verdict = row.get("verdict")

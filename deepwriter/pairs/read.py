@@ -54,7 +54,7 @@ def _iter_jsonl(path: Path) -> Iterator[Tuple[str, Any]]:
             try:
                 row = json.loads(text)
             except json.JSONDecodeError as exc:
-                yield where, _Bad("<line>", f"malformed JSON ({exc.msg} at column {exc.colno})")
+                yield where, _Bad("<line>", f"malformed JSON ({exc.msg}: column {exc.colno})")
                 continue
             if not isinstance(row, dict):
                 yield where, _Bad("<line>", f"expected a JSON object, got {type(row).__name__}")

@@ -120,6 +120,7 @@ def train(
     if is_main and partial.exists():
         shutil.rmtree(partial)
     train_seconds = train_cpu_seconds = 0.0
+    final_tokens = None  # TRL's token count at the end of training (its last step need not be a logged one)
     if resume is not None and tr.checkpoint_finished(resume):
         # Killed after the last save but before the export: the trainer would take one extra step on
         # resume, so export straight from the final checkpoint (it holds whole weights or the adapter).
@@ -172,6 +173,7 @@ def train(
         # CPU seconds of this process: a throughput figure that holds on a shared machine (CPU runs)
         train_cpu_seconds = time.process_time() - c0
         global_step = trainer.state.global_step
+        final_tokens = next((h["num_tokens"] for h in reversed(trainer.state.log_history) if "num_tokens" in h), None)
 
         # Export: every rank takes part in saving (ZeRO-3 gathers the 16-bit weights); rank 0 finishes.
         if cfg.sft.lora.enabled:
@@ -188,6 +190,7 @@ def train(
     tokenizer.save_pretrained(str(partial))
 
     rows = tr.read_log(log_path)
+    logged_tokens = rows[-1].get("num_tokens", 0) if rows else 0  # a finished run exported from its checkpoint
     losses = [r["loss"] for r in rows if "loss" in r]
     rates = [r["tokens_per_s"] for r in rows if r.get("tokens_per_s")]
     counts: Dict[str, Any] = {
@@ -196,7 +199,7 @@ def train(
         "grad_accum": geometry.grad_accum,
         "world_size": geometry.world_size,
         "global_batch": geometry.global_batch,
-        "trained_tokens": int(rows[-1].get("num_tokens", 0)) if rows else 0,
+        "trained_tokens": int(final_tokens if final_tokens is not None else logged_tokens),
         "resumed_from_step": tr.checkpoint_step(resume) if resume else 0,
     }
     metrics: Dict[str, Any] = {
