@@ -32,7 +32,7 @@ class ScriptedGenerator:
     def generate(self, prompts_, sampling, n=1, prefill=None):
         self.calls.append({"n": n, "prefill": prefill, "seed": sampling.seed, "messages": prompts_})
         if prefill and prefill[0].startswith("<think>"):
-            return [[Generation(self.initial + "\n</think>", 10, 20)] for _ in prompts_]
+            return [[Generation(self.initial + "\n</think>", 10, len(self.initial.split()))] for _ in prompts_]
         texts = self.rewrites.pop(0) if self.rewrites else ["no tags here"] * n
         assert len(texts) == n
         return [[Generation(t, 10, 5) for t in texts]]
@@ -54,7 +54,7 @@ class FunctionScorer:
 
 
 def tagged(text: str) -> str:
-    return f"The paragraph should set the scene. <rewrite>{text}</rewrite>"
+    return f"The paragraph should set the scene. <refine>{text}</refine>"
 
 
 def by_markers(base: float = 1.0) -> Callable[[str], float]:
@@ -96,7 +96,7 @@ def test_k_candidates_come_from_one_generate_call_and_one_scorer_call():
     rewrites = [[tagged(f"SAME {k}") for k in range(3)]]
     gen, sc = ScriptedGenerator(rewrites=rewrites), FunctionScorer(by_markers())
     synthesize("p1", "x", Y, gen, sc, cfg(max_steps=1, num_candidates=3))
-    assert [c["n"] for c in gen.calls] == [1, 3] and gen.calls[1]["prefill"] is None
+    assert [c["n"] for c in gen.calls] == [1, 3] and gen.calls[1]["prefill"] == [prompts.refine_prefill("en", True)]
     assert [len(b) for b in sc.batches] == [1, 3]
 
 
@@ -128,7 +128,7 @@ def test_search_false_keeps_z0_but_scores_it():
 
 
 def test_unparseable_candidates_use_a_step_and_change_nothing():
-    gen, sc = ScriptedGenerator(rewrites=[["no tag", "<rewrite>   </rewrite>"]]), FunctionScorer(by_markers())
+    gen, sc = ScriptedGenerator(rewrites=[["no tag", "<refine>   </refine>"]]), FunctionScorer(by_markers())
     rec = synthesize("p1", "x", Y, gen, sc, cfg(max_steps=1))
     assert rec["steps"][0]["accepted"] is False
     assert all(c["text"] is None and c["score"] is None for c in rec["steps"][0]["candidates"])
@@ -222,22 +222,55 @@ def test_one_unfinished_pair_leaves_its_batch_mates_untouched():
     assert by["good"]["scores"] == [pytest.approx(0.1)]
 
 
-def test_scorer_context_holds_think_block_and_first_answer_paragraph():
+P1 = "The light began answering on a Tuesday, three knocks on the lamp glass, and Mara climbed the steps to see."
+P2 = "Nobody else in the village had heard it, and by the time she reached the gallery the sea had gone quiet."
+Y_LONG = f"The Title\n\n{P1}\n\n{P2}\n\nShe waited."
+
+
+def test_scorer_context_is_the_reference_layout_with_ys_first_segment():
     sc = FunctionScorer(lambda p: 0.1)
-    synthesize("p1", "Write a story.", Y, ScriptedGenerator(), sc, cfg())
+    rec = synthesize("p1", "Write a story.", Y_LONG, ScriptedGenerator(), sc, cfg())
     req = sc.batches[0][0]
-    assert req.assistant_prefix.startswith("<think>\n") and "\n</think>\n\nThe Title\n\n" in req.assistant_prefix
-    assert req.target == "The light began answering on a Tuesday. Mara climbed the steps.\n\nShe waited."
-    assert "Write a story." in req.messages[0]["content"] and Y not in req.messages[0]["content"]
+    # the short title line is carried into the first segment, which joins the context
+    assert req.assistant_prefix == f"<think>\n{rec['z0']}\n</think>\n<answer>\nThe Title\n\n{P1}"
+    assert req.target == f"\n\n{P2}\n\nShe waited."
+    system, user = req.messages
+    assert system == {"role": "system", "content": prompts.DEFAULT_SYSTEM}
+    assert "Write a story." in user["content"] and P1 not in user["content"] and "--- The Draft ---" in user["content"]
     sc2 = FunctionScorer(lambda p: 0.1)
-    synthesize("p1", "Write a story.", Y, ScriptedGenerator(), sc2, cfg(score_answer_from_second_segment=False))
-    assert sc2.batches[0][0].target == Y and sc2.batches[0][0].assistant_prefix.endswith("</think>\n\n")
+    synthesize("p1", "Write a story.", Y_LONG, ScriptedGenerator(), sc2, cfg(score_answer_from_second_segment=False))
+    assert sc2.batches[0][0].target == Y_LONG and sc2.batches[0][0].assistant_prefix.endswith("</think>\n<answer>\n")
 
 
-def test_single_paragraph_answer_is_scored_whole():
-    sc = FunctionScorer(lambda p: 0.1)
-    synthesize("p1", "x", "Just one paragraph.", ScriptedGenerator(), sc, cfg())
-    assert sc.batches[0][0].target == "Just one paragraph."
+def test_answer_of_one_segment_is_scored_whole():
+    # Y has no chunk of 100 characters: one segment, on blank lines and on lines alike
+    for y in ("Just one paragraph.", Y):
+        sc = FunctionScorer(lambda p: 0.1)
+        synthesize("p1", "x", y, ScriptedGenerator(), sc, cfg())
+        assert sc.batches[0][0].target == y and sc.batches[0][0].assistant_prefix.endswith("<answer>\n")
+
+
+def test_system_prompt_is_a_config_value():
+    gen, sc = ScriptedGenerator(), FunctionScorer(lambda p: 0.1)
+    synthesize("p1", "x", Y, gen, sc, cfg(system_prompt=None))
+    assert [m["role"] for m in gen.calls[0]["messages"][0]] == ["user"]
+    assert [m["role"] for m in sc.batches[0][0].messages] == ["user"]
+    gen = ScriptedGenerator()
+    synthesize("p1", "x", Y, gen, FunctionScorer(lambda p: 0.1), cfg(system_prompt="Be brief."))
+    assert gen.calls[0]["messages"][0][0] == {"role": "system", "content": "Be brief."}
+
+
+def test_chinese_request_gets_chinese_prompts_trigger_and_scorer_context():
+    gen, sc = ScriptedGenerator(), FunctionScorer(lambda p: 0.1)
+    rec = synthesize("p1", "Write a poem about 海.", Y, gen, sc, cfg())
+    assert rec["language"] == "zh" and rec["trigger"] in dict(prompts.TRIGGERS_ZH)
+    assert gen.calls[0]["prefill"] == ["<think>\n" + rec["trigger"]]
+    assert "用户请求" in gen.calls[0]["messages"][0][-1]["content"]
+    assert "用户请求" in sc.batches[0][0].messages[-1]["content"]
+    forced = synthesize(
+        "p1", "Write a poem about 海.", Y, ScriptedGenerator(), FunctionScorer(lambda p: 0.1), cfg(language="en")
+    )
+    assert forced["language"] == "en" and forced["trigger"] in dict(prompts.TRIGGERS_EN)
 
 
 def test_seeds_are_reproducible_and_per_pair():
@@ -285,13 +318,13 @@ def test_reflection_false_strips_phrases_from_trajectories():
     assert "Hmm" not in rec["z0"] and "Maybe part 1 works." in rec["z0"]
     gen = ScriptedGenerator(initial=body)
     synthesize("p1", "x", Y, gen, FunctionScorer(lambda p: 0.1), cfg(reflection=False))
-    assert "Hmm, maybe" not in gen.calls[0]["messages"][0][0]["content"]
+    assert "Hmm, maybe" not in gen.calls[0]["messages"][0][-1]["content"]
 
 
 def test_refine_without_analysis_prefills_the_tag_and_parses_the_continuation():
-    gen = ScriptedGenerator(rewrites=[["BETTER plain text, no closing tag", "SAME</rewrite> trailing"]])
+    gen = ScriptedGenerator(rewrites=[["BETTER plain text, no closing tag", "SAME</refine> trailing"]])
     rec = synthesize("p1", "x", Y, gen, FunctionScorer(by_markers()), cfg(max_steps=1, refine_analysis=False))
-    assert gen.calls[1]["prefill"] == ["<rewrite>\n"]
+    assert gen.calls[1]["prefill"] == ["<refine>\n"]
     assert [c["text"] for c in rec["steps"][0]["candidates"]] == ["BETTER plain text, no closing tag", "SAME"]
     assert rec["steps"][0]["accepted"] is True
 
@@ -310,9 +343,9 @@ class BatchGenerator:
         out = []
         for msgs, pre in zip(prompts_, prefill or [""] * len(prompts_)):
             if pre.startswith("<think>"):
-                out.append([Generation(Z0_BODY + "\n</think>", 10, 20)])
+                out.append([Generation(Z0_BODY + "\n</think>", 10, len(Z0_BODY.split()))])
             else:
-                segment = re.search(r"<target_paragraph>.*?Part (\d) of the plan", msgs[-1]["content"], re.S)
+                segment = re.search(r"<replace>.*?Part (\d) of the plan", msgs[-1]["content"], re.S)
                 tag = "BETTER" if segment and int(segment.group(1)) % 2 == 0 else "SAME"
                 out.append([Generation(tagged(f"{tag} rewrite {k} of the part."), 10, 5) for k in range(n)])
         return out

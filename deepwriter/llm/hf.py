@@ -7,6 +7,7 @@ from typing import List, Optional, Sequence
 
 import torch
 
+from deepwriter import think
 from deepwriter.llm.base import Generation, Message, Sampling, ScoreRequest, TokenLogprobs
 
 log = logging.getLogger("deepwriter.llm")
@@ -20,6 +21,10 @@ def render_prompt(tokenizer, messages: List[Message], assistant_prefix: str = ""
     """The chat-template text of `messages` with the assistant turn opened and `assistant_prefix`
     already written in it."""
     text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    # Templates of thinking models open the think block themselves; our prefixes open it, so the
+    # template's is removed (as the reference's make_prompt does) rather than written twice.
+    if text.rstrip().endswith(think.OPEN):
+        text = text.rstrip()[: -len(think.OPEN)]
     return text + assistant_prefix
 
 

@@ -18,7 +18,7 @@ from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, 
 
 from deepwriter.data.config import QueryConfig
 from deepwriter.llm.base import Generator, Message, Sampling
-from deepwriter.pairs.text import normalize, words
+from deepwriter.pairs.text import is_chinese, normalize, words
 
 _INSTRUCTION = """Here is a piece of writing that a writing assistant produced for a user.
 
@@ -32,6 +32,18 @@ form), what it is for, who will read it, about how long it should be (roughly {l
 the key content constraints: the topic, the points or events it must cover, the tone and style. Do \
 not quote or copy sentences from the text, and do not mention that the text already exists. Reply \
 with the user's message only."""
+
+# The same request in Chinese, for a Chinese answer (the synthesis prompts' language rule).
+_INSTRUCTION_ZH = """下面是一位写作助手为用户写出的一篇文字。
+
+<text>
+{text}
+</text>
+
+请写出用户最可能发出的那条消息，让这篇文字正好是对它的回复。用用户自己的口吻，一到四句话，\
+说明这是什么体裁或形式的文字、用途是什么、写给谁看、大约多长（约 {length} 字），\
+以及主要的内容要求：主题、必须涉及的要点或情节、语气和风格。\
+不要引用或照抄文中的句子，也不要提到这篇文字已经存在。只回复用户的消息本身。"""
 
 # "Request:", "User request:", "**Prompt:**", "Here is the request:", "Sure! Here's a plausible message:"
 _PREFIX = re.compile(
@@ -47,11 +59,18 @@ _TAGS = re.compile(r"^\s*<(request|message|query|prompt)>\s*(.*?)\s*(</\1>)?\s*$
 
 
 def query_messages(answer: str, max_answer_words: int) -> List[Message]:
-    ws = answer.split()
-    shown = answer if len(ws) <= max_answer_words else " ".join(ws[:max_answer_words]) + " [...]"
+    """The request for one answer, in the answer's language. Lengths are counted in words, for
+    Chinese in characters (words() counts each ideograph as one)."""
+    zh = is_chinese(answer)
+    ws = words(answer) if zh else answer.split()
+    if len(ws) <= max_answer_words:
+        shown = answer
+    else:
+        shown = (answer[:max_answer_words] if zh else " ".join(ws[:max_answer_words])) + " [...]"
     # Round the length the way a person would ask for it.
     length = max(50, int(round(len(ws) / 50.0)) * 50) if len(ws) >= 50 else len(ws)
-    return [{"role": "user", "content": _INSTRUCTION.format(text=shown, length=length)}]
+    template = _INSTRUCTION_ZH if zh else _INSTRUCTION
+    return [{"role": "user", "content": template.format(text=shown, length=length)}]
 
 
 def clean_query(text: str) -> str:

@@ -19,6 +19,15 @@ _PUNCT = str.maketrans(
 )
 
 
+_HAN = re.compile("[\u4e00-\u9fff]")
+
+
+def is_chinese(text: str) -> bool:
+    """The REER reference's language rule: one CJK unified ideograph makes a text Chinese (its prompts
+    are then the Chinese ones)."""
+    return _HAN.search(text) is not None
+
+
 def normalize(text: str) -> str:
     """Lower case, whitespace collapsed: layout differences are not content."""
     return " ".join(text.lower().split())

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Optional, Tuple
 
 from deepwriter.errors import ConfigError
-from deepwriter.schema import bounded, operational
+from deepwriter.schema import bounded, one_of, operational
 
 
 @dataclass
@@ -20,7 +20,8 @@ class SamplingConfig:
 class FilterConfig:
     """Discard rules applied to the final trajectory (deepwriter/synthesis/filters.py)."""
 
-    min_think_tokens: int = bounded(100, ge=0)  # whitespace-separated words, not model tokens (backend-independent)
+    # z0's generated tokens, as the generator counts them (words for a backend that does not count)
+    min_think_tokens: int = bounded(100, ge=0)
     # no thinking phrase may start in this last share of the text
     late_reflection_fraction: float = bounded(0.1, ge=0.0, le=1.0)
     # degenerate repetition: 3 most frequent word 3-grams' share
@@ -30,6 +31,11 @@ class FilterConfig:
 @dataclass
 class SynthesisConfig:
     search: bool = True  # false: keep the initial trajectory z0 (no-search ablation)
+    # The prompts' language: auto picks Chinese for a request with any CJK ideograph (the reference's rule)
+    language: str = one_of("auto", "auto", "en", "zh")
+    # The system message of every generator and scorer prompt (null: none; a chat template may then
+    # insert its own default, as Qwen2.5's does)
+    system_prompt: Optional[str] = "You are a helpful assistant."
     reflection: bool = True  # false: prompts without reflection phrases, phrases stripped
     max_steps: int = bounded(10, ge=0)
     num_candidates: int = bounded(2, ge=1)
@@ -37,10 +43,10 @@ class SynthesisConfig:
     clip_min: Optional[float] = bounded(-2.0)  # null on both bounds: plain NLL; else clip_min < clip_max
     clip_max: Optional[float] = bounded(0.0)
     min_segment_chars: int = bounded(100, ge=1)
-    # y's first paragraph joins the scorer's context and only the rest of y is scored
+    # y's first segment (segmented like z) joins the scorer's context and only the rest of y is scored
     score_answer_from_second_segment: bool = True
-    # false: the rewrite turn is prefilled with the opening tag and the generator skips its analysis
-    # of the segment (small models rarely produce the tagged block on their own)
+    # false: the rewrite turn is prefilled with <refine> and the generator skips its three-step analysis
+    # (small models rarely produce the tagged block on their own); generation then stops at </refine>
     refine_analysis: bool = True
     initial: SamplingConfig = field(default_factory=SamplingConfig)
     refine: SamplingConfig = field(default_factory=SamplingConfig)

@@ -1,8 +1,10 @@
-"""Reasons to discard a synthesized trajectory. Each rule returns a short reason code, so the stage
-can count discards by reason; a kept sample has no reason.
+"""Reasons to discard a synthesized trajectory, in two sets counted apart. Each rule returns a short
+reason code, so the stage can count discards by reason; a kept sample has no reason.
 
-Lengths are counted in whitespace-separated words rather than model tokens, so the same sample is
-kept or discarded whatever scorer tokenizer is used (for English prose a word is ~1.3 tokens).
+- The reference's own discards, checked on z0 before any scoring (the authors' released code drops
+  the pair there): no parsable z0, fewer than `min_think_tokens` generated tokens, a single segment.
+- The paper's data-quality filters, checked on the final z: reflection phrases still present in its
+  last part, and degenerate 3-gram repetition.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Optional
 
-from deepwriter.synthesis import prompts, segments
+from deepwriter.synthesis import prompts
 from deepwriter.synthesis.config import FilterConfig
 
 EMPTY_ANSWER = "empty_answer"
@@ -20,7 +22,9 @@ SINGLE_SEGMENT = "single_segment"
 LATE_REFLECTION = "late_reflection"
 REPETITION = "repetition"
 # A failed model call is no reason: the pair stays unfinished (search.UnfinishedPair), not discarded.
-REASONS = (EMPTY_ANSWER, UNPARSEABLE, TOO_SHORT, SINGLE_SEGMENT, LATE_REFLECTION, REPETITION)
+BEFORE_SEARCH = (EMPTY_ANSWER, UNPARSEABLE, TOO_SHORT, SINGLE_SEGMENT)
+QUALITY = (LATE_REFLECTION, REPETITION)
+REASONS = BEFORE_SEARCH + QUALITY
 
 
 def top_trigram_share(text: str, top: int = 3) -> float:
@@ -32,25 +36,28 @@ def top_trigram_share(text: str, top: int = 3) -> float:
     return sum(c for _, c in Counter(grams).most_common(top)) / len(grams)
 
 
-def has_late_reflection(text: str, fraction: float) -> bool:
+def has_late_reflection(text: str, fraction: float, lang: Optional[str] = None) -> bool:
     """A thinking phrase starting in the last `fraction` of the text (by characters): a plan that
     still hesitates as it ends has not settled."""
     text = text.strip()
     cutoff = (1.0 - fraction) * len(text)
-    return any(pos >= cutoff for pos in prompts.find_reflections(text))
+    return any(pos >= cutoff for pos in prompts.find_reflections(text, lang))
 
 
-def discard_reason(z: Optional[str], y: str, cfg: FilterConfig, min_segment_chars: int) -> Optional[str]:
-    """The first rule that `z` (None: the generator's output could not be parsed) breaks, or None."""
-    if not y.strip():
-        return EMPTY_ANSWER
-    if z is None or not z.strip():
+def before_search(z0: Optional[str], generated_tokens: int, num_segments: int, cfg: FilterConfig) -> Optional[str]:
+    """The reference's discard of z0 (None: the generator's output could not be parsed), or None."""
+    if z0 is None or not z0.strip():
         return UNPARSEABLE
-    if len(z.split()) < cfg.min_think_tokens:
+    if generated_tokens < cfg.min_think_tokens:
         return TOO_SHORT
-    if len(segments.split(z, min_segment_chars)) < 2:
+    if num_segments < 2:
         return SINGLE_SEGMENT
-    if has_late_reflection(z, cfg.late_reflection_fraction):
+    return None
+
+
+def after_search(z: str, cfg: FilterConfig, lang: Optional[str] = None) -> Optional[str]:
+    """The quality filter that the final trajectory fails, or None."""
+    if has_late_reflection(z, cfg.late_reflection_fraction, lang):
         return LATE_REFLECTION
     if top_trigram_share(z) > cfg.max_top3_trigram_share:
         return REPETITION

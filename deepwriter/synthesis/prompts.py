@@ -1,8 +1,11 @@
-"""Prompts of the REER search: the initial think-aloud trajectory z0, the rewrite of one segment,
-and the scorer's context. Written for this project.
+"""Prompts of the REER search, built from the words in wording.py: the initial think-aloud
+trajectory z0, the rewrite of one segment, the scorer's context; and the parsing of their answers.
 
-The generator sees both the request x and the reference answer y, but the trajectory must read as
-the writer's own planning *before* writing y: first person, present/future tense, no bullet lists.
+As in the authors' released synthesis code: a Chinese request (any CJK ideograph in x) gets the
+Chinese prompts, every prompt has the same system message (a config value), the z0 turn is prefilled
+with `<think>\\n` and an opening phrase drawn with the reference's odds, and the rewrite turn with an
+opening line and `<analyze>`; the scorer sees the think-aloud instruction without y and scores
+`<think>\\n{z}\\n</think>\\n<answer>\\n{y_head}` + y_rest. docs/FIDELITY.md lists every rule.
 """
 
 from __future__ import annotations
@@ -13,22 +16,21 @@ from typing import List, Optional, Tuple
 
 from deepwriter import think
 from deepwriter.llm.base import Message
+from deepwriter.pairs.text import is_chinese
+from deepwriter.synthesis import segments
+from deepwriter.synthesis.wording import WORDING
 
 THINK_OPEN = think.OPEN + "\n"  # the z0 prefill opens the block and its first line
 THINK_CLOSE = think.CLOSE
-REWRITE_OPEN = "<rewrite>"
-REWRITE_CLOSE = "</rewrite>"
+ANSWER_OPEN, ANSWER_CLOSE = "<answer>", "</answer>"
+ANALYZE_OPEN = "<analyze>"
+REFINE_OPEN, REFINE_CLOSE = "<refine>", "</refine>"
+DEFAULT_SYSTEM = "You are a helpful assistant."
 
-# Openings the assistant turn is prefilled with, weighted: variety keeps the student from learning
-# one fixed first sentence.
-TRIGGERS_EN = [
-    ("Okay, I am given", 4),
-    ("Alright, the user", 3),
-    ("Alright", 2),
-    ("Okay, so the task is", 2),
-    ("Let me start by", 1),
-]
-TRIGGERS_ZH = [("好的，用户", 4), ("嗯，我需要", 3), ("好，这个任务", 2), ("首先，我要", 1)]
+# Opening phrases of z0 with the reference's odds: English draws "Okay, I am given" with p=0.2, then
+# "Alright, the user" with p=0.6 of the rest, else "Alright"; Chinese draws one of two evenly.
+TRIGGERS_EN = [("Okay, I am given", 0.20), ("Alright, the user", 0.48), ("Alright", 0.32)]
+TRIGGERS_ZH = [("好的", 0.5), ("嗯", 0.5)]
 
 # Interjections that only signal doubt: strip_reflection removes them (with their punctuation).
 INTERJECTIONS_EN = [
@@ -46,146 +48,113 @@ INTERJECTIONS_EN = [
 # Phrases that signal reflection but carry content ("Let me think about the reader"): detected, and
 # rewritten in a plain form by strip_reflection (_DECLARATIVE_EN) rather than cut.
 REFLECTION_PHRASES_EN = INTERJECTIONS_EN + ["Let me think", "Maybe I should", "Let me reconsider"]
-INTERJECTIONS_ZH = ["等等", "嗯", "不过等一下", "让我想想", "或者说", "其实"]
+INTERJECTIONS_ZH = ["不过等等", "等等", "嗯", "不过等一下", "让我想想", "或者说", "其实"]
 REFLECTION_PHRASES_ZH = INTERJECTIONS_ZH + ["也许我应该", "再想想"]
 
 
-def is_chinese(text: str) -> bool:
-    cjk = sum(1 for ch in text if "\u4e00" <= ch <= "\u9fff")
-    return cjk > 0.2 * max(1, len(text.strip()))
+def language(x: str, setting: str = "auto") -> str:
+    """'zh' or 'en': the prompts' language for request x (`synthesis.language`: auto | en | zh)."""
+    if setting != "auto":
+        return setting
+    return "zh" if is_chinese(x) else "en"
 
 
-def pick_trigger(x: str, rng: random.Random) -> str:
-    options = TRIGGERS_ZH if is_chinese(x) else TRIGGERS_EN
-    words, weights = zip(*options)
+def pick_trigger(lang: str, rng: random.Random) -> str:
+    words, weights = zip(*(TRIGGERS_ZH if lang == "zh" else TRIGGERS_EN))
     return rng.choices(words, weights=weights, k=1)[0]
 
 
-_PLAN_SHAPE = """Let the thinking move through these stages, in your own words:
-1. What the user really wants, and who will read the piece.
-2. The core objective: what the text must achieve for that reader.
-3. The content: which ideas, facts, images or arguments belong in it, and which do not.
-4. The structure: choose a fitting frame (for example the Golden Circle why-how-what, AIDA, or \
-beginning-development-climax-resolution) and say why it fits.
-5. An outline or a rough draft of key passages, introduced with words like "Outline:" or "Draft:" so it is clearly \
-marked as such."""
-
-_STYLE_REFLECT = """Think aloud in the first person and in the present or future tense ("I want...", "I will open \
-with..."), as flowing paragraphs with no bullet lists. Question yourself naturally along the way with varied \
-phrases such as "Hmm, maybe...", "Wait, ...", "Let me think...", "But wait...", "Alternatively, ..." - use them \
-where a real writer would hesitate, and not in the closing part, which should settle on the final plan."""
-
-_STYLE_PLAIN = """Think in the first person and in the present or future tense ("I want...", "I will open \
-with..."), as flowing paragraphs with no bullet lists. Reason steadily and directly, without hesitation phrases \
-such as "Hmm", "Wait" or "Alternatively"."""
+def _with_system(user: str, system: Optional[str]) -> List[Message]:
+    msgs: List[Message] = [{"role": "system", "content": system}] if system else []
+    return msgs + [{"role": "user", "content": user}]
 
 
-def initial_messages(x: str, y: str, reflection: bool = True) -> List[Message]:
-    """Messages for z0; the assistant turn is prefilled with THINK_OPEN + a trigger opening."""
-    style = _STYLE_REFLECT if reflection else _STYLE_PLAIN
-    user = f"""You will reconstruct the thinking a skilled writer goes through before writing a piece.
+def _think_aloud(lang: str, head: str, last_item: str, reflection: bool, scorer: bool, **fields: str) -> str:
+    w = WORDING[lang]
+    if reflection:
+        reflect = w["reflect"].format(often=w["often_scorer" if scorer else "often"])
+        reflect += "" if scorer else w["reflect_vary"]
+    else:
+        reflect = w["plain"]
+    body = w[head] + "\n\n" + w["requirements"] + w[last_item] + "\n" + reflect + "\n" + w["tail"] + "\n"
+    return _fill(body, {"{task}": fields["task"], "{solution}": fields.get("solution", "")})
 
-Here is the request the writer received:
-<request>
-{x}
-</request>
 
-Here is the piece the writer finally produced:
-<final_text>
-{y}
-</final_text>
+def _fill(template: str, values: dict) -> str:
+    """Placeholders filled in one pass: a placeholder-like text inside x, y or z is never expanded."""
+    return re.sub("|".join(re.escape(k) for k in values), lambda m: values[m.group(0)], template)
 
-Write the writer's thinking *before* writing, as if the final text did not exist yet: the plan that naturally leads \
-to this piece. Do not copy sentences from the final text.
 
-{_PLAN_SHAPE}
+def initial_messages(
+    x: str, y: str, lang: str = "en", reflection: bool = True, system: Optional[str] = DEFAULT_SYSTEM
+) -> List[Message]:
+    """Messages for z0 (the generator sees x and y); the turn is prefilled with initial_prefill()."""
+    return _with_system(_think_aloud(lang, "head_initial", "outline", reflection, False, task=x, solution=y), system)
 
-{style}
 
-Write the whole thinking inside one {THINK_OPEN.strip()} ... {THINK_CLOSE} block and nothing after it."""
-    return [{"role": "user", "content": user}]
+def initial_prefill(trigger: str) -> str:
+    return THINK_OPEN + trigger
+
+
+def scorer_messages(
+    x: str, lang: str = "en", reflection: bool = True, system: Optional[str] = DEFAULT_SYSTEM
+) -> List[Message]:
+    """The scorer's context: the inference-time think-aloud instruction for x (no y in it)."""
+    return _with_system(_think_aloud(lang, "head_scorer", "draft", reflection, True, task=x), system)
 
 
 def refine_messages(
-    x: str, y: str, prefix: str, segment: str, suffix: str, reflection: bool = True, analysis: bool = True
+    x: str,
+    y: str,
+    before: str,
+    segment: str,
+    after: str,
+    lang: str = "en",
+    reflection: bool = True,
+    analysis: bool = True,
+    system: Optional[str] = DEFAULT_SYSTEM,
 ) -> List[Message]:
-    """Messages asking for a better version of one segment of a trajectory, in context. With
-    `analysis`, the generator first says what the segment should do, then writes the tagged rewrite;
-    without it, the caller prefills REWRITE_OPEN (see refine_prefill)."""
-    style = (
-        "Keep the first-person, present/future-tense think-aloud voice; a natural moment of doubt "
-        '("Hmm, maybe...", "Wait, ...") is welcome if it helps.'
-        if reflection
-        else "Keep the first-person, present/future-tense voice; reason directly, without hesitation phrases."
-    )
-    task = _ANALYSE if analysis else "Think about which decision this paragraph should make."
-    user = f"""A writer's thinking before writing a piece is being improved one paragraph at a time.
-
-The request:
-<request>
-{x}
-</request>
-
-The piece the writer will produce:
-<final_text>
-{y}
-</final_text>
-
-The thinking so far, already improved:
-<before>
-{prefix or "(nothing yet: this is the first paragraph)"}
-</before>
-
-THE PARAGRAPH TO REWRITE:
-<target_paragraph>
-{segment}
-</target_paragraph>
-
-The thinking that follows, not yet improved:
-<after>
-{suffix or "(nothing: this is the last paragraph)"}
-</after>
-
-{task} Write the improved paragraph so that it leads more naturally to the final piece, without copying sentences \
-from it. {style} No bullet lists.
-
-Put the improved paragraph, and only it, between {REWRITE_OPEN} and {REWRITE_CLOSE}."""
-    return [{"role": "user", "content": user}]
+    """Messages asking for a better version of one segment, shown in place between <replace> tags.
+    With `analysis` the generator first analyses in three steps (<analyze>), then writes <refine>;
+    without it the turn is prefilled with <refine> (see refine_prefill)."""
+    w = WORDING[lang]
+    fill = {
+        "{task}": x,
+        "{solution}": y,
+        "{before}": before,
+        "{segment}": segment,
+        "{after}": after,
+        "{refine_reflect}": w["refine_reflect" if reflection else "refine_plain"],
+        "{answer_shape}": w["answer_analysis" if analysis else "answer_only"],
+        "{note_c}": w["note_reflect" if reflection else "note_plain"],
+    }
+    return _with_system(_fill(w["refine"], fill), system)
 
 
-_ANALYSE = (
-    "First, in two or three sentences, analyse what this paragraph should do in the thinking: which "
-    "decision about intent, reader, content or structure it should make, and what is missing, vague or "
-    "wrong in it. Then, after the analysis:"
-)
+def refine_prefill(lang: str = "en", analysis: bool = True) -> str:
+    """The opening of the rewrite turn: a line and the analysis tag, or the refine tag alone."""
+    return WORDING[lang]["refine_opening"] + ANALYZE_OPEN + "\n" if analysis else REFINE_OPEN + "\n"
 
 
-def refine_prefill(analysis: bool = True) -> str:
-    return "" if analysis else REWRITE_OPEN + "\n"
+def refine_stop(analysis: bool = True) -> tuple:
+    """With the analysis the reply runs to its end (the last <refine> block is taken, as in the
+    reference); without it, generation stops at the closing tag (a small model would ramble on)."""
+    return () if analysis else (REFINE_CLOSE,)
 
 
-_SCORER_INSTRUCTION = (
-    "Before answering, plan the response step by step: what the request asks for, who will read it, "
-    "what content it needs and how to structure it. Then write the response.\n\n{x}"
-)
-
-
-def scorer_messages(x: str) -> List[Message]:
-    return [{"role": "user", "content": _SCORER_INSTRUCTION.format(x=x)}]
-
-
-def split_answer(y: str) -> Tuple[str, str]:
-    """(head, rest): head is y's first paragraph with the blank line after it, rest the remainder;
-    head is "" when y has a single paragraph."""
-    m = re.search(r"\n[ \t]*\n\s*", y)
-    if m is None or not y[m.end() :].strip():
+def split_answer(y: str, min_chars: int = 100) -> Tuple[str, str]:
+    """(head, rest) of y: y is segmented like a trajectory (segments.spans) and its first segment is
+    the head, which joins the scorer's context; the rest is scored. A y of a single segment is scored
+    whole (head ""): the reference would score an empty remainder."""
+    spans = segments.spans(y, min_chars)
+    if len(spans) < 2:
         return "", y
-    return y[: m.end()], y[m.end() :]
+    return spans[0], "".join(spans[1:])
 
 
 def scorer_prefix(z: str, answer_head: str = "") -> str:
-    """The assistant turn before the scored target: the thinking block and (optionally) y's head."""
-    return think.block(z) + answer_head
+    """The assistant turn before the scored target: the thinking block, the answer tag and y's head."""
+    return f"{think.OPEN}\n{z}\n{think.CLOSE}\n{ANSWER_OPEN}\n{answer_head}"
 
 
 def parse_initial(trigger: str, text: str) -> Optional[str]:
@@ -197,26 +166,27 @@ def parse_initial(trigger: str, text: str) -> Optional[str]:
     return (trigger + body).strip()
 
 
-def parse_rewrite(text: str) -> Optional[str]:
-    """The rewritten paragraph of a refinement answer, or None when there is no non-empty tagged
-    block. A missing closing tag is tolerated (generation may stop on it)."""
-    start = text.rfind(REWRITE_OPEN)
+def parse_refinement(text: str) -> Optional[str]:
+    """The rewritten segment of a refinement reply: the last <refine> block (up to the last
+    </refine>, or to the end when generation stopped on it), or None when there is none or it is
+    empty."""
+    start = text.rfind(REFINE_OPEN)
     if start < 0:
         return None
-    body = text[start + len(REWRITE_OPEN) :]
-    body = body.split(REWRITE_CLOSE, 1)[0].strip()
-    if not body or REWRITE_OPEN in body:
-        return None
-    return body
+    start += len(REFINE_OPEN)
+    end = text.rfind(REFINE_CLOSE)
+    body = text[start : end if end >= start else None].strip()
+    return body or None
 
 
 def _alternatives(phrases: List[str]) -> str:
     return "|".join(re.escape(p) for p in sorted(set(phrases), key=len, reverse=True))
 
 
-def find_reflections(text: str) -> List[int]:
-    """Start offsets of thinking phrases in text (case-sensitive: "Wait," opens a doubt, "wait" is a verb)."""
-    if is_chinese(text):
+def find_reflections(text: str, lang: Optional[str] = None) -> List[int]:
+    """Start offsets of thinking phrases in text (case-sensitive: "Wait," opens a doubt, "wait" is a
+    verb). `lang`: the pair's language; None: the text's own (is_chinese)."""
+    if (lang or language(text)) == "zh":
         pat = re.compile(_alternatives(REFLECTION_PHRASES_ZH))
     else:
         pat = re.compile(rf"(?<![\w])(?:{_alternatives(REFLECTION_PHRASES_EN)})\b")
@@ -230,10 +200,10 @@ _DECLARATIVE_EN = [
 ]
 
 
-def strip_reflection(text: str) -> str:
+def strip_reflection(text: str, lang: Optional[str] = None) -> str:
     """Remove doubt interjections ("Hmm,", "Wait...", "Alternatively,") with their punctuation,
     re-capitalising the sentence they opened. Phrases that carry content are left alone."""
-    if is_chinese(text):
+    if (lang or language(text)) == "zh":
         return re.sub(rf"(?:{_alternatives(INTERJECTIONS_ZH)})[，,。…、]+", "", text).strip()
     pat = re.compile(rf"(?<![\w])(?:{_alternatives(INTERJECTIONS_EN)})(?:\s*(?:\.\.\.|[,.!?…;:—-]))+[ \t]*")
     out = pat.sub("", text)

@@ -40,6 +40,13 @@ def pair_seed(seed: int, pair_id: str) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}:{pair_id}".encode()).digest()[:4], "big") & 0x7FFFFFFF
 
 
+def opening(pair_id: str, x: str, cfg: SynthesisConfig) -> Tuple[int, str, str]:
+    """The pair's seed, its prompts' language and the opening phrase of its z0."""
+    seed = pair_seed(cfg.seed, pair_id)
+    lang = prompts.language(x, cfg.language)
+    return seed, lang, prompts.pick_trigger(lang, random.Random(seed))
+
+
 def _sampling(s: SamplingConfig, seed: int, stop: tuple) -> Sampling:
     return Sampling(temperature=s.temperature, top_p=s.top_p, max_new_tokens=s.max_new_tokens, seed=seed, stop=stop)
 
@@ -72,10 +79,13 @@ class UnfinishedPair:
 class TrajectoryScorer:
     """Builds the scorer requests for a pair and turns log-probs into scores."""
 
-    def __init__(self, x: str, y: str, cfg: SynthesisConfig):
+    def __init__(self, x: str, y: str, cfg: SynthesisConfig, lang: Optional[str] = None):
         self.cfg = cfg
-        self.messages = prompts.scorer_messages(x)
-        head, rest = prompts.split_answer(y) if cfg.score_answer_from_second_segment else ("", y)
+        lang = lang or prompts.language(x, cfg.language)
+        # The measuring instrument is the same in every recipe: the no-reflection ablation changes
+        # what the generator is asked for, not the instruction the scorer reads.
+        self.messages = prompts.scorer_messages(x, lang, reflection=True, system=cfg.system_prompt)
+        head, rest = prompts.split_answer(y, cfg.min_segment_chars) if cfg.score_answer_from_second_segment else ("", y)
         self.answer_head, self.target = head, rest
         self.target_tokens = 0
 
@@ -107,8 +117,7 @@ def search(
     of Generations) and ScoreCall (answered with one TokenLogprobs per request); returns the record.
     The driver charges model time to `timings` (generate_s, score_s), which the record holds."""
     t_start = time.perf_counter()
-    seed = pair_seed(cfg.seed, pair_id)
-    rng = random.Random(seed)
+    seed, lang, trigger = opening(pair_id, x, cfg)
     record: Dict[str, Any] = {
         "id": pair_id,
         "x": x,
@@ -129,7 +138,7 @@ def search(
         "verdict": {"kept": False, "reason": None},
     }
     if not y.strip():
-        return _finish(record, None, cfg, t_start)
+        return _finish(record, cfg, t_start, filters.EMPTY_ANSWER)
 
     def generate(messages, sampling, n, prefill):
         out = yield GenerateCall(messages, sampling, n, prefill)
@@ -141,35 +150,40 @@ def search(
             record["tokens"]["completion"] += g.completion_tokens
         return out
 
-    judge = TrajectoryScorer(x, y, cfg)
+    record["language"] = lang
+    judge = TrajectoryScorer(x, y, cfg, lang)
 
     def score(trajectories):
         out = yield ScoreCall([judge.request(z) for z in trajectories])
         return judge.scores(out)
 
-    trigger = prompts.pick_trigger(x, rng)
     record["trigger"] = trigger
     first = (
         yield from generate(
-            prompts.initial_messages(x, y, cfg.reflection),
+            prompts.initial_messages(x, y, lang, cfg.reflection, cfg.system_prompt),
             _sampling(cfg.initial, seed, (prompts.THINK_CLOSE,)),
             1,
-            prompts.THINK_OPEN + trigger,
+            prompts.initial_prefill(trigger),
         )
     )[0]
     z0 = prompts.parse_initial(trigger, first.text)
     if z0 is not None and not cfg.reflection:
-        z0 = prompts.strip_reflection(z0) or None
+        z0 = prompts.strip_reflection(z0, lang) or None
     record["z0"] = z0
     if z0 is None:
         record["raw_initial"] = first.text
-        return _finish(record, None, cfg, t_start)
+    # A backend that does not count tokens (0) is measured in words instead.
+    generated = first.completion_tokens or len((z0 or "").split())
+    record["z0_generated_tokens"] = generated
+    segs = segments.split(z0, cfg.min_segment_chars) if z0 else []
+    record["num_segments"] = len(segs)
+    # The reference's own discards come before any scoring: an unusable z0 costs no scorer call.
+    early = filters.before_search(z0, generated, len(segs), cfg.filters)
+    if early is not None:
+        return _finish(record, cfg, t_start, early)
 
     best = (yield from score([z0]))[0]
     record["scores"].append(best)
-    sep = segments.separator(z0)
-    segs = segments.split(z0, cfg.min_segment_chars)
-    record["num_segments"] = len(segs)
 
     if cfg.search:
         step = 0
@@ -180,25 +194,26 @@ def search(
             messages = prompts.refine_messages(
                 x,
                 y,
-                segments.join(segs[:i], sep),
+                segments.join(segs[:i]),
                 segs[i],
-                segments.join(segs[i + 1 :], sep),
+                segments.join(segs[i + 1 :]),
+                lang,
                 cfg.reflection,
                 cfg.refine_analysis,
+                cfg.system_prompt,
             )
-            prefill = prompts.refine_prefill(cfg.refine_analysis)
-            outs = yield from generate(
-                messages, _sampling(cfg.refine, seed + step, (prompts.REWRITE_CLOSE,)), cfg.num_candidates, prefill
-            )
+            prefill = prompts.refine_prefill(lang, cfg.refine_analysis)
+            sampling = _sampling(cfg.refine, seed + step, prompts.refine_stop(cfg.refine_analysis))
+            outs = yield from generate(messages, sampling, cfg.num_candidates, prefill)
             candidates = []
             for g in outs:
-                text = prompts.parse_rewrite(prefill + g.text)
+                text = prompts.parse_refinement(prefill + g.text)
                 if text is not None and not cfg.reflection:
-                    text = prompts.strip_reflection(text) or None
+                    text = prompts.strip_reflection(text, lang) or None
                 candidates.append({"text": text, "score": None, "raw": g.text if text is None else None})
             valid = [c for c in candidates if c["text"] is not None]
             if valid:
-                trials = [segments.join(segs[:i] + [c["text"]] + segs[i + 1 :], sep) for c in valid]
+                trials = [segments.join(segs[:i] + [c["text"]] + segs[i + 1 :]) for c in valid]
                 for c, value in zip(valid, (yield from score(trials))):
                     c["score"] = value
             if valid:
@@ -222,10 +237,11 @@ def search(
             record["scores"].append(best)
             record["steps"].append({"step": step, "segment": i, "candidates": candidates, "accepted": accepted})
 
-    z_final = segments.join(segs, sep) if cfg.search else z0
+    # Segments are rejoined with blank lines, as in the reference; untouched, z0 stays as written.
+    z_final = segments.join(segs) if record["accepted_edits"] else z0
     record["z_final"] = z_final
     record["tokens"]["target"] = judge.target_tokens
-    return _finish(record, z_final, cfg, t_start)
+    return _finish(record, cfg, t_start, filters.after_search(z_final, cfg.filters, lang))
 
 
 def synthesize(
@@ -306,8 +322,7 @@ def synthesize_many(
                 yield UnfinishedPair(pairs[i][0], str(exc))
 
 
-def _finish(record: Dict[str, Any], z: Optional[str], cfg: SynthesisConfig, t_start: float) -> Dict[str, Any]:
-    reason = filters.discard_reason(z, record["y"], cfg.filters, cfg.min_segment_chars)
+def _finish(record: Dict[str, Any], cfg: SynthesisConfig, t_start: float, reason: Optional[str]) -> Dict[str, Any]:
     record["verdict"] = {"kept": reason is None, "reason": reason}
     record["perplexities"] = [math.exp(s) for s in record["scores"]]
     record["timings"]["total_s"] = time.perf_counter() - t_start

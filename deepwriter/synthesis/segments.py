@@ -1,74 +1,84 @@
-"""Split a thinking trajectory into the segments the REER search rewrites one at a time.
+"""Split a text into the segments the REER search works on, by the reference's rule.
 
-Segments are paragraphs (blank-line separated; single lines when the text has no blank line).
-LaTeX display blocks stay whole even when they contain blank lines, and chunks shorter than
-`min_chars` are merged into the next one (the last into the previous) so that the search does not
-spend steps on one-line fragments.
+A text is cut at every blank line ("\\n\\n" and the whitespace after it); display math stays whole.
+Chunks shorter than `min_chars` are carried forward and joined to the front of the next chunk that
+is long enough on its own; chunks left over at the end join the last segment. When that gives a
+single segment, the text is cut at single line breaks instead.
+
+`spans` keeps every character (the segments concatenate back to the text): it cuts y into the
+scorer's head and scored rest. `split` strips each span: the trajectory's segments, which the search
+rejoins with blank lines (`join`), as the reference does.
 """
 
 from __future__ import annotations
 
 import re
-from typing import List, Tuple
+from typing import Dict, List
 
 PARAGRAPH_SEP = "\n\n"
 LINE_SEP = "\n"
 
+# The reference keeps \[...\] whole; $$...$$ and display environments are kept whole too.
 _DISPLAY_MATH = re.compile(
     r"\$\$.*?\$\$"
     r"|\\\[.*?\\\]"
     r"|\\begin\{(equation|align|gather|multline|eqnarray|displaymath)(\*?)\}.*?\\end\{\1\2\}",
     re.DOTALL,
 )
-_BLANK_LINE = re.compile(r"\n[ \t]*\n\s*")
-# Private-use characters cannot occur in model text in practice; they hold the place of math blocks.
-_HOLD = "\ue000{}\ue001"
-_HELD = re.compile("\ue000(\\d+)\ue001")
 
 
-def separator(text: str) -> str:
-    """The separator `split` uses for this text (and `join` should use to rebuild it)."""
-    masked, _ = _mask_math(text.strip())
-    return PARAGRAPH_SEP if _BLANK_LINE.search(masked) else LINE_SEP
-
-
-def _mask_math(text: str) -> Tuple[str, List[str]]:
-    blocks: List[str] = []
-
-    def hold(m: re.Match) -> str:
-        blocks.append(m.group(0))
-        return _HOLD.format(len(blocks) - 1)
-
-    return _DISPLAY_MATH.sub(hold, text), blocks
-
-
-def split(text: str, min_chars: int = 100) -> List[str]:
-    """Segments of `text`, without their separators and surrounding whitespace."""
-    masked, blocks = _mask_math(text.strip())
-    if not masked:
-        return []
-    sep = PARAGRAPH_SEP if _BLANK_LINE.search(masked) else LINE_SEP
-    raw = _BLANK_LINE.split(masked) if sep == PARAGRAPH_SEP else masked.split(LINE_SEP)
-    chunks = [_HELD.sub(lambda m: blocks[int(m.group(1))], c).strip() for c in raw]
-    chunks = [c for c in chunks if c]
-    return _merge_short(chunks, min_chars, sep)
-
-
-def _merge_short(chunks: List[str], min_chars: int, sep: str) -> List[str]:
-    merged: List[str] = []
-    pending = ""
-    for chunk in chunks:
-        pending = f"{pending}{sep}{chunk}" if pending else chunk
-        if len(pending) >= min_chars:
-            merged.append(pending)
-            pending = ""
-    if pending:
-        if merged:
-            merged[-1] = f"{merged[-1]}{sep}{pending}"
+def _pieces(text: str, sep: str) -> List[str]:
+    """Text chunks and the separator runs between them, in order; nothing is dropped."""
+    math: Dict[int, int] = {m.start(): m.end() for m in _DISPLAY_MATH.finditer(text)}
+    pieces: List[str] = []
+    chunk_start = i = 0
+    while i < len(text):
+        if i in math:
+            i = math[i]
+        elif text.startswith(sep, i):
+            pieces.append(text[chunk_start:i])
+            j = i + 1
+            while j < len(text) and text[j].isspace():
+                j += 1
+            pieces.append(text[i:j])
+            i = chunk_start = j
         else:
-            merged.append(pending)
+            i += 1
+    if chunk_start < len(text):
+        pieces.append(text[chunk_start:])
+    return pieces
+
+
+def _merge(pieces: List[str], min_chars: int) -> List[str]:
+    merged: List[str] = []
+    carried = ""
+    for piece in pieces:
+        if not piece.strip() or len(piece) < min_chars:
+            carried += piece
+        else:
+            merged.append(carried + piece)
+            carried = ""
+    if carried:
+        if merged:
+            merged[-1] += carried
+        else:
+            merged.append(carried)
     return merged
 
 
-def join(segments: List[str], sep: str = PARAGRAPH_SEP) -> str:
-    return sep.join(s for s in segments if s)
+def spans(text: str, min_chars: int = 100) -> List[str]:
+    """Segments of `text` with all their whitespace: "".join(spans(t)) == t."""
+    out = _merge(_pieces(text, PARAGRAPH_SEP), min_chars)
+    if len(out) <= 1:
+        out = _merge(_pieces(text, LINE_SEP), min_chars)
+    return out
+
+
+def split(text: str, min_chars: int = 100) -> List[str]:
+    """The trajectory's segments: spans without their surrounding whitespace, none empty."""
+    return [s.strip() for s in spans(text, min_chars) if s.strip()]
+
+
+def join(segments: List[str]) -> str:
+    """A trajectory from its segments, one blank line between them (the reference's rejoin)."""
+    return PARAGRAPH_SEP.join(s for s in segments if s)

@@ -13,7 +13,7 @@ from deepwriter.config import RootConfig
 from deepwriter.contract import StageContext, StageResult, StageSpec, source_files
 from deepwriter.pairs.read import DataError, Pair, Skipped, load_pairs, reject
 from deepwriter.records import RecordLog, read_records
-from deepwriter.synthesis import store
+from deepwriter.synthesis import filters, store
 from deepwriter.synthesis.config import parse_shard_spec
 from deepwriter.synthesis.search import UnfinishedPair, synthesize_many
 from deepwriter.unfinished import Unfinished
@@ -282,6 +282,9 @@ def _summarise(
         "pairs": len(records),
         "kept": sum(1 for r in records if r["verdict"]["kept"]),
         "discarded": sum(reasons.values()),
+        # counted apart: the reference's discards of z0 (before scoring), the paper's quality filters
+        "discarded_before_search": sum(v for k, v in reasons.items() if k in filters.BEFORE_SEARCH),
+        "discarded_by_quality_filters": sum(v for k, v in reasons.items() if k in filters.QUALITY),
         **{f"discarded_{k}": v for k, v in sorted(reasons.items())},
         "skipped_input": len(skipped),
         "steps": steps,
