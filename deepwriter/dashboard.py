@@ -13,8 +13,9 @@ deepwriter/tracking.py), so one workspace shows a recipe's curves next to its ab
 - eval: the headline scores (eval/LB, eval/HB-A, eval/WB-A, ... from the enabled benchmarks), item tables
   and plots.
 
-When the `wandb-workspaces` package (`pip install "wandb[workspaces]"`) is importable, the layout is
-saved as a workspace of the project through the W&B API. Otherwise — and always with `--dry-run`,
+When the `wandb-workspaces` package is importable (the dev extra installs it), the layout is saved as a
+workspace of the project through the W&B API, under --entity, else logging.entity, else the logged-in
+user's default entity. Otherwise — and always with `--dry-run`,
 which needs no network — the layout is written as dashboard.json + dashboard.md (to --out) and
 printed, for building the workspace by hand.
 
@@ -31,7 +32,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from deepwriter.config import split_overrides
+from deepwriter.config import ConfigError, split_overrides
 
 RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
 
@@ -196,9 +197,8 @@ def to_markdown(s: Dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def save_workspace(s: Dict[str, Any]) -> str:
-    """Save the layout as a W&B workspace (needs wandb-workspaces and a login); returns its URL.
-    Not exercised by the tests (the package is not installed there)."""
+def build_workspace(s: Dict[str, Any]):
+    """The layout as a wandb-workspaces Workspace (built and validated offline; nothing is sent)."""
     import wandb_workspaces.reports.v2 as wr
     import wandb_workspaces.workspaces as ws
 
@@ -211,7 +211,7 @@ def save_workspace(s: Dict[str, Any]) -> str:
             return wr.MediaBrowser(title=p["title"], media_keys=p["metrics"])
         return wr.WeavePanelSummaryTable(table_name=p["metrics"][0])
 
-    workspace = ws.Workspace(
+    return ws.Workspace(
         name=s["name"],
         entity=s["entity"],
         project=s["project"],
@@ -223,8 +223,30 @@ def save_workspace(s: Dict[str, Any]) -> str:
         ],
         runset_settings=ws.RunsetSettings(groupby=[ws.Metric("Group")]),
     )
+
+
+def save_workspace(s: Dict[str, Any]) -> str:
+    """Save the layout as a W&B workspace of the project (needs a W&B login); returns its URL."""
+    workspace = build_workspace(s)
     workspace.save()
     return workspace.url
+
+
+def logged_in_entity() -> str:
+    """The default entity of the logged-in W&B user (asks the W&B API)."""
+    import wandb
+
+    try:
+        entity = wandb.Api().default_entity
+    except Exception as exc:  # no login, no network: say what to do instead
+        reason = f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}" if str(exc) else type(exc).__name__
+        raise ConfigError(
+            f"--entity: not given and logging.entity is empty, and no W&B login to take it from ({reason}); "
+            "run `wandb login` or pass --entity"
+        ) from None
+    if not entity:
+        raise ConfigError("--entity: not given, and the W&B login has no default entity; pass --entity")
+    return entity
 
 
 def _workspaces_available() -> bool:
@@ -253,6 +275,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(json.dumps(s, indent=2))
         return 0
     if _workspaces_available():
+        try:  # a workspace belongs to an entity: the logged-in user's unless one is given
+            s["entity"] = s["entity"] or logged_in_entity()
+        except ConfigError as exc:
+            print(f"deepwriter.dashboard: {exc}", file=sys.stderr)
+            return 2
         print(f"dashboard saved: {save_workspace(s)}")
         return 0
     out = Path(args.out)

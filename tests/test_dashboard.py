@@ -4,7 +4,6 @@ callback). No network: --dry-run, or layout files when wandb-workspaces is not i
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 from pathlib import Path
@@ -156,11 +155,10 @@ def test_train_panels_match_the_sft_metrics_callback(capsys, tmp_path):
     assert logged["train/loss"] == 1.0 and logged["train/mfu"] > 0
 
 
-def test_layout_files_when_the_workspace_api_is_missing(tmp_path, capsys):
-    if importlib.util.find_spec("wandb_workspaces") is not None:
-        pytest.skip("wandb-workspaces is installed: main() would save to W&B")
+def test_layout_files_when_the_workspace_api_is_missing(tmp_path, capsys, monkeypatch):
     import deepwriter.dashboard as dash
 
+    monkeypatch.setattr(dash, "_workspaces_available", lambda: False)
     assert "wandb sync" in dash.__doc__
     assert dash.main(["--project", "P", "--entity", "E", "--out", str(tmp_path)]) == 0
     spec = json.loads((tmp_path / "dashboard.json").read_text())
@@ -168,3 +166,84 @@ def test_layout_files_when_the_workspace_api_is_missing(tmp_path, capsys):
     assert spec["entity"] == "E" and md.startswith("# W&B dashboard: E/P")
     assert all(f"`{m}`" in md for m in _metrics(spec))
     assert "wandb-workspaces is not installed" in capsys.readouterr().err
+
+
+class _FakeWandbApi:
+    """Stands for wandb.Api, the only part that talks to the network (its constructor verifies the
+    login): it answers the workspace mutation and records what was sent. Everything else is the
+    real wandb-workspaces library."""
+
+    sent: List[Dict] = []
+    entity = "alice"
+
+    def __init__(self, *args, **kwargs):
+        if self.entity is None:
+            raise RuntimeError("api_key not configured (no-tty)")
+        self._service_api = self  # wandb_workspaces' GraphQL helper sends through this
+
+    @property
+    def default_entity(self):
+        return self.entity
+
+    app_url = "https://wandb.example"
+
+    def execute_graphql(self, query, variables):
+        self.sent.append({"query": query, "variables": variables})
+        return {"upsertView": {"view": {"id": "VIEW1", "name": variables["name"]}, "inserted": True}}
+
+
+@pytest.fixture
+def fake_wandb_api(monkeypatch):
+    import wandb
+
+    pytest.importorskip("wandb_workspaces", reason="the dev extra installs wandb-workspaces")
+    _FakeWandbApi.sent, _FakeWandbApi.entity = [], "alice"
+    monkeypatch.setattr(wandb, "Api", _FakeWandbApi)
+    return _FakeWandbApi
+
+
+def test_the_workspace_builds_with_the_real_library(capsys):
+    from wandb_workspaces.workspaces import Workspace
+
+    from deepwriter.dashboard import build_workspace
+
+    spec = _dry_run(capsys, "--entity", "team")
+    ws = build_workspace(spec)
+    assert isinstance(ws, Workspace) and (ws.entity, ws.project) == ("team", "P")
+    assert [sec.name for sec in ws.sections] == [sec["name"] for sec in spec["sections"]]
+    for sec, want in zip(ws.sections, spec["sections"]):
+        drawn = [p for p in want["panels"] if p["kind"] != "histogram"]  # no histogram panel in the library
+        assert len(sec.panels) == len(drawn)
+        for panel, p in zip(sec.panels, drawn):
+            if p["kind"] == "line":
+                assert (panel.title, list(panel.y)) == (p["title"], p["metrics"])
+    # the model the API would receive validates, and carries every metric of the line panels
+    body = ws._to_model().spec.model_dump_json(by_alias=True, exclude_none=True)
+    lines = [m for sec in spec["sections"] for p in sec["panels"] if p["kind"] == "line" for m in p["metrics"]]
+    assert lines and all(json.dumps(m)[1:-1] in body for m in lines)
+
+
+def test_main_saves_the_workspace_under_the_logged_in_users_entity(capsys, fake_wandb_api):
+    from deepwriter.dashboard import main
+
+    assert main(["--project", "P"]) == 0
+    (call,) = fake_wandb_api.sent
+    assert "upsertView" in call["query"]
+    v = call["variables"]
+    assert (v["entityName"], v["projectName"], v["type"]) == ("alice", "P", "project-view")
+    assert "train/loss" in v["spec"] and "eval/" in v["spec"]
+    out = capsys.readouterr().out
+    assert re.search(r"dashboard saved: https://wandb\.example/alice/P\?nw=\S+", out), out
+    # an entity given on the command line wins over the login's
+    assert main(["--project", "P", "--entity", "team"]) == 0
+    assert fake_wandb_api.sent[-1]["variables"]["entityName"] == "team"
+
+
+def test_no_entity_and_no_login_stops_with_one_line(capsys, fake_wandb_api):
+    from deepwriter.dashboard import main
+
+    fake_wandb_api.entity = None
+    assert main(["--project", "P"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--entity" in err and "wandb login" in err
+    assert fake_wandb_api.sent == []
