@@ -21,8 +21,9 @@ from deepwriter.data.config import DataConfig
 from deepwriter.errors import ConfigError
 from deepwriter.eval.config import EvalConfig
 from deepwriter.files import expand  # noqa: F401  (re-exported: config paths are expanded with it)
+from deepwriter.fleet import PlanConfig
 from deepwriter.llm.config import ModelsConfig
-from deepwriter.schema import check_fields, one_of
+from deepwriter.schema import check_fields, one_of, operational
 from deepwriter.sft.config import SFTConfig
 from deepwriter.synthesis.config import SynthesisConfig, parse_shard_spec
 
@@ -65,6 +66,8 @@ class RootConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
+    # the cost projection's fleet and workload figures (deepwriter.plan); no stage reads them
+    plan: PlanConfig = operational(default_factory=PlanConfig)
     run_id: str = ""
     seed: int = 0
 

@@ -485,3 +485,15 @@ def test_group_definitions_are_printed_beside_every_table_that_shows_them(tmp_pa
     other["benchmarks"]["hellobench"]["summary"]["group_definitions"]["HB-A"] = ["chat"]
     note = tables.definitions_note([summary, summary, other])
     assert note.count("HB-B =") == 1 and note.count("HB-A =") == 2 and "HelloBench chat (our" in note
+
+
+def test_the_full_recipes_judge_has_a_price():
+    # the cost column looks the price up by the id the judge is called with: a missing entry would
+    # report a real GPT-4o eval as costing $0
+    from deepwriter.config import to_typed
+    from deepwriter.train import compose
+
+    cfg = to_typed(compose(["+recipe=full"]))
+    judge_id = cfg.models.judge.endpoint.model or cfg.models.judge.path
+    price = cfg.eval.judge.prices[judge_id]
+    assert (price.input_per_mtok, price.output_per_mtok) == (2.5, 10.0)
