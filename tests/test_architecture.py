@@ -25,6 +25,7 @@ SCHEMAS = {
     "deepwriter.data.config",
     "deepwriter.sft.config",
     "deepwriter.eval.config",
+    "deepwriter.fleet",  # the cost projection's fleet and workload figures
 }
 BACKENDS = {"deepwriter.llm.hf", "deepwriter.llm.hf_prefix", "deepwriter.llm.openai_http", "deepwriter.models"}
 
