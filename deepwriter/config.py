@@ -11,7 +11,7 @@ import re
 import time
 import typing
 from dataclasses import dataclass, field
-from typing import Any, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
@@ -192,6 +192,19 @@ def to_plain(cfg: Any) -> Any:
 def stable_hash(obj: Any, length: int = 16) -> str:
     blob = json.dumps(obj, sort_keys=True, default=str, ensure_ascii=False).encode()
     return hashlib.sha256(blob).hexdigest()[:length]
+
+
+def split_options(argv: Sequence[str], names: Sequence[str]) -> Tuple[Dict[str, str], List[str]]:
+    """A CLI's own `name=value` options (prompts, plan) apart from the Hydra overrides around them."""
+    opts: Dict[str, str] = {}
+    overrides: List[str] = []
+    for a in argv:
+        key, eq, value = a.partition("=")
+        if eq and key in names:
+            opts[key] = value
+        else:
+            overrides.append(a)
+    return opts, overrides
 
 
 def split_overrides(argv: List[str]) -> Tuple[List[str], List[str]]:

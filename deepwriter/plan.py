@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from deepwriter.config import ConfigError, RootConfig, to_typed
+from deepwriter.config import ConfigError, RootConfig, split_options, to_typed
 from deepwriter.fleet import Figure
 
 OPTIONS = ("calibrate",)
@@ -449,21 +449,10 @@ def project(cfg: RootConfig, calibrate: Optional[str] = None) -> Projection:
     return p
 
 
-def split_args(argv: Sequence[str]) -> Tuple[Dict[str, str], List[str]]:
-    opts, overrides = {}, []
-    for a in argv:
-        key, eq, value = a.partition("=")
-        if eq and key in OPTIONS:
-            opts[key] = value
-        else:
-            overrides.append(a)
-    return opts, overrides
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
     from deepwriter.train import compose
 
-    opts, overrides = split_args(list(sys.argv[1:] if argv is None else argv))
+    opts, overrides = split_options(list(sys.argv[1:] if argv is None else argv), OPTIONS)
     try:
         cfg = to_typed(compose(overrides))
         text = project(cfg, opts.get("calibrate")).text()

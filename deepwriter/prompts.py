@@ -16,10 +16,10 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence
 
 from deepwriter.badinput import DataError
-from deepwriter.config import ConfigError, expand, to_typed
+from deepwriter.config import ConfigError, expand, split_options, to_typed
 from deepwriter.llm.base import Message, Sampling
 from deepwriter.llm.config import ModelConfig
 from deepwriter.synthesis import prompts, segments
@@ -33,18 +33,6 @@ PLACEHOLDER_SEGMENTS = [
     "Pass z=FILE to see a real trajectory in its place.]"
     for i in (1, 2, 3)
 ]
-
-
-def split_args(argv: Sequence[str]) -> Tuple[Dict[str, str], List[str]]:
-    """Our options (pairs=, id=, ...) apart from the Hydra overrides."""
-    opts, overrides = {}, []
-    for a in argv:
-        key, eq, value = a.partition("=")
-        if eq and key in OPTIONS:
-            opts[key] = value
-        else:
-            overrides.append(a)
-    return opts, overrides
 
 
 class Renderer:
@@ -151,7 +139,7 @@ def judge_prompts(cfg, bench: Optional[str], item: int, judge: Renderer) -> str:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     from deepwriter.train import compose
 
-    opts, overrides = split_args(list(sys.argv[1:] if argv is None else argv))
+    opts, overrides = split_options(list(sys.argv[1:] if argv is None else argv), OPTIONS)
     os.environ.setdefault("TQDM_DISABLE", "1")  # the output is the prompts; no progress bars around them
     try:
         missing = [k for k in ("pairs", "id") if not opts.get(k)]

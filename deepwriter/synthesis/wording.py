@@ -16,6 +16,26 @@ from typing import Dict
 EN: Dict[str, str] = {}
 ZH: Dict[str, str] = {}
 
+# The reflection triggers with their examples, the same in the think-aloud and the refinement prompts.
+_EXAMPLES_EN = """
+    - Hmm, maybe .. (another concrete idea about the request)
+    - Let me think ..
+    - Wait, no ..
+    - But wait .. (finding a flaw in an earlier thought)
+    - Wait, that is a bit .. (questioning an earlier decision). Let me think .. (weighing other options)
+    - Wait, the user said .. (going back to what was given). So ..
+    - Hmm... Alternatively, maybe .. (trying another branch)
+    - But .."""
+_EXAMPLES_ZH = """
+    - 嗯，也许……（关于这个请求的另一个具体想法）
+    - 让我想想……
+    - 等等，不对……
+    - 不过等等……（发现之前的想法有问题）
+    - 等等，这有点……（反思之前的决定）。让我想想……（考虑别的可能）
+    - 等等，用户说……（回到已知信息）。所以……
+    - 嗯……或者，也许……（换一个思路）
+    - 但是……"""
+
 # --- English ------------------------------------------------------------------------------------------
 
 EN["head_initial"] = """You are an expert writer who knows many fields. You are about to give the response below to a \
@@ -89,17 +109,12 @@ general, and not a copy of the final text. It starts after a `--- The Draft ---`
 thinking, inside the same `<think></think>` block. After the draft I critique it and note which details \
 to improve or enrich (so that it leads more surely to the final response)."""
 
-EN["reflect"] = """
+EN["reflect"] = (
+    """
 6. Throughout the thinking, think deeply, plan, and critique yourself on purpose. Bring this on {often} \
-with phrases such as `wait`, `maybe`, `let me`. For example:
-    - Hmm, maybe .. (another concrete idea about the request)
-    - Let me think ..
-    - Wait, no ..
-    - But wait .. (finding a flaw in an earlier thought)
-    - Wait, that is a bit .. (questioning an earlier decision). Let me think .. (weighing other options)
-    - Wait, the user said .. (going back to what was given). So ..
-    - Hmm... Alternatively, maybe .. (trying another branch)
-    - But .."""
+with phrases such as `wait`, `maybe`, `let me`. For example:"""
+    + _EXAMPLES_EN
+)
 
 EN["reflect_vary"] = """
 I will vary these phrases and will NOT repeat the same one. I use them while working out the user's \
@@ -159,17 +174,12 @@ b. Keep the first few words of the original paragraph, above all its connecting 
 c. {note_c}
 """
 
-EN["refine_reflect"] = """
+EN["refine_reflect"] = (
+    """
 - To bring in deep thinking and planning, critique yourself on purpose in the thinking. Start this often \
-with phrases such as `wait`, `maybe`, `let me`. For example:
-    - Hmm, maybe .. (another concrete idea about the request)
-    - Let me think ..
-    - Wait, no ..
-    - But wait .. (finding a flaw in an earlier thought)
-    - Wait, that is a bit .. (questioning an earlier decision). Let me think .. (weighing other options)
-    - Wait, the user said .. (going back to what was given). So ..
-    - Hmm... Alternatively, maybe .. (trying another branch)
-    - But .."""
+with phrases such as `wait`, `maybe`, `let me`. For example:"""
+    + _EXAMPLES_EN
+)
 EN["refine_plain"] = """
 - Reason steadily and directly: no hesitation or self-correction phrases such as `wait`, `hmm`, `maybe` \
 or `let me`."""
@@ -229,16 +239,11 @@ ZH["outline"] = """
 ZH["draft"] = """
 除非请求非常简单，否则我会先写一个草稿：落实到每一个段落，想清楚要点、内容和句子的组织方式。草稿是最终回答的雏形，要比最终回答短得多，既不能笼统空泛，也不能照搬。草稿从`--- 草稿 ---`分隔线之后开始，和前面的思考一起放在同一个`<think></think>`标签内。写完草稿后，我再想想还有哪些细节可以调整、哪些地方可以进一步优化。"""
 
-ZH["reflect"] = """
-6. 为了想得更充分、更深入，我会{often}用自我反思和自我质疑来展开细节、换个角度或者回头检查之前的说法，用“不过”“或者”“可能”这类词引出更细致的思考，例如：
-    - 嗯，也许……（关于这个请求的另一个具体想法）
-    - 让我想想……
-    - 等等，不对……
-    - 不过等等……（发现之前的想法有问题）
-    - 等等，这有点……（反思之前的决定）。让我想想……（考虑别的可能）
-    - 等等，用户说……（回到已知信息）。所以……
-    - 嗯……或者，也许……（换一个思路）
-    - 但是……"""
+ZH["reflect"] = (
+    """
+6. 为了想得更充分、更深入，我会{often}用自我反思和自我质疑来展开细节、换个角度或者回头检查之前的说法，用“不过”“或者”“可能”这类词引出更细致的思考，例如："""
+    + _EXAMPLES_ZH
+)
 
 ZH["reflect_vary"] = """
 这些词我会换着用，不会反复用同一个。我在分析用户需求、确定内容和搭建结构时使用它们，尤其是需要回头检查、换个思路或者展开细节的时候；写提纲和思考快要结束时，我不再用这些词。"""
@@ -283,16 +288,11 @@ ZH["refine"] = """你会拿到一个用户请求、一篇目标文案和一段�
 3. {note_c}
 """
 
-ZH["refine_reflect"] = """
-- 为了想得更充分、更深入，多用自我反思和自我质疑来展开细节、换个角度或回头检查之前的说法，用“不过”“或者”“可能”这类词引出更细致的思考，例如：
-    - 嗯，也许……（关于这个请求的另一个具体想法）
-    - 让我想想……
-    - 等等，不对……
-    - 不过等等……（发现之前的想法有问题）
-    - 等等，这有点……（反思之前的决定）。让我想想……（考虑别的可能）
-    - 等等，用户说……（回到已知信息）。所以……
-    - 嗯……或者，也许……（换一个思路）
-    - 但是……"""
+ZH["refine_reflect"] = (
+    """
+- 为了想得更充分、更深入，多用自我反思和自我质疑来展开细节、换个角度或回头检查之前的说法，用“不过”“或者”“可能”这类词引出更细致的思考，例如："""
+    + _EXAMPLES_ZH
+)
 ZH["refine_plain"] = """
 - 平稳直接地推进思考，不要使用“等等”“嗯”“也许”“让我想想”这类犹豫或自我纠正的词。"""
 ZH["note_reflect"] = "多用反思的触发词，引出更深入的思考。"
