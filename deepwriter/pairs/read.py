@@ -14,13 +14,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
+from deepwriter import think
 from deepwriter.badinput import DataError, Skipped, reject  # noqa: F401  (the data package's names for them)
 from deepwriter.data.config import SourceConfig
 from deepwriter.files import resolve_data_path
 
 # Text fields must be strings; `id` may also be an integer, which is turned into its decimal form.
 TEXT_FIELDS = ("x", "y", "z", "think", "id")
-FORMATS = {".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet", ".csv": "csv"}
+FORMATS = {".jsonl": "jsonl", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
 
 
 @dataclass
@@ -60,6 +61,35 @@ def _iter_jsonl(path: Path) -> Iterator[Tuple[str, Any]]:
                 yield where, _Bad("<line>", f"expected a JSON object, got {type(row).__name__}")
                 continue
             yield where, row
+
+
+def _iter_json(path: Path) -> Iterator[Tuple[str, Any]]:
+    """A .json file: a JSON list of objects (the REER reference's input format: index, question,
+    solution), each addressed as `file:[i]`; a file that is not one JSON document is read as one
+    object per line (JSON Lines saved as .json)."""
+    text = path.read_bytes().decode("utf-8", errors="surrogateescape")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        if text.lstrip().startswith("["):
+            yield f"{path}:{exc.lineno}", _Bad("<file>", f"malformed JSON ({exc.msg}: column {exc.colno})")
+        else:
+            yield from _iter_jsonl(path)
+        return
+    if not isinstance(data, list):
+        yield (
+            f"{path}:1",
+            _Bad(
+                "<file>",
+                f"expected a JSON list of objects, got {type(data).__name__} (one object per line: use .jsonl)",
+            ),
+        )
+        return
+    for i, row in enumerate(data):
+        if not isinstance(row, dict):
+            yield f"{path}:[{i}]", _Bad("<item>", f"expected a JSON object, got {type(row).__name__}")
+            continue
+        yield f"{path}:[{i}]", row
 
 
 def _iter_csv(path: Path) -> Iterator[Tuple[str, Any]]:
@@ -128,14 +158,15 @@ def iter_rows(src: SourceConfig) -> Iterator[Tuple[str, Any]]:
             raise DataError(str(path), "path", f"unknown format {path.suffix!r}; expected one of {sorted(FORMATS)}")
         cols = _columns(path, fmt)
         if cols is not None:
-            absent = [(ours, theirs) for ours, theirs in src.fields.items() if theirs not in cols]
+            # a dotted name ("extra_info.index") reads inside a column of records
+            absent = [(ours, theirs) for ours, theirs in src.fields.items() if theirs.split(".")[0] not in cols]
             if absent:
                 ours, theirs = absent[0]
                 # A mapping error concerns every row: it is a configuration error in both modes.
                 raise DataError(
                     f"{path}:1", ours, f"mapped to column {theirs!r}, which the file lacks (columns: {cols})"
                 )
-        return {"jsonl": _iter_jsonl, "csv": _iter_csv, "parquet": _iter_parquet}[fmt](path)
+        return {"jsonl": _iter_jsonl, "json": _iter_json, "csv": _iter_csv, "parquet": _iter_parquet}[fmt](path)
     if src.hub_id:
         return _iter_hub(src)
     raise DataError(f"source {src.name or '<unnamed>'}", "path", "neither path nor hub_id is set")
@@ -160,13 +191,28 @@ def _check_text(name: str, value: Any, required: bool) -> Optional[str]:
     return value
 
 
+_ABSENT = object()
+
+
+def _lookup(row: Dict[str, Any], name: str) -> Any:
+    """row[name], or for a dotted name a walk through nested records ("extra_info.index")."""
+    if name in row:
+        return row[name]
+    value: Any = row
+    for part in name.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return _ABSENT
+        value = value[part]
+    return value
+
+
 def map_row(row: Dict[str, Any], fields: Dict[str, str], required: Sequence[str]) -> Dict[str, Any]:
     """Our names -> values. Raises _Bad for a missing mapped field or a bad value."""
     out: Dict[str, Any] = {}
     for ours, theirs in fields.items():
-        if theirs not in row:
+        value = _lookup(row, theirs)
+        if value is _ABSENT:
             raise _Bad(ours, f"mapped to {theirs!r}, which the record lacks")
-        value = row[theirs]
         if ours in TEXT_FIELDS:
             value = _check_text(ours, value, required=ours in required)
         elif isinstance(value, str) and _has_bad_bytes(value):
@@ -231,5 +277,12 @@ def load_pairs(src: SourceConfig, strict: bool) -> Tuple[List[Pair], List[Skippe
     for n, (where, rec) in enumerate(records, start=1):
         rid = rec.pop("id", None) or f"{label}-{n:06d}"
         x, y = rec.pop("x"), rec.pop("y")
-        pairs.append(Pair(id=rid, x=x, y=y, meta={**rec, "source": label, "where": where}))
+        meta = {**rec, "source": label, "where": where}
+        if think.CLOSE in y:  # a solution with its thinking (as the reference does): y is what follows
+            y = y.rpartition(think.CLOSE)[2].strip()
+            if not y:
+                reject(where, "y", f"nothing after the last {think.CLOSE}", strict, skipped)
+                continue
+            meta["answer_after_think"] = True
+        pairs.append(Pair(id=rid, x=x, y=y, meta=meta))
     return pairs, skipped

@@ -263,6 +263,8 @@ def run(cfg: RootConfig, ctx: StageContext) -> StageResult:
     unfinished.check(not_started=not_started)
     records = list(read_records(path))
     result = _summarise(cfg, ctx, records, skipped, path)
+    # answers given with their thinking, cut after the last </think> as the reference does
+    result.counts["answers_cut_at_think"] = sum(1 for p in mine if p.meta.get("answer_after_think"))
     if unfinished.ids:  # within max_unfinished_share: finished, with the pairs listed
         result.counts["unfinished"] = len(unfinished.ids)
         result.unfinished = unfinished.as_dict()
