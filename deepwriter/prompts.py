@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from deepwriter.badinput import DataError
 from deepwriter.config import ConfigError, expand, split_options, to_typed
@@ -36,17 +36,25 @@ PLACEHOLDER_SEGMENTS = [
 
 
 class Renderer:
-    """A model's chat template, or the plain messages when its tokenizer cannot be had offline."""
+    """A model's chat template, or the plain messages when its tokenizer cannot be had offline.
+    Roles served by the same model share one tokenizer load (`loaded`)."""
 
-    def __init__(self, role: str, mcfg: ModelConfig, cache_dir: str):
+    def __init__(self, role: str, mcfg: ModelConfig, cache_dir: str, loaded: Optional[Dict[tuple, Tuple]] = None):
         self.role, self.name = role, mcfg.endpoint.model or mcfg.name
-        self.tokenizer, self.why_not = None, ""
+        loaded = {} if loaded is None else loaded
+        where = (mcfg.source, mcfg.path, mcfg.gguf_file, mcfg.revision)
+        if where not in loaded:
+            loaded[where] = self._load(mcfg, cache_dir)
+        self.tokenizer, self.why_not = loaded[where]
+
+    @staticmethod
+    def _load(mcfg: ModelConfig, cache_dir: str) -> Tuple:
         try:
             from deepwriter import models
 
-            self.tokenizer = models.load_tokenizer(mcfg, cache_dir)
+            return models.load_tokenizer(mcfg, cache_dir), ""
         except Exception as exc:  # no network, no cache: the messages are still worth seeing
-            self.why_not = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
+            return None, f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
 
     def render(self, messages: List[Message], assistant_prefix: str = "") -> str:
         if self.tokenizer is not None:
@@ -153,9 +161,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         pair = find_pair(cfg, opts["pairs"], opts["id"])
         z_text = Path(opts["z"]).read_text(encoding="utf-8") if opts.get("z") else None
         cache = cfg.paths.cache_dir
-        gen = Renderer("generator", cfg.models.generator, cache)
-        sco = Renderer("scorer", cfg.models.scorer, cache)
-        judge = Renderer("judge", cfg.models.judge, cache)
+        loaded: Dict[tuple, Tuple] = {}
+        gen = Renderer("generator", cfg.models.generator, cache, loaded)
+        sco = Renderer("scorer", cfg.models.scorer, cache, loaded)
+        judge = Renderer("judge", cfg.models.judge, cache, loaded)
         text = synthesis_prompts(cfg, pair, z_text, gen, sco)
         text += "\n" + judge_prompts(cfg, opts.get("bench"), int(opts.get("item", 0)), judge)
     except (ConfigError, DataError) as exc:
