@@ -70,29 +70,19 @@ def read_wandb_offline(path: Path) -> dict:
     each: crc32c, length, kind = full | first | middle | last) and parses every record with wandb's
     own protobuf schema (`wandb.proto.wandb_internal_pb2.Record`)."""
     import json
-    import struct
+    import time
 
     from wandb.proto import wandb_internal_pb2 as pb
 
-    data = Path(path).read_bytes()
-    assert data[:4] == b":W&B", f"{path}: not a W&B transaction log"
-    block, pos, buf = 32768, 7, b""
-    records = []
-    while pos + 7 <= len(data):
-        left = block - pos % block
-        if left < 7:  # a block's tail too short for a chunk header is zero padding
-            pos += left
-            continue
-        _crc, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
-        if kind == 0:  # zeros past the last record
+    # wandb's core process writes the file behind the SDK: `finish()` can return before the last
+    # buffered records reach the disk on a loaded machine, so read until the run's `exit` record.
+    deadline = time.monotonic() + 60
+    while True:
+        records = _wandb_log_records(Path(path).read_bytes(), path, pb)
+        if any(r.WhichOneof("record_type") == "exit" for r in records):
             break
-        chunk = data[pos + 7 : pos + 7 + length]
-        pos += 7 + length
-        buf = chunk if kind in (1, 2) else buf + chunk
-        if kind in (1, 4):
-            record = pb.Record()
-            record.ParseFromString(buf)
-            records.append(record)
+        assert time.monotonic() < deadline, f"{path}: no exit record after 60 s"
+        time.sleep(0.2)
 
     def put(into: dict, item) -> None:  # `nested_key` is a path into nested dicts (an image's fields ...)
         path = [item.key] if item.key else list(item.nested_key)
@@ -127,3 +117,28 @@ def read_wandb_offline(path: Path) -> dict:
             for u in r.summary.remove:
                 remove(run["summary"], u)
     return run
+
+
+def _wandb_log_records(data: bytes, path, pb) -> list:
+    """The protobuf records of a W&B transaction log, up to its last complete one."""
+    import struct
+
+    assert data[:4] == b":W&B", f"{path}: not a W&B transaction log"
+    block, pos, buf = 32768, 7, b""
+    records = []
+    while pos + 7 <= len(data):
+        left = block - pos % block
+        if left < 7:  # a block's tail too short for a chunk header is zero padding
+            pos += left
+            continue
+        _crc, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        if kind == 0 or pos + 7 + length > len(data):  # zeros past the last record, or a torn one
+            break
+        chunk = data[pos + 7 : pos + 7 + length]
+        pos += 7 + length
+        buf = chunk if kind in (1, 2) else buf + chunk
+        if kind in (1, 4):
+            record = pb.Record()
+            record.ParseFromString(buf)
+            records.append(record)
+    return records
