@@ -27,7 +27,7 @@ class InstantJudge:
 
     model_id = "bench-judge"
 
-    def generate(self, prompts, sampling, n=1, prefill=None):
+    def generate(self, prompts, sampling, n=1, prefill=None, seeds=None):
         reply = json.dumps({**{d: 4 for d in lb.DIMENSIONS}, "reason": "ok"})
         return [[Generation(text=reply, prompt_tokens=300, completion_tokens=40) for _ in range(n)] for _ in prompts]
 

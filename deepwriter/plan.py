@@ -220,6 +220,13 @@ def read_synthesis_records(run_dir: Path) -> List[Dict[str, Any]]:
     return records
 
 
+def _measured_fleet(run_dir: Path) -> Optional[Dict[str, float]]:
+    """Throughput and utilisation the calibration run's synthesis stage recorded, if any."""
+    from deepwriter.contract import read_manifest
+
+    return ((read_manifest(run_dir / "synthesize") or {}).get("metrics") or {}).get("fleet")
+
+
 def percentile(values: Sequence[float], q: float) -> float:
     """Linear interpolation between the closest ranks (numpy's default)."""
     v = sorted(values)
@@ -234,6 +241,9 @@ def calibration(records: List[Dict[str, Any]], n: int) -> Dict[str, Dict[str, fl
         "prompt_tokens": [r["tokens"].get("prompt", 0) for r in records],
         "completion_tokens": [r["tokens"].get("completion", 0) for r in records],
         "target_tokens": [r["tokens"].get("target", 0) for r in records],
+        # what the scorer read (context + target of every scored trajectory); 0 in older records
+        "scorer_requests": [r["tokens"].get("scorer_requests", 0) for r in records],
+        "scorer_tokens": [r["tokens"].get("scorer", 0) for r in records],
         "steps": [len(r.get("steps") or []) for r in records],
         "model_seconds": [
             (r.get("timings") or {}).get("generate_s", 0.0) + (r.get("timings") or {}).get("score_s", 0.0)
@@ -275,10 +285,34 @@ def calibrated_section(cfg: RootConfig, p: Projection, run_dir: Path) -> Section
         f"{_num(hours['total'] / 3600)} [{_num(hours['total_low'] / 3600)} .. "
         f"{_num(hours['total_high'] / 3600)}] (on the calibration run's hardware and batch size)",
     )
-    gen = _throughput(cfg, p, "generator")
-    gen_h = _gpu_hours(cal["completion_tokens"]["total"], gen[0]) + _gpu_hours(cal["prompt_tokens"]["total"], gen[1])
-    sec.add("GPU-hours, generator", f"{_num(gen_h)} (measured tokens at the fleet's throughput)")
-    p.totals["synthesize"] = gen_h
+    gen, sco = _throughput(cfg, p, "generator"), _throughput(cfg, p, "scorer")
+
+    def gen_hours(at: str) -> float:
+        return _gpu_hours(cal["completion_tokens"][at], gen[0]) + _gpu_hours(cal["prompt_tokens"][at], gen[1])
+
+    def sco_hours(at: str) -> float:
+        return _gpu_hours(cal["scorer_tokens"][at], sco[1])
+
+    for role, hours_at in (("generator", gen_hours), ("scorer", sco_hours)):
+        sec.add(
+            f"GPU-hours, {role}",
+            f"{_num(hours_at('total'))} [{_num(hours_at('total_low'))} .. {_num(hours_at('total_high'))}] "
+            "(measured tokens at the fleet's throughput)",
+        )
+    if not cal["scorer_tokens"]["max"]:
+        sec.add("note", "these records do not count the scorer's tokens (written before they were counted)")
+    fleet = _measured_fleet(run_dir)
+    if fleet:
+        sec.add(
+            "measured fleet",
+            f"{_num(fleet['pairs_per_min'])} pairs/min over {_num(fleet['wall_s'])} s; generator busy "
+            f"{fleet['generator_busy_share']:.0%}, scorer busy {fleet['scorer_busy_share']:.0%} "
+            "(the calibration run's last synthesis)",
+        )
+    total = gen_hours("total") + sco_hours("total")
+    count = cfg.plan.fleet.count
+    sec.add(f"wall-clock on {count}x {cfg.plan.fleet.gpu}", f"{total / count:,.1f} h (every GPU busy)")
+    p.totals["synthesize"] = total
     p.assumptions.append(
         ("calibration range", "10th-90th percentile pair x pairs", "assumption: other pairs are like those measured")
     )

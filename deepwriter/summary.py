@@ -34,6 +34,13 @@ def print_summary(run_manifest: Dict[str, Any]) -> None:
                 f"  {'':<10} unfinished: {left['count']} of {left['total']} ({shown}); last error: "
                 f"{left['last_error'][:200]}; a run with a lower max_unfinished_share does them"
             )
+        fleet = m.get("metrics", {}).get("fleet")
+        if fleet:  # synthesis: how busy this run kept the generator and scorer fleets
+            print(
+                f"  {'':<10} fleet: {fleet['pairs_per_min']:.1f} pairs/min; generator busy "
+                f"{fleet['generator_busy_share']:.0%} ({fleet['generator_mean_in_flight']:.1f} calls in flight), "
+                f"scorer busy {fleet['scorer_busy_share']:.0%} ({fleet['scorer_mean_in_flight']:.1f} in flight)"
+            )
         for name, rel in m.get("artifacts", {}).items():
             print(f"  {'':<10} {name}: {folder / rel}")
     print(f"  run folder: {run_dir}  (config.json, manifest.json, one folder per stage)\n")

@@ -44,7 +44,7 @@ class ScriptedGenerator:
         self.reply = reply
         self.calls = []
 
-    def generate(self, prompts, sampling, n=1, prefill=None):
+    def generate(self, prompts, sampling, n=1, prefill=None, seeds=None):
         self.calls.append((len(prompts), n, sampling.seed))
         if self.reply is not None:
             return [[self.reply(p[0]["content"], j, sampling) for j in range(n)] for p in prompts]
@@ -352,7 +352,7 @@ class DownAfter:
     def __init__(self, inner, ok_calls: int):
         self.inner, self.ok_calls, self.calls = inner, ok_calls, 0
 
-    def generate(self, prompts, sampling, n=1, prefill=None):
+    def generate(self, prompts, sampling, n=1, prefill=None, seeds=None):
         self.calls += 1
         if self.calls > self.ok_calls:
             return [

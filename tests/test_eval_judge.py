@@ -64,7 +64,7 @@ class ScriptedJudge:
             return 'Here you go: {"score": 7, "reason": "solid",}'  # trailing comma: repaired
         return "I cannot judge this."
 
-    def generate(self, prompts, sampling, n=1, prefill=None):
+    def generate(self, prompts, sampling, n=1, prefill=None, seeds=None):
         return [
             [Generation(text=self.reply(m, sampling), prompt_tokens=100, completion_tokens=20) for _ in range(n)]
             for m in prompts
@@ -178,7 +178,7 @@ class Flaky:
         self.fail_times, self.exc, self.calls = fail_times, exc, 0
         self.inner = ScriptedJudge()
 
-    def generate(self, prompts, sampling, n=1, prefill=None):
+    def generate(self, prompts, sampling, n=1, prefill=None, seeds=None):
         self.calls += 1
         if self.calls <= self.fail_times:
             if self.exc:

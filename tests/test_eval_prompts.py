@@ -281,7 +281,7 @@ class RecordingGenerator:
             return json.dumps([{"checklist_id": i, "reason": "", "evaluation_score": 1} for i in range(n)])
         return '{"score": 6, "reason": "ok"}'
 
-    def generate(self, prompts, sampling, n=1, prefill=None):
+    def generate(self, prompts, sampling, n=1, prefill=None, seeds=None):
         out = []
         for messages in prompts:
             user = next(m["content"] for m in messages if m["role"] == "user")

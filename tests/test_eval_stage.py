@@ -60,12 +60,13 @@ def _cfg(tmp_path, model_cache, judge_url):
     }
     cfg.models.judge.backend = Backend.openai
     # The timeout must pass a slow but healthy reply on a loaded 2-core machine (the server shares
-    # this process with the tiny model) and still catch the injected hang, which lasts longer.
+    # this process with the tiny model) and still catch the injected hang, which lasts longer. A
+    # healthy reply the client gave up on would hide the scripted bad first reply from the counts.
     cfg.models.judge.endpoint = EndpointConfig(
         base_urls=[judge_url],
         model="scripted-judge",
         max_concurrency=4,
-        timeout_s=2.0,
+        timeout_s=5.0,
         # enough attempts for one task to meet every fault of the plan's sequence: calls go out per
         # benchmark (each its own sampling), so a small benchmark's few tasks may meet several in a row
         max_retries=5,
@@ -92,7 +93,7 @@ def test_eval_stage_against_a_faulty_http_judge(tmp_path, model_cache):
     plan = FaultPlan(
         sequence=["429", "500", "nonjson", "truncate", "hang"],
         retry_after_s=0.05,
-        hang_s=5.0,
+        hang_s=12.0,
         always_for={"lesson plan on fractions": "500"},
     )
     out = tmp_path / "eval"
@@ -240,7 +241,7 @@ class ThinkingWriter:
     def __init__(self):
         self.samplings = []
 
-    def generate(self, prompts, sampling, n=1, prefill=None):
+    def generate(self, prompts, sampling, n=1, prefill=None, seeds=None):
         from deepwriter.llm.base import Generation
 
         self.samplings.append(sampling)

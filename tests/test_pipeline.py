@@ -103,8 +103,10 @@ def test_operational_settings_do_not_change_keys(tmp_path):
         )
     )
     assert {s: p.key for s, p in base.items()} == {s: p.key for s, p in other.items()}
-    # batch composition changes samples (one seed per batched call): those batch sizes are in the keys
-    assert plan(cfg_for(tmp_path, "synthesis.batch_size=3"))["synthesize"].key != base["synthesize"].key
+    # the search samples each prompt with its pair's own seed: how pairs are scheduled is operational
+    for how in ("synthesis.batch_size=3", "synthesis.max_in_flight=64", "synthesis.schedule=lockstep"):
+        assert plan(cfg_for(tmp_path, how))["synthesize"].key == base["synthesize"].key, how
+    # elsewhere batch composition changes samples (one seed per batched call): those batch sizes are keys
     assert plan(cfg_for(tmp_path, "eval.batch_size=1"))["eval"].key != base["eval"].key
     assert plan(cfg_for(tmp_path, "data.queries.batch_size=2"))["synthesize"].key != base["synthesize"].key
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import pytest
 
@@ -137,6 +138,33 @@ def test_calibration_extrapolates_with_a_range(tmp_path):
     cfg = cfg_of("plan.workload.pairs=100")
     text = P.project(cfg, str(tmp_path / "run")).text()
     assert "calibrated from 5 records" in text and "total 300,000 [140,000 .. 460,000]" in text
+
+
+def test_calibration_counts_the_scorers_tokens_and_shows_the_measured_fleet(tmp_path):
+    """Scorer GPU-hours come from the tokens the scorer read (context + target per scored trajectory),
+    at the fleet's prefill throughput; the stage's measured throughput and busy shares are shown."""
+    run = tmp_path / "run"
+    shards = run / "synthesize" / "shards"
+    shards.mkdir(parents=True)
+    rows = []
+    for i in range(4):
+        r = _record(i, 1000, 100, 1.0, 1.0)
+        r["tokens"].update(scorer_requests=5, scorer=90_000 * (i + 1))  # 90K..360K, mean 225K
+        rows.append(r)
+    (shards / "shard-00000-of-00001.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    fleet = {"pairs_per_min": 12.5, "wall_s": 19.2, "generator_busy_share": 0.93, "scorer_busy_share": 0.91}
+    (run / "synthesize" / "manifest.json").write_text(json.dumps({"metrics": {"fleet": fleet}}))
+    cfg = cfg_of("plan.workload.pairs=1000")
+    p = P.project(cfg, str(run))
+    prefill = cfg.plan.fleet.throughput["scorer"].prefill_tokens_per_s.value
+    scorer_h = 1000 * 225_000 / prefill / 3600
+    gen = cfg.plan.fleet.throughput["generator"]
+    gen_h = 1000 * 100 / gen.decode_tokens_per_s.value / 3600 + 1000 * 1000 / gen.prefill_tokens_per_s.value / 3600
+    assert p.totals["synthesize"] == pytest.approx(scorer_h + gen_h)
+    text = p.text()
+    assert re.search(rf"GPU-hours, scorer +{re.escape(P._num(scorer_h))} \[", text)
+    assert re.search(r"measured fleet +12.50 pairs/min over 19.20 s; generator busy 93%, scorer busy 91%", text)
+    assert "do not count the scorer's tokens" not in text
 
 
 def test_percentile_single_value():

@@ -102,7 +102,7 @@ def test_two_runs_of_the_same_synthesize_stage_the_second_is_refused(tmp_path, m
         f"paths.cache_dir={model_cache}",
         f"paths.runs_dir={tmp_path}/runs",
         f"data.pairs.path={pairs}",
-        "synthesis.batch_size=1",
+        "synthesis.max_in_flight=1",
         "run_id=r",
     ]
     env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}

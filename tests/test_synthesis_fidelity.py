@@ -9,7 +9,7 @@ from deepwriter.llm.hf import render_prompt
 from deepwriter.pairs.queries import query_messages
 from deepwriter.synthesis import prompts
 from deepwriter.synthesis.config import SynthesisConfig
-from deepwriter.synthesis.search import synthesize
+from deepwriter.synthesis.schedule import synthesize
 from deepwriter.train import compose
 
 
@@ -29,7 +29,7 @@ class _Recorder:
     def __init__(self):
         self.samplings = []
 
-    def generate(self, prompts_, sampling, n=1, prefill=None):
+    def generate(self, prompts_, sampling, n=1, prefill=None, seeds=None):
         self.samplings.append(sampling)
         if prefill[0].startswith("<think>"):
             body = "\n\n".join(["I will plan the letter with care, paragraph by paragraph, for the reader. " * 2] * 3)

@@ -11,7 +11,8 @@ import pytest
 from deepwriter.llm.base import Generation, ScoreRequest, TokenLogprobs
 from deepwriter.synthesis import filters, prompts
 from deepwriter.synthesis.config import SynthesisConfig
-from deepwriter.synthesis.search import pair_seed, synthesize
+from deepwriter.synthesis.schedule import run_pairs, synthesize
+from deepwriter.synthesis.search import pair_seed
 
 PARA = (
     "I want the opening to place the reader inside the lighthouse at dusk, with the salt on the glass and the "
@@ -29,7 +30,7 @@ class ScriptedGenerator:
         self.rewrites = list(rewrites)
         self.calls = []
 
-    def generate(self, prompts_, sampling, n=1, prefill=None):
+    def generate(self, prompts_, sampling, n=1, prefill=None, seeds=None):
         self.calls.append({"n": n, "prefill": prefill, "seed": sampling.seed, "messages": prompts_})
         if prefill and prefill[0].startswith("<think>"):
             return [[Generation(self.initial + "\n</think>", 10, len(self.initial.split()))] for _ in prompts_]
@@ -161,7 +162,7 @@ class FailingAt:
         self.n += 1
         return self.n - 1 == self.fail_call
 
-    def generate(self, prompts_, sampling, n=1, prefill=None):
+    def generate(self, prompts_, sampling, n=1, prefill=None, seeds=None):
         out = self.gen.generate(prompts_, sampling, n=n, prefill=prefill)
         if self._failing():
             out[0][self.index] = Generation("", finish_reason="error", error="HTTP 503 after 7 attempts")
@@ -197,7 +198,7 @@ def test_a_failed_call_leaves_the_pair_unfinished_never_a_verdict(fail_call, ind
 
 
 def test_one_unfinished_pair_leaves_its_batch_mates_untouched():
-    from deepwriter.synthesis.search import UnfinishedPair, synthesize_many
+    from deepwriter.synthesis.search import UnfinishedPair
 
     class FailFor:  # fails every score request of pair "bad" (its x is "bad request")
         model_id = "s"
@@ -213,7 +214,7 @@ def test_one_unfinished_pair_leaves_its_batch_mates_untouched():
             ]
 
     out = list(
-        synthesize_many(
+        run_pairs(
             [("good", "good request", Y, None), ("bad", "bad request", Y, None)], ScriptedGenerator(), FailFor(), cfg()
         )
     )
@@ -338,7 +339,7 @@ class BatchGenerator:
     def __init__(self):
         self.calls = []
 
-    def generate(self, prompts_, sampling, n=1, prefill=None):
+    def generate(self, prompts_, sampling, n=1, prefill=None, seeds=None):
         self.calls.append(len(prompts_))
         out = []
         for msgs, pre in zip(prompts_, prefill or [""] * len(prompts_)):
@@ -352,14 +353,12 @@ class BatchGenerator:
 
 
 def test_lockstep_batches_merge_calls_and_match_one_by_one():
-    from deepwriter.synthesis.search import synthesize_many
-
-    cfg = replace(SynthesisConfig(), max_steps=3, stop_threshold=0.0)
+    cfg = replace(SynthesisConfig(), max_steps=3, stop_threshold=0.0, schedule="lockstep")
     pairs = [(f"p{i}", f"Write story {i}.", Y, None) for i in range(3)]
     one_gen, one_scorer = BatchGenerator(), FunctionScorer(by_markers())
     singles = [synthesize(pid, x, y, one_gen, one_scorer, cfg) for pid, x, y, _ in pairs]
     many_gen, many_scorer = BatchGenerator(), FunctionScorer(by_markers())
-    batched = {r["id"]: r for r in synthesize_many(pairs, many_gen, many_scorer, cfg)}
+    batched = {r["id"]: r for r in run_pairs(pairs, many_gen, many_scorer, cfg)}
     assert set(batched) == {"p0", "p1", "p2"}
     for single in singles:
         b = batched[single["id"]]

@@ -103,7 +103,7 @@ class PlanWriter:
     def _text(self) -> str:
         return ", then\n\n".join(" ".join(self.rng.sample(WORDS, 20)) for _ in range(3)) + "."
 
-    def generate(self, prompts, sampling, n=1, prefill=None):
+    def generate(self, prompts, sampling, n=1, prefill=None, seeds=None):
         self.calls += len(prompts)
         rows = []
         for messages in prompts:
@@ -263,7 +263,7 @@ sys.path.insert(0, {repo!r})
 sys.path.insert(0, {tests!r})
 from test_synthesis_stage import make_cfg, ctx
 from deepwriter.synthesis import stage, store
-cfg = make_cfg(Path({pairs!r}), Path({cache!r}), search=False, batch_size={batch})
+cfg = make_cfg(Path({pairs!r}), Path({cache!r}), search=False, max_in_flight={batch})
 cfg.synthesis.initial.max_new_tokens = 8
 if sys.argv[1:] == ["--stall"]:
     # Once the first batch is on disk, the next batch's generation never returns: the parent's
@@ -362,6 +362,13 @@ def test_logs_to_wandb_offline(tmp_path, model_cache, monkeypatch, plan_writer):
     # and the stage's means in the summary
     for k in ("mean_score_z0", "mean_score_final", "acceptance_rate"):
         assert run["summary"][f"synthesize/{k}"] == pytest.approx(res.metrics[k]), k
+    # the fleets' utilisation and throughput: live with each record, final in the summary
+    fleet = res.metrics["fleet"]
+    assert fleet["pairs"] == 2 and fleet["generator_calls"] >= 1 and fleet["scorer_calls"] >= 1
+    assert 0 < fleet["generator_busy_share"] <= 1 and 0 < fleet["scorer_busy_share"] <= 1
+    assert [h["synthesize/fleet/pairs"] for h in points] == [1, 2]
+    for k in ("pairs_per_min", "generator_busy_share", "scorer_busy_share", "scorer_tokens_per_s"):
+        assert run["summary"][f"synthesize/fleet/{k}"] == pytest.approx(fleet[k]), k
 
 
 def test_prepared_sources_feed_the_search(tmp_path, model_cache):

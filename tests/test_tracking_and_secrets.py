@@ -46,7 +46,7 @@ class ScriptedJudge:
 
     model_id = "scripted-judge"
 
-    def generate(self, prompts, sampling, n=1, prefill=None):
+    def generate(self, prompts, sampling, n=1, prefill=None, seeds=None):
         from deepwriter.eval.benchmarks import longbench_write as lb
         from deepwriter.llm.base import Generation
 

@@ -152,7 +152,7 @@ def test_dead_server_stops_the_stage_after_one_batch_and_the_cli_exits_3(tmp_pat
         f"paths.cache_dir={model_cache}",
         f"paths.runs_dir={tmp_path}/runs",
         f"data.pairs.path={pairs}",
-        "synthesis.batch_size=2",
+        "synthesis.max_in_flight=2",
         "model@models.generator=tiny-qwen3",
         "model@models.scorer=tiny-qwen3",
         "models.generator.backend=openai",

@@ -46,6 +46,9 @@ class TokenLogprobs:
     # Set when the backend could not score this request (e.g. an HTTP call failed after all retries);
     # tokens/logprobs are then empty and the caller decides what a failed score means.
     error: Optional[str] = None
+    # Tokens of the rendered context read before the target (0: the backend does not count them);
+    # with len(logprobs), the tokens this request cost the scorer.
+    context_tokens: int = 0
 
     def __len__(self) -> int:
         return len(self.logprobs)
@@ -60,6 +63,9 @@ class ModelCallFailed(Exception):
 @runtime_checkable
 class Generator(Protocol):
     model_id: str
+    # True for a backend whose calls are independent requests to servers (HTTP): a scheduler sends
+    # them one per item, concurrently. False (or absent) for an in-process backend, which wants
+    # batches. (A class attribute; the runtime protocol check looks at methods only.)
 
     def generate(
         self,
@@ -67,9 +73,12 @@ class Generator(Protocol):
         sampling: Sampling,
         n: int = 1,
         prefill: Optional[Sequence[str]] = None,
+        seeds: Optional[Sequence[int]] = None,
     ) -> List[List[Generation]]:
         """For each prompt, `n` continuations of the assistant turn. `prefill[i]` (if given) is
-        already written at the start of the assistant turn and is not repeated in the output."""
+        already written at the start of the assistant turn and is not repeated in the output.
+        `seeds[i]` (if given) replaces `sampling.seed` for prompt i, so that its samples do not
+        depend on the other prompts of the call."""
         ...
 
 

@@ -6,6 +6,7 @@ import logging
 from typing import List, Optional, Sequence
 
 import torch
+from transformers import LogitsProcessor, LogitsProcessorList
 
 from deepwriter import think
 from deepwriter.llm.base import Generation, Message, Sampling, ScoreRequest, TokenLogprobs
@@ -46,38 +47,51 @@ class TransformersGenerator:
         sampling: Sampling,
         n: int = 1,
         prefill: Optional[Sequence[str]] = None,
+        seeds: Optional[Sequence[int]] = None,
     ) -> List[List[Generation]]:
         texts = [render_prompt(self.tokenizer, m, prefill[i] if prefill else "") for i, m in enumerate(prompts)]
+        if seeds is None and sampling.seed is not None:
+            # one seed for the call: each prompt still gets a stream of its own (by its place)
+            seeds = [_row_seed(sampling.seed, 1_000 + i) for i in range(len(texts))]
         out: List[List[Generation]] = []
         step = max(1, self.batch_size // max(1, n))
         for start in range(0, len(texts), step):
-            out.extend(self._generate_batch(texts[start : start + step], sampling, n))
+            chunk_seeds = seeds[start : start + step] if seeds is not None else None
+            out.extend(self._generate_batch(texts[start : start + step], sampling, n, chunk_seeds))
         return out
 
-    def _generate_batch(self, texts: List[str], sampling: Sampling, n: int) -> List[List[Generation]]:
+    def _generate_batch(
+        self, texts: List[str], sampling: Sampling, n: int, seeds: Optional[Sequence[int]]
+    ) -> List[List[Generation]]:
         tok = self.tokenizer
         tok.padding_side = "left"  # generation continues at the right edge
         enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
-        if sampling.seed is not None:
-            torch.manual_seed(sampling.seed)
         do_sample = sampling.temperature > 0
-        # Greedy decoding gives the same text n times; transformers refuses num_return_sequences > 1
-        # without sampling, so decode once and repeat.
-        copies = 1 if do_sample else n
+        # n rows per prompt (prompt i's samples are rows i*n .. i*n+n-1). Greedy decoding gives the
+        # same text n times, so it decodes once and repeats.
+        rows = n if do_sample else 1
+        enc = {k: v.repeat_interleave(rows, dim=0) for k, v in enc.items()}
         gen_kwargs = dict(
             max_new_tokens=sampling.max_new_tokens,
-            do_sample=do_sample,
-            num_return_sequences=n // copies,
             pad_token_id=tok.pad_token_id,
             eos_token_id=tok.eos_token_id,
         )
-        if do_sample:
-            gen_kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p, top_k=0)
+        if do_sample and seeds is not None:
+            # Each row draws from its own seeded stream, so its text depends on its prompt and seed
+            # only, not on which other prompts share the batch (up to float rounding of the batch).
+            row_seeds = [_row_seed(seed, j) for seed in seeds for j in range(n)]
+            sampler = RowSeededSampler(row_seeds, sampling.temperature, sampling.top_p)
+            gen_kwargs.update(do_sample=False, logits_processor=LogitsProcessorList([sampler]))
+        elif do_sample:
+            gen_kwargs.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p, top_k=0)
+        else:
+            gen_kwargs.update(do_sample=False)
         if sampling.stop:
             gen_kwargs.update(stop_strings=list(sampling.stop), tokenizer=tok)
         ids = self.model.generate(**enc, **gen_kwargs)
-        if copies > 1:
-            ids = ids.repeat_interleave(copies, dim=0)
+        if rows < n:
+            ids = ids.repeat_interleave(n, dim=0)
+            enc = {k: v.repeat_interleave(n, dim=0) for k, v in enc.items()}
         prompt_len = enc["input_ids"].shape[1]
         new = ids[:, prompt_len:]
         results: List[List[Generation]] = []
@@ -93,13 +107,41 @@ class TransformersGenerator:
                 group.append(
                     Generation(
                         text=tok.decode(cut, skip_special_tokens=True),
-                        prompt_tokens=int(enc["attention_mask"][i].sum()),
+                        prompt_tokens=int(enc["attention_mask"][i * n + j].sum()),
                         completion_tokens=len(cut) if finished else int(real.numel()),
                         finish_reason="stop" if finished else "length",
                     )
                 )
             results.append(group)
         return results
+
+
+def _row_seed(seed: int, sample: int) -> int:
+    """The seed of a prompt's `sample`-th row: distinct per sample, a pure function of (seed, sample)."""
+    return (seed * 1_000_003 + sample) % (2**63)
+
+
+class RowSeededSampler(LogitsProcessor):
+    """Temperature and nucleus (top-p) sampling with one random stream per row, by the Gumbel-max
+    trick: the argmax of the filtered logits plus Gumbel noise is a sample of their softmax. Decoding
+    then runs greedy, and each row's choice depends only on its own logits and its own stream."""
+
+    def __init__(self, seeds: Sequence[int], temperature: float, top_p: float):
+        self.streams = [torch.Generator().manual_seed(s) for s in seeds]
+        self.temperature = temperature
+        self.top_p = top_p
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        logits = scores.float() / self.temperature
+        if self.top_p < 1.0:
+            ordered, order = logits.sort(dim=-1, descending=True)
+            probs = ordered.softmax(dim=-1)
+            # drop a token once the more likely ones already reach top_p (the first always stays)
+            outside = (probs.cumsum(dim=-1) - probs) >= self.top_p
+            logits = logits.masked_fill(outside.scatter(-1, order, outside), float("-inf"))
+        uniform = torch.stack([torch.rand(logits.shape[-1], generator=g) for g in self.streams])
+        gumbel = -torch.log(-torch.log(uniform.clamp(1e-12, 1 - 1e-7)))
+        return logits + gumbel.to(logits.device)
 
 
 class TransformersScorer:
@@ -139,6 +181,7 @@ class TransformersScorer:
                 TokenLogprobs(
                     tokens=self.tokenizer.convert_ids_to_tokens(tgt_ids),
                     logprobs=values.tolist(),
+                    context_tokens=len(ctx_ids),
                 )
             )
         return out

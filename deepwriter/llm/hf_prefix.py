@@ -148,4 +148,5 @@ class PrefixCachingScorer:
             if cache is not None:
                 self._crop(used, base)
             out[i] = self._target_logprobs(logits[0, :-1], tgt)
+            out[i].context_tokens = len(encoded[i][0])
         return out

@@ -27,6 +27,7 @@ thread when called from inside a running event loop.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import email.utils
 import json
 import logging
@@ -309,6 +310,8 @@ class _Client:
 class OpenAIGenerator(_Client):
     """`Generator` over /v1/chat/completions of one or more OpenAI-compatible servers."""
 
+    concurrent_calls = True  # independent requests: schedulers send them one per item, concurrently
+
     def __init__(self, endpoint: EndpointConfig, model_id: str):
         self.endpoint = endpoint
         self.model_id = model_id
@@ -322,19 +325,33 @@ class OpenAIGenerator(_Client):
         )
 
     def generate(
-        self, prompts: Sequence[List[Message]], sampling: Sampling, n: int = 1, prefill: Optional[Sequence[str]] = None
+        self,
+        prompts: Sequence[List[Message]],
+        sampling: Sampling,
+        n: int = 1,
+        prefill: Optional[Sequence[str]] = None,
+        seeds: Optional[Sequence[int]] = None,
     ) -> List[List[Generation]]:
-        return run_sync(lambda: self.agenerate(prompts, sampling, n=n, prefill=prefill))
+        return run_sync(lambda: self.agenerate(prompts, sampling, n=n, prefill=prefill, seeds=seeds))
 
     async def agenerate(
-        self, prompts: Sequence[List[Message]], sampling: Sampling, n: int = 1, prefill: Optional[Sequence[str]] = None
+        self,
+        prompts: Sequence[List[Message]],
+        sampling: Sampling,
+        n: int = 1,
+        prefill: Optional[Sequence[str]] = None,
+        seeds: Optional[Sequence[int]] = None,
     ) -> List[List[Generation]]:
-        if prefill is not None and len(prefill) != len(prompts):
-            raise ValueError(f"prefill has {len(prefill)} entries for {len(prompts)} prompts")
-        items = [(list(m), prefill[i] if prefill is not None else None) for i, m in enumerate(prompts)]
+        for name, given in (("prefill", prefill), ("seeds", seeds)):
+            if given is not None and len(given) != len(prompts):
+                raise ValueError(f"{name} has {len(given)} entries for {len(prompts)} prompts")
+        items = [
+            (list(m), prefill[i] if prefill is not None else None, seeds[i] if seeds is not None else sampling.seed)
+            for i, m in enumerate(prompts)
+        ]
 
         async def one(client, sem, item):
-            return await self._one(client, sem, item[0], item[1], sampling, n)
+            return await self._one(client, sem, item[0], item[1], dataclasses.replace(sampling, seed=item[2]), n)
 
         return await self.transport.map(items, one, "generate")
 
@@ -415,6 +432,8 @@ class OpenAIScorer(_Client):
     """`Scorer` over a server's log-prob API. The chat template is rendered here with `tokenizer`
     (the scorer model's own), so the server scores the same text the transformers backend would."""
 
+    concurrent_calls = True
+
     def __init__(self, endpoint: EndpointConfig, tokenizer, model_id: str):
         if endpoint.logprobs_api not in LOGPROBS_APIS:
             raise EndpointError(f"endpoint.logprobs_api: {endpoint.logprobs_api!r} is not one of {LOGPROBS_APIS}")
@@ -449,16 +468,20 @@ class OpenAIScorer(_Client):
         if not req.target:
             return TokenLogprobs()
         api = self.endpoint.logprobs_api
+        context = self._context(req)
+        ctx_ids = self._ids(context)
         try:
             if api == "completions_echo":
-                return await self._echo(client, sem, self._context(req), req.target)
-            ctx_ids, tgt_ids = self._ids(self._context(req)), self._ids(req.target)
-            if api == "vllm_prompt_logprobs":
-                return await self._prompt_logprobs(client, sem, ctx_ids, tgt_ids)
-            return await self._sglang(client, sem, ctx_ids, tgt_ids)
+                out = await self._echo(client, sem, context, req.target)
+            elif api == "vllm_prompt_logprobs":
+                out = await self._prompt_logprobs(client, sem, ctx_ids, self._ids(req.target))
+            else:
+                out = await self._sglang(client, sem, ctx_ids, self._ids(req.target))
         except RequestFailed as exc:
             self.transport.failed()
             return TokenLogprobs(error=str(exc))
+        out.context_tokens = len(ctx_ids)
+        return out
 
     async def _echo(self, client, sem, context: str, target: str) -> TokenLogprobs:
         """Legacy completions with echo. The prompt goes as token ids (context's, then target's,

@@ -55,11 +55,13 @@ class SynthesisConfig:
     prefix_cache_entries: int = bounded(4, ge=1, operational=True)
     limit: Optional[int] = bounded(None, ge=1)  # take at most this many pairs
     shard: str = operational("0/1")  # i/n: this worker's share of the pairs
-    # Pairs searched in lockstep: their model calls are merged into one batched call per round
-    # (a batch decode in-process, that many requests in flight over HTTP). One seed samples a batched
-    # call, so the batch's composition changes the samples: batch_size is part of the stage key, and
-    # samples reproduce for the same batch size.
-    batch_size: int = bounded(8, ge=1)
+    # How pairs share the fleets (deepwriter/synthesis/schedule.py). continuous: up to max_in_flight
+    # pairs advance independently and a finished pair's place is refilled at once; lockstep: batch_size
+    # pairs at a time, each round waiting for its slowest call. Each prompt is sampled with its pair's
+    # own seed, so neither changes what a pair's search produces: all three are operational.
+    schedule: str = one_of("continuous", "continuous", "lockstep", operational=True)
+    max_in_flight: int = bounded(8, ge=1, operational=True)
+    batch_size: int = bounded(8, ge=1, operational=True)
     seed: int = 0
     # Pairs whose model calls failed (server down, timeouts after every retry) are unfinished, never
     # discarded; the stage fails unless at most this share of its pairs is unfinished (0..1).

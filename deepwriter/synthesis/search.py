@@ -6,9 +6,8 @@ Quality of z is the clipped mean NLL of y given (x, z) (lower is better); the K 
 step go to the scorer in a single call so a backend can share their common prefix.
 
 The search for one pair is written as a coroutine (`search`) that yields the model calls it needs
-(`GenerateCall`, `ScoreCall`) and receives their results. `synthesize` drives one pair; `synthesize_many`
-drives several in lockstep and merges their calls into one batched generate/score call per round, so
-a transformers backend decodes a batch at once and an HTTP backend keeps many requests in flight.
+(`GenerateCall`, `ScoreCall`) and receives their results; deepwriter/synthesis/schedule.py drives
+many of them against the backends.
 """
 
 from __future__ import annotations
@@ -22,11 +21,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 from typing import Generator as Coroutine
 
 from deepwriter.llm.base import (
-    Generator,
     Message,
     ModelCallFailed,
     Sampling,
-    Scorer,
     ScoreRequest,
     TokenLogprobs,
     clipped_mean_nll,
@@ -88,6 +85,8 @@ class TrajectoryScorer:
         head, rest = prompts.split_answer(y, cfg.min_segment_chars) if cfg.score_answer_from_second_segment else ("", y)
         self.answer_head, self.target = head, rest
         self.target_tokens = 0
+        self.requests = 0  # trajectories scored
+        self.scored_tokens = 0  # context + target tokens the scorer read for them (0: not counted)
 
     def request(self, z: str) -> ScoreRequest:
         return ScoreRequest(self.messages, prompts.scorer_prefix(z, self.answer_head), self.target)
@@ -100,6 +99,8 @@ class TrajectoryScorer:
             if getattr(lp, "error", None) or not lp.logprobs:
                 raise ModelCallFailed(f"scorer: {lp.error or 'no log-probs returned for the target'}")
             self.target_tokens = len(lp)
+            self.scored_tokens += lp.context_tokens + len(lp)
+            self.requests += 1
             scores.append(clipped_mean_nll(lp, self.cfg.clip_min, self.cfg.clip_max))
         return scores
 
@@ -129,7 +130,8 @@ def search(
         "perplexities": [],
         "steps": [],
         "accepted_edits": [],
-        "tokens": {"prompt": 0, "completion": 0, "target": 0},
+        # generator prompt/completion; y's scored target; the scorer's requests and tokens (context + target)
+        "tokens": {"prompt": 0, "completion": 0, "target": 0, "scorer_requests": 0, "scorer": 0},
         "timings": timings if timings is not None else {"generate_s": 0.0, "score_s": 0.0, "total_s": 0.0},
         "models": dict(model_ids),
         "seed": seed,
@@ -241,85 +243,9 @@ def search(
     z_final = segments.join(segs) if record["accepted_edits"] else z0
     record["z_final"] = z_final
     record["tokens"]["target"] = judge.target_tokens
+    record["tokens"]["scorer_requests"] = judge.requests
+    record["tokens"]["scorer"] = judge.scored_tokens
     return _finish(record, cfg, t_start, filters.after_search(z_final, cfg.filters, lang))
-
-
-def synthesize(
-    pair_id: str,
-    x: str,
-    y: str,
-    generator: Generator,
-    scorer: Scorer,
-    cfg: SynthesisConfig,
-    category: Optional[str] = None,
-) -> Dict[str, Any]:
-    """Run the search for one pair and return its record (see store.py for how it is written), or
-    an UnfinishedPair when a model call failed."""
-    return next(iter(synthesize_many([(pair_id, x, y, category)], generator, scorer, cfg)))
-
-
-def synthesize_many(
-    pairs: Sequence[Tuple[str, str, str, Optional[str]]],
-    generator: Generator,
-    scorer: Scorer,
-    cfg: SynthesisConfig,
-) -> Coroutine[Dict[str, Any], None, None]:
-    """Search several (id, x, y, category) pairs in lockstep and yield each record as its search ends
-    (an UnfinishedPair instead for a pair whose search a failed model call stopped).
-
-    Each round, the pending generate calls that share sampling settings become one batched
-    generate call (the first pair's seed seeds the batch, so a run reproduces for the same batch
-    size), and all pending score requests one scorer call."""
-    model_ids = {"generator": generator.model_id, "scorer": scorer.model_id}
-    active: Dict[int, Tuple[Coroutine, Call]] = {}
-    timings: Dict[int, Dict[str, float]] = {}
-    for i, (pid, x, y, cat) in enumerate(pairs):
-        timings[i] = {"generate_s": 0.0, "score_s": 0.0, "total_s": 0.0}
-        co = search(pid, x, y, cfg, model_ids, cat, timings[i])
-        try:
-            active[i] = (co, co.send(None))
-        except StopIteration as done:
-            yield done.value
-        except ModelCallFailed as exc:
-            yield UnfinishedPair(pid, str(exc))
-    while active:
-        answers: Dict[int, Any] = {}
-        gen_groups: Dict[tuple, List[int]] = {}
-        scoring: List[int] = []
-        for i, (_, call) in active.items():
-            if isinstance(call, GenerateCall):
-                sp = call.sampling
-                gen_groups.setdefault((sp.temperature, sp.top_p, sp.max_new_tokens, sp.stop, call.n), []).append(i)
-            else:
-                scoring.append(i)
-        for members in gen_groups.values():
-            calls = [active[i][1] for i in members]
-            t0 = time.perf_counter()
-            prefill = [c.prefill for c in calls] if any(c.prefill for c in calls) else None
-            outs = generator.generate([c.messages for c in calls], calls[0].sampling, n=calls[0].n, prefill=prefill)
-            share = (time.perf_counter() - t0) / len(members)
-            for i, out in zip(members, outs):
-                answers[i] = out
-                timings[i]["generate_s"] += share
-        if scoring:
-            t0 = time.perf_counter()
-            out = scorer.score([r for i in scoring for r in active[i][1].requests])
-            share = (time.perf_counter() - t0) / len(scoring)
-            at = 0
-            for i in scoring:
-                k = len(active[i][1].requests)
-                answers[i], at = out[at : at + k], at + k
-                timings[i]["score_s"] += share
-        for i in list(active):
-            co, _ = active[i]
-            try:
-                active[i] = (co, co.send(answers[i]))
-            except StopIteration as done:
-                del active[i]
-                yield done.value
-            except ModelCallFailed as exc:
-                del active[i]
-                yield UnfinishedPair(pairs[i][0], str(exc))
 
 
 def _finish(record: Dict[str, Any], cfg: SynthesisConfig, t_start: float, reason: Optional[str]) -> Dict[str, Any]:

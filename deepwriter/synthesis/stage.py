@@ -15,7 +15,8 @@ from deepwriter.pairs.read import DataError, Pair, Skipped, load_pairs, reject
 from deepwriter.records import RecordLog, read_records
 from deepwriter.synthesis import filters, store
 from deepwriter.synthesis.config import parse_shard_spec
-from deepwriter.synthesis.search import UnfinishedPair, synthesize_many
+from deepwriter.synthesis.schedule import FleetUsage, run_pairs
+from deepwriter.synthesis.search import UnfinishedPair
 from deepwriter.unfinished import Unfinished
 
 log = logging.getLogger("deepwriter.synthesis")
@@ -200,6 +201,7 @@ def run(cfg: RootConfig, ctx: StageContext) -> StageResult:
     path = store.shard_path(ctx.out_dir, i, n)
     unfinished = Unfinished("synthesize", "pairs", total=len(mine), max_share=scfg.max_unfinished_share)
     not_started = 0
+    fleet: Optional[Dict[str, float]] = None  # this run's throughput and utilisation (nothing to do: none)
     with RecordLog(path) as writer:
         if writer.truncated_bytes:
             log.warning(
@@ -221,37 +223,55 @@ def run(cfg: RootConfig, ctx: StageContext) -> StageResult:
             running = _Running()
             bar = tqdm(total=len(todo), desc="synthesize", unit="sample", dynamic_ncols=True)
             by_id = {p.id: p for p in todo}
-            for start in range(0, len(todo), scfg.batch_size):
-                if unfinished.over_budget():  # the servers are failing: stop, a re-run does the rest
-                    not_started = len(todo) - start
-                    log.warning(
-                        "synthesize: %d pairs unfinished, more than max_unfinished_share allows; "
-                        "not starting the other %d",
-                        len(unfinished.ids),
-                        not_started,
-                    )
-                    break
-                batch = [(p.id, p.x, p.y, p.meta.get("category")) for p in todo[start : start + scfg.batch_size]]
-                for rec in synthesize_many(batch, generator, scorer, scfg):
-                    if isinstance(rec, UnfinishedPair):  # no record: a failed call is not a verdict
-                        unfinished.add(rec.id, rec.error)
-                        log.warning("synthesize: pair %s unfinished: %s", rec.id, rec.error)
-                        bar.update(1)
-                        continue
-                    pair = by_id[rec["id"]]
-                    rec["source"] = pair.meta.get("source")
-                    # Records of one answer under several requests share its id (the mix keeps them all).
-                    rec["answer_id"] = pair.meta.get("answer_id") or pair.id
-                    writer.append(rec)
+            started = 0
+
+            def admitted():
+                """The pairs to start, until more are unfinished than the budget allows (the
+                servers are failing): then no new pair starts and a re-run does the rest."""
+                nonlocal started
+                for p in todo:
+                    if unfinished.over_budget():
+                        return
+                    started += 1
+                    yield (p.id, p.x, p.y, p.meta.get("category"))
+
+            usage = FleetUsage()
+            for rec in run_pairs(admitted(), generator, scorer, scfg, usage):
+                if isinstance(rec, UnfinishedPair):  # no record: a failed call is not a verdict
+                    unfinished.add(rec.id, rec.error)
+                    log.warning("synthesize: pair %s unfinished: %s", rec.id, rec.error)
                     bar.update(1)
-                    running.add(rec)
-                    bar.set_postfix(running.postfix(), refresh=False)
-                    point = {"synthesize/steps": len(rec["steps"]), "synthesize/kept": int(rec["verdict"]["kept"])}
-                    if rec["scores"]:
-                        point.update(
-                            {"synthesize/score_z0": rec["scores"][0], "synthesize/score_final": rec["scores"][-1]}
-                        )
-                    ctx.tracker.log(point)
+                    continue
+                pair = by_id[rec["id"]]
+                rec["source"] = pair.meta.get("source")
+                # Records of one answer under several requests share its id (the mix keeps them all).
+                rec["answer_id"] = pair.meta.get("answer_id") or pair.id
+                writer.append(rec)
+                bar.update(1)
+                running.add(rec)
+                bar.set_postfix(running.postfix(), refresh=False)
+                point = {"synthesize/steps": len(rec["steps"]), "synthesize/kept": int(rec["verdict"]["kept"])}
+                if rec["scores"]:
+                    point.update({"synthesize/score_z0": rec["scores"][0], "synthesize/score_final": rec["scores"][-1]})
+                point.update({f"synthesize/fleet/{k}": v for k, v in usage.as_dict().items()})
+                ctx.tracker.log(point)
+            not_started = len(todo) - started
+            if not_started:
+                log.warning(
+                    "synthesize: %d pairs unfinished, more than max_unfinished_share allows; not starting the other %d",
+                    len(unfinished.ids),
+                    not_started,
+                )
+            fleet = usage.as_dict()
+            log.info(
+                "synthesize: %.1f pairs/min; generator busy %.0f%% (%.1f calls in flight on average), "
+                "scorer busy %.0f%% (%.1f in flight)",
+                fleet["pairs_per_min"],
+                100 * fleet["generator_busy_share"],
+                fleet["generator_mean_in_flight"],
+                100 * fleet["scorer_busy_share"],
+                fleet["scorer_mean_in_flight"],
+            )
             bar.close()
             stats = getattr(scorer, "stats", None)
             if stats and stats.get("tokens_total"):
@@ -265,6 +285,9 @@ def run(cfg: RootConfig, ctx: StageContext) -> StageResult:
     result = _summarise(cfg, ctx, records, skipped, path)
     # answers given with their thinking, cut after the last </think> as the reference does
     result.counts["answers_cut_at_think"] = sum(1 for p in mine if p.meta.get("answer_after_think"))
+    if fleet is not None:
+        result.metrics["fleet"] = fleet
+        ctx.tracker.summary({f"synthesize/fleet/{k}": v for k, v in fleet.items()})
     if unfinished.ids:  # within max_unfinished_share: finished, with the pairs listed
         result.counts["unfinished"] = len(unfinished.ids)
         result.unfinished = unfinished.as_dict()

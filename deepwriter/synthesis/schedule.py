@@ -1,0 +1,288 @@
+"""Drives many pair searches (`search.search` coroutines) against the generator and scorer.
+
+Two schedules, one engine:
+- **continuous** (default): up to `max_in_flight` pairs in flight; a pair's next call is sent as soon
+  as its previous one returns and a finished pair's place goes to the next one in the queue, so the
+  generator fleet works on some pairs while the scorer fleet works on others.
+- **lockstep**: `batch_size` pairs at a time; every round sends all of their pending calls and waits
+  for the slowest, and the next batch starts when the whole batch is done (the former behaviour,
+  kept as the baseline of bench/synthesis_fleet.py).
+
+How a call reaches a backend depends on the backend, not the schedule. An HTTP backend
+(`concurrent_calls = True`: independent requests to a server fleet) gets one call per pair, up to its
+endpoint's `max_concurrency` at once. An in-process backend gets dynamic batches: whenever the device
+is free, every pending call of one kind (same sampling settings) becomes one batched call; the
+generator and scorer of one process share a single device lane, so they never run at once.
+
+Every generate call carries one seed per prompt (the pair's seed, plus the step): a pair's samples do
+not depend on which other pairs share its batch or on the order in which calls complete.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Any, Deque, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+
+from deepwriter.llm.base import Generator, ModelCallFailed, Scorer
+from deepwriter.synthesis.config import SynthesisConfig
+from deepwriter.synthesis.search import Call, GenerateCall, UnfinishedPair, search
+
+PairInput = Tuple[str, str, str, Optional[str]]  # id, x, y, category
+Outcome = Union[Dict[str, Any], UnfinishedPair]
+
+
+@dataclass
+class RoleUsage:
+    """One fleet (generator or scorer) as this process saw it."""
+
+    calls: int = 0  # backend calls (a dynamic batch is one)
+    requests: int = 0  # prompts or score requests inside those calls
+    call_s: float = 0.0  # sum of call durations: divided by wall time, the mean calls in flight
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    busy_done_s: float = 0.0  # closed stretches of time with at least one call in flight
+    active: int = 0  # calls in flight now
+    busy_since: float = 0.0  # start of the open stretch, when active > 0
+
+    def start(self, t: float) -> None:
+        if self.active == 0:
+            self.busy_since = t
+        self.active += 1
+
+    def end(self, t0: float, t1: float) -> None:
+        self.active -= 1
+        self.calls += 1
+        self.call_s += t1 - t0
+        if self.active == 0:
+            self.busy_done_s += t1 - self.busy_since
+
+    def busy_s(self, now: float) -> float:
+        """Time with at least one call of this fleet in flight, up to `now`."""
+        return self.busy_done_s + (now - self.busy_since if self.active else 0.0)
+
+
+@dataclass
+class FleetUsage:
+    """Utilisation and throughput of a synthesis run, for the stage summary, W&B and the fleet bench.
+    Busy share: the share of the wall time with at least one call of the fleet in flight."""
+
+    generator: RoleUsage = field(default_factory=RoleUsage)
+    scorer: RoleUsage = field(default_factory=RoleUsage)
+    pairs: int = 0
+    t_start: Optional[float] = None
+    t_end: Optional[float] = None
+
+    @property
+    def wall_s(self) -> float:
+        if self.t_start is None:
+            return 0.0
+        return (self.t_end if self.t_end is not None else time.perf_counter()) - self.t_start
+
+    def as_dict(self) -> Dict[str, float]:
+        wall = self.wall_s
+        now = self.t_start + wall if self.t_start is not None else 0.0
+        out: Dict[str, float] = {"wall_s": wall, "pairs": self.pairs}
+        out["pairs_per_min"] = 60 * self.pairs / wall if wall else 0.0
+        for name in ("generator", "scorer"):
+            role: RoleUsage = getattr(self, name)
+            out[f"{name}_calls"] = role.calls
+            out[f"{name}_requests"] = role.requests
+            out[f"{name}_busy_share"] = role.busy_s(now) / wall if wall else 0.0
+            out[f"{name}_mean_in_flight"] = role.call_s / wall if wall else 0.0
+            out[f"{name}_tokens_per_s"] = (role.prompt_tokens + role.completion_tokens) / wall if wall else 0.0
+        return out
+
+
+@dataclass
+class _Flight:
+    """One pair in flight: its search coroutine, the call it waits on, the time charged to it."""
+
+    index: int
+    pair: PairInput
+    co: Any = None
+    call: Optional[Call] = None
+    timings: Dict[str, float] = field(default_factory=lambda: {"generate_s": 0.0, "score_s": 0.0, "total_s": 0.0})
+
+
+def _executor(backend: Any, fallback: int, device: ThreadPoolExecutor) -> Optional[ThreadPoolExecutor]:
+    """A thread per allowed request for a concurrent (HTTP) backend; None for an in-process one,
+    whose batches go to the shared device lane."""
+    if not getattr(backend, "concurrent_calls", False):
+        return None
+    endpoint = getattr(backend, "endpoint", None)
+    return ThreadPoolExecutor(max_workers=max(1, getattr(endpoint, "max_concurrency", fallback)))
+
+
+def run_pairs(
+    pairs: Iterable[PairInput],
+    generator: Generator,
+    scorer: Scorer,
+    cfg: SynthesisConfig,
+    usage: Optional[FleetUsage] = None,
+) -> Iterator[Outcome]:
+    """Search every pair and yield each record as its search ends (an UnfinishedPair for a pair a
+    failed model call stopped). `pairs` is read lazily: a caller that stops yielding pairs (a
+    failing fleet) stops new work without losing what is in flight."""
+    usage = usage if usage is not None else FleetUsage()
+    model_ids = {"generator": generator.model_id, "scorer": scorer.model_id}
+    lockstep = cfg.schedule == "lockstep"
+    pool = cfg.batch_size if lockstep else cfg.max_in_flight
+    backends = {"generator": generator, "scorer": scorer}
+    device = ThreadPoolExecutor(max_workers=1)  # in-process backends share one device: one batch at a time
+    http = {role: _executor(b, pool, device) for role, b in backends.items()}
+    queue = iter(enumerate(pairs))
+    flights: Dict[int, _Flight] = {}
+    waiting: Deque[int] = deque()  # flights whose call is not sent yet, oldest first
+    futures: Dict[Future, Tuple[str, List[_Flight]]] = {}
+    lock = threading.Lock()
+    usage.t_start, usage.t_end = time.perf_counter(), None
+    exhausted = False
+
+    def advance(f: _Flight, answer: Any) -> Optional[Outcome]:
+        """Send the answer into the pair's search: the pair's next call is queued, or its outcome returned."""
+        try:
+            f.call = f.co.send(answer)
+        except StopIteration as done:
+            return done.value
+        except ModelCallFailed as exc:
+            return UnfinishedPair(f.pair[0], str(exc))
+        waiting.append(f.index)
+        return None
+
+    def admit() -> Iterator[Outcome]:
+        """Fill the pool from the queue (lockstep: only once the whole batch is done)."""
+        nonlocal exhausted
+        if lockstep and flights:
+            return
+        while not exhausted and len(flights) < pool:
+            try:
+                i, pair = next(queue)
+            except StopIteration:
+                exhausted = True
+                return
+            f = flights[i] = _Flight(i, pair)
+            f.co = search(pair[0], pair[1], pair[2], cfg, model_ids, pair[3], f.timings)
+            outcome = advance(f, None)
+            if outcome is not None:
+                del flights[i]
+                usage.pairs += 1
+                yield outcome
+
+    def submit(role: str, members: List[_Flight]) -> None:
+        for f in members:
+            waiting.remove(f.index)
+        executor = http[role] or device
+        futures[executor.submit(_call, backends[role], [f.call for f in members], usage, role, lock)] = (role, members)
+
+    def dispatch() -> None:
+        """HTTP calls go out at once (the executor's threads bound them); in-process calls wait for
+        the device and then go as one batch per kind. Lockstep sends a round only when every pair
+        of the batch waits, and then sends all of it."""
+        if lockstep and (futures or len(waiting) < len(flights)):
+            return
+        device_busy = any(http[role] is None for role, _ in futures.values())
+        for role in ("generator", "scorer"):
+            mine = [flights[i] for i in waiting if _role(flights[i].call) == role]
+            if http[role] is not None:
+                for f in mine:
+                    submit(role, [f])
+                continue
+            while mine and (lockstep or not device_busy):
+                kind = _kind(mine[0].call)  # the oldest pending call picks the kind
+                batch = [f for f in mine if _kind(f.call) == kind]
+                submit(role, batch)
+                mine = [f for f in mine if _kind(f.call) != kind]
+                device_busy = True
+
+    try:
+        yield from admit()
+        dispatch()
+        while futures:
+            done, _ = wait(list(futures), return_when=FIRST_COMPLETED)
+            for future in done:
+                role, members = futures.pop(future)
+                answers, seconds = future.result()
+                for f, answer in zip(members, answers):
+                    f.timings["generate_s" if role == "generator" else "score_s"] += seconds / len(members)
+                    outcome = advance(f, answer)
+                    if outcome is not None:
+                        del flights[f.index]
+                        usage.pairs += 1
+                        yield outcome
+            yield from admit()
+            dispatch()
+    finally:
+        usage.t_end = time.perf_counter()
+        for f in flights.values():
+            f.co.close()
+        for executor in [e for e in http.values() if e is not None] + [device]:
+            executor.shutdown(wait=True, cancel_futures=True)
+
+
+def _role(call: Optional[Call]) -> str:
+    return "generator" if isinstance(call, GenerateCall) else "scorer"
+
+
+def _kind(call: Call) -> tuple:
+    """Calls that can share one batched backend call."""
+    if isinstance(call, GenerateCall):
+        s = call.sampling
+        return ("generate", s.temperature, s.top_p, s.max_new_tokens, s.stop, call.n)
+    return ("score",)
+
+
+def _call(backend: Any, calls: Sequence[Call], usage: FleetUsage, role: str, lock: threading.Lock):
+    """One backend call for `calls` (one, or a dynamic batch); returns each call's answer and the
+    call's duration, and books the call in `usage`."""
+    role_usage: RoleUsage = getattr(usage, role)
+    t0 = time.perf_counter()
+    with lock:
+        role_usage.start(t0)
+    try:
+        if role == "generator":
+            first = calls[0]
+            prefill = [c.prefill for c in calls] if any(c.prefill for c in calls) else None
+            answers = backend.generate(
+                [c.messages for c in calls],
+                first.sampling,
+                n=first.n,
+                prefill=prefill,
+                seeds=[c.sampling.seed for c in calls],
+            )
+            requests = len(calls)
+            tokens = [(g.prompt_tokens, g.completion_tokens) for out in answers for g in out]
+        else:
+            flat = [r for c in calls for r in c.requests]
+            scored = backend.score(flat)
+            answers, at = [], 0
+            for c in calls:
+                answers.append(scored[at : at + len(c.requests)])
+                at += len(c.requests)
+            requests = len(flat)
+            tokens = [(lp.context_tokens, len(lp)) for lp in scored]
+    finally:
+        t1 = time.perf_counter()
+        with lock:
+            role_usage.end(t0, t1)
+    with lock:
+        role_usage.requests += requests
+        role_usage.prompt_tokens += sum(p for p, _ in tokens)
+        role_usage.completion_tokens += sum(c for _, c in tokens)
+    return answers, t1 - t0
+
+
+def synthesize(
+    pair_id: str,
+    x: str,
+    y: str,
+    generator: Generator,
+    scorer: Scorer,
+    cfg: SynthesisConfig,
+    category: Optional[str] = None,
+) -> Outcome:
+    """Run the search for one pair and return its record (an UnfinishedPair when a call failed)."""
+    return next(iter(run_pairs([(pair_id, x, y, category)], generator, scorer, cfg)))
