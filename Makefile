@@ -15,7 +15,7 @@ RECIPE_TARGETS := $(filter-out demo,$(RECIPES))
 
 ABLATIONS := $(filter ablation-%,$(RECIPES))
 
-.PHONY: install serve-install serve demo lint test test-fast bench recipes ablations-demo clean-runs $(RECIPE_TARGETS)
+.PHONY: install serve-install serve browser demo lint test test-fast bench recipes ablations-demo clean-runs $(RECIPE_TARGETS)
 
 install: $(STAMP)
 
@@ -61,8 +61,17 @@ lint: install
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
+# Headless Chromium for the run report's browser tests (tests/test_report_html.py): found on PATH, or
+# installed from the distribution (Debian's package is `chromium`); where it cannot be, those tests skip.
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	command -v google-chrome >/dev/null 2>&1 || \
+	( SUDO=$$( [ "$$(id -u)" = 0 ] || ! command -v sudo >/dev/null 2>&1 || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium ) || \
+	echo "make browser: could not install chromium; the browser tests of the run report will be skipped"
+
 # The whole suite, the real-vLLM tests included (DEEPWRITER_REQUIRE_VLLM: a missing vLLM fails them).
-test: install serve-install lint
+test: install serve-install browser lint
 	DEEPWRITER_REQUIRE_VLLM=1 $(PY) -m pytest $(PYTEST_ARGS)
 
 test-fast: install

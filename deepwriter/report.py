@@ -1,10 +1,15 @@
 """Compare eval results of several runs side by side.
 
     python -m deepwriter.report RUN_DIR [RUN_DIR ...] [--out DIR]
+    python -m deepwriter.report --html RUN_DIR [RUN_DIR ...] [--out PATH]
 
 A RUN_DIR is a run folder (runs/<recipe>/<run-id>, whose eval/ holds summary.json) or an eval stage
 folder itself. Writes compare.md, compare.csv, compare.png (bars) and radar.png into --out (default
 ./eval-report) and prints the markdown table.
+
+--html writes the browsable run report instead (deepwriter/viewer): for one run folder its
+report.html (default RUN_DIR/report.html), for several a page with them side by side (default
+./report.html), linked to each run's own report; prints the page's path.
 """
 
 from __future__ import annotations
@@ -66,11 +71,26 @@ def write_report(runs: Dict[str, Dict[str, Any]], out: Path) -> str:
     return text
 
 
+def html_main(run_dirs: List[Path], out: Optional[Path]) -> int:
+    from deepwriter.viewer import build_report
+
+    missing = [str(d) for d in run_dirs if not Path(d).is_dir()]
+    if missing:
+        print(f"deepwriter.report: no such run folder: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    print(build_report(run_dirs, out))
+    return 0
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m deepwriter.report", description="Compare eval results of runs.")
     ap.add_argument("runs", nargs="+", type=Path, help="run folders (or eval stage folders)")
-    ap.add_argument("--out", type=Path, default=Path("eval-report"), help="where the tables and plots go")
+    ap.add_argument("--out", type=Path, default=None, help="where the tables and plots go (default ./eval-report)")
+    ap.add_argument("--html", action="store_true", help="write the browsable HTML report of the runs instead")
     args = ap.parse_args(argv)
+    if args.html:
+        return html_main(args.runs, args.out)
+    args.out = args.out or Path("eval-report")
     try:
         runs = load_runs(args.runs)
     except FileNotFoundError as exc:

@@ -8,6 +8,7 @@ key before any work starts.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 from pathlib import Path
@@ -80,6 +81,7 @@ def _hydra_main(cfg: DictConfig) -> None:
     from deepwriter.summary import print_summary
     from deepwriter.tracking import stage_tracker
 
+    typed = None
     try:
         typed = to_typed(cfg)
         logging.getLogger("deepwriter").setLevel(typed.logging.level)
@@ -89,11 +91,35 @@ def _hydra_main(cfg: DictConfig) -> None:
         sys.exit(2)
     except UnfinishedError as exc:  # servers failed: finished work is kept, the same command resumes
         print(f"deepwriter: unfinished: {exc}", file=sys.stderr)
+        write_run_report(_run_dir(typed))  # what the finished stages did is worth reading meanwhile
         sys.exit(EXIT_UNFINISHED)
     except DeepwriterError as exc:  # bad input data, a plan that cannot fit, ...: finished stages are kept
         print(f"deepwriter: error: {exc}", file=sys.stderr)
+        write_run_report(_run_dir(typed))
         sys.exit(2)
     print_summary(manifest)
+    write_run_report(Path(manifest["run_dir"]))
+
+
+def _run_dir(typed) -> Optional[Path]:
+    from deepwriter.config import expand
+
+    return expand(typed.paths.runs_dir) / typed.recipe.name / typed.run_id if typed is not None else None
+
+
+def write_run_report(run_dir: Optional[Path]) -> None:
+    """Build the run's report.html and print its path as the last line; a report that cannot be
+    built is a warning, never a failed run (the stages' outputs are what matters)."""
+    if run_dir is None or not (run_dir / "manifest.json").is_file() or os.environ.get("RANK", "0") != "0":
+        return  # one report per run: rank 0 of a multi-process launch writes it
+    from deepwriter.viewer import build_run_report
+
+    try:
+        page = build_run_report(run_dir)
+    except Exception as exc:  # noqa: BLE001 - any fault of the viewer must leave the run's result alone
+        log.warning("run report not written: %s: %s", type(exc).__name__, exc)
+        return
+    print(f"report: {page}", flush=True)
 
 
 def main(argv: Optional[List[str]] = None) -> None:

@@ -138,6 +138,11 @@ def test_demo_runs_every_stage_for_real_then_reuses_them(tmp_path):
     assert judged and all(1 <= v <= 5 for v in judged)
     assert all(v is None or 0 <= v <= 100 for v in summary["headline"].values())
     assert "deepwriter: recipe demo" in out.stdout  # the closing summary
+    # ... and the run's report, whose path is the last line printed
+    last = out.stdout.strip().splitlines()[-1]
+    assert last.startswith("report: ")
+    assert Path(last.removeprefix("report: ")).resolve() == (run_dir / "report.html").resolve()
+    assert (run_dir / "report.html").stat().st_size > 10_000
 
     # a second run of the same recipe reuses every finished stage: it runs none and writes nothing
     # into their folders (counted, not timed)
