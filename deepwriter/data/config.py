@@ -66,13 +66,35 @@ class DecontamConfig:
 
 
 @dataclass
+class TrajectoriesConfig:
+    """Where the mix's synthetic part comes from. `synthesize`: this project's search (the synthesize
+    stage's shards). `reference_output`: a folder of the authors' synthesis output files
+    (`<prefix>_<uid>_rk<rank>_meta.jsonl`, one indented JSON object each), for a user who ran their
+    code. `released`: a released dataset of trajectories (DeepWriting-20K), from the hub or a local
+    file or folder. The last two need no synthesize stage; all three go through the same filters."""
+
+    kind: str = one_of("synthesize", "synthesize", "reference_output", "released")
+    name: str = ""  # released: the source label of its rows in the mix (default: the hub id's last part)
+    path: Optional[str] = None  # reference_output: the folder; released: a local file (wins over hub_id)
+    hub_id: Optional[str] = None  # released: a hub id, or a local folder laid out as a hub dataset
+    split: str = "train"
+    # released: our field -> its column. x (the request: a string, or chat turns whose first user turn
+    # is taken), y (the answer; with `<think>...</think>` before it when think is not mapped), optional
+    # think, id and category (dotted names read inside a column: extra_info.index).
+    fields: Dict[str, str] = field(default_factory=dict)
+    limit: Optional[int] = bounded(None, ge=1)  # released: the first N valid rows
+
+
+@dataclass
 class MixConfig:
     # Counts; null takes everything available, 0 takes none (synthetic: 0 is the no-synthetic ablation).
     total: Optional[int] = bounded(None, ge=0)
     synthetic: Optional[int] = bounded(None, ge=0)
     public: Optional[int] = bounded(None, ge=0)
-    # z_final | z0 (no-search ablation reuses the search output)
+    # z_final | z0 (no-search ablation reuses the search output); for reference outputs: the
+    # corrected thinking | the initial thinking. A released dataset has only its one thinking.
     trajectory_field: str = one_of("z_final", "z_final", "z0")
+    trajectories_from: TrajectoriesConfig = field(default_factory=TrajectoriesConfig)
     seed: int = 0
     dedup: DedupConfig = field(default_factory=DedupConfig)
     decontam: DecontamConfig = field(default_factory=DecontamConfig)

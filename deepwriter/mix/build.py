@@ -12,7 +12,7 @@ import logging
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
 from tqdm.auto import tqdm
 
@@ -20,7 +20,8 @@ from deepwriter import think
 from deepwriter.data.config import MixConfig
 from deepwriter.mix.decontam import BenchmarkIndex
 from deepwriter.mix.dedup import NearDuplicateIndex, exact_key
-from deepwriter.pairs.read import DataError, Skipped
+from deepwriter.pairs.read import DataError, Skipped, reject
+from deepwriter.pairs.read import _Bad as _Reject  # a bad record: the field and the reason
 
 log = logging.getLogger("deepwriter.data")
 
@@ -42,6 +43,31 @@ def to_messages(rec: Dict[str, Any]) -> List[Dict[str, str]]:
 # --- synthetic trajectories --------------------------------------------------------------------
 
 
+def gather(items: Iterable[Tuple[str, Any]], strict: bool) -> Tuple[List[Dict[str, Any]], List[Skipped], int]:
+    """Mix records from (where, item) pairs, whatever format they were read from: an item is a record,
+    None (a trajectory its search did not keep) or a _Reject (a bad record: an error in strict mode,
+    a counted skip otherwise). A repeated id is a bad record: the mix's lists name records by id.
+    Also returns the count of records not kept."""
+    records: List[Dict[str, Any]] = []
+    skipped: List[Skipped] = []
+    not_kept = 0
+    seen: Dict[str, str] = {}
+    for where, item in items:
+        if isinstance(item, _Reject):
+            reject(where, item.field, item.reason, strict, skipped)
+            continue
+        if item is None:
+            not_kept += 1
+            continue
+        if item["id"] in seen:
+            reject(where, "id", f"duplicate id {item['id']!r} (first at {seen[item['id']]})", strict, skipped)
+            continue
+        seen[item["id"]] = where
+        item["where"] = where
+        records.append(item)
+    return records, skipped, not_kept
+
+
 def load_trajectories(
     shard_dir: Path, trajectory_field: str, strict: bool
 ) -> Tuple[List[Dict[str, Any]], List[Skipped], int]:
@@ -51,41 +77,19 @@ def load_trajectories(
         raise DataError(
             "data.mix.trajectory_field", "trajectory_field", f"got {trajectory_field!r}; expected z_final or z0"
         )
-    records: List[Dict[str, Any]] = []
-    skipped: List[Skipped] = []
-    not_kept = 0
-    seen: Dict[str, str] = {}
-    for shard in sorted(shard_dir.glob("*.jsonl")):
-        with open(shard, "rb") as f:
-            for lineno, raw in enumerate(f, start=1):
-                where = f"{shard}:{lineno}"
-                if not raw.strip():
-                    continue
-                try:
-                    rec = _trajectory(raw, trajectory_field)
-                except _Reject as r:
-                    if strict:
-                        raise DataError(where, r.field, r.reason) from None
-                    skipped.append(Skipped(where, r.field, r.reason))
-                    continue
-                if rec is None:
-                    not_kept += 1
-                    continue
-                if rec["id"] in seen:
-                    reason = f"duplicate id {rec['id']!r} (first at {seen[rec['id']]})"
-                    if strict:
-                        raise DataError(where, "id", reason)
-                    skipped.append(Skipped(where, "id", reason))
-                    continue
-                seen[rec["id"]] = where
-                rec["where"] = where
-                records.append(rec)
-    return records, skipped, not_kept
 
+    def items() -> Iterator[Tuple[str, Any]]:
+        for shard in sorted(shard_dir.glob("*.jsonl")):
+            with open(shard, "rb") as f:
+                for lineno, raw in enumerate(f, start=1):
+                    if not raw.strip():
+                        continue
+                    try:
+                        yield f"{shard}:{lineno}", _trajectory(raw, trajectory_field)
+                    except _Reject as r:
+                        yield f"{shard}:{lineno}", r
 
-class _Reject(Exception):
-    def __init__(self, field_name: str, reason: str):
-        self.field, self.reason = field_name, reason
+    return gather(items(), strict)
 
 
 def _trajectory(raw: bytes, zfield: str) -> Optional[Dict[str, Any]]:

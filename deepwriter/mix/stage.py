@@ -1,5 +1,9 @@
 """The mix stage: kept REER trajectories + public reasoning data -> a chat-format HF dataset.
 
+The trajectories come from our synthesize stage, from a folder of the authors' synthesis output
+files (deepwriter.mix.reference) or from a released dataset (deepwriter.mix.released), as
+`data.mix.trajectories_from` says; all three go through the same filters in build_mix.
+
 Writes into the stage folder: dataset/ (Dataset.save_to_disk; columns messages, source, category,
 id), DATA_CARD.md, dropped/<filter>.jsonl (every removed record with its reason), skipped.jsonl (bad
 input records in lenient mode), plots/token_lengths.png and mix_counts.json. The dataset folder is
@@ -15,10 +19,12 @@ import os
 import shutil
 from collections import Counter
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Tuple
 
 from deepwriter.config import RootConfig, expand
 from deepwriter.contract import StageContext, StageResult, StageSpec, benchmark_files, source_files
+from deepwriter.errors import ConfigError
+from deepwriter.files import resolve_data_path
 from deepwriter.mix.build import MixResult, build_mix, load_trajectories, to_messages
 from deepwriter.mix.public import load_public
 from deepwriter.pairs.read import Skipped
@@ -49,14 +55,74 @@ def _artifacts() -> Dict[str, str]:
     return {"dataset": DATASET, "data_card": "DATA_CARD.md", "dropped": "dropped", "plots": "plots", "counts": COUNTS}
 
 
+def _needs_synthesize(cfg: RootConfig) -> bool:
+    return cfg.data.mix.synthetic != 0 and cfg.data.mix.trajectories_from.kind == "synthesize"
+
+
+def _trajectory_files(cfg: RootConfig) -> List[Path]:
+    """The local input of a synthetic part read from files (a changed folder or file re-runs the
+    mix). A path that is not there is left to preflight, which names the key."""
+    t = cfg.data.mix.trajectories_from
+    if cfg.data.mix.synthetic == 0 or t.kind == "synthesize":
+        return []
+    paths = [resolve_data_path(t.path)] if t.path else []
+    if t.kind == "released" and not t.path and t.hub_id and Path(expand(t.hub_id)).is_dir():
+        paths.append(Path(expand(t.hub_id)))  # a local folder laid out as a hub dataset
+    return [p for p in paths if p.exists()]
+
+
+def preflight(cfg: RootConfig) -> None:
+    """A synthetic part read from files must name them; stops before any work, naming the key."""
+    t = cfg.data.mix.trajectories_from
+    if cfg.data.mix.synthetic == 0 or t.kind == "synthesize":
+        return
+    key = "data.mix.trajectories_from"
+    if t.kind == "reference_output":
+        if not t.path:
+            raise ConfigError(f"{key}.path: not set; expected the folder of the reference's *_meta.jsonl files")
+        if not resolve_data_path(t.path).is_dir():
+            raise ConfigError(f"{key}.path: no such folder: {resolve_data_path(t.path)}")
+    else:
+        if not (t.path or t.hub_id):
+            raise ConfigError(f"{key}: kind released needs path or hub_id")
+        if t.path and not resolve_data_path(t.path).is_file():
+            raise ConfigError(f"{key}.path: no such file: {resolve_data_path(t.path)}")
+        for name in ("x", "y"):
+            if name not in t.fields:
+                raise ConfigError(f"{key}.fields.{name}: not mapped; expected the column that holds it")
+
+
 STAGE = StageSpec(
     "mix",
     "deepwriter.mix.stage:run",
     # the public data, the mix, the student's tokenizer and length limit, the benchmarks decontaminated against
     ("data.public", "data.mix", "data.taxonomy", "data.strict", "models.student", "sft.max_length", "eval.benchmarks"),
-    needs=lambda cfg: [] if cfg.data.mix.synthetic == 0 else ["synthesize"],
-    input_files=lambda cfg: source_files("data.public")(cfg) + benchmark_files(cfg),
+    # a synthetic part read from the authors' files or a released dataset needs no search
+    needs=lambda cfg: ["synthesize"] if _needs_synthesize(cfg) else [],
+    input_files=lambda cfg: source_files("data.public")(cfg) + _trajectory_files(cfg) + benchmark_files(cfg),
+    preflight="deepwriter.mix.stage:preflight",
 )
+
+
+def load_synthetic(cfg: RootConfig, ctx: StageContext) -> Tuple[List[Dict[str, Any]], List[Skipped], int]:
+    """The synthetic part, from wherever data.mix.trajectories_from says: records, bad ones skipped
+    (lenient mode), and the count the search did not keep."""
+    mcfg, strict = cfg.data.mix, cfg.data.strict
+    t = mcfg.trajectories_from
+    if mcfg.synthetic == 0:
+        return [], [], 0
+    if t.kind == "reference_output":
+        from deepwriter.mix.reference import load_reference_outputs
+
+        return load_reference_outputs(resolve_data_path(t.path), mcfg.trajectory_field, strict)
+    if t.kind == "released":
+        from deepwriter.mix.released import load_released
+
+        records, skipped = load_released(t, strict)
+        return records, skipped, 0
+    if "synthesize" not in ctx.inputs:
+        return [], [], 0
+    return load_trajectories(ctx.inputs["synthesize"] / "shards", mcfg.trajectory_field, strict)
 
 
 def run(cfg: RootConfig, ctx: StageContext) -> StageResult:
@@ -69,11 +135,8 @@ def run(cfg: RootConfig, ctx: StageContext) -> StageResult:
 
     mcfg, strict = cfg.data.mix, cfg.data.strict
     skipped: List[Skipped] = []
-    synthetic: List[Dict[str, Any]] = []
-    not_kept = 0
-    if mcfg.synthetic != 0 and "synthesize" in ctx.inputs:
-        synthetic, sk, not_kept = load_trajectories(ctx.inputs["synthesize"] / "shards", mcfg.trajectory_field, strict)
-        skipped += sk
+    synthetic, sk, not_kept = load_synthetic(cfg, ctx)
+    skipped += sk
     public: List[Dict[str, Any]] = []
     if mcfg.public != 0 and (cfg.data.public.path or cfg.data.public.hub_id):
         public, sk = load_public(cfg.data.public, strict)
@@ -197,6 +260,17 @@ def _table(rows: List[List[Any]], header: List[str]) -> str:
     return "\n".join(lines)
 
 
+def _origin(cfg: RootConfig) -> str:
+    """Where the synthetic part came from, for the data card."""
+    m = cfg.data.mix
+    t = m.trajectories_from
+    if t.kind == "reference_output":
+        return f"the reference code's output files in `{t.path}`, thinking from `{m.trajectory_field}`"
+    if t.kind == "released":
+        return f"the released dataset `{t.hub_id or t.path}` [{t.split}], columns {dict(t.fields)}"
+    return f"this project's search, thinking from `{m.trajectory_field}`"
+
+
 def _write_card(out: Path, cfg: RootConfig, result: MixResult, skipped: List[Skipped]) -> None:
     c = result.counts
     m = cfg.data.mix
@@ -209,7 +283,7 @@ def _write_card(out: Path, cfg: RootConfig, result: MixResult, skipped: List[Ski
             lengths.append([kind, len(s), s[0], s[len(s) // 2], round(sum(s) / len(s)), s[-1]])
     text = f"""# Data card: SFT mix
 
-{c["total"]} samples: {c["synthetic"]} synthetic REER trajectories (thinking from `{m.trajectory_field}`) and
+{c["total"]} samples: {c["synthetic"]} synthetic REER trajectories ({_origin(cfg)}) and
 {c["public"]} public reasoning samples ({cfg.data.public.name or "none"}), shuffled with seed {m.seed}.
 Format: one user turn (the request) and one assistant turn `<think>\\n…\\n</think>\\n\\n` + answer.
 

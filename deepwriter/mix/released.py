@@ -1,0 +1,105 @@
+"""A released dataset of trajectories (DeepWriting-20K) as the mix's synthetic part.
+
+Rows are read by the one source reader (deepwriter.pairs.read.iter_rows: a local file, or
+`datasets.load_dataset` for a hub id or a local folder laid out as a hub dataset) and mapped by
+`data.mix.trajectories_from.fields`. The request may be a string or chat turns (verl-style `prompt`
+columns: the first user turn is the request). When `think` is not mapped, the answer column holds
+the thinking as `<think>...</think>` before the answer and is split by deepwriter.think.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Tuple
+
+from deepwriter import think
+from deepwriter.data.config import SourceConfig, TrajectoriesConfig
+from deepwriter.mix.build import _Reject, gather
+from deepwriter.pairs.read import _ABSENT, Skipped, _check_text, _lookup, iter_rows, map_row, source_label
+
+
+def as_source(t: TrajectoriesConfig) -> SourceConfig:
+    """The released dataset as a source for the one reader."""
+    # unnamed: a file's stem, or the hub id's (or local folder's) last part
+    name = t.name or (Path(t.path).stem if t.path else str(t.hub_id).rstrip("/").split("/")[-1])
+    return SourceConfig(name=name, path=t.path, hub_id=t.hub_id, split=t.split, fields=dict(t.fields), limit=t.limit)
+
+
+def _request(value: Any) -> Any:
+    """The request of a string or of chat turns ([{role, content}, ...]: the first user turn), also
+    when the turns were stored as a JSON string (some verl exports do)."""
+    if isinstance(value, str) and value.lstrip().startswith("[{"):
+        try:
+            turns = json.loads(value)
+        except json.JSONDecodeError:
+            turns = None  # a request that happens to start with "[{"
+        if isinstance(turns, list) and all(isinstance(t, dict) and "role" in t for t in turns):
+            value = turns
+    if isinstance(value, list):
+        for turn in value:
+            if isinstance(turn, dict) and turn.get("role") in ("user", "human"):
+                return turn.get("content")
+        raise _Reject("x", "chat turns without a user turn")
+    return value
+
+
+def released_record(row: Dict[str, Any], fields: Dict[str, str], label: str) -> Dict[str, Any]:
+    """A mix record from one mapped row; raises _Reject naming the bad field."""
+    for name in ("x", "y"):
+        if name not in fields:
+            raise _Reject(name, "not mapped: add it to data.mix.trajectories_from.fields")
+    raw_x = _lookup(row, fields["x"])
+    if raw_x is _ABSENT:
+        raise _Reject("x", f"mapped to {fields['x']!r}, which the record lacks")
+    x = _check_text("x", _request(raw_x), required=True)
+    rec = map_row(row, {k: v for k, v in fields.items() if k != "x"}, required=("y",))
+    y = rec["y"]
+    if "think" in fields:
+        thinking = _check_text("think", rec.get("think"), required=True)
+    else:
+        parts = think.split(y)
+        if think.CLOSE not in y:
+            raise _Reject("y", f"no {think.CLOSE} in the answer: map `think` to the thinking's column")
+        if not parts.answer:
+            raise _Reject("y", f"nothing after the last {think.CLOSE}")
+        if not parts.thinking:
+            raise _Reject("y", "empty thinking block")
+        thinking, y = parts.thinking, parts.answer
+    rid = rec.get("id")
+    cat = rec.get("category")
+    return {
+        "id": rid,
+        "x": x,
+        "y": y.strip(),
+        "think": thinking.strip(),
+        "category": cat if isinstance(cat, str) and cat else "uncategorised",
+        "answer_id": rid,
+        "source": label,
+    }
+
+
+def load_released(t: TrajectoriesConfig, strict: bool) -> Tuple[List[Dict[str, Any]], List[Skipped]]:
+    """Mix records of a released dataset, up to `limit` valid ones; bad rows raise or are counted."""
+    src = as_source(t)
+    label = source_label(src)
+
+    def items() -> Iterator[Tuple[str, Any]]:
+        valid = 0
+        for n, (where, row) in enumerate(iter_rows(src), start=1):
+            try:
+                if isinstance(row, _Reject):
+                    raise row
+                rec = released_record(row, src.fields, label)
+            except _Reject as r:
+                yield where, r
+                continue
+            if rec["id"] is None:  # an unmapped id: the row's position
+                rec["id"] = rec["answer_id"] = f"{label}-{n:07d}"
+            yield where, rec
+            valid += 1
+            if src.limit is not None and valid >= src.limit:
+                return
+
+    records, skipped, _ = gather(items(), strict)
+    return records, skipped
