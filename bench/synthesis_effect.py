@@ -23,7 +23,8 @@ from deepwriter import think
 from deepwriter.config import to_typed
 from deepwriter.llm.base import ScoreRequest, clipped_mean_nll
 from deepwriter.synthesis import filters
-from deepwriter.synthesis.search import TrajectoryScorer, synthesize_many
+from deepwriter.synthesis.schedule import run_pairs
+from deepwriter.synthesis.search import TrajectoryScorer
 from deepwriter.synthesis.stage import build_backends
 from deepwriter.train import compose
 
@@ -82,7 +83,7 @@ def main() -> None:
     ap.add_argument("--max-steps", type=int, default=2)
     ap.add_argument("--initial-tokens", type=int, default=256)
     ap.add_argument("--refine-tokens", type=int, default=64)
-    ap.add_argument("--batch", type=int, default=10)
+    ap.add_argument("--batch", type=int, default=10, help="pairs in flight (synthesis.max_in_flight)")
     ap.add_argument("--min-segment-chars", type=int, default=100, help="the reference's 100; lower to see the search")
     ap.add_argument("--seed-pairs", type=Path, default=DEFAULT_PAIRS)
     ap.add_argument("--out", type=Path, default=Path("bench/results/synthesis_effect.jsonl"))
@@ -97,14 +98,15 @@ def main() -> None:
         initial=dataclasses.replace(cfg.synthesis.initial, max_new_tokens=args.initial_tokens),
         refine=dataclasses.replace(cfg.synthesis.refine, max_new_tokens=args.refine_tokens),
         filters=dataclasses.replace(cfg.synthesis.filters, min_think_tokens=min(100, args.initial_tokens)),
+        max_in_flight=args.batch,
     )
     cfg.synthesis = scfg
     pairs = load_pairs(args.seed_pairs, args.pairs, args.max_words)
     generator, scorer = build_backends(cfg)
     t0 = time.time()
     records = []
-    for start in range(0, len(pairs), args.batch):
-        records += list(synthesize_many(pairs[start : start + args.batch], generator, scorer, scfg))
+    for rec in run_pairs(pairs, generator, scorer, scfg):
+        records.append(rec)
         print(f"  {len(records)}/{len(pairs)} pairs, {time.time() - t0:.0f}s", flush=True)
     elapsed = time.time() - t0
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -19,7 +19,9 @@ REDUCED = [
     "synthesis.limit=3",
     "synthesis.max_steps=1",
     "sft.max_steps=8",
-    "sft.max_length=512",
+    # z0 (<= 192 tokens) + one rewrite (<= 96) + the request and a demo answer fit whole: the kept
+    # trajectories must reach the SFT data, not be dropped as too long
+    "sft.max_length=768",
     "sft.learning_rate=2e-4",
     "sft.save_steps=4",
     "eval.benchmarks.demo.limit=2",

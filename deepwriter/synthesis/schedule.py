@@ -108,7 +108,7 @@ class _Flight:
     timings: Dict[str, float] = field(default_factory=lambda: {"generate_s": 0.0, "score_s": 0.0, "total_s": 0.0})
 
 
-def _executor(backend: Any, fallback: int, device: ThreadPoolExecutor) -> Optional[ThreadPoolExecutor]:
+def _executor(backend: Any, fallback: int) -> Optional[ThreadPoolExecutor]:
     """A thread per allowed request for a concurrent (HTTP) backend; None for an in-process one,
     whose batches go to the shared device lane."""
     if not getattr(backend, "concurrent_calls", False):
@@ -133,7 +133,7 @@ def run_pairs(
     pool = cfg.batch_size if lockstep else cfg.max_in_flight
     backends = {"generator": generator, "scorer": scorer}
     device = ThreadPoolExecutor(max_workers=1)  # in-process backends share one device: one batch at a time
-    http = {role: _executor(b, pool, device) for role, b in backends.items()}
+    http = {role: _executor(b, pool) for role, b in backends.items()}
     queue = iter(enumerate(pairs))
     flights: Dict[int, _Flight] = {}
     waiting: Deque[int] = deque()  # flights whose call is not sent yet, oldest first
@@ -185,18 +185,18 @@ def run_pairs(
         if lockstep and (futures or len(waiting) < len(flights)):
             return
         device_busy = any(http[role] is None for role, _ in futures.values())
-        for role in ("generator", "scorer"):
-            mine = [flights[i] for i in waiting if _role(flights[i].call) == role]
-            if http[role] is not None:
-                for f in mine:
-                    submit(role, [f])
-                continue
-            while mine and (lockstep or not device_busy):
-                kind = _kind(mine[0].call)  # the oldest pending call picks the kind
-                batch = [f for f in mine if _kind(f.call) == kind]
-                submit(role, batch)
-                mine = [f for f in mine if _kind(f.call) != kind]
-                device_busy = True
+        local = []  # pending calls of in-process backends, oldest first
+        for i in list(waiting):
+            role = _role(flights[i].call)
+            if http[role] is None:
+                local.append(flights[i])
+            else:
+                submit(role, [flights[i]])
+        while local and (lockstep or not device_busy):
+            kind = _kind(local[0].call)  # the oldest pending call picks the kind; all of that kind join it
+            submit(_role(local[0].call), [f for f in local if _kind(f.call) == kind])
+            local = [f for f in local if _kind(f.call) != kind]
+            device_busy = True
 
     try:
         yield from admit()
