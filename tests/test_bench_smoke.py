@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import re
+import shutil
 import subprocess
 import sys
 
@@ -211,3 +212,70 @@ def test_synthesis_effect_bench_runs_one_real_pair(shared_dir, tmp_path):
 @pytest.mark.parametrize("name", sorted(p.stem for p in (REPO / "bench").glob("*.py") if not p.stem.startswith("_")))
 def test_every_bench_parses_its_arguments(name):
     assert "usage:" in _run(f"bench.{name}", "--help", timeout=120)
+
+
+def test_synthesis_fleet_bench_runs_small(tmp_path):
+    pairs = 8
+    out_file = tmp_path / "fleet.json"
+    out = _run(
+        "bench.synthesis_fleet",
+        "--quick",
+        f"--pairs={pairs}",
+        "--time-scale=0.2",
+        f"--cache-dir={tmp_path}",
+        f"--out={out_file}",
+        timeout=240,
+    )
+    rows = {
+        m[0]: m
+        for m in re.findall(
+            r"^(lockstep|continuous)\s+(\d+)\s+(\d+)\s+([\d.]+)\s+([\d.]+)\s+(\d+)%\s+(\d+)%\s+(\d+)%\s+(\d+)% / (\d+)%"
+            r"\s+(\d+)% / (\d+)%\s+(\d+)\s+([\d.]+)\s+(\d+)\s+([\d.]+)$",
+            out,
+            re.M,
+        )
+    }
+    assert set(rows) == {"lockstep", "continuous"}, out
+    for _, _, done, wall, rate, of_bound, *shares_and_work in rows.values():
+        shares = shares_and_work[:-4]
+        assert int(done) == pairs, out  # every pair finished, none left unfinished
+        assert _finite_positive(float(wall), float(rate)) and _close(float(rate), 60 * pairs / float(wall)), out
+        assert all(0 <= int(v) <= 100 for v in (of_bound, *shares)), out
+    # the same pairs demanded the same work of the fleets under both schedules
+    assert rows["lockstep"][-4:] == rows["continuous"][-4:], out
+    assert re.search(rf"^same search outcome under both schedules .*: {pairs}/{pairs} pairs$", out, re.M), out
+    bound = re.search(r"^bound\s+(\d+)\s+([\d.]+)\s+([\d.]+)\s+100%", out, re.M)
+    assert bound and int(bound.group(1)) == pairs and _finite_positive(float(bound.group(3))), out
+    # no schedule beats the fleets' capacity
+    assert all(float(r[4]) <= float(bound.group(3)) * 1.05 for r in rows.values()), out
+    last = out.rstrip().splitlines()[-1]
+    summary = re.fullmatch(r"continuous/lockstep: (\d+\.\d\d)×, generator busy (\d+)%, scorer busy (\d+)%", last)
+    assert summary, last
+    assert _close(float(summary.group(1)), float(rows["continuous"][4]) / float(rows["lockstep"][4]), rel=0.05)
+    assert (summary.group(2), summary.group(3)) == rows["continuous"][6:8]
+    import json
+
+    saved = json.loads(out_file.read_text())
+    assert set(saved["schedules"]) == {"lockstep", "continuous"} and saved["bound"]["pairs_per_min"] > 0
+
+
+@pytest.mark.skipif(
+    not any(shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome")), reason="no Chromium on PATH"
+)
+def test_report_scale_bench_runs_small():
+    out = _run("bench.report_scale", "--pairs=250", "--baseline=10", "--repeats=1", timeout=240)
+    rows = {
+        int(p): (float(html), float(beside), int(files), float(ms))
+        for p, html, beside, files, ms in re.findall(
+            r"^pairs\s+(\d+)\s+shard\s+[\d.]+ MB\s+report.html\s+([\d.]+) MB\s+beside\s+([\d.]+) MB in\s+(\d+) files"
+            r"\s+build [\d.]+s\s+first render (\d+) ms",
+            out,
+            re.M,
+        )
+    }
+    assert set(rows) == {10, 250}, out
+    # the small run carries its details in the page; the large one in 200-pair chunk files beside it
+    assert rows[10][1:3] == (0.0, 0) and rows[250][2] == 2 and rows[250][1] > 0
+    assert _finite_positive(rows[10][0], rows[250][0], rows[10][3], rows[250][3])
+    ratio = re.search(r"^ratio 250 vs 10 pairs: report.html ([\d.]+)x, first render ([\d.]+)x", out, re.M)
+    assert ratio and _close(float(ratio.group(2)), rows[250][3] / rows[10][3], rel=0.1, abs_=0.05), out

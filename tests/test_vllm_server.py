@@ -147,7 +147,7 @@ def test_server_killed_mid_synthesis_loses_no_pair_and_a_rerun_finishes(vllm, tm
     overrides = _synth_overrides(
         vllm.url,
         "vllm_prompt_logprobs",
-        "synthesis.batch_size=2",
+        "synthesis.max_in_flight=2",
         "models.generator.endpoint.max_retries=1",
         "models.scorer.endpoint.max_retries=1",
         "models.generator.endpoint.backoff_s=0.5",

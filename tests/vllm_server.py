@@ -35,12 +35,14 @@ class VLLMServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
-    def start(self, timeout_s: float = 420.0) -> "VLLMServer":
+    def start(self, timeout_s: float = 420.0, cmd: Optional[List[str]] = None) -> "VLLMServer":
+        """Start the server (`make serve` unless `cmd` says otherwise) and wait for its first answer."""
         t0 = time.monotonic()
         log = open(self.log_path, "ab")
-        cmd = ["make", "--no-print-directory", "serve", f"MODEL={self.preset}", f"PORT={self.port}"]
-        if self.extra:
-            cmd.append(f"SERVE_ARGS={self.extra}")
+        if cmd is None:
+            cmd = ["make", "--no-print-directory", "serve", f"MODEL={self.preset}", f"PORT={self.port}"]
+            if self.extra:
+                cmd.append(f"SERVE_ARGS={self.extra}")
         self.proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         while time.monotonic() - t0 < timeout_s:
             if self.proc.poll() is not None:
