@@ -153,7 +153,8 @@ def load_stage_pairs(cfg: RootConfig, ctx: StageContext, backends: Dict[str, Any
 STAGE = StageSpec(
     "synthesize",
     "deepwriter.synthesis.stage:run",
-    # the pairs and how they are prepared, the models, the search (batch_size included: see its field)
+    # the pairs and how they are prepared, the models, the search (its operational fields, such as the
+    # schedule and pool sizes, are left out of the key)
     (
         "models.generator",
         "models.scorer",
