@@ -71,7 +71,10 @@ browser:
 	echo "make browser: could not install chromium; the browser tests of the run report will be skipped"
 
 # The whole suite, the real-vLLM tests included (DEEPWRITER_REQUIRE_VLLM: a missing vLLM fails them).
-test: install serve-install browser lint
+test:
+	@# the three installs are independent (pip, pip, apt): run side by side, they overlap their downloads
+	$(MAKE) --no-print-directory -j3 install serve-install browser
+	$(MAKE) --no-print-directory lint
 	DEEPWRITER_REQUIRE_VLLM=1 $(PY) -m pytest $(PYTEST_ARGS)
 
 test-fast: install
