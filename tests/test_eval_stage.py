@@ -144,7 +144,11 @@ def test_eval_stage_against_a_faulty_http_judge(tmp_path, model_cache):
         wb_items = [json.loads(l) for l in (out / "items" / "writingbench.jsonl").read_text().splitlines()]
         assert [r["id"] for r in wb_items] == ["1", "2", "3"]  # the unfinished one has no record
         sonnet = next(r for r in wb_items if r["id"] == "3")
-        assert sonnet["judge"]["criterion-0"]["reasks"] == 1 and sonnet["criteria"][0]["reason"] == "solid"
+        # the bad first reply goes to whichever of the sonnet's criteria is asked first (they are judged
+        # concurrently): that one criterion is re-asked once, and every criterion ends with a real verdict
+        reasks = {k: v["reasks"] for k, v in sonnet["judge"].items()}
+        assert sorted(reasks.values()) == [0] * (len(reasks) - 1) + [1], reasks
+        assert all(c["reason"] == "solid" for c in sonnet["criteria"])
         gens = [json.loads(l) for l in (out / "items" / "longbench_write.generations.jsonl").read_text().splitlines()]
         assert [g["id"] for g in gens] == ["0000", "0001"] and all(g["model"] == "tiny-qwen3" for g in gens)
 
