@@ -176,7 +176,19 @@ def _write_dataset(folder: Path) -> None:
 
 
 # The probe: acts in the page and writes what it saw as JSON into <pre id="probe">.
-PROBE = r"""
+# The end of every probe: its findings and the page's errors into <pre id="probe">, read back from the DOM.
+PROBE_END = r"""    out.errors = window.__errors;
+    var pre = document.createElement('pre');
+    pre.id = 'probe';
+    pre.textContent = JSON.stringify(out);
+    document.body.appendChild(pre);
+  };
+  finish();
+})();
+"""
+
+PROBE = (
+    r"""
 (function () {
   var out = {};
   var ids = function () {
@@ -230,15 +242,9 @@ PROBE = r"""
     out.sft_text = document.getElementById('sft-0').textContent;
     out.mix_text = document.getElementById('mix-0').textContent;
     out.eval_text = document.getElementById('eval-0').textContent;
-    out.errors = window.__errors;
-    var pre = document.createElement('pre');
-    pre.id = 'probe';
-    pre.textContent = JSON.stringify(out);
-    document.body.appendChild(pre);
-  };
-  finish();
-})();
 """
+    + PROBE_END
+)
 
 
 def probe(page: Path, script: str = PROBE) -> tuple:
@@ -290,7 +296,8 @@ def test_the_report_of_a_small_run_renders_every_pair_and_the_accepted_edit(tmp_
     assert png.stat().st_size > 10_000
 
 
-LAZY_PROBE = r"""
+LAZY_PROBE = (
+    r"""
 (function () {
   var out = {};
   var counter = document.querySelector('#synthesis-0 .count');
@@ -313,15 +320,9 @@ LAZY_PROBE = r"""
     out.marks = document.querySelectorAll('#pair-detail-0 mark.edit').length;
     out.scripts_after = Array.prototype.map.call(document.querySelectorAll('script[src]'),
       function (s) { return s.getAttribute('src'); });
-    out.errors = window.__errors;
-    var pre = document.createElement('pre');
-    pre.id = 'probe';
-    pre.textContent = JSON.stringify(out);
-    document.body.appendChild(pre);
-  };
-  finish();
-})();
 """
+    + PROBE_END
+)
 
 
 @needs_chromium
