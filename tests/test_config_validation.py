@@ -37,6 +37,7 @@ CASES = [
     (["data.mix.drop_above_quantile=1.5"], "data.mix.drop_above_quantile", "expected <= 1.0"),
     (["data.quotas.max_per_category=0"], "data.quotas.max_per_category", "expected >= 1"),
     (["EMPTY_PAIRS"], "data.pairs", "no usable pair"),
+    (["FOLDER_PAIRS"], "field 'path'", "a folder, not a file"),
 ]
 
 
@@ -48,6 +49,9 @@ def test_bad_values_stop_before_any_work_naming_the_key(tmp_path, overrides, key
         empty = tmp_path / "pairs.jsonl"
         empty.write_text("\n")
         overrides = [f"data.pairs.path={empty}"]
+    if overrides == ["FOLDER_PAIRS"]:  # a folder where the pairs file belongs
+        (tmp_path / "pairs").mkdir()
+        overrides = [f"data.pairs.path={tmp_path / 'pairs'}"]
     runs = tmp_path / "runs"
     done = subprocess.run(
         [sys.executable, "-m", "deepwriter.train", "+recipe=demo", f"paths.runs_dir={runs}", "run_id=v", *overrides],

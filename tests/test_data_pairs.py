@@ -128,6 +128,12 @@ def test_csv_line_numbers_follow_multiline_records(tmp_path):
 def test_missing_file_and_unknown_format(tmp_path):
     with pytest.raises(DataError, match="no such file"):
         load_pairs(src(tmp_path / "nope.jsonl"), True)
+    folder = tmp_path / "pairs"
+    folder.mkdir()
+    (folder / "train.jsonl").write_text("")
+    with pytest.raises(DataError) as err:  # a folder given as the pairs file: said so, not "no such file"
+        load_pairs(src(folder), True)
+    assert str(err.value).startswith(f"{folder}: field 'path': a folder, not a file") and "hub_id" in str(err.value)
     (tmp_path / "a.txt").write_text("x")
     with pytest.raises(DataError, match="unknown format '.txt'"):
         load_pairs(src(tmp_path / "a.txt"), True)

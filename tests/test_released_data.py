@@ -144,6 +144,10 @@ def test_bad_settings_stop_before_work_naming_the_key(tmp_path):
             r"^data\.mix\.trajectories_from\.path: no such",
         ),
         (("data.mix.trajectories_from.hub_id=m-a-p/DeepWriting-20K",), r"fields\.x: not mapped"),
+        (  # a folder in path: said so, and where a folder laid out as the hub dataset goes
+            (f"data.mix.trajectories_from.path={tmp_path}",),
+            r"^data\.mix\.trajectories_from\.path: .* is a folder, not a file; .*trajectories_from\.hub_id",
+        ),
     ):
         with pytest.raises(ConfigError, match=words):
             preflight(compose_typed("data.mix.trajectories_from.kind=released", *opts))

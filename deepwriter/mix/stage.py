@@ -85,6 +85,11 @@ def preflight(cfg: RootConfig) -> None:
     else:
         if not (t.path or t.hub_id):
             raise ConfigError(f"{key}: kind released needs path or hub_id")
+        if t.path and resolve_data_path(t.path).is_dir():
+            raise ConfigError(
+                f"{key}.path: {resolve_data_path(t.path)} is a folder, not a file; a folder laid out as the hub "
+                f"dataset goes in {key}.hub_id (with path null)"
+            )
         if t.path and not resolve_data_path(t.path).is_file():
             raise ConfigError(f"{key}.path: no such file: {resolve_data_path(t.path)}")
         for name in ("x", "y"):

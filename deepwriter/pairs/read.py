@@ -151,6 +151,13 @@ def iter_rows(src: SourceConfig) -> Iterator[Tuple[str, Any]]:
     (where, _Bad)."""
     if src.path:
         path = resolve_data_path(src.path)
+        if path.is_dir():
+            raise DataError(
+                str(path),
+                "path",
+                f"a folder, not a file; expected a {'/'.join(FORMATS)} file (a folder laid out as a hub dataset "
+                "goes in hub_id, with path null)",
+            )
         if not path.is_file():
             raise DataError(str(path), "path", "no such file")
         fmt = FORMATS.get(path.suffix.lower())
