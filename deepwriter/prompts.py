@@ -20,6 +20,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from deepwriter.badinput import DataError
 from deepwriter.config import ConfigError, expand, split_options, to_typed
+from deepwriter.errors import print_error, tracked_stderr
 from deepwriter.llm.base import Message, Sampling
 from deepwriter.llm.config import ModelConfig
 from deepwriter.synthesis import prompts, segments
@@ -145,9 +146,14 @@ def judge_prompts(cfg, bench: Optional[str], item: int, judge: Renderer) -> str:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    with tracked_stderr():  # the error line after a progress bar starts a line of its own
+        return _main(list(sys.argv[1:] if argv is None else argv))
+
+
+def _main(argv: List[str]) -> int:
     from deepwriter.train import compose
 
-    opts, overrides = split_options(list(sys.argv[1:] if argv is None else argv), OPTIONS)
+    opts, overrides = split_options(argv, OPTIONS)
     os.environ.setdefault("TQDM_DISABLE", "1")  # the output is the prompts; no progress bars around them
     try:
         missing = [k for k in ("pairs", "id") if not opts.get(k)]
@@ -168,7 +174,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         text = synthesis_prompts(cfg, pair, z_text, gen, sco)
         text += "\n" + judge_prompts(cfg, opts.get("bench"), int(opts.get("item", 0)), judge)
     except (ConfigError, DataError) as exc:
-        print(f"deepwriter.prompts: {exc}", file=sys.stderr)
+        print_error(f"deepwriter.prompts: {exc}")
         return 2
     print(text)
     return 0
