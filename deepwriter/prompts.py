@@ -81,7 +81,7 @@ def find_pair(cfg, path: str, pair_id: str):
     from deepwriter.pairs.read import load_pairs
 
     src = dataclasses.replace(cfg.data.pairs, path=path, hub_id=None)
-    pairs, _ = load_pairs(src, strict=True)
+    pairs, _ = load_pairs(src, strict=True, key="data.pairs")
     for p in pairs:
         if str(p.id) == pair_id:
             return p

@@ -144,7 +144,7 @@ def run(cfg: RootConfig, ctx: StageContext) -> StageResult:
     skipped += sk
     public: List[Dict[str, Any]] = []
     if mcfg.public != 0 and (cfg.data.public.path or cfg.data.public.hub_id):
-        public, sk = load_public(cfg.data.public, strict)
+        public, sk = load_public(cfg.data.public, strict, key="data.public")
         skipped += sk
 
     from deepwriter.models import load_tokenizer
