@@ -287,3 +287,48 @@ def test_the_stage_counts_a_bad_file_in_lenient_mode_and_stops_on_it_in_strict(t
     assert res.counts["skipped_bad_records"] == 1 and res.counts["synthetic"] == 1
     (skip,) = [json.loads(line) for line in (out / "skipped.jsonl").read_text().splitlines()]
     assert skip["where"].startswith(str(cut)) and skip["field"] == "<file>" and "cut short" in skip["reason"]
+
+
+def test_listing_synthesize_beside_imported_trajectories_stops_before_work(tmp_path, model_cache):
+    """Synthesize listed before the mix; with trajectories imported (or none taken) nothing would read
+    the search's output: the run stops with one line naming recipe.stages and the stages to run. (Tiny
+    models: a run that does not stop is over soon.)"""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    folder = tmp_path / "ref_out"
+    write_reference_output(folder, GOOD)
+    imported = ("data.mix.trajectories_from.kind=reference_output", f"data.mix.trajectories_from.path={folder}")
+    tiny = ["recipe.stages=[synthesize,mix]", f"paths.cache_dir={model_cache}", "synthesis.limit=1"]
+    tiny += [f"model@models.{role}=tiny-qwen3" for role in ("generator", "scorer", "student")]
+    tiny += ["synthesis.initial.max_new_tokens=8", "synthesis.max_steps=0", "data.mix.decontam.enabled=false"]
+    for extra, why in (
+        (imported, "data.mix.trajectories_from.kind=reference_output imports the trajectories"),
+        (("data.mix.synthetic=0",), "data.mix.synthetic=0 takes no trajectories"),
+    ):
+        runs = tmp_path / "runs"
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "deepwriter.train",
+                "+recipe=demo",
+                f"paths.runs_dir={runs}",
+                "run_id=r",
+                *tiny,
+                *extra,
+            ],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env={**os.environ, "WANDB_MODE": "disabled"},
+        )
+        lines = [x for x in done.stderr.splitlines() if x.startswith("deepwriter:")]
+        assert done.returncode == 2 and len(lines) == 1, done.stderr[-2000:]
+        assert lines[0].startswith("deepwriter: config error: recipe.stages: lists 'synthesize', but " + why)
+        assert lines[0].endswith("drop it: recipe.stages=[mix]"), lines[0]
+        assert not (runs / "_stages").exists()  # no stage began
