@@ -23,7 +23,7 @@ from deepwriter.eval.config import EvalConfig
 from deepwriter.files import expand  # noqa: F401  (re-exported: config paths are expanded with it)
 from deepwriter.fleet import PlanConfig
 from deepwriter.llm.config import ModelsConfig
-from deepwriter.schema import check_fields, one_of, operational
+from deepwriter.schema import SEED_MAX, bounded, check_fields, one_of, operational
 from deepwriter.sft.config import SFTConfig
 from deepwriter.synthesis.config import SynthesisConfig, parse_shard_spec
 
@@ -69,7 +69,7 @@ class RootConfig:
     # the cost projection's fleet and workload figures (deepwriter.plan); no stage reads them
     plan: PlanConfig = operational(default_factory=PlanConfig)
     run_id: str = ""
-    seed: int = 0
+    seed: int = bounded(0, ge=0, le=SEED_MAX)
 
 
 def register_schemas() -> None:
