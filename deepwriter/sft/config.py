@@ -74,7 +74,7 @@ class SFTConfig:
     hostfile: Optional[str] = operational(None)
     # the planner refuses a plan that needs more per GPU; 0 turns the check off
     gpu_memory_gb: float = bounded(80.0, ge=0.0, le=100_000.0, operational=True)
-    # per-device dense bf16 peak for the MFU estimate (H100 SXM)
+    # per-GPU dense bf16 peak for the MFU estimate (H100 SXM); a CPU run uses its measured matmul rate
     peak_tflops: float = bounded(989.0, gt=0.0, le=1_000_000.0, operational=True)
     deepspeed: DeepSpeedConfig = field(default_factory=DeepSpeedConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)

@@ -120,6 +120,7 @@ def train(
     if is_main and partial.exists():
         shutil.rmtree(partial)
     train_seconds = train_cpu_seconds = 0.0
+    peak_tflops, peak_source = None, None  # what MFU is measured against (a finished run trains no more)
     final_tokens = None  # TRL's token count at the end of training (its last step need not be a logged one)
     if resume is not None and tr.checkpoint_finished(resume):
         # Killed after the last save but before the export: the trainer would take one extra step on
@@ -158,7 +159,9 @@ def train(
                 modules_to_save=["embed_tokens", "lm_head"] if added else None,
             )
 
-        callback = tr.make_metrics_callback(log_path, tracker, n_params, cfg.sft.peak_tflops, geometry.world_size)
+        peak_tflops, peak_source = tr.mfu_peak(cfg.sft)
+        log.info("sft: MFU = 6 x %.1fM params x tokens/s against %s", n_params / 1e6, peak_source)
+        callback = tr.make_metrics_callback(log_path, tracker, n_params, peak_tflops, geometry.world_size)
         trainer = SFTTrainer(
             model=model,
             args=args,
@@ -193,6 +196,7 @@ def train(
     logged_tokens = rows[-1].get("num_tokens", 0) if rows else 0  # a finished run exported from its checkpoint
     losses = [r["loss"] for r in rows if "loss" in r]
     rates = [r["tokens_per_s"] for r in rows if r.get("tokens_per_s")]
+    mfus = [r["mfu"] for r in rows if r.get("mfu")]
     counts: Dict[str, Any] = {
         **prepared.counts,
         "steps": global_step,
@@ -208,7 +212,10 @@ def train(
         "train_seconds": round(train_seconds, 3),
         "train_cpu_seconds": round(train_cpu_seconds, 3),
         "tokens_per_s": round(sum(rates) / len(rates), 1) if rates else None,
+        "mfu": sum(mfus) / len(mfus) if mfus else None,
     }
+    if peak_source is not None:
+        metrics.update(mfu_peak_tflops=peak_tflops, mfu_peak=peak_source)
     # Only what this stage's key covers goes into the card: eval results belong to the eval stage's output.
     export.write_model_card(partial, cfg, counts, metrics, prepared.sources, Path(mix_dir) / "dataset")
     export.finalize(partial, out_dir / "model")
