@@ -85,6 +85,10 @@ class TrajectoriesConfig:
     # think, id and category (dotted names read inside a column: extra_info.index).
     fields: Dict[str, str] = field(default_factory=dict)
     limit: Optional[int] = bounded(None, ge=1)  # released: the first N valid rows
+    # reference_output and released: the paper's quality filters (late reflection, 3-gram repetition;
+    # thresholds synthesis.filters), as our search applies them, on the imported thinking; false: taken
+    # as they are. Data the authors already filtered loses nothing, and the mix's counts say so.
+    quality_filters: bool = True
 
 
 @dataclass

@@ -1,7 +1,8 @@
 """Building the SFT mix: synthetic trajectories + public reasoning data, cleaned and counted.
 
-Order: category ablation, exact and near-duplicate removal, decontamination, token-length filter,
-length-quantile ablation, per-source counts, total, seeded shuffle. Every removed record is kept in
+Order: the paper's quality filters on imported trajectories, category ablation, exact and near-duplicate
+removal, decontamination, token-length filter, length-quantile ablation, per-source counts, total,
+seeded shuffle. Every removed record is kept in
 `MixResult.removed[filter]` with its reason, so that the stage can list it.
 """
 
@@ -226,7 +227,10 @@ def build_mix(
     strict: bool,
     strip_reflection: Optional[Callable[[str], str]] = None,
     work_dir: Optional[Path] = None,
+    quality_filter: Optional[Callable[[Dict[str, Any]], Optional[str]]] = None,
 ) -> MixResult:
+    """`quality_filter`: a synthetic record -> the quality filter it fails (late_reflection,
+    repetition) or None; given for imported trajectories, which no search of ours has filtered."""
     import time
 
     result = MixResult(rows=[])
@@ -236,6 +240,17 @@ def build_mix(
     for r in public:
         r["kind"] = PUBLIC
     counts["loaded_synthetic"], counts["loaded_public"] = len(synthetic), len(public)
+    if quality_filter is not None:
+        keep = []
+        for r in synthetic:
+            reason = quality_filter(r)
+            if reason is None:
+                keep.append(r)
+            else:
+                _drop(result, reason, r, f"fails the paper's quality filter: {reason}")
+        counts["quality_checked"] = len(synthetic)
+        counts["quality_filtered"] = len(synthetic) - len(keep)
+        synthetic = keep
     recs = synthetic + public
 
     if taxonomy:  # a trajectory labelled outside the taxonomy would silently escape the category ablations
