@@ -61,7 +61,7 @@ lint: install
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
-# Headless Chromium for the run report's browser tests (tests/test_report_html.py): found on PATH, or
+# Headless Chromium for the run report's browser tests (tests/viewer/test_report_html.py): found on PATH, or
 # installed from the distribution (Debian's package is `chromium`); where it cannot be, those tests skip.
 browser:
 	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \

@@ -10,7 +10,8 @@ import sys
 import zipfile
 
 import pytest
-from conftest import REPO
+
+from deepwriter.testing.repo import REPO
 
 pytestmark = pytest.mark.slow
 

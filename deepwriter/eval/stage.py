@@ -20,16 +20,16 @@ import os
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-from deepwriter.badinput import Skipped
-from deepwriter.config import ConfigError, RootConfig, expand
-from deepwriter.contract import StageContext, StageResult, StageSpec, benchmark_files
+from deepwriter.config.llm import Backend, ModelConfig, ModelSource
+from deepwriter.config.root import ConfigError, RootConfig, expand
+from deepwriter.core.badinput import Skipped
+from deepwriter.core.contract import StageContext, StageResult, StageSpec, benchmark_files
+from deepwriter.core.unfinished import Unfinished
 from deepwriter.eval import tables
 from deepwriter.eval.benchmarks import judge_settings, load_items, module_for
 from deepwriter.eval.benchmarks.base import Item, JudgeOutcome
 from deepwriter.eval.generate import generate_answers
 from deepwriter.eval.judge import make_judge
-from deepwriter.llm.config import Backend, ModelConfig, ModelSource
-from deepwriter.unfinished import Unfinished
 
 log = logging.getLogger("deepwriter.eval")
 
@@ -76,17 +76,6 @@ def _judge_view(o: JudgeOutcome) -> Dict[str, Any]:
         "latency_s": round(o.latency_s, 4),
         "cost_usd": o.cost_usd,
     }
-
-
-STAGE = StageSpec(
-    "eval",
-    "deepwriter.eval.stage:run",
-    ("eval", "models.judge", "models.student"),
-    needs=lambda cfg: ["sft"] if cfg.eval.model_under_test == "sft" else [],
-    input_files=benchmark_files,
-    max_unfinished_share=lambda cfg: cfg.eval.max_unfinished_share,
-    preflight="deepwriter.eval.stage:preflight",
-)
 
 
 def preflight(cfg: RootConfig) -> None:
@@ -194,10 +183,7 @@ def run(cfg: RootConfig, ctx: StageContext) -> StageResult:
                 }
             )
         _write_jsonl_atomic(out / "items" / f"{name}.jsonl", records)
-        if mod.KIND == "hellobench":
-            agg = mod.aggregate(records, enabled[name].groups or None)
-        else:
-            agg = mod.aggregate(records)
+        agg = mod.summarize(records, enabled[name])
         head = mod.headline(name, agg)
         summary["benchmarks"][name] = {
             "kind": mod.KIND,
@@ -260,3 +246,14 @@ def run(cfg: RootConfig, ctx: StageContext) -> StageResult:
     return StageResult(
         counts=counts, metrics=metrics, artifacts=artifacts, unfinished=unfinished.as_dict() if unfinished.ids else None
     )
+
+
+STAGE = StageSpec(
+    "eval",
+    run,
+    ("eval", "models.judge", "models.student"),
+    needs=lambda cfg: ["sft"] if cfg.eval.model_under_test == "sft" else [],
+    input_files=benchmark_files,
+    max_unfinished_share=lambda cfg: cfg.eval.max_unfinished_share,
+    preflight=preflight,
+)

@@ -8,7 +8,7 @@ from typing import List, Optional, Sequence
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
-from deepwriter import think
+from deepwriter.core import think
 from deepwriter.llm.base import Generation, Message, Sampling, ScoreRequest, TokenLogprobs
 
 log = logging.getLogger("deepwriter.llm")

@@ -38,14 +38,14 @@ import threading
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Dict, List, Optional, Sequence, TypeVar
 
 import httpx
 
-from deepwriter.config import ConfigError
+from deepwriter.config.llm import LOGPROBS_APIS, EndpointConfig
+from deepwriter.config.root import ConfigError
 from deepwriter.llm.base import Generation, Message, Sampling, ScoreRequest, TokenLogprobs
-from deepwriter.llm.config import LOGPROBS_APIS, EndpointConfig
 
 log = logging.getLogger("deepwriter.llm.http")
 
@@ -598,8 +598,3 @@ class OpenAIScorer(_Client):
             "top_logprobs_num": 0,
         }
         return await self.transport.call(client, sem, "/generate", body, parse, root=True)
-
-
-def usage_summary(backend: Any) -> Dict[str, Any]:
-    """Totals of an HTTP backend's calls, for W&B summaries and manifests."""
-    return asdict(backend.usage)

@@ -16,12 +16,16 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tupl
 
 from tqdm.auto import tqdm
 
-from deepwriter import think
-from deepwriter.data.config import MixConfig
+from deepwriter.config.data import MixConfig
+from deepwriter.core import think
 from deepwriter.mix.decontam import BenchmarkIndex
 from deepwriter.mix.dedup import NearDuplicateIndex, exact_key
-from deepwriter.pairs.read import DataError, Skipped, reject
-from deepwriter.pairs.read import _Bad as _Reject  # a bad record: the field and the reason
+from deepwriter.pairs.read import (
+    BadRecord,  # a bad record: the field and the reason
+    DataError,
+    Skipped,
+    reject,
+)
 
 log = logging.getLogger("deepwriter.data")
 
@@ -45,7 +49,7 @@ def to_messages(rec: Dict[str, Any]) -> List[Dict[str, str]]:
 
 def gather(items: Iterable[Tuple[str, Any]], strict: bool) -> Tuple[List[Dict[str, Any]], List[Skipped], int]:
     """Mix records from (where, item) pairs, whatever format they were read from: an item is a record,
-    None (a trajectory its search did not keep) or a _Reject (a bad record: an error in strict mode,
+    None (a trajectory its search did not keep) or a BadRecord (a bad record: an error in strict mode,
     a counted skip otherwise). A repeated id is a bad record: the mix's lists name records by id.
     Also returns the count of records not kept."""
     records: List[Dict[str, Any]] = []
@@ -53,7 +57,7 @@ def gather(items: Iterable[Tuple[str, Any]], strict: bool) -> Tuple[List[Dict[st
     not_kept = 0
     seen: Dict[str, str] = {}
     for where, item in items:
-        if isinstance(item, _Reject):
+        if isinstance(item, BadRecord):
             reject(where, item.field, item.reason, strict, skipped)
             continue
         if item is None:
@@ -86,7 +90,7 @@ def load_trajectories(
                         continue
                     try:
                         yield f"{shard}:{lineno}", _trajectory(raw, trajectory_field)
-                    except _Reject as r:
+                    except BadRecord as r:
                         yield f"{shard}:{lineno}", r
 
     return gather(items(), strict)
@@ -96,21 +100,21 @@ def _trajectory(raw: bytes, zfield: str) -> Optional[Dict[str, Any]]:
     try:
         row = json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:
-        raise _Reject("<line>", "not valid UTF-8") from None
+        raise BadRecord("<line>", "not valid UTF-8") from None
     except json.JSONDecodeError as exc:
-        raise _Reject("<line>", f"malformed JSON ({exc.msg}: column {exc.colno}); a truncated last line?") from None
+        raise BadRecord("<line>", f"malformed JSON ({exc.msg}: column {exc.colno}); a truncated last line?") from None
     if not isinstance(row, dict):
-        raise _Reject("<line>", "expected a JSON object")
+        raise BadRecord("<line>", "expected a JSON object")
     verdict = row.get("verdict")
     if not isinstance(verdict, dict) or not isinstance(verdict.get("kept"), bool):
-        raise _Reject("verdict", "missing or without a boolean 'kept'")
+        raise BadRecord("verdict", "missing or without a boolean 'kept'")
     if not verdict["kept"]:
         return None
     out = {}
     for ours, theirs in (("id", "id"), ("x", "x"), ("y", "y"), ("think", zfield)):
         v = row.get(theirs)
         if not isinstance(v, str) or not v.strip():
-            raise _Reject(theirs, "missing, empty or not a string")
+            raise BadRecord(theirs, "missing, empty or not a string")
         out[ours] = v
     cat = row.get("category")
     out["category"] = cat if isinstance(cat, str) and cat else "uncategorised"

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from deepwriter.badinput import DataError, Skipped, reject
-from deepwriter.config import stable_hash
+from deepwriter.config.root import stable_hash
+from deepwriter.core.badinput import DataError, Skipped, reject
 from deepwriter.sft.templates import tokenize_with_labels
 
 log = logging.getLogger("deepwriter.sft")

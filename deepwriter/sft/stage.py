@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 from typing import Any, Dict, Optional
 
-from deepwriter.config import ConfigError, RootConfig
-from deepwriter.contract import StageContext, StageResult, StageSpec, rank
+from deepwriter.config.root import ConfigError, RootConfig
+from deepwriter.core.contract import StageContext, StageResult, StageSpec, rank
 from deepwriter.sft import trainer as tr
 from deepwriter.sft.launch import launch
 
@@ -30,8 +30,8 @@ def print_plan(cfg: RootConfig, geometry: tr.BatchGeometry) -> None:
     """Print the memory plan and refuse one that cannot fit (GPU runs only)."""
     from transformers import AutoConfig
 
-    from deepwriter import models
-    from deepwriter.sft.plan import ModelShape, check_fits, plan_from_config
+    from deepwriter.llm import models
+    from deepwriter.sft.memory import ModelShape, check_fits, plan_from_config
 
     where, kwargs = models.resolve(cfg.models.student, cfg.paths.cache_dir)
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
@@ -40,16 +40,6 @@ def print_plan(cfg: RootConfig, geometry: tr.BatchGeometry) -> None:
     print(plan.describe(0 if cfg.sft.use_cpu else cfg.sft.gpu_memory_gb), flush=True)
     if not cfg.sft.use_cpu:
         check_fits(plan, cfg.sft.gpu_memory_gb)
-
-
-STAGE = StageSpec(
-    "sft",
-    "deepwriter.sft.stage:run",
-    ("models.student", "sft"),
-    needs=lambda cfg: ["mix"],
-    distributed=True,
-    preflight="deepwriter.sft.trainer:preflight",
-)
 
 
 def run(cfg: RootConfig, ctx: StageContext) -> StageResult:
@@ -83,10 +73,10 @@ def train(
     from transformers import AutoModelForCausalLM
     from trl import SFTTrainer
 
-    from deepwriter import models
+    from deepwriter.llm import models
     from deepwriter.sft import data as sft_data
-    from deepwriter.sft import export
-    from deepwriter.sft.plan import ModelShape
+    from deepwriter.sft import model_folder as export
+    from deepwriter.sft.memory import ModelShape
     from deepwriter.sft.templates import apply_training_template
 
     is_main = rank() == 0
@@ -227,7 +217,7 @@ def train(
 def _export_lora(
     cfg: RootConfig, base_where: str, base_kwargs: dict, adapter_dir: Path, dest: Path, tokenizer: Any, dtype: Any
 ) -> None:
-    from deepwriter.sft import export
+    from deepwriter.sft import model_folder as export
 
     if cfg.sft.lora.merge_on_export:
         export.merge_lora(base_where, base_kwargs, adapter_dir, dest, tokenizer, dtype)
@@ -239,3 +229,13 @@ def _export_lora(
                 "optimizer.pt", "scheduler.pt", "rng_state*", "global_step*", "trainer_state.json"
             ),
         )
+
+
+STAGE = StageSpec(
+    "sft",
+    run,
+    ("models.student", "sft"),
+    needs=lambda cfg: ["mix"],
+    distributed=True,
+    preflight=tr.preflight,
+)

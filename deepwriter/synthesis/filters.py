@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections import Counter
 from typing import Optional
 
+from deepwriter.config.synthesis import FilterConfig
 from deepwriter.synthesis import prompts
-from deepwriter.synthesis.config import FilterConfig
 
 EMPTY_ANSWER = "empty_answer"
 UNPARSEABLE = "unparseable"

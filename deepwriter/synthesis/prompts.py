@@ -14,7 +14,7 @@ import random
 import re
 from typing import List, Optional, Tuple
 
-from deepwriter import think
+from deepwriter.core import think
 from deepwriter.llm.base import Message
 from deepwriter.pairs.text import is_chinese
 from deepwriter.synthesis import segments

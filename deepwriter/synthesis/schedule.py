@@ -27,8 +27,8 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, Deque, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
+from deepwriter.config.synthesis import SynthesisConfig
 from deepwriter.llm.base import Generator, ModelCallFailed, Scorer
-from deepwriter.synthesis.config import SynthesisConfig
 from deepwriter.synthesis.search import Call, GenerateCall, UnfinishedPair, search
 
 PairInput = Tuple[str, str, str, Optional[str]]  # id, x, y, category

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 from typing import Generator as Coroutine
 
+from deepwriter.config.synthesis import SamplingConfig, SynthesisConfig
 from deepwriter.llm.base import (
     Message,
     ModelCallFailed,
@@ -29,7 +30,6 @@ from deepwriter.llm.base import (
     clipped_mean_nll,
 )
 from deepwriter.synthesis import filters, prompts, segments
-from deepwriter.synthesis.config import SamplingConfig, SynthesisConfig
 
 
 def pair_seed(seed: int, pair_id: str) -> int:

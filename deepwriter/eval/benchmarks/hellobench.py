@@ -28,9 +28,11 @@ import re
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-from deepwriter.badinput import Skipped
+from deepwriter.core.badinput import Skipped
+from deepwriter.core.files import resolve_data_path
 from deepwriter.eval.benchmarks.base import (
     BenchmarkDataError,
+    Breakdown,
     Item,
     JudgeOutcome,
     JudgeSettings,
@@ -39,14 +41,17 @@ from deepwriter.eval.benchmarks.base import (
     answer_for_judge,
     download,
     judge_messages,
+    markdown_table,
     mean,
     read_jsonl,
     require,
     skip_or_raise,
 )
-from deepwriter.files import resolve_data_path
 
 KIND = "hellobench"
+PUBLISHED_ITEMS = (647, "HelloBench paper (arXiv:2409.16191): 647 samples")
+JUDGE_CALLS_PER_ITEM = (1, "deepwriter.eval.benchmarks.hellobench: one judge task per item")
+GROUP_NOTE = "our definition; HelloBench defines no groups of subsets"
 SUBSETS = ("open_ended_qa", "summarization", "chat", "text_completion", "heuristic_text_generation")
 _RAW = "https://raw.githubusercontent.com/Quehry/HelloBench/main/"
 SOURCE_URLS = {
@@ -323,3 +328,42 @@ def aggregate(records: List[Dict[str, Any]], groups: Optional[Dict[str, List[str
 def headline(name: str, summary: Dict[str, Any]) -> Dict[str, Optional[float]]:
     prefix = "" if name == KIND else f"{name}:"
     return {f"{prefix}{g}": v for g, v in summary.get("groups", {}).items()}
+
+
+def summarize(records: List[Dict[str, Any]], bcfg: Any = None) -> Dict[str, Any]:
+    return aggregate(records, (bcfg.groups if bcfg is not None else None) or None)
+
+
+def headline_keys(name: str, bcfg: Any) -> List[str]:
+    groups = dict(bcfg.groups) or DEFAULT_GROUPS
+    return list(headline(name, {"groups": {g: None for g in groups}}))
+
+
+def breakdowns(summary: Dict[str, Any]) -> List[Breakdown]:
+    return [Breakdown("subsets", "subsets", {k: v.get("score") for k, v in (summary.get("subsets") or {}).items()})]
+
+
+def detail_markdown(s: Dict[str, Any]) -> str:
+    defs = s.get("group_definitions", {})
+    rescaled = s.get("groups_rescaled", {})
+    rows = [[k, v["n"], v["scored"], v["score"], v.get("rescaled")] for k, v in s["subsets"].items()]
+    rows += [[f"{g} (group)", "", "", v, rescaled.get(g)] for g, v in s["groups"].items()]
+    rows += [["overall (pooled over samples)", s["n"], s["scored"], s["overall"], s["overall_rescaled"]]]
+    if "subset_mean" in s:
+        rows += [["mean of subset means", "", "", s["subset_mean"], s.get("subset_mean_rescaled")]]
+    text = markdown_table(["subset", "n", "scored", "score", "rescaled (x−75)·4"], rows)
+    if defs:
+        text += "\n" + "\n".join(f"{g} = samples of {', '.join(m)} ({GROUP_NOTE})." for g, m in defs.items()) + "\n"
+    return text
+
+
+def column_definitions(entry: Dict[str, Any]) -> Dict[str, str]:
+    """Headline column -> what it pools, for each group of this entry (an older summary without
+    definitions: none)."""
+    out: Dict[str, str] = {}
+    for column in entry.get("headline", {}):
+        group = column.split(":", 1)[-1]
+        members = entry["summary"].get("group_definitions", {}).get(group)
+        if members is not None:
+            out[column] = f"mean over the samples of HelloBench {', '.join(members)} ({GROUP_NOTE})"
+    return out

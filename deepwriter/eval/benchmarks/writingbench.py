@@ -23,9 +23,10 @@ import json
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from deepwriter.badinput import Skipped
+from deepwriter.core.badinput import Skipped
 from deepwriter.eval.benchmarks.base import (
     BenchmarkDataError,
+    Breakdown,
     Item,
     JudgeOutcome,
     JudgeSettings,
@@ -35,6 +36,7 @@ from deepwriter.eval.benchmarks.base import (
     canonical_parser,
     data_file,
     judge_messages,
+    markdown_table,
     mean,
     read_jsonl,
     require,
@@ -42,6 +44,8 @@ from deepwriter.eval.benchmarks.base import (
 )
 
 KIND = "writingbench"
+PUBLISHED_ITEMS = (1239, "WritingBench paper (arXiv:2503.05244): 1,239 queries")
+JUDGE_CALLS_PER_ITEM = (5, "WritingBench: 5 instance-specific criteria, one judge task each")
 LIMIT_SPREAD_OVER = "domain1"  # `limit` takes items in turns from each domain
 SOURCE_URLS = {
     "benchmark_all.jsonl": "https://raw.githubusercontent.com/X-PLUG/WritingBench/main/benchmark_query/benchmark_all.jsonl"
@@ -230,3 +234,33 @@ def headline(name: str, summary: Dict[str, Any]) -> Dict[str, Optional[float]]:
         f"{prefix}-{letter}": d["score"] * 10 if d["score"] is not None else None
         for letter, d in summary.get("domains", {}).items()
     }
+
+
+def summarize(records: List[Dict[str, Any]], bcfg: Any = None) -> Dict[str, Any]:
+    return aggregate(records)
+
+
+def headline_keys(name: str, bcfg: Any) -> List[str]:
+    return list(headline(name, {"domains": {letter: {"score": None} for letter in DOMAINS}}))
+
+
+def breakdowns(summary: Dict[str, Any]) -> List[Breakdown]:
+    domains = summary.get("domains") or {}
+    return [
+        Breakdown("domains", "domains (1–10)", {f"{k} {v.get('name', '')}": v.get("score") for k, v in domains.items()})
+    ]
+
+
+def detail_markdown(s: Dict[str, Any]) -> str:
+    rows = [[f"{k} {v['name']}", v["n"], v["score"]] for k, v in s["domains"].items()]
+    rows += [["overall", s["scored"], s["overall"]]]
+    subdomains = [[k, v["n"], v["score"]] for k, v in s["subdomains"].items()]
+    return (
+        markdown_table(["domain", "scored", "score (1–10)"], rows)
+        + "\n"
+        + markdown_table(["subdomain", "n", "score"], subdomains)
+    )
+
+
+def column_definitions(entry: Dict[str, Any]) -> Dict[str, str]:
+    return {}  # WB-A … WB-F are WritingBench's own domains
