@@ -88,10 +88,11 @@ bench: install
 # it lacks into $(GPU_WHEELS) (ignored by git, carried with the working tree); `make gpu-check` there
 # installs them offline and runs the check. ARGS="--tiny" runs it on a CPU in seconds.
 GPU_WHEELS ?= .whl
+GPU_PYTHON_VERSION ?= 3.12
 GPU_PYTHON ?= $(if $(wildcard $(PY)),$(PY),python3)
 
 gpu-wheels: install
-	$(PY) -m bench._gpu_wheels download --dest $(GPU_WHEELS)
+	$(PY) -m bench._gpu_wheels download --dest $(GPU_WHEELS) --python-version $(GPU_PYTHON_VERSION)
 
 gpu-check:
 	$(GPU_PYTHON) -m bench.gpu_check --wheels $(GPU_WHEELS) $(ARGS)

@@ -145,6 +145,12 @@ def ensure_wheels(wheels: Path, site: Path, argv: List[str]) -> dict:
     need = gw.outdated(manifest)
     if not need:
         return info
+    here = f"{sys.version_info.major}.{sys.version_info.minor}"
+    if manifest.get("python_version") != here:
+        raise SetupError(
+            f"{wheels} holds wheels for Python {manifest.get('python_version')}, this is Python {here}: "
+            f"run `make gpu-wheels GPU_PYTHON_VERSION={here}`"
+        )
     print(f"installing {len(manifest['packages'])} carried wheels into {site}: {'; '.join(need)}", flush=True)
     t0 = time.perf_counter()
     shutil.rmtree(site, ignore_errors=True)
@@ -482,6 +488,7 @@ def part_infer(spec: dict) -> dict:
     model, tok = build_model(spec["shape_fields"], device, dtype, Path(spec["model_dir"]))
     out: Dict[str, Any] = {"dtype": dtype, "dtype_why": why, "build_s": round(time.perf_counter() - t0, 1)}
     out["params"] = sum(p.numel() for p in model.parameters())
+    out["attn_implementation"] = getattr(model.config, "_attn_implementation", None)
     sizes = Sizes(**{**spec["sizes"], "gen_batches": tuple(spec["sizes"]["gen_batches"])})
     print(f"model built and saved in {out['build_s']} s ({out['params'] / 1e9:.3f}B params, {dtype})", flush=True)
     t0 = time.perf_counter()
@@ -839,6 +846,11 @@ def print_report(report: dict) -> None:
     if "error" in (report.get("infer") or {}):
         print(f"  FAILED: {report['infer']['error']}")
     elif sc:
+        inf = report["infer"]
+        print(
+            f"  model: {inf['params'] / 1e9:.3f}B params (planner {plan.get('params', 0) / 1e9:.3f}B), {inf['dtype']}, "
+            f"attention {inf.get('attn_implementation')}; built and saved in {inf['build_s']} s"
+        )
         print(
             f"  x {sc['x_tokens']}, y {sc['y_tokens']}, z {sc['z_tokens']} tokens ({sc['z_segments']} segments, "
             f"rewriting {sc['rewritten_segment']}), K={sc['k']}; {sc['tokens_per_candidate']} tokens per candidate, "

@@ -155,3 +155,19 @@ def test_wheels_install_offline_into_a_target(tmp_path):
         check=True,
     )
     assert got.stdout.split() == ["42", "1.2.3"]
+
+
+def test_wheels_are_installed_only_when_missing_and_only_for_this_python(tmp_path, monkeypatch):
+    monkeypatch.delenv(gpu_check.SITE_ENV, raising=False)
+    site = tmp_path / "site"
+    here = f"{sys.version_info.major}.{sys.version_info.minor}"
+    packages = {n: {"version": gw.installed_version(n), "file": "x.whl", "bytes": 1} for n in gw.CARRIED}
+    (tmp_path / gw.MANIFEST).write_text(json.dumps({"python_version": "3.0", "packages": packages}))
+    # everything carried is here already: nothing to install, whichever Python the wheels were for
+    info = gpu_check.ensure_wheels(tmp_path, site, [])
+    assert info["installed"] is False and info["packages"] == len(gw.CARRIED) and not site.exists()
+    packages["trl"]["version"] = "0.0.1"
+    (tmp_path / gw.MANIFEST).write_text(json.dumps({"python_version": "3.0", "packages": packages}))
+    with pytest.raises(gpu_check.SetupError, match=f"wheels for Python 3.0, this is Python {here}"):
+        gpu_check.ensure_wheels(tmp_path, site, [])
+    assert not site.exists()
