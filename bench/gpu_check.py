@@ -490,7 +490,7 @@ def part_infer(spec: dict) -> dict:
     out["params"] = sum(p.numel() for p in model.parameters())
     out["attn_implementation"] = getattr(model.config, "_attn_implementation", None)
     sizes = Sizes(**{**spec["sizes"], "gen_batches": tuple(spec["sizes"]["gen_batches"])})
-    print(f"model built and saved in {out['build_s']} s ({out['params'] / 1e9:.3f}B params, {dtype})", flush=True)
+    print(f"model built and saved in {out['build_s']} s ({out['params'] / 1e6:,.1f}M params, {dtype})", flush=True)
     t0 = time.perf_counter()
     out["scorer"] = measure_scorer(model, tok, sizes, device)
     out["scorer"]["seconds"] = round(time.perf_counter() - t0, 1)
@@ -848,8 +848,8 @@ def print_report(report: dict) -> None:
     elif sc:
         inf = report["infer"]
         print(
-            f"  model: {inf['params'] / 1e9:.3f}B params (planner {plan.get('params', 0) / 1e9:.3f}B), {inf['dtype']}, "
-            f"attention {inf.get('attn_implementation')}; built and saved in {inf['build_s']} s"
+            f"  model: {inf['params'] / 1e6:,.1f}M params (planner {plan.get('params', 0) / 1e6:,.1f}M), "
+            f"{inf['dtype']}, attention {inf.get('attn_implementation')}; built and saved in {inf['build_s']} s"
         )
         print(
             f"  x {sc['x_tokens']}, y {sc['y_tokens']}, z {sc['z_tokens']} tokens ({sc['z_segments']} segments, "
