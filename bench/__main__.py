@@ -1,5 +1,6 @@
 """`python -m bench [NAME ...]` (or `make bench`): runs every benchmark module in bench/ (or the named
-ones) one after another, each in its own process, and prints their figures. Not part of the tests."""
+ones) one after another, each in its own process, and prints their figures. Not part of the tests.
+The GPU acceptance check (bench/gpu_check.py) runs only when named."""
 
 from __future__ import annotations
 
@@ -13,8 +14,12 @@ def available() -> list[str]:
     return sorted(p.stem for p in Path(__file__).parent.glob("*.py") if not p.stem.startswith("_"))
 
 
+# Runs only when named (or through `make gpu-check`): it needs a GPU, and `--tiny` is its CPU test.
+NAMED_ONLY = ("gpu_check",)
+
+
 def main(argv: list[str]) -> int:
-    names = argv or available()
+    names = argv or [n for n in available() if n not in NAMED_ONLY]
     unknown = sorted(set(names) - set(available()))
     if unknown:
         print(f"bench: unknown benchmark(s) {unknown}; available: {available()}", file=sys.stderr)
