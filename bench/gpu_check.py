@@ -6,7 +6,7 @@ wheels' install included (`make gpu-wheels` fetches them beforehand into .whl/; 
 1. SFT: the project's SFT stage (deepwriter.sft.stage: TRL SFTTrainer, DeepSpeed ZeRO-3, bf16, packing,
    assistant-only loss) trains a randomly initialised Qwen3 of a real shape for a few optimizer steps
    on long synthetic thinking+answer samples packed into `sft.max_length=16384`. The shape is the largest
-   of Qwen3-8B, -4B, -1.7B that the project's memory planner (deepwriter.sft.plan) says fits this GPU,
+   of Qwen3-8B, -4B, -1.7B that the project's memory planner (deepwriter.sft.memory) says fits this GPU,
    first without offload, then with ZeRO-Offload (`deepspeed@sft.deepspeed=zero3-offload`), whose
    offloaded states must also fit this machine's RAM. Reported: step time, tokens/s, MFU (6 x params
    x tokens/s over the GPU's dense bf16 peak, `PEAK_BF16_TFLOPS`) and the peak GPU memory beside the
@@ -105,7 +105,7 @@ TINY_SIZES = Sizes(256, 3, 1, 40, 240, 160, 2, 1, (1, 32), 24, 8, 300.0)
 
 def family() -> Dict[str, Any]:
     """The Qwen3 shapes the check may train, largest first (the figures of each model's config.json)."""
-    from deepwriter.sft.plan import QWEN3_8B, ModelShape
+    from deepwriter.sft.memory import QWEN3_8B, ModelShape
 
     return {
         "qwen3-8b": QWEN3_8B,
@@ -116,7 +116,7 @@ def family() -> Dict[str, Any]:
 
 def tiny_shape():
     """The tests' tiny Qwen3 (conf/model/tiny-qwen3.yaml) with room for `check_tokenizer`'s ids."""
-    from deepwriter.sft.plan import ModelShape
+    from deepwriter.sft.memory import ModelShape
 
     return ModelShape(2, 64, 128, 4, 2, 8192, head_dim=16, tied_embeddings=True)
 
@@ -206,8 +206,8 @@ def sft_overrides(
 
 
 def compose_typed(overrides: List[str]):
-    from deepwriter.config import to_typed
-    from deepwriter.train import compose
+    from deepwriter.config.compose import compose
+    from deepwriter.config.root import to_typed
 
     return to_typed(compose(overrides))
 
@@ -245,7 +245,7 @@ def plan_candidates(
     shapes: Dict[str, Any], ds_options: List[str], make_overrides: Callable[[str, str], List[str]], memory_gib: float
 ) -> List[dict]:
     """Every (shape, DeepSpeed config) the planner was asked about, in order of preference, with its verdict."""
-    from deepwriter.sft.plan import PlanError, check_fits, plan_from_config
+    from deepwriter.sft.memory import PlanError, check_fits, plan_from_config
 
     host_limit = HOST_SHARE * host_available_bytes()
     toolchain = jit_toolchain_problem()
@@ -309,14 +309,14 @@ def check_tokenizer():
     is realistic (the tests' tiny tokenizer spells unseen words letter by letter). Its ids are below any
     real vocabulary's size."""
     from bench.synthesis_scoring import _SENTENCES
-    from deepwriter.models import _TINY_CORPUS, build_tiny_tokenizer
-    from deepwriter.sft.synthetic import _WORDS
-    from deepwriter.synthesis.config import SynthesisConfig
+    from deepwriter.config.synthesis import SynthesisConfig
+    from deepwriter.llm.models import TINY_CORPUS, build_tiny_tokenizer
     from deepwriter.synthesis.search import TrajectoryScorer
+    from deepwriter.testing.synthetic_data import WORDS
 
     req = TrajectoryScorer("Write an essay.", "An answer.\n\nIn two paragraphs.", SynthesisConfig()).request("z")
     prompts = [m["content"] for m in req.messages] + [req.assistant_prefix]
-    lines = _TINY_CORPUS.splitlines() + list(_SENTENCES) + [" ".join(_WORDS)] + "\n".join(prompts).splitlines()
+    lines = TINY_CORPUS.splitlines() + list(_SENTENCES) + [" ".join(WORDS)] + "\n".join(prompts).splitlines()
     return build_tiny_tokenizer(8192, corpus=[line for line in lines if line.strip()] * 4)
 
 
@@ -326,7 +326,7 @@ def build_model(shape_fields: dict, device: str, dtype_name: str, dest: Optional
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from deepwriter.sft.plan import ModelShape
+    from deepwriter.sft.memory import ModelShape
 
     shape = ModelShape(**shape_fields)
     tok = check_tokenizer()
@@ -380,10 +380,10 @@ def text_of(tok, tokens: int, rng: random.Random, paragraphs: int, lead: str = "
 
 def measure_scorer(model, tok, sizes: Sizes, device: str) -> dict:
     from bench.synthesis_scoring import synthetic_trajectory
+    from deepwriter.config.synthesis import SynthesisConfig
     from deepwriter.llm.hf import TransformersScorer
     from deepwriter.llm.hf_prefix import PrefixCachingScorer
     from deepwriter.synthesis import segments
-    from deepwriter.synthesis.config import SynthesisConfig
     from deepwriter.synthesis.search import TrajectoryScorer
 
     rng = random.Random(0)
@@ -504,11 +504,11 @@ def part_infer(spec: dict) -> dict:
 
 
 def mix_rows_for(tokens: int, tok) -> Tuple[int, dict]:
-    """How many synthetic samples (deepwriter.sft.synthetic) hold about `tokens` tokens, and their shape:
+    """How many synthetic samples (deepwriter.testing.synthetic_data) hold about `tokens` tokens, and their shape:
     thinking ~ long-tailed around 1,200 words on the GPU (REER trajectories run to thousands of tokens)."""
-    from deepwriter.sft.synthetic import _WORDS
+    from deepwriter.testing.synthetic_data import WORDS
 
-    per_word = len(tok(" ".join(_WORDS), add_special_tokens=False)["input_ids"]) / len(_WORDS)
+    per_word = len(tok(" ".join(WORDS), add_special_tokens=False)["input_ids"]) / len(WORDS)
     long = tokens > 20000
     shape = dict(median_words=1200, sigma=0.5, max_words=5000) if long else dict(median_words=30, sigma=0.5)
     mean_words = 1.6 * shape["median_words"] * math.exp(shape["sigma"] ** 2 / 2)  # thinking + 0.6 x answer
@@ -529,11 +529,11 @@ def part_sft(spec: dict) -> dict:
     """The SFT stage itself, on this process as its only rank."""
     import torch
 
-    from deepwriter.contract import StageContext
+    from deepwriter.core.contract import StageContext
     from deepwriter.sft import stage
     from deepwriter.sft import trainer as tr
-    from deepwriter.sft.synthetic import write_mix_dataset
-    from deepwriter.tracking import Tracker
+    from deepwriter.testing.synthetic_data import write_mix_dataset
+    from deepwriter.tracking.runs import Tracker
 
     work, device = Path(spec["work"]), spec["device"]
     if device == "cpu":
@@ -548,7 +548,7 @@ def part_sft(spec: dict) -> dict:
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
     cfg = compose_typed(spec["overrides"])
-    from deepwriter import models
+    from deepwriter.llm import models
 
     tok = models.load_tokenizer(cfg.models.student, cfg.paths.cache_dir)
     need = int(1.3 * cfg.sft.max_length * cfg.sft.global_batch_size * cfg.sft.max_steps)

@@ -29,7 +29,7 @@ CHATML_TEMPLATE = (
 )
 
 # Text for the tiny models' tokenizer: enough English to learn common sub-words.
-_TINY_CORPUS = """\
+TINY_CORPUS = """\
 Okay, I am given a request to write an essay about the sea. Let me think about who will read it.
 Hmm, maybe the reader is a student who wants a clear structure: an opening, three ideas, a close.
 Wait, the user asked for a story, not an essay. Alternatively I could open with a scene at dawn.
@@ -122,7 +122,7 @@ def build_tiny_tokenizer(vocab_size: int, corpus: Optional[List[str]] = None):
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator(corpus if corpus is not None else _TINY_CORPUS.splitlines() * 4, trainer=trainer)
+    tok.train_from_iterator(corpus if corpus is not None else TINY_CORPUS.splitlines() * 4, trainer=trainer)
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok,
         eos_token="<|im_end|>",
