@@ -180,6 +180,7 @@ def test_sft_packing_bench_runs_small():
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(960)  # the bench's own run is bounded at 900 s inside
 def test_synthesis_effect_bench_runs_one_real_pair(shared_dir, tmp_path):
     out_file = tmp_path / "effect.jsonl"
     out = _run(

@@ -66,6 +66,7 @@ def _served(role: str, url: str, model: str) -> list[str]:
 
 
 @pytest.mark.slow  # a fresh interpreter runs the four real stages: ~40-80 s on 2 busy cores
+@pytest.mark.timeout(660)  # the run is bounded at 600 s inside
 def test_real_stages_send_the_key_and_nothing_written_or_logged_holds_it(tmp_path, model_cache, tiny_model):
     """The command line runs every stage for real: the generator and scorer of the synthesis and the
     judge of the eval are OpenAI-compatible loopback servers that require the key (read from the

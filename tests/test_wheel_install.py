@@ -18,13 +18,15 @@ from conftest import REPO
 pytestmark = pytest.mark.slow
 
 
+# four bounded waits inside: pip wheel and pip install (300 s each), --cfg job (300 s), the stage (600 s)
+@pytest.mark.timeout(1560)
 def test_wheel_outside_the_checkout_composes_full_and_runs_a_stage(tmp_path, model_cache):
     dist = tmp_path / "dist"
     built = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(dist), str(REPO)],
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=300,
     )
     assert built.returncode == 0, built.stderr[-3000:]
     (wheel,) = dist.glob("deepwriter-*.whl")
@@ -36,7 +38,7 @@ def test_wheel_outside_the_checkout_composes_full_and_runs_a_stage(tmp_path, mod
         [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), str(wheel)],
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=300,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     work = tmp_path / "elsewhere"  # no checkout here: the config must come from the installed package
