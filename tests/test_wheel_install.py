@@ -91,7 +91,7 @@ def test_wheel_outside_the_checkout_composes_full_and_runs_a_stage(tmp_path, mod
     # warning there), and the page inlines the viewer's CSS and JS, read from the installed package
     last = stage.stdout.strip().splitlines()[-1] if stage.stdout.strip() else ""
     assert last.startswith("report: "), (last, stage.stderr[-3000:])
-    page = Path(last.removeprefix("report: "))
+    page = work / last.removeprefix("report: ")  # as printed: relative to where the command ran, or absolute
     assert page.resolve() == (work / "runs" / "demo" / "w" / "report.html").resolve() and page.is_file()
     html = page.read_text(encoding="utf-8")
     static = REPO / "deepwriter" / "viewer" / "static"
