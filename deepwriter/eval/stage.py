@@ -159,7 +159,7 @@ def run(cfg: RootConfig, ctx: StageContext) -> StageResult:
         "label": f"{cfg.recipe.name}/{cfg.run_id}",
         "model_under_test": mut.name,
         "judge": judge.model_id,
-        "judge_mode": "constrained" if judge.constrained else "free-json",
+        "judge_mode": "constrained" if judge.constrained else "json-schema" if judge.json_schema else "free-json",
         "benchmarks": {},
         "headline": {},
     }

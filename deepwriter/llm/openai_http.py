@@ -14,6 +14,10 @@ Scaling and robustness, shared by the generator and the scorer:
 - every HTTP call is recorded (URL, status, attempt, latency, token usage) in `.calls`, totals in
   `.usage`.
 
+Structured output: `generate(..., json_schemas=[...])` sends each prompt's JSON schema as OpenAI's
+`response_format: {"type": "json_schema", ...}`; vLLM (its structured-output backend), SGLang and
+OpenAI decode under it, so the reply is JSON of that schema (a judge uses it for valid verdicts).
+
 Assistant prefill: the final assistant message is sent with vLLM's (also SGLang's)
 `continue_final_message=true, add_generation_prompt=false`. A server that rejects those fields with a
 400 naming them is asked again without them (and the generator remembers): the trailing assistant
@@ -331,8 +335,11 @@ class OpenAIGenerator(_Client):
         n: int = 1,
         prefill: Optional[Sequence[str]] = None,
         seeds: Optional[Sequence[int]] = None,
+        json_schemas: Optional[Sequence[Optional[dict]]] = None,
     ) -> List[List[Generation]]:
-        return run_sync(lambda: self.agenerate(prompts, sampling, n=n, prefill=prefill, seeds=seeds))
+        return run_sync(
+            lambda: self.agenerate(prompts, sampling, n=n, prefill=prefill, seeds=seeds, json_schemas=json_schemas)
+        )
 
     async def agenerate(
         self,
@@ -341,21 +348,30 @@ class OpenAIGenerator(_Client):
         n: int = 1,
         prefill: Optional[Sequence[str]] = None,
         seeds: Optional[Sequence[int]] = None,
+        json_schemas: Optional[Sequence[Optional[dict]]] = None,
     ) -> List[List[Generation]]:
-        for name, given in (("prefill", prefill), ("seeds", seeds)):
+        for name, given in (("prefill", prefill), ("seeds", seeds), ("json_schemas", json_schemas)):
             if given is not None and len(given) != len(prompts):
                 raise ValueError(f"{name} has {len(given)} entries for {len(prompts)} prompts")
         items = [
-            (list(m), prefill[i] if prefill is not None else None, seeds[i] if seeds is not None else sampling.seed)
+            (
+                list(m),
+                prefill[i] if prefill is not None else None,
+                seeds[i] if seeds is not None else sampling.seed,
+                json_schemas[i] if json_schemas is not None else None,
+            )
             for i, m in enumerate(prompts)
         ]
 
         async def one(client, sem, item):
-            return await self._one(client, sem, item[0], item[1], dataclasses.replace(sampling, seed=item[2]), n)
+            sampling_i = dataclasses.replace(sampling, seed=item[2])
+            return await self._one(client, sem, item[0], item[1], sampling_i, n, item[3])
 
         return await self.transport.map(items, one, "generate")
 
-    def _body(self, messages: List[Message], prefill: Optional[str], sampling: Sampling, n: int) -> dict:
+    def _body(
+        self, messages: List[Message], prefill: Optional[str], sampling: Sampling, n: int, schema: Optional[dict] = None
+    ) -> dict:
         body: Dict[str, Any] = {
             "model": self.model_id,
             "messages": messages,
@@ -368,6 +384,11 @@ class OpenAIGenerator(_Client):
             body["seed"] = sampling.seed
         if sampling.stop:
             body["stop"] = list(sampling.stop)
+        if schema is not None:
+            body["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": schema.get("title", "reply"), "schema": schema, "strict": True},
+            }
         if prefill:
             body["messages"] = messages + [{"role": "assistant", "content": prefill}]
             if self._native_prefill:
@@ -376,7 +397,14 @@ class OpenAIGenerator(_Client):
         return body
 
     async def _one(
-        self, client, sem, messages: List[Message], prefill: Optional[str], sampling: Sampling, n: int
+        self,
+        client,
+        sem,
+        messages: List[Message],
+        prefill: Optional[str],
+        sampling: Sampling,
+        n: int,
+        schema: Optional[dict] = None,
     ) -> List[Generation]:
         def parse_for(body: dict) -> Callable[[dict], List[Generation]]:
             # without continue_final_message a server may answer with the whole assistant turn
@@ -407,7 +435,7 @@ class OpenAIGenerator(_Client):
             return gens
 
         try:
-            body = self._body(messages, prefill, sampling, n)
+            body = self._body(messages, prefill, sampling, n, schema)
             try:
                 return await self.transport.call(client, sem, "/chat/completions", body, parse_for(body))
             except RequestFailed as exc:
@@ -421,7 +449,7 @@ class OpenAIGenerator(_Client):
                         "server refuses continue_final_message; sending prefills as a plain trailing assistant message"
                     )
                 self._native_prefill = False
-                body = self._body(messages, prefill, sampling, n)
+                body = self._body(messages, prefill, sampling, n, schema)
                 return await self.transport.call(client, sem, "/chat/completions", body, parse_for(body))
         except RequestFailed as exc:
             self.transport.failed()

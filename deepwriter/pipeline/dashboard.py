@@ -102,7 +102,9 @@ def layout(cfg: Any) -> List[Section]:
             ),
             Panel("line", "search steps and kept (per sample)", ["synthesize/steps", "synthesize/kept"]),
             Panel("image", "score vs step", ["synthesize/score_vs_step"]),
-            Panel("custom", "score curves", ["synthesize/score_curves"]),
+            # wandb.plot.line_series logs its data as the table `<key>_table` (the run's chart is drawn
+            # from it): that table is what a panel can name
+            Panel("custom", "score curves", ["synthesize/score_curves_table"]),
             Panel(
                 "histogram",
                 "score histograms",
@@ -256,8 +258,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--recipe", default="full", help="recipe whose eval benchmarks name the eval panels")
     args = ap.parse_args(argv)
 
-    from deepwriter.config.compose import compose
     from deepwriter.config.root import to_typed
+    from deepwriter.config.compose import compose
 
     cfg = to_typed(compose([f"+recipe={args.recipe}", *overrides]))
     s = spec(cfg, args.project or cfg.logging.project, args.entity or cfg.logging.entity)

@@ -22,10 +22,8 @@ from deepwriter.testing import browser
 from deepwriter.testing.repo import REPO
 from deepwriter.viewer import build_report, build_run_report
 
-needs_chromium = pytest.mark.skipif(
-    browser.find_chromium() is None,
-    reason="no Chromium binary (chromium, chromium-browser or google-chrome) on PATH; `make browser` installs it",
-)
+# a missing Chromium fails these tests (`make browser`), unless DEEPWRITER_ALLOW_SKIP=browser (conftest)
+needs_chromium = pytest.mark.usefixtures("chromium")
 
 EDIT_BEFORE = "First I restate the request in my own words, slowly."
 EDIT_AFTER = "The request wants a lighthouse keeper and an answering light; start from the light."
