@@ -258,8 +258,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--recipe", default="full", help="recipe whose eval benchmarks name the eval panels")
     args = ap.parse_args(argv)
 
-    from deepwriter.config.root import to_typed
     from deepwriter.config.compose import compose
+    from deepwriter.config.root import to_typed
 
     cfg = to_typed(compose([f"+recipe={args.recipe}", *overrides]))
     s = spec(cfg, args.project or cfg.logging.project, args.entity or cfg.logging.entity)
