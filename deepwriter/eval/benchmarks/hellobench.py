@@ -2,11 +2,13 @@
 
 All checklist items of a sample are judged in one call, each 0 / 0.25 / 0.5 / 0.75 / 1 with a reason.
 A sample scores Σ weight_i · score_i with the category's weights from `weighted_scores.txt` (they sum to
-100). Subsets are averaged over their samples; `overall` is the mean over all scored samples (pooled),
-`subset_mean` the unweighted mean of the subset means, each also rescaled as (x − 75)·4 (the
-repository publishes no aggregation script). Groups of subsets (HB-A / HB-B) are the mean over their
-samples; HelloBench defines no groups, so their membership is ours, configurable, and printed beside
-every table that shows them.
+100). As HelloBench's own aggregation (results/scripts/compute.py) scores a model: each subset is the
+mean over its scored samples, the overall score (`subset_mean`) the mean of the subset means, each also
+rescaled as (x − 75)·4; `overall` is the mean pooled over all scored samples, reported beside it.
+Groups of subsets (the REER paper's HB-A / HB-B) are the mean of their subsets' means. HelloBench
+defines no groups: the default membership is the grouping that reproduces the paper's GPT-4o and
+Claude-3.5-Sonnet figures from HelloBench's published judgments of those models
+(bench/hellobench_groups.py), configurable, and printed beside every table that shows them.
 
 The judge is asked as llm_judge.py's gpt4o_ckwise_evaluation asks GPT-4o (our wording): a system
 prompt; the checklist task and its five anchors, stated before the instruction, response and
@@ -272,11 +274,15 @@ def rescale(score: float) -> float:
     return (score - 75.0) * 4.0
 
 
-# HelloBench defines no groups of subsets (neither its repository nor its paper names HB-A / HB-B);
-# these are our choice, and every table that shows them prints this definition beside it.
+# HelloBench defines no groups of subsets (neither its repository nor its paper names HB-A / HB-B).
+# Of every grouping of the five subsets, this one reproduces the REER paper's HB-A / HB-B of GPT-4o
+# (83.7 / 87.6) and Claude-3.5-Sonnet (82.9 / 88.3) from HelloBench's published judgments of the two
+# models best (RMSE 0.28 with groups as means of subset means; the next grouping 0.67, the previous
+# default oqa+sum+chat / tc+htg 2.06): bench/hellobench_groups.py, docs/FIDELITY.md J31. Every table
+# that shows the groups prints this definition beside it.
 DEFAULT_GROUPS = {
-    "HB-A": ["open_ended_qa", "summarization", "chat"],
-    "HB-B": ["text_completion", "heuristic_text_generation"],
+    "HB-A": ["summarization", "chat"],
+    "HB-B": ["open_ended_qa", "heuristic_text_generation"],
 }
 
 
@@ -285,8 +291,9 @@ def _rescaled(v: Optional[float]) -> Optional[float]:
 
 
 def aggregate(records: List[Dict[str, Any]], groups: Optional[Dict[str, List[str]]] = None) -> Dict[str, Any]:
-    """Per-subset means; the pooled mean over all samples (`overall`) and the unweighted mean of the
-    subset means (`subset_mean`); the groups, each pooled over its samples; all raw and rescaled."""
+    """Per-subset means; the unweighted mean of the subset means (`subset_mean`, HelloBench's overall
+    score) and the pooled mean over all samples (`overall`); the groups, each the mean of its subsets'
+    means; all raw and rescaled."""
     scored = [r for r in records if "score" in r]
     subsets = {}
     for s in dict.fromkeys(r["subset"] for r in records):
@@ -315,7 +322,10 @@ def aggregate(records: List[Dict[str, Any]], groups: Optional[Dict[str, List[str
         "group_definitions": definitions,
     }
     for g, members in definitions.items():
-        out["groups"][g] = mean([r["score"] for r in scored if r["subset"] in members])
+        means = [subsets[m]["score"] for m in members if m in subsets and subsets[m]["score"] is not None]
+        # a group with a member subset that was not scored has no score (a mean of fewer subsets is
+        # another group)
+        out["groups"][g] = mean(means) if len(means) == len(members) else None
         out["groups_rescaled"][g] = _rescaled(out["groups"][g])
     return out
 
