@@ -114,6 +114,29 @@ def test_every_protocol_scores_the_tokens_the_shared_rule_picks(serve, backends,
         assert c.tokens == w.tokens and c.logprobs == pytest.approx(w.logprobs, abs=1e-4)
 
 
+def test_the_scorer_call_samples_as_the_references(serve, backends):
+    # REER model_utils.py (prompt_only): temperature 1.0, top_p 1, n 1, prompt_logprobs 1, no seed; it also
+    # has the server generate 100 tokens it never reads: we ask for one
+    server = serve()
+    http = OpenAIScorer(endpoint(server, logprobs_api="vllm_prompt_logprobs"), backends[1].tokenizer, "tiny")
+    sent, call = [], http.transport.call
+
+    async def spy(client, sem, path, body, parse, **kw):
+        sent.append(dict(body))
+        return await call(client, sem, path, body, parse, **kw)
+
+    http.transport.call = spy
+    assert http.score(REQUESTS[:1])[0].error is None
+    (body,) = sent
+    assert {k: body[k] for k in ("temperature", "top_p", "prompt_logprobs", "max_tokens")} == {
+        "temperature": 1.0,
+        "top_p": 1.0,
+        "prompt_logprobs": 1,
+        "max_tokens": 1,
+    }
+    assert "seed" not in body and body.get("n", 1) == 1 and isinstance(body["prompt"], list)
+
+
 def test_echo_falls_back_to_one_token_where_zero_is_refused(serve, backends):
     server = serve(echo_max_tokens_zero=False)
     http = OpenAIScorer(endpoint(server), tokenizer=backends[1].tokenizer, model_id="tiny")
