@@ -1,6 +1,7 @@
-"""`python -m bench [NAME ...]` (or `make bench`): runs every benchmark module in bench/ (or the named
-ones) one after another, each in its own process, and prints their figures. Not part of the tests.
-The GPU acceptance check (bench/gpu_check.py) runs only when named."""
+"""`python -m bench [NAME ...] [-- ARG ...]` (or `make bench ARGS="..."`): runs every benchmark module
+in bench/ (or the named ones) one after another, each in its own process, and prints their figures; the
+arguments after `--` go to each named module. Not part of the tests. The GPU acceptance check
+(bench/gpu_check.py) runs only when named."""
 
 from __future__ import annotations
 
@@ -19,6 +20,9 @@ NAMED_ONLY = ("gpu_check",)
 
 
 def main(argv: list[str]) -> int:
+    extra: list[str] = []
+    if "--" in argv:
+        argv, extra = argv[: argv.index("--")], argv[argv.index("--") + 1 :]
     names = argv or [n for n in available() if n not in NAMED_ONLY]
     unknown = sorted(set(names) - set(available()))
     if unknown:
@@ -28,7 +32,7 @@ def main(argv: list[str]) -> int:
     for name in names:
         print(f"\n=== bench.{name} ===", flush=True)
         t0 = time.time()
-        rc = subprocess.call([sys.executable, "-m", f"bench.{name}"])
+        rc = subprocess.call([sys.executable, "-m", f"bench.{name}", *extra])
         print(f"=== bench.{name}: exit {rc} after {time.time() - t0:.0f}s ===", flush=True)
         if rc:
             failed.append(name)

@@ -48,8 +48,16 @@ from typing import Any, Awaitable, Callable, Dict, List, Optional, Sequence, Typ
 import httpx
 
 from deepwriter.config.llm import LOGPROBS_APIS, EndpointConfig
-from deepwriter.config.root import ConfigError
-from deepwriter.llm.base import Generation, Message, Sampling, ScoreRequest, TokenLogprobs
+from deepwriter.core.errors import ConfigError
+from deepwriter.llm.base import (
+    Generation,
+    Message,
+    Sampling,
+    ScoreRequest,
+    TokenLogprobs,
+    encode_for_scoring,
+    scored_token_range,
+)
 
 log = logging.getLogger("deepwriter.llm.http")
 
@@ -489,59 +497,56 @@ class OpenAIScorer(_Client):
 
         return render_prompt(self.tokenizer, req.messages, req.assistant_prefix)
 
-    def _ids(self, text: str) -> List[int]:
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
-
     async def _one(self, client, sem, req: ScoreRequest) -> TokenLogprobs:
         if not req.target:
             return TokenLogprobs()
         api = self.endpoint.logprobs_api
         context = self._context(req)
-        ctx_ids = self._ids(context)
+        # Context, target and suffix tokenized as one text; the scored tokens are the ones the shared
+        # rule picks (llm.base.scored_token_range), as for the in-process scorers.
+        ids, first, last = encode_for_scoring(self.tokenizer, context, req.target, req.suffix)
+        if last <= first:
+            return TokenLogprobs()
         try:
             if api == "completions_echo":
-                out = await self._echo(client, sem, context, req.target)
+                out = await self._echo(client, sem, context, req, ids, first, last)
             elif api == "vllm_prompt_logprobs":
-                out = await self._prompt_logprobs(client, sem, ctx_ids, self._ids(req.target))
+                out = await self._prompt_logprobs(client, sem, ids[:last], first)
             else:
-                out = await self._sglang(client, sem, ctx_ids, self._ids(req.target))
+                out = await self._sglang(client, sem, ids[:last], first)
         except RequestFailed as exc:
             self.transport.failed()
             return TokenLogprobs(error=str(exc))
-        out.context_tokens = len(ctx_ids)
+        out.context_tokens = first
         return out
 
-    async def _echo(self, client, sem, context: str, target: str) -> TokenLogprobs:
-        """Legacy completions with echo. The prompt goes as token ids (context's, then target's,
-        tokenized apart as every other backend does) and the target's log-probs are the echoed
-        entries at its positions. Sent as one text instead, the server would tokenize across the
-        boundary (SmolLM2: "\n\n" + "Out" becomes "\n", "\n", "Out"), moving the target's first
-        log-prob from -15.7 to -7.9 and the clipped mean by ~0.006. A server that refuses token-id
-        prompts is sent the text; the target's tokens are then the ones whose characters
-        (`text_offset`) fall in its span, a token straddling the boundary counting as the target's."""
+    async def _echo(self, client, sem, context: str, req: ScoreRequest, ids: List[int], first: int, last: int):
+        """Legacy completions with echo. The prompt goes as token ids (the text tokenized here, as one)
+        and the scored tokens' log-probs are the echoed entries at their positions. A server that
+        refuses token-id prompts is sent the text; the scored tokens are then picked by the same rule
+        from the characters of the server's tokens (`text_offset`)."""
         if self._echo_text:
-            return await self._echo_text_offsets(client, sem, context, target)
-        ctx_ids, tgt_ids = self._ids(context), self._ids(target)
-        ids = ctx_ids + tgt_ids
+            return await self._echo_text_offsets(client, sem, context, req)
+        scored = ids[first:last]
 
         def parse(payload: dict) -> TokenLogprobs:
             lp = payload["choices"][0]["logprobs"]
             values = lp["token_logprobs"]
-            if len(values) < len(ids):  # the echoed prompt, then any generated token
-                raise _BadPayload(f"{len(values)} echoed log-probs for {len(ids)} prompt tokens")
-            out = values[len(ctx_ids) : len(ids)]
+            if len(values) < last:  # the echoed prompt, then any generated token
+                raise _BadPayload(f"{len(values)} echoed log-probs for {last} prompt tokens")
+            out = values[first:last]
             if any(v is None for v in out):
                 raise _BadPayload("no log-prob for a target token")
-            return TokenLogprobs(tokens=self.tokenizer.convert_ids_to_tokens(tgt_ids), logprobs=[float(v) for v in out])
+            return TokenLogprobs(tokens=self.tokenizer.convert_ids_to_tokens(scored), logprobs=[float(v) for v in out])
 
         try:
-            return await self._echo_call(client, sem, ids, parse)
+            return await self._echo_call(client, sem, ids[:last], parse)
         except RequestFailed as exc:
             if not (exc.status in (400, 422) and "prompt" in str(exc)):
                 raise
-            log.warning("server refuses token-id prompts; sending texts (the boundary may tokenize differently)")
+            log.warning("server refuses token-id prompts; sending texts (the server tokenizes them)")
             self._echo_text = True
-            return await self._echo_text_offsets(client, sem, context, target)
+            return await self._echo_text_offsets(client, sem, context, req)
 
     async def _echo_call(self, client, sem, prompt: Any, parse: Callable[[dict], TokenLogprobs]) -> TokenLogprobs:
         def body() -> dict:
@@ -565,57 +570,65 @@ class OpenAIScorer(_Client):
             self._echo_max_tokens = 1
             return await self.transport.call(client, sem, "/completions", body(), parse)
 
-    async def _echo_text_offsets(self, client, sem, context: str, target: str) -> TokenLogprobs:
-        start, end = len(context), len(context) + len(target)
+    async def _echo_text_offsets(self, client, sem, context: str, req: ScoreRequest) -> TokenLogprobs:
+        text = context + req.target + req.suffix
+        start, end = len(context), len(context) + len(req.target)
 
         def parse(payload: dict) -> TokenLogprobs:
             lp = payload["choices"][0]["logprobs"]
             offsets, tokens, values = lp["text_offset"], lp["tokens"], lp["token_logprobs"]
             if not (len(offsets) == len(tokens) == len(values)):
                 raise _BadPayload("logprobs arrays differ in length")
-            out = TokenLogprobs()
-            for i, off in enumerate(offsets):
-                next_off = offsets[i + 1] if i + 1 < len(offsets) else off + len(tokens[i])
-                if start <= off < end or off < start < next_off:
-                    if values[i] is None:
-                        raise _BadPayload(f"no log-prob for target token {i}")
-                    out.tokens.append(tokens[i])
-                    out.logprobs.append(float(values[i]))
-            if not out.logprobs:
+            spans = [
+                (off, offsets[i + 1] if i + 1 < len(offsets) else off + len(tokens[i])) for i, off in enumerate(offsets)
+            ]
+            first, last = scored_token_range(spans, start, end)
+            if last <= first:
                 raise _BadPayload("no echoed token falls inside the target's characters")
-            return out
+            if any(values[i] is None for i in range(first, last)):
+                raise _BadPayload("no log-prob for a target token")
+            return TokenLogprobs(tokens=list(tokens[first:last]), logprobs=[float(v) for v in values[first:last]])
 
-        return await self._echo_call(client, sem, context + target, parse)
+        return await self._echo_call(client, sem, text, parse)
 
-    async def _prompt_logprobs(self, client, sem, ctx_ids: List[int], tgt_ids: List[int]) -> TokenLogprobs:
+    async def _prompt_logprobs(self, client, sem, ids: List[int], first: int) -> TokenLogprobs:
         """vLLM's `prompt_logprobs`: one {token_id: {logprob, rank, decoded_token}} per prompt
-        position (None first); the prompt goes as token ids so the split is exact."""
-        ids = ctx_ids + tgt_ids
+        position (None first); the prompt goes as token ids (up to the last scored one), so the
+        scored positions are known exactly."""
 
         def parse(payload: dict) -> TokenLogprobs:
             entries = payload["choices"][0]["prompt_logprobs"]
             if len(entries) != len(ids):
                 raise _BadPayload(f"{len(entries)} prompt_logprobs entries for {len(ids)} prompt tokens")
-            values = [float(entries[p][str(ids[p])]["logprob"]) for p in range(len(ctx_ids), len(ids))]
-            return TokenLogprobs(tokens=self.tokenizer.convert_ids_to_tokens(tgt_ids), logprobs=values)
+            values = [float(entries[p][str(ids[p])]["logprob"]) for p in range(first, len(ids))]
+            return TokenLogprobs(tokens=self.tokenizer.convert_ids_to_tokens(ids[first:]), logprobs=values)
 
-        body = {"model": self.model_id, "prompt": ids, "max_tokens": 1, "prompt_logprobs": 1, "temperature": 0.0}
+        # The reference's scorer call samples at temperature 1.0, top_p 1 (the log-probs of the prompt are
+        # then the model's own whatever a server applies them to); one token, not its 100, is generated.
+        body = {
+            "model": self.model_id,
+            "prompt": ids,
+            "max_tokens": 1,
+            "prompt_logprobs": 1,
+            "temperature": 1.0,
+            "top_p": 1.0,
+        }
         return await self.transport.call(client, sem, "/completions", body, parse)
 
-    async def _sglang(self, client, sem, ctx_ids: List[int], tgt_ids: List[int]) -> TokenLogprobs:
+    async def _sglang(self, client, sem, ids: List[int], first: int) -> TokenLogprobs:
         """SGLang's /generate. Its first returned input position carries no log-prob, so logging
-        starts one token before the target; the context before that stays a cacheable prefix."""
-        ids = ctx_ids + tgt_ids
-        start = max(0, len(ctx_ids) - 1)
+        starts one token before the scored ones; the context before that stays a cacheable prefix."""
+        scored = ids[first:]
+        start = max(0, first - 1)
 
         def parse(payload: dict) -> TokenLogprobs:
-            rows = payload["meta_info"]["input_token_logprobs"][-len(tgt_ids) :]
-            if len(rows) != len(tgt_ids) or [int(r[1]) for r in rows] != tgt_ids:
+            rows = payload["meta_info"]["input_token_logprobs"][-len(scored) :]
+            if len(rows) != len(scored) or [int(r[1]) for r in rows] != scored:
                 raise _BadPayload("input_token_logprobs do not end with the target's tokens")
             if any(r[0] is None for r in rows):
                 raise _BadPayload("a target token has no log-prob")
             return TokenLogprobs(
-                tokens=self.tokenizer.convert_ids_to_tokens(tgt_ids), logprobs=[float(r[0]) for r in rows]
+                tokens=self.tokenizer.convert_ids_to_tokens(scored), logprobs=[float(r[0]) for r in rows]
             )
 
         body = {

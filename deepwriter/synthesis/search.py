@@ -89,7 +89,9 @@ class TrajectoryScorer:
         self.scored_tokens = 0  # context + target tokens the scorer read for them (0: not counted)
 
     def request(self, z: str) -> ScoreRequest:
-        return ScoreRequest(self.messages, prompts.scorer_prefix(z, self.answer_head), self.target)
+        return ScoreRequest(
+            self.messages, prompts.scorer_prefix(z, self.answer_head), self.target, prompts.scorer_suffix()
+        )
 
     def scores(self, out: Sequence[TokenLogprobs]) -> List[float]:
         """Scores of one scorer call's results. A request the backend could not score raises
@@ -168,10 +170,15 @@ def search(
             prompts.initial_prefill(trigger),
         )
     )[0]
-    z0 = prompts.parse_initial(trigger, first.text)
-    if z0 is not None and not cfg.reflection:
-        z0 = prompts.strip_reflection(z0, lang) or None
+    # The scorer reads z0 as written (the reference scores the raw thinking, usually with a line break
+    # before </think>); the trajectory kept is that text stripped.
+    z0_scored = prompts.parse_initial(trigger, first.text)
+    if z0_scored is not None and not cfg.reflection:
+        z0_scored = prompts.strip_reflection(z0_scored, lang) or None
+    z0 = z0_scored.strip() if z0_scored is not None else None
     record["z0"] = z0
+    if z0_scored is not None and z0_scored != z0:
+        record["z0_scored"] = z0_scored
     if z0 is None:
         record["raw_initial"] = first.text
     # A backend that does not count tokens (0) is measured in words instead.
@@ -184,7 +191,7 @@ def search(
     if early is not None:
         return _finish(record, cfg, t_start, early)
 
-    best = (yield from score([z0]))[0]
+    best = (yield from score([z0_scored]))[0]
     record["scores"].append(best)
 
     if cfg.search:
@@ -209,13 +216,14 @@ def search(
             outs = yield from generate(messages, sampling, cfg.num_candidates, prefill)
             candidates = []
             for g in outs:
+                # an empty rewrite is a candidate, as in the reference; a reply without <refine> is not
                 text = prompts.parse_refinement(prefill + g.text)
-                if text is not None and not cfg.reflection:
-                    text = prompts.strip_reflection(text, lang) or None
+                if text and not cfg.reflection:
+                    text = prompts.strip_reflection(text, lang)
                 candidates.append({"text": text, "score": None, "raw": g.text if text is None else None})
             valid = [c for c in candidates if c["text"] is not None]
             if valid:
-                trials = [segments.join(segs[:i] + [c["text"]] + segs[i + 1 :]) for c in valid]
+                trials = [segments.compose(segs[:i], c["text"], segs[i + 1 :]) for c in valid]
                 for c, value in zip(valid, (yield from score(trials))):
                     c["score"] = value
             if valid:

@@ -56,9 +56,11 @@ def test_every_prompt_is_there_in_order_and_rendered_with_the_chat_template(caps
     # the scorer's context ends with y's first segment; the scored rest follows the marker
     scorer = out.split("scorer context for z =====")[1].split("=====")[0]
     context, scored = scorer.split("⟦scored from here⟧")
+    scored, suffix = scored.split("⟦to here⟧")
+    assert suffix.rstrip("\n") == "\n</answer>"  # the answer's closing tag follows y, unscored
     head = context.split("<answer>\n", 1)[1]
     assert context.endswith("</think>\n<answer>\n" + head) and head and pair["answer"].startswith(head)
-    assert head + scored.rstrip("\n") == pair["answer"]
+    assert head + scored == pair["answer"]
 
 
 def test_bad_arguments_stop_with_one_line(capsys):
