@@ -31,7 +31,13 @@ FLOORS = [
     {"<entry>"},
 ]
 ENTRY_POINTS = {"train", "serve", "plan", "report", "prompts", "export", "dashboard", "ablations"}
-BACKENDS = {"deepwriter.llm.hf", "deepwriter.llm.hf_prefix", "deepwriter.llm.openai_http", "deepwriter.llm.models"}
+BACKENDS = {
+    "deepwriter.llm.hf",
+    "deepwriter.llm.hf_prefix",
+    "deepwriter.llm.openai_http.chat",
+    "deepwriter.llm.openai_http.logprobs",
+    "deepwriter.llm.models",
+}
 
 
 def module_files(root: Path = REPO / "deepwriter") -> Dict[str, Path]:
