@@ -10,11 +10,12 @@ machinery, JSON) and the overlap of waiting, not a model.
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 
+from deepwriter.config.llm import EndpointConfig
 from deepwriter.llm.base import Sampling, ScoreRequest
-from deepwriter.llm.config import EndpointConfig
 from deepwriter.llm.openai_http import OpenAIGenerator, OpenAIScorer
 
 
@@ -33,13 +34,17 @@ def main() -> None:
     ap.add_argument("--model", default="tiny-qwen3", help="a conf/model preset")
     args = ap.parse_args()
 
-    from deepwriter import models
+    from deepwriter.llm import models
     from deepwriter.llm.hf import TransformersGenerator, TransformersScorer
-    from tests.loopback_server import _load_preset, start_server
+    from deepwriter.testing.loopback import load_preset, start_server
 
-    cfg = _load_preset(args.model)
+    cfg = load_preset(args.model)
     model, tok = models.load(
-        cfg, tempfile.mkdtemp(prefix="dw-bench-") if cfg.source.value == "tiny" else "~/.cache/deepwriter", device="cpu"
+        cfg,
+        tempfile.mkdtemp(prefix="dw-bench-")
+        if cfg.source.value == "tiny"
+        else os.environ.get("DEEPWRITER_CACHE", "~/.cache/deepwriter"),
+        device="cpu",
     )
     server = start_server(
         TransformersGenerator(model, tok, cfg.name), TransformersScorer(model, tok, cfg.name), latency_s=args.latency_s

@@ -7,8 +7,7 @@ import json
 import subprocess
 import sys
 
-from conftest import REPO
-from test_config import run_train
+from deepwriter.testing.repo import REPO, run_train
 
 
 def _last_line(text: str) -> str:
@@ -123,7 +122,7 @@ def test_print_error_ends_a_live_bar_and_a_cleared_one(monkeypatch):
 
     from tqdm import tqdm
 
-    from deepwriter.errors import LineEnds, print_error
+    from deepwriter.core.errors import LineEnds, print_error
 
     for leave in (True, False):
         stream = LineEnds(io.StringIO())

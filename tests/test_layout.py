@@ -10,7 +10,8 @@ import os
 import subprocess
 
 import tomllib
-from conftest import REPO
+
+from deepwriter.testing.repo import REPO
 
 LINKS = {"conf": "deepwriter/conf", "recipes": "deepwriter/conf/recipe"}
 
