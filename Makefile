@@ -15,7 +15,7 @@ RECIPE_TARGETS := $(filter-out demo,$(RECIPES))
 
 ABLATIONS := $(filter ablation-%,$(RECIPES))
 
-.PHONY: install serve-install serve browser demo lint test test-fast bench recipes ablations-demo clean-runs $(RECIPE_TARGETS)
+.PHONY: install serve-install serve browser demo lint test test-fast bench gpu-wheels gpu-check recipes ablations-demo clean-runs $(RECIPE_TARGETS)
 
 install: $(STAMP)
 
@@ -61,7 +61,7 @@ lint: install
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
-# Headless Chromium for the run report's browser tests (tests/test_report_html.py): found on PATH, or
+# Headless Chromium for the run report's browser tests (tests/viewer/test_report_html.py): found on PATH, or
 # installed from the distribution (Debian's package is `chromium`); where it cannot be, this fails.
 browser:
 	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
@@ -92,6 +92,20 @@ test-fast:
 
 bench: install
 	$(PY) -m bench $(ARGS)
+
+# --- the GPU acceptance check (bench/gpu_check.py) ------------------------------------------------
+# A lent GPU machine reaches no package index: `make gpu-wheels` (where PyPI is reachable) puts the wheels
+# it lacks into $(GPU_WHEELS) (ignored by git, carried with the working tree); `make gpu-check` there
+# installs them offline and runs the check. ARGS="--tiny" runs it on a CPU in seconds.
+GPU_WHEELS ?= .whl
+GPU_PYTHON_VERSION ?= 3.12
+GPU_PYTHON ?= $(if $(wildcard $(PY)),$(PY),python3)
+
+gpu-wheels: install
+	$(PY) -m bench._gpu_wheels download --dest $(GPU_WHEELS) --python-version $(GPU_PYTHON_VERSION)
+
+gpu-check:
+	$(GPU_PYTHON) -m bench.gpu_check --wheels $(GPU_WHEELS) $(ARGS)
 
 recipes:
 	@echo $(RECIPES)

@@ -50,7 +50,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, List, Optional, Sequence, Tuple
 
-from tests.loopback_server import HTTPError, ServerHandle, ServerStats, _App, _Handler, _Server
+from deepwriter.testing.loopback import (
+    HTTPError,
+    LoopbackApp,
+    LoopbackHandler,
+    LoopbackHTTPServer,
+    ServerHandle,
+    ServerStats,
+)
 
 WORDS = (
     "reader argument structure evidence scene opening thesis paragraph tone audience claim detail example "
@@ -185,7 +192,7 @@ class SlotLedger:
         return len(mine), sum(mine)
 
 
-class _FleetApp(_App):
+class _FleetApp(LoopbackApp):
     """The loopback app with the two routes of the search replaced by fake, slot-bound ones."""
 
     def __init__(self, role: str, ledger: SlotLedger, latency: Any, model_id: str, stats, stopping):
@@ -274,8 +281,8 @@ def start_fleet_server(role: str, slots: int, latency: Any, model_id: Optional[s
     """A fake `role` fleet (generator | scorer) of `slots` slots on a free loopback port."""
     stats, stopping, ledger = ServerStats(), threading.Event(), SlotLedger(slots)
     app = _FleetApp(role, ledger, latency, model_id or f"fleet-{role}", stats, stopping)
-    handler = type("FleetHandler", (_Handler,), {"app": app})
-    server = _Server(("127.0.0.1", 0), handler)
+    handler = type("FleetHandler", (LoopbackHandler,), {"app": app})
+    server = LoopbackHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(
         target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True, name=f"fleet-{role}"
     )

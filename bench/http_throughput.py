@@ -14,8 +14,8 @@ import os
 import tempfile
 import time
 
+from deepwriter.config.llm import EndpointConfig
 from deepwriter.llm.base import Sampling, ScoreRequest
-from deepwriter.llm.config import EndpointConfig
 from deepwriter.llm.openai_http import OpenAIGenerator, OpenAIScorer
 
 
@@ -34,11 +34,11 @@ def main() -> None:
     ap.add_argument("--model", default="tiny-qwen3", help="a conf/model preset")
     args = ap.parse_args()
 
-    from deepwriter import models
+    from deepwriter.llm import models
     from deepwriter.llm.hf import TransformersGenerator, TransformersScorer
-    from tests.loopback_server import _load_preset, start_server
+    from deepwriter.testing.loopback import load_preset, start_server
 
-    cfg = _load_preset(args.model)
+    cfg = load_preset(args.model)
     model, tok = models.load(
         cfg,
         tempfile.mkdtemp(prefix="dw-bench-")

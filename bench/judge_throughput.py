@@ -12,14 +12,14 @@ import tempfile
 import time
 from pathlib import Path
 
+from deepwriter.config.eval import JudgeConfig
+from deepwriter.config.llm import EndpointConfig
 from deepwriter.eval.benchmarks import longbench_write as lb
 from deepwriter.eval.benchmarks.base import Item
-from deepwriter.eval.config import JudgeConfig
 from deepwriter.eval.judge import Judge
 from deepwriter.llm.base import Generation
-from deepwriter.llm.config import EndpointConfig
 from deepwriter.llm.openai_http import OpenAIGenerator
-from tests.loopback_server import start_server
+from deepwriter.testing.loopback import start_server
 
 
 class InstantJudge:

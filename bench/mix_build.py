@@ -67,9 +67,9 @@ class TextGen:
 def _benchmark_prompts():
     if not SHARED.is_dir():
         return None
-    from deepwriter.config import expand
+    from deepwriter.config.root import expand
     from deepwriter.eval.benchmarks import benchmark_prompts
-    from tests.conftest import compose_typed
+    from deepwriter.testing.repo import compose_typed
 
     cfg = compose_typed(
         "eval=full",
@@ -240,10 +240,10 @@ def stage_end_to_end(args, bench) -> None:
     import json
     import multiprocessing
 
-    from deepwriter.contract import StageContext
+    from deepwriter.core.contract import StageContext
     from deepwriter.mix import stage as mix_stage
-    from deepwriter.tracking import Tracker
-    from tests.conftest import compose_typed
+    from deepwriter.testing.repo import compose_typed
+    from deepwriter.tracking.runs import Tracker
 
     n_synth, n_public = round(20000 * 1.03), round(17000 * 1.03)  # the filters remove ~2.5% (planted)
     work = Path(tempfile.mkdtemp(prefix="dw-mix-stage-"))
@@ -331,10 +331,10 @@ def main(argv=None) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     sys.path.insert(0, str(REPO))
 
-    from deepwriter.data.config import MixConfig
+    from deepwriter.config.data import MixConfig
+    from deepwriter.llm.models import load_tokenizer
     from deepwriter.mix.build import build_mix
-    from deepwriter.models import load_tokenizer
-    from tests.conftest import compose_typed
+    from deepwriter.testing.repo import compose_typed
 
     n_synth = args.synthetic if args.synthetic is not None else round(args.records * 20 / 37)
     t_all = time.perf_counter()

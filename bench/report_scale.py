@@ -22,7 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from deepwriter.viewer import browser, build_run_report
+from deepwriter.testing import browser
+from deepwriter.viewer import build_run_report
 
 CATEGORIES = [
     "creative & narrative",

@@ -30,8 +30,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def _cfg(cache: Path, packing: bool, batch: int, max_length: int, lr: float):
-    from deepwriter.config import to_typed
-    from deepwriter.train import compose
+    from deepwriter.config.compose import compose
+    from deepwriter.config.root import to_typed
 
     # Wide and shallow: on CPU, attention over a packed row is dense (a block-causal mask, no varlen
     # kernel), so a tiny hidden size would let the L^2 term dominate where a real model's matmuls do.
@@ -65,9 +65,9 @@ def _cfg(cache: Path, packing: bool, batch: int, max_length: int, lr: float):
 
 
 def _train(work: Path, cfg):
-    from deepwriter.contract import StageContext
+    from deepwriter.core.contract import StageContext
     from deepwriter.sft import stage
-    from deepwriter.tracking import Tracker
+    from deepwriter.tracking.runs import Tracker
 
     ctx = StageContext(
         name="sft",
@@ -118,7 +118,7 @@ def main(argv=None) -> None:
     import transformers
 
     transformers.logging.set_verbosity_error()
-    from deepwriter.sft.synthetic import synthetic_rows, write_mix_dataset
+    from deepwriter.testing.synthetic_data import synthetic_rows, write_mix_dataset
 
     with tempfile.TemporaryDirectory(prefix="sft-packing-") as tmp:
         root = Path(tmp)

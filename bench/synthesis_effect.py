@@ -19,14 +19,14 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from deepwriter import think
-from deepwriter.config import to_typed
+from deepwriter.config.compose import compose
+from deepwriter.config.root import to_typed
+from deepwriter.core import think
 from deepwriter.llm.base import ScoreRequest, clipped_mean_nll
 from deepwriter.synthesis import filters
 from deepwriter.synthesis.schedule import run_pairs
 from deepwriter.synthesis.search import TrajectoryScorer
 from deepwriter.synthesis.stage import build_backends
-from deepwriter.train import compose
 
 DEFAULT_PAIRS = Path(__file__).resolve().parents[2] / "shared" / "seed_pairs" / "hellobench_gpt4o_0806.jsonl"
 

@@ -249,7 +249,7 @@ def report(runs: Dict[str, Run], fleets: Optional[Dict[str, Any]], out_path: Pat
 
 
 def _endpoint(url: str, model: str, concurrency: int, **extra: Any):
-    from deepwriter.llm.config import EndpointConfig
+    from deepwriter.config.llm import EndpointConfig
 
     return EndpointConfig(
         base_urls=[url], model=model, max_concurrency=concurrency, timeout_s=600.0, max_retries=2, **extra
@@ -258,14 +258,14 @@ def _endpoint(url: str, model: str, concurrency: int, **extra: Any):
 
 def loopback(args) -> None:
     from bench._fleet_servers import GeneratorLatency, ScorerLatency, make_pairs, start_fleet_server
-    from deepwriter import models
+    from deepwriter.config.synthesis import SynthesisConfig
+    from deepwriter.llm import models
     from deepwriter.llm.openai_http import OpenAIGenerator, OpenAIScorer
-    from deepwriter.synthesis.config import SynthesisConfig
-    from tests.loopback_server import _load_preset
+    from deepwriter.testing.loopback import load_preset
 
     gen_latency = GeneratorLatency(args.gen_t0, args.gen_prefill, args.gen_decode, args.sigma, args.time_scale)
     sc_latency = ScorerLatency(args.scorer_t0, args.scorer_prefill, args.sigma, args.time_scale)
-    tok = models.load_tokenizer(_load_preset("tiny-qwen3"), args.cache_dir)
+    tok = models.load_tokenizer(load_preset("tiny-qwen3"), args.cache_dir)
     cfg = SynthesisConfig(max_steps=args.max_steps, seed=args.seed)
     pairs = make_pairs(args.pairs, args.seed)
     pool = args.max_in_flight
@@ -336,7 +336,7 @@ def start_vllm(preset: str, log_path: Path, timeout_s: float = 420.0):
     """A vLLM server for `preset`, started with the project's launcher as `make serve` runs it, but
     without make: its install step would reinstall .venv whenever pyproject.toml is newer than the
     last install. Returns tests/vllm_server.py's handle (its kill() ends the whole process group)."""
-    from tests.vllm_server import VLLMServer
+    from deepwriter.testing.vllm_server import VLLMServer
 
     server = VLLMServer(preset, log_path)
     python = REPO / ".venv-serve" / "bin" / "python"
@@ -346,12 +346,12 @@ def start_vllm(preset: str, log_path: Path, timeout_s: float = 420.0):
 
 def vllm(args) -> None:
     from bench._fleet_servers import make_pairs
-    from deepwriter import models
+    from deepwriter.config.synthesis import FilterConfig, SamplingConfig, SynthesisConfig
+    from deepwriter.llm import models
     from deepwriter.llm.openai_http import OpenAIGenerator, OpenAIScorer
-    from deepwriter.synthesis.config import FilterConfig, SamplingConfig, SynthesisConfig
-    from tests.loopback_server import _load_preset
+    from deepwriter.testing.loopback import load_preset
 
-    preset = _load_preset(args.vllm_preset)
+    preset = load_preset(args.vllm_preset)
     tok = models.load_tokenizer(preset, args.cache_dir)
     server = None
     url = args.vllm_url

@@ -135,12 +135,12 @@ def main() -> None:
 
     from omegaconf import OmegaConf
 
-    from deepwriter import models
-    from deepwriter.llm.config import ModelConfig
+    from deepwriter.config.llm import ModelConfig
+    from deepwriter.config.synthesis import SynthesisConfig
+    from deepwriter.llm import models
     from deepwriter.llm.hf import TransformersScorer
     from deepwriter.llm.hf_prefix import PrefixCachingScorer
     from deepwriter.synthesis import segments
-    from deepwriter.synthesis.config import SynthesisConfig
     from deepwriter.synthesis.search import TrajectoryScorer
 
     mcfg = OmegaConf.to_object(

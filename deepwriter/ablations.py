@@ -1,93 +1,11 @@
 """Run the paper's ablations and write the ablation table from those real runs.
 
-    python -m deepwriter.ablations --scale demo [RECIPE ...] [-- HYDRA_OVERRIDES ...]
-
-`full` (at the same scale) is always run first: it is the table's reference row and the ablations
-reuse its finished stages (same content keys), so only what an ablation changes is computed again.
-Writes runs/ablations/<batch>/ablations.md, .csv, .png and radar.png, and prints the table.
+The logic lives in deepwriter.pipeline.ablations.
 """
 
-from __future__ import annotations
-
-import argparse
-import json
-import os
-import subprocess
 import sys
-import time
-from pathlib import Path
-from typing import Dict, List, Optional
 
-from deepwriter.config import split_overrides
-
-RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
-
-
-def all_ablations() -> List[str]:
-    return sorted(p.stem for p in RECIPES_DIR.glob("ablation-*.yaml"))
-
-
-def run_recipe(recipe: str, scale: str, batch: str, overrides: List[str]) -> Dict[str, object]:
-    cmd = [
-        sys.executable,
-        "-m",
-        "deepwriter.train",
-        f"+recipe={recipe}",
-        f"scale={scale}",
-        f"run_id={batch}",
-        *overrides,
-    ]
-    print(f"\n>>> {' '.join(cmd[1:])}", flush=True)
-    t0 = time.time()
-    rc = subprocess.call(cmd, env={**os.environ, "DEEPWRITER_RUN_ID": batch})
-    return {"recipe": recipe, "returncode": rc, "seconds": round(time.time() - t0, 1)}
-
-
-def main(argv: Optional[List[str]] = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    argv, overrides = split_overrides(argv)
-    ap = argparse.ArgumentParser(prog="python -m deepwriter.ablations", description=__doc__.splitlines()[0])
-    ap.add_argument("recipes", nargs="*", help="ablation recipes (default: every recipes/ablation-*.yaml)")
-    ap.add_argument("--scale", default="demo", choices=["demo", "full"])
-    ap.add_argument("--batch", default=time.strftime("ablations-%Y%m%d-%H%M%S"), help="run id shared by the runs")
-    ap.add_argument("--runs-dir", default="runs", help="must match paths.runs_dir")
-    args = ap.parse_args(argv)
-    unknown = sorted(set(args.recipes) - set(all_ablations()))
-    if unknown:
-        print(f"ablations: unknown recipe(s) {unknown}; expected some of {all_ablations()}", file=sys.stderr)
-        return 2
-    recipes = ["full"] + (args.recipes or all_ablations())
-    t0 = time.time()
-    results = [run_recipe(r, args.scale, args.batch, overrides) for r in recipes]
-    failed = [r["recipe"] for r in results if r["returncode"] != 0]
-
-    from deepwriter.report import find_summary, write_report
-
-    runs = {}
-    for r in results:
-        run_dir = Path(args.runs_dir) / str(r["recipe"]) / args.batch
-        try:
-            runs[str(r["recipe"])] = json.loads(find_summary(run_dir).read_text())
-        except FileNotFoundError as exc:
-            print(f"ablations: {exc}", file=sys.stderr)
-    out = Path(args.runs_dir) / "ablations" / args.batch
-    if runs:
-        text = write_report(runs, out)
-        (out / "timings.json").write_text(
-            json.dumps({"wall_seconds": round(time.time() - t0, 1), "runs": results}, indent=2)
-        )
-        for name in ("compare.md", "compare.csv", "compare.png"):
-            if (out / name).exists():
-                (out / name).rename(out / name.replace("compare", "ablations"))
-        print(
-            f"\n{text}\n\nablation table: {out / 'ablations.md'} (+ .csv, .png, radar.png); "
-            f"wall time {time.time() - t0:.0f}s"
-        )
-    if failed:
-        print(f"ablations: these runs failed: {failed}", file=sys.stderr)
-        return 1
-    return 0
-
+from deepwriter.pipeline.ablations import main
 
 if __name__ == "__main__":
     sys.exit(main())

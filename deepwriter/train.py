@@ -9,77 +9,30 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import sys
 from pathlib import Path
 from typing import List, Optional
 
 import hydra
-from hydra.errors import HydraException
 from omegaconf import DictConfig
-from omegaconf.errors import OmegaConfBaseException
 
-from deepwriter.config import ConfigError, describe_error, register_resolvers, register_schemas, to_typed
-from deepwriter.errors import DeepwriterError, UnfinishedError
+from deepwriter.config.compose import preflight
+from deepwriter.config.root import CONF_DIR as ROOT_CONF_DIR
+from deepwriter.config.root import ConfigError, register_resolvers, register_schemas, to_typed
+from deepwriter.core.errors import DeepwriterError, UnfinishedError
 
 # Exit codes: 2 = bad config or input (fix it first); 3 = items unfinished because model calls failed
 # (run the same command again once the servers are back).
 EXIT_UNFINISHED = 3
-CONF_DIR = str(Path(__file__).resolve().parent / "conf")  # package data: a wheel install composes recipes too
+CONF_DIR = str(ROOT_CONF_DIR)
 log = logging.getLogger("deepwriter")
-
-
-def _recipe_names() -> List[str]:
-    return sorted(p.stem for p in (Path(CONF_DIR) / "recipe").glob("*.yaml"))
-
-
-def _user_overrides(argv: List[str]) -> List[str]:
-    return [
-        a
-        for a in argv
-        if "=" in a and not a.startswith("-") and not a.startswith("hydra.") and not a.startswith("hydra/")
-    ]
-
-
-def compose(overrides: List[str]) -> DictConfig:
-    """Compose the config the way @hydra.main would (used by the pre-flight check and the tests)."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-
-    register_schemas()
-    register_resolvers()
-    with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
-        return hydra_compose(config_name="config", overrides=overrides)
-
-
-def preflight(argv: List[str]) -> Optional[str]:
-    """Compose and type-check once, returning a one-line error (or None) before Hydra takes over."""
-    overrides = _user_overrides(argv)
-    for o in overrides:
-        key, _, value = o.lstrip("+~").partition("=")
-        if key == "recipe" and value not in _recipe_names():
-            return f"recipe: unknown recipe {value!r}; expected one of {_recipe_names()} (files in recipes/)"
-    try:
-        to_typed(compose(overrides))
-    except ConfigError as exc:
-        return str(exc)
-    except (HydraException, OmegaConfBaseException) as exc:
-        cause = exc.__cause__ if isinstance(exc.__cause__, OmegaConfBaseException) else exc
-        line = describe_error(cause).splitlines()[0]
-        missing = re.search(r"Could not find '([^/']+)/([^']+)'", line)
-        if missing:
-            group = missing.group(1)
-            options = sorted(p.stem for p in (Path(CONF_DIR) / group).glob("*.yaml"))
-            line = f"{group}: unknown option {missing.group(2)!r}; expected one of {options} (files in conf/{group}/)"
-        return line
-    return None
 
 
 @hydra.main(config_path=CONF_DIR, config_name="config", version_base=None)
 def _hydra_main(cfg: DictConfig) -> None:
-    from deepwriter.pipeline import run_pipeline
-    from deepwriter.summary import print_summary
-    from deepwriter.tracking import stage_tracker
+    from deepwriter.pipeline.runner import run_pipeline
+    from deepwriter.pipeline.summary import print_summary
+    from deepwriter.tracking.runs import stage_tracker
 
     typed = None
     try:
@@ -102,7 +55,7 @@ def _hydra_main(cfg: DictConfig) -> None:
 
 
 def _run_dir(typed) -> Optional[Path]:
-    from deepwriter.config import expand
+    from deepwriter.config.root import expand
 
     return expand(typed.paths.runs_dir) / typed.recipe.name / typed.run_id if typed is not None else None
 

@@ -28,15 +28,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("WANDB_SILENT", "true")
 
-REPO = Path(__file__).resolve().parent.parent
-SHARED = REPO.parent / "shared"
-
-
-def compose_typed(*overrides: str):
-    from deepwriter.config import to_typed
-    from deepwriter.train import compose
-
-    return to_typed(compose(list(overrides)))
+from deepwriter.testing.repo import SHARED, compose_typed  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -53,7 +45,7 @@ def tiny_model_cfg():
 
 @pytest.fixture(scope="session")
 def tiny_model(tiny_model_cfg, model_cache):
-    from deepwriter import models
+    from deepwriter.llm import models
 
     return models.load(tiny_model_cfg, model_cache, device="cpu")
 
@@ -95,7 +87,7 @@ def missing(need: str) -> NoReturn:
 @pytest.fixture(scope="session")
 def chromium() -> str:
     """The headless Chromium binary the report's browser tests drive."""
-    from deepwriter.viewer.browser import find_chromium
+    from deepwriter.testing.browser import find_chromium
 
     path = find_chromium()
     if path is None:
@@ -108,7 +100,7 @@ VLLM_PRESET = "smollm2-135m-vllm"
 
 def start_vllm(tmp_path_factory, preset: str = VLLM_PRESET):
     """A real vLLM server of its own (`make serve`), for a test that takes it down; kill() it after."""
-    from vllm_server import SERVE_STAMP, VLLMServer
+    from deepwriter.testing.vllm_server import SERVE_STAMP, VLLMServer
 
     if not SERVE_STAMP.exists():
         missing("vllm")
@@ -155,89 +147,6 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-def read_wandb_offline(path: Path) -> dict:
-    """An offline W&B run read back from its `run-*.wandb` file: {"job_type", "group", "config",
-    "history" (one dict per logged step), "summary" (the final one)}; values are decoded from JSON.
-
-    wandb 0.31 ships no Python reader of that file (its Go core writes and syncs it), so this reads
-    the file's framing (a LevelDB log: a ":W&B" header, 32 KiB blocks of chunks with a 7-byte header
-    each: crc32c, length, kind = full | first | middle | last) and parses every record with wandb's
-    own protobuf schema (`wandb.proto.wandb_internal_pb2.Record`)."""
-    import json
-    import time
-
-    from wandb.proto import wandb_internal_pb2 as pb
-
-    # wandb's core process writes the file behind the SDK: `finish()` can return before the last
-    # buffered records reach the disk on a loaded machine, so read until the run's `exit` record.
-    deadline = time.monotonic() + 60
-    while True:
-        records = _wandb_log_records(Path(path).read_bytes(), path, pb)
-        if any(r.WhichOneof("record_type") == "exit" for r in records):
-            break
-        assert time.monotonic() < deadline, f"{path}: no exit record after 60 s"
-        time.sleep(0.2)
-
-    def put(into: dict, item) -> None:  # `nested_key` is a path into nested dicts (an image's fields ...)
-        path = [item.key] if item.key else list(item.nested_key)
-        for part in path[:-1]:
-            into = into.setdefault(part, {})
-        into[path[-1]] = json.loads(item.value_json)
-
-    def remove(into: dict, item) -> None:
-        path = [item.key] if item.key else list(item.nested_key)
-        for part in path[:-1]:
-            into = into.get(part, {})
-        into.pop(path[-1], None)
-
-    run: dict = {"job_type": None, "group": None, "config": {}, "history": [], "summary": {}}
-    for r in records:
-        kind = r.WhichOneof("record_type")
-        if kind == "run":
-            run["job_type"], run["group"] = r.run.job_type, r.run.run_group
-            for u in r.run.config.update:
-                put(run["config"], u)
-        elif kind == "config":
-            for u in r.config.update:
-                put(run["config"], u)
-        elif kind == "history":
-            row: dict = {}
-            for i in r.history.item:
-                put(row, i)
-            run["history"].append(row)
-        elif kind == "summary":
-            for u in r.summary.update:
-                put(run["summary"], u)
-            for u in r.summary.remove:
-                remove(run["summary"], u)
-    return run
-
-
-def _wandb_log_records(data: bytes, path, pb) -> list:
-    """The protobuf records of a W&B transaction log, up to its last complete one."""
-    import struct
-
-    assert data[:4] == b":W&B", f"{path}: not a W&B transaction log"
-    block, pos, buf = 32768, 7, b""
-    records = []
-    while pos + 7 <= len(data):
-        left = block - pos % block
-        if left < 7:  # a block's tail too short for a chunk header is zero padding
-            pos += left
-            continue
-        _crc, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
-        if kind == 0 or pos + 7 + length > len(data):  # zeros past the last record, or a torn one
-            break
-        chunk = data[pos + 7 : pos + 7 + length]
-        pos += 7 + length
-        buf = chunk if kind in (1, 2) else buf + chunk
-        if kind in (1, 4):
-            record = pb.Record()
-            record.ParseFromString(buf)
-            records.append(record)
-    return records
 
 
 def pytest_configure(config):

@@ -1,6 +1,10 @@
-"""The floors of the package, checked on its import graph (every import, function-level ones too):
-no import circles; the foundation imports nothing above it; the config schemas sit on the
-foundation alone; the REER search imports no model backend."""
+"""The floors of the package, checked on its import graph (every import, function-level and relative
+ones too): no import circles, and every import points down the floors, folder by folder:
+
+    core -> config -> tracking -> llm -> pairs -> synthesis | eval -> mix -> sft -> viewer -> pipeline
+         -> testing -> the entry points (deepwriter/<command>.py)
+
+The REER search imports no model backend, and the product never imports tests/ or testing/."""
 
 from __future__ import annotations
 
@@ -8,62 +12,86 @@ import ast
 from pathlib import Path
 from typing import Dict, Set
 
-from conftest import REPO
+from deepwriter.testing.repo import REPO
 
-FOUNDATION = {
-    "deepwriter.errors",
-    "deepwriter.files",
-    "deepwriter.records",
-    "deepwriter.schema",
-    "deepwriter.think",
-    "deepwriter.contract",
-    "deepwriter.unfinished",
+# Bottom up; a folder may import its own floor's modules and any floor below it. synthesis and eval
+# share a floor: neither imports the other.
+FLOORS = [
+    {"core"},
+    {"config"},
+    {"tracking"},
+    {"llm"},
+    {"pairs"},
+    {"synthesis", "eval"},
+    {"mix"},
+    {"sft"},
+    {"viewer"},
+    {"pipeline"},
+    {"testing"},
+    {"<entry>"},
+]
+ENTRY_POINTS = {"train", "serve", "plan", "report", "prompts", "export", "dashboard", "ablations"}
+BACKENDS = {
+    "deepwriter.llm.hf",
+    "deepwriter.llm.hf_prefix",
+    "deepwriter.llm.openai_http.chat",
+    "deepwriter.llm.openai_http.logprobs",
+    "deepwriter.llm.models",
 }
-SCHEMAS = {
-    "deepwriter.config",
-    "deepwriter.llm.config",
-    "deepwriter.synthesis.config",
-    "deepwriter.data.config",
-    "deepwriter.sft.config",
-    "deepwriter.eval.config",
-    "deepwriter.fleet",  # the cost projection's fleet and workload figures
-}
-BACKENDS = {"deepwriter.llm.hf", "deepwriter.llm.hf_prefix", "deepwriter.llm.openai_http", "deepwriter.models"}
 
 
-def import_graph(root: Path = REPO / "deepwriter") -> Dict[str, Set[str]]:
-    """module -> the package modules it imports, for the package at `root`; relative imports
-    (`from . import x`, `from ..y import z`) resolved against the importing module's package."""
-    top = root.name
+def module_files(root: Path = REPO / "deepwriter") -> Dict[str, Path]:
     files = {}
     for p in root.rglob("*.py"):
         rel = p.relative_to(root.parent).with_suffix("")
         files[".".join(rel.parts[:-1] if rel.name == "__init__" else rel.parts)] = p
+    return files
+
+
+def imported_names(module: str, path: Path, top: str = "deepwriter") -> Set[str]:
+    """Every module name of the package `top` an import statement of the file names, relative ones
+    resolved against the module's package (`from . import x`, `from ..core import files`)."""
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    names: Set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parent = package.split(".")
+                parent = parent[: len(parent) - (node.level - 1)]
+                base = ".".join(parent + ([base] if base else []))
+            if base == top or base.startswith(top + "."):
+                names |= {f"{base}.{a.name}" for a in node.names}
+        elif isinstance(node, ast.Import):
+            names |= {a.name for a in node.names if a.name == top or a.name.startswith(top + ".")}
+    return names
+
+
+def import_graph(root: Path = REPO / "deepwriter") -> Dict[str, Set[str]]:
+    """module -> the package modules it imports, for the package at `root`."""
+    files = module_files(root)
 
     def module_of(name: str) -> str:
         while name not in files:
             name = name.rpartition(".")[0]
         return name
 
-    graph: Dict[str, Set[str]] = {m: set() for m in files}
+    graph: Dict[str, Set[str]] = {}
     for m, p in files.items():
-        package = m if p.name == "__init__.py" else m.rpartition(".")[0]
-        for node in ast.walk(ast.parse(p.read_text())):
-            if isinstance(node, ast.ImportFrom):
-                base = node.module or ""
-                if node.level:  # relative: up level - 1 packages from this module's own
-                    parts = package.split(".")
-                    assert node.level <= len(parts), f"{p}:{node.lineno}: relative import beyond the package"
-                    base = ".".join(parts[: len(parts) - node.level + 1] + ([base] if base else []))
-                if base != top and not base.startswith(top + "."):
-                    continue
-                names = [f"{base}.{a.name}" for a in node.names]
-            elif isinstance(node, ast.Import):
-                names = [a.name for a in node.names if a.name == top or a.name.startswith(top + ".")]
-            else:
-                continue
-            graph[m] |= {module_of(n) for n in names} - {m}
+        graph[m] = {module_of(n) for n in imported_names(m, p, root.name)} - {m, root.name}
     return graph
+
+
+def folder_of(module: str) -> str:
+    parts = module.split(".")
+    if len(parts) == 2 and parts[1] in ENTRY_POINTS:
+        return "<entry>"
+    return parts[1] if len(parts) > 1 else "<package>"
+
+
+def floor_of(module: str) -> int:
+    folder = folder_of(module)
+    return next(i for i, floor in enumerate(FLOORS) if folder in floor)
 
 
 def reachable(graph: Dict[str, Set[str]], start: str) -> Set[str]:
@@ -76,19 +104,56 @@ def reachable(graph: Dict[str, Set[str]], start: str) -> Set[str]:
     return seen
 
 
+def test_relative_imports_are_resolved(tmp_path):
+    init = tmp_path / "__init__.py"
+    init.write_text("from . import dedup\nfrom ..core import files\nfrom .build import gather\n")
+    assert imported_names("deepwriter.mix", init) >= {"deepwriter.mix.dedup", "deepwriter.mix.build.gather"}
+    assert "deepwriter.core.files" in imported_names("deepwriter.mix", init)
+    module = tmp_path / "stage.py"
+    module.write_text("from .build import gather\nfrom .. import pipeline\n")
+    assert imported_names("deepwriter.mix.stage", module) >= {"deepwriter.mix.build.gather", "deepwriter.pipeline"}
+
+
+def test_every_module_is_on_a_floor():
+    folders = {folder_of(m) for m in import_graph()} - {"<package>"}
+    assert folders <= set().union(*FLOORS), folders - set().union(*FLOORS)
+    assert not [p for p in (REPO / "deepwriter").glob("*.py") if p.stem not in ENTRY_POINTS | {"__init__"}], (
+        "the top level holds only the entry points"
+    )
+
+
 def test_no_import_circles():
     graph = import_graph()
     circles = sorted(m for m in graph if m in reachable(graph, m))
     assert circles == [], f"modules on an import circle: {circles}"
 
 
-def test_the_foundation_imports_nothing_above_it():
+def test_every_import_points_down_the_floors():
     graph = import_graph()
-    assert FOUNDATION <= set(graph)
-    for m in FOUNDATION:
-        assert graph[m] <= FOUNDATION, (m, graph[m] - FOUNDATION)
-    for m in SCHEMAS:  # typed configs: the foundation and each other, never a stage's code
-        assert graph[m] <= FOUNDATION | SCHEMAS, (m, graph[m] - FOUNDATION - SCHEMAS)
+    upward = sorted(
+        f"{m} -> {t}"
+        for m, targets in graph.items()
+        for t in targets
+        if m != "deepwriter" and floor_of(t) > floor_of(m)
+    )
+    assert upward == []
+
+
+def test_synthesis_and_eval_stay_apart():
+    graph = import_graph()
+    for m, targets in graph.items():
+        other = {"synthesis": "eval", "eval": "synthesis"}.get(folder_of(m))
+        assert not [t for t in targets if folder_of(t) == other], m
+
+
+def test_the_product_never_imports_tests_or_testing():
+    graph = import_graph()
+    for m, targets in graph.items():
+        if folder_of(m) not in ("testing", "<entry>"):
+            assert not [t for t in targets if folder_of(t) == "testing"], m
+    for p in list((REPO / "deepwriter").rglob("*.py")) + list((REPO / "bench").glob("*.py")):
+        text = p.read_text()
+        assert "from tests" not in text and "import tests" not in text, p
 
 
 def test_the_search_is_a_pure_algorithm_over_the_model_interface():

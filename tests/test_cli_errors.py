@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from test_config import run_train
+from deepwriter.testing.repo import run_train
 
 
 def _last_line(text: str) -> str:

@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO
+
+from deepwriter.testing.repo import REPO
 
 STAGES = ("synthesize", "mix", "sft", "eval")
 REDUCED = [

@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "FIDELITY.md"
 REPOS = ("REER", "THUDM/LongWriter", "Quehry/HelloBench", "X-PLUG/WritingBench")
 REFERENCE = re.compile(rf"^({'|'.join(re.escape(r) for r in REPOS)}) [\w./-]+:\d+$|^— \(.+\)$")
-TEST = re.compile(r"^(tests/\w+\.py)::(\w+)$")
+TEST = re.compile(r"^(tests/(?:\w+/)?\w+\.py)::(\w+)$")
 
 
 def rows():
@@ -43,7 +43,7 @@ def test_every_row_is_well_formed_and_its_test_exists():
             assert status != "same" or ref.startswith("—"), f"{rid}: a rule kept the same needs a test"
             continue
         m = TEST.match(test)
-        assert m, f"{rid}: test {test!r} is not tests/<file>.py::<name>"
+        assert m, f"{rid}: test {test!r} is not tests/[<package>/]<file>.py::<name>"
         assert m.group(2) in _test_names(ROOT / m.group(1)), f"{rid}: {test} does not exist"
 
 

@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import REPO
+from deepwriter.testing.repo import REPO
 
 SUITE = """
 import os

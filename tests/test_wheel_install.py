@@ -10,10 +10,10 @@ import os
 import subprocess
 import sys
 import zipfile
-from pathlib import Path
 
 import pytest
-from conftest import REPO
+
+from deepwriter.testing.repo import REPO
 
 pytestmark = pytest.mark.slow
 

@@ -1,6 +1,6 @@
 """Answers of the model under test, one JSONL record per item, appended as batches finish.
 
-The file is a record log (deepwriter.records): a killed run resumes, ids already in it are not
+The file is a record log (deepwriter.core.records): a killed run resumes, ids already in it are not
 generated again. The raw output is kept; the
 `<think>…</think>` part is split off into `thinking` and only `answer` goes to the judge. A call that
 failed after the endpoint's retries writes nothing: the item is unfinished and a re-run answers it.
@@ -13,12 +13,12 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from deepwriter import think
+from deepwriter.config.eval import BenchmarkConfig
+from deepwriter.core import think
+from deepwriter.core.records import RecordLog
+from deepwriter.core.unfinished import Unfinished
 from deepwriter.eval.benchmarks.base import Item
-from deepwriter.eval.config import BenchmarkConfig
 from deepwriter.llm.base import Sampling
-from deepwriter.records import RecordLog
-from deepwriter.unfinished import Unfinished
 
 log = logging.getLogger("deepwriter.eval.generate")
 

@@ -15,7 +15,7 @@ turns judge tasks into allowed scores.
 - Each task carries its benchmark's judge sampling (temperature, top_p, seed, reply budget: the
   benchmark's reference values unless configured); a task without one uses `eval.judge`'s. Calls are
   batched per sampling, so every call is sent with its own task's parameters.
-- Every reply is cached on disk (a record log, deepwriter.records) under a key of judge model,
+- Every reply is cached on disk (a record log, deepwriter.core.records) under a key of judge model,
   prompt, sampling parameters and sample index: a re-run makes no calls and a killed run resumes. A judge reply that
   stays unusable after its re-asks is a counted failure (the model's answer); a failed call is never
   a verdict, nor replaced by a default.
@@ -33,11 +33,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
+from deepwriter.config.eval import JudgeConfig
+from deepwriter.core.records import RecordLog
 from deepwriter.eval.benchmarks.base import JudgeOutcome, JudgeTask, Slot, canonical_parser
-from deepwriter.eval.config import JudgeConfig
 from deepwriter.eval.replies import read_reply
 from deepwriter.llm.base import Generation, Sampling
-from deepwriter.records import RecordLog
 
 log = logging.getLogger("deepwriter.eval.judge")
 
@@ -160,7 +160,7 @@ class Judge:
         self.cfg = cfg
         self.constrained = constrained
         self.json_schema = json_schema and not constrained
-        # every reply, by cache key: a record log (deepwriter.records), open while run() runs
+        # every reply, by cache key: a record log (deepwriter.core.records), open while run() runs
         self.cache_path = Path(cache_dir) / "calls.jsonl"
         self.cache: Optional[RecordLog] = None
         self.stats = JudgeStats()
@@ -465,7 +465,7 @@ def make_judge(cfg, cache_dir: Path) -> Judge:
     """The judge of a run's config: models.judge through its backend, constrained when it is a local
     transformers model and `eval.judge.constrained_local` is on, or an HTTP one and
     `eval.judge.constrained_http` is on (a JSON schema per task)."""
-    from deepwriter.llm.config import Backend
+    from deepwriter.config.llm import Backend
 
     mcfg = cfg.models.judge
     local = mcfg.backend == Backend.transformers

@@ -7,10 +7,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-from deepwriter.badinput import Skipped
-from deepwriter.config import ConfigError
+from deepwriter.config.eval import EvalConfig
+from deepwriter.config.root import ConfigError
+from deepwriter.core.badinput import Skipped
 from deepwriter.eval.benchmarks import judge_settings, load_items, module_for
-from deepwriter.eval.config import EvalConfig
 from deepwriter.llm.base import Sampling
 
 Preview = Tuple[str, List[Dict[str, str]], Sampling]

@@ -19,8 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-from deepwriter.badinput import Skipped
-from deepwriter.eval import tables
+from deepwriter.core.badinput import Skipped
 from deepwriter.eval.benchmarks import hellobench
 from deepwriter.eval.benchmarks.base import BenchmarkDataError, Slot, read_jsonl
 
@@ -126,7 +125,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         f"{_fmt(summary['subset_mean_rescaled']):>9}"
     )
     for name, members in summary["group_definitions"].items():
-        print(f"{name} = samples of {', '.join(members)} ({tables.GROUP_NOTE})")
+        print(f"{name} = samples of {', '.join(members)} ({hellobench.GROUP_NOTE})")
     if skipped:
         print(f"\nskipped {len(skipped)} line(s):", file=sys.stderr)
         for s in skipped:

@@ -20,18 +20,25 @@ import os
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-from deepwriter.badinput import Skipped
-from deepwriter.config import ConfigError, RootConfig, expand
-from deepwriter.contract import StageContext, StageResult, StageSpec, benchmark_files
+from deepwriter.config.llm import Backend, ModelConfig, ModelSource
+from deepwriter.config.root import ConfigError, RootConfig, expand
+from deepwriter.core.badinput import Skipped
+from deepwriter.core.contract import StageContext, StageResult, StageSpec, benchmark_files
+from deepwriter.core.unfinished import Unfinished
 from deepwriter.eval import tables
 from deepwriter.eval.benchmarks import judge_settings, load_items, module_for
 from deepwriter.eval.benchmarks.base import Item, JudgeOutcome
 from deepwriter.eval.generate import generate_answers
 from deepwriter.eval.judge import make_judge
-from deepwriter.llm.config import Backend, ModelConfig, ModelSource
-from deepwriter.unfinished import Unfinished
 
 log = logging.getLogger("deepwriter.eval")
+
+
+def judged_answer(mod, rec: Dict[str, Any]) -> str:
+    """The part of a generation a benchmark judges: where its own code cuts the raw output
+    (WritingBench: after the first "</think>\\n\\n"), that cut; otherwise the answer after the thinking."""
+    cut = getattr(mod, "answer_from_output", None)
+    return cut(rec["output"]) if cut is not None and "output" in rec else rec["answer"]
 
 
 def model_under_test(cfg: RootConfig, ctx: StageContext) -> ModelConfig:
@@ -76,17 +83,6 @@ def _judge_view(o: JudgeOutcome) -> Dict[str, Any]:
         "latency_s": round(o.latency_s, 4),
         "cost_usd": o.cost_usd,
     }
-
-
-STAGE = StageSpec(
-    "eval",
-    "deepwriter.eval.stage:run",
-    ("eval", "models.judge", "models.student"),
-    needs=lambda cfg: ["sft"] if cfg.eval.model_under_test == "sft" else [],
-    input_files=benchmark_files,
-    max_unfinished_share=lambda cfg: cfg.eval.max_unfinished_share,
-    preflight="deepwriter.eval.stage:preflight",
-)
 
 
 def preflight(cfg: RootConfig) -> None:
@@ -151,7 +147,7 @@ def run(cfg: RootConfig, ctx: StageContext) -> StageResult:
         for item, rec in zip(items, answers[name]):
             if rec is None:
                 continue
-            for t in mod.judge_tasks(item, rec["answer"], settings[name]):
+            for t in mod.judge_tasks(item, judged_answer(mod, rec), settings[name]):
                 tasks.append(t)
                 owners.append(name)
     outcomes = judge.run(tasks, stop_after=max(0, unfinished.allowed - len(unfinished.ids)))
@@ -168,6 +164,7 @@ def run(cfg: RootConfig, ctx: StageContext) -> StageResult:
     # 3. scores
     summary: Dict[str, Any] = {
         "label": f"{cfg.recipe.name}/{cfg.run_id}",
+        "recipe": cfg.recipe.name,
         "model_under_test": mut.name,
         "judge": judge.model_id,
         "judge_mode": "constrained" if judge.constrained else "json-schema" if judge.json_schema else "free-json",
@@ -180,12 +177,13 @@ def run(cfg: RootConfig, ctx: StageContext) -> StageResult:
             if f"{name}/{item.id}" in left_out:  # unfinished: no score, listed in the summary
                 continue
             outs = by_item.get((name, item.id), {})
-            scored = mod.score_item(item, rec["answer"], outs)
+            answer = judged_answer(mod, rec)
+            scored = mod.score_item(item, answer, outs)
             records.append(
                 {
                     "id": item.id,
                     "prompt": item.prompt,
-                    "answer": rec["answer"],
+                    "answer": answer,
                     "thinking": rec["thinking"],
                     "think_closed": rec["think_closed"],
                     "finish_reason": rec["finish_reason"],
@@ -194,10 +192,7 @@ def run(cfg: RootConfig, ctx: StageContext) -> StageResult:
                 }
             )
         _write_jsonl_atomic(out / "items" / f"{name}.jsonl", records)
-        if mod.KIND == "hellobench":
-            agg = mod.aggregate(records, enabled[name].groups or None)
-        else:
-            agg = mod.aggregate(records)
+        agg = mod.summarize(records, enabled[name])
         head = mod.headline(name, agg)
         summary["benchmarks"][name] = {
             "kind": mod.KIND,
@@ -229,6 +224,10 @@ def run(cfg: RootConfig, ctx: StageContext) -> StageResult:
     artifacts.update(tables.write_run_tables(summary, out / "tables"))
     artifacts.update(tables.write_run_plots(summary, out / "plots"))
     ctx.tracker.log({f"eval/{k}": v for k, v in summary["headline"].items() if v is not None})
+    # the paper's reported figures beside the run's own, under their own keys (paper/..., never eval/...)
+    ctx.tracker.summary(tables.reported_summary(summary))
+    header, rows, _ = tables.reported(summary)
+    ctx.tracker.table("eval/paper_reported", header, rows)
     ctx.tracker.summary({f"eval/judge_{k}": v for k, v in judge.stats.as_dict().items() if isinstance(v, (int, float))})
     for key, rel in artifacts.items():
         if rel.endswith(".png"):
@@ -260,3 +259,14 @@ def run(cfg: RootConfig, ctx: StageContext) -> StageResult:
     return StageResult(
         counts=counts, metrics=metrics, artifacts=artifacts, unfinished=unfinished.as_dict() if unfinished.ids else None
     )
+
+
+STAGE = StageSpec(
+    "eval",
+    run,
+    ("eval", "models.judge", "models.student"),
+    needs=lambda cfg: ["sft"] if cfg.eval.model_under_test == "sft" else [],
+    input_files=benchmark_files,
+    max_unfinished_share=lambda cfg: cfg.eval.max_unfinished_share,
+    preflight=preflight,
+)

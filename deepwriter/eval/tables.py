@@ -2,7 +2,9 @@
 
 The headline table follows the REER paper's layout: LB, HB-A, HB-B, WB-A … WB-F (other entries, such
 as the demo's own prompts, follow), all on 0–100 (WB ×10, as on its leaderboard); the per-benchmark
-details keep each benchmark's native scale.
+details keep each benchmark's native scale. Beside a run's table, the figures the paper reports
+(eval/benchmarks/paper.py: its main table, and the ablation row the run's recipe reproduces), marked
+as the paper's and never mixed into the run's own rows.
 """
 
 from __future__ import annotations
@@ -13,53 +15,34 @@ import math
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-PAPER_COLUMNS = ["LB", "HB-A", "HB-B", "WB-A", "WB-B", "WB-C", "WB-D", "WB-E", "WB-F"]
+from deepwriter.eval.benchmarks import paper
+from deepwriter.eval.benchmarks.base import fmt, markdown_table  # noqa: F401  (the tables' cell format)
+
+PAPER_COLUMNS = list(paper.COLUMNS)
 SCALE_NOTE = "All on 0–100: LB = (S_l + S_q)/2; HB = raw weighted checklist score; WB = domain mean (1–10) ×10."
-GROUP_NOTE = "our definition; HelloBench defines no groups of subsets"
-
-
-def group_definitions(summary: Dict[str, Any]) -> Dict[str, List[str]]:
-    """Headline column -> the HelloBench subsets it pools, for every group in a run's summary (an
-    older summary without definitions: none)."""
-    out: Dict[str, List[str]] = {}
-    for entry in summary.get("benchmarks", {}).values():
-        if entry.get("kind") != "hellobench":
-            continue
-        for column in entry.get("headline", {}):
-            group = column.split(":", 1)[-1]
-            members = entry["summary"].get("group_definitions", {}).get(group)
-            if members is not None:
-                out[column] = list(members)
-    return out
+REPORTED_TITLE = "Reported in the REER paper (not this run)"
 
 
 def definitions_note(summaries: List[Dict[str, Any]]) -> str:
-    """The lines that define the group columns of these runs' tables ("" when there are none); runs
-    that define a column differently each get their own line."""
+    """The lines that define the columns of these runs' tables that a benchmark made up itself (HB-A and
+    HB-B: HelloBench defines no groups), "" when there are none; runs that define a column differently
+    each get their own line. Each benchmark says what its columns mean."""
+    from deepwriter.eval.benchmarks import KINDS
+
     lines: List[str] = []
     for summary in summaries:
-        for column, members in group_definitions(summary).items():
-            line = f"{column} = mean over the samples of HelloBench {', '.join(members)} ({GROUP_NOTE})."
-            if line not in lines:
-                lines.append(line)
+        for entry in summary.get("benchmarks", {}).values():
+            module = KINDS.get(entry.get("kind"))
+            for column, definition in (module.column_definitions(entry) if module else {}).items():
+                line = f"{column} = {definition}."
+                if line not in lines:
+                    lines.append(line)
     return "\n".join(lines)
 
 
 def columns_of(rows: Dict[str, Dict[str, Optional[float]]]) -> List[str]:
     seen = list(dict.fromkeys(c for row in rows.values() for c in row))
     return [c for c in PAPER_COLUMNS if c in seen] + [c for c in seen if c not in PAPER_COLUMNS]
-
-
-def fmt(v: Any) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "–"
-    return f"{v:.2f}" if isinstance(v, float) else str(v)
-
-
-def markdown_table(header: List[str], rows: List[List[Any]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
 
 
 def csv_text(header: List[str], rows: List[List[Any]]) -> str:
@@ -77,52 +60,69 @@ def comparison(rows: Dict[str, Dict[str, Optional[float]]]) -> tuple:
 
 
 def detail_markdown(summary: Dict[str, Any]) -> str:
-    """Per-benchmark breakdowns: LB length buckets and dimensions, HB subsets, WB domains and subdomains."""
+    """Per-benchmark breakdowns, each benchmark's own section (LB length buckets and dimensions, HB
+    subsets and groups, WB domains and subdomains)."""
+    from deepwriter.eval.benchmarks import KINDS
+
     parts = []
     for name, entry in summary["benchmarks"].items():
         s, kind = entry["summary"], entry["kind"]
         parts.append(f"## {name} ({kind})\n")
-        if kind == "longbench_write":
-            rows = [["all", s["n"], s["judged"], s["S_l"], s["S_q"], s["S"]]]
-            rows += [[b, v["n"], v["judged"], v["S_l"], v["S_q"], v["S"]] for b, v in s["buckets"].items()]
-            parts.append(markdown_table(["required length", "n", "judged", "S_l", "S_q", "S"], rows))
-            if s.get("dimensions"):
-                parts.append("\n" + markdown_table(list(s["dimensions"]), [list(s["dimensions"].values())]))
-        elif kind == "hellobench":
-            defs = s.get("group_definitions", {})
-            rescaled = s.get("groups_rescaled", {})
-            rows = [[k, v["n"], v["scored"], v["score"], v.get("rescaled")] for k, v in s["subsets"].items()]
-            rows += [[f"{g} (group)", "", "", v, rescaled.get(g)] for g, v in s["groups"].items()]
-            rows += [["overall (pooled over samples)", s["n"], s["scored"], s["overall"], s["overall_rescaled"]]]
-            if "subset_mean" in s:
-                rows += [["mean of subset means", "", "", s["subset_mean"], s.get("subset_mean_rescaled")]]
-            parts.append(markdown_table(["subset", "n", "scored", "score", "rescaled (x−75)·4"], rows))
-            if defs:
-                parts.append(
-                    "\n" + "\n".join(f"{g} = samples of {', '.join(m)} ({GROUP_NOTE})." for g, m in defs.items()) + "\n"
-                )
-        elif kind == "writingbench":
-            rows = [[f"{k} {v['name']}", v["n"], v["score"]] for k, v in s["domains"].items()]
-            rows += [["overall", s["scored"], s["overall"]]]
-            parts.append(markdown_table(["domain", "scored", "score (1–10)"], rows))
-            parts.append(
-                "\n"
-                + markdown_table(
-                    ["subdomain", "n", "score"], [[k, v["n"], v["score"]] for k, v in s["subdomains"].items()]
-                )
-            )
+        parts.append(KINDS[kind].detail_markdown(s))
         parts.append(f"\nfailures (recorded, not scored): {s.get('failures', 0)}\n")
     return "\n".join(parts)
+
+
+def recipe_of(summary: Dict[str, Any]) -> Optional[str]:
+    """The recipe a run's eval summary belongs to (its own field, else the first part of its label)."""
+    return summary.get("recipe") or (str(summary["label"]).split("/", 1)[0] if summary.get("label") else None)
+
+
+def reported(summary: Dict[str, Any]) -> tuple:
+    """(header, rows, notes) of the paper's figures to show beside this run: the main table and the
+    ablation row its recipe reproduces, in the paper's columns; None where the paper's figure is not
+    known (printed empty, never guessed)."""
+    rows = paper.rows_for(recipe_of(summary))
+    cols = list(paper.COLUMNS)  # all of the paper's columns: the ones no source quotes stay empty
+    notes = [f"Source: {paper.PAPER}; figures as quoted by: " + "; ".join(paper.SOURCES) + "."]
+    notes.append("An empty cell is a figure no source quotes.")
+    return [REPORTED_TITLE] + cols, [[label] + [row.get(c) for c in cols] for label, row in rows.items()], notes
+
+
+def reported_markdown(summary: Dict[str, Any]) -> str:
+    header, rows, notes = reported(summary)
+    table = markdown_table(header, [[r[0]] + ["" if v is None else v for v in r[1:]] for r in rows])
+    return f"{table}\n" + "\n".join(notes) + "\n"
+
+
+def reported_summary(summary: Dict[str, Any]) -> Dict[str, float]:
+    """The paper's figures as W&B summary keys, `paper/<row>/<column>` (known figures only)."""
+    header, rows, _ = reported(summary)
+    out = {}
+    for row in rows:
+        name = row[0].split(": ", 1)[1]
+        prefix = "paper_ablation" if row[0].startswith("paper ablation") else "paper"
+        out.update({f"{prefix}/{name}/{c}": v for c, v in zip(header[1:], row[1:]) if v is not None})
+    return out
 
 
 def write_run_tables(summary: Dict[str, Any], folder: Path) -> Dict[str, str]:
     folder.mkdir(parents=True, exist_ok=True)
     header, rows = comparison({summary.get("label", "run"): summary["headline"]})
     notes = "\n".join(x for x in (SCALE_NOTE, definitions_note([summary])) if x)
-    (folder / "paper.md").write_text(markdown_table(header, rows) + f"\n{notes}\n")
+    (folder / "paper.md").write_text(
+        markdown_table(header, rows) + f"\n{notes}\n\n### {REPORTED_TITLE}\n\n" + reported_markdown(summary)
+    )
     (folder / "paper.csv").write_text(csv_text(header, rows))
+    rheader, rrows, _ = reported(summary)
+    (folder / "paper_reported.csv").write_text(csv_text(rheader, rrows))
     (folder / "details.md").write_text(detail_markdown(summary))
-    return {"table_md": "tables/paper.md", "table_csv": "tables/paper.csv", "details_md": "tables/details.md"}
+    return {
+        "table_md": "tables/paper.md",
+        "table_csv": "tables/paper.csv",
+        "reported_csv": "tables/paper_reported.csv",
+        "details_md": "tables/details.md",
+    }
 
 
 # --- plots ------------------------------------------------------------------------------------------
@@ -186,29 +186,13 @@ def write_run_plots(summary: Dict[str, Any], folder: Path) -> Dict[str, str]:
     artifacts = {}
     bar_plot({label: summary["headline"]}, folder / "headline.png", "eval: headline scores")
     artifacts["plot_headline"] = "plots/headline.png"
+    from deepwriter.eval.benchmarks import KINDS
+
     for name, entry in summary["benchmarks"].items():
-        s = entry["summary"]
-        if entry["kind"] == "writingbench" and s.get("domains"):
-            bar_plot(
-                {label: {f"{k} {v['name']}": v["score"] for k, v in s["domains"].items()}},
-                folder / f"{name}_domains.png",
-                f"{name}: domains (1–10)",
-            )
-            artifacts[f"plot_{name}_domains"] = f"plots/{name}_domains.png"
-        if entry["kind"] == "hellobench" and s.get("subsets"):
-            bar_plot(
-                {label: {k: v["score"] for k, v in s["subsets"].items()}},
-                folder / f"{name}_subsets.png",
-                f"{name}: subsets",
-            )
-            artifacts[f"plot_{name}_subsets"] = f"plots/{name}_subsets.png"
-        if entry["kind"] == "longbench_write" and s.get("buckets"):
-            bar_plot(
-                {label: {k: v["S"] for k, v in s["buckets"].items()}},
-                folder / f"{name}_buckets.png",
-                f"{name}: S by required length",
-            )
-            artifacts[f"plot_{name}_buckets"] = f"plots/{name}_buckets.png"
+        for chart in KINDS[entry["kind"]].breakdowns(entry["summary"]):
+            if chart.plotted and chart.values:
+                bar_plot({label: chart.values}, folder / f"{name}_{chart.key}.png", f"{name}: {chart.title}")
+                artifacts[f"plot_{name}_{chart.key}"] = f"plots/{name}_{chart.key}.png"
     if radar_plot({label: summary["headline"]}, folder / "radar.png", "eval"):
         artifacts["plot_radar"] = "plots/radar.png"
     return artifacts

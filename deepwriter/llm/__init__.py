@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
+from deepwriter.config.llm import Backend, ModelConfig
 from deepwriter.llm.base import Generator, Scorer
-from deepwriter.llm.config import Backend, ModelConfig
 
 
 def make_generator(
@@ -16,7 +16,7 @@ def make_generator(
         from deepwriter.llm.openai_http import OpenAIGenerator
 
         return OpenAIGenerator(cfg.endpoint, model_id=cfg.endpoint.model or cfg.path)
-    from deepwriter import models
+    from deepwriter.llm import models
     from deepwriter.llm.hf import TransformersGenerator, default_device
 
     model, tok = models.load(cfg, cache_dir, device=device or default_device())
@@ -25,14 +25,14 @@ def make_generator(
 
 def make_scorer(cfg: ModelConfig, cache_dir: str | Path, device: Optional[str] = None) -> Scorer:
     if cfg.backend == Backend.openai:
-        from deepwriter import models
+        from deepwriter.llm import models
         from deepwriter.llm.openai_http import OpenAIScorer
 
         # The client renders the chat template itself, so the scorer's tokenizer is needed locally.
         return OpenAIScorer(
             cfg.endpoint, tokenizer=models.load_tokenizer(cfg, cache_dir), model_id=cfg.endpoint.model or cfg.path
         )
-    from deepwriter import models
+    from deepwriter.llm import models
     from deepwriter.llm.hf import TransformersScorer, default_device
 
     model, tok = models.load(cfg, cache_dir, device=device or default_device())

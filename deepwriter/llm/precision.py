@@ -64,7 +64,7 @@ def resolve_model_dtypes(cfg, device: Optional[str] = None, picker: Callable[[st
     """A copy of the root config with every in-process model's `dtype: auto` replaced by the dtype
     chosen for `device` (default: this process's device). HTTP backends are left alone: the server
     decides."""
-    from deepwriter.llm.config import Backend
+    from deepwriter.config.llm import Backend
 
     changed = {}
     for role in (f.name for f in dataclasses.fields(cfg.models)):

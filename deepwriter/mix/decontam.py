@@ -14,7 +14,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from deepwriter.data.config import DecontamConfig
+from deepwriter.config.data import DecontamConfig
 from deepwriter.pairs.text import WordIds, ngram_hashes, words
 
 

@@ -8,7 +8,7 @@ from typing import Dict, Optional, Tuple
 import numpy as np
 from datasketch import MinHash, MinHashLSH
 
-from deepwriter.data.config import DedupConfig
+from deepwriter.config.data import DedupConfig
 from deepwriter.pairs.text import WordIds, digest, ngram_hashes, words
 
 

@@ -11,17 +11,17 @@ from __future__ import annotations
 import re
 from typing import Any, Dict, List, Tuple
 
-from deepwriter import think
-from deepwriter.data.config import SourceConfig
-from deepwriter.pairs.read import Skipped, _Bad, _check_text, iter_rows, map_row, reject, source_label
+from deepwriter.config.data import SourceConfig
+from deepwriter.core import think
+from deepwriter.pairs.read import BadRecord, Skipped, check_text, iter_rows, map_row, reject, source_label
 
 _THOUGHT = re.compile(r"<\|begin_of_thought\|>(.*?)<\|end_of_thought\|>", re.S)
 _SOLUTION = re.compile(r"<\|begin_of_solution\|>(.*?)(?:<\|end_of_solution\|>|$)", re.S)
 
 
 def public_parts(text: str) -> Tuple[str, str]:
-    """(thinking, answer) of a public assistant turn in either format; raises _Bad when there is no
-    thinking block. `<think>` turns are read by deepwriter.think, the one format of this project."""
+    """(thinking, answer) of a public assistant turn in either format; raises BadRecord when there is no
+    thinking block. `<think>` turns are read by deepwriter.core.think, the one format of this project."""
     m = _THOUGHT.search(text)
     if m:
         sol = _SOLUTION.search(text, m.end())
@@ -30,27 +30,27 @@ def public_parts(text: str) -> Tuple[str, str]:
     if think.CLOSE in text:
         parts = think.split(text)
         return parts.thinking, parts.answer
-    raise _Bad("conversations", "assistant turn has no thinking block (<|begin_of_thought|> or <think>)")
+    raise BadRecord("conversations", "assistant turn has no thinking block (<|begin_of_thought|> or <think>)")
 
 
 def _from_conversations(turns: Any) -> Dict[str, str]:
     if not isinstance(turns, list) or not turns:
-        raise _Bad("conversations", f"expected a non-empty list of turns, got {type(turns).__name__}")
+        raise BadRecord("conversations", f"expected a non-empty list of turns, got {type(turns).__name__}")
     user = assistant = None
     for t in turns:
         if not isinstance(t, dict):
-            raise _Bad("conversations", "a turn is not an object")
+            raise BadRecord("conversations", "a turn is not an object")
         role = t.get("from", t.get("role"))
         content = t.get("value", t.get("content"))
         if role in ("user", "human") and user is None:
             user = content
         elif role in ("assistant", "gpt") and assistant is None:
             assistant = content
-    x = _check_text("x", user, required=True)
-    a = _check_text("y", assistant, required=True)
+    x = check_text("x", user, required=True)
+    a = check_text("y", assistant, required=True)
     thinking, y = public_parts(a)
     if not thinking or not y:
-        raise _Bad("conversations", "empty thinking or answer in the assistant turn")
+        raise BadRecord("conversations", "empty thinking or answer in the assistant turn")
     return {"x": x, "think": thinking, "y": y}
 
 
@@ -62,22 +62,22 @@ def load_public(src: SourceConfig, strict: bool) -> Tuple[List[Dict[str, Any]], 
     seen: Dict[str, str] = {}
     for where, row in iter_rows(src):
         try:
-            if isinstance(row, _Bad):
+            if isinstance(row, BadRecord):
                 raise row
             if "conversations" in src.fields:
                 rest = {k: v for k, v in src.fields.items() if k != "conversations"}
                 rec = map_row(row, rest, required=())
                 theirs = src.fields["conversations"]
                 if theirs not in row:
-                    raise _Bad("conversations", f"mapped to {theirs!r}, which the record lacks")
+                    raise BadRecord("conversations", f"mapped to {theirs!r}, which the record lacks")
                 rec.update(_from_conversations(row[theirs]))
             else:
                 rec = map_row(row, src.fields, required=("x", "think", "y"))
             rid = rec.get("id") or f"{label}-{len(out) + len(skipped) + 1:07d}"
             if rid in seen:
-                raise _Bad("id", f"duplicate id {rid!r} (first at {seen[rid]})")
+                raise BadRecord("id", f"duplicate id {rid!r} (first at {seen[rid]})")
             seen[rid] = where
-        except _Bad as bad:
+        except BadRecord as bad:
             reject(where, bad.field, bad.reason, strict, skipped)
             continue
         out.append(

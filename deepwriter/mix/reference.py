@@ -26,8 +26,8 @@ import json
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
-from deepwriter import think
-from deepwriter.mix.build import SYNTHETIC, _Reject, gather
+from deepwriter.core import think
+from deepwriter.mix.build import SYNTHETIC, BadRecord, gather
 from deepwriter.pairs.read import DataError, Skipped
 
 PATTERN = "*_meta.jsonl"
@@ -42,7 +42,7 @@ def _text(obj: Dict[str, Any], name: str, where_in: str = "") -> str:
     value = obj.get(name)
     if not isinstance(value, str) or not value.strip():
         what = "missing" if value is None else ("empty" if isinstance(value, str) else f"a {type(value).__name__}")
-        raise _Reject(where_in + name, f"{what}; expected a non-empty string")
+        raise BadRecord(where_in + name, f"{what}; expected a non-empty string")
     return value
 
 
@@ -53,7 +53,7 @@ def _score(value: Any, name: str) -> Optional[float]:
     if isinstance(value, list) and value:
         value = value[0]
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise _Reject(name, f"expected a number (or [number, ...]), got {type(value).__name__}")
+        raise BadRecord(name, f"expected a number (or [number, ...]), got {type(value).__name__}")
     return float(value)
 
 
@@ -61,23 +61,23 @@ def _entry(item: Any, k: int, trajectory_field: str) -> Dict[str, Any]:
     """The thinking and scores of one `alist` entry."""
     at = f"alist[{k}]."
     if not isinstance(item, dict):
-        raise _Reject(f"alist[{k}]", f"expected an object, got {type(item).__name__}")
+        raise BadRecord(f"alist[{k}]", f"expected an object, got {type(item).__name__}")
     response = _text(item, "initial_response", at)
     # Their reading: the thinking is what precedes the first </think> (the prompt opened the block).
     z0 = response.split(think.CLOSE, 1)[0]
     z0 = z0.split(think.OPEN, 1)[1] if think.OPEN in z0 else z0
     z0 = z0.strip()
     if not z0:
-        raise _Reject(at + "initial_response", f"no thinking before {think.CLOSE}")
+        raise BadRecord(at + "initial_response", f"no thinking before {think.CLOSE}")
     z_final = z0
     corrected = item.get("corrected_thinking")
     if corrected is not None:
         if not isinstance(corrected, list) or not all(isinstance(s, str) for s in corrected):
-            raise _Reject(at + "corrected_thinking", "expected a list of strings")
+            raise BadRecord(at + "corrected_thinking", "expected a list of strings")
         # Their segments are stripped and rejoined with blank lines, as our search does.
         z_final = "\n\n".join(s.strip() for s in corrected if s.strip())
         if not z_final:
-            raise _Reject(at + "corrected_thinking", "every segment is empty")
+            raise BadRecord(at + "corrected_thinking", "every segment is empty")
     score_z0 = _score(item.get("initial_ppl"), at + "initial_ppl")
     score_final = _score(item.get("finalized_avg_token_logp"), at + "finalized_avg_token_logp")
     return {
@@ -89,23 +89,23 @@ def _entry(item: Any, k: int, trajectory_field: str) -> Dict[str, Any]:
 
 
 def reference_record(text: str, trajectory_field: str) -> Dict[str, Any]:
-    """A mix record from the text of one output file; raises _Reject naming the bad field."""
+    """A mix record from the text of one output file; raises BadRecord naming the bad field."""
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as exc:
         cut = exc.pos >= len(text.rstrip())  # the parser ran out of text: a file cut short
         hint = "; the file ends early (cut short?)" if cut else ""
-        raise _Reject("<file>", f"malformed JSON ({exc.msg}: line {exc.lineno} column {exc.colno}){hint}") from None
+        raise BadRecord("<file>", f"malformed JSON ({exc.msg}: line {exc.lineno} column {exc.colno}){hint}") from None
     if not isinstance(obj, dict):
-        raise _Reject("<file>", f"expected one JSON object, got {type(obj).__name__}")
+        raise BadRecord("<file>", f"expected one JSON object, got {type(obj).__name__}")
     uid = obj.get("uid")
     if isinstance(uid, bool) or not isinstance(uid, (str, int)) or not str(uid).strip():
-        raise _Reject("uid", "missing or not a string/integer")
+        raise BadRecord("uid", "missing or not a string/integer")
     x, y = _text(obj, "q"), _text(obj, "ref")
     alist = obj.get("alist")
     if not isinstance(alist, list) or not alist:
         # their own resume check treats a file without alist as unfinished
-        raise _Reject("alist", "missing or empty: the item was not finished")
+        raise BadRecord("alist", "missing or empty: the item was not finished")
     entries = [_entry(item, k, trajectory_field) for k, item in enumerate(alist)]
     best = min(entries, key=lambda e: e["score_final"] if e["score_final"] is not None else float("inf"))
     cat = obj.get("category")
@@ -142,8 +142,8 @@ def load_reference_outputs(
                 text = path.read_bytes().decode("utf-8")
                 yield str(path), reference_record(text, trajectory_field)
             except UnicodeDecodeError:
-                yield str(path), _Reject("<file>", "not valid UTF-8")
-            except _Reject as r:
+                yield str(path), BadRecord("<file>", "not valid UTF-8")
+            except BadRecord as r:
                 yield str(path), r
 
     return gather(items(), strict)

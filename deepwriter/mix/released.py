@@ -4,7 +4,7 @@ Rows are read by the one source reader (deepwriter.pairs.read.iter_rows: a local
 `datasets.load_dataset` for a hub id or a local folder laid out as a hub dataset) and mapped by
 `data.mix.trajectories_from.fields`. The request may be a string or chat turns (verl-style `prompt`
 columns: the first user turn is the request). When `think` is not mapped, the answer column holds
-the thinking as `<think>...</think>` before the answer and is split by deepwriter.think.
+the thinking as `<think>...</think>` before the answer and is split by deepwriter.core.think.
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ import json
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Tuple
 
-from deepwriter import think
-from deepwriter.data.config import SourceConfig, TrajectoriesConfig
-from deepwriter.mix.build import _Reject, gather
-from deepwriter.pairs.read import _ABSENT, Skipped, _check_text, _lookup, iter_rows, map_row, source_label
+from deepwriter.config.data import SourceConfig, TrajectoriesConfig
+from deepwriter.core import think
+from deepwriter.mix.build import BadRecord, gather
+from deepwriter.pairs.read import ABSENT, Skipped, check_text, iter_rows, lookup_field, map_row, source_label
 
 
 def as_source(t: TrajectoriesConfig) -> SourceConfig:
@@ -40,31 +40,31 @@ def _request(value: Any) -> Any:
         for turn in value:
             if isinstance(turn, dict) and turn.get("role") in ("user", "human"):
                 return turn.get("content")
-        raise _Reject("x", "chat turns without a user turn")
+        raise BadRecord("x", "chat turns without a user turn")
     return value
 
 
 def released_record(row: Dict[str, Any], fields: Dict[str, str], label: str) -> Dict[str, Any]:
-    """A mix record from one mapped row; raises _Reject naming the bad field."""
+    """A mix record from one mapped row; raises BadRecord naming the bad field."""
     for name in ("x", "y"):
         if name not in fields:
-            raise _Reject(name, "not mapped: add it to data.mix.trajectories_from.fields")
-    raw_x = _lookup(row, fields["x"])
-    if raw_x is _ABSENT:
-        raise _Reject("x", f"mapped to {fields['x']!r}, which the record lacks")
-    x = _check_text("x", _request(raw_x), required=True)
+            raise BadRecord(name, "not mapped: add it to data.mix.trajectories_from.fields")
+    raw_x = lookup_field(row, fields["x"])
+    if raw_x is ABSENT:
+        raise BadRecord("x", f"mapped to {fields['x']!r}, which the record lacks")
+    x = check_text("x", _request(raw_x), required=True)
     rec = map_row(row, {k: v for k, v in fields.items() if k != "x"}, required=("y",))
     y = rec["y"]
     if "think" in fields:
-        thinking = _check_text("think", rec.get("think"), required=True)
+        thinking = check_text("think", rec.get("think"), required=True)
     else:
         parts = think.split(y)
         if think.CLOSE not in y:
-            raise _Reject("y", f"no {think.CLOSE} in the answer: map `think` to the thinking's column")
+            raise BadRecord("y", f"no {think.CLOSE} in the answer: map `think` to the thinking's column")
         if not parts.answer:
-            raise _Reject("y", f"nothing after the last {think.CLOSE}")
+            raise BadRecord("y", f"nothing after the last {think.CLOSE}")
         if not parts.thinking:
-            raise _Reject("y", "empty thinking block")
+            raise BadRecord("y", "empty thinking block")
         thinking, y = parts.thinking, parts.answer
     rid = rec.get("id")
     cat = rec.get("category")
@@ -88,10 +88,10 @@ def load_released(t: TrajectoriesConfig, strict: bool) -> Tuple[List[Dict[str, A
         valid = 0
         for n, (where, row) in enumerate(iter_rows(src), start=1):
             try:
-                if isinstance(row, _Reject):
+                if isinstance(row, BadRecord):
                     raise row
                 rec = released_record(row, src.fields, label)
-            except _Reject as r:
+            except BadRecord as r:
                 yield where, r
                 continue
             if rec["id"] is None:  # an unmapped id: the row's position

@@ -21,10 +21,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
-from deepwriter.config import RootConfig, expand
-from deepwriter.contract import StageContext, StageResult, StageSpec, benchmark_files, source_files
-from deepwriter.errors import ConfigError
-from deepwriter.files import resolve_data_path
+from deepwriter.config.root import RootConfig, expand
+from deepwriter.core.contract import StageContext, StageResult, StageSpec, benchmark_files, source_files
+from deepwriter.core.errors import ConfigError
+from deepwriter.core.files import resolve_data_path
 from deepwriter.mix.build import MixResult, build_mix, load_trajectories, to_messages
 from deepwriter.mix.public import load_public
 from deepwriter.pairs.read import Skipped
@@ -92,18 +92,6 @@ def preflight(cfg: RootConfig) -> None:
                 raise ConfigError(f"{key}.fields.{name}: not mapped; expected the column that holds it")
 
 
-STAGE = StageSpec(
-    "mix",
-    "deepwriter.mix.stage:run",
-    # the public data, the mix, the student's tokenizer and length limit, the benchmarks decontaminated against
-    ("data.public", "data.mix", "data.taxonomy", "data.strict", "models.student", "sft.max_length", "eval.benchmarks"),
-    # a synthetic part read from the authors' files or a released dataset needs no search
-    needs=lambda cfg: ["synthesize"] if _needs_synthesize(cfg) else [],
-    input_files=lambda cfg: source_files("data.public")(cfg) + _trajectory_files(cfg) + benchmark_files(cfg),
-    preflight="deepwriter.mix.stage:preflight",
-)
-
-
 def load_synthetic(cfg: RootConfig, ctx: StageContext) -> Tuple[List[Dict[str, Any]], List[Skipped], int]:
     """The synthetic part, from wherever data.mix.trajectories_from says: records, bad ones skipped
     (lenient mode), and the count the search did not keep."""
@@ -142,7 +130,7 @@ def run(cfg: RootConfig, ctx: StageContext) -> StageResult:
         public, sk = load_public(cfg.data.public, strict)
         skipped += sk
 
-    from deepwriter.models import load_tokenizer
+    from deepwriter.llm.models import load_tokenizer
 
     tokenizer = load_tokenizer(cfg.models.student, cfg.paths.cache_dir)
     result = build_mix(
@@ -317,3 +305,15 @@ quantiles above {m.drop_above_quantile} / below {m.drop_below_quantile}.
 ![token lengths](plots/token_lengths.png)
 """
     (out / "DATA_CARD.md").write_text(text)
+
+
+STAGE = StageSpec(
+    "mix",
+    run,
+    # the public data, the mix, the student's tokenizer and length limit, the benchmarks decontaminated against
+    ("data.public", "data.mix", "data.taxonomy", "data.strict", "models.student", "sft.max_length", "eval.benchmarks"),
+    # a synthetic part read from the authors' files or a released dataset needs no search
+    needs=lambda cfg: ["synthesize"] if _needs_synthesize(cfg) else [],
+    input_files=lambda cfg: source_files("data.public")(cfg) + _trajectory_files(cfg) + benchmark_files(cfg),
+    preflight=preflight,
+)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from deepwriter.data.config import LabelConfig, QuotaConfig
+from deepwriter.config.data import LabelConfig, QuotaConfig
 from deepwriter.llm.base import Generator, Sampling, Scorer, ScoreRequest
 from deepwriter.pairs.text import words
 

@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from deepwriter.errors import UnfinishedError
+from deepwriter.core.errors import UnfinishedError
+from deepwriter.core.records import RecordLog
 from deepwriter.pairs.categories import (
     UNLABELLED,
     LabelResult,
@@ -37,7 +38,6 @@ from deepwriter.pairs.categories import (
 from deepwriter.pairs.queries import QueryOutcome, rejection_counts, synthesize_queries
 from deepwriter.pairs.read import Pair, Skipped
 from deepwriter.pairs.sources import load_source
-from deepwriter.records import RecordLog
 
 log = logging.getLogger("deepwriter.data")
 

@@ -16,7 +16,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
-from deepwriter.data.config import QueryConfig
+from deepwriter.config.data import QueryConfig
 from deepwriter.llm.base import Generator, Message, Sampling
 from deepwriter.pairs.text import is_chinese, normalize, words
 

@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
-from deepwriter import think
-from deepwriter.badinput import DataError, Skipped, reject  # noqa: F401  (the data package's names for them)
-from deepwriter.data.config import SourceConfig
-from deepwriter.files import resolve_data_path
+from deepwriter.config.data import SourceConfig
+from deepwriter.core import think
+from deepwriter.core.badinput import DataError, Skipped, reject  # noqa: F401  (the data package's names for them)
+from deepwriter.core.files import resolve_data_path
 
 # Text fields must be strings; `id` may also be an integer, which is turned into its decimal form.
 TEXT_FIELDS = ("x", "y", "z", "think", "id")
@@ -32,7 +32,7 @@ class Pair:
     meta: Dict[str, Any] = field(default_factory=dict)  # mapped extra fields (category, ...) + source
 
 
-class _Bad(Exception):
+class BadRecord(Exception):
     def __init__(self, field_name: str, reason: str):
         self.field, self.reason = field_name, reason
 
@@ -40,7 +40,7 @@ class _Bad(Exception):
 # --- raw rows ----------------------------------------------------------------------------------
 
 
-def _has_bad_bytes(s: str) -> bool:
+def has_bad_bytes(s: str) -> bool:
     # Text is decoded with surrogateescape, so undecodable bytes show up as lone surrogates.
     return any("\udc80" <= ch <= "\udcff" for ch in s)
 
@@ -55,10 +55,10 @@ def _iter_jsonl(path: Path) -> Iterator[Tuple[str, Any]]:
             try:
                 row = json.loads(text)
             except json.JSONDecodeError as exc:
-                yield where, _Bad("<line>", f"malformed JSON ({exc.msg}: column {exc.colno})")
+                yield where, BadRecord("<line>", f"malformed JSON ({exc.msg}: column {exc.colno})")
                 continue
             if not isinstance(row, dict):
-                yield where, _Bad("<line>", f"expected a JSON object, got {type(row).__name__}")
+                yield where, BadRecord("<line>", f"expected a JSON object, got {type(row).__name__}")
                 continue
             yield where, row
 
@@ -72,14 +72,14 @@ def _iter_json(path: Path) -> Iterator[Tuple[str, Any]]:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         if text.lstrip().startswith("["):
-            yield f"{path}:{exc.lineno}", _Bad("<file>", f"malformed JSON ({exc.msg}: column {exc.colno})")
+            yield f"{path}:{exc.lineno}", BadRecord("<file>", f"malformed JSON ({exc.msg}: column {exc.colno})")
         else:
             yield from _iter_jsonl(path)
         return
     if not isinstance(data, list):
         yield (
             f"{path}:1",
-            _Bad(
+            BadRecord(
                 "<file>",
                 f"expected a JSON list of objects, got {type(data).__name__} (one object per line: use .jsonl)",
             ),
@@ -87,7 +87,7 @@ def _iter_json(path: Path) -> Iterator[Tuple[str, Any]]:
         return
     for i, row in enumerate(data):
         if not isinstance(row, dict):
-            yield f"{path}:[{i}]", _Bad("<item>", f"expected a JSON object, got {type(row).__name__}")
+            yield f"{path}:[{i}]", BadRecord("<item>", f"expected a JSON object, got {type(row).__name__}")
             continue
         yield f"{path}:[{i}]", row
 
@@ -106,7 +106,7 @@ def _iter_csv(path: Path) -> Iterator[Tuple[str, Any]]:
             if not values:
                 continue
             if len(values) != len(header):
-                yield where, _Bad("<line>", f"{len(values)} values for {len(header)} columns")
+                yield where, BadRecord("<line>", f"{len(values)} values for {len(header)} columns")
                 continue
             yield where, dict(zip(header, values))
 
@@ -148,7 +148,7 @@ def source_label(src: SourceConfig) -> str:
 
 def iter_rows(src: SourceConfig) -> Iterator[Tuple[str, Any]]:
     """(where, raw row dict) for every record of a source; a row that cannot be read at all comes as
-    (where, _Bad)."""
+    (where, BadRecord)."""
     if src.path:
         path = resolve_data_path(src.path)
         if not path.is_file():
@@ -175,52 +175,52 @@ def iter_rows(src: SourceConfig) -> Iterator[Tuple[str, Any]]:
 # --- mapped records ----------------------------------------------------------------------------
 
 
-def _check_text(name: str, value: Any, required: bool) -> Optional[str]:
+def check_text(name: str, value: Any, required: bool) -> Optional[str]:
     if value is None:
         if required:
-            raise _Bad(name, "missing (null)")
+            raise BadRecord(name, "missing (null)")
         return None
     if name == "id" and isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
     if not isinstance(value, str):
-        raise _Bad(name, f"expected a string, got {type(value).__name__}")
-    if _has_bad_bytes(value):
-        raise _Bad(name, "contains bytes that are not valid UTF-8")
+        raise BadRecord(name, f"expected a string, got {type(value).__name__}")
+    if has_bad_bytes(value):
+        raise BadRecord(name, "contains bytes that are not valid UTF-8")
     if required and not value.strip():
-        raise _Bad(name, "empty")
+        raise BadRecord(name, "empty")
     return value
 
 
-_ABSENT = object()
+ABSENT = object()
 
 
-def _lookup(row: Dict[str, Any], name: str) -> Any:
+def lookup_field(row: Dict[str, Any], name: str) -> Any:
     """row[name], or for a dotted name a walk through nested records ("extra_info.index")."""
     if name in row:
         return row[name]
     value: Any = row
     for part in name.split("."):
         if not isinstance(value, dict) or part not in value:
-            return _ABSENT
+            return ABSENT
         value = value[part]
     return value
 
 
 def map_row(row: Dict[str, Any], fields: Dict[str, str], required: Sequence[str]) -> Dict[str, Any]:
-    """Our names -> values. Raises _Bad for a missing mapped field or a bad value."""
+    """Our names -> values. Raises BadRecord for a missing mapped field or a bad value."""
     out: Dict[str, Any] = {}
     for ours, theirs in fields.items():
-        value = _lookup(row, theirs)
-        if value is _ABSENT:
-            raise _Bad(ours, f"mapped to {theirs!r}, which the record lacks")
+        value = lookup_field(row, theirs)
+        if value is ABSENT:
+            raise BadRecord(ours, f"mapped to {theirs!r}, which the record lacks")
         if ours in TEXT_FIELDS:
-            value = _check_text(ours, value, required=ours in required)
-        elif isinstance(value, str) and _has_bad_bytes(value):
-            raise _Bad(ours, "contains bytes that are not valid UTF-8")
+            value = check_text(ours, value, required=ours in required)
+        elif isinstance(value, str) and has_bad_bytes(value):
+            raise BadRecord(ours, "contains bytes that are not valid UTF-8")
         out[ours] = value
     for name in required:
         if name not in fields:
-            raise _Bad(name, "not mapped: add it to the source's `fields`")
+            raise BadRecord(name, "not mapped: add it to the source's `fields`")
     return out
 
 
@@ -239,15 +239,15 @@ def load_records(
     label = source_label(src)
     for where, row in tqdm(iter_rows(src), desc=f"load {label}", unit="rec", mininterval=2.0, leave=False):
         try:
-            if isinstance(row, _Bad):
+            if isinstance(row, BadRecord):
                 raise row
             rec = map_row(row, src.fields, required)
             rid = rec.get("id")
             if rid is not None:
                 if rid in first_seen:
-                    raise _Bad("id", f"duplicate id {rid!r} (first at {first_seen[rid]})")
+                    raise BadRecord("id", f"duplicate id {rid!r} (first at {first_seen[rid]})")
                 first_seen[rid] = where
-        except _Bad as bad:
+        except BadRecord as bad:
             reject(where, bad.field, bad.reason, strict, skipped)
             continue
         records.append((where, rec))

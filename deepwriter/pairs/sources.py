@@ -19,15 +19,15 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
-from deepwriter.data.config import SourceConfig
-from deepwriter.files import resolve_data_path
+from deepwriter.config.data import SourceConfig
+from deepwriter.core.files import resolve_data_path
 from deepwriter.pairs.read import (
+    BadRecord,
     DataError,
     Pair,
     Skipped,
-    _Bad,
-    _check_text,
-    _has_bad_bytes,
+    check_text,
+    has_bad_bytes,
     iter_rows,
     load_pairs,
     reject,
@@ -61,33 +61,33 @@ def load_source(src: SourceConfig, strict: bool) -> LoadedSource:
 
 def _score(value: Any) -> float:
     if isinstance(value, bool):
-        raise _Bad("score", "expected a number, got bool")
+        raise BadRecord("score", "expected a number, got bool")
     if isinstance(value, (int, float)):
         v = float(value)
     elif isinstance(value, str):  # CSV cells are text
         try:
             v = float(value.strip())
         except ValueError:
-            raise _Bad("score", f"expected a number, got {value!r}") from None
+            raise BadRecord("score", f"expected a number, got {value!r}") from None
     elif value is None:
-        raise _Bad("score", "missing (null)")
+        raise BadRecord("score", "missing (null)")
     else:
-        raise _Bad("score", f"expected a number, got {type(value).__name__}")
+        raise BadRecord("score", f"expected a number, got {type(value).__name__}")
     if math.isnan(v):
-        raise _Bad("score", "is NaN")
+        raise BadRecord("score", "is NaN")
     return v
 
 
 def _get(row: Dict[str, Any], ours: str, theirs: str) -> Any:
     if theirs not in row:
-        raise _Bad(ours, f"mapped to {theirs!r}, which the record lacks")
+        raise BadRecord(ours, f"mapped to {theirs!r}, which the record lacks")
     return row[theirs]
 
 
 def _responses_of(row: Dict[str, Any], f: Dict[str, str]) -> List[Tuple[str, float]]:
     items = _get(row, "responses", f["responses"])
     if not isinstance(items, list):
-        raise _Bad("responses", f"expected a list of responses, got {type(items).__name__}")
+        raise BadRecord("responses", f"expected a list of responses, got {type(items).__name__}")
     out = []
     for i, item in enumerate(items):
         try:
@@ -96,10 +96,10 @@ def _responses_of(row: Dict[str, Any], f: Dict[str, str]) -> List[Tuple[str, flo
             elif isinstance(item, (list, tuple)) and len(item) == 2:
                 text, score = item
             else:
-                raise _Bad("y", "expected an object or a [text, score] pair")
-            out.append((_check_text("y", text, required=True), _score(score)))
-        except _Bad as bad:
-            raise _Bad(f"responses[{i}].{bad.field}", bad.reason) from None
+                raise BadRecord("y", "expected an object or a [text, score] pair")
+            out.append((check_text("y", text, required=True), _score(score)))
+        except BadRecord as bad:
+            raise BadRecord(f"responses[{i}].{bad.field}", bad.reason) from None
     return out
 
 
@@ -124,20 +124,20 @@ def load_scored_responses(src: SourceConfig, strict: bool) -> LoadedSource:
     rows = iter_rows(replace(src, fields=top_level))
     for where, row in rows:
         try:
-            if isinstance(row, _Bad):
+            if isinstance(row, BadRecord):
                 raise row
-            x = _check_text("x", _get(row, "x", f["x"]), required=True)
-            rid = _check_text("id", _get(row, "id", f["id"]), required=True) if "id" in f else None
+            x = check_text("x", _get(row, "x", f["x"]), required=True)
+            rid = check_text("id", _get(row, "id", f["id"]), required=True) if "id" in f else None
             if rid is not None:
                 if rid in seen_ids:
-                    raise _Bad("id", f"duplicate id {rid!r} (first at {seen_ids[rid]})")
+                    raise BadRecord("id", f"duplicate id {rid!r} (first at {seen_ids[rid]})")
             meta = {k: _get(row, k, f[k]) for k in extra}
             if listed:
                 responses = [(t, s, None, where) for t, s in _responses_of(row, f)]
             else:
-                text = _check_text("y", _get(row, "y", f["y"]), required=True)
+                text = check_text("y", _get(row, "y", f["y"]), required=True)
                 responses = [(text, _score(_get(row, "score", f["score"])), rid, where)]
-        except _Bad as bad:
+        except BadRecord as bad:
             reject(where, bad.field, bad.reason, strict, skipped)
             continue
         if rid is not None:
@@ -320,7 +320,7 @@ def cut_pieces(paras: List[Paragraph], target_words: int, min_words: int) -> Tup
 
 
 def _iter_documents(src: SourceConfig) -> Iterator[Tuple[str, str, Optional[str], Any]]:
-    """(where, doc id, title, text or _Bad) of every long text."""
+    """(where, doc id, title, text or BadRecord) of every long text."""
     path = resolve_data_path(src.path) if src.path else None
     if path is not None and (path.is_dir() or path.suffix.lower() == ".txt"):
         files = sorted(path.glob("*.txt")) if path.is_dir() else [path]
@@ -328,9 +328,9 @@ def _iter_documents(src: SourceConfig) -> Iterator[Tuple[str, str, Optional[str]
             raise DataError(str(path), "path", "no such file" if not path.is_dir() else "folder holds no .txt files")
         for fp in files:
             text = fp.read_bytes().decode("utf-8", errors="surrogateescape")
-            if _has_bad_bytes(text):
+            if has_bad_bytes(text):
                 line = text.count("\n", 0, next(i for i, c in enumerate(text) if "\udc80" <= c <= "\udcff")) + 1
-                yield f"{fp}:{line}", fp.stem, None, _Bad("y", "contains bytes that are not valid UTF-8")
+                yield f"{fp}:{line}", fp.stem, None, BadRecord("y", "contains bytes that are not valid UTF-8")
                 continue
             yield f"{fp}:1", fp.stem, None, text
         return
@@ -339,14 +339,14 @@ def _iter_documents(src: SourceConfig) -> Iterator[Tuple[str, str, Optional[str]
         raise DataError(f"source {source_label(src)}", "y", "not mapped: add it to the source's `fields` (the text)")
     label = source_label(src)
     for n, (where, row) in enumerate(iter_rows(src), start=1):
-        if isinstance(row, _Bad):
+        if isinstance(row, BadRecord):
             yield where, "", None, row
             continue
         try:
-            text = _check_text("y", _get(row, "y", f["y"]), required=True)
-            did = _check_text("id", _get(row, "id", f["id"]), required=True) if "id" in f else f"{label}-{n:06d}"
+            text = check_text("y", _get(row, "y", f["y"]), required=True)
+            did = check_text("id", _get(row, "id", f["id"]), required=True) if "id" in f else f"{label}-{n:06d}"
             title = _get(row, "title", f["title"]) if "title" in f else None
-        except _Bad as bad:
+        except BadRecord as bad:
             yield where, "", None, bad
             continue
         yield where, did, title, text
@@ -362,7 +362,7 @@ def load_long_text(src: SourceConfig, strict: bool) -> LoadedSource:
     counts = {"documents": 0, "pieces_under_min_words": 0}
     seen: Dict[str, str] = {}
     for where, did, title, text in _iter_documents(src):
-        if isinstance(text, _Bad):
+        if isinstance(text, BadRecord):
             reject(where, text.field, text.reason, strict, skipped)
             continue
         if did in seen:

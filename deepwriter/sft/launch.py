@@ -30,7 +30,7 @@ from typing import List
 
 from omegaconf import OmegaConf
 
-from deepwriter.config import RootConfig
+from deepwriter.config.root import RootConfig
 
 log = logging.getLogger("deepwriter.sft")
 SPEC = "spec.json"

@@ -11,10 +11,10 @@ from typing import List
 
 from omegaconf import OmegaConf
 
-from deepwriter.config import RootConfig
+from deepwriter.config.root import RootConfig
 from deepwriter.sft import stage, trainer
 from deepwriter.sft.launch import SPEC
-from deepwriter.tracking import stage_tracker
+from deepwriter.tracking.runs import stage_tracker
 
 
 def main(argv: List[str]) -> None:

@@ -16,7 +16,7 @@ import logging
 from pathlib import Path
 from typing import Any, List, Optional, Tuple
 
-from deepwriter.errors import DeepwriterError
+from deepwriter.core.errors import DeepwriterError
 
 log = logging.getLogger("deepwriter.sft")
 

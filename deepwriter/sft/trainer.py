@@ -15,9 +15,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from deepwriter.config import ConfigError, stable_hash
-from deepwriter.errors import DeepwriterError
-from deepwriter.schema import key_slice
+from deepwriter.config.root import ConfigError, stable_hash
+from deepwriter.core.errors import DeepwriterError
+from deepwriter.core.schema import key_slice
 
 log = logging.getLogger("deepwriter.sft")
 

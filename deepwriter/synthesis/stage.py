@@ -9,15 +9,15 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-from deepwriter.config import RootConfig
-from deepwriter.contract import StageContext, StageResult, StageSpec, source_files
+from deepwriter.config.root import RootConfig
+from deepwriter.config.synthesis import parse_shard_spec
+from deepwriter.core.contract import StageContext, StageResult, StageSpec, source_files
+from deepwriter.core.records import RecordLog, read_records
+from deepwriter.core.unfinished import Unfinished
 from deepwriter.pairs.read import DataError, Pair, Skipped, load_pairs, reject
-from deepwriter.records import RecordLog, read_records
 from deepwriter.synthesis import filters, store
-from deepwriter.synthesis.config import parse_shard_spec
 from deepwriter.synthesis.schedule import FleetUsage, run_pairs
 from deepwriter.synthesis.search import UnfinishedPair
-from deepwriter.unfinished import Unfinished
 
 log = logging.getLogger("deepwriter.synthesis")
 
@@ -71,7 +71,7 @@ def check_lengths(cfg: RootConfig, pairs: List[Pair], skipped: List[Skipped], to
     if not pairs:
         return pairs
     if tokenizer is None:
-        from deepwriter import models
+        from deepwriter.llm import models
 
         tokenizer = models.load_tokenizer(cfg.models.scorer, cfg.paths.cache_dir)
     limit = cfg.models.scorer.max_context
@@ -136,7 +136,7 @@ def load_stage_pairs(cfg: RootConfig, ctx: StageContext, backends: Dict[str, Any
     queries, labels, quotas) into `prepared/` of this stage folder, which a resumed run reuses."""
     if not needs_prepare(cfg):
         return load_pairs(cfg.data.pairs, cfg.data.strict)
-    from deepwriter.data.config import SourceConfig
+    from deepwriter.config.data import SourceConfig
     from deepwriter.pairs.prepare import prepare_pairs
 
     backends.update(zip(("generator", "scorer"), build_backends(cfg)))
@@ -148,30 +148,6 @@ def load_stage_pairs(cfg: RootConfig, ctx: StageContext, backends: Dict[str, Any
     )
     pairs, skipped = load_pairs(src, cfg.data.strict)
     return pairs, prepared.skipped + skipped
-
-
-STAGE = StageSpec(
-    "synthesize",
-    "deepwriter.synthesis.stage:run",
-    # the pairs and how they are prepared, the models, the search (its operational fields, such as the
-    # schedule and pool sizes, are left out of the key)
-    (
-        "models.generator",
-        "models.scorer",
-        "synthesis",
-        "data.pairs",
-        "data.strict",
-        "data.label_categories",
-        "data.labels",
-        "data.queries",
-        "data.quotas",
-        "data.taxonomy",
-    ),
-    needs=lambda cfg: [],
-    input_files=source_files("data.pairs"),
-    max_unfinished_share=lambda cfg: cfg.synthesis.max_unfinished_share,
-    preflight="deepwriter.synthesis.stage:preflight",
-)
 
 
 def preflight(cfg: RootConfig) -> None:
@@ -407,3 +383,27 @@ def _log_tables(ctx: StageContext, records: List[Dict[str, Any]], first: List[fl
                 )
             }
         )
+
+
+STAGE = StageSpec(
+    "synthesize",
+    run,
+    # the pairs and how they are prepared, the models, the search (its operational fields, such as the
+    # schedule and pool sizes, are left out of the key)
+    (
+        "models.generator",
+        "models.scorer",
+        "synthesis",
+        "data.pairs",
+        "data.strict",
+        "data.label_categories",
+        "data.labels",
+        "data.queries",
+        "data.quotas",
+        "data.taxonomy",
+    ),
+    needs=lambda cfg: [],
+    input_files=source_files("data.pairs"),
+    max_unfinished_share=lambda cfg: cfg.synthesis.max_unfinished_share,
+    preflight=preflight,
+)

@@ -1,5 +1,5 @@
 """Where synthesis records go: one shard per worker (`synthesis.shard=i/n`), each an append-only
-record log (deepwriter.records: safe against kill -9, resumed by id, exclusive to one process).
+record log (deepwriter.core.records: safe against kill -9, resumed by id, exclusive to one process).
 """
 
 from __future__ import annotations

@@ -222,7 +222,7 @@ def planned_memory(stage: Path, manifest: Dict[str, Any]) -> Optional[Dict[str, 
     and the trained model's config.json, as the stage printed it before training (None without them)."""
     from types import SimpleNamespace
 
-    from deepwriter.sft.plan import GiB, ModelShape, plan_memory
+    from deepwriter.sft.memory import GiB, ModelShape, plan_memory
 
     settings = (manifest.get("config") or {}).get("sft")
     model_config = read_json(stage / "model" / "config.json")
@@ -258,22 +258,16 @@ def planned_memory(stage: Path, manifest: Dict[str, Any]) -> Optional[Dict[str, 
 
 
 def breakdowns(summary: Dict[str, Any]) -> List[Dict[str, Any]]:
-    """Per benchmark, the bars worth drawing: length buckets and dimensions (LongBench-Write), subsets
-    (HelloBench), domains (WritingBench)."""
+    """Per benchmark, the bars worth drawing, as each benchmark defines them."""
+    from deepwriter.eval.benchmarks import KINDS
+
     out = []
     for name, entry in (summary.get("benchmarks") or {}).items():
-        s, kind = entry.get("summary") or {}, entry.get("kind")
-        charts: List[Tuple[str, Dict[str, Any]]] = []
-        if kind == "longbench_write":
-            charts.append(("S by required length", {b: v.get("S") for b, v in (s.get("buckets") or {}).items()}))
-            charts.append(("quality dimensions (0–100)", dict(s.get("dimensions") or {})))
-        elif kind == "hellobench":
-            charts.append(("subsets", {k: v.get("score") for k, v in (s.get("subsets") or {}).items()}))
-        elif kind == "writingbench":
-            domains = s.get("domains") or {}
-            charts.append(("domains (1–10)", {f"{k} {v.get('name', '')}": v.get("score") for k, v in domains.items()}))
-        for title, values in charts:
-            out.append({"benchmark": name, "kind": kind, "title": title, "values": values})
+        kind = entry.get("kind")
+        if kind not in KINDS:
+            continue
+        for chart in KINDS[kind].breakdowns(entry.get("summary") or {}):
+            out.append({"benchmark": name, "kind": kind, "title": chart.title, "values": chart.values})
     return out
 
 
@@ -296,13 +290,16 @@ def evaluation(stage: Path) -> Optional[Dict[str, Any]]:
         for f in files
         for rec in read_jsonl(f)
     ]
-    paper = None
+    paper = reported = None
     if summary:
         header, body = tables.comparison({summary.get("label", "run"): summary.get("headline") or {}})
         notes = [n for n in (tables.SCALE_NOTE, tables.definitions_note([summary])) if n]
         paper = {"header": header, "rows": body, "notes": notes}
+        header, body, notes = tables.reported(summary)
+        reported = {"title": tables.REPORTED_TITLE, "header": header, "rows": body, "notes": notes}
     return {
         "paper": paper,
+        "reported": reported,
         "headline": (summary or {}).get("headline") or {},
         "breakdowns": breakdowns(summary or {}),
         "judge": {k: (summary or {}).get(k) for k in ("model_under_test", "judge", "judge_mode", "judge_stats")},

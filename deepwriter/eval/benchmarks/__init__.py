@@ -9,8 +9,9 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Dict, List, Optional
 
-from deepwriter.badinput import Skipped
-from deepwriter.config import ConfigError
+from deepwriter.config.eval import BenchmarkConfig, EvalConfig, JudgeConfig
+from deepwriter.config.root import ConfigError
+from deepwriter.core.badinput import Skipped
 from deepwriter.eval.benchmarks import hellobench, longbench_write, writingbench
 from deepwriter.eval.benchmarks.base import (
     BenchmarkDataError,
@@ -21,7 +22,6 @@ from deepwriter.eval.benchmarks.base import (
     Slot,
     skip_or_raise,
 )
-from deepwriter.eval.config import BenchmarkConfig, EvalConfig, JudgeConfig
 
 KINDS: Dict[str, ModuleType] = {m.KIND: m for m in (longbench_write, hellobench, writingbench)}
 

@@ -4,15 +4,67 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
-from deepwriter.badinput import DataError, Skipped, skip_or_raise  # noqa: F401  (re-exported for the benchmarks)
-from deepwriter.files import resolve_data_path
+from deepwriter.core.badinput import DataError, Skipped, skip_or_raise  # noqa: F401  (re-exported for the benchmarks)
+from deepwriter.core.files import resolve_data_path
 from deepwriter.llm.base import Sampling
 
 log = logging.getLogger("deepwriter.eval")
+
+# A benchmark is one module of this package, registered in benchmarks.KINDS, that owns everything the
+# rest of the project asks of it:
+#   KIND, REFERENCE_JUDGE, STYLES                          its name and its judge's reference settings
+#   PUBLISHED_ITEMS, JUDGE_CALLS_PER_ITEM                  (count, source) for the cost projection
+#   load(name, path, data_dir, subsets, skipped) -> [Item]
+#   judge_tasks(item, answer, ...) / score_item(...)       judging one answer
+#   summarize(records, bcfg) -> summary                    the benchmark's own aggregation
+#   headline(name, summary) / headline_keys(name, bcfg)    its columns of the paper's table
+#   breakdowns(summary) -> [Breakdown]                     its charts (plots, run report, W&B images)
+#   detail_markdown(summary) -> str                        its section of tables/details.md
+#   column_definitions(entry) -> {column: definition}      what a column of its own making means
+INTERFACE = (
+    "KIND",
+    "REFERENCE_JUDGE",
+    "STYLES",
+    "PUBLISHED_ITEMS",
+    "JUDGE_CALLS_PER_ITEM",
+    "load",
+    "judge_tasks",
+    "score_item",
+    "summarize",
+    "headline",
+    "headline_keys",
+    "breakdowns",
+    "detail_markdown",
+    "column_definitions",
+)
+
+
+@dataclass(frozen=True)
+class Breakdown:
+    """One chart of a benchmark's summary: drawn as plots/<bench>_<key>.png and logged as the W&B image
+    eval/plot_<bench>_<key> when `plotted`; the run report draws every breakdown."""
+
+    key: str
+    title: str
+    values: Dict[str, Optional[float]]
+    plotted: bool = True
+
+
+def fmt(v: Any) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "–"
+    return f"{v:.2f}" if isinstance(v, float) else str(v)
+
+
+def markdown_table(header: List[str], rows: List[List[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
 
 
 class BenchmarkDataError(DataError):

@@ -19,9 +19,10 @@ import re
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from deepwriter.badinput import Skipped
+from deepwriter.core.badinput import Skipped
 from deepwriter.eval.benchmarks.base import (
     BenchmarkDataError,
+    Breakdown,
     Item,
     JudgeOutcome,
     JudgeSettings,
@@ -31,6 +32,7 @@ from deepwriter.eval.benchmarks.base import (
     canonical_parser,
     data_file,
     judge_messages,
+    markdown_table,
     mean,
     read_jsonl,
     require,
@@ -38,6 +40,8 @@ from deepwriter.eval.benchmarks.base import (
 )
 
 KIND = "longbench_write"
+PUBLISHED_ITEMS = (120, "LongWriter paper (arXiv:2408.07055): LongBench-Write has 120 prompts")
+JUDGE_CALLS_PER_ITEM = (1, "deepwriter.eval.benchmarks.longbench_write: one judge task per item")
 SOURCE_URLS = {
     "longbench_write.jsonl": "https://raw.githubusercontent.com/THUDM/LongWriter/main/evaluation/longbench_write.jsonl"
 }
@@ -236,3 +240,32 @@ def aggregate(records: List[Dict[str, Any]]) -> Dict[str, Any]:
 
 def headline(name: str, summary: Dict[str, Any]) -> Dict[str, Optional[float]]:
     return {"LB" if name == KIND else name: summary.get("S")}
+
+
+def summarize(records: List[Dict[str, Any]], bcfg: Any = None) -> Dict[str, Any]:
+    return aggregate(records)
+
+
+def headline_keys(name: str, bcfg: Any) -> List[str]:
+    return list(headline(name, {"S": None}))
+
+
+def breakdowns(summary: Dict[str, Any]) -> List[Breakdown]:
+    buckets = summary.get("buckets") or {}
+    return [
+        Breakdown("buckets", "S by required length", {b: v.get("S") for b, v in buckets.items()}),
+        Breakdown("dimensions", "quality dimensions (0–100)", dict(summary.get("dimensions") or {}), plotted=False),
+    ]
+
+
+def detail_markdown(s: Dict[str, Any]) -> str:
+    rows = [["all", s["n"], s["judged"], s["S_l"], s["S_q"], s["S"]]]
+    rows += [[b, v["n"], v["judged"], v["S_l"], v["S_q"], v["S"]] for b, v in s["buckets"].items()]
+    text = markdown_table(["required length", "n", "judged", "S_l", "S_q", "S"], rows)
+    if s.get("dimensions"):
+        text += "\n" + markdown_table(list(s["dimensions"]), [list(s["dimensions"].values())])
+    return text
+
+
+def column_definitions(entry: Dict[str, Any]) -> Dict[str, str]:
+    return {}  # LB is LongBench-Write's own S

@@ -1,0 +1,105 @@
+"""Typed config of the evaluation stage (defaults in conf/eval/*.yaml)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+from deepwriter.core.schema import bounded, one_of
+
+BENCHMARK_KINDS = ("longbench_write", "hellobench", "writingbench")
+JUDGE_STYLES = ("reference", "critic")
+
+
+@dataclass
+class BenchmarkJudgeConfig:
+    """How the judge is asked about this benchmark. Every field left null takes the benchmark's
+    reference value (its module's REFERENCE_JUDGE, which cites the authors' code), and where the
+    reference fixes none (e.g. LongWriter sends no seed), eval.judge's value."""
+
+    # The prompt: "reference" (the benchmark's own judge prompt, in our words); "critic" (WritingBench
+    # only: the prompt its fine-tuned critic model was released with, for models.judge = that critic).
+    style: Optional[str] = one_of(None, None, *JUDGE_STYLES)
+    temperature: Optional[float] = bounded(None, ge=0.0)
+    top_p: Optional[float] = bounded(None, gt=0.0, le=1.0)
+    seed: Optional[int] = None
+    max_new_tokens: Optional[int] = bounded(None, ge=1)  # the judge's reply budget
+    # The system message: null: the reference's (in our words), or none where it has none; "": none.
+    system: Optional[str] = None
+    # Answer cut before judging (HelloBench: answers over 15,000 word tokens are cut to their first
+    # 16,000). Tokens are word tokens (deepwriter.eval.words). 0: never cut.
+    max_answer_tokens: Optional[int] = bounded(None, ge=0)
+    truncate_above_tokens: Optional[int] = bounded(None, ge=0)
+    # The judge sees the answer as its word tokens joined by single spaces (HelloBench does this to
+    # every answer, cut or not: line breaks and original spacing are lost); false: the original text.
+    rejoin_tokens: Optional[bool] = None
+
+
+@dataclass
+class BenchmarkConfig:
+    # The data format and scoring: longbench_write | hellobench | writingbench. Empty: the entry's own
+    # name, so `longbench_write: {...}` needs no kind while `demo: {kind: longbench_write}` borrows it.
+    kind: str = one_of("", "", *BENCHMARK_KINDS)
+    enabled: bool = True
+    path: Optional[str] = None  # local data file or folder (pkg:// allowed); null: download from the public source
+    # N items: the first N (HelloBench: the first N of each subset; WritingBench: N spread over its
+    # domains, in turns); null: all
+    limit: Optional[int] = bounded(None, ge=1)
+    max_new_tokens: int = bounded(16384, ge=1)
+    temperature: float = bounded(0.8, ge=0.0)
+    top_p: float = bounded(0.95, gt=0.0, le=1.0)
+    # HelloBench only: which main_data subsets (empty: every subset with data) and named groups of
+    # subsets reported as one column each (the paper's HB-A / HB-B).
+    subsets: List[str] = field(default_factory=list)
+    # Named groups of subsets, each reported as the mean over its samples. HelloBench itself defines
+    # no groups: HB-A / HB-B are this project's choice, printed beside every table that shows them.
+    groups: Dict[str, List[str]] = field(default_factory=dict)
+    judge: BenchmarkJudgeConfig = field(default_factory=BenchmarkJudgeConfig)
+
+
+@dataclass
+class JudgePrice:
+    """US dollars per million tokens, for the cost column of judge calls."""
+
+    input_per_mtok: float = 0.0
+    output_per_mtok: float = 0.0
+
+
+@dataclass
+class JudgeConfig:
+    # Sampling used where neither a benchmark's judge settings nor its reference fix a value (e.g.
+    # the seed of LongWriter's and WritingBench's judges, which send none), and for judge tasks made
+    # without settings (tools and tests that call a benchmark's judge_tasks directly).
+    max_new_tokens: int = bounded(1024, ge=1)
+    temperature: float = bounded(0.0, ge=0.0)
+    top_p: float = bounded(1.0, gt=0.0, le=1.0)
+    seed: int = 0
+    # A transformers judge picks each score among the allowed values by constrained decoding (a small
+    # model cannot be trusted to write JSON); false makes it write free JSON like an HTTP judge.
+    constrained_local: bool = True
+    # An HTTP judge is sent each task's JSON schema (OpenAI `response_format: json_schema`; vLLM, SGLang
+    # and OpenAI decode under it), so every reply parses and is in range: scores only, no reasons.
+    # False: free JSON, as the benchmarks' reference judges write it, re-asked when unusable.
+    constrained_http: bool = False
+    max_concurrency: int = bounded(8, ge=1, operational=True)  # parallel HTTP judge calls
+    # judge calls started per second at most; 0: no limit
+    rate_limit_rps: float = bounded(0.0, ge=0.0, operational=True)
+    max_reasks: int = bounded(2, ge=0)  # an unparseable or out-of-range reply is asked again this many times
+    prices: Dict[str, JudgePrice] = field(default_factory=dict)  # judge model id -> price
+
+
+@dataclass
+class EvalConfig:
+    # What is evaluated: "sft" (the model from the sft stage) or "student" (models.student as is).
+    model_under_test: str = one_of("sft", "sft", "student")
+    benchmarks: Dict[str, BenchmarkConfig] = field(default_factory=dict)
+    judge: JudgeConfig = field(default_factory=JudgeConfig)
+    seed: int = 0
+    # One seed per batched call: the batch's composition changes the answers, so it is in the key.
+    batch_size: int = bounded(4, ge=1)
+    # A bad benchmark record stops the run naming file, line and field; false: it is skipped, counted
+    # and listed in summary.json (scores then cover fewer items than the published benchmark).
+    strict: bool = True
+    # Items whose answer or judgment could not be had (failed model calls after the endpoint's
+    # retries) are unfinished, never scored; the stage fails unless at most this share is (0..1).
+    max_unfinished_share: float = bounded(0.0, ge=0.0, le=1.0, operational=True)

@@ -1,0 +1,74 @@
+"""Typed config of one model role (generator, scorer, student, judge) and how it is reached."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Dict, List, Optional
+
+from deepwriter.core.schema import bounded, one_of, operational
+
+LOGPROBS_APIS = ("completions_echo", "vllm_prompt_logprobs", "sglang")
+MODEL_DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+class ModelSource(str, Enum):
+    hub = "hub"  # a hub id, downloaded (or read from the HF cache when HF_HUB_OFFLINE=1)
+    local = "local"  # a folder with config.json + weights
+    gguf = "gguf"  # a .gguf file; converted once to a safetensors copy in the cache
+    package_gguf = "package_gguf"  # a .gguf file shipped inside an installed Python package
+    tiny = "tiny"  # a randomly initialised model built from `tiny_config` (tests, benchmarks)
+
+
+class Backend(str, Enum):
+    transformers = "transformers"  # in-process, CPU or GPU
+    openai = "openai"  # any OpenAI-compatible server (vllm serve, sglang, a hosted API)
+
+
+@dataclass
+class EndpointConfig:
+    """An OpenAI-compatible server. The key is read from the environment variable named here, never
+    from the config itself, so it cannot end up in a dump, a manifest or W&B."""
+
+    base_urls: List[str] = operational(default_factory=list)
+    model: str = ""
+    api_key_env: Optional[str] = operational(None)
+    max_concurrency: int = bounded(8, ge=1, operational=True)
+    timeout_s: float = bounded(120.0, gt=0.0, operational=True)
+    # A failed call (no answer, 408/429/5xx, a malformed body) is sent again up to this many times,
+    # so at most max_retries + 1 attempts per call: the one retry policy of every model call.
+    max_retries: int = bounded(6, ge=0, operational=True)
+    backoff_s: float = bounded(1.0, ge=0.0, operational=True)
+    # How log-probs of a given text are obtained: completions_echo | vllm_prompt_logprobs | sglang
+    logprobs_api: str = one_of("completions_echo", *LOGPROBS_APIS)
+    # Send each request's sampling seed. vLLM on CPU dies on a per-request seed (its CPU generator has
+    # no offset), so presets for it set false; samples are then not reproducible across runs.
+    send_seed: bool = True
+
+
+@dataclass
+class ModelConfig:
+    name: str = "unnamed"
+    source: ModelSource = ModelSource.hub
+    # hub id, local folder, .gguf path, or (package_gguf) the package name
+    path: str = ""
+    gguf_file: Optional[str] = None
+    revision: Optional[str] = None
+    # auto: bfloat16 where this machine computes it faster than float32 (see llm/precision.py), else
+    # float32; resolved before stage keys are made. HTTP backends ignore it.
+    dtype: str = one_of("auto", *MODEL_DTYPES)
+    trust_remote_code: bool = False
+    backend: Backend = Backend.transformers
+    # Kwargs of the transformers config class for source=tiny (model_type selects the class).
+    tiny_config: Dict[str, Any] = field(default_factory=dict)
+    # Context window used to reject over-long inputs before they reach the model.
+    max_context: int = bounded(8192, ge=1)
+    endpoint: EndpointConfig = field(default_factory=EndpointConfig)
+
+
+@dataclass
+class ModelsConfig:
+    generator: ModelConfig = field(default_factory=ModelConfig)
+    scorer: ModelConfig = field(default_factory=ModelConfig)
+    student: ModelConfig = field(default_factory=ModelConfig)
+    judge: ModelConfig = field(default_factory=ModelConfig)

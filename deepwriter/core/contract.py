@@ -1,0 +1,107 @@
+"""The stage contract: what the runner (deepwriter.pipeline.runner) hands a stage function, what the stage
+gives back, and how a stage declares itself. A stage is `run(cfg: RootConfig, ctx: StageContext) ->
+StageResult`; its module declares a `STAGE = StageSpec(...)` next to that code: the config slices that
+define its output (its key), the stages and files it reads, its own checks before any work."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+
+from deepwriter.core.files import resolve_data_path, write_json_atomic
+
+
+@dataclass
+class StageContext:
+    """What a stage function gets besides the config."""
+
+    name: str
+    out_dir: Path  # the stage's folder in the store; resumable content may already be there
+    inputs: Dict[str, Path]  # finished upstream stage folders by stage name
+    run_dir: Path
+    tracker: Any  # deepwriter.tracking.runs.Tracker
+    key: str
+
+
+@dataclass
+class StageResult:
+    counts: Dict[str, Any] = field(default_factory=dict)
+    metrics: Dict[str, Any] = field(default_factory=dict)
+    artifacts: Dict[str, str] = field(default_factory=dict)  # name -> path relative to the stage folder
+    # deepwriter.core.unfinished.Unfinished.as_dict() of a stage that finished within its
+    # max_unfinished_share; None when every item is done
+    unfinished: Optional[Dict[str, Any]] = None
+
+
+def config_at(cfg: Any, dotted: str) -> Any:
+    """The value at a dotted path of a typed config (`data.pairs`, `models.scorer`)."""
+    for part in dotted.split("."):
+        cfg = cfg[part] if isinstance(cfg, dict) else getattr(cfg, part)
+    return cfg
+
+
+def source_files(*dotted: str) -> Callable[[Any], List[Path]]:
+    """input_files of a stage that reads the local files of data sources (`data.pairs`, ...)."""
+
+    def files(cfg: Any) -> List[Path]:
+        return [resolve_data_path(src.path) for src in (config_at(cfg, d) for d in dotted) if src.path]
+
+    return files
+
+
+def benchmark_files(cfg: Any) -> List[Path]:
+    """The local data of every enabled benchmark (eval reads them; the mix decontaminates against them)."""
+    return [resolve_data_path(b.path) for b in cfg.eval.benchmarks.values() if b.enabled and b.path]
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    name: str
+    entry: Callable[[Any, StageContext], StageResult]  # the stage function: run(cfg, ctx) -> StageResult
+    # Dotted paths of the config slices that define the output. Their operational fields (marked on the
+    # dataclasses, deepwriter.core.schema.operational) are left out of the key.
+    config_paths: tuple
+    needs: Callable[[Any], List[str]]
+    input_files: Callable[[Any], List[Path]] = lambda cfg: []
+    distributed: bool = False  # runs on every rank of a multi-process launch
+    # Checks the stage's own inputs and settings before any stage runs (a check that needs the stage's
+    # code: a pairs file with no usable pair, a batch that cannot be split); None: no such check.
+    preflight: Optional[Callable[[Any], None]] = None
+    # The share of items the stage may leave unfinished (failed model calls) and still finish.
+    max_unfinished_share: Callable[[Any], float] = lambda cfg: 0.0
+
+
+def rank() -> int:
+    """This process's rank in a multi-process launch (torchrun, deepspeed, SLURM under torchrun); 0 alone."""
+    return int(os.environ.get("RANK", "0"))
+
+
+# --- the manifest: what a finished stage folder says about itself --------------------------------------
+
+MANIFEST = "manifest.json"
+
+
+def read_manifest(folder: Path) -> Optional[Dict[str, Any]]:
+    """A stage folder's (or run folder's) manifest, or None when there is none: the stage never
+    finished there, or a run that adds to it has begun."""
+    path = Path(folder) / MANIFEST
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def write_stage_manifest(folder: Path, result: StageResult, **fields: Any) -> None:
+    """Mark a stage folder finished: its key, config and inputs (`fields`), what it counted, measured
+    and made (`result`), written atomically so a reader sees a whole manifest or none."""
+    write_json_atomic(
+        Path(folder) / MANIFEST,
+        {
+            "status": "complete",
+            **fields,
+            "counts": result.counts,
+            "metrics": result.metrics,
+            "artifacts": result.artifacts,
+            "unfinished": result.unfinished,
+        },
+    )

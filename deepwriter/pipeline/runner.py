@@ -1,0 +1,253 @@
+"""The stage runner: decides each stage's content key, reuses finished outputs, runs the rest.
+
+Stage outputs live in a content-addressed store (`paths.stage_store/<stage>/<key>/`); the run
+directory links to them. The key hashes the config slice that defines a stage's output and the keys
+(or file hashes) of its inputs, so a re-run, or another recipe that shares early stages, finds the
+finished output and skips it. A finished output (its manifest says `complete`) is never written
+again; an unfinished one is handed back to its stage, which resumes from what is there.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import platform
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+
+from deepwriter.config.root import STAGE_ORDER, ConfigError, RootConfig, expand, stable_hash, to_plain
+from deepwriter.core.contract import (
+    MANIFEST,
+    StageContext,
+    StageResult,
+    StageSpec,
+    config_at,
+    rank,
+    read_manifest,
+    write_stage_manifest,
+)
+from deepwriter.core.files import file_sha256, write_json_atomic
+from deepwriter.core.schema import key_slice
+from deepwriter.eval import stage as eval_stage
+from deepwriter.mix import stage as mix_stage
+from deepwriter.sft import stage as sft_stage
+from deepwriter.synthesis import stage as synthesis_stage
+
+log = logging.getLogger("deepwriter")
+
+_VERSIONED_PACKAGES = (
+    "deepwriter",
+    "torch",
+    "transformers",
+    "trl",
+    "peft",
+    "datasets",
+    "accelerate",
+    "deepspeed",
+    "wandb",
+)
+
+
+# Each stage declares itself next to its code (STAGE in its module); the runner only runs them.
+STAGES: Dict[str, StageSpec] = {
+    s.name: s for s in (synthesis_stage.STAGE, mix_stage.STAGE, sft_stage.STAGE, eval_stage.STAGE)
+}
+assert tuple(STAGES) == STAGE_ORDER
+
+
+def package_versions() -> Dict[str, Optional[str]]:
+    out = {"python": platform.python_version()}
+    for name in _VERSIONED_PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+@dataclass
+class PlannedStage:
+    spec: StageSpec
+    key: str
+    config: Dict[str, Any]
+    input_hashes: Dict[str, str]
+    needs: List[str]
+    out_dir: Path
+    max_unfinished_share: float = 0.0
+
+    def manifest(self) -> Optional[dict]:
+        return read_manifest(self.out_dir)
+
+    def unfinished_count(self) -> int:
+        m = self.manifest() or {}
+        return int((m.get("unfinished") or {}).get("count", 0))
+
+    def finished(self) -> bool:
+        """Complete, and leaving no more items unfinished than this config allows: an output that
+        finished with a few unfinished items is resumed by a run that allows fewer."""
+        m = self.manifest()
+        if not (m and m.get("status") == "complete" and m.get("key") == self.key):
+            return False
+        unfinished = m.get("unfinished") or {}
+        return int(unfinished.get("count", 0)) <= math.floor(
+            self.max_unfinished_share * unfinished.get("total", 0) + 1e-9
+        )
+
+
+def plan(cfg: RootConfig) -> Dict[str, PlannedStage]:
+    """Content keys for every stage, whether or not this recipe runs it (a later stage's key
+    depends on its inputs' keys). Keys name the dtype that runs, so `dtype: auto` is resolved first
+    (a no-op on a config run_pipeline resolved already)."""
+    from deepwriter.llm.precision import resolve_model_dtypes
+
+    cfg = resolve_model_dtypes(cfg)
+    store = expand(cfg.paths.stage_store)
+    planned: Dict[str, PlannedStage] = {}
+    for name, spec in STAGES.items():
+        config = {p: key_slice(config_at(cfg, p)) for p in spec.config_paths}
+        needs = spec.needs(cfg)
+        # An input that finished with unfinished items is another input than the whole one: a later
+        # stage keyed on it is not reused once the missing items are done.
+        input_hashes = {
+            f"stage:{n}": planned[n].key
+            + (f"+unfinished:{planned[n].unfinished_count()}" if planned[n].unfinished_count() else "")
+            for n in needs
+        }
+        for f in spec.input_files(cfg):
+            if not f.exists():
+                input_hashes[f"file:{f}"] = "missing"
+            elif f.is_dir():  # a benchmark folder (HelloBench): every file in it counts
+                input_hashes[f"file:{f}"] = stable_hash(
+                    {str(g.relative_to(f)): file_sha256(g) for g in sorted(f.rglob("*")) if g.is_file()}
+                )
+            else:
+                input_hashes[f"file:{f}"] = file_sha256(f)
+        key = stable_hash({"stage": name, "config": config, "inputs": input_hashes})
+        planned[name] = PlannedStage(
+            spec, key, config, input_hashes, needs, store / name / key, spec.max_unfinished_share(cfg)
+        )
+    return planned
+
+
+def _link(run_dir: Path, stage: PlannedStage) -> None:
+    link = run_dir / stage.spec.name
+    target = os.path.relpath(stage.out_dir, run_dir)
+    if link.is_symlink() or link.exists():
+        if link.is_symlink() and os.readlink(link) == target:
+            return
+        link.unlink()
+    link.symlink_to(target, target_is_directory=True)
+
+
+def _wait_for(stage: PlannedStage, timeout_s: float = 7 * 24 * 3600) -> None:
+    """Non-zero ranks wait for rank 0 to finish a stage that only it runs."""
+    start = time.time()
+    while not stage.finished():
+        if time.time() - start > timeout_s:
+            raise TimeoutError(f"rank {rank()}: gave up waiting for stage {stage.spec.name}")
+        time.sleep(5)
+
+
+def run_pipeline(cfg: RootConfig, tracker_factory: Callable[..., Any]) -> Dict[str, Any]:
+    """Run the recipe's stages in order; returns the run manifest."""
+    from deepwriter.llm.precision import resolve_model_dtypes
+
+    cfg = resolve_model_dtypes(cfg)  # before the keys: they must name the dtype that runs
+    run_dir = expand(cfg.paths.runs_dir) / cfg.recipe.name / cfg.run_id
+    planned = plan(cfg)
+    wanted = [s for s in STAGE_ORDER if s in cfg.recipe.stages]
+    # Fail before any work when an input that this recipe does not produce is not there.
+    for name in wanted:
+        st = planned[name]
+        for need in st.needs:
+            if need not in wanted and not planned[need].finished():
+                raise ConfigError(
+                    f"recipe.stages: stage {name!r} needs the output of {need!r} (key {planned[need].key}, "
+                    f"{planned[need].out_dir}), which is not finished; add {need!r} to the stages"
+                )
+        missing = [k[5:] for k, v in st.input_hashes.items() if v == "missing"]
+        if missing:
+            raise ConfigError(f"stage {name!r}: input file not found: {missing[0]}")
+    for name in wanted:  # the stages' own checks, before any work and before any folder is made
+        spec = planned[name].spec
+        if spec.preflight and not planned[name].finished():
+            spec.preflight(cfg)
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if rank() == 0:
+        (run_dir / "config.json").write_text(json.dumps(to_plain(cfg), indent=2, ensure_ascii=False))
+    run_manifest: Dict[str, Any] = {
+        "recipe": cfg.recipe.name,
+        "run_id": cfg.run_id,
+        "run_dir": str(run_dir),
+        "stages": {},
+    }
+    for name in wanted:
+        st = planned[name]
+        entry = {"key": st.key, "store": str(st.out_dir), "needs": {n: planned[n].key for n in st.needs}}
+        if st.finished():
+            m = st.manifest()
+            log.info("stage %-10s reused: finished output %s (made by run %s)", name, st.out_dir, m.get("run"))
+            entry.update(status="reused", made_by_run=m.get("run"))
+        elif rank() != 0 and not st.spec.distributed:
+            _wait_for(st)
+            entry.update(status="reused", made_by_run="rank 0")
+        else:
+            resuming = st.out_dir.exists() and any(st.out_dir.iterdir())
+            st.out_dir.mkdir(parents=True, exist_ok=True)
+            # A manifest left by a run that finished with unfinished items no longer describes the
+            # folder once this run adds to it; it is written anew when this run finishes.
+            (st.out_dir / MANIFEST).unlink(missing_ok=True)
+            log.info("stage %-10s %s -> %s", name, "resuming" if resuming else "running", st.out_dir)
+            t0 = time.time()
+            fn = st.spec.entry
+            inputs = {n: planned[n].out_dir for n in st.needs}
+            with tracker_factory(cfg, stage=name, out_dir=st.out_dir) as tracker:
+                ctx = StageContext(
+                    name=name, out_dir=st.out_dir, inputs=inputs, run_dir=run_dir, tracker=tracker, key=st.key
+                )
+                result: StageResult = fn(cfg, ctx)
+                elapsed = time.time() - t0
+                tracker.summary(
+                    {
+                        f"{name}/seconds": elapsed,
+                        **{f"{name}/{k}": v for k, v in result.counts.items() if isinstance(v, (int, float))},
+                    }
+                )
+            if rank() == 0:
+                write_stage_manifest(
+                    st.out_dir,
+                    result,
+                    stage=name,
+                    key=st.key,
+                    run=f"{cfg.recipe.name}/{cfg.run_id}",
+                    config_hash=stable_hash(st.config),
+                    config=st.config,
+                    inputs=st.input_hashes,
+                    timing={"started": t0, "seconds": round(elapsed, 3), "resumed": resuming},
+                    versions=package_versions(),
+                )
+            entry.update(status="ran", seconds=round(elapsed, 3), resumed=resuming)
+            if result.unfinished:
+                entry["unfinished"] = result.unfinished["count"]
+                log.warning(
+                    "stage %-10s finished with %d of %d items unfinished (within max_unfinished_share=%s)",
+                    name,
+                    result.unfinished["count"],
+                    result.unfinished["total"],
+                    result.unfinished["max_share"],
+                )
+            log.info("stage %-10s done in %.1fs", name, elapsed)
+            if result.unfinished or resuming:  # later keys name a partial input (see plan)
+                planned = plan(cfg)
+        if rank() == 0:
+            _link(run_dir, st)
+        run_manifest["stages"][name] = entry
+    if rank() == 0:
+        write_json_atomic(run_dir / MANIFEST, run_manifest)
+    return run_manifest

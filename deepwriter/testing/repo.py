@@ -1,0 +1,59 @@
+"""The checkout the tests run from, and the small helpers the tests share: composed configs, the
+training CLI as a user runs it, real benchmark files, a W&B tracker that logs nothing."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from deepwriter.tracking.runs import Tracker
+
+REPO = Path(__file__).resolve().parents[2]
+SHARED = REPO.parent / "shared"
+FIXTURES = REPO / "tests" / "fixtures"
+SEED_PAIRS = "seed_pairs/hellobench_gpt4o_0806.jsonl"
+
+
+def compose_typed(*overrides: str):
+    """The typed RootConfig that `python -m deepwriter.train OVERRIDES` would run."""
+    from deepwriter.config.compose import compose
+    from deepwriter.config.root import to_typed
+
+    return to_typed(compose(list(overrides)))
+
+
+def run_train(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "deepwriter.train", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=120,
+    )
+
+
+def bench_overrides(shared: Path) -> list:
+    """Overrides that point every benchmark of eval=full at its real data under shared/benchmarks."""
+    b = shared / "benchmarks"
+    return [
+        "eval=full",
+        f"eval.benchmarks.hellobench.path={b}/hellobench",
+        f"eval.benchmarks.longbench_write.path={b}/longbench_write/longbench_write.jsonl",
+        f"eval.benchmarks.writingbench.path={b}/writingbench/length_subset.jsonl",
+    ]
+
+
+class NullTracker:
+    """A stage tracker factory whose tracker logs nothing."""
+
+    def __init__(self, *a, **k):
+        pass
+
+    def __enter__(self):
+        return Tracker(None)
+
+    def __exit__(self, *exc):
+        return False

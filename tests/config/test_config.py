@@ -1,0 +1,208 @@
+"""Hydra composition, typed schemas and one-line config errors."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import typing
+
+import pytest
+import yaml
+
+from deepwriter.config.root import ConfigError, RootConfig, _resolve_run_id
+from deepwriter.testing.repo import REPO, compose_typed, run_train
+
+RECIPES = sorted(p.stem for p in (REPO / "recipes").glob("*.yaml"))
+
+
+def test_recipes_exist():
+    assert {"demo", "full"} <= set(RECIPES)
+
+
+@pytest.mark.parametrize("recipe", RECIPES)
+def test_every_recipe_composes_to_typed_config(recipe):
+    cfg = compose_typed(f"+recipe={recipe}")
+    assert isinstance(cfg, RootConfig)
+    assert cfg.recipe.name == recipe
+    assert cfg.recipe.stages, "a recipe must run at least one stage"
+
+
+def test_full_recipe_is_the_papers_setup():
+    cfg = compose_typed("+recipe=full")
+    assert cfg.models.student.path == "Qwen/Qwen3-8B-Base"
+    assert cfg.models.scorer.path == "Qwen/Qwen3-8B-Base"
+    assert cfg.sft.epochs == 3
+    assert cfg.sft.learning_rate == pytest.approx(2e-5)
+    assert cfg.sft.lr_scheduler == "constant"
+    assert cfg.sft.global_batch_size == 96
+    assert cfg.sft.bf16 is True
+    assert cfg.sft.deepspeed.enabled and cfg.sft.deepspeed.config["zero_optimization"]["stage"] == 3
+    assert (cfg.data.mix.total, cfg.data.mix.synthetic, cfg.data.mix.public) == (37000, 20000, 17000)
+    enabled = {b.kind if hasattr(b, "kind") else name for name, b in cfg.eval.benchmarks.items() if b.enabled}
+    assert {"longbench_write", "hellobench", "writingbench"} <= enabled
+    assert (cfg.synthesis.stop_threshold, cfg.synthesis.max_steps, cfg.synthesis.num_candidates) == (0.25, 10, 2)
+
+
+def test_full_cfg_job_prints_without_gpu():
+    out = run_train("+recipe=full", "--cfg", "job")
+    assert out.returncode == 0, out.stderr
+    doc = yaml.safe_load(out.stdout)
+    assert doc["models"]["student"]["path"] == "Qwen/Qwen3-8B-Base"
+    assert doc["sft"]["global_batch_size"] == 96
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["+recipe=nope"], "recipe: unknown recipe 'nope'"),
+        (["+recipe=demo", "synthesis.max_stepz=3"], "synthesis.max_stepz"),
+        (["+recipe=demo", "+synthesis.max_stepz=3"], "synthesis.max_stepz: unknown key"),
+        (["+recipe=demo", "sft.learning_rate=fast"], "sft.learning_rate"),
+        (["+recipe=demo", "models.student.source=ftp"], "models.student.source"),
+        (["+recipe=demo", "sft=nope"], "sft: unknown option 'nope'"),
+        (["+recipe=demo", "recipe.stages=[eval,mix]"], "out of order"),
+        (["+recipe=demo", "recipe.stages=[train]"], "unknown stage 'train'"),
+    ],
+)
+def test_bad_config_fails_with_one_line(args, expected):
+    out = run_train(*args)
+    assert out.returncode == 2
+    lines = [ln for ln in out.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, out.stderr
+    assert lines[0].startswith("deepwriter: config error: ")
+    assert expected in lines[0]
+
+
+# Keys that another group fills in (conf/config.yaml: `deepspeed@sft.deepspeed`).
+FILLED_BY_OTHER_GROUP = {"sft": {"deepspeed"}}
+
+
+def _yaml_keys_match_schema(doc: dict, schema: type, where: str, group: str = "") -> list[str]:
+    problems = []
+    hints = typing.get_type_hints(schema)
+    missing = sorted(set(hints) - set(doc) - FILLED_BY_OTHER_GROUP.get(group, set()))
+    if missing:
+        problems.append(f"{where}: keys only in code: {missing}")
+    for key, sub in hints.items():
+        if dataclasses.is_dataclass(sub) and isinstance(doc.get(key), dict):
+            problems += _yaml_keys_match_schema(doc[key], sub, f"{where}.{key}")
+    return problems
+
+
+def test_group_yaml_files_show_every_schema_field():
+    """No hidden defaults: every field of a group's dataclass is written in each of its YAML files."""
+    from deepwriter.config.data import DataConfig
+    from deepwriter.config.eval import EvalConfig
+    from deepwriter.config.llm import ModelConfig
+    from deepwriter.config.root import LoggingConfig, PathsConfig
+    from deepwriter.config.sft import DeepSpeedConfig, SFTConfig
+    from deepwriter.config.synthesis import SynthesisConfig
+
+    groups = {
+        "model": ModelConfig,
+        "synthesis": SynthesisConfig,
+        "data": DataConfig,
+        "sft": SFTConfig,
+        "deepspeed": DeepSpeedConfig,
+        "eval": EvalConfig,
+        "logging": LoggingConfig,
+        "paths": PathsConfig,
+    }
+    problems = []
+    for group, schema in groups.items():
+        files = sorted((REPO / "deepwriter" / "conf" / group).glob("*.yaml"))
+        assert files, group
+        for f in files:
+            doc = yaml.safe_load(f.read_text()) or {}
+            doc.pop("defaults", None)
+            problems += _yaml_keys_match_schema(doc, schema, str(f.relative_to(REPO)), group)
+    assert not problems, "\n".join(problems)
+
+
+def test_run_id_is_shared_by_all_ranks(monkeypatch):
+    for var in ("DEEPWRITER_RUN_ID", "SLURM_JOB_ID", "TORCHELASTIC_RUN_ID", "WORLD_SIZE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("DEEPWRITER_RUN_ID", "abc")
+    assert _resolve_run_id() == "abc"
+    monkeypatch.delenv("DEEPWRITER_RUN_ID")
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "rdzv-7")
+    assert _resolve_run_id() == "rdzv-7"
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "none")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ConfigError, match="run_id"):
+        _resolve_run_id()
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert len(_resolve_run_id()) == len("20260101-000000")
+
+
+RUN_ID_VARS = ("DEEPWRITER_RUN_ID", "SLURM_JOB_ID", "TORCHELASTIC_RUN_ID", "WORLD_SIZE")
+
+
+def test_slurm_job_id_is_the_run_id_of_every_rank(monkeypatch, tmp_path):
+    """README: the run id is decided once per launch (DEEPWRITER_RUN_ID, SLURM's job id or torchrun's
+    rendezvous id). Under SLURM every rank of a multi-process job composes the same run folder."""
+    for var in RUN_ID_VARS:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    monkeypatch.setenv("WORLD_SIZE", "16")  # many ranks: no error, the job id is shared
+    assert _resolve_run_id() == "4242"
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "rdzv-9")
+    assert _resolve_run_id() == "4242"  # SLURM's job id comes before torchrun's rendezvous id
+    ranks = [compose_typed("+recipe=demo", f"paths.runs_dir={tmp_path}") for _ in range(2)]
+    assert [c.run_id for c in ranks] == ["4242", "4242"]
+    monkeypatch.setenv("DEEPWRITER_RUN_ID", "mine")
+    assert _resolve_run_id() == "mine"  # the id deepwriter.train hands its own ranks wins
+    assert compose_typed("+recipe=demo", "run_id=explicit").run_id == "explicit"  # and the command line wins all
+
+
+def test_slurm_script_hands_the_job_id_to_every_rank(monkeypatch, tmp_path):
+    """recipes/slurm/sft.sbatch run with stand-ins for srun and scontrol: the command it launches on
+    each node composes a config whose run id and geometry come from the SLURM job."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "scontrol").write_text("#!/bin/sh\nprintf 'node-a\\nnode-b\\n'\n")
+    (bin_dir / "srun").write_text(
+        '#!/bin/sh\nprintf "%s\\n" "$DEEPWRITER_RUN_ID" > "$SRUN_LOG"\nprintf "%s\\n" "$@" >> "$SRUN_LOG"\n'
+    )
+    for f in bin_dir.iterdir():
+        f.chmod(0o755)
+    log = tmp_path / "srun.log"
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "SLURM_SUBMIT_DIR": str(tmp_path),
+        "SLURM_JOB_ID": "4242",
+        "SLURM_JOB_NODELIST": "node-[a-b]",
+        "SLURM_NNODES": "2",
+        "SRUN_LOG": str(log),
+    }
+    done = subprocess.run(
+        ["bash", str(REPO / "recipes" / "slurm" / "sft.sbatch"), "sft.per_device_batch_size=1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    run_id, *argv = log.read_text().splitlines()
+    assert run_id == "slurm-4242"  # exported to every rank
+    assert argv[argv.index("--rdzv_id") + 1] == "4242" and argv[argv.index("--rdzv_endpoint") + 1] == "node-a:29500"
+    assert argv[argv.index("--nnodes") + 1] == "2"
+    overrides = argv[argv.index("deepwriter.train") + 1 :]
+    assert overrides[0] == "+recipe=full" and overrides[-1] == "sft.per_device_batch_size=1"
+    # What each rank composes from that command line, with the environment the script exported.
+    for var in RUN_ID_VARS:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("DEEPWRITER_RUN_ID", run_id)
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    monkeypatch.setenv("WORLD_SIZE", "16")
+    cfg = compose_typed(*overrides, f"paths.runs_dir={tmp_path}/runs")
+    assert cfg.run_id == "slurm-4242"
+    assert (cfg.sft.num_processes, cfg.sft.num_nodes, cfg.sft.per_device_batch_size) == (8, 2, 1)
+
+
+def test_explicit_run_id_and_paths_reach_the_typed_config(tmp_path):
+    cfg = compose_typed("+recipe=demo", "run_id=r1", f"paths.runs_dir={tmp_path}")
+    assert cfg.run_id == "r1"
+    assert cfg.paths.stage_store == f"{tmp_path}/_stages"

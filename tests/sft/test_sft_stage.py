@@ -1,0 +1,139 @@
+"""The SFT stage end to end on a tiny model: training, export, model card, plots, metrics, LoRA."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from deepwriter.core.contract import StageContext
+from deepwriter.sft import stage
+from deepwriter.sft.templates import TRAINING_TEMPLATE
+from deepwriter.testing.repo import compose_typed
+from deepwriter.testing.synthetic_data import write_mix_dataset
+from deepwriter.tracking.runs import Tracker
+
+
+class RecordingRun:
+    """Stands in for a wandb Run: keeps what the stage logs."""
+
+    def __init__(self):
+        self.logged, self.summary = [], {}
+
+    def log(self, data, step=None):
+        self.logged.append((step, data))
+
+
+def _run(tmp_path: Path, model_cache: Path, *overrides: str):
+    mix = tmp_path / "mix"
+    if not (mix / "dataset").exists():
+        write_mix_dataset(mix, n=16, seed=1, median_words=30)
+    cfg = compose_typed(
+        "model@models.student=tiny-qwen3",
+        "+recipe=demo",
+        f"paths.cache_dir={model_cache}",
+        "sft.max_length=128",
+        "sft.max_steps=3",
+        "sft.save_steps=100",
+        *overrides,
+    )
+    run = RecordingRun()
+    ctx = StageContext(
+        name="sft", out_dir=tmp_path / "sft", inputs={"mix": mix}, run_dir=tmp_path, tracker=Tracker(run), key="test"
+    )
+    return cfg, ctx, run, stage.run(cfg, ctx)
+
+
+def _weights(folder):
+    from safetensors.torch import load_file
+
+    return load_file(str(Path(folder) / "model.safetensors"))
+
+
+def test_full_finetune_exports_a_loadable_model(tmp_path, model_cache):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from deepwriter.config.llm import ModelConfig
+    from deepwriter.llm import models
+
+    cfg, ctx, run, result = _run(tmp_path, model_cache, "sft.global_batch_size=4", "sft.per_device_batch_size=2")
+    out = ctx.out_dir
+    assert result.counts["steps"] == 3 and result.counts["grad_accum"] == 2 and result.counts["samples"] == 16
+    assert result.counts["trained_tokens"] > 0 and result.metrics["train_seconds"] > 0
+    assert result.metrics["first_loss"] > 0 and result.metrics["last_loss"] > 0
+    assert set(result.artifacts) >= {"model", "train_log", "loss_plot"}
+    assert (out / "plots" / "loss.png").stat().st_size > 1000
+
+    rows = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    assert all(r["loss"] > 0 and "grad_norm" in r and "learning_rate" in r for r in rows)
+    assert all(r["learning_rate"] == pytest.approx(5e-5) for r in rows)  # constant schedule, no warm-up
+    assert all("tokens_per_s" in r and "mfu" in r for r in rows[1:])
+    logged = {k for _, d in run.logged for k in d}
+    assert {"train/loss", "train/grad_norm", "train/learning_rate", "train/tokens_per_s", "train/mfu"} <= logged
+    assert any(k.startswith("train/mem/") for k in logged)
+    assert run.summary["sft/last_loss"] == result.metrics["last_loss"]
+
+    model_dir = out / "model"
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    assert model.dtype == torch.float32  # bf16 is off on CPU: the export keeps the training dtype
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    assert tok.chat_template == TRAINING_TEMPLATE and tok.eos_token == "<|im_end|>"
+    assert tok.convert_tokens_to_ids("<|im_end|>") in (
+        [model.generation_config.eos_token_id]
+        if isinstance(model.generation_config.eos_token_id, int)
+        else model.generation_config.eos_token_id
+    )
+    card = (model_dir / "README.md").read_text()
+    assert "learning_rate | 5e-05" in card and "rows 16" in card and "last_loss" in card
+    # trained weights differ from the starting point
+    start = models.resolve(cfg.models.student, model_cache)[0]
+    before, after = _weights(start), _weights(model_dir)
+    assert any(not torch.equal(before[k], after[k]) for k in after)
+    loaded = models.load_model(
+        ModelConfig(name="sft", source="local", path=str(model_dir), dtype="float32"), model_cache
+    )
+    assert loaded.config.num_hidden_layers == 2
+    # a finished output re-run trains nothing more: resumes from the final checkpoint
+    again = stage.run(cfg, ctx)
+    assert again.counts["resumed_from_step"] == 3 and again.counts["steps"] == 3
+
+
+def test_lora_exports_merged_weights(tmp_path, model_cache):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from deepwriter.llm import models
+
+    cfg, ctx, _, result = _run(
+        tmp_path,
+        model_cache,
+        "sft=lora",
+        "sft.max_length=128",
+        "sft.max_steps=3",
+        "sft.save_steps=100",
+        "sft.global_batch_size=2",
+        "sft.bf16=false",
+        "sft.use_cpu=true",
+        "sft.gradient_checkpointing=false",
+        "sft.learning_rate=1e-2",
+    )
+    assert cfg.sft.lora.enabled and result.artifacts["adapter"] == "adapter"
+    assert (ctx.out_dir / "adapter" / "adapter_config.json").exists()
+    merged = _weights(ctx.out_dir / "model")
+    assert not any("lora" in k for k in merged)
+    base = _weights(models.resolve(cfg.models.student, model_cache)[0])
+    changed = [k for k in merged if k in base and not torch.equal(base[k], merged[k])]
+    assert any("q_proj" in k for k in changed)
+    assert not any("norm" in k for k in changed)  # LoRA leaves what it does not adapt untouched
+    AutoModelForCausalLM.from_pretrained(ctx.out_dir / "model")
+
+
+def test_indivisible_batch_fails_before_training(tmp_path, model_cache):
+    from deepwriter.config.root import ConfigError
+
+    with pytest.raises(ConfigError, match="global_batch_size: 5"):
+        _run(tmp_path, model_cache, "sft.global_batch_size=5", "sft.per_device_batch_size=2")
+    assert not (tmp_path / "sft" / "checkpoints").exists()
