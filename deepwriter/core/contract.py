@@ -72,6 +72,9 @@ class StageSpec:
     preflight: Optional[Callable[[Any], None]] = None
     # The share of items the stage may leave unfinished (failed model calls) and still finish.
     max_unfinished_share: Callable[[Any], float] = lambda cfg: 0.0
+    # The model roles (models.<role>) the stage calls while it runs: a managed server of a role's
+    # preset is up from the first stage that calls it to the last (deepwriter.llm.placement).
+    roles: Callable[[Any], List[str]] = lambda cfg: []
 
 
 def rank() -> int:

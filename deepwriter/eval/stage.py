@@ -256,4 +256,6 @@ STAGE = StageSpec(
     input_files=benchmark_files,
     max_unfinished_share=lambda cfg: cfg.eval.max_unfinished_share,
     preflight=preflight,
+    # the model under test (the student's preset, with the sft output's weights) and the judge
+    roles=lambda cfg: ["student", "judge"],
 )

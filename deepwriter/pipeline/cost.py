@@ -493,6 +493,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         cfg = to_typed(compose(overrides))
         text = project(cfg, opts.get("calibrate")).text()
+        from deepwriter.pipeline.runner import serving_layout
+
+        # the fleet's GPUs as the plan assumes them (plan.fleet.count), not this machine's
+        text += "\n\n" + serving_layout(cfg, list(range(cfg.plan.fleet.count))).text()
     except ConfigError as exc:
         print(f"deepwriter.plan: {exc}", file=sys.stderr)
         return 2

@@ -60,6 +60,16 @@ STAGES: Dict[str, StageSpec] = {
 assert tuple(STAGES) == STAGE_ORDER
 
 
+def serving_layout(cfg: RootConfig, gpus: List[int]):
+    """Where the run's managed servers go on a node with these GPUs (deepwriter.llm.placement.place)."""
+    from deepwriter.llm.placement import run_layout
+
+    stages = [s for s in STAGE_ORDER if s in cfg.recipe.stages]
+    models = {r: getattr(cfg.models, r) for r in ("generator", "scorer", "student", "judge")}
+    roles_of = {s: STAGES[s].roles(cfg) for s in stages}
+    return run_layout(models, stages, roles_of, cfg.serving.managed, gpus)
+
+
 def package_versions() -> Dict[str, Optional[str]]:
     out = {"python": platform.python_version()}
     for name in _VERSIONED_PACKAGES:
