@@ -65,6 +65,10 @@ class ServingConfig:
     startup_timeout_s: float = bounded(900.0, gt=0.0)  # until /v1/models answers
     # restarts of replicas that died, over the whole run, before a stage ends unfinished (exit 3)
     max_restarts: int = bounded(3, ge=0)
+    # A server command of your own instead of vLLM's (SGLang, a test server), one argument per item, with
+    # {python} (this Python), {model} (the weights' folder or hub id), {served_name}, {name}, {host},
+    # {port}, {tensor_parallel}, {cache_dir} filled in; empty: vLLM, as `make serve` starts it.
+    command: List[str] = field(default_factory=list)
 
 
 @dataclass

@@ -75,6 +75,10 @@ class StageSpec:
     # The model roles (models.<role>) the stage calls while it runs: a managed server of a role's
     # preset is up from the first stage that calls it to the last (deepwriter.llm.placement).
     roles: Callable[[Any], List[str]] = lambda cfg: []
+    # The model config the stage calls in a role, where it is not models.<role> as it stands (eval's
+    # model under test is the student's preset with the sft output's weights): what a managed server of
+    # that role serves. None: models.<role>.
+    model_for: Optional[Callable[[Any, StageContext, str], Any]] = None
 
 
 def rank() -> int:

@@ -258,4 +258,5 @@ STAGE = StageSpec(
     preflight=preflight,
     # the model under test (the student's preset, with the sft output's weights) and the judge
     roles=lambda cfg: ["student", "judge"],
+    model_for=lambda cfg, ctx, role: model_under_test(cfg, ctx) if role == "student" else cfg.models.judge,
 )

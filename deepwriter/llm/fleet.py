@@ -102,6 +102,31 @@ class Fleet:
         with self._lock:
             return all(r.down_since is None and r.proc is not None for rs in self.running.values() for r in rs)
 
+    def write_state(self) -> None:
+        """`<log_dir>/fleet.json`: every running replica (pid, port, URL, GPUs) and the counts so far."""
+        from deepwriter.core.files import write_json_atomic
+
+        with self._lock:
+            state = {
+                "running": {
+                    g: [
+                        {
+                            "index": r.replica.index,
+                            "port": r.replica.port,
+                            "url": self.url(r.replica),
+                            "devices": list(r.replica.devices),
+                            "pid": r.proc.pid if r.proc else None,
+                            "log": str(r.log_path),
+                        }
+                        for r in rs
+                    ]
+                    for g, rs in self.running.items()
+                },
+                "stats": self.summary(),
+            }
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(self.log_dir / "fleet.json", state)
+
     def summary(self) -> Dict[str, Dict[str, object]]:
         return {
             g: {
@@ -132,6 +157,7 @@ class Fleet:
         for r in rs:
             self._wait_ready(r)
         self._ensure_watcher()
+        self.write_state()
         log.info("fleet: %s up at %s", group, ", ".join(self.urls(group)))
         return self.urls(group)
 
@@ -141,6 +167,7 @@ class Fleet:
         for r in rs:
             self._kill(r, graceful=True)
         if rs:
+            self.write_state()
             log.info("fleet: %s stopped", group)
 
     def close(self) -> None:
@@ -241,6 +268,7 @@ class Fleet:
             if r.down_since is not None:
                 self.stats[group].down_s += time.monotonic() - r.down_since
                 r.down_since = None
+        self.write_state()
         log.info("fleet: %s replica %d back at %s", group, r.replica.index, self.url(r.replica))
 
     def _ensure_watcher(self) -> None:
@@ -330,14 +358,33 @@ class Fleet:
 # --- the servers a run starts ---------------------------------------------------------------------------
 
 
-def vllm_command_for(models_by_group: Dict[str, object], python: str, host: str, cache_dir: str) -> CommandFor:
+def server_command_for(models_by_group: Dict[str, object], python: str, host: str, cache_dir: str) -> CommandFor:
     """The command of `make serve` (deepwriter.llm.serving.server_command) for a replica of a group, with
-    its tensor-parallel size and engine arguments; on the CPU vLLM's KV-cache space (GiB)."""
-    from deepwriter.llm.serving import server_command
+    its tensor-parallel size and engine arguments; on the CPU vLLM's KV-cache space (GiB). A preset with
+    its own `serving.command` gets that, filled in. `models_by_group` is read at each start, so a
+    group's model may be set just before it comes up (eval's model under test)."""
+    import sys
+
+    from deepwriter.llm.serving import served_name, server_command
 
     def command(rep: Replica) -> Tuple[List[str], Dict[str, str]]:
         cfg = models_by_group[rep.group]
         s = cfg.serving
+        if s.command:
+            from deepwriter.llm import models
+
+            where = models.resolve(cfg, cache_dir)[0] if any("{model}" in a for a in s.command) else ""
+            fill = {
+                "python": sys.executable,
+                "model": where,
+                "served_name": served_name(cfg),
+                "name": cfg.name,
+                "host": host,
+                "port": rep.port,
+                "tensor_parallel": s.tensor_parallel,
+                "cache_dir": cache_dir,
+            }
+            return [a.format(**fill) for a in s.command] + list(s.engine_args), {}
         extra = list(s.engine_args)
         if s.tensor_parallel > 1:
             extra += ["--tensor-parallel-size", str(s.tensor_parallel)]

@@ -159,9 +159,15 @@ def group_name(cfg: ModelConfig) -> str:
 
 
 def managed_groups(
-    models: Dict[str, ModelConfig], stages: Sequence[str], roles_of: Dict[str, List[str]], run_managed: bool = True
+    models: Dict[str, ModelConfig],
+    stages: Sequence[str],
+    roles_of: Dict[str, List[str]],
+    run_managed: bool = True,
+    renamed: Optional[Dict[Tuple[str, str], str]] = None,
 ) -> List[Group]:
-    """The managed presets of a run: `models` by role, `roles_of` the roles each stage calls."""
+    """The managed presets of a run: `models` by role, `roles_of` the roles each stage calls. `renamed`:
+    (stage, role) -> group name, for a role whose stage serves other weights than its preset's
+    (eval's model under test is the sft output)."""
     if not run_managed:
         return []
     found: Dict[str, dict] = {}
@@ -170,7 +176,7 @@ def managed_groups(
             m = models[role]
             if m.backend != Backend.openai or not m.serving.managed:
                 continue
-            name = group_name(m)
+            name = (renamed or {}).get((stage, role)) or group_name(m)
             g = found.setdefault(name, {"roles": [], "serving": m.serving, "first": i, "last": i})
             if g["serving"] != m.serving:
                 raise ConfigError(
@@ -214,9 +220,10 @@ def run_layout(
     roles_of: Dict[str, List[str]],
     run_managed: bool,
     gpus: Sequence[int],
+    renamed: Optional[Dict[Tuple[str, str], str]] = None,
 ) -> Layout:
     """The layout of a run (no GPU query here: `gpus` is given, so this stays pure)."""
-    groups = managed_groups(models, stages, roles_of, run_managed)
+    groups = managed_groups(models, stages, roles_of, run_managed, renamed)
     inproc = inprocess_gpu_roles(models, stages, roles_of) if gpus else {}
     # the in-process models only compete for GPUs with the servers of their own stage
     alive = {st for i, st in enumerate(stages) for g in groups if g.first <= i <= g.last}
