@@ -18,7 +18,6 @@ import pytest
 
 from deepwriter.core.records import read_records
 from deepwriter.llm.fleet import port_free
-from deepwriter.synthesis import store
 from deepwriter.testing.repo import REPO
 from deepwriter.testing.synthesis import write_pairs
 from deepwriter.testing.vllm_server import free_port
