@@ -24,6 +24,10 @@ class StageContext:
     run_dir: Path
     tracker: Any  # deepwriter.tracking.runs.Tracker
     key: str
+    # The run's managed servers, for a stage that brings them up and down itself (StageSpec.
+    # serves_itself): `up(role)` before a phase that calls the role, `down(role)` after its last call.
+    # None: nothing to do (no managed server, or the runner brought them up before the stage).
+    serving: Any = None
 
 
 @dataclass
@@ -79,6 +83,10 @@ class StageSpec:
     # model under test is the student's preset with the sft output's weights): what a managed server of
     # that role serves. None: models.<role>.
     model_for: Optional[Callable[[Any, StageContext, str], Any]] = None
+    # The stage calls its roles in phases and brings their managed servers up and down itself through
+    # ctx.serving (eval: the model under test, then the judge), so on a small machine one server at a
+    # time runs. False: the runner brings them all up before the stage.
+    serves_itself: bool = False
 
 
 def rank() -> int:

@@ -111,6 +111,9 @@ def run(cfg: RootConfig, ctx: StageContext) -> StageResult:
         if "gen" not in holder:
             from deepwriter.llm import make_generator
 
+            if ctx.serving is not None:  # a managed server of the model under test: only when needed
+                ctx.serving.up("student")
+
             holder["gen"] = make_generator(mut, cfg.paths.cache_dir, batch_size=ecfg.batch_size)
         return holder["gen"]
 
@@ -132,6 +135,8 @@ def run(cfg: RootConfig, ctx: StageContext) -> StageResult:
         answers[name], generated = recs, generated + made
     holder.clear()
     gc.collect()  # the model under test leaves memory before the judge loads
+    if ctx.serving is not None:  # and its server stops before the judge's starts
+        ctx.serving.down("student")
 
     # 2. judgments (of the answers there are; a failed judge call leaves its item unfinished)
     judge = make_judge(cfg, out / "judge_cache")
@@ -143,6 +148,8 @@ def run(cfg: RootConfig, ctx: StageContext) -> StageResult:
             for t in mod.judge_tasks(item, rec["answer"], settings[name]):
                 tasks.append(t)
                 owners.append(name)
+    if ctx.serving is not None and tasks:
+        ctx.serving.up("judge")
     outcomes = judge.run(tasks, stop_after=max(0, unfinished.allowed - len(unfinished.ids)))
     by_item: Dict[Tuple[str, str], Dict[str, JudgeOutcome]] = {}
     for name, o in zip(owners, outcomes):
@@ -259,4 +266,5 @@ STAGE = StageSpec(
     # the model under test (the student's preset, with the sft output's weights) and the judge
     roles=lambda cfg: ["student", "judge"],
     model_for=lambda cfg, ctx, role: model_under_test(cfg, ctx) if role == "student" else cfg.models.judge,
+    serves_itself=True,
 )

@@ -87,16 +87,16 @@ def place(
     """Disjoint device sets per replica. `inprocess`: per stage, the roles it runs in this process that
     want a GPU while the stage runs. Raises ConfigError (one line) when the node has too few GPUs."""
     layout = Layout(stages=list(stages), gpus=list(gpus), groups={g.name: g for g in groups})
-    ports: Dict[int, str] = {}
-    for g in groups:
-        for i in range(g.serving.replicas):
-            port = g.serving.base_port + i
-            if port in ports:
-                raise ConfigError(
-                    f"models.{g.roles[0]}.serving.base_port: port {port} is also {ports[port]}'s; "
-                    "give the presets base ports that do not overlap"
-                )
-            ports[port] = g.name
+    for a in groups:  # groups up at the same time need ports of their own
+        for b in groups:
+            if a.name < b.name and a.first <= b.last and b.first <= a.last:
+                pa = set(range(a.serving.base_port, a.serving.base_port + a.serving.replicas))
+                pb = set(range(b.serving.base_port, b.serving.base_port + b.serving.replicas))
+                if pa & pb:
+                    raise ConfigError(
+                        f"models.{b.roles[0]}.serving.base_port: port {min(pa & pb)} is also {a.name}'s, which is "
+                        "up at the same time; give the presets base ports that do not overlap"
+                    )
     if not gpus:
         for g in groups:
             if g.serving.tensor_parallel > 1:
@@ -171,12 +171,19 @@ def managed_groups(
     if not run_managed:
         return []
     found: Dict[str, dict] = {}
+    current: Dict[str, str] = {}  # preset -> the name of its group in the stages so far
     for i, stage in enumerate(stages):
         for role in roles_of.get(stage, []):
             m = models[role]
             if m.backend != Backend.openai or not m.serving.managed:
                 continue
-            name = (renamed or {}).get((stage, role)) or group_name(m)
+            base = (renamed or {}).get((stage, role)) or group_name(m)
+            name = current.get(base, base)
+            if name in found and found[name]["last"] < i - 1:
+                # a stage in between calls none of its roles (SFT): it goes down, and up again here
+                n = sum(1 for k in found if k == base or k.startswith(base + "#")) + 1
+                name = current[base] = f"{base}#{n}"
+            current.setdefault(base, name)
             g = found.setdefault(name, {"roles": [], "serving": m.serving, "first": i, "last": i})
             if g["serving"] != m.serving:
                 raise ConfigError(

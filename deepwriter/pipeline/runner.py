@@ -76,6 +76,21 @@ def serving_layout(cfg: RootConfig, gpus: List[int]):
     return run_layout(models, stages, roles_of, cfg.serving.managed, gpus, renamed)
 
 
+class _StageServing:
+    """ctx.serving of a stage that brings its servers up and down itself."""
+
+    def __init__(self, fleet: Any, by_role: Dict[str, str]):
+        self.fleet, self.by_role = fleet, by_role
+
+    def up(self, role: str) -> None:
+        if role in self.by_role:
+            self.fleet.up(self.by_role[role])
+
+    def down(self, role: str) -> None:
+        if role in self.by_role:
+            self.fleet.down(self.by_role[role])
+
+
 def _off(cfg: RootConfig):
     return dataclasses.replace(cfg.serving, managed=False)
 
@@ -93,7 +108,6 @@ class _Serving:
         self.stages = self.layout.stages
         self.models: Dict[str, Any] = {}  # group -> the model config its replicas serve
         self.fleet = None
-        self.up_s = 0.0
         if self.layout.groups:
             if (
                 not any(g.serving.command for g in self.layout.groups.values())
@@ -116,17 +130,19 @@ class _Serving:
         if self.fleet is None:
             return cfg
         urls: Dict[str, List[str]] = {}
+        by_role: Dict[str, str] = {}
         for g in self.groups_at(stage):
             role = g.roles[0]
             model = spec.model_for(cfg, ctx, role) if spec.model_for and role in spec.roles(cfg) else None
             self.models.setdefault(g.name, model or getattr(cfg.models, role))
-            t0 = time.time()
-            fresh = g.name not in self.fleet.running
-            got = self.fleet.up(g.name)
-            if fresh:
-                self.up_s += time.time() - t0
+            if spec.serves_itself:  # the stage brings it up when it calls it (ctx.serving)
+                got = [self.fleet.url(r) for r in self.layout.replicas[g.name]]
+            else:
+                got = self.fleet.up(g.name)
             for r in g.roles:
-                urls[r] = got
+                urls[r], by_role[r] = got, g.name
+        if spec.serves_itself and by_role:
+            ctx.serving = _StageServing(self.fleet, by_role)
         if not urls:
             return cfg
         models = dataclasses.replace(

@@ -9,7 +9,7 @@ import pytest
 
 from deepwriter.config.llm import ServingConfig
 from deepwriter.core.errors import ConfigError
-from deepwriter.llm.placement import Group, place
+from deepwriter.llm.placement import Group, managed_groups, place
 from deepwriter.testing.repo import REPO
 
 STAGES = ["synthesize", "mix", "sft", "eval"]
@@ -50,10 +50,28 @@ def test_cpu_node_runs_tp1_replicas_on_the_cpu_and_refuses_tensor_parallel():
         place(STAGES, [GEN_32B], {}, [])
 
 
-def test_overlapping_ports_are_refused():
-    other = Group("judge", ("judge",), ServingConfig(managed=True, base_port=8002), 3, 3)
+def test_overlapping_ports_are_refused_only_between_groups_up_at_once():
+    other = Group("judge", ("judge",), ServingConfig(managed=True, base_port=8002), 0, 0)
     with pytest.raises(ConfigError, match="port 8002"):
         place(STAGES, [GEN_32B, other], {}, list(range(8)))
+    later = Group("judge", ("judge",), ServingConfig(managed=True, base_port=8002), 3, 3)
+    assert place(STAGES, [GEN_32B, later], {}, list(range(8))).replicas["judge"][0].port == 8002
+
+
+def test_a_preset_goes_down_over_stages_that_do_not_call_it_and_roles_share_its_replicas():
+    from deepwriter.config.llm import Backend, ModelConfig
+
+    served = ModelConfig(name="smollm2", backend=Backend.openai, serving=ServingConfig(managed=True))
+    student = ModelConfig(name="smollm2", backend=Backend.openai, serving=ServingConfig(managed=True, base_port=8101))
+    models = {"generator": served, "scorer": served, "judge": served, "student": student}
+    roles = {"synthesize": ["generator", "scorer"], "eval": ["student", "judge"]}
+    groups = managed_groups(models, STAGES, roles, renamed={("eval", "student"): "smollm2+sft"})
+    assert [(g.name, g.roles, g.first, g.last) for g in groups] == [
+        ("smollm2", ("generator", "scorer"), 0, 0),  # one group for both roles; down over mix and sft
+        ("smollm2+sft", ("student",), 3, 3),  # the model under test: the sft output's weights
+        ("smollm2#2", ("judge",), 3, 3),
+    ]
+    assert managed_groups(models, STAGES, roles, run_managed=False) == []
 
 
 def test_plan_prints_the_full_layout_and_the_switch_turns_it_off():
