@@ -48,7 +48,10 @@ def test_kill_9_is_healed_within_the_budget_and_close_leaves_nothing(tmp_path):
     try:
         urls = fleet.up("tiny")
         assert len(urls) == 2 and all(httpx.get(f"{u}/models").status_code == 200 for u in urls)
-        assert sorted(p.name for p in (tmp_path / "servers").iterdir()) == ["tiny-0.log", "tiny-1.log"]
+        assert sorted(p.name for p in (tmp_path / "servers").iterdir()) == ["fleet.json", "tiny-0.log", "tiny-1.log"]
+        state = json.loads((tmp_path / "servers" / "fleet.json").read_text())
+        assert [r["url"] for r in state["running"]["tiny"]] == urls
+        assert [r["pid"] for r in state["running"]["tiny"]] == [r.proc.pid for r in fleet.running["tiny"]]
         victim = fleet.running["tiny"][0].proc.pid
         os.killpg(victim, signal.SIGKILL)
         time.sleep(1.5)  # the watcher sees it within poll_s and restarts it
