@@ -10,6 +10,7 @@ machinery, JSON) and the overlap of waiting, not a model.
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 
@@ -39,7 +40,11 @@ def main() -> None:
 
     cfg = load_preset(args.model)
     model, tok = models.load(
-        cfg, tempfile.mkdtemp(prefix="dw-bench-") if cfg.source.value == "tiny" else "~/.cache/deepwriter", device="cpu"
+        cfg,
+        tempfile.mkdtemp(prefix="dw-bench-")
+        if cfg.source.value == "tiny"
+        else os.environ.get("DEEPWRITER_CACHE", "~/.cache/deepwriter"),
+        device="cpu",
     )
     server = start_server(
         TransformersGenerator(model, tok, cfg.name), TransformersScorer(model, tok, cfg.name), latency_s=args.latency_s

@@ -322,7 +322,9 @@ def main(argv=None) -> None:
     )
     ap.add_argument("--tokenizer", default="smollm2-135m", choices=["smollm2-135m", "tiny-qwen3"])
     ap.add_argument(
-        "--cache-dir", default="~/.cache/deepwriter", help="where the embedded model's converted copy lives"
+        "--cache-dir",
+        default=os.environ.get("DEEPWRITER_CACHE", "~/.cache/deepwriter"),
+        help="where the embedded model's converted copy lives",
     )
     ap.add_argument("--stage", action="store_true", help="run the whole mix stage end to end instead")
     args = ap.parse_args(argv)

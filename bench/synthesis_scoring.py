@@ -125,7 +125,7 @@ def main() -> None:
     ap.add_argument("--z-words", type=int, default=600)
     ap.add_argument("--answer-quantile", type=float, default=0.25, help="which pair, by answer length")
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
-    ap.add_argument("--cache-dir", default="~/.cache/deepwriter")
+    ap.add_argument("--cache-dir", default=os.environ.get("DEEPWRITER_CACHE", "~/.cache/deepwriter"))
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--model", default="smollm2-135m", help="a conf/model entry (tiny-qwen3: the smoke test's)")
     ap.add_argument("--peak-seconds", type=float, default=2.0, help="how long the matmul peak is measured")

@@ -1,13 +1,27 @@
-"""Shared fixtures: tiny random models, a throw-away cache, composed configs. No network, ever."""
+"""Shared fixtures: tiny random models, a throw-away cache, composed configs, the real third-party
+programs (a vLLM server, headless Chromium) and the shared data. No network, except for tests marked
+`index` (they resolve against the Python package index).
+
+No test goes green by skipping. What a test needs from outside the Python environment (NEEDS) fails
+it, saying how to get it, when missing; a person who opts out on purpose sets
+DEEPWRITER_ALLOW_SKIP=vllm,browser,shared (or `all`), which turns exactly those into skips. Any other
+skip fails the session (pytest_sessionfinish below).
+
+The session has its own DEEPWRITER_CACHE (converted models, built tiny models, downloaded data), so
+nothing a test writes lands in the user's cache; the embedded model's converted copy is seeded from
+the user's cache, read-only, when it is there."""
 
 from __future__ import annotations
 
 import os
+import re
+import shutil
+import tempfile
 from pathlib import Path
+from typing import List, NoReturn, Tuple
 
 import pytest
 
-# Before anything imports huggingface_hub or wandb: they read these once.
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -39,8 +53,89 @@ def tiny_model(tiny_model_cfg, model_cache):
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
     if not SHARED.is_dir():
-        pytest.skip("../shared is not beside this checkout")
+        missing("shared")
     return SHARED
+
+
+# --- what the suite needs from outside the Python environment --------------------------------------
+
+ALLOW_SKIP_ENV = "DEEPWRITER_ALLOW_SKIP"
+NEEDS = {
+    "vllm": "vLLM's environment (.venv-serve) is not installed: `make serve-install` creates it",
+    "browser": "no headless Chromium (chromium, chromium-browser or google-chrome) on PATH: `make browser` installs it",
+    "shared": f"the shared data (benchmarks, seed pairs) is not beside this checkout: expected at {SHARED}",
+}
+SKIP_TAG = "[opted out: " + ALLOW_SKIP_ENV  # in every skip the switch allows; any other skip fails the session
+
+
+def allowed_skips() -> set:
+    """The needs a person opted out of, from DEEPWRITER_ALLOW_SKIP (comma-separated; `all`: every one)."""
+    raw = {x.strip() for x in os.environ.get(ALLOW_SKIP_ENV, "").split(",") if x.strip()}
+    unknown = raw - set(NEEDS) - {"all"}
+    if unknown:
+        raise pytest.UsageError(f"{ALLOW_SKIP_ENV}: unknown {sorted(unknown)}; expected some of {sorted(NEEDS)} or all")
+    return set(NEEDS) if "all" in raw else raw
+
+
+def missing(need: str) -> NoReturn:
+    """A test's need is missing: it fails saying what to install, or skips when the person opted out."""
+    if need in allowed_skips():
+        pytest.skip(f"{SKIP_TAG}={need}] {NEEDS[need]}")
+    pytest.fail(f"{NEEDS[need]} (or set {ALLOW_SKIP_ENV}={need} to skip these tests on purpose)", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """The headless Chromium binary the report's browser tests drive."""
+    from deepwriter.testing.browser import find_chromium
+
+    path = find_chromium()
+    if path is None:
+        missing("browser")
+    return path
+
+
+VLLM_PRESET = "smollm2-135m-vllm"
+
+
+def start_vllm(tmp_path_factory, preset: str = VLLM_PRESET):
+    """A real vLLM server of its own (`make serve`), for a test that takes it down; kill() it after."""
+    from deepwriter.testing.vllm_server import SERVE_STAMP, VLLMServer
+
+    if not SERVE_STAMP.exists():
+        missing("vllm")
+    return VLLMServer(preset, tmp_path_factory.mktemp("vllm") / "server.log").start()
+
+
+@pytest.fixture(scope="session")
+def vllm_server(tmp_path_factory):
+    """One real vLLM server (the embedded SmolLM2, started by `make serve`) for every test of the
+    session that only needs a healthy server: a start-up costs one to two minutes on 2 cores. A test
+    that kills or restarts a server starts its own (start_vllm)."""
+    server = start_vllm(tmp_path_factory)
+    yield server
+    server.kill()
+
+
+# --- the session's own cache, and no silent skips ----------------------------------------------------
+
+_session_cache: List[Path] = []
+_unallowed_skips: List[Tuple[str, str]] = []
+
+
+def _seed_cache(user: Path, cache: Path) -> None:
+    """The converted copies of GGUF models in the user's cache, linked file by file into the session
+    cache (never written: the loader only reads a folder that has its config.json). Tiny models and
+    anything else are built afresh."""
+    for folder in sorted((user / "models").glob("*")):
+        # `<gguf stem>-<16 hex digits>`; not tiny models, nor the `<name>.<random>` folders of a write
+        if not re.fullmatch(r".+-[0-9a-f]{16}", folder.name) or not (folder / "config.json").is_file():
+            continue
+        for src in folder.rglob("*"):
+            if src.is_file():
+                dest = cache / "models" / folder.name / src.relative_to(folder)
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                dest.symlink_to(src)
 
 
 @pytest.fixture
@@ -52,3 +147,43 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "index: resolves packages against the Python package index (PyPI, or PIP_INDEX_URL): needs it"
+    )
+    allowed_skips()  # a misspelt opt-out stops the session before any test
+    user = Path(os.path.expanduser(os.environ.get("DEEPWRITER_CACHE", "~/.cache/deepwriter")))
+    cache = Path(tempfile.mkdtemp(prefix="deepwriter-test-cache-"))
+    _seed_cache(user, cache)
+    os.environ["DEEPWRITER_CACHE"] = str(cache)  # for this process and every one a test starts
+    _session_cache.append(cache)
+
+
+def pytest_unconfigure(config):
+    for cache in _session_cache:
+        shutil.rmtree(cache, ignore_errors=True)
+
+
+def pytest_runtest_logreport(report):
+    if report.skipped and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        if SKIP_TAG not in reason:
+            _unallowed_skips.append((report.nodeid, reason))
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _unallowed_skips and session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _unallowed_skips:
+        terminalreporter.section("skipped without an opt-out: the run fails", sep="=", red=True, bold=True)
+        for nodeid, reason in _unallowed_skips:
+            terminalreporter.line(f"{nodeid}: {reason}")
+        terminalreporter.line(
+            f"A test never goes green by skipping: install what it needs, or set {ALLOW_SKIP_ENV} "
+            f"({', '.join(sorted(NEEDS))}) to skip on purpose."
+        )

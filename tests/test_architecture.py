@@ -31,7 +31,13 @@ FLOORS = [
     {"<entry>"},
 ]
 ENTRY_POINTS = {"train", "serve", "plan", "report", "prompts", "export", "dashboard", "ablations"}
-BACKENDS = {"deepwriter.llm.hf", "deepwriter.llm.hf_prefix", "deepwriter.llm.openai_http", "deepwriter.llm.models"}
+BACKENDS = {
+    "deepwriter.llm.hf",
+    "deepwriter.llm.hf_prefix",
+    "deepwriter.llm.openai_http.chat",
+    "deepwriter.llm.openai_http.logprobs",
+    "deepwriter.llm.models",
+}
 
 
 def module_files(root: Path = REPO / "deepwriter") -> Dict[str, Path]:
@@ -42,9 +48,9 @@ def module_files(root: Path = REPO / "deepwriter") -> Dict[str, Path]:
     return files
 
 
-def imported_names(module: str, path: Path) -> Set[str]:
-    """Every deepwriter module name an import statement of the file names, relative ones resolved
-    against the module's package (`from . import x`, `from ..core import files`)."""
+def imported_names(module: str, path: Path, top: str = "deepwriter") -> Set[str]:
+    """Every module name of the package `top` an import statement of the file names, relative ones
+    resolved against the module's package (`from . import x`, `from ..core import files`)."""
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     names: Set[str] = set()
     for node in ast.walk(ast.parse(path.read_text())):
@@ -54,15 +60,16 @@ def imported_names(module: str, path: Path) -> Set[str]:
                 parent = package.split(".")
                 parent = parent[: len(parent) - (node.level - 1)]
                 base = ".".join(parent + ([base] if base else []))
-            if base.startswith("deepwriter"):
+            if base == top or base.startswith(top + "."):
                 names |= {f"{base}.{a.name}" for a in node.names}
         elif isinstance(node, ast.Import):
-            names |= {a.name for a in node.names if a.name.startswith("deepwriter")}
+            names |= {a.name for a in node.names if a.name == top or a.name.startswith(top + ".")}
     return names
 
 
-def import_graph() -> Dict[str, Set[str]]:
-    files = module_files()
+def import_graph(root: Path = REPO / "deepwriter") -> Dict[str, Set[str]]:
+    """module -> the package modules it imports, for the package at `root`."""
+    files = module_files(root)
 
     def module_of(name: str) -> str:
         while name not in files:
@@ -71,7 +78,7 @@ def import_graph() -> Dict[str, Set[str]]:
 
     graph: Dict[str, Set[str]] = {}
     for m, p in files.items():
-        graph[m] = {module_of(n) for n in imported_names(m, p)} - {m, "deepwriter"}
+        graph[m] = {module_of(n) for n in imported_names(m, p, root.name)} - {m, root.name}
     return graph
 
 
@@ -153,3 +160,27 @@ def test_the_search_is_a_pure_algorithm_over_the_model_interface():
     graph = import_graph()
     assert not reachable(graph, "deepwriter.synthesis.search") & BACKENDS
     assert "deepwriter.llm.base" in graph["deepwriter.synthesis.search"]
+
+
+def test_relative_imports_are_edges_too(tmp_path):
+    pkg = tmp_path / "pkg"
+    for rel, text in {
+        "__init__.py": "from . import a\n",
+        "a.py": "from .sub import b\n",
+        "sub/__init__.py": "",
+        "sub/b.py": "from .. import c\nfrom ..c import thing\nfrom . import d\n",
+        "sub/d.py": "from ..sub.b import x\nimport pkg.c\n",
+        "c.py": "import os\nfrom json import loads\n",
+    }.items():
+        (pkg / rel).parent.mkdir(parents=True, exist_ok=True)
+        (pkg / rel).write_text(text)
+    graph = import_graph(pkg)
+    assert graph == {
+        "pkg": {"pkg.a"},
+        "pkg.a": {"pkg.sub.b"},
+        "pkg.sub": set(),
+        "pkg.sub.b": {"pkg.c", "pkg.sub.d"},
+        "pkg.sub.d": {"pkg.sub.b", "pkg.c"},
+        "pkg.c": set(),
+    }
+    assert "pkg.sub.b" in reachable(graph, "pkg.sub.b")  # the b <-> d circle is seen

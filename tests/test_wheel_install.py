@@ -1,5 +1,7 @@
-"""The built wheel carries the whole Hydra config: installed outside the checkout, it composes the
-paper's recipe and runs a tiny stage with nothing from the source tree."""
+"""The built wheel carries the whole Hydra config and the report's viewer: installed outside the
+checkout, it composes the paper's recipe and runs a tiny stage with nothing from the source tree, and
+the run's report.html (which the CLI only warns about when it cannot be built) holds the viewer's
+CSS and JS."""
 
 from __future__ import annotations
 
@@ -16,13 +18,15 @@ from deepwriter.testing.repo import REPO
 pytestmark = pytest.mark.slow
 
 
+# four bounded waits inside: pip wheel and pip install (300 s each), --cfg job (300 s), the stage (600 s)
+@pytest.mark.timeout(1560)
 def test_wheel_outside_the_checkout_composes_full_and_runs_a_stage(tmp_path, model_cache):
     dist = tmp_path / "dist"
     built = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(dist), str(REPO)],
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=300,
     )
     assert built.returncode == 0, built.stderr[-3000:]
     (wheel,) = dist.glob("deepwriter-*.whl")
@@ -34,7 +38,7 @@ def test_wheel_outside_the_checkout_composes_full_and_runs_a_stage(tmp_path, mod
         [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), str(wheel)],
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=300,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     work = tmp_path / "elsewhere"  # no checkout here: the config must come from the installed package
@@ -83,3 +87,13 @@ def test_wheel_outside_the_checkout_composes_full_and_runs_a_stage(tmp_path, mod
     assert stage.returncode == 0, stage.stderr[-3000:]
     manifest = json.loads((work / "runs" / "demo" / "w" / "synthesize" / "manifest.json").read_text())
     assert manifest["status"] == "complete" and manifest["counts"]["pairs"] == 2  # the demo pairs, from the wheel
+    # the run's report: its path is the last line printed (a report that could not be built is only a
+    # warning there), and the page inlines the viewer's CSS and JS, read from the installed package
+    last = stage.stdout.strip().splitlines()[-1] if stage.stdout.strip() else ""
+    assert last.startswith("report: "), (last, stage.stderr[-3000:])
+    page = work / last.removeprefix("report: ")  # as printed: relative to where the command ran, or absolute
+    assert page.resolve() == (work / "runs" / "demo" / "w" / "report.html").resolve() and page.is_file()
+    html = page.read_text(encoding="utf-8")
+    static = REPO / "deepwriter" / "viewer" / "static"
+    assert f"<style>{(static / 'report.css').read_text(encoding='utf-8')}</style>" in html
+    assert f"<script>{(static / 'report.js').read_text(encoding='utf-8')}</script>" in html

@@ -77,6 +77,10 @@ class JudgeConfig:
     # A transformers judge picks each score among the allowed values by constrained decoding (a small
     # model cannot be trusted to write JSON); false makes it write free JSON like an HTTP judge.
     constrained_local: bool = True
+    # An HTTP judge is sent each task's JSON schema (OpenAI `response_format: json_schema`; vLLM, SGLang
+    # and OpenAI decode under it), so every reply parses and is in range: scores only, no reasons.
+    # False: free JSON, as the benchmarks' reference judges write it, re-asked when unusable.
+    constrained_http: bool = False
     max_concurrency: int = bounded(8, ge=1, operational=True)  # parallel HTTP judge calls
     # judge calls started per second at most; 0: no limit
     rate_limit_rps: float = bounded(0.0, ge=0.0, operational=True)

@@ -149,6 +149,12 @@ def validate(cfg: RootConfig) -> None:
     s = cfg.synthesis
     if s.clip_min is not None and s.clip_max is not None and not s.clip_min < s.clip_max:
         raise ConfigError(f"synthesis.clip_min: {s.clip_min} is not below synthesis.clip_max {s.clip_max}")
+    if s.search and s.max_steps > 0 and s.num_candidates > 1 and s.refine.temperature == 0:
+        # greedy candidates are one text n times; vLLM refuses such a request outright (HTTP 400)
+        raise ConfigError(
+            f"synthesis.num_candidates: {s.num_candidates} candidates at synthesis.refine.temperature 0 (greedy) "
+            "would all be the same text; set num_candidates=1 or a refine temperature above 0"
+        )
     parse_shard_spec(s.shard)
     if cfg.sft.max_steps == 0:
         raise ConfigError("sft.max_steps: got 0; expected -1 (epochs decide) or a number of steps >= 1")

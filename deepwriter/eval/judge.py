@@ -8,6 +8,10 @@ turns judge tasks into allowed scores.
   still fails leaves its task unfinished (no verdict), for a re-run; the judge adds no retries.
 - A transformers judge (a 135M model cannot be trusted to write JSON) is decoded under a constraint
   (deepwriter.llm.constrained): every judgment parses and is in range.
+- An HTTP judge with `eval.judge.constrained_http` is sent each task's JSON schema (verdict_schema: every
+  slot, only its allowed values), which the server decodes under (vLLM's structured output): its
+  replies parse and are in range too. Scores only, no reasons; off, the judge writes free JSON as the
+  benchmarks' reference judges do.
 - Each task carries its benchmark's judge sampling (temperature, top_p, seed, reply budget: the
   benchmark's reference values unless configured); a task without one uses `eval.judge`'s. Calls are
   batched per sampling, so every call is sent with its own task's parameters.
@@ -31,7 +35,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 from deepwriter.config.eval import JudgeConfig
 from deepwriter.core.records import RecordLog
-from deepwriter.eval.benchmarks.base import JudgeOutcome, JudgeTask, canonical_parser
+from deepwriter.eval.benchmarks.base import JudgeOutcome, JudgeTask, Slot, canonical_parser
 from deepwriter.eval.replies import read_reply
 from deepwriter.llm.base import Generation, Sampling
 
@@ -57,6 +61,17 @@ def cache_key(model_id: str, messages: List[Dict[str, str]], sampling: Sampling,
         ensure_ascii=False,
     )
     return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def verdict_schema(slots: List[Slot]) -> Dict[str, Any]:
+    """The JSON schema of a verdict on `slots`: an object with every slot, each one of its allowed values."""
+    return {
+        "title": "verdict",
+        "type": "object",
+        "properties": {s.name: {"enum": [json.loads(label) for label in s.labels]} for s in slots},
+        "required": [s.name for s in slots],
+        "additionalProperties": False,
+    }
 
 
 def _sampling_group(sampling: Sampling) -> tuple:
@@ -126,10 +141,17 @@ class _FreeState:
 class Judge:
     """Runs judge tasks through a lazily created backend (a cache-only re-run never loads a model).
 
-    `backend_factory()` returns a Generator (free JSON) or a ConstrainedJudgeBackend."""
+    `backend_factory()` returns a Generator (free JSON; with `json_schema`, an HTTP generator that takes
+    `json_schemas`) or a ConstrainedJudgeBackend."""
 
     def __init__(
-        self, backend_factory: Callable[[], Any], model_id: str, cfg: JudgeConfig, cache_dir: Path, constrained: bool
+        self,
+        backend_factory: Callable[[], Any],
+        model_id: str,
+        cfg: JudgeConfig,
+        cache_dir: Path,
+        constrained: bool,
+        json_schema: bool = False,
     ):
         self._factory = backend_factory
         self._backend = None
@@ -137,6 +159,7 @@ class Judge:
         self.model_id = model_id
         self.cfg = cfg
         self.constrained = constrained
+        self.json_schema = json_schema and not constrained
         # every reply, by cache key: a record log (deepwriter.core.records), open while run() runs
         self.cache_path = Path(cache_dir) / "calls.jsonl"
         self.cache: Optional[RecordLog] = None
@@ -224,7 +247,7 @@ class Judge:
         out.cost_usd += rec["cost_usd"]
         out.raw = rec["text"]
         try:
-            out.values, out.reasons = read_reply(task, rec["text"])
+            out.values, out.reasons = self._read(task, rec["text"])
             out.ok, out.error = True, None
             return True
         except ValueError as exc:
@@ -245,8 +268,24 @@ class Judge:
             self._count(reasks=1)
             return False
 
+    def _read(self, task: JudgeTask, text: str):
+        """(values, reasons) of a reply, or ValueError. Decoded under verdict_schema, the reply has the
+        canonical shape and scores only; from a server that ignored the schema, it is read as free JSON."""
+        if self.json_schema:
+            try:
+                values, _ = read_reply(task, text, parser=canonical_parser(task.slots))
+                return values, {s.name: "JSON-schema judge: score only" for s in task.slots}
+            except ValueError:
+                pass
+        return read_reply(task, text)
+
+    def _mode(self, task: JudgeTask) -> str:
+        if not self.json_schema:
+            return "free"
+        return "json_schema:" + json.dumps(verdict_schema(task.slots), sort_keys=True)
+
     def _key(self, st: "_FreeState") -> str:
-        return cache_key(self.model_id, st.messages, self.sampling_for(st.task), st.ask, "free")
+        return cache_key(self.model_id, st.messages, self.sampling_for(st.task), st.ask, self._mode(st.task))
 
     def _run_free(self, tasks: List[JudgeTask], progress) -> List[JudgeOutcome]:
         states = [_FreeState(t, list(t.messages), JudgeOutcome(t.item_id, t.key, ok=False)) for t in tasks]
@@ -288,7 +327,13 @@ class Judge:
                     self._limiter.wait()
                 t0 = time.monotonic()
                 try:
-                    gens = [g[0] for g in self.backend.generate([states[i].messages for i in batch], sampling, n=1)]
+                    messages = [states[i].messages for i in batch]
+                    if self.json_schema:
+                        schemas = [verdict_schema(states[i].task.slots) for i in batch]
+                        replies = self.backend.generate(messages, sampling, n=1, json_schemas=schemas)
+                    else:
+                        replies = self.backend.generate(messages, sampling, n=1)
+                    gens = [g[0] for g in replies]
                 except Exception as exc:  # e.g. a prompt too long for a local judge: its tasks, unfinished
                     gens = [Generation(text="", finish_reason="error", error=f"{type(exc).__name__}: {exc}")] * len(
                         batch
@@ -302,7 +347,7 @@ class Judge:
                         progress.update(1)
                         continue
                     st.out.calls += 1
-                    rec = self._record(self._key(st), gen, latency, st.ask, "free", sampling)
+                    rec = self._record(self._key(st), gen, latency, st.ask, self._mode(st.task), sampling)
                     if self._absorb(st, rec):
                         progress.update(1)
                     else:
@@ -418,7 +463,8 @@ class Judge:
 
 def make_judge(cfg, cache_dir: Path) -> Judge:
     """The judge of a run's config: models.judge through its backend, constrained when it is a local
-    transformers model and `eval.judge.constrained_local` is on."""
+    transformers model and `eval.judge.constrained_local` is on, or an HTTP one and
+    `eval.judge.constrained_http` is on (a JSON schema per task)."""
     from deepwriter.config.llm import Backend
 
     mcfg = cfg.models.judge
@@ -440,4 +486,5 @@ def make_judge(cfg, cache_dir: Path) -> Judge:
             return ConstrainedJudgeBackend(gen.model, gen.tokenizer, model_id, batch_size=cfg.eval.batch_size)
         return gen
 
-    return Judge(factory, model_id, cfg.eval.judge, cache_dir, constrained=constrained)
+    json_schema = not local and cfg.eval.judge.constrained_http
+    return Judge(factory, model_id, cfg.eval.judge, cache_dir, constrained=constrained, json_schema=json_schema)

@@ -34,6 +34,13 @@ from deepwriter.eval.judge import make_judge
 log = logging.getLogger("deepwriter.eval")
 
 
+def judged_answer(mod, rec: Dict[str, Any]) -> str:
+    """The part of a generation a benchmark judges: where its own code cuts the raw output
+    (WritingBench: after the first "</think>\\n\\n"), that cut; otherwise the answer after the thinking."""
+    cut = getattr(mod, "answer_from_output", None)
+    return cut(rec["output"]) if cut is not None and "output" in rec else rec["answer"]
+
+
 def model_under_test(cfg: RootConfig, ctx: StageContext) -> ModelConfig:
     which = cfg.eval.model_under_test
     if which == "student":
@@ -145,7 +152,7 @@ def run(cfg: RootConfig, ctx: StageContext) -> StageResult:
         for item, rec in zip(items, answers[name]):
             if rec is None:
                 continue
-            for t in mod.judge_tasks(item, rec["answer"], settings[name]):
+            for t in mod.judge_tasks(item, judged_answer(mod, rec), settings[name]):
                 tasks.append(t)
                 owners.append(name)
     if ctx.serving is not None and tasks:
@@ -164,9 +171,10 @@ def run(cfg: RootConfig, ctx: StageContext) -> StageResult:
     # 3. scores
     summary: Dict[str, Any] = {
         "label": f"{cfg.recipe.name}/{cfg.run_id}",
+        "recipe": cfg.recipe.name,
         "model_under_test": mut.name,
         "judge": judge.model_id,
-        "judge_mode": "constrained" if judge.constrained else "free-json",
+        "judge_mode": "constrained" if judge.constrained else "json-schema" if judge.json_schema else "free-json",
         "benchmarks": {},
         "headline": {},
     }
@@ -176,12 +184,13 @@ def run(cfg: RootConfig, ctx: StageContext) -> StageResult:
             if f"{name}/{item.id}" in left_out:  # unfinished: no score, listed in the summary
                 continue
             outs = by_item.get((name, item.id), {})
-            scored = mod.score_item(item, rec["answer"], outs)
+            answer = judged_answer(mod, rec)
+            scored = mod.score_item(item, answer, outs)
             records.append(
                 {
                     "id": item.id,
                     "prompt": item.prompt,
-                    "answer": rec["answer"],
+                    "answer": answer,
                     "thinking": rec["thinking"],
                     "think_closed": rec["think_closed"],
                     "finish_reason": rec["finish_reason"],
@@ -222,6 +231,10 @@ def run(cfg: RootConfig, ctx: StageContext) -> StageResult:
     artifacts.update(tables.write_run_tables(summary, out / "tables"))
     artifacts.update(tables.write_run_plots(summary, out / "plots"))
     ctx.tracker.log({f"eval/{k}": v for k, v in summary["headline"].items() if v is not None})
+    # the paper's reported figures beside the run's own, under their own keys (paper/..., never eval/...)
+    ctx.tracker.summary(tables.reported_summary(summary))
+    header, rows, _ = tables.reported(summary)
+    ctx.tracker.table("eval/paper_reported", header, rows)
     ctx.tracker.summary({f"eval/judge_{k}": v for k, v in judge.stats.as_dict().items() if isinstance(v, (int, float))})
     for key, rel in artifacts.items():
         if rel.endswith(".png"):

@@ -2,7 +2,9 @@
 
 The headline table follows the REER paper's layout: LB, HB-A, HB-B, WB-A … WB-F (other entries, such
 as the demo's own prompts, follow), all on 0–100 (WB ×10, as on its leaderboard); the per-benchmark
-details keep each benchmark's native scale.
+details keep each benchmark's native scale. Beside a run's table, the figures the paper reports
+(eval/benchmarks/paper.py: its main table, and the ablation row the run's recipe reproduces), marked
+as the paper's and never mixed into the run's own rows.
 """
 
 from __future__ import annotations
@@ -13,10 +15,12 @@ import math
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from deepwriter.eval.benchmarks import paper
 from deepwriter.eval.benchmarks.base import fmt, markdown_table  # noqa: F401  (the tables' cell format)
 
-PAPER_COLUMNS = ["LB", "HB-A", "HB-B", "WB-A", "WB-B", "WB-C", "WB-D", "WB-E", "WB-F"]
+PAPER_COLUMNS = list(paper.COLUMNS)
 SCALE_NOTE = "All on 0–100: LB = (S_l + S_q)/2; HB = raw weighted checklist score; WB = domain mean (1–10) ×10."
+REPORTED_TITLE = "Reported in the REER paper (not this run)"
 
 
 def definitions_note(summaries: List[Dict[str, Any]]) -> str:
@@ -69,14 +73,56 @@ def detail_markdown(summary: Dict[str, Any]) -> str:
     return "\n".join(parts)
 
 
+def recipe_of(summary: Dict[str, Any]) -> Optional[str]:
+    """The recipe a run's eval summary belongs to (its own field, else the first part of its label)."""
+    return summary.get("recipe") or (str(summary["label"]).split("/", 1)[0] if summary.get("label") else None)
+
+
+def reported(summary: Dict[str, Any]) -> tuple:
+    """(header, rows, notes) of the paper's figures to show beside this run: the main table and the
+    ablation row its recipe reproduces, in the paper's columns; None where the paper's figure is not
+    known (printed empty, never guessed)."""
+    rows = paper.rows_for(recipe_of(summary))
+    cols = list(paper.COLUMNS)  # all of the paper's columns: the ones no source quotes stay empty
+    notes = [f"Source: {paper.PAPER}; figures as quoted by: " + "; ".join(paper.SOURCES) + "."]
+    notes.append("An empty cell is a figure no source quotes.")
+    return [REPORTED_TITLE] + cols, [[label] + [row.get(c) for c in cols] for label, row in rows.items()], notes
+
+
+def reported_markdown(summary: Dict[str, Any]) -> str:
+    header, rows, notes = reported(summary)
+    table = markdown_table(header, [[r[0]] + ["" if v is None else v for v in r[1:]] for r in rows])
+    return f"{table}\n" + "\n".join(notes) + "\n"
+
+
+def reported_summary(summary: Dict[str, Any]) -> Dict[str, float]:
+    """The paper's figures as W&B summary keys, `paper/<row>/<column>` (known figures only)."""
+    header, rows, _ = reported(summary)
+    out = {}
+    for row in rows:
+        name = row[0].split(": ", 1)[1]
+        prefix = "paper_ablation" if row[0].startswith("paper ablation") else "paper"
+        out.update({f"{prefix}/{name}/{c}": v for c, v in zip(header[1:], row[1:]) if v is not None})
+    return out
+
+
 def write_run_tables(summary: Dict[str, Any], folder: Path) -> Dict[str, str]:
     folder.mkdir(parents=True, exist_ok=True)
     header, rows = comparison({summary.get("label", "run"): summary["headline"]})
     notes = "\n".join(x for x in (SCALE_NOTE, definitions_note([summary])) if x)
-    (folder / "paper.md").write_text(markdown_table(header, rows) + f"\n{notes}\n")
+    (folder / "paper.md").write_text(
+        markdown_table(header, rows) + f"\n{notes}\n\n### {REPORTED_TITLE}\n\n" + reported_markdown(summary)
+    )
     (folder / "paper.csv").write_text(csv_text(header, rows))
+    rheader, rrows, _ = reported(summary)
+    (folder / "paper_reported.csv").write_text(csv_text(rheader, rrows))
     (folder / "details.md").write_text(detail_markdown(summary))
-    return {"table_md": "tables/paper.md", "table_csv": "tables/paper.csv", "details_md": "tables/details.md"}
+    return {
+        "table_md": "tables/paper.md",
+        "table_csv": "tables/paper.csv",
+        "reported_csv": "tables/paper_reported.csv",
+        "details_md": "tables/details.md",
+    }
 
 
 # --- plots ------------------------------------------------------------------------------------------

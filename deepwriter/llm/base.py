@@ -5,7 +5,7 @@ implement it; the REER search, the judge and the eval stage never import a backe
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Protocol, Sequence, runtime_checkable
+from typing import Dict, List, Optional, Protocol, Sequence, Tuple, runtime_checkable
 
 Message = Dict[str, str]  # {"role": "system"|"user"|"assistant", "content": "..."}
 
@@ -32,11 +32,14 @@ class Generation:
 class ScoreRequest:
     """Score `target` given a chat context: the messages (user turn etc.) and the beginning of the
     assistant turn (`assistant_prefix`, e.g. "<think>\\n...\\n</think>\\n"), rendered by the scorer
-    with its own chat template. `target` continues the assistant turn."""
+    with its own chat template. `target` continues the assistant turn and `suffix` (never scored)
+    follows it. Context, target and suffix are tokenized as one text and the scored tokens are those
+    `scored_token_range` picks: a token straddling the target's start or end counts as the target's."""
 
     messages: List[Message]
     assistant_prefix: str
     target: str
+    suffix: str = ""
 
 
 @dataclass
@@ -104,3 +107,37 @@ def clipped_mean_nll(lp: TokenLogprobs, clip_min: Optional[float] = -2.0, clip_m
             v = min(v, clip_max)
         total += v
     return -total / len(lp.logprobs)
+
+
+def scored_token_range(offsets: Sequence[Tuple[int, int]], start: int, end: int) -> Tuple[int, int]:
+    """[first, last) token indices scored for the target characters text[start:end], given the
+    (start, end) character span of every token of the whole text. The reference's rule (REER
+    synthesize.py, PosteriorManager.compute), for every backend: the first scored token is the last
+    token starting at or before `start` (so a token straddling the boundary with the context counts),
+    the last is the first token from there ending at or after `end` (so does one straddling into what
+    follows). (0, 0): no token qualifies."""
+    first = next((i for i in range(len(offsets) - 1, -1, -1) if offsets[i][0] <= start), None)
+    if first is None:
+        return 0, 0
+    last = next((i + 1 for i in range(first, len(offsets)) if offsets[i][1] >= end), None)
+    return (first, last) if last is not None else (0, 0)
+
+
+class TokenizerWithoutOffsets(ValueError):
+    """The scorer's tokenizer cannot give character offsets (a slow, non-Rust tokenizer)."""
+
+
+def encode_for_scoring(tokenizer, context: str, target: str, suffix: str = "") -> Tuple[List[int], int, int]:
+    """(token ids of context + target + suffix, first, last): the text tokenized as one, and the
+    [first, last) range of the tokens scored for `target` (scored_token_range). The tokens after
+    `last` change no scored log-prob of a causal model and need not be sent."""
+    text = context + target + suffix
+    try:
+        enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    except NotImplementedError as exc:  # transformers' slow tokenizers
+        raise TokenizerWithoutOffsets(
+            f"{type(tokenizer).__name__} gives no character offsets: scoring needs a fast tokenizer"
+        ) from exc
+    offsets = [tuple(o) for o in enc["offset_mapping"]]
+    first, last = scored_token_range(offsets, len(context), len(context) + len(target)) if target else (0, 0)
+    return list(enc["input_ids"]), first, last

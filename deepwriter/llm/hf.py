@@ -9,7 +9,7 @@ import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from deepwriter.core import think
-from deepwriter.llm.base import Generation, Message, Sampling, ScoreRequest, TokenLogprobs
+from deepwriter.llm.base import Generation, Message, Sampling, ScoreRequest, TokenLogprobs, encode_for_scoring
 
 log = logging.getLogger("deepwriter.llm")
 
@@ -27,6 +27,14 @@ def render_prompt(tokenizer, messages: List[Message], assistant_prefix: str = ""
     if text.rstrip().endswith(think.OPEN):
         text = text.rstrip()[: -len(think.OPEN)]
     return text + assistant_prefix
+
+
+def encode_request(tokenizer, req: ScoreRequest) -> tuple:
+    """(context ids, scored ids) of a score request rendered with the tokenizer's chat template: the
+    whole text tokenized once, cut at the scored tokens' range (the tokens after it are dropped)."""
+    context = render_prompt(tokenizer, req.messages, req.assistant_prefix)
+    ids, first, last = encode_for_scoring(tokenizer, context, req.target, req.suffix)
+    return ids[:first], ids[first:last]
 
 
 class TransformersGenerator:
@@ -158,10 +166,9 @@ class TransformersScorer:
         return next(self.model.parameters()).device
 
     def encode(self, req: ScoreRequest) -> tuple:
-        context = render_prompt(self.tokenizer, req.messages, req.assistant_prefix)
-        ctx_ids = self.tokenizer(context, add_special_tokens=False)["input_ids"]
-        tgt_ids = self.tokenizer(req.target, add_special_tokens=False)["input_ids"]
-        return ctx_ids, tgt_ids
+        """(context ids, scored ids): the request tokenized as one text, cut where the scored tokens
+        begin and end (llm.base.encode_for_scoring)."""
+        return encode_request(self.tokenizer, req)
 
     @torch.inference_mode()
     def score(self, requests: Sequence[ScoreRequest]) -> List[TokenLogprobs]:

@@ -22,7 +22,7 @@ import torch
 
 from deepwriter.llm.attention import scoring_attention
 from deepwriter.llm.base import ScoreRequest, TokenLogprobs
-from deepwriter.llm.hf import render_prompt
+from deepwriter.llm.hf import encode_request
 
 
 def _common_prefix_len(a: Sequence[int], b: Sequence[int]) -> int:
@@ -49,10 +49,7 @@ class PrefixCachingScorer:
         return next(self.model.parameters()).device
 
     def encode(self, req: ScoreRequest) -> Tuple[List[int], List[int]]:
-        context = render_prompt(self.tokenizer, req.messages, req.assistant_prefix)
-        ctx_ids = self.tokenizer(context, add_special_tokens=False)["input_ids"]
-        tgt_ids = self.tokenizer(req.target, add_special_tokens=False)["input_ids"]
-        return ctx_ids, tgt_ids
+        return encode_request(self.tokenizer, req)
 
     def clear(self) -> None:
         self._entries.clear()

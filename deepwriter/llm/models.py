@@ -13,7 +13,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Optional, Tuple
+from typing import Any, List, Optional, Tuple
 
 from deepwriter.config.llm import ModelConfig, ModelSource
 from deepwriter.config.root import ConfigError, expand, stable_hash
@@ -29,7 +29,7 @@ CHATML_TEMPLATE = (
 )
 
 # Text for the tiny models' tokenizer: enough English to learn common sub-words.
-_TINY_CORPUS = """\
+TINY_CORPUS = """\
 Okay, I am given a request to write an essay about the sea. Let me think about who will read it.
 Hmm, maybe the reader is a student who wants a clear structure: an opening, three ideas, a close.
 Wait, the user asked for a story, not an essay. Alternatively I could open with a scene at dawn.
@@ -106,8 +106,9 @@ def _convert_gguf(folder: Path, name: str, dest: Path) -> None:
     _save_atomically(model, tok, dest)
 
 
-def build_tiny_tokenizer(vocab_size: int):
-    """A byte-level BPE tokenizer trained on a few lines of English, with ChatML special tokens."""
+def build_tiny_tokenizer(vocab_size: int, corpus: Optional[List[str]] = None):
+    """A byte-level BPE tokenizer trained on a few lines of English (or the lines of `corpus`), with
+    ChatML special tokens."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -121,7 +122,7 @@ def build_tiny_tokenizer(vocab_size: int):
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator(_TINY_CORPUS.splitlines() * 4, trainer=trainer)
+    tok.train_from_iterator(corpus if corpus is not None else TINY_CORPUS.splitlines() * 4, trainer=trainer)
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok,
         eos_token="<|im_end|>",

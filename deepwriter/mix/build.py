@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
@@ -231,50 +232,65 @@ def build_mix(
     strip_reflection: Optional[Callable[[str], str]] = None,
     work_dir: Optional[Path] = None,
 ) -> MixResult:
-    import time
-
+    """The mix: every filter in turn (taxonomy, ablated groups, exact and near duplicates, benchmark
+    contamination, length, the length ablation), each drop recorded with its reason, then the sample."""
     result = MixResult(rows=[])
-    counts = result.counts
     for r in synthetic:
         r["kind"] = SYNTHETIC
     for r in public:
         r["kind"] = PUBLIC
-    counts["loaded_synthetic"], counts["loaded_public"] = len(synthetic), len(public)
-    recs = synthetic + public
-
-    if taxonomy:  # a trajectory labelled outside the taxonomy would silently escape the category ablations
-        known = {c for cats in taxonomy.values() for c in cats} | {"uncategorised"}
-        keep = []
-        for r in recs:
-            if r["kind"] != SYNTHETIC or r["category"] in known:  # public data keeps its source's labels
-                keep.append(r)
-                continue
-            reason = f"category {r['category']!r} is not in data.taxonomy"
-            if strict:
-                raise DataError(r.get("where", f"record {r['id']}"), "category", reason)
-            _drop(result, "category_outside_taxonomy", r, reason)
-        recs = keep
-
+    result.counts["loaded_synthetic"], result.counts["loaded_public"] = len(synthetic), len(public)
+    recs = _check_taxonomy(synthetic + public, taxonomy, strict, result)
     if cfg.strip_reflection and strip_reflection is not None:
         for r in synthetic:
             r["think"] = strip_reflection(r["think"])
-
-    if cfg.drop_groups:
-        unknown = [g for g in cfg.drop_groups if g not in taxonomy]
-        if unknown:
-            raise DataError(
-                "data.mix", "drop_groups", f"unknown group {unknown[0]!r}; expected some of {sorted(taxonomy)}"
-            )
-        dropped_cats = {c for g in cfg.drop_groups for c in taxonomy[g]}
-        keep = []
-        for r in recs:
-            if r["category"] in dropped_cats:
-                _drop(result, "category_ablation", r, f"category {r['category']!r} is in a dropped group")
-            else:
-                keep.append(r)
-        recs = keep
-
+    recs = _drop_groups(recs, cfg.drop_groups, taxonomy, result)
     t0 = time.perf_counter()
+    recs = _dedup(recs, cfg, result)
+    result.timings["dedup_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    recs = _decontaminate(recs, cfg, benchmark_prompts, result)
+    result.timings["decontam_s"] = time.perf_counter() - t0
+    recs = _by_length(recs, cfg, tokenizer, max_length, work_dir, result)
+    _choose(recs, cfg, strict, result)
+    return result
+
+
+def _check_taxonomy(recs: List[Dict[str, Any]], taxonomy: Dict[str, List[str]], strict: bool, result: MixResult):
+    """A trajectory labelled outside the taxonomy would silently escape the category ablations."""
+    if not taxonomy:
+        return recs
+    known = {c for cats in taxonomy.values() for c in cats} | {"uncategorised"}
+    keep = []
+    for r in recs:
+        if r["kind"] != SYNTHETIC or r["category"] in known:  # public data keeps its source's labels
+            keep.append(r)
+            continue
+        reason = f"category {r['category']!r} is not in data.taxonomy"
+        if strict:
+            raise DataError(r.get("where", f"record {r['id']}"), "category", reason)
+        _drop(result, "category_outside_taxonomy", r, reason)
+    return keep
+
+
+def _drop_groups(recs, drop_groups: List[str], taxonomy: Dict[str, List[str]], result: MixResult):
+    """The no-literature ablation: every category of the dropped taxonomy groups goes."""
+    if not drop_groups:
+        return recs
+    unknown = [g for g in drop_groups if g not in taxonomy]
+    if unknown:
+        raise DataError("data.mix", "drop_groups", f"unknown group {unknown[0]!r}; expected some of {sorted(taxonomy)}")
+    dropped_cats = {c for g in drop_groups for c in taxonomy[g]}
+    keep = []
+    for r in recs:
+        if r["category"] in dropped_cats:
+            _drop(result, "category_ablation", r, f"category {r['category']!r} is in a dropped group")
+        else:
+            keep.append(r)
+    return keep
+
+
+def _dedup(recs, cfg: MixConfig, result: MixResult):
     if cfg.dedup.exact:
         seen: Dict[str, str] = {}
         keep = []
@@ -306,31 +322,35 @@ def build_mix(
             else:
                 keep.append(r)
         recs = keep
-    result.timings["dedup_s"] = time.perf_counter() - t0
+    return recs
 
-    t0 = time.perf_counter()
-    if cfg.decontam.enabled and benchmark_prompts:
-        bench = BenchmarkIndex(benchmark_prompts, cfg.decontam)
-        counts["benchmark_prompts"] = len(bench)
-        keep = []
-        for r in tqdm(recs, desc="decontaminate", unit="rec", mininterval=2.0, leave=False):
-            m = bench.match(r["x"])
-            if m is not None:
-                _drop(
-                    result,
-                    "contaminated",
-                    r,
-                    "request overlaps a benchmark prompt",
-                    benchmark=m.benchmark,
-                    prompt_index=m.prompt_index,
-                    score=m.score,
-                    shared_ngrams=m.shared,
-                )
-            else:
-                keep.append(r)
-        recs = keep
-    result.timings["decontam_s"] = time.perf_counter() - t0
 
+def _decontaminate(recs, cfg: MixConfig, benchmark_prompts: Dict[str, List[str]], result: MixResult):
+    if not (cfg.decontam.enabled and benchmark_prompts):
+        return recs
+    bench = BenchmarkIndex(benchmark_prompts, cfg.decontam)
+    result.counts["benchmark_prompts"] = len(bench)
+    keep = []
+    for r in tqdm(recs, desc="decontaminate", unit="rec", mininterval=2.0, leave=False):
+        m = bench.match(r["x"])
+        if m is not None:
+            _drop(
+                result,
+                "contaminated",
+                r,
+                "request overlaps a benchmark prompt",
+                benchmark=m.benchmark,
+                prompt_index=m.prompt_index,
+                score=m.score,
+                shared_ngrams=m.shared,
+            )
+        else:
+            keep.append(r)
+    return keep
+
+
+def _by_length(recs, cfg: MixConfig, tokenizer, max_length: int, work_dir: Optional[Path], result: MixResult):
+    """Samples over sft.max_length go; then the length ablations' quantiles of the synthetic thinking."""
     t0 = time.perf_counter()
     quantiles = cfg.drop_above_quantile is not None or cfg.drop_below_quantile is not None
     lengths, think_lengths = token_lengths(recs, tokenizer, cfg.num_proc, with_think=quantiles, work_dir=work_dir)
@@ -343,35 +363,28 @@ def build_mix(
         else:
             keep.append(r)
     recs = keep
+    synth_t = [r["think_tokens"] for r in recs if r["kind"] == SYNTHETIC]
+    if not quantiles or not synth_t:
+        return recs
+    import numpy as np
 
-    if quantiles:
-        import numpy as np
+    hi = np.quantile(synth_t, cfg.drop_above_quantile) if cfg.drop_above_quantile is not None else None
+    lo = np.quantile(synth_t, cfg.drop_below_quantile) if cfg.drop_below_quantile is not None else None
+    keep = []
+    for r in recs:
+        t = r["think_tokens"]
+        if r["kind"] == SYNTHETIC and hi is not None and t > hi:
+            _drop(result, "length_ablation", r, f"thinking {t} tokens > quantile {cfg.drop_above_quantile} ({hi:.0f})")
+        elif r["kind"] == SYNTHETIC and lo is not None and t < lo:
+            _drop(result, "length_ablation", r, f"thinking {t} tokens < quantile {cfg.drop_below_quantile} ({lo:.0f})")
+        else:
+            keep.append(r)
+    return keep
 
-        synth_t = [r["think_tokens"] for r in recs if r["kind"] == SYNTHETIC]
-        if synth_t:
-            hi = np.quantile(synth_t, cfg.drop_above_quantile) if cfg.drop_above_quantile is not None else None
-            lo = np.quantile(synth_t, cfg.drop_below_quantile) if cfg.drop_below_quantile is not None else None
-            keep = []
-            for r in recs:
-                t = r["think_tokens"]
-                if r["kind"] == SYNTHETIC and hi is not None and t > hi:
-                    _drop(
-                        result,
-                        "length_ablation",
-                        r,
-                        f"thinking {t} tokens > quantile {cfg.drop_above_quantile} ({hi:.0f})",
-                    )
-                elif r["kind"] == SYNTHETIC and lo is not None and t < lo:
-                    _drop(
-                        result,
-                        "length_ablation",
-                        r,
-                        f"thinking {t} tokens < quantile {cfg.drop_below_quantile} ({lo:.0f})",
-                    )
-                else:
-                    keep.append(r)
-            recs = keep
 
+def _choose(recs, cfg: MixConfig, strict: bool, result: MixResult) -> None:
+    """The sample of the kept records (mix.synthetic + mix.public, then mix.total), shuffled, and the counts."""
+    counts = result.counts
     rng = random.Random(cfg.seed)
     counts["available_synthetic"] = sum(r["kind"] == SYNTHETIC for r in recs)
     counts["available_public"] = sum(r["kind"] == PUBLIC for r in recs)
@@ -388,4 +401,3 @@ def build_mix(
     for name, items in result.removed.items():
         counts[f"removed_{name}"] = len(items)
     result.lengths = {kind: [r["tokens"] for r in chosen if r["kind"] == kind] for kind in (SYNTHETIC, PUBLIC)}
-    return result

@@ -102,7 +102,9 @@ def layout(cfg: Any) -> List[Section]:
             ),
             Panel("line", "search steps and kept (per sample)", ["synthesize/steps", "synthesize/kept"]),
             Panel("image", "score vs step", ["synthesize/score_vs_step"]),
-            Panel("custom", "score curves", ["synthesize/score_curves"]),
+            # wandb.plot.line_series logs its data as the table `<key>_table` (the run's chart is drawn
+            # from it): that table is what a panel can name
+            Panel("custom", "score curves", ["synthesize/score_curves_table"]),
             Panel(
                 "histogram",
                 "score histograms",

@@ -27,6 +27,7 @@ from deepwriter.synthesis.search import TrajectoryScorer, opening
 
 OPTIONS = ("pairs", "id", "z", "bench", "item")
 SCORED = "⟦scored from here⟧"
+NOT_SCORED = "⟦to here⟧"  # what follows is read with y (a token straddling y's end counts) but not scored
 # Three segments standing for a z0 that only exists once the generator has written it.
 PLACEHOLDER_SEGMENTS = [
     f"[z0, segment {i} of 3: a placeholder for the generator's think-aloud, which is not written yet. "
@@ -123,7 +124,7 @@ def synthesis_prompts(cfg, pair, z_text: Optional[str], gen: Renderer, sco: Rend
     req = TrajectoryScorer(pair.x, pair.y, scfg, lang).request(z)
     clip = f"mean NLL of the scored tokens, each log-prob clipped to [{scfg.clip_min}, {scfg.clip_max}]"
     out.append(sco.header("scorer context for z", clip))
-    out.append(sco.render(req.messages, req.assistant_prefix) + SCORED + req.target)
+    out.append(sco.render(req.messages, req.assistant_prefix) + SCORED + req.target + NOT_SCORED + req.suffix)
     return "\n".join(out)
 
 

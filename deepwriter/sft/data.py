@@ -14,7 +14,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from deepwriter.config.root import stable_hash
 from deepwriter.core.badinput import DataError, Skipped, reject
@@ -136,6 +136,64 @@ def _arrow_rows(dataset_dir: Path) -> int:
     return total
 
 
+def _fit_to_length(
+    ids: List[int], labels: List[int], max_length: int, overlong: str, counts: Dict[str, int]
+) -> Optional[Tuple[List[int], List[int]]]:
+    """The sample within max_length (truncated, or None when it is dropped), counted."""
+    counts["max_sample_tokens"] = max(counts["max_sample_tokens"], len(ids))
+    if len(ids) <= max_length:
+        return ids, labels
+    counts["overlong"] += 1
+    if overlong == "drop":
+        counts["dropped_overlong"] += 1
+        return None
+    ids, labels = ids[:max_length], labels[:max_length]
+    if not any(label != -100 for label in labels):
+        # The prompt alone fills max_length: no loss left, so the sample goes.
+        counts["dropped_overlong"] += 1
+        return None
+    counts["truncated"] += 1
+    return ids, labels
+
+
+def _write_prepared(
+    dataset_dir: Path,
+    dest: Path,
+    chunks: List[Any],
+    counts: Dict[str, int],
+    skipped: List[Skipped],
+    sources: Dict[str, int],
+    max_length: int,
+    overlong: str,
+) -> None:
+    """The tokenised samples and prepare.json into `dest`, atomically (a new folder renamed over it)."""
+    import datasets
+
+    if not chunks:
+        raise SFTDataError(
+            f"{dataset_dir}: no trainable samples left (rows {counts['rows']}, skipped "
+            f"{counts['skipped']}, dropped as over-long {counts['dropped_overlong']})"
+        )
+    tmp = dest.parent / (dest.name + f".tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    datasets.concatenate_datasets(chunks).save_to_disk(str(tmp / "data"))
+    (tmp / "prepare.json").write_text(
+        json.dumps(
+            {
+                "counts": counts,
+                "skipped": [s.__dict__ for s in skipped],
+                "sources": sources,
+                "max_length": max_length,
+                "overlong": overlong,
+                "source_dataset": str(dataset_dir),
+            },
+            indent=2,
+        )
+    )
+    shutil.rmtree(dest, ignore_errors=True)
+    os.replace(tmp, dest)
+
+
 def _tokenize_to(dataset_dir: Path, tokenizer: Any, max_length: int, overlong: str, strict: bool, dest: Path) -> None:
     import datasets
     from tqdm.auto import tqdm
@@ -182,18 +240,10 @@ def _tokenize_to(dataset_dir: Path, tokenizer: Any, max_length: int, overlong: s
             reject(where, "messages", problem, strict, skipped, error=SFTDataError)
             counts["skipped"] += 1
             continue
-        counts["max_sample_tokens"] = max(counts["max_sample_tokens"], len(ids))
-        if len(ids) > max_length:
-            counts["overlong"] += 1
-            if overlong == "drop":
-                counts["dropped_overlong"] += 1
-                continue
-            ids, labels = ids[:max_length], labels[:max_length]
-            if not any(label != -100 for label in labels):
-                # The prompt alone fills max_length: no loss left, so the sample goes.
-                counts["dropped_overlong"] += 1
-                continue
-            counts["truncated"] += 1
+        fitted = _fit_to_length(ids, labels, max_length, overlong, counts)
+        if fitted is None:
+            continue
+        ids, labels = fitted
         counts["samples"] += 1
         counts["tokens"] += len(ids)
         counts["loss_tokens"] += sum(1 for label in labels if label != -100)
@@ -216,26 +266,4 @@ def _tokenize_to(dataset_dir: Path, tokenizer: Any, max_length: int, overlong: s
             counts["truncated"],
             counts["dropped_overlong"],
         )
-    if not chunks:
-        raise SFTDataError(
-            f"{dataset_dir}: no trainable samples left (rows {counts['rows']}, skipped "
-            f"{counts['skipped']}, dropped as over-long {counts['dropped_overlong']})"
-        )
-    tmp = dest.parent / (dest.name + f".tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    datasets.concatenate_datasets(chunks).save_to_disk(str(tmp / "data"))
-    (tmp / "prepare.json").write_text(
-        json.dumps(
-            {
-                "counts": counts,
-                "skipped": [s.__dict__ for s in skipped],
-                "sources": sources,
-                "max_length": max_length,
-                "overlong": overlong,
-                "source_dataset": str(dataset_dir),
-            },
-            indent=2,
-        )
-    )
-    shutil.rmtree(dest, ignore_errors=True)
-    os.replace(tmp, dest)
+    _write_prepared(dataset_dir, dest, chunks, counts, skipped, sources, max_length, overlong)

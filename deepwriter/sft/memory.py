@@ -5,7 +5,10 @@ The figures are estimates in the usual mixed-precision accounting (16-bit weight
 fp32 master weights plus two Adam moments = 12 bytes per trained parameter), sharded over the data-
 parallel ranks as ZeRO does. Activations assume a memory-efficient attention kernel (no s² term):
 with checkpointing, every layer keeps its 16-bit input and one layer is recomputed at a time; the
-logits and their gradient are kept in fp32 for the loss.
+logits and their gradient are kept in fp32 for the loss. ZeRO-Offload moves states to CPU memory
+instead: `host` is what each rank's share of them takes there (DeepSpeed's own estimate for parameter
+and optimizer offload is the same 18 bytes per parameter), so a plan can be checked against the
+machine's RAM as well as the GPU's.
 """
 
 from __future__ import annotations
@@ -95,6 +98,7 @@ class MemoryPlan:
     tokens_per_micro_batch: int
     tokens_per_step: int
     notes: List[str] = field(default_factory=list)
+    host: float = 0.0  # bytes of CPU memory per rank for offloaded states (0 without offload)
 
     @property
     def total(self) -> float:
@@ -114,6 +118,8 @@ class MemoryPlan:
             f"  total / GPU  {gb(self.total)}" + (f"  (of {gpu_memory_gb:.0f} GiB)" if gpu_memory_gb else ""),
             f"  tokens per micro-batch {self.tokens_per_micro_batch:,}, per optimizer step {self.tokens_per_step:,}",
         ]
+        if self.host:
+            lines.append(f"  CPU memory   {gb(self.host)}  (offloaded states, per rank)")
         return "\n".join(lines + [f"  note: {n}" for n in self.notes])
 
 
@@ -140,16 +146,20 @@ def plan_memory(
     notes: List[str] = []
 
     weights = n * weight_bytes / shard(3)
+    host_weights = 0.0
     if offload_param:
         if zero_stage < 3:
             notes.append("offload_param needs ZeRO-3; ignored")
         else:
-            weights = 0.0
+            host_weights, weights = weights, 0.0
     if lora_r:
         weights += trained * weight_bytes
     grads = trained * weight_bytes / (shard(2) if not lora_r else 1)
     optimizer = trained * 12 / (shard(1) if not lora_r else 1)
+    host = host_weights
     if offload_optimizer:
+        # fp32 master weights and both Adam moments, and the fp32 gradient partition they are updated from
+        host += optimizer + trained * 4 / (shard(1) if not lora_r else 1)
         optimizer = 0.0
         if not lora_r:
             grads = 0.0 if zero_stage >= 2 else grads  # ZeRO-Offload moves the gradient partition to CPU too
@@ -177,6 +187,7 @@ def plan_memory(
         tokens_per_micro_batch=tokens,
         tokens_per_step=tokens * grad_accum * world_size,
         notes=notes,
+        host=host,
     )
 
 

@@ -14,6 +14,7 @@ import logging
 import os
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Optional
 
@@ -68,15 +69,8 @@ def train(
     cfg: RootConfig, out_dir: Path, mix_dir: Path, tracker: Any, run_dir: Optional[Path], geometry: tr.BatchGeometry
 ) -> StageResult:
     """Train on this process (one rank of a launch, or alone) and export the model."""
-    import datasets
-    import torch
-    from transformers import AutoModelForCausalLM
-    from trl import SFTTrainer
-
     from deepwriter.llm import models
     from deepwriter.sft import data as sft_data
-    from deepwriter.sft import model_folder as export
-    from deepwriter.sft.memory import ModelShape
     from deepwriter.sft.templates import apply_training_template
 
     is_main = rank() == 0
@@ -93,9 +87,6 @@ def train(
         out_dir / "tokenized",
         is_main=is_main,
     )
-
-    where, kwargs = models.resolve(student, cfg.paths.cache_dir)
-    kwargs = {k: v for k, v in kwargs.items() if v is not None}
     log_path = out_dir / tr.TRAIN_LOG
     resume = tr.check_resume(out_dir / "checkpoints", tr.run_fingerprint(cfg, geometry), is_main)
     if resume is not None:
@@ -105,102 +96,157 @@ def train(
     elif is_main and log_path.exists():
         log_path.unlink()
 
-    dtype = tr.export_dtype(cfg.sft)
     partial = out_dir / "model.partial"
     if is_main and partial.exists():
         shutil.rmtree(partial)
-    train_seconds = train_cpu_seconds = 0.0
-    final_tokens = None  # TRL's token count at the end of training (its last step need not be a logged one)
+    run = _train_and_save(cfg, out_dir, partial, prepared.path, tokenizer, added, tracker, geometry, resume)
+    if not is_main:
+        return StageResult()
+    tokenizer.save_pretrained(str(partial))
+    return _finish(cfg, out_dir, partial, Path(mix_dir), prepared, geometry, resume, run, tracker)
+
+
+@dataclass
+class _TrainingRun:
+    """What a training run measured: its last step, wall and CPU seconds, TRL's final token count."""
+
+    global_step: int
+    seconds: float = 0.0
+    cpu_seconds: float = 0.0
+    final_tokens: Optional[int] = None  # TRL's count at the end (its last step need not be a logged one)
+
+
+def _train_and_save(
+    cfg: RootConfig,
+    out_dir: Path,
+    partial: Path,
+    dataset_path: Path,
+    tokenizer: Any,
+    added: bool,
+    tracker: Any,
+    geometry: tr.BatchGeometry,
+    resume: Optional[Path],
+) -> _TrainingRun:
+    """Train (or find training finished at the last checkpoint) and save the weights into `partial`.
+    Every rank takes part (ZeRO-3 gathers the 16-bit weights on save); rank 0 alone writes files."""
+    import datasets
+    import torch
+    from transformers import AutoModelForCausalLM
+    from trl import SFTTrainer
+
+    from deepwriter.llm import models
+    from deepwriter.sft import model_folder as export
+    from deepwriter.sft.memory import ModelShape
+
+    is_main = rank() == 0
+    where, kwargs = models.resolve(cfg.models.student, cfg.paths.cache_dir)
+    kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    dtype = tr.export_dtype(cfg.sft)
     if resume is not None and tr.checkpoint_finished(resume):
         # Killed after the last save but before the export: the trainer would take one extra step on
         # resume, so export straight from the final checkpoint (it holds whole weights or the adapter).
         log.info("training already finished at %s; exporting from it", resume)
-        global_step = tr.checkpoint_step(resume)
-        if not is_main:
-            return StageResult()
-        if cfg.sft.lora.enabled:
+        if is_main and cfg.sft.lora.enabled:
             _export_lora(cfg, where, kwargs, resume, partial, tokenizer, dtype)
-        else:
+        elif is_main:
             final = AutoModelForCausalLM.from_pretrained(str(resume), dtype=dtype)
             export.set_stop_tokens(final, tokenizer)
             final.save_pretrained(str(partial))
-    else:
-        # The arguments come before the model: under ZeRO-3 they make from_pretrained shard on load.
-        args = tr.training_arguments(cfg.sft, out_dir, geometry)
-        load_dtype = tr.export_dtype(cfg.sft) if cfg.sft.deepspeed.enabled else torch.float32
-        model = AutoModelForCausalLM.from_pretrained(where, dtype=load_dtype, **kwargs)
-        if added:
-            model.resize_token_embeddings(len(tokenizer))
-        export.set_stop_tokens(model, tokenizer)
-        n_params = ModelShape.from_hf_config(model.config).params()
+        return _TrainingRun(global_step=tr.checkpoint_step(resume))
 
-        peft_config = None
-        if cfg.sft.lora.enabled:
-            from peft import LoraConfig
-
-            lc = cfg.sft.lora
-            peft_config = LoraConfig(
-                r=lc.r,
-                lora_alpha=lc.alpha,
-                lora_dropout=lc.dropout,
-                target_modules=lc.target_modules,
-                task_type="CAUSAL_LM",
-                modules_to_save=["embed_tokens", "lm_head"] if added else None,
-            )
-
-        callback = tr.make_metrics_callback(log_path, tracker, n_params, cfg.sft.peak_tflops, geometry.world_size)
-        trainer = SFTTrainer(
-            model=model,
-            args=args,
-            train_dataset=datasets.load_from_disk(str(prepared.path)),
-            processing_class=tokenizer,
-            peft_config=peft_config,
-            callbacks=[callback],
-        )
-        t0, c0 = time.time(), time.process_time()
-        trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-        train_seconds = time.time() - t0
+    # The arguments come before the model: under ZeRO-3 they make from_pretrained shard on load.
+    args = tr.training_arguments(cfg.sft, out_dir, geometry)
+    load_dtype = dtype if cfg.sft.deepspeed.enabled else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(where, dtype=load_dtype, **kwargs)
+    if added:
+        model.resize_token_embeddings(len(tokenizer))
+    export.set_stop_tokens(model, tokenizer)
+    n_params = ModelShape.from_hf_config(model.config).params()
+    callback = tr.make_metrics_callback(
+        out_dir / tr.TRAIN_LOG, tracker, n_params, cfg.sft.peak_tflops, geometry.world_size
+    )
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=datasets.load_from_disk(str(dataset_path)),
+        processing_class=tokenizer,
+        peft_config=_lora_config(cfg, added),
+        callbacks=[callback],
+    )
+    t0, c0 = time.time(), time.process_time()
+    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    run = _TrainingRun(
+        global_step=trainer.state.global_step,
+        seconds=time.time() - t0,
         # CPU seconds of this process: a throughput figure that holds on a shared machine (CPU runs)
-        train_cpu_seconds = time.process_time() - c0
-        global_step = trainer.state.global_step
-        final_tokens = next((h["num_tokens"] for h in reversed(trainer.state.log_history) if "num_tokens" in h), None)
+        cpu_seconds=time.process_time() - c0,
+        final_tokens=next((h["num_tokens"] for h in reversed(trainer.state.log_history) if "num_tokens" in h), None),
+    )
+    if cfg.sft.lora.enabled:
+        adapter_dir = out_dir / "adapter"
+        trainer.save_model(str(adapter_dir))
+        if is_main:
+            _export_lora(cfg, where, kwargs, adapter_dir, partial, tokenizer, dtype)
+    else:
+        if not cfg.sft.deepspeed.enabled:
+            trainer.model.to(dtype)
+        trainer.save_model(str(partial))
+    return run
 
-        # Export: every rank takes part in saving (ZeRO-3 gathers the 16-bit weights); rank 0 finishes.
-        if cfg.sft.lora.enabled:
-            adapter_dir = out_dir / "adapter"
-            trainer.save_model(str(adapter_dir))
-            if is_main:
-                _export_lora(cfg, where, kwargs, adapter_dir, partial, tokenizer, dtype)
-        else:
-            if not cfg.sft.deepspeed.enabled:
-                trainer.model.to(dtype)
-            trainer.save_model(str(partial))
-    if not is_main:
-        return StageResult()
-    tokenizer.save_pretrained(str(partial))
 
-    rows = tr.read_log(log_path)
+def _lora_config(cfg: RootConfig, added_tokens: bool) -> Any:
+    """PEFT's LoraConfig for sft.lora, or None for full fine-tuning."""
+    if not cfg.sft.lora.enabled:
+        return None
+    from peft import LoraConfig
+
+    lc = cfg.sft.lora
+    return LoraConfig(
+        r=lc.r,
+        lora_alpha=lc.alpha,
+        lora_dropout=lc.dropout,
+        target_modules=lc.target_modules,
+        task_type="CAUSAL_LM",
+        modules_to_save=["embed_tokens", "lm_head"] if added_tokens else None,
+    )
+
+
+def _finish(
+    cfg: RootConfig,
+    out_dir: Path,
+    partial: Path,
+    mix_dir: Path,
+    prepared: Any,
+    geometry: tr.BatchGeometry,
+    resume: Optional[Path],
+    run: _TrainingRun,
+    tracker: Any,
+) -> StageResult:
+    """Rank 0: the counts and metrics, the model card, the final model folder, the loss plot."""
+    from deepwriter.sft import model_folder as export
+
+    rows = tr.read_log(out_dir / tr.TRAIN_LOG)
     logged_tokens = rows[-1].get("num_tokens", 0) if rows else 0  # a finished run exported from its checkpoint
     losses = [r["loss"] for r in rows if "loss" in r]
     rates = [r["tokens_per_s"] for r in rows if r.get("tokens_per_s")]
     counts: Dict[str, Any] = {
         **prepared.counts,
-        "steps": global_step,
+        "steps": run.global_step,
         "grad_accum": geometry.grad_accum,
         "world_size": geometry.world_size,
         "global_batch": geometry.global_batch,
-        "trained_tokens": int(final_tokens if final_tokens is not None else logged_tokens),
+        "trained_tokens": int(run.final_tokens if run.final_tokens is not None else logged_tokens),
         "resumed_from_step": tr.checkpoint_step(resume) if resume else 0,
     }
     metrics: Dict[str, Any] = {
         "first_loss": losses[0] if losses else None,
         "last_loss": losses[-1] if losses else None,
-        "train_seconds": round(train_seconds, 3),
-        "train_cpu_seconds": round(train_cpu_seconds, 3),
+        "train_seconds": round(run.seconds, 3),
+        "train_cpu_seconds": round(run.cpu_seconds, 3),
         "tokens_per_s": round(sum(rates) / len(rates), 1) if rates else None,
     }
     # Only what this stage's key covers goes into the card: eval results belong to the eval stage's output.
-    export.write_model_card(partial, cfg, counts, metrics, prepared.sources, Path(mix_dir) / "dataset")
+    export.write_model_card(partial, cfg, counts, metrics, prepared.sources, mix_dir / "dataset")
     export.finalize(partial, out_dir / "model")
     artifacts = {"model": "model", "train_log": tr.TRAIN_LOG, "checkpoints": "checkpoints"}
     plot = export.plot_loss(rows, out_dir / "plots" / "loss.png")

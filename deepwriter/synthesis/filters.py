@@ -4,13 +4,14 @@ reason code, so the stage can count discards by reason; a kept sample has no rea
 - The reference's own discards, checked on z0 before any scoring (the authors' released code drops
   the pair there): no parsable z0, fewer than `min_think_tokens` generated tokens, a single segment.
 - The paper's data-quality filters, checked on the final z: reflection phrases still present in its
-  last part, and degenerate 3-gram repetition.
+  last part, and degenerate 3-gram repetition (3-grams of words, or of characters in CJK text).
 """
 
 from __future__ import annotations
 
+import re
 from collections import Counter
-from typing import Optional
+from typing import List, Optional
 
 from deepwriter.config.synthesis import FilterConfig
 from deepwriter.synthesis import prompts
@@ -27,9 +28,21 @@ QUALITY = (LATE_REFLECTION, REPETITION)
 REASONS = BEFORE_SEARCH + QUALITY
 
 
+# A unit of text for the repetition filter: one CJK character (Chinese and Japanese are not written
+# with spaces between words), or a run of other characters between whitespace and CJK characters.
+_CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af"
+_UNIT = re.compile(rf"[{_CJK}]|[^\s{_CJK}]+")
+
+
+def units(text: str) -> List[str]:
+    """The text's units for n-gram counting: words where words are spaced, characters for CJK."""
+    return _UNIT.findall(text.lower())
+
+
 def top_trigram_share(text: str, top: int = 3) -> float:
-    """Share of all word 3-grams taken by the `top` most frequent ones (0 for under 3 words)."""
-    words = text.lower().split()
+    """Share of all 3-grams of units (words; characters in CJK text) taken by the `top` most frequent
+    ones (0 for under 3 units)."""
+    words = units(text)
     grams = list(zip(words, words[1:], words[2:]))
     if not grams:
         return 0.0

@@ -69,14 +69,23 @@ def _with_system(user: str, system: Optional[str]) -> List[Message]:
     return msgs + [{"role": "user", "content": user}]
 
 
-def _think_aloud(lang: str, head: str, last_item: str, reflection: bool, scorer: bool, **fields: str) -> str:
+def _think_aloud(lang: str, reflection: bool, scorer: bool, **fields: str) -> str:
+    """The think-aloud instruction: the initial prompt (shows y, asks for an outline) or the scorer's
+    (no y, asks for a draft). A wording part "<name>_scorer" or "<name>_initial" is taken where the
+    two prompts differ."""
     w = WORDING[lang]
+    role = "scorer" if scorer else "initial"
+
+    def part(name: str) -> str:
+        return w.get(f"{name}_{role}", w.get(name, ""))
+
     if reflection:
-        reflect = w["reflect"].format(often=w["often_scorer" if scorer else "often"])
+        reflect = w["reflect"].format(often=part("often"), num=part("num"))
         reflect += "" if scorer else w["reflect_vary"]
     else:
         reflect = w["plain"]
-    body = w[head] + "\n\n" + w["requirements"] + w[last_item] + "\n" + reflect + "\n" + w["tail"] + "\n"
+    last_item = w["draft" if scorer else "outline"]
+    body = part("head") + "\n\n" + part("requirements") + last_item + "\n" + reflect + "\n" + part("tail") + "\n"
     return _fill(body, {"{task}": fields["task"], "{solution}": fields.get("solution", "")})
 
 
@@ -89,7 +98,7 @@ def initial_messages(
     x: str, y: str, lang: str = "en", reflection: bool = True, system: Optional[str] = DEFAULT_SYSTEM
 ) -> List[Message]:
     """Messages for z0 (the generator sees x and y); the turn is prefilled with initial_prefill()."""
-    return _with_system(_think_aloud(lang, "head_initial", "outline", reflection, False, task=x, solution=y), system)
+    return _with_system(_think_aloud(lang, reflection, False, task=x, solution=y), system)
 
 
 def initial_prefill(trigger: str) -> str:
@@ -100,7 +109,7 @@ def scorer_messages(
     x: str, lang: str = "en", reflection: bool = True, system: Optional[str] = DEFAULT_SYSTEM
 ) -> List[Message]:
     """The scorer's context: the inference-time think-aloud instruction for x (no y in it)."""
-    return _with_system(_think_aloud(lang, "head_scorer", "draft", reflection, True, task=x), system)
+    return _with_system(_think_aloud(lang, reflection, True, task=x), system)
 
 
 def refine_messages(
@@ -157,26 +166,34 @@ def scorer_prefix(z: str, answer_head: str = "") -> str:
     return f"{think.OPEN}\n{z}\n{think.CLOSE}\n{ANSWER_OPEN}\n{answer_head}"
 
 
+def scorer_suffix() -> str:
+    """What follows y's scored rest in the scorer's text: the answer's closing tag. Tokenized with y and
+    never scored, so that a last token merging with its line break counts as y's, as in the reference."""
+    return f"\n{ANSWER_CLOSE}"
+
+
 def parse_initial(trigger: str, text: str) -> Optional[str]:
-    """The trajectory from a z0 generation (which continues after the prefilled trigger), or None."""
+    """The thinking of a z0 generation (which continues after the prefilled trigger), as the scorer
+    reads it: the trigger and everything before the first `</think>`, unstripped (often with a line
+    break before the tag) and with any `<think>` the model wrote kept; None when nothing was written.
+    The trajectory kept as z0 is this text stripped."""
     body = text.split(THINK_CLOSE, 1)[0]
-    body = body.replace(THINK_OPEN.strip(), "")
     if not body.strip():
         return None
-    return (trigger + body).strip()
+    return trigger + body
 
 
 def parse_refinement(text: str) -> Optional[str]:
-    """The rewritten segment of a refinement reply: the last <refine> block (up to the last
-    </refine>, or to the end when generation stopped on it), or None when there is none or it is
-    empty."""
+    """The rewritten segment of a refinement reply, read as the reference reads it: from the last
+    <refine> to the last </refine> (to the end when there is none), stripped; None when the reply has
+    no <refine>. An empty block is an empty candidate, and so is a last </refine> that comes before
+    the last <refine> (the reference's slice is then empty)."""
     start = text.rfind(REFINE_OPEN)
     if start < 0:
         return None
     start += len(REFINE_OPEN)
     end = text.rfind(REFINE_CLOSE)
-    body = text[start : end if end >= start else None].strip()
-    return body or None
+    return text[start : end if end >= 0 else None].strip()
 
 
 def _alternatives(phrases: List[str]) -> str:

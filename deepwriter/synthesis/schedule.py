@@ -127,22 +127,51 @@ def run_pairs(
     """Search every pair and yield each record as its search ends (an UnfinishedPair for a pair a
     failed model call stopped). `pairs` is read lazily: a caller that stops yielding pairs (a
     failing fleet) stops new work without losing what is in flight."""
-    usage = usage if usage is not None else FleetUsage()
-    model_ids = {"generator": generator.model_id, "scorer": scorer.model_id}
-    lockstep = cfg.schedule == "lockstep"
-    pool = cfg.batch_size if lockstep else cfg.max_in_flight
-    backends = {"generator": generator, "scorer": scorer}
-    device = ThreadPoolExecutor(max_workers=1)  # in-process backends share one device: one batch at a time
-    http = {role: _executor(b, pool) for role, b in backends.items()}
-    queue = iter(enumerate(pairs))
-    flights: Dict[int, _Flight] = {}
-    waiting: Deque[int] = deque()  # flights whose call is not sent yet, oldest first
-    futures: Dict[Future, Tuple[str, List[_Flight]]] = {}
-    lock = threading.Lock()
-    usage.t_start, usage.t_end = time.perf_counter(), None
-    exhausted = False
+    return _Scheduler(pairs, generator, scorer, cfg, usage if usage is not None else FleetUsage()).run()
 
-    def advance(f: _Flight, answer: Any) -> Optional[Outcome]:
+
+class _Scheduler:
+    """One run of the pool: the pairs in flight (each a suspended search), the calls waiting to be sent
+    and the calls under way, advanced as answers come back."""
+
+    def __init__(self, pairs: Iterable[PairInput], generator: Generator, scorer: Scorer, cfg: SynthesisConfig, usage):
+        self.cfg, self.usage = cfg, usage
+        self.model_ids = {"generator": generator.model_id, "scorer": scorer.model_id}
+        self.lockstep = cfg.schedule == "lockstep"
+        self.pool = cfg.batch_size if self.lockstep else cfg.max_in_flight
+        self.backends = {"generator": generator, "scorer": scorer}
+        self.device = ThreadPoolExecutor(max_workers=1)  # in-process backends share one device: one batch at a time
+        self.http = {role: _executor(b, self.pool) for role, b in self.backends.items()}
+        self.queue = iter(enumerate(pairs))
+        self.flights: Dict[int, _Flight] = {}
+        self.waiting: Deque[int] = deque()  # flights whose call is not sent yet, oldest first
+        self.futures: Dict[Future, Tuple[str, List[_Flight]]] = {}
+        self.lock = threading.Lock()
+        self.exhausted = False
+
+    def run(self) -> Iterator[Outcome]:
+        self.usage.t_start, self.usage.t_end = time.perf_counter(), None
+        try:
+            yield from self.admit()
+            self.dispatch()
+            while self.futures:
+                done, _ = wait(list(self.futures), return_when=FIRST_COMPLETED)
+                for future in done:
+                    role, members = self.futures.pop(future)
+                    answers, seconds = future.result()
+                    for f, answer in zip(members, answers):
+                        f.timings["generate_s" if role == "generator" else "score_s"] += seconds / len(members)
+                        yield from self.finished(f, self.advance(f, answer))
+                yield from self.admit()
+                self.dispatch()
+        finally:
+            self.usage.t_end = time.perf_counter()
+            for f in self.flights.values():
+                f.co.close()
+            for executor in [e for e in self.http.values() if e is not None] + [self.device]:
+                executor.shutdown(wait=True, cancel_futures=True)
+
+    def advance(self, f: _Flight, answer: Any) -> Optional[Outcome]:
         """Send the answer into the pair's search: the pair's next call is queued, or its outcome returned."""
         try:
             f.call = f.co.send(answer)
@@ -150,77 +179,55 @@ def run_pairs(
             return done.value
         except ModelCallFailed as exc:
             return UnfinishedPair(f.pair[0], str(exc))
-        waiting.append(f.index)
+        self.waiting.append(f.index)
         return None
 
-    def admit() -> Iterator[Outcome]:
+    def finished(self, f: _Flight, outcome: Optional[Outcome]) -> Iterator[Outcome]:
+        if outcome is not None:
+            del self.flights[f.index]
+            self.usage.pairs += 1
+            yield outcome
+
+    def admit(self) -> Iterator[Outcome]:
         """Fill the pool from the queue (lockstep: only once the whole batch is done)."""
-        nonlocal exhausted
-        if lockstep and flights:
+        if self.lockstep and self.flights:
             return
-        while not exhausted and len(flights) < pool:
+        while not self.exhausted and len(self.flights) < self.pool:
             try:
-                i, pair = next(queue)
+                i, pair = next(self.queue)
             except StopIteration:
-                exhausted = True
+                self.exhausted = True
                 return
-            f = flights[i] = _Flight(i, pair)
-            f.co = search(pair[0], pair[1], pair[2], cfg, model_ids, pair[3], f.timings)
-            outcome = advance(f, None)
-            if outcome is not None:
-                del flights[i]
-                usage.pairs += 1
-                yield outcome
+            f = self.flights[i] = _Flight(i, pair)
+            f.co = search(pair[0], pair[1], pair[2], self.cfg, self.model_ids, pair[3], f.timings)
+            yield from self.finished(f, self.advance(f, None))
 
-    def submit(role: str, members: List[_Flight]) -> None:
+    def submit(self, role: str, members: List[_Flight]) -> None:
         for f in members:
-            waiting.remove(f.index)
-        executor = http[role] or device
-        futures[executor.submit(_call, backends[role], [f.call for f in members], usage, role, lock)] = (role, members)
+            self.waiting.remove(f.index)
+        executor = self.http[role] or self.device
+        calls = [f.call for f in members]
+        self.futures[executor.submit(_call, self.backends[role], calls, self.usage, role, self.lock)] = (role, members)
 
-    def dispatch() -> None:
+    def dispatch(self) -> None:
         """HTTP calls go out at once (the executor's threads bound them); in-process calls wait for
         the device and then go as one batch per kind. Lockstep sends a round only when every pair
         of the batch waits, and then sends all of it."""
-        if lockstep and (futures or len(waiting) < len(flights)):
+        if self.lockstep and (self.futures or len(self.waiting) < len(self.flights)):
             return
-        device_busy = any(http[role] is None for role, _ in futures.values())
+        device_busy = any(self.http[role] is None for role, _ in self.futures.values())
         local = []  # pending calls of in-process backends, oldest first
-        for i in list(waiting):
-            role = _role(flights[i].call)
-            if http[role] is None:
-                local.append(flights[i])
+        for i in list(self.waiting):
+            role = _role(self.flights[i].call)
+            if self.http[role] is None:
+                local.append(self.flights[i])
             else:
-                submit(role, [flights[i]])
-        while local and (lockstep or not device_busy):
+                self.submit(role, [self.flights[i]])
+        while local and (self.lockstep or not device_busy):
             kind = _kind(local[0].call)  # the oldest pending call picks the kind; all of that kind join it
-            submit(_role(local[0].call), [f for f in local if _kind(f.call) == kind])
+            self.submit(_role(local[0].call), [f for f in local if _kind(f.call) == kind])
             local = [f for f in local if _kind(f.call) != kind]
             device_busy = True
-
-    try:
-        yield from admit()
-        dispatch()
-        while futures:
-            done, _ = wait(list(futures), return_when=FIRST_COMPLETED)
-            for future in done:
-                role, members = futures.pop(future)
-                answers, seconds = future.result()
-                for f, answer in zip(members, answers):
-                    f.timings["generate_s" if role == "generator" else "score_s"] += seconds / len(members)
-                    outcome = advance(f, answer)
-                    if outcome is not None:
-                        del flights[f.index]
-                        usage.pairs += 1
-                        yield outcome
-            yield from admit()
-            dispatch()
-    finally:
-        usage.t_end = time.perf_counter()
-        for f in flights.values():
-            f.co.close()
-        for executor in [e for e in http.values() if e is not None] + [device]:
-            executor.shutdown(wait=True, cancel_futures=True)
 
 
 def _role(call: Optional[Call]) -> str:

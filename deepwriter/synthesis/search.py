@@ -89,7 +89,9 @@ class TrajectoryScorer:
         self.scored_tokens = 0  # context + target tokens the scorer read for them (0: not counted)
 
     def request(self, z: str) -> ScoreRequest:
-        return ScoreRequest(self.messages, prompts.scorer_prefix(z, self.answer_head), self.target)
+        return ScoreRequest(
+            self.messages, prompts.scorer_prefix(z, self.answer_head), self.target, prompts.scorer_suffix()
+        )
 
     def scores(self, out: Sequence[TokenLogprobs]) -> List[float]:
         """Scores of one scorer call's results. A request the backend could not score raises
@@ -119,7 +121,64 @@ def search(
     The driver charges model time to `timings` (generate_s, score_s), which the record holds."""
     t_start = time.perf_counter()
     seed, lang, trigger = opening(pair_id, x, cfg)
-    record: Dict[str, Any] = {
+    record = _new_record(pair_id, x, y, category, cfg, model_ids, timings, seed)
+    if not y.strip():
+        return _finish(record, cfg, t_start, filters.EMPTY_ANSWER)
+    record["language"] = lang
+    judge = TrajectoryScorer(x, y, cfg, lang)
+    record["trigger"] = trigger
+    first = (
+        yield from _generate(
+            record,
+            prompts.initial_messages(x, y, lang, cfg.reflection, cfg.system_prompt),
+            _sampling(cfg.initial, seed, (prompts.THINK_CLOSE,)),
+            1,
+            prompts.initial_prefill(trigger),
+        )
+    )[0]
+    # The scorer reads z0 as written (the reference scores the raw thinking, usually with a line break
+    # before </think>); the trajectory kept is that text stripped.
+    z0_scored = prompts.parse_initial(trigger, first.text)
+    if z0_scored is not None and not cfg.reflection:
+        z0_scored = prompts.strip_reflection(z0_scored, lang) or None
+    z0 = z0_scored.strip() if z0_scored is not None else None
+    record["z0"] = z0
+    if z0_scored is not None and z0_scored != z0:
+        record["z0_scored"] = z0_scored
+    if z0 is None:
+        record["raw_initial"] = first.text
+    # A backend that does not count tokens (0) is measured in words instead.
+    generated = first.completion_tokens or len((z0 or "").split())
+    record["z0_generated_tokens"] = generated
+    segs = segments.split(z0, cfg.min_segment_chars) if z0 else []
+    record["num_segments"] = len(segs)
+    # The reference's own discards come before any scoring: an unusable z0 costs no scorer call.
+    early = filters.before_search(z0, generated, len(segs), cfg.filters)
+    if early is not None:
+        return _finish(record, cfg, t_start, early)
+
+    best = (yield from _score(judge, [z0_scored]))[0]
+    record["scores"].append(best)
+    if cfg.search:
+        step = 0
+        for i in range(len(segs)):
+            if best < cfg.stop_threshold or step >= cfg.max_steps:
+                break
+            step += 1
+            best = yield from _refine_segment(record, judge, segs, i, step, best, seed, lang, cfg)
+            record["scores"].append(best)
+
+    # Segments are rejoined with blank lines, as in the reference; untouched, z0 stays as written.
+    z_final = segments.join(segs) if record["accepted_edits"] else z0
+    record["z_final"] = z_final
+    record["tokens"]["target"] = judge.target_tokens
+    record["tokens"]["scorer_requests"] = judge.requests
+    record["tokens"]["scorer"] = judge.scored_tokens
+    return _finish(record, cfg, t_start, filters.after_search(z_final, cfg.filters, lang))
+
+
+def _new_record(pair_id, x, y, category, cfg: SynthesisConfig, model_ids, timings, seed: int) -> Dict[str, Any]:
+    return {
         "id": pair_id,
         "x": x,
         "y": y,
@@ -139,113 +198,83 @@ def search(
         "reflection": cfg.reflection,
         "verdict": {"kept": False, "reason": None},
     }
-    if not y.strip():
-        return _finish(record, cfg, t_start, filters.EMPTY_ANSWER)
 
-    def generate(messages, sampling, n, prefill):
-        out = yield GenerateCall(messages, sampling, n, prefill)
-        failed = [g.error for g in out if g.error or g.finish_reason == "error"]
-        if failed:  # one failed sample fails the call: a search on fewer candidates is another search
-            raise ModelCallFailed(f"generator: {failed[0] or 'the backend reported an error'}")
-        for g in out:
-            record["tokens"]["prompt"] += g.prompt_tokens
-            record["tokens"]["completion"] += g.completion_tokens
-        return out
 
-    record["language"] = lang
-    judge = TrajectoryScorer(x, y, cfg, lang)
+def _generate(record: Dict[str, Any], messages, sampling: Sampling, n: int, prefill: Optional[str]):
+    """One generator call (n samples of one prompt), its tokens counted in the record."""
+    out = yield GenerateCall(messages, sampling, n, prefill)
+    failed = [g.error for g in out if g.error or g.finish_reason == "error"]
+    if failed:  # one failed sample fails the call: a search on fewer candidates is another search
+        raise ModelCallFailed(f"generator: {failed[0] or 'the backend reported an error'}")
+    for g in out:
+        record["tokens"]["prompt"] += g.prompt_tokens
+        record["tokens"]["completion"] += g.completion_tokens
+    return out
 
-    def score(trajectories):
-        out = yield ScoreCall([judge.request(z) for z in trajectories])
-        return judge.scores(out)
 
-    record["trigger"] = trigger
-    first = (
-        yield from generate(
-            prompts.initial_messages(x, y, lang, cfg.reflection, cfg.system_prompt),
-            _sampling(cfg.initial, seed, (prompts.THINK_CLOSE,)),
-            1,
-            prompts.initial_prefill(trigger),
+def _score(judge: "TrajectoryScorer", trajectories: List[str]):
+    """One scorer call: the clipped mean NLL of y given each trajectory."""
+    out = yield ScoreCall([judge.request(z) for z in trajectories])
+    return judge.scores(out)
+
+
+def _refine_segment(
+    record: Dict[str, Any],
+    judge: "TrajectoryScorer",
+    segs: List[str],
+    i: int,
+    step: int,
+    best: float,
+    seed: int,
+    lang: str,
+    cfg: SynthesisConfig,
+):
+    """One search step: K rewrites of segment i spliced in and scored; the best replaces the segment
+    (in `segs`) only when it strictly lowers the score. Returns the score after the step."""
+    x, y = record["x"], record["y"]
+    messages = prompts.refine_messages(
+        x,
+        y,
+        segments.join(segs[:i]),
+        segs[i],
+        segments.join(segs[i + 1 :]),
+        lang,
+        cfg.reflection,
+        cfg.refine_analysis,
+        cfg.system_prompt,
+    )
+    prefill = prompts.refine_prefill(lang, cfg.refine_analysis)
+    sampling = _sampling(cfg.refine, seed + step, prompts.refine_stop(cfg.refine_analysis))
+    outs = yield from _generate(record, messages, sampling, cfg.num_candidates, prefill)
+    candidates = []
+    for g in outs:
+        # an empty rewrite is a candidate, as in the reference; a reply without <refine> is not
+        text = prompts.parse_refinement(prefill + g.text)
+        if text and not cfg.reflection:
+            text = prompts.strip_reflection(text, lang)
+        candidates.append({"text": text, "score": None, "raw": g.text if text is None else None})
+    valid = [c for c in candidates if c["text"] is not None]
+    if valid:
+        trials = [segments.compose(segs[:i], c["text"], segs[i + 1 :]) for c in valid]
+        for c, value in zip(valid, (yield from _score(judge, trials))):
+            c["score"] = value
+    winner = min(valid, key=lambda c: c["score"]) if valid else None
+    accepted = winner is not None and winner["score"] < best  # strictly lower: ties keep the current trajectory
+    if accepted:
+        record["accepted_edits"].append(
+            {
+                "step": step,
+                "segment": i,
+                "before": segs[i],
+                "after": winner["text"],
+                "score_before": best,
+                "score_after": winner["score"],
+            }
         )
-    )[0]
-    z0 = prompts.parse_initial(trigger, first.text)
-    if z0 is not None and not cfg.reflection:
-        z0 = prompts.strip_reflection(z0, lang) or None
-    record["z0"] = z0
-    if z0 is None:
-        record["raw_initial"] = first.text
-    # A backend that does not count tokens (0) is measured in words instead.
-    generated = first.completion_tokens or len((z0 or "").split())
-    record["z0_generated_tokens"] = generated
-    segs = segments.split(z0, cfg.min_segment_chars) if z0 else []
-    record["num_segments"] = len(segs)
-    # The reference's own discards come before any scoring: an unusable z0 costs no scorer call.
-    early = filters.before_search(z0, generated, len(segs), cfg.filters)
-    if early is not None:
-        return _finish(record, cfg, t_start, early)
-
-    best = (yield from score([z0]))[0]
-    record["scores"].append(best)
-
-    if cfg.search:
-        step = 0
-        for i in range(len(segs)):
-            if best < cfg.stop_threshold or step >= cfg.max_steps:
-                break
-            step += 1
-            messages = prompts.refine_messages(
-                x,
-                y,
-                segments.join(segs[:i]),
-                segs[i],
-                segments.join(segs[i + 1 :]),
-                lang,
-                cfg.reflection,
-                cfg.refine_analysis,
-                cfg.system_prompt,
-            )
-            prefill = prompts.refine_prefill(lang, cfg.refine_analysis)
-            sampling = _sampling(cfg.refine, seed + step, prompts.refine_stop(cfg.refine_analysis))
-            outs = yield from generate(messages, sampling, cfg.num_candidates, prefill)
-            candidates = []
-            for g in outs:
-                text = prompts.parse_refinement(prefill + g.text)
-                if text is not None and not cfg.reflection:
-                    text = prompts.strip_reflection(text, lang) or None
-                candidates.append({"text": text, "score": None, "raw": g.text if text is None else None})
-            valid = [c for c in candidates if c["text"] is not None]
-            if valid:
-                trials = [segments.join(segs[:i] + [c["text"]] + segs[i + 1 :]) for c in valid]
-                for c, value in zip(valid, (yield from score(trials))):
-                    c["score"] = value
-            if valid:
-                winner = min(valid, key=lambda c: c["score"])
-                accepted = winner["score"] < best  # strictly lower: ties keep the current trajectory
-            else:
-                winner, accepted = None, False
-            if accepted:
-                record["accepted_edits"].append(
-                    {
-                        "step": step,
-                        "segment": i,
-                        "before": segs[i],
-                        "after": winner["text"],
-                        "score_before": best,
-                        "score_after": winner["score"],
-                    }
-                )
-                segs[i] = winner["text"]
-                best = winner["score"]
-            record["scores"].append(best)
-            record["steps"].append({"step": step, "segment": i, "candidates": candidates, "accepted": accepted})
-
-    # Segments are rejoined with blank lines, as in the reference; untouched, z0 stays as written.
-    z_final = segments.join(segs) if record["accepted_edits"] else z0
-    record["z_final"] = z_final
-    record["tokens"]["target"] = judge.target_tokens
-    record["tokens"]["scorer_requests"] = judge.requests
-    record["tokens"]["scorer"] = judge.scored_tokens
-    return _finish(record, cfg, t_start, filters.after_search(z_final, cfg.filters, lang))
+        segs[i] = winner["text"]
+        best = winner["score"]
+    record["steps"].append({"step": step, "segment": i, "candidates": candidates, "accepted": accepted})
+    return best
 
 
 def _finish(record: Dict[str, Any], cfg: SynthesisConfig, t_start: float, reason: Optional[str]) -> Dict[str, Any]:

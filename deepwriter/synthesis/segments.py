@@ -1,6 +1,7 @@
 """Split a text into the segments the REER search works on, by the reference's rule.
 
-A text is cut at every blank line ("\\n\\n" and the whitespace after it); display math stays whole.
+A text is cut at every blank line ("\\n\\n" and the whitespace after it); display math stays whole
+(an unclosed `\\[` to the end of the text, as the reference's scan reads it).
 Chunks shorter than `min_chars` are carried forward and joined to the front of the next chunk that
 is long enough on its own; chunks left over at the end join the last segment. When that gives a
 single segment, the text is cut at single line breaks instead.
@@ -18,10 +19,11 @@ from typing import Dict, List
 PARAGRAPH_SEP = "\n\n"
 LINE_SEP = "\n"
 
-# The reference keeps \[...\] whole; $$...$$ and display environments are kept whole too.
+# The reference keeps \[...\] whole, and an unclosed \[ keeps the rest of the text whole; $$...$$ and
+# display environments are kept whole too.
 _DISPLAY_MATH = re.compile(
     r"\$\$.*?\$\$"
-    r"|\\\[.*?\\\]"
+    r"|\\\[.*?(?:\\\]|\Z)"
     r"|\\begin\{(equation|align|gather|multline|eqnarray|displaymath)(\*?)\}.*?\\end\{\1\2\}",
     re.DOTALL,
 )
@@ -80,5 +82,18 @@ def split(text: str, min_chars: int = 100) -> List[str]:
 
 
 def join(segments: List[str]) -> str:
-    """A trajectory from its segments, one blank line between them (the reference's rejoin)."""
-    return PARAGRAPH_SEP.join(s for s in segments if s)
+    """A trajectory from its segments, one blank line between them (the reference's rejoin; an empty
+    segment, left by an accepted empty rewrite, leaves its blank lines as there)."""
+    return PARAGRAPH_SEP.join(segments)
+
+
+def compose(before: List[str], middle: str, after: List[str]) -> str:
+    """A candidate trajectory: the segments before the one rewritten, the rewrite, the segments after,
+    as the reference puts them together (the two sides joined each on its own and attached only when
+    not empty)."""
+    text, head, tail = middle, join(before), join(after)
+    if head:
+        text = head + PARAGRAPH_SEP + text
+    if tail:
+        text = text + PARAGRAPH_SEP + tail
+    return text

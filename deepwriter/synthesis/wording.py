@@ -111,7 +111,7 @@ to improve or enrich (so that it leads more surely to the final response)."""
 
 EN["reflect"] = (
     """
-6. Throughout the thinking, think deeply, plan, and critique yourself on purpose. Bring this on {often} \
+{num}Throughout the thinking, think deeply, plan, and critique yourself on purpose. Bring this on {often} \
 with phrases such as `wait`, `maybe`, `let me`. For example:"""
     + _EXAMPLES_EN
 )
@@ -125,11 +125,20 @@ EN["plain"] = """
 6. Throughout the thinking, think deeply and plan, reasoning steadily and directly: do not use hesitation \
 or self-correction phrases such as `wait`, `hmm`, `maybe`, `let me` or `alternatively`."""
 
-EN["tail"] = """
-No past tense, NO PAST TENSE anywhere: this is the thinking before you write the final response, about \
-what you will do and need to do. Think aloud and brainstorm: write it as an inner monologue, a stream of \
-consciousness, without bullet points, numbering or formal section headings.
+_NO_PAST_EN = """No past tense, NO PAST TENSE anywhere: this is the thinking before you write the final response, about \
+what you will do and need to do."""
+_MONOLOGUE_EN = """Think aloud and brainstorm: write it as an inner monologue, a stream of consciousness, without \
+bullet points, numbering or formal section headings."""
+# The initial prompt ends: no past tense, the monologue, then the request to write the thinking; the
+# scorer's prompt asks for the thinking first and ends with the two rules (the reference's two orders).
+EN["tail_initial"] = f"""
+{_NO_PAST_EN}
+{_MONOLOGUE_EN}
 Now write your thinking inside `<think></think>` tags."""
+EN["tail_scorer"] = f"""
+Now write your clear, complete and logical thinking inside `<think></think>` tags.
+{_NO_PAST_EN}
+{_MONOLOGUE_EN}"""
 
 EN["refine"] = """
 You get a writing task, a target text and an existing thinking process, and you refine and enrich one \
@@ -206,30 +215,33 @@ ZH[
 
 现在请写出这篇回答背后的思考过程，就像在脑海中头脑风暴一样，放在唯一的一个`<think></think>`标签中。"""
 
+# The Chinese scorer prompt frames the task as explaining the thinking behind an answer (as the
+# reference's does) and closes by asking for thinking as if the request were seen for the first time.
 ZH[
     "head_scorer"
-] = """你是一位通晓多个领域的写作专家。下面有一个用户请求，你将为它写出回答。请把你动笔之前的深入思考和规划记录下来。
+] = """你是一位通晓多个领域的专家。设想有一个用户请求，以及对它的一个回答。现在请你为这个回答讲出背后的思考过程，尤其是怎样围绕这个请求深入思考、深入规划。
 用户请求：
 {task}
 
-现在请先在脑海中头脑风暴，把完整的思考过程放在唯一的一个`<think></think>`标签中。"""
+现在请在脑海中头脑风暴，把完整的思考过程放在唯一的一个`<think></think>`标签中。"""
 
-ZH["requirements"] = """思考过程的要求：
-1. 叙述视角：用第一人称“我”，像在脑子里边想边说，演绎自己的创作思考。用口语化、通俗的表达。
-
-2. 思考与作品一致：每一步思考都要能在最终的回答里找到对应，让读者看清这些想法是怎样一步步“长成”这篇作品的，觉得这篇回答正是这些思考的必然结果。
-
-3. 语言风格：面向未来、真诚、自然、易懂。这是动笔前的分析和规划，多用“我打算”“我应该”这样的计划口吻。语气坦诚，像一位有经验的前辈在分享心得；语言平实，不堆砌专业术语，把复杂的想法讲明白。
-
-4. 思考逻辑：清晰、层层推进。讲清楚“为什么这样想”和“这样做会带来什么效果”，围绕下面框架的各个环节不断细化；衔接词要多样（如“首先”“接着”“然后”），不要反复用同一个。
-
-5. 思维框架：一个清晰、有深度、细节丰富的思考过程可以包含这些方向：
+# The Chinese requirements, numbered in the initial prompt; the scorer's prompt has them unnumbered and
+# without the "thinking and piece are one" item (as the reference's two Chinese prompts differ).
+_ZH_VOICE = "叙述视角：用第一人称“我”，像在脑子里边想边说，演绎自己的创作思考。用口语化、通俗的表达。"
+_ZH_ONE = "思考与作品一致：每一步思考都要能在最终的回答里找到对应，让读者看清这些想法是怎样一步步“长成”这篇作品的，觉得这篇回答正是这些思考的必然结果。"
+_ZH_STYLE = "语言风格：面向未来、真诚、自然、易懂。这是动笔前的分析和规划，多用“我打算”“我应该”这样的计划口吻。语气坦诚，像一位有经验的前辈在分享心得；语言平实，不堆砌专业术语，把复杂的想法讲明白。"
+_ZH_LOGIC = "思考逻辑：清晰、层层推进。讲清楚“为什么这样想”和“这样做会带来什么效果”，围绕下面框架的各个环节不断细化；衔接词要多样（如“首先”“接着”“然后”），不要反复用同一个。"
+_ZH_FRAME = """思维框架：一个清晰、有深度、细节丰富的思考过程可以包含这些方向：
 
 为什么写？动笔前先想透写作的根本目的：用户字面要求背后真正想要什么；我在对谁说话，读者是什么样的人，有什么困扰和期待，在什么场景下阅读；读完之后，我希望读者在情感、认知和行动上发生什么具体变化。
 
 写什么？围绕写作目标构思核心创意和表达策略，想清楚为了完成请求要向读者传递哪些内容和关键信息，分别用到哪些素材。
 
 怎么写？像画施工图一样设计行文路线。先定文章骨架（比如黄金圈 "Why-How-What"、AIDA 模型 "Attention-Interest-Desire-Action"、故事结构 "开端-发展-高潮-结局"），再安排关键部分：开头怎么破题、抓住读者，主体怎么分层展开、安排论据，结尾怎么收束、升华，并给出清晰的行动号召。"""
+ZH["requirements"] = "思考过程的要求：\n" + "\n\n".join(
+    f"{i}. {item}" for i, item in enumerate([_ZH_VOICE, _ZH_ONE, _ZH_STYLE, _ZH_LOGIC, _ZH_FRAME], 1)
+)
+ZH["requirements_scorer"] = "思考过程的要求：\n" + "\n\n".join([_ZH_VOICE, _ZH_STYLE, _ZH_LOGIC, _ZH_FRAME])
 
 ZH["outline"] = """
 如果回答比较长，我会先写一个提纲（或者草稿），提纲挈领地列出每个段落或部分的要点、内容和句子的组织方式。
@@ -241,7 +253,7 @@ ZH["draft"] = """
 
 ZH["reflect"] = (
     """
-6. 为了想得更充分、更深入，我会{often}用自我反思和自我质疑来展开细节、换个角度或者回头检查之前的说法，用“不过”“或者”“可能”这类词引出更细致的思考，例如："""
+{num}为了想得更充分、更深入，我会{often}用自我反思和自我质疑来展开细节、换个角度或者回头检查之前的说法，用“不过”“或者”“可能”这类词引出更细致的思考，例如："""
     + _EXAMPLES_ZH
 )
 
@@ -251,9 +263,15 @@ ZH["reflect_vary"] = """
 ZH["plain"] = """
 6. 思考要深入、有规划，但要平稳直接地推进：不要使用“等等”“嗯”“也许”“让我想想”“或者”这类犹豫或自我纠正的词。"""
 
-ZH["tail"] = """
-全程不要用过去时，不要用过去时：这是动笔之前的思考，想的是我将要做什么、需要做什么。把它写成内心独白或者意识流，不要用项目符号、编号或正式的小标题。
-现在，在`<think></think>`标签中写下你的思考。"""
+# The reference's Chinese initial prompt ends with one line (brainstorm as an inner monologue, in the
+# think tags): no past-tense or formatting rules there. Its scorer prompt has them, after asking for the
+# thinking in the tags, and then the first-time line.
+ZH["tail_initial"] = """
+现在，想象我正在用内心独白的方式头脑风暴……写在`<think></think>`标签中。"""
+ZH["tail_scorer"] = """
+格式上，把清晰、完整、有逻辑的思考过程写在`<think></think>`标签中。
+思考时不要用过去时，不要用过去时：这是写最终回答之前的思考，想的是你将要做什么、需要做什么。
+想象你正在出声思考、头脑风暴，把它写成内心独白或者意识流，不要用项目符号、编号或正式的小标题。下面，设想你是第一次看到这个用户请求，开始你的思考（不要暗示你是在解释一个已有的回答）。"""
 
 ZH["refine"] = """你会拿到一个用户请求、一篇目标文案和一段已有的思考过程，然后优化、丰富这段思考过程中的某一个段落。
 ---> 用户请求
@@ -303,6 +321,9 @@ ZH["answer_analysis"] = (
 ZH["answer_only"] = "回答时，只给出修改后的**思考过程的对应段落**，放在`<refine></refine>`标签中。"
 ZH["refine_opening"] = "我来看看这一段有哪些地方可以修改、优化和补充，让它更贴近目标文案。\n"
 
+# A part named "<part>_scorer" replaces "<part>" in the scorer's prompt (see prompts._think_aloud).
+EN["num"] = EN["num_scorer"] = ZH["num"] = "6. "
+ZH["num_scorer"] = ""  # the reference's Chinese scorer prompt does not number its requirements
 EN["often"] = "regularly"  # the initial prompt; the scorer's prompt says "frequently"
 EN["often_scorer"] = "frequently"
 ZH["often"] = ""

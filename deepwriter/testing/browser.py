@@ -128,9 +128,14 @@ _SHOW_ONLY = """
 README_SHOTS = {"report-synthesis.png": ("synthesis-0", 7, 1600), "report-eval.png": ("eval-0", -1, 1300)}
 
 
+def show_only(section: str, column: int = -1) -> str:
+    """A probe that hides every section but `section` and opens its first row (by `column`, descending)."""
+    return _SHOW_ONLY % (section, column)
+
+
 def readme_screenshots(page: Path, folder: Path) -> List[Path]:
     return [
-        screenshot(page, Path(folder) / name, probe=_SHOW_ONLY % (section, column), size=(1400, height))
+        screenshot(page, Path(folder) / name, probe=show_only(section, column), size=(1400, height))
         for name, (section, column, height) in README_SHOTS.items()
     ]
 

@@ -8,7 +8,7 @@ import random
 from pathlib import Path
 from typing import List
 
-_WORDS = (
+WORDS = (
     "the sea is wide and the light keeps the night away from our small town while a keeper writes "
     "letters nobody answers first intent then content then structure maybe the reader wants a clear "
     "opening three ideas and a warm close"
@@ -16,7 +16,7 @@ _WORDS = (
 
 
 def _text(rng: random.Random, n_words: int) -> str:
-    return " ".join(rng.choice(_WORDS) for _ in range(max(1, n_words)))
+    return " ".join(rng.choice(WORDS) for _ in range(max(1, n_words)))
 
 
 def synthetic_rows(

@@ -290,13 +290,16 @@ def evaluation(stage: Path) -> Optional[Dict[str, Any]]:
         for f in files
         for rec in read_jsonl(f)
     ]
-    paper = None
+    paper = reported = None
     if summary:
         header, body = tables.comparison({summary.get("label", "run"): summary.get("headline") or {}})
         notes = [n for n in (tables.SCALE_NOTE, tables.definitions_note([summary])) if n]
         paper = {"header": header, "rows": body, "notes": notes}
+        header, body, notes = tables.reported(summary)
+        reported = {"title": tables.REPORTED_TITLE, "header": header, "rows": body, "notes": notes}
     return {
         "paper": paper,
+        "reported": reported,
         "headline": (summary or {}).get("headline") or {},
         "breakdowns": breakdowns(summary or {}),
         "judge": {k: (summary or {}).get(k) for k in ("model_under_test", "judge", "judge_mode", "judge_stats")},

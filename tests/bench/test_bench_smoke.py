@@ -5,9 +5,9 @@ finite and positive, agree with the others it is derived from, and the counts mu
 
 from __future__ import annotations
 
+import json
 import math
 import re
-import shutil
 import subprocess
 import sys
 
@@ -182,6 +182,7 @@ def test_sft_packing_bench_runs_small():
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(960)  # the bench's own run is bounded at 900 s inside
 def test_synthesis_effect_bench_runs_one_real_pair(shared_dir, tmp_path):
     out_file = tmp_path / "effect.jsonl"
     out = _run(
@@ -260,9 +261,7 @@ def test_synthesis_fleet_bench_runs_small(tmp_path):
     assert set(saved["schedules"]) == {"lockstep", "continuous"} and saved["bound"]["pairs_per_min"] > 0
 
 
-@pytest.mark.skipif(
-    not any(shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome")), reason="no Chromium on PATH"
-)
+@pytest.mark.usefixtures("chromium")  # a missing Chromium fails it (`make browser`), as in test_report_html
 def test_report_scale_bench_runs_small():
     out = _run("bench.report_scale", "--pairs=250", "--baseline=10", "--repeats=1", timeout=240)
     rows = {
@@ -280,3 +279,79 @@ def test_report_scale_bench_runs_small():
     assert _finite_positive(rows[10][0], rows[250][0], rows[10][3], rows[250][3])
     ratio = re.search(r"^ratio 250 vs 10 pairs: report.html ([\d.]+)x, first render ([\d.]+)x", out, re.M)
     assert ratio and _close(float(ratio.group(2)), rows[250][3] / rows[10][3], rel=0.1, abs_=0.05), out
+
+
+def _hellobench_clone(root, means: dict) -> None:
+    """A HelloBench-shaped folder: one category of one checklist item (weight 100), and per model and
+    subset judgments whose sample scores average to `means[model][subset]`; one malformed line each."""
+    (root / "data" / "main_data").mkdir(parents=True)
+    (root / "weighted_scores.txt").write_text("REGRESSION_DICT = {'c': [100.0]}\n")
+    subsets = ("open_ended_qa", "summarization", "chat", "text_completion", "heuristic_text_generation")
+    for s in subsets:
+        rows = [{"id": f"{s}_{i}", "category": "c"} for i in range(2)]
+        (root / "data" / "main_data" / f"{s}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    for model, by_subset in means.items():
+        folder = root / "results" / "judgements" / "main_exp" / model
+        folder.mkdir(parents=True)
+        for s in subsets:
+            m = by_subset[s] / 100
+            lines = [
+                {"id": f"{s}_0", "checklist_wise_evaluation": [{"checklist_id": 0, "evaluation_score": m - 0.01}]},
+                {"id": f"{s}_1", "checklist_wise_evaluation": [{"checklist_id": 0, "evaluation_score": m + 0.01}]},
+                {"id": f"{s}_0", "checklist_wise_evaluation": []},  # a repeated id: dropped, as compute.py does
+            ]
+            (folder / f"{s}_results.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+
+
+def test_hellobench_groups_bench_finds_the_grouping_that_reproduces_the_papers_figures(tmp_path):
+    import subprocess as sp
+
+    # chat alone and text_completion alone carry the paper's HB-A / HB-B of both models; the rest is far off
+    far = {"open_ended_qa": 40.0, "summarization": 50.0, "heuristic_text_generation": 60.0}
+    means = {
+        "gpt4o_0806": {**far, "chat": 83.7, "text_completion": 87.6},
+        "claude35": {**far, "chat": 82.9, "text_completion": 88.3},
+    }
+    clone = tmp_path / "HelloBench"
+    _hellobench_clone(clone, means)
+    out = _run("bench.hellobench_groups", "--repo", str(clone), "--data", str(tmp_path / "none"), "--top", "3")
+    assert "360 candidates (180 groupings × 2 aggregations)" in out
+    assert re.search(r"^\s+chat\s+83\.70 \(2/1\)\s+82\.90 \(2/1\)$", out, re.M)  # kept / dropped
+    best = re.search(r"^best: HB-A = (.+); HB-B = (.+) \((.+)\), rmse ([\d.]+)", out, re.M)
+    assert best.groups() == ("chat", "text_completion", "mean of subset means", "0.000")
+    # the same files read from a bare git directory, at HEAD
+    sp.run(["git", "init", "-q", str(clone)], check=True)
+    sp.run(["git", "-C", str(clone), "add", "."], check=True)
+    ident = ["-c", "user.name=t", "-c", "user.email=t@t"]
+    sp.run(["git", "-C", str(clone), *ident, "commit", "-qm", "x"], check=True)
+    bare = _run("bench.hellobench_groups", "--repo", str(clone / ".git"), "--top", "3")
+    assert bare.split("\n\n", 1)[1] == out.split("\n\n", 1)[1]
+    # without a clone the bench says so and runs nothing
+    assert "not run: no HelloBench clone given" in _run("bench.hellobench_groups")
+
+
+def test_scoring_tokens_bench_runs_on_the_tiny_model(shared_dir, tmp_path):
+    out = _run(
+        "bench.scoring_tokens",
+        "--model",
+        "tiny-qwen3",
+        f"--cache-dir={tmp_path}",
+        "--demo",
+        "2",
+        "--real",
+        "2",
+        "--max-words",
+        "400",
+        "--threads",
+        "1",
+    )
+    for name in ("demo pairs (2):", "real pairs (2):"):
+        block = out.split(name, 1)[1]
+        figures = re.search(r"reference rule .*?mean \|Δ\| ([\d.]+)\s+max \|Δ\| ([\d.]+)\s+mean Δ ([+-][\d.]+)", block)
+        mean_abs, max_abs, mean = (float(v) for v in figures.groups())
+        assert 0 <= mean_abs <= max_abs and abs(mean) <= mean_abs + 1e-5
+        differ = re.search(
+            r"scored tokens differ for (\d+)/2 pairs \(a straddling first token: (\d+), last token: (\d+)\)", block
+        )
+        n, start, end = (int(v) for v in differ.groups())
+        assert max(start, end) <= n <= 2

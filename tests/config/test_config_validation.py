@@ -16,6 +16,7 @@ CASES = [
     # (overrides, the key the message must name, words it must hold)
     (["synthesis.num_candidates=0"], "synthesis.num_candidates", "expected >= 1"),
     (["synthesis.clip_min=1", "synthesis.clip_max=0"], "synthesis.clip_min", "is not below synthesis.clip_max"),
+    (["synthesis.refine.temperature=0"], "synthesis.num_candidates", "would all be the same text"),
     (["synthesis.shard=3/2"], "synthesis.shard", "0 <= i < n"),
     (["synthesis.stop_threshold=nan"], "synthesis.stop_threshold", "finite"),
     (["synthesis.initial.top_p=1.5"], "synthesis.initial.top_p", "expected <= 1.0"),

@@ -87,37 +87,85 @@ def test_a_second_process_is_refused_at_once_naming_the_holder_until_it_dies(tmp
         assert list(log.done) == ["from-holder"]
 
 
+# The first run, through the CLI's own main(), with the stall hook of the kill -9 test
+# (test_synthesis_stage.RUNNER): once a pair is on disk, its next generation waits for the test's go,
+# so the second run meets a first that holds the shard open however fast or slow this machine is.
+FIRST_RUN = """
+import sys, time
+from pathlib import Path
+sys.path.insert(0, {repo!r})
+from deepwriter.synthesis import stage
+from deepwriter.train import main
+runs, stalled, release = Path({runs!r}), Path({stalled!r}), Path({release!r})
+real = stage.build_backends
+def stalling(cfg):
+    generator, scorer = real(cfg)
+    generate = generator.generate
+    def stall(*a, **k):
+        if any(p.read_text().strip() for p in runs.glob("_stages/synthesize/*/shards/*.jsonl")):
+            stalled.touch()
+            while not release.exists():
+                time.sleep(0.1)
+        return generate(*a, **k)
+    generator.generate = stall
+    return generator, scorer
+stage.build_backends = stalling
+main(sys.argv[1:])
+"""
+
+
 @pytest.mark.slow
+@pytest.mark.timeout(840)  # three bounded waits of 240 s: the first run's stall, the second run, the first's end
 def test_two_runs_of_the_same_synthesize_stage_the_second_is_refused(tmp_path, model_cache):
     """The failure a user met: a run that looked dead was started again and both appended to one shard."""
-    pairs = write_pairs(tmp_path / "pairs.jsonl", 12, ids="p{i}")
-    cmd = [
-        sys.executable,
-        "-m",
-        "deepwriter.train",
+    n = 4
+    pairs = write_pairs(tmp_path / "pairs.jsonl", n, ids="p{i}")
+    runs, stalled, release = tmp_path / "runs", tmp_path / "stalled", tmp_path / "release"
+    args = [
         "+recipe=demo",
         "recipe.stages=[synthesize]",
         "model@models.generator=tiny-qwen3",
         "model@models.scorer=tiny-qwen3",
         f"paths.cache_dir={model_cache}",
-        f"paths.runs_dir={tmp_path}/runs",
+        f"paths.runs_dir={runs}",
         f"data.pairs.path={pairs}",
         "synthesis.max_in_flight=1",
         "run_id=r",
     ]
+    runner = tmp_path / "first.py"
+    runner.write_text(FIRST_RUN.format(repo=str(REPO), runs=str(runs), stalled=str(stalled), release=str(release)))
     env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
-    first = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    shards = tmp_path / "runs" / "_stages" / "synthesize"
-    deadline = time.monotonic() + 180
-    while not any(shards.glob("*/shards/*.jsonl.lock")) and first.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert first.poll() is None, first.stderr.read()[-2000:]
-    second = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    still_running = first.poll() is None
-    assert first.wait(timeout=600) == 0, first.stderr.read()[-2000:]
-    assert second.returncode == 2 and still_running
+    first = subprocess.Popen(
+        [sys.executable, str(runner), *args],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while not stalled.exists() and first.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert stalled.exists(), "the first run never reached its stall: " + (
+            first.stderr.read()[-2000:] if first.poll() is not None else "still running after 240 s"
+        )
+        second = subprocess.run(
+            [sys.executable, "-m", "deepwriter.train", *args],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
+        still_running = first.poll() is None
+    finally:
+        release.touch()
+    assert first.wait(timeout=240) == 0, first.stderr.read()[-2000:]
+    assert second.returncode == 2 and still_running, second.stderr[-2000:]
     lines = [x for x in second.stderr.splitlines() if x.startswith("deepwriter:")]
     assert len(lines) == 1 and f"already being written by pid {first.pid} on" in lines[0]
+    shards = runs / "_stages" / "synthesize"
     (shard,) = shards.glob("*/shards/*.jsonl")
     ids = [r["id"] for r in read_records(shard)]
-    assert sorted(ids) == sorted(f"p{i}" for i in range(12))  # every pair once
+    assert sorted(ids) == sorted(f"p{i}" for i in range(n))  # every pair once

@@ -276,6 +276,68 @@ def test_local_constrained_judge_always_parses_in_range(tiny_model, tmp_path):
     assert rerun.stats.calls == 0
 
 
+class SchemaServer:
+    """Stands for a server that decodes under the JSON schema it is sent (vLLM's structured output; the
+    real one is in test_vllm_server.py): records the schemas and answers with the largest allowed value
+    of each slot, or, as a server that ignores the schema, with ScriptedJudge's free reply."""
+
+    def __init__(self, ignores_schema: bool = False):
+        self.schemas, self.ignores_schema, self.free = [], ignores_schema, ScriptedJudge()
+
+    def generate(self, prompts, sampling, n=1, json_schemas=None):
+        self.schemas += list(json_schemas)
+        if self.ignores_schema:
+            return self.free.generate(prompts, sampling, n)
+        reply = [json.dumps({k: max(v["enum"]) for k, v in s["properties"].items()}) for s in json_schemas]
+        return [[Generation(text=r, prompt_tokens=50, completion_tokens=10)] * n for r in reply]
+
+
+def test_json_schema_judge_sends_each_tasks_schema_and_reads_its_verdict(tmp_path):
+    from deepwriter.eval.judge import verdict_schema
+
+    hb_items = hb.load("hb", str(FIX / "hellobench"), tmp_path, [])
+    wb_item = wb.load("wb", str(FIX / "writingbench.jsonl"), tmp_path, [])[0]
+    tasks = [_lb_task("x"), hb.judge_tasks(hb_items[0], "Sent.")[0], *wb.judge_tasks(wb_item, "An outline.")[:2]]
+    server = SchemaServer()
+    judge = Judge(lambda: server, "served", JudgeConfig(), tmp_path / "c", constrained=False, json_schema=True)
+    outs = judge.run(tasks, show_progress=False)
+    assert server.schemas == [verdict_schema(t.slots) for t in tasks]
+    lb_schema = server.schemas[0]
+    assert lb_schema["required"] == [s.name for s in lb.SLOTS] and lb_schema["additionalProperties"] is False
+    assert lb_schema["properties"]["relevance"] == {"enum": [1, 2, 3, 4, 5]}
+    assert all(o.ok for o in outs) and judge.stats.bad_replies == 0
+    for task, o in zip(tasks, outs):
+        assert o.values == {s.name: max(s.allowed) for s in task.slots}
+        assert set(o.reasons.values()) == {"JSON-schema judge: score only"}
+    # the same tasks asked free are other calls (the mode is in the cache key), and free replies of a
+    # server that ignored the schema are still read, by each benchmark's own reader
+    free = ScriptedJudge()
+    judge = Judge(lambda: free, "served", JudgeConfig(), tmp_path / "c", constrained=False)
+    assert all(o.ok for o in judge.run(tasks, show_progress=False)) and free.calls == 4
+    again = Judge(lambda: 1 / 0, "served", JudgeConfig(), tmp_path / "c", constrained=False, json_schema=True)
+    assert [o.values for o in again.run(tasks, show_progress=False)] == [o.values for o in outs]
+    assert again.stats.calls == 0 and again.stats.cache_hits == 4  # and each mode finds its own replies
+    ignored = SchemaServer(ignores_schema=True)
+    judge = Judge(lambda: ignored, "served", JudgeConfig(), tmp_path / "d", constrained=False, json_schema=True)
+    assert all(o.ok for o in judge.run(tasks, show_progress=False)) and len(ignored.schemas) == 4
+
+
+def test_json_schema_goes_out_as_the_openai_response_format():
+    from deepwriter.config.llm import EndpointConfig
+    from deepwriter.eval.judge import verdict_schema
+    from deepwriter.llm.base import Sampling
+    from deepwriter.llm.openai_http import OpenAIGenerator
+
+    gen = OpenAIGenerator(EndpointConfig(base_urls=["http://127.0.0.1:9/v1"], api_key_env=None), "m")
+    schema = verdict_schema(lb.SLOTS)
+    body = gen._body([{"role": "user", "content": "Judge."}], None, Sampling(), 1, schema)
+    assert body["response_format"] == {
+        "type": "json_schema",
+        "json_schema": {"name": "verdict", "schema": schema, "strict": True},
+    }
+    assert "response_format" not in gen._body([{"role": "user", "content": "Judge."}], None, Sampling(), 1)
+
+
 # --- a real loopback HTTP judge with faults ---------------------------------------------------------
 
 

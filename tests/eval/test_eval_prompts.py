@@ -456,10 +456,13 @@ def test_preview_gives_exactly_what_the_judge_is_sent(tmp_path):
 def test_group_definitions_are_printed_beside_every_table_that_shows_them(tmp_path):
     recs = [
         {"subset": "chat", "score": 80.0},
+        {"subset": "summarization", "score": 60.0},
         {"subset": "open_ended_qa", "score": 60.0},
+        {"subset": "open_ended_qa", "score": 70.0},
+        {"subset": "heuristic_text_generation", "score": 90.0},
         {"subset": "text_completion", "score": 90.0},
     ]
-    agg = hb.aggregate(recs, None)  # no groups configured: our default HB-A / HB-B
+    agg = hb.aggregate(recs, None)  # no groups configured: the default HB-A / HB-B
     summary = {
         "label": "r",
         "headline": {"LB": 50.0, **hb.headline("hellobench", agg)},
@@ -471,20 +474,21 @@ def test_group_definitions_are_printed_beside_every_table_that_shows_them(tmp_pa
     paper = (tmp_path / "paper.md").read_text()
     assert paper.splitlines()[0] == "| run | LB | HB-A | HB-B |"
     assert (
-        "HB-A = mean over the samples of HelloBench open_ended_qa, summarization, chat "
-        "(our definition; HelloBench defines no groups of subsets)." in paper
+        "HB-A = mean of the HelloBench subset means of summarization, chat (HelloBench defines no groups of "
+        "subsets; the default is the grouping that best reproduces the paper's" in paper
     )
-    assert "HB-B = mean over the samples of HelloBench text_completion, heuristic_text_generation" in paper
+    assert "HB-B = mean of the HelloBench subset means of open_ended_qa, heuristic_text_generation" in paper
     details = (tmp_path / "details.md").read_text()
     assert "| HB-A (group) |  |  | 70.00 | -20.00 |" in details
-    assert "| overall (pooled over samples) | 3 | 3 | 76.67 | 6.67 |" in details
-    assert "| mean of subset means |  |  | 76.67 | 6.67 |" in details
-    assert "HB-A = samples of open_ended_qa, summarization, chat (our definition" in details
+    assert "| HB-B (group) |  |  | 77.50 | 10.00 |" in details  # (65 + 90) / 2: subset means, not samples
+    assert "| overall: mean of subset means |  |  | 77.00 | 8.00 |" in details
+    assert "| pooled over samples | 6 | 6 | 75.00 | 0.00 |" in details
+    assert "HB-A = mean of the subset means of summarization, chat (HelloBench defines no groups" in details
     # runs compared side by side: each definition once, a differing one listed too
     other = json.loads(json.dumps(summary))
     other["benchmarks"]["hellobench"]["summary"]["group_definitions"]["HB-A"] = ["chat"]
     note = tables.definitions_note([summary, summary, other])
-    assert note.count("HB-B =") == 1 and note.count("HB-A =") == 2 and "HelloBench chat (our" in note
+    assert note.count("HB-B =") == 1 and note.count("HB-A =") == 2 and "subset means of chat (HelloBench" in note
 
 
 def test_the_full_recipes_judge_has_a_price():

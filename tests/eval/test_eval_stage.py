@@ -153,14 +153,27 @@ def test_eval_stage_against_a_faulty_http_judge(tmp_path, model_cache):
         # tables, plots, W&B
         md = (out / "tables" / "paper.md").read_text()
         assert md.splitlines()[0] == "| run | LB | HB-A | HB-B | WB-A | WB-D |"  # no finished E item
-        assert "HB-A = mean over the samples of HelloBench chat (our definition;" in md  # the configured groups
-        assert "HB-B = mean over the samples of HelloBench heuristic_text_generation (our definition;" in md
+        assert "HB-A = mean of the HelloBench subset means of chat (HelloBench defines" in md  # the configured groups
+        assert "HB-B = mean of the HelloBench subset means of heuristic_text_generation (HelloBench" in md
+        # the paper's figures beside the run's, marked as the paper's, in a table of their own
+        reported = md.split("### Reported in the REER paper (not this run)")[1]
+        assert "| paper: DeepWriter-8B | 91.28 | 82.60 | 87.48 | 72.20 |  |  | 70.60 |  | 72.30 |" in reported
+        assert "arXiv 2509.06160" in reported and "| run |" not in reported
+        assert tracker.summaries["paper/DeepWriter-8B/LB"] == pytest.approx(91.28)
+        assert tracker.summaries["paper/GPT-4o/HB-A"] == pytest.approx(83.7)
+        assert not any(k.startswith("eval/") and "paper" in k for k in tracker.summaries)
+        assert tracker.tables["eval/paper_reported"][1][0][0] == "paper: DeepWriter-8B"
         assert (out / "tables" / "paper.csv").exists() and "rescaled (x−75)·4" in (
             out / "tables" / "details.md"
         ).read_text()
         assert (out / "plots" / "radar.png").stat().st_size > 1000
         assert (out / "plots" / "writingbench_domains.png").exists()
-        assert set(tracker.tables) == {"eval/longbench_write/items", "eval/hellobench/items", "eval/writingbench/items"}
+        assert set(tracker.tables) == {
+            "eval/longbench_write/items",
+            "eval/hellobench/items",
+            "eval/writingbench/items",
+            "eval/paper_reported",
+        }
         assert any("eval/LB" in d for d in tracker.logs) and "eval/plot_radar" in tracker.images
         assert set(result.artifacts.values()) >= {"summary.json", "tables/paper.md", "plots/radar.png"}
         for rel in result.artifacts.values():
@@ -287,6 +300,21 @@ def test_http_model_under_test_thinking_is_kept_but_never_judged(tmp_path, model
     assert judge.seen and not any("secret plan" in p or "<think>" in p for p in judge.seen)
     assert sorted({s.temperature for s in writer.samplings}) == [0.5, 0.7, 0.8]  # each benchmark's own sampling
     assert {s.max_new_tokens for s in writer.samplings} == {12}
+    wb_recs = [json.loads(l) for l in (out / "items" / "writingbench.jsonl").read_text().splitlines()]
+    assert wb_recs and all(r["answer"] == "The answer is here." for r in wb_recs)  # WritingBench's own cut
+
+
+def test_each_benchmark_judges_the_part_of_the_output_its_own_code_cuts():
+    from deepwriter.eval.benchmarks import hellobench, longbench_write, writingbench
+    from deepwriter.eval.stage import judged_answer
+
+    # a thinking block closed without a blank line: WritingBench (evaluate_benchmark.py) judges the whole
+    # output; the others judge the answer after the last </think>
+    rec = {"output": "<think>\nplan\n</think>\nThe answer.", "answer": "The answer."}
+    assert judged_answer(writingbench, rec) == "<think>\nplan\n</think>\nThe answer."
+    assert judged_answer(longbench_write, rec) == judged_answer(hellobench, rec) == "The answer."
+    rec = {"output": "<think>\np</think>\n\nA </think>\n\nB", "answer": "B"}
+    assert judged_answer(writingbench, rec) == "A </think>\n\nB"  # cut at the first close
 
 
 @pytest.mark.parametrize(

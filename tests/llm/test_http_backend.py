@@ -78,6 +78,65 @@ def test_each_logprob_protocol_matches_in_process_scorer(serve, backends, api):
     assert server.stats.by_path[path] == len(REQUESTS)
 
 
+def _straddling(tok) -> list:
+    from test_llm_hf import straddling_request
+
+    sentence = " The lighthouse keeper considered everything carefully tonight."
+    return [
+        straddling_request(tok, PROMPTS[0], "<think>\nplan\n</think>\n<answer>\n", sentence, "\n</answer>"),
+        straddling_request(tok, PROMPTS[2], "", sentence),
+    ]
+
+
+@pytest.mark.parametrize("api", ["completions_echo", "echo_text", "vllm_prompt_logprobs", "sglang"])
+def test_every_protocol_scores_the_tokens_the_shared_rule_picks(serve, backends, api):
+    """Targets that start and end inside a token: over HTTP (token ids, or text when the server takes
+    no ids) the scored tokens and their log-probs are the in-process scorer's, straddling tokens included."""
+    from deepwriter.llm.hf_prefix import PrefixCachingScorer
+
+    tok = backends[1].tokenizer
+    server = serve(token_id_prompts=api != "echo_text")
+    protocol = "completions_echo" if api == "echo_text" else api
+    http = OpenAIScorer(endpoint(server, logprobs_api=protocol), tokenizer=tok, model_id="tiny")
+    reqs = _straddling(tok)
+    want = backends[1].score(reqs)
+    assert all(len(w) >= 3 for w in want)
+    # the first scored token began before the target (it is not a token of the target alone)
+    apart = tok.convert_ids_to_tokens(tok(reqs[0].target, add_special_tokens=False)["input_ids"])
+    assert want[0].tokens[0] not in apart
+    for g, w in zip(http.score(reqs), want):
+        assert g.error is None and g.context_tokens == w.context_tokens
+        assert g.logprobs == pytest.approx(w.logprobs, abs=1e-4)
+        # the text path names tokens by their text (the server's), the others by the tokenizer's names
+        assert g.tokens == (w.tokens if api != "echo_text" else [tok.convert_tokens_to_string([t]) for t in w.tokens])
+    cached = PrefixCachingScorer(backends[1].model, tok, "tiny", min_prefix_tokens=4).score(reqs)
+    for c, w in zip(cached, want):
+        assert c.tokens == w.tokens and c.logprobs == pytest.approx(w.logprobs, abs=1e-4)
+
+
+def test_the_scorer_call_samples_as_the_references(serve, backends):
+    # REER model_utils.py (prompt_only): temperature 1.0, top_p 1, n 1, prompt_logprobs 1, no seed; it also
+    # has the server generate 100 tokens it never reads: we ask for one
+    server = serve()
+    http = OpenAIScorer(endpoint(server, logprobs_api="vllm_prompt_logprobs"), backends[1].tokenizer, "tiny")
+    sent, call = [], http.transport.call
+
+    async def spy(client, sem, path, body, parse, **kw):
+        sent.append(dict(body))
+        return await call(client, sem, path, body, parse, **kw)
+
+    http.transport.call = spy
+    assert http.score(REQUESTS[:1])[0].error is None
+    (body,) = sent
+    assert {k: body[k] for k in ("temperature", "top_p", "prompt_logprobs", "max_tokens")} == {
+        "temperature": 1.0,
+        "top_p": 1.0,
+        "prompt_logprobs": 1,
+        "max_tokens": 1,
+    }
+    assert "seed" not in body and body.get("n", 1) == 1 and isinstance(body["prompt"], list)
+
+
 def test_echo_falls_back_to_one_token_where_zero_is_refused(serve, backends):
     server = serve(echo_max_tokens_zero=False)
     http = OpenAIScorer(endpoint(server), tokenizer=backends[1].tokenizer, model_id="tiny")
@@ -103,8 +162,9 @@ def test_echo_sends_token_ids_and_falls_back_to_text_offsets(serve, backends):
     assert all(g.error is None and len(g) >= 1 for g in got)
     http.score(REQUESTS[:1])
     assert [c.status for c in list(http.calls)[-1:]] == [200]  # remembered: no second refusal
-    # the text path agrees with the in-process scorer where the boundary tokenizes the same way
-    assert got[0].logprobs == pytest.approx(backends[1].score(REQUESTS[:1])[0].logprobs, abs=1e-4)
+    # one rule picks the scored tokens on both paths: the text path agrees with the in-process scorer
+    for g, w in zip(got, backends[1].score(REQUESTS)):
+        assert g.logprobs == pytest.approx(w.logprobs, abs=1e-4)
 
 
 def test_generation_with_prefill_and_n_matches_in_process(serve, backends):

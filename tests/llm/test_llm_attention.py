@@ -25,8 +25,8 @@ def test_equals_the_masked_reference(monkeypatch, path, q_len, kv_len):
     if path == "chunked":
         monkeypatch.setattr(attention, "_CPU_FLASH", None)
         monkeypatch.setattr(attention, "CHUNK", 16)  # several chunks, a ragged last one
-    elif attention._CPU_FLASH is None:
-        pytest.skip("this torch has no CPU flash op with log-sum-exp")
+    else:  # the pinned torch has it; without it the "lse" path would be untested, not skipped
+        assert attention._CPU_FLASH is not None, "this torch has no CPU flash op with log-sum-exp"
     torch.manual_seed(q_len * 1000 + kv_len)
     groups = 3  # grouped-query attention: 6 query heads over 2 key/value heads
     module = types.SimpleNamespace(is_causal=True, num_key_value_groups=groups)

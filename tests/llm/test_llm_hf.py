@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from deepwriter.llm.base import Sampling, ScoreRequest, TokenLogprobs, clipped_mean_nll
+from deepwriter.llm.base import Sampling, ScoreRequest, TokenLogprobs, clipped_mean_nll, scored_token_range
 from deepwriter.llm.hf import TransformersGenerator, TransformersScorer, render_prompt
 
 PROMPTS = [[{"role": "user", "content": "Write a line about rain."}], [{"role": "user", "content": "A toast, please."}]]
@@ -34,18 +34,72 @@ def test_seeded_sampling_is_reproducible_and_prefill_is_not_repeated(gen):
     assert not any(x.text.startswith("<think>") for g in a for x in g)
 
 
+def _forward_logprobs(model, ids):
+    """Log-prob of every token of `ids` but the first, from one full forward pass."""
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([ids])).logits[0]
+    return torch.log_softmax(logits.float(), -1)[:-1].gather(1, torch.tensor(ids[1:])[:, None])[:, 0].tolist()
+
+
 def test_scorer_matches_a_full_forward_pass(tiny_model):
     model, tok = tiny_model
     scorer = TransformersScorer(model, tok, model_id="tiny")
     req = ScoreRequest(PROMPTS[0], "<think>\nshort plan\n</think>\n", "Soft rain on the roof.")
     lp = scorer.score([req])[0]
-    ctx = tok(render_prompt(tok, req.messages, req.assistant_prefix), add_special_tokens=False)["input_ids"]
-    tgt = tok(req.target, add_special_tokens=False)["input_ids"]
-    with torch.no_grad():
-        logits = model(input_ids=torch.tensor([ctx + tgt])).logits[0]
-    ref = torch.log_softmax(logits.float(), -1)[len(ctx) - 1 : -1].gather(1, torch.tensor(tgt)[:, None])[:, 0]
-    assert len(lp) == len(tgt)
-    assert lp.logprobs == pytest.approx(ref.tolist(), abs=1e-4)
+    text = render_prompt(tok, req.messages, req.assistant_prefix) + req.target
+    enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
+    first, last = scored_token_range(enc["offset_mapping"], len(text) - len(req.target), len(text))
+    ref = _forward_logprobs(model, enc["input_ids"])[first - 1 : last - 1]
+    assert len(lp) == last - first > 3 and lp.context_tokens == first
+    assert lp.logprobs == pytest.approx(ref, abs=1e-4)
+
+
+def test_scored_token_range_is_the_references_rule():
+    # tokens "ab" "cd" "e" "fg" at characters [0,2) [2,4) [4,5) [5,7)
+    offsets = [(0, 2), (2, 4), (4, 5), (5, 7)]
+    assert scored_token_range(offsets, 2, 5) == (1, 3)  # on token boundaries: exactly the target's tokens
+    assert scored_token_range(offsets, 3, 5) == (1, 3)  # a token straddling the target's start counts
+    assert scored_token_range(offsets, 2, 6) == (1, 4)  # and so does one straddling its end
+    assert scored_token_range(offsets, 4, 4) == (2, 3)  # an empty target: the one token at its place
+    # special tokens without characters (0, 0) before the text do not move the range
+    assert scored_token_range([(0, 0)] + offsets, 2, 5) == (2, 4)
+    # a tokenizer whose offsets leave out a token's leading space: the token before is taken (the
+    # reference reads the same offsets, so the same token)
+    assert scored_token_range([(0, 5), (6, 11)], 5, 11) == (0, 2)
+    assert scored_token_range([], 0, 3) == (0, 0) and scored_token_range([(5, 7)], 2, 3) == (0, 0)
+
+
+def straddling_request(tok, prompt, prefix: str, sentence: str, suffix: str = "") -> ScoreRequest:
+    """A request whose target starts inside a token of `sentence` (as the whole rendered text
+    tokenizes) and, when a suffix follows, ends inside one: the boundary cases of the scored-token rule.
+    The text is the same whatever the split, so its tokens are too."""
+    before = render_prompt(tok, prompt, prefix)
+    full = before + sentence + suffix
+    offsets = tok(full, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    inside = [(s, e) for s, e in offsets if s >= len(before) and e <= len(before) + len(sentence) and e - s >= 3]
+    cut_start = inside[0][0] + 1
+    cut_end = inside[-1][1] - 1 if suffix else len(before) + len(sentence)
+    return ScoreRequest(prompt, prefix + full[len(before) : cut_start], full[cut_start:cut_end], full[cut_end:])
+
+
+def test_tokens_straddling_the_targets_start_and_end_are_scored(tiny_model):
+    model, tok = tiny_model
+    scorer = TransformersScorer(model, tok, model_id="tiny")
+    sentence = " The lighthouse keeper considered everything carefully tonight."
+    req = straddling_request(tok, PROMPTS[0], "<think>\nplan\n</think>\n", sentence, "\n</answer>")
+    text = render_prompt(tok, req.messages, req.assistant_prefix) + req.target + req.suffix
+    start, end = len(text) - len(req.target + req.suffix), len(text) - len(req.suffix)
+    enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
+    offsets = enc["offset_mapping"]
+    first, last = scored_token_range(offsets, start, end)
+    assert offsets[first][0] < start < offsets[first][1]  # the first scored token began in the context
+    assert offsets[last - 1][0] < end < offsets[last - 1][1]  # the last one ends in the suffix
+    lp = scorer.score([req])[0]
+    assert lp.tokens == tok.convert_ids_to_tokens(enc["input_ids"][first:last])
+    assert lp.logprobs == pytest.approx(_forward_logprobs(model, enc["input_ids"])[first - 1 : last - 1], abs=1e-4)
+    # tokenizing context and target apart (the old rule) would score other tokens
+    apart = tok(req.target, add_special_tokens=False)["input_ids"]
+    assert apart != enc["input_ids"][first:last]
 
 
 def test_clipped_mean_nll():

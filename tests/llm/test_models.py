@@ -85,7 +85,7 @@ def test_embedded_gguf_converts_once_and_reloads_fast(tmp_path):
 
     cfg = compose_typed("+recipe=demo").models.generator
     assert cfg.source == ModelSource.package_gguf and cfg.trust_remote_code is False
-    cache = Path(os.path.expanduser("~/.cache/deepwriter"))  # the user cache the demo uses
+    cache = Path(os.environ["DEEPWRITER_CACHE"])  # the cache the demo uses: the session's own (conftest)
     where, _ = models.resolve(cfg, cache)
     assert (Path(where) / "model.safetensors").exists() and (Path(where) / "tokenizer.json").exists()
     # CPU seconds, not wall: the point is that no de-quantisation happens (that costs ~13 s of CPU),

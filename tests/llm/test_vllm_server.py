@@ -3,8 +3,9 @@ the synthesize stage with both log-prob protocols (scores checked against the in
 eval stage with the server as model under test and as judge, and a real outage: kill -9 of the
 server in the middle of a synthesize run, then a re-run once it is back.
 
-Slow (the server takes about two minutes to start); `make test` installs vLLM's environment and sets
-DEEPWRITER_REQUIRE_VLLM=1, so there a missing vLLM fails instead of skipping."""
+Slow (a server takes one to two minutes to start): the healthy-server tests share the session's one
+server (conftest.vllm_server); the outage test kills and restarts a server of its own. A missing vLLM
+fails them (`make serve-install`), unless DEEPWRITER_ALLOW_SKIP=vllm opts out on purpose."""
 
 from __future__ import annotations
 
@@ -17,25 +18,18 @@ from pathlib import Path
 from typing import Dict, List
 
 import pytest
+from conftest import VLLM_PRESET as PRESET
+from conftest import start_vllm
 
-from deepwriter.testing.vllm_server import REPO, SERVE_STAMP, VLLMServer
+from deepwriter.testing.vllm_server import REPO
 
 pytestmark = pytest.mark.slow
 
-PRESET = "smollm2-135m-vllm"
 DEMO_PAIRS = 8
+# The demo pairs whose greedy z0 has several segments, so they are scored (the other six are one
+# paragraph, discarded before any scoring): the completions_echo run takes these two alone.
+SCORED_PAIRS = ("demo-cover-letter-analyst", "demo-toast-wedding")
 OUTAGE_PAIRS = 5  # of the demo's 8: 2 in flight at a time, so the kill still finds pairs not yet written
-
-
-@pytest.fixture(scope="module")
-def vllm(tmp_path_factory):
-    if not SERVE_STAMP.exists():
-        if os.environ.get("DEEPWRITER_REQUIRE_VLLM") == "1":
-            pytest.fail("vLLM's environment is missing: `make serve-install` creates .venv-serve")
-        pytest.skip("vLLM's environment (.venv-serve) is not installed; `make serve-install` creates it")
-    server = VLLMServer(PRESET, tmp_path_factory.mktemp("vllm") / "server.log").start()
-    yield server
-    server.kill()
 
 
 def _train(tmp: Path, url: str, *overrides: str, timeout: float = 900) -> subprocess.CompletedProcess:
@@ -56,6 +50,11 @@ def _synth_overrides(url: str, logprobs_api: str, *extra: str) -> List[str]:
         # one rewrite step: every kind of call still goes to the server, at a third less generation
         # on a 2-core CPU (the suite's time limit)
         "synthesis.max_steps=1",
+        # greedy, so the same text on every run (vLLM's CPU build takes no per-request seed); greedy
+        # candidates are all one text (and vLLM refuses n > 1 when greedy): one candidate a step
+        "synthesis.initial.temperature=0",
+        "synthesis.refine.temperature=0",
+        "synthesis.num_candidates=1",
         *extra,
     ]
 
@@ -86,22 +85,46 @@ def _in_process_scores(records: List[Dict], cfg) -> List[tuple]:
     return pairs
 
 
+def _check_verdicts(records: List[Dict], cfg) -> None:
+    """What holds for every sample: each verdict is the one the filters give on the record's own texts;
+    a pair discarded before the search was never scored, a searched one ends no worse than its z0."""
+    from deepwriter.synthesis import filters
+
+    for r in records:
+        early = filters.before_search(r["z0"], r["z0_generated_tokens"], r["num_segments"], cfg.synthesis.filters)
+        if early is not None:
+            assert r["verdict"] == {"kept": False, "reason": early} and r["scores"] == [], r["id"]
+            continue
+        late = filters.after_search(r["z_final"], cfg.synthesis.filters, r["language"])
+        assert r["verdict"] == {"kept": late is None, "reason": late}, r["id"]
+        assert r["scores"] and r["scores"][-1] <= r["scores"][0], r["id"]
+
+
 @pytest.mark.parametrize("logprobs_api", ["vllm_prompt_logprobs", "completions_echo"])
-def test_synthesize_stage_against_real_vllm(vllm, tmp_path, logprobs_api):
+@pytest.mark.timeout(1500)  # the session's server start-up (up to 420 s) lands on the first test, then the run
+def test_synthesize_stage_against_real_vllm(vllm_server, tmp_path, logprobs_api):
     from deepwriter.testing.repo import compose_typed
 
-    limit = 4 if logprobs_api == "completions_echo" else DEMO_PAIRS
+    vllm = vllm_server
+    limit, pairs = DEMO_PAIRS, []
+    if logprobs_api == "completions_echo":  # the other protocol, on the pairs that reach the scorer
+        demo = (REPO / "deepwriter" / "data" / "demo" / "pairs.jsonl").read_text().splitlines()
+        chosen = [line for line in demo if json.loads(line)["id"] in SCORED_PAIRS]
+        (tmp_path / "pairs.jsonl").write_text("".join(line + "\n" for line in chosen))
+        limit, pairs = len(SCORED_PAIRS), [f"data.pairs.path={tmp_path / 'pairs.jsonl'}"]
     t0 = time.monotonic()
-    done = _train(tmp_path, vllm.url, *_synth_overrides(vllm.url, logprobs_api, f"synthesis.limit={limit}"))
+    done = _train(tmp_path, vllm.url, *_synth_overrides(vllm.url, logprobs_api, f"synthesis.limit={limit}", *pairs))
     seconds = time.monotonic() - t0
     assert done.returncode == 0, done.stderr[-3000:]
     records = _records(tmp_path)
     assert len(records) == limit and len({r["id"] for r in records}) == limit
     manifest = json.loads((tmp_path / "demo" / "t" / "synthesize" / "manifest.json").read_text())
     assert manifest["status"] == "complete" and manifest["counts"]["pairs"] == limit
-    assert manifest["counts"]["kept"] > 0 and manifest.get("unfinished") is None
+    assert manifest.get("unfinished") is None
+    assert manifest["counts"]["kept"] == sum(r["verdict"]["kept"] for r in records)
     assert all(r["models"] == {"generator": "smollm2-135m", "scorer": "smollm2-135m"} for r in records)
     cfg = compose_typed("+recipe=demo", *_synth_overrides(vllm.url, logprobs_api), f"paths.runs_dir={tmp_path}")
+    _check_verdicts(records, cfg)
     agreement = _in_process_scores(records, cfg)
     assert len(agreement) >= 2
     worst = max(abs(a - b) for a, b in agreement)
@@ -112,7 +135,9 @@ def test_synthesize_stage_against_real_vllm(vllm, tmp_path, logprobs_api):
     assert worst < 0.01, agreement
 
 
-def test_eval_stage_with_vllm_as_model_under_test_and_judge(vllm, tmp_path):
+@pytest.mark.timeout(1500)  # the session's server start-up lands here when this test runs alone
+def test_eval_stage_with_vllm_as_model_under_test_and_judge(vllm_server, tmp_path):
+    vllm = vllm_server
     t0 = time.monotonic()
     done = _train(
         tmp_path,
@@ -133,22 +158,43 @@ def test_eval_stage_with_vllm_as_model_under_test_and_judge(vllm, tmp_path):
     assert len(answers) == 3 and all(a["output"].strip() and a["model"] == "smollm2-135m" for a in answers)
     summary = json.loads((stage / "summary.json").read_text())
     stats = summary["judge_stats"]
-    # A 135M judge writes JSON badly: bad replies are re-asked, then counted as failures (verdicts on
-    # its real answers). No task may be unfinished: the server was up the whole time.
+    # The served judge decodes under each task's JSON schema (the demo's eval.judge.constrained_http,
+    # vLLM's structured output): its replies are verdicts. Without it this 135M judge wrote prose.
+    # No task may be unfinished: the server was up the whole time.
+    assert summary["judge_mode"] == "json-schema"
     assert stats["tasks"] == 3 and stats["unfinished"] == 0 and stats["ok"] + stats["failed"] == 3
-    assert stats["calls"] >= 3 and summary["unfinished"]["count"] == 0
-    replies = (stage / "judge_cache" / "calls.jsonl").read_text().splitlines()
-    assert len(replies) == stats["calls"] and all(json.loads(r)["model"] == "smollm2-135m" for r in replies)
+    assert stats["ok"] >= 1 and stats["calls"] >= 3 and summary["unfinished"]["count"] == 0
+    from deepwriter.eval.benchmarks.longbench_write import SLOTS
+
+    allowed = {s.name: set(s.allowed) for s in SLOTS}
+    items = [json.loads(x) for x in (stage / "items" / "demo.jsonl").read_text().splitlines()]
+    verdicts = [j for it in items for j in it["judge"].values() if j["ok"]]
+    assert len(verdicts) == stats["ok"]
+    assert all(set(v["values"]) == set(allowed) for v in verdicts), verdicts
+    assert all(x in allowed[k] for v in verdicts for k, x in v["values"].items()), verdicts
+    replies = [json.loads(r) for r in (stage / "judge_cache" / "calls.jsonl").read_text().splitlines()]
+    assert len(replies) == stats["calls"] and all(r["model"] == "smollm2-135m" for r in replies)
+    # every reply that was not cut by the token budget is the schema's JSON: the slots, nothing else
+    whole = [json.loads(r["text"]) for r in replies if r["finish_reason"] != "length"]
+    assert whole and all(set(w) == set(allowed) and all(w[k] in allowed[k] for k in w) for w in whole), whole
     print(
         f"\n[vllm] eval: 3 items answered and judged in {seconds:.0f} s; judge ok {stats['ok']}, "
         f"bad-reply failures {stats['failed']}, calls {stats['calls']}"
     )
 
 
-def test_server_killed_mid_synthesis_loses_no_pair_and_a_rerun_finishes(vllm, tmp_path):
+def test_server_killed_mid_synthesis_loses_no_pair_and_a_rerun_finishes(tmp_path_factory, tmp_path):
     """kill -9 of the server while pairs are in flight: the stage exits 3 naming the unfinished
     pairs, its output is not marked finished, and the same command with the server back does exactly
     the missing pairs: none lost, none twice."""
+    vllm = start_vllm(tmp_path_factory)
+    try:
+        _outage(vllm, tmp_path)
+    finally:
+        vllm.kill()
+
+
+def _outage(vllm, tmp_path: Path) -> None:
     overrides = _synth_overrides(
         vllm.url,
         "vllm_prompt_logprobs",

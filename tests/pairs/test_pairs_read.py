@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -68,8 +69,11 @@ def test_lenient_mode_counts_every_bad_record():
     pairs, skipped = load_pairs(src(FIX / "pairs_bad.jsonl"), strict=False)
     assert [p.id for p in pairs] == ["p1", "p3"]
     got = [(s.where.rsplit(":", 1)[1], s.field, s.reason) for s in skipped]
+    # the JSON parser's own words are CPython's (they change between versions); the column is ours
+    assert re.fullmatch(r"malformed JSON \(.+: column 25\)", got[0][2]), got[0]
+    got[0] = got[0][:2] + ("malformed JSON",)
     assert got == [
-        ("2", "<line>", "malformed JSON (Unterminated string starting at: column 25)"),
+        ("2", "<line>", "malformed JSON"),
         ("3", "y", "mapped to 'response', which the record lacks"),
         ("4", "x", "empty"),
         ("5", "y", "expected a string, got list"),

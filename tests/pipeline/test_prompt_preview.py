@@ -1,7 +1,7 @@
 """`python -m deepwriter.prompts`: every prompt of the demo recipe for one pair, rendered with the
 embedded model's chat template, pinned on an English and a Chinese pair (tests/fixtures/prompts/).
 Regenerate the pinned files with DEEPWRITER_UPDATE_GOLDEN=1 after a deliberate prompt change, and
-read the diff."""
+read the diff: a file it rewrites fails the test (re-run without the switch); in CI the switch fails."""
 
 from __future__ import annotations
 
@@ -30,8 +30,11 @@ def test_output_is_pinned(capsys, pair_id):
     rc, out, _ = run(capsys, f"id={pair_id}")
     golden = FIX / "prompts" / f"{pair_id}.txt"
     if os.environ.get("DEEPWRITER_UPDATE_GOLDEN"):
-        golden.parent.mkdir(exist_ok=True)
-        golden.write_text(out, encoding="utf-8")
+        assert not os.environ.get("CI"), "DEEPWRITER_UPDATE_GOLDEN is set in CI: the pinned prompts would pin nothing"
+        if rc == 0 and (not golden.exists() or golden.read_text(encoding="utf-8") != out):
+            golden.parent.mkdir(exist_ok=True)
+            golden.write_text(out, encoding="utf-8")
+            pytest.fail(f"rewrote {golden}: read the diff, then re-run without DEEPWRITER_UPDATE_GOLDEN")
     assert rc == 0 and out == golden.read_text(encoding="utf-8")
 
 
@@ -53,9 +56,11 @@ def test_every_prompt_is_there_in_order_and_rendered_with_the_chat_template(caps
     # the scorer's context ends with y's first segment; the scored rest follows the marker
     scorer = out.split("scorer context for z =====")[1].split("=====")[0]
     context, scored = scorer.split("⟦scored from here⟧")
+    scored, suffix = scored.split("⟦to here⟧")
+    assert suffix.rstrip("\n") == "\n</answer>"  # the answer's closing tag follows y, unscored
     head = context.split("<answer>\n", 1)[1]
     assert context.endswith("</think>\n<answer>\n" + head) and head and pair["answer"].startswith(head)
-    assert head + scored.rstrip("\n") == pair["answer"]
+    assert head + scored == pair["answer"]
 
 
 def test_bad_arguments_stop_with_one_line(capsys):

@@ -66,16 +66,16 @@ def _served(role: str, url: str, model: str) -> list[str]:
 
 
 @pytest.mark.slow  # a fresh interpreter runs the four real stages: ~40-80 s on 2 busy cores
+@pytest.mark.timeout(660)  # the run is bounded at 600 s inside
 def test_real_stages_send_the_key_and_nothing_written_or_logged_holds_it(tmp_path, model_cache, tiny_model):
     """The command line runs every stage for real: the generator and scorer of the synthesis and the
     judge of the eval are OpenAI-compatible loopback servers that require the key (read from the
     environment variable the config names); each stage is a W&B offline run. Afterwards no byte of the
     runs, the stage outputs, W&B's own files and logs (its cache, config and temp folders are pointed
     into tmp_path) or the process's output holds the key, while the servers did receive it."""
-    from test_synthesis_stage import PlanWriter
-
     from deepwriter.llm.hf import TransformersScorer
     from deepwriter.testing.loopback import start_server
+    from deepwriter.testing.synthesis import PlanWriter
 
     model, tok = tiny_model
     home = tmp_path / "home"

@@ -68,6 +68,18 @@ def test_offload_or_lora_make_one_gpu_fit():
     check_fits(lora, 80)
 
 
+def test_offload_moves_the_states_to_cpu_memory():
+    n = QWEN3_8B.params()
+    # 16-bit weights, fp32 master weights, two Adam moments and fp32 gradients: DeepSpeed's 18 B/param
+    one = _plan(1, 3, offload=True)
+    assert one.host == pytest.approx(18 * n) and one.weights == one.optimizer == one.gradients == 0
+    assert _plan(8, 3, offload=True).host == pytest.approx(18 * n / 8)  # each rank keeps its shard
+    assert _plan(1, 3).host == 0 and "CPU memory" not in _plan(1, 3).describe()
+    assert f"CPU memory   {18 * n / 1024**3:7.1f} GiB" in one.describe(80)
+    # an 8B model's offloaded states do not fit a 128 GiB machine: the GPU fits, the host does not
+    assert one.total < 80 * 1024**3 < 128 * 1024**3 < one.host
+
+
 def test_zero_stages_shard_progressively():
     totals = [_plan(8, s).weights + _plan(8, s).gradients + _plan(8, s).optimizer for s in (0, 1, 2, 3)]
     assert totals == sorted(totals, reverse=True) and totals[0] > 3 * totals[3]

@@ -73,3 +73,20 @@ def test_reverse_query_prompt_follows_the_answers_language():
     assert "那天早上海面很平静。" in zh and "用户" in zh
     cut = query_messages("海" * 50, 10)[0]["content"]
     assert "海" * 10 + " [...]" in cut and "海" * 11 not in cut
+
+
+def test_an_answer_without_think_is_taken_as_it_is(tmp_path):
+    # REER synthesize.py: a solution without </think> is y unchanged (not even stripped); with one, y is
+    # what follows the last </think>, stripped
+    import json
+
+    from deepwriter.config.data import SourceConfig
+    from deepwriter.pairs.read import load_pairs
+
+    f = tmp_path / "ref.json"
+    rows = [{"index": 0, "question": "q", "solution": "  Rain on the roof.\n\n"}]
+    rows.append({"index": 1, "question": "q", "solution": "<think>plan</think>\n\n  Rain.  \n"})
+    f.write_text(json.dumps(rows))
+    src = SourceConfig(name="ref", path=str(f), fields={"id": "index", "x": "question", "y": "solution"})
+    pairs, _ = load_pairs(src, strict=True)
+    assert [p.y for p in pairs] == ["  Rain on the roof.\n\n", "Rain."]

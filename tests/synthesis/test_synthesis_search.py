@@ -129,11 +129,53 @@ def test_search_false_keeps_z0_but_scores_it():
 
 
 def test_unparseable_candidates_use_a_step_and_change_nothing():
-    gen, sc = ScriptedGenerator(rewrites=[["no tag", "<refine>   </refine>"]]), FunctionScorer(by_markers())
+    gen, sc = ScriptedGenerator(rewrites=[["no tag", "</refine> only a closing tag"]]), FunctionScorer(by_markers())
     rec = synthesize("p1", "x", Y, gen, sc, cfg(max_steps=1))
     assert rec["steps"][0]["accepted"] is False
     assert all(c["text"] is None and c["score"] is None for c in rec["steps"][0]["candidates"])
     assert rec["z_final"] == rec["z0"] and len(sc.batches) == 1
+
+
+def test_an_empty_rewrite_is_a_candidate_and_can_be_accepted():
+    # the reference keeps "<refine></refine>" as a candidate: scored like any other, it wins when the
+    # trajectory without the segment makes y likelier (here: the scorer prefers fewer "word1")
+    gen = ScriptedGenerator(rewrites=[[tagged("SAME"), tagged("SAME")], ["<refine></refine>", tagged("SAME")]])
+    sc = FunctionScorer(lambda p: 1.0 - 0.3 * ("word1" not in p))
+    rec = synthesize("p1", "x", Y, gen, sc, cfg(max_steps=2))
+    cands = rec["steps"][1]["candidates"]
+    assert cands[0]["text"] == "" and cands[0]["score"] == pytest.approx(0.7) and rec["steps"][1]["accepted"]
+    segs = rec["z0"].split("\n\n")
+    # the candidate as the reference composes it: the empty segment leaves its blank lines
+    scored = sc.batches[2][0].assistant_prefix
+    assert f"{segs[0]}\n\n\n\n{segs[2]}" in scored
+    assert rec["z_final"] == "\n\n".join([segs[0], ""] + segs[2:])
+    assert rec["accepted_edits"][0]["after"] == ""
+
+
+def test_a_scorer_reply_without_log_probs_leaves_the_pair_unfinished():
+    # the reference scores such a reply 1000 (the candidate can never win); ours is no verdict
+    from deepwriter.synthesis.search import UnfinishedPair
+
+    class Empty:
+        model_id = "empty"
+
+        def score(self, requests):
+            return [TokenLogprobs() for _ in requests]
+
+    rec = synthesize("p1", "x", Y, ScriptedGenerator(), Empty(), cfg())
+    assert isinstance(rec, UnfinishedPair) and "no log-probs" in rec.error
+
+
+@pytest.mark.parametrize("lang_x", ["Write a story.", "写一个故事。"])
+def test_rewrites_are_prefilled_without_a_wait_trigger(lang_x):
+    # the reference draws "Wait" / "But wait" / "Meanwhile" (等等我再想想) per step, but only code that is
+    # commented out uses it: every rewrite turn is prefilled with the opening line and <analyze> alone
+    rewrites = [[tagged("SAME"), tagged("SAME")]] * 3
+    gen = ScriptedGenerator(rewrites=rewrites)
+    rec = synthesize("p1", lang_x, Y, gen, FunctionScorer(by_markers()), cfg(max_steps=3))
+    prefills = [c["prefill"][0] for c in gen.calls[1:]]
+    assert len(prefills) == 3 and set(prefills) == {prompts.refine_prefill(rec["language"], True)}
+    assert not any(w in p for p in prefills for w in ("Wait", "Meanwhile", "等等我再想想"))
 
 
 def test_unparseable_initial_output_is_discarded_with_reason():
@@ -232,9 +274,11 @@ def test_scorer_context_is_the_reference_layout_with_ys_first_segment():
     sc = FunctionScorer(lambda p: 0.1)
     rec = synthesize("p1", "Write a story.", Y_LONG, ScriptedGenerator(), sc, cfg())
     req = sc.batches[0][0]
-    # the short title line is carried into the first segment, which joins the context
-    assert req.assistant_prefix == f"<think>\n{rec['z0']}\n</think>\n<answer>\nThe Title\n\n{P1}"
-    assert req.target == f"\n\n{P2}\n\nShe waited."
+    # z0 is scored as written (the generator's line break before </think> kept, so "\n\n</think>"); the
+    # short title line is carried into the first segment, which joins the context; </answer> follows y
+    assert rec["z0_scored"] == rec["z0"] + "\n" and rec["z0"] == rec["z0"].strip()
+    assert req.assistant_prefix == f"<think>\n{rec['z0']}\n\n</think>\n<answer>\nThe Title\n\n{P1}"
+    assert req.target == f"\n\n{P2}\n\nShe waited." and req.suffix == "\n</answer>"
     system, user = req.messages
     assert system == {"role": "system", "content": prompts.DEFAULT_SYSTEM}
     assert "Write a story." in user["content"] and P1 not in user["content"] and "--- The Draft ---" in user["content"]

@@ -53,6 +53,24 @@ def test_latex_display_blocks_stay_whole_across_blank_lines():
     assert segments.join(segs) == z
 
 
+def test_an_unclosed_display_math_block_keeps_the_rest_of_the_text_whole():
+    # the reference scans from \\[ to the next \\] or, when there is none, to the end of the text
+    z = P + "First.\n\n\\[ x = 1 \n\n" + P + "Second.\n\n" + P + "Third."
+    assert segments.split(z, 100) == [P + "First.", "\\[ x = 1 \n\n" + P + "Second.\n\n" + P + "Third."]
+    # a closed block still ends where it closes
+    closed = P + "First.\n\n\\[ x = 1 \\]\n\n" + P + "Second."
+    assert segments.split(closed, 0) == [P + "First.", "\\[ x = 1 \\]", P + "Second."]
+
+
+def test_compose_puts_a_candidate_together_as_the_reference_does():
+    assert segments.compose(["a", "b"], "NEW", ["c"]) == "a\n\nb\n\nNEW\n\nc"
+    assert segments.compose([], "NEW", ["c"]) == "NEW\n\nc"
+    # an empty rewrite leaves its blank lines; an empty first segment adds no separator before it
+    assert segments.compose(["a"], "", ["c"]) == "a\n\n\n\nc"
+    assert segments.compose([""], "NEW", []) == "NEW"
+    assert segments.join(["a", "", "c"]) == "a\n\n\n\nc"
+
+
 def _random_texts(n: int, seed: int):
     rng = random.Random(seed)
     words = "plan reader intent outline draft $$ \\[ \\] hmm wait structure 读者 结构".split()
@@ -98,11 +116,17 @@ def test_parse_refinement_takes_the_last_block():
     assert prompts.parse_refinement("<refine>cut off by the stop string") == "cut off by the stop string"
     assert prompts.parse_refinement("I will use <refine></refine>. <refine>Real one.</refine>") == "Real one."
     assert prompts.parse_refinement("no tags at all") is None
-    assert prompts.parse_refinement("<refine>  \n </refine>") is None
+    # as the reference reads them: an empty block is an empty candidate (not dropped), and an unclosed
+    # last block after a closed one reads empty (its slice ends before it starts)
+    assert prompts.parse_refinement("<refine>  \n </refine>") == ""
+    assert prompts.parse_refinement("<refine>draft</refine> then <refine>unclosed tail") == ""
+    assert prompts.parse_refinement("<refine>one</refine> <refine>two</refine> trailing") == "two"
 
 
 def test_triggers_follow_the_reference_odds():
-    assert prompts.parse_initial("Alright", ", the plan.\n</think>\nignored") == "Alright, the plan."
+    # the thinking as the scorer reads it: up to the first </think>, unstripped, a written <think> kept
+    assert prompts.parse_initial("Alright", ", the plan.\n</think>\nignored") == "Alright, the plan.\n"
+    assert prompts.parse_initial("Alright", " <think> again\n\n</think>a</think>") == "Alright <think> again\n\n"
     assert prompts.parse_initial("Alright", "   ") is None
     rng = random.Random(0)
     picks = Counter(prompts.pick_trigger("en", rng) for _ in range(20000))
@@ -128,14 +152,24 @@ def test_initial_prompt_has_the_reference_structure(lang):
     outline = "--- Outline (or Draft) ---" if lang == "en" else "--- 提纲（或者草稿） ---"
     needles = {
         "en": ["<think></think>", "First person", "Golden Circle", "AIDA", outline, "`wait`", "Hmm, maybe", "NO PAST"],
-        "zh": ["<think></think>", "第一人称", "黄金圈", "AIDA", outline, "嗯，也许", "不要用过去时"],
+        "zh": ["<think></think>", "第一人称", "黄金圈", "AIDA", outline, "嗯，也许"],
     }[lang]
     for needle in needles:
         assert needle in msg, needle
-    # the requirements come in the reference's order: framework, then reflection, then the tense rule
-    assert msg.index("AIDA") < msg.index(outline) < msg.index(needles[-2]) < msg.index(needles[-1])
+    reflect = "Hmm, maybe" if lang == "en" else "嗯，也许"
+    # the requirements come in the reference's order: framework, then reflection, then the ending
+    assert msg.index("AIDA") < msg.index(outline) < msg.index(reflect)
     plain = prompts.initial_messages("x", "y", lang, reflection=False)[-1]["content"]
-    assert needles[-2] not in plain and outline in plain
+    assert reflect not in plain and outline in plain
+    tail = msg[msg.rindex("\n\n") :]
+    if lang == "en":
+        # English ends: no past tense, monologue without bullets or headings, then write the thinking
+        assert tail.index("NO PAST TENSE") < tail.index("bullet points") < tail.index("Now write your thinking")
+    else:
+        # the reference's Chinese initial prompt ends with one line (brainstorm as an inner monologue,
+        # in the tags): no tense or formatting rules, unlike its scorer prompt and the English one
+        assert tail.strip() == "现在，想象我正在用内心独白的方式头脑风暴……写在`<think></think>`标签中。"
+        assert "过去时" not in msg and "项目符号" not in msg
 
 
 @pytest.mark.parametrize("lang", ["en", "zh"])
@@ -145,6 +179,24 @@ def test_scorer_prompt_is_the_inference_instruction_without_y(lang):
     draft = "--- The Draft ---" if lang == "en" else "--- 草稿 ---"
     assert "TASK-X" in msg and draft in msg and "{solution}" not in msg
     assert prompts.scorer_messages("x", lang, system=None)[0]["role"] == "user"
+    if lang == "en":
+        # asks for the thinking first, then the tense and monologue rules (the reverse of the initial prompt)
+        order = ["Now write your clear, complete and logical thinking", "NO PAST TENSE", "bullet points"]
+        assert msg.index(draft) < msg.index(order[0]) < msg.index(order[1]) < msg.index(order[2])
+        assert msg.rstrip().endswith("formal section headings.")
+        assert "The thinking and the response are one" in msg  # kept, as in the reference's English one
+    else:
+        # framed as explaining the thinking behind an answer; no "thinking and piece are one" item;
+        # record in the tags, no past tense, monologue, then: first time, do not hint at explaining
+        head = msg[: msg.index("TASK-X")]
+        assert "回答" in head and "讲出背后的思考过程" in head
+        assert "思考与作品一致" not in msg and "思考即作品" not in msg
+        order = ["格式上", "不要用过去时", "项目符号", "第一次看到这个用户请求", "不要暗示你是在解释"]
+        assert [msg.index(o) for o in order] == sorted(msg.index(o) for o in order)
+        assert msg.index(draft) < msg.index(order[0])
+        assert msg.rstrip().endswith("（不要暗示你是在解释一个已有的回答）。")
+        # the initial prompt keeps the numbered "thinking and piece are one" requirement
+        assert "2. 思考与作品一致" in prompts.initial_messages("x", "y", "zh")[-1]["content"]
 
 
 @pytest.mark.parametrize("lang", ["en", "zh"])
@@ -223,6 +275,39 @@ def test_each_reference_discard_before_search(z, tokens, reason):
 )
 def test_each_quality_filter_after_search(z, reason):
     assert filters.after_search(z, FC) == reason and reason in filters.QUALITY
+
+
+# A Chinese planning paragraph (written for this test), then the same trajectory stuck in a loop.
+ZH_PLAN = (
+    "我先想清楚这篇通知是写给谁的：主要是小区里的住户，他们关心停水的时间、影响的范围和需要提前做的准备。"
+    "开头我打算直接说明停水的原因和具体时段，避免大家猜测。接着分楼栋列出影响范围，再提醒大家提前储水。"
+    "结尾留下物业的联系电话，语气要诚恳，对给大家带来的不便表示歉意。\n\n"
+    "结构上，我准备用三段：原因和时间、范围和准备、联系方式和致歉。每段不要太长，老人也能一眼看懂。"
+)
+
+
+def test_repetition_filter_counts_characters_in_chinese():
+    # whitespace finds no words in Chinese: the filter used to see no 3-grams there and never fire
+    assert len(ZH_PLAN.split()) < 3
+    # a model stuck repeating a short sentence until its token budget ran out (the filter sees loops of
+    # up to ~9 units, words in English and characters in Chinese alike: the top three 3-grams then hold
+    # over 30 % of all)
+    looping = ZH_PLAN + "\n\n" + "然后我写开头。" * 100
+    assert filters.top_trigram_share(looping) > FC.max_top3_trigram_share
+    assert filters.after_search(looping, FC, "zh") == filters.REPETITION
+    assert filters.after_search(ZH_PLAN, FC, "zh") is None
+    # units: characters for CJK, whitespace-separated runs elsewhere (English is counted as before)
+    assert filters.units("我们 plan it，好 。") == ["我", "们", "plan", "it，", "好", "。"]
+    assert filters.top_trigram_share("a b c d a b c") == pytest.approx(4 / 5)
+
+
+def test_repetition_filter_keeps_real_chinese_text(shared_dir):
+    import json
+
+    rows = [json.loads(line) for line in (shared_dir / "benchmarks/writingbench/length_subset.jsonl").open()]
+    chinese = [r["query"] for r in rows if prompts.language(r["query"]) == "zh"]
+    assert len(chinese) > 50
+    assert max(filters.top_trigram_share(t) for t in chinese) < FC.max_top3_trigram_share
 
 
 def test_late_reflection_uses_the_pairs_language():

@@ -202,6 +202,7 @@ print(json.dumps(res.counts))
 
 
 @pytest.mark.slow  # two fresh interpreters importing torch + transformers: ~20-40 s
+@pytest.mark.timeout(660)  # two bounded waits of 300 s inside: the run until the kill, the restart
 def test_kill_9_mid_run_then_restart_loses_and_duplicates_nothing(tmp_path, model_cache):
     n, batch = 16, 4
     pairs = write_pairs(tmp_path / "pairs.jsonl", n)

@@ -2,11 +2,13 @@
 
 All checklist items of a sample are judged in one call, each 0 / 0.25 / 0.5 / 0.75 / 1 with a reason.
 A sample scores Σ weight_i · score_i with the category's weights from `weighted_scores.txt` (they sum to
-100). Subsets are averaged over their samples; `overall` is the mean over all scored samples (pooled),
-`subset_mean` the unweighted mean of the subset means, each also rescaled as (x − 75)·4 (the
-repository publishes no aggregation script). Groups of subsets (HB-A / HB-B) are the mean over their
-samples; HelloBench defines no groups, so their membership is ours, configurable, and printed beside
-every table that shows them.
+100). As HelloBench's own aggregation (results/scripts/compute.py) scores a model: each subset is the
+mean over its scored samples, the overall score (`subset_mean`) the mean of the subset means, each also
+rescaled as (x − 75)·4; `overall` is the mean pooled over all scored samples, reported beside it.
+Groups of subsets (the REER paper's HB-A / HB-B) are the mean of their subsets' means. HelloBench
+defines no groups: the default membership is the grouping that reproduces the paper's GPT-4o and
+Claude-3.5-Sonnet figures from HelloBench's published judgments of those models
+(bench/hellobench_groups.py), configurable, and printed beside every table that shows them.
 
 The judge is asked as llm_judge.py's gpt4o_ckwise_evaluation asks GPT-4o (our wording): a system
 prompt; the checklist task and its five anchors, stated before the instruction, response and
@@ -51,7 +53,10 @@ from deepwriter.eval.benchmarks.base import (
 KIND = "hellobench"
 PUBLISHED_ITEMS = (647, "HelloBench paper (arXiv:2409.16191): 647 samples")
 JUDGE_CALLS_PER_ITEM = (1, "deepwriter.eval.benchmarks.hellobench: one judge task per item")
-GROUP_NOTE = "our definition; HelloBench defines no groups of subsets"
+GROUP_NOTE = (
+    "HelloBench defines no groups of subsets; the default is the grouping that best reproduces the paper's "
+    "GPT-4o and Claude-3.5-Sonnet figures from HelloBench's published judgments (docs/FIDELITY.md J31)"
+)
 SUBSETS = ("open_ended_qa", "summarization", "chat", "text_completion", "heuristic_text_generation")
 _RAW = "https://raw.githubusercontent.com/Quehry/HelloBench/main/"
 SOURCE_URLS = {
@@ -277,11 +282,15 @@ def rescale(score: float) -> float:
     return (score - 75.0) * 4.0
 
 
-# HelloBench defines no groups of subsets (neither its repository nor its paper names HB-A / HB-B);
-# these are our choice, and every table that shows them prints this definition beside it.
+# HelloBench defines no groups of subsets (neither its repository nor its paper names HB-A / HB-B).
+# Of every grouping of the five subsets, this one reproduces the REER paper's HB-A / HB-B of GPT-4o
+# (83.7 / 87.6) and Claude-3.5-Sonnet (82.9 / 88.3) from HelloBench's published judgments of the two
+# models best (RMSE 0.28 with groups as means of subset means; the next grouping 0.67, the previous
+# default oqa+sum+chat / tc+htg 2.06): bench/hellobench_groups.py, docs/FIDELITY.md J31. Every table
+# that shows the groups prints this definition beside it.
 DEFAULT_GROUPS = {
-    "HB-A": ["open_ended_qa", "summarization", "chat"],
-    "HB-B": ["text_completion", "heuristic_text_generation"],
+    "HB-A": ["summarization", "chat"],
+    "HB-B": ["open_ended_qa", "heuristic_text_generation"],
 }
 
 
@@ -290,8 +299,9 @@ def _rescaled(v: Optional[float]) -> Optional[float]:
 
 
 def aggregate(records: List[Dict[str, Any]], groups: Optional[Dict[str, List[str]]] = None) -> Dict[str, Any]:
-    """Per-subset means; the pooled mean over all samples (`overall`) and the unweighted mean of the
-    subset means (`subset_mean`); the groups, each pooled over its samples; all raw and rescaled."""
+    """Per-subset means; the unweighted mean of the subset means (`subset_mean`, HelloBench's overall
+    score) and the pooled mean over all samples (`overall`); the groups, each the mean of its subsets'
+    means; all raw and rescaled."""
     scored = [r for r in records if "score" in r]
     subsets = {}
     for s in dict.fromkeys(r["subset"] for r in records):
@@ -320,7 +330,10 @@ def aggregate(records: List[Dict[str, Any]], groups: Optional[Dict[str, List[str
         "group_definitions": definitions,
     }
     for g, members in definitions.items():
-        out["groups"][g] = mean([r["score"] for r in scored if r["subset"] in members])
+        means = [subsets[m]["score"] for m in members if m in subsets and subsets[m]["score"] is not None]
+        # a group with a member subset that was not scored has no score (a mean of fewer subsets is
+        # another group)
+        out["groups"][g] = mean(means) if len(means) == len(members) else None
         out["groups_rescaled"][g] = _rescaled(out["groups"][g])
     return out
 
@@ -348,12 +361,14 @@ def detail_markdown(s: Dict[str, Any]) -> str:
     rescaled = s.get("groups_rescaled", {})
     rows = [[k, v["n"], v["scored"], v["score"], v.get("rescaled")] for k, v in s["subsets"].items()]
     rows += [[f"{g} (group)", "", "", v, rescaled.get(g)] for g, v in s["groups"].items()]
-    rows += [["overall (pooled over samples)", s["n"], s["scored"], s["overall"], s["overall_rescaled"]]]
     if "subset_mean" in s:
-        rows += [["mean of subset means", "", "", s["subset_mean"], s.get("subset_mean_rescaled")]]
+        rows += [["overall: mean of subset means", "", "", s["subset_mean"], s.get("subset_mean_rescaled")]]
+    rows += [["pooled over samples", s["n"], s["scored"], s["overall"], s["overall_rescaled"]]]
     text = markdown_table(["subset", "n", "scored", "score", "rescaled (x−75)·4"], rows)
+    text += "\nThe overall score is HelloBench's own (results/scripts/compute.py): the mean of the subset means.\n"
     if defs:
-        text += "\n" + "\n".join(f"{g} = samples of {', '.join(m)} ({GROUP_NOTE})." for g, m in defs.items()) + "\n"
+        text += "\n".join(f"{g} = mean of the subset means of {', '.join(m)} ({GROUP_NOTE})." for g, m in defs.items())
+        text += "\n"
     return text
 
 
@@ -365,5 +380,5 @@ def column_definitions(entry: Dict[str, Any]) -> Dict[str, str]:
         group = column.split(":", 1)[-1]
         members = entry["summary"].get("group_definitions", {}).get(group)
         if members is not None:
-            out[column] = f"mean over the samples of HelloBench {', '.join(members)} ({GROUP_NOTE})"
+            out[column] = f"mean of the HelloBench subset means of {', '.join(members)} ({GROUP_NOTE})"
     return out

@@ -1,11 +1,12 @@
 """WritingBench (X-PLUG/WritingBench): five query-specific criteria, each judged on its own 1–10 rubric.
 
 Each criterion is one judge call answering {"score": 1..10, "reason": "..."}; an unparseable or
-out-of-range reply is asked again. A query scores the mean of its five criteria; `overall` is the mean
-over queries, and the six domains (A–F, as in the REER paper) and the subdomains are means over their
-queries, on the benchmark's 1–10 scale; the headline columns WB-A … WB-F are ×10 (0–100), as on the
-WritingBench leaderboard and in the REER paper. The official aggregation (calculate_scores.py) averages
-criterion scores per query and query scores per domain, which this reproduces.
+out-of-range reply is asked again. A query scores the mean of its criteria; the six domains (A–F, as
+in the REER paper) and the subdomains are means over their queries, and `overall` pools every
+criterion score (`query_mean`, the mean over queries, beside it), on the benchmark's 1–10 scale; the
+headline columns WB-A … WB-F are ×10 (0–100), as on the WritingBench leaderboard and in the REER
+paper. This is the official aggregation (calculate_scores.py). The judge reads the model's output as
+evaluate_benchmark.py cuts it: after the first "</think>" and blank line (answer_from_output).
 
 The judge is asked as evaluate_benchmark.py asks its evaluator (our wording of prompt.py): a system
 prompt, then the generic 1–10 scoring rules, the rules to quote the response, be very strict and not
@@ -188,6 +189,17 @@ def judge_tasks(item: Item, answer: str, settings: Optional[JudgeSettings] = Non
     ]
 
 
+THINK_CUT = "</think>\n\n"
+
+
+def answer_from_output(output: str) -> str:
+    """The response as WritingBench's evaluate_benchmark.py shows it to the judge: the text after the
+    first "</think>" followed by a blank line, or the whole output when there is none (a thinking
+    block never closed, or closed without the blank line, is judged with the rest)."""
+    at = output.find(THINK_CUT)
+    return output[at + len(THINK_CUT) :] if at >= 0 else output
+
+
 def score_item(item: Item, answer: str, outcomes: Dict[str, JudgeOutcome]) -> Dict[str, Any]:
     rec: Dict[str, Any] = {"domain1": item.meta["domain1"], "domain2": item.meta["domain2"], "criteria": []}
     failures = []
@@ -221,7 +233,10 @@ def aggregate(records: List[Dict[str, Any]]) -> Dict[str, Any]:
         "n": len(records),
         "scored": len(scored),
         "failures": len(records) - len(scored),
-        "overall": mean([r["score"] for r in scored]),
+        # calculate_scores.py's Overall pools every criterion score of every scored query (the mean of
+        # query means equals it only when every query has the same number of criteria)
+        "overall": mean([c["score"] for r in scored for c in r.get("criteria", [])]),
+        "query_mean": mean([r["score"] for r in scored]),
         "domains": domains,
         "subdomains": {k: {"n": len(v["values"]), "score": mean(v["values"])} for k, v in sorted(subdomains.items())},
     }

@@ -423,6 +423,14 @@
     var sec = el("section", { cls: "stage", id: "eval-" + run }, el("h2", {}, "Eval"));
     if (!e) return append(sec, el("p", { cls: "muted" }, "The eval stage has not run.")), sec;
     if (e.paper) append(sec, [el("h3", {}, "Headline (the paper's layout)"), simpleTable(e.paper.header, e.paper.rows, 2), e.paper.notes.map(function (n) { return el("p", { cls: "muted" }, n); })]);
+    if (e.reported) {
+      // the paper's own figures, beside the run's and never mixed into them; an unknown figure stays empty
+      var shown = e.reported.rows.map(function (r) { return r.map(function (v) { return v === null ? "" : v; }); });
+      var table = simpleTable(e.reported.header, shown, 2);
+      table.className = "reported";
+      append(sec, el("div", { cls: "reported-box", id: "reported-" + run }, [el("h3", {}, e.reported.title), table,
+        e.reported.notes.map(function (n) { return el("p", { cls: "muted" }, n); })]));
+    }
     var cols = Object.keys(e.headline);
     append(sec, el("div", { cls: "charts" },
       cols.length ? barChart("headline (0–100)", cols, cols.map(function (c) { return e.headline[c]; }), { max: 100 }) : null,
