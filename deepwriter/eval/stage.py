@@ -41,6 +41,11 @@ def judged_answer(mod, rec: Dict[str, Any]) -> str:
     return cut(rec["output"]) if cut is not None and "output" in rec else rec["answer"]
 
 
+def _served(cfg: RootConfig) -> bool:
+    s = cfg.models.student
+    return s.backend == Backend.openai and s.serving.managed and cfg.serving.managed
+
+
 def model_under_test(cfg: RootConfig, ctx: StageContext) -> ModelConfig:
     which = cfg.eval.model_under_test
     if which == "student":
@@ -55,7 +60,8 @@ def model_under_test(cfg: RootConfig, ctx: StageContext) -> ModelConfig:
             source=ModelSource.local,
             path=str(folder),
             gguf_file=None,
-            backend=Backend.transformers,
+            # in-process, unless the run serves the sft output itself (a managed replica: models.student.serving)
+            backend=Backend.openai if _served(cfg) else Backend.transformers,
             tiny_config={},
         )
     raise ConfigError(f"eval.model_under_test: got {which!r}; expected 'sft' or 'student'")
