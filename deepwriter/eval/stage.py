@@ -41,6 +41,11 @@ def judged_answer(mod, rec: Dict[str, Any]) -> str:
     return cut(rec["output"]) if cut is not None and "output" in rec else rec["answer"]
 
 
+def _served(cfg: RootConfig) -> bool:
+    s = cfg.models.student
+    return s.backend == Backend.openai and s.serving.managed and cfg.serving.managed
+
+
 def model_under_test(cfg: RootConfig, ctx: StageContext) -> ModelConfig:
     which = cfg.eval.model_under_test
     if which == "student":
@@ -55,7 +60,8 @@ def model_under_test(cfg: RootConfig, ctx: StageContext) -> ModelConfig:
             source=ModelSource.local,
             path=str(folder),
             gguf_file=None,
-            backend=Backend.transformers,
+            # in-process, unless the run serves the sft output itself (a managed replica: models.student.serving)
+            backend=Backend.openai if _served(cfg) else Backend.transformers,
             tiny_config={},
         )
     raise ConfigError(f"eval.model_under_test: got {which!r}; expected 'sft' or 'student'")
@@ -118,6 +124,9 @@ def run(cfg: RootConfig, ctx: StageContext) -> StageResult:
         if "gen" not in holder:
             from deepwriter.llm import make_generator
 
+            if ctx.serving is not None:  # a managed server of the model under test: only when needed
+                ctx.serving.up("student")
+
             holder["gen"] = make_generator(mut, cfg.paths.cache_dir, batch_size=ecfg.batch_size)
         return holder["gen"]
 
@@ -139,6 +148,8 @@ def run(cfg: RootConfig, ctx: StageContext) -> StageResult:
         answers[name], generated = recs, generated + made
     holder.clear()
     gc.collect()  # the model under test leaves memory before the judge loads
+    if ctx.serving is not None:  # and its server stops before the judge's starts
+        ctx.serving.down("student")
 
     # 2. judgments (of the answers there are; a failed judge call leaves its item unfinished)
     judge = make_judge(cfg, out / "judge_cache")
@@ -150,6 +161,8 @@ def run(cfg: RootConfig, ctx: StageContext) -> StageResult:
             for t in mod.judge_tasks(item, judged_answer(mod, rec), settings[name]):
                 tasks.append(t)
                 owners.append(name)
+    if ctx.serving is not None and tasks:
+        ctx.serving.up("judge")
     outcomes = judge.run(tasks, stop_after=max(0, unfinished.allowed - len(unfinished.ids)))
     by_item: Dict[Tuple[str, str], Dict[str, JudgeOutcome]] = {}
     for name, o in zip(owners, outcomes):
@@ -269,4 +282,8 @@ STAGE = StageSpec(
     input_files=benchmark_files,
     max_unfinished_share=lambda cfg: cfg.eval.max_unfinished_share,
     preflight=preflight,
+    # the model under test (the student's preset, with the sft output's weights) and the judge
+    roles=lambda cfg: ["student", "judge"],
+    model_for=lambda cfg, ctx, role: model_under_test(cfg, ctx) if role == "student" else cfg.models.judge,
+    serves_itself=True,
 )

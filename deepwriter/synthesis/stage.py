@@ -406,4 +406,5 @@ STAGE = StageSpec(
     input_files=source_files("data.pairs"),
     max_unfinished_share=lambda cfg: cfg.synthesis.max_unfinished_share,
     preflight=preflight,
+    roles=lambda cfg: ["generator", "scorer"],
 )

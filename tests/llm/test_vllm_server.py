@@ -186,6 +186,9 @@ def test_eval_stage_with_vllm_as_model_under_test_and_judge(vllm_server, tmp_pat
     )
 
 
+# its own server, started, killed and started again: up to 2 x 420 s, the run until the kill, its exit
+# and the re-run (600 + 600 + 900 s at most), each bounded inside
+@pytest.mark.timeout(3000)
 def test_server_killed_mid_synthesis_loses_no_pair_and_a_rerun_finishes(tmp_path_factory, tmp_path):
     """kill -9 of the server while pairs are in flight: the stage exits 3 naming the unfinished
     pairs, its output is not marked finished, and the same command with the server back does exactly
