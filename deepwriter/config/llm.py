@@ -33,12 +33,12 @@ class EndpointConfig:
     base_urls: List[str] = operational(default_factory=list)
     model: str = ""
     api_key_env: Optional[str] = operational(None)
-    max_concurrency: int = bounded(8, ge=1, operational=True)
-    timeout_s: float = bounded(120.0, gt=0.0, operational=True)
+    max_concurrency: int = bounded(8, ge=1, le=4096, operational=True)
+    timeout_s: float = bounded(120.0, gt=0.0, le=86_400.0, operational=True)  # a day at most
     # A failed call (no answer, 408/429/5xx, a malformed body) is sent again up to this many times,
     # so at most max_retries + 1 attempts per call: the one retry policy of every model call.
-    max_retries: int = bounded(6, ge=0, operational=True)
-    backoff_s: float = bounded(1.0, ge=0.0, operational=True)
+    max_retries: int = bounded(6, ge=0, le=100, operational=True)
+    backoff_s: float = bounded(1.0, ge=0.0, le=3600.0, operational=True)
     # How log-probs of a given text are obtained: completions_echo | vllm_prompt_logprobs | sglang
     logprobs_api: str = one_of("completions_echo", *LOGPROBS_APIS)
     # Send each request's sampling seed. vLLM on CPU dies on a per-request seed (its CPU generator has
@@ -100,7 +100,7 @@ class ModelConfig:
     # Kwargs of the transformers config class for source=tiny (model_type selects the class).
     tiny_config: Dict[str, Any] = field(default_factory=dict)
     # Context window used to reject over-long inputs before they reach the model.
-    max_context: int = bounded(8192, ge=1)
+    max_context: int = bounded(8192, ge=1, le=10_000_000)
     endpoint: EndpointConfig = field(default_factory=EndpointConfig)
     serving: ServingConfig = operational(default_factory=ServingConfig)
 

@@ -287,6 +287,19 @@ def run_pipeline(cfg: RootConfig, tracker_factory: Callable[..., Any]) -> Dict[s
     run_dir = expand(cfg.paths.runs_dir) / cfg.recipe.name / cfg.run_id
     planned = plan(cfg)
     wanted = [s for s in STAGE_ORDER if s in cfg.recipe.stages]
+    if "synthesize" in wanted and "mix" in wanted and "synthesize" not in planned["mix"].needs:
+        # a search whose output nothing reads: refused rather than run for nothing
+        kind = cfg.data.mix.trajectories_from.kind
+        why = (
+            f"data.mix.trajectories_from.kind={kind} imports the trajectories"
+            if kind != "synthesize"
+            else "data.mix.synthetic=0 takes no trajectories"
+        )
+        rest = ",".join(s for s in wanted if s != "synthesize")
+        raise ConfigError(
+            f"recipe.stages: lists 'synthesize', but {why}, so nothing would read the search's output; "
+            f"drop it: recipe.stages=[{rest}]"
+        )
     # Fail before any work when an input that this recipe does not produce is not there.
     for name in wanted:
         st = planned[name]

@@ -135,7 +135,7 @@ def load_stage_pairs(cfg: RootConfig, ctx: StageContext, backends: Dict[str, Any
     """The pairs to search: straight from the source, or through deepwriter.pairs.prepare (reverse
     queries, labels, quotas) into `prepared/` of this stage folder, which a resumed run reuses."""
     if not needs_prepare(cfg):
-        return load_pairs(cfg.data.pairs, cfg.data.strict)
+        return load_pairs(cfg.data.pairs, cfg.data.strict, key="data.pairs")
     from deepwriter.config.data import SourceConfig
     from deepwriter.pairs.prepare import prepare_pairs
 
@@ -157,7 +157,7 @@ def preflight(cfg: RootConfig) -> None:
     src = cfg.data.pairs
     if src.kind != "pairs" or not src.path or needs_prepare(cfg):
         return
-    pairs, skipped = load_pairs(src, cfg.data.strict)
+    pairs, skipped = load_pairs(src, cfg.data.strict, key="data.pairs")
     if not pairs:
         raise DataError(
             str(src.path),
@@ -289,9 +289,18 @@ def _summarise(
         "discarded_by_quality_filters": sum(v for k, v in reasons.items() if k in filters.QUALITY),
         **{f"discarded_{k}": v for k, v in sorted(reasons.items())},
         "skipped_input": len(skipped),
+        # pairs without a category (their source has none, and data.label_categories is off or failed)
+        "uncategorised": sum(1 for r in records if not r.get("category")),
         "steps": steps,
         "accepted_edits": accepted,
     }
+    if counts["uncategorised"]:
+        log.info(
+            "synthesize: %d of %d pairs have no category%s; they stay uncategorised",
+            counts["uncategorised"],
+            len(records),
+            "" if cfg.data.label_categories else " (data.label_categories=true labels them)",
+        )
     metrics = {
         "mean_score_z0": _mean(first),
         "mean_score_final": _mean(last),
