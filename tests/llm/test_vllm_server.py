@@ -79,7 +79,10 @@ def _in_process_scores(records: List[Dict], cfg) -> List[tuple]:
         if not r["scores"]:
             continue
         ts = TrajectoryScorer(r["x"], r["y"], cfg.synthesis)
-        lps = scorer.score([ts.request(r["z0"]), ts.request(r["z_final"])])
+        # z0 as it was scored (as written; the record's z0 is stripped); the last score is z0's again when
+        # no rewrite was accepted, else the rejoined z_final's
+        z0 = r.get("z0_scored", r["z0"])
+        lps = scorer.score([ts.request(z0), ts.request(r["z_final"] if r["accepted_edits"] else z0)])
         ours = [clipped_mean_nll(lp, cfg.synthesis.clip_min, cfg.synthesis.clip_max) for lp in lps]
         pairs += [(r["scores"][0], ours[0]), (r["scores"][-1], ours[1])]
     return pairs
@@ -183,6 +186,9 @@ def test_eval_stage_with_vllm_as_model_under_test_and_judge(vllm_server, tmp_pat
     )
 
 
+# its own server, started, killed and started again: up to 2 x 420 s, the run until the kill, its exit
+# and the re-run (600 + 600 + 900 s at most), each bounded inside
+@pytest.mark.timeout(3000)
 def test_server_killed_mid_synthesis_loses_no_pair_and_a_rerun_finishes(tmp_path_factory, tmp_path):
     """kill -9 of the server while pairs are in flight: the stage exits 3 naming the unfinished
     pairs, its output is not marked finished, and the same command with the server back does exactly
