@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -22,8 +23,13 @@ pytestmark = pytest.mark.slow
 @pytest.mark.timeout(1560)
 def test_wheel_outside_the_checkout_composes_full_and_runs_a_stage(tmp_path, model_cache):
     dist = tmp_path / "dist"
+    # from a clean copy of the checkout: an in-tree build reuses build/, whose files from an earlier build
+    # would hide package data the project no longer declares
+    source = tmp_path / "source"
+    skip = shutil.ignore_patterns(".git", ".venv*", "build", "runs", "outputs", "wandb", "*.egg-info", "__pycache__")
+    shutil.copytree(REPO, source, symlinks=True, ignore=skip)
     built = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(dist), str(REPO)],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(dist), str(source)],
         capture_output=True,
         text=True,
         timeout=300,
