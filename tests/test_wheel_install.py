@@ -30,8 +30,14 @@ def test_wheel_outside_the_checkout_composes_full_and_runs_a_stage(tmp_path, mod
     )
     assert built.returncode == 0, built.stderr[-3000:]
     (wheel,) = dist.glob("deepwriter-*.whl")
-    names = zipfile.ZipFile(wheel).namelist()
+    whl = zipfile.ZipFile(wheel)
+    names = whl.namelist()
     assert "deepwriter/conf/config.yaml" in names and "deepwriter/conf/recipe/full.yaml" in names
+    # the checkout's conf/ (a link into the package) is what the wheel carries, file for file
+    conf = (REPO / "conf").resolve()
+    ours = {str(p.relative_to(conf)): p.read_bytes() for p in conf.rglob("*") if p.is_file()}
+    carried = {n[len("deepwriter/conf/") :]: whl.read(n) for n in names if n.startswith("deepwriter/conf/")}
+    assert "recipe/slurm/sft.sbatch" in ours and carried == ours
     assert "deepwriter/conf/model/smollm2-135m-vllm.yaml" in names and not any(n.startswith("tests/") for n in names)
     site = tmp_path / "site"
     done = subprocess.run(

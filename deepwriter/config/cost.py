@@ -34,7 +34,7 @@ class Throughput:
 @dataclass
 class FleetConfig:
     gpu: str = "H100-SXM-80GB"
-    count: int = bounded(8, ge=1)
+    count: int = bounded(8, ge=1, le=1_000_000)
     memory_gb: Figure = _fig(80.0, "NVIDIA H100 SXM datasheet: 80 GB HBM3")
     peak_bf16_tflops: Figure = _fig(989.0, "NVIDIA H100 SXM datasheet: 989 TFLOP/s dense bf16")
     sft_mfu: Figure = _fig(0.35, "assumption: 35% model-FLOPs utilisation for ZeRO-3 full fine-tuning")

@@ -5,14 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
-from deepwriter.core.schema import bounded, one_of
+from deepwriter.core.schema import SEED_MAX, bounded, one_of
 
 
 @dataclass
 class ScoredResponsesConfig:
     """kind=scored_responses: prompts with scored human responses (WritingPrompts-style)."""
 
-    top_k: int = bounded(1, ge=1)  # best responses kept per prompt
+    top_k: int = bounded(1, ge=1, le=1000)  # best responses kept per prompt
     min_score: Optional[float] = bounded(None)  # responses scored below this are left out; null keeps all
 
 
@@ -20,8 +20,8 @@ class ScoredResponsesConfig:
 class LongTextConfig:
     """kind=long_text: long texts without a request (Gutenberg-style), cut into answer-sized pieces."""
 
-    target_words: int = bounded(600, ge=1)  # pieces of about this many words, cut at paragraph boundaries
-    min_words: int = bounded(150, ge=0)  # shorter pieces (a book's last scraps) are left out
+    target_words: int = bounded(600, ge=1, le=1_000_000)  # pieces of about this many words, cut at paragraph boundaries
+    min_words: int = bounded(150, ge=0, le=1_000_000)  # shorter pieces (a book's last scraps) are left out
     strip_boilerplate: bool = True  # Project Gutenberg header/licence, credits, marked tables of contents
 
 
@@ -48,21 +48,23 @@ class DedupConfig:
     near: bool = True  # MinHash LSH over word shingles of request + answer
     # estimated Jaccard similarity at or above which a record is a near-duplicate
     threshold: float = bounded(0.8, gt=0.0, le=1.0)
-    num_perm: int = bounded(128, ge=1)
-    shingle_words: int = bounded(5, ge=1)
-    max_words: int = bounded(4096, ge=1)  # shingles come from the first N words (bounds the cost of very long texts)
+    num_perm: int = bounded(128, ge=1, le=4096)
+    shingle_words: int = bounded(5, ge=1, le=100)
+    max_words: int = bounded(
+        4096, ge=1, le=10_000_000
+    )  # shingles come from the first N words (bounds the cost of very long texts)
 
 
 @dataclass
 class DecontamConfig:
     enabled: bool = True
-    ngram: int = bounded(5, ge=1)  # word n-grams compared between requests and benchmark prompts
+    ngram: int = bounded(5, ge=1, le=100)  # word n-grams compared between requests and benchmark prompts
     # Fraction of the shorter side's distinctive n-grams shared with one benchmark prompt at which a
     # request counts as contaminated.
     threshold: float = bounded(0.5, gt=0.0, le=1.0)
     # n-grams found in more than this many benchmark prompts are template boilerplate ("You should
     # write a detailed response...") and are ignored on both sides.
-    max_prompt_df: int = bounded(5, ge=1)
+    max_prompt_df: int = bounded(5, ge=1, le=1_000_000)
 
 
 @dataclass
@@ -83,6 +85,10 @@ class TrajectoriesConfig:
     # think, id and category (dotted names read inside a column: extra_info.index).
     fields: Dict[str, str] = field(default_factory=dict)
     limit: Optional[int] = bounded(None, ge=1)  # released: the first N valid rows
+    # reference_output and released: the paper's quality filters (late reflection, 3-gram repetition;
+    # thresholds synthesis.filters), as our search applies them, on the imported thinking; false: taken
+    # as they are. Data the authors already filtered loses nothing, and the mix's counts say so.
+    quality_filters: bool = True
 
 
 @dataclass
@@ -95,7 +101,7 @@ class MixConfig:
     # corrected thinking | the initial thinking. A released dataset has only its one thinking.
     trajectory_field: str = one_of("z_final", "z_final", "z0")
     trajectories_from: TrajectoriesConfig = field(default_factory=TrajectoriesConfig)
-    seed: int = 0
+    seed: int = bounded(0, ge=0, le=SEED_MAX)
     dedup: DedupConfig = field(default_factory=DedupConfig)
     decontam: DecontamConfig = field(default_factory=DecontamConfig)
     # Ablations.
@@ -105,38 +111,38 @@ class MixConfig:
     # left out; null keeps all.
     drop_above_quantile: Optional[float] = bounded(None, ge=0.0, le=1.0)
     drop_below_quantile: Optional[float] = bounded(None, ge=0.0, le=1.0)
-    num_proc: int = bounded(1, ge=1, operational=True)  # processes for tokenisation (datasets.map)
-    histogram_bins: int = bounded(40, ge=1)
+    num_proc: int = bounded(1, ge=1, le=1024, operational=True)  # processes for tokenisation (datasets.map)
+    histogram_bins: int = bounded(40, ge=1, le=10_000)
 
 
 @dataclass
 class QueryConfig:
     """Reverse query synthesis: a Generator writes the request a user would send for an answer."""
 
-    queries_per_answer: int = bounded(1, ge=1)  # distinct requests per answer that has none (long texts)
+    queries_per_answer: int = bounded(1, ge=1, le=100)  # distinct requests per answer that has none (long texts)
     # More requests for answers that already have one: each chosen answer gets `paired_extra` new
     # requests, distinct from its own. The paper grew 16K pairs to 20K this way (extra 1, share 0.25).
-    paired_extra: int = bounded(0, ge=0)
+    paired_extra: int = bounded(0, ge=0, le=100)
     paired_extra_share: float = bounded(1.0, ge=0.0, le=1.0)  # share of those answers chosen (seeded)
-    max_attempts: int = bounded(3, ge=1)  # generation rounds per answer; rejected requests are drawn again
-    temperature: float = bounded(0.7, ge=0.0)
+    max_attempts: int = bounded(3, ge=1, le=100)  # generation rounds per answer; rejected requests are drawn again
+    temperature: float = bounded(0.7, ge=0.0, le=5.0)
     top_p: float = bounded(0.9, gt=0.0, le=1.0)
-    max_new_tokens: int = bounded(160, ge=1)
-    max_answer_words: int = bounded(1500, ge=1)  # the answer shown to the model is cut here
-    min_words: int = bounded(5, ge=0)  # shorter requests are rejected
-    copy_ngram: int = bounded(8, ge=1)  # a request sharing a run of this many words with the answer copies it
-    batch_size: int = bounded(8, ge=1)  # answers per generate call
-    seed: int = 0
+    max_new_tokens: int = bounded(160, ge=1, le=1_000_000)
+    max_answer_words: int = bounded(1500, ge=1, le=1_000_000)  # the answer shown to the model is cut here
+    min_words: int = bounded(5, ge=0, le=100_000)  # shorter requests are rejected
+    copy_ngram: int = bounded(8, ge=1, le=1000)  # a request sharing a run of this many words with the answer copies it
+    batch_size: int = bounded(8, ge=1, le=4096)  # answers per generate call
+    seed: int = bounded(0, ge=0, le=SEED_MAX)
 
 
 @dataclass
 class LabelConfig:
     """Category labelling into `taxonomy` (a Scorer ranks the labels; a Generator names one)."""
 
-    max_text_words: int = bounded(400, ge=1)  # request + answer shown to the classifier are cut here
+    max_text_words: int = bounded(400, ge=1, le=1_000_000)  # request + answer shown to the classifier are cut here
     # texts per scorer/generator call; labels are greedy, so batches do not change them
-    batch_size: int = bounded(8, ge=1, operational=True)
-    max_new_tokens: int = bounded(16, ge=1)  # generator labelling: length of the reply
+    batch_size: int = bounded(8, ge=1, le=4096, operational=True)
+    max_new_tokens: int = bounded(16, ge=1, le=1_000_000)  # generator labelling: length of the reply
     # generator labelling: share of a label's words the reply must contain
     min_overlap: float = bounded(0.5, ge=0.0, le=1.0)
 
@@ -150,7 +156,7 @@ class QuotaConfig:
     # exactly up to rounding; a category short of answers gives its shortfall to the others.
     shares: Dict[str, float] = field(default_factory=dict)
     total: Optional[int] = bounded(None, ge=0)  # with shares: answers wanted in all; null = the most the shares allow
-    seed: int = 0
+    seed: int = bounded(0, ge=0, le=SEED_MAX)
 
 
 @dataclass

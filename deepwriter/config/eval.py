@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
-from deepwriter.core.schema import bounded, one_of
+from deepwriter.core.schema import SEED_MAX, bounded, one_of
 
 BENCHMARK_KINDS = ("longbench_write", "hellobench", "writingbench")
 JUDGE_STYLES = ("reference", "critic")
@@ -20,10 +20,10 @@ class BenchmarkJudgeConfig:
     # The prompt: "reference" (the benchmark's own judge prompt, in our words); "critic" (WritingBench
     # only: the prompt its fine-tuned critic model was released with, for models.judge = that critic).
     style: Optional[str] = one_of(None, None, *JUDGE_STYLES)
-    temperature: Optional[float] = bounded(None, ge=0.0)
+    temperature: Optional[float] = bounded(None, ge=0.0, le=5.0)
     top_p: Optional[float] = bounded(None, gt=0.0, le=1.0)
-    seed: Optional[int] = None
-    max_new_tokens: Optional[int] = bounded(None, ge=1)  # the judge's reply budget
+    seed: Optional[int] = bounded(None, ge=0, le=SEED_MAX)
+    max_new_tokens: Optional[int] = bounded(None, ge=1, le=1_000_000)  # the judge's reply budget
     # The system message: null: the reference's (in our words), or none where it has none; "": none.
     system: Optional[str] = None
     # Answer cut before judging (HelloBench: answers over 15,000 word tokens are cut to their first
@@ -45,8 +45,8 @@ class BenchmarkConfig:
     # N items: the first N (HelloBench: the first N of each subset; WritingBench: N spread over its
     # domains, in turns); null: all
     limit: Optional[int] = bounded(None, ge=1)
-    max_new_tokens: int = bounded(16384, ge=1)
-    temperature: float = bounded(0.8, ge=0.0)
+    max_new_tokens: int = bounded(16384, ge=1, le=1_000_000)
+    temperature: float = bounded(0.8, ge=0.0, le=5.0)
     top_p: float = bounded(0.95, gt=0.0, le=1.0)
     # HelloBench only: which main_data subsets (empty: every subset with data) and named groups of
     # subsets reported as one column each (the paper's HB-A / HB-B).
@@ -61,8 +61,8 @@ class BenchmarkConfig:
 class JudgePrice:
     """US dollars per million tokens, for the cost column of judge calls."""
 
-    input_per_mtok: float = 0.0
-    output_per_mtok: float = 0.0
+    input_per_mtok: float = bounded(0.0, ge=0.0, le=10_000.0)
+    output_per_mtok: float = bounded(0.0, ge=0.0, le=10_000.0)
 
 
 @dataclass
@@ -70,10 +70,10 @@ class JudgeConfig:
     # Sampling used where neither a benchmark's judge settings nor its reference fix a value (e.g.
     # the seed of LongWriter's and WritingBench's judges, which send none), and for judge tasks made
     # without settings (tools and tests that call a benchmark's judge_tasks directly).
-    max_new_tokens: int = bounded(1024, ge=1)
-    temperature: float = bounded(0.0, ge=0.0)
+    max_new_tokens: int = bounded(1024, ge=1, le=1_000_000)
+    temperature: float = bounded(0.0, ge=0.0, le=5.0)
     top_p: float = bounded(1.0, gt=0.0, le=1.0)
-    seed: int = 0
+    seed: int = bounded(0, ge=0, le=SEED_MAX)
     # A transformers judge picks each score among the allowed values by constrained decoding (a small
     # model cannot be trusted to write JSON); false makes it write free JSON like an HTTP judge.
     constrained_local: bool = True
@@ -81,10 +81,10 @@ class JudgeConfig:
     # and OpenAI decode under it), so every reply parses and is in range: scores only, no reasons.
     # False: free JSON, as the benchmarks' reference judges write it, re-asked when unusable.
     constrained_http: bool = False
-    max_concurrency: int = bounded(8, ge=1, operational=True)  # parallel HTTP judge calls
+    max_concurrency: int = bounded(8, ge=1, le=4096, operational=True)  # parallel HTTP judge calls
     # judge calls started per second at most; 0: no limit
-    rate_limit_rps: float = bounded(0.0, ge=0.0, operational=True)
-    max_reasks: int = bounded(2, ge=0)  # an unparseable or out-of-range reply is asked again this many times
+    rate_limit_rps: float = bounded(0.0, ge=0.0, le=100_000.0, operational=True)
+    max_reasks: int = bounded(2, ge=0, le=100)  # an unparseable or out-of-range reply is asked again this many times
     prices: Dict[str, JudgePrice] = field(default_factory=dict)  # judge model id -> price
 
 
@@ -94,9 +94,9 @@ class EvalConfig:
     model_under_test: str = one_of("sft", "sft", "student")
     benchmarks: Dict[str, BenchmarkConfig] = field(default_factory=dict)
     judge: JudgeConfig = field(default_factory=JudgeConfig)
-    seed: int = 0
+    seed: int = bounded(0, ge=0, le=SEED_MAX)
     # One seed per batched call: the batch's composition changes the answers, so it is in the key.
-    batch_size: int = bounded(4, ge=1)
+    batch_size: int = bounded(4, ge=1, le=4096)
     # A bad benchmark record stops the run naming file, line and field; false: it is skipped, counted
     # and listed in summary.json (scores then cover fewer items than the published benchmark).
     strict: bool = True

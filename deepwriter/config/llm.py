@@ -33,17 +33,55 @@ class EndpointConfig:
     base_urls: List[str] = operational(default_factory=list)
     model: str = ""
     api_key_env: Optional[str] = operational(None)
-    max_concurrency: int = bounded(8, ge=1, operational=True)
-    timeout_s: float = bounded(120.0, gt=0.0, operational=True)
+    max_concurrency: int = bounded(8, ge=1, le=4096, operational=True)
+    timeout_s: float = bounded(120.0, gt=0.0, le=86_400.0, operational=True)  # a day at most
     # A failed call (no answer, 408/429/5xx, a malformed body) is sent again up to this many times,
     # so at most max_retries + 1 attempts per call: the one retry policy of every model call.
-    max_retries: int = bounded(6, ge=0, operational=True)
-    backoff_s: float = bounded(1.0, ge=0.0, operational=True)
+    max_retries: int = bounded(6, ge=0, le=100, operational=True)
+    backoff_s: float = bounded(1.0, ge=0.0, le=3600.0, operational=True)
     # How log-probs of a given text are obtained: completions_echo | vllm_prompt_logprobs | sglang
     logprobs_api: str = one_of("completions_echo", *LOGPROBS_APIS)
     # Send each request's sampling seed. vLLM on CPU dies on a per-request seed (its CPU generator has
     # no offset), so presets for it set false; samples are then not reproducible across runs.
     send_seed: bool = True
+
+
+@dataclass
+class ServingConfig:
+    """How a run serves this preset itself (deepwriter.llm.fleet): replicas of the server `make serve`
+    starts, started before the first stage that calls a role naming the preset and stopped after the
+    last one. Roles that name the same preset share its replicas. How work is served never changes what
+    it produces, so none of this is in a stage key."""
+
+    # false: the endpoint's base_urls are servers someone else runs (the run starts nothing)
+    managed: bool = False
+    replicas: int = bounded(1, ge=1)
+    tensor_parallel: int = bounded(1, ge=1)  # vLLM's --tensor-parallel-size
+    # GPUs each replica gets (CUDA_VISIBLE_DEVICES); null: tensor_parallel. On a node without GPUs a
+    # replica of tensor_parallel 1 runs on the CPU (vLLM's CPU build).
+    gpus_per_replica: Optional[int] = bounded(None, ge=1)
+    base_port: int = bounded(8000, ge=1, le=65535)  # replica i listens on base_port + i
+    engine_args: List[str] = field(default_factory=list)  # passed to the server as they are
+    startup_timeout_s: float = bounded(900.0, gt=0.0)  # until /v1/models answers
+    # restarts of replicas that died, over the whole run, before a stage ends unfinished (exit 3)
+    max_restarts: int = bounded(3, ge=0)
+    # A server command of your own instead of vLLM's (SGLang, a test server), one argument per item, with
+    # {python} (this Python), {model} (the weights' folder or hub id), {served_name}, {name}, {host},
+    # {port}, {tensor_parallel}, {cache_dir} filled in; empty: vLLM, as `make serve` starts it.
+    command: List[str] = field(default_factory=list)
+
+
+@dataclass
+class RunServingConfig:
+    """The run's own switch over managed serving (root key `serving`)."""
+
+    # false: no preset's servers are started, whatever its serving.managed says; every endpoint's
+    # base_urls are used as they are (servers of your own)
+    managed: bool = True
+    python: str = ".venv-serve/bin/python"  # the Python of vLLM's environment (`make serve-install`)
+    host: str = "127.0.0.1"
+    # GPUs the fleet may use; null: CUDA_VISIBLE_DEVICES, else every GPU nvidia-smi lists, else none (CPU)
+    gpus: Optional[List[int]] = None
 
 
 @dataclass
@@ -62,8 +100,9 @@ class ModelConfig:
     # Kwargs of the transformers config class for source=tiny (model_type selects the class).
     tiny_config: Dict[str, Any] = field(default_factory=dict)
     # Context window used to reject over-long inputs before they reach the model.
-    max_context: int = bounded(8192, ge=1)
+    max_context: int = bounded(8192, ge=1, le=10_000_000)
     endpoint: EndpointConfig = field(default_factory=EndpointConfig)
+    serving: ServingConfig = operational(default_factory=ServingConfig)
 
 
 @dataclass

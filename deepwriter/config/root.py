@@ -21,12 +21,12 @@ from omegaconf.errors import OmegaConfBaseException
 from deepwriter.config.cost import PlanConfig
 from deepwriter.config.data import DataConfig
 from deepwriter.config.eval import EvalConfig
-from deepwriter.config.llm import ModelsConfig
+from deepwriter.config.llm import ModelsConfig, RunServingConfig
 from deepwriter.config.sft import SFTConfig
 from deepwriter.config.synthesis import SynthesisConfig, parse_shard_spec
 from deepwriter.core.errors import ConfigError
 from deepwriter.core.files import expand  # noqa: F401  (re-exported: config paths are expanded with it)
-from deepwriter.core.schema import check_fields, one_of, operational
+from deepwriter.core.schema import SEED_MAX, bounded, check_fields, one_of, operational
 
 STAGE_ORDER = ("synthesize", "mix", "sft", "eval")
 
@@ -72,8 +72,10 @@ class RootConfig:
     paths: PathsConfig = field(default_factory=PathsConfig)
     # the cost projection's fleet and workload figures (deepwriter.plan); no stage reads them
     plan: PlanConfig = operational(default_factory=PlanConfig)
+    # managed vLLM servers (models.*.serving): the run's switch, vLLM's Python, the GPUs they may use
+    serving: RunServingConfig = operational(default_factory=RunServingConfig)
     run_id: str = ""
-    seed: int = 0
+    seed: int = bounded(0, ge=0, le=SEED_MAX)
 
 
 def register_schemas() -> None:

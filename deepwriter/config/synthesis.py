@@ -6,14 +6,14 @@ from dataclasses import dataclass, field
 from typing import Optional, Tuple
 
 from deepwriter.core.errors import ConfigError
-from deepwriter.core.schema import bounded, one_of, operational
+from deepwriter.core.schema import SEED_MAX, bounded, one_of, operational
 
 
 @dataclass
 class SamplingConfig:
-    temperature: float = bounded(0.8, ge=0.0)
+    temperature: float = bounded(0.8, ge=0.0, le=5.0)
     top_p: float = bounded(0.85, gt=0.0, le=1.0)
-    max_new_tokens: int = bounded(8000, ge=1)
+    max_new_tokens: int = bounded(8000, ge=1, le=1_000_000)
 
 
 @dataclass
@@ -21,7 +21,7 @@ class FilterConfig:
     """Discard rules applied to the final trajectory (deepwriter/synthesis/filters.py)."""
 
     # z0's generated tokens, as the generator counts them (words for a backend that does not count)
-    min_think_tokens: int = bounded(100, ge=0)
+    min_think_tokens: int = bounded(100, ge=0, le=1_000_000)
     # no thinking phrase may start in this last share of the text
     late_reflection_fraction: float = bounded(0.1, ge=0.0, le=1.0)
     # degenerate repetition: 3 most frequent word 3-grams' share
@@ -37,12 +37,14 @@ class SynthesisConfig:
     # insert its own default, as Qwen2.5's does)
     system_prompt: Optional[str] = "You are a helpful assistant."
     reflection: bool = True  # false: prompts without reflection phrases, phrases stripped
-    max_steps: int = bounded(10, ge=0)
-    num_candidates: int = bounded(2, ge=1)
-    stop_threshold: float = bounded(0.25, ge=0.0)
+    # The search's counts (the paper: 10 steps, K = 2): bounded by what a real run could use; every step
+    # costs each pair a generate call of num_candidates samples and a score call.
+    max_steps: int = bounded(10, ge=0, le=1000)
+    num_candidates: int = bounded(2, ge=1, le=64)
+    stop_threshold: float = bounded(0.25, ge=0.0, le=100.0)  # a clipped mean NLL (nats per token)
     clip_min: Optional[float] = bounded(-2.0)  # null on both bounds: plain NLL; else clip_min < clip_max
     clip_max: Optional[float] = bounded(0.0)
-    min_segment_chars: int = bounded(100, ge=1)
+    min_segment_chars: int = bounded(100, ge=1, le=1_000_000)
     # y's first segment (segmented like z) joins the scorer's context and only the rest of y is scored
     score_answer_from_second_segment: bool = True
     # false: the rewrite turn is prefilled with <refine> and the generator skips its three-step analysis
@@ -52,7 +54,7 @@ class SynthesisConfig:
     refine: SamplingConfig = field(default_factory=SamplingConfig)
     filters: FilterConfig = field(default_factory=FilterConfig)
     # KV-cached prefixes kept by the transformers prefix scorer
-    prefix_cache_entries: int = bounded(4, ge=1, operational=True)
+    prefix_cache_entries: int = bounded(4, ge=1, le=1024, operational=True)
     limit: Optional[int] = bounded(None, ge=1)  # take at most this many pairs
     shard: str = operational("0/1")  # i/n: this worker's share of the pairs
     # How pairs share the fleets (deepwriter/synthesis/schedule.py). continuous: up to max_in_flight
@@ -60,9 +62,9 @@ class SynthesisConfig:
     # pairs at a time, each round waiting for its slowest call. Each prompt is sampled with its pair's
     # own seed, so neither changes what a pair's search produces: all three are operational.
     schedule: str = one_of("continuous", "continuous", "lockstep", operational=True)
-    max_in_flight: int = bounded(8, ge=1, operational=True)
-    batch_size: int = bounded(8, ge=1, operational=True)
-    seed: int = 0
+    max_in_flight: int = bounded(8, ge=1, le=100_000, operational=True)
+    batch_size: int = bounded(8, ge=1, le=4096, operational=True)
+    seed: int = bounded(0, ge=0, le=SEED_MAX)
     # Pairs whose model calls failed (server down, timeouts after every retry) are unfinished, never
     # discarded; the stage fails unless at most this share of its pairs is unfinished (0..1).
     max_unfinished_share: float = bounded(0.0, ge=0.0, le=1.0, operational=True)

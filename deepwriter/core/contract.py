@@ -24,6 +24,10 @@ class StageContext:
     run_dir: Path
     tracker: Any  # deepwriter.tracking.runs.Tracker
     key: str
+    # The run's managed servers, for a stage that brings them up and down itself (StageSpec.
+    # serves_itself): `up(role)` before a phase that calls the role, `down(role)` after its last call.
+    # None: nothing to do (no managed server, or the runner brought them up before the stage).
+    serving: Any = None
 
 
 @dataclass
@@ -72,6 +76,17 @@ class StageSpec:
     preflight: Optional[Callable[[Any], None]] = None
     # The share of items the stage may leave unfinished (failed model calls) and still finish.
     max_unfinished_share: Callable[[Any], float] = lambda cfg: 0.0
+    # The model roles (models.<role>) the stage calls while it runs: a managed server of a role's
+    # preset is up from the first stage that calls it to the last (deepwriter.llm.placement).
+    roles: Callable[[Any], List[str]] = lambda cfg: []
+    # The model config the stage calls in a role, where it is not models.<role> as it stands (eval's
+    # model under test is the student's preset with the sft output's weights): what a managed server of
+    # that role serves. None: models.<role>.
+    model_for: Optional[Callable[[Any, StageContext, str], Any]] = None
+    # The stage calls its roles in phases and brings their managed servers up and down itself through
+    # ctx.serving (eval: the model under test, then the judge), so on a small machine one server at a
+    # time runs. False: the runner brings them all up before the stage.
+    serves_itself: bool = False
 
 
 def rank() -> int:

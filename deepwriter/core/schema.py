@@ -7,7 +7,9 @@ are left out of stage keys (`key_slice`).
     base_urls: List[str] = operational(default_factory=list)
 
 `check_fields(cfg)` walks a typed config (dataclasses, and dicts of them) and stops at the first value
-outside its declaration with one line naming the key: `synthesis.num_candidates: got 0; expected >= 1`.
+outside its declaration with one line naming the key, the rule it breaks and the whole declared range:
+`synthesis.num_candidates: got 1000000; expected <= 64 (allowed: >= 1 and <= 64)`. Counts have upper
+bounds that a real run could use, so that nonsense stops before it starts work.
 Numbers with bounds must also be finite (a NaN threshold compares false with everything).
 Rules that tie several fields together live with validate() in deepwriter.config.root.
 """
@@ -20,6 +22,9 @@ import math
 from typing import Any, Callable, Optional
 
 from deepwriter.core.errors import ConfigError
+
+# Seeds reach numpy (transformers' set_seed), which takes 0 .. 2**32 - 1.
+SEED_MAX = 2**32 - 1
 
 
 def bounded(
@@ -73,14 +78,17 @@ def _check(key: str, value: Any, meta: Any) -> None:
     if not math.isfinite(value):
         raise ConfigError(f"{key}: got {value}; expected a finite number")
     ge, gt, le, lt = meta["bounds"]
-    for ok, rule in (
-        (ge is None or value >= ge, f">= {ge}"),
-        (gt is None or value > gt, f"> {gt}"),
-        (le is None or value <= le, f"<= {le}"),
-        (lt is None or value < lt, f"< {lt}"),
-    ):
+    rules = [
+        (value >= ge, f">= {ge}") if ge is not None else None,
+        (value > gt, f"> {gt}") if gt is not None else None,
+        (value <= le, f"<= {le}") if le is not None else None,
+        (value < lt, f"< {lt}") if lt is not None else None,
+    ]
+    rules = [r for r in rules if r is not None]
+    for ok, rule in rules:
         if not ok:
-            raise ConfigError(f"{key}: got {value}; expected {rule}")
+            allowed = f" (allowed: {' and '.join(r for _, r in rules)})" if len(rules) > 1 else ""
+            raise ConfigError(f"{key}: got {value}; expected {rule}{allowed}")
 
 
 def check_fields(obj: Any, path: str = "") -> None:

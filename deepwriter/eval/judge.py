@@ -138,6 +138,18 @@ class _FreeState:
     ask: int = 0  # the sample index: 0 for the first ask, then one per re-ask
 
 
+@dataclass
+class _Run:
+    """One run() of a judge: its open reply cache and the budget of items left unfinished."""
+
+    cache: RecordLog
+    stop_after: Optional[int]  # see Judge.run
+    unfinished_items: set = field(default_factory=set)  # item ids with an unfinished task
+
+    def stopped(self) -> bool:
+        return self.stop_after is not None and len(self.unfinished_items) > self.stop_after
+
+
 class Judge:
     """Runs judge tasks through a lazily created backend (a cache-only re-run never loads a model).
 
@@ -159,15 +171,15 @@ class Judge:
         self.model_id = model_id
         self.cfg = cfg
         self.constrained = constrained
+        # the way this judge asks, chosen once: scores decoded under a constraint (a local model), or
+        # free JSON (with a JSON schema per task where the server decodes under one), re-asked when unusable
+        self._judge_tasks = self._run_constrained if constrained else self._run_free
         self.json_schema = json_schema and not constrained
-        # every reply, by cache key: a record log (deepwriter.core.records), open while run() runs
+        # every reply, by cache key: a record log (deepwriter.core.records), opened by each run()
         self.cache_path = Path(cache_dir) / "calls.jsonl"
-        self.cache: Optional[RecordLog] = None
         self.stats = JudgeStats()
         self._lock = threading.Lock()
         self._limiter = RateLimiter(cfg.rate_limit_rps)
-        self._stop_after: Optional[int] = None  # see run()
-        self._unfinished_items: set = set()  # item ids with an unfinished task, for stop_after
         price = cfg.prices.get(model_id)
         self._price = (price.input_per_mtok, price.output_per_mtok) if price else (0.0, 0.0)
         self.sampling = Sampling(
@@ -193,7 +205,9 @@ class Judge:
         """The task's own sampling (its benchmark's judge settings), else eval.judge's."""
         return task.sampling if task.sampling is not None else self.sampling
 
-    def _record(self, key: str, gen: Generation, latency: float, sample: int, mode: str, sampling: Sampling) -> dict:
+    def _record(
+        self, run: "_Run", key: str, gen: Generation, latency: float, sample: int, mode: str, sampling: Sampling
+    ) -> dict:
         rec = {
             "key": key,
             "model": self.model_id,
@@ -211,8 +225,8 @@ class Judge:
             "seed": sampling.seed,
             "time": time.time(),
         }
-        if self.cache.get(key) is None:  # two tasks with the same prompt share one reply
-            self.cache.append(rec)
+        if run.cache.get(key) is None:  # two tasks with the same prompt share one reply
+            run.cache.append(rec)
         self._count(
             calls=1,
             prompt_tokens=gen.prompt_tokens,
@@ -229,14 +243,11 @@ class Judge:
     # call ends its task unfinished; once more tasks are unfinished than run() allows, the rest are not
     # sent (a judge that is down would cost each its full retries).
 
-    def _unfinished(self, st: "_FreeState", error: str) -> None:
+    def _unfinished(self, run: "_Run", st: "_FreeState", error: str) -> None:
         st.out.unfinished, st.out.ok, st.out.error = True, False, error
         self._count(unfinished=1)
         with self._lock:
-            self._unfinished_items.add(st.task.item_id)
-
-    def _stopped(self) -> bool:
-        return self._stop_after is not None and len(self._unfinished_items) > self._stop_after
+            run.unfinished_items.add(st.task.item_id)
 
     def _absorb(self, st: "_FreeState", rec: dict) -> bool:
         """Take one reply into a task's outcome; True when the task is finished."""
@@ -287,7 +298,7 @@ class Judge:
     def _key(self, st: "_FreeState") -> str:
         return cache_key(self.model_id, st.messages, self.sampling_for(st.task), st.ask, self._mode(st.task))
 
-    def _run_free(self, tasks: List[JudgeTask], progress) -> List[JudgeOutcome]:
+    def _run_free(self, run: "_Run", tasks: List[JudgeTask], progress) -> List[JudgeOutcome]:
         states = [_FreeState(t, list(t.messages), JudgeOutcome(t.item_id, t.key, ok=False)) for t in tasks]
         active = list(range(len(states)))
         while active:
@@ -295,7 +306,7 @@ class Judge:
             for i in active:
                 st = states[i]
                 while True:  # follow cached replies (and cached re-asks) as far as they go
-                    hit = self.cache.get(self._key(st))
+                    hit = run.cache.get(self._key(st))
                     if hit is None:
                         misses.append(i)
                         break
@@ -316,10 +327,10 @@ class Judge:
             ]
             for batch in batches:
                 sampling = self.sampling_for(states[batch[0]].task)
-                if self._stopped():
+                if run.stopped():
                     for i in batch:
                         self._unfinished(
-                            states[i], f"not sent: the judge failed on {len(self._unfinished_items)} items"
+                            run, states[i], f"not sent: the judge failed on {len(run.unfinished_items)} items"
                         )
                         progress.update(1)
                     continue
@@ -343,11 +354,11 @@ class Judge:
                     st = states[i]
                     if gen.finish_reason == "error" or gen.error:
                         self._count(call_errors=1)
-                        self._unfinished(st, f"judge call failed: {gen.error or 'the backend reported an error'}")
+                        self._unfinished(run, st, f"judge call failed: {gen.error or 'the backend reported an error'}")
                         progress.update(1)
                         continue
                     st.out.calls += 1
-                    rec = self._record(self._key(st), gen, latency, st.ask, self._mode(st.task), sampling)
+                    rec = self._record(run, self._key(st), gen, latency, st.ask, self._mode(st.task), sampling)
                     if self._absorb(st, rec):
                         progress.update(1)
                     else:
@@ -357,7 +368,7 @@ class Judge:
 
     # -- constrained (transformers) --------------------------------------------------------------------
 
-    def _run_constrained(self, tasks: List[JudgeTask], progress) -> List[JudgeOutcome]:
+    def _run_constrained(self, run: "_Run", tasks: List[JudgeTask], progress) -> List[JudgeOutcome]:
         outcomes: List[Optional[JudgeOutcome]] = [None] * len(tasks)
         pending = []
         for i, task in enumerate(tasks):
@@ -368,7 +379,7 @@ class Judge:
                 0,
                 "constrained:" + ",".join(f"{s.name}={'/'.join(s.labels)}" for s in task.slots),
             )
-            hit = self.cache.get(key)
+            hit = run.cache.get(key)
             if hit is not None:
                 self._count(cache_hits=1)
                 outcomes[i] = self._constrained_outcome(task, hit, cached=True)
@@ -403,7 +414,7 @@ class Judge:
                         error=f"local judge failed: {gen.error}",
                     )
                     continue
-                rec = self._record(key, gen, latency, 0, "constrained", sampling)
+                rec = self._record(run, key, gen, latency, 0, "constrained", sampling)
                 outcomes[i] = self._constrained_outcome(tasks[i], rec, cached=False)
             progress.update(len(chunk))
         return outcomes  # type: ignore[return-value]
@@ -437,21 +448,14 @@ class Judge:
     ) -> List[JudgeOutcome]:
         """One outcome per task. `stop_after`: once more items (distinct task item ids) than this have an
         unfinished task (a failed call), the tasks not yet sent are left unfinished instead of sent."""
-        self._stop_after = stop_after
-        self._unfinished_items = set()
-        with RecordLog(self.cache_path, key="key") as self.cache:
-            outcomes = self._run(tasks, show_progress)
-        self.cache = None
-        return outcomes
+        with RecordLog(self.cache_path, key="key") as cache:
+            return self._run(_Run(cache, stop_after), tasks, show_progress)
 
-    def _run(self, tasks: List[JudgeTask], show_progress: bool) -> List[JudgeOutcome]:
+    def _run(self, run: "_Run", tasks: List[JudgeTask], show_progress: bool) -> List[JudgeOutcome]:
         from tqdm.auto import tqdm
 
         with tqdm(total=len(tasks), desc=f"judge {self.model_id}", unit="task", disable=not show_progress) as progress:
-            if self.constrained:
-                outcomes = self._run_constrained(tasks, progress)
-            else:
-                outcomes = self._run_free(tasks, progress)
+            outcomes = self._judge_tasks(run, tasks, progress)
         for o in outcomes:
             self._count(tasks=1, ok=int(o.ok), failed=int(not o.ok and not o.unfinished))
             if not o.ok and not o.unfinished:

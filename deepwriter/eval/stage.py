@@ -17,6 +17,7 @@ import gc
 import json
 import logging
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -41,6 +42,11 @@ def judged_answer(mod, rec: Dict[str, Any]) -> str:
     return cut(rec["output"]) if cut is not None and "output" in rec else rec["answer"]
 
 
+def _served(cfg: RootConfig) -> bool:
+    s = cfg.models.student
+    return s.backend == Backend.openai and s.serving.managed and cfg.serving.managed
+
+
 def model_under_test(cfg: RootConfig, ctx: StageContext) -> ModelConfig:
     which = cfg.eval.model_under_test
     if which == "student":
@@ -55,7 +61,8 @@ def model_under_test(cfg: RootConfig, ctx: StageContext) -> ModelConfig:
             source=ModelSource.local,
             path=str(folder),
             gguf_file=None,
-            backend=Backend.transformers,
+            # in-process, unless the run serves the sft output itself (a managed replica: models.student.serving)
+            backend=Backend.openai if _served(cfg) else Backend.transformers,
             tiny_config={},
         )
     raise ConfigError(f"eval.model_under_test: got {which!r}; expected 'sft' or 'student'")
@@ -93,146 +100,38 @@ def preflight(cfg: RootConfig) -> None:
             judge_settings(name, b, cfg.eval.judge)
 
 
+@dataclass
+class _Bench:
+    """One enabled benchmark entry of this run: its module, settings, items and what became of them."""
+
+    module: Any
+    cfg: Any
+    settings: Any
+    items: List[Item]
+    skipped: List[Skipped]
+    answers: List[Optional[Dict[str, Any]]] = field(default_factory=list)
+
+
 def run(cfg: RootConfig, ctx: StageContext) -> StageResult:
-    ecfg = cfg.eval
-    out = ctx.out_dir
-    data_dir = expand(cfg.paths.data_dir)
-    enabled = {name: b for name, b in ecfg.benchmarks.items() if b.enabled}
-    if not enabled:
-        raise ConfigError("eval.benchmarks: no benchmark is enabled")
-    settings = {name: judge_settings(name, b, ecfg.judge) for name, b in enabled.items()}
-    skipped: Dict[str, List[Skipped]] = {name: [] for name in enabled}
-    benches: Dict[str, Tuple[Any, List[Item]]] = {
-        name: (module_for(name, b), load_items(name, b, data_dir, skipped=None if ecfg.strict else skipped[name]))
-        for name, b in enabled.items()
-    }
-    for name, msgs in skipped.items():
-        for m in msgs:
-            log.warning("eval: skipped a bad record of %s: %s", name, m)
-
-    # 1. answers (the model is loaded only when something is left to generate)
-    mut = model_under_test(cfg, ctx)
-    holder: Dict[str, Any] = {}
-
-    def generator():
-        if "gen" not in holder:
-            from deepwriter.llm import make_generator
-
-            holder["gen"] = make_generator(mut, cfg.paths.cache_dir, batch_size=ecfg.batch_size)
-        return holder["gen"]
-
+    """Answers by the model under test, judgments, then each benchmark's own scores and tables."""
+    benches = _load(cfg)
     unfinished = Unfinished(
-        "eval", "items", total=sum(len(items) for _, items in benches.values()), max_share=ecfg.max_unfinished_share
+        "eval", "items", total=sum(len(b.items) for b in benches.values()), max_share=cfg.eval.max_unfinished_share
     )
-    answers: Dict[str, List[Optional[Dict[str, Any]]]] = {}
-    generated = 0
-    for name, (_, items) in benches.items():
-        recs, made = generate_answers(
-            generator,
-            items,
-            enabled[name],
-            out / "items" / f"{name}.generations.jsonl",
-            seed=ecfg.seed,
-            batch_size=ecfg.batch_size,
-            unfinished=unfinished,
-        )
-        answers[name], generated = recs, generated + made
-    holder.clear()
-    gc.collect()  # the model under test leaves memory before the judge loads
-
-    # 2. judgments (of the answers there are; a failed judge call leaves its item unfinished)
-    judge = make_judge(cfg, out / "judge_cache")
-    tasks, owners = [], []
-    for name, (mod, items) in benches.items():
-        for item, rec in zip(items, answers[name]):
-            if rec is None:
-                continue
-            for t in mod.judge_tasks(item, judged_answer(mod, rec), settings[name]):
-                tasks.append(t)
-                owners.append(name)
-    outcomes = judge.run(tasks, stop_after=max(0, unfinished.allowed - len(unfinished.ids)))
-    by_item: Dict[Tuple[str, str], Dict[str, JudgeOutcome]] = {}
-    for name, o in zip(owners, outcomes):
-        by_item.setdefault((name, o.item_id), {})[o.key] = o
-    for (name, item_id), outs in by_item.items():
-        failed = [o.error for o in outs.values() if o.unfinished]
-        if failed:
-            unfinished.add(f"{name}/{item_id}", failed[0])
+    mut = model_under_test(cfg, ctx)
+    generated = _answer(cfg, ctx, mut, benches, unfinished)
+    judge, by_item = _judge(cfg, ctx, benches, unfinished)
     unfinished.check()  # raises unless within max_unfinished_share; answers and replies are kept
-    left_out = set(unfinished.ids)
-
-    # 3. scores
-    summary: Dict[str, Any] = {
-        "label": f"{cfg.recipe.name}/{cfg.run_id}",
-        "recipe": cfg.recipe.name,
-        "model_under_test": mut.name,
-        "judge": judge.model_id,
-        "judge_mode": "constrained" if judge.constrained else "json-schema" if judge.json_schema else "free-json",
-        "benchmarks": {},
-        "headline": {},
-    }
-    for name, (mod, items) in benches.items():
-        records = []
-        for item, rec in zip(items, answers[name]):
-            if f"{name}/{item.id}" in left_out:  # unfinished: no score, listed in the summary
-                continue
-            outs = by_item.get((name, item.id), {})
-            answer = judged_answer(mod, rec)
-            scored = mod.score_item(item, answer, outs)
-            records.append(
-                {
-                    "id": item.id,
-                    "prompt": item.prompt,
-                    "answer": answer,
-                    "thinking": rec["thinking"],
-                    "think_closed": rec["think_closed"],
-                    "finish_reason": rec["finish_reason"],
-                    **scored,
-                    "judge": {k: _judge_view(o) for k, o in outs.items()},
-                }
-            )
-        _write_jsonl_atomic(out / "items" / f"{name}.jsonl", records)
-        agg = mod.summarize(records, enabled[name])
-        head = mod.headline(name, agg)
-        summary["benchmarks"][name] = {
-            "kind": mod.KIND,
-            "judge_settings": dataclasses.asdict(settings[name]),
-            "summary": agg,
-            "headline": head,
-            "skipped": [str(s) for s in skipped[name]],
-            "unfinished": sorted(i.split("/", 1)[1] for i in left_out if i.startswith(name + "/")),
-        }
-        summary["headline"].update(head)
-        ctx.tracker.table(
-            f"eval/{name}/items",
-            ["id", "prompt", "answer", "score", "failure"],
-            [
-                [r["id"], r["prompt"][:500], r["answer"][:2000], r.get("score", r.get("S_q")), r.get("failure")]
-                for r in records
-            ],
-        )
+    summary = _score(cfg, ctx, mut, judge, benches, by_item, set(unfinished.ids))
     summary["judge_stats"] = judge.stats.as_dict()
     summary["generation"] = {
         "generated_now": generated,
-        "items": sum(len(v) for v in answers.values()),
-        "thinking_unclosed": sum(1 for v in answers.values() for r in v if r and not r["think_closed"]),
+        "items": sum(len(b.answers) for b in benches.values()),
+        "thinking_unclosed": sum(1 for b in benches.values() for r in b.answers if r and not r["think_closed"]),
     }
     summary["unfinished"] = unfinished.as_dict()
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False, default=str))
-
-    artifacts = {"summary": "summary.json", "items": "items", "judge_cache": "judge_cache/calls.jsonl"}
-    artifacts.update(tables.write_run_tables(summary, out / "tables"))
-    artifacts.update(tables.write_run_plots(summary, out / "plots"))
-    ctx.tracker.log({f"eval/{k}": v for k, v in summary["headline"].items() if v is not None})
-    # the paper's reported figures beside the run's own, under their own keys (paper/..., never eval/...)
-    ctx.tracker.summary(tables.reported_summary(summary))
-    header, rows, _ = tables.reported(summary)
-    ctx.tracker.table("eval/paper_reported", header, rows)
-    ctx.tracker.summary({f"eval/judge_{k}": v for k, v in judge.stats.as_dict().items() if isinstance(v, (int, float))})
-    for key, rel in artifacts.items():
-        if rel.endswith(".png"):
-            ctx.tracker.image(f"eval/{key}", out / rel)
-
+    (ctx.out_dir / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False, default=str))
+    artifacts = _publish(ctx, summary, judge)
     stats = judge.stats
     log.info(
         "eval: %d items, %d generated now; judge: %d tasks, %d calls, %d cached, %d failed",
@@ -245,7 +144,7 @@ def run(cfg: RootConfig, ctx: StageContext) -> StageResult:
     )
     counts = {
         "items": summary["generation"]["items"],
-        "skipped_records": sum(len(v) for v in skipped.values()),
+        "skipped_records": sum(len(b.skipped) for b in benches.values()),
         "generated": generated,
         "judge_tasks": stats.tasks,
         "judge_calls": stats.calls,
@@ -261,6 +160,153 @@ def run(cfg: RootConfig, ctx: StageContext) -> StageResult:
     )
 
 
+def _load(cfg: RootConfig) -> Dict[str, _Bench]:
+    """Every enabled benchmark with its items (bad records skipped and logged in lenient mode)."""
+    ecfg = cfg.eval
+    data_dir = expand(cfg.paths.data_dir)
+    enabled = {name: b for name, b in ecfg.benchmarks.items() if b.enabled}
+    if not enabled:
+        raise ConfigError("eval.benchmarks: no benchmark is enabled")
+    benches = {}
+    for name, b in enabled.items():
+        skipped: List[Skipped] = []
+        items = load_items(name, b, data_dir, skipped=None if ecfg.strict else skipped)
+        benches[name] = _Bench(module_for(name, b), b, judge_settings(name, b, ecfg.judge), items, skipped)
+        for m in skipped:
+            log.warning("eval: skipped a bad record of %s: %s", name, m)
+    return benches
+
+
+def _answer(cfg: RootConfig, ctx: StageContext, mut: ModelConfig, benches: Dict[str, _Bench], unfinished) -> int:
+    """The model under test's answers (loaded, or served, only when something is left to generate);
+    returns how many were generated now."""
+    holder: Dict[str, Any] = {}
+
+    def generator():
+        if "gen" not in holder:
+            from deepwriter.llm import make_generator
+
+            if ctx.serving is not None:  # a managed server of the model under test: only when needed
+                ctx.serving.up("student")
+
+            holder["gen"] = make_generator(mut, cfg.paths.cache_dir, batch_size=cfg.eval.batch_size)
+        return holder["gen"]
+
+    generated = 0
+    for name, b in benches.items():
+        b.answers, made = generate_answers(
+            generator,
+            b.items,
+            b.cfg,
+            ctx.out_dir / "items" / f"{name}.generations.jsonl",
+            seed=cfg.eval.seed,
+            batch_size=cfg.eval.batch_size,
+            unfinished=unfinished,
+        )
+        generated += made
+    holder.clear()
+    gc.collect()  # the model under test leaves memory before the judge loads
+    if ctx.serving is not None:  # and its server stops before the judge's starts
+        ctx.serving.down("student")
+    return generated
+
+
+def _judge(cfg: RootConfig, ctx: StageContext, benches: Dict[str, _Bench], unfinished):
+    """The judgments of the answers there are; a failed judge call leaves its item unfinished.
+    Returns the judge and {(bench, item id): {task key: outcome}}."""
+    judge = make_judge(cfg, ctx.out_dir / "judge_cache")
+    tasks, owners = [], []
+    for name, b in benches.items():
+        for item, rec in zip(b.items, b.answers):
+            if rec is None:
+                continue
+            for t in b.module.judge_tasks(item, judged_answer(b.module, rec), b.settings):
+                tasks.append(t)
+                owners.append(name)
+    if ctx.serving is not None and tasks:
+        ctx.serving.up("judge")
+    outcomes = judge.run(tasks, stop_after=max(0, unfinished.allowed - len(unfinished.ids)))
+    by_item: Dict[Tuple[str, str], Dict[str, JudgeOutcome]] = {}
+    for name, o in zip(owners, outcomes):
+        by_item.setdefault((name, o.item_id), {})[o.key] = o
+    for (name, item_id), outs in by_item.items():
+        failed = [o.error for o in outs.values() if o.unfinished]
+        if failed:
+            unfinished.add(f"{name}/{item_id}", failed[0])
+    return judge, by_item
+
+
+def _score(cfg, ctx, mut, judge, benches: Dict[str, _Bench], by_item, left_out: set) -> Dict[str, Any]:
+    """Each benchmark's item records and its own summary and headline columns."""
+    summary: Dict[str, Any] = {
+        "label": f"{cfg.recipe.name}/{cfg.run_id}",
+        "recipe": cfg.recipe.name,
+        "model_under_test": mut.name,
+        "judge": judge.model_id,
+        "judge_mode": "constrained" if judge.constrained else "json-schema" if judge.json_schema else "free-json",
+        "benchmarks": {},
+        "headline": {},
+    }
+    for name, b in benches.items():
+        records = []
+        for item, rec in zip(b.items, b.answers):
+            if f"{name}/{item.id}" in left_out:  # unfinished: no score, listed in the summary
+                continue
+            outs = by_item.get((name, item.id), {})
+            answer = judged_answer(b.module, rec)
+            records.append(
+                {
+                    "id": item.id,
+                    "prompt": item.prompt,
+                    "answer": answer,
+                    "thinking": rec["thinking"],
+                    "think_closed": rec["think_closed"],
+                    "finish_reason": rec["finish_reason"],
+                    **b.module.score_item(item, answer, outs),
+                    "judge": {k: _judge_view(o) for k, o in outs.items()},
+                }
+            )
+        _write_jsonl_atomic(ctx.out_dir / "items" / f"{name}.jsonl", records)
+        agg = b.module.summarize(records, b.cfg)
+        head = b.module.headline(name, agg)
+        summary["benchmarks"][name] = {
+            "kind": b.module.KIND,
+            "judge_settings": dataclasses.asdict(b.settings),
+            "summary": agg,
+            "headline": head,
+            "skipped": [str(s) for s in b.skipped],
+            "unfinished": sorted(i.split("/", 1)[1] for i in left_out if i.startswith(name + "/")),
+        }
+        summary["headline"].update(head)
+        ctx.tracker.table(
+            f"eval/{name}/items",
+            ["id", "prompt", "answer", "score", "failure"],
+            [
+                [r["id"], r["prompt"][:500], r["answer"][:2000], r.get("score", r.get("S_q")), r.get("failure")]
+                for r in records
+            ],
+        )
+    return summary
+
+
+def _publish(ctx: StageContext, summary: Dict[str, Any], judge) -> Dict[str, str]:
+    """Tables, plots and the W&B summary; the paper's reported figures beside the run's own."""
+    out = ctx.out_dir
+    artifacts = {"summary": "summary.json", "items": "items", "judge_cache": "judge_cache/calls.jsonl"}
+    artifacts.update(tables.write_run_tables(summary, out / "tables"))
+    artifacts.update(tables.write_run_plots(summary, out / "plots"))
+    ctx.tracker.log({f"eval/{k}": v for k, v in summary["headline"].items() if v is not None})
+    # the paper's reported figures beside the run's own, under their own keys (paper/..., never eval/...)
+    ctx.tracker.summary(tables.reported_summary(summary))
+    header, rows, _ = tables.reported(summary)
+    ctx.tracker.table("eval/paper_reported", header, rows)
+    ctx.tracker.summary({f"eval/judge_{k}": v for k, v in judge.stats.as_dict().items() if isinstance(v, (int, float))})
+    for key, rel in artifacts.items():
+        if rel.endswith(".png"):
+            ctx.tracker.image(f"eval/{key}", out / rel)
+    return artifacts
+
+
 STAGE = StageSpec(
     "eval",
     run,
@@ -269,4 +315,8 @@ STAGE = StageSpec(
     input_files=benchmark_files,
     max_unfinished_share=lambda cfg: cfg.eval.max_unfinished_share,
     preflight=preflight,
+    # the model under test (the student's preset, with the sft output's weights) and the judge
+    roles=lambda cfg: ["student", "judge"],
+    model_for=lambda cfg, ctx, role: model_under_test(cfg, ctx) if role == "student" else cfg.models.judge,
+    serves_itself=True,
 )

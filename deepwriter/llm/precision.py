@@ -4,7 +4,9 @@ than float32, float32 elsewhere.
 On a GPU with bf16 support the answer is known (tensor cores); float16 is never picked, because
 several model families overflow in it. On a CPU it depends on the instruction set: with AMX or
 AVX512-BF16 a bf16 matmul runs several times faster than fp32, without them it is emulated and
-slower. So the CPU answer comes from a short matmul probe (~0.2 s, once per process and device).
+slower. So the CPU answer comes from a short matmul probe (~0.2 s, once per process), whose rates
+(FLOP/s per dtype) are logged with the CPU's name before any stage runs and are the peak that the
+SFT stage's MFU is measured against on a CPU.
 
 The choice is made before stage keys are computed (`resolve_model_dtypes`), so a stage's key and
 its recorded config carry the dtype that actually ran: outputs made in bf16 on one machine are not
@@ -15,9 +17,11 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
+import platform
 import time
 from functools import lru_cache
-from typing import Callable, Optional, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 log = logging.getLogger("deepwriter")
 
@@ -26,9 +30,10 @@ MIN_CPU_SPEEDUP = 1.3
 
 
 @lru_cache(maxsize=None)
-def cpu_bf16_speedup(n: int = 512, seconds: float = 0.08) -> float:
-    """fp32 time / bf16 time of an n x n matmul on this CPU, best of repeated runs (a memoised
-    hardware fact, not state: it does not change while the process runs)."""
+def cpu_matmul_rates(n: int = 512, seconds: float = 0.08) -> Dict[str, float]:
+    """FLOP/s of an n x n matmul on this CPU with torch's threads, per dtype (float32, bfloat16),
+    best of repeated runs (a memoised hardware fact, not state: it does not change while the process
+    runs)."""
     import torch
 
     def best(dtype) -> float:
@@ -41,10 +46,43 @@ def cpu_bf16_speedup(n: int = 512, seconds: float = 0.08) -> float:
             fastest = min(fastest, time.perf_counter() - t)
         return fastest
 
-    return best(torch.float32) / best(torch.bfloat16)
+    return {name: 2.0 * n**3 / best(getattr(torch, name)) for name in ("float32", "bfloat16")}
 
 
-def pick_dtype(device: str, cpu_speedup: Callable[[], float] = cpu_bf16_speedup) -> Tuple[str, str]:
+def cpu_bf16_speedup(rates: Optional[Dict[str, float]] = None) -> float:
+    """How much faster this CPU multiplies in bf16 than in fp32 (below 1: slower)."""
+    rates = rates or cpu_matmul_rates()
+    return rates["bfloat16"] / rates["float32"]
+
+
+def cpu_description() -> str:
+    """This CPU in one line: its name, torch's threads, and whether it has bf16 matrix units."""
+    name, flags = platform.processor() or platform.machine(), set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and value.strip():
+                    name = value.strip()
+                elif key.strip() == "flags":
+                    flags = set(value.split())
+                    break
+    except OSError:  # not Linux: the name platform gives, units unknown
+        return f"{name} ({_threads()} threads)"
+    units = [u for u in ("amx_bf16", "avx512_bf16") if u in flags]
+    return f"{name} ({_threads()} threads; bf16 units: {', '.join(units) or 'none'})"
+
+
+def _threads() -> int:
+    try:
+        import torch
+
+        return torch.get_num_threads()
+    except ImportError:
+        return os.cpu_count() or 1
+
+
+def pick_dtype(device: str, cpu_rates: Callable[[], Dict[str, float]] = cpu_matmul_rates) -> Tuple[str, str]:
     """The dtype `auto` means on `device`, and why."""
     import torch
 
@@ -53,11 +91,26 @@ def pick_dtype(device: str, cpu_speedup: Callable[[], float] = cpu_bf16_speedup)
             return "bfloat16", "GPU with bf16 support"
         return "float32", "GPU without bf16 support (float16 is not picked: some models overflow in it)"
     if device.startswith("cpu"):
-        ratio = cpu_speedup()
+        rates = cpu_rates()
+        ratio = cpu_bf16_speedup(rates)
+        measured = f"{rates['bfloat16'] / 1e9:.1f} vs {rates['float32'] / 1e9:.1f} GFLOP/s"
         if ratio >= MIN_CPU_SPEEDUP:
-            return "bfloat16", f"CPU bf16 matmul {ratio:.1f}x faster than float32"
-        return "float32", f"CPU bf16 matmul only {ratio:.2f}x float32 (needs >= {MIN_CPU_SPEEDUP}x)"
+            return "bfloat16", f"CPU bf16 matmul {ratio:.1f}x faster than float32: {measured}"
+        return "float32", f"CPU bf16 matmul only {ratio:.2f}x float32: {measured} (needs >= {MIN_CPU_SPEEDUP}x)"
     return "float32", f"device {device!r}: bf16 speed unknown"
+
+
+def log_cpu_rates() -> Dict[str, float]:
+    """Measure (once) and log this CPU's matmul rates; returns them."""
+    rates = cpu_matmul_rates()
+    log.info(
+        "CPU: %s; measured matmul float32 %.1f GFLOP/s, bfloat16 %.1f GFLOP/s (dtype auto picks bfloat16 at >= %.1fx)",
+        cpu_description(),
+        rates["float32"] / 1e9,
+        rates["bfloat16"] / 1e9,
+        MIN_CPU_SPEEDUP,
+    )
+    return rates
 
 
 def resolve_model_dtypes(cfg, device: Optional[str] = None, picker: Callable[[str], Tuple[str, str]] = pick_dtype):
@@ -75,6 +128,8 @@ def resolve_model_dtypes(cfg, device: Optional[str] = None, picker: Callable[[st
             from deepwriter.llm.hf import default_device
 
             device = default_device()
+        if not changed and device.startswith("cpu") and picker is pick_dtype:
+            log_cpu_rates()  # the measurement the choice rests on, once, before the choices
         dtype, why = picker(device)
         log.info("models.%s.dtype: auto -> %s (%s)", role, dtype, why)
         changed[role] = dataclasses.replace(mcfg, dtype=dtype)

@@ -1,7 +1,8 @@
 """Building the SFT mix: synthetic trajectories + public reasoning data, cleaned and counted.
 
-Order: category ablation, exact and near-duplicate removal, decontamination, token-length filter,
-length-quantile ablation, per-source counts, total, seeded shuffle. Every removed record is kept in
+Order: the paper's quality filters on imported trajectories, category ablation, exact and near-duplicate
+removal, decontamination, token-length filter, length-quantile ablation, per-source counts, total,
+seeded shuffle. Every removed record is kept in
 `MixResult.removed[filter]` with its reason, so that the stage can list it.
 """
 
@@ -231,15 +232,20 @@ def build_mix(
     strict: bool,
     strip_reflection: Optional[Callable[[str], str]] = None,
     work_dir: Optional[Path] = None,
+    quality_filter: Optional[Callable[[Dict[str, Any]], Optional[str]]] = None,
 ) -> MixResult:
-    """The mix: every filter in turn (taxonomy, ablated groups, exact and near duplicates, benchmark
-    contamination, length, the length ablation), each drop recorded with its reason, then the sample."""
+    """The mix: every filter in turn (the paper's quality filters on imported trajectories, taxonomy,
+    ablated groups, exact and near duplicates, benchmark contamination, length, the length ablation),
+    each drop recorded with its reason, then the sample. `quality_filter`: a synthetic record -> the
+    quality filter it fails (late_reflection, repetition) or None; given for imported trajectories,
+    which no search of ours has filtered."""
     result = MixResult(rows=[])
     for r in synthetic:
         r["kind"] = SYNTHETIC
     for r in public:
         r["kind"] = PUBLIC
     result.counts["loaded_synthetic"], result.counts["loaded_public"] = len(synthetic), len(public)
+    synthetic = _quality(synthetic, quality_filter, result)
     recs = _check_taxonomy(synthetic + public, taxonomy, strict, result)
     if cfg.strip_reflection and strip_reflection is not None:
         for r in synthetic:
@@ -254,6 +260,23 @@ def build_mix(
     recs = _by_length(recs, cfg, tokenizer, max_length, work_dir, result)
     _choose(recs, cfg, strict, result)
     return result
+
+
+def _quality(synthetic: List[Dict[str, Any]], quality_filter, result: MixResult) -> List[Dict[str, Any]]:
+    """The paper's quality filters on imported thinking, every trajectory checked and counted (data
+    already filtered loses nothing, and `quality_filtered` 0 says so)."""
+    if quality_filter is None:
+        return synthetic
+    keep = []
+    for r in synthetic:
+        reason = quality_filter(r)
+        if reason is None:
+            keep.append(r)
+        else:
+            _drop(result, reason, r, f"fails the paper's quality filter: {reason}")
+    result.counts["quality_checked"] = len(synthetic)
+    result.counts["quality_filtered"] = len(synthetic) - len(keep)
+    return keep
 
 
 def _check_taxonomy(recs: List[Dict[str, Any]], taxonomy: Dict[str, List[str]], strict: bool, result: MixResult):

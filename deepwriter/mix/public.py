@@ -9,7 +9,7 @@ or `<think>…</think>` blocks.
 from __future__ import annotations
 
 import re
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from deepwriter.config.data import SourceConfig
 from deepwriter.core import think
@@ -54,25 +54,28 @@ def _from_conversations(turns: Any) -> Dict[str, str]:
     return {"x": x, "think": thinking, "y": y}
 
 
-def load_public(src: SourceConfig, strict: bool) -> Tuple[List[Dict[str, Any]], List[Skipped]]:
-    """Records {id, x, think, y, category, source, where} of a public reasoning source."""
+def load_public(
+    src: SourceConfig, strict: bool, key: Optional[str] = None
+) -> Tuple[List[Dict[str, Any]], List[Skipped]]:
+    """Records {id, x, think, y, category, source, where} of a public reasoning source (`key`: its
+    config key, data.public, named in the remedy of a mapping error)."""
     label = source_label(src)
     out: List[Dict[str, Any]] = []
     skipped: List[Skipped] = []
     seen: Dict[str, str] = {}
-    for where, row in iter_rows(src):
+    for where, row in iter_rows(src, key):
         try:
             if isinstance(row, BadRecord):
                 raise row
             if "conversations" in src.fields:
                 rest = {k: v for k, v in src.fields.items() if k != "conversations"}
-                rec = map_row(row, rest, required=())
+                rec = map_row(row, rest, required=(), key=key)
                 theirs = src.fields["conversations"]
                 if theirs not in row:
                     raise BadRecord("conversations", f"mapped to {theirs!r}, which the record lacks")
                 rec.update(_from_conversations(row[theirs]))
             else:
-                rec = map_row(row, src.fields, required=("x", "think", "y"))
+                rec = map_row(row, src.fields, required=("x", "think", "y"), key=key)
             rid = rec.get("id") or f"{label}-{len(out) + len(skipped) + 1:07d}"
             if rid in seen:
                 raise BadRecord("id", f"duplicate id {rid!r} (first at {seen[rid]})")

@@ -53,7 +53,7 @@ def released_record(row: Dict[str, Any], fields: Dict[str, str], label: str) -> 
     if raw_x is ABSENT:
         raise BadRecord("x", f"mapped to {fields['x']!r}, which the record lacks")
     x = check_text("x", _request(raw_x), required=True)
-    rec = map_row(row, {k: v for k, v in fields.items() if k != "x"}, required=("y",))
+    rec = map_row(row, {k: v for k, v in fields.items() if k != "x"}, required=("y",), key="data.mix.trajectories_from")
     y = rec["y"]
     if "think" in fields:
         thinking = check_text("think", rec.get("think"), required=True)

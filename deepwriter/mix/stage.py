@@ -19,7 +19,7 @@ import os
 import shutil
 from collections import Counter
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from deepwriter.config.root import RootConfig, expand
 from deepwriter.core.contract import StageContext, StageResult, StageSpec, benchmark_files, source_files
@@ -49,6 +49,21 @@ def _strip_reflection():
     except ImportError:  # the synthesis package is optional for a public-only mix
         return None
     return strip_reflection
+
+
+def quality_filter(cfg: RootConfig) -> Optional[Callable[[Dict[str, Any]], Optional[str]]]:
+    """The paper's quality filters for imported trajectories (our search applied them to its own):
+    a record -> the reason it fails, or None. None when there is nothing to check."""
+    t = cfg.data.mix.trajectories_from
+    if cfg.data.mix.synthetic == 0 or t.kind == "synthesize" or not t.quality_filters:
+        return None
+    from deepwriter.synthesis import filters, prompts
+
+    def check(rec: Dict[str, Any]) -> Optional[str]:
+        lang = prompts.language(rec["x"], cfg.synthesis.language)  # the pair's language, as the search has it
+        return filters.after_search(rec["think"], cfg.synthesis.filters, lang)
+
+    return check
 
 
 def _artifacts() -> Dict[str, str]:
@@ -85,6 +100,11 @@ def preflight(cfg: RootConfig) -> None:
     else:
         if not (t.path or t.hub_id):
             raise ConfigError(f"{key}: kind released needs path or hub_id")
+        if t.path and resolve_data_path(t.path).is_dir():
+            raise ConfigError(
+                f"{key}.path: {resolve_data_path(t.path)} is a folder, not a file; a folder laid out as the hub "
+                f"dataset goes in {key}.hub_id (with path null)"
+            )
         if t.path and not resolve_data_path(t.path).is_file():
             raise ConfigError(f"{key}.path: no such file: {resolve_data_path(t.path)}")
         for name in ("x", "y"):
@@ -127,7 +147,7 @@ def run(cfg: RootConfig, ctx: StageContext) -> StageResult:
     skipped += sk
     public: List[Dict[str, Any]] = []
     if mcfg.public != 0 and (cfg.data.public.path or cfg.data.public.hub_id):
-        public, sk = load_public(cfg.data.public, strict)
+        public, sk = load_public(cfg.data.public, strict, key="data.public")
         skipped += sk
 
     from deepwriter.llm.models import load_tokenizer
@@ -144,8 +164,18 @@ def run(cfg: RootConfig, ctx: StageContext) -> StageResult:
         strict=strict,
         strip_reflection=_strip_reflection(),
         work_dir=out,
+        quality_filter=quality_filter(cfg),
     )
     result.counts["not_kept_by_search"] = not_kept
+    if "quality_checked" in result.counts:
+        log.info(
+            "mix: the paper's quality filters on %d imported trajectories removed %d (late reflection %d, "
+            "repetition %d; data.mix.trajectories_from.quality_filters=false keeps them)",
+            result.counts["quality_checked"],
+            result.counts["quality_filtered"],
+            result.counts.get("removed_late_reflection", 0),
+            result.counts.get("removed_repetition", 0),
+        )
     result.counts["skipped_bad_records"] = len(skipped)
 
     _write_lists(out, result, skipped)
@@ -248,6 +278,20 @@ def _table(rows: List[List[Any]], header: List[str]) -> str:
     return "\n".join(lines)
 
 
+def _quality_line(cfg: RootConfig, c: Dict[str, Any]) -> str:
+    """What the paper's quality filters did to the synthetic part, for the data card."""
+    t = cfg.data.mix.trajectories_from
+    if t.kind == "synthesize":
+        return "applied by the search (its discards are counted in the synthesize stage)"
+    if not t.quality_filters:
+        return "off for the imported trajectories (data.mix.trajectories_from.quality_filters=false)"
+    removed = {k[len("removed_") :]: v for k, v in c.items() if k in ("removed_late_reflection", "removed_repetition")}
+    return (
+        f"{c.get('quality_checked', 0)} imported trajectories checked, {c.get('quality_filtered', 0)} removed "
+        f"({', '.join(f'{k} {v}' for k, v in removed.items()) or 'none: the data was already filtered'})"
+    )
+
+
 def _origin(cfg: RootConfig) -> str:
     """Where the synthetic part came from, for the data card."""
     m = cfg.data.mix
@@ -278,6 +322,7 @@ Format: one user turn (the request) and one assistant turn `<think>\\n…\\n</th
 ## Input
 - synthetic trajectories kept by the search: {c["loaded_synthetic"]} (not kept by the search: \
 {c.get("not_kept_by_search", 0)})
+- quality filters (late reflection, 3-gram repetition): {_quality_line(cfg, c)}
 - public samples loaded: {c["loaded_public"]}
 - bad input records skipped (lenient mode): {len(skipped)} (listed in skipped.jsonl)
 
@@ -310,8 +355,19 @@ quantiles above {m.drop_above_quantile} / below {m.drop_below_quantile}.
 STAGE = StageSpec(
     "mix",
     run,
-    # the public data, the mix, the student's tokenizer and length limit, the benchmarks decontaminated against
-    ("data.public", "data.mix", "data.taxonomy", "data.strict", "models.student", "sft.max_length", "eval.benchmarks"),
+    # the public data, the mix, the student's tokenizer and length limit, the benchmarks decontaminated against,
+    # the quality filters applied to imported trajectories (and the language rule they follow)
+    (
+        "data.public",
+        "data.mix",
+        "data.taxonomy",
+        "data.strict",
+        "models.student",
+        "sft.max_length",
+        "eval.benchmarks",
+        "synthesis.filters",
+        "synthesis.language",
+    ),
     # a synthetic part read from the authors' files or a released dataset needs no search
     needs=lambda cfg: ["synthesize"] if _needs_synthesize(cfg) else [],
     input_files=lambda cfg: source_files("data.public")(cfg) + _trajectory_files(cfg) + benchmark_files(cfg),

@@ -138,7 +138,7 @@ def prepare_pairs(cfg, out_dir: Path, generator=None, scorer=None) -> PrepareRes
             f"data.quotas.shares: {unknown_shares[0]!r} is not a category of data.taxonomy (nor {UNLABELLED!r})"
         )
 
-    loaded = load_source(dcfg.pairs, dcfg.strict)
+    loaded = load_source(dcfg.pairs, dcfg.strict, key="data.pairs")
     pairs = loaded.pairs
     counts: Dict[str, Any] = {"kind": dcfg.pairs.kind, "loaded": len(pairs), "skipped_bad_records": len(loaded.skipped)}
     counts.update({f"source_{k}": v for k, v in loaded.counts.items()})

@@ -21,6 +21,10 @@ from deepwriter.core.files import resolve_data_path
 
 # Text fields must be strings; `id` may also be an integer, which is turned into its decimal form.
 TEXT_FIELDS = ("x", "y", "z", "think", "id")
+# Fields a record may lack although they are mapped: the pair is then without one (a category is
+# labelled when data.label_categories is on, else the pair stays uncategorised and is counted). A
+# recipe maps `category` for its own data, and Hydra merges a user's `fields` into that mapping.
+OPTIONAL_FIELDS = ("category",)
 FORMATS = {".jsonl": "jsonl", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
 
 
@@ -146,11 +150,18 @@ def source_label(src: SourceConfig) -> str:
     return src.name or (Path(src.path).stem if src.path else str(src.hub_id))
 
 
-def iter_rows(src: SourceConfig) -> Iterator[Tuple[str, Any]]:
+def iter_rows(src: SourceConfig, key: Optional[str] = None) -> Iterator[Tuple[str, Any]]:
     """(where, raw row dict) for every record of a source; a row that cannot be read at all comes as
-    (where, BadRecord)."""
+    (where, BadRecord). `key`: the source's config key (data.pairs), named in a mapping error's remedy."""
     if src.path:
         path = resolve_data_path(src.path)
+        if path.is_dir():
+            raise DataError(
+                str(path),
+                "path",
+                f"a folder, not a file; expected a {'/'.join(FORMATS)} file (a folder laid out as a hub dataset "
+                "goes in hub_id, with path null)",
+            )
         if not path.is_file():
             raise DataError(str(path), "path", "no such file")
         fmt = FORMATS.get(path.suffix.lower())
@@ -159,12 +170,18 @@ def iter_rows(src: SourceConfig) -> Iterator[Tuple[str, Any]]:
         cols = _columns(path, fmt)
         if cols is not None:
             # a dotted name ("extra_info.index") reads inside a column of records
-            absent = [(ours, theirs) for ours, theirs in src.fields.items() if theirs.split(".")[0] not in cols]
+            absent = [
+                (ours, theirs)
+                for ours, theirs in src.fields.items()
+                if theirs.split(".")[0] not in cols and ours not in OPTIONAL_FIELDS
+            ]
             if absent:
                 ours, theirs = absent[0]
                 # A mapping error concerns every row: it is a configuration error in both modes.
                 raise DataError(
-                    f"{path}:1", ours, f"mapped to column {theirs!r}, which the file lacks (columns: {cols})"
+                    f"{path}:1",
+                    ours,
+                    f"mapped to column {theirs!r}, which the file lacks (columns: {cols})" + remedy(ours, key),
                 )
         return {"jsonl": _iter_jsonl, "json": _iter_json, "csv": _iter_csv, "parquet": _iter_parquet}[fmt](path)
     if src.hub_id:
@@ -206,13 +223,29 @@ def lookup_field(row: Dict[str, Any], name: str) -> Any:
     return value
 
 
-def map_row(row: Dict[str, Any], fields: Dict[str, str], required: Sequence[str]) -> Dict[str, Any]:
-    """Our names -> values. Raises BadRecord for a missing mapped field or a bad value."""
+def remedy(ours: str, key: Optional[str], required: Sequence[str] = ("x", "y")) -> str:
+    """What to do about a mapped field the data lacks, as overrides of the source's config `key`
+    (nothing when the caller did not say which key). A mapping the user did not write comes from the
+    recipe: Hydra merges the user's `fields` into the recipe's."""
+    if not key:
+        return ""
+    if ours in required:
+        return f"; set {key}.fields.{ours}=NAME to the field that holds it"
+    return f"; not your mapping? the recipe's fields are merged with yours: ~{key}.fields.{ours} removes it"
+
+
+def map_row(
+    row: Dict[str, Any], fields: Dict[str, str], required: Sequence[str], key: Optional[str] = None
+) -> Dict[str, Any]:
+    """Our names -> values. Raises BadRecord for a missing mapped field or a bad value; an optional field
+    (OPTIONAL_FIELDS) the record lacks is left out. `key` names the source in the remedy."""
     out: Dict[str, Any] = {}
     for ours, theirs in fields.items():
         value = lookup_field(row, theirs)
         if value is ABSENT:
-            raise BadRecord(ours, f"mapped to {theirs!r}, which the record lacks")
+            if ours in OPTIONAL_FIELDS:
+                continue
+            raise BadRecord(ours, f"mapped to {theirs!r}, which the record lacks" + remedy(ours, key, required))
         if ours in TEXT_FIELDS:
             value = check_text(ours, value, required=ours in required)
         elif isinstance(value, str) and has_bad_bytes(value):
@@ -228,20 +261,22 @@ def load_records(
     src: SourceConfig,
     strict: bool,
     required: Sequence[str] = ("x", "y"),
+    key: Optional[str] = None,
 ) -> Tuple[List[Tuple[str, Dict[str, Any]]], List[Skipped]]:
     """(where, mapped record) for every valid record, up to `src.limit`; bad ones raise or are
-    skipped. Duplicate ids count as bad records: later stages key their output on the id."""
+    skipped. Duplicate ids count as bad records: later stages key their output on the id. `key`: the
+    source's config key (data.pairs), for the remedy of a mapping error."""
     from tqdm.auto import tqdm
 
     records: List[Tuple[str, Dict[str, Any]]] = []
     skipped: List[Skipped] = []
     first_seen: Dict[str, str] = {}
     label = source_label(src)
-    for where, row in tqdm(iter_rows(src), desc=f"load {label}", unit="rec", mininterval=2.0, leave=False):
+    for where, row in tqdm(iter_rows(src, key), desc=f"load {label}", unit="rec", mininterval=2.0, leave=False):
         try:
             if isinstance(row, BadRecord):
                 raise row
-            rec = map_row(row, src.fields, required)
+            rec = map_row(row, src.fields, required, key)
             rid = rec.get("id")
             if rid is not None:
                 if rid in first_seen:
@@ -256,11 +291,12 @@ def load_records(
     return records, skipped
 
 
-def load_pairs(src: SourceConfig, strict: bool) -> Tuple[List[Pair], List[Skipped]]:
+def load_pairs(src: SourceConfig, strict: bool, key: Optional[str] = None) -> Tuple[List[Pair], List[Skipped]]:
     """Pairs of a source (local JSONL/Parquet/CSV via `src.path`, `pkg://deepwriter/...` allowed, or
     `src.hub_id` + `split`). `src.fields` maps our names (id, x, y, category, ...) to the file's; an
     unmapped id becomes `<source>-<n>` (n: position in the file). Sources of other kinds are read by
-    `deepwriter.pairs.sources.load_source` (which calls this one for pairs)."""
+    `deepwriter.pairs.sources.load_source` (which calls this one for pairs). `key`: the source's
+    config key (data.pairs), named in the remedy of a mapping error."""
     label = source_label(src)
     if src.kind != "pairs":
         how = (
@@ -272,7 +308,7 @@ def load_pairs(src: SourceConfig, strict: bool) -> Tuple[List[Pair], List[Skippe
             else f"{src.kind!r} sources are read by deepwriter.pairs.sources.load_source"
         )
         raise DataError(f"source {label}", "kind", how)
-    records, skipped = load_records(src, strict, required=("x", "y"))
+    records, skipped = load_records(src, strict, required=("x", "y"), key=key)
     pairs = []
     for n, (where, rec) in enumerate(records, start=1):
         rid = rec.pop("id", None) or f"{label}-{n:06d}"

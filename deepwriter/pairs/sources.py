@@ -44,10 +44,11 @@ class LoadedSource:
     counts: Dict[str, int] = field(default_factory=dict)  # what the shape's selection left out, by reason
 
 
-def load_source(src: SourceConfig, strict: bool) -> LoadedSource:
-    """Pairs of any source kind; bad records raise `DataError` (strict) or are counted as `Skipped`."""
+def load_source(src: SourceConfig, strict: bool, key: Optional[str] = None) -> LoadedSource:
+    """Pairs of any source kind; bad records raise `DataError` (strict) or are counted as `Skipped`.
+    `key`: the source's config key (data.pairs), named in the remedy of a mapping error."""
     if src.kind == "pairs":
-        pairs, skipped = load_pairs(src, strict)
+        pairs, skipped = load_pairs(src, strict, key)
         return LoadedSource(pairs, skipped)
     if src.kind == "scored_responses":
         return load_scored_responses(src, strict)

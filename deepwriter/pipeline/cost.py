@@ -492,7 +492,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     opts, overrides = split_options(list(sys.argv[1:] if argv is None else argv), OPTIONS)
     try:
         cfg = to_typed(compose(overrides))
-        text = project(cfg, opts.get("calibrate")).text()
+        from deepwriter.pipeline.runner import serving_layout
+
+        # the managed servers on the fleet's GPUs as the plan assumes them (plan.fleet.count), not this
+        # machine's; a fleet too small for them is refused like the run refuses it
+        layout = serving_layout(cfg, list(range(cfg.plan.fleet.count))).text().splitlines()
+        text = "== " + layout[0].rstrip(":") + "\n" + "\n".join(layout[1:]) + "\n"
+        text += project(cfg, opts.get("calibrate")).text()
     except ConfigError as exc:
         print(f"deepwriter.plan: {exc}", file=sys.stderr)
         return 2

@@ -21,6 +21,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from deepwriter.config.llm import ModelConfig
 from deepwriter.config.root import ConfigError, expand, split_options, to_typed
 from deepwriter.core.badinput import DataError
+from deepwriter.core.errors import print_error, tracked_stderr
 from deepwriter.llm.base import Message, Sampling
 from deepwriter.synthesis import prompts, segments
 from deepwriter.synthesis.search import TrajectoryScorer, opening
@@ -81,7 +82,7 @@ def find_pair(cfg, path: str, pair_id: str):
     from deepwriter.pairs.read import load_pairs
 
     src = dataclasses.replace(cfg.data.pairs, path=path, hub_id=None)
-    pairs, _ = load_pairs(src, strict=True)
+    pairs, _ = load_pairs(src, strict=True, key="data.pairs")
     for p in pairs:
         if str(p.id) == pair_id:
             return p
@@ -146,9 +147,14 @@ def judge_prompts(cfg, bench: Optional[str], item: int, judge: Renderer) -> str:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    with tracked_stderr():  # the error line after a progress bar starts a line of its own
+        return _main(list(sys.argv[1:] if argv is None else argv))
+
+
+def _main(argv: List[str]) -> int:
     from deepwriter.config.compose import compose
 
-    opts, overrides = split_options(list(sys.argv[1:] if argv is None else argv), OPTIONS)
+    opts, overrides = split_options(argv, OPTIONS)
     os.environ.setdefault("TQDM_DISABLE", "1")  # the output is the prompts; no progress bars around them
     try:
         missing = [k for k in ("pairs", "id") if not opts.get(k)]
@@ -169,7 +175,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         text = synthesis_prompts(cfg, pair, z_text, gen, sco)
         text += "\n" + judge_prompts(cfg, opts.get("bench"), int(opts.get("item", 0)), judge)
     except (ConfigError, DataError) as exc:
-        print(f"deepwriter.prompts: {exc}", file=sys.stderr)
+        print_error(f"deepwriter.prompts: {exc}")
         return 2
     print(text)
     return 0

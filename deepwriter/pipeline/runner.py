@@ -9,6 +9,7 @@ again; an unfinished one is handed back to its stage, which resumes from what is
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -31,6 +32,7 @@ from deepwriter.core.contract import (
     read_manifest,
     write_stage_manifest,
 )
+from deepwriter.core.errors import UnfinishedError
 from deepwriter.core.files import file_sha256, write_json_atomic
 from deepwriter.core.schema import key_slice
 from deepwriter.eval import stage as eval_stage
@@ -58,6 +60,130 @@ STAGES: Dict[str, StageSpec] = {
     s.name: s for s in (synthesis_stage.STAGE, mix_stage.STAGE, sft_stage.STAGE, eval_stage.STAGE)
 }
 assert tuple(STAGES) == STAGE_ORDER
+ROLES = ("generator", "scorer", "student", "judge")
+
+
+def serving_layout(cfg: RootConfig, gpus: List[int]):
+    """Where the run's managed servers go on a node with these GPUs (deepwriter.llm.placement.place)."""
+    from deepwriter.llm.placement import run_layout
+
+    stages = [s for s in STAGE_ORDER if s in cfg.recipe.stages]
+    models = {r: getattr(cfg.models, r) for r in ROLES}
+    roles_of = {s: STAGES[s].roles(cfg) for s in stages}
+    renamed = {}
+    if cfg.eval.model_under_test == "sft":  # eval serves the sft output's weights, not the student preset's
+        renamed[("eval", "student")] = f"{cfg.models.student.name}+sft"
+    return run_layout(models, stages, roles_of, cfg.serving.managed, gpus, renamed)
+
+
+class _StageServing:
+    """ctx.serving of a stage that brings its servers up and down itself."""
+
+    def __init__(self, fleet: Any, by_role: Dict[str, str]):
+        self.fleet, self.by_role = fleet, by_role
+
+    def up(self, role: str) -> None:
+        if role in self.by_role:
+            self.fleet.up(self.by_role[role])
+
+    def down(self, role: str) -> None:
+        if role in self.by_role:
+            self.fleet.down(self.by_role[role])
+
+
+def _off(cfg: RootConfig):
+    return dataclasses.replace(cfg.serving, managed=False)
+
+
+class _Serving:
+    """The run's managed servers around its stages: up before the first stage that calls a group's roles,
+    down after the last; a stage whose servers died and came back within their budget runs again and
+    resumes from what it wrote."""
+
+    def __init__(self, cfg: RootConfig, run_dir: Path, gpus: List[int], active: bool = True):
+        from deepwriter.llm.fleet import Fleet, server_command_for
+
+        # rank 0 alone runs the stages that call servers; other ranks of a launch start none
+        self.layout = serving_layout(cfg if active else dataclasses.replace(cfg, serving=_off(cfg)), gpus)
+        self.stages = self.layout.stages
+        self.models: Dict[str, Any] = {}  # group -> the model config its replicas serve
+        self.fleet = None
+        if self.layout.groups:
+            if (
+                not any(g.serving.command for g in self.layout.groups.values())
+                and not Path(cfg.serving.python).is_file()
+            ):
+                raise ConfigError(
+                    f"serving.python: {cfg.serving.python} does not exist; `make serve-install` creates vLLM's "
+                    "environment (or serving.managed=false to use servers of your own)"
+                )
+            command = server_command_for(self.models, cfg.serving.python, cfg.serving.host, cfg.paths.cache_dir)
+            self.fleet = Fleet(self.layout, command, run_dir / "servers", host=cfg.serving.host)
+
+    def groups_at(self, stage: str) -> List[Any]:
+        i = self.stages.index(stage)
+        return [g for g in self.layout.groups.values() if g.first <= i <= g.last]
+
+    def before(self, cfg: RootConfig, stage: str, spec: StageSpec, ctx: StageContext) -> RootConfig:
+        """Bring up the stage's groups; the config the stage runs with: each served role's base_urls
+        are its group's replicas."""
+        if self.fleet is None:
+            return cfg
+        urls: Dict[str, List[str]] = {}
+        by_role: Dict[str, str] = {}
+        for g in self.groups_at(stage):
+            role = g.roles[0]
+            model = spec.model_for(cfg, ctx, role) if spec.model_for and role in spec.roles(cfg) else None
+            self.models.setdefault(g.name, model or getattr(cfg.models, role))
+            if spec.serves_itself:  # the stage brings it up when it calls it (ctx.serving)
+                got = [self.fleet.url(r) for r in self.layout.replicas[g.name]]
+            else:
+                got = self.fleet.up(g.name)
+            for r in g.roles:
+                urls[r], by_role[r] = got, g.name
+        if spec.serves_itself and by_role:
+            ctx.serving = _StageServing(self.fleet, by_role)
+        if not urls:
+            return cfg
+        models = dataclasses.replace(
+            cfg.models,
+            **{
+                r: dataclasses.replace(
+                    getattr(cfg.models, r),
+                    endpoint=dataclasses.replace(getattr(cfg.models, r).endpoint, base_urls=list(u)),
+                )
+                for r, u in urls.items()
+            },
+        )
+        return dataclasses.replace(cfg, models=models)
+
+    def after(self, stage: str) -> None:
+        """Stop the groups no later stage calls (SFT gets the GPUs)."""
+        if self.fleet is None:
+            return
+        i = self.stages.index(stage)
+        for g in self.layout.groups.values():
+            if g.last <= i and g.name in self.fleet.running:
+                self.fleet.down(g.name)
+
+    def deaths(self) -> int:
+        return self.fleet.deaths() if self.fleet else 0
+
+    def healed_since(self, deaths_before: int) -> bool:
+        """A server of this stage died since `deaths_before` and the fleet is whole again."""
+        if self.fleet is None:
+            return False
+        self.fleet.check()
+        return self.fleet.deaths() > deaths_before and self.fleet.heal()
+
+    def summary(self) -> Dict[str, Any]:
+        if self.fleet is None:
+            return {}
+        return {"groups": self.fleet.summary(), "layout": self.layout.text()}
+
+    def close(self) -> None:
+        if self.fleet is not None:
+            self.fleet.close()
 
 
 def package_versions() -> Dict[str, Optional[str]]:
@@ -161,6 +287,19 @@ def run_pipeline(cfg: RootConfig, tracker_factory: Callable[..., Any]) -> Dict[s
     run_dir = expand(cfg.paths.runs_dir) / cfg.recipe.name / cfg.run_id
     planned = plan(cfg)
     wanted = [s for s in STAGE_ORDER if s in cfg.recipe.stages]
+    if "synthesize" in wanted and "mix" in wanted and "synthesize" not in planned["mix"].needs:
+        # a search whose output nothing reads: refused rather than run for nothing
+        kind = cfg.data.mix.trajectories_from.kind
+        why = (
+            f"data.mix.trajectories_from.kind={kind} imports the trajectories"
+            if kind != "synthesize"
+            else "data.mix.synthetic=0 takes no trajectories"
+        )
+        rest = ",".join(s for s in wanted if s != "synthesize")
+        raise ConfigError(
+            f"recipe.stages: lists 'synthesize', but {why}, so nothing would read the search's output; "
+            f"drop it: recipe.stages=[{rest}]"
+        )
     # Fail before any work when an input that this recipe does not produce is not there.
     for name in wanted:
         st = planned[name]
@@ -178,6 +317,11 @@ def run_pipeline(cfg: RootConfig, tracker_factory: Callable[..., Any]) -> Dict[s
         if spec.preflight and not planned[name].finished():
             spec.preflight(cfg)
 
+    # where the managed servers go: a node with too few GPUs is refused here, before any work
+    from deepwriter.llm.fleet import stop_on_signals
+    from deepwriter.llm.placement import visible_gpus
+
+    serving = _Serving(cfg, run_dir, visible_gpus(cfg.serving.gpus), active=rank() == 0)
     run_dir.mkdir(parents=True, exist_ok=True)
     if rank() == 0:
         (run_dir / "config.json").write_text(json.dumps(to_plain(cfg), indent=2, ensure_ascii=False))
@@ -187,6 +331,30 @@ def run_pipeline(cfg: RootConfig, tracker_factory: Callable[..., Any]) -> Dict[s
         "run_dir": str(run_dir),
         "stages": {},
     }
+    # SIGTERM and SIGHUP unwind like Ctrl-C: every server the run started is stopped on every way out
+    with stop_on_signals():
+        try:
+            _run_stages(cfg, planned, wanted, run_dir, run_manifest, serving, tracker_factory)
+        finally:
+            serving.close()
+            if serving.fleet is not None:
+                run_manifest["serving"] = serving.summary()
+                if rank() == 0 and run_dir.is_dir():  # what the fleet did, also when the run failed
+                    write_json_atomic(run_dir / "serving.json", run_manifest["serving"])
+    if rank() == 0:
+        write_json_atomic(run_dir / MANIFEST, run_manifest)
+    return run_manifest
+
+
+def _run_stages(
+    cfg: RootConfig,
+    planned: Dict[str, PlannedStage],
+    wanted: List[str],
+    run_dir: Path,
+    run_manifest: Dict[str, Any],
+    serving: _Serving,
+    tracker_factory: Callable[..., Any],
+) -> None:
     for name in wanted:
         st = planned[name]
         entry = {"key": st.key, "store": str(st.out_dir), "needs": {n: planned[n].key for n in st.needs}}
@@ -211,12 +379,37 @@ def run_pipeline(cfg: RootConfig, tracker_factory: Callable[..., Any]) -> Dict[s
                 ctx = StageContext(
                     name=name, out_dir=st.out_dir, inputs=inputs, run_dir=run_dir, tracker=tracker, key=st.key
                 )
-                result: StageResult = fn(cfg, ctx)
+                stage_cfg = serving.before(cfg, name, st.spec, ctx)
+                before = serving.summary().get("groups", {})
+                attempts = 0
+                while True:  # a stage whose servers died and came back resumes from what it wrote
+                    attempts += 1
+                    deaths = serving.deaths()
+                    try:
+                        result: StageResult = fn(stage_cfg, ctx)
+                    except UnfinishedError as exc:
+                        if serving.healed_since(deaths):
+                            log.warning("stage %-10s servers restarted; resuming the unfinished items (%s)", name, exc)
+                            continue
+                        raise
+                    if result.unfinished and serving.healed_since(deaths):
+                        log.warning(
+                            "stage %-10s servers restarted; resuming %d unfinished items",
+                            name,
+                            result.unfinished["count"],
+                        )
+                        continue
+                    break
                 elapsed = time.time() - t0
+                fleet_counts = _fleet_delta(before, serving.summary().get("groups", {}))
+                if attempts > 1:
+                    fleet_counts["stage_attempts"] = attempts
+                result.metrics.update({f"fleet_{k}": v for k, v in fleet_counts.items()})
                 tracker.summary(
                     {
                         f"{name}/seconds": elapsed,
                         **{f"{name}/{k}": v for k, v in result.counts.items() if isinstance(v, (int, float))},
+                        **{f"{name}/fleet_{k}": v for k, v in fleet_counts.items()},
                     }
                 )
             if rank() == 0:
@@ -233,6 +426,8 @@ def run_pipeline(cfg: RootConfig, tracker_factory: Callable[..., Any]) -> Dict[s
                     versions=package_versions(),
                 )
             entry.update(status="ran", seconds=round(elapsed, 3), resumed=resuming)
+            if fleet_counts:
+                entry["serving"] = fleet_counts
             if result.unfinished:
                 entry["unfinished"] = result.unfinished["count"]
                 log.warning(
@@ -245,9 +440,20 @@ def run_pipeline(cfg: RootConfig, tracker_factory: Callable[..., Any]) -> Dict[s
             log.info("stage %-10s done in %.1fs", name, elapsed)
             if result.unfinished or resuming:  # later keys name a partial input (see plan)
                 planned = plan(cfg)
+        serving.after(name)
         if rank() == 0:
             _link(run_dir, st)
         run_manifest["stages"][name] = entry
-    if rank() == 0:
-        write_json_atomic(run_dir / MANIFEST, run_manifest)
-    return run_manifest
+
+
+def _fleet_delta(before: Dict[str, Any], after: Dict[str, Any]) -> Dict[str, Any]:
+    """Restarts and seconds down of the servers during one stage (all its groups together)."""
+    if not after:
+        return {}
+    out = {"restarts": 0, "down_s": 0.0, "deaths": 0}
+    for g, a in after.items():
+        b = before.get(g, {})
+        for k in out:
+            out[k] += a.get(k, 0) - b.get(k, 0)
+    out["down_s"] = round(out["down_s"], 3)
+    return out

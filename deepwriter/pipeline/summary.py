@@ -41,6 +41,19 @@ def print_summary(run_manifest: Dict[str, Any]) -> None:
                 f"{fleet['generator_busy_share']:.0%} ({fleet['generator_mean_in_flight']:.1f} calls in flight), "
                 f"scorer busy {fleet['scorer_busy_share']:.0%} ({fleet['scorer_mean_in_flight']:.1f} in flight)"
             )
+        served = entry.get("serving")
+        if served:  # the run's managed servers during this stage
+            print(
+                f"  {'':<10} servers: {served['restarts']} restart(s) after {served['deaths']} death(s), "
+                f"down {served['down_s']:.1f}s"
+                + (f"; the stage ran {served['stage_attempts']} times" if served.get("stage_attempts") else "")
+            )
         for name, rel in m.get("artifacts", {}).items():
             print(f"  {'':<10} {name}: {folder / rel}")
+    for group, st in (run_manifest.get("serving") or {}).get("groups", {}).items():
+        starts = ", ".join(f"{x:.0f}s" for x in st["startup_s"])
+        print(
+            f"  server {group}: {st['replicas']} replica(s), started in {starts}; "
+            f"{st['restarts']} restart(s), down {st['down_s']:.1f}s"
+        )
     print(f"  run folder: {run_dir}  (config.json, manifest.json, one folder per stage)\n")

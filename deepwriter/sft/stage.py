@@ -114,6 +114,8 @@ class _TrainingRun:
     seconds: float = 0.0
     cpu_seconds: float = 0.0
     final_tokens: Optional[int] = None  # TRL's count at the end (its last step need not be a logged one)
+    mfu_peak_tflops: Optional[float] = None  # the per-device peak MFU was measured against (tr.mfu_peak)
+    mfu_peak: Optional[str] = None  # and what it is
 
 
 def _train_and_save(
@@ -162,9 +164,9 @@ def _train_and_save(
         model.resize_token_embeddings(len(tokenizer))
     export.set_stop_tokens(model, tokenizer)
     n_params = ModelShape.from_hf_config(model.config).params()
-    callback = tr.make_metrics_callback(
-        out_dir / tr.TRAIN_LOG, tracker, n_params, cfg.sft.peak_tflops, geometry.world_size
-    )
+    peak_tflops, peak_source = tr.mfu_peak(cfg.sft)
+    log.info("sft: MFU = 6 x %.1fM params x tokens/s against %s", n_params / 1e6, peak_source)
+    callback = tr.make_metrics_callback(out_dir / tr.TRAIN_LOG, tracker, n_params, peak_tflops, geometry.world_size)
     trainer = SFTTrainer(
         model=model,
         args=args,
@@ -181,6 +183,8 @@ def _train_and_save(
         # CPU seconds of this process: a throughput figure that holds on a shared machine (CPU runs)
         cpu_seconds=time.process_time() - c0,
         final_tokens=next((h["num_tokens"] for h in reversed(trainer.state.log_history) if "num_tokens" in h), None),
+        mfu_peak_tflops=peak_tflops,
+        mfu_peak=peak_source,
     )
     if cfg.sft.lora.enabled:
         adapter_dir = out_dir / "adapter"
@@ -229,6 +233,7 @@ def _finish(
     logged_tokens = rows[-1].get("num_tokens", 0) if rows else 0  # a finished run exported from its checkpoint
     losses = [r["loss"] for r in rows if "loss" in r]
     rates = [r["tokens_per_s"] for r in rows if r.get("tokens_per_s")]
+    mfus = [r["mfu"] for r in rows if r.get("mfu")]
     counts: Dict[str, Any] = {
         **prepared.counts,
         "steps": run.global_step,
@@ -244,7 +249,10 @@ def _finish(
         "train_seconds": round(run.seconds, 3),
         "train_cpu_seconds": round(run.cpu_seconds, 3),
         "tokens_per_s": round(sum(rates) / len(rates), 1) if rates else None,
+        "mfu": sum(mfus) / len(mfus) if mfus else None,
     }
+    if run.mfu_peak is not None:
+        metrics.update(mfu_peak_tflops=run.mfu_peak_tflops, mfu_peak=run.mfu_peak)
     # Only what this stage's key covers goes into the card: eval results belong to the eval stage's output.
     export.write_model_card(partial, cfg, counts, metrics, prepared.sources, mix_dir / "dataset")
     export.finalize(partial, out_dir / "model")

@@ -13,7 +13,7 @@ import resource
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from deepwriter.config.root import ConfigError, stable_hash
 from deepwriter.core.errors import DeepwriterError
@@ -234,9 +234,25 @@ def _memory_gb() -> Dict[str, float]:
     return {"mem/cpu_max_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2}
 
 
+def mfu_peak(sft_cfg: Any) -> Tuple[float, str]:
+    """The per-device peak (TFLOP/s) that MFU is measured against, and where it comes from: on a CPU
+    the measured matmul rate of the dtype the training computes in (a GPU's datasheet peak would
+    make a CPU's MFU a meaningless 1e-4), on a GPU `sft.peak_tflops`."""
+    import torch
+
+    if sft_cfg.use_cpu or not torch.cuda.is_available():
+        from deepwriter.llm.precision import cpu_description, cpu_matmul_rates
+
+        dtype = "bfloat16" if sft_cfg.bf16 else "float32"
+        rate = cpu_matmul_rates()[dtype]
+        return rate / 1e12, f"this CPU's measured {dtype} matmul rate, {rate / 1e9:.1f} GFLOP/s ({cpu_description()})"
+    return sft_cfg.peak_tflops, f"sft.peak_tflops = {sft_cfg.peak_tflops:g} TFLOP/s per GPU (dense bf16 datasheet peak)"
+
+
 def make_metrics_callback(log_path: Path, tracker: Any, n_params: int, peak_tflops: float, world_size: int):
     """A TrainerCallback that adds tokens/s, MFU and memory to TRL's logs, appends every log to
-    `log_path` (JSON lines, rank 0) and forwards it to the W&B tracker."""
+    `log_path` (JSON lines, rank 0) and forwards it to the W&B tracker. `peak_tflops`: the peak of one
+    device (`mfu_peak`)."""
     from transformers import TrainerCallback
 
     class MetricsCallback(TrainerCallback):

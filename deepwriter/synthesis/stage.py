@@ -135,7 +135,7 @@ def load_stage_pairs(cfg: RootConfig, ctx: StageContext, backends: Dict[str, Any
     """The pairs to search: straight from the source, or through deepwriter.pairs.prepare (reverse
     queries, labels, quotas) into `prepared/` of this stage folder, which a resumed run reuses."""
     if not needs_prepare(cfg):
-        return load_pairs(cfg.data.pairs, cfg.data.strict)
+        return load_pairs(cfg.data.pairs, cfg.data.strict, key="data.pairs")
     from deepwriter.config.data import SourceConfig
     from deepwriter.pairs.prepare import prepare_pairs
 
@@ -157,7 +157,7 @@ def preflight(cfg: RootConfig) -> None:
     src = cfg.data.pairs
     if src.kind != "pairs" or not src.path or needs_prepare(cfg):
         return
-    pairs, skipped = load_pairs(src, cfg.data.strict)
+    pairs, skipped = load_pairs(src, cfg.data.strict, key="data.pairs")
     if not pairs:
         raise DataError(
             str(src.path),
@@ -168,8 +168,6 @@ def preflight(cfg: RootConfig) -> None:
 
 
 def run(cfg: RootConfig, ctx: StageContext) -> StageResult:
-    from tqdm.auto import tqdm
-
     scfg = cfg.synthesis
     backends: Dict[str, Any] = {}
     pairs, skipped = load_stage_pairs(cfg, ctx, backends)
@@ -194,69 +192,7 @@ def run(cfg: RootConfig, ctx: StageContext) -> StageResult:
             len(todo),
         )
         if todo:
-            if not backends:
-                backends.update(zip(("generator", "scorer"), build_backends(cfg)))
-            generator, scorer = backends["generator"], backends["scorer"]
-            running = _Running()
-            bar = tqdm(total=len(todo), desc="synthesize", unit="sample", dynamic_ncols=True)
-            by_id = {p.id: p for p in todo}
-            started = 0
-
-            def admitted():
-                """The pairs to start, until more are unfinished than the budget allows (the
-                servers are failing): then no new pair starts and a re-run does the rest."""
-                nonlocal started
-                for p in todo:
-                    if unfinished.over_budget():
-                        return
-                    started += 1
-                    yield (p.id, p.x, p.y, p.meta.get("category"))
-
-            usage = FleetUsage()
-            for rec in run_pairs(admitted(), generator, scorer, scfg, usage):
-                if isinstance(rec, UnfinishedPair):  # no record: a failed call is not a verdict
-                    unfinished.add(rec.id, rec.error)
-                    log.warning("synthesize: pair %s unfinished: %s", rec.id, rec.error)
-                    bar.update(1)
-                    continue
-                pair = by_id[rec["id"]]
-                rec["source"] = pair.meta.get("source")
-                # Records of one answer under several requests share its id (the mix keeps them all).
-                rec["answer_id"] = pair.meta.get("answer_id") or pair.id
-                writer.append(rec)
-                bar.update(1)
-                running.add(rec)
-                bar.set_postfix(running.postfix(), refresh=False)
-                point = {"synthesize/steps": len(rec["steps"]), "synthesize/kept": int(rec["verdict"]["kept"])}
-                if rec["scores"]:
-                    point.update({"synthesize/score_z0": rec["scores"][0], "synthesize/score_final": rec["scores"][-1]})
-                point.update({f"synthesize/fleet/{k}": v for k, v in usage.as_dict().items()})
-                ctx.tracker.log(point)
-            not_started = len(todo) - started
-            if not_started:
-                log.warning(
-                    "synthesize: %d pairs unfinished, more than max_unfinished_share allows; not starting the other %d",
-                    len(unfinished.ids),
-                    not_started,
-                )
-            fleet = usage.as_dict()
-            log.info(
-                "synthesize: %.1f pairs/min; generator busy %.0f%% (%.1f calls in flight on average), "
-                "scorer busy %.0f%% (%.1f in flight)",
-                fleet["pairs_per_min"],
-                100 * fleet["generator_busy_share"],
-                fleet["generator_mean_in_flight"],
-                100 * fleet["scorer_busy_share"],
-                fleet["scorer_mean_in_flight"],
-            )
-            bar.close()
-            stats = getattr(scorer, "stats", None)
-            if stats and stats.get("tokens_total"):
-                log.info(
-                    "prefix scorer: ran %.0f%% of the scored tokens through the model (%d cache hits)",
-                    100 * stats["tokens_computed"] / stats["tokens_total"],
-                    stats["cache_hits"],
-                )
+            not_started, fleet = _search_pairs(cfg, ctx, todo, backends, writer, unfinished)
     unfinished.check(not_started=not_started)
     records = list(read_records(path))
     result = _summarise(cfg, ctx, records, skipped, path)
@@ -269,6 +205,78 @@ def run(cfg: RootConfig, ctx: StageContext) -> StageResult:
         result.counts["unfinished"] = len(unfinished.ids)
         result.unfinished = unfinished.as_dict()
     return result
+
+
+def _search_pairs(cfg: RootConfig, ctx: StageContext, todo, backends: Dict[str, Any], writer, unfinished):
+    """Search the pairs not done yet, appending each record as its search ends; a pair a failed call
+    stopped is unfinished. Returns (pairs never started, the fleet's throughput figures)."""
+    from tqdm.auto import tqdm
+
+    scfg = cfg.synthesis
+    if not backends:
+        backends.update(zip(("generator", "scorer"), build_backends(cfg)))
+    generator, scorer = backends["generator"], backends["scorer"]
+    running = _Running()
+    bar = tqdm(total=len(todo), desc="synthesize", unit="sample", dynamic_ncols=True)
+    by_id = {p.id: p for p in todo}
+    started = 0
+
+    def admitted():
+        """The pairs to start, until more are unfinished than the budget allows (the
+        servers are failing): then no new pair starts and a re-run does the rest."""
+        nonlocal started
+        for p in todo:
+            if unfinished.over_budget():
+                return
+            started += 1
+            yield (p.id, p.x, p.y, p.meta.get("category"))
+
+    usage = FleetUsage()
+    for rec in run_pairs(admitted(), generator, scorer, scfg, usage):
+        if isinstance(rec, UnfinishedPair):  # no record: a failed call is not a verdict
+            unfinished.add(rec.id, rec.error)
+            log.warning("synthesize: pair %s unfinished: %s", rec.id, rec.error)
+            bar.update(1)
+            continue
+        pair = by_id[rec["id"]]
+        rec["source"] = pair.meta.get("source")
+        # Records of one answer under several requests share its id (the mix keeps them all).
+        rec["answer_id"] = pair.meta.get("answer_id") or pair.id
+        writer.append(rec)
+        bar.update(1)
+        running.add(rec)
+        bar.set_postfix(running.postfix(), refresh=False)
+        point = {"synthesize/steps": len(rec["steps"]), "synthesize/kept": int(rec["verdict"]["kept"])}
+        if rec["scores"]:
+            point.update({"synthesize/score_z0": rec["scores"][0], "synthesize/score_final": rec["scores"][-1]})
+        point.update({f"synthesize/fleet/{k}": v for k, v in usage.as_dict().items()})
+        ctx.tracker.log(point)
+    not_started = len(todo) - started
+    if not_started:
+        log.warning(
+            "synthesize: %d pairs unfinished, more than max_unfinished_share allows; not starting the other %d",
+            len(unfinished.ids),
+            not_started,
+        )
+    fleet = usage.as_dict()
+    log.info(
+        "synthesize: %.1f pairs/min; generator busy %.0f%% (%.1f calls in flight on average), "
+        "scorer busy %.0f%% (%.1f in flight)",
+        fleet["pairs_per_min"],
+        100 * fleet["generator_busy_share"],
+        fleet["generator_mean_in_flight"],
+        100 * fleet["scorer_busy_share"],
+        fleet["scorer_mean_in_flight"],
+    )
+    bar.close()
+    stats = getattr(scorer, "stats", None)
+    if stats and stats.get("tokens_total"):
+        log.info(
+            "prefix scorer: ran %.0f%% of the scored tokens through the model (%d cache hits)",
+            100 * stats["tokens_computed"] / stats["tokens_total"],
+            stats["cache_hits"],
+        )
+    return not_started, fleet
 
 
 def _summarise(
@@ -289,9 +297,18 @@ def _summarise(
         "discarded_by_quality_filters": sum(v for k, v in reasons.items() if k in filters.QUALITY),
         **{f"discarded_{k}": v for k, v in sorted(reasons.items())},
         "skipped_input": len(skipped),
+        # pairs without a category (their source has none, and data.label_categories is off or failed)
+        "uncategorised": sum(1 for r in records if not r.get("category")),
         "steps": steps,
         "accepted_edits": accepted,
     }
+    if counts["uncategorised"]:
+        log.info(
+            "synthesize: %d of %d pairs have no category%s; they stay uncategorised",
+            counts["uncategorised"],
+            len(records),
+            "" if cfg.data.label_categories else " (data.label_categories=true labels them)",
+        )
     metrics = {
         "mean_score_z0": _mean(first),
         "mean_score_final": _mean(last),
@@ -406,4 +423,5 @@ STAGE = StageSpec(
     input_files=source_files("data.pairs"),
     max_unfinished_share=lambda cfg: cfg.synthesis.max_unfinished_share,
     preflight=preflight,
+    roles=lambda cfg: ["generator", "scorer"],
 )

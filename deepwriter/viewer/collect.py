@@ -103,6 +103,18 @@ def pair_row(rec: Dict[str, Any]) -> List[Any]:
     ]
 
 
+def pair_seconds(timings: Dict[str, Any]) -> Dict[str, Optional[float]]:
+    """A pair's two times, named for what they are. Model seconds: the generate and score calls
+    charged to it (a batched in-process call's duration is shared by its members). Seconds in flight:
+    wall time from its admission to its record; under continuous scheduling up to max_in_flight pairs
+    are in flight at once and wait for each other's calls, so this is not what the pair cost."""
+    model = [_number(timings.get(k)) for k in ("generate_s", "score_s")]
+    return {
+        "model_s": sum(m for m in model if m is not None) if any(m is not None for m in model) else None,
+        "in_flight_s": _number(timings.get("total_s")),
+    }
+
+
 def pair_detail(rec: Dict[str, Any]) -> Dict[str, Any]:
     z0, z_final = rec.get("z0") or "", rec.get("z_final") or ""
     return {
@@ -116,6 +128,7 @@ def pair_detail(rec: Dict[str, Any]) -> Dict[str, Any]:
         "tokens": rec.get("tokens") or {},
         "trigger": rec.get("trigger"),
         "timings": rec.get("timings") or {},
+        **pair_seconds(rec.get("timings") or {}),
     }
 
 

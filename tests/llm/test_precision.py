@@ -11,12 +11,16 @@ from deepwriter.llm import precision
 from deepwriter.testing.repo import compose_typed
 
 
+def _rates(speedup: float):
+    return lambda: {"float32": 50e9, "bfloat16": 50e9 * speedup}
+
+
 def test_cpu_picks_bf16_only_when_the_probe_shows_it_is_faster():
-    assert precision.pick_dtype("cpu", cpu_speedup=lambda: 3.4)[0] == "bfloat16"
-    dtype, why = precision.pick_dtype("cpu", cpu_speedup=lambda: 0.4)  # emulated bf16: slower
-    assert dtype == "float32" and "0.40x" in why
+    assert precision.pick_dtype("cpu", cpu_rates=_rates(3.4))[0] == "bfloat16"
+    dtype, why = precision.pick_dtype("cpu", cpu_rates=_rates(0.4))  # emulated bf16: slower
+    assert dtype == "float32" and "0.40x" in why and "20.0 vs 50.0 GFLOP/s" in why
     # just under the bar is not enough: bf16 rounding must buy a real speed-up
-    assert precision.pick_dtype("cpu", cpu_speedup=lambda: precision.MIN_CPU_SPEEDUP - 0.01)[0] == "float32"
+    assert precision.pick_dtype("cpu", cpu_rates=_rates(precision.MIN_CPU_SPEEDUP - 0.01))[0] == "float32"
 
 
 def test_gpu_choice_follows_bf16_support(monkeypatch):
@@ -32,11 +36,12 @@ def test_gpu_choice_follows_bf16_support(monkeypatch):
 
 def test_the_real_probe_measures_a_ratio_and_the_choice_follows_it():
     """Two real, uncached measurements (not the memoised one compared with itself)."""
-    fresh = [precision.cpu_bf16_speedup.__wrapped__() for _ in range(2)]
-    assert all(math.isfinite(r) and r > 0 for r in fresh), fresh
-    for r in fresh:
+    measured = [precision.cpu_matmul_rates.__wrapped__() for _ in range(2)]
+    assert all(math.isfinite(v) and v > 0 for m in measured for v in m.values()), measured
+    fresh = [precision.cpu_bf16_speedup(m) for m in measured]
+    for m, r in zip(measured, fresh):
         want = "bfloat16" if r >= precision.MIN_CPU_SPEEDUP else "float32"
-        assert precision.pick_dtype("cpu", cpu_speedup=lambda r=r: r)[0] == want
+        assert precision.pick_dtype("cpu", cpu_rates=lambda m=m: m)[0] == want
     # a hardware fact: two measurements well away from the threshold agree on the choice
     if all(abs(math.log(r / precision.MIN_CPU_SPEEDUP)) > 0.25 for r in fresh):
         assert (fresh[0] >= precision.MIN_CPU_SPEEDUP) == (fresh[1] >= precision.MIN_CPU_SPEEDUP)
@@ -84,3 +89,48 @@ def test_loading_with_auto_gives_the_picked_dtype(tiny_model_cfg, model_cache):
     model = models.load_model(dataclasses.replace(tiny_model_cfg, dtype="auto"), model_cache, device="cpu")
     want = precision.pick_dtype("cpu")[0]
     assert next(model.parameters()).dtype == getattr(torch, want)
+
+
+def test_the_demo_starts_by_printing_the_cpu_rates_and_the_chosen_dtypes(tmp_path):
+    """Before any stage: the CPU (name, threads, bf16 units), its measured matmul rates, and the dtype
+    each in-process model will run in, consistent with those rates. (recipe.stages=[eval] alone stops
+    right after, before any work: its input is not there.)"""
+    import os
+    import re
+    import subprocess
+    import sys
+
+    from deepwriter.testing.repo import REPO
+
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "deepwriter.train",
+            "+recipe=demo",
+            f"paths.runs_dir={tmp_path}",
+            "recipe.stages=[eval]",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "WANDB_MODE": "disabled"},
+    )
+    out = done.stdout + done.stderr
+    assert done.returncode == 2 and "needs the output of 'sft'" in done.stderr, out[-2000:]
+    cpu = re.search(
+        r"CPU: (.+) \((\d+) threads; bf16 units: ([^)]+)\); measured matmul float32 ([\d.]+) GFLOP/s, "
+        r"bfloat16 ([\d.]+) GFLOP/s",
+        out,
+    )
+    assert cpu, out[-2000:]
+    fp32, bf16 = float(cpu.group(4)), float(cpu.group(5))
+    assert fp32 > 0 and bf16 > 0 and int(cpu.group(2)) >= 1
+    flags = open("/proc/cpuinfo").read()
+    assert ("amx_bf16" in flags) == ("amx_bf16" in cpu.group(3))
+    chosen = dict(re.findall(r"models\.(\w+)\.dtype: auto -> (\w+)", out))
+    assert set(chosen) == {"generator", "scorer", "student", "judge"}, out[-2000:]
+    want = "bfloat16" if bf16 / fp32 >= precision.MIN_CPU_SPEEDUP * 0.99 else "float32"  # printed rounded
+    assert set(chosen.values()) == {want} or abs(bf16 / fp32 - precision.MIN_CPU_SPEEDUP) < 0.05
+    assert out.index("CPU: ") < out.index("models.generator.dtype: auto")

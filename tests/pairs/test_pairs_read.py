@@ -98,21 +98,42 @@ def test_each_bad_input_kind_in_strict_mode(tmp_path):
         "int_x": (b'{"uid": "b", "prompt": 7, "response": "Done.", "genre": "g"}', "x", "expected a string, got int"),
         "not_object": (b'["a", "b"]', "<line>", "expected a JSON object"),
         "dup_id": (good, "id", "duplicate id 'a' (first at"),
-        "missing_mapped_optional": (
-            b'{"uid": "b", "prompt": "Write.", "response": "Done."}',
-            "category",
-            "which the record lacks",
+        "missing_mapped_id": (  # the remedy is named: the override that removes a mapping from the recipe
+            b'{"prompt": "Write.", "response": "Done.", "genre": "g"}',
+            "id",
+            "mapped to 'uid', which the record lacks; not your mapping? the recipe's fields are merged with yours: "
+            "~data.pairs.fields.id removes it",
         ),
     }
     for name, (bad, field, words) in cases.items():
         path = _write(tmp_path / f"{name}.jsonl", [good, b"", bad])
         with pytest.raises(DataError) as err:
-            load_pairs(src(path), strict=True)
+            load_pairs(src(path), strict=True, key="data.pairs")
         assert str(err.value).startswith(f"{path}:3: field '{field}': "), (name, str(err.value))
         assert words in str(err.value), (name, str(err.value))
         assert err.value.where == f"{path}:3" and err.value.field == field
         pairs, skipped = load_pairs(src(path), strict=False)
         assert len(pairs) == 1 and len(skipped) == 1 and skipped[0].field == field
+
+
+def test_an_optional_field_the_record_lacks_leaves_the_pair_uncategorised(tmp_path):
+    """category is optional: a record without the mapped field is a pair without a category (labelled
+    later when data.label_categories is on), in every format; a required field stays required."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [{"uid": "a", "prompt": "Write.", "response": "Done.", "genre": "poetry & lyrics"}]
+    rows.append({"uid": "b", "prompt": "Write more.", "response": "Done again."})
+    jsonl = _write(tmp_path / "p.jsonl", [json.dumps(r).encode() for r in rows])
+    pq.write_table(pa.Table.from_pylist(rows[1:]), tmp_path / "p.parquet")  # no genre column at all
+    (tmp_path / "p.csv").write_text("uid,prompt,response\nb,Write more.,Done again.\n")
+    pairs, skipped = load_pairs(src(jsonl), strict=True)
+    assert skipped == [] and [(p.id, p.meta.get("category")) for p in pairs] == [("a", "poetry & lyrics"), ("b", None)]
+    for f in (tmp_path / "p.parquet", tmp_path / "p.csv"):
+        pairs, _ = load_pairs(src(f), strict=True)
+        assert [(p.id, p.y, p.meta.get("category")) for p in pairs] == [("b", "Done again.", None)], f
+    with pytest.raises(DataError, match=r"p\.csv:1: field 'y': mapped to column 'answer', which the file lacks"):
+        load_pairs(src(tmp_path / "p.csv", {**MAP, "y": "answer"}), strict=True)
 
 
 def test_columnar_file_with_an_unknown_mapping_fails_in_both_modes(tmp_path):
@@ -133,6 +154,12 @@ def test_csv_line_numbers_follow_multiline_records(tmp_path):
 def test_missing_file_and_unknown_format(tmp_path):
     with pytest.raises(DataError, match="no such file"):
         load_pairs(src(tmp_path / "nope.jsonl"), True)
+    folder = tmp_path / "pairs"
+    folder.mkdir()
+    (folder / "train.jsonl").write_text("")
+    with pytest.raises(DataError) as err:  # a folder given as the pairs file: said so, not "no such file"
+        load_pairs(src(folder), True)
+    assert str(err.value).startswith(f"{folder}: field 'path': a folder, not a file") and "hub_id" in str(err.value)
     (tmp_path / "a.txt").write_text("x")
     with pytest.raises(DataError, match="unknown format '.txt'"):
         load_pairs(src(tmp_path / "a.txt"), True)

@@ -5,12 +5,17 @@ follows the last </think>). Malformed cases name file and field, or are counted 
 from __future__ import annotations
 
 import json
+import os
+import re
+import subprocess
+import sys
 
 import pytest
 
 from deepwriter.config.data import SourceConfig
 from deepwriter.core.badinput import DataError
 from deepwriter.pairs.read import load_pairs
+from deepwriter.testing.repo import REPO, compose_typed
 
 REF_FIELDS = {"id": "index", "x": "question", "y": "solution"}
 
@@ -84,3 +89,70 @@ def test_parquet_with_the_index_under_extra_info(tmp_path):
         load_pairs(_src(f, missing), strict=True)
     with pytest.raises(DataError, match=r"'id'.*mapped to column 'meta.index'"):
         load_pairs(_src(f, {**fields, "id": "meta.index"}), strict=True)
+
+
+# The README's line for their JSON list under the demo recipe (FILE: where the file lies).
+README_LINE = re.compile(
+    r"'(data\.pairs=\{name: qa, path: )QAcollection\.json(, hub_id: null, fields: \{id: index, x: question, "
+    r"y: solution\}\})'"
+)
+
+
+def _train(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "deepwriter.train", "+recipe=demo", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "WANDB_MODE": "disabled"},
+    )
+
+
+def test_the_readme_line_for_their_json_list_runs_under_the_demo_recipe(tmp_path, model_cache):
+    """The demo maps `category` too and Hydra merges the user's fields into it: their file has no
+    category, so the pairs stay uncategorised (counted) or are labelled when labelling is on; a merged
+    mapping the file lacks (the demo's `id: id` when the user maps no id) names the override that
+    removes it, and that override runs."""
+    line = README_LINE.search((REPO / "README.md").read_text())
+    assert line, "README: the line for their JSON list"
+    f = tmp_path / "QAcollection.json"
+    rows = [
+        {"index": i, "question": f"Write a short note to a neighbour about {t}.", "solution": f"Dear neighbour, {t}."}
+        for i, t in enumerate(["the garden", "a parcel", "the noise"])
+    ]
+    f.write_text(json.dumps(rows), encoding="utf-8")
+    override = line.group(1) + str(f) + line.group(2)
+    tiny = [
+        "model@models.generator=tiny-qwen3",
+        "model@models.scorer=tiny-qwen3",
+        f"paths.cache_dir={model_cache}",
+        f"paths.runs_dir={tmp_path}/runs",
+        "synthesis.initial.max_new_tokens=8",
+        "synthesis.refine.max_new_tokens=4",
+        "synthesis.max_steps=1",
+        "recipe.stages=[synthesize]",
+    ]
+    for labels, run in (("false", "plain"), ("true", "labelled")):
+        done = _train(override, *tiny, f"data.label_categories={labels}", f"run_id={run}")
+        assert done.returncode == 0, done.stderr[-3000:]
+        stage = tmp_path / "runs" / "demo" / run / "synthesize"
+        counts = json.loads((stage / "manifest.json").read_text())["counts"]
+        records = [
+            json.loads(x) for s in sorted((stage / "shards").glob("*.jsonl")) for x in s.read_text().splitlines()
+        ]
+        assert counts["pairs"] == 3 and sorted(r["id"] for r in records) == ["0", "1", "2"]
+        if labels == "false":
+            assert counts["uncategorised"] == 3 and [r["category"] for r in records] == [None] * 3
+        else:
+            taxonomy = {c for cats in compose_typed("+recipe=demo").data.taxonomy.values() for c in cats}
+            assert counts["uncategorised"] == 0 and all(r["category"] in taxonomy for r in records), records
+    no_id = override.replace("id: index, ", "")
+    done = _train(no_id, *tiny, "run_id=no-id")
+    (error,) = [x for x in done.stderr.split("\n") if x.startswith("deepwriter: error: ")]
+    assert done.returncode == 2 and f"{f}:[0]: field 'id': mapped to 'id', which the record lacks" in error
+    remedy = re.search(r"(~data\.pairs\.fields\.id) removes it", error)
+    assert remedy, error
+    cfg = compose_typed("+recipe=demo", no_id, remedy.group(1))
+    pairs, _ = load_pairs(cfg.data.pairs, cfg.data.strict, key="data.pairs")
+    assert [(p.id, p.meta.get("category")) for p in pairs] == [(f"qa-{i:06d}", None) for i in (1, 2, 3)]

@@ -65,9 +65,9 @@ def test_every_prompt_is_there_in_order_and_rendered_with_the_chat_template(caps
 
 def test_bad_arguments_stop_with_one_line(capsys):
     rc, _, err = run(capsys, "id=no-such-pair")
-    # one line, naming the file and the id (a progress bar that tqdm drew before it is not a line)
-    (line,) = [ln for ln in err.strip().split("\n") if ln.strip()]
-    assert rc == 2 and line.split("\r")[-1].startswith("deepwriter.prompts: ") and "prompt_pairs.jsonl" in line
+    # one line, naming the file and the id, of its own (a progress bar that tqdm drew before it ended its line)
+    (line,) = [ln for ln in err.split("\n") if "deepwriter.prompts: " in ln]
+    assert rc == 2 and line.startswith("deepwriter.prompts: ") and "prompt_pairs.jsonl" in line
     assert "no-such-pair" in line
     rc, _, err = run(capsys)
     assert rc == 2 and "id: required" in err

@@ -71,6 +71,22 @@ def test_full_finetune_exports_a_loadable_model(tmp_path, model_cache):
     assert all(r["loss"] > 0 and "grad_norm" in r and "learning_rate" in r for r in rows)
     assert all(r["learning_rate"] == pytest.approx(5e-5) for r in rows)  # constant schedule, no warm-up
     assert all("tokens_per_s" in r and "mfu" in r for r in rows[1:])
+    # MFU on this CPU: against its measured float32 matmul rate (training computes in fp32 here), not a
+    # GPU's datasheet peak; 6 N FLOPs per token
+    from transformers import AutoConfig
+
+    from deepwriter.llm.precision import cpu_matmul_rates
+    from deepwriter.sft.memory import ModelShape
+
+    peak = cpu_matmul_rates()["float32"]
+    n = ModelShape.from_hf_config(
+        AutoConfig.from_pretrained(models.resolve(cfg.models.student, model_cache)[0])
+    ).params()
+    for r in rows[1:]:
+        assert r["mfu"] == pytest.approx(6 * n * r["tokens_per_s"] / peak, rel=1e-9)
+    assert result.metrics["mfu_peak_tflops"] * 1e12 == pytest.approx(peak, rel=1e-12)
+    assert "CPU's measured float32 matmul" in result.metrics["mfu_peak"]
+    assert result.metrics["mfu"] == pytest.approx(sum(r["mfu"] for r in rows[1:]) / len(rows[1:]))
     logged = {k for _, d in run.logged for k in d}
     assert {"train/loss", "train/grad_norm", "train/learning_rate", "train/tokens_per_s", "train/mfu"} <= logged
     assert any(k.startswith("train/mem/") for k in logged)

@@ -212,3 +212,30 @@ def test_a_caller_that_stops_yielding_pairs_stops_new_work_and_keeps_what_is_in_
     out = list(run_pairs(admitted(), SeededGenerator(rec), MarkerScorer(rec), cfg(max_in_flight=2)))
     assert sorted(finished(out)) == ["p0", "p1", "p2"]
     assert {i for _t0, _t1, _r, ids in rec.events for i in ids} == {0, 1, 2}
+
+
+def test_a_pairs_seconds_are_its_share_of_the_calls_and_its_wall_time_in_flight():
+    """What the record's timings are (and the report shows): generate_s + score_s is the pair's share of
+    the batched calls it took part in, and those shares add up to the device's busy time; total_s is
+    its wall time in flight, from admission to record: at least the span of its own calls, at most the
+    run, and for a pair admitted late (2 in flight, 6 pairs) well short of the run."""
+    rec = Recorder()
+    usage = FleetUsage()
+    gen, scorer = SeededGenerator(rec, lambda i, n: 0.002), MarkerScorer(rec, delay=0.003)
+    out = {o["id"]: o for o in run_pairs(pairs(6), gen, scorer, cfg(max_in_flight=2), usage)}
+    share = {pid: 0.0 for pid in out}
+    span = {}
+    for t0, t1, _role, ids in rec.events:
+        for i in ids:
+            share[f"p{i}"] += (t1 - t0) / len(ids)
+            first, last = span.get(f"p{i}", (t0, t1))
+            span[f"p{i}"] = (min(first, t0), max(last, t1))
+    for pid, o in out.items():
+        t = o["timings"]
+        assert t["generate_s"] + t["score_s"] == pytest.approx(share[pid], rel=0.1, abs=0.005), pid
+        assert span[pid][1] - span[pid][0] <= t["total_s"] <= usage.wall_s, pid
+    busy = sum(t1 - t0 for t0, t1, _r, _i in rec.events)
+    assert sum(o["timings"]["generate_s"] + o["timings"]["score_s"] for o in out.values()) == pytest.approx(
+        busy, rel=0.1
+    )
+    assert out["p5"]["timings"]["total_s"] < 0.8 * usage.wall_s  # admitted once earlier pairs were done

@@ -81,9 +81,14 @@ def pair_record(i: int, *, edit: bool = False, kept: bool = True) -> dict:
         "accepted_edits": edits,
         "tokens": {"prompt": 1000 + 37 * i, "completion": 100 + i, "target": 50},
         "verdict": {"kept": kept, "reason": None if kept else "repetition"},
-        "timings": {"total_s": 1.0},
+        "timings": {"generate_s": 0.75 + i, "score_s": 0.3, "total_s": 30.5},
         "trigger": "Okay",
     }
+
+
+# The per-pair figures of the detail view (deepwriter/viewer/static/report.js).
+MODEL_SECONDS = "model seconds (generate + score: its share of the batched calls)"
+IN_FLIGHT_SECONDS = "wall seconds in flight (admitted to done, beside the other pairs in flight)"
 
 
 def write_run(root: Path, n_pairs: int) -> Path:
@@ -237,6 +242,8 @@ PROBE = (
     out.x_text = (document.querySelector('#pair-detail-0 .x') || {}).textContent;
     out.curve_points = document.querySelectorAll('#pair-detail-0 svg.line-chart circle').length;
     out.item_text = document.getElementById('item-detail-0').textContent;
+    out.pair_kv = Array.prototype.map.call(document.querySelectorAll('#pair-detail-0 table.kv tr'),
+      function (tr) { return [tr.children[0].textContent, tr.children[1].textContent]; });
     out.sft_charts = document.querySelectorAll('#sft-0 svg.line-chart').length;
     out.sft_text = document.getElementById('sft-0').textContent;
     out.mix_text = document.getElementById('mix-0').textContent;
@@ -284,6 +291,10 @@ def test_the_report_of_a_small_run_renders_every_pair_and_the_accepted_edit(tmp_
     assert seen["improved_ids"] == ["p-edit"]
     # data is text, never markup
     assert seen["script_tags_in_x"] == 0 and "<script>alert(1)</script>" in seen["x_text"]
+    # a pair's seconds say what they are: its share of the batched model calls, and its wall time in
+    # flight beside the other pairs (under continuous scheduling the two differ by far)
+    kv = dict(seen["pair_kv"])
+    assert "seconds" not in kv and kv[MODEL_SECONDS] == "7.050" and kv[IN_FLIGHT_SECONDS] == "30.500", kv
     assert seen["sft_charts"] == 3  # loss, learning rate, throughput
     # the planner's estimate for these settings, beside the measured peak (the last step's 1.58 GiB)
     assert "estimate: total" in seen["sft_text"] and "1.58" in seen["sft_text"]

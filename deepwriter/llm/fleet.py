@@ -1,0 +1,420 @@
+"""A run's own servers: start the replicas of a placed group (deepwriter.llm.placement), check their
+health, restart one that died within its group's budget, and stop them all.
+
+Each replica is one server process in its own process group (what `make serve` starts: see
+`replica_command`), its log under the run folder (`<log_dir>/<group>-<index>.log`). A watcher thread
+looks at every replica each `poll_s`: one whose process has exited, or that has not answered its
+health check `unhealthy_after` times in a row, is killed (its whole group) and started again while
+`serving.max_restarts` allows; the seconds from the death being seen to the replica answering again
+are its downtime. `close()` stops every server this fleet started (SIGTERM to the group, SIGKILL after
+`stop_grace_s`) and waits until its port is free; the runner calls it on every way out of a run.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Tuple
+
+from deepwriter.core.errors import DeepwriterError
+from deepwriter.llm.placement import Layout, Replica
+
+log = logging.getLogger("deepwriter.fleet")
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # the servers are ours: no proxy
+
+# (argv, extra environment) of one replica's server
+CommandFor = Callable[[Replica], Tuple[List[str], Dict[str, str]]]
+
+
+class FleetError(DeepwriterError):
+    """A managed server did not come up (its log says why)."""
+
+
+def port_free(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+@dataclass
+class _Running:
+    replica: Replica
+    log_path: Path
+    proc: Optional[subprocess.Popen] = None
+    started: float = 0.0
+    misses: int = 0  # health checks missed in a row
+    restarting: bool = False
+    down_since: Optional[float] = None
+
+
+@dataclass
+class GroupStats:
+    restarts: int = 0
+    deaths: int = 0
+    down_s: float = 0.0
+    startup_s: List[float] = field(default_factory=list)  # seconds to the first answer, per start
+
+
+class Fleet:
+    def __init__(
+        self,
+        layout: Layout,
+        command_for: CommandFor,
+        log_dir: Path,
+        host: str = "127.0.0.1",
+        poll_s: float = 2.0,
+        unhealthy_after: int = 5,
+        stop_grace_s: float = 20.0,
+    ):
+        self.layout, self.command_for, self.log_dir, self.host = layout, command_for, Path(log_dir), host
+        self.poll_s, self.unhealthy_after, self.stop_grace_s = poll_s, unhealthy_after, stop_grace_s
+        self.running: Dict[str, List[_Running]] = {}
+        self.stats: Dict[str, GroupStats] = {g: GroupStats() for g in layout.groups}
+        self._lock = threading.RLock()
+        self._stop = threading.Event()
+        self._watcher: Optional[threading.Thread] = None
+
+    # --- what callers read ---------------------------------------------------------------------------
+
+    def url(self, r: Replica) -> str:
+        return f"http://{self.host}:{r.port}/v1"
+
+    def urls(self, group: str) -> List[str]:
+        return [self.url(r.replica) for r in self.running.get(group, [])]
+
+    def deaths(self) -> int:
+        return sum(s.deaths for s in self.stats.values())
+
+    def healthy(self) -> bool:
+        """Every replica of every running group is up and answered its last check."""
+        with self._lock:
+            return all(r.down_since is None and r.proc is not None for rs in self.running.values() for r in rs)
+
+    def write_state(self) -> None:
+        """`<log_dir>/fleet.json`: every running replica (pid, port, URL, GPUs) and the counts so far."""
+        from deepwriter.core.files import write_json_atomic
+
+        with self._lock:
+            state = {
+                "running": {
+                    g: [
+                        {
+                            "index": r.replica.index,
+                            "port": r.replica.port,
+                            "url": self.url(r.replica),
+                            "devices": list(r.replica.devices),
+                            "pid": r.proc.pid if r.proc else None,
+                            "log": str(r.log_path),
+                        }
+                        for r in rs
+                    ]
+                    for g, rs in self.running.items()
+                },
+                "stats": self.summary(),
+            }
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(self.log_dir / "fleet.json", state)
+
+    def summary(self) -> Dict[str, Dict[str, object]]:
+        return {
+            g: {
+                "replicas": len(self.layout.replicas.get(g, [])),
+                "restarts": s.restarts,
+                "deaths": s.deaths,
+                "down_s": round(s.down_s, 3),
+                "startup_s": [round(x, 1) for x in s.startup_s],
+            }
+            for g, s in self.stats.items()
+        }
+
+    # --- start and stop ------------------------------------------------------------------------------
+
+    def up(self, group: str) -> List[str]:
+        """Start every replica of the group and wait until each answers; their URLs."""
+        with self._lock:
+            if group in self.running:
+                return self.urls(group)
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            rs = [
+                _Running(r, self.log_dir / f"{group}-{r.index}.log".replace("/", "_"))
+                for r in self.layout.replicas[group]
+            ]
+            self.running[group] = rs
+            for r in rs:
+                self._spawn(r)
+        for r in rs:
+            self._wait_ready(r)
+        self._ensure_watcher()
+        self.write_state()
+        log.info("fleet: %s up at %s", group, ", ".join(self.urls(group)))
+        return self.urls(group)
+
+    def down(self, group: str) -> None:
+        with self._lock:
+            rs = self.running.pop(group, [])
+        for r in rs:
+            self._kill(r, graceful=True)
+        if rs:
+            self.write_state()
+            log.info("fleet: %s stopped", group)
+
+    def close(self) -> None:
+        """Stop every server this fleet started; safe to call more than once."""
+        self._stop.set()
+        for group in list(self.running):
+            self.down(group)
+        if self._watcher is not None and self._watcher is not threading.current_thread():
+            self._watcher.join(timeout=self.poll_s + 5)
+
+    def __enter__(self) -> "Fleet":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # --- healing --------------------------------------------------------------------------------------
+
+    def heal(self, wait_s: Optional[float] = None) -> bool:
+        """Look at every replica now, restart the dead ones within their budget and wait until the fleet
+        is healthy: True when it is, False when a group's restart budget is spent."""
+        self.check()
+        deadline = None if wait_s is None else time.monotonic() + wait_s
+        while not self.healthy():
+            if self._spent():
+                return False
+            if deadline is not None and time.monotonic() > deadline:
+                return False
+            time.sleep(min(self.poll_s, 1.0))
+            if self._watcher is None or not self._watcher.is_alive():
+                self.check()
+        return True
+
+    def _spent(self) -> bool:
+        with self._lock:
+            for group, rs in self.running.items():
+                budget = self.layout.groups[group].serving.max_restarts
+                if any(r.proc is None and not r.restarting for r in rs) and self.stats[group].restarts >= budget:
+                    return True
+        return False
+
+    def check(self) -> None:
+        """One look at every replica: a dead or unanswering one is restarted within its budget."""
+        with self._lock:
+            items = [(g, r) for g, rs in self.running.items() for r in rs]
+        for group, r in items:
+            if self._stop.is_set():
+                return
+            if r.restarting:  # the other thread (watcher or heal) is at it
+                continue
+            if r.proc is None:  # dead, not restarted: the budget was spent (or a restart failed)
+                self._try_restart(group, r)
+                continue
+            dead = r.proc.poll() is not None
+            if not dead:
+                if self._answers(r.replica):
+                    r.misses = 0
+                    continue
+                r.misses += 1
+                if r.misses < self.unhealthy_after:
+                    continue
+            self._died(group, r, "exited" if dead else f"no answer {r.misses} times")
+            self._try_restart(group, r)
+
+    def _died(self, group: str, r: _Running, why: str) -> None:
+        with self._lock:
+            r.down_since = time.monotonic()
+            self.stats[group].deaths += 1
+        log.warning(
+            "fleet: %s replica %d (port %d) %s; see %s", group, r.replica.index, r.replica.port, why, r.log_path
+        )
+        self._kill(r, graceful=False)
+
+    def _try_restart(self, group: str, r: _Running) -> None:
+        budget = self.layout.groups[group].serving.max_restarts
+        with self._lock:
+            if group not in self.running or r.restarting or self.stats[group].restarts >= budget:
+                return
+            self.stats[group].restarts += 1
+            r.restarting = True
+        log.warning(
+            "fleet: restarting %s replica %d (restart %d of %d)",
+            group,
+            r.replica.index,
+            self.stats[group].restarts,
+            budget,
+        )
+        try:
+            self._spawn(r)
+            self._wait_ready(r)
+        except FleetError as exc:
+            log.warning("fleet: %s", exc)
+            self._kill(r, graceful=False)
+            return
+        finally:
+            r.restarting = False
+        with self._lock:
+            if r.down_since is not None:
+                self.stats[group].down_s += time.monotonic() - r.down_since
+                r.down_since = None
+        self.write_state()
+        log.info("fleet: %s replica %d back at %s", group, r.replica.index, self.url(r.replica))
+
+    def _ensure_watcher(self) -> None:
+        if self._watcher is not None and self._watcher.is_alive():
+            return
+
+        def watch() -> None:
+            while not self._stop.wait(self.poll_s):
+                try:
+                    self.check()
+                except Exception as exc:  # noqa: BLE001 - the watcher must outlive one bad look
+                    log.warning("fleet: watcher: %s: %s", type(exc).__name__, exc)
+
+        self._watcher = threading.Thread(target=watch, name="deepwriter-fleet", daemon=True)
+        self._watcher.start()
+
+    # --- one process ----------------------------------------------------------------------------------
+
+    def _spawn(self, r: _Running) -> None:
+        argv, extra_env = self.command_for(r.replica)
+        env = {**os.environ, **extra_env}
+        if r.replica.devices:
+            env["CUDA_VISIBLE_DEVICES"] = r.replica.cuda_visible_devices
+        deadline = time.monotonic() + 30
+        while not port_free(self.host, r.replica.port) and time.monotonic() < deadline:
+            time.sleep(0.5)  # a killed server's port may take a moment to close
+        if not port_free(self.host, r.replica.port):
+            raise FleetError(f"port {r.replica.port} of {r.replica.group} replica {r.replica.index} is taken")
+        with open(r.log_path, "ab") as logf:
+            logf.write(f"\n=== {time.strftime('%H:%M:%S')} {' '.join(argv)}\n".encode())
+            logf.flush()
+            r.proc = subprocess.Popen(argv, stdout=logf, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        r.started, r.misses = time.monotonic(), 0
+
+    def _answers(self, rep: Replica, timeout: float = 5.0) -> bool:
+        # urllib, not httpx: a health check every poll_s stays out of the run's log
+        try:
+            with _DIRECT.open(f"{self.url(rep)}/models", timeout=timeout) as resp:
+                return resp.status == 200
+        except (OSError, ValueError):  # URLError, HTTPError, a reset or a timeout
+            return False
+
+    def _wait_ready(self, r: _Running) -> None:
+        timeout = self.layout.groups[r.replica.group].serving.startup_timeout_s
+        while time.monotonic() - r.started < timeout:
+            proc = r.proc
+            if proc is None or self._stop.is_set():
+                raise FleetError(f"{r.replica.group} replica {r.replica.index} was stopped while starting")
+            if proc.poll() is not None:
+                raise FleetError(
+                    f"{r.replica.group} replica {r.replica.index} exited with {proc.returncode} while starting; "
+                    f"see {r.log_path}"
+                )
+            if self._answers(r.replica, timeout=2.0):
+                self.stats[r.replica.group].startup_s.append(time.monotonic() - r.started)
+                return
+            time.sleep(0.5)
+        raise FleetError(
+            f"{r.replica.group} replica {r.replica.index} did not answer within {timeout:.0f} s "
+            f"(serving.startup_timeout_s); see {r.log_path}"
+        )
+
+    def _kill(self, r: _Running, graceful: bool) -> None:
+        proc, r.proc = r.proc, None
+        if proc is None:
+            return
+        if proc.poll() is None or graceful:
+            try:
+                os.killpg(proc.pid, signal.SIGTERM if graceful else signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        try:
+            proc.wait(timeout=self.stop_grace_s if graceful else 30)
+        except subprocess.TimeoutExpired:
+            pass
+        try:  # whatever is left of its group (an engine process of vLLM)
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            log.warning("fleet: pid %d did not exit after SIGKILL", proc.pid)
+        deadline = time.monotonic() + 30
+        while not port_free(self.host, r.replica.port) and time.monotonic() < deadline:
+            time.sleep(0.2)
+
+
+# --- the servers a run starts ---------------------------------------------------------------------------
+
+
+def server_command_for(models_by_group: Dict[str, object], python: str, host: str, cache_dir: str) -> CommandFor:
+    """The command of `make serve` (deepwriter.llm.serving.server_command) for a replica of a group, with
+    its tensor-parallel size and engine arguments; on the CPU vLLM's KV-cache space (GiB). A preset with
+    its own `serving.command` gets that, filled in. `models_by_group` is read at each start, so a
+    group's model may be set just before it comes up (eval's model under test)."""
+    import sys
+
+    from deepwriter.llm.serving import served_name, server_command
+
+    def command(rep: Replica) -> Tuple[List[str], Dict[str, str]]:
+        cfg = models_by_group[rep.group]
+        s = cfg.serving
+        if s.command:
+            from deepwriter.llm import models
+
+            where = models.resolve(cfg, cache_dir)[0] if any("{model}" in a for a in s.command) else ""
+            fill = {
+                "python": sys.executable,
+                "model": where,
+                "served_name": served_name(cfg),
+                "name": cfg.name,
+                "host": host,
+                "port": rep.port,
+                "tensor_parallel": s.tensor_parallel,
+                "cache_dir": cache_dir,
+            }
+            return [a.format(**fill) for a in s.command] + list(s.engine_args), {}
+        extra = list(s.engine_args)
+        if s.tensor_parallel > 1:
+            extra += ["--tensor-parallel-size", str(s.tensor_parallel)]
+        argv = server_command(cfg, python, rep.port, host, cache_dir, bool(rep.devices), extra)
+        env = {} if rep.devices else {"VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "2")}
+        return argv, env
+
+    return command
+
+
+class stop_on_signals:
+    """Within it, SIGTERM (and SIGHUP) raise SystemExit in the main thread like Ctrl-C raises
+    KeyboardInterrupt, so every `finally` and `with` on the way out runs: a fleet's close() included.
+    The previous handlers come back on exit."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+    def __enter__(self) -> "stop_on_signals":
+        self._old = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self._old[sig] = signal.signal(sig, self._raise)
+        return self
+
+    @staticmethod
+    def _raise(signum, frame) -> None:
+        raise SystemExit(128 + signum)
+
+    def __exit__(self, *exc) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)

@@ -1,0 +1,163 @@
+"""The run starts, heals and stops its own servers: `python -m deepwriter.train` with the generator and
+scorer served by a managed replica. The server is the fault-free loopback over the tiny model, started
+through the preset's `serving.command` (the same fleet code starts vLLM: see
+tests/llm/test_vllm_fleet.py). A kill -9 of the server mid-synthesis is healed in the same run; SIGTERM
+to the run leaves no server process and no bound port."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from deepwriter.core.records import read_records
+from deepwriter.llm.fleet import port_free
+from deepwriter.testing.repo import REPO
+from deepwriter.testing.synthesis import write_pairs
+from deepwriter.testing.vllm_server import free_port
+
+LOOPBACK = (
+    '["{python}","-m","deepwriter.testing.loopback","--model","tiny-qwen3","--port","{port}",'
+    '"--cache-dir","{cache_dir}","--latency-s","0.3"]'
+)
+
+
+def served_overrides(tmp_path: Path, cache: Path, pairs: Path, n: int, port: int, run_id: str) -> list:
+    out = [
+        "+recipe=demo",
+        f"run_id={run_id}",
+        f"paths.runs_dir={tmp_path}/runs",
+        f"paths.cache_dir={cache}",
+        "recipe.stages=[synthesize]",
+        f"data.pairs.path={pairs}",
+        "data.pairs.fields={id: id, x: request, y: answer, category: category}",
+        f"synthesis.limit={n}",
+        "synthesis.max_steps=1",
+        "synthesis.num_candidates=2",
+        "synthesis.initial.max_new_tokens=16",
+        "synthesis.refine.max_new_tokens=8",
+        "synthesis.max_in_flight=2",
+        "logging.wandb_mode=disabled",
+    ]
+    for role in ("generator", "scorer"):
+        out += [
+            f"model@models.{role}=tiny-qwen3",
+            f"models.{role}.backend=openai",
+            f"models.{role}.endpoint.model=tiny-qwen3",
+            f"models.{role}.endpoint.max_retries=1",
+            f"models.{role}.endpoint.backoff_s=0.1",
+            f"models.{role}.endpoint.timeout_s=30",
+            f"models.{role}.serving.managed=true",
+            f"models.{role}.serving.base_port={port}",
+            f"models.{role}.serving.startup_timeout_s=180",
+            f"models.{role}.serving.command={LOOPBACK}",
+        ]
+    return out
+
+
+def fleet_state(run_dir: Path) -> dict:
+    path = run_dir / "servers" / "fleet.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def start(tmp_path: Path, overrides: list) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    return subprocess.Popen(
+        [sys.executable, "-m", "deepwriter.train", *overrides],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_for(cond, proc: subprocess.Popen, timeout: float, what: str):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        got = cond()
+        if got:
+            return got
+        if proc.poll() is not None:
+            raise AssertionError(f"the run exited ({proc.returncode}) before {what}: {proc.stderr.read()[-3000:]}")
+        time.sleep(0.1)
+    proc.kill()
+    raise AssertionError(f"no {what} within {timeout} s")
+
+
+def shard_lines(tmp_path: Path) -> int:
+    shards = list((tmp_path / "runs" / "_stages" / "synthesize").glob("*/shards/*.jsonl"))
+    return sum(p.read_bytes().count(b"\n") for p in shards)
+
+
+@pytest.mark.slow  # a run, a server and its restart, each a fresh interpreter: ~60-120 s on 2 busy cores
+def test_kill_9_of_the_server_mid_synthesis_is_healed_in_the_same_run(tmp_path, model_cache):
+    n = 12
+    pairs = write_pairs(tmp_path / "pairs.jsonl", n)
+    port = free_port()
+    run_dir = tmp_path / "runs" / "demo" / "heal"
+    proc = start(tmp_path, served_overrides(tmp_path, model_cache, pairs, n, port, "heal"))
+    try:
+        wait_for(lambda: shard_lines(tmp_path) >= 2, proc, 600, "two pairs written")
+        before = shard_lines(tmp_path)
+        (replica,) = fleet_state(run_dir)["running"]["tiny-qwen3"]
+        os.killpg(replica["pid"], signal.SIGKILL)  # the server dies mid-stage
+        killed_at = time.time()
+        out, err = proc.communicate(timeout=900)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err[-3000:]
+    assert before < n, "the kill landed after the stage's work"
+    (shard,) = (tmp_path / "runs" / "_stages" / "synthesize").glob("*/shards/*.jsonl")
+    ids = [r["id"] for r in read_records(shard)]
+    assert sorted(ids) == [f"p{i:03d}" for i in range(n)]  # every pair once: none lost, none twice
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    st = manifest["stages"]["synthesize"]
+    assert st["status"] == "ran" and st["serving"]["restarts"] == 1 and st["serving"]["deaths"] == 1
+    assert 0 < st["serving"]["down_s"] < time.time() - killed_at
+    assert manifest["serving"]["groups"]["tiny-qwen3"]["restarts"] == 1
+    stage_manifest = json.loads((run_dir / "synthesize" / "manifest.json").read_text())
+    assert stage_manifest["metrics"]["fleet_restarts"] == 1 and stage_manifest["counts"]["pairs"] == n
+    # the server was stopped at the end of its last stage: nothing left
+    pid = fleet_state(run_dir)
+    assert pid["running"] == {} and port_free("127.0.0.1", port)
+    print(f"self-heal: {before} of {n} pairs before the kill; down {st['serving']['down_s']} s; {n} after")
+
+
+@pytest.mark.slow
+def test_sigterm_to_a_run_leaves_no_server_and_the_port_free(tmp_path, model_cache):
+    n = 40
+    pairs = write_pairs(tmp_path / "pairs.jsonl", n)
+    port = free_port()
+    run_dir = tmp_path / "runs" / "demo" / "term"
+    proc = start(tmp_path, served_overrides(tmp_path, model_cache, pairs, n, port, "term"))
+    try:
+        state = wait_for(lambda: fleet_state(run_dir).get("running"), proc, 600, "the server up")
+        (replica,) = state["tiny-qwen3"]
+        wait_for(lambda: shard_lines(tmp_path) >= 1, proc, 600, "a pair written")
+        assert alive(replica["pid"]) and not port_free("127.0.0.1", port)
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode != 0
+    assert not alive(replica["pid"])
+    assert port_free("127.0.0.1", port)
+    assert fleet_state(run_dir)["running"] == {}
+    assert shard_lines(tmp_path) < n  # it was stopped mid-stage, and what it wrote is kept
