@@ -55,16 +55,16 @@ class ServingConfig:
 
     # false: the endpoint's base_urls are servers someone else runs (the run starts nothing)
     managed: bool = False
-    replicas: int = bounded(1, ge=1)
-    tensor_parallel: int = bounded(1, ge=1)  # vLLM's --tensor-parallel-size
+    replicas: int = bounded(1, ge=1, le=4096)
+    tensor_parallel: int = bounded(1, ge=1, le=64)  # vLLM's --tensor-parallel-size
     # GPUs each replica gets (CUDA_VISIBLE_DEVICES); null: tensor_parallel. On a node without GPUs a
     # replica of tensor_parallel 1 runs on the CPU (vLLM's CPU build).
-    gpus_per_replica: Optional[int] = bounded(None, ge=1)
+    gpus_per_replica: Optional[int] = bounded(None, ge=1, le=64)
     base_port: int = bounded(8000, ge=1, le=65535)  # replica i listens on base_port + i
     engine_args: List[str] = field(default_factory=list)  # passed to the server as they are
-    startup_timeout_s: float = bounded(900.0, gt=0.0)  # until /v1/models answers
+    startup_timeout_s: float = bounded(900.0, gt=0.0, le=86_400.0)  # until /v1/models answers (a day at most)
     # restarts of replicas that died, over the whole run, before a stage ends unfinished (exit 3)
-    max_restarts: int = bounded(3, ge=0)
+    max_restarts: int = bounded(3, ge=0, le=1000)
     # A server command of your own instead of vLLM's (SGLang, a test server), one argument per item, with
     # {python} (this Python), {model} (the weights' folder or hub id), {served_name}, {name}, {host},
     # {port}, {tensor_parallel}, {cache_dir} filled in; empty: vLLM, as `make serve` starts it.

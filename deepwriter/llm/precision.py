@@ -4,9 +4,11 @@ than float32, float32 elsewhere.
 On a GPU with bf16 support the answer is known (tensor cores); float16 is never picked, because
 several model families overflow in it. On a CPU it depends on the instruction set: with AMX or
 AVX512-BF16 a bf16 matmul runs several times faster than fp32, without them it is emulated and
-slower. So the CPU answer comes from a short matmul probe (~0.2 s, once per process), whose rates
-(FLOP/s per dtype) are logged with the CPU's name before any stage runs and are the peak that the
-SFT stage's MFU is measured against on a CPU.
+slower. So the CPU answer comes from a short matmul probe (~0.2 s, once per process) that compares
+the two dtypes. Before any stage runs the CPU's name, its float32 matmul peak (a longer, larger
+measurement: a short one reads several times too low on a busy machine) and the dtype each model
+will run in are logged; that peak, in the dtype SFT computes in, is what a CPU run's MFU is measured
+against.
 
 The choice is made before stage keys are computed (`resolve_model_dtypes`), so a stage's key and
 its recorded config carry the dtype that actually ran: outputs made in bf16 on one machine are not
@@ -29,24 +31,34 @@ log = logging.getLogger("deepwriter")
 MIN_CPU_SPEEDUP = 1.3
 
 
-@lru_cache(maxsize=None)
-def cpu_matmul_rates(n: int = 512, seconds: float = 0.08) -> Dict[str, float]:
-    """FLOP/s of an n x n matmul on this CPU with torch's threads, per dtype (float32, bfloat16),
-    best of repeated runs (a memoised hardware fact, not state: it does not change while the process
-    runs)."""
+def _matmul_rate(dtype: str, n: int, seconds: float) -> float:
+    """FLOP/s of an n x n matmul on this CPU with torch's threads: the fastest of repeated runs."""
     import torch
 
-    def best(dtype) -> float:
-        a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-        torch.mm(a, b)  # first call pays for kernel selection
-        fastest, start = float("inf"), time.perf_counter()
-        while time.perf_counter() - start < seconds:
-            t = time.perf_counter()
-            torch.mm(a, b)
-            fastest = min(fastest, time.perf_counter() - t)
-        return fastest
+    a, b = torch.randn(n, n, dtype=getattr(torch, dtype)), torch.randn(n, n, dtype=getattr(torch, dtype))
+    torch.mm(a, b)  # first call pays for kernel selection
+    fastest, start = float("inf"), time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        t = time.perf_counter()
+        torch.mm(a, b)
+        fastest = min(fastest, time.perf_counter() - t)
+    return 2.0 * n**3 / fastest
 
-    return {name: 2.0 * n**3 / best(getattr(torch, name)) for name in ("float32", "bfloat16")}
+
+@lru_cache(maxsize=None)
+def cpu_matmul_rates(n: int = 512, seconds: float = 0.08) -> Dict[str, float]:
+    """The dtype probe: FLOP/s per dtype (float32, bfloat16) of a short run of small matmuls, enough
+    to compare the two (a memoised hardware fact, not state: it does not change while the process
+    runs), not to give either's peak."""
+    return {name: _matmul_rate(name, n, seconds) for name in ("float32", "bfloat16")}
+
+
+@lru_cache(maxsize=None)
+def cpu_peak_rate(dtype: str = "float32", n: int = 1024, seconds: float = 1.0) -> float:
+    """This CPU's attainable matmul rate in `dtype` (FLOP/s): the fastest 1024 x 1024 matmul of a
+    second of them, the peak a CPU run's MFU is measured against. (The dtype probe's tenth of a
+    second of 512 x 512 matmuls reads several times lower on a machine other work keeps busy.)"""
+    return _matmul_rate(dtype, n, seconds)
 
 
 def cpu_bf16_speedup(rates: Optional[Dict[str, float]] = None) -> float:
@@ -91,26 +103,24 @@ def pick_dtype(device: str, cpu_rates: Callable[[], Dict[str, float]] = cpu_matm
             return "bfloat16", "GPU with bf16 support"
         return "float32", "GPU without bf16 support (float16 is not picked: some models overflow in it)"
     if device.startswith("cpu"):
-        rates = cpu_rates()
-        ratio = cpu_bf16_speedup(rates)
-        measured = f"{rates['bfloat16'] / 1e9:.1f} vs {rates['float32'] / 1e9:.1f} GFLOP/s"
+        ratio = cpu_bf16_speedup(cpu_rates())
         if ratio >= MIN_CPU_SPEEDUP:
-            return "bfloat16", f"CPU bf16 matmul {ratio:.1f}x faster than float32: {measured}"
-        return "float32", f"CPU bf16 matmul only {ratio:.2f}x float32: {measured} (needs >= {MIN_CPU_SPEEDUP}x)"
+            return "bfloat16", f"CPU bf16 matmul {ratio:.1f}x faster than float32"
+        return "float32", f"CPU bf16 matmul only {ratio:.2f}x float32 (needs >= {MIN_CPU_SPEEDUP}x)"
     return "float32", f"device {device!r}: bf16 speed unknown"
 
 
-def log_cpu_rates() -> Dict[str, float]:
-    """Measure (once) and log this CPU's matmul rates; returns them."""
-    rates = cpu_matmul_rates()
+def log_cpu_rates() -> None:
+    """Measure (once) and log this CPU: its name and bf16 units, its float32 matmul peak and how bf16
+    compares in the dtype probe."""
     log.info(
-        "CPU: %s; measured matmul float32 %.1f GFLOP/s, bfloat16 %.1f GFLOP/s (dtype auto picks bfloat16 at >= %.1fx)",
+        "CPU: %s; measured matmul peak float32 %.1f GFLOP/s (1024x1024, best of 1 s); bfloat16 %.2fx "
+        "float32 in the dtype probe (dtype auto picks bfloat16 at >= %.1fx)",
         cpu_description(),
-        rates["float32"] / 1e9,
-        rates["bfloat16"] / 1e9,
+        cpu_peak_rate("float32") / 1e9,
+        cpu_bf16_speedup(),
         MIN_CPU_SPEEDUP,
     )
-    return rates
 
 
 def resolve_model_dtypes(cfg, device: Optional[str] = None, picker: Callable[[str], Tuple[str, str]] = pick_dtype):

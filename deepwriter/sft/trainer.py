@@ -241,12 +241,36 @@ def mfu_peak(sft_cfg: Any) -> Tuple[float, str]:
     import torch
 
     if sft_cfg.use_cpu or not torch.cuda.is_available():
-        from deepwriter.llm.precision import cpu_description, cpu_matmul_rates
+        from deepwriter.llm.precision import cpu_description, cpu_peak_rate
 
         dtype = "bfloat16" if sft_cfg.bf16 else "float32"
-        rate = cpu_matmul_rates()[dtype]
-        return rate / 1e12, f"this CPU's measured {dtype} matmul rate, {rate / 1e9:.1f} GFLOP/s ({cpu_description()})"
+        rate = cpu_peak_rate(dtype)
+        return rate / 1e12, f"this CPU's measured {dtype} matmul peak, {rate / 1e9:.1f} GFLOP/s ({cpu_description()})"
     return sft_cfg.peak_tflops, f"sft.peak_tflops = {sft_cfg.peak_tflops:g} TFLOP/s per GPU (dense bf16 datasheet peak)"
+
+
+def _mfu(flops_per_s: float, peak_tflops: Optional[float], world_size: int) -> Optional[float]:
+    """Model FLOPs utilisation, or None (said once in the log) where it cannot be true: above 1 the
+    peak is wrong, not the training fast (a sft.peak_tflops below the GPU's own, or a CPU whose peak
+    was measured while other work kept it busy)."""
+    if not peak_tflops:
+        return None
+    mfu = flops_per_s / (peak_tflops * 1e12 * world_size)
+    if mfu <= 1.0:
+        return mfu
+    if not _MFU_WARNED:
+        _MFU_WARNED.append(True)
+        log.warning(
+            "MFU %.2f is above 1: its peak (%.4g TFLOP/s per device) is below what this training reached, so the "
+            "peak is wrong (sft.peak_tflops below this GPU's, or this CPU's measured while other work kept it "
+            "busy); MFU left empty",
+            mfu,
+            peak_tflops,
+        )
+    return None
+
+
+_MFU_WARNED: List[bool] = []  # one warning per process
 
 
 def make_metrics_callback(log_path: Path, tracker: Any, n_params: int, peak_tflops: float, world_size: int):
@@ -282,7 +306,7 @@ def make_metrics_callback(log_path: Path, tracker: Any, n_params: int, peak_tflo
                 tps = (tokens - self.last_tokens) / (now - self.last_time)
                 row["tokens_per_s"] = tps
                 # 6 N FLOPs per trained token (forward + backward), against the devices' dense peak.
-                row["mfu"] = 6.0 * n_params * tps / (peak_tflops * 1e12 * world_size) if peak_tflops else None
+                row["mfu"] = _mfu(6.0 * n_params * tps, peak_tflops, world_size)
             if tokens is not None:
                 self.last_tokens, self.last_time = tokens, now
             row.update(_memory_gb())

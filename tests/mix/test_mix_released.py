@@ -33,12 +33,11 @@ def verl_row(i: int, request: str, solution: str, category: str = "creative & na
 
 # Thinking as long as a plan is (a few words would trip the 3-gram share filter: 5 trigrams, top 3 = 60%).
 THINK_0 = "I will begin with the dark water, then the moon on the waves, and end with the boat coming home."
+THINK_1 = "先想想读者是谁：一位教过我三年的老师。我要写出具体的事情，比如她在雨天借给我伞，最后真诚地道谢。"
 THINK_2 = "Who buys this? Wait, the launch date comes first; then the three features, the price and a friendly close."
 ROWS = [
     verl_row(0, "Write a poem about the sea at night.", f"<think>\n{THINK_0}\n</think>\n\nThe sea"),
-    verl_row(
-        1, "写一封感谢信", "<think>先想想读者是谁。</think>\n\n亲爱的老师：谢谢您。", "personal letters & messages"
-    ),
+    verl_row(1, "写一封感谢信", f"<think>{THINK_1}</think>\n\n亲爱的老师：谢谢您。", "personal letters & messages"),
     verl_row(2, "Draft a product announcement.", f"<think>\n{THINK_2}\n</think>\nIt is here."),
 ]
 
@@ -73,7 +72,7 @@ def test_rows_are_split_into_request_thinking_and_answer(tmp_path):
         THINK_0,
         "The sea",
     )
-    assert (r1["think"], r1["y"]) == ("先想想读者是谁。", "亲爱的老师：谢谢您。")
+    assert (r1["think"], r1["y"]) == (THINK_1, "亲爱的老师：谢谢您。")
     assert r2["think"] == THINK_2 and r2["y"] == "It is here."
     assert {r["source"] for r in recs} == {"DeepWriting-20K"} and r0["category"] == "uncategorised"
     assert r0["where"] == f"{folder}[train]:1"

@@ -75,17 +75,17 @@ def test_full_finetune_exports_a_loadable_model(tmp_path, model_cache):
     # GPU's datasheet peak; 6 N FLOPs per token
     from transformers import AutoConfig
 
-    from deepwriter.llm.precision import cpu_matmul_rates
+    from deepwriter.llm.precision import cpu_peak_rate
     from deepwriter.sft.memory import ModelShape
 
-    peak = cpu_matmul_rates()["float32"]
+    peak = cpu_peak_rate("float32")
     n = ModelShape.from_hf_config(
         AutoConfig.from_pretrained(models.resolve(cfg.models.student, model_cache)[0])
     ).params()
     for r in rows[1:]:
         assert r["mfu"] == pytest.approx(6 * n * r["tokens_per_s"] / peak, rel=1e-9)
     assert result.metrics["mfu_peak_tflops"] * 1e12 == pytest.approx(peak, rel=1e-12)
-    assert "CPU's measured float32 matmul" in result.metrics["mfu_peak"]
+    assert "CPU's measured float32 matmul peak" in result.metrics["mfu_peak"]
     assert result.metrics["mfu"] == pytest.approx(sum(r["mfu"] for r in rows[1:]) / len(rows[1:]))
     logged = {k for _, d in run.logged for k in d}
     assert {"train/loss", "train/grad_norm", "train/learning_rate", "train/tokens_per_s", "train/mfu"} <= logged
@@ -153,3 +153,39 @@ def test_indivisible_batch_fails_before_training(tmp_path, model_cache):
     with pytest.raises(ConfigError, match="global_batch_size: 5"):
         _run(tmp_path, model_cache, "sft.global_batch_size=5", "sft.per_device_batch_size=2")
     assert not (tmp_path / "sft" / "checkpoints").exists()
+
+
+def test_an_mfu_above_one_is_left_empty_and_said_once(tmp_path, caplog, monkeypatch):
+    """MFU above 1 is a wrong peak (a CPU measured while busy, a GPU's peak set too low), not a fast
+    run: the row has no MFU and the log says why, once."""
+    import logging
+
+    from transformers import TrainerState
+
+    from deepwriter.sft import trainer
+    from deepwriter.sft.trainer import make_metrics_callback
+
+    monkeypatch.setattr(trainer, "_MFU_WARNED", [])  # said once per process: this test's own process state
+    logged = []
+
+    class Recorder:
+        def log(self, data, step=None):
+            logged.append(data)
+
+    rows = []
+    for peak_tflops in (1e-6, 1.0):  # 6 x 1000 params x 200 tokens/s = 1.2 MFLOP/s: above and below 1
+        log_path = tmp_path / f"log-{peak_tflops}.jsonl"
+        cb = make_metrics_callback(log_path, Recorder(), n_params=1000, peak_tflops=peak_tflops, world_size=1)
+        state = TrainerState(global_step=1, is_world_process_zero=True)
+        with caplog.at_level(logging.WARNING, logger="deepwriter.sft"):
+            cb.on_train_begin(None, state, None)
+            for step, tokens in ((1, 100.0), (2, 300.0), (3, 500.0)):
+                state.global_step = step
+                cb.last_time -= 1.0  # a second per step: 200 tokens/s
+                cb.on_log(None, state, None, logs={"loss": 1.0, "num_tokens": tokens})
+        rows.append([json.loads(x) for x in log_path.read_text().splitlines()])
+    above, below = rows
+    assert [r.get("mfu") for r in above[1:]] == [None, None] and all(r["tokens_per_s"] > 0 for r in above[1:])
+    assert all(0 < r["mfu"] < 1 for r in below[1:])
+    warned = [r.getMessage() for r in caplog.records if "above 1" in r.getMessage()]
+    assert len(warned) == 1 and "MFU left empty" in warned[0]
