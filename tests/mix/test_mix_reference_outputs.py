@@ -330,7 +330,7 @@ def test_listing_synthesize_beside_imported_trajectories_stops_before_work(tmp_p
             cwd=REPO,
             capture_output=True,
             text=True,
-            timeout=600,
+            timeout=240,  # it stops before any work; two runs stay inside the test's 600 s
             env={**os.environ, "WANDB_MODE": "disabled"},
         )
         lines = [x for x in done.stderr.splitlines() if x.startswith("deepwriter:")]

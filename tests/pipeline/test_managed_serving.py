@@ -105,6 +105,7 @@ def shard_lines(tmp_path: Path) -> int:
 
 
 @pytest.mark.slow  # a run, a server and its restart, each a fresh interpreter: ~60-120 s on 2 busy cores
+@pytest.mark.timeout(1560)  # bounded inside: 600 s to two pairs, 900 s for the healed run to end
 def test_kill_9_of_the_server_mid_synthesis_is_healed_in_the_same_run(tmp_path, model_cache):
     n = 12
     pairs = write_pairs(tmp_path / "pairs.jsonl", n)
@@ -140,6 +141,7 @@ def test_kill_9_of_the_server_mid_synthesis_is_healed_in_the_same_run(tmp_path, 
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1380)  # bounded inside: 600 s to the server, 600 s to a pair, 120 s to stop
 def test_sigterm_to_a_run_leaves_no_server_and_the_port_free(tmp_path, model_cache):
     n = 40
     pairs = write_pairs(tmp_path / "pairs.jsonl", n)

@@ -88,6 +88,7 @@ def wait_for(cond, proc: subprocess.Popen, timeout: float, what: str):
 SYNTH = ("recipe.stages=[synthesize]", f"synthesis.limit={PAIRS}", "synthesis.max_steps=1")
 
 
+@pytest.mark.timeout(2160)  # bounded inside: 900 s to the first pair, 1200 s for the healed run to end
 def test_kill_9_of_the_vllm_server_mid_synthesis_is_healed_in_the_same_run(tmp_path):
     run_dir = tmp_path / "demo-served" / "heal"
     proc = start(tmp_path, "heal", *SYNTH)
@@ -121,6 +122,7 @@ def test_kill_9_of_the_vllm_server_mid_synthesis_is_healed_in_the_same_run(tmp_p
     )
 
 
+@pytest.mark.timeout(1140)  # bounded inside: 900 s to the server up, 180 s for the run to stop
 def test_sigterm_to_a_run_with_a_vllm_server_leaves_no_process_and_the_port_free(tmp_path):
     run_dir = tmp_path / "demo-served" / "term"
     proc = start(tmp_path, "term", *SYNTH)
@@ -142,6 +144,7 @@ def test_sigterm_to_a_run_with_a_vllm_server_leaves_no_process_and_the_port_free
     assert fleet_state(run_dir)["running"] == {}
 
 
+@pytest.mark.timeout(1560)  # the run is bounded at 1500 s inside
 def test_eval_serves_the_sft_output_through_a_managed_vllm_replica(tmp_path):
     """The demo with the model under test served: synthesis and the judge in-process (one vLLM start),
     the sft output folder served by vLLM for eval."""
