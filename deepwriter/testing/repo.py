@@ -58,3 +58,20 @@ class NullTracker:
 
     def __exit__(self, *exc):
         return False
+
+
+def wait_for(cond, proc, timeout: float, what: str, poll_s: float = 0.1):
+    """cond()'s first truthy value while the run `proc` (a Popen with stderr piped) goes on; fails
+    with the run's stderr if it exits first, and kills it after `timeout` seconds."""
+    import time
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        got = cond()
+        if got:
+            return got
+        if proc.poll() is not None:
+            raise AssertionError(f"the run exited ({proc.returncode}) before {what}: {proc.stderr.read()[-3000:]}")
+        time.sleep(poll_s)
+    proc.kill()
+    raise AssertionError(f"no {what} within {timeout} s")

@@ -18,7 +18,7 @@ import pytest
 
 from deepwriter.core.records import read_records
 from deepwriter.llm.fleet import port_free
-from deepwriter.testing.repo import REPO
+from deepwriter.testing.repo import REPO, wait_for
 from deepwriter.testing.synthesis import write_pairs
 from deepwriter.testing.vllm_server import free_port
 
@@ -84,19 +84,6 @@ def start(tmp_path: Path, overrides: list) -> subprocess.Popen:
         stderr=subprocess.PIPE,
         text=True,
     )
-
-
-def wait_for(cond, proc: subprocess.Popen, timeout: float, what: str):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        got = cond()
-        if got:
-            return got
-        if proc.poll() is not None:
-            raise AssertionError(f"the run exited ({proc.returncode}) before {what}: {proc.stderr.read()[-3000:]}")
-        time.sleep(0.1)
-    proc.kill()
-    raise AssertionError(f"no {what} within {timeout} s")
 
 
 def shard_lines(tmp_path: Path) -> int:

@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,7 @@ from conftest import missing
 
 from deepwriter.core.records import read_records
 from deepwriter.llm.fleet import port_free
+from deepwriter.testing.repo import wait_for
 from deepwriter.testing.vllm_server import REPO, SERVE_STAMP, free_port
 
 pytestmark = pytest.mark.slow
@@ -72,19 +72,6 @@ def alive(pid: int) -> bool:
     return True
 
 
-def wait_for(cond, proc: subprocess.Popen, timeout: float, what: str):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        got = cond()
-        if got:
-            return got
-        if proc.poll() is not None:
-            raise AssertionError(f"the run exited ({proc.returncode}) before {what}: {proc.stderr.read()[-3000:]}")
-        time.sleep(0.2)
-    proc.kill()
-    raise AssertionError(f"no {what} within {timeout} s")
-
-
 SYNTH = ("recipe.stages=[synthesize]", f"synthesis.limit={PAIRS}", "synthesis.max_steps=1")
 
 
@@ -93,7 +80,7 @@ def test_kill_9_of_the_vllm_server_mid_synthesis_is_healed_in_the_same_run(tmp_p
     run_dir = tmp_path / "demo-served" / "heal"
     proc = start(tmp_path, "heal", *SYNTH)
     try:
-        wait_for(lambda: shard_lines(tmp_path) >= 1, proc, 900, "a pair written")
+        wait_for(lambda: shard_lines(tmp_path) >= 1, proc, 900, "a pair written", poll_s=0.2)
         before = shard_lines(tmp_path)
         (replica,) = fleet_state(run_dir)["running"]["smollm2-135m-vllm"]
         os.killpg(replica["pid"], signal.SIGKILL)  # vLLM (API server and engine) dies mid-stage
@@ -127,7 +114,7 @@ def test_sigterm_to_a_run_with_a_vllm_server_leaves_no_process_and_the_port_free
     run_dir = tmp_path / "demo-served" / "term"
     proc = start(tmp_path, "term", *SYNTH)
     try:
-        state = wait_for(lambda: fleet_state(run_dir).get("running"), proc, 900, "the server up")
+        state = wait_for(lambda: fleet_state(run_dir).get("running"), proc, 900, "the server up", poll_s=0.2)
         (replica,) = state["smollm2-135m-vllm"]
         pgrep = subprocess.run(["pgrep", "-g", str(replica["pid"])], capture_output=True, text=True)
         group = [int(p) for p in pgrep.stdout.split()]
