@@ -3,9 +3,16 @@
 The logic lives in deepwriter.pipeline.prompt_preview.
 """
 
+import os
 import sys
 
-from deepwriter.pipeline.prompt_preview import main
+if __name__ == "__main__":
+    # The output is the prompts: no progress bars around them. Set here, before anything imports tqdm
+    # (it reads TQDM_* once, when imported), and only for this command: an in-process caller keeps its
+    # bars, and so do the processes it starts later.
+    os.environ.setdefault("TQDM_DISABLE", "1")
+
+from deepwriter.pipeline.prompt_preview import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

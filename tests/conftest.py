@@ -99,21 +99,17 @@ def chromium() -> str:
 VLLM_PRESET = "smollm2-135m-vllm"
 
 
-def start_vllm(tmp_path_factory, preset: str = VLLM_PRESET):
-    """A real vLLM server of its own (`make serve`), for a test that takes it down; kill() it after."""
+@pytest.fixture(scope="session")
+def vllm_server(tmp_path_factory):
+    """One real vLLM server (the embedded SmolLM2, started by `make serve`) for every test of the
+    session that talks to a server it did not start: a start-up costs half a minute to a minute on 2
+    cores. The outage test kills it and starts it again; the runs that start their own servers
+    (tests/pipeline/test_served_demo_vllm.py) do not use it."""
     from deepwriter.testing.vllm_server import SERVE_STAMP, VLLMServer
 
     if not SERVE_STAMP.exists():
         missing("vllm")
-    return VLLMServer(preset, tmp_path_factory.mktemp("vllm") / "server.log").start()
-
-
-@pytest.fixture(scope="session")
-def vllm_server(tmp_path_factory):
-    """One real vLLM server (the embedded SmolLM2, started by `make serve`) for every test of the
-    session that only needs a healthy server: a start-up costs one to two minutes on 2 cores. A test
-    that kills or restarts a server starts its own (start_vllm)."""
-    server = start_vllm(tmp_path_factory)
+    server = VLLMServer(VLLM_PRESET, tmp_path_factory.mktemp("vllm") / "server.log").start()
     yield server
     server.kill()
 

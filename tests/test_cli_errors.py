@@ -4,6 +4,7 @@ exit code 2, and nothing a finished stage wrote is touched."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -103,9 +104,12 @@ def test_an_error_after_a_progress_bar_starts_a_line_of_its_own(tmp_path):
         '{"id": "b", "request": "", "answer": "Text", "category": "speeches & toasts"}\n'
     )
     args = [f"paths.runs_dir={tmp_path}/runs", f"data.pairs.path={bad}", "recipe.stages=[synthesize]"]
+    # tqdm takes its defaults from TQDM_* variables (TQDM_DISABLE=1 draws no bar): none from outside
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TQDM_")}
     out = subprocess.run(  # bytes: text mode would turn the bar's carriage returns into line ends
         [sys.executable, "-m", "deepwriter.train", "+recipe=demo", *args, "logging.wandb_mode=disabled"],
         cwd=REPO,
+        env=env,
         capture_output=True,
         timeout=120,
     )

@@ -48,6 +48,21 @@ def port_free(host: str, port: int) -> bool:
     return True
 
 
+def group_members(pgid: int) -> List[int]:
+    """The processes of process group `pgid` that still run (Linux /proc; a zombie, which holds no
+    memory, port or GPU, is not counted: its reaper may be an init that never reaps)."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:  # it ended while we looked
+            continue
+        state, _ppid, pgrp = text[text.rindex(")") + 2 :].split()[:3]
+        if int(pgrp) == pgid and state not in ("Z", "X"):
+            members.append(int(stat.parent.name))
+    return members
+
+
 @dataclass
 class _Running:
     replica: Replica
@@ -352,6 +367,12 @@ class Fleet:
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             log.warning("fleet: pid %d did not exit after SIGKILL", proc.pid)
+        # the leader's exit is not its group's: vLLM's engine process may outlive its API server briefly
+        deadline = time.monotonic() + 30
+        while group_members(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if group_members(proc.pid):
+            log.warning("fleet: processes %s of server %d still run after SIGKILL", group_members(proc.pid), proc.pid)
         deadline = time.monotonic() + 30
         while not port_free(self.host, r.replica.port) and time.monotonic() < deadline:
             time.sleep(0.2)

@@ -110,7 +110,9 @@ def main(argv: Optional[List[str]] = None) -> None:
                 f"--python: {args.python} does not exist; `make serve-install` creates vLLM's environment"
             )
         cuda = _has_cuda()
-        cmd = server_command(cfg, args.python, args.port, args.host, args.cache_dir, cuda, extra)
+        # the preset's engine arguments, as the run's fleet passes them, then the command line's
+        engine = list(cfg.serving.engine_args) + extra
+        cmd = server_command(cfg, args.python, args.port, args.host, args.cache_dir, cuda, engine)
     except ConfigError as exc:
         print(f"deepwriter.serve: config error: {exc}", file=sys.stderr)
         sys.exit(2)

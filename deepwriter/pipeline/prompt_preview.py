@@ -13,7 +13,6 @@ loaded (local files, the package's GGUF, the HF cache); otherwise the messages a
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -155,7 +154,6 @@ def _main(argv: List[str]) -> int:
     from deepwriter.config.compose import compose
 
     opts, overrides = split_options(argv, OPTIONS)
-    os.environ.setdefault("TQDM_DISABLE", "1")  # the output is the prompts; no progress bars around them
     try:
         missing = [k for k in ("pairs", "id") if not opts.get(k)]
         if missing:

@@ -75,3 +75,21 @@ def wait_for(cond, proc, timeout: float, what: str, poll_s: float = 0.1):
         time.sleep(poll_s)
     proc.kill()
     raise AssertionError(f"no {what} within {timeout} s")
+
+
+def alive(pid: int) -> bool:
+    """The process exists and is not a zombie (an exited child its reaper has not reaped yet, which
+    holds no memory or port). Read from /proc, not from the fleet's own helper it checks."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat[stat.rindex(")") + 2] not in "ZX"
+
+
+def fleet_state(run_dir: Path) -> dict:
+    """The servers a run's fleet says are running (`<run>/servers/fleet.json`); {} before it writes one."""
+    import json
+
+    path = run_dir / "servers" / "fleet.json"
+    return json.loads(path.read_text()) if path.is_file() else {}

@@ -18,7 +18,7 @@ import httpx
 from deepwriter.config.llm import ServingConfig
 from deepwriter.llm.fleet import Fleet, port_free
 from deepwriter.llm.placement import Group, place
-from deepwriter.testing.repo import REPO
+from deepwriter.testing.repo import REPO, alive
 from deepwriter.testing.vllm_server import free_port
 
 
@@ -33,14 +33,6 @@ def layout(replicas: int, max_restarts: int):
         base = free_port()
     s = ServingConfig(managed=True, replicas=replicas, base_port=base, max_restarts=max_restarts, startup_timeout_s=120)
     return place(["synthesize"], [Group("tiny", ("generator", "scorer"), s, 0, 0)], {}, [])
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def test_kill_9_is_healed_within_the_budget_and_close_leaves_nothing(tmp_path):

@@ -49,6 +49,33 @@ def test_a_hub_preset_becomes_a_vllm_command(tmp_path):
     assert opts["--max-num-seqs"] == "16"  # SERVE_ARGS pass through to vLLM
 
 
+def test_make_serve_and_the_runs_fleet_start_a_preset_with_the_same_command(tmp_path, model_cache):
+    """The preset's serving.engine_args (the CPU preset's --enforce-eager) reach vLLM both ways."""
+    from deepwriter.llm.fleet import server_command_for
+    from deepwriter.llm.placement import Replica
+    from deepwriter.testing.repo import compose_typed
+
+    done = _serve(
+        "--model",
+        "smollm2-135m-vllm",
+        "--port",
+        "8124",
+        "--python",
+        sys.executable,
+        "--cache-dir",
+        str(model_cache),
+        "--dry-run",
+    )
+    assert done.returncode == 0, done.stderr
+    by_serve = done.stdout.strip().splitlines()[-1].split()
+    cfg = compose_typed("model@models.generator=smollm2-135m-vllm").models.generator
+    assert cfg.serving.engine_args == ["--enforce-eager"]
+    command = server_command_for({"g": cfg}, sys.executable, "127.0.0.1", str(model_cache))
+    by_fleet, env = command(Replica(group="g", index=0, port=8124, devices=()))
+    assert by_fleet == by_serve and by_serve[-1] == "--enforce-eager"
+    assert env == {"VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "2")}
+
+
 @pytest.mark.parametrize(
     "args, message",
     [

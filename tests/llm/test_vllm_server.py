@@ -3,8 +3,8 @@ the synthesize stage with both log-prob protocols (scores checked against the in
 eval stage with the server as model under test and as judge, and a real outage: kill -9 of the
 server in the middle of a synthesize run, then a re-run once it is back.
 
-Slow (a server takes one to two minutes to start): the healthy-server tests share the session's one
-server (conftest.vllm_server); the outage test kills and restarts a server of its own. A missing vLLM
+Slow (a server takes up to a minute to start): every test here shares the session's one server
+(conftest.vllm_server); the outage test kills it and starts it again. A missing vLLM
 fails them (`make serve-install`), unless DEEPWRITER_ALLOW_SKIP=vllm opts out on purpose."""
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from typing import Dict, List
 
 import pytest
 from conftest import VLLM_PRESET as PRESET
-from conftest import start_vllm
 
 from deepwriter.testing.vllm_server import REPO
 
@@ -187,18 +186,19 @@ def test_eval_stage_with_vllm_as_model_under_test_and_judge(vllm_server, tmp_pat
     )
 
 
-# its own server, started, killed and started again: up to 2 x 420 s, the run until the kill, its exit
-# and the re-run (600 + 600 + 900 s at most), each bounded inside
+# the session's server, killed and started again (420 s at most), the run until the kill, its exit and
+# the re-run (600 + 600 + 900 s at most), each bounded inside; the first start may land here too
 @pytest.mark.timeout(3000)
-def test_server_killed_mid_synthesis_loses_no_pair_and_a_rerun_finishes(tmp_path_factory, tmp_path):
+def test_server_killed_mid_synthesis_loses_no_pair_and_a_rerun_finishes(vllm_server, tmp_path):
     """kill -9 of the server while pairs are in flight: the stage exits 3 naming the unfinished
     pairs, its output is not marked finished, and the same command with the server back does exactly
-    the missing pairs: none lost, none twice."""
-    vllm = start_vllm(tmp_path_factory)
+    the missing pairs: none lost, none twice. The session's server is the one killed (a start-up
+    saved); it is up again, on the same port, for whichever test comes next."""
     try:
-        _outage(vllm, tmp_path)
+        _outage(vllm_server, tmp_path)
     finally:
-        vllm.kill()
+        if vllm_server.proc is None:
+            vllm_server.start()
 
 
 def _outage(vllm, tmp_path: Path) -> None:

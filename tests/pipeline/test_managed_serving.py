@@ -18,7 +18,7 @@ import pytest
 
 from deepwriter.core.records import read_records
 from deepwriter.llm.fleet import port_free
-from deepwriter.testing.repo import REPO, wait_for
+from deepwriter.testing.repo import REPO, alive, fleet_state, wait_for
 from deepwriter.testing.synthesis import write_pairs
 from deepwriter.testing.vllm_server import free_port
 
@@ -59,19 +59,6 @@ def served_overrides(tmp_path: Path, cache: Path, pairs: Path, n: int, port: int
             f"models.{role}.serving.command={LOOPBACK}",
         ]
     return out
-
-
-def fleet_state(run_dir: Path) -> dict:
-    path = run_dir / "servers" / "fleet.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def start(tmp_path: Path, overrides: list) -> subprocess.Popen:

@@ -77,8 +77,20 @@ def test_bad_arguments_stop_with_one_line(capsys):
     assert rc == 2 and "nope" in err
 
 
+def test_an_in_process_call_leaves_the_callers_environment_as_it_was(capsys, monkeypatch):
+    """The command turns bars off in its entry point only: a TQDM_DISABLE set by the in-process call
+    silenced the bars of this process (tqdm reads it once, at import) and of every process the test
+    session started afterwards (a test of the error line after a bar failed in CI)."""
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    before = dict(os.environ)
+    rc, out, _ = run(capsys, "id=en-letter")
+    assert rc == 0 and "generator" in out
+    assert dict(os.environ) == before
+
+
 def test_runs_as_a_module():
     cmd = [sys.executable, "-m", "deepwriter.prompts", "+recipe=demo", f"pairs={PAIRS}", "id=en-letter"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "Write a short thank-you letter" in proc.stdout and "--- Outline (or Draft) ---" in proc.stdout
+    assert "load " not in proc.stderr and "it/s" not in proc.stderr  # no progress bars around the prompts

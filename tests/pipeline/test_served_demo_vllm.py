@@ -16,7 +16,7 @@ from conftest import missing
 
 from deepwriter.core.records import read_records
 from deepwriter.llm.fleet import port_free
-from deepwriter.testing.repo import wait_for
+from deepwriter.testing.repo import alive, fleet_state, wait_for
 from deepwriter.testing.vllm_server import REPO, SERVE_STAMP, free_port
 
 pytestmark = pytest.mark.slow
@@ -55,21 +55,8 @@ def start(tmp: Path, run_id: str, *overrides: str) -> subprocess.Popen:
     return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def fleet_state(run_dir: Path) -> dict:
-    path = run_dir / "servers" / "fleet.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
 def shard_lines(tmp: Path) -> int:
     return sum(p.read_bytes().count(b"\n") for p in (tmp / "_stages" / "synthesize").glob("*/shards/*.jsonl"))
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 SYNTH = ("recipe.stages=[synthesize]", f"synthesis.limit={PAIRS}", "synthesis.max_steps=1")
