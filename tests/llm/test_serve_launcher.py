@@ -49,8 +49,10 @@ def test_a_hub_preset_becomes_a_vllm_command(tmp_path):
     assert opts["--max-num-seqs"] == "16"  # SERVE_ARGS pass through to vLLM
 
 
-def test_make_serve_and_the_runs_fleet_start_a_preset_with_the_same_command(tmp_path, model_cache):
-    """The preset's serving.engine_args (the CPU preset's --enforce-eager) reach vLLM both ways."""
+def test_make_serve_and_the_runs_fleet_start_a_preset_with_the_same_command():
+    """The preset's serving.engine_args (the CPU preset's --enforce-eager) reach vLLM both ways. The
+    session's cache: the GGUF is converted once for this test and the vLLM server's."""
+    model_cache = os.environ["DEEPWRITER_CACHE"]
     from deepwriter.llm.fleet import server_command_for
     from deepwriter.llm.placement import Replica
     from deepwriter.testing.repo import compose_typed

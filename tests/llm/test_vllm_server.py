@@ -209,6 +209,8 @@ def _outage(vllm, tmp_path: Path) -> None:
         "vllm_prompt_logprobs",
         "synthesis.max_in_flight=2",
         f"synthesis.limit={OUTAGE_PAIRS}",
+        "synthesis.initial.max_new_tokens=96",  # half the demo's budgets: the kill needs pairs, not long ones
+        "synthesis.refine.max_new_tokens=48",
         "models.generator.endpoint.max_retries=1",
         "models.scorer.endpoint.max_retries=1",
         "models.generator.endpoint.backoff_s=0.5",

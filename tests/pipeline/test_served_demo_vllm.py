@@ -59,7 +59,14 @@ def shard_lines(tmp: Path) -> int:
     return sum(p.read_bytes().count(b"\n") for p in (tmp / "_stages" / "synthesize").glob("*/shards/*.jsonl"))
 
 
-SYNTH = ("recipe.stages=[synthesize]", f"synthesis.limit={PAIRS}", "synthesis.max_steps=1")
+# one rewrite step and half the demo's token budgets: every kind of call still reaches the server
+SYNTH = (
+    "recipe.stages=[synthesize]",
+    f"synthesis.limit={PAIRS}",
+    "synthesis.max_steps=1",
+    "synthesis.initial.max_new_tokens=96",
+    "synthesis.refine.max_new_tokens=48",
+)
 
 
 @pytest.mark.timeout(2160)  # bounded inside: 900 s to the first pair, 1200 s for the healed run to end
@@ -120,15 +127,16 @@ def test_sigterm_to_a_run_with_a_vllm_server_leaves_no_process_and_the_port_free
 
 @pytest.mark.timeout(1560)  # the run is bounded at 1500 s inside
 def test_eval_serves_the_sft_output_through_a_managed_vllm_replica(tmp_path):
-    """The demo with the model under test served: synthesis and the judge in-process (one vLLM start),
-    the sft output folder served by vLLM for eval."""
+    """The demo with the model under test served: synthesis and the judge in-process with the tiny
+    model (one vLLM start), SmolLM2 fine-tuned and its sft output folder served by vLLM for eval."""
     run_dir = tmp_path / "demo-served" / "mut"
     proc = start(
         tmp_path,
         "mut",
-        "model@models.generator=smollm2-135m",
-        "model@models.scorer=smollm2-135m",
-        "model@models.judge=smollm2-135m",
+        # the tiny random model in-process where no server is under test (seconds, not minutes)
+        "model@models.generator=tiny-qwen3",
+        "model@models.scorer=tiny-qwen3",
+        "model@models.judge=tiny-qwen3",
         "synthesis.limit=1",
         "synthesis.max_steps=1",
         "sft.max_steps=2",
