@@ -116,12 +116,27 @@ def check_cluster(cfg: RootConfig, stages: List[str]) -> None:
     if listed.returncode != 0:
         raise ConfigError(f"launcher.kind: slurm, but sinfo fails: {_first_line(listed.stderr or listed.stdout)}")
     partitions = sorted(set(listed.stdout.split()))
+    default = next((p.rstrip("*") for p in _run(["sinfo", "-h", "-o", "%P"]).stdout.split() if p.endswith("*")), None)
+    accounts = _user_accounts()
     for stage in stages:
         req = job_request(cfg, stage)
         if req.get("partition") and req["partition"] not in partitions:
             raise ConfigError(
                 f"{_key_of(cfg, stage, 'partition')}: no partition {req['partition']!r} on this cluster; "
                 f"expected one of {partitions}"
+            )
+        account = req.get("account")
+        if account and accounts is not None and account not in accounts:
+            raise ConfigError(
+                f"{_key_of(cfg, stage, 'account')}: {account!r} is not an account of yours on this cluster; "
+                f"expected one of {sorted(accounts)} (sacctmgr show assoc)"
+            )
+        allowed = _partition_accounts(req.get("partition") or default)
+        if allowed is not None and account not in allowed:
+            key = _key_of(cfg, stage, "account") if account else "launcher.account"
+            raise ConfigError(
+                f"{key}: partition {req.get('partition') or default!r} takes jobs of accounts {sorted(allowed)} only; "
+                f"got {account!r}"
             )
         additional = dict(getattr(cfg.launcher.jobs, stage).additional)
         test = _run(["sbatch", "--test-only", *_flags(req, additional), "--wrap", "true"])
@@ -133,6 +148,30 @@ def check_cluster(cfg: RootConfig, stages: List[str]) -> None:
                 f"launcher.jobs.{stage}",
             )
             raise ConfigError(f"{key}: the scheduler refuses the {stage} job ({' '.join(_flags(req, {}))}): {why}")
+
+
+def _user_accounts() -> Optional[set]:
+    """The accounts the submitting user may charge, where the cluster keeps accounting (slurmdbd);
+    None where it does not (then SLURM accepts any account name)."""
+    if not shutil.which("sacctmgr"):
+        return None
+    user = os.environ.get("USER") or os.environ.get("LOGNAME") or ""
+    out = _run(["sacctmgr", "-n", "-P", "show", "assoc", f"where user={user}", "format=account"])
+    names = {x.strip() for x in out.stdout.split()} if out.returncode == 0 else set()
+    return names or None
+
+
+def _partition_accounts(partition: Optional[str]) -> Optional[set]:
+    """A partition's AllowAccounts (minus its DenyAccounts); None when it takes every account. A job of
+    another account would wait there forever ("account not known, so it can't use this partition")."""
+    if not partition:
+        return None
+    out = _run(["scontrol", "show", "partition", "-o", partition])
+    fields = dict(t.partition("=")[::2] for t in out.stdout.split() if "=" in t)
+    allow = fields.get("AllowAccounts", "ALL")
+    if allow in ("ALL", ""):
+        return None
+    return set(allow.split(",")) - set((fields.get("DenyAccounts") or "").split(","))
 
 
 def _first_line(text: str) -> str:
