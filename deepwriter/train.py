@@ -71,8 +71,8 @@ def _submit(typed) -> int:
         print_summary(json.loads(manifest.read_text()))
     if manifest.is_file():
         write_run_report(run_dir)
-    else:  # nothing ran yet: the report is the job graph alone, written by the first job's end
-        print(f"report (once the first job ends): {run_dir / 'report.html'}", flush=True)
+    elif not typed.launcher.wait:  # nothing ran yet: each job writes the report when it ends
+        print(f"report (written as each job ends): {run_dir / 'report.html'}", flush=True)
     return rc
 
 

@@ -248,6 +248,7 @@ def _forwarded(argv: List[str]) -> List[str]:
 
 def _describe(req: Dict[str, Any]) -> str:
     gpus = f", {req['gpus_per_node']} GPU/node" if req.get("gpus_per_node") else ""
+    gpus += f", {req['mem']} memory" if req.get("mem") else ""
     where = ", ".join(f"{k} {req[k]}" for k in ("partition", "account", "qos") if req.get(k))
     return (
         f"{req['nodes']} node(s) x {req['ntasks_per_node']} task(s), {req['cpus_per_task']} CPU/task{gpus}, "
@@ -269,6 +270,15 @@ def job_graph(cfg: RootConfig, stages: List[str]) -> List[Dict[str, Any]]:
             }
         )
     return graph
+
+
+def graph_text(graph: List[Dict[str, Any]]) -> str:
+    """The job graph as `python -m deepwriter.plan ... launcher=slurm` prints it (before any submission)."""
+    lines = [f"== SLURM jobs ({len(graph)}, each after the one before: afterok)"]
+    for j in graph:
+        after = f"  after {j['after']}" if j["after"] else ""
+        lines.append(f"  {j['stage']:<10} {j['request']['job_name']}: {j['resources']}{after}")
+    return "\n".join(lines) + "\n"
 
 
 def submit_run(cfg: RootConfig, argv: List[str]) -> int:

@@ -234,3 +234,37 @@ def test_a_bad_partition_or_account_stops_before_any_submission_with_one_line(tm
         assert errors[0].startswith(f"deepwriter: config error: {line}"), errors[0]
         assert not (tmp_path / "b" / "demo" / "b" / "slurm").exists()  # submitit writes there before any sbatch
         assert "submitted" not in done.stdout
+
+
+@pytest.mark.timeout(300)  # ~15 s: one job that fails at once, the next cancelled by the scheduler
+def test_a_failed_job_cancels_the_jobs_after_it_and_the_run_says_so_in_one_line(tmp_path, model_cache, slurm_cluster):
+    """The pairs file has a bad record: it passes the submission's checks (it exists), and the synthesize
+    job stops on it (exit 2). The mix job, which depends on it, never runs; launcher.wait exits non-zero."""
+    pairs = write_pairs(tmp_path / "pairs.jsonl", 2, extra_lines=["{not json"])
+    done = train(
+        tmp_path,
+        *tiny(tmp_path, model_cache, "f"),
+        "recipe.stages=[synthesize,mix]",
+        f"data.pairs.path={pairs}",
+        "data.pairs.fields={id: id, x: request, y: answer, category: category}",
+        "run_id=f",
+        "launcher=slurm",
+        "launcher.wait=true",
+        "launcher.poll_s=1",
+    )
+    run_dir = tmp_path / "f" / "demo" / "f"
+    synth, mix = jobs_of(run_dir)
+    assert done.returncode == 1, (done.stdout[-2000:], done.stderr[-2000:])
+    assert job(synth["job_id"])["JobState"] == "FAILED" and job(synth["job_id"])["ExitCode"] == "2:0"
+    assert job(mix["job_id"])["JobState"] == "CANCELLED"  # kill-on-invalid-dep: it never started
+    assert job(mix["job_id"])["StartTime"] in ("None", "Unknown") or job(mix["job_id"])["RunTime"] == "00:00:00"
+    lines = [x for x in done.stderr.splitlines() if x.startswith("deepwriter: slurm:")]
+    assert lines == [
+        f"deepwriter: slurm: stage synthesize (job {synth['job_id']}) FAILED (exit 2:0, log {synth['err']}); "
+        f"not run, as they depend on it: mix (job {mix['job_id']})"
+    ], done.stderr[-2000:]
+    assert "pairs.jsonl:3" in Path(synth["err"]).read_text()  # the job's own one line names file:line
+    recorded = json.loads((run_dir / "slurm" / "jobs.json").read_text())
+    assert recorded["result"]["exit_code"] == 1 and recorded["result"]["line"] == lines[0].removeprefix(
+        "deepwriter: slurm: "
+    )
