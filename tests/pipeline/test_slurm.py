@@ -108,6 +108,8 @@ def test_the_demo_through_slurm_runs_every_stage_as_a_job_and_writes_a_local_run
     sft = json.loads((run_dir / "sft" / "manifest.json").read_text())
     assert sft["counts"]["world_size"] == 2 and sft["counts"]["steps"] == 2
 
+    # inside a job SLURM_JOB_ID is set, yet every job wrote to the run's one folder (named by the run's id)
+    assert [p.name for p in (tmp_path / "s" / "demo").iterdir()] == ["r"]
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert [manifest["stages"][s]["status"] for s in STAGES] == ["ran"] * 4  # every job's stage, one manifest
     page = (run_dir / "report.html").read_text(encoding="utf-8")
