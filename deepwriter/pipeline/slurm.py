@@ -342,7 +342,9 @@ def _print_graph(record: Dict[str, Any], folder: Path) -> None:
         print(f"  {j['stage']:<10} job {j['job_id']:<8} {j['resources']}{dep}")
     if jobs:
         ids = ",".join(j["job_id"] for j in jobs)
-        print(f"follow: squeue -j {ids}   |   scontrol show job JOBID   |   tail -f {jobs[0]['log']}", flush=True)
+        print(f"follow: squeue -j {ids}   |   scontrol show job JOBID   |   tail -f {jobs[0]['log']}")
+        run_id = record["run"].split("/", 1)[1]
+        print(f"resume (after a failure or scancel): the same command with run_id={run_id}", flush=True)
 
 
 # --- following the jobs -----------------------------------------------------------------------------------
@@ -379,7 +381,7 @@ def outcome(record: Dict[str, Any], states: Dict[str, Dict[str, str]]) -> Tuple[
         if code.split(":")[0] == str(EXIT_UNFINISHED):
             return EXIT_UNFINISHED, (
                 f"stage {j['stage']} (job {j['job_id']}) left items unfinished (exit 3){after}; "
-                "the same command submits the rest and resumes them"
+                f"the same command with run_id={record['run'].split('/', 1)[1]} submits the rest and resumes them"
             )
         return 1, (
             f"stage {j['stage']} (job {j['job_id']}) {st.get('JobState', '?')} (exit {code}, log {j['err']}){after}"
@@ -391,9 +393,13 @@ def wait_for_jobs(cfg: RootConfig, record: Dict[str, Any], folder: Path) -> int:
     """Poll the scheduler until every job has ended (a requeued job is followed through its restarts)."""
     from deepwriter.core.errors import print_error
 
+    settled = 0
     while True:
         states = job_states(record)
-        if all(s.get("JobState") in TERMINAL or s.get("JobState") == "UNKNOWN" for s in states.values()):
+        ended = all(s.get("JobState") in TERMINAL or s.get("JobState") == "UNKNOWN" for s in states.values())
+        # twice in a row: a preempted job that requeues itself passes through an ended state first
+        settled = settled + 1 if ended else 0
+        if settled >= 2:
             break
         time.sleep(cfg.launcher.poll_s)
     for j in record["jobs"]:

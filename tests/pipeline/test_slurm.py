@@ -84,7 +84,8 @@ def test_the_demo_through_slurm_runs_every_stage_as_a_job_and_writes_a_local_run
     tmp_path, model_cache, slurm_cluster
 ):
     t0 = time.time()
-    done = train(tmp_path, *tiny(tmp_path, model_cache, "s"), "run_id=r", "launcher=slurm", "launcher.wait=true")
+    submit = ["run_id=r", "launcher=slurm", "launcher.wait=true", "launcher.poll_s=1"]
+    done = train(tmp_path, *tiny(tmp_path, model_cache, "s"), *submit)
     slurm_s = time.time() - t0
     assert done.returncode == 0, (done.stdout[-3000:], done.stderr[-3000:])
     run_dir = tmp_path / "s" / "demo" / "r"
