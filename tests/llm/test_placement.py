@@ -82,6 +82,9 @@ def test_plan_prints_the_full_layout_and_the_switch_turns_it_off():
     assert out.returncode == 0, out.stderr
     assert "replica 2: port 8002, CUDA_VISIBLE_DEVICES=5,6" in out.stdout
     assert "synthesize: in-process scorer on cuda:0" in out.stdout
+    # eval serves the sft output on every GPU, after the generator's replicas have stopped
+    assert "qwen3-8b-base+sft (student): 8 replica(s) x TP 1, up during eval" in out.stdout
+    assert "replica 7: port 8107, CUDA_VISIBLE_DEVICES=7" in out.stdout
     off = run("serving.managed=false")
     assert "no managed server" in off.stdout
     few = run("plan.fleet.count=4")

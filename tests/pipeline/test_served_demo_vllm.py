@@ -21,7 +21,7 @@ from deepwriter.testing.vllm_server import REPO, SERVE_STAMP, free_port
 
 pytestmark = pytest.mark.slow
 
-PAIRS = 5  # of the demo's 8: two in flight at a time, so a kill after the first finds pairs not yet written
+PAIRS = 3  # of the demo's 8: two in flight at a time, so a kill after the first finds pairs not yet written
 
 
 @pytest.fixture(autouse=True)
@@ -129,7 +129,7 @@ def test_eval_serves_the_sft_output_through_a_managed_vllm_replica(tmp_path):
         "model@models.generator=smollm2-135m",
         "model@models.scorer=smollm2-135m",
         "model@models.judge=smollm2-135m",
-        "synthesis.limit=2",
+        "synthesis.limit=1",
         "synthesis.max_steps=1",
         "sft.max_steps=2",
         "sft.save_steps=2",
