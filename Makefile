@@ -15,7 +15,7 @@ RECIPE_TARGETS := $(filter-out demo demo-served,$(RECIPES))
 
 ABLATIONS := $(filter ablation-%,$(RECIPES))
 
-.PHONY: install serve-install serve browser demo demo-served lint test test-fast bench gpu-wheels gpu-check recipes ablations-demo clean-runs $(RECIPE_TARGETS)
+.PHONY: install serve-install serve browser slurm-local demo demo-served lint test test-fast bench gpu-wheels gpu-check recipes ablations-demo clean-runs $(RECIPE_TARGETS)
 
 install: $(STAMP)
 
@@ -84,18 +84,26 @@ browser:
 	{ echo "make browser: could not install chromium (apt-get install chromium), which the run report's" \
 	  "browser tests need; DEEPWRITER_ALLOW_SKIP=browser skips them on purpose" >&2; exit 1; }
 
-# The suite requires what it tests against: vLLM (.venv-serve), Chromium and ../shared. A person who
-# cannot have one opts out on purpose with DEEPWRITER_ALLOW_SKIP=vllm,browser,shared (or all): its
+# A one-node SLURM cluster on this machine (Debian's slurm-wlm + munge, CPU-only, no cgroups) for the
+# launcher's tests (tests/pipeline/test_slurm.py): installed once, started when it is not running; a clear
+# failure where it cannot be (.ci/slurm-local says which step).
+slurm-local:
+	@.ci/slurm-local
+
+# The suite requires what it tests against: vLLM (.venv-serve), Chromium, SLURM and ../shared. A person who
+# cannot have one opts out on purpose with DEEPWRITER_ALLOW_SKIP=vllm,browser,slurm,shared (or all): its
 # install is not attempted and its tests skip; any other skip fails the run (tests/conftest.py).
 comma := ,
 ALLOW_SKIP := $(subst $(comma), ,$(DEEPWRITER_ALLOW_SKIP))
 NEEDED_INSTALLS := install $(if $(filter vllm all,$(ALLOW_SKIP)),,serve-install) \
-	$(if $(filter browser all,$(ALLOW_SKIP)),,browser)
+	$(if $(filter browser all,$(ALLOW_SKIP)),,browser) $(if $(filter slurm all,$(ALLOW_SKIP)),,slurm-local)
+# one apt-get at a time: SLURM's install waits for Chromium's
+slurm-local: | $(filter browser,$(NEEDED_INSTALLS))
 
 # The whole suite, the real-vLLM and browser tests included; the 25 slowest tests are listed at the end.
 test:
-	@# the three installs are independent (pip, pip, apt): run side by side, they overlap their downloads
-	$(MAKE) --no-print-directory -j3 $(NEEDED_INSTALLS)
+	@# the installs are independent (pip, pip, apt, apt): run side by side, they overlap their downloads
+	$(MAKE) --no-print-directory -j4 $(NEEDED_INSTALLS)
 	$(MAKE) --no-print-directory lint
 	$(PY) -m pytest --durations=25 $(PYTEST_ARGS)
 

@@ -38,6 +38,8 @@ def _hydra_main(cfg: DictConfig) -> None:
     try:
         typed = to_typed(cfg)
         logging.getLogger("deepwriter").setLevel(typed.logging.level)
+        if typed.launcher.kind == "slurm":  # the stages as SLURM jobs; this process submits (and waits)
+            sys.exit(_submit(typed))
         manifest = run_pipeline(typed, stage_tracker)
     except ConfigError as exc:  # e.g. a missing input, found before any work
         print_error(f"deepwriter: config error: {exc}")
@@ -52,6 +54,26 @@ def _hydra_main(cfg: DictConfig) -> None:
         sys.exit(2)
     print_summary(manifest)
     write_run_report(Path(manifest["run_dir"]))
+
+
+def _submit(typed) -> int:
+    """launcher=slurm: submit the stages as jobs; with launcher.wait, follow them and end as a local run
+    does: the summary, then the report's path as the last line."""
+    from deepwriter.pipeline.slurm import submit_run
+    from deepwriter.pipeline.summary import print_summary
+
+    rc = submit_run(typed, sys.argv[1:])
+    run_dir = _run_dir(typed)
+    manifest = run_dir / "manifest.json"
+    if typed.launcher.wait and manifest.is_file():
+        import json
+
+        print_summary(json.loads(manifest.read_text()))
+    if manifest.is_file():
+        write_run_report(run_dir)
+    elif not typed.launcher.wait:  # nothing ran yet: each job writes the report when it ends
+        print(f"report (written as each job ends): {run_dir / 'report.html'}", flush=True)
+    return rc
 
 
 def _run_dir(typed) -> Optional[Path]:

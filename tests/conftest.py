@@ -63,6 +63,7 @@ ALLOW_SKIP_ENV = "DEEPWRITER_ALLOW_SKIP"
 NEEDS = {
     "vllm": "vLLM's environment (.venv-serve) is not installed: `make serve-install` creates it",
     "browser": "no headless Chromium (chromium, chromium-browser or google-chrome) on PATH: `make browser` installs it",
+    "slurm": "no local SLURM cluster answers (scontrol ping, sinfo): `make slurm-local` installs and starts one",
     "shared": f"the shared data (benchmarks, seed pairs) is missing: expected at {SHARED} "
     "(beside the checkout, or where DEEPWRITER_SHARED points)",
 }
@@ -94,6 +95,16 @@ def chromium() -> str:
     if path is None:
         missing("browser")
     return path
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> bool:
+    """The one-node SLURM cluster `make slurm-local` starts (.ci/slurm-local), checked once a session."""
+    from deepwriter.testing.slurm import cluster_answers
+
+    if not cluster_answers():
+        missing("slurm")
+    return True
 
 
 VLLM_PRESET = "smollm2-135m-vllm"

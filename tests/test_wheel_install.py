@@ -43,7 +43,7 @@ def test_wheel_outside_the_checkout_composes_full_and_runs_a_stage(tmp_path, mod
     conf = (REPO / "conf").resolve()
     ours = {str(p.relative_to(conf)): p.read_bytes() for p in conf.rglob("*") if p.is_file()}
     carried = {n[len("deepwriter/conf/") :]: whl.read(n) for n in names if n.startswith("deepwriter/conf/")}
-    assert "recipe/slurm/sft.sbatch" in ours and carried == ours
+    assert "launcher/slurm.yaml" in ours and carried == ours
     assert "deepwriter/conf/model/smollm2-135m-vllm.yaml" in names and not any(n.startswith("tests/") for n in names)
     site = tmp_path / "site"
     done = subprocess.run(

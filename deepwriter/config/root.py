@@ -21,6 +21,7 @@ from omegaconf.errors import OmegaConfBaseException
 from deepwriter.config.cost import PlanConfig
 from deepwriter.config.data import DataConfig
 from deepwriter.config.eval import EvalConfig
+from deepwriter.config.launcher import LauncherConfig
 from deepwriter.config.llm import ModelsConfig, RunServingConfig
 from deepwriter.config.sft import SFTConfig
 from deepwriter.config.synthesis import SynthesisConfig, parse_shard_spec
@@ -74,6 +75,8 @@ class RootConfig:
     plan: PlanConfig = operational(default_factory=PlanConfig)
     # managed vLLM servers (models.*.serving): the run's switch, vLLM's Python, the GPUs they may use
     serving: RunServingConfig = operational(default_factory=RunServingConfig)
+    # where the stages run: here, or as SLURM jobs (launcher=slurm; deepwriter.pipeline.slurm)
+    launcher: LauncherConfig = operational(default_factory=LauncherConfig)
     run_id: str = ""
     seed: int = bounded(0, ge=0, le=SEED_MAX)
 

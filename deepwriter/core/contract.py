@@ -89,6 +89,11 @@ class StageSpec:
     serves_itself: bool = False
 
 
+# Set in the train command of one SLURM job of a run (deepwriter.pipeline.slurm): the run manifest that
+# job writes keeps the stages the run's earlier jobs ran.
+JOB_ENV = "DEEPWRITER_JOB_OF_RUN"
+
+
 def rank() -> int:
     """This process's rank in a multi-process launch (torchrun, deepspeed, SLURM under torchrun); 0 alone."""
     return int(os.environ.get("RANK", "0"))

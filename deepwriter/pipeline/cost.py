@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from deepwriter.config.cost import Figure
-from deepwriter.config.root import ConfigError, RootConfig, split_options, to_typed
+from deepwriter.config.root import STAGE_ORDER, ConfigError, RootConfig, split_options, to_typed
 from deepwriter.eval.benchmarks import module_for
 
 OPTIONS = ("calibrate",)
@@ -499,6 +499,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         layout = serving_layout(cfg, list(range(cfg.plan.fleet.count))).text().splitlines()
         text = "== " + layout[0].rstrip(":") + "\n" + "\n".join(layout[1:]) + "\n"
         text += project(cfg, opts.get("calibrate")).text()
+        if cfg.launcher.kind == "slurm":  # the jobs `deepwriter.train ... launcher=slurm` would submit
+            from deepwriter.pipeline.slurm import graph_text, job_graph
+
+            stages = [s for s in STAGE_ORDER if s in cfg.recipe.stages]
+            text += "\n" + graph_text(job_graph(cfg, stages))
     except ConfigError as exc:
         print(f"deepwriter.plan: {exc}", file=sys.stderr)
         return 2

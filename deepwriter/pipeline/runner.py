@@ -23,6 +23,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 from deepwriter.config.root import STAGE_ORDER, ConfigError, RootConfig, expand, stable_hash, to_plain
 from deepwriter.core.contract import (
+    JOB_ENV,
     MANIFEST,
     StageContext,
     StageResult,
@@ -279,14 +280,9 @@ def _wait_for(stage: PlannedStage, timeout_s: float = 7 * 24 * 3600) -> None:
         time.sleep(5)
 
 
-def run_pipeline(cfg: RootConfig, tracker_factory: Callable[..., Any]) -> Dict[str, Any]:
-    """Run the recipe's stages in order; returns the run manifest."""
-    from deepwriter.llm.precision import resolve_model_dtypes
-
-    cfg = resolve_model_dtypes(cfg)  # before the keys: they must name the dtype that runs
-    run_dir = expand(cfg.paths.runs_dir) / cfg.recipe.name / cfg.run_id
-    planned = plan(cfg)
-    wanted = [s for s in STAGE_ORDER if s in cfg.recipe.stages]
+def check_run(cfg: RootConfig, planned: Dict[str, PlannedStage], wanted: List[str]) -> None:
+    """What stops a run before any work (also before a SLURM submission): a search nothing reads, an
+    input this recipe does not produce and that is not finished, a missing input file."""
     if "synthesize" in wanted and "mix" in wanted and "synthesize" not in planned["mix"].needs:
         # a search whose output nothing reads: refused rather than run for nothing
         kind = cfg.data.mix.trajectories_from.kind
@@ -312,6 +308,17 @@ def run_pipeline(cfg: RootConfig, tracker_factory: Callable[..., Any]) -> Dict[s
         missing = [k[5:] for k, v in st.input_hashes.items() if v == "missing"]
         if missing:
             raise ConfigError(f"stage {name!r}: input file not found: {missing[0]}")
+
+
+def run_pipeline(cfg: RootConfig, tracker_factory: Callable[..., Any]) -> Dict[str, Any]:
+    """Run the recipe's stages in order; returns the run manifest."""
+    from deepwriter.llm.precision import resolve_model_dtypes
+
+    cfg = resolve_model_dtypes(cfg)  # before the keys: they must name the dtype that runs
+    run_dir = expand(cfg.paths.runs_dir) / cfg.recipe.name / cfg.run_id
+    planned = plan(cfg)
+    wanted = [s for s in STAGE_ORDER if s in cfg.recipe.stages]
+    check_run(cfg, planned, wanted)
     for name in wanted:  # the stages' own checks, before any work and before any folder is made
         spec = planned[name].spec
         if spec.preflight and not planned[name].finished():
@@ -331,6 +338,10 @@ def run_pipeline(cfg: RootConfig, tracker_factory: Callable[..., Any]) -> Dict[s
         "run_dir": str(run_dir),
         "stages": {},
     }
+    if os.environ.get(JOB_ENV) and (run_dir / MANIFEST).is_file():
+        # one SLURM job of the run (deepwriter.pipeline.slurm): the stages the run's earlier jobs ran stay listed
+        earlier = read_manifest(run_dir) or {}
+        run_manifest["stages"].update(earlier.get("stages") or {})
     # SIGTERM and SIGHUP unwind like Ctrl-C: every server the run started is stopped on every way out
     with stop_on_signals():
         try:

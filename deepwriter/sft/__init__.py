@@ -11,5 +11,6 @@ Running on several GPUs:
 - several nodes with a hostfile (`host slots=8`, one line per node, passwordless ssh, same checkout
   and a shared filesystem): `... sft.num_processes=8 sft.num_nodes=2 sft.launcher=deepspeed
   sft.hostfile=/path/hostfile`;
-- under SLURM: `sbatch recipes/slurm/sft.sbatch` (torchrun on every node around the whole command).
+- under SLURM: `python -m deepwriter.train +recipe=full launcher=slurm sft.num_processes=8 sft.num_nodes=2`
+  submits the sft stage as one job of 16 tasks, one per rank (deepwriter.pipeline.slurm).
 """

@@ -11,9 +11,9 @@ hostfile, one line per node: `node-1 slots=8`; every host needs the same checkou
 filesystem for the run directory). Every rank reads the same spec, so they agree on the run id and
 the stage folder. Rank 0 writes `result.json`, which the stage returns as its result.
 
-The other way to run several ranks, used by recipes/slurm/sft.sbatch: start the whole train command
-under torchrun (`torchrun ... -m deepwriter.train +recipe=full run_id=…`); WORLD_SIZE is then set and
-every rank runs the stage itself.
+The other way to run several ranks: start the train command once per rank with RANK/WORLD_SIZE/
+MASTER_ADDR set (torchrun around it, or the sft job of launcher=slurm, whose tasks export them from
+SLURM's variables: deepwriter.pipeline.slurm); every rank then runs the stage itself.
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def command(cfg: RootConfig, spec_dir: Path) -> List[str]:
         raise ValueError(
             "sft.num_nodes: torchrun from inside the stage starts one node only; for several nodes use "
             "sft.launcher=deepspeed with sft.hostfile, or start deepwriter.train under torchrun/srun on every "
-            "node (recipes/slurm/sft.sbatch)"
+            "node (launcher=slurm submits the sft stage as one job with a task per rank)"
         )
     return [
         sys.executable,

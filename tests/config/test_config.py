@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import os
-import subprocess
 import typing
 
 import pytest
@@ -155,52 +153,6 @@ def test_slurm_job_id_is_the_run_id_of_every_rank(monkeypatch, tmp_path):
     monkeypatch.setenv("DEEPWRITER_RUN_ID", "mine")
     assert _resolve_run_id() == "mine"  # the id deepwriter.train hands its own ranks wins
     assert compose_typed("+recipe=demo", "run_id=explicit").run_id == "explicit"  # and the command line wins all
-
-
-def test_slurm_script_hands_the_job_id_to_every_rank(monkeypatch, tmp_path):
-    """recipes/slurm/sft.sbatch run with stand-ins for srun and scontrol: the command it launches on
-    each node composes a config whose run id and geometry come from the SLURM job."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "scontrol").write_text("#!/bin/sh\nprintf 'node-a\\nnode-b\\n'\n")
-    (bin_dir / "srun").write_text(
-        '#!/bin/sh\nprintf "%s\\n" "$DEEPWRITER_RUN_ID" > "$SRUN_LOG"\nprintf "%s\\n" "$@" >> "$SRUN_LOG"\n'
-    )
-    for f in bin_dir.iterdir():
-        f.chmod(0o755)
-    log = tmp_path / "srun.log"
-    env = {
-        **os.environ,
-        "PATH": f"{bin_dir}:{os.environ['PATH']}",
-        "SLURM_SUBMIT_DIR": str(tmp_path),
-        "SLURM_JOB_ID": "4242",
-        "SLURM_JOB_NODELIST": "node-[a-b]",
-        "SLURM_NNODES": "2",
-        "SRUN_LOG": str(log),
-    }
-    done = subprocess.run(
-        ["bash", str(REPO / "recipes" / "slurm" / "sft.sbatch"), "sft.per_device_batch_size=1"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
-    run_id, *argv = log.read_text().splitlines()
-    assert run_id == "slurm-4242"  # exported to every rank
-    assert argv[argv.index("--rdzv_id") + 1] == "4242" and argv[argv.index("--rdzv_endpoint") + 1] == "node-a:29500"
-    assert argv[argv.index("--nnodes") + 1] == "2"
-    overrides = argv[argv.index("deepwriter.train") + 1 :]
-    assert overrides[0] == "+recipe=full" and overrides[-1] == "sft.per_device_batch_size=1"
-    # What each rank composes from that command line, with the environment the script exported.
-    for var in RUN_ID_VARS:
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("DEEPWRITER_RUN_ID", run_id)
-    monkeypatch.setenv("SLURM_JOB_ID", "4242")
-    monkeypatch.setenv("WORLD_SIZE", "16")
-    cfg = compose_typed(*overrides, f"paths.runs_dir={tmp_path}/runs")
-    assert cfg.run_id == "slurm-4242"
-    assert (cfg.sft.num_processes, cfg.sft.num_nodes, cfg.sft.per_device_batch_size) == (8, 2, 1)
 
 
 def test_explicit_run_id_and_paths_reach_the_typed_config(tmp_path):

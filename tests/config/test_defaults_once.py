@@ -50,6 +50,7 @@ def group_files():
     root = _defaults(RootConfig)
     groups = {"synthesis": root["synthesis"], "data": root["data"], "sft": root["sft"], "eval": root["eval"]}
     groups |= {"logging": root["logging"], "paths": root["paths"], "deepspeed": root["sft"]["deepspeed"]}
+    groups |= {"launcher": root["launcher"]}
     groups |= {"model": _defaults(ModelConfig), "fleet": _defaults(FleetConfig)}
     for group, defaults in groups.items():
         for f in sorted((CONF_DIR / group).glob("*.yaml")):

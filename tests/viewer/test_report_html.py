@@ -456,6 +456,43 @@ def test_the_report_of_an_unfinished_run_shows_what_there_is(tmp_path):
     assert "no search steps" in seen["detail"]
 
 
+@needs_chromium
+def test_a_run_submitted_to_slurm_shows_its_jobs_and_why_it_stopped(tmp_path):
+    """slurm/jobs.json as deepwriter.pipeline.slurm writes it after launcher.wait: a table of the jobs
+    (resources, dependency, state, exit code, restarts, log) and the run's one line."""
+    run = write_run(tmp_path, 2)
+    jobs = [
+        {"stage": "synthesize", "job_id": "41", "resources": "1 node(s) x 1 task(s), 64 CPU/task, 8 GPU/node, 2880 min",
+         "after": None, "dependency": None, "state": "COMPLETED", "exit_code": "0:0", "restarts": 1,
+         "log": "runs/demo/r/slurm/41_0_log.out"},
+        {"stage": "mix", "job_id": "42", "resources": "1 node(s) x 1 task(s), 16 CPU/task, 240 min",
+         "after": "synthesize", "dependency": "afterok:41", "state": "FAILED", "exit_code": "1:0", "restarts": 0,
+         "log": "runs/demo/r/slurm/42_0_log.out"},
+    ]  # fmt: skip
+    line = "stage mix (job 42) FAILED (exit 1:0, log runs/demo/r/slurm/42_0_log.err)"
+    (run / "slurm").mkdir()
+    (run / "slurm" / "jobs.json").write_text(
+        json.dumps({"run": "demo/r", "reused": [], "jobs": jobs, "result": {"exit_code": 1, "line": line}})
+    )
+    page = build_report([run])
+    script = r"""
+    var sec = document.getElementById('jobs-0');
+    var rows = Array.prototype.map.call(sec.querySelectorAll('tbody tr'), function (tr) {
+      return Array.prototype.map.call(tr.children, function (td) { return td.textContent; });
+    });
+    var pre = document.createElement('pre'); pre.id = 'probe';
+    pre.textContent = JSON.stringify({rows: rows, text: sec.textContent, errors: window.__errors});
+    document.body.appendChild(pre);
+    """
+    seen, console = probe(page, script)
+    assert console == [] and seen["errors"] == []
+    assert seen["rows"] == [
+        ["synthesize", "41", jobs[0]["resources"], "–", "COMPLETED", "0:0", "1", jobs[0]["log"]],
+        ["mix", "42", jobs[1]["resources"], "synthesize (afterok:41)", "FAILED", "1:0", "0", jobs[1]["log"]],
+    ]
+    assert line in seen["text"] and "SLURM jobs" in seen["text"]
+
+
 def test_a_pipeline_run_ends_by_printing_its_report_path(tmp_path, capsys):
     from deepwriter.train import write_run_report
 

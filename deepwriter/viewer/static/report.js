@@ -518,13 +518,29 @@
       })) : null);
   }
 
+  // --- the SLURM jobs of a run submitted with launcher=slurm ---------------------------------------------------
+  function jobsSection(i, data) {
+    var rec = data.jobs;
+    if (!rec || !(rec.jobs || []).length) return null;
+    var header = ["stage", "job", "resources", "after", "state", "exit", "restarts", "log"];
+    var rows = rec.jobs.map(function (j) {
+      return [j.stage, j.job_id, j.resources, j.after ? j.after + " (" + j.dependency + ")" : "–",
+        j.state || "submitted", j.exit_code || "–", j.restarts === undefined ? "–" : String(j.restarts), j.log];
+    });
+    var result = rec.result && rec.result.line ? el("p", { cls: "neg" }, rec.result.line) : null;
+    var reused = (rec.reused || []).length ? el("p", { cls: "muted" }, "finished already, no job: " + rec.reused.join(", ")) : null;
+    return el("section", { cls: "stage", id: "jobs-" + i }, el("h2", {}, "SLURM jobs"),
+      el("p", { cls: "muted" }, rec.jobs.length + " job(s), each after the one before (afterok)"),
+      reused, result, simpleTable(header, rows));
+  }
+
   // --- the page -----------------------------------------------------------------------------------------------
   function runView(i) {
     var data = REPORT.runs[i];
     var stages = Object.keys(data.stages || {}).map(function (k) { return k + " " + (data.stages[k].status || "?"); }).join(" · ");
     return el("div", { cls: "run", "data-run": i },
       el("p", { cls: "muted" }, "run " + data.label + (stages ? " — " + stages : "")),
-      synthesisSection(i, data), mixSection(i, data), sftSection(i, data), evalSection(i, data));
+      jobsSection(i, data), synthesisSection(i, data), mixSection(i, data), sftSection(i, data), evalSection(i, data));
   }
 
   function render() {

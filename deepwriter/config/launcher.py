@@ -1,0 +1,51 @@
+"""Where a run's stages execute (root key `launcher`): in this process (`local`), or as SLURM jobs
+submitted from a login node (`slurm`, deepwriter.pipeline.slurm), one job per stage, chained by
+dependencies. Nothing here changes what a stage produces: the whole group is operational."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, Optional
+
+from deepwriter.core.schema import bounded, one_of
+
+
+@dataclass
+class SlurmJobConfig:
+    """What one stage's job asks the scheduler for. Unset fields fall back to the launcher's own
+    (partition, account, qos) or are left to the cluster's defaults."""
+
+    partition: Optional[str] = None
+    account: Optional[str] = None
+    qos: Optional[str] = None
+    time_min: int = bounded(60, ge=1, le=30 * 24 * 60)  # the job's time limit, minutes (30 days at most)
+    # nodes and tasks of the sft job come from sft.num_nodes and sft.num_processes (one task per rank)
+    nodes: int = bounded(1, ge=1, le=4096)
+    cpus_per_task: int = bounded(1, ge=1, le=1024)
+    gpus_per_node: int = bounded(0, ge=0, le=64)
+    mem_gb: Optional[float] = bounded(None, gt=0.0, le=65_536.0)
+    constraint: Optional[str] = None
+    # further sbatch options as they are (`exclusive: true`, `reservation: NAME`), without the dashes
+    additional: Dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class SlurmJobsConfig:
+    synthesize: SlurmJobConfig = field(default_factory=SlurmJobConfig)
+    mix: SlurmJobConfig = field(default_factory=SlurmJobConfig)
+    sft: SlurmJobConfig = field(default_factory=SlurmJobConfig)
+    eval: SlurmJobConfig = field(default_factory=SlurmJobConfig)
+
+
+@dataclass
+class LauncherConfig:
+    kind: str = one_of("local", "local", "slurm")
+    # slurm: block until the last job ends and exit with the run's result (0 done, 3 unfinished, 1 failed)
+    wait: bool = False
+    poll_s: float = bounded(10.0, gt=0.0, le=3600.0)  # how often a waiting submitter asks the scheduler
+    # the defaults of every job (a job's own value wins)
+    partition: Optional[str] = None
+    account: Optional[str] = None
+    qos: Optional[str] = None
+    job_name: str = "deepwriter"  # each job is named <job_name>-<recipe>-<stage>
+    jobs: SlurmJobsConfig = field(default_factory=SlurmJobsConfig)

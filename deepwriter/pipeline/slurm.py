@@ -1,0 +1,427 @@
+"""The recipe as SLURM jobs: `python -m deepwriter.train +recipe=NAME launcher=slurm` on a login node.
+
+One job per stage that is not finished yet, chained by `afterok` dependencies (a failed job cancels the
+jobs after it: `kill-on-invalid-dep`), submitted through submitit. Each job runs the same train command
+for its one stage (`recipe.stages=[STAGE] run_id=RUN launcher=local`), so every rule of a local run holds
+inside it: stage keys and reuse, resume from what a stage wrote (synthesis from its records, SFT from its
+last checkpoint, eval from its judge cache), the managed serving fleet of the stage's roles (started,
+healed and stopped inside the job, on the job's node), exit 3 for unfinished items. A requeued or
+preempted job (submitit requeues on the pre-timeout signal; `scontrol requeue` restarts it) is the same
+command again and resumes its stage exactly.
+
+The sft job has one task per rank (`sft.num_processes` tasks on each of `sft.num_nodes` nodes); each
+task exports RANK/WORLD_SIZE/MASTER_ADDR from SLURM's variables (submitit's TorchDistributedEnvironment),
+which is how the stage runs as one rank of an outer launch.
+
+The job graph goes to `<run_dir>/slurm/jobs.json` (read by report.html) and is printed with how to
+follow it; `launcher.wait=true` polls `scontrol show job` until the last job ends and exits with the
+run's result: 0 done, 3 unfinished, 1 a failed job.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+from deepwriter.config.root import STAGE_ORDER, ConfigError, RootConfig, expand
+from deepwriter.core.contract import JOB_ENV
+from deepwriter.core.files import write_json_atomic
+
+JOBS_FILE = "jobs.json"
+# job states after which SLURM runs nothing more for the job (a requeued one goes back to PENDING)
+TERMINAL = {
+    "COMPLETED",
+    "FAILED",
+    "CANCELLED",
+    "TIMEOUT",
+    "NODE_FAIL",
+    "OUT_OF_MEMORY",
+    "BOOT_FAIL",
+    "DEADLINE",
+    "PREEMPTED",
+    "SPECIAL_EXIT",
+}
+EXIT_UNFINISHED = 3
+
+
+def slurm_dir(cfg: RootConfig) -> Path:
+    return expand(cfg.paths.runs_dir) / cfg.recipe.name / cfg.run_id / "slurm"
+
+
+# --- what each job asks for ----------------------------------------------------------------------------
+
+
+def job_request(cfg: RootConfig, stage: str) -> Dict[str, Any]:
+    """The sbatch options of one stage's job, named as submitit's SlurmExecutor takes them."""
+    launcher = cfg.launcher
+    job = getattr(launcher.jobs, stage)
+    nodes, tasks = job.nodes, 1
+    if stage == "sft":  # one task per rank: the existing rank logic (WORLD_SIZE from SLURM)
+        nodes, tasks = cfg.sft.num_nodes, cfg.sft.num_processes
+    req: Dict[str, Any] = {
+        "job_name": f"{launcher.job_name}-{cfg.recipe.name}-{stage}",
+        "time": job.time_min,
+        "nodes": nodes,
+        "ntasks_per_node": tasks,
+        "cpus_per_task": job.cpus_per_task,
+    }
+    for key in ("partition", "account", "qos"):
+        value = getattr(job, key) or getattr(launcher, key)
+        if value:
+            req[key] = value
+    if job.gpus_per_node:
+        req["gpus_per_node"] = job.gpus_per_node
+    if job.mem_gb:
+        req["mem"] = f"{int(job.mem_gb * 1024)}M"
+    if job.constraint:
+        req["constraint"] = job.constraint
+    return req
+
+
+def _flags(req: Dict[str, Any], additional: Dict[str, Any]) -> List[str]:
+    out = []
+    for k, v in {**req, **additional}.items():
+        flag = "--" + k.replace("_", "-")
+        out.append(flag if v is True else f"{flag}={v}")
+    return out
+
+
+def _key_of(cfg: RootConfig, stage: str, what: str) -> str:
+    """The config key that set a job's partition/account/qos (its own, else the launcher's)."""
+    own = getattr(getattr(cfg.launcher.jobs, stage), what)
+    return f"launcher.jobs.{stage}.{what}" if own else f"launcher.{what}"
+
+
+def _run(cmd: List[str], timeout: float = 30) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+
+
+def check_cluster(cfg: RootConfig, stages: List[str]) -> None:
+    """Before any submission: sbatch is there, every partition exists, and the scheduler would accept
+    every job as asked (`sbatch --test-only`: account, QOS, time limit, sizes). One line naming the key."""
+    for tool in ("sbatch", "scontrol", "sinfo"):
+        if not shutil.which(tool):
+            raise ConfigError(
+                f"launcher.kind: slurm, but {tool} is not on PATH; submit from a login node of the cluster "
+                "(or launcher=local)"
+            )
+    listed = _run(["sinfo", "-h", "-o", "%R"])
+    if listed.returncode != 0:
+        raise ConfigError(f"launcher.kind: slurm, but sinfo fails: {_first_line(listed.stderr or listed.stdout)}")
+    partitions = sorted(set(listed.stdout.split()))
+    default = next((p.rstrip("*") for p in _run(["sinfo", "-h", "-o", "%P"]).stdout.split() if p.endswith("*")), None)
+    accounts = _user_accounts()
+    for stage in stages:
+        req = job_request(cfg, stage)
+        if req.get("partition") and req["partition"] not in partitions:
+            raise ConfigError(
+                f"{_key_of(cfg, stage, 'partition')}: no partition {req['partition']!r} on this cluster; "
+                f"expected one of {partitions}"
+            )
+        account = req.get("account")
+        if account and accounts is not None and account not in accounts:
+            raise ConfigError(
+                f"{_key_of(cfg, stage, 'account')}: {account!r} is not an account of yours on this cluster; "
+                f"expected one of {sorted(accounts)} (sacctmgr show assoc)"
+            )
+        allowed = _partition_accounts(req.get("partition") or default)
+        if allowed is not None and account not in allowed:
+            key = _key_of(cfg, stage, "account") if account else "launcher.account"
+            raise ConfigError(
+                f"{key}: partition {req.get('partition') or default!r} takes jobs of accounts {sorted(allowed)} only; "
+                f"got {account!r}"
+            )
+        additional = dict(getattr(cfg.launcher.jobs, stage).additional)
+        test = _run(["sbatch", "--test-only", *_flags(req, additional), "--wrap", "true"])
+        if test.returncode != 0:
+            why = _first_line(test.stderr or test.stdout).removeprefix("sbatch: error: ")
+            low = why.lower()
+            key = next(
+                (_key_of(cfg, stage, w) for w in ("account", "partition", "qos") if w in low and req.get(w)),
+                f"launcher.jobs.{stage}",
+            )
+            raise ConfigError(f"{key}: the scheduler refuses the {stage} job ({' '.join(_flags(req, {}))}): {why}")
+
+
+def _user_accounts() -> Optional[set]:
+    """The accounts the submitting user may charge, where the cluster keeps accounting (slurmdbd);
+    None where it does not (then SLURM accepts any account name)."""
+    if not shutil.which("sacctmgr"):
+        return None
+    user = os.environ.get("USER") or os.environ.get("LOGNAME") or ""
+    out = _run(["sacctmgr", "-n", "-P", "show", "assoc", f"where user={user}", "format=account"])
+    names = {x.strip() for x in out.stdout.split()} if out.returncode == 0 else set()
+    return names or None
+
+
+def _partition_accounts(partition: Optional[str]) -> Optional[set]:
+    """A partition's AllowAccounts (minus its DenyAccounts); None when it takes every account. A job of
+    another account would wait there forever ("account not known, so it can't use this partition")."""
+    if not partition:
+        return None
+    out = _run(["scontrol", "show", "partition", "-o", partition])
+    fields = dict(t.partition("=")[::2] for t in out.stdout.split() if "=" in t)
+    allow = fields.get("AllowAccounts", "ALL")
+    if allow in ("ALL", ""):
+        return None
+    return set(allow.split(",")) - set((fields.get("DenyAccounts") or "").split(","))
+
+
+def _first_line(text: str) -> str:
+    lines = [x.strip() for x in (text or "").strip().splitlines() if x.strip()]
+    return lines[-1] if lines else "no output"
+
+
+# --- what runs inside a job --------------------------------------------------------------------------------
+
+
+class StageJob:
+    """The callable each job runs (pickled by submitit): the train command for one stage of the run."""
+
+    def __init__(self, stage: str, argv: List[str], run_id: str, cwd: str, ranks: int):
+        self.stage, self.argv, self.run_id, self.cwd, self.ranks = stage, list(argv), run_id, cwd, ranks
+
+    def command(self) -> List[str]:
+        return [
+            sys.executable,
+            "-m",
+            "deepwriter.train",
+            *self.argv,
+            "launcher=local",
+            f"recipe.stages=[{self.stage}]",
+            f"run_id={self.run_id}",
+        ]
+
+    def __call__(self) -> int:
+        # the run's id, not this job's: SLURM_JOB_ID is set in here and would otherwise name the run
+        env = {**os.environ, "DEEPWRITER_RUN_ID": self.run_id, JOB_ENV: self.stage}
+        if self.ranks > 1:
+            from submitit.helpers import TorchDistributedEnvironment
+
+            dist = TorchDistributedEnvironment()
+            env.update(
+                RANK=str(dist.rank),
+                WORLD_SIZE=str(dist.world_size),
+                LOCAL_RANK=str(dist.local_rank),
+                LOCAL_WORLD_SIZE=str(dist.local_world_size),
+                MASTER_ADDR=str(dist.master_addr),
+                MASTER_PORT=str(dist.master_port),
+            )
+        restarts = os.environ.get("SLURM_RESTART_COUNT", "0")
+        print(
+            f"deepwriter: slurm job {os.environ.get('SLURM_JOB_ID')} ({self.stage}, restart {restarts}, "
+            f"rank {env.get('RANK', '0')} of {self.ranks}): {shlex.join(self.command())}",
+            flush=True,
+        )
+        rc = subprocess.call(self.command(), cwd=self.cwd, env=env)
+        if rc != 0:
+            sys.exit(rc)  # the job's exit code is the stage's: 3 unfinished, 2 bad input, 1 failed
+        return rc
+
+    def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
+        """Preemption or the time limit near: requeue the same command; the stage resumes from its files."""
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(self)
+
+
+# --- submission ---------------------------------------------------------------------------------------
+
+
+def _forwarded(argv: List[str]) -> List[str]:
+    """The submitter's overrides a stage job repeats: all but the launcher's, the run id and the stages."""
+    out = []
+    for a in argv:
+        key = a.lstrip("+~").partition("=")[0]
+        if key in ("launcher", "run_id", "recipe.stages") or key.startswith("launcher."):
+            continue
+        out.append(a)
+    return out
+
+
+def _describe(req: Dict[str, Any]) -> str:
+    gpus = f", {req['gpus_per_node']} GPU/node" if req.get("gpus_per_node") else ""
+    gpus += f", {req['mem']} memory" if req.get("mem") else ""
+    where = ", ".join(f"{k} {req[k]}" for k in ("partition", "account", "qos") if req.get(k))
+    return (
+        f"{req['nodes']} node(s) x {req['ntasks_per_node']} task(s), {req['cpus_per_task']} CPU/task{gpus}, "
+        f"{req['time']} min" + (f", {where}" if where else "")
+    )
+
+
+def job_graph(cfg: RootConfig, stages: List[str]) -> List[Dict[str, Any]]:
+    """The jobs the run would submit, in order, each after the one before (no ids yet)."""
+    graph = []
+    for i, stage in enumerate(stages):
+        req = job_request(cfg, stage)
+        graph.append(
+            {
+                "stage": stage,
+                "request": req,
+                "resources": _describe(req),
+                "after": stages[i - 1] if i else None,
+            }
+        )
+    return graph
+
+
+def graph_text(graph: List[Dict[str, Any]]) -> str:
+    """The job graph as `python -m deepwriter.plan ... launcher=slurm` prints it (before any submission)."""
+    lines = [f"== SLURM jobs ({len(graph)}, each after the one before: afterok)"]
+    for j in graph:
+        after = f"  after {j['after']}" if j["after"] else ""
+        lines.append(f"  {j['stage']:<10} {j['request']['job_name']}: {j['resources']}{after}")
+    return "\n".join(lines) + "\n"
+
+
+def submit_run(cfg: RootConfig, argv: List[str]) -> int:
+    """Submit the run's unfinished stages as jobs; with launcher.wait, follow them to the end. Returns
+    the exit code of the submitting command."""
+    from deepwriter.pipeline.runner import check_run, plan
+
+    planned = plan(cfg)
+    wanted = [s for s in STAGE_ORDER if s in cfg.recipe.stages]
+    check_run(cfg, planned, wanted)  # the runner's own checks, before any submission
+    todo = [s for s in wanted if not planned[s].finished()]
+    reused = [s for s in wanted if s not in todo]
+    check_cluster(cfg, todo)
+
+    import submitit
+
+    folder = slurm_dir(cfg)
+    folder.mkdir(parents=True, exist_ok=True)
+    graph = job_graph(cfg, todo)
+    previous: Optional[str] = None
+    for job in graph:
+        stage = job["stage"]
+        executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=3)
+        extra = {"requeue": True, **getattr(cfg.launcher.jobs, stage).additional}
+        if previous:
+            extra["kill-on-invalid-dep"] = "yes"
+        executor.update_parameters(
+            **job["request"],
+            dependency=f"afterok:{previous}" if previous else None,
+            additional_parameters=extra,
+        )
+        ranks = job["request"]["nodes"] * job["request"]["ntasks_per_node"]
+        submitted = executor.submit(StageJob(stage, _forwarded(argv), cfg.run_id, os.getcwd(), ranks))
+        job.update(
+            job_id=str(submitted.job_id),
+            dependency=f"afterok:{previous}" if previous else None,
+            log=str(folder / f"{submitted.job_id}_0_log.out"),
+            err=str(folder / f"{submitted.job_id}_0_log.err"),
+        )
+        previous = str(submitted.job_id)
+    record = {
+        "run": f"{cfg.recipe.name}/{cfg.run_id}",
+        "submitted": time.time(),
+        "reused": reused,
+        "jobs": graph,
+    }
+    write_json_atomic(folder / JOBS_FILE, record)
+    _print_graph(record, folder)
+    if not cfg.launcher.wait or not graph:
+        return 0
+    return wait_for_jobs(cfg, record, folder)
+
+
+def _print_graph(record: Dict[str, Any], folder: Path) -> None:
+    jobs = record["jobs"]
+    print(f"slurm: {record['run']}: {len(jobs)} job(s) submitted (graph: {folder / JOBS_FILE})", flush=True)
+    for s in record["reused"]:
+        print(f"  {s:<10} finished already: reused, no job")
+    for j in jobs:
+        dep = f"  after {j['after']} ({j['dependency']})" if j.get("after") else ""
+        print(f"  {j['stage']:<10} job {j['job_id']:<8} {j['resources']}{dep}")
+    if jobs:
+        ids = ",".join(j["job_id"] for j in jobs)
+        print(f"follow: squeue -j {ids}   |   scontrol show job JOBID   |   tail -f {jobs[0]['log']}")
+        run_id = record["run"].split("/", 1)[1]
+        print(f"resume (after a failure or scancel): the same command with run_id={run_id}", flush=True)
+
+
+# --- following the jobs -----------------------------------------------------------------------------------
+
+
+def show_job(job_id: str) -> Optional[Dict[str, str]]:
+    """`scontrol show job -o ID` as a dict (JobState, ExitCode, Restarts, NumTasks, ...); None when the
+    controller no longer knows the job."""
+    out = _run(["scontrol", "show", "job", "-o", str(job_id)])
+    if out.returncode != 0 or not out.stdout.strip():
+        return None
+    fields: Dict[str, str] = {}
+    for token in shlex.split(out.stdout.strip().splitlines()[0]):
+        k, eq, v = token.partition("=")
+        if eq:
+            fields.setdefault(k, v)
+    return fields
+
+
+def job_states(record: Dict[str, Any]) -> Dict[str, Dict[str, str]]:
+    return {j["job_id"]: show_job(j["job_id"]) or {"JobState": "UNKNOWN"} for j in record["jobs"]}
+
+
+def outcome(record: Dict[str, Any], states: Dict[str, Dict[str, str]]) -> Tuple[int, Optional[str]]:
+    """The run's exit code and, when it did not finish, the one line that says why."""
+    jobs = record["jobs"]
+    for i, j in enumerate(jobs):
+        st = states[j["job_id"]]
+        if st.get("JobState") == "COMPLETED":
+            continue
+        code = st.get("ExitCode", "?")
+        rest = [f"{k['stage']} (job {k['job_id']})" for k in jobs[i + 1 :]]
+        after = f"; not run, as they depend on it: {', '.join(rest)}" if rest else ""
+        if code.split(":")[0] == str(EXIT_UNFINISHED):
+            return EXIT_UNFINISHED, (
+                f"stage {j['stage']} (job {j['job_id']}) left items unfinished (exit 3){after}; "
+                f"the same command with run_id={record['run'].split('/', 1)[1]} submits the rest and resumes them"
+            )
+        return 1, (
+            f"stage {j['stage']} (job {j['job_id']}) {st.get('JobState', '?')} (exit {code}, log {j['err']}){after}"
+        )
+    return 0, None
+
+
+def wait_for_jobs(cfg: RootConfig, record: Dict[str, Any], folder: Path) -> int:
+    """Poll the scheduler until every job has ended (a requeued job is followed through its restarts)."""
+    from deepwriter.core.errors import print_error
+
+    settled = 0
+    while True:
+        states = job_states(record)
+        ended = all(s.get("JobState") in TERMINAL or s.get("JobState") == "UNKNOWN" for s in states.values())
+        # twice in a row: a preempted job that requeues itself passes through an ended state first
+        settled = settled + 1 if ended else 0
+        if settled >= 2:
+            break
+        time.sleep(cfg.launcher.poll_s)
+    for j in record["jobs"]:
+        st = states[j["job_id"]]
+        j["state"] = st.get("JobState")
+        j["exit_code"] = st.get("ExitCode")
+        j["restarts"] = int(st.get("Restarts", "0") or 0)
+        j["node_list"] = st.get("NodeList")
+        j["num_tasks"] = st.get("NumTasks")
+    rc, line = outcome(record, states)
+    record["result"] = {"exit_code": rc, "line": line}
+    write_json_atomic(folder / JOBS_FILE, record)
+    for j in record["jobs"]:
+        print(f"  {j['stage']:<10} job {j['job_id']:<8} {j['state']} (exit {j['exit_code']}, restarts {j['restarts']})")
+    if line:
+        print_error(f"deepwriter: slurm: {line}")
+    return rc
+
+
+def read_jobs(run_dir: Path) -> Optional[Dict[str, Any]]:
+    path = Path(run_dir) / "slurm" / JOBS_FILE
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
