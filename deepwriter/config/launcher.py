@@ -35,6 +35,10 @@ class SlurmJobsConfig:
     mix: SlurmJobConfig = field(default_factory=SlurmJobConfig)
     sft: SlurmJobConfig = field(default_factory=SlurmJobConfig)
     eval: SlurmJobConfig = field(default_factory=SlurmJobConfig)
+    # each managed server replica's own job (serving.placement: slurm); its GPUs are the replica's
+    # (models.*.serving.gpus_per_replica, else tensor_parallel) where the partition has GPUs, so
+    # gpus_per_node and nodes are not read here
+    server: SlurmJobConfig = field(default_factory=SlurmJobConfig)
 
 
 @dataclass

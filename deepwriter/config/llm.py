@@ -82,6 +82,11 @@ class RunServingConfig:
     host: str = "127.0.0.1"
     # GPUs the fleet may use; null: CUDA_VISIBLE_DEVICES, else every GPU nvidia-smi lists, else none (CPU)
     gpus: Optional[List[int]] = None
+    # Where each replica runs. local: a process on the node of the stage that calls it (on the GPUs
+    # above); slurm: a SLURM job of its own (launcher.jobs.server asks for its resources, its GPUs are the
+    # replica's gpus_per_replica / tensor_parallel), found through <run>/servers/<group>-<index>.addr;
+    # auto: slurm inside a stage job of launcher=slurm, local otherwise.
+    placement: str = one_of("auto", "auto", "local", "slurm")
 
 
 @dataclass

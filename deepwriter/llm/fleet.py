@@ -1,13 +1,16 @@
 """A run's own servers: start the replicas of a placed group (deepwriter.llm.placement), check their
 health, restart one that died within its group's budget, and stop them all.
 
-Each replica is one server process in its own process group (what `make serve` starts: see
-`replica_command`), its log under the run folder (`<log_dir>/<group>-<index>.log`). A watcher thread
-looks at every replica each `poll_s`: one whose process has exited, or that has not answered its
-health check `unhealthy_after` times in a row, is killed (its whole group) and started again while
-`serving.max_restarts` allows; the seconds from the death being seen to the replica answering again
-are its downtime. `close()` stops every server this fleet started (SIGTERM to the group, SIGKILL after
-`stop_grace_s`) and waits until its port is free; the runner calls it on every way out of a run.
+How a replica runs is the fleet's spawner (start / ended / address / stop): by default one server
+process on this node in its own process group (what `make serve` starts: LocalSpawner), or a SLURM job
+of its own on whatever node the scheduler gives it (deepwriter.llm.slurm_jobs.SlurmSpawner, whose
+address the fleet reads from the run folder). Its log is under the run folder
+(`<log_dir>/<group>-<index>.log`). A watcher thread looks at every replica each `poll_s`: one whose
+process (or job) has ended, or that has not answered its health check `unhealthy_after` times in a row,
+is stopped and started again while `serving.max_restarts` allows; the seconds from the death being seen
+to the replica answering again are its downtime. `close()` stops every server this fleet started
+(SIGTERM to the group, SIGKILL after `stop_grace_s`, and waits until its port is free; a job: scancel,
+and waits until it has ended); the runner calls it on every way out of a run.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Protocol, Tuple
 
 from deepwriter.core.errors import DeepwriterError
 from deepwriter.llm.placement import Layout, Replica
@@ -63,11 +66,26 @@ def group_members(pgid: int) -> List[int]:
     return members
 
 
+class Spawner(Protocol):
+    """How the fleet runs one replica: `start` returns a handle (a process, a job); `ended` is None while
+    it runs or waits to run, else why it ended; `address` is its `host:port` once known."""
+
+    def start(self, rep: Replica, argv: List[str], env: Dict[str, str], log_path: Path) -> Any: ...
+
+    def ended(self, handle: Any) -> Optional[str]: ...
+
+    def address(self, rep: Replica, handle: Any) -> Optional[str]: ...
+
+    def stop(self, rep: Replica, handle: Any, graceful: bool) -> None: ...
+
+    def describe(self, rep: Replica, handle: Any) -> Dict[str, object]: ...
+
+
 @dataclass
 class _Running:
     replica: Replica
     log_path: Path
-    proc: Optional[subprocess.Popen] = None
+    proc: Any = None  # the spawner's handle: a subprocess.Popen here, a job (deepwriter.llm.slurm_jobs)
     started: float = 0.0
     misses: int = 0  # health checks missed in a row
     restarting: bool = False
@@ -92,9 +110,11 @@ class Fleet:
         poll_s: float = 2.0,
         unhealthy_after: int = 5,
         stop_grace_s: float = 20.0,
+        spawner: Optional[Spawner] = None,
     ):
         self.layout, self.command_for, self.log_dir, self.host = layout, command_for, Path(log_dir), host
         self.poll_s, self.unhealthy_after, self.stop_grace_s = poll_s, unhealthy_after, stop_grace_s
+        self.spawner: Spawner = spawner or LocalSpawner(host, stop_grace_s)
         self.running: Dict[str, List[_Running]] = {}
         self.stats: Dict[str, GroupStats] = {g: GroupStats() for g in layout.groups}
         self._lock = threading.RLock()
@@ -104,6 +124,12 @@ class Fleet:
     # --- what callers read ---------------------------------------------------------------------------
 
     def url(self, r: Replica) -> str:
+        """The replica's URL: where its process or job said it listens, else this fleet's host and its port."""
+        for x in self.running.get(r.group, []):
+            if x.replica == r and x.proc is not None:
+                where = self.spawner.address(r, x.proc)
+                if where:
+                    return f"http://{where}/v1"
         return f"http://{self.host}:{r.port}/v1"
 
     def urls(self, group: str) -> List[str]:
@@ -130,7 +156,7 @@ class Fleet:
                             "port": r.replica.port,
                             "url": self.url(r.replica),
                             "devices": list(r.replica.devices),
-                            "pid": r.proc.pid if r.proc else None,
+                            **(self.spawner.describe(r.replica, r.proc) if r.proc is not None else {"pid": None}),
                             "log": str(r.log_path),
                         }
                         for r in rs
@@ -236,15 +262,15 @@ class Fleet:
             if r.proc is None:  # dead, not restarted: the budget was spent (or a restart failed)
                 self._try_restart(group, r)
                 continue
-            dead = r.proc.poll() is not None
-            if not dead:
-                if self._answers(r.replica):
+            ended = self.spawner.ended(r.proc)
+            if ended is None:
+                if self._answers(r):
                     r.misses = 0
                     continue
                 r.misses += 1
                 if r.misses < self.unhealthy_after:
                     continue
-            self._died(group, r, "exited" if dead else f"no answer {r.misses} times")
+            self._died(group, r, ended or f"no answer {r.misses} times")
             self._try_restart(group, r)
 
     def _died(self, group: str, r: _Running, why: str) -> None:
@@ -300,28 +326,21 @@ class Fleet:
         self._watcher = threading.Thread(target=watch, name="deepwriter-fleet", daemon=True)
         self._watcher.start()
 
-    # --- one process ----------------------------------------------------------------------------------
+    # --- one replica ----------------------------------------------------------------------------------
 
     def _spawn(self, r: _Running) -> None:
         argv, extra_env = self.command_for(r.replica)
-        env = {**os.environ, **extra_env}
-        if r.replica.devices:
-            env["CUDA_VISIBLE_DEVICES"] = r.replica.cuda_visible_devices
-        deadline = time.monotonic() + 30
-        while not port_free(self.host, r.replica.port) and time.monotonic() < deadline:
-            time.sleep(0.5)  # a killed server's port may take a moment to close
-        if not port_free(self.host, r.replica.port):
-            raise FleetError(f"port {r.replica.port} of {r.replica.group} replica {r.replica.index} is taken")
         with open(r.log_path, "ab") as logf:
             logf.write(f"\n=== {time.strftime('%H:%M:%S')} {' '.join(argv)}\n".encode())
-            logf.flush()
-            r.proc = subprocess.Popen(argv, stdout=logf, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        r.proc = self.spawner.start(r.replica, argv, extra_env, r.log_path)
         r.started, r.misses = time.monotonic(), 0
 
-    def _answers(self, rep: Replica, timeout: float = 5.0) -> bool:
+    def _answers(self, r: _Running, timeout: float = 5.0) -> bool:
         # urllib, not httpx: a health check every poll_s stays out of the run's log
+        if r.proc is None or self.spawner.address(r.replica, r.proc) is None:
+            return False
         try:
-            with _DIRECT.open(f"{self.url(rep)}/models", timeout=timeout) as resp:
+            with _DIRECT.open(f"{self.url(r.replica)}/models", timeout=timeout) as resp:
                 return resp.status == 200
         except (OSError, ValueError):  # URLError, HTTPError, a reset or a timeout
             return False
@@ -329,15 +348,15 @@ class Fleet:
     def _wait_ready(self, r: _Running) -> None:
         timeout = self.layout.groups[r.replica.group].serving.startup_timeout_s
         while time.monotonic() - r.started < timeout:
-            proc = r.proc
-            if proc is None or self._stop.is_set():
+            handle = r.proc
+            if handle is None or self._stop.is_set():
                 raise FleetError(f"{r.replica.group} replica {r.replica.index} was stopped while starting")
-            if proc.poll() is not None:
+            ended = self.spawner.ended(handle)
+            if ended is not None:
                 raise FleetError(
-                    f"{r.replica.group} replica {r.replica.index} exited with {proc.returncode} while starting; "
-                    f"see {r.log_path}"
+                    f"{r.replica.group} replica {r.replica.index} {ended} while starting; see {r.log_path}"
                 )
-            if self._answers(r.replica, timeout=2.0):
+            if self._answers(r, timeout=2.0):
                 self.stats[r.replica.group].startup_s.append(time.monotonic() - r.started)
                 return
             time.sleep(0.5)
@@ -347,9 +366,40 @@ class Fleet:
         )
 
     def _kill(self, r: _Running, graceful: bool) -> None:
-        proc, r.proc = r.proc, None
-        if proc is None:
-            return
+        handle, r.proc = r.proc, None
+        if handle is not None:
+            self.spawner.stop(r.replica, handle, graceful)
+
+
+class LocalSpawner:
+    """A replica as a server process on this node, in a process group of its own, on the GPUs placement
+    gave it; stopped with SIGTERM to its group (SIGKILL after `stop_grace_s`), its port free after."""
+
+    def __init__(self, host: str = "127.0.0.1", stop_grace_s: float = 20.0):
+        self.host, self.stop_grace_s = host, stop_grace_s
+
+    def start(self, rep: Replica, argv: List[str], extra_env: Dict[str, str], log_path: Path) -> subprocess.Popen:
+        env = {**os.environ, **extra_env}
+        if rep.devices:
+            env["CUDA_VISIBLE_DEVICES"] = rep.cuda_visible_devices
+        deadline = time.monotonic() + 30
+        while not port_free(self.host, rep.port) and time.monotonic() < deadline:
+            time.sleep(0.5)  # a killed server's port may take a moment to close
+        if not port_free(self.host, rep.port):
+            raise FleetError(f"port {rep.port} of {rep.group} replica {rep.index} is taken")
+        with open(log_path, "ab") as logf:
+            return subprocess.Popen(argv, stdout=logf, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+
+    def ended(self, proc: subprocess.Popen) -> Optional[str]:
+        return None if proc.poll() is None else f"exited with {proc.returncode}"
+
+    def address(self, rep: Replica, proc: subprocess.Popen) -> Optional[str]:
+        return f"{self.host}:{rep.port}"
+
+    def describe(self, rep: Replica, proc: subprocess.Popen) -> Dict[str, object]:
+        return {"pid": proc.pid}
+
+    def stop(self, rep: Replica, proc: subprocess.Popen, graceful: bool) -> None:
         if proc.poll() is None or graceful:
             try:
                 os.killpg(proc.pid, signal.SIGTERM if graceful else signal.SIGKILL)
@@ -374,7 +424,7 @@ class Fleet:
         if group_members(proc.pid):
             log.warning("fleet: processes %s of server %d still run after SIGKILL", group_members(proc.pid), proc.pid)
         deadline = time.monotonic() + 30
-        while not port_free(self.host, r.replica.port) and time.monotonic() < deadline:
+        while not port_free(self.host, rep.port) and time.monotonic() < deadline:
             time.sleep(0.2)
 
 

@@ -53,6 +53,8 @@ class Layout:
     groups: Dict[str, Group] = field(default_factory=dict)
     # stage -> role -> the GPU its in-process model runs on (None: the CPU)
     inprocess: Dict[str, Dict[str, Optional[int]]] = field(default_factory=dict)
+    # the replicas are SLURM jobs of their own (serving.placement: slurm): their GPUs are the job's
+    as_jobs: bool = False
 
     def text(self) -> str:
         node = f"{len(self.gpus)} GPUs {list(self.gpus)}" if self.gpus else "no GPU (CPU)"
@@ -67,6 +69,7 @@ class Layout:
             )
             for r in self.replicas[name]:
                 where = f"CUDA_VISIBLE_DEVICES={r.cuda_visible_devices}" if r.devices else "CPU"
+                where = "a SLURM job of its own, on the node and GPUs it is given" if self.as_jobs else where
                 lines.append(f"    replica {r.index}: port {r.port}, {where}")
         for stage, roles in self.inprocess.items():
             for role, dev in roles.items():
@@ -83,10 +86,13 @@ def place(
     groups: Sequence[Group],
     inprocess: Dict[str, List[str]],
     gpus: Sequence[int],
+    as_jobs: bool = False,
 ) -> Layout:
     """Disjoint device sets per replica. `inprocess`: per stage, the roles it runs in this process that
-    want a GPU while the stage runs. Raises ConfigError (one line) when the node has too few GPUs."""
-    layout = Layout(stages=list(stages), gpus=list(gpus), groups={g.name: g for g in groups})
+    want a GPU while the stage runs. Raises ConfigError (one line) when the node has too few GPUs.
+    `as_jobs`: each replica is a SLURM job of its own, with no device of this node (only the in-process
+    models are placed here)."""
+    layout = Layout(stages=list(stages), gpus=list(gpus), groups={g.name: g for g in groups}, as_jobs=as_jobs)
     for a in groups:  # groups up at the same time need ports of their own
         for b in groups:
             if a.name < b.name and a.first <= b.last and b.first <= a.last:
@@ -97,6 +103,13 @@ def place(
                         f"models.{b.roles[0]}.serving.base_port: port {min(pa & pb)} is also {a.name}'s, which is "
                         "up at the same time; give the presets base ports that do not overlap"
                     )
+    if as_jobs:
+        layout.inprocess = place(stages, [], inprocess, gpus).inprocess
+        for g in groups:
+            layout.replicas[g.name] = [
+                Replica(g.name, i, g.serving.base_port + i, ()) for i in range(g.serving.replicas)
+            ]
+        return layout
     if not gpus:
         for g in groups:
             if g.serving.tensor_parallel > 1:
@@ -228,6 +241,7 @@ def run_layout(
     run_managed: bool,
     gpus: Sequence[int],
     renamed: Optional[Dict[Tuple[str, str], str]] = None,
+    as_jobs: bool = False,
 ) -> Layout:
     """The layout of a run (no GPU query here: `gpus` is given, so this stays pure)."""
     groups = managed_groups(models, stages, roles_of, run_managed, renamed)
@@ -235,4 +249,4 @@ def run_layout(
     # the in-process models only compete for GPUs with the servers of their own stage
     alive = {st for i, st in enumerate(stages) for g in groups if g.first <= i <= g.last}
     inproc = {st: roles for st, roles in inproc.items() if roles and st in alive}
-    return place(stages, groups, inproc, gpus)
+    return place(stages, groups, inproc, gpus, as_jobs)

@@ -496,14 +496,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
         # the managed servers on the fleet's GPUs as the plan assumes them (plan.fleet.count), not this
         # machine's; a fleet too small for them is refused like the run refuses it
-        layout = serving_layout(cfg, list(range(cfg.plan.fleet.count))).text().splitlines()
+        from deepwriter.pipeline.slurm_request import serves_as_jobs
+
+        # under launcher=slurm each replica is a job of its own (serving.placement): no GPU of the stage's node
+        as_jobs = serves_as_jobs(cfg, in_stage_job=False)
+        placed = serving_layout(cfg, list(range(cfg.plan.fleet.count)), as_jobs)
+        layout = placed.text().splitlines()
         text = "== " + layout[0].rstrip(":") + "\n" + "\n".join(layout[1:]) + "\n"
         text += project(cfg, opts.get("calibrate")).text()
         if cfg.launcher.kind == "slurm":  # the jobs `deepwriter.train ... launcher=slurm` would submit
-            from deepwriter.pipeline.slurm import graph_text, job_graph
+            from deepwriter.pipeline.slurm import graph_text, job_graph, server_graph_text
 
             stages = [s for s in STAGE_ORDER if s in cfg.recipe.stages]
             text += "\n" + graph_text(job_graph(cfg, stages))
+            text += server_graph_text(cfg, placed) if as_jobs else ""
     except ConfigError as exc:
         print(f"deepwriter.plan: {exc}", file=sys.stderr)
         return 2

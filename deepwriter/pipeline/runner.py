@@ -64,8 +64,9 @@ assert tuple(STAGES) == STAGE_ORDER
 ROLES = ("generator", "scorer", "student", "judge")
 
 
-def serving_layout(cfg: RootConfig, gpus: List[int]):
-    """Where the run's managed servers go on a node with these GPUs (deepwriter.llm.placement.place)."""
+def serving_layout(cfg: RootConfig, gpus: List[int], as_jobs: bool = False):
+    """Where the run's managed servers go on a node with these GPUs (deepwriter.llm.placement.place);
+    `as_jobs`: each replica is a SLURM job of its own."""
     from deepwriter.llm.placement import run_layout
 
     stages = [s for s in STAGE_ORDER if s in cfg.recipe.stages]
@@ -74,7 +75,7 @@ def serving_layout(cfg: RootConfig, gpus: List[int]):
     renamed = {}
     if cfg.eval.model_under_test == "sft":  # eval serves the sft output's weights, not the student preset's
         renamed[("eval", "student")] = f"{cfg.models.student.name}+sft"
-    return run_layout(models, stages, roles_of, cfg.serving.managed, gpus, renamed)
+    return run_layout(models, stages, roles_of, cfg.serving.managed, gpus, renamed, as_jobs)
 
 
 class _StageServing:
@@ -103,9 +104,12 @@ class _Serving:
 
     def __init__(self, cfg: RootConfig, run_dir: Path, gpus: List[int], active: bool = True):
         from deepwriter.llm.fleet import Fleet, server_command_for
+        from deepwriter.pipeline.slurm_request import serves_as_jobs
 
         # rank 0 alone runs the stages that call servers; other ranks of a launch start none
-        self.layout = serving_layout(cfg if active else dataclasses.replace(cfg, serving=_off(cfg)), gpus)
+        self.as_jobs = serves_as_jobs(cfg, in_stage_job=bool(os.environ.get(JOB_ENV)))
+        run_cfg = cfg if active else dataclasses.replace(cfg, serving=_off(cfg))
+        self.layout = serving_layout(run_cfg, gpus, self.as_jobs)
         self.stages = self.layout.stages
         self.models: Dict[str, Any] = {}  # group -> the model config its replicas serve
         self.fleet = None
@@ -118,8 +122,17 @@ class _Serving:
                     f"serving.python: {cfg.serving.python} does not exist; `make serve-install` creates vLLM's "
                     "environment (or serving.managed=false to use servers of your own)"
                 )
-            command = server_command_for(self.models, cfg.serving.python, cfg.serving.host, cfg.paths.cache_dir)
-            self.fleet = Fleet(self.layout, command, run_dir / "servers", host=cfg.serving.host)
+            if not self.as_jobs:
+                command = server_command_for(self.models, cfg.serving.python, cfg.serving.host, cfg.paths.cache_dir)
+                self.fleet = Fleet(self.layout, command, run_dir / "servers", host=cfg.serving.host)
+            else:  # each replica a job on some node: it listens on every interface, its address in the run folder
+                from deepwriter.llm.slurm_jobs import SlurmSpawner
+                from deepwriter.pipeline.slurm_request import server_flags
+
+                flags = {g.name: server_flags(cfg, g.name, g.serving) for g in self.layout.groups.values()}
+                command = server_command_for(self.models, cfg.serving.python, "0.0.0.0", cfg.paths.cache_dir)
+                spawner = SlurmSpawner(lambda rep: flags[rep.group], run_dir / "servers")
+                self.fleet = Fleet(self.layout, command, run_dir / "servers", host=cfg.serving.host, spawner=spawner)
 
     def groups_at(self, stage: str) -> List[Any]:
         i = self.stages.index(stage)
@@ -136,13 +149,15 @@ class _Serving:
             role = g.roles[0]
             model = spec.model_for(cfg, ctx, role) if spec.model_for and role in spec.roles(cfg) else None
             self.models.setdefault(g.name, model or getattr(cfg.models, role))
-            if spec.serves_itself:  # the stage brings it up when it calls it (ctx.serving)
+            # the stage brings it up when it calls it (ctx.serving), to share this node's GPUs; a replica
+            # that is a job of its own shares nothing, and its address is known only once it runs: up now
+            if spec.serves_itself and not self.as_jobs:
                 got = [self.fleet.url(r) for r in self.layout.replicas[g.name]]
             else:
                 got = self.fleet.up(g.name)
             for r in g.roles:
                 urls[r], by_role[r] = got, g.name
-        if spec.serves_itself and by_role:
+        if spec.serves_itself and by_role and not self.as_jobs:
             ctx.serving = _StageServing(self.fleet, by_role)
         if not urls:
             return cfg

@@ -5,7 +5,8 @@ jobs after it: `kill-on-invalid-dep`), submitted through submitit. Each job runs
 for its one stage (`recipe.stages=[STAGE] run_id=RUN launcher=local`), so every rule of a local run holds
 inside it: stage keys and reuse, resume from what a stage wrote (synthesis from its records, SFT from its
 last checkpoint, eval from its judge cache), the managed serving fleet of the stage's roles (started,
-healed and stopped inside the job, on the job's node), exit 3 for unfinished items. A requeued or
+healed and stopped by the job; by default each replica is a SLURM job of its own, serving.placement,
+deepwriter.llm.slurm_jobs), exit 3 for unfinished items. A requeued or
 preempted job (submitit requeues on the pre-timeout signal; `scontrol requeue` restarts it) is the same
 command again and resumes its stage exactly.
 
@@ -33,70 +34,22 @@ from typing import Any, Dict, List, Optional, Tuple
 from deepwriter.config.root import STAGE_ORDER, ConfigError, RootConfig, expand
 from deepwriter.core.contract import JOB_ENV
 from deepwriter.core.files import write_json_atomic
+from deepwriter.llm.slurm_jobs import TERMINAL, show_job, submitted_jobs
+from deepwriter.pipeline.slurm_request import (
+    job_request,
+    key_of,
+    sbatch_flags,
+    server_flags,
+    server_request,
+    serves_as_jobs,
+)
 
 JOBS_FILE = "jobs.json"
-# job states after which SLURM runs nothing more for the job (a requeued one goes back to PENDING)
-TERMINAL = {
-    "COMPLETED",
-    "FAILED",
-    "CANCELLED",
-    "TIMEOUT",
-    "NODE_FAIL",
-    "OUT_OF_MEMORY",
-    "BOOT_FAIL",
-    "DEADLINE",
-    "PREEMPTED",
-    "SPECIAL_EXIT",
-}
 EXIT_UNFINISHED = 3
 
 
 def slurm_dir(cfg: RootConfig) -> Path:
     return expand(cfg.paths.runs_dir) / cfg.recipe.name / cfg.run_id / "slurm"
-
-
-# --- what each job asks for ----------------------------------------------------------------------------
-
-
-def job_request(cfg: RootConfig, stage: str) -> Dict[str, Any]:
-    """The sbatch options of one stage's job, named as submitit's SlurmExecutor takes them."""
-    launcher = cfg.launcher
-    job = getattr(launcher.jobs, stage)
-    nodes, tasks = job.nodes, 1
-    if stage == "sft":  # one task per rank: the existing rank logic (WORLD_SIZE from SLURM)
-        nodes, tasks = cfg.sft.num_nodes, cfg.sft.num_processes
-    req: Dict[str, Any] = {
-        "job_name": f"{launcher.job_name}-{cfg.recipe.name}-{stage}",
-        "time": job.time_min,
-        "nodes": nodes,
-        "ntasks_per_node": tasks,
-        "cpus_per_task": job.cpus_per_task,
-    }
-    for key in ("partition", "account", "qos"):
-        value = getattr(job, key) or getattr(launcher, key)
-        if value:
-            req[key] = value
-    if job.gpus_per_node:
-        req["gpus_per_node"] = job.gpus_per_node
-    if job.mem_gb:
-        req["mem"] = f"{int(job.mem_gb * 1024)}M"
-    if job.constraint:
-        req["constraint"] = job.constraint
-    return req
-
-
-def _flags(req: Dict[str, Any], additional: Dict[str, Any]) -> List[str]:
-    out = []
-    for k, v in {**req, **additional}.items():
-        flag = "--" + k.replace("_", "-")
-        out.append(flag if v is True else f"{flag}={v}")
-    return out
-
-
-def _key_of(cfg: RootConfig, stage: str, what: str) -> str:
-    """The config key that set a job's partition/account/qos (its own, else the launcher's)."""
-    own = getattr(getattr(cfg.launcher.jobs, stage), what)
-    return f"launcher.jobs.{stage}.{what}" if own else f"launcher.{what}"
 
 
 def _run(cmd: List[str], timeout: float = 30) -> subprocess.CompletedProcess:
@@ -122,32 +75,45 @@ def check_cluster(cfg: RootConfig, stages: List[str]) -> None:
         req = job_request(cfg, stage)
         if req.get("partition") and req["partition"] not in partitions:
             raise ConfigError(
-                f"{_key_of(cfg, stage, 'partition')}: no partition {req['partition']!r} on this cluster; "
+                f"{key_of(cfg, stage, 'partition')}: no partition {req['partition']!r} on this cluster; "
                 f"expected one of {partitions}"
             )
         account = req.get("account")
         if account and accounts is not None and account not in accounts:
             raise ConfigError(
-                f"{_key_of(cfg, stage, 'account')}: {account!r} is not an account of yours on this cluster; "
+                f"{key_of(cfg, stage, 'account')}: {account!r} is not an account of yours on this cluster; "
                 f"expected one of {sorted(accounts)} (sacctmgr show assoc)"
             )
         allowed = _partition_accounts(req.get("partition") or default)
         if allowed is not None and account not in allowed:
-            key = _key_of(cfg, stage, "account") if account else "launcher.account"
+            key = key_of(cfg, stage, "account") if account else "launcher.account"
             raise ConfigError(
                 f"{key}: partition {req.get('partition') or default!r} takes jobs of accounts {sorted(allowed)} only; "
                 f"got {account!r}"
             )
         additional = dict(getattr(cfg.launcher.jobs, stage).additional)
-        test = _run(["sbatch", "--test-only", *_flags(req, additional), "--wrap", "true"])
+        test = _run(["sbatch", "--test-only", *sbatch_flags(req, additional), "--wrap", "true"])
         if test.returncode != 0:
             why = _first_line(test.stderr or test.stdout).removeprefix("sbatch: error: ")
             low = why.lower()
             key = next(
-                (_key_of(cfg, stage, w) for w in ("account", "partition", "qos") if w in low and req.get(w)),
+                (key_of(cfg, stage, w) for w in ("account", "partition", "qos") if w in low and req.get(w)),
                 f"launcher.jobs.{stage}",
             )
-            raise ConfigError(f"{key}: the scheduler refuses the {stage} job ({' '.join(_flags(req, {}))}): {why}")
+            shown = " ".join(sbatch_flags(req, {}))
+            raise ConfigError(f"{key}: the scheduler refuses the {stage} job ({shown}): {why}")
+
+
+def check_server_jobs(cfg: RootConfig, groups: Dict[str, Any]) -> None:
+    """Before any submission: the scheduler would accept each managed group's replica job as asked."""
+    for name, g in groups.items():
+        flags = server_flags(cfg, name, g.serving)
+        test = _run(["sbatch", "--test-only", *flags, "--wrap", "true"])
+        if test.returncode != 0:
+            why = _first_line(test.stderr or test.stdout).removeprefix("sbatch: error: ")
+            raise ConfigError(
+                f"launcher.jobs.server: the scheduler refuses {name}'s replica job ({' '.join(flags)}): {why}"
+            )
 
 
 def _user_accounts() -> Optional[set]:
@@ -235,12 +201,18 @@ class StageJob:
 # --- submission ---------------------------------------------------------------------------------------
 
 
+# the launcher's keys a stage job keeps: what its managed replicas' jobs ask for (serving.placement: slurm)
+_KEPT = ("launcher.partition", "launcher.account", "launcher.qos", "launcher.job_name")
+
+
 def _forwarded(argv: List[str]) -> List[str]:
-    """The submitter's overrides a stage job repeats: all but the launcher's, the run id and the stages."""
+    """The submitter's overrides a stage job repeats: all but the launcher's (but for what its server
+    replicas' jobs ask for), the run id and the stages."""
     out = []
     for a in argv:
         key = a.lstrip("+~").partition("=")[0]
-        if key in ("launcher", "run_id", "recipe.stages") or key.startswith("launcher."):
+        kept = key in _KEPT or key.startswith("launcher.jobs.server")
+        if key in ("launcher", "run_id", "recipe.stages") or (key.startswith("launcher.") and not kept):
             continue
         out.append(a)
     return out
@@ -281,10 +253,22 @@ def graph_text(graph: List[Dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def server_graph_text(cfg: RootConfig, layout: Any) -> str:
+    """The managed replicas' own jobs (serving.placement: slurm) as the plan prints them."""
+    if not layout.groups:
+        return ""
+    lines = ["== SLURM server jobs (one per replica, submitted by the stage job that first calls the group)"]
+    for name, g in layout.groups.items():
+        span = layout.stages[g.first] if g.first == g.last else f"{layout.stages[g.first]}..{layout.stages[g.last]}"
+        req = server_request(cfg, name, g.serving, ask_cluster=False)
+        lines.append(f"  {name}: {g.serving.replicas} x {req['job_name']}: {_describe(req)}  during {span}")
+    return "\n".join(lines) + "\n"
+
+
 def submit_run(cfg: RootConfig, argv: List[str]) -> int:
     """Submit the run's unfinished stages as jobs; with launcher.wait, follow them to the end. Returns
     the exit code of the submitting command."""
-    from deepwriter.pipeline.runner import check_run, plan
+    from deepwriter.pipeline.runner import check_run, plan, serving_layout
 
     planned = plan(cfg)
     wanted = [s for s in STAGE_ORDER if s in cfg.recipe.stages]
@@ -292,6 +276,8 @@ def submit_run(cfg: RootConfig, argv: List[str]) -> int:
     todo = [s for s in wanted if not planned[s].finished()]
     reused = [s for s in wanted if s not in todo]
     check_cluster(cfg, todo)
+    if todo and serves_as_jobs(cfg, in_stage_job=False):
+        check_server_jobs(cfg, serving_layout(cfg, [], as_jobs=True).groups)
 
     import submitit
 
@@ -350,20 +336,6 @@ def _print_graph(record: Dict[str, Any], folder: Path) -> None:
 # --- following the jobs -----------------------------------------------------------------------------------
 
 
-def show_job(job_id: str) -> Optional[Dict[str, str]]:
-    """`scontrol show job -o ID` as a dict (JobState, ExitCode, Restarts, NumTasks, ...); None when the
-    controller no longer knows the job."""
-    out = _run(["scontrol", "show", "job", "-o", str(job_id)])
-    if out.returncode != 0 or not out.stdout.strip():
-        return None
-    fields: Dict[str, str] = {}
-    for token in shlex.split(out.stdout.strip().splitlines()[0]):
-        k, eq, v = token.partition("=")
-        if eq:
-            fields.setdefault(k, v)
-    return fields
-
-
 def job_states(record: Dict[str, Any]) -> Dict[str, Dict[str, str]]:
     return {j["job_id"]: show_job(j["job_id"]) or {"JobState": "UNKNOWN"} for j in record["jobs"]}
 
@@ -411,12 +383,25 @@ def wait_for_jobs(cfg: RootConfig, record: Dict[str, Any], folder: Path) -> int:
         j["num_tasks"] = st.get("NumTasks")
     rc, line = outcome(record, states)
     record["result"] = {"exit_code": rc, "line": line}
+    record["servers"] = server_jobs(folder.parent / "servers")
     write_json_atomic(folder / JOBS_FILE, record)
     for j in record["jobs"]:
         print(f"  {j['stage']:<10} job {j['job_id']:<8} {j['state']} (exit {j['exit_code']}, restarts {j['restarts']})")
+    for j in record["servers"]:
+        print(f"  {'server':<10} job {j['job_id']:<8} {j['state']} ({j['group']} replica {j['index']})")
     if line:
         print_error(f"deepwriter: slurm: {line}")
     return rc
+
+
+def server_jobs(servers_dir: Path) -> List[Dict[str, Any]]:
+    """The managed replicas' own jobs the run's stage jobs submitted (serving.placement: slurm), each with
+    its state as the scheduler has it now."""
+    out = []
+    for j in submitted_jobs(servers_dir):
+        st = show_job(str(j["job_id"])) or {"JobState": "UNKNOWN"}
+        out.append({**j, "state": st.get("JobState"), "exit_code": st.get("ExitCode"), "node_list": st.get("NodeList")})
+    return out
 
 
 def read_jobs(run_dir: Path) -> Optional[Dict[str, Any]]:

@@ -35,6 +35,8 @@ CASES = [
     (["sft.learning_rate=-1"], "sft.learning_rate", "expected > 0.0"),
     (["sft.max_steps=0"], "sft.max_steps", "expected -1"),
     (["sft.launcher=slurm"], "sft.launcher", "expected one of ['torchrun', 'deepspeed']"),
+    (["serving.placement=cloud"], "serving.placement", "expected one of ['auto', 'local', 'slurm']"),
+    (["launcher.jobs.server.time_min=0"], "launcher.jobs.server.time_min", "expected >= 1"),
     (["sft.lr_scheduler=warmup"], "sft.lr_scheduler", "expected one of"),
     (["sft.global_batch_size=7", "sft.per_device_batch_size=2"], "sft.global_batch_size", "not a multiple"),
     (["models.scorer.endpoint.logprobs_api=vllm"], "models.scorer.endpoint.logprobs_api", "expected one of"),

@@ -14,6 +14,7 @@ import textwrap
 import time
 
 import httpx
+import pytest
 
 from deepwriter.config.llm import ServingConfig
 from deepwriter.llm.fleet import Fleet, port_free
@@ -109,3 +110,107 @@ def test_ctrl_c_stops_them_too(tmp_path):
     proc.send_signal(signal.SIGINT)
     proc.wait(timeout=60)
     assert not alive(info["pid"]) and port_free("127.0.0.1", info["port"])
+
+
+def loopback_anywhere(rep):
+    """The loopback as a replica's job runs it: listening on every interface of whatever node it gets."""
+    argv, env = loopback_command(rep)
+    return argv + ["--host", "0.0.0.0"], env
+
+
+def answers(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/models", timeout=5).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def squeued(*job_ids: str) -> str:
+    """What the scheduler still queues or runs of these jobs (empty: none)."""
+    out = subprocess.run(["squeue", "-h", "-j", ",".join(job_ids), "-o", "%i %T"], capture_output=True, text=True)
+    return out.stdout.strip()
+
+
+@pytest.mark.slow  # two SLURM jobs, each a loopback server: ~30 s on 2 busy cores
+@pytest.mark.timeout(300)  # bounded inside: 120 s to each start, 120 s to the scancel's heal
+def test_a_replica_as_a_slurm_job_is_found_healed_after_scancel_and_cancelled_by_close(tmp_path, slurm_cluster):
+    from deepwriter.llm.slurm_jobs import TERMINAL, SlurmSpawner
+    from deepwriter.testing.slurm import job, wait_until
+
+    logs = tmp_path / "servers"
+    spawner = SlurmSpawner(lambda rep: ["--job-name=deepwriter-test-serve", "--time=10"], logs)
+    fleet = Fleet(layout(1, max_restarts=1), loopback_anywhere, logs, poll_s=0.5, spawner=spawner)
+    ids = []
+    try:
+        (url,) = fleet.up("tiny")
+        r = fleet.running["tiny"][0]
+        first = r.proc.job_id
+        ids.append(first)
+        got = job(first)  # the scheduler's own record
+        assert got["JobState"] == "RUNNING" and got["JobName"] == "deepwriter-test-serve", got
+        node = got["NodeList"]
+        # its address, written by the job into the run folder, is the URL the fleet hands out
+        assert (logs / "tiny-0.addr").read_text().split() == [f"{node}:{r.replica.port}", first]
+        assert url == f"http://{node}:{r.replica.port}/v1"
+        assert httpx.get(f"{url}/models", timeout=10).status_code == 200
+        state = json.loads((logs / "fleet.json").read_text())
+        assert [(x["job_id"], x["url"]) for x in state["running"]["tiny"]] == [(first, url)]
+        assert f"job {first} on {node}" in (logs / "tiny-0.log").read_text()
+
+        subprocess.run(["scancel", first], check=True)  # the scheduler ends the replica: self-healing
+        wait_until(lambda: fleet.summary()["tiny"]["deaths"] == 1, 60, "the fleet to see the cancelled job")
+        assert fleet.heal(wait_s=120)
+        second = fleet.running["tiny"][0].proc.job_id
+        ids.append(second)
+        assert second != first
+        assert job(first)["JobState"] == "CANCELLED" and job(second)["JobState"] == "RUNNING"
+        assert (logs / "tiny-0.addr").read_text().split() == [f"{node}:{r.replica.port}", second]
+        assert httpx.get(f"{fleet.urls('tiny')[0]}/models", timeout=10).status_code == 200
+        st = fleet.summary()["tiny"]
+        assert st["restarts"] == 1 and st["deaths"] == 1 and st["down_s"] > 0
+    finally:
+        ids += [x.proc.job_id for x in fleet.running.get("tiny", []) if x.proc is not None and x.proc.job_id not in ids]
+        fleet.close()
+    # close() waits until the scheduler has ended every job the fleet submitted
+    assert len(ids) == 2 and squeued(*ids) == ""
+    assert all(job(i)["JobState"] in TERMINAL for i in ids)
+    assert port_free("127.0.0.1", fleet.layout.replicas["tiny"][0].port)
+    assert fleet.running == {}
+
+
+@pytest.mark.slow  # a stand-in stage job and one server job: ~15 s
+@pytest.mark.timeout(240)  # bounded inside: 60 s to the stage job, 120 s to the server, 60 s to its end
+def test_a_replica_job_stops_its_server_once_the_stage_job_that_started_it_no_longer_runs(
+    tmp_path, slurm_cluster, monkeypatch
+):
+    """The stage job is killed past its fleet's close() (SIGKILL, a node failure): the replica's job sees
+    its stage job end and stops its server, so no orphan holds the port and GPUs."""
+    from deepwriter.llm.slurm_jobs import TERMINAL, SlurmSpawner
+    from deepwriter.testing.slurm import job, wait_until
+
+    stage = subprocess.run(
+        ["sbatch", "--parsable", "--job-name=deepwriter-test-stage", "--time=10", f"--output={tmp_path}/stage.out"]
+        + ["--wrap", "sleep 300"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    server = None
+    try:
+        wait_until(lambda: job(stage)["JobState"] == "RUNNING", 60, "the stand-in stage job running")
+        monkeypatch.setenv("SLURM_JOB_ID", stage)  # the fleet runs inside that job
+        logs = tmp_path / "servers"
+        logs.mkdir()
+        spawner = SlurmSpawner(lambda rep: ["--job-name=deepwriter-test-serve", "--time=10"], logs, watch_s=1)
+        rep = layout(1, 0).replicas["tiny"][0]
+        argv, env = loopback_anywhere(rep)
+        server = spawner.start(rep, argv, env, logs / "tiny-0.log")
+        where = wait_until(lambda: spawner.address(rep, server), 120, "the server job's address")
+        wait_until(lambda: answers(f"http://{where}/v1"), 120, "the server's first answer")
+        subprocess.run(["scancel", "--signal=KILL", "--full", stage], check=True)  # no close() runs in there
+        wait_until(lambda: job(server.job_id)["JobState"] in TERMINAL, 60, "the server job to end by itself")
+        assert spawner.ended(server) is not None and squeued(server.job_id) == ""
+        assert f"stage job {stage}, which started this server, no longer runs" in (logs / "tiny-0.log").read_text()
+        assert port_free("127.0.0.1", rep.port)
+    finally:
+        subprocess.run(["scancel", stage] + ([server.job_id] if server else []), capture_output=True)

@@ -5,6 +5,7 @@ any submission. Jobs are read back from the scheduler (`scontrol show job`), not
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -17,6 +18,7 @@ import pytest
 
 from deepwriter.core.records import read_records
 from deepwriter.llm.fleet import port_free
+from deepwriter.llm.slurm_jobs import submitted_jobs
 from deepwriter.testing.repo import REPO
 from deepwriter.testing.slurm import job, scontrol, wait_until
 from deepwriter.testing.synthesis import write_pairs
@@ -214,6 +216,11 @@ def test_a_synthesis_job_cancelled_mid_stage_then_requeued_writes_every_pair_onc
     assert f"job {job_id} (synthesize, restart 0" in log and f"job {job_id} (synthesize, restart 1" in log
     stage = json.loads((tmp_path / "runs" / "demo" / "q" / "synthesize" / "manifest.json").read_text())
     assert stage["counts"]["pairs"] == n and stage["timing"]["resumed"] is True
+    # the server was a job of its own each time (serving.placement auto), cancelled with its stage job's try
+    servers = [j["job_id"] for j in submitted_jobs(tmp_path / "runs" / "demo" / "q" / "servers")]
+    assert len(servers) == 2 and job_id not in servers
+    assert [job(s)["JobState"] for s in servers] == ["CANCELLED", "CANCELLED"]
+    assert job(servers[0])["EndTime"] <= job(servers[1])["StartTime"]
     print(
         f"requeue: {before} pairs when scancel was sent, {at_cancel} when the job had ended, {len(ids)} after the "
         f"requeue ({len(set(ids))} distinct); lost {lost}, duplicated {duplicated}"
@@ -271,3 +278,76 @@ def test_a_failed_job_cancels_the_jobs_after_it_and_the_run_says_so_in_one_line(
     assert recorded["result"]["exit_code"] == 1 and recorded["result"]["line"] == lines[0].removeprefix(
         "deepwriter: slurm: "
     )
+
+
+@pytest.mark.timeout(400)  # ~40-60 s: the synthesize job, and its server as a job of its own
+def test_under_launcher_slurm_the_managed_replica_is_a_job_of_its_own_and_gone_after(
+    tmp_path, model_cache, slurm_cluster
+):
+    n = 4
+    pairs = write_pairs(tmp_path / "pairs.jsonl", n)
+    port = free_port()
+    anywhere = LOOPBACK.replace('"--latency-s"', '"--host","{host}","--latency-s"')  # binds 0.0.0.0 in a job
+    served = [*served_synthesis(tmp_path, model_cache, pairs, n, port), "synthesis.limit=4"]
+    served += [f"models.{r}.serving.command={anywhere}" for r in ("generator", "scorer")]
+    t0 = time.time()
+    done = train(tmp_path, *served, "launcher=slurm", "launcher.wait=true", "launcher.poll_s=1", timeout=360)
+    took = time.time() - t0
+    assert done.returncode == 0, (done.stdout[-3000:], done.stderr[-3000:])
+    run_dir = tmp_path / "runs" / "demo" / "q"
+    assert sorted(shard_ids(tmp_path)) == [f"p{i:03d}" for i in range(n)]  # every pair once
+
+    record = json.loads((run_dir / "slurm" / "jobs.json").read_text())
+    ((synth,), (server,)) = record["jobs"], record["servers"]
+    assert (server["group"], server["index"], server["state"]) == ("tiny-qwen3", 0, "CANCELLED")  # close()'s scancel
+    got = job(server["job_id"])  # the scheduler's record: a job of its own, not a step of the stage job
+    assert got["JobName"] == "deepwriter-demo-serve-tiny-qwen3" and got["JobState"] == "CANCELLED", got
+    assert server["job_id"] != synth["job_id"] and job(synth["job_id"])["JobState"] == "COMPLETED"
+    assert got["EndTime"] <= job(synth["job_id"])["EndTime"]  # stopped before the stage job ended
+    squeued = subprocess.run(["squeue", "-h", "-j", server["job_id"]], capture_output=True, text=True)
+    assert squeued.stdout.strip() == "" and port_free("127.0.0.1", port)
+    servers = run_dir / "servers"
+    assert (servers / "tiny-qwen3-0.addr").read_text().split() == [f"{got['NodeList']}:{port}", server["job_id"]]
+    assert "--host 0.0.0.0" in (servers / "tiny-qwen3-0.log").read_text()
+    assert json.loads((servers / "fleet.json").read_text())["running"] == {}
+    assert server["log"] == str(servers / "tiny-qwen3-0.log")
+    page = (run_dir / "report.html").read_text(encoding="utf-8")
+    shown = json.loads(re.search(r"window\.__REPORT = (\{.*?\});</script>", page).group(1))["runs"][0]["jobs"]
+    assert [(j["job_id"], j["state"]) for j in shown["servers"]] == [(server["job_id"], "CANCELLED")]
+    serving = json.loads((run_dir / "serving.json").read_text())  # what the stage job's fleet did
+    assert "replica 0: port %d, a SLURM job of its own" % port in serving["layout"]
+    assert serving["groups"]["tiny-qwen3"]["restarts"] == 0 and len(serving["groups"]["tiny-qwen3"]["startup_s"]) == 1
+    print(f"replica as a job: {n} pairs in {took:.1f} s through SLURM; server job {server['job_id']}")
+
+
+def test_where_replicas_run_and_what_a_stage_job_keeps_of_the_launcher():
+    """serving.placement auto: a job of its own inside a stage job of launcher=slurm (and in the plan of
+    one), a local process otherwise; a stage job keeps the server jobs' launcher keys, not the rest."""
+    from deepwriter.config.compose import compose
+    from deepwriter.config.root import to_typed
+    from deepwriter.pipeline.slurm import _forwarded
+    from deepwriter.pipeline.slurm_request import server_request, serves_as_jobs
+
+    def cfg(*o):
+        return to_typed(compose(["+recipe=demo", *o]))
+
+    assert serves_as_jobs(cfg(), in_stage_job=False) is False
+    assert serves_as_jobs(cfg(), in_stage_job=True) is True
+    assert serves_as_jobs(cfg("launcher=slurm"), in_stage_job=False) is True
+    assert serves_as_jobs(cfg("serving.placement=local"), in_stage_job=True) is False
+    assert serves_as_jobs(cfg("serving.placement=slurm"), in_stage_job=False) is True
+    argv = ["launcher=slurm", "launcher.wait=true", "launcher.jobs.server.partition=gpu", "launcher.account=a"]
+    argv += ["launcher.jobs.sft.partition=x", "run_id=r", "synthesis.limit=2"]
+    assert _forwarded(argv) == ["launcher.jobs.server.partition=gpu", "launcher.account=a", "synthesis.limit=2"]
+    c = cfg("launcher.jobs.server.partition=gpu", "launcher.jobs.server.cpus_per_task=8", "launcher.account=a")
+    req = server_request(c, "g", dataclasses.replace(c.models.generator.serving, tensor_parallel=4), ask_cluster=False)
+    assert req == {
+        "job_name": "deepwriter-demo-serve-g",
+        "time": 60,
+        "nodes": 1,
+        "ntasks_per_node": 1,
+        "cpus_per_task": 8,
+        "partition": "gpu",
+        "account": "a",
+        "gpus_per_node": 4,
+    }

@@ -469,10 +469,16 @@ def test_a_run_submitted_to_slurm_shows_its_jobs_and_why_it_stopped(tmp_path):
          "after": "synthesize", "dependency": "afterok:41", "state": "FAILED", "exit_code": "1:0", "restarts": 0,
          "log": "runs/demo/r/slurm/42_0_log.out"},
     ]  # fmt: skip
+    servers = [  # a managed replica's own job, submitted by the synthesize job (serving.placement: slurm)
+        {"group": "tiny-qwen3", "index": 0, "job_id": "40", "submitted": 1.0, "state": "CANCELLED",
+         "exit_code": "0:15", "node_list": "gpu7", "log": "runs/demo/r/servers/tiny-qwen3-0.log"},
+    ]  # fmt: skip
     line = "stage mix (job 42) FAILED (exit 1:0, log runs/demo/r/slurm/42_0_log.err)"
     (run / "slurm").mkdir()
     (run / "slurm" / "jobs.json").write_text(
-        json.dumps({"run": "demo/r", "reused": [], "jobs": jobs, "result": {"exit_code": 1, "line": line}})
+        json.dumps(
+            {"run": "demo/r", "reused": [], "jobs": jobs, "result": {"exit_code": 1, "line": line}, "servers": servers}
+        )
     )
     page = build_report([run])
     script = r"""
@@ -489,8 +495,10 @@ def test_a_run_submitted_to_slurm_shows_its_jobs_and_why_it_stopped(tmp_path):
     assert seen["rows"] == [
         ["synthesize", "41", jobs[0]["resources"], "–", "COMPLETED", "0:0", "1", jobs[0]["log"]],
         ["mix", "42", jobs[1]["resources"], "synthesize (afterok:41)", "FAILED", "1:0", "0", jobs[1]["log"]],
+        ["server tiny-qwen3 #0", "40", "node gpu7", "–", "CANCELLED", "0:15", "–", servers[0]["log"]],
     ]
     assert line in seen["text"] and "SLURM jobs" in seen["text"]
+    assert "1 server replica job(s) submitted by them" in seen["text"]
 
 
 def test_a_pipeline_run_ends_by_printing_its_report_path(tmp_path, capsys):

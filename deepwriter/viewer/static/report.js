@@ -527,10 +527,16 @@
       return [j.stage, j.job_id, j.resources, j.after ? j.after + " (" + j.dependency + ")" : "–",
         j.state || "submitted", j.exit_code || "–", j.restarts === undefined ? "–" : String(j.restarts), j.log];
     });
+    // the managed server replicas' own jobs (serving.placement: slurm), each up during its stages
+    (rec.servers || []).forEach(function (j) {
+      rows.push(["server " + j.group + " #" + j.index, j.job_id, j.node_list ? "node " + j.node_list : "–", "–",
+        j.state || "?", j.exit_code || "–", "–", j.log || "–"]);
+    });
     var result = rec.result && rec.result.line ? el("p", { cls: "neg" }, rec.result.line) : null;
     var reused = (rec.reused || []).length ? el("p", { cls: "muted" }, "finished already, no job: " + rec.reused.join(", ")) : null;
     return el("section", { cls: "stage", id: "jobs-" + i }, el("h2", {}, "SLURM jobs"),
-      el("p", { cls: "muted" }, rec.jobs.length + " job(s), each after the one before (afterok)"),
+      el("p", { cls: "muted" }, rec.jobs.length + " job(s), each after the one before (afterok)" +
+        ((rec.servers || []).length ? "; " + rec.servers.length + " server replica job(s) submitted by them" : "")),
       reused, result, simpleTable(header, rows));
   }
 

@@ -1,0 +1,238 @@
+"""A managed server replica as a SLURM job of its own (serving.placement: slurm; the fleet's spawner seam,
+deepwriter.llm.fleet.Spawner).
+
+The replica's server command (deepwriter.llm.fleet.server_command_for, bound to 0.0.0.0) becomes a batch
+script `<servers>/<group>-<index>.sbatch`, submitted with `sbatch --no-requeue` (the fleet, not the
+scheduler, brings a dead replica back, within serving.max_restarts). Before it starts the server the job
+writes `<node>:<port> <job id>` to `<servers>/<group>-<index>.addr` in the run folder, which every node
+sees: the fleet reads the replica's address there and health-checks it as it does a local process. A job
+that SLURM ended (scancel, node failure, preemption, its time limit) is seen through `scontrol show job`;
+`stop` is scancel and waits until the scheduler says the job has ended.
+
+sbatch, not submitit: a replica is a command line, not a Python callable to pickle, and submitit reads
+job states through sacct, which a cluster without accounting (and this one's tests) does not have.
+
+Every job submitted is a line of `<servers>/jobs.jsonl` (the launcher's jobs.json lists them with their
+end state). Also here: the scheduler's view of one job (`scontrol show job`), which the launcher
+(deepwriter.pipeline.slurm) reads too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+from deepwriter.llm.placement import Replica
+
+# job states after which SLURM runs nothing more for the job (a requeued one goes back to PENDING)
+TERMINAL = {
+    "COMPLETED",
+    "FAILED",
+    "CANCELLED",
+    "TIMEOUT",
+    "NODE_FAIL",
+    "OUT_OF_MEMORY",
+    "BOOT_FAIL",
+    "DEADLINE",
+    "PREEMPTED",
+    "SPECIAL_EXIT",
+}
+
+
+def _run(cmd: List[str], timeout: float = 30) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+
+
+def show_job(job_id: str) -> Optional[Dict[str, str]]:
+    """`scontrol show job -o ID` as a dict (JobState, ExitCode, Restarts, NumTasks, ...); None when the
+    controller no longer knows the job."""
+    out = _run(["scontrol", "show", "job", "-o", str(job_id)])
+    if out.returncode != 0 or not out.stdout.strip():
+        return None
+    fields: Dict[str, str] = {}
+    for token in shlex.split(out.stdout.strip().splitlines()[0]):
+        k, eq, v = token.partition("=")
+        if eq:
+            fields.setdefault(k, v)
+    return fields
+
+
+def partition_has_gpus(partition: Optional[str]) -> bool:
+    """Whether the nodes of a partition (None: the default one) offer GPUs as a generic resource."""
+    cmd = ["sinfo", "-h", "-o", "%G"] + (["-p", partition] if partition else [])
+    try:
+        out = _run(cmd)
+    except OSError:  # not on a cluster (a plan on a laptop): a serving partition has GPUs
+        return True
+    return any("gpu" in g for g in out.stdout.split())
+
+
+# every replica job a fleet of the run submitted, one JSON line each (group, index, job_id), in <servers>/
+JOBS_LOG = "jobs.jsonl"
+
+
+def submitted_jobs(servers_dir: Path) -> List[Dict[str, object]]:
+    try:
+        text = (Path(servers_dir) / JOBS_LOG).read_text()
+    except OSError:
+        return []
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+# Inside a stage job, a replica's job stops its server once that stage job has ended (scancel, a node
+# failure, SIGKILL past the fleet's close()): checked every WATCH_S seconds, two looks in a row.
+WATCH_S = 10
+
+
+def batch_script(
+    rep: Replica, argv: List[str], env: Dict[str, str], addr: Path, parent: Optional[str], watch_s: float = WATCH_S
+) -> str:
+    """The replica's batch script: its address into the run folder, then its server; with `parent` (the
+    stage job that runs the fleet) the server is stopped when that job is no longer running."""
+    q = shlex.quote
+    lines = [
+        "#!/bin/bash",
+        f"# deepwriter: {rep.group} replica {rep.index}, a server job of the run's fleet",
+        *(f"export {k}={q(v)}" for k, v in env.items()),
+        'echo "=== $(date +%H:%M:%S) job $SLURM_JOB_ID on $(hostname): "' + q(shlex.join(argv)),
+        f'printf "%s:%s %s\\n" "$(hostname)" {rep.port} "$SLURM_JOB_ID" > {q(str(addr))}.$SLURM_JOB_ID',
+        f"mv {q(str(addr))}.$SLURM_JOB_ID {q(str(addr))}",
+    ]
+    if not parent:
+        return "\n".join(lines + ["exec " + shlex.join(argv)]) + "\n"
+    lines += [
+        shlex.join(argv) + " &",
+        "srv=$!",
+        "trap 'kill -TERM $srv 2>/dev/null' TERM INT",
+        "gone=0",
+        'while kill -0 "$srv" 2>/dev/null; do',
+        f"  sleep {watch_s:g}",
+        f"  st=$(scontrol show job -o {q(parent)} 2>&1)",
+        '  case "$st" in',
+        "    *JobState=RUNNING*|*JobState=SUSPENDED*) gone=0 ;;",
+        '    *JobState=*|*"Invalid job id"*) gone=$((gone + 1)) ;;',
+        "  esac",
+        '  if [ "$gone" -ge 2 ]; then',
+        f'    echo "deepwriter: stage job {parent}, which started this server, no longer runs: stopping it"',
+        '    kill -TERM "$srv"',
+        "    break",
+        "  fi",
+        "done",
+        'wait "$srv"',
+    ]
+    return "\n".join(lines) + "\n"
+
+
+@dataclass
+class ReplicaJob:
+    job_id: str
+    addr_path: Path
+    asked_at: float = 0.0  # when the scheduler was last asked about it (monotonic)
+
+
+class SlurmSpawner:
+    """Starts each replica as a batch job; `flags_for(replica)` gives its sbatch options (partition,
+    GPUs, CPUs, time: launcher.jobs.server, see deepwriter.pipeline.slurm_request.server_flags)."""
+
+    def __init__(
+        self,
+        flags_for: Callable[[Replica], List[str]],
+        log_dir: Path,
+        stop_wait_s: float = 120.0,
+        watch_s: float = WATCH_S,
+        ask_every_s: float = 5.0,
+    ):
+        self.flags_for, self.log_dir, self.stop_wait_s, self.watch_s = flags_for, Path(log_dir), stop_wait_s, watch_s
+        self.ask_every_s = ask_every_s  # the controller is shared: no more than one look at a job per this
+
+    def start(self, rep: Replica, argv: List[str], env: Dict[str, str], log_path: Path) -> ReplicaJob:
+        from deepwriter.llm.fleet import FleetError
+
+        name = f"{rep.group}-{rep.index}".replace("/", "_")
+        addr = self.log_dir / f"{name}.addr"
+        self._cancel_former(rep, addr)
+        addr.unlink(missing_ok=True)  # a former job's address is not this one's
+        script = self.log_dir / f"{name}.sbatch"
+        script.write_text(batch_script(rep, argv, env, addr, os.environ.get("SLURM_JOB_ID"), self.watch_s))
+        cmd = [
+            "sbatch",
+            "--parsable",
+            "--no-requeue",
+            f"--output={log_path}",
+            "--open-mode=append",
+            *self.flags_for(rep),
+            str(script),
+        ]
+        done = _run(cmd, timeout=60)
+        if done.returncode != 0:
+            why = (done.stderr or done.stdout).strip().splitlines()
+            raise FleetError(
+                f"{rep.group} replica {rep.index}: sbatch refused its job: {why[-1] if why else 'no output'} "
+                f"({shlex.join(cmd)})"
+            )
+        job_id = done.stdout.strip().split(";")[0]
+        with open(self.log_dir / JOBS_LOG, "a") as f:  # every job of the run's fleets, across stage jobs
+            entry = {"group": rep.group, "index": rep.index, "job_id": job_id, "submitted": time.time()}
+            f.write(json.dumps({**entry, "log": str(log_path)}))
+            f.write("\n")
+        return ReplicaJob(job_id, addr)
+
+    def _cancel_former(self, rep: Replica, addr: Path) -> None:
+        """A job of this replica from an earlier try of the stage (a requeued stage job, a killed run) that
+        still runs is cancelled first: it holds the replica's port and GPUs."""
+        try:
+            former = addr.read_text().split()[1]
+        except (OSError, IndexError):
+            return
+        st = show_job(former)
+        if st is not None and st.get("JobState") not in TERMINAL:
+            self.stop(rep, ReplicaJob(former, addr), graceful=False)
+
+    def ended(self, job: ReplicaJob) -> Optional[str]:
+        """Why the job ended, asking the scheduler at most every `ask_every_s` (a health check that fails
+        `unhealthy_after` times also counts the replica as dead)."""
+        if time.monotonic() - job.asked_at < self.ask_every_s:
+            return None
+        job.asked_at = time.monotonic()
+        st = show_job(job.job_id)
+        if st is None:
+            return f"job {job.job_id} is gone from the scheduler"
+        state = st.get("JobState", "UNKNOWN")
+        if state in TERMINAL or state == "COMPLETING":
+            return f"job {job.job_id} {state} (exit {st.get('ExitCode', '?')}, reason {st.get('Reason', '?')})"
+        return None
+
+    def address(self, rep: Replica, job: ReplicaJob) -> Optional[str]:
+        try:
+            where, _, job_id = job.addr_path.read_text().strip().partition(" ")
+        except OSError:
+            return None
+        return where if job_id == job.job_id else None
+
+    def stop(self, rep: Replica, job: ReplicaJob, graceful: bool) -> None:
+        """scancel the job (SIGTERM, then SIGKILL after the cluster's KillWait) and wait until it has ended."""
+        import logging
+
+        _run(["scancel", job.job_id])
+        deadline = time.monotonic() + self.stop_wait_s
+        while time.monotonic() < deadline:
+            st = show_job(job.job_id)
+            if st is None or st.get("JobState") in TERMINAL:
+                return
+            time.sleep(0.5)
+        logging.getLogger("deepwriter.fleet").warning(
+            "fleet: job %s of %s replica %d has not ended %.0f s after scancel",
+            job.job_id,
+            rep.group,
+            rep.index,
+            self.stop_wait_s,
+        )
+
+    def describe(self, rep: Replica, job: ReplicaJob) -> Dict[str, object]:
+        return {"job_id": job.job_id, "address": self.address(rep, job)}
