@@ -38,6 +38,10 @@ def _hydra_main(cfg: DictConfig) -> None:
     try:
         typed = to_typed(cfg)
         logging.getLogger("deepwriter").setLevel(typed.logging.level)
+        # httpx logs every request at INFO: in a served run that drowns the progress bars. Its warnings
+        # stay; hydra.verbose=true (every logger at DEBUG) keeps every request.
+        if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+            logging.getLogger("httpx").setLevel(logging.WARNING)
         if typed.launcher.kind == "slurm":  # the stages as SLURM jobs; this process submits (and waits)
             sys.exit(_submit(typed))
         manifest = run_pipeline(typed, stage_tracker)

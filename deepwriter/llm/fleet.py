@@ -88,6 +88,7 @@ class _Running:
     proc: Any = None  # the spawner's handle: a subprocess.Popen here, a job (deepwriter.llm.slurm_jobs)
     started: float = 0.0
     misses: int = 0  # health checks missed in a row
+    starting: bool = False  # up() is waiting for its first answer: the watcher leaves it alone
     restarting: bool = False
     down_since: Optional[float] = None
 
@@ -189,14 +190,18 @@ class Fleet:
                 return self.urls(group)
             self.log_dir.mkdir(parents=True, exist_ok=True)
             rs = [
-                _Running(r, self.log_dir / f"{group}-{r.index}.log".replace("/", "_"))
+                _Running(r, self.log_dir / f"{group}-{r.index}.log".replace("/", "_"), starting=True)
                 for r in self.layout.replicas[group]
             ]
             self.running[group] = rs
             for r in rs:
                 self._spawn(r)
-        for r in rs:
-            self._wait_ready(r)
+        try:  # a watcher of an earlier group may run: it must not take a slow start for a dead server
+            for r in rs:
+                self._wait_ready(r)
+        finally:
+            for r in rs:
+                r.starting = False
         self._ensure_watcher()
         self.write_state()
         log.info("fleet: %s up at %s", group, ", ".join(self.urls(group)))
@@ -257,7 +262,7 @@ class Fleet:
         for group, r in items:
             if self._stop.is_set():
                 return
-            if r.restarting:  # the other thread (watcher or heal) is at it
+            if r.restarting or r.starting:  # the other thread (watcher, heal or up) is at it
                 continue
             if r.proc is None:  # dead, not restarted: the budget was spent (or a restart failed)
                 self._try_restart(group, r)

@@ -36,6 +36,34 @@ def layout(replicas: int, max_restarts: int):
     return place(["synthesize"], [Group("tiny", ("generator", "scorer"), s, 0, 0)], {}, [])
 
 
+def test_a_group_that_starts_while_the_watcher_runs_is_not_taken_for_dead(tmp_path):
+    """The demo-served run's eval: the generator's group had started the watcher, then the student's
+    replica (slower to answer than poll_s x unhealthy_after) was killed as unanswering while it started."""
+    a, b = free_port(), free_port()
+    groups = [
+        Group("first", ("generator",), ServingConfig(managed=True, base_port=a, startup_timeout_s=120), 0, 1),
+        Group("slow", ("judge",), ServingConfig(managed=True, base_port=b, startup_timeout_s=120), 1, 1),
+    ]
+
+    def command(rep):
+        argv, env = loopback_command(rep)
+        if rep.group == "slow":  # 3 s before it listens: 15 polls of the watcher
+            argv = ["sh", "-c", 'sleep 3; exec "$@"', "sh", *argv]
+        return argv, env
+
+    fleet = Fleet(place(["synthesize", "eval"], groups, {}, []), command, tmp_path / "servers", poll_s=0.2)
+    try:
+        fleet.up("first")
+        assert fleet._watcher is not None and fleet._watcher.is_alive()
+        (url,) = fleet.up("slow")
+        assert httpx.get(f"{url}/models").status_code == 200
+        time.sleep(1.0)  # the watcher's next looks find it healthy
+        assert fleet.summary()["slow"]["deaths"] == 0 and fleet.summary()["slow"]["restarts"] == 0
+        assert len(fleet.summary()["slow"]["startup_s"]) == 1 and fleet.summary()["slow"]["startup_s"][0] >= 3
+    finally:
+        fleet.close()
+
+
 def test_kill_9_is_healed_within_the_budget_and_close_leaves_nothing(tmp_path):
     fleet = Fleet(layout(2, max_restarts=1), loopback_command, tmp_path / "servers", poll_s=0.5)
     try:
