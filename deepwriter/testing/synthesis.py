@@ -106,3 +106,46 @@ def keeping(cfg: RootConfig) -> RootConfig:
     cfg.synthesis.filters.min_think_tokens = 40
     cfg.synthesis.refine_analysis = False
     return cfg
+
+
+# The loopback over the tiny model as a preset's `serving.command`, 0.3 s a request: slow enough for a
+# kill, a signal or a scancel to land mid-stage
+LOOPBACK_COMMAND = (
+    '["{python}","-m","deepwriter.testing.loopback","--model","tiny-qwen3","--port","{port}",'
+    '"--cache-dir","{cache_dir}","--latency-s","0.3"]'
+)
+
+
+def served_synthesis_overrides(
+    runs: Path, cache: Path, pairs: Path, n: int, port: int, run_id: str, **endpoint: object
+) -> list:
+    """`deepwriter.train` overrides: the demo's synthesize stage alone over `n` pairs of `pairs`, its
+    generator and scorer served by one managed loopback replica at `port` (the run starts, heals and
+    stops it). `endpoint`: further endpoint fields of both roles (max_retries=1, ...)."""
+    out = [
+        "+recipe=demo",
+        f"run_id={run_id}",
+        f"paths.runs_dir={runs}",
+        f"paths.cache_dir={cache}",
+        "recipe.stages=[synthesize]",
+        f"data.pairs.path={pairs}",
+        "data.pairs.fields={id: id, x: request, y: answer, category: category}",
+        f"synthesis.limit={n}",
+        "synthesis.max_steps=1",
+        "synthesis.initial.max_new_tokens=16",
+        "synthesis.refine.max_new_tokens=8",
+        "synthesis.max_in_flight=2",
+        "logging.wandb_mode=disabled",
+    ]
+    for role in ("generator", "scorer"):
+        out += [
+            f"model@models.{role}=tiny-qwen3",
+            f"models.{role}.backend=openai",
+            f"models.{role}.endpoint.model=tiny-qwen3",
+            *(f"models.{role}.endpoint.{k}={v}" for k, v in endpoint.items()),
+            f"models.{role}.serving.managed=true",
+            f"models.{role}.serving.base_port={port}",
+            f"models.{role}.serving.startup_timeout_s=180",
+            f"models.{role}.serving.command={LOOPBACK_COMMAND}",
+        ]
+    return out

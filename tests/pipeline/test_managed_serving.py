@@ -19,46 +19,15 @@ import pytest
 from deepwriter.core.records import read_records
 from deepwriter.llm.fleet import port_free
 from deepwriter.testing.repo import REPO, alive, fleet_state, wait_for
-from deepwriter.testing.synthesis import write_pairs
+from deepwriter.testing.synthesis import served_synthesis_overrides, write_pairs
 from deepwriter.testing.vllm_server import free_port
-
-LOOPBACK = (
-    '["{python}","-m","deepwriter.testing.loopback","--model","tiny-qwen3","--port","{port}",'
-    '"--cache-dir","{cache_dir}","--latency-s","0.3"]'
-)
 
 
 def served_overrides(tmp_path: Path, cache: Path, pairs: Path, n: int, port: int, run_id: str) -> list:
-    out = [
-        "+recipe=demo",
-        f"run_id={run_id}",
-        f"paths.runs_dir={tmp_path}/runs",
-        f"paths.cache_dir={cache}",
-        "recipe.stages=[synthesize]",
-        f"data.pairs.path={pairs}",
-        "data.pairs.fields={id: id, x: request, y: answer, category: category}",
-        f"synthesis.limit={n}",
-        "synthesis.max_steps=1",
-        "synthesis.num_candidates=2",
-        "synthesis.initial.max_new_tokens=16",
-        "synthesis.refine.max_new_tokens=8",
-        "synthesis.max_in_flight=2",
-        "logging.wandb_mode=disabled",
-    ]
-    for role in ("generator", "scorer"):
-        out += [
-            f"model@models.{role}=tiny-qwen3",
-            f"models.{role}.backend=openai",
-            f"models.{role}.endpoint.model=tiny-qwen3",
-            f"models.{role}.endpoint.max_retries=1",
-            f"models.{role}.endpoint.backoff_s=0.1",
-            f"models.{role}.endpoint.timeout_s=30",
-            f"models.{role}.serving.managed=true",
-            f"models.{role}.serving.base_port={port}",
-            f"models.{role}.serving.startup_timeout_s=180",
-            f"models.{role}.serving.command={LOOPBACK}",
-        ]
-    return out
+    # one retry, quickly: a dead server's calls fail within seconds and the fleet's healing is what is seen
+    return served_synthesis_overrides(
+        tmp_path / "runs", cache, pairs, n, port, run_id, max_retries=1, backoff_s=0.1, timeout_s=30
+    )
 
 
 def start(tmp_path: Path, overrides: list) -> subprocess.Popen:

@@ -21,7 +21,7 @@ from deepwriter.llm.fleet import port_free
 from deepwriter.llm.slurm_jobs import submitted_jobs
 from deepwriter.testing.repo import REPO
 from deepwriter.testing.slurm import job, scontrol, wait_until
-from deepwriter.testing.synthesis import write_pairs
+from deepwriter.testing.synthesis import LOOPBACK_COMMAND, served_synthesis_overrides, write_pairs
 from deepwriter.testing.vllm_server import free_port
 
 pytestmark = pytest.mark.slow
@@ -142,42 +142,11 @@ def test_the_demo_through_slurm_runs_every_stage_as_a_job_and_writes_a_local_run
     print(f"slurm demo: {len(jobs)} jobs {[j['job_id'] for j in jobs]} in {slurm_s:.1f} s; local run {local_s:.1f} s")
 
 
-LOOPBACK = (
-    '["{python}","-m","deepwriter.testing.loopback","--model","tiny-qwen3","--port","{port}",'
-    '"--cache-dir","{cache_dir}","--latency-s","0.3"]'
-)
-
-
 def served_synthesis(tmp_path: Path, cache: Path, pairs: Path, n: int, port: int) -> list:
     """Synthesis alone, its generator and scorer served by the job's own managed server (the loopback
     over the tiny model, 0.3 s a request: slow enough to cancel the job mid-stage)."""
-    out = [
-        "+recipe=demo",
-        "run_id=q",
-        f"paths.runs_dir={tmp_path}/runs",
-        f"paths.stage_store={tmp_path}/runs/_stages",
-        f"paths.cache_dir={cache}",
-        "recipe.stages=[synthesize]",
-        f"data.pairs.path={pairs}",
-        "data.pairs.fields={id: id, x: request, y: answer, category: category}",
-        f"synthesis.limit={n}",
-        "synthesis.max_steps=1",
-        "synthesis.initial.max_new_tokens=16",
-        "synthesis.refine.max_new_tokens=8",
-        "synthesis.max_in_flight=2",
-        "logging.wandb_mode=disabled",
-    ]
-    for role in ("generator", "scorer"):
-        out += [
-            f"model@models.{role}=tiny-qwen3",
-            f"models.{role}.backend=openai",
-            f"models.{role}.endpoint.model=tiny-qwen3",
-            f"models.{role}.serving.managed=true",
-            f"models.{role}.serving.base_port={port}",
-            f"models.{role}.serving.startup_timeout_s=180",
-            f"models.{role}.serving.command={LOOPBACK}",
-        ]
-    return out
+    runs = tmp_path / "runs"
+    return [*served_synthesis_overrides(runs, cache, pairs, n, port, "q"), f"paths.stage_store={runs}/_stages"]
 
 
 def shard_ids(tmp_path: Path) -> list:
@@ -287,7 +256,7 @@ def test_under_launcher_slurm_the_managed_replica_is_a_job_of_its_own_and_gone_a
     n = 4
     pairs = write_pairs(tmp_path / "pairs.jsonl", n)
     port = free_port()
-    anywhere = LOOPBACK.replace('"--latency-s"', '"--host","{host}","--latency-s"')  # binds 0.0.0.0 in a job
+    anywhere = LOOPBACK_COMMAND.replace('"--latency-s"', '"--host","{host}","--latency-s"')  # binds 0.0.0.0 in a job
     served = [*served_synthesis(tmp_path, model_cache, pairs, n, port), "synthesis.limit=4"]
     served += [f"models.{r}.serving.command={anywhere}" for r in ("generator", "scorer")]
     t0 = time.time()
