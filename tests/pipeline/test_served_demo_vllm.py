@@ -59,10 +59,14 @@ def shard_lines(tmp: Path) -> int:
     return sum(p.read_bytes().count(b"\n") for p in (tmp / "_stages" / "synthesize").glob("*/shards/*.jsonl"))
 
 
-# one rewrite step and half the demo's token budgets: every kind of call still reaches the server
+# one rewrite step and half the demo's token budgets: every kind of call still reaches the server.
+# Two pairs in flight (the demo has 8): the third cannot start before one of them is written, so the
+# kill after the first record always finds work left (with all three in flight, three pairs discarded
+# after z0 were written in one moment and the kill came after the stage's work).
 SYNTH = (
     "recipe.stages=[synthesize]",
     f"synthesis.limit={PAIRS}",
+    "synthesis.max_in_flight=2",
     "synthesis.max_steps=1",
     "synthesis.initial.max_new_tokens=96",
     "synthesis.refine.max_new_tokens=48",
