@@ -8,6 +8,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from deepwriter.testing.repo import REPO, run_train
 
 
@@ -34,6 +36,7 @@ def test_malformed_pairs_file_names_file_line_and_field(tmp_path):
     assert f"{bad}:2" in line and "field 'x'" in line
 
 
+@pytest.mark.slow  # starts a run or a server: `make test` only, not test-fast
 def test_missing_input_file_is_one_line_before_any_work(tmp_path):
     missing = tmp_path / "nowhere.jsonl"
     out = run_train("+recipe=demo", f"paths.runs_dir={tmp_path}/runs", f"data.pairs.path={missing}")
@@ -50,6 +53,7 @@ def test_eval_alone_without_a_finished_model_says_which_input_is_missing(tmp_pat
     assert "stage 'eval' needs the output of 'sft'" in line
 
 
+@pytest.mark.slow  # starts a run or a server: `make test` only, not test-fast
 def test_a_finished_stage_survives_a_later_failure(tmp_path):
     """Finish synthesis on a good file, then fail the mix on a bad public file: the finished
     synthesis output is reused byte for byte."""
@@ -95,6 +99,7 @@ def test_a_finished_stage_survives_a_later_failure(tmp_path):
     assert after == before
 
 
+@pytest.mark.slow  # starts a run or a server: `make test` only, not test-fast
 def test_an_error_after_a_progress_bar_starts_a_line_of_its_own(tmp_path):
     """The pairs' load bar is drawn, then the bad record stops the run: the error line does not share
     the bar's line (split at newlines only: a carriage return does not end a line in a log file)."""

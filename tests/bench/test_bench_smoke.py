@@ -75,6 +75,7 @@ def _finite_positive(*values: float) -> bool:
     return all(math.isfinite(v) and v > 0 for v in values)
 
 
+@pytest.mark.slow  # starts a run or a server: `make test` only, not test-fast
 def test_http_throughput_bench_runs_small():
     requests, conc = 4, 2
     out = _run(
@@ -216,6 +217,7 @@ def test_every_bench_parses_its_arguments(name):
     assert "usage:" in _run(f"bench.{name}", "--help", timeout=120)
 
 
+@pytest.mark.slow  # starts a run or a server: `make test` only, not test-fast
 def test_synthesis_fleet_bench_runs_small(tmp_path):
     pairs = 8
     out_file = tmp_path / "fleet.json"
@@ -330,6 +332,7 @@ def test_hellobench_groups_bench_finds_the_grouping_that_reproduces_the_papers_f
     assert "not run: no HelloBench clone given" in _run("bench.hellobench_groups")
 
 
+@pytest.mark.slow  # starts a run or a server: `make test` only, not test-fast
 def test_scoring_tokens_bench_runs_on_the_tiny_model(shared_dir, tmp_path):
     out = _run(
         "bench.scoring_tokens",

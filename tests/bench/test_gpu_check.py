@@ -49,6 +49,7 @@ def _positive(*values) -> bool:
 
 
 @pytest.mark.timeout(300)
+@pytest.mark.slow  # starts a run or a server: `make test` only, not test-fast
 def test_tiny_check_runs_every_part_and_reports(tiny_run):
     proc, report = tiny_run
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

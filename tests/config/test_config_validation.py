@@ -55,6 +55,7 @@ CASES = [
 @pytest.mark.parametrize(
     "overrides, key, words", CASES, ids=[c[1] + ("-empty" if c[0] == ["EMPTY_PAIRS"] else "") for c in CASES]
 )
+@pytest.mark.slow  # starts a run or a server: `make test` only, not test-fast
 def test_bad_values_stop_before_any_work_naming_the_key(tmp_path, overrides, key, words):
     if overrides == ["EMPTY_PAIRS"]:
         empty = tmp_path / "pairs.jsonl"

@@ -80,6 +80,7 @@ def _http_cfg(tmp_path: Path, model_cache: Path, url: str, *overrides: str):
     return cfg
 
 
+@pytest.mark.slow  # starts a run or a server: `make test` only, not test-fast
 def test_synthesis_over_http_leaves_failed_pairs_unfinished_and_resumes_them(tmp_path, model_cache, tiny_model):
     from deepwriter.llm.hf import TransformersGenerator, TransformersScorer
     from deepwriter.testing.loopback import FaultPlan, start_server
@@ -125,6 +126,7 @@ def test_synthesis_over_http_leaves_failed_pairs_unfinished_and_resumes_them(tmp
     assert pipeline.plan(cfg)["mix"].key != partial_mix_key  # the mix of the whole output is another mix
 
 
+@pytest.mark.slow  # starts a run or a server: `make test` only, not test-fast
 def test_dead_server_stops_the_stage_after_one_batch_and_the_cli_exits_3(tmp_path, model_cache):
     """Nothing listens at the endpoint: the first batch's pairs fail after their retries, no other batch
     is started, and the CLI prints one line and exits 3."""

@@ -75,6 +75,7 @@ def _cfg(tmp_path, model_cache, judge_url):
     return cfg
 
 
+@pytest.mark.slow  # starts a run or a server: `make test` only, not test-fast
 def test_eval_stage_against_a_faulty_http_judge(tmp_path, model_cache):
     from deepwriter.eval import stage
     from deepwriter.testing.loopback import FaultPlan, start_server

@@ -36,6 +36,7 @@ def layout(replicas: int, max_restarts: int):
     return place(["synthesize"], [Group("tiny", ("generator", "scorer"), s, 0, 0)], {}, [])
 
 
+@pytest.mark.slow  # starts a run or a server: `make test` only, not test-fast
 def test_a_group_that_starts_while_the_watcher_runs_is_not_taken_for_dead(tmp_path):
     """The demo-served run's eval: the generator's group had started the watcher, then the student's
     replica (slower to answer than poll_s x unhealthy_after) was killed as unanswering while it started."""
@@ -64,6 +65,7 @@ def test_a_group_that_starts_while_the_watcher_runs_is_not_taken_for_dead(tmp_pa
         fleet.close()
 
 
+@pytest.mark.slow  # starts a run or a server: `make test` only, not test-fast
 def test_kill_9_is_healed_within_the_budget_and_close_leaves_nothing(tmp_path):
     fleet = Fleet(layout(2, max_restarts=1), loopback_command, tmp_path / "servers", poll_s=0.5)
     try:
@@ -114,6 +116,7 @@ SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # starts a run or a server: `make test` only, not test-fast
 def test_sigterm_stops_every_server_and_frees_the_port(tmp_path):
     code = SCRIPT.format(tests=str(REPO / "tests" / "llm"), logs=str(tmp_path / "servers"))
     env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -130,6 +133,7 @@ def test_sigterm_stops_every_server_and_frees_the_port(tmp_path):
     assert port_free("127.0.0.1", info["port"])
 
 
+@pytest.mark.slow  # starts a run or a server: `make test` only, not test-fast
 def test_ctrl_c_stops_them_too(tmp_path):
     code = SCRIPT.format(tests=str(REPO / "tests" / "llm"), logs=str(tmp_path / "servers"))
     env = {**os.environ, "PYTHONPATH": str(REPO)}

@@ -91,6 +91,7 @@ def test_loading_with_auto_gives_the_picked_dtype(tiny_model_cfg, model_cache):
     assert next(model.parameters()).dtype == getattr(torch, want)
 
 
+@pytest.mark.slow  # starts a run or a server: `make test` only, not test-fast
 def test_the_demo_starts_by_printing_the_cpu_rates_and_the_chosen_dtypes(tmp_path):
     """Before any stage: the CPU (name, threads, bf16 units), its measured matmul rates, and the dtype
     each in-process model will run in, consistent with those rates. (recipe.stages=[eval] alone stops

@@ -213,6 +213,7 @@ def test_new_requests_are_not_flagged(bench_prompts):
 # --- the stage end to end ----------------------------------------------------------------------
 
 
+@pytest.mark.slow  # starts a run or a server: `make test` only, not test-fast
 def test_mix_stage_end_to_end_and_rerun(tmp_path, shared_dir, model_cache):
     import datasets
 

@@ -199,6 +199,7 @@ def test_a_missing_folder_stops_before_work_naming_the_key(tmp_path):
         compose_typed("data.mix.trajectories_from.kind=ours")
 
 
+@pytest.mark.slow  # starts a run or a server: `make test` only, not test-fast
 def test_reference_files_and_our_shards_give_the_same_mix(tmp_path, shared_dir, model_cache, capsys):
     """The fixture shards (with planted benchmark contamination) mixed as they are, and written as
     the authors' output files and mixed from those: equal counts through every filter, equal rows."""
@@ -295,6 +296,7 @@ def test_the_stage_counts_a_bad_file_in_lenient_mode_and_stops_on_it_in_strict(t
     assert skip["where"].startswith(str(cut)) and skip["field"] == "<file>" and "cut short" in skip["reason"]
 
 
+@pytest.mark.slow  # starts a run or a server: `make test` only, not test-fast
 def test_listing_synthesize_beside_imported_trajectories_stops_before_work(tmp_path, model_cache):
     """Synthesize listed before the mix; with trajectories imported (or none taken) nothing would read
     the search's output: the run stops with one line naming recipe.stages and the stages to run. (Tiny

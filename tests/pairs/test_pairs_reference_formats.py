@@ -109,6 +109,7 @@ def _train(*args: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow  # starts a run or a server: `make test` only, not test-fast
 def test_the_readme_line_for_their_json_list_runs_under_the_demo_recipe(tmp_path, model_cache):
     """The demo maps `category` too and Hydra merges the user's fields into it: their file has no
     category, so the pairs stay uncategorised (counted) or are labelled when labelling is on; a merged

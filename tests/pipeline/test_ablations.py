@@ -283,6 +283,7 @@ def test_no_reflection_strips_the_prompts_own_example_phrases():
 
 
 @pytest.mark.parametrize("scale", ["demo", "full"])
+@pytest.mark.slow  # starts a run or a server: `make test` only, not test-fast
 def test_ablations_share_synthesis_with_full_and_differ_in_the_mix(scale):
     full = _keys("full", scale)
     for recipe in SYNTH_SHARED:
