@@ -45,14 +45,15 @@ TERMINAL = {
 }
 
 
-def _run(cmd: List[str], timeout: float = 30) -> subprocess.CompletedProcess:
+def run_tool(cmd: List[str], timeout: float = 30) -> subprocess.CompletedProcess:
+    """A SLURM command (sbatch, scontrol, sinfo, ...), its output captured."""
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
 
 
 def show_job(job_id: str) -> Optional[Dict[str, str]]:
     """`scontrol show job -o ID` as a dict (JobState, ExitCode, Restarts, NumTasks, ...); None when the
     controller no longer knows the job."""
-    out = _run(["scontrol", "show", "job", "-o", str(job_id)])
+    out = run_tool(["scontrol", "show", "job", "-o", str(job_id)])
     if out.returncode != 0 or not out.stdout.strip():
         return None
     fields: Dict[str, str] = {}
@@ -67,7 +68,7 @@ def partition_has_gpus(partition: Optional[str]) -> bool:
     """Whether the nodes of a partition (None: the default one) offer GPUs as a generic resource."""
     cmd = ["sinfo", "-h", "-o", "%G"] + (["-p", partition] if partition else [])
     try:
-        out = _run(cmd)
+        out = run_tool(cmd)
     except OSError:  # not on a cluster (a plan on a laptop): a serving partition has GPUs
         return True
     return any("gpu" in g for g in out.stdout.split())
@@ -169,7 +170,7 @@ class SlurmSpawner:
             *self.flags_for(rep),
             str(script),
         ]
-        done = _run(cmd, timeout=60)
+        done = run_tool(cmd, timeout=60)
         if done.returncode != 0:
             why = (done.stderr or done.stdout).strip().splitlines()
             raise FleetError(
@@ -219,7 +220,7 @@ class SlurmSpawner:
         """scancel the job (SIGTERM, then SIGKILL after the cluster's KillWait) and wait until it has ended."""
         import logging
 
-        _run(["scancel", job.job_id])
+        run_tool(["scancel", job.job_id])
         deadline = time.monotonic() + self.stop_wait_s
         while time.monotonic() < deadline:
             st = show_job(job.job_id)

@@ -34,7 +34,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from deepwriter.config.root import STAGE_ORDER, ConfigError, RootConfig, expand
 from deepwriter.core.contract import JOB_ENV
 from deepwriter.core.files import write_json_atomic
-from deepwriter.llm.slurm_jobs import TERMINAL, show_job, submitted_jobs
+from deepwriter.llm.slurm_jobs import TERMINAL, run_tool, show_job, submitted_jobs
 from deepwriter.pipeline.slurm_request import (
     job_request,
     key_of,
@@ -52,10 +52,6 @@ def slurm_dir(cfg: RootConfig) -> Path:
     return expand(cfg.paths.runs_dir) / cfg.recipe.name / cfg.run_id / "slurm"
 
 
-def _run(cmd: List[str], timeout: float = 30) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-
-
 def check_cluster(cfg: RootConfig, stages: List[str]) -> None:
     """Before any submission: sbatch is there, every partition exists, and the scheduler would accept
     every job as asked (`sbatch --test-only`: account, QOS, time limit, sizes). One line naming the key."""
@@ -65,11 +61,13 @@ def check_cluster(cfg: RootConfig, stages: List[str]) -> None:
                 f"launcher.kind: slurm, but {tool} is not on PATH; submit from a login node of the cluster "
                 "(or launcher=local)"
             )
-    listed = _run(["sinfo", "-h", "-o", "%R"])
+    listed = run_tool(["sinfo", "-h", "-o", "%R"])
     if listed.returncode != 0:
         raise ConfigError(f"launcher.kind: slurm, but sinfo fails: {_first_line(listed.stderr or listed.stdout)}")
     partitions = sorted(set(listed.stdout.split()))
-    default = next((p.rstrip("*") for p in _run(["sinfo", "-h", "-o", "%P"]).stdout.split() if p.endswith("*")), None)
+    default = next(
+        (p.rstrip("*") for p in run_tool(["sinfo", "-h", "-o", "%P"]).stdout.split() if p.endswith("*")), None
+    )
     accounts = _user_accounts()
     for stage in stages:
         req = job_request(cfg, stage)
@@ -92,7 +90,7 @@ def check_cluster(cfg: RootConfig, stages: List[str]) -> None:
                 f"got {account!r}"
             )
         additional = dict(getattr(cfg.launcher.jobs, stage).additional)
-        test = _run(["sbatch", "--test-only", *sbatch_flags(req, additional), "--wrap", "true"])
+        test = run_tool(["sbatch", "--test-only", *sbatch_flags(req, additional), "--wrap", "true"])
         if test.returncode != 0:
             why = _first_line(test.stderr or test.stdout).removeprefix("sbatch: error: ")
             low = why.lower()
@@ -108,7 +106,7 @@ def check_server_jobs(cfg: RootConfig, groups: Dict[str, Any]) -> None:
     """Before any submission: the scheduler would accept each managed group's replica job as asked."""
     for name, g in groups.items():
         flags = server_flags(cfg, name, g.serving)
-        test = _run(["sbatch", "--test-only", *flags, "--wrap", "true"])
+        test = run_tool(["sbatch", "--test-only", *flags, "--wrap", "true"])
         if test.returncode != 0:
             why = _first_line(test.stderr or test.stdout).removeprefix("sbatch: error: ")
             raise ConfigError(
@@ -122,7 +120,7 @@ def _user_accounts() -> Optional[set]:
     if not shutil.which("sacctmgr"):
         return None
     user = os.environ.get("USER") or os.environ.get("LOGNAME") or ""
-    out = _run(["sacctmgr", "-n", "-P", "show", "assoc", f"where user={user}", "format=account"])
+    out = run_tool(["sacctmgr", "-n", "-P", "show", "assoc", f"where user={user}", "format=account"])
     names = {x.strip() for x in out.stdout.split()} if out.returncode == 0 else set()
     return names or None
 
@@ -132,7 +130,7 @@ def _partition_accounts(partition: Optional[str]) -> Optional[set]:
     another account would wait there forever ("account not known, so it can't use this partition")."""
     if not partition:
         return None
-    out = _run(["scontrol", "show", "partition", "-o", partition])
+    out = run_tool(["scontrol", "show", "partition", "-o", partition])
     fields = dict(t.partition("=")[::2] for t in out.stdout.split() if "=" in t)
     allow = fields.get("AllowAccounts", "ALL")
     if allow in ("ALL", ""):
