@@ -15,7 +15,7 @@ RECIPE_TARGETS := $(filter-out demo demo-served,$(RECIPES))
 
 ABLATIONS := $(filter ablation-%,$(RECIPES))
 
-.PHONY: install serve-install serve browser slurm-local demo demo-served lint test test-fast bench gpu-wheels gpu-check recipes ablations-demo clean-runs $(RECIPE_TARGETS)
+.PHONY: install serve-install serve browser slurm-local demo demo-served lint test test-fast bench gpu-wheels gpu-check gpu-check-device recipes ablations-demo clean-runs $(RECIPE_TARGETS)
 
 install: $(STAMP)
 
@@ -127,6 +127,11 @@ gpu-wheels: install
 
 gpu-check:
 	$(GPU_PYTHON) -m bench.gpu_check --wheels $(GPU_WHEELS) $(ARGS)
+
+# The device tool's call for the check: its command (results under $$OUT), carry list and size, and
+# which lent card to name.
+gpu-check-device: install
+	$(PY) -m bench.gpu_check --device-command --wheels $(GPU_WHEELS)
 
 recipes:
 	@echo $(RECIPES)

@@ -99,8 +99,10 @@ class Sizes:
     budget_s: float  # the whole check, wheel install included
 
 
-GPU_SIZES = Sizes(16384, 3, 4, 500, 3000, 2000, 2, 3, (1, 32), 100, 128, 570.0)
-TINY_SIZES = Sizes(256, 3, 1, 40, 240, 160, 2, 1, (1, 32), 24, 8, 300.0)
+# 480 s: the whole check in 8 of a device command's 10 minutes, leaving time to rerun a failed part
+GPU_SIZES = Sizes(16384, 3, 4, 500, 3000, 2000, 2, 3, (1, 32), 100, 128, 480.0)
+# grad_accum 2: the optimizer step accumulates over packed rows, as the GPU's 4 do
+TINY_SIZES = Sizes(256, 3, 2, 40, 240, 160, 2, 1, (1, 32), 24, 8, 300.0)
 
 
 def family() -> Dict[str, Any]:
@@ -242,18 +244,25 @@ def jit_toolchain_problem() -> Optional[str]:
 
 
 def plan_candidates(
-    shapes: Dict[str, Any], ds_options: List[str], make_overrides: Callable[[str, str], List[str]], memory_gib: float
+    shapes: Dict[str, Any],
+    ds_options: List[str],
+    make_overrides: Callable[[str, str], List[str]],
+    memory_gib: float,
+    host_bytes: Optional[float] = None,
 ) -> List[dict]:
-    """Every (shape, DeepSpeed config) the planner was asked about, in order of preference, with its verdict."""
+    """Every (shape, DeepSpeed config) the planner was asked about, in order of preference, with its
+    verdict. `host_bytes`: the RAM offloaded states may take a share of (default: what is available now)."""
     from deepwriter.sft.memory import PlanError, check_fits, plan_from_config
 
-    host_limit = HOST_SHARE * host_available_bytes()
+    host_limit = HOST_SHARE * (host_available_bytes() if host_bytes is None else host_bytes)
     toolchain = jit_toolchain_problem()
+    # the plan reads sft.* only, the same for every shape: one composition per DeepSpeed config
+    sft_cfgs = {ds: compose_typed(make_overrides(ds, next(iter(shapes)))).sft for ds in ds_options}
     rows = []
     for name, shape in shapes.items():
         for ds in ds_options:
-            cfg = compose_typed(make_overrides(ds, name))
-            plan = plan_from_config(cfg.sft, shape, world_size=1, grad_accum=cfg.sft.global_batch_size)
+            sft = sft_cfgs[ds]
+            plan = plan_from_config(sft, shape, world_size=1, grad_accum=sft.global_batch_size)
             try:
                 check_fits(plan, memory_gib)
                 refusal = None
@@ -603,6 +612,8 @@ def part_sft(spec: dict) -> dict:
         "step_s": round(statistics.median(step_s), 3) if step_s else None,
         "tokens_per_s": round(statistics.median(r["tokens_per_s"] for r in measured), 1) if measured else None,
         "mfu_callback": statistics.median(mfus) if mfus else None,
+        **{k: result.metrics.get(k) for k in ("mfu_peak_tflops", "mfu_peak", "flops_per_token", "compute_dtype")},
+        "attention": result.metrics.get("attention"),
         "measured_steps": len(measured),
         "peak_gib": round(peak / GiB, 2),
         "peak_kind": peak_kind,
@@ -740,6 +751,28 @@ PROBE = (
     " 'capability': list(torch.cuda.get_device_capability(0)) if ok else None, 'torch_cuda': torch.version.cuda,"
     " 'bf16': bool(ok and torch.cuda.is_bf16_supported())}))\n"
 )
+# What the driver says of GPU 0 besides torch: memory other processes already hold, the driver.
+SMI_QUERY = ["nvidia-smi", "--query-gpu=name,memory.total,memory.used,driver_version", "--format=csv,noheader,nounits"]
+
+
+def device_from_probe(torch_out: str, smi_out: Optional[str]) -> dict:
+    """The device from the probe's output (its last line, JSON) and nvidia-smi's CSV line for GPU 0
+    (None where nvidia-smi did not run). The memory the planner may use is the total less what other
+    processes hold already."""
+    info = json.loads(torch_out.strip().splitlines()[-1])
+    if not info["cuda"]:
+        raise SetupError("no CUDA device: this check needs a GPU (`--tiny` runs its CPU rehearsal)")
+    device = {"kind": "cuda", **info, "memory_total_bytes": info["memory_bytes"]}
+    device["probe_out"] = {"torch": torch_out, "nvidia_smi": smi_out}  # as printed: tomorrow's test fixtures
+    rows = [line for line in (smi_out or "").strip().splitlines() if line.strip()]
+    if rows:
+        name, total_mib, used_mib, driver = (field.strip() for field in rows[0].split(","))
+        if name != info["name"]:
+            raise SetupError(f"nvidia-smi's GPU 0 is {name!r}, torch's is {info['name']!r}: CUDA_VISIBLE_DEVICES?")
+        used = int(float(used_mib)) * 2**20
+        device.update(driver=driver, smi_total_bytes=int(float(total_mib)) * 2**20, used_by_others_bytes=used)
+        device["memory_bytes"] = info["memory_bytes"] - used
+    return device
 
 
 def probe_device(tiny: bool) -> dict:
@@ -749,10 +782,12 @@ def probe_device(tiny: bool) -> dict:
     out = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, timeout=120)
     if out.returncode != 0:
         raise SetupError(f"probing the GPU failed: {out.stderr.strip().splitlines()[-1:]}")
-    info = json.loads(out.stdout.strip().splitlines()[-1])
-    if not info["cuda"]:
-        raise SetupError("no CUDA device: this check needs a GPU (`--tiny` runs its CPU rehearsal)")
-    return {"kind": "cuda", **info}
+    try:
+        smi = subprocess.run(SMI_QUERY, capture_output=True, text=True, timeout=60)
+        smi_out = smi.stdout if smi.returncode == 0 else None
+    except (OSError, subprocess.TimeoutExpired):
+        smi_out = None
+    return device_from_probe(out.stdout, smi_out)
 
 
 def fmt(v: Optional[float], spec: str, unit: str = "") -> str:
@@ -765,9 +800,7 @@ def pct(share: Optional[float], spec: str = ".1f") -> str:
 
 def summary_line(report: dict) -> str:
     sft, scorer = report.get("sft") or {}, report.get("scorer") or {}
-    cpu = report["device"]["kind"] == "cpu"
-    mfu = sft.get("mfu")
-    mfu_s = "n/a (CPU)" if cpu else pct(mfu)
+    mfu_s = pct(sft.get("mfu"))
     planner = (report.get("plan") or {}).get("planner_gib")
     return (
         f"sft MFU {mfu_s}, peak {fmt(sft.get('peak_gib'), '.1f', ' GiB')} (planner {fmt(planner, '.1f', ' GiB')}), "
@@ -776,24 +809,20 @@ def summary_line(report: dict) -> str:
 
 
 def goals(report: dict) -> List[str]:
-    """The issue's goals, judged on a GPU run only."""
-    if report["device"]["kind"] == "cpu":
-        return ["goals: not judged on CPU (a tiny model on a shared CPU says nothing about them)"]
+    """The issue's three goals, judged on the measured report. On a CPU (`--tiny`) they are judged all
+    the same, so that the judging itself runs; a tiny model on a shared CPU says nothing of the GPU's."""
     sft, scorer, plan = report.get("sft") or {}, report.get("scorer") or {}, report.get("plan") or {}
-    out = []
+    verdict = lambda ok: "met" if ok else "NOT met"
     mfu = sft.get("mfu")
-    out.append(f"MFU >= 40%: {'met' if mfu is not None and mfu >= 0.40 else 'NOT met'} ({pct(mfu)})")
     peak, est = sft.get("peak_gib"), plan.get("planner_gib")
     off = None if not peak or est is None else (est - peak) / peak
-    out.append(
-        f"planner within 15% of the measured peak: {'met' if off is not None and abs(off) <= 0.15 else 'NOT met'} "
-        f"({pct(off, '+.1f')})"
-    )
     s = scorer.get("speedup")
-    out.append(
-        f"prefix scorer >= 1.3x naive: {'met' if s is not None and s >= 1.3 else 'NOT met'} ({fmt(s, '.2f', 'x')})"
-    )
-    return out
+    return [
+        f"MFU >= 40%: {verdict(mfu is not None and mfu >= 0.40)} ({pct(mfu)})",
+        f"planner within 15% of the measured peak: {verdict(off is not None and abs(off) <= 0.15)} "
+        f"({pct(off, '+.1f')})",
+        f"prefix scorer >= 1.3x naive: {verdict(s is not None and s >= 1.3)} ({fmt(s, '.2f', 'x')})",
+    ]
 
 
 def print_report(report: dict) -> None:
@@ -829,15 +858,25 @@ def print_report(report: dict) -> None:
             print(f"  {a['shape']} {a['deepspeed']}: FAILED: {a['error']}")
             for line in a.get("log_tail", [])[-12:]:
                 print(f"    | {line[:200]}")
+        else:
+            print(
+                f"  {a['shape']} {a['deepspeed']}: {a['steps']} steps x {a['grad_accum']} rows, losses "
+                f"{', '.join(f'{v:.3f}' for v in a['losses'])}; {fmt(a['tokens_per_s'], ',.0f', ' tokens/s')}, MFU "
+                f"{pct(a['mfu'])}, peak {a['peak_gib']:.2f} GiB; process {a['process_s']} s"
+            )
     if sft and "error" not in sft:
         print(
             f"  {sft['shape']} {sft['deepspeed']}: {sft['steps']} steps x {sft['grad_accum']} packed rows of "
             f"{report['sizes']['max_length']:,} tokens; losses {', '.join(f'{v:.3f}' for v in sft['losses'])}"
         )
-        mfu = "n/a (CPU: not computed against a GPU peak)" if dev["kind"] == "cpu" else pct(sft["mfu"])
         print(
             f"  step {fmt(sft['step_s'], '.2f', ' s')}, {fmt(sft['tokens_per_s'], ',.0f', ' tokens/s')}, "
-            f"MFU {mfu} (medians of {sft['measured_steps']} steps after the first)"
+            f"MFU {pct(sft['mfu'])} (medians of {sft['measured_steps']} steps after the first)"
+        )
+        print(
+            f"  MFU: {fmt(sft.get('flops_per_token'), ',.4g')} FLOPs per token (6 x matmul params + causal "
+            f"attention) x tokens/s over {sft.get('mfu_peak')}; {sft.get('compute_dtype')}, attention "
+            f"{sft.get('attention')}"
         )
         print(f"  peak memory {sft['peak_gib']:.2f} GiB ({sft['peak_kind']}); planner {plan.get('planner_gib')} GiB")
         print(f"  stage {sft['stage_s']} s (training {sft['train_s']} s), process {sft.get('process_s')} s")
@@ -871,7 +910,8 @@ def print_report(report: dict) -> None:
         for r in gen["rows"]:
             tokens = f"{r['new_tokens']} tokens in {r['seconds']} s"
             print(f"  batch {r['batch']:3d}: {r['tokens_per_s']:10,.1f} tokens/s ({tokens})")
-    print("\n== " + "; ".join(goals(report)) if dev["kind"] == "cpu" else "\n== goals\n  " + "\n  ".join(goals(report)))
+    where = " (judged on a CPU rehearsal: says nothing of a GPU)" if dev["kind"] == "cpu" else ""
+    print(f"\n== goals{where}\n  " + "\n  ".join(report["goals"]))
     print(f"\nwhole check {report['elapsed_s']:.0f} s; JSON: {report['out']}")
 
 
@@ -894,12 +934,19 @@ def run_infer(chosen: dict, sizes: Sizes, work: Path, log: Path, seconds: float,
 
 
 def run_sft(
-    tries: List[dict], overrides: Callable[[str, str], List[str]], work: Path, out: Path, budget: Budget, report: dict
+    tries: List[dict],
+    overrides: Callable[[str, str], List[str]],
+    work: Path,
+    out: Path,
+    budget: Budget,
+    report: dict,
+    run_all: bool = False,
 ) -> bool:
-    """The SFT stage on the first plan; on a failure, the next while the budget allows."""
+    """The SFT stage on the first plan; on a failure, the next while the budget allows. `run_all` (the
+    CPU rehearsal): every plan, and each must succeed; the first one's figures are the report's."""
     report["sft_attempts"] = []
     for i, cand in enumerate(tries):
-        if i and budget.left() < MIN_FALLBACK_S:
+        if i and not run_all and budget.left() < MIN_FALLBACK_S:
             break
         print(
             f"\n[sft] {cand['shape']} with {cand['deepspeed']} ({budget.left():.0f} s of the budget left)", flush=True
@@ -907,7 +954,7 @@ def run_sft(
         spec = {
             "device": report["device"]["kind"],
             "shape_fields": cand["shape_fields"],
-            "work": str(work / f"sft-{cand['shape']}"),
+            "work": str(work / f"sft-{cand['shape']}-{cand['deepspeed']}"),
             "model_dir": str(work / f"model-{cand['shape']}"),
             "overrides": overrides(cand["deepspeed"], cand["shape"]),
         }
@@ -917,21 +964,79 @@ def run_sft(
         log = out.with_name(f"{out.stem}.sft{i or ''}.log")
         res = spawn("sft", spec, work, log, max(30.0, budget.left() - 5), env)
         res.update(shape=cand["shape"], deepspeed=cand["deepspeed"])
-        report["sft_attempts"].append({k: v for k, v in res.items() if k != "log"})
         if "error" not in res:
-            res["mfu"] = res["mfu_callback"] if report["peak_tflops"] and report["device"]["kind"] == "cuda" else None
+            res["mfu"] = res["mfu_callback"]  # against the peak of the dtype that ran (the stage's mfu_peak)
+        report["sft_attempts"].append({k: v for k, v in res.items() if k != "log"})
+        if "error" in res:
+            print(f"[sft] FAILED: {res['error']}", flush=True)
+            if run_all:
+                break
+            continue
+        print(f"[sft] done in {res['process_s']} s", flush=True)
+        if "sft" not in report:
             report["sft"], report["plan"] = res, {k: cand[k] for k in PLAN_KEYS}
+        if not run_all:
             return True
-        print(f"[sft] FAILED: {res['error']}", flush=True)
-    report["sft"] = report["sft_attempts"][-1] if report["sft_attempts"] else {"error": "no time was left for it"}
-    return False
+    failed = [a for a in report["sft_attempts"] if "error" in a]
+    if "sft" not in report:
+        report["sft"] = failed[-1] if failed else {"error": "no time was left for it"}
+    return run_all and not failed and len(report["sft_attempts"]) == len(tries)
+
+
+# The lent machines, the memory torch reports on each, and the RAM beside it (the device tool's description).
+LENT = (("nvidia-h200", 139.0, 128.0), ("nvidia-h100-x1", 78.0, 128.0))
+
+
+def device_plan(gpu_gib: float, host_gib: float) -> str:
+    """What the planner would train on a lent card: the first fitting (shape, DeepSpeed config)."""
+    work = Path(tempfile.gettempdir())
+    overrides = lambda ds, name: sft_overrides(ds, name, work / name, work, GPU_SIZES, False, gpu_gib, 989.0)
+    rows = plan_candidates(family(), ["zero3", "zero3-offload"], overrides, gpu_gib, host_gib * GiB)
+    for c in rows:
+        if c["fits"]:
+            return (
+                f"{c['shape']} {c['deepspeed']} ({c['planner_gib']:.1f} GiB GPU, {c['planner_host_gib']:.1f} GiB RAM)"
+            )
+    return "nothing fits"
+
+
+def print_device_command(wheels: Path) -> int:
+    """The one device call that runs this check on a lent GPU and brings its figures back."""
+    from bench import _gpu_wheels as gw
+
+    manifest = gw.load_manifest(wheels)
+    carry = os.path.relpath(wheels, REPO)
+    print("The GPU acceptance check as one device call (the `run` tool):")
+    print(f'  command:   python3 -m bench.gpu_check --wheels {carry} --out "$OUT/gpu_check.json"')
+    print(f'  carry:     ["{carry}"]')
+    print(f"  timeout_s: 600 (the check's budget is {GPU_SIZES.budget_s:.0f} s, install included)")
+    if manifest is None:
+        print(f"  size:      {wheels} holds no wheels yet: run `make gpu-wheels` first (about 21 MiB)")
+    else:
+        w, tree = gw.carried_bytes(wheels), gw.tree_bytes()
+        print(
+            f"  size:      wheels {w / 2**20:.1f} MiB ({len(manifest['packages'])} packages) + working tree "
+            f"{tree / 2**20:.1f} MiB = {(w + tree) / 2**20:.1f} of {gw.TRAVEL_LIMIT_BYTES / 2**20:.0f} MiB"
+        )
+    print("  kind: memory decides the shape, so name the larger card first, the H100 where none is free:")
+    for kind, gpu_gib, host_gib in LENT:
+        print(f"    {kind:15s} {gpu_gib:5.0f} GiB: {device_plan(gpu_gib, host_gib)}")
+    print("  it returns gpu_check.json and the parts' logs (gpu_check.*.log) under files_at")
+    return 0
 
 
 def parse(argv: List[str]) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tiny", action="store_true", help="a tiny Qwen3 on the CPU, seconds (the test suite's run)")
-    ap.add_argument("--out", type=Path, help="the JSON (default bench/results/gpu_check[_tiny].json); logs beside it")
-    ap.add_argument("--budget-s", type=float, help="the whole check's time budget (GPU 570, tiny 300)")
+    ap.add_argument(
+        "--out",
+        type=Path,
+        help="the JSON (default gpu_check[_tiny].json in $OUT if set, else bench/results/); logs beside it",
+    )
+    ap.add_argument("--budget-s", type=float, help="the whole check's time budget (GPU 480, tiny 300)")
+    ap.add_argument(
+        "--device-command", action="store_true", help="print the device call: command, carry list and size; no run"
+    )
     ap.add_argument("--shape", choices=["qwen3-8b", "qwen3-4b", "qwen3-1.7b"], help="train this shape only")
     ap.add_argument("--deepspeed", choices=["zero3", "zero3-offload"], help="this DeepSpeed config only")
     ap.add_argument("--no-offload", action="store_true", help="only plans without ZeRO-Offload")
@@ -964,10 +1069,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parse(argv)
     if args.part:
         return run_part(args.part, args.spec, args.result)
+    if args.device_command:
+        return print_device_command(args.wheels)
     start = float(os.environ.setdefault(START_ENV, repr(time.time())))
     set_environment()
     tiny, sizes = args.tiny, TINY_SIZES if args.tiny else GPU_SIZES
-    out = args.out or REPO / "bench" / "results" / f"gpu_check{'_tiny' if tiny else ''}.json"
+    name = f"gpu_check{'_tiny' if tiny else ''}.json"
+    # a device run returns only what it leaves under $OUT: there by default when that is set
+    out = args.out or (Path(os.environ["OUT"]) if os.environ.get("OUT") else REPO / "bench" / "results") / name
     try:
         wheels = ensure_wheels(args.wheels, args.site, argv)
         device = probe_device(tiny)
@@ -978,7 +1087,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     budget = Budget(start, args.budget_s or sizes.budget_s)
     if tiny:
-        peak, peak_source = None, "CPU: MFU is not computed against a GPU peak"
+        peak, peak_source = None, "CPU: the SFT stage measures this CPU's matmul peak in the dtype that ran"
     elif args.peak_tflops:
         peak, peak_source = args.peak_tflops, "--peak-tflops"
     else:
@@ -1003,10 +1112,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         model_dir = work / f"model-{shape_name}"
         return sft_overrides(ds, shape_name, model_dir, work, sizes, tiny, memory_gib, peak or 989.0)
 
-    shapes = {"tiny-qwen3": tiny_shape()} if tiny else family()
+    # the CPU rehearsal asks the planner about Qwen3-8B too: refused there, for GPU memory without
+    # offload and for this machine's RAM with it, as the GPU's larger shapes are
+    shapes = {"qwen3-8b": family()["qwen3-8b"], "tiny-qwen3": tiny_shape()} if tiny else family()
     if args.shape:
         shapes = {args.shape: shapes[args.shape]}
-    ds_options = ["zero3"] + ([] if tiny or args.no_offload else ["zero3-offload"])
+    ds_options = ["zero3"] + ([] if args.no_offload else ["zero3-offload"])
     print(f"gpu_check: {device['name']}, {memory_gib:.1f} GiB; planning SFT at {sizes.max_length:,} tokens", flush=True)
     candidates = plan_candidates(shapes, [args.deepspeed] if args.deepspeed else ds_options, overrides, memory_gib)
     report["candidates"] = [{k: v for k, v in c.items() if k != "describe"} for c in candidates]
@@ -1024,7 +1135,12 @@ def main(argv: Optional[List[str]] = None) -> int:
             reserve = 0.0 if "sft" not in parts else (60.0 if tiny else 300.0)
             log = out.with_name(f"{out.stem}.infer.log")
             ok &= run_infer(chosen, sizes, work, log, max(30.0, budget.left() - reserve), report)
-        if "sft" in parts:
+        if "sft" in parts and tiny:
+            # the rehearsal trains every plan of the chosen shape, offloaded first (the GPU's choice:
+            # ZeRO-Offload with DeepSpeed's CPU Adam), then without (the GPU's fallback)
+            tries = sorted((c for c in fitting if c["shape"] == chosen["shape"]), key=lambda c: not c["offload"])
+            ok &= run_sft(tries, overrides, work, out, budget, report, run_all=True)
+        elif "sft" in parts:
             # should an offloaded plan fail, the largest plan without offload follows while time allows
             tries = [chosen] + [c for c in fitting if chosen["offload"] and not c["offload"]][:1]
             ok &= run_sft(tries, overrides, work, out, budget, report)

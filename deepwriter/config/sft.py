@@ -18,6 +18,10 @@ LR_SCHEDULERS = (
     "inverse_sqrt",
     "warmup_stable_decay",
 )
+# How SFT computes attention over packed rows (deepwriter.llm.attention.training_attention): auto takes
+# the fastest kernel that skips the masked pairs where one runs (flash-attention varlen, FlexAttention),
+# else SDPA.
+ATTENTION_CHOICES = ("auto", "flash_attention_2", "flex_attention", "sdpa", "eager")
 
 
 @dataclass
@@ -55,6 +59,7 @@ class SFTConfig:
     strict: bool = True  # a malformed row fails the stage (false: counted skip with the reason)
     packing: bool = True  # TRL best-fit-decreasing packing, padding-free (position ids reset per sample)
     gradient_checkpointing: bool = True
+    attention: str = one_of("auto", *ATTENTION_CHOICES, operational=True)  # the same loss whichever runs
     bf16: bool = True
     optim: str = "adamw_torch"
     weight_decay: float = bounded(0.0, ge=0.0, le=10.0)

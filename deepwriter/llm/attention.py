@@ -19,9 +19,12 @@ the model's own implementation.
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator, Optional
+from typing import Iterator, Optional, Tuple
 
 import torch
+
+from deepwriter.config.root import ConfigError
+from deepwriter.config.sft import ATTENTION_CHOICES
 
 NAME = "deepwriter_lower_right_sdpa"
 # PyTorch's CPU flash-attention kernel, which also returns each query's log-sum-exp (a private op of
@@ -111,3 +114,52 @@ def scoring_attention(model) -> Iterator[bool]:
         yield True
     finally:
         config._attn_implementation_internal = "sdpa"
+
+
+# --- attention for packed training rows ----------------------------------------------------------
+#
+# A packed row holds several samples, each attending only to itself (position ids restart per sample).
+# With SDPA transformers must pass that as an explicit block-diagonal mask, and the kernel then computes
+# every (query, key) pair of the row: a 16K-token row costs 16K x 16K scores where its samples need
+# a fraction. Kernels that take the sample boundaries skip the masked work: flash-attention's varlen
+# path (boundaries from the position ids) and FlexAttention (a block mask: blocks outside every sample
+# are never computed). Preferred in this order where they run; SDPA is what remains.
+
+
+def _flash_attn_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("flash_attn") is not None
+
+
+def _flex_available() -> bool:
+    try:
+        from torch.nn.attention import flex_attention  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+# name, devices it trains on, whether this install has it, what it does with a packed row
+PACKED_KERNELS = (
+    ("flash_attention_2", ("cuda",), lambda: _flash_attn_installed(), "varlen: each sample attends to itself only"),
+    ("flex_attention", ("cuda",), lambda: _flex_available(), "block mask: blocks outside every sample are skipped"),
+    ("sdpa", ("cuda", "cpu"), lambda: True, "explicit mask: every pair of the row is computed"),
+)
+
+
+def training_attention(setting: str, device: str) -> Tuple[str, str]:
+    """The attention implementation SFT trains with on `device` ('cuda' or 'cpu'), and why: `auto`
+    takes the first of PACKED_KERNELS that runs there; a named one is checked to run there."""
+    kind = "cuda" if device.startswith("cuda") else "cpu"
+    if setting == "eager":
+        return "eager", "sft.attention = eager"
+    for name, devices, installed, what in PACKED_KERNELS:
+        if setting not in ("auto", name):
+            continue
+        if kind in devices and installed():
+            return name, f"{'auto: ' if setting == 'auto' else ''}{name} on {kind} ({what})"
+        if setting == name:
+            where = "is not installed" if kind in devices else f"does not train on {kind} (no backward there)"
+            raise ConfigError(f"sft.attention: {name} {where}; use auto, sdpa or eager")
+    raise ConfigError(f"sft.attention: got {setting!r}; expected one of {list(ATTENTION_CHOICES)}")

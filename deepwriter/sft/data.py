@@ -267,3 +267,19 @@ def _tokenize_to(dataset_dir: Path, tokenizer: Any, max_length: int, overlong: s
             counts["dropped_overlong"],
         )
     _write_prepared(dataset_dir, dest, chunks, counts, skipped, sources, max_length, overlong)
+
+
+def attention_pairs_per_token(dataset_path: Path) -> float:
+    """Causal (query, key) pairs per token of the tokenised dataset: sum of L (L + 1) / 2 over its
+    samples of L tokens, over the sum of L. Packing keeps each sample to itself, so this is what a
+    token's attention needs whatever row it lands in (read from the Arrow column's list lengths, not
+    the tokens)."""
+    import datasets
+    import pyarrow.compute as pc
+
+    lengths = pc.list_value_length(datasets.load_from_disk(str(dataset_path)).data.column("input_ids"))
+    tokens = pc.sum(lengths).as_py() or 0
+    if not tokens:
+        return 0.0
+    pairs = pc.sum(pc.divide(pc.multiply(lengths, pc.add(lengths, 1)), 2)).as_py()
+    return pairs / tokens

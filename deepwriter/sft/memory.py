@@ -64,6 +64,24 @@ class ModelShape:
         embed = self.vocab * self.hidden * (1 if self.tied_embeddings else 2)
         return self.num_layers * (attn + mlp + norms) + embed + self.hidden
 
+    def matmul_params(self) -> int:
+        """The parameters that multiply each token's activations: the blocks' projections and the
+        output head (counted once whether or not it shares the input table, which is a lookup and does
+        no matmul). Norm scales are left out: their work is elementwise."""
+        hd = self.head_dim or self.hidden // self.heads
+        attn = self.hidden * hd * (2 * self.heads + 2 * self.kv_heads)
+        return self.num_layers * (attn + 3 * self.hidden * self.intermediate) + self.vocab * self.hidden
+
+    def training_flops_per_token(self, attention_pairs_per_token: float) -> float:
+        """FLOPs of one trained token, forward and backward (backward = 2 x forward): 6 per matmul
+        parameter, plus the attention scores and their weighted sum (two matmuls of heads x head_dim
+        per visible (query, key) pair and layer: 4 FLOPs x 3 passes = 12). `attention_pairs_per_token`
+        is the visible pairs over the tokens: (L + 1) / 2 for one causal sequence of L tokens, the
+        same per sample when samples are packed (each sees only itself)."""
+        hd = self.head_dim or self.hidden // self.heads
+        attention = 12 * self.num_layers * self.heads * hd * attention_pairs_per_token
+        return 6 * self.matmul_params() + attention
+
     def lora_params(self, r: int) -> int:
         """LoRA on every linear layer of the blocks (PEFT's "all-linear")."""
         hd = self.head_dim or self.hidden // self.heads

@@ -116,6 +116,9 @@ class _TrainingRun:
     final_tokens: Optional[int] = None  # TRL's count at the end (its last step need not be a logged one)
     mfu_peak_tflops: Optional[float] = None  # the per-device peak MFU was measured against (tr.mfu_peak)
     mfu_peak: Optional[str] = None  # and what it is
+    flops_per_token: Optional[float] = None  # a trained token's FLOPs, MFU's numerator over tokens/s
+    attention: Optional[str] = None  # the attention implementation that trained (training_attention)
+    compute_dtype: Optional[str] = None  # the dtype the matmuls ran in (the peak's dtype)
 
 
 def _train_and_save(
@@ -137,7 +140,9 @@ def _train_and_save(
     from trl import SFTTrainer
 
     from deepwriter.llm import models
+    from deepwriter.llm.attention import training_attention
     from deepwriter.sft import model_folder as export
+    from deepwriter.sft.data import attention_pairs_per_token
     from deepwriter.sft.memory import ModelShape
 
     is_main = rank() == 0
@@ -159,14 +164,28 @@ def _train_and_save(
     # The arguments come before the model: under ZeRO-3 they make from_pretrained shard on load.
     args = tr.training_arguments(cfg.sft, out_dir, geometry)
     load_dtype = dtype if cfg.sft.deepspeed.enabled else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(where, dtype=load_dtype, **kwargs)
+    attention, why = training_attention(cfg.sft.attention, tr.training_device(cfg.sft))
+    log.info("sft: attention %s", why)
+    model = AutoModelForCausalLM.from_pretrained(where, dtype=load_dtype, attn_implementation=attention, **kwargs)
     if added:
         model.resize_token_embeddings(len(tokenizer))
     export.set_stop_tokens(model, tokenizer)
-    n_params = ModelShape.from_hf_config(model.config).params()
-    peak_tflops, peak_source = tr.mfu_peak(cfg.sft)
-    log.info("sft: MFU = 6 x %.1fM params x tokens/s against %s", n_params / 1e6, peak_source)
-    callback = tr.make_metrics_callback(out_dir / tr.TRAIN_LOG, tracker, n_params, peak_tflops, geometry.world_size)
+    shape = ModelShape.from_hf_config(model.config)
+    pairs = attention_pairs_per_token(dataset_path)
+    flops_per_token = shape.training_flops_per_token(pairs)
+    ran_in = tr.compute_dtype(args.bf16, model)
+    peak_tflops, peak_source = tr.mfu_peak(cfg.sft, ran_in)
+    log.info(
+        "sft: MFU = %.4g FLOPs per token (6 x %.1fM matmul params + causal attention, %.0f pairs per token) x "
+        "tokens/s against %s",
+        flops_per_token,
+        shape.matmul_params() / 1e6,
+        pairs,
+        peak_source,
+    )
+    callback = tr.make_metrics_callback(
+        out_dir / tr.TRAIN_LOG, tracker, flops_per_token, peak_tflops, geometry.world_size
+    )
     trainer = SFTTrainer(
         model=model,
         args=args,
@@ -185,6 +204,9 @@ def _train_and_save(
         final_tokens=next((h["num_tokens"] for h in reversed(trainer.state.log_history) if "num_tokens" in h), None),
         mfu_peak_tflops=peak_tflops,
         mfu_peak=peak_source,
+        flops_per_token=flops_per_token,
+        attention=attention,
+        compute_dtype=ran_in,
     )
     if cfg.sft.lora.enabled:
         adapter_dir = out_dir / "adapter"
@@ -253,6 +275,8 @@ def _finish(
     }
     if run.mfu_peak is not None:
         metrics.update(mfu_peak_tflops=run.mfu_peak_tflops, mfu_peak=run.mfu_peak)
+    if run.flops_per_token is not None:
+        metrics.update(flops_per_token=run.flops_per_token, attention=run.attention, compute_dtype=run.compute_dtype)
     # Only what this stage's key covers goes into the card: eval results belong to the eval stage's output.
     export.write_model_card(partial, cfg, counts, metrics, prepared.sources, mix_dir / "dataset")
     export.finalize(partial, out_dir / "model")

@@ -234,18 +234,32 @@ def _memory_gb() -> Dict[str, float]:
     return {"mem/cpu_max_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2}
 
 
-def mfu_peak(sft_cfg: Any) -> Tuple[float, str]:
-    """The per-device peak (TFLOP/s) that MFU is measured against, and where it comes from: on a CPU
-    the measured matmul rate of the dtype the training computes in (a GPU's datasheet peak would
-    make a CPU's MFU a meaningless 1e-4), on a GPU `sft.peak_tflops`."""
+def training_device(sft_cfg: Any) -> str:
     import torch
 
-    if sft_cfg.use_cpu or not torch.cuda.is_available():
+    return "cpu" if sft_cfg.use_cpu or not torch.cuda.is_available() else "cuda"
+
+
+def compute_dtype(bf16_autocast: bool, model: Any) -> str:
+    """The dtype the model's matmuls run in: bf16 under the trainer's bf16 mode (autocast, or DeepSpeed's
+    bf16 weights), else the weights' own dtype."""
+    if bf16_autocast:
+        return "bfloat16"
+    return str(next(model.parameters()).dtype).removeprefix("torch.")
+
+
+def mfu_peak(sft_cfg: Any, dtype: str) -> Tuple[Optional[float], str]:
+    """The per-device peak (TFLOP/s) that MFU is measured against, for the dtype the training computes
+    in, and where it comes from: on a CPU this CPU's measured matmul rate in that dtype (a GPU's
+    datasheet peak would make a CPU's MFU a meaningless 1e-4), on a GPU `sft.peak_tflops`, a bf16
+    peak (None for another dtype: its peak is not configured)."""
+    if training_device(sft_cfg) == "cpu":
         from deepwriter.llm.precision import cpu_description, cpu_peak_rate
 
-        dtype = "bfloat16" if sft_cfg.bf16 else "float32"
         rate = cpu_peak_rate(dtype)
         return rate / 1e12, f"this CPU's measured {dtype} matmul peak, {rate / 1e9:.1f} GFLOP/s ({cpu_description()})"
+    if dtype != "bfloat16":
+        return None, f"training computes in {dtype}; sft.peak_tflops is a bf16 peak, so MFU is not computed"
     return sft_cfg.peak_tflops, f"sft.peak_tflops = {sft_cfg.peak_tflops:g} TFLOP/s per GPU (dense bf16 datasheet peak)"
 
 
@@ -273,10 +287,13 @@ def _mfu(flops_per_s: float, peak_tflops: Optional[float], world_size: int) -> O
 _MFU_WARNED: List[bool] = []  # one warning per process
 
 
-def make_metrics_callback(log_path: Path, tracker: Any, n_params: int, peak_tflops: float, world_size: int):
+def make_metrics_callback(
+    log_path: Path, tracker: Any, flops_per_token: float, peak_tflops: Optional[float], world_size: int
+):
     """A TrainerCallback that adds tokens/s, MFU and memory to TRL's logs, appends every log to
-    `log_path` (JSON lines, rank 0) and forwards it to the W&B tracker. `peak_tflops`: the peak of one
-    device (`mfu_peak`)."""
+    `log_path` (JSON lines, rank 0) and forwards it to the W&B tracker. `flops_per_token`: a trained
+    token's forward and backward FLOPs (ModelShape.training_flops_per_token); `peak_tflops`: the peak of
+    one device (`mfu_peak`)."""
     from transformers import TrainerCallback
 
     class MetricsCallback(TrainerCallback):
@@ -305,8 +322,7 @@ def make_metrics_callback(log_path: Path, tracker: Any, n_params: int, peak_tflo
             ):
                 tps = (tokens - self.last_tokens) / (now - self.last_time)
                 row["tokens_per_s"] = tps
-                # 6 N FLOPs per trained token (forward + backward), against the devices' dense peak.
-                row["mfu"] = _mfu(6.0 * n_params * tps, peak_tflops, world_size)
+                row["mfu"] = _mfu(flops_per_token * tps, peak_tflops, world_size)
             if tokens is not None:
                 self.last_tokens, self.last_time = tokens, now
             row.update(_memory_gb())

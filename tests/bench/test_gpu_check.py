@@ -24,56 +24,114 @@ from bench import _gpu_wheels as gw  # noqa: E402
 from bench import gpu_check  # noqa: E402
 
 SUMMARY = re.compile(
-    r"^sft MFU (?:n/a \(CPU\)|\d+\.\d%|n/a), peak (\d+\.\d) GiB \(planner (\d+\.\d) GiB\), "
-    r"scorer prefix/naive (\d+\.\d\d)×$"
+    r"^sft MFU (\d+\.\d%|n/a), peak (\d+\.\d) GiB \(planner (\d+\.\d) GiB\), scorer prefix/naive (\d+\.\d\d)×$"
 )
+FIXTURES = Path(__file__).parent / "fixtures" / "gpu_probe"
 
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("gpu-check") / "tiny.json"
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")}
+    base = tmp_path_factory.mktemp("gpu-check")
+    out, work = base / "tiny.json", base / "work"  # the work folder is kept: the test reads the tokenised data
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT", "OUT")}
     proc = subprocess.run(
-        [sys.executable, "-m", "bench.gpu_check", "--tiny", "--out", str(out)],
+        [sys.executable, "-m", "bench.gpu_check", "--tiny", "--out", str(out), "--work", str(work)],
         cwd=REPO,
         env=env,
         capture_output=True,
         text=True,
         timeout=280,
     )
-    return proc, json.loads(out.read_text()) if out.exists() else None
+    return proc, json.loads(out.read_text()) if out.exists() else None, work
 
 
 def _positive(*values) -> bool:
     return all(isinstance(v, (int, float)) and math.isfinite(v) and v > 0 for v in values)
 
 
+def _flops_per_token(shape_fields: dict, tokenized: Path) -> float:
+    """A trained token's FLOPs counted from a model of the shape (its nn.Linear weights: the matmuls) and
+    the tokenised samples (causal pairs per token), not from the product's formula."""
+    import numpy as np
+    import torch
+    from datasets import load_from_disk
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    f = shape_fields
+    config = AutoConfig.for_model(
+        "qwen3",
+        vocab_size=f["vocab"],
+        hidden_size=f["hidden"],
+        intermediate_size=f["intermediate"],
+        num_hidden_layers=f["num_layers"],
+        num_attention_heads=f["heads"],
+        num_key_value_heads=f["kv_heads"],
+        head_dim=f["head_dim"],
+        tie_word_embeddings=f["tied_embeddings"],
+    )
+    model = AutoModelForCausalLM.from_config(config)
+    linear = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
+    lengths = np.array([len(ids) for ids in load_from_disk(str(tokenized))["input_ids"]], dtype=np.float64)
+    pairs_per_token = (lengths * (lengths + 1) / 2).sum() / lengths.sum()
+    return 6 * linear + 12 * f["num_layers"] * f["heads"] * f["head_dim"] * pairs_per_token
+
+
 @pytest.mark.timeout(300)
 @pytest.mark.slow  # starts a run or a server: `make test` only, not test-fast
-def test_tiny_check_runs_every_part_and_reports(tiny_run):
-    proc, report = tiny_run
+def test_tiny_check_runs_every_path_of_the_gpu_run(tiny_run):
+    proc, report, work = tiny_run
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert report["ok"] and report["device"]["kind"] == "cpu"
 
-    # the planner chose, and the stage trained the chosen plan
-    assert report["plan"]["shape"] == "tiny-qwen3" and report["plan"]["deepspeed"] == "zero3"
-    assert [c["fits"] for c in report["candidates"]] == [True]
+    # the planner's choice among several candidates: Qwen3-8B refused (GPU memory without offload, this
+    # machine's RAM with it), the tiny shape fits both ways
+    verdicts = [(c["shape"], c["deepspeed"], c["fits"]) for c in report["candidates"]]
+    assert verdicts == [
+        ("qwen3-8b", "zero3", False),
+        ("qwen3-8b", "zero3-offload", False),
+        ("tiny-qwen3", "zero3", True),
+        ("tiny-qwen3", "zero3-offload", True),
+    ]
+    assert "sft: the plan needs" in report["candidates"][0]["why_not"]
+    assert "GiB of RAM" in report["candidates"][1]["why_not"]
+
+    # both plans trained, ZeRO-Offload (DeepSpeed's CPU Adam) first as on the GPU, then without
+    attempts = report["sft_attempts"]
+    assert [(a["shape"], a["deepspeed"]) for a in attempts] == [
+        ("tiny-qwen3", "zero3-offload"),
+        ("tiny-qwen3", "zero3"),
+    ]
+    assert all("error" not in a for a in attempts)
+    assert report["plan"]["deepspeed"] == "zero3-offload" and report["plan"]["offload"]
+    offload_log = (Path(report["out"]).with_name("tiny.sft.log")).read_text()
+    assert "cpu_adam" in offload_log.lower()  # the optimizer that ran is DeepSpeed's compiled CPU Adam
+
+    for a in attempts:
+        # gradient accumulation over two packed rows of at most 256 tokens per optimizer step
+        assert a["steps"] == 3 and a["grad_accum"] == 2 and a["measured_steps"] == 2
+        assert 256 < a["tokens_per_step"] <= 512
+        assert len(a["losses"]) == 3 and all(math.isfinite(v) and 5 < v < 12 for v in a["losses"])
+        assert _positive(a["step_s"], a["tokens_per_s"], a["peak_gib"])
+        # MFU: the stage's figure per step is this test's FLOPs count x tokens/s over the peak of the
+        # dtype that ran (bf16 under DeepSpeed), and lies in (0, 1]
+        assert a["compute_dtype"] == "bfloat16" and "measured bfloat16 matmul peak" in a["mfu_peak"]
+        assert a["attention"] == "sdpa"
+        sft_dir = work / f"sft-tiny-qwen3-{a['deepspeed']}" / "sft"
+        (tokenized,) = (sft_dir / "tokenized").glob("*/data")
+        flops = _flops_per_token(_shape_of(report, a), tokenized)
+        rows = [json.loads(line) for line in (sft_dir / "train_log.jsonl").read_text().splitlines()]
+        assert len(rows) == 3
+        for r in rows[1:]:
+            assert 0 < r["mfu"] <= 1
+            assert r["mfu"] == pytest.approx(flops * r["tokens_per_s"] / (a["mfu_peak_tflops"] * 1e12), rel=1e-9)
+        assert a["mfu"] is not None and 0 < a["mfu"] <= 1
+
     sft = report["sft"]
-    assert sft["steps"] == 3 and sft["measured_steps"] == 2  # the first step is the warm-up
-    assert len(sft["losses"]) == 3 and all(math.isfinite(v) and 5 < v < 12 for v in sft["losses"])
-    assert _positive(sft["step_s"], sft["tokens_per_s"], sft["peak_gib"], report["plan"]["planner_gib"])
-    # the tokens of a step over its time are the reported rate (packed rows of up to 256 tokens)
-    assert 0 < sft["tokens_per_step"] <= 256
-    assert sft["tokens_per_s"] * sft["step_s"] == pytest.approx(sft["tokens_per_step"], rel=0.35)
-    assert sft["mfu"] is None and "RSS" in sft["peak_kind"]  # no GPU peak on a CPU
+    assert sft["deepspeed"] == "zero3-offload" and _positive(report["plan"]["planner_gib"])
 
     sc = report["scorer"]
     assert sc["k"] == 2 and sc["rewritten_segment"] == sc["z_segments"] // 2
     assert _positive(sc["naive_s"], sc["prefix_s"], sc["speedup"], sc["naive_scored_tokens_per_s"])
-    assert sc["speedup"] == pytest.approx(sc["naive_s"] / sc["prefix_s"], rel=0.01)
-    assert sc["prefix_scored_tokens_per_s"] == pytest.approx(
-        sum(sc["scored_tokens_per_candidate"]) / sc["prefix_s"], rel=0.01
-    )
     # the prefix scorer ran the candidates' suffixes only: the rewritten segment on, not the prompt
     assert 0 < sc["tokens_run_share"] < 0.8 and sc["token_bound"] > 1.25
     # both scorers give the search the same scores (float rounding apart)
@@ -84,17 +142,36 @@ def test_tiny_check_runs_every_part_and_reports(tiny_run):
     gen = report["generation"]
     assert [r["batch"] for r in gen["rows"]] == [1, 32]
     for r in gen["rows"]:
-        assert r["batch"] <= r["new_tokens"] <= r["batch"] * gen["max_new_tokens"]
-        # seconds are rounded to the millisecond, the rate to a tenth: compare within those roundings
-        assert r["new_tokens"] / r["tokens_per_s"] == pytest.approx(r["seconds"], rel=0.002, abs=0.0006)
+        assert r["batch"] <= r["new_tokens"] <= r["batch"] * gen["max_new_tokens"] and _positive(r["tokens_per_s"])
+
+    # the goals are judged on this measured report: each verdict is its figure against the issue's bar
+    mfu, speedup = sft["mfu"], sc["speedup"]
+    off = (report["plan"]["planner_gib"] - sft["peak_gib"]) / sft["peak_gib"]
+    expected = [
+        (mfu >= 0.40, f"({100 * mfu:.1f}%)"),
+        (abs(off) <= 0.15, f"({100 * off:+.1f}%)"),
+        (speedup >= 1.3, f"({speedup:.2f}x)"),
+    ]
+    assert len(report["goals"]) == 3
+    for line, (met, figure) in zip(report["goals"], expected):
+        assert (": met" in line) == met and (": NOT met" in line) == (not met) and line.endswith(figure), line
+    assert "== goals (judged on a CPU rehearsal" in proc.stdout
 
     lines = proc.stdout.strip().splitlines()
     m = SUMMARY.match(lines[-1])
     assert m, lines[-1]
-    assert lines[-1] == report["summary"] and lines[-1].startswith("sft MFU n/a (CPU)")
-    assert float(m.group(1)) == pytest.approx(sft["peak_gib"], abs=0.051)
-    assert float(m.group(2)) == pytest.approx(report["plan"]["planner_gib"], abs=0.051)
-    assert float(m.group(3)) == pytest.approx(sc["speedup"], abs=0.006)
+    assert lines[-1] == report["summary"]
+    assert float(m.group(1)[:-1]) == pytest.approx(100 * mfu, abs=0.051)
+    assert float(m.group(2)) == pytest.approx(sft["peak_gib"], abs=0.051)
+    assert float(m.group(3)) == pytest.approx(report["plan"]["planner_gib"], abs=0.051)
+    assert float(m.group(4)) == pytest.approx(speedup, abs=0.006)
+
+
+def _shape_of(report: dict, attempt: dict) -> dict:
+    (cand,) = [
+        c for c in report["candidates"] if (c["shape"], c["deepspeed"]) == (attempt["shape"], attempt["deepspeed"])
+    ]
+    return cand["shape_fields"]
 
 
 def test_peak_table_names_each_gpu():
@@ -103,6 +180,68 @@ def test_peak_table_names_each_gpu():
     assert gpu_check.peak_bf16("NVIDIA H200")[0] == 989.0
     peak, why = gpu_check.peak_bf16("NVIDIA A10G")
     assert peak is None and "--peak-tflops" in why
+
+
+def test_the_probe_reads_what_torch_and_nvidia_smi_print():
+    read = lambda name: (FIXTURES / name).read_text()
+    h100 = gpu_check.device_from_probe(read("h100-sxm.torch.out"), read("h100-sxm.nvidia-smi.csv"))
+    assert h100["kind"] == "cuda" and h100["name"] == "NVIDIA H100 80GB HBM3" and h100["driver"] == "580.82.07"
+    assert h100["memory_bytes"] == h100["smi_total_bytes"] == 81559 * 2**20 and h100["bf16"]
+    assert gpu_check.peak_bf16(h100["name"])[0] == 989.0
+    # a warning line before the JSON; another process holds 1 GiB: the planner gets the rest
+    h200 = gpu_check.device_from_probe(read("h200.torch.out"), read("h200.nvidia-smi.csv"))
+    assert h200["memory_total_bytes"] == 143771 * 2**20 and h200["used_by_others_bytes"] == 2**30
+    assert h200["memory_bytes"] == (143771 - 1024) * 2**20
+    assert h200["probe_out"]["nvidia_smi"] == read("h200.nvidia-smi.csv")  # kept in the JSON, for new fixtures
+    # without nvidia-smi: torch's figure alone
+    assert gpu_check.device_from_probe(read("h200.torch.out"), None)["memory_bytes"] == 143771 * 2**20
+    with pytest.raises(gpu_check.SetupError, match="no CUDA device"):
+        gpu_check.device_from_probe(read("no-cuda.torch.out"), None)
+    with pytest.raises(gpu_check.SetupError, match="CUDA_VISIBLE_DEVICES"):
+        gpu_check.device_from_probe(read("h100-sxm.torch.out"), read("h200.nvidia-smi.csv"))
+
+
+@pytest.mark.slow  # six Hydra compositions: ~8 s on a busy 2-core machine
+def test_the_planner_picks_each_lent_cards_shape(monkeypatch, tmp_path):
+    """What the GPU run would train: on an H100 (78 GiB, 128 GiB of RAM) Qwen3-4B with ZeRO-Offload (8B's
+    offloaded states exceed the RAM); on an H200 (139 GiB) Qwen3-4B without offload; without a C++
+    toolchain no offloaded plan is taken."""
+    work = tmp_path
+
+    def plan(memory_gib):
+        overrides = lambda ds, name: gpu_check.sft_overrides(
+            ds, name, work / name, work, gpu_check.GPU_SIZES, False, memory_gib, 989.0
+        )
+        shapes, options = gpu_check.family(), ["zero3", "zero3-offload"]
+        return gpu_check.plan_candidates(shapes, options, overrides, memory_gib, host_bytes=128 * gpu_check.GiB)
+
+    h100 = plan(78.0)
+    assert [(c["shape"], c["deepspeed"]) for c in h100 if c["fits"]][0] == ("qwen3-4b", "zero3-offload")
+    (eight_offload,) = [c for c in h100 if (c["shape"], c["deepspeed"]) == ("qwen3-8b", "zero3-offload")]
+    assert not eight_offload["fits"] and "GiB of RAM" in eight_offload["why_not"]
+    h200 = plan(139.0)
+    assert [(c["shape"], c["deepspeed"]) for c in h200 if c["fits"]][0] == ("qwen3-4b", "zero3")
+
+    monkeypatch.setattr(gpu_check.shutil, "which", lambda name: None)
+    problem = gpu_check.jit_toolchain_problem()
+    assert "a C++ compiler" in problem and "ninja" in problem
+    no_toolchain = plan(78.0)
+    assert all(c["why_not"] == problem for c in no_toolchain if c["offload"] and "RAM" not in (c["why_not"] or ""))
+    assert [(c["shape"], c["deepspeed"]) for c in no_toolchain if c["fits"]][0] == ("qwen3-1.7b", "zero3")
+
+
+@pytest.mark.slow  # four Hydra compositions
+def test_the_device_command_names_the_carried_wheels_and_returns_its_figures(capsys, tmp_path):
+    wheels = tmp_path / ".whl"
+    wheels.mkdir()
+    (wheels / "x-1-py3-none-any.whl").write_bytes(b"0" * 2**20)
+    (wheels / gw.MANIFEST).write_text(json.dumps({"python_version": "3.12", "packages": {"x": {"version": "1"}}}))
+    assert gpu_check.print_device_command(wheels) == 0
+    out = capsys.readouterr().out
+    carry = os.path.relpath(wheels, REPO)
+    assert f'python3 -m bench.gpu_check --wheels {carry} --out "$OUT/gpu_check.json"' in out
+    assert f'carry:     ["{carry}"]' in out and "wheels 1.0 MiB (1 packages)" in out
+    assert "nvidia-h200" in out and "qwen3-4b zero3 (" in out and "qwen3-4b zero3-offload (" in out
 
 
 def test_summary_line_on_a_gpu_report():

@@ -91,3 +91,70 @@ def test_the_prefix_scorer_runs_its_suffixes_through_it(tiny_model, monkeypatch)
     for a, b in zip(got, want):
         assert max(abs(x - y) for x, y in zip(a.logprobs, b.logprobs)) < 1e-4
     assert model.config._attn_implementation == "sdpa"
+
+
+def test_sft_takes_the_kernel_that_skips_masked_pairs_where_one_runs(monkeypatch):
+    from deepwriter.config.root import ConfigError
+
+    assert attention.training_attention("auto", "cpu")[0] == "sdpa"  # FlexAttention has no CPU backward
+    monkeypatch.setattr(attention, "_flash_attn_installed", lambda: False)
+    name, why = attention.training_attention("auto", "cuda:0")
+    assert name == "flex_attention" and "skipped" in why
+    monkeypatch.setattr(attention, "_flash_attn_installed", lambda: True)
+    assert attention.training_attention("auto", "cuda")[0] == "flash_attention_2"
+    assert attention.training_attention("sdpa", "cuda")[0] == "sdpa"
+    with pytest.raises(ConfigError, match="sft.attention: flex_attention does not train on cpu"):
+        attention.training_attention("flex_attention", "cpu")
+    monkeypatch.setattr(attention, "_flash_attn_installed", lambda: False)
+    with pytest.raises(ConfigError, match="sft.attention: flash_attention_2 is not installed"):
+        attention.training_attention("flash_attention_2", "cuda")
+
+
+@pytest.mark.slow  # FlexAttention's first call on a CPU takes 20 s and more on a busy machine
+def test_packed_rows_give_the_same_loss_with_the_block_mask_and_the_full_mask(monkeypatch):
+    """A packed row of three samples (position ids restart per sample): FlexAttention's block mask
+    (what SFT trains with on a GPU) and SDPA's explicit mask give the loss of each sample run alone.
+    FlexAttention has no backward on a CPU, so the forward's loss is compared, uncompiled (compiling it
+    for the CPU takes minutes on a busy machine; the block mask is the same)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers.integrations import flex_attention as hf_flex
+
+    monkeypatch.setattr(hf_flex.WrappedFlexAttention, "__call__", lambda self: hf_flex.flex_attention)
+
+    config = AutoConfig.for_model(
+        "qwen3",
+        vocab_size=256,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+    )
+    lengths = (150, 40, 66)  # not multiples of the 128-token block: blocks are partly masked
+    torch.manual_seed(0)
+    ids = torch.randint(0, 256, (1, sum(lengths)))
+    pos = torch.cat([torch.arange(n) for n in lengths])[None]
+    labels = ids.clone()
+    labels[0, torch.cumsum(torch.tensor((0,) + lengths[:-1]), 0)] = -100  # no sample predicts across a boundary
+    losses = {}
+    with torch.no_grad():
+        for impl in ("sdpa", "flex_attention"):
+            torch.manual_seed(1)
+            model = AutoModelForCausalLM.from_config(config, attn_implementation=impl, dtype=torch.float32).eval()
+            # no cache, as in training (TRL turns it off): with one, transformers does not look for packing
+            losses[impl] = model(input_ids=ids, position_ids=pos, labels=labels, use_cache=False).loss.item()
+            # positions that run on past a boundary let samples see each other: a different loss
+            leaked = model(
+                input_ids=ids, position_ids=torch.arange(ids.shape[1])[None], labels=labels, use_cache=False
+            ).loss.item()
+        # the reference: each sample alone, the token-weighted mean of their losses
+        total, count, start = 0.0, 0, 0
+        for n in lengths:
+            piece = ids[:, start : start + n]
+            total += model(input_ids=piece, labels=piece).loss.item() * (n - 1)
+            count, start = count + n - 1, start + n
+    alone = total / count
+    assert losses["sdpa"] == pytest.approx(alone, abs=1e-5)
+    assert losses["flex_attention"] == pytest.approx(alone, abs=1e-5)
+    assert abs(leaked - alone) > 1e-3

@@ -129,3 +129,41 @@ def test_stage_prints_the_plan_and_refuses_before_training(tmp_path, model_cache
     printed = capsys.readouterr().out
     assert "SFT memory plan" in printed and "tokens per micro-batch 16,384" in printed
     assert not (tmp_path / "sft").exists()  # refused before any output
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_matmul_params_are_the_models_linear_layers(tied):
+    """MFU's parameter count is what multiplies activations: every nn.Linear of the built model (the
+    output head once, tied or not), not the input table (a lookup) nor the norms."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.for_model(
+        "qwen3",
+        vocab_size=1000,
+        hidden_size=64,
+        intermediate_size=96,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=24,
+        tie_word_embeddings=tied,
+    )
+    model = AutoModelForCausalLM.from_config(config)
+    linear = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
+    shape = ModelShape.from_hf_config(config)
+    assert shape.matmul_params() == linear
+    # and the whole count is the model's own: what is not a matmul is the input table (untied) and norms
+    assert shape.params() - shape.matmul_params() == sum(p.numel() for p in model.parameters()) - linear
+
+
+def test_training_flops_count_causal_attention():
+    # one causal sequence of L tokens: 6 per matmul parameter plus 6 x layers x heads x head_dim x (L + 1)
+    # per token (the pairs a causal row computes, forward and backward), the usual causal correction
+    length = 16384
+    per_token = QWEN3_8B.training_flops_per_token((length + 1) / 2)
+    attention = 6 * 36 * 32 * 128 * (length + 1)
+    assert per_token == 6 * QWEN3_8B.matmul_params() + attention
+    # at 16K the attention is about a quarter of the 8B's FLOPs, and the input table is not counted
+    assert 0.2 < attention / per_token < 0.3
+    assert QWEN3_8B.params() - QWEN3_8B.matmul_params() > 151936 * 4096

@@ -51,7 +51,15 @@ def _weights(folder):
     return load_file(str(Path(folder) / "model.safetensors"))
 
 
-def test_full_finetune_exports_a_loadable_model(tmp_path, model_cache):
+# Stand-ins for this CPU's measured matmul peaks, one per dtype, so that MFU's denominator is known to
+# the test and the peak of the wrong dtype shows.
+PLANTED_PEAKS = {"float32": 2.0e12, "bfloat16": 5.0e12}
+
+
+def test_full_finetune_exports_a_loadable_model(tmp_path, model_cache, monkeypatch):
+    from deepwriter.llm import precision
+
+    monkeypatch.setattr(precision, "cpu_peak_rate", lambda dtype="float32": PLANTED_PEAKS[dtype])
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -71,20 +79,25 @@ def test_full_finetune_exports_a_loadable_model(tmp_path, model_cache):
     assert all(r["loss"] > 0 and "grad_norm" in r and "learning_rate" in r for r in rows)
     assert all(r["learning_rate"] == pytest.approx(5e-5) for r in rows)  # constant schedule, no warm-up
     assert all("tokens_per_s" in r and "mfu" in r for r in rows[1:])
-    # MFU on this CPU: against its measured float32 matmul rate (training computes in fp32 here), not a
-    # GPU's datasheet peak; 6 N FLOPs per token
-    from transformers import AutoConfig
+    # MFU on this CPU: each step's model FLOPs over its time, against the peak of the dtype that ran (fp32
+    # here: bf16 is off). The FLOPs are counted here from the loaded model's own matmul layers (input
+    # embedding excluded: a lookup) and the tokenised samples' causal attention pairs; the peak is the
+    # one the test planted for float32 (bf16's differs).
+    import numpy as np
+    from datasets import load_from_disk
 
-    from deepwriter.llm.precision import cpu_peak_rate
-    from deepwriter.sft.memory import ModelShape
-
-    peak = cpu_peak_rate("float32")
-    n = ModelShape.from_hf_config(
-        AutoConfig.from_pretrained(models.resolve(cfg.models.student, model_cache)[0])
-    ).params()
+    model = AutoModelForCausalLM.from_pretrained(models.resolve(cfg.models.student, model_cache)[0])
+    linear = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
+    c = model.config
+    (data_dir,) = (out / "tokenized").glob("*/data")
+    lengths = np.array([len(ids) for ids in load_from_disk(str(data_dir))["input_ids"]], dtype=np.float64)
+    pairs_per_token = (lengths * (lengths + 1) / 2).sum() / lengths.sum()
+    flops_per_token = 6 * linear + 12 * c.num_hidden_layers * c.num_attention_heads * c.head_dim * pairs_per_token
+    assert result.metrics["compute_dtype"] == "float32" and result.metrics["attention"] == "sdpa"
+    assert result.metrics["mfu_peak_tflops"] * 1e12 == PLANTED_PEAKS["float32"]
     for r in rows[1:]:
-        assert r["mfu"] == pytest.approx(6 * n * r["tokens_per_s"] / peak, rel=1e-9)
-    assert result.metrics["mfu_peak_tflops"] * 1e12 == pytest.approx(peak, rel=1e-12)
+        assert 0 < r["mfu"] <= 1
+        assert r["mfu"] == pytest.approx(flops_per_token * r["tokens_per_s"] / PLANTED_PEAKS["float32"], rel=1e-9)
     assert "CPU's measured float32 matmul peak" in result.metrics["mfu_peak"]
     assert result.metrics["mfu"] == pytest.approx(sum(r["mfu"] for r in rows[1:]) / len(rows[1:]))
     logged = {k for _, d in run.logged for k in d}
@@ -173,9 +186,9 @@ def test_an_mfu_above_one_is_left_empty_and_said_once(tmp_path, caplog, monkeypa
             logged.append(data)
 
     rows = []
-    for peak_tflops in (1e-6, 1.0):  # 6 x 1000 params x 200 tokens/s = 1.2 MFLOP/s: above and below 1
+    for peak_tflops in (1e-6, 1.0):  # 6,000 FLOPs per token x 200 tokens/s = 1.2 MFLOP/s: above and below 1
         log_path = tmp_path / f"log-{peak_tflops}.jsonl"
-        cb = make_metrics_callback(log_path, Recorder(), n_params=1000, peak_tflops=peak_tflops, world_size=1)
+        cb = make_metrics_callback(log_path, Recorder(), flops_per_token=6000.0, peak_tflops=peak_tflops, world_size=1)
         state = TrainerState(global_step=1, is_world_process_zero=True)
         with caplog.at_level(logging.WARNING, logger="deepwriter.sft"):
             cb.on_train_begin(None, state, None)
@@ -189,3 +202,26 @@ def test_an_mfu_above_one_is_left_empty_and_said_once(tmp_path, caplog, monkeypa
     assert all(0 < r["mfu"] < 1 for r in below[1:])
     warned = [r.getMessage() for r in caplog.records if "above 1" in r.getMessage()]
     assert len(warned) == 1 and "MFU left empty" in warned[0]
+
+
+def test_the_mfu_peak_is_the_one_of_the_dtype_that_ran(monkeypatch):
+    """bf16 weights train in bf16 even with sft.bf16 off (no autocast): the peak is bf16's; fp32
+    weights under the trainer's bf16 mode compute in bf16 too; fp32 alone is fp32. On a GPU only a
+    bf16 run has a configured peak."""
+    import torch
+
+    from deepwriter.llm import precision
+    from deepwriter.sft import trainer as tr
+
+    monkeypatch.setattr(precision, "cpu_peak_rate", lambda dtype="float32": PLANTED_PEAKS[dtype])
+    cfg = compose_typed("+recipe=demo").sft
+    assert cfg.use_cpu
+    cases = ((False, torch.bfloat16, "bfloat16"), (True, torch.float32, "bfloat16"), (False, torch.float32, "float32"))
+    for autocast, weights, ran in cases:
+        dtype = tr.compute_dtype(autocast, torch.nn.Linear(4, 4, dtype=weights))
+        peak, why = tr.mfu_peak(cfg, dtype)
+        assert dtype == ran and peak * 1e12 == PLANTED_PEAKS[ran] and f"measured {ran} matmul peak" in why
+    monkeypatch.setattr(tr, "training_device", lambda sft_cfg: "cuda")
+    assert tr.mfu_peak(cfg, "bfloat16")[0] == cfg.peak_tflops
+    peak, why = tr.mfu_peak(cfg, "float32")
+    assert peak is None and "bf16 peak" in why

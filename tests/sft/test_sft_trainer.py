@@ -224,3 +224,14 @@ def test_model_card_lists_data_settings_and_nothing_outside_the_stage_key(tmp_pa
     assert "12 x 8" in card and "source `public`: 3" in card
     assert "7.5" not in card and "Evaluation" not in card  # an eval result lying around is not the stage's input
     assert '"stage": 3' in card  # the DeepSpeed config
+
+
+def test_attention_pairs_per_token_of_the_tokenised_samples(tmp_path):
+    """Each sample attends to itself only (packing keeps it whole): sum L(L+1)/2 over sum L."""
+    import datasets
+
+    from deepwriter.sft import data as sft_data
+
+    rows = [{"input_ids": list(range(n)), "labels": list(range(n))} for n in (1, 4, 10)]
+    datasets.Dataset.from_list(rows).save_to_disk(str(tmp_path / "d"))
+    assert sft_data.attention_pairs_per_token(tmp_path / "d") == pytest.approx((1 + 10 + 55) / 15)
