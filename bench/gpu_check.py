@@ -293,6 +293,22 @@ def plan_candidates(
     return rows
 
 
+def width_candidate(
+    full: Any, make_overrides: Callable[[str, str], List[str]], memory_gib: float, name: str = "qwen3-8b-width"
+) -> Tuple[Optional[dict], List[dict]]:
+    """The model's real layer shape (hidden size, heads, vocabulary) cut to the most layers the planner
+    fits on this device without offload: the MFU of the real matrix shapes without the whole model.
+    Returns the chosen plan (None: not even one layer fits) and every cut's verdict."""
+    import dataclasses
+
+    cuts = {f"{name}-{n}": dataclasses.replace(full, num_layers=n) for n in range(1, full.num_layers + 1)}
+    rows = plan_candidates(cuts, ["zero3"], lambda ds, _: make_overrides(ds, name), memory_gib)
+    fitting = [r for r in rows if r["fits"]]
+    if not fitting:
+        return None, rows
+    return {**fitting[-1], "shape": name}, rows
+
+
 # --- the parts (each runs in its own process) ----------------------------------------------------
 
 
@@ -813,12 +829,13 @@ def goals(report: dict) -> List[str]:
     the same, so that the judging itself runs; a tiny model on a shared CPU says nothing of the GPU's."""
     sft, scorer, plan = report.get("sft") or {}, report.get("scorer") or {}, report.get("plan") or {}
     verdict = lambda ok: "met" if ok else "NOT met"
-    mfu = sft.get("mfu")
+    width = report.get("width") or {}
+    mfu = width.get("mfu")  # the goal is set at the 8B width
     peak, est = sft.get("peak_gib"), plan.get("planner_gib")
     off = None if not peak or est is None else (est - peak) / peak
     s = scorer.get("speedup")
     return [
-        f"MFU >= 40%: {verdict(mfu is not None and mfu >= 0.40)} ({pct(mfu)})",
+        f"MFU >= 40% at the 8B width: {verdict(mfu is not None and mfu >= 0.40)} ({pct(mfu)})",
         f"planner within 15% of the measured peak: {verdict(off is not None and abs(off) <= 0.15)} "
         f"({pct(off, '+.1f')})",
         f"prefix scorer >= 1.3x naive: {verdict(s is not None and s >= 1.3)} ({fmt(s, '.2f', 'x')})",
@@ -880,6 +897,20 @@ def print_report(report: dict) -> None:
         )
         print(f"  peak memory {sft['peak_gib']:.2f} GiB ({sft['peak_kind']}); planner {plan.get('planner_gib')} GiB")
         print(f"  stage {sft['stage_s']} s (training {sft['train_s']} s), process {sft.get('process_s')} s")
+    width, wplan = report.get("width") or {}, report.get("width_plan") or report.get("width_candidate") or {}
+    if width:
+        layers = (wplan.get("shape_fields") or {}).get("num_layers")
+        print(f"\n== width (the 8B layer shape, cut to {layers} layers by the planner; no offload)")
+        if "error" in width:
+            print(f"  FAILED: {width['error']}")
+            for line in width.get("log_tail", [])[-12:]:
+                print(f"    | {line[:200]}")
+        else:
+            print(
+                f"  {wplan.get('params', 0) / 1e9:.2f}B params; {fmt(width['tokens_per_s'], ',.0f', ' tokens/s')}, "
+                f"MFU {pct(width['mfu'])}, peak {width['peak_gib']:.2f} GiB (planner {wplan.get('planner_gib')} GiB); "
+                f"losses {', '.join(f'{v:.3f}' for v in width['losses'])}; process {width['process_s']} s"
+            )
     sc = report.get("scorer") or {}
     print("\n== scorer (prefix reuse vs naive re-scoring, one REER step)")
     if "error" in (report.get("infer") or {}):
@@ -941,10 +972,13 @@ def run_sft(
     budget: Budget,
     report: dict,
     run_all: bool = False,
+    slot: str = "sft",
 ) -> bool:
     """The SFT stage on the first plan; on a failure, the next while the budget allows. `run_all` (the
-    CPU rehearsal): every plan, and each must succeed; the first one's figures are the report's."""
-    report["sft_attempts"] = []
+    CPU rehearsal): every plan, and each must succeed; the first one's figures are the report's.
+    `slot`: the report's keys for it (`sft`, or `width`: its figures, `width_attempts`, `width_plan`)."""
+    attempts_key, plan_key = f"{slot}_attempts", "plan" if slot == "sft" else f"{slot}_plan"
+    report[attempts_key] = []
     for i, cand in enumerate(tries):
         if i and not run_all and budget.left() < MIN_FALLBACK_S:
             break
@@ -961,26 +995,26 @@ def run_sft(
         Path(spec["work"]).mkdir(parents=True, exist_ok=True)
         env = {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "1"}
         env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()))
-        log = out.with_name(f"{out.stem}.sft{i or ''}.log")
+        log = out.with_name(f"{out.stem}.{slot}{i or ''}.log")
         res = spawn("sft", spec, work, log, max(30.0, budget.left() - 5), env)
         res.update(shape=cand["shape"], deepspeed=cand["deepspeed"])
         if "error" not in res:
             res["mfu"] = res["mfu_callback"]  # against the peak of the dtype that ran (the stage's mfu_peak)
-        report["sft_attempts"].append({k: v for k, v in res.items() if k != "log"})
+        report[attempts_key].append({k: v for k, v in res.items() if k != "log"})
         if "error" in res:
             print(f"[sft] FAILED: {res['error']}", flush=True)
             if run_all:
                 break
             continue
         print(f"[sft] done in {res['process_s']} s", flush=True)
-        if "sft" not in report:
-            report["sft"], report["plan"] = res, {k: cand[k] for k in PLAN_KEYS}
+        if slot not in report:
+            report[slot], report[plan_key] = res, {k: cand[k] for k in PLAN_KEYS + ("shape_fields",)}
         if not run_all:
             return True
-    failed = [a for a in report["sft_attempts"] if "error" in a]
-    if "sft" not in report:
-        report["sft"] = failed[-1] if failed else {"error": "no time was left for it"}
-    return run_all and not failed and len(report["sft_attempts"]) == len(tries)
+    failed = [a for a in report[attempts_key] if "error" in a]
+    if slot not in report:
+        report[slot] = failed[-1] if failed else {"error": "no time was left for it"}
+    return run_all and not failed and len(report[attempts_key]) == len(tries)
 
 
 # The lent machines, the memory torch reports on each, and the RAM beside it (the device tool's description).
@@ -1041,7 +1075,11 @@ def parse(argv: List[str]) -> argparse.Namespace:
     ap.add_argument("--deepspeed", choices=["zero3", "zero3-offload"], help="this DeepSpeed config only")
     ap.add_argument("--no-offload", action="store_true", help="only plans without ZeRO-Offload")
     ap.add_argument("--peak-tflops", type=float, help="the device's dense bf16 peak, if not in the table")
-    ap.add_argument("--parts", default="infer,sft", help="which parts to run (infer: scorer and generation)")
+    ap.add_argument(
+        "--parts",
+        default="infer,width,sft",
+        help="which parts to run (infer: scorer and generation; width: Qwen3-8B's layer shape, cut to fit)",
+    )
     ap.add_argument("--wheels", type=Path, default=REPO / ".whl", help="the carried wheels (make gpu-wheels)")
     ap.add_argument("--site", type=Path, default=Path(tempfile.gettempdir()) / "deepwriter-gpu-site")
     ap.add_argument("--work", type=Path, help="scratch folder (default: a temporary one, removed afterwards)")
@@ -1132,9 +1170,20 @@ def main(argv: Optional[List[str]] = None) -> int:
         report["plan"] = {k: chosen[k] for k in PLAN_KEYS}
         print(chosen["describe"], flush=True)
         if "infer" in parts:
-            reserve = 0.0 if "sft" not in parts else (60.0 if tiny else 300.0)
+            reserve = 0.0 if not parts & {"sft", "width"} else (60.0 if tiny else 300.0)
             log = out.with_name(f"{out.stem}.infer.log")
             ok &= run_infer(chosen, sizes, work, log, max(30.0, budget.left() - reserve), report)
+        if "width" in parts:
+            full_name = "qwen3-8b" if not tiny else "tiny-qwen3"
+            full = family()["qwen3-8b"] if not tiny else tiny_shape()
+            width, _ = width_candidate(full, overrides, memory_gib, f"{full_name}-width")
+            report["width_candidate"] = width and {k: width[k] for k in PLAN_KEYS + ("shape_fields",)}
+            if width is None:
+                report["width"] = {"error": f"not one layer of {full_name} fits {memory_gib:.0f} GiB without offload"}
+                ok = False
+            else:
+                print(f"\n[width] {full_name}'s layer shape, {width['shape_fields']['num_layers']} layers", flush=True)
+                ok &= run_sft([width], overrides, work, out, budget, report, slot="width")
         if "sft" in parts and tiny:
             # the rehearsal trains every plan of the chosen shape, offloaded first (the GPU's choice:
             # ZeRO-Offload with DeepSpeed's CPU Adam), then without (the GPU's fallback)

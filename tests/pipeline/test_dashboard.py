@@ -164,7 +164,9 @@ def test_train_panels_match_the_sft_metrics_callback(capsys, tmp_path):
         def log(self, data, step=None):
             logged.update(data)
 
-    cb = make_metrics_callback(tmp_path / "log.jsonl", Recorder(), flops_per_token=6000.0, peak_tflops=1.0, world_size=1)
+    cb = make_metrics_callback(
+        tmp_path / "log.jsonl", Recorder(), flops_per_token=6000.0, peak_tflops=1.0, world_size=1
+    )
     state = TrainerState(global_step=1, is_world_process_zero=True)
     cb.on_train_begin(None, state, None)
     for step, tokens in ((1, 100.0), (2, 300.0)):
