@@ -1026,12 +1026,13 @@ def device_plan(gpu_gib: float, host_gib: float) -> str:
     work = Path(tempfile.gettempdir())
     overrides = lambda ds, name: sft_overrides(ds, name, work / name, work, GPU_SIZES, False, gpu_gib, 989.0)
     rows = plan_candidates(family(), ["zero3", "zero3-offload"], overrides, gpu_gib, host_gib * GiB)
+    width, _ = width_candidate(family()["qwen3-8b"], overrides, gpu_gib)
+    cut = f"; 8B width {width['shape_fields']['num_layers']} layers" if width else "; no 8B layer fits"
     for c in rows:
         if c["fits"]:
-            return (
-                f"{c['shape']} {c['deepspeed']} ({c['planner_gib']:.1f} GiB GPU, {c['planner_host_gib']:.1f} GiB RAM)"
-            )
-    return "nothing fits"
+            gib = f"{c['planner_gib']:.1f} GiB GPU, {c['planner_host_gib']:.1f} GiB RAM"
+            return f"{c['shape']} {c['deepspeed']} ({gib}){cut}"
+    return "nothing fits" + cut
 
 
 def print_device_command(wheels: Path) -> int:
