@@ -40,7 +40,7 @@ def tiny_run(tmp_path_factory):
         env=env,
         capture_output=True,
         text=True,
-        timeout=280,
+        timeout=450,
     )
     return proc, json.loads(out.read_text()) if out.exists() else None, work
 
@@ -76,7 +76,7 @@ def _flops_per_token(shape_fields: dict, tokenized: Path) -> float:
     return 6 * linear + 12 * f["num_layers"] * f["heads"] * f["head_dim"] * pairs_per_token
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(480)
 @pytest.mark.slow  # starts a run or a server: `make test` only, not test-fast
 def test_tiny_check_runs_every_path_of_the_gpu_run(tiny_run):
     proc, report, work = tiny_run
@@ -94,19 +94,21 @@ def test_tiny_check_runs_every_path_of_the_gpu_run(tiny_run):
     ]
     assert "sft: the plan needs" in report["candidates"][0]["why_not"]
     assert "GiB of RAM" in report["candidates"][1]["why_not"]
+    tiny_fields = report["candidates"][2]["shape_fields"]
 
-    # both plans trained, ZeRO-Offload (DeepSpeed's CPU Adam) first as on the GPU, then without
-    attempts = report["sft_attempts"]
-    assert [(a["shape"], a["deepspeed"]) for a in attempts] == [
-        ("tiny-qwen3", "zero3-offload"),
-        ("tiny-qwen3", "zero3"),
-    ]
-    assert all("error" not in a for a in attempts)
+    # the SFT part trained the offloaded plan (DeepSpeed's CPU Adam), the GPU's choice on an H100
+    (sft,) = report["sft_attempts"]
+    assert (sft["shape"], sft["deepspeed"]) == ("tiny-qwen3", "zero3-offload") and "error" not in sft
     assert report["plan"]["deepspeed"] == "zero3-offload" and report["plan"]["offload"]
-    offload_log = (Path(report["out"]).with_name("tiny.sft.log")).read_text()
+    offload_log = Path(report["out"]).with_name("tiny.sft.log").read_text()
     assert "cpu_adam" in offload_log.lower()  # the optimizer that ran is DeepSpeed's compiled CPU Adam
+    # the width part: the layer shape cut to what the planner fits without offload (here the whole tiny
+    # model: this machine's RAM holds every cut), trained without offload, the GPU's fallback path
+    width, wplan = report["width"], report["width_plan"]
+    assert "error" not in width and wplan["deepspeed"] == "zero3" and not wplan["offload"]
+    assert wplan["shape_fields"] == tiny_fields and _positive(wplan["planner_gib"], report["plan"]["planner_gib"])
 
-    for a in attempts:
+    for a, folder in ((sft, "sft-tiny-qwen3-zero3-offload"), (width, "sft-tiny-qwen3-width-zero3")):
         # gradient accumulation over two packed rows of at most 256 tokens per optimizer step
         assert a["steps"] == 3 and a["grad_accum"] == 2 and a["measured_steps"] == 2
         assert 256 < a["tokens_per_step"] <= 512
@@ -116,26 +118,15 @@ def test_tiny_check_runs_every_path_of_the_gpu_run(tiny_run):
         # dtype that ran (bf16 under DeepSpeed), and lies in (0, 1]
         assert a["compute_dtype"] == "bfloat16" and "measured bfloat16 matmul peak" in a["mfu_peak"]
         assert a["attention"] == "sdpa"
-        sft_dir = work / f"sft-tiny-qwen3-{a['deepspeed']}" / "sft"
+        sft_dir = work / folder / "sft"
         (tokenized,) = (sft_dir / "tokenized").glob("*/data")
-        flops = _flops_per_token(_shape_of(report, a), tokenized)
+        flops = _flops_per_token(tiny_fields, tokenized)
         rows = [json.loads(line) for line in (sft_dir / "train_log.jsonl").read_text().splitlines()]
         assert len(rows) == 3
         for r in rows[1:]:
             assert 0 < r["mfu"] <= 1
             assert r["mfu"] == pytest.approx(flops * r["tokens_per_s"] / (a["mfu_peak_tflops"] * 1e12), rel=1e-9)
         assert a["mfu"] is not None and 0 < a["mfu"] <= 1
-
-    sft = report["sft"]
-    assert sft["deepspeed"] == "zero3-offload" and _positive(report["plan"]["planner_gib"])
-
-    # the width part: the layer shape cut to what the planner fits without offload (here the whole tiny
-    # model: this machine's RAM holds every cut), trained, with its MFU and the planner beside its peak
-    width, wplan = report["width"], report["width_plan"]
-    assert "error" not in width and wplan["deepspeed"] == "zero3" and not wplan["offload"]
-    assert wplan["shape_fields"] == {**_shape_of(report, sft), "num_layers": wplan["shape_fields"]["num_layers"]}
-    assert wplan["shape_fields"]["num_layers"] == _shape_of(report, sft)["num_layers"]
-    assert width["grad_accum"] == 2 and 0 < width["mfu"] <= 1 and _positive(width["peak_gib"], wplan["planner_gib"])
 
     sc = report["scorer"]
     assert sc["k"] == 2 and sc["rewritten_segment"] == sc["z_segments"] // 2
@@ -153,12 +144,11 @@ def test_tiny_check_runs_every_path_of_the_gpu_run(tiny_run):
         assert r["batch"] <= r["new_tokens"] <= r["batch"] * gen["max_new_tokens"] and _positive(r["tokens_per_s"])
 
     # the goals are judged on this measured report: each verdict is its figure against the bar
-    mfu, speedup = width["mfu"], sc["speedup"]  # MFU's goal is set at the 8B width
     off = (report["plan"]["planner_gib"] - sft["peak_gib"]) / sft["peak_gib"]
     expected = [
-        (mfu >= 0.40, f"({100 * mfu:.1f}%)"),
+        (width["mfu"] >= 0.40, f"({100 * width['mfu']:.1f}%)"),  # MFU's goal is set at the 8B width
         (abs(off) <= 0.15, f"({100 * off:+.1f}%)"),
-        (speedup >= 1.3, f"({speedup:.2f}x)"),
+        (sc["speedup"] >= 1.3, f"({sc['speedup']:.2f}x)"),
     ]
     assert len(report["goals"]) == 3
     for line, (met, figure) in zip(report["goals"], expected):
@@ -172,14 +162,7 @@ def test_tiny_check_runs_every_path_of_the_gpu_run(tiny_run):
     assert float(m.group(1)[:-1]) == pytest.approx(100 * sft["mfu"], abs=0.051)
     assert float(m.group(2)) == pytest.approx(sft["peak_gib"], abs=0.051)
     assert float(m.group(3)) == pytest.approx(report["plan"]["planner_gib"], abs=0.051)
-    assert float(m.group(4)) == pytest.approx(speedup, abs=0.006)
-
-
-def _shape_of(report: dict, attempt: dict) -> dict:
-    (cand,) = [
-        c for c in report["candidates"] if (c["shape"], c["deepspeed"]) == (attempt["shape"], attempt["deepspeed"])
-    ]
-    return cand["shape_fields"]
+    assert float(m.group(4)) == pytest.approx(sc["speedup"], abs=0.006)
 
 
 def test_peak_table_names_each_gpu():
