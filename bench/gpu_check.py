@@ -502,6 +502,57 @@ def measure_generation(model, tok, sizes: Sizes, device: str) -> dict:
     return {"max_new_tokens": sizes.gen_new_tokens, "rows": rows}
 
 
+def measure_attention(shape_fields: dict, device: str, length: int, sample_tokens: int, repeats: int) -> dict:
+    """One layer's attention, forward and backward, over a packed row of `length` tokens holding samples
+    of `sample_tokens`: SDPA given the row's block-diagonal causal mask (what SDPA training does: every pair
+    computed), against kernels that skip the masked pairs: SDPA per sample (causal, what a varlen kernel
+    does) and, on a GPU, FlexAttention's block mask (what SFT trains with there)."""
+    import torch
+    import torch.nn.functional as F
+
+    cuda = device.startswith("cuda")
+    dtype = torch.bfloat16 if cuda else torch.float32
+    heads, head_dim = shape_fields["heads"], shape_fields["head_dim"]
+    bounds = list(range(0, length, sample_tokens)) + [length]
+    spans = list(zip(bounds, bounds[1:]))
+    doc = torch.cat([torch.full((e - s,), i, device=device) for i, (s, e) in enumerate(spans)])
+    gen = torch.Generator(device=device).manual_seed(0)
+    q, k, v = (
+        torch.randn(1, heads, length, head_dim, device=device, dtype=dtype, generator=gen).requires_grad_()
+        for _ in range(3)
+    )
+    mask = (doc[:, None] == doc[None, :]) & torch.ones(length, length, dtype=torch.bool, device=device).tril()
+    grad = torch.randn(1, heads, length, head_dim, device=device, dtype=dtype, generator=gen)
+
+    def full():
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+
+    def per_sample():
+        parts = [F.scaled_dot_product_attention(*(t[:, :, s:e] for t in (q, k, v)), is_causal=True) for s, e in spans]
+        return torch.cat(parts, dim=2)
+
+    kernels: Dict[str, Callable[[], Any]] = {"full_mask": full, "per_sample": per_sample}
+    if cuda:
+        from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+
+        same_sample_causal = lambda b, h, qi, ki: (doc[qi] == doc[ki]) & (qi >= ki)
+        block = create_block_mask(same_sample_causal, None, None, length, length, device=device)
+        compiled = torch.compile(flex_attention)
+        kernels["flex_block_mask"] = lambda: compiled(q, k, v, block_mask=block)
+    reference = full().detach()
+    out: Dict[str, Any] = {"length": length, "samples": len(spans), "dtype": str(dtype).removeprefix("torch.")}
+    out["needed_pair_share"] = round(sum((e - s) * (e - s + 1) / 2 for s, e in spans) / length**2, 4)
+    for name, fn in kernels.items():
+        out[f"{name}_max_abs_diff"] = float((fn().detach().float() - reference.float()).abs().max())  # warm-up too
+        runs = []
+        for _ in range(repeats):
+            q.grad = k.grad = v.grad = None
+            secs, _ = timed(device, lambda fn=fn: fn().backward(grad))
+            runs.append(secs)
+        out[f"{name}_s"] = round(statistics.median(runs), 5)
+    return out
+
+
 def part_infer(spec: dict) -> dict:
     """Build the model (saved for the SFT part), then the scorer and the generator on it."""
     import torch
@@ -521,6 +572,10 @@ def part_infer(spec: dict) -> dict:
     out["scorer"] = measure_scorer(model, tok, sizes, device)
     out["scorer"]["seconds"] = round(time.perf_counter() - t0, 1)
     print(f"scorer done in {out['scorer']['seconds']} s", flush=True)
+    t0 = time.perf_counter()
+    length = 16384 if device.startswith("cuda") else 2048
+    out["attention"] = measure_attention(spec["shape_fields"], device, length, 2048 if length > 2048 else 300, 3)
+    out["attention"]["seconds"] = round(time.perf_counter() - t0, 1)
     t0 = time.perf_counter()
     out["generation"] = measure_generation(model, tok, sizes, device)
     out["generation"]["seconds"] = round(time.perf_counter() - t0, 1)
@@ -936,6 +991,18 @@ def print_report(report: dict) -> None:
             f"  agreement: max |Δ clipped mean NLL| {sc['max_abs_delta_clipped_mean']:.2e}, max |Δ log-prob| "
             f"{sc['max_abs_delta_logprob']:.2e}, same best candidate: {sc['best_agrees']} ({report['infer']['dtype']})"
         )
+    att = report.get("attention") or {}
+    if att:
+        print(
+            f"\n== attention (one layer, forward + backward, a packed row of {att['length']:,} tokens in "
+            f"{att['samples']} samples: {att['needed_pair_share']:.0%} of its pairs are needed; {att['dtype']})"
+        )
+        for name in ("full_mask", "per_sample", "flex_block_mask"):
+            if f"{name}_s" in att:
+                print(
+                    f"  {name:16s} {att[f'{name}_s'] * 1e3:9.2f} ms ({att['full_mask_s'] / att[f'{name}_s']:.2f}x "
+                    f"full mask), max |Δ| {att[f'{name}_max_abs_diff']:.1e}"
+                )
     gen = report.get("generation") or {}
     if gen:
         print(f"\n== generation (in-process, greedy, {gen['max_new_tokens']} new tokens)")
@@ -959,8 +1026,9 @@ def run_infer(chosen: dict, sizes: Sizes, work: Path, log: Path, seconds: float,
         "sizes": asdict(sizes),
     }
     infer = spawn("infer", spec, work, log, seconds, {})
-    report["infer"] = {k: v for k, v in infer.items() if k not in ("scorer", "generation")}
+    report["infer"] = {k: v for k, v in infer.items() if k not in ("scorer", "generation", "attention")}
     report["scorer"], report["generation"] = infer.get("scorer"), infer.get("generation")
+    report["attention"] = infer.get("attention")
     print(f"[infer] {'FAILED: ' + infer['error'] if 'error' in infer else 'done'}", flush=True)
     return "error" not in infer
 

@@ -138,6 +138,11 @@ def test_tiny_check_runs_every_path_of_the_gpu_run(tiny_run):
     assert sc["max_abs_delta_clipped_mean"] <= tol, sc
     assert all(0 < v <= 2 for v in sc["scores_naive"] + sc["scores_prefix"])  # clipped mean NLL in [0, 2]
 
+    # attention over a packed row: the kernel that skips masked pairs gives the full mask's output
+    att = report["attention"]
+    assert att["length"] == 2048 and att["samples"] == 7 and att["needed_pair_share"] < 0.1
+    assert att["per_sample_max_abs_diff"] < 1e-5 and _positive(att["full_mask_s"], att["per_sample_s"])
+
     gen = report["generation"]
     assert [r["batch"] for r in gen["rows"]] == [1, 32]
     for r in gen["rows"]:
