@@ -251,16 +251,25 @@ def test_the_device_command_names_the_carried_wheels_and_returns_its_figures(cap
 def test_summary_line_on_a_gpu_report():
     report = {
         "device": {"kind": "cuda"},
-        "sft": {"mfu": 0.4123, "peak_gib": 27.34},
+        "sft": {"mfu": 0.3512, "peak_gib": 27.34},
+        "width": {"mfu": 0.4123},
         "plan": {"planner_gib": 26.7},
         "scorer": {"speedup": 1.414},
     }
     line = gpu_check.summary_line(report)
-    assert line == "sft MFU 41.2%, peak 27.3 GiB (planner 26.7 GiB), scorer prefix/naive 1.41×"
+    assert line == "sft MFU 35.1%, peak 27.3 GiB (planner 26.7 GiB), scorer prefix/naive 1.41×"
     assert SUMMARY.match(line)
     goals = gpu_check.goals(report)
-    assert goals[0].startswith("MFU >= 40%: met") and "within 15%" in goals[1] and "met" in goals[2]
+    assert goals[0] == "MFU >= 40% at the 8B width: met (41.2%)" and "within 15%" in goals[1] and "met" in goals[2]
     assert "NOT met" in gpu_check.goals({**report, "scorer": {"speedup": 1.1}})[2]
+    # a CPU report is judged too (the rehearsal runs the judging), on its own figures
+    cpu = {**report, "device": {"kind": "cpu"}, "width": {"mfu": 0.123}, "sft": {"peak_gib": 0.8}}
+    cpu["plan"] = {"planner_gib": 4.0}
+    assert gpu_check.goals(cpu) == [
+        "MFU >= 40% at the 8B width: NOT met (12.3%)",
+        "planner within 15% of the measured peak: NOT met (+400.0%)",
+        "prefix scorer >= 1.3x naive: met (1.41x)",
+    ]
 
 
 def test_the_carried_set_is_what_this_environment_runs():
