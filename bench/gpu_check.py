@@ -1,35 +1,41 @@
 """GPU acceptance check: the paper's SFT stage, the in-process scorer and batched generation on one GPU.
 
-One command, about ten minutes on one lent H100 or H200 that reaches no package index, the carried
-wheels' install included (`make gpu-wheels` fetches them beforehand into .whl/; see bench/_gpu_wheels.py):
+One command, eight minutes on one lent H100 or H200 that reaches no package index, the carried wheels'
+install included (`make gpu-wheels` fetches them beforehand into .whl/; see bench/_gpu_wheels.py;
+`make gpu-check-device` prints the device call, its carry list and size):
 
 1. SFT: the project's SFT stage (deepwriter.sft.stage: TRL SFTTrainer, DeepSpeed ZeRO-3, bf16, packing,
-   assistant-only loss) trains a randomly initialised Qwen3 of a real shape for a few optimizer steps
-   on long synthetic thinking+answer samples packed into `sft.max_length=16384`. The shape is the largest
-   of Qwen3-8B, -4B, -1.7B that the project's memory planner (deepwriter.sft.memory) says fits this GPU,
-   first without offload, then with ZeRO-Offload (`deepspeed@sft.deepspeed=zero3-offload`), whose
-   offloaded states must also fit this machine's RAM. Reported: step time, tokens/s, MFU (6 x params
-   x tokens/s over the GPU's dense bf16 peak, `PEAK_BF16_TFLOPS`) and the peak GPU memory beside the
-   planner's estimate. Should an offloaded plan fail, the largest plan without offload is tried next
-   while the budget allows.
+   assistant-only loss, the packed attention the stage picks) trains a randomly initialised Qwen3 of a
+   real shape for a few optimizer steps on long synthetic thinking+answer samples packed into
+   `sft.max_length=16384`. The shape is the largest of Qwen3-8B, -4B, -1.7B that the project's memory
+   planner (deepwriter.sft.memory) says fits this GPU, first without offload, then with ZeRO-Offload
+   (`deepspeed@sft.deepspeed=zero3-offload`), whose offloaded states must also fit this machine's RAM and
+   whose CPU Adam needs a compiler. Reported: step time, tokens/s, MFU (the stage's: matmul parameters and
+   causal attention, README "SFT's MFU", over the dense bf16 peak, `PEAK_BF16_TFLOPS`) and the peak GPU
+   memory beside the planner's estimate. Should an offloaded plan fail, the largest plan without offload
+   is tried next while the budget allows.
+   Width: Qwen3-8B's layer shape cut to the most layers the planner fits without offload, trained the
+   same way: the MFU of the paper's matrix shapes (the goal's).
 2. Scorer: the in-process scorer on the same shape at the REER step's real lengths (request x ~500,
    answer y ~3,000, thinking z ~2,000 tokens; K=2 rewrites of z's middle segment, scored as the search
    scores them): the prefix-reusing scorer (deepwriter.llm.hf_prefix) against naive re-scoring
    (deepwriter.llm.hf), their speed, scored tokens/s and their agreement (max |difference| of the
    clipped mean NLL, the search's score). As in a search, z itself was scored before the step, so its
-   prefix is warm.
+   prefix is warm. Attention over a packed row: the full block mask against kernels that skip it.
 3. Generation: the in-process generator (deepwriter.llm.hf), greedy, tokens/s at batch 1 and 32.
 
-Everything goes to one JSON (`--out`); the last line printed is
+Everything goes to one JSON (`--out`; under $OUT when set); the last line printed is
 `sft MFU M%, peak P GiB (planner E GiB), scorer prefix/naive R×`.
 
-`--tiny` runs the same code on the CPU with a tiny Qwen3 in seconds (the test suite does, so this
-script cannot rot unnoticed): the same stage with DeepSpeed ZeRO-3 (gloo), the same scorers and
-generator. There the peak is the training process's RSS and MFU is not computed (no GPU peak).
+`--tiny` rehearses every path on the CPU with a tiny Qwen3 (the test suite runs it, so this script
+cannot rot unnoticed): the planner refusing Qwen3-8B, ZeRO-Offload with DeepSpeed's CPU Adam, ZeRO-3
+(gloo) without it in the width part, two packed rows per optimizer step, the same scorers and
+generator, and the goals judged on the measured report. There the peak is the training process's RSS
+and MFU is against this CPU's matmul peak in the dtype that ran.
 
     make gpu-wheels                  # where PyPI is reachable: the wheels the GPU machine lacks -> .whl/
     python -m bench.gpu_check        # on the GPU machine (make gpu-check); --help for the options
-    python -m bench.gpu_check --tiny # on a CPU, seconds
+    python -m bench.gpu_check --tiny # on a CPU, a few minutes
 
 Each part runs in its own process under the time budget (`--budget-s`), so a part that fails or runs
 out of time leaves the others' figures; the JSON says which failed and why, and the exit code is 1.
