@@ -1048,10 +1048,12 @@ def run_sft(
     report: dict,
     run_all: bool = False,
     slot: str = "sft",
+    reserve_s: float = 0.0,
 ) -> bool:
     """The SFT stage on the first plan; on a failure, the next while the budget allows. `run_all` (the
     CPU rehearsal): every plan, and each must succeed; the first one's figures are the report's.
-    `slot`: the report's keys for it (`sft`, or `width`: its figures, `width_attempts`, `width_plan`)."""
+    `slot`: the report's keys for it (`sft`, or `width`: its figures, `width_attempts`, `width_plan`);
+    `reserve_s`: budget left over for the parts after it."""
     attempts_key, plan_key = f"{slot}_attempts", "plan" if slot == "sft" else f"{slot}_plan"
     report[attempts_key] = []
     for i, cand in enumerate(tries):
@@ -1071,7 +1073,7 @@ def run_sft(
         env = {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "1"}
         env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()))
         log = out.with_name(f"{out.stem}.{slot}{i or ''}.log")
-        res = spawn("sft", spec, work, log, max(30.0, budget.left() - 5), env)
+        res = spawn("sft", spec, work, log, max(30.0, budget.left() - 5 - reserve_s), env)
         res.update(shape=cand["shape"], deepspeed=cand["deepspeed"])
         if "error" not in res:
             res["mfu"] = res["mfu_callback"]  # against the peak of the dtype that ran (the stage's mfu_peak)
@@ -1259,7 +1261,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                 ok = False
             else:
                 print(f"\n[width] {full_name}'s layer shape, {width['shape_fields']['num_layers']} layers", flush=True)
-                ok &= run_sft([width], overrides, work, out, budget, report, slot="width")
+                reserve = 0.0 if "sft" not in parts else (60.0 if tiny else 180.0)  # the SFT part's share
+                ok &= run_sft([width], overrides, work, out, budget, report, slot="width", reserve_s=reserve)
         if "sft" in parts and tiny:
             # the rehearsal trains the chosen shape with ZeRO-Offload and DeepSpeed's CPU Adam, the GPU's
             # choice on an H100 (the width part trained it without offload, the GPU's fallback)
