@@ -657,6 +657,9 @@ def part_sft(spec: dict) -> dict:
     t0 = time.perf_counter()
     result = stage.run(cfg, ctx)
     stage_s = time.perf_counter() - t0
+    # whether the optimizer that stepped was DeepSpeed's compiled CPU Adam (it counts its instances)
+    cpu_adam = sys.modules.get("deepspeed.ops.adam.cpu_adam")
+    cpu_adam_instances = cpu_adam.DeepSpeedCPUAdam.optimizer_id if cpu_adam else 0
     log_rows = tr.read_log(work / "sft" / tr.TRAIN_LOG)
     measured, step_s = [], []
     for prev, row in zip(log_rows, log_rows[1:]):
@@ -696,6 +699,7 @@ def part_sft(spec: dict) -> dict:
         "mfu_callback": statistics.median(mfus) if mfus else None,
         **{k: result.metrics.get(k) for k in ("mfu_peak_tflops", "mfu_peak", "flops_per_token", "compute_dtype")},
         "attention": result.metrics.get("attention"),
+        "cpu_adam_instances": cpu_adam_instances,
         "measured_steps": len(measured),
         "peak_gib": round(peak / GiB, 2),
         "peak_kind": peak_kind,
