@@ -16,7 +16,7 @@ from typing import List, Optional
 import hydra
 from omegaconf import DictConfig
 
-from deepwriter.config.compose import preflight
+from deepwriter.config.compose import preflight, renamed_overrides
 from deepwriter.config.root import CONF_DIR as ROOT_CONF_DIR
 from deepwriter.config.root import ConfigError, register_resolvers, register_schemas, to_typed
 from deepwriter.core.errors import DeepwriterError, UnfinishedError, print_error, tracked_stderr
@@ -102,7 +102,7 @@ def write_run_report(run_dir: Optional[Path]) -> None:
 
 
 def main(argv: Optional[List[str]] = None) -> None:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    argv = renamed_overrides(list(sys.argv[1:] if argv is None else argv))
     register_schemas()
     register_resolvers()
     info_only = any(a in ("--help", "-h", "--hydra-help", "--info") or a.startswith("--cfg") or a == "-c" for a in argv)

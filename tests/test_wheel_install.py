@@ -1,7 +1,7 @@
 """The built wheel carries the whole Hydra config and the report's viewer, and nothing of
-deepwriter/testing/ (tests' and benches' helpers): installed outside the checkout, it composes the paper's recipe and runs a tiny stage with nothing from the source tree, and
-the run's report.html (which the CLI only warns about when it cannot be built) holds the viewer's
-CSS and JS."""
+deepwriter/testing/ (tests' and benches' helpers): installed outside the checkout, it composes the
+paper's recipe and runs a tiny stage with nothing from the source tree, and the run's report.html
+(which the CLI only warns about when it cannot be built) holds the viewer's CSS and JS."""
 
 from __future__ import annotations
 

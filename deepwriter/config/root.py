@@ -71,7 +71,7 @@ class RootConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
-    # the cost projection's fleet and workload figures (deepwriter.plan); no stage reads them
+    # the cost projection's hardware and workload figures (deepwriter.plan); no stage reads them
     plan: PlanConfig = operational(default_factory=PlanConfig)
     # managed vLLM servers (models.*.serving): the run's switch, vLLM's Python, the GPUs they may use
     serving: RunServingConfig = operational(default_factory=RunServingConfig)

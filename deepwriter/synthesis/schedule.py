@@ -66,9 +66,10 @@ class RoleUsage:
 
 
 @dataclass
-class FleetUsage:
-    """Utilisation and throughput of a synthesis run, for the stage summary, W&B and the fleet bench.
-    Busy share: the share of the wall time with at least one call of the fleet in flight."""
+class EndpointUsage:
+    """Utilisation and throughput of a synthesis run's generator and scorer endpoints, for the stage
+    summary, W&B and bench/synthesis_fleet.py. Busy share: the share of the wall time with at least one
+    call of the role in flight."""
 
     generator: RoleUsage = field(default_factory=RoleUsage)
     scorer: RoleUsage = field(default_factory=RoleUsage)
@@ -122,12 +123,12 @@ def run_pairs(
     generator: Generator,
     scorer: Scorer,
     cfg: SynthesisConfig,
-    usage: Optional[FleetUsage] = None,
+    usage: Optional[EndpointUsage] = None,
 ) -> Iterator[Outcome]:
     """Search every pair and yield each record as its search ends (an UnfinishedPair for a pair a
     failed model call stopped). `pairs` is read lazily: a caller that stops yielding pairs (a
     failing fleet) stops new work without losing what is in flight."""
-    return _Scheduler(pairs, generator, scorer, cfg, usage if usage is not None else FleetUsage()).run()
+    return _Scheduler(pairs, generator, scorer, cfg, usage if usage is not None else EndpointUsage()).run()
 
 
 class _Scheduler:
@@ -242,7 +243,7 @@ def _kind(call: Call) -> tuple:
     return ("score",)
 
 
-def _call(backend: Any, calls: Sequence[Call], usage: FleetUsage, role: str, lock: threading.Lock):
+def _call(backend: Any, calls: Sequence[Call], usage: EndpointUsage, role: str, lock: threading.Lock):
     """One backend call for `calls` (one, or a dynamic batch); returns each call's answer and the
     call's duration, and books the call in `usage`."""
     role_usage: RoleUsage = getattr(usage, role)

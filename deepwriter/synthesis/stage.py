@@ -16,7 +16,7 @@ from deepwriter.core.records import RecordLog, read_records
 from deepwriter.core.unfinished import Unfinished
 from deepwriter.pairs.read import DataError, Pair, Skipped, load_pairs, reject
 from deepwriter.synthesis import filters, store
-from deepwriter.synthesis.schedule import FleetUsage, run_pairs
+from deepwriter.synthesis.schedule import EndpointUsage, run_pairs
 from deepwriter.synthesis.search import UnfinishedPair
 
 log = logging.getLogger("deepwriter.synthesis")
@@ -231,7 +231,7 @@ def _search_pairs(cfg: RootConfig, ctx: StageContext, todo, backends: Dict[str, 
             started += 1
             yield (p.id, p.x, p.y, p.meta.get("category"))
 
-    usage = FleetUsage()
+    usage = EndpointUsage()
     for rec in run_pairs(admitted(), generator, scorer, scfg, usage):
         if isinstance(rec, UnfinishedPair):  # no record: a failed call is not a verdict
             unfinished.add(rec.id, rec.error)
