@@ -42,6 +42,7 @@ from deepwriter.cluster.requests import (
 )
 from deepwriter.config.root import ConfigError, RootConfig, expand
 from deepwriter.core.contract import JOB_ENV
+from deepwriter.core.errors import print_error
 from deepwriter.core.files import write_json_atomic
 
 JOBS_FILE = "jobs.json"
@@ -357,7 +358,6 @@ def outcome(record: Dict[str, Any], states: Dict[str, Dict[str, str]]) -> Tuple[
 
 def wait_for_jobs(cfg: RootConfig, record: Dict[str, Any], folder: Path) -> int:
     """Poll the scheduler until every job has ended (a requeued job is followed through its restarts)."""
-    from deepwriter.core.errors import print_error
 
     settled = 0
     while True:

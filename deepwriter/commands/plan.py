@@ -22,9 +22,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from deepwriter.cluster.launcher import graph_text, job_graph, server_graph_text
+from deepwriter.cluster.requests import serves_as_jobs
+from deepwriter.config.compose import compose
 from deepwriter.config.cost import Figure
+from deepwriter.config.llm import Backend
 from deepwriter.config.root import STAGE_ORDER, ConfigError, RootConfig, split_options, to_typed
+from deepwriter.core.contract import read_manifest
+from deepwriter.core.files import resolve_data_path
+from deepwriter.core.records import read_records
 from deepwriter.eval.benchmarks import module_for
+from deepwriter.pipeline.runner import stage_roles
+from deepwriter.serving.stages import serving_layout
+from deepwriter.sft.memory import QWEN3_8B, GiB, ModelShape, plan_from_config
+from deepwriter.synthesis import prompts
 
 OPTIONS = ("calibrate",)
 
@@ -71,7 +82,6 @@ def _num(x: float) -> str:
 
 def template_tokens(cfg: RootConfig, chars_per_token: float) -> Dict[str, float]:
     """Tokens of each synthesis prompt without x, y and z (the prompts rendered with them empty)."""
-    from deepwriter.synthesis import prompts
 
     s = cfg.synthesis
     chars = lambda msgs: sum(len(m["content"]) for m in msgs)
@@ -89,7 +99,6 @@ def template_tokens(cfg: RootConfig, chars_per_token: float) -> Dict[str, float]
 
 def _local_rows(src: Any) -> Optional[int]:
     """Rows of a data source's local JSONL file (its limit applied), or None when it has no local file."""
-    from deepwriter.core.files import resolve_data_path
 
     if not src.path:
         return None
@@ -210,8 +219,6 @@ def _hours(sec: Section, p: Projection, cfg: RootConfig, by_role: Dict[str, floa
 
 
 def read_synthesis_records(run_dir: Path) -> List[Dict[str, Any]]:
-    from deepwriter.core.records import read_records
-
     if not run_dir.is_dir():
         raise ConfigError(f"calibrate: no run folder at {run_dir}")
     shards = run_dir / "synthesize" / "shards"
@@ -223,7 +230,6 @@ def read_synthesis_records(run_dir: Path) -> List[Dict[str, Any]]:
 
 def _measured_throughput(run_dir: Path) -> Optional[Dict[str, float]]:
     """Throughput and utilisation the calibration run's synthesis stage recorded, if any."""
-    from deepwriter.core.contract import read_manifest
 
     return ((read_manifest(run_dir / "synthesize") or {}).get("metrics") or {}).get("fleet")
 
@@ -334,7 +340,6 @@ def mix_section(cfg: RootConfig, p: Projection) -> Section:
 
 def student_shape(cfg: RootConfig):
     """The student's shape: a known one by name, else its HF config from local files; None if neither."""
-    from deepwriter.sft.memory import QWEN3_8B, ModelShape
 
     name = (cfg.models.student.path or cfg.models.student.name).lower()
     if "qwen3-8b" in name:
@@ -349,8 +354,6 @@ def student_shape(cfg: RootConfig):
 
 
 def sft_section(cfg: RootConfig, p: Projection) -> Section:
-    from deepwriter.sft.memory import GiB, plan_from_config
-
     s, hw = cfg.sft, cfg.plan.hardware
     sec = Section("sft")
     samples, _ = mix_size(cfg)
@@ -396,7 +399,6 @@ def sft_section(cfg: RootConfig, p: Projection) -> Section:
 def judge_price(cfg: RootConfig) -> Tuple[str, Optional[Any], str]:
     """The judge's model id as the eval stage names it, and its price (exact, else the longest key that
     prefixes the id, which the eval stage itself would not find)."""
-    from deepwriter.config.llm import Backend
 
     j = cfg.models.judge
     model_id = j.name if j.backend == Backend.transformers else (j.endpoint.model or j.path)
@@ -487,26 +489,18 @@ def project(cfg: RootConfig, calibrate: Optional[str] = None) -> Projection:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    from deepwriter.config.compose import compose
-
     opts, overrides = split_options(list(sys.argv[1:] if argv is None else argv), OPTIONS)
     try:
         cfg = to_typed(compose(overrides))
-        # the managed servers on the plan's GPUs as it assumes them (plan.hardware.count), not this
-        # machine's; hardware too small for them is refused like the run refuses it
-        from deepwriter.cluster.requests import serves_as_jobs
-        from deepwriter.pipeline.runner import stage_roles
-        from deepwriter.serving.stages import serving_layout
-
         # under launcher=slurm each replica is a job of its own (serving.placement): no GPU of the stage's node
         as_jobs = serves_as_jobs(cfg, in_stage_job=False)
+        # the managed servers on the plan's GPUs as it assumes them (plan.hardware.count), not this
+        # machine's; hardware too small for them is refused like the run refuses it
         placed = serving_layout(cfg, list(range(cfg.plan.hardware.count)), stage_roles(cfg), as_jobs)
         layout = placed.text().splitlines()
         text = "== " + layout[0].rstrip(":") + "\n" + "\n".join(layout[1:]) + "\n"
         text += project(cfg, opts.get("calibrate")).text()
         if cfg.launcher.kind == "slurm":  # the jobs `deepwriter.train ... launcher=slurm` would submit
-            from deepwriter.cluster.launcher import graph_text, job_graph, server_graph_text
-
             stages = [s for s in STAGE_ORDER if s in cfg.recipe.stages]
             text += "\n" + graph_text(job_graph(cfg, stages))
             text += server_graph_text(cfg, placed) if as_jobs else ""

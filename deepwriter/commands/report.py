@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from deepwriter.eval import tables
+from deepwriter.viewer import build_report
 
 
 def find_summary(run_dir: Path) -> Path:
@@ -72,8 +73,6 @@ def write_report(runs: Dict[str, Dict[str, Any]], out: Path) -> str:
 
 
 def html_main(run_dirs: List[Path], out: Optional[Path]) -> int:
-    from deepwriter.viewer import build_report
-
     missing = [str(d) for d in run_dirs if not Path(d).is_dir()]
     if missing:
         print(f"deepwriter.report: no such run folder: {', '.join(missing)}", file=sys.stderr)
