@@ -44,6 +44,7 @@ from deepwriter.config.root import ConfigError, RootConfig, expand
 from deepwriter.core.contract import JOB_ENV
 from deepwriter.core.errors import print_error
 from deepwriter.core.files import write_json_atomic
+from deepwriter.serving.placement import Group, Layout
 
 JOBS_FILE = "jobs.json"
 EXIT_UNFINISHED = 3
@@ -103,7 +104,7 @@ def check_cluster(cfg: RootConfig, stages: List[str]) -> None:
             raise ConfigError(f"{key}: the scheduler refuses the {stage} job ({shown}): {why}")
 
 
-def check_server_jobs(cfg: RootConfig, groups: Dict[str, Any]) -> None:
+def check_server_jobs(cfg: RootConfig, groups: Dict[str, Group]) -> None:
     """Before any submission: the scheduler would accept each managed group's replica job as asked."""
     for name, g in groups.items():
         flags = server_flags(cfg, name, g.serving)
@@ -252,7 +253,7 @@ def graph_text(graph: List[Dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def server_graph_text(cfg: RootConfig, layout: Any) -> str:
+def server_graph_text(cfg: RootConfig, layout: Layout) -> str:
     """The managed replicas' own jobs (serving.placement: slurm) as the plan prints them."""
     if not layout.groups:
         return ""
@@ -265,7 +266,7 @@ def server_graph_text(cfg: RootConfig, layout: Any) -> str:
 
 
 def submit_run(
-    cfg: RootConfig, argv: List[str], todo: List[str], reused: List[str], server_groups: Dict[str, Any]
+    cfg: RootConfig, argv: List[str], todo: List[str], reused: List[str], server_groups: Dict[str, Group]
 ) -> int:
     """Submit the run's unfinished stages `todo` as jobs (the runner has checked the run and planned its
     managed servers' groups); with launcher.wait, follow them to the end. Returns the exit code of the

@@ -33,7 +33,8 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from deepwriter.config.compose import compose
-from deepwriter.config.root import CONF_DIR, ConfigError, split_overrides, to_typed
+from deepwriter.config.eval import EvalConfig
+from deepwriter.config.root import CONF_DIR, ConfigError, RootConfig, split_overrides, to_typed
 from deepwriter.eval.benchmarks import module_for
 
 RECIPES_DIR = CONF_DIR / "recipe"
@@ -54,7 +55,7 @@ class Section:
     panels: List[Panel] = field(default_factory=list)
 
 
-def eval_headline_names(eval_cfg: Any) -> List[str]:
+def eval_headline_names(eval_cfg: EvalConfig) -> List[str]:
     """The `eval/...` headline keys the eval stage logs for these benchmarks, as each benchmark names
     its columns."""
 
@@ -65,7 +66,7 @@ def eval_headline_names(eval_cfg: Any) -> List[str]:
     return names
 
 
-def eval_plot_names(eval_cfg: Any) -> List[str]:
+def eval_plot_names(eval_cfg: EvalConfig) -> List[str]:
     """Image keys of the eval stage (its artifacts named plot_*; see deepwriter/eval/tables.py)."""
 
     out = ["eval/plot_headline", "eval/plot_radar"]
@@ -75,7 +76,7 @@ def eval_plot_names(eval_cfg: Any) -> List[str]:
     return out
 
 
-def layout(cfg: Any) -> List[Section]:
+def layout(cfg: RootConfig) -> List[Section]:
     """Sections of the dashboard for a composed RootConfig (its eval benchmarks name the eval keys)."""
     sft = Section(
         "SFT: loss and throughput",
@@ -154,7 +155,7 @@ def recipes() -> List[str]:
     return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
 
 
-def spec(cfg: Any, project: str, entity: Optional[str]) -> Dict[str, Any]:
+def spec(cfg: RootConfig, project: str, entity: Optional[str]) -> Dict[str, Any]:
     return {
         "project": project,
         "entity": entity,
