@@ -25,11 +25,10 @@ from deepwriter.config.launcher import LauncherConfig
 from deepwriter.config.llm import ModelsConfig, RunServingConfig
 from deepwriter.config.sft import SFTConfig
 from deepwriter.config.synthesis import SynthesisConfig, parse_shard_spec
+from deepwriter.core.contract import STAGE_ORDER
 from deepwriter.core.errors import ConfigError
 from deepwriter.core.files import expand  # noqa: F401  (re-exported: config paths are expanded with it)
 from deepwriter.core.schema import SEED_MAX, bounded, check_fields, one_of, operational
-
-STAGE_ORDER = ("synthesize", "mix", "sft", "eval")
 
 # The Hydra config ships inside the package (a wheel install composes every recipe too).
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
