@@ -68,11 +68,14 @@ def group_members(pgid: int) -> List[int]:
 
 class Spawner(Protocol):
     """How the fleet runs one replica: `start` returns a handle (a process, a job); `ended` is None while
-    it runs or waits to run, else why it ended; `address` is its `host:port` once known."""
+    it runs or waits to run, else why it ended; `waiting` says why it has not started yet (a job in the
+    queue), None once it runs; `address` is its `host:port` once known."""
 
     def start(self, rep: Replica, argv: List[str], env: Dict[str, str], log_path: Path) -> Any: ...
 
     def ended(self, handle: Any) -> Optional[str]: ...
+
+    def waiting(self, handle: Any) -> Optional[str]: ...
 
     def address(self, rep: Replica, handle: Any) -> Optional[str]: ...
 
@@ -351,24 +354,44 @@ class Fleet:
             return False
 
     def _wait_ready(self, r: _Running) -> None:
-        timeout = self.layout.groups[r.replica.group].serving.startup_timeout_s
-        while time.monotonic() - r.started < timeout:
+        """Wait until the replica answers: while its job waits in the queue, up to serving.queue_timeout_s
+        (saying why it waits); from its start, up to serving.startup_timeout_s."""
+        serving = self.layout.groups[r.replica.group].serving
+        name = f"{r.replica.group} replica {r.replica.index}"
+        said, running_since = None, None
+        while True:
             handle = r.proc
             if handle is None or self._stop.is_set():
-                raise FleetError(f"{r.replica.group} replica {r.replica.index} was stopped while starting")
+                raise FleetError(f"{name} was stopped while starting")
             ended = self.spawner.ended(handle)
             if ended is not None:
-                raise FleetError(
-                    f"{r.replica.group} replica {r.replica.index} {ended} while starting; see {r.log_path}"
-                )
+                raise FleetError(f"{name} {ended} while starting; see {r.log_path}")
+            now = time.monotonic()
+            queued = self.spawner.waiting(handle) if running_since is None else None
+            if queued is not None:
+                if now - r.started > serving.queue_timeout_s:
+                    raise FleetError(
+                        f"{name} waited {now - r.started:.0f} s in the queue and did not start: {queued} "
+                        "(serving.queue_timeout_s)"
+                    )
+                if queued != said:
+                    log.info("fleet: %s waits in the queue: %s", name, queued)
+                    said = queued
+                time.sleep(0.5)
+                continue
+            if running_since is None:
+                running_since = now
+                if said is not None:
+                    log.info("fleet: %s started after %.0f s in the queue", name, now - r.started)
             if self._answers(r, timeout=2.0):
-                self.stats[r.replica.group].startup_s.append(time.monotonic() - r.started)
+                self.stats[r.replica.group].startup_s.append(time.monotonic() - running_since)
                 return
+            if now - running_since >= serving.startup_timeout_s:
+                raise FleetError(
+                    f"{name} did not answer within {serving.startup_timeout_s:.0f} s of its start "
+                    f"(serving.startup_timeout_s); see {r.log_path}"
+                )
             time.sleep(0.5)
-        raise FleetError(
-            f"{r.replica.group} replica {r.replica.index} did not answer within {timeout:.0f} s "
-            f"(serving.startup_timeout_s); see {r.log_path}"
-        )
 
     def _kill(self, r: _Running, graceful: bool) -> None:
         handle, r.proc = r.proc, None
@@ -397,6 +420,9 @@ class LocalSpawner:
 
     def ended(self, proc: subprocess.Popen) -> Optional[str]:
         return None if proc.poll() is None else f"exited with {proc.returncode}"
+
+    def waiting(self, proc: subprocess.Popen) -> Optional[str]:
+        return None  # a process runs from its start
 
     def address(self, rep: Replica, proc: subprocess.Popen) -> Optional[str]:
         return f"{self.host}:{rep.port}"
