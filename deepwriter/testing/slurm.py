@@ -114,15 +114,17 @@ class Blockers:
         assert done.returncode == 0, f"sbatch of a blocker job: {done.stderr.strip()}"
         return done.stdout.strip().split(";")[0]
 
-    def fill(self, most: int = 64) -> None:
-        """Blockers until one waits (PENDING, Reason=Resources): that one is cancelled, the rest hold the node."""
-        for _ in range(most):
-            job_id = self._submit()
-            st = wait_until(lambda j=job_id: _state_once_scheduled(j), 60, f"blocker job {job_id} scheduled or refused")
-            if st == "PENDING":
-                subprocess.run(["scancel", job_id], capture_output=True, timeout=30)
+    def fill(self, most: int = 64, batch: int = 4) -> None:
+        """Blockers, a few at a time, until some wait (PENDING for Resources): those are cancelled, the
+        rest hold the node."""
+        while len(self.ids) < most:
+            ids = [self._submit() for _ in range(batch)]
+            states = {j: wait_until(lambda j=j: _state_once_scheduled(j), 60, f"blocker {j} scheduled") for j in ids}
+            self.ids += [j for j in ids if states[j] == "RUNNING"]
+            waiting = [j for j in ids if states[j] == "PENDING"]
+            if waiting:
+                subprocess.run(["scancel", *waiting], capture_output=True, timeout=30)
                 return
-            self.ids.append(job_id)
         raise AssertionError(f"the node took {most} blocker jobs and still had room")
 
     def release(self, n: Optional[int] = None) -> None:

@@ -320,3 +320,72 @@ def test_where_replicas_run_and_what_a_stage_job_keeps_of_the_launcher():
         "account": "a",
         "gpus_per_node": 4,
     }
+
+
+@pytest.mark.timeout(400)  # ~30-40 s: the synthesize job (tiny model in-process), then the controller forgets it
+def test_a_run_whose_jobs_ended_longer_ago_than_min_job_age_is_still_reported_done(
+    tmp_path, model_cache, slurm_cluster
+):
+    """Submitted without waiting; the job ends while no launcher looks, and the controller forgets it
+    (MinJobAge, 300 s on a shared cluster, 2 s here). Following the run then reads the stage's own
+    manifest: done (exit 0), not a failure."""
+    from deepwriter.config.compose import compose
+    from deepwriter.config.root import to_typed
+    from deepwriter.pipeline.slurm import read_jobs, wait_for_jobs
+    from deepwriter.testing.slurm import forgetful_controller, forgotten
+
+    overrides = [*tiny(tmp_path, model_cache, "m"), "recipe.stages=[synthesize]", "run_id=m", "launcher=slurm"]
+    done = train(tmp_path, *overrides)
+    assert done.returncode == 0, done.stderr[-3000:]
+    run_dir = tmp_path / "m" / "demo" / "m"
+    (synth,) = jobs_of(run_dir)
+    job_id = synth["job_id"]
+    wait_until(lambda: job(job_id)["JobState"] == "COMPLETED", 300, "the synthesize job to end", 1)
+    with forgetful_controller(min_job_age_s=2):
+        wait_until(lambda: forgotten(job_id), 60, f"the controller to forget job {job_id}", 1)
+        cfg = to_typed(compose([*overrides, "launcher.poll_s=0.2"]))
+        rc = wait_for_jobs(cfg, read_jobs(run_dir), run_dir / "slurm")
+    recorded = read_jobs(run_dir)
+    assert rc == 0 and recorded["result"] == {"exit_code": 0, "line": None}, recorded["result"]
+    (shown,) = recorded["jobs"]
+    assert (shown["state"], shown["stage_finished"]) == ("GONE", True)  # the scheduler forgot; the manifest says done
+    manifest = json.loads((run_dir / "synthesize" / "manifest.json").read_text())
+    assert manifest["status"] == "complete"
+
+
+def test_a_controller_that_does_not_answer_leaves_a_job_unknown_never_ended(tmp_path, slurm_cluster, monkeypatch):
+    """The real scontrol, pointed at a controller port nothing listens on (as while slurmctld restarts):
+    a running replica's job is not taken for ended, the launcher does not take a stage job for ended,
+    and once the controller answers the job's real end is seen."""
+    from deepwriter.llm.slurm_jobs import ControllerSilent, ReplicaJob, SlurmSpawner, show_job
+    from deepwriter.pipeline.slurm import job_states
+    from deepwriter.testing.slurm import silent_controller_conf
+
+    submitted = subprocess.run(
+        ["sbatch", "--parsable", "-o", "/dev/null", "-J", "deepwriter-silence", "--wrap", "sleep 120"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    job_id = submitted.stdout.strip()
+    try:
+        wait_until(lambda: job(job_id)["JobState"] == "RUNNING", 60, "the job to run")
+        spawner = SlurmSpawner(lambda rep: [], tmp_path, ask_every_s=0)
+        handle = ReplicaJob(job_id, tmp_path / "x.addr")
+        assert spawner.ended(handle) is None and spawner.waiting(handle) is None  # RUNNING, answered
+
+        monkeypatch.setenv("SLURM_CONF", str(silent_controller_conf(tmp_path)))
+        with pytest.raises(ControllerSilent, match="Unable to contact slurm controller"):
+            show_job(job_id)
+        assert spawner.ended(handle) is None  # unknown: ask again, not "gone from the scheduler"
+        assert handle.silent_since is not None and handle.state == "RUNNING"
+        record = {"run": "demo/x", "jobs": [{"stage": "synthesize", "job_id": job_id}]}
+        assert job_states(record)[job_id]["JobState"] == "UNKNOWN"  # not GONE: the wait goes on
+
+        monkeypatch.delenv("SLURM_CONF")
+        subprocess.run(["scancel", job_id], check=True, timeout=30)
+        why = wait_until(lambda: spawner.ended(handle), 60, "the cancelled job seen as ended")
+        assert re.match(rf"job {job_id} (CANCELLED|COMPLETING) \(exit 0:15", why), why  # SIGTERM's end
+        assert handle.silent_since is None
+    finally:
+        subprocess.run(["scancel", job_id], capture_output=True, timeout=30)
