@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 import pytest
 
@@ -249,20 +250,49 @@ def test_a_failed_job_cancels_the_jobs_after_it_and_the_run_says_so_in_one_line(
     )
 
 
-@pytest.mark.timeout(400)  # ~40-60 s: the synthesize job, and its server as a job of its own
+@pytest.mark.timeout(500)  # ~80-100 s: the node busy, the stage job and its replica's job each wait in the queue
 def test_under_launcher_slurm_the_managed_replica_is_a_job_of_its_own_and_gone_after(
     tmp_path, model_cache, slurm_cluster
 ):
-    n = 4
+    """On a busy cluster (the node's every slot held by blocker jobs): the stage job waits in the queue,
+    then its replica's job waits longer than serving.startup_timeout_s; the start-up clock runs from
+    RUNNING, so the run finishes once the node frees, every pair once."""
+    from deepwriter.testing.slurm import busy_cluster
+
+    n, startup_s = 4, 30
     pairs = write_pairs(tmp_path / "pairs.jsonl", n)
     port = free_port()
     anywhere = LOOPBACK_COMMAND.replace('"--latency-s"', '"--host","{host}","--latency-s"')  # binds 0.0.0.0 in a job
     served = [*served_synthesis(tmp_path, model_cache, pairs, n, port), "synthesis.limit=4"]
     served += [f"models.{r}.serving.command={anywhere}" for r in ("generator", "scorer")]
+    served += [f"models.{r}.serving.startup_timeout_s={startup_s}" for r in ("generator", "scorer")]
+    run_dir = tmp_path / "runs" / "demo" / "q"
     t0 = time.time()
-    done = train(tmp_path, *served, "launcher=slurm", "launcher.wait=true", "launcher.poll_s=1", timeout=360)
+    with busy_cluster() as blockers:
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+        cmd = [sys.executable, "-m", "deepwriter.train", *served, "launcher=slurm", "launcher.wait=true"]
+        pipes = dict(stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        launcher = subprocess.Popen([*cmd, "launcher.poll_s=1"], cwd=tmp_path, env=env, **pipes)
+        try:
+            (synth,) = wait_until(lambda: (run_dir / "slurm" / "jobs.json").exists() and jobs_of(run_dir), 120, "jobs")
+            waited = wait_until(lambda: _queued(synth["job_id"]), 60, "the stage job held in the queue")
+            blockers.release(1)  # room for the stage job (one CPU), none for its replica's job
+            wait_until(lambda: job(synth["job_id"])["JobState"] == "RUNNING", 60, "the stage job to start")
+            servers = run_dir / "servers"
+            (server_id,) = wait_until(
+                lambda: [str(j["job_id"]) for j in submitted_jobs(servers)], 120, "the replica's job submitted"
+            )
+            server_waited = wait_until(lambda: _queued(server_id), 60, "the replica's job held in the queue")
+            submitted_at = float(submitted_jobs(servers)[0]["submitted"])
+            time.sleep(max(0.0, submitted_at + startup_s + 5 - time.time()))  # queued past startup_timeout_s
+            assert _queued(server_id) and job(synth["job_id"])["JobState"] == "RUNNING"
+        except BaseException:
+            launcher.kill()
+            raise
+    out, err = launcher.communicate(timeout=300)
     took = time.time() - t0
-    assert done.returncode == 0, (done.stdout[-3000:], done.stderr[-3000:])
+    assert launcher.returncode == 0, (out[-3000:], err[-3000:])
+    assert (waited, server_waited) == ("Resources", "Resources")
     run_dir = tmp_path / "runs" / "demo" / "q"
     assert sorted(shard_ids(tmp_path)) == [f"p{i:03d}" for i in range(n)]  # every pair once
 
@@ -286,7 +316,16 @@ def test_under_launcher_slurm_the_managed_replica_is_a_job_of_its_own_and_gone_a
     serving = json.loads((run_dir / "serving.json").read_text())  # what the stage job's fleet did
     assert "replica 0: port %d, a SLURM job of its own" % port in serving["layout"]
     assert serving["groups"]["tiny-qwen3"]["restarts"] == 0 and len(serving["groups"]["tiny-qwen3"]["startup_s"]) == 1
-    print(f"replica as a job: {n} pairs in {took:.1f} s through SLURM; server job {server['job_id']}")
+    assert serving["groups"]["tiny-qwen3"]["startup_s"][0] < startup_s  # counted from RUNNING, not from sbatch
+    stage_log = (run_dir / "slurm" / f"{synth['job_id']}_0_log.out").read_text()
+    assert f"tiny-qwen3 replica 0 waits in the queue: job {server['job_id']} PENDING (Reason=Resources)" in stage_log
+    print(f"replica as a job: {n} pairs in {took:.1f} s through a busy SLURM; server job {server['job_id']}")
+
+
+def _queued(job_id: str) -> Optional[str]:
+    """The scheduler's Reason while the job waits in the queue, else None."""
+    st = job(job_id)
+    return st.get("Reason") if st["JobState"] == "PENDING" and st.get("Reason") not in (None, "None") else None
 
 
 def test_where_replicas_run_and_what_a_stage_job_keeps_of_the_launcher():
