@@ -24,6 +24,7 @@ import logging
 import os
 import shlex
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -129,23 +130,37 @@ WATCH_S = 10
 
 
 def batch_script(
-    rep: Replica, argv: List[str], env: Dict[str, str], addr: Path, parent: Optional[str], watch_s: float = WATCH_S
+    rep: Replica,
+    argv: List[str],
+    env: Dict[str, str],
+    addr: Path,
+    parent: Optional[str],
+    watch_s: float = WATCH_S,
+    python: str = sys.executable,
 ) -> str:
-    """The replica's batch script: its address into the run folder, then its server; with `parent` (the
-    stage job that runs the fleet) the server is stopped when that job is no longer running."""
+    """The replica's batch script: a port free on its node (the replica's own, base_port + index, unless
+    another server holds it there: then one the system gives), its address into the run folder, then its
+    server; with `parent` (the stage job that runs the fleet) the server is stopped when that job is no
+    longer running. The port is every argument of `argv` that is the replica's port."""
     q = shlex.quote
+    own = str(rep.port)
+    command = " ".join('"$port"' if a == own else q(a) for a in argv)
+    bind = "import socket,sys; s=socket.socket(); s.bind(('', int(sys.argv[1]))); print(s.getsockname()[1])"
     lines = [
         "#!/bin/bash",
         f"# deepwriter: {rep.group} replica {rep.index}, a server job of the run's fleet",
         *(f"export {k}={q(v)}" for k, v in env.items()),
-        'echo "=== $(date +%H:%M:%S) job $SLURM_JOB_ID on $(hostname): "' + q(shlex.join(argv)),
-        f'printf "%s:%s %s\\n" "$(hostname)" {rep.port} "$SLURM_JOB_ID" > {q(str(addr))}.$SLURM_JOB_ID',
+        f'free_port() {{ {q(python)} -c {q(bind)} "$1" 2>/dev/null; }}',
+        f"port=$(free_port {own} || free_port 0)",
+        f'[ "$port" = {own} ] || echo "deepwriter: port {own} is taken on $(hostname): this replica listens on $port"',
+        'echo "=== $(date +%H:%M:%S) job $SLURM_JOB_ID on $(hostname): "' + command,
+        f'printf "%s:%s %s\\n" "$(hostname)" "$port" "$SLURM_JOB_ID" > {q(str(addr))}.$SLURM_JOB_ID',
         f"mv {q(str(addr))}.$SLURM_JOB_ID {q(str(addr))}",
     ]
     if not parent:
-        return "\n".join(lines + ["exec " + shlex.join(argv)]) + "\n"
+        return "\n".join(lines + ["exec " + command]) + "\n"
     lines += [
-        shlex.join(argv) + " &",
+        command + " &",
         "srv=$!",
         "trap 'kill -TERM $srv 2>/dev/null' TERM INT",
         "gone=0",

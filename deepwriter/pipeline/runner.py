@@ -103,7 +103,7 @@ class _Serving:
     resumes from what it wrote."""
 
     def __init__(self, cfg: RootConfig, run_dir: Path, gpus: List[int], active: bool = True):
-        from deepwriter.llm.fleet import Fleet, server_command_for
+        from deepwriter.llm.fleet import Fleet, served_name_for, server_command_for
         from deepwriter.pipeline.slurm_request import serves_as_jobs
 
         # rank 0 alone runs the stages that call servers; other ranks of a launch start none
@@ -124,7 +124,8 @@ class _Serving:
                 )
             if not self.as_jobs:
                 command = server_command_for(self.models, cfg.serving.python, cfg.serving.host, cfg.paths.cache_dir)
-                self.fleet = Fleet(self.layout, command, run_dir / "servers", host=cfg.serving.host)
+                ours = served_name_for(self.models)
+                self.fleet = Fleet(self.layout, command, run_dir / "servers", cfg.serving.host, served_name_of=ours)
             else:  # each replica a job on some node: it listens on every interface, its address in the run folder
                 from deepwriter.llm.slurm_jobs import SlurmSpawner
                 from deepwriter.pipeline.slurm_request import server_flags
@@ -132,7 +133,14 @@ class _Serving:
                 flags = {g.name: server_flags(cfg, g.name, g.serving) for g in self.layout.groups.values()}
                 command = server_command_for(self.models, cfg.serving.python, "0.0.0.0", cfg.paths.cache_dir)
                 spawner = SlurmSpawner(lambda rep: flags[rep.group], run_dir / "servers")
-                self.fleet = Fleet(self.layout, command, run_dir / "servers", host=cfg.serving.host, spawner=spawner)
+                self.fleet = Fleet(
+                    self.layout,
+                    command,
+                    run_dir / "servers",
+                    host=cfg.serving.host,
+                    spawner=spawner,
+                    served_name_of=served_name_for(self.models),
+                )
 
     def groups_at(self, stage: str) -> List[Any]:
         i = self.stages.index(stage)

@@ -246,3 +246,19 @@ def test_a_replica_job_stops_its_server_once_the_stage_job_that_started_it_no_lo
         assert port_free("127.0.0.1", rep.port)
     finally:
         subprocess.run(["scancel", stage] + ([server.job_id] if server else []), capture_output=True)
+
+
+def test_a_server_that_answers_with_another_model_is_not_taken_for_ours():
+    """identify(): a 200 from /v1/models is ours only when it lists the group's served name."""
+    from deepwriter.llm.fleet import identify
+    from deepwriter.testing.stranger import Stranger
+    from deepwriter.testing.vllm_server import free_port
+
+    with Stranger(free_port(), host="127.0.0.1") as stranger:
+        ours, why = identify(stranger.url, "tiny-qwen3")
+        assert not ours and why == (
+            f"the server at {stranger.url} answers but serves ['someone-elses-model'], not 'tiny-qwen3': not ours"
+        )
+        assert identify(stranger.url, "someone-elses-model") == (True, None)
+        assert identify(stranger.url, None) == (True, None)  # no name to check: any answer
+    assert identify(stranger.url, "tiny-qwen3") == (False, None)  # nothing answers: not a stranger, not up

@@ -428,3 +428,27 @@ def test_a_controller_that_does_not_answer_leaves_a_job_unknown_never_ended(tmp_
         assert handle.silent_since is None
     finally:
         subprocess.run(["scancel", job_id], capture_output=True, timeout=30)
+
+
+@pytest.mark.timeout(400)  # ~30-45 s: the synthesize job and its replica's job
+def test_a_stranger_on_the_replicas_port_is_never_sent_a_request(tmp_path, model_cache, slurm_cluster):
+    """Another user's server already listens on the replica's base port of the node and answers
+    /v1/models with 200: the replica's job takes another port, the fleet checks it serves our model, and
+    the stranger gets no request; every pair once."""
+    from deepwriter.testing.stranger import Stranger
+
+    n = 2
+    pairs = write_pairs(tmp_path / "pairs.jsonl", n)
+    port = free_port()
+    anywhere = LOOPBACK_COMMAND.replace('"--latency-s"', '"--host","{host}","--latency-s"')  # binds 0.0.0.0 in a job
+    served = [*served_synthesis(tmp_path, model_cache, pairs, n, port), "synthesis.limit=2"]
+    served += [f"models.{r}.serving.command={anywhere}" for r in ("generator", "scorer")]
+    with Stranger(port) as stranger:
+        done = train(tmp_path, *served, "launcher=slurm", "launcher.wait=true", "launcher.poll_s=1", timeout=360)
+    assert done.returncode == 0, (done.stdout[-3000:], done.stderr[-3000:])
+    assert stranger.requests == []  # not one prompt sent to someone else's server
+    assert sorted(shard_ids(tmp_path)) == [f"p{i:03d}" for i in range(n)]  # every pair once
+    servers = tmp_path / "runs" / "demo" / "q" / "servers"
+    where, job_id = (servers / "tiny-qwen3-0.addr").read_text().split()
+    assert int(where.rsplit(":", 1)[1]) != port
+    assert f"port {port} is taken on " in (servers / "tiny-qwen3-0.log").read_text()
