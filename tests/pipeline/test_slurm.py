@@ -256,8 +256,11 @@ def test_under_launcher_slurm_the_managed_replica_is_a_job_of_its_own_and_gone_a
 ):
     """On a busy cluster (the node's every slot held by blocker jobs): the stage job waits in the queue,
     then its replica's job waits longer than serving.startup_timeout_s; the start-up clock runs from
-    RUNNING, so the run finishes once the node frees, every pair once."""
+    RUNNING, so the run finishes once the node frees, every pair once. Another user's server already
+    listens on the replica's base port and answers /v1/models with 200: the replica's job takes another
+    port, and the stranger gets no request."""
     from deepwriter.testing.slurm import busy_cluster
+    from deepwriter.testing.stranger import Stranger
 
     n, startup_s = 4, 30
     pairs = write_pairs(tmp_path / "pairs.jsonl", n)
@@ -268,7 +271,7 @@ def test_under_launcher_slurm_the_managed_replica_is_a_job_of_its_own_and_gone_a
     served += [f"models.{r}.serving.startup_timeout_s={startup_s}" for r in ("generator", "scorer")]
     run_dir = tmp_path / "runs" / "demo" / "q"
     t0 = time.time()
-    with busy_cluster() as blockers:
+    with Stranger(port) as stranger, busy_cluster() as blockers:
         env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
         cmd = [sys.executable, "-m", "deepwriter.train", *served, "launcher=slurm", "launcher.wait=true"]
         pipes = dict(stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -289,9 +292,11 @@ def test_under_launcher_slurm_the_managed_replica_is_a_job_of_its_own_and_gone_a
         except BaseException:
             launcher.kill()
             raise
-    out, err = launcher.communicate(timeout=300)
+        blockers.release()  # the node is free: the replica's job starts
+        out, err = launcher.communicate(timeout=300)  # the stranger still listens until the run's end
     took = time.time() - t0
     assert launcher.returncode == 0, (out[-3000:], err[-3000:])
+    assert stranger.requests == []  # not one prompt sent to someone else's server
     assert (waited, server_waited) == ("Resources", "Resources")
     run_dir = tmp_path / "runs" / "demo" / "q"
     assert sorted(shard_ids(tmp_path)) == [f"p{i:03d}" for i in range(n)]  # every pair once
@@ -303,11 +308,14 @@ def test_under_launcher_slurm_the_managed_replica_is_a_job_of_its_own_and_gone_a
     assert got["JobName"] == "deepwriter-demo-serve-tiny-qwen3" and got["JobState"] == "CANCELLED", got
     assert server["job_id"] != synth["job_id"] and job(synth["job_id"])["JobState"] == "COMPLETED"
     assert got["EndTime"] <= job(synth["job_id"])["EndTime"]  # stopped before the stage job ended
-    squeued = subprocess.run(["squeue", "-h", "-j", server["job_id"]], capture_output=True, text=True)
-    assert squeued.stdout.strip() == "" and port_free("127.0.0.1", port)
     servers = run_dir / "servers"
-    assert (servers / "tiny-qwen3-0.addr").read_text().split() == [f"{got['NodeList']}:{port}", server["job_id"]]
-    assert "--host 0.0.0.0" in (servers / "tiny-qwen3-0.log").read_text()
+    where, job_id = (servers / "tiny-qwen3-0.addr").read_text().split()
+    node, _, own_port = where.rpartition(":")
+    assert (node, job_id) == (got["NodeList"], server["job_id"]) and int(own_port) != port  # the stranger's port
+    squeued = subprocess.run(["squeue", "-h", "-j", server["job_id"]], capture_output=True, text=True)
+    assert squeued.stdout.strip() == "" and port_free("0.0.0.0", int(own_port))
+    server_log = (servers / "tiny-qwen3-0.log").read_text()
+    assert "--host 0.0.0.0" in server_log and f"port {port} is taken on {node}: this replica listens on" in server_log
     assert json.loads((servers / "fleet.json").read_text())["running"] == {}
     assert server["log"] == str(servers / "tiny-qwen3-0.log")
     page = (run_dir / "report.html").read_text(encoding="utf-8")
@@ -428,27 +436,3 @@ def test_a_controller_that_does_not_answer_leaves_a_job_unknown_never_ended(tmp_
         assert handle.silent_since is None
     finally:
         subprocess.run(["scancel", job_id], capture_output=True, timeout=30)
-
-
-@pytest.mark.timeout(400)  # ~30-45 s: the synthesize job and its replica's job
-def test_a_stranger_on_the_replicas_port_is_never_sent_a_request(tmp_path, model_cache, slurm_cluster):
-    """Another user's server already listens on the replica's base port of the node and answers
-    /v1/models with 200: the replica's job takes another port, the fleet checks it serves our model, and
-    the stranger gets no request; every pair once."""
-    from deepwriter.testing.stranger import Stranger
-
-    n = 2
-    pairs = write_pairs(tmp_path / "pairs.jsonl", n)
-    port = free_port()
-    anywhere = LOOPBACK_COMMAND.replace('"--latency-s"', '"--host","{host}","--latency-s"')  # binds 0.0.0.0 in a job
-    served = [*served_synthesis(tmp_path, model_cache, pairs, n, port), "synthesis.limit=2"]
-    served += [f"models.{r}.serving.command={anywhere}" for r in ("generator", "scorer")]
-    with Stranger(port) as stranger:
-        done = train(tmp_path, *served, "launcher=slurm", "launcher.wait=true", "launcher.poll_s=1", timeout=360)
-    assert done.returncode == 0, (done.stdout[-3000:], done.stderr[-3000:])
-    assert stranger.requests == []  # not one prompt sent to someone else's server
-    assert sorted(shard_ids(tmp_path)) == [f"p{i:03d}" for i in range(n)]  # every pair once
-    servers = tmp_path / "runs" / "demo" / "q" / "servers"
-    where, job_id = (servers / "tiny-qwen3-0.addr").read_text().split()
-    assert int(where.rsplit(":", 1)[1]) != port
-    assert f"port {port} is taken on " in (servers / "tiny-qwen3-0.log").read_text()
