@@ -141,3 +141,20 @@ def _state_once_scheduled(job_id: str) -> Optional[str]:
     if st["JobState"] == "RUNNING" or (st["JobState"] == "PENDING" and st.get("Reason") in ("Resources", "Priority")):
         return st["JobState"]
     return None
+
+
+@contextlib.contextmanager
+def controller_stopped(seconds: float) -> Iterator[None]:
+    """slurmctld stopped (`scontrol shutdown slurmctld`: its state saved, running jobs left running) for
+    `seconds`, then started again by .ci/slurm-local, which waits until it answers."""
+    from deepwriter.testing.repo import REPO
+
+    t0 = time.monotonic()
+    scontrol("shutdown", "slurmctld")
+    wait_until(lambda: subprocess.run(["pgrep", "-x", "slurmctld"], capture_output=True).returncode != 0, 60, "stop")
+    try:
+        yield
+        time.sleep(max(0.0, t0 + seconds - time.monotonic()))
+    finally:
+        done = subprocess.run([str(REPO / ".ci" / "slurm-local")], capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, f".ci/slurm-local did not start slurmctld again: {done.stderr.strip()}"
