@@ -386,6 +386,8 @@ def test_a_controller_stopped_mid_synthesis_cancels_no_replica_and_a_run_it_forg
     n = 10
     pairs = write_pairs(tmp_path / "pairs.jsonl", n)
     anywhere = LOOPBACK_COMMAND.replace('"--latency-s"', '"--host","{host}","--latency-s"')  # binds 0.0.0.0 in a job
+    anywhere = anywhere.replace('"--latency-s","0.3"', '"--latency-s","1.5"')  # the stop lands mid-stage
+    assert '"1.5"' in anywhere
     overrides = [*served_synthesis(tmp_path, model_cache, pairs, n, free_port()), "launcher=slurm"]
     overrides += [f"models.{r}.serving.command={anywhere}" for r in ("generator", "scorer")]
     done = train(tmp_path, *overrides)
