@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Callable, Dict, Iterator, Optional
 
-from deepwriter.llm.slurm_jobs import show_job
+from deepwriter.cluster.jobs import show_job
 
 
 def cluster_answers() -> bool:

@@ -17,10 +17,10 @@ from typing import Optional
 
 import pytest
 
+from deepwriter.cluster.jobs import TERMINAL as TERMINAL_STATES
+from deepwriter.cluster.jobs import submitted_jobs
 from deepwriter.core.records import read_records
-from deepwriter.llm.fleet import port_free
-from deepwriter.llm.slurm_jobs import TERMINAL as TERMINAL_STATES
-from deepwriter.llm.slurm_jobs import submitted_jobs
+from deepwriter.serving.fleet import port_free
 from deepwriter.testing.repo import REPO
 from deepwriter.testing.slurm import job, scontrol, wait_until
 from deepwriter.testing.synthesis import LOOPBACK_COMMAND, served_synthesis_overrides, write_pairs
@@ -340,10 +340,10 @@ def _queued(job_id: str) -> Optional[str]:
 def test_where_replicas_run_and_what_a_stage_job_keeps_of_the_launcher():
     """serving.placement auto: a job of its own inside a stage job of launcher=slurm (and in the plan of
     one), a local process otherwise; a stage job keeps the server jobs' launcher keys, not the rest."""
+    from deepwriter.cluster.launcher import _forwarded
+    from deepwriter.cluster.requests import server_request, serves_as_jobs
     from deepwriter.config.compose import compose
     from deepwriter.config.root import to_typed
-    from deepwriter.pipeline.slurm import _forwarded
-    from deepwriter.pipeline.slurm_request import server_request, serves_as_jobs
 
     def cfg(*o):
         return to_typed(compose(["+recipe=demo", *o]))
@@ -378,9 +378,10 @@ def test_a_controller_stopped_mid_synthesis_cancels_no_replica_and_a_run_it_forg
     rather than taking its replica's job for gone (no death, no restart) and the stage finishes, every
     pair once. The job ended while no launcher looked and the controller then forgot it (MinJobAge, 300 s
     on a shared cluster, 2 s here): following the run reads the stage's own manifest, done (exit 0)."""
+    from deepwriter.cluster.launcher import read_jobs, wait_for_jobs
     from deepwriter.config.compose import compose
     from deepwriter.config.root import to_typed
-    from deepwriter.pipeline.slurm import read_jobs, wait_for_jobs
+    from deepwriter.pipeline.runner import finished_stages
     from deepwriter.testing.slurm import controller_stopped, forgetful_controller, forgotten
 
     n = 10
@@ -408,7 +409,7 @@ def test_a_controller_stopped_mid_synthesis_cancels_no_replica_and_a_run_it_forg
     with forgetful_controller(min_job_age_s=2):
         wait_until(lambda: forgotten(job_id), 60, f"the controller to forget job {job_id}", 1)
         cfg = to_typed(compose([*overrides, "launcher.poll_s=0.2"]))
-        rc = wait_for_jobs(cfg, read_jobs(run_dir), run_dir / "slurm")
+        rc = wait_for_jobs(cfg, read_jobs(run_dir), run_dir / "slurm", lambda: finished_stages(cfg))
     recorded = read_jobs(run_dir)
     assert rc == 0 and recorded["result"] == {"exit_code": 0, "line": None}, recorded["result"]
     (shown,) = recorded["jobs"]
@@ -421,8 +422,8 @@ def test_a_controller_that_does_not_answer_leaves_a_job_unknown_never_ended(tmp_
     """The real scontrol, pointed at a controller port nothing listens on (as while slurmctld restarts):
     a running replica's job is not taken for ended, the launcher does not take a stage job for ended,
     and once the controller answers the job's real end is seen."""
-    from deepwriter.llm.slurm_jobs import ControllerSilent, ReplicaJob, SlurmSpawner, show_job
-    from deepwriter.pipeline.slurm import job_states
+    from deepwriter.cluster.jobs import ControllerSilent, ReplicaJob, SlurmSpawner, show_job
+    from deepwriter.cluster.launcher import job_states
     from deepwriter.testing.slurm import silent_controller_conf
 
     submitted = subprocess.run(

@@ -42,8 +42,8 @@ def _submit(command: str) -> str:
 
 @pytest.mark.timeout(300)  # ~30 s: two one-second jobs, forgotten by the controller, plus the mode switches
 def test_with_accounting_a_forgotten_jobs_end_is_read_from_sacct(accounting):
-    from deepwriter.llm.slurm_jobs import show_job
-    from deepwriter.pipeline.slurm import EXIT_UNFINISHED, job_states, outcome
+    from deepwriter.cluster.jobs import show_job
+    from deepwriter.cluster.launcher import EXIT_UNFINISHED, job_states, outcome
 
     ok, unfinished = _submit("true"), _submit("exit 3")
     for j in (ok, unfinished):

@@ -6,7 +6,7 @@ for its one stage (`recipe.stages=[STAGE] run_id=RUN launcher=local`), so every 
 inside it: stage keys and reuse, resume from what a stage wrote (synthesis from its records, SFT from its
 last checkpoint, eval from its judge cache), the managed serving fleet of the stage's roles (started,
 healed and stopped by the job; by default each replica is a SLURM job of its own, serving.placement,
-deepwriter.llm.slurm_jobs), exit 3 for unfinished items. A requeued or
+deepwriter.cluster.jobs), exit 3 for unfinished items. A requeued or
 preempted job (submitit requeues on the pre-timeout signal; `scontrol requeue` restarts it) is the same
 command again and resumes its stage exactly.
 
@@ -31,13 +31,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from deepwriter.config.root import STAGE_ORDER, ConfigError, RootConfig, expand
-from deepwriter.core.contract import JOB_ENV
-from deepwriter.core.files import write_json_atomic
-from deepwriter.llm.slurm_jobs import TERMINAL, ControllerSilent, run_tool, show_job, submitted_jobs
-from deepwriter.pipeline.slurm_request import (
+from deepwriter.cluster.jobs import TERMINAL, ControllerSilent, run_tool, show_job, submitted_jobs
+from deepwriter.cluster.requests import (
     job_request,
     key_of,
     sbatch_flags,
@@ -45,6 +42,9 @@ from deepwriter.pipeline.slurm_request import (
     server_request,
     serves_as_jobs,
 )
+from deepwriter.config.root import ConfigError, RootConfig, expand
+from deepwriter.core.contract import JOB_ENV
+from deepwriter.core.files import write_json_atomic
 
 JOBS_FILE = "jobs.json"
 EXIT_UNFINISHED = 3
@@ -265,19 +265,20 @@ def server_graph_text(cfg: RootConfig, layout: Any) -> str:
     return "\n".join(lines) + "\n"
 
 
-def submit_run(cfg: RootConfig, argv: List[str]) -> int:
-    """Submit the run's unfinished stages as jobs; with launcher.wait, follow them to the end. Returns
-    the exit code of the submitting command."""
-    from deepwriter.pipeline.runner import check_run, plan, serving_layout
-
-    planned = plan(cfg)
-    wanted = [s for s in STAGE_ORDER if s in cfg.recipe.stages]
-    check_run(cfg, planned, wanted)  # the runner's own checks, before any submission
-    todo = [s for s in wanted if not planned[s].finished()]
-    reused = [s for s in wanted if s not in todo]
+def submit_run(
+    cfg: RootConfig,
+    argv: List[str],
+    todo: List[str],
+    reused: List[str],
+    server_groups: Dict[str, Any],
+    finished_stages: Callable[[], Dict[str, bool]],
+) -> int:
+    """Submit the run's unfinished stages `todo` as jobs (the runner has checked the run and planned its
+    managed servers' groups); with launcher.wait, follow them to the end. Returns the exit code of the
+    submitting command."""
     check_cluster(cfg, todo)
     if todo and serves_as_jobs(cfg, in_stage_job=False):
-        check_server_jobs(cfg, serving_layout(cfg, [], as_jobs=True).groups)
+        check_server_jobs(cfg, server_groups)
 
     import submitit
 
@@ -315,7 +316,7 @@ def submit_run(cfg: RootConfig, argv: List[str]) -> int:
     _print_graph(record, folder)
     if not cfg.launcher.wait or not graph:
         return 0
-    return wait_for_jobs(cfg, record, folder)
+    return wait_for_jobs(cfg, record, folder, finished_stages)
 
 
 def _print_graph(record: Dict[str, Any], folder: Path) -> None:
@@ -359,14 +360,6 @@ def job_states(record: Dict[str, Any], seen: Optional[Dict[str, Dict[str, str]]]
     return states
 
 
-def finished_stages(cfg: RootConfig) -> Dict[str, bool]:
-    """Whether each stage's own manifest says it finished (the runner's rule: complete, this stage key,
-    no more unfinished items than allowed): the run's records, whatever the scheduler remembers."""
-    from deepwriter.pipeline.runner import plan
-
-    return {name: stage.finished() for name, stage in plan(cfg).items()}
-
-
 def outcome(
     record: Dict[str, Any], states: Dict[str, Dict[str, str]], finished: Optional[Dict[str, bool]] = None
 ) -> Tuple[int, Optional[str]]:
@@ -398,9 +391,12 @@ def outcome(
     return 0, None
 
 
-def wait_for_jobs(cfg: RootConfig, record: Dict[str, Any], folder: Path) -> int:
+def wait_for_jobs(
+    cfg: RootConfig, record: Dict[str, Any], folder: Path, finished_stages: Callable[[], Dict[str, bool]]
+) -> int:
     """Poll the scheduler until every job has ended (a requeued job is followed through its restarts);
-    the run's result from its stage manifests first, the scheduler's record of each job second."""
+    the run's result from its stage manifests first (`finished_stages()`, asked once the jobs have ended:
+    whether each stage's manifest says it finished), the scheduler's record of each job second."""
     from deepwriter.core.errors import print_error
 
     settled, seen, silent = 0, {}, False
@@ -418,7 +414,7 @@ def wait_for_jobs(cfg: RootConfig, record: Dict[str, Any], folder: Path) -> int:
         if settled >= 2:
             break
         time.sleep(cfg.launcher.poll_s)
-    finished = finished_stages(cfg)
+    finished = finished_stages()
     for j in record["jobs"]:
         st = states[j["job_id"]]
         j["state"] = st.get("JobState")
