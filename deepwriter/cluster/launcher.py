@@ -171,15 +171,7 @@ class StageJob:
         if self.ranks > 1:
             from submitit.helpers import TorchDistributedEnvironment
 
-            dist = TorchDistributedEnvironment()
-            env.update(
-                RANK=str(dist.rank),
-                WORLD_SIZE=str(dist.world_size),
-                LOCAL_RANK=str(dist.local_rank),
-                LOCAL_WORLD_SIZE=str(dist.local_world_size),
-                MASTER_ADDR=str(dist.master_addr),
-                MASTER_PORT=str(dist.master_port),
-            )
+            env.update(rank_env(TorchDistributedEnvironment(), os.environ.get("CUDA_VISIBLE_DEVICES")))
         restarts = os.environ.get("SLURM_RESTART_COUNT", "0")
         print(
             f"deepwriter: slurm job {os.environ.get('SLURM_JOB_ID')} ({self.stage}, restart {restarts}, "
@@ -196,6 +188,24 @@ class StageJob:
         import submitit
 
         return submitit.helpers.DelayedSubmission(self)
+
+
+def rank_env(dist: Any, visible_gpus: Optional[str]) -> Dict[str, str]:
+    """A task's rank variables from SLURM's (submitit's TorchDistributedEnvironment). A cluster that binds
+    one GPU to each task (--gpus-per-task=1, --gpu-bind=single:1) shows each task only its own GPU as
+    device 0: its LOCAL_RANK is then 0 in a local world of 1 (DeepSpeed takes cuda:LOCAL_RANK), while a
+    task that sees all of the node's GPUs keeps SLURM's local rank."""
+    local_rank, local_world = dist.local_rank, dist.local_world_size
+    if visible_gpus and len(visible_gpus.split(",")) == 1 and local_world > 1:
+        local_rank, local_world = 0, 1
+    return {
+        "RANK": str(dist.rank),
+        "WORLD_SIZE": str(dist.world_size),
+        "LOCAL_RANK": str(local_rank),
+        "LOCAL_WORLD_SIZE": str(local_world),
+        "MASTER_ADDR": str(dist.master_addr),
+        "MASTER_PORT": str(dist.master_port),
+    }
 
 
 # --- submission ---------------------------------------------------------------------------------------
@@ -220,7 +230,7 @@ def _forwarded(argv: List[str]) -> List[str]:
 
 def _describe(req: Dict[str, Any]) -> str:
     gpus = f", {req['gpus_per_node']} GPU/node" if req.get("gpus_per_node") else ""
-    gpus += f", {req['mem']} memory" if req.get("mem") else ""
+    gpus += (f", {req['mem']} memory" if req["mem"] != "0" else ", all node memory") if req.get("mem") else ""
     where = ", ".join(f"{k} {req[k]}" for k in ("partition", "account", "qos") if req.get(k))
     return (
         f"{req['nodes']} node(s) x {req['ntasks_per_node']} task(s), {req['cpus_per_task']} CPU/task{gpus}, "

@@ -454,3 +454,25 @@ def test_a_controller_that_does_not_answer_leaves_a_job_unknown_never_ended(tmp_
         assert handle.silent_since is None
     finally:
         subprocess.run(["scancel", job_id], capture_output=True, timeout=30)
+
+
+def test_the_sft_job_asks_for_memory_and_its_ranks_work_with_one_gpu_per_task():
+    """The sft job asks for its nodes' memory (--mem=0 unless launcher.jobs.sft.mem_gb says); a task
+    that sees only its own GPU (a cluster binding one GPU per task) is local rank 0 of 1, one that sees
+    the node's GPUs keeps SLURM's local rank."""
+    from types import SimpleNamespace
+
+    from deepwriter.cluster.launcher import rank_env
+    from deepwriter.cluster.requests import job_request
+    from deepwriter.config.compose import compose
+    from deepwriter.config.root import to_typed
+
+    assert job_request(to_typed(compose(["+recipe=demo"])), "sft")["mem"] == "0"
+    assert job_request(to_typed(compose(["+recipe=demo", "launcher.jobs.sft.mem_gb=64"])), "sft")["mem"] == "65536M"
+    assert "mem" not in job_request(to_typed(compose(["+recipe=demo"])), "mix")  # the partition's default
+    task = SimpleNamespace(rank=5, world_size=8, local_rank=1, local_world_size=4, master_addr="n1", master_port=29500)
+    whole_node = rank_env(task, "0,1,2,3")
+    assert (whole_node["LOCAL_RANK"], whole_node["LOCAL_WORLD_SIZE"], whole_node["RANK"]) == ("1", "4", "5")
+    bound = rank_env(task, "1")  # the task's own GPU is its cuda:0
+    assert (bound["LOCAL_RANK"], bound["LOCAL_WORLD_SIZE"], bound["RANK"], bound["WORLD_SIZE"]) == ("0", "1", "5", "8")
+    assert rank_env(task, None)["LOCAL_RANK"] == "1"  # no GPUs at all (the CPU): SLURM's
