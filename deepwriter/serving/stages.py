@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Optional
 
 from deepwriter.config.root import ConfigError, RootConfig
 from deepwriter.core.contract import StageContext, StageSpec
-from deepwriter.serving.fleet import Fleet, Spawner, server_command_for
+from deepwriter.serving.fleet import Fleet, Spawner, served_name_for, server_command_for
 from deepwriter.serving.placement import Layout, run_layout
 
 ROLES = ("generator", "scorer", "student", "judge")
@@ -71,11 +71,17 @@ class RunServing:
                 )
             if not self.as_jobs:
                 command = server_command_for(self.models, cfg.serving.python, cfg.serving.host, cfg.paths.cache_dir)
-                self.fleet = Fleet(self.layout, command, run_dir / "servers", host=cfg.serving.host)
+                ours = served_name_for(self.models)
+                self.fleet = Fleet(self.layout, command, run_dir / "servers", cfg.serving.host, served_name_of=ours)
             else:  # each replica a job on some node: it listens on every interface, its address in the run folder
                 command = server_command_for(self.models, cfg.serving.python, "0.0.0.0", cfg.paths.cache_dir)
                 self.fleet = Fleet(
-                    self.layout, command, run_dir / "servers", host=cfg.serving.host, spawner=job_spawner
+                    self.layout,
+                    command,
+                    run_dir / "servers",
+                    host=cfg.serving.host,
+                    spawner=job_spawner,
+                    served_name_of=served_name_for(self.models),
                 )
 
     def groups_at(self, stage: str) -> List[Any]:
