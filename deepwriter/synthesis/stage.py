@@ -30,7 +30,7 @@ def build_backends(cfg: RootConfig) -> Tuple[Any, Any]:
     from deepwriter.llm.hf_prefix import PrefixCachingScorer
 
     gcfg, scfg = cfg.models.generator, cfg.models.scorer
-    generator = make_generator(gcfg, cfg.paths.cache_dir)
+    generator = make_generator(gcfg, cfg.paths.cache_dir, measure_prompts=True)
     if gcfg == scfg and isinstance(generator, TransformersGenerator):
         scorer = PrefixCachingScorer(
             generator.model, generator.tokenizer, scfg.name, cfg.synthesis.prefix_cache_entries
@@ -295,6 +295,12 @@ def _summarise(
         # counted apart: the reference's discards of z0 (before scoring), the paper's quality filters
         "discarded_before_search": sum(v for k, v in reasons.items() if k in filters.BEFORE_SEARCH),
         "discarded_by_quality_filters": sum(v for k, v in reasons.items() if k in filters.QUALITY),
+        # prompts that cannot fit a model's context: verdicts, never outages (filters.OVER_CONTEXT)
+        "discarded_over_context": sum(v for k, v in reasons.items() if k in filters.OVER_CONTEXT),
+        "refine_steps_over_context": sum(1 for r in records for s in r["steps"] if s.get("rejected")),
+        "candidates_over_context": sum(
+            1 for r in records for s in r["steps"] for c in s["candidates"] if c.get("rejected")
+        ),
         **{f"discarded_{k}": v for k, v in sorted(reasons.items())},
         "skipped_input": len(skipped),
         # pairs without a category (their source has none, and data.label_categories is off or failed)
