@@ -31,8 +31,10 @@ class SourceConfig:
     hub dataset id, with a field mapping."""
 
     name: str = ""
-    # pairs: one (request, answer) per record | scored_responses | long_text (answers without requests)
-    kind: str = one_of("pairs", "pairs", "scored_responses", "long_text")
+    # pairs: one (request, answer) per record | scored_responses | long_text (answers without requests) |
+    # released: the authors' released trajectories (DeepWriting-20K): x and the answer after the thinking,
+    # the thinking kept to compare ours with (deepwriter.pairs.released)
+    kind: str = one_of("pairs", "pairs", "scored_responses", "long_text", "released")
     path: Optional[str] = None  # local file; wins over hub_id when both are given
     hub_id: Optional[str] = None
     split: str = "train"

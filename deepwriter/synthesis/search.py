@@ -125,10 +125,13 @@ def search(
     model_ids: Dict[str, str],
     category: Optional[str] = None,
     timings: Optional[Dict[str, float]] = None,
+    released: Optional[str] = None,
 ) -> Coroutine[Call, Any, Dict[str, Any]]:
     """The search for one pair as a coroutine: yields GenerateCall (answered with that prompt's list
     of Generations) and ScoreCall (answered with one TokenLogprobs per request); returns the record.
-    The driver charges model time to `timings` (generate_s, score_s), which the record holds."""
+    The driver charges model time to `timings` (generate_s, score_s), which the record holds.
+    `released`: the authors' thinking for this pair (DeepWriting-20K); once our search is done it is
+    scored under the same scorer, so the record compares ours with theirs (`record["released"]`)."""
     t_start = time.perf_counter()
     seed, lang, trigger = opening(pair_id, x, cfg)
     record = _new_record(pair_id, x, y, category, cfg, model_ids, timings, seed)
@@ -188,6 +191,13 @@ def search(
     # Segments are rejoined with blank lines, as in the reference; untouched, z0 stays as written.
     z_final = segments.join(segs) if record["accepted_edits"] else z0
     record["z_final"] = z_final
+    if released:
+        theirs = (yield from _score(judge, [released]))[0]
+        record["released"] = {
+            "score": None if isinstance(theirs, Rejected) else theirs,
+            "rejected": str(theirs) if isinstance(theirs, Rejected) else None,
+            "words": len(released.split()),
+        }
     record["tokens"]["target"] = judge.target_tokens
     record["tokens"]["scorer_requests"] = judge.requests
     record["tokens"]["scorer"] = judge.scored_tokens
