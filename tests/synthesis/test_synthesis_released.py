@@ -4,6 +4,8 @@ final trajectory once the search is done, so the stage compares ours with theirs
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from deepwriter.config.data import SourceConfig
@@ -85,3 +87,14 @@ def test_our_trajectories_are_compared_with_the_authors_on_the_fixture(tmp_path,
     assert cmp["ours_lower_share"] == pytest.approx(sum(a < b for a, b in zip(ours, theirs)) / 3)
     assert cmp["score_difference_se"] > 0 and cmp["words_released"] == len(THINK.split()) + 1
     assert cmp["accepted_edits_ours"] == pytest.approx(sum(len(r["accepted_edits"]) for r in recs) / 3)
+
+    # the comparison as `python -m deepwriter.report RUN_DIR` prints it (a run's synthesize/manifest.json)
+    from deepwriter.viewer import collect, compare
+
+    run = tmp_path / "runs" / "full" / "r1"
+    (run / "synthesize").mkdir(parents=True)
+    (run / "synthesize" / "manifest.json").write_text(json.dumps({"counts": res.counts, "metrics": res.metrics}))
+    assert compare.main([str(run), "--out", str(tmp_path / "report")]) == 0  # no eval yet: the comparison alone
+    text = (tmp_path / "report" / "released.md").read_text()
+    assert f"{cmp['score_ours']:.4f} ± {cmp['score_ours_se']:.4f}" in text and "| r1 | 3 |" in text
+    assert collect.synthesis(run / "synthesize")["metrics"]["released_comparison"] == cmp  # what report.html draws
