@@ -113,6 +113,10 @@ class MixConfig:
     # left out; null keeps all.
     drop_above_quantile: Optional[float] = bounded(None, ge=0.0, le=1.0)
     drop_below_quantile: Optional[float] = bounded(None, ge=0.0, le=1.0)
+    # A sample over sft.max_length tokens: drop it, or keep it with its thinking cut from the end until
+    # it fits (the request and answer never cut; a sample whose request and answer alone are over still
+    # goes). Counted either way, by category and answer length (docs/FIDELITY.md M-rows).
+    over_max_length: str = one_of("drop", "drop", "truncate_thinking")
     num_proc: int = bounded(1, ge=1, le=1024, operational=True)  # processes for tokenisation (datasets.map)
     histogram_bins: int = bounded(40, ge=1, le=10_000)
 
