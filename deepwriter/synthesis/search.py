@@ -188,8 +188,10 @@ def search(
             best = yield from _refine_segment(record, judge, segs, i, step, best, seed, lang, cfg)
             record["scores"].append(best)
 
-    # Segments are rejoined with blank lines, as in the reference; untouched, z0 stays as written.
-    z_final = segments.join(segs) if record["accepted_edits"] else z0
+    # Once the search has visited a segment, the trajectory is its segments rejoined with blank lines,
+    # accepted edits or not, as the reference writes its `corrected_thinking`; a search that never
+    # started (z0 under the threshold, or no search) keeps z0 as written.
+    z_final = segments.join(segs) if record["steps"] else z0
     record["z_final"] = z_final
     if released:
         theirs = (yield from _score(judge, [released]))[0]
