@@ -12,7 +12,7 @@ import pytest
 from deepwriter.config.llm import EndpointConfig
 from deepwriter.core.errors import DeepwriterError
 from deepwriter.core.records import read_records
-from deepwriter.llm.base import Generation, Sampling, ScoreRequest
+from deepwriter.llm.base import Generation, Sampling, ScoreRequest, TokenLogprobs
 from deepwriter.llm.hf import TransformersGenerator, TransformersScorer
 from deepwriter.llm.openai_http import OpenAIGenerator, OpenAIScorer
 from deepwriter.llm.openai_http.transport import EndpointRefused
@@ -119,6 +119,39 @@ def test_a_rewrite_refused_for_length_leaves_its_segment_unrefined(tmp_path, tin
     assert rec["verdict"]["kept"] and rec["accepted_edits"] == [] and rec["z_final"] == rec["z0"]
     assert [s["rejected"].startswith("generator: HTTP 400") for s in rec["steps"]] == [True, True]
     assert len(rec["scores"]) == 3  # z0 and one unchanged score per step, as the reference logs it
+
+
+class RefusingScorer:
+    """Every target scored 1.0, except the calls `refuse(n)` picks (n counts requests from 1), which
+    come back refused for length as a server's 400 does."""
+
+    model_id = "s"
+
+    def __init__(self, refuse):
+        self.refuse, self.requests = refuse, 0
+
+    def score(self, requests):
+        out = []
+        for _ in requests:
+            self.requests += 1
+            if self.refuse(self.requests):
+                why = "scorer: HTTP 400: This model's maximum context length is 64 tokens"
+                out.append(TokenLogprobs(error=why, rejected=why))
+            else:
+                out.append(TokenLogprobs(tokens=["t"] * 3, logprobs=[-1.0] * 3))
+        return out
+
+
+def test_scoring_refused_for_length_is_a_verdict_for_z0_and_a_lost_candidate_otherwise(tmp_path):
+    cfg = keeping(make_cfg(tmp_path / "unused.jsonl", tmp_path)).synthesis
+    cfg.max_steps = 2
+    x, y = "Write a note about the sea.", "Dear reader,\n\nThe sea was calm."
+    rec = synthesize("p", x, y, PlanWriter("g"), RefusingScorer(lambda n: n == 1), cfg)
+    assert rec["verdict"] == {"kept": False, "reason": filters.OVER_SCORER_CONTEXT} and rec["scores"] == []
+    assert rec["rejected"].startswith("scorer: HTTP 400")
+    rec = synthesize("p", x, y, PlanWriter("g"), RefusingScorer(lambda n: n > 1), cfg)
+    assert rec["verdict"]["kept"] and rec["accepted_edits"] == [] and len(rec["steps"]) == 2
+    assert all(c["rejected"] and c["score"] is None for s in rec["steps"] for c in s["candidates"])
 
 
 def test_a_run_with_over_long_pairs_counts_verdicts_by_reason(tmp_path, model_cache, server):
