@@ -170,7 +170,8 @@ class DataConfig:
     pairs: SourceConfig = field(default_factory=SourceConfig)
     public: SourceConfig = field(default_factory=SourceConfig)
     mix: MixConfig = field(default_factory=MixConfig)
-    # Top-level group -> its categories (25 in conf/data/taxonomy/writing25.yaml).
+    # Top-level group -> its categories (the full scale's 25 in 9 groups: conf/data/full.yaml; their origin
+    # is docs/FIDELITY.md D6).
     taxonomy: Dict[str, List[str]] = field(default_factory=dict)
     strict: bool = True  # false: bad records are skipped and counted instead of failing
     # Preparing pairs (deepwriter.pairs.prepare): labels for pairs without a category, requests for
