@@ -89,7 +89,8 @@ def test_our_trajectories_are_compared_with_the_authors_on_the_fixture(tmp_path,
     assert cmp["accepted_edits_ours"] == pytest.approx(sum(len(r["accepted_edits"]) for r in recs) / 3)
 
     # the comparison as `python -m deepwriter.report RUN_DIR` prints it (a run's synthesize/manifest.json)
-    from deepwriter.viewer import collect, compare
+    from deepwriter.commands import report as compare
+    from deepwriter.viewer import collect
 
     run = tmp_path / "runs" / "full" / "r1"
     (run / "synthesize").mkdir(parents=True)
