@@ -9,6 +9,10 @@ their chat-templated scorer instruction, `submit` sends it to the scorer server 
 y_rest's tokens by character offsets and returns the clipped mean NLL. It is imported and called here as it
 is: nothing of it is copied.
 
+Our prompts are ours in wording (docs/FIDELITY.md): the scoring itself (layout of the scorer's turn, y's
+split, the scored tokens, the clip) is compared under their instruction, passed to our scorer as messages;
+the effect of our wording on the score is measured beside it (FIDELITY S56).
+
 Run in the authors' environment (bench/_reference_env.py), this module scores a file of triples:
 
     .venv-reference/bin/python -m bench._reference_scoring TRIPLES.json OUT.json --tokenizer DIR --port P
@@ -94,25 +98,43 @@ class ReferenceScorer:
                 temperature_range=[1.0, 1.0],
             )
 
+    def _manager(self, x: str, y: str):
+        m = self.mod
+        role = "standard_inference_" + ("cn" if m.contains_chinese(x) else "en")
+        return m.PosteriorManager(role, m.default_sys, [[x]], self.tokenizer, self.lm, y), role
+
+    def messages(self, x: str) -> List[Dict[str, str]]:
+        """Their scorer's instruction for x, as chat messages (their words, read from their module)."""
+        m = self.mod
+        _, role = self._manager(x, "")
+        return [{"role": "system", "content": m.default_sys}, {"role": "user", "content": m.templates[role].format(x)}]
+
+    def scored_answer(self, y: str) -> str:
+        """The part of y whose tokens they score (y after its first segment; empty for a y of one segment)."""
+        return self._manager("", y)[0].pred_answer
+
     def score(self, x: str, y: str, z: str) -> float:
         """Their log perplexity of y given (x, z): what `process_item` records as `initial_ppl[0]` for a
         z0 and as `avg_token_logp` for a rewrite (1000.0 when the server gave no log-probs)."""
-        m = self.mod
-        role = "standard_inference_" + ("cn" if m.contains_chinese(x) else "en")
-        manager = m.PosteriorManager(role, m.default_sys, [[x]], self.tokenizer, self.lm, y)
-        _, posterior = manager.prepare(m.think_prefix, z)
+        manager, _ = self._manager(x, y)
+        _, posterior = manager.prepare(self.mod.think_prefix, z)
         with contextlib.redirect_stdout(sys.stderr):
             handle, _ = manager.submit(posterior)
             return float(manager.compute(handle)[0])
 
 
-def deepwriter_scores(triples: Sequence[Dict[str, str]], scorer: Any, cfg: Any) -> List[float]:
-    """deepwriter's score of each triple, as the search computes it (TrajectoryScorer over `scorer`)."""
+def deepwriter_scores(triples: Sequence[Dict[str, Any]], scorer: Any, cfg: Any) -> List[float]:
+    """deepwriter's score of each triple, as the search computes it (TrajectoryScorer over `scorer`: our
+    assistant-turn layout, y's split, scored-token rule and clipping). A triple with `messages` is scored
+    under that instruction instead of ours: our prompts are ours in wording (docs/FIDELITY.md), so the
+    scoring itself is compared under their words, and the wording's effect is measured apart."""
     from deepwriter.synthesis.search import TrajectoryScorer
 
     out = []
     for t in triples:
         judge = TrajectoryScorer(t["x"], t["y"], cfg)
+        if t.get("messages"):
+            judge.messages = t["messages"]
         out.append(judge.scores(scorer.score([judge.request(t["z"])]))[0])
     return out
 
@@ -120,7 +142,7 @@ def deepwriter_scores(triples: Sequence[Dict[str, str]], scorer: Any, cfg: Any) 
 def main(argv: List[str]) -> int:
     ap = argparse.ArgumentParser(description="the authors' scores of (x, y, z) triples (run in .venv-reference)")
     ap.add_argument("triples", type=Path, help="JSON list of {x, y, z}")
-    ap.add_argument("out", type=Path, help="JSON list of their scores, in the same order")
+    ap.add_argument("out", type=Path, help="JSON list of {score, messages, scored_answer}, in the same order")
     ap.add_argument("--tokenizer", required=True, help="the scorer model's folder (their model name)")
     ap.add_argument("--port", type=int, required=True, help="the scorer server's port")
     ap.add_argument("--max-tokens", type=int, default=100, help="their judge_model max_tokens")
@@ -136,7 +158,15 @@ def main(argv: List[str]) -> int:
         )
         scorer = ReferenceScorer(mod, tok, args.tokenizer, args.port, args.max_tokens)
         triples = json.loads(args.triples.read_text())
-        args.out.write_text(json.dumps([scorer.score(t["x"], t["y"], t["z"]) for t in triples]))
+        rows = [
+            {
+                "score": scorer.score(t["x"], t["y"], t["z"]),
+                "messages": scorer.messages(t["x"]),
+                "scored_answer": scorer.scored_answer(t["y"]),
+            }
+            for t in triples
+        ]
+        args.out.write_text(json.dumps(rows, ensure_ascii=False))
     finally:
         ray.shutdown()
     return 0

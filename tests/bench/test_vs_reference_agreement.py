@@ -28,32 +28,23 @@ from deepwriter.testing.loopback import load_preset
 
 pytestmark = pytest.mark.slow  # the session's vLLM server; the test's own part takes a few seconds
 
-PARAGRAPH = "I want the reader to feel the cold of the harbour before anything else happens, so I start there. "
-ZH_PARAGRAPH = "我先想清楚这份通知是写给谁的：是住在三号楼的居民，他们最关心的是停水的时间和怎么提前准备。"
+PARAGRAPH = "I want the reader to feel the cold of the harbour before anything else happens, so I start there. " * 2
+ZH_PARAGRAPH = "我先想清楚这份通知是写给谁的：是住在三号楼的居民，他们最关心的是停水的时间和怎么提前准备。" * 3
 
+# Each y has two or more segments by their rule (chunks of 100 characters or more), so that both score y
+# after its first segment (a y of one segment is S17, a named deviation).
 TRIPLES = [
-    # English: z0 as their code scores it (raw, ending in a line break), y of three paragraphs
+    # English: z0 as their code scores it (raw, ending in a line break)
     {
         "x": "Write a short letter to a neighbour about the harbour festival.",
-        "y": "Dear Ana,\n\n" + PARAGRAPH * 2 + "\n\nThe boats leave at nine.\n\n" + PARAGRAPH,
-        "z": "Alright, the user wants a letter.\n\n" + PARAGRAPH * 2 + "\n",
+        "y": "Dear Ana,\n\n" + PARAGRAPH + "\n\nThe boats leave at nine. " + PARAGRAPH,
+        "z": "Alright, the user wants a letter.\n\n" + PARAGRAPH + "\n",
     },
-    # English: a refined trajectory (stripped, segments joined by blank lines), y with a math-like block
-    {
-        "x": "Explain to a child why the sky is blue.",
-        "y": "The sky is blue because of light.\n\n" + PARAGRAPH + "\\[ I \\propto 1/\\lambda^4 \\]\n\n" + PARAGRAPH,
-        "z": "Okay, I am given a question.\n\n" + PARAGRAPH + "\n\nWait, maybe simpler words.",
-    },
-    # Chinese: the Chinese scorer instruction, CJK text split across byte-level tokens
+    # Chinese: the Chinese instruction, CJK text split across byte-level tokens; a refined z (stripped)
     {
         "x": "写一份三号楼停水通知。",
-        "y": "各位居民：\n\n" + ZH_PARAGRAPH * 3 + "\n\n" + ZH_PARAGRAPH * 2 + "\n\n物业服务中心",
-        "z": "好的" + ZH_PARAGRAPH * 2 + "\n\n等等，" + ZH_PARAGRAPH + "\n",
-    },
-    {
-        "x": "为社区图书馆写一段开馆致辞。",
-        "y": "大家好！\n\n" + ZH_PARAGRAPH * 4 + "\n\n谢谢大家。",
-        "z": "嗯" + ZH_PARAGRAPH + "\n\n" + ZH_PARAGRAPH,
+        "y": "各位居民：\n\n" + ZH_PARAGRAPH + "\n\n" + ZH_PARAGRAPH + "\n\n物业服务中心",
+        "z": "好的" + ZH_PARAGRAPH + "\n\n等等，" + ZH_PARAGRAPH,
     },
 ]
 
@@ -91,9 +82,12 @@ def test_their_perplexity_function_and_our_scorer_agree_on_the_same_server(refer
     tok = models.load_tokenizer(preset, str(model_cache))
     name = preset.endpoint.model
     theirs = ReferenceScorer(reference, tok, name, vllm_server.port)
+    assert all(theirs.scored_answer(t["y"]) for t in TRIPLES)  # both score y after its first segment
     their_scores = [theirs.score(t["x"], t["y"], t["z"]) for t in TRIPLES]
     endpoint = dataclasses.replace(preset.endpoint, base_urls=[vllm_server.url])
-    our_scores = deepwriter_scores(TRIPLES, OpenAIScorer(endpoint, tok, name), SynthesisConfig())
+    # our prompts are ours in wording: our scorer is given their instruction, the rest is ours
+    same_words = [{**t, "messages": theirs.messages(t["x"])} for t in TRIPLES]
+    our_scores = deepwriter_scores(same_words, OpenAIScorer(endpoint, tok, name), SynthesisConfig())
     assert all(0.0 < s < 2.0 for s in their_scores), their_scores  # real scores: not all clipped, not their 1000
     for t, a, b in zip(TRIPLES, their_scores, our_scores):
         assert abs(a - b) <= 1e-3, (t["x"], a, b)
