@@ -98,25 +98,29 @@ class ReferenceScorer:
                 temperature_range=[1.0, 1.0],
             )
 
+    def _role(self, x: str) -> str:
+        return "standard_inference_" + ("cn" if self.mod.contains_chinese(x) else "en")
+
     def _manager(self, x: str, y: str):
         m = self.mod
-        role = "standard_inference_" + ("cn" if m.contains_chinese(x) else "en")
-        return m.PosteriorManager(role, m.default_sys, [[x]], self.tokenizer, self.lm, y), role
+        return m.PosteriorManager(self._role(x), m.default_sys, [[x]], self.tokenizer, self.lm, y)
 
     def messages(self, x: str) -> List[Dict[str, str]]:
         """Their scorer's instruction for x, as chat messages (their words, read from their module)."""
         m = self.mod
-        _, role = self._manager(x, "")
-        return [{"role": "system", "content": m.default_sys}, {"role": "user", "content": m.templates[role].format(x)}]
+        return [
+            {"role": "system", "content": m.default_sys},
+            {"role": "user", "content": m.templates[self._role(x)].format(x)},
+        ]
 
     def scored_answer(self, y: str) -> str:
         """The part of y whose tokens they score (y after its first segment; empty for a y of one segment)."""
-        return self._manager("", y)[0].pred_answer
+        return self._manager("", y).pred_answer
 
     def score(self, x: str, y: str, z: str) -> float:
         """Their log perplexity of y given (x, z): what `process_item` records as `initial_ppl[0]` for a
         z0 and as `avg_token_logp` for a rewrite (1000.0 when the server gave no log-probs)."""
-        manager, _ = self._manager(x, y)
+        manager = self._manager(x, y)
         _, posterior = manager.prepare(self.mod.think_prefix, z)
         with contextlib.redirect_stdout(sys.stderr):
             handle, _ = manager.submit(posterior)

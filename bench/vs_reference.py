@@ -50,6 +50,7 @@ import dataclasses
 import json
 import os
 import re
+import signal
 import socket
 import statistics
 import subprocess
@@ -438,6 +439,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     ap.add_argument("--work", type=Path, default=None, help="scratch folder (default: a new temporary one)")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "vs_reference.json")
     args = ap.parse_args(argv)
+    # a `timeout` or a kill of this process still stops the servers it started (the finally below)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     from deepwriter.llm import models
     from deepwriter.testing.loopback import load_preset
