@@ -21,6 +21,7 @@ import pytest
 from conftest import VLLM_PRESET
 
 from bench._reference_scoring import REFERENCE_CODE, ReferenceScorer, deepwriter_scores, import_reference
+from bench.vs_reference import delta, scrape
 from deepwriter.config.synthesis import SynthesisConfig
 from deepwriter.llm import models
 from deepwriter.llm.openai_http import OpenAIScorer
@@ -83,11 +84,17 @@ def test_their_perplexity_function_and_our_scorer_agree_on_the_same_server(refer
     name = preset.endpoint.model
     theirs = ReferenceScorer(reference, tok, name, vllm_server.port)
     assert all(theirs.scored_answer(t["y"]) for t in TRIPLES)  # both score y after its first segment
+    root = vllm_server.url.rsplit("/v1", 1)[0]
+    before = scrape(root)
     their_scores = [theirs.score(t["x"], t["y"], t["z"]) for t in TRIPLES]
     endpoint = dataclasses.replace(preset.endpoint, base_urls=[vllm_server.url])
     # our prompts are ours in wording: our scorer is given their instruction, the rest is ours
     same_words = [{**t, "messages": theirs.messages(t["x"])} for t in TRIPLES]
     our_scores = deepwriter_scores(same_words, OpenAIScorer(endpoint, tok, name), SynthesisConfig())
+    # the bench's meter: the server counted every call of both, and the tokens they sent
+    used = delta(before, scrape(root))
+    assert used["calls"] == 2 * len(TRIPLES) and used["failed_calls"] == 0, used
+    assert used["vllm:prompt_tokens_total"] > 1000 * len(TRIPLES), used
     assert all(0.0 < s < 2.0 for s in their_scores), their_scores  # real scores: not all clipped, not their 1000
     for t, a, b in zip(TRIPLES, their_scores, our_scores):
         assert abs(a - b) <= 1e-3, (t["x"], a, b)
