@@ -11,7 +11,7 @@ is: nothing of it is copied.
 
 Our prompts are ours in wording (docs/FIDELITY.md): the scoring itself (layout of the scorer's turn, y's
 split, the scored tokens, the clip) is compared under their instruction, passed to our scorer as messages;
-the effect of our wording on the score is measured beside it (FIDELITY S56).
+the effect of our wording on the score is measured beside it (FIDELITY S62).
 
 Run in the authors' environment (bench/_reference_env.py), this module scores a file of triples:
 
@@ -139,7 +139,9 @@ def deepwriter_scores(triples: Sequence[Dict[str, Any]], scorer: Any, cfg: Any) 
         judge = TrajectoryScorer(t["x"], t["y"], cfg)
         if t.get("messages"):
             judge.messages = t["messages"]
-        out.append(judge.scores(scorer.score([judge.request(t["z"])]))[0])
+        value = judge.scores(scorer.score([judge.request(t["z"])]))[0]
+        # a request refused as over-long is a verdict of ours, not a score: it agrees with nothing
+        out.append(float(value) if isinstance(value, (int, float)) else float("nan"))
     return out
 
 

@@ -35,7 +35,7 @@ and deepwriter's scorer score the same (x, y, z); every |difference| must be <= 
 deepwriter's prompts are ours in wording (docs/FIDELITY.md), so our scorer is given their instruction
 (read from their module) for this comparison: what is compared is the scoring itself (the scorer turn's
 layout, y's split, the scored tokens, the clip, the server call). The effect of our wording on the score
-is measured on the same triples and printed beside it (FIDELITY S56). A y of one segment is scored whole
+is measured on the same triples and printed beside it (FIDELITY S62). A y of one segment is scored whole
 by us and as an empty remainder by them (S17): such triples are counted and left out.
 
 Their output folder is read back with deepwriter's importer of their format (deepwriter.mix.reference)
@@ -511,7 +511,7 @@ def main(argv: Optional[List[str]] = None) -> None:
             f"{agree['one_segment_y']} triples with a y of one segment left out, FIDELITY S17)\n"
             f"our wording instead of theirs moves the score by {agree['wording_effect_mean']:+.3f} "
             f"± {agree['wording_effect_sd']:.3f} (mean ± sd; "
-            f"max |.| {agree['wording_effect_max_abs']:.3f}; FIDELITY S56)"
+            f"max |.| {agree['wording_effect_max_abs']:.3f}; FIDELITY S62)"
         )
         speed = statistics.fmean(r["pairs_per_min"] for r in rows["deepwriter"]) / statistics.fmean(
             r["pairs_per_min"] for r in rows["reference"]

@@ -185,6 +185,7 @@ def run(cfg: RootConfig, ctx: StageContext) -> StageResult:
 
     metrics = {f"mean_tokens_{k}": (sum(v) / len(v) if v else 0.0) for k, v in result.lengths.items()}
     metrics.update({k: round(v, 3) for k, v in result.timings.items()})
+    metrics["over_max_length"] = result.over_max_length  # by category and answer length: what a limit costs
     (out / COUNTS).write_text(json.dumps({"counts": result.counts, "metrics": metrics}, indent=2))
 
     tr = ctx.tracker
@@ -303,6 +304,23 @@ def _origin(cfg: RootConfig) -> str:
     return f"this project's search, thinking from `{m.trajectory_field}`"
 
 
+def _long_samples(cfg: RootConfig, result: MixResult) -> str:
+    """The card's account of the samples over sft.max_length: how many, what was done with them, and
+    which categories and answer lengths (LongBench-Write's word ranges) they were."""
+    c, over = result.counts, result.over_max_length
+    n, cut = c.get("over_max_length", 0), c.get("over_max_length_kept_thinking_cut", 0)
+    if not n:
+        return "None."
+    how = (
+        f"{cut} kept with their thinking cut to fit, {n - cut} dropped (request and answer alone too long)"
+        if cfg.data.mix.over_max_length == "truncate_thinking"
+        else "all dropped (data.mix.over_max_length=truncate_thinking keeps them with a shorter thinking)"
+    )
+    rows = [["category", k, v] for k, v in sorted(over.get("by_category", {}).items())]
+    rows += [["answer words", k, v] for k, v in sorted(over.get("by_answer_words", {}).items())]
+    return f"{n} samples: {how}.\n\n" + _table(rows, ["by", "value", "samples"])
+
+
 def _write_card(out: Path, cfg: RootConfig, result: MixResult, skipped: List[Skipped]) -> None:
     c = result.counts
     m = cfg.data.mix
@@ -336,6 +354,9 @@ enabled benchmarks); token limit sft.max_length = {cfg.sft.max_length} with the 
 `{cfg.models.student.name}`;
 ablations: drop_groups {list(m.drop_groups)}, strip_reflection {m.strip_reflection},
 quantiles above {m.drop_above_quantile} / below {m.drop_below_quantile}.
+
+## Samples over sft.max_length ({cfg.sft.max_length} tokens)
+{_long_samples(cfg, result)}
 
 ## Counts by source and category
 {

@@ -31,7 +31,8 @@ from deepwriter.config.synthesis import SynthesisConfig
 from deepwriter.llm.base import Generator, ModelCallFailed, Scorer
 from deepwriter.synthesis.search import Call, GenerateCall, UnfinishedPair, search
 
-PairInput = Tuple[str, str, str, Optional[str]]  # id, x, y, category
+# id, x, y, category (and, optionally, the authors' released thinking to compare with)
+PairInput = Tuple[str, ...]
 Outcome = Union[Dict[str, Any], UnfinishedPair]
 
 
@@ -199,7 +200,8 @@ class _Scheduler:
                 self.exhausted = True
                 return
             f = self.flights[i] = _Flight(i, pair)
-            f.co = search(pair[0], pair[1], pair[2], self.cfg, self.model_ids, pair[3], f.timings)
+            released = pair[4] if len(pair) > 4 else None
+            f.co = search(pair[0], pair[1], pair[2], self.cfg, self.model_ids, pair[3], f.timings, released)
             yield from self.finished(f, self.advance(f, None))
 
     def submit(self, role: str, members: List[_Flight]) -> None:
