@@ -110,19 +110,49 @@ def slurm_cluster() -> bool:
 VLLM_PRESET = "smollm2-135m-vllm"
 
 
+_session_vllm: List = []  # the session's one vLLM server, once a test has started it
+
+
 @pytest.fixture(scope="session")
-def vllm_server(tmp_path_factory):
-    """One real vLLM server (the embedded SmolLM2, started by `make serve`) for every test of the
-    session that talks to a server it did not start: a start-up costs half a minute to a minute on 2
-    cores. The outage test kills it and starts it again; the runs that start their own servers
-    (tests/pipeline/test_served_demo_vllm.py) do not use it."""
+def _session_vllm_server(tmp_path_factory):
     from deepwriter.testing.vllm_server import SERVE_STAMP, VLLMServer
 
     if not SERVE_STAMP.exists():
         missing("vllm")
     server = VLLMServer(VLLM_PRESET, tmp_path_factory.mktemp("vllm") / "server.log").start()
+    _session_vllm.append(server)
     yield server
     server.kill()
+
+
+@pytest.fixture
+def vllm_server(_session_vllm_server):
+    """One real vLLM server (the embedded SmolLM2, started by `make serve`) for every test of the
+    session that talks to a server it did not start: a start-up costs half a minute to a minute on 2
+    cores. The outage test kills it and starts it again. The tests that start their own vLLM engines
+    (`own_vllm_engines` below) run after every test that uses it and stop it first."""
+    if _session_vllm_server.proc is None:  # stopped for a run with its own engines: only if run out of order
+        _session_vllm_server.start()
+    return _session_vllm_server
+
+
+@pytest.fixture
+def own_vllm_engines():
+    """For a test whose run starts its own vLLM servers: the session's server is stopped first, so two
+    vLLM engines never share the cores (on 2 cores each would starve the other). Such tests are ordered
+    after every user of `vllm_server` (pytest_collection_modifyitems), so no start-up is added."""
+    for server in _session_vllm:
+        pgid = server.proc.pid if server.proc is not None else None
+        server.kill()
+        if pgid is not None:
+            from deepwriter.testing.repo import process_group
+
+            assert process_group(pgid) == [], f"the session's vLLM server (group {pgid}) still runs"
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Tests that start their own vLLM engines go last (stably), after every user of the session's server."""
+    items.sort(key=lambda item: "own_vllm_engines" in getattr(item, "fixturenames", ()))
 
 
 # --- the session's own cache, and no silent skips ----------------------------------------------------
