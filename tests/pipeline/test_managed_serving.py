@@ -1,7 +1,8 @@
 """The run starts, heals and stops its own servers: `python -m deepwriter.train` with the generator and
 scorer served by a managed replica. The server is the fault-free loopback over the tiny model, started
 through the preset's `serving.command` (the same fleet code starts vLLM: see
-tests/llm/test_vllm_fleet.py). A kill -9 of the server mid-synthesis is healed in the same run; SIGTERM
+tests/pipeline/test_served_demo_vllm.py; vLLM's launch branch with a stand-in Python is in
+tests/llm/test_fleet.py). A kill -9 of the server mid-synthesis is healed in the same run; SIGTERM
 to the run leaves no server process and no bound port."""
 
 from __future__ import annotations
