@@ -150,9 +150,14 @@ def own_vllm_engines():
     for server in _session_vllm:
         pgid = server.proc.pid if server.proc is not None else None
         server.kill()
-        if pgid is not None:
+        if pgid is not None:  # a killed engine may take a moment to tear down its memory
+            import time
+
             from deepwriter.testing.repo import process_group
 
+            deadline = time.monotonic() + 30
+            while process_group(pgid) and time.monotonic() < deadline:
+                time.sleep(0.2)
             assert process_group(pgid) == [], f"the session's vLLM server (group {pgid}) still runs"
 
 

@@ -128,7 +128,7 @@ def test_kill_9_of_the_vllm_server_mid_synthesis_is_healed_in_the_same_run(tmp_p
     try:
         wait_while_running(lambda: shard_lines(tmp_path) >= 1, proc, 900, "a pair written")
         before = shard_lines(tmp_path)
-        replica, first = replica_now(run_dir, group)
+        replica, first = wait_while_running(lambda: replica_now(run_dir, group), proc, 60, "the server in fleet.json")
         assert replica["pid"] in first and len(first) >= 2  # vLLM's API server and its engine process
         os.killpg(replica["pid"], signal.SIGKILL)  # vLLM (API server and engine) dies mid-stage
         # the restarted server, seen from the OS's side while the run still uses it
