@@ -169,3 +169,75 @@ def test_ci_refuses_every_skip_switch(tmp_path):
     assert "DEEPWRITER_ALLOW_SKIP=all is refused in CI" in ci.stderr
     passed = subprocess.run([str(REPO / ".ci" / "run")], env=env, capture_output=True, text=True)
     assert passed.returncode == 0 and passed.stdout.strip() == "make ran: test", passed.stdout + passed.stderr
+
+
+OWN_ENGINES = {
+    # collected first, but must run last: its run would start a vLLM engine of its own
+    "test_a_own_engines.py": """
+import json, os
+
+import conftest
+
+
+def test_starts_its_own_engines(own_vllm_engines):
+    with open(os.environ["ORDER"], "a") as f:
+        f.write("own\\n")
+    (server,) = conftest._session_vllm
+    assert server.proc is None and server.pgid and not os.path.exists(f"/proc/{server.pgid}")
+""",
+    "test_b_session_server.py": """
+import os, signal, subprocess
+
+import pytest
+
+import conftest
+
+
+class StandIn:
+    \"\"\"The session's server as a process group of its own (a real one would be `make serve`).\"\"\"
+
+    proc = None
+    pgid = 0
+
+    def start(self):
+        self.proc = subprocess.Popen(["sleep", "300"], start_new_session=True)
+        self.pgid = self.proc.pid
+        return self
+
+    def kill(self):
+        if self.proc is not None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+            self.proc = None
+
+
+@pytest.fixture(scope="session")
+def _session_vllm_server():
+    server = StandIn().start()
+    conftest._session_vllm.append(server)
+    yield server
+    server.kill()
+
+
+def test_one(vllm_server):
+    with open(os.environ["ORDER"], "a") as f:
+        f.write("session\\n")
+    assert vllm_server.proc is not None
+
+
+def test_two(vllm_server):
+    with open(os.environ["ORDER"], "a") as f:
+        f.write("session\\n")
+    assert vllm_server.proc is not None
+""",
+}
+
+
+def test_tests_with_their_own_vllm_engines_run_last_and_stop_the_sessions_server(tmp_path):
+    """Two vLLM engines never share the cores: the served-demo tests (own_vllm_engines) are ordered after
+    every user of the session's server, which they stop first; no start-up is added."""
+    root = _checkout(tmp_path, OWN_ENGINES)
+    order = tmp_path / "order"
+    done = _pytest(root, _env(tmp_path, ORDER=str(order)))
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert order.read_text().split() == ["session", "session", "own"]
