@@ -100,3 +100,27 @@ def process_group(pgid: int) -> list:
     not as the fleet's own helper does; zombies left out (they hold no memory or port)."""
     found = subprocess.run(["pgrep", "-g", str(pgid)], capture_output=True, text=True)
     return [p for p in map(int, found.stdout.split()) if alive(p)]
+
+
+def port_holders(port: int) -> set:
+    """The processes with a listening TCP socket on `port`, from the kernel's own tables (/proc/net/tcp
+    and tcp6, then each process's open files): who really serves there, whatever a state file says."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            local, state, inode = fields[1], fields[3], fields[9]
+            if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+                inodes.add(f"socket:[{inode}]")
+    holders = set()
+    for fd_dir in Path("/proc").glob("[0-9]*/fd"):
+        try:
+            if any(os.readlink(fd) in inodes for fd in fd_dir.iterdir()):
+                holders.add(int(fd_dir.parent.name))
+        except OSError:  # it ended while we looked, or is not ours to read
+            continue
+    return holders

@@ -22,7 +22,7 @@ import pytest
 from deepwriter.config.llm import ServingConfig
 from deepwriter.llm.fleet import Fleet, port_free, server_command_for
 from deepwriter.llm.placement import Group, place
-from deepwriter.testing.repo import REPO, alive, compose_typed, process_group
+from deepwriter.testing.repo import REPO, alive, compose_typed, port_holders, process_group
 from deepwriter.testing.vllm_server import free_port
 
 
@@ -228,7 +228,7 @@ def test_a_replica_that_runs_but_no_longer_answers_is_killed_and_replaced_on_its
 
         hung = fleet.running["tiny"][0].proc.pid
         first = process_group(hung)
-        assert hung in first
+        assert hung in first and port_holders(port) & set(first)  # the kernel says it is the one listening
         os.killpg(hung, signal.SIGSTOP)  # alive, holding its port, answering nothing
         deadline = time.monotonic() + 120
         while not (fleet.summary()["tiny"]["restarts"] == 1 and fleet.healthy()):
@@ -239,6 +239,7 @@ def test_a_replica_that_runs_but_no_longer_answers_is_killed_and_replaced_on_its
         new = fleet.running["tiny"][0].proc.pid
         second = process_group(new)
         assert new != hung and new in second
+        assert port_holders(port) and port_holders(port) <= set(second)  # the new server holds the port alone
         assert fleet.urls("tiny") == [url] and httpx.get(f"{url}/models", timeout=10).status_code == 200
         assert len(seen.read_text().splitlines()) == 2  # started again the same way, on the same port
         st = fleet.summary()["tiny"]

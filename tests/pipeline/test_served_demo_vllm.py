@@ -20,7 +20,7 @@ from conftest import missing
 
 from deepwriter.core.records import read_records
 from deepwriter.llm.fleet import port_free
-from deepwriter.testing.repo import alive, fleet_state, process_group
+from deepwriter.testing.repo import alive, fleet_state, port_holders, process_group
 from deepwriter.testing.vllm_server import REPO, SERVE_STAMP, free_port
 
 pytestmark = pytest.mark.slow
@@ -86,13 +86,17 @@ def wait_while_running(cond, proc: subprocess.Popen, timeout: float, what: str, 
 
 
 def replica_now(run_dir: Path, group: str, not_pid: int = 0):
-    """The group's one replica in the run's fleet.json, once it has a pid other than `not_pid`, with its
-    process group as the OS lists it (captured while it runs: after the run it is gone)."""
+    """The group's one replica in the run's fleet.json, once it has a pid other than `not_pid` and its
+    process group (as the OS lists it) holds the replica's port: the server, with every process it
+    started, captured while it runs (after the run it is gone)."""
     running = fleet_state(run_dir).get("running", {}).get(group)
     if not running or not running[0].get("pid") or running[0]["pid"] == not_pid:
         return None
     members = process_group(running[0]["pid"])
-    return (running[0], members) if members else None
+    # the state file's pid is checked against the kernel: its group is the one listening on the port
+    if not members or not port_holders(running[0]["port"]) & set(members):
+        return None
+    return running[0], members
 
 
 def gone(members, port: int) -> None:
