@@ -93,6 +93,14 @@ def test_a_group_that_starts_while_the_watcher_runs_is_not_taken_for_dead(tmp_pa
         fleet.close()
 
 
+def wait_deaths(fleet: Fleet, n: int, timeout: float = 30.0) -> None:
+    """Until the fleet has counted `n` deaths (its watcher's doing when nobody else looks)."""
+    deadline = time.monotonic() + timeout
+    while fleet.deaths() < n:
+        assert time.monotonic() < deadline, f"the watcher saw {fleet.deaths()} deaths, not {n}"
+        time.sleep(0.05)
+
+
 @pytest.mark.slow  # starts a run or a server: `make test` only, not test-fast
 def test_kill_9_is_healed_within_the_budget_and_close_leaves_nothing(tmp_path):
     fleet = Fleet(layout(2, max_restarts=1), loopback_command, tmp_path / "servers", poll_s=0.5)
@@ -105,7 +113,7 @@ def test_kill_9_is_healed_within_the_budget_and_close_leaves_nothing(tmp_path):
         assert [r["pid"] for r in state["running"]["tiny"]] == [r.proc.pid for r in fleet.running["tiny"]]
         victim = fleet.running["tiny"][0].proc.pid
         os.killpg(victim, signal.SIGKILL)
-        time.sleep(1.5)  # the watcher sees it within poll_s and restarts it
+        wait_deaths(fleet, 1)  # the watcher sees it by itself (heal() below would look too) and restarts it
         assert fleet.heal(wait_s=120)
         assert fleet.running["tiny"][0].proc.pid != victim
         assert httpx.get(f"{urls[0]}/models").status_code == 200
@@ -115,7 +123,7 @@ def test_kill_9_is_healed_within_the_budget_and_close_leaves_nothing(tmp_path):
 
         pids = [r.proc.pid for r in fleet.running["tiny"]]
         os.killpg(pids[1], signal.SIGKILL)  # past the budget: the fleet says so, and stays down
-        time.sleep(1.5)
+        wait_deaths(fleet, 2)
         assert fleet.heal(wait_s=30) is False
         assert fleet.summary()["tiny"]["restarts"] == 1 and fleet.summary()["tiny"]["deaths"] == 2
     finally:
