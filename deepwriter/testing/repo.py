@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import List, Optional, Tuple
 
 from deepwriter.tracking.runs import Tracker
 
@@ -95,7 +96,7 @@ def fleet_state(run_dir: Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def process_group(pgid: int) -> list:
+def process_group(pgid: int) -> List[int]:
     """The running members of process group `pgid`, as the operating system lists them (`pgrep -g`),
     not as the fleet's own helper does; zombies left out (they hold no memory or port)."""
     found = subprocess.run(["pgrep", "-g", str(pgid)], capture_output=True, text=True)
@@ -124,3 +125,25 @@ def port_holders(port: int) -> set:
         except OSError:  # it ended while we looked, or is not ours to read
             continue
     return holders
+
+
+def replica_now(run_dir: Path, group: str, not_pid: int = 0) -> Optional[Tuple[dict, List[int]]]:
+    """The group's one replica in the run's fleet.json, once it has a pid other than `not_pid` and its
+    process group (as the OS lists it) holds the replica's port: the server, with every process it
+    started, captured while it runs (after the run it is gone)."""
+    running = fleet_state(run_dir).get("running", {}).get(group)
+    if not running or not running[0].get("pid") or running[0]["pid"] == not_pid:
+        return None
+    members = process_group(running[0]["pid"])
+    # the state file's pid is checked against the kernel: its group is the one listening on the port
+    if not members or not port_holders(running[0]["port"]) & set(members):
+        return None
+    return running[0], members
+
+
+def gone(members, port: int) -> None:
+    """Every process of a server's group has ended and nothing listens on its port any more: checked
+    from the OS's side."""
+    left = [p for p in members if alive(p)]
+    assert left == [], f"server processes still running: {left}"
+    assert not port_holders(port), f"port {port} still held by {sorted(port_holders(port))}"

@@ -20,7 +20,7 @@ from conftest import missing
 
 from deepwriter.core.records import read_records
 from deepwriter.llm.fleet import port_free
-from deepwriter.testing.repo import alive, fleet_state, port_holders, process_group
+from deepwriter.testing.repo import fleet_state, gone, replica_now
 from deepwriter.testing.vllm_server import REPO, SERVE_STAMP, free_port
 
 pytestmark = pytest.mark.slow
@@ -83,27 +83,6 @@ def wait_while_running(cond, proc: subprocess.Popen, timeout: float, what: str, 
             raise AssertionError(f"the run exited ({proc.returncode}) before {what}: {err_of(proc)[-3000:]}")
         time.sleep(poll_s)
     raise AssertionError(f"no {what} within {timeout} s")
-
-
-def replica_now(run_dir: Path, group: str, not_pid: int = 0):
-    """The group's one replica in the run's fleet.json, once it has a pid other than `not_pid` and its
-    process group (as the OS lists it) holds the replica's port: the server, with every process it
-    started, captured while it runs (after the run it is gone)."""
-    running = fleet_state(run_dir).get("running", {}).get(group)
-    if not running or not running[0].get("pid") or running[0]["pid"] == not_pid:
-        return None
-    members = process_group(running[0]["pid"])
-    # the state file's pid is checked against the kernel: its group is the one listening on the port
-    if not members or not port_holders(running[0]["port"]) & set(members):
-        return None
-    return running[0], members
-
-
-def gone(members, port: int) -> None:
-    """Every process of a server's group has ended and its port is free: checked from the OS's side."""
-    left = [p for p in members if alive(p)]
-    assert left == [], f"server processes still running: {left}"
-    assert port_free("127.0.0.1", port), f"port {port} still bound"
 
 
 def shard_lines(tmp: Path) -> int:
