@@ -190,8 +190,9 @@ def test_ctrl_c_stops_them_too(tmp_path):
 
 def stand_in_for_vllms_python(tmp_path):
     """An executable that takes vLLM's command line (`PY -m vllm.entrypoints.openai.api_server ...
-    --port P ...`), writes it and the VLLM_* environment down, and runs the loopback on that port:
-    the fleet's vLLM launch path, without a vLLM start-up."""
+    --port P ...`), writes it and the VLLM_* environment down, starts a child that stands for vLLM's
+    engine process, and runs the loopback on that port: the fleet's vLLM launch path, without a vLLM
+    start-up."""
     seen = tmp_path / "argv.jsonl"
     script = tmp_path / "python"
     script.write_text(
@@ -204,6 +205,8 @@ def stand_in_for_vllms_python(tmp_path):
             with open({str(seen)!r}, "a") as f:
                 f.write(json.dumps({{"argv": argv, "env": env}}) + "\\n")
             port = argv[argv.index("--port") + 1]
+            import subprocess
+            subprocess.Popen(["sleep", "600"])  # vLLM's engine process: a child in the server's group
             loopback = [{sys.executable!r}, "-m", "deepwriter.testing.loopback", "--model", "tiny-qwen3"]
             loopback += ["--port", port]
             os.execv(loopback[0], loopback)
@@ -237,6 +240,7 @@ def test_a_replica_that_runs_but_no_longer_answers_is_killed_and_replaced_on_its
         hung = fleet.running["tiny"][0].proc.pid
         first = process_group(hung)
         assert hung in first and port_holders(port) & set(first)  # the kernel says it is the one listening
+        assert len(first) == 2  # the server and its engine stand-in
         os.killpg(hung, signal.SIGSTOP)  # alive, holding its port, answering nothing
         deadline = time.monotonic() + 120
         while not (fleet.summary()["tiny"]["restarts"] == 1 and fleet.healthy()):
