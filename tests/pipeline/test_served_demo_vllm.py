@@ -68,6 +68,18 @@ def start(tmp: Path, run_id: str, *overrides: str) -> subprocess.Popen:
     return proc
 
 
+def stop_run(proc: subprocess.Popen) -> None:
+    """A run a failed test leaves behind: SIGTERM first, so its fleet stops its vLLM servers (a SIGKILL
+    would leave them running, holding cores and ports), then SIGKILL if it will not end."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=30)
+
+
 def err_of(proc: subprocess.Popen) -> str:
     return proc.err_path.read_text(errors="replace")
 
@@ -122,8 +134,7 @@ def test_kill_9_of_the_vllm_server_mid_synthesis_is_healed_in_the_same_run(tmp_p
         assert not set(first) & set(second)
         proc.wait(timeout=1200)
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        stop_run(proc)
     err = err_of(proc)
     assert proc.returncode == 0, err[-3000:]
     assert before < PAIRS, "the kill landed after the stage's work"
@@ -160,8 +171,7 @@ def test_sigterm_to_a_run_with_a_vllm_server_leaves_no_process_and_the_port_free
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=180)
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        stop_run(proc)
     assert proc.returncode != 0
     gone(group, replica["port"])
     assert fleet_state(run_dir)["running"] == {}
@@ -190,8 +200,7 @@ def test_eval_serves_the_sft_output_through_a_managed_vllm_replica(tmp_path):
         replica, members = wait_while_running(lambda: replica_now(run_dir, group), proc, 1400, "the sft replica up")
         proc.wait(timeout=1500)
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        stop_run(proc)
     err = err_of(proc)
     assert proc.returncode == 0, err[-3000:]
     manifest = json.loads((run_dir / "manifest.json").read_text())
