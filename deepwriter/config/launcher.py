@@ -1,5 +1,5 @@
 """Where a run's stages execute (root key `launcher`): in this process (`local`), or as SLURM jobs
-submitted from a login node (`slurm`, deepwriter.pipeline.slurm), one job per stage, chained by
+submitted from a login node (`slurm`, deepwriter.cluster.launcher), one job per stage, chained by
 dependencies. Nothing here changes what a stage produces: the whole group is operational."""
 
 from __future__ import annotations
