@@ -11,8 +11,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from deepwriter.testing.repo import REPO
 
 SUITE = """
@@ -134,7 +132,6 @@ def _env(tmp_path: Path, **extra: str) -> dict:
     return env
 
 
-@pytest.mark.slow  # two fresh pytest sessions: ~4 s
 def test_a_module_level_skip_an_importorskip_and_an_xfail_fail_the_run(tmp_path):
     root = _checkout(tmp_path, MODULE_SKIPS)
     done = _pytest(root, _env(tmp_path))
