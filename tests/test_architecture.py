@@ -11,6 +11,7 @@ of llm/base.py), and the product, entry points included, never imports tests/ or
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 from typing import Dict, Set
 
@@ -177,6 +178,15 @@ def test_the_product_never_imports_tests_or_testing():
     for p in list((REPO / "deepwriter").rglob("*.py")) + list((REPO / "bench").glob("*.py")):
         text = p.read_text()
         assert "from tests" not in text and "import tests" not in text, p
+
+
+def test_the_readme_draws_the_floors_as_the_code_has_them():
+    """The README's architecture table lists the floors bottom up, one row per floor, as FLOORS does."""
+    text = (REPO / "README.md").read_text()
+    section = text[text.index("## Architecture") :]
+    rows = [line for line in section.splitlines() if line.startswith("| ") and line[2:3].isdigit()]
+    drawn = [set(re.findall(r"`(\w+)/`", row.split("|")[2])) or {"<entry>"} for row in rows]
+    assert drawn == FLOORS
 
 
 def test_llm_holds_model_backends_only():
