@@ -8,11 +8,14 @@ by its own formula. A run whose summary predates intervals gets them here, from 
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from deepwriter.config.eval import BenchmarkConfig
 from deepwriter.eval import stats
+
+log = logging.getLogger("deepwriter.eval.paired_runs")
 
 
 def _entry_config(entry: Dict[str, Any]) -> BenchmarkConfig:
@@ -48,9 +51,13 @@ def with_intervals(summary: Dict[str, Any], folder: Optional[Path], resamples: i
         if records is None:
             continue
         bcfg = _entry_config(entry)
-        found = stats.bootstrap(
-            records, stats.headline_statistic(name, module, bcfg), stats.strata_of(module, records), resamples
-        )
+        try:
+            found = stats.bootstrap(
+                records, stats.headline_statistic(name, module, bcfg), stats.strata_of(module, records), resamples
+            )
+        except (KeyError, TypeError, ValueError) as exc:  # items its benchmark cannot score (hand-made, older)
+            log.warning("%s/items/%s.jsonl: no intervals, its records do not score (%r)", folder, name, exc)
+            continue
         intervals.update({k: v.as_dict() for k, v in found.items()})
     return {**summary, "intervals": intervals}
 
@@ -69,6 +76,10 @@ def compare(
         if a is None or b is None:
             continue
         statistic = stats.headline_statistic(name, module, _entry_config(entry))
-        found = stats.paired(a, b, statistic, getattr(module, "STRATUM", None), resamples)
+        try:
+            found = stats.paired(a, b, statistic, getattr(module, "STRATUM", None), resamples)
+        except (KeyError, TypeError, ValueError) as exc:
+            log.warning("%s: no paired comparison with %s, its records do not score (%r)", name, folder_b, exc)
+            continue
         out.update({k: v.as_dict() for k, v in found.items()})
     return out
