@@ -211,3 +211,15 @@ def test_every_fleet_figure_has_a_value_and_a_source():
             tp = fleet.throughput[role]
             figures += [getattr(tp, x.name) for x in dataclasses.fields(Throughput)]
         assert all(isinstance(g.value, (int, float)) and g.source for g in figures), f
+
+
+def test_judge_samples_multiply_judge_calls_and_cost(capsys):
+    """eval.judge_samples=3: every judge task asked three times, so three times the calls and the USD."""
+    base = ["+recipe=full", "run_id=t"]
+    one = P.project(to_typed(compose(base)))
+    three = P.project(to_typed(compose(base + ["eval.judge_samples=3"])))
+    assert three.totals["judge_usd"] == pytest.approx(3 * one.totals["judge_usd"]) and one.totals["judge_usd"] > 0
+    assert P.main(base + ["eval.judge_samples=3"]) == 0
+    out = capsys.readouterr().out
+    # (120 + 647 + 1,239 x 5) x 3 judge calls
+    assert "20,886 (up to 62,658 with 2 re-asks each); 3 judge samples per task (eval.judge_samples)" in out
