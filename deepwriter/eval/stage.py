@@ -26,7 +26,7 @@ from deepwriter.config.root import ConfigError, RootConfig, expand
 from deepwriter.core.badinput import Skipped
 from deepwriter.core.contract import StageContext, StageResult, StageSpec, benchmark_files
 from deepwriter.core.unfinished import Unfinished
-from deepwriter.eval import stats, tables
+from deepwriter.eval import agreement, stats, tables
 from deepwriter.eval.benchmarks import judge_settings, load_items, module_for
 from deepwriter.eval.benchmarks.base import Item, JudgeOutcome, JudgeTask
 from deepwriter.eval.generate import generate_answers
@@ -319,6 +319,8 @@ def _score(cfg, ctx, mut, judge, benches: Dict[str, _Bench], by_item, left_out: 
             "summary": agg,
             "headline": head,
             "intervals": {k: v.as_dict() for k, v in intervals.items()},
+            # with judge samples: Krippendorff's α of the judgments and the items they disagree on most
+            "judge_agreement": agreement.of_judge_samples(records),
             "skipped": [str(s) for s in b.skipped],
             "unfinished": sorted(i.split("/", 1)[1] for i in left_out if i.startswith(name + "/")),
         }
@@ -342,6 +344,13 @@ def _publish(ctx: StageContext, summary: Dict[str, Any], judge) -> Dict[str, str
     artifacts.update(tables.write_run_plots(summary, out / "plots"))
     ctx.tracker.log({f"eval/{k}": v for k, v in summary["headline"].items() if v is not None})
     ctx.tracker.summary(tables.interval_summary(summary))  # eval/<column>_ci_low, _ci_high
+    ctx.tracker.summary(
+        {
+            f"eval/{name}/judge_alpha": e["judge_agreement"]["alpha"]
+            for name, e in summary["benchmarks"].items()
+            if (e.get("judge_agreement") or {}).get("alpha") is not None
+        }
+    )
     # the paper's reported figures beside the run's own, under their own keys (paper/..., never eval/...)
     ctx.tracker.summary(tables.reported_summary(summary))
     header, rows, _ = tables.reported(summary)

@@ -390,3 +390,8 @@ def test_judge_samples_each_task_judged_n_times_scored_as_their_mean_with_interv
     md = (out / "tables" / "paper.md").read_text()
     assert f"| {summary['headline']['demo']:.2f} [{iv['low']:.2f}, {iv['high']:.2f}] |" in md
     assert "95% bootstrap interval" in md
+    # the judge's agreement with itself: its samples differ by seed alone, never by item, so α ≈ 0
+    agree = summary["benchmarks"]["demo"]["judge_agreement"]
+    assert agree["items"] == 3 and agree["judgments_per_item"] == 3 and agree["alpha"] < 0.1
+    assert [d["spread"] for d in agree["most_disagreed"]] == [50.0] * 3
+    assert tracker.summaries["eval/demo/judge_alpha"] == agree["alpha"]

@@ -99,6 +99,29 @@ def test_paired_runs_that_are_the_same_do_not_differ_and_only_common_items_count
     assert p.p_value == pytest.approx(1.0) and not p.significant
 
 
+def test_krippendorff_alpha_of_judge_samples_and_the_items_they_disagree_on():
+    from deepwriter.eval import agreement
+
+    rng = np.random.default_rng(5)
+    levels = rng.uniform(20, 90, 50)
+
+    def records(noise):
+        out = []
+        for i, level in enumerate(levels):
+            judgments = [{"score": float(level + rng.normal(0, noise))} for _ in range(3)]
+            out.append({"id": str(i), **stats.merge_samples(judgments), "judge_samples": judgments})
+        return out
+
+    steady, shaky = agreement.of_judge_samples(records(1.0)), agreement.of_judge_samples(records(40.0))
+    assert steady["alpha"] > 0.95 and shaky["alpha"] < 0.5 and steady["items"] == 50
+    assert steady["judgments_per_item"] == 3 and len(shaky["most_disagreed"]) == 5
+    spreads = [d["spread"] for d in shaky["most_disagreed"]]
+    assert spreads == sorted(spreads, reverse=True) and spreads[0] > shaky["mean_spread"]
+    # textbook case (Krippendorff 2011, interval data without missing values): identical raters -> 1
+    assert agreement.alpha([[1, 2, 3, 4], [1, 2, 3, 4]]) == pytest.approx(1.0)
+    assert agreement.of_judge_samples([{"id": "a", "score": 1.0}]) is None  # judged once: no agreement to tell
+
+
 @pytest.mark.slow  # ~15 s: 647 items × 2 models, bootstrap and permutation over the real judgments
 def test_hellobench_published_gpt4o_claude_gap_on_hb_a_does_not_hold_up(shared_dir):
     """The REER paper ranks GPT-4o over Claude-3.5-Sonnet on HB-A by 0.8 points. From HelloBench's
