@@ -317,6 +317,12 @@ def evaluation(stage: Path) -> Optional[Dict[str, Any]]:
         "headline": (summary or {}).get("headline") or {},
         "breakdowns": breakdowns(summary or {}),
         "judge": {k: (summary or {}).get(k) for k in ("model_under_test", "judge", "judge_mode", "judge_stats")},
+        # per benchmark with judge samples: Krippendorff's α and the items the judgments disagree on most
+        "agreement": {
+            name: entry["judge_agreement"]
+            for name, entry in ((summary or {}).get("benchmarks") or {}).items()
+            if entry.get("judge_agreement")
+        },
         "columns": ITEM_COLUMNS,
         "rows": rows,
         "details": lambda: (item_detail(rec) for f in files for rec in read_jsonl(f)),

@@ -118,3 +118,41 @@ def test_report_html_ablation_table_shows_paired_differences(tmp_path):
     assert first[header.index("Δ demo")] == "–"
     assert " [" in seen["own"][1][1]  # the run's own headline cell carries its interval
     browser.screenshot(out, tmp_path / "paired.png")
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("chromium")
+def test_report_html_shows_judge_agreement_and_the_most_disagreed_items(tmp_path):
+    from deepwriter.eval import agreement
+    from deepwriter.viewer import build_run_report
+
+    run = write_eval_run(tmp_path, "full", 0.0, n=6)
+    ev = run / "eval"
+    records = [json.loads(line) for line in (ev / "items" / "demo.jsonl").read_text().splitlines()]
+    for i, r in enumerate(records):  # three judgments per item; item q5 the judge cannot make up its mind on
+        r["judge_samples"] = [{"S_q": r["S_q"] + d * (10.0 if i == 5 else 1.0)} for d in (-1, 0, 1)]
+    summary = json.loads((ev / "summary.json").read_text())
+    found = agreement.of_judge_samples(records)
+    summary["benchmarks"]["demo"]["judge_agreement"] = found
+    (ev / "summary.json").write_text(json.dumps(summary))
+    assert found["most_disagreed"][0]["id"] == "q5"
+    script = r"""
+    var sec = document.getElementById('eval-0');
+    var heads = Array.prototype.map.call(sec.querySelectorAll('h3'), function (h) { return h.textContent; });
+    var tables = Array.prototype.map.call(sec.querySelectorAll('table'), function (t) {
+      return Array.prototype.map.call(t.querySelectorAll('tr'), function (tr) {
+        return Array.prototype.map.call(tr.children, function (td) { return td.textContent; }); }); });
+    var pre = document.createElement('pre'); pre.id = 'probe';
+    pre.textContent = JSON.stringify({heads: heads, tables: tables, errors: window.__errors});
+    document.body.appendChild(pre);
+    """
+    dom, console = browser.open_page(build_run_report(run), script)
+    seen = json.loads(html.unescape(re.search(r'<pre id="probe">(.*?)</pre>', dom, re.S).group(1)))
+    assert console == [] and seen["errors"] == []
+    assert (
+        "Judge agreement (judge samples)" in seen["heads"] and "Items the judgments disagree on most" in seen["heads"]
+    )
+    alpha_table = next(t for t in seen["tables"] if t[0][:2] == ["benchmark", "Krippendorff's α"])
+    assert alpha_table[1] == ["demo", f"{found['alpha']:.2f}", "6", "3", f"{found['mean_spread']:.2f}"]
+    worst = next(t for t in seen["tables"] if t[0] == ["benchmark", "id", "spread", "scores"])
+    assert worst[1][:3] == ["demo", "q5", "20.00"]

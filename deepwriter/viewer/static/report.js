@@ -443,6 +443,18 @@
     var j = e.judge || {};
     append(sec, kvTable({ "model under test": j.model_under_test, judge: j.judge, "judge mode": j.judge_mode,
       "judge calls": (j.judge_stats || {}).calls, "judge failures": (j.judge_stats || {}).failed, "cost (USD)": (j.judge_stats || {}).cost_usd }));
+    var agree = e.agreement || {};
+    if (Object.keys(agree).length) {
+      // eval.judge_samples > 1: how far the judge agrees with itself, and where it disagrees most
+      append(sec, [el("h3", {}, "Judge agreement (judge samples)"),
+        simpleTable(["benchmark", "Krippendorff's α", "items", "judgments per item", "mean spread"],
+          Object.keys(agree).map(function (b) { var a = agree[b]; return [b, a.alpha, String(a.items), String(a.judgments_per_item), a.mean_spread]; }), 2),
+        el("p", { cls: "muted" }, "α: 1 when every judgment of an item gives the same score, 0 when they agree no more than chance."),
+        el("h3", {}, "Items the judgments disagree on most"),
+        simpleTable(["benchmark", "id", "spread", "scores"], [].concat.apply([], Object.keys(agree).map(function (b) {
+          return agree[b].most_disagreed.map(function (d) { return [b, d.id, d.spread, d.scores.map(function (v) { return v.toFixed(1); }).join(", ")]; });
+        })), 2)]);
+    }
     var col = {};
     e.columns.forEach(function (c, i) { col[c] = i; });
     var benches = ["all"].concat(Array.from(new Set(e.rows.map(function (r) { return r[col.benchmark]; }))).sort());
