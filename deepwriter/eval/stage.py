@@ -4,9 +4,11 @@ each benchmark's own formulas turn judgments into scores.
 Output (in the stage folder):
   items/<bench>.generations.jsonl  answers as generated (resumable)
   items/<bench>.jsonl              per item: answer, scores, the judge's values and reasons, failures
+                                   (with eval.judge_samples > 1: the mean, each judgment's scores in
+                                   `judge_samples`)
   judge_cache/calls.jsonl          every judge reply (a re-run makes no judge calls)
-  summary.json                     per-benchmark summaries and judge settings, the paper-layout headline,
-                                   judge stats
+  summary.json                     per-benchmark summaries and judge settings, the paper-layout headline
+                                   with each figure's 95% interval, judge agreement, judge stats
   tables/paper.{md,csv}, tables/details.md, plots/*.png
 """
 
