@@ -222,9 +222,9 @@ def eval_folder(run_dir: Path) -> Path:
     raise FileNotFoundError(f"{run_dir}: no summary.json here or in eval/ (has the eval stage finished?)")
 
 
-def compare_runs(judge, runs: Dict[str, Path], resamples: int = 1000) -> Dict[str, Any]:
+def compare_runs(judge, runs: Dict[str, Path], resamples: int = 1000, limit: Optional[int] = None) -> Dict[str, Any]:
     """Every pair of runs head to head on the items both answered (judge: a deepwriter.eval.judge.Judge;
-    runs: label -> eval folder)."""
+    runs: label -> eval folder; limit: the first N common items of each benchmark)."""
     items = {label: _items(d) for label, d in runs.items()}
     kinds = {}
     for d in runs.values():
@@ -233,7 +233,7 @@ def compare_runs(judge, runs: Dict[str, Path], resamples: int = 1000) -> Dict[st
     tasks, owners = [], []
     for x, y in itertools.combinations(runs, 2):
         for bench in sorted(set(items[x]) & set(items[y])):
-            for item_id in sorted(set(items[x][bench]) & set(items[y][bench])):
+            for item_id in sorted(set(items[x][bench]) & set(items[y][bench]))[:limit]:
                 rx, ry = items[x][bench][item_id], items[y][bench][item_id]
                 for t in tasks_for(kinds.get(bench, bench), item_id, rx["prompt"], rx["answer"], ry["answer"]):
                     tasks.append(t)
@@ -299,6 +299,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("runs", nargs="+", type=Path, help="run folders (or eval stage folders), two or more")
     ap.add_argument("--out", type=Path, default=Path("pairwise"), help="results and the judge's reply cache")
     ap.add_argument("--resamples", type=int, default=1000)
+    ap.add_argument("--limit", type=int, default=None, help="compare only the first N common items of each benchmark")
     args = ap.parse_args(argv)
     if len(args.runs) < 2:
         print("pairwise: give two runs or more", file=sys.stderr)
@@ -318,7 +319,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         runs[label if label not in runs else f"{label} ({len(runs) + 1})"] = folder
     args.out.mkdir(parents=True, exist_ok=True)
     judge = make_judge(cfg, args.out / "judge_cache")
-    res = compare_runs(judge, runs, args.resamples)
+    res = compare_runs(judge, runs, args.resamples, args.limit)
     (args.out / "pairwise.json").write_text(json.dumps(res, indent=2))
     text = markdown(res)
     (args.out / "pairwise.md").write_text(text)
