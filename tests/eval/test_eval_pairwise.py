@@ -108,3 +108,13 @@ def test_chinese_prompts_are_judged_with_the_chinese_prompt():
 def test_both_orders_combine_into_one_outcome(xy, yx, score, flipped):
     o = pairwise.combine("q", xy, yx, 0)
     assert (o.x_score, o.flipped) == (score, flipped)
+
+
+@pytest.mark.slow  # composes the whole config (~3 s)
+def test_cli_refuses_one_run_and_a_folder_without_results_in_one_line(tmp_path, capsys):
+    x = write_run(tmp_path, "x", ["a"])
+    assert pairwise.main([str(x)]) == 2
+    assert pairwise.main([str(x), str(tmp_path / "nothing")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0] == "pairwise: give two runs or more"
+    assert err[1].startswith("pairwise: ") and "no summary.json" in err[1] and len(err) == 2
