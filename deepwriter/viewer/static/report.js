@@ -278,6 +278,25 @@
     append(sec, el("p", {}, fmt(counts.pairs !== undefined ? counts.pairs : s.rows.length) + " pairs, " + fmt(counts.kept) +
       " kept, " + fmt(counts.discarded) + " discarded; " + fmt(counts.accepted_edits) + " accepted edits in " + fmt(counts.steps) +
       " steps. Scores are clipped mean NLLs of y given x and z: lower is better."));
+    // every discard by its reason (prompts over a model's context included): verdicts, never outages
+    var reasons = Object.keys(counts).filter(function (k) {
+      return k.indexOf("discarded_") === 0 && ["discarded_before_search", "discarded_by_quality_filters", "discarded_over_context"].indexOf(k) < 0;
+    });
+    if (reasons.length) append(sec, [el("h3", {}, "Discarded, by reason"), simpleTable(["reason", "pairs"], reasons.map(function (k) {
+      return [k.slice("discarded_".length), counts[k]];
+    }).concat([["rewrite steps refused for length (segment kept)", counts.refine_steps_over_context || 0]]))]);
+    var cmp = (s.metrics || {}).released_comparison;
+    if (cmp) {
+      var pm = function (k, d) { return fmt(cmp[k], d) + " ± " + fmt(cmp[k + "_se"], d); };
+      append(sec, [el("h3", {}, "Ours vs the authors' released trajectories (" + fmt(cmp.pairs) + " pairs)"),
+        simpleTable(["", "ours", "released", "ours − released"], [
+          ["score (same scorer; lower is better)", pm("score_ours", 4), pm("score_released", 4), pm("score_difference", 4)],
+          ["thinking length (words)", pm("words_ours", 1), pm("words_released", 1), "–"],
+          ["accepted edits", pm("accepted_edits_ours", 2), "–", "–"],
+          ["pairs where ours scores lower", pm("ours_lower_share", 3), "–", "–"]
+        ]),
+        el("p", { cls: "muted" }, "Means ± their standard errors, pair for pair on the pairs both were scored on.")]);
+    }
     var cats = ["all"].concat(Array.from(new Set(s.rows.map(function (r) { return r[col.category]; }))).sort());
     var detailBox = el("div", { cls: "detail", id: "pair-detail-" + run, hidden: "" });
     var num = function (k, label, digits) { return { key: k, label: label, index: col[k], numeric: true, digits: digits }; };

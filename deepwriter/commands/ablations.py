@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
+from deepwriter.commands.report import read_summary, write_report
 from deepwriter.config.root import CONF_DIR, split_overrides
 
 RECIPES_DIR = CONF_DIR / "recipe"
@@ -60,8 +61,6 @@ def main(argv: Optional[List[str]] = None) -> int:
     t0 = time.time()
     results = [run_recipe(r, args.scale, args.batch, overrides) for r in recipes]
     failed = [r["recipe"] for r in results if r["returncode"] != 0]
-
-    from deepwriter.viewer.compare import read_summary, write_report
 
     runs = {}
     for r in results:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from deepwriter.eval import paired_runs, stats, tables
+from deepwriter.viewer import build_report
 
 PAIRED_NOTE = (
     "Paired difference on the items both runs scored, each benchmark's figure by its own formula: "
@@ -75,6 +76,29 @@ def paired_against_first(runs: Dict[str, Dict[str, Any]], resamples: int = 1000)
     return [f"run − {labels[0]}"] + cols, rows, found
 
 
+def released_comparison_md(run_dirs: List[Path]) -> str:
+    """Ours vs the authors' released trajectories, per run whose synthesize stage compared them (the
+    `released_comparison` of its manifest): means with their standard errors."""
+    rows = []
+    for d in run_dirs:
+        manifest = Path(d) / "synthesize" / "manifest.json"
+        if not manifest.is_file():
+            continue
+        cmp = (json.loads(manifest.read_text()).get("metrics") or {}).get("released_comparison")
+        if not cmp:
+            continue
+        shown = [("score_ours", 4), ("score_released", 4), ("score_difference", 4), ("words_ours", 1)]
+        shown += [("words_released", 1), ("accepted_edits_ours", 2), ("ours_lower_share", 3)]
+        rows.append([Path(d).name, cmp["pairs"], *(f"{cmp[k]:.{n}f} ± {cmp[k + '_se']:.{n}f}" for k, n in shown)])
+    if not rows:
+        return ""
+    header = ["run", "pairs", "score ours", "score released", "ours − released", "words ours", "words released"]
+    header += ["accepted edits", "ours lower (share)"]
+    return "Ours vs the authors' released trajectories (same scorer; lower score is better; mean ± s.e.):\n\n" + (
+        tables.markdown_table(header, rows)
+    )
+
+
 def write_report(runs: Dict[str, Dict[str, Any]], out: Path, resamples: int = 1000) -> str:
     out.mkdir(parents=True, exist_ok=True)
     runs = {label: paired_runs.with_intervals(s, _folder(s), resamples) for label, s in runs.items()}
@@ -116,8 +140,6 @@ def write_report(runs: Dict[str, Dict[str, Any]], out: Path, resamples: int = 10
 
 
 def html_main(run_dirs: List[Path], out: Optional[Path]) -> int:
-    from deepwriter.viewer import build_report
-
     missing = [str(d) for d in run_dirs if not Path(d).is_dir()]
     if missing:
         print(f"deepwriter.report: no such run folder: {', '.join(missing)}", file=sys.stderr)
@@ -135,11 +157,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.html:
         return html_main(args.runs, args.out)
     args.out = args.out or Path("eval-report")
+    released = released_comparison_md(args.runs)  # from the synthesize stage: shown without an eval too
+    if released:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "released.md").write_text(released)
+        print(released + "\n")
     try:
         runs = load_runs(args.runs)
     except FileNotFoundError as exc:
         print(f"deepwriter.report: {exc}", file=sys.stderr)
-        return 2
+        return 0 if released else 2
     print(write_report(runs, args.out))
     print(f"written: {args.out}/compare.md, compare.csv, compare.png, radar.png")
     return 0
