@@ -444,7 +444,7 @@ def eval_section(cfg: RootConfig, p: Projection) -> Section:
             w.judge_calls_per_item.get(kind) or Figure(*bench.JUDGE_CALLS_PER_ITEM),
         )
         answer = min(b.max_new_tokens, b.judge.max_answer_tokens or b.max_new_tokens)
-        c = items * per_item
+        c = items * per_item * cfg.eval.judge_samples  # each task judged judge_samples times
         gens += items
         gen_tokens += items * b.max_new_tokens
         calls += c
@@ -453,7 +453,12 @@ def eval_section(cfg: RootConfig, p: Projection) -> Section:
         sec.add(f"{name}", f"{_num(items)} items, {_num(c)} judge calls, answers <= {b.max_new_tokens:,} tokens")
     sec.add("generations (model under test)", gens)
     sec.add("generated tokens", gen_tokens)
-    sec.add("judge calls", f"{_num(calls)} (up to {_num(calls * (1 + reasks))} with {reasks} re-asks each)")
+    samples = cfg.eval.judge_samples
+    sec.add(
+        "judge calls",
+        f"{_num(calls)} (up to {_num(calls * (1 + reasks))} with {reasks} re-asks each)"
+        + (f"; {samples} judge samples per task (eval.judge_samples)" if samples > 1 else ""),
+    )
     sec.add("judge tokens in / out", f"{_num(j_in)} / {_num(j_out)}")
     model_id, price, src = judge_price(cfg)
     cost = (j_in * price.input_per_mtok + j_out * price.output_per_mtok) / 1e6 if price else 0.0

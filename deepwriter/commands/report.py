@@ -5,7 +5,9 @@
 
 A RUN_DIR is a run folder (runs/<recipe>/<run-id>, whose eval/ holds summary.json) or an eval stage
 folder itself. Writes compare.md, compare.csv, compare.png (bars) and radar.png into --out (default
-./eval-report) and prints the markdown table.
+./eval-report) and prints the markdown table: every figure with its 95% interval, and every run after
+the first against the first as a paired difference (interval and permutation test) over the items
+both scored; compare.json holds the same figures.
 
 --html writes the browsable run report instead (deepwriter/viewer): for one run folder its
 report.html (default RUN_DIR/report.html), for several a page with them side by side (default
@@ -20,8 +22,14 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from deepwriter.eval import tables
+from deepwriter.eval import paired_runs, stats, tables
 from deepwriter.viewer import build_report
+
+PAIRED_NOTE = (
+    "Paired difference on the items both runs scored, each benchmark's figure by its own formula: "
+    "difference [95% bootstrap interval] and the two-sided p-value of a paired permutation test; * where the "
+    "interval excludes 0. README: reading a comparison."
+)
 
 
 def find_summary(run_dir: Path) -> Path:
@@ -31,16 +39,41 @@ def find_summary(run_dir: Path) -> Path:
     raise FileNotFoundError(f"{run_dir}: no summary.json here or in eval/ (has the eval stage finished?)")
 
 
+def read_summary(run_dir: Path) -> Dict[str, Any]:
+    """A run's eval summary, with `eval_folder` (where its items are) for the paired comparisons."""
+    path = find_summary(Path(run_dir))
+    return {**json.loads(path.read_text()), "eval_folder": str(path.parent)}
+
+
 def load_runs(run_dirs: List[Path]) -> Dict[str, Dict[str, Any]]:
     runs: Dict[str, Dict[str, Any]] = {}
     for d in run_dirs:
-        summary = json.loads(find_summary(Path(d)).read_text())
+        summary = read_summary(Path(d))
         label = summary.get("label") or Path(d).name
         base, k = label, 2
         while label in runs:  # two runs with one label stay apart
             label, k = f"{base} ({k})", k + 1
         runs[label] = summary
     return runs
+
+
+def _folder(summary: Dict[str, Any]) -> Optional[Path]:
+    return Path(summary["eval_folder"]) if summary.get("eval_folder") else None
+
+
+def paired_against_first(runs: Dict[str, Dict[str, Any]], resamples: int = 1000) -> tuple:
+    """(header, rows, {label: {column: paired}}): every run after the first against the first, as
+    paired differences over the items both scored (deepwriter.eval.paired_runs)."""
+    labels = list(runs)
+    ref = runs[labels[0]]
+    found = {}
+    for label in labels[1:]:
+        s = runs[label]
+        if _folder(s) is not None and _folder(ref) is not None:
+            found[label] = paired_runs.compare(s, _folder(s), ref, _folder(ref), resamples)
+    cols = tables.columns_of({label: {c: None for c in p} for label, p in found.items()})
+    rows = [[label] + [stats.paired_text(p[c]) if c in p else "–" for c in cols] for label, p in found.items()]
+    return [f"run − {labels[0]}"] + cols, rows, found
 
 
 def released_comparison_md(run_dirs: List[Path]) -> str:
@@ -66,11 +99,17 @@ def released_comparison_md(run_dirs: List[Path]) -> str:
     )
 
 
-def write_report(runs: Dict[str, Dict[str, Any]], out: Path) -> str:
+def write_report(runs: Dict[str, Dict[str, Any]], out: Path, resamples: int = 1000) -> str:
     out.mkdir(parents=True, exist_ok=True)
+    runs = {label: paired_runs.with_intervals(s, _folder(s), resamples) for label, s in runs.items()}
     rows = {label: s["headline"] for label, s in runs.items()}
-    header, body = tables.comparison(rows)
-    md = [tables.markdown_table(header, body), tables.SCALE_NOTE]
+    header, body = tables.comparison_with_intervals(runs)
+    md = [tables.markdown_table(header, body), tables.SCALE_NOTE, tables.INTERVAL_NOTE]
+    paired = {}
+    if len(runs) > 1:
+        pheader, prows, paired = paired_against_first(runs, resamples)
+        if prows:
+            md += ["", tables.markdown_table(pheader, prows), PAIRED_NOTE]
     groups = tables.definitions_note(list(runs.values()))  # HB-A / HB-B are our definition: say it
     md += [groups, ""] if groups else [""]
     judge_rows = [
@@ -89,7 +128,12 @@ def write_report(runs: Dict[str, Dict[str, Any]], out: Path) -> str:
     )
     text = "\n".join(md)
     (out / "compare.md").write_text(text)
-    (out / "compare.csv").write_text(tables.csv_text(header, body))
+    (out / "compare.csv").write_text(tables.csv_text(*tables.comparison_csv(runs)))
+    figures = {
+        label: {"intervals": s.get("intervals") or {}, "paired_vs_first": paired.get(label)}
+        for label, s in runs.items()
+    }
+    (out / "compare.json").write_text(json.dumps(figures, indent=2))
     tables.bar_plot(rows, out / "compare.png", "eval: runs compared")
     tables.radar_plot(rows, out / "radar.png", "eval: runs compared")
     return text

@@ -219,6 +219,18 @@ def test_every_hardware_figure_has_a_value_and_a_source():
         assert all(isinstance(g.value, (int, float)) and g.source for g in figures), f
 
 
+def test_judge_samples_multiply_judge_calls_and_cost(capsys):
+    """eval.judge_samples=3: every judge task asked three times, so three times the calls and the USD."""
+    base = ["+recipe=full", "run_id=t"]
+    one = P.project(to_typed(compose(base)))
+    three = P.project(to_typed(compose(base + ["eval.judge_samples=3"])))
+    assert three.totals["judge_usd"] == pytest.approx(3 * one.totals["judge_usd"]) and one.totals["judge_usd"] > 0
+    assert P.main(base + ["eval.judge_samples=3"]) == 0
+    out = capsys.readouterr().out
+    # (120 + 647 + 1,239 x 5) x 3 judge calls
+    assert "20,886 (up to 62,658 with 2 re-asks each); 3 judge samples per task (eval.judge_samples)" in out
+
+
 def test_the_plans_hardware_under_its_old_name_still_works_with_one_line(capsys):
     """`fleet@plan.fleet=...` and `plan.fleet.*` (the cost plan's hardware before it was renamed) compose
     as the new names for one release, each with one line saying what to write instead."""

@@ -64,6 +64,9 @@ SOURCE_URLS = {
     "weighted_scores.txt": f"{_RAW}weighted_scores.txt",
 }
 SCORES = (0.0, 0.25, 0.5, 0.75, 1.0)
+# Items are resampled within their subset for intervals (deepwriter.eval.stats): the figures are means
+# of subset means, whose sizes are fixed by the benchmark.
+STRATUM = "subset"
 
 # Our wording of llm_judge.py's SYS_PROMPT (llm_judge.py:9).
 SYSTEM_PROMPT = (
