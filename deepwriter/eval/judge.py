@@ -38,6 +38,7 @@ from deepwriter.core.records import RecordLog
 from deepwriter.eval.benchmarks.base import JudgeOutcome, JudgeTask, Slot, canonical_parser
 from deepwriter.eval.replies import read_reply
 from deepwriter.llm.base import Generation, Sampling
+from deepwriter.llm.openai_http.transport import EndpointRefused
 
 log = logging.getLogger("deepwriter.eval.judge")
 
@@ -353,6 +354,8 @@ class Judge:
                     else:
                         replies = self.backend.generate(messages, sampling, n=1)
                     gens = [g[0] for g in replies]
+                except EndpointRefused:  # a wrong key, model name or URL: every call would get the same answer
+                    raise
                 except Exception as exc:  # e.g. a prompt too long for a local judge: its tasks, unfinished
                     gens = [Generation(text="", finish_reason="error", error=f"{type(exc).__name__}: {exc}")] * len(
                         batch
