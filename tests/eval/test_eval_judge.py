@@ -418,7 +418,8 @@ def test_a_judge_endpoint_that_refuses_stops_at_its_first_answer(tmp_path, statu
     with start_server(ScriptedJudge(), faults=FaultPlan(always_for={"Write about": status})) as server:
         endpoint = EndpointConfig(base_urls=[server.url], model="scripted-judge", max_concurrency=1, max_retries=3)
         client = OpenAIGenerator(endpoint, model_id="scripted-judge")
-        judge = Judge(lambda: client, "scripted-judge", JudgeConfig(max_concurrency=1), tmp_path / "c", constrained=False)
+        cfg = JudgeConfig(max_concurrency=1)
+        judge = Judge(lambda: client, "scripted-judge", cfg, tmp_path / "c", constrained=False)
         with pytest.raises(EndpointRefused, match=f"HTTP {status}"):
             judge.run([_lb_task(f"t{i}") for i in range(6)], show_progress=False)
         assert server.stats.faults[status] == 1 and server.stats.requests == 1
