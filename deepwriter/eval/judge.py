@@ -38,6 +38,7 @@ from deepwriter.core.records import RecordLog
 from deepwriter.eval.benchmarks.base import JudgeOutcome, JudgeTask, Slot, canonical_parser
 from deepwriter.eval.replies import read_reply
 from deepwriter.llm.base import Generation, Sampling
+from deepwriter.llm.openai_http.transport import EndpointRefused
 
 log = logging.getLogger("deepwriter.eval.judge")
 
@@ -45,9 +46,14 @@ log = logging.getLogger("deepwriter.eval.judge")
 # --- cache -------------------------------------------------------------------------------------
 
 
-def cache_key(model_id: str, messages: List[Dict[str, str]], sampling: Sampling, sample: int, mode: str) -> str:
+def cache_key(
+    model_id: str, messages: List[Dict[str, str]], sampling: Sampling, sample: int, mode: str, judge_sample: int = 0
+) -> str:
+    # judge sample 0 keeps the key it had before eval.judge_samples existed: old caches stay valid
+    extra = {"judge_sample": judge_sample} if judge_sample else {}
     blob = json.dumps(
         {
+            **extra,
             "model": model_id,
             "messages": messages,
             "temperature": sampling.temperature,
@@ -296,7 +302,10 @@ class Judge:
         return "json_schema:" + json.dumps(verdict_schema(task.slots), sort_keys=True)
 
     def _key(self, st: "_FreeState") -> str:
-        return cache_key(self.model_id, st.messages, self.sampling_for(st.task), st.ask, self._mode(st.task))
+        task = st.task
+        return cache_key(
+            self.model_id, st.messages, self.sampling_for(task), st.ask, self._mode(task), task.judge_sample
+        )
 
     def _run_free(self, run: "_Run", tasks: List[JudgeTask], progress) -> List[JudgeOutcome]:
         states = [_FreeState(t, list(t.messages), JudgeOutcome(t.item_id, t.key, ok=False)) for t in tasks]
@@ -345,6 +354,8 @@ class Judge:
                     else:
                         replies = self.backend.generate(messages, sampling, n=1)
                     gens = [g[0] for g in replies]
+                except EndpointRefused:  # a wrong key, model name or URL: every call would get the same answer
+                    raise
                 except Exception as exc:  # e.g. a prompt too long for a local judge: its tasks, unfinished
                     gens = [Generation(text="", finish_reason="error", error=f"{type(exc).__name__}: {exc}")] * len(
                         batch
@@ -378,6 +389,7 @@ class Judge:
                 self.sampling_for(task),
                 0,
                 "constrained:" + ",".join(f"{s.name}={'/'.join(s.labels)}" for s in task.slots),
+                task.judge_sample,
             )
             hit = run.cache.get(key)
             if hit is not None:

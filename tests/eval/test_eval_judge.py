@@ -404,3 +404,22 @@ def test_local_judge_fails_an_over_long_task_alone(tiny_model, tmp_path):
     assert too_long.error.startswith("local judge failed: ValueError: the judge prompt has")
     assert judge.stats.unfinished == 1 and judge.stats.failed == 0
     assert judge.stats.calls == 1  # the failure is not cached
+
+
+@pytest.mark.parametrize("status", ["401", "404"])
+def test_a_judge_endpoint_that_refuses_stops_at_its_first_answer(tmp_path, status):
+    """A wrong key or model name is no outage: the judge stops at the first refusal with the endpoint's
+    line, instead of sending every task and leaving each one unfinished."""
+    from deepwriter.config.llm import EndpointConfig
+    from deepwriter.llm.openai_http import OpenAIGenerator
+    from deepwriter.llm.openai_http.transport import EndpointRefused
+    from deepwriter.testing.loopback import FaultPlan, start_server
+
+    with start_server(ScriptedJudge(), faults=FaultPlan(always_for={"Write about": status})) as server:
+        endpoint = EndpointConfig(base_urls=[server.url], model="scripted-judge", max_concurrency=1, max_retries=3)
+        client = OpenAIGenerator(endpoint, model_id="scripted-judge")
+        cfg = JudgeConfig(max_concurrency=1)
+        judge = Judge(lambda: client, "scripted-judge", cfg, tmp_path / "c", constrained=False)
+        with pytest.raises(EndpointRefused, match=f"HTTP {status}"):
+            judge.run([_lb_task(f"t{i}") for i in range(6)], show_progress=False)
+        assert server.stats.faults[status] == 1 and server.stats.requests == 1
