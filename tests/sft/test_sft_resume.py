@@ -116,7 +116,7 @@ def _stalled_run(script: Path, work: Path, cache: Path, stall_at: int, sig: int,
 
 @pytest.mark.slow  # four fresh interpreters importing torch + transformers + trl
 def test_killed_and_signalled_run_resumes_to_the_same_losses(tmp_path, model_cache):
-    """Killed without warning (SIGKILL) after checkpoint 3: resumes from 3, past a torn checkpoint-6.
+    """Killed without warning (SIGKILL) after checkpoint 3: resumes from 3, past a torn checkpoint-8.
     Then told to stop (SIGUSR1, as SLURM's --signal=USR1@s): saves the step it is in, exits 3 (unfinished),
     and the next run resumes from that checkpoint. Every step's loss is the uninterrupted run's."""
     from deepwriter.llm import models
@@ -150,8 +150,8 @@ def test_killed_and_signalled_run_resumes_to_the_same_losses(tmp_path, model_cac
     assert f"RESULT {MAX_STEPS} 0" in out
 
     # A save the scheduler cut short: every file of a checkpoint (trainer_state.json included) but
-    # the marker, at a later step. It must never be resumed.
-    torn = ckpts / f"checkpoint-{SAVE_STEPS + 3}"
+    # the marker, at the last step (taken for a finished training, it would be exported). Never resumed.
+    torn = ckpts / f"checkpoint-{MAX_STEPS}"
     shutil.copytree(ckpts / f"checkpoint-{SAVE_STEPS}", torn)
     (torn / COMPLETE).unlink()
 
