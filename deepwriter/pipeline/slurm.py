@@ -184,16 +184,61 @@ class StageJob:
             f"rank {env.get('RANK', '0')} of {self.ranks}): {shlex.join(self.command())}",
             flush=True,
         )
-        rc = subprocess.call(self.command(), cwd=self.cwd, env=env)
+        self._child = subprocess.Popen(self.command(), cwd=self.cwd, env=env)
+        _stop_signal_requeues_too()
+        rc = self._child.wait()
         if rc != 0:
             sys.exit(rc)  # the job's exit code is the stage's: 3 unfinished, 2 bad input, 1 failed
         return rc
 
+    def __getstate__(self) -> Dict[str, Any]:  # pickled again for the requeue: the child stays behind
+        return {k: v for k, v in self.__dict__.items() if k != "_child"}
+
     def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
-        """Preemption or the time limit near: requeue the same command; the stage resumes from its files."""
+        """Preemption or the time limit near: let the stage save (SFT checkpoints the step it is in,
+        sft/preemption.py; the other stages' records are already on disk), then requeue the same
+        command; the stage resumes from its files."""
         import submitit
 
+        child = getattr(self, "_child", None)
+        if child is not None:
+            _let_stage_stop(child.pid, STOP_GRACE_S)
         return submitit.helpers.DelayedSubmission(self)
+
+
+# How long a stage job waits for its stage to save and stop once the scheduler said the job ends: below
+# submitit's default warning (the `--signal=USR2@90` it asks for), so the requeue is asked for in time.
+STOP_GRACE_S = 75.0
+
+
+def _stop_signal_requeues_too() -> None:
+    """SLURM's `--signal=USR1@<s>` (and `scancel --signal=USR1`) ends a job as submitit's USR2 does: through
+    its checkpoint-and-requeue handler, not the default action of USR1 (ending this process at once)."""
+    import signal
+
+    handler = signal.getsignal(signal.SIGUSR2)
+    if callable(handler):  # submitit's, inside a submitted job
+        signal.signal(signal.SIGUSR1, handler)
+
+
+def _let_stage_stop(pid: int, grace_s: float) -> None:
+    """Tell the stage process the job ends (SLURM may have signalled this process only) and wait, at most
+    `grace_s`, until it has exited. Called from a signal handler while __call__ waits on the same child,
+    so this waits without reaping it (WNOWAIT) and without Popen's lock."""
+    import signal
+
+    try:
+        os.kill(pid, signal.SIGUSR1)
+    except ProcessLookupError:
+        return
+    end = time.time() + grace_s
+    while time.time() < end:
+        try:
+            if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
+                return
+        except ChildProcessError:
+            return
+        time.sleep(0.2)
 
 
 # --- submission ---------------------------------------------------------------------------------------
