@@ -272,7 +272,12 @@ def _describe(req: Dict[str, Any]) -> str:
 
 
 def job_graph(cfg: RootConfig, stages: List[str]) -> List[Dict[str, Any]]:
-    """The jobs the run would submit, in order, each after the one before (no ids yet)."""
+    """The jobs the run would submit, in order, each after the one before (no ids yet), each with the
+    requeues it may take at its time limit (from the plan's projected hours; a graph that cannot finish
+    is refused here, before any submission)."""
+    from deepwriter.pipeline.time_limits import job_times, partition_limits, projected_hours
+
+    times = job_times(cfg, stages, projected_hours(cfg, stages), partition_limits())
     graph = []
     for i, stage in enumerate(stages):
         req = job_request(cfg, stage)
@@ -282,6 +287,9 @@ def job_graph(cfg: RootConfig, stages: List[str]) -> List[Dict[str, Any]]:
                 "request": req,
                 "resources": _describe(req),
                 "after": stages[i - 1] if i else None,
+                "projected_h": round(times[stage].projected_h, 2),
+                "requeues": times[stage].requeues,
+                "time_text": times[stage].text(),
             }
         )
     return graph
@@ -293,6 +301,7 @@ def graph_text(graph: List[Dict[str, Any]]) -> str:
     for j in graph:
         after = f"  after {j['after']}" if j["after"] else ""
         lines.append(f"  {j['stage']:<10} {j['request']['job_name']}: {j['resources']}{after}")
+        lines.append(f"  {'':<10} {j['time_text']}")
     return "\n".join(lines) + "\n"
 
 
@@ -330,7 +339,7 @@ def submit_run(cfg: RootConfig, argv: List[str]) -> int:
     previous: Optional[str] = None
     for job in graph:
         stage = job["stage"]
-        executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=3)
+        executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=job["requeues"])
         extra = {"requeue": True, **getattr(cfg.launcher.jobs, stage).additional}
         if previous:
             extra["kill-on-invalid-dep"] = "yes"
