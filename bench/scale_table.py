@@ -18,7 +18,8 @@ import argparse
 import sys
 
 from deepwriter.config.root import ConfigError
-from deepwriter.pipeline.time_limits import job_times, projected_hours
+from deepwriter.pipeline.cost import stage_wall_hours
+from deepwriter.pipeline.time_limits import job_times
 from deepwriter.testing.repo import compose_typed
 
 STAGES = ["synthesize", "sft"]
@@ -38,7 +39,7 @@ def row(pairs: int, nodes: int) -> dict:
         "sft.num_processes=8",
         "launcher.max_requeues=10000",  # the table shows what is needed; the graph refuses above the cap
     )
-    hours = projected_hours(cfg, STAGES)
+    hours = stage_wall_hours(cfg, STAGES)
     times = job_times(cfg, STAGES, hours, {})
     return {
         "pairs": pairs,

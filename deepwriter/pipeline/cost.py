@@ -486,6 +486,15 @@ def project(cfg: RootConfig, calibrate: Optional[str] = None) -> Projection:
     return p
 
 
+def stage_wall_hours(cfg: RootConfig, stages: List[str]) -> Dict[str, float]:
+    """The plan's wall-clock hours of each stage on its fleet (GPU-hours over plan.fleet.count): what
+    the SLURM jobs' requeue allowances are computed from (deepwriter.pipeline.time_limits)."""
+    import dataclasses
+
+    totals = project(dataclasses.replace(cfg, recipe=dataclasses.replace(cfg.recipe, stages=list(stages)))).totals
+    return {s: totals.get(s, 0.0) / max(1, cfg.plan.fleet.count) for s in stages}
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     from deepwriter.config.compose import compose
 
@@ -508,7 +517,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             from deepwriter.pipeline.slurm import graph_text, job_graph, server_graph_text
 
             stages = [s for s in STAGE_ORDER if s in cfg.recipe.stages]
-            text += "\n" + graph_text(job_graph(cfg, stages))
+            text += "\n" + graph_text(job_graph(cfg, stages, stage_wall_hours(cfg, stages)))
             text += server_graph_text(cfg, placed) if as_jobs else ""
     except ConfigError as exc:
         print(f"deepwriter.plan: {exc}", file=sys.stderr)

@@ -29,7 +29,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from deepwriter.config.root import STAGE_ORDER, ConfigError, RootConfig, expand
 from deepwriter.core.contract import JOB_ENV
@@ -271,13 +271,13 @@ def _describe(req: Dict[str, Any]) -> str:
     )
 
 
-def job_graph(cfg: RootConfig, stages: List[str]) -> List[Dict[str, Any]]:
+def job_graph(cfg: RootConfig, stages: List[str], hours: Dict[str, float]) -> List[Dict[str, Any]]:
     """The jobs the run would submit, in order, each after the one before (no ids yet), each with the
-    requeues it may take at its time limit (from the plan's projected hours; a graph that cannot finish
-    is refused here, before any submission)."""
-    from deepwriter.pipeline.time_limits import job_times, partition_limits, projected_hours
+    requeues it may take at its time limit, from the plan's projected `hours` of each stage
+    (cost.stage_wall_hours); a graph that cannot finish is refused here, before any submission."""
+    from deepwriter.pipeline.time_limits import job_times, partition_limits
 
-    times = job_times(cfg, stages, projected_hours(cfg, stages), partition_limits())
+    times = job_times(cfg, stages, hours, partition_limits())
     graph = []
     for i, stage in enumerate(stages):
         req = job_request(cfg, stage)
@@ -317,9 +317,10 @@ def server_graph_text(cfg: RootConfig, layout: Any) -> str:
     return "\n".join(lines) + "\n"
 
 
-def submit_run(cfg: RootConfig, argv: List[str]) -> int:
+def submit_run(cfg: RootConfig, argv: List[str], hours: Callable[[RootConfig, List[str]], Dict[str, float]]) -> int:
     """Submit the run's unfinished stages as jobs; with launcher.wait, follow them to the end. Returns
-    the exit code of the submitting command."""
+    the exit code of the submitting command. `hours`: the plan's projected wall-clock hours of stages
+    (cost.stage_wall_hours), for each job's requeue allowance."""
     from deepwriter.pipeline.runner import check_run, plan, serving_layout
 
     planned = plan(cfg)
@@ -335,7 +336,7 @@ def submit_run(cfg: RootConfig, argv: List[str]) -> int:
 
     folder = slurm_dir(cfg)
     folder.mkdir(parents=True, exist_ok=True)
-    graph = job_graph(cfg, todo)
+    graph = job_graph(cfg, todo, hours(cfg, todo))
     previous: Optional[str] = None
     for job in graph:
         stage = job["stage"]

@@ -4,13 +4,12 @@ guessed constant. A job that reaches its time limit saves, requeues itself (deep
 and resumes; it may do so `requeues` times. The graph refuses with one line a job that cannot finish:
 a time limit above the partition's, or more requeues than launcher.max_requeues allows.
 
-The projection (deepwriter.pipeline.cost) is a worst case from the config's bounds on the plan's fleet;
+The projection (deepwriter.pipeline.cost.stage_wall_hours) is a worst case from the config's bounds on the plan's fleet;
 MARGIN covers what it leaves out (start-ups, the restart after each requeue, a slower node).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import re
 from dataclasses import dataclass
@@ -82,14 +81,6 @@ def partition_limits() -> Dict[str, Optional[int]]:
             limits[""] = minutes
         limits[name] = minutes
     return limits
-
-
-def projected_hours(cfg: RootConfig, stages: List[str]) -> Dict[str, float]:
-    """The plan's wall-clock hours of each stage on its fleet (GPU-hours over plan.fleet.count)."""
-    from deepwriter.pipeline.cost import project
-
-    totals = project(dataclasses.replace(cfg, recipe=dataclasses.replace(cfg.recipe, stages=list(stages)))).totals
-    return {s: totals.get(s, 0.0) / max(1, cfg.plan.fleet.count) for s in stages}
 
 
 def job_times(
