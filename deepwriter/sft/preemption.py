@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any, Dict, Optional
@@ -60,6 +61,8 @@ class StopRequest:
             self.signal_name = signal.Signals(signum).name
 
     def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # only the main thread may set handlers (a stage run from a thread: no stop on signal)
         for name in STOP_SIGNALS:
             sig = getattr(signal, name)
             self._previous[sig] = signal.signal(sig, self._caught)
