@@ -58,3 +58,41 @@ def test_the_interval_saves_without_stopping(tmp_path):
     finally:
         cb.on_train_end(None, None, None)
     assert tr.last_checkpoint(tmp_path) == tmp_path / "checkpoint-2"
+
+
+def _rank(rank: int, out: str) -> None:
+    """One of two gloo ranks: rank 1 alone is signalled after step 2; both must save and stop at step 3."""
+    import json
+
+    import torch.distributed as dist
+
+    # a rendezvous file, not a port: no other process on the machine can take it between pick and bind
+    dist.init_process_group("gloo", init_method=f"file://{out}.rendezvous", rank=rank, world_size=2)
+    try:
+        stop = StopRequest()
+        cb = make_save_callback(None, stop)
+        cb.on_train_begin(None, None, None)
+        seen = []
+        for step in (1, 2, 3):
+            if rank == 1 and step == 3:
+                os.kill(os.getpid(), signal.SIGUSR1)
+            control = _step_end(cb, step)
+            seen.append([control.should_save, control.should_training_stop])
+        cb.on_train_end(None, None, None)
+        with open(f"{out}.{rank}", "w") as f:
+            json.dump({"seen": seen, "signal": stop.signal_name}, f)
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow  # two processes importing torch + transformers: ~35-45 s on 2 shared cores
+def test_ranks_agree_on_the_step_one_of_them_was_signalled_at(tmp_path):
+    """A rank that saves while another trains on would hang ZeRO: the decision is all-reduced."""
+    import json
+
+    import torch.multiprocessing as mp
+
+    mp.spawn(_rank, args=(str(tmp_path / "rank"),), nprocs=2, join=True)
+    got = [json.loads((tmp_path / f"rank.{r}").read_text()) for r in (0, 1)]
+    assert [g["seen"] for g in got] == [[[False, False], [False, False], [True, True]]] * 2
+    assert got[1]["signal"] == "SIGUSR1" and got[0]["signal"] == "a stop signal (on another rank)"
