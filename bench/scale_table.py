@@ -2,7 +2,7 @@
 bounds) for 20K, 200K and 1M pairs on 1, 8 and 64 nodes of 8 GPUs (the mix: the pairs + 17K public
 samples, 3 epochs, as the paper's 20K + 17K): synthesis and SFT wall-clock hours,
 and the SLURM jobs and requeues each stage needs at the `full` scale's time limits (2,880 min a job;
-deepwriter.pipeline.time_limits). A projection, not a measurement: no GPU runs here.
+deepwriter.cluster.time_limits). A projection, not a measurement: no GPU runs here.
 
 The node count enters as the plan's fleet (`plan.fleet.count` = 8 x nodes): the hours assume the work
 spreads evenly over every GPU. SFT does (sft.num_nodes under launcher=slurm); synthesis does only across
@@ -17,9 +17,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from deepwriter.cluster.time_limits import job_times
+from deepwriter.commands.plan import stage_wall_hours
 from deepwriter.config.root import ConfigError
-from deepwriter.pipeline.cost import stage_wall_hours
-from deepwriter.pipeline.time_limits import job_times
 from deepwriter.testing.repo import compose_typed
 
 STAGES = ["synthesize", "sft"]

@@ -1,11 +1,11 @@
 """What a recipe will cost, before anything runs.
 
-The logic lives in deepwriter.pipeline.cost.
+The logic lives in deepwriter.commands.plan.
 """
 
 import sys
 
-from deepwriter.pipeline.cost import main
+from deepwriter.commands.plan import main
 
 if __name__ == "__main__":
     sys.exit(main())

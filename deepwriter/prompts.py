@@ -1,6 +1,6 @@
 """Print every prompt the models of a recipe would see for one pair, rendered as each model reads it.
 
-The logic lives in deepwriter.pipeline.prompt_preview.
+The logic lives in deepwriter.commands.prompts.
 """
 
 import os
@@ -12,7 +12,7 @@ if __name__ == "__main__":
     # bars, and so do the processes it starts later.
     os.environ.setdefault("TQDM_DISABLE", "1")
 
-from deepwriter.pipeline.prompt_preview import main  # noqa: E402
+from deepwriter.commands.prompts import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

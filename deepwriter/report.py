@@ -1,11 +1,11 @@
 """Compare eval results of several runs side by side.
 
-The logic lives in deepwriter.viewer.compare.
+The logic lives in deepwriter.commands.report.
 """
 
 import sys
 
-from deepwriter.viewer.compare import main
+from deepwriter.commands.report import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,11 +1,11 @@
 """Entry point: `python -m deepwriter.serve --model PRESET --port P --python .venv-serve/bin/python`
 
-The logic lives in deepwriter.llm.serving.
+The logic lives in deepwriter.commands.serve.
 """
 
 import sys
 
-from deepwriter.llm.serving import main
+from deepwriter.commands.serve import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,10 +1,12 @@
 """The floors of the package, checked on its import graph (every import, function-level and relative
 ones too): no import circles, and every import points down the floors, folder by folder:
 
-    core -> config -> tracking -> llm -> pairs -> synthesis | eval -> mix -> sft -> viewer -> pipeline
-         -> testing -> the entry points (deepwriter/<command>.py)
+    core -> config -> tracking -> llm -> serving -> cluster -> pairs -> synthesis | eval -> mix -> sft
+         -> viewer -> pipeline -> commands -> testing -> the entry points (deepwriter/<command>.py)
 
-The REER search imports no model backend, and the product never imports tests/ or testing/."""
+llm/ holds the model backends only: it imports nothing of serving/ (the run's managed servers) or
+cluster/ (SLURM). The REER search imports no model backend, and the product never imports tests/ or
+testing/."""
 
 from __future__ import annotations
 
@@ -21,12 +23,15 @@ FLOORS = [
     {"config"},
     {"tracking"},
     {"llm"},
+    {"serving"},
+    {"cluster"},
     {"pairs"},
     {"synthesis", "eval"},
     {"mix"},
     {"sft"},
     {"viewer"},
     {"pipeline"},
+    {"commands"},
     {"testing"},
     {"<entry>"},
 ]
@@ -154,6 +159,21 @@ def test_the_product_never_imports_tests_or_testing():
     for p in list((REPO / "deepwriter").rglob("*.py")) + list((REPO / "bench").glob("*.py")):
         text = p.read_text()
         assert "from tests" not in text and "import tests" not in text, p
+
+
+def test_llm_holds_model_backends_only():
+    """Nothing under llm/ reaches serving/ or cluster/, not even through another module."""
+    graph = import_graph()
+    for m in graph:
+        if folder_of(m) == "llm":
+            assert not {folder_of(t) for t in reachable(graph, m)} & {"serving", "cluster"}, m
+
+
+def test_every_entry_point_is_named_like_the_module_of_its_logic():
+    """deepwriter/<command>.py is thin: its logic is deepwriter.commands.<command> (train: the pipeline)."""
+    graph = import_graph()
+    for command in ENTRY_POINTS - {"train"}:
+        assert f"deepwriter.commands.{command}" in graph[f"deepwriter.{command}"], command
 
 
 def test_the_search_is_a_pure_algorithm_over_the_model_interface():

@@ -1,5 +1,5 @@
 """Where a run's stages execute (root key `launcher`): in this process (`local`), or as SLURM jobs
-submitted from a login node (`slurm`, deepwriter.pipeline.slurm), one job per stage, chained by
+submitted from a login node (`slurm`, deepwriter.cluster.launcher), one job per stage, chained by
 dependencies. Nothing here changes what a stage produces: the whole group is operational."""
 
 from __future__ import annotations
@@ -53,6 +53,6 @@ class LauncherConfig:
     qos: Optional[str] = None
     job_name: str = "deepwriter"  # each job is named <job_name>-<recipe>-<stage>
     # the most times one stage job may requeue itself at its time limit; each job's allowance is computed
-    # from the plan's projected hours (deepwriter.pipeline.time_limits), and a job needing more is refused
+    # from the plan's projected hours (deepwriter.cluster.time_limits), and a job needing more is refused
     max_requeues: int = bounded(20, ge=0, le=10_000)
     jobs: SlurmJobsConfig = field(default_factory=SlurmJobsConfig)

@@ -48,7 +48,7 @@ class EndpointConfig:
 
 @dataclass
 class ServingConfig:
-    """How a run serves this preset itself (deepwriter.llm.fleet): replicas of the server `make serve`
+    """How a run serves this preset itself (deepwriter.serving.fleet): replicas of the server `make serve`
     starts, started before the first stage that calls a role naming the preset and stopped after the
     last one. Roles that name the same preset share its replicas. How work is served never changes what
     it produces, so none of this is in a stage key."""

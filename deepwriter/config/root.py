@@ -75,7 +75,7 @@ class RootConfig:
     plan: PlanConfig = operational(default_factory=PlanConfig)
     # managed vLLM servers (models.*.serving): the run's switch, vLLM's Python, the GPUs they may use
     serving: RunServingConfig = operational(default_factory=RunServingConfig)
-    # where the stages run: here, or as SLURM jobs (launcher=slurm; deepwriter.pipeline.slurm)
+    # where the stages run: here, or as SLURM jobs (launcher=slurm; deepwriter.cluster.launcher)
     launcher: LauncherConfig = operational(default_factory=LauncherConfig)
     run_id: str = ""
     seed: int = bounded(0, ge=0, le=SEED_MAX)

@@ -77,7 +77,7 @@ class StageSpec:
     # The share of items the stage may leave unfinished (failed model calls) and still finish.
     max_unfinished_share: Callable[[Any], float] = lambda cfg: 0.0
     # The model roles (models.<role>) the stage calls while it runs: a managed server of a role's
-    # preset is up from the first stage that calls it to the last (deepwriter.llm.placement).
+    # preset is up from the first stage that calls it to the last (deepwriter.serving.placement).
     roles: Callable[[Any], List[str]] = lambda cfg: []
     # The model config the stage calls in a role, where it is not models.<role> as it stands (eval's
     # model under test is the student's preset with the sft output's weights): what a managed server of
@@ -89,7 +89,7 @@ class StageSpec:
     serves_itself: bool = False
 
 
-# Set in the train command of one SLURM job of a run (deepwriter.pipeline.slurm): the run manifest that
+# Set in the train command of one SLURM job of a run (deepwriter.cluster.launcher): the run manifest that
 # job writes keeps the stages the run's earlier jobs ran.
 JOB_ENV = "DEEPWRITER_JOB_OF_RUN"
 

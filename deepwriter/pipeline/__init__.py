@@ -1,5 +1,2 @@
-"""Runs a recipe: runner.py (stage order, content-keyed reuse, manifests),
-summary.py (the closing summary), and the logic behind the user commands: cost.py (`deepwriter.plan`),
-prompt_preview.py (`deepwriter.prompts`), publish.py (`deepwriter.export`), dashboard.py
-(`deepwriter.dashboard`), ablations.py (`deepwriter.ablations`).
-"""
+"""Runs a recipe: runner.py (stage order, content-keyed reuse, manifests, the run's servers around its
+stages, launcher=slurm's checks before submission) and summary.py (the closing summary)."""

@@ -9,7 +9,7 @@ again; an unfinished one is handed back to its stage, which resumes from what is
 
 from __future__ import annotations
 
-import dataclasses
+import functools
 import json
 import logging
 import math
@@ -21,6 +21,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
+from deepwriter.cluster.launcher import submit_run
+from deepwriter.cluster.requests import replica_spawner, serves_as_jobs
 from deepwriter.config.root import STAGE_ORDER, ConfigError, RootConfig, expand, stable_hash, to_plain
 from deepwriter.core.contract import (
     JOB_ENV,
@@ -38,6 +40,9 @@ from deepwriter.core.files import file_sha256, write_json_atomic
 from deepwriter.core.schema import key_slice
 from deepwriter.eval import stage as eval_stage
 from deepwriter.mix import stage as mix_stage
+from deepwriter.serving.fleet import stop_on_signals
+from deepwriter.serving.placement import visible_gpus
+from deepwriter.serving.stages import RunServing, serving_layout
 from deepwriter.sft import stage as sft_stage
 from deepwriter.synthesis import stage as synthesis_stage
 
@@ -61,145 +66,20 @@ STAGES: Dict[str, StageSpec] = {
     s.name: s for s in (synthesis_stage.STAGE, mix_stage.STAGE, sft_stage.STAGE, eval_stage.STAGE)
 }
 assert tuple(STAGES) == STAGE_ORDER
-ROLES = ("generator", "scorer", "student", "judge")
 
 
-def serving_layout(cfg: RootConfig, gpus: List[int], as_jobs: bool = False):
-    """Where the run's managed servers go on a node with these GPUs (deepwriter.llm.placement.place);
-    `as_jobs`: each replica is a SLURM job of its own."""
-    from deepwriter.llm.placement import run_layout
-
-    stages = [s for s in STAGE_ORDER if s in cfg.recipe.stages]
-    models = {r: getattr(cfg.models, r) for r in ROLES}
-    roles_of = {s: STAGES[s].roles(cfg) for s in stages}
-    renamed = {}
-    if cfg.eval.model_under_test == "sft":  # eval serves the sft output's weights, not the student preset's
-        renamed[("eval", "student")] = f"{cfg.models.student.name}+sft"
-    return run_layout(models, stages, roles_of, cfg.serving.managed, gpus, renamed, as_jobs)
+def stage_roles(cfg: RootConfig) -> Dict[str, List[str]]:
+    """The recipe's stages in run order, each with the model roles it calls: what the serving floor
+    places (it never reads the stage list itself)."""
+    return {s: STAGES[s].roles(cfg) for s in STAGE_ORDER if s in cfg.recipe.stages}
 
 
-class _StageServing:
-    """ctx.serving of a stage that brings its servers up and down itself."""
-
-    def __init__(self, fleet: Any, by_role: Dict[str, str]):
-        self.fleet, self.by_role = fleet, by_role
-
-    def up(self, role: str) -> None:
-        if role in self.by_role:
-            self.fleet.up(self.by_role[role])
-
-    def down(self, role: str) -> None:
-        if role in self.by_role:
-            self.fleet.down(self.by_role[role])
-
-
-def _off(cfg: RootConfig):
-    return dataclasses.replace(cfg.serving, managed=False)
-
-
-class _Serving:
-    """The run's managed servers around its stages: up before the first stage that calls a group's roles,
-    down after the last; a stage whose servers died and came back within their budget runs again and
-    resumes from what it wrote."""
-
-    def __init__(self, cfg: RootConfig, run_dir: Path, gpus: List[int], active: bool = True):
-        from deepwriter.llm.fleet import Fleet, server_command_for
-        from deepwriter.pipeline.slurm_request import serves_as_jobs
-
-        # rank 0 alone runs the stages that call servers; other ranks of a launch start none
-        self.as_jobs = serves_as_jobs(cfg, in_stage_job=bool(os.environ.get(JOB_ENV)))
-        run_cfg = cfg if active else dataclasses.replace(cfg, serving=_off(cfg))
-        self.layout = serving_layout(run_cfg, gpus, self.as_jobs)
-        self.stages = self.layout.stages
-        self.models: Dict[str, Any] = {}  # group -> the model config its replicas serve
-        self.fleet = None
-        if self.layout.groups:
-            if (
-                not any(g.serving.command for g in self.layout.groups.values())
-                and not Path(cfg.serving.python).is_file()
-            ):
-                raise ConfigError(
-                    f"serving.python: {cfg.serving.python} does not exist; `make serve-install` creates vLLM's "
-                    "environment (or serving.managed=false to use servers of your own)"
-                )
-            if not self.as_jobs:
-                command = server_command_for(self.models, cfg.serving.python, cfg.serving.host, cfg.paths.cache_dir)
-                self.fleet = Fleet(self.layout, command, run_dir / "servers", host=cfg.serving.host)
-            else:  # each replica a job on some node: it listens on every interface, its address in the run folder
-                from deepwriter.llm.slurm_jobs import SlurmSpawner
-                from deepwriter.pipeline.slurm_request import server_flags
-
-                flags = {g.name: server_flags(cfg, g.name, g.serving) for g in self.layout.groups.values()}
-                command = server_command_for(self.models, cfg.serving.python, "0.0.0.0", cfg.paths.cache_dir)
-                spawner = SlurmSpawner(lambda rep: flags[rep.group], run_dir / "servers")
-                self.fleet = Fleet(self.layout, command, run_dir / "servers", host=cfg.serving.host, spawner=spawner)
-
-    def groups_at(self, stage: str) -> List[Any]:
-        i = self.stages.index(stage)
-        return [g for g in self.layout.groups.values() if g.first <= i <= g.last]
-
-    def before(self, cfg: RootConfig, stage: str, spec: StageSpec, ctx: StageContext) -> RootConfig:
-        """Bring up the stage's groups; the config the stage runs with: each served role's base_urls
-        are its group's replicas."""
-        if self.fleet is None:
-            return cfg
-        urls: Dict[str, List[str]] = {}
-        by_role: Dict[str, str] = {}
-        for g in self.groups_at(stage):
-            role = g.roles[0]
-            model = spec.model_for(cfg, ctx, role) if spec.model_for and role in spec.roles(cfg) else None
-            self.models.setdefault(g.name, model or getattr(cfg.models, role))
-            # the stage brings it up when it calls it (ctx.serving), to share this node's GPUs; a replica
-            # that is a job of its own shares nothing, and its address is known only once it runs: up now
-            if spec.serves_itself and not self.as_jobs:
-                got = [self.fleet.url(r) for r in self.layout.replicas[g.name]]
-            else:
-                got = self.fleet.up(g.name)
-            for r in g.roles:
-                urls[r], by_role[r] = got, g.name
-        if spec.serves_itself and by_role and not self.as_jobs:
-            ctx.serving = _StageServing(self.fleet, by_role)
-        if not urls:
-            return cfg
-        models = dataclasses.replace(
-            cfg.models,
-            **{
-                r: dataclasses.replace(
-                    getattr(cfg.models, r),
-                    endpoint=dataclasses.replace(getattr(cfg.models, r).endpoint, base_urls=list(u)),
-                )
-                for r, u in urls.items()
-            },
-        )
-        return dataclasses.replace(cfg, models=models)
-
-    def after(self, stage: str) -> None:
-        """Stop the groups no later stage calls (SFT gets the GPUs)."""
-        if self.fleet is None:
-            return
-        i = self.stages.index(stage)
-        for g in self.layout.groups.values():
-            if g.last <= i and g.name in self.fleet.running:
-                self.fleet.down(g.name)
-
-    def deaths(self) -> int:
-        return self.fleet.deaths() if self.fleet else 0
-
-    def healed_since(self, deaths_before: int) -> bool:
-        """A server of this stage died since `deaths_before` and the fleet is whole again."""
-        if self.fleet is None:
-            return False
-        self.fleet.check()
-        return self.fleet.deaths() > deaths_before and self.fleet.heal()
-
-    def summary(self) -> Dict[str, Any]:
-        if self.fleet is None:
-            return {}
-        return {"groups": self.fleet.summary(), "layout": self.layout.text()}
-
-    def close(self) -> None:
-        if self.fleet is not None:
-            self.fleet.close()
+def run_serving(cfg: RootConfig, run_dir: Path, gpus: List[int], active: bool = True) -> RunServing:
+    """The run's managed servers; in a stage job of launcher=slurm (or serving.placement=slurm) each
+    replica is a SLURM job of its own."""
+    as_jobs = serves_as_jobs(cfg, in_stage_job=bool(os.environ.get(JOB_ENV)))
+    spawner = functools.partial(replica_spawner, cfg) if as_jobs else None
+    return RunServing(cfg, run_dir, gpus, stage_roles(cfg), active=active, as_jobs=as_jobs, job_spawner=spawner)
 
 
 def package_versions() -> Dict[str, Optional[str]]:
@@ -325,6 +205,22 @@ def check_run(cfg: RootConfig, planned: Dict[str, PlannedStage], wanted: List[st
             raise ConfigError(f"stage {name!r}: input file not found: {missing[0]}")
 
 
+def submit_jobs(
+    cfg: RootConfig, argv: List[str], stage_hours: Callable[[RootConfig, List[str]], Dict[str, float]]
+) -> int:
+    """launcher=slurm: the run's own checks here, before any submission, then its unfinished stages as
+    SLURM jobs (deepwriter.cluster.launcher). `stage_hours`: the plan's projected hours of stages
+    (commands.plan.stage_wall_hours), for the jobs' requeue allowances. Returns the exit code of the
+    submitting command."""
+    planned = plan(cfg)
+    wanted = [s for s in STAGE_ORDER if s in cfg.recipe.stages]
+    check_run(cfg, planned, wanted)
+    todo = [s for s in wanted if not planned[s].finished()]
+    as_jobs = bool(todo) and serves_as_jobs(cfg, in_stage_job=False)
+    servers = serving_layout(cfg, [], stage_roles(cfg), as_jobs=True).groups if as_jobs else {}
+    return submit_run(cfg, argv, todo, [s for s in wanted if s not in todo], servers, stage_hours(cfg, todo))
+
+
 def run_pipeline(cfg: RootConfig, tracker_factory: Callable[..., Any]) -> Dict[str, Any]:
     """Run the recipe's stages in order; returns the run manifest."""
     from deepwriter.llm.precision import resolve_model_dtypes
@@ -340,10 +236,7 @@ def run_pipeline(cfg: RootConfig, tracker_factory: Callable[..., Any]) -> Dict[s
             spec.preflight(cfg)
 
     # where the managed servers go: a node with too few GPUs is refused here, before any work
-    from deepwriter.llm.fleet import stop_on_signals
-    from deepwriter.llm.placement import visible_gpus
-
-    serving = _Serving(cfg, run_dir, visible_gpus(cfg.serving.gpus), active=rank() == 0)
+    serving = run_serving(cfg, run_dir, visible_gpus(cfg.serving.gpus), active=rank() == 0)
     run_dir.mkdir(parents=True, exist_ok=True)
     if rank() == 0:
         (run_dir / "config.json").write_text(json.dumps(to_plain(cfg), indent=2, ensure_ascii=False))
@@ -354,7 +247,7 @@ def run_pipeline(cfg: RootConfig, tracker_factory: Callable[..., Any]) -> Dict[s
         "stages": {},
     }
     if os.environ.get(JOB_ENV) and (run_dir / MANIFEST).is_file():
-        # one SLURM job of the run (deepwriter.pipeline.slurm): the stages the run's earlier jobs ran stay listed
+        # one SLURM job of the run (deepwriter.cluster.launcher): the stages the run's earlier jobs ran stay listed
         earlier = read_manifest(run_dir) or {}
         run_manifest["stages"].update(earlier.get("stages") or {})
     # SIGTERM and SIGHUP unwind like Ctrl-C: every server the run started is stopped on every way out
@@ -378,7 +271,7 @@ def _run_stages(
     wanted: List[str],
     run_dir: Path,
     run_manifest: Dict[str, Any],
-    serving: _Serving,
+    serving: RunServing,
     tracker_factory: Callable[..., Any],
 ) -> None:
     for name in wanted:

@@ -13,5 +13,5 @@ Running on several GPUs:
   and a shared filesystem): `... sft.num_processes=8 sft.num_nodes=2 sft.launcher=deepspeed
   sft.hostfile=/path/hostfile`;
 - under SLURM: `python -m deepwriter.train +recipe=full launcher=slurm sft.num_processes=8 sft.num_nodes=2`
-  submits the sft stage as one job of 16 tasks, one per rank (deepwriter.pipeline.slurm).
+  submits the sft stage as one job of 16 tasks, one per rank (deepwriter.cluster.launcher).
 """

@@ -13,7 +13,7 @@ the stage folder. Rank 0 writes `result.json`, which the stage returns as its re
 
 The other way to run several ranks: start the train command once per rank with RANK/WORLD_SIZE/
 MASTER_ADDR set (torchrun around it, or the sft job of launcher=slurm, whose tasks export them from
-SLURM's variables: deepwriter.pipeline.slurm); every rank then runs the stage itself.
+SLURM's variables: deepwriter.cluster.launcher); every rank then runs the stage itself.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ import subprocess
 import time
 from typing import Callable, Dict, Optional
 
-from deepwriter.pipeline.slurm import show_job
+from deepwriter.cluster.launcher import show_job
 
 
 def cluster_answers() -> bool:

@@ -364,7 +364,7 @@ def run(run_dir: Path) -> Dict[str, Any]:
             k: {"status": v.get("status"), "seconds": v.get("seconds")}
             for k, v in (manifest.get("stages") or {}).items()
         },
-        # the SLURM jobs of a run submitted with launcher=slurm (deepwriter.pipeline.slurm writes the file)
+        # the SLURM jobs of a run submitted with launcher=slurm (deepwriter.cluster.launcher writes the file)
         "jobs": read_json(run_dir / "slurm" / "jobs.json"),
         **sections,
     }

@@ -55,7 +55,7 @@ def fourth(monkeypatch):
 
 
 def test_a_fourth_benchmark_needs_no_other_file(fourth, tmp_path):
-    from deepwriter.pipeline import dashboard
+    from deepwriter.commands import dashboard
     from deepwriter.viewer import collect
 
     summary = {
@@ -85,7 +85,7 @@ def test_a_fourth_benchmark_needs_no_other_file(fourth, tmp_path):
 
 
 def test_the_cost_projection_takes_the_benchmarks_own_figures(fourth):
-    from deepwriter.pipeline import cost
+    from deepwriter.commands import plan as cost
 
     cfg = compose_typed("+recipe=full")
     cfg.eval.benchmarks = {"poetrybench": BenchmarkConfig(kind="poetrybench", path=None)}

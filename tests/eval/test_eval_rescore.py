@@ -103,7 +103,7 @@ def _summary(label, headline):
 
 
 def test_report_compares_runs_side_by_side(tmp_path):
-    from deepwriter.viewer.compare import main as report_main
+    from deepwriter.commands.report import main as report_main
 
     a, b = tmp_path / "runA", tmp_path / "runB" / "eval"
     a.joinpath("eval").mkdir(parents=True)

@@ -17,8 +17,8 @@ import httpx
 import pytest
 
 from deepwriter.config.llm import ServingConfig
-from deepwriter.llm.fleet import Fleet, port_free
-from deepwriter.llm.placement import Group, place
+from deepwriter.serving.fleet import Fleet, port_free
+from deepwriter.serving.placement import Group, place
 from deepwriter.testing.repo import REPO, alive
 from deepwriter.testing.vllm_server import free_port
 
@@ -103,7 +103,7 @@ SCRIPT = textwrap.dedent(
     """
     import json, sys, time
     from pathlib import Path
-    from deepwriter.llm.fleet import Fleet, stop_on_signals
+    from deepwriter.serving.fleet import Fleet, stop_on_signals
     sys.path.insert(0, {tests!r})
     from test_fleet import layout, loopback_command
     fleet = Fleet(layout(1, 0), loopback_command, Path({logs!r}))
@@ -166,7 +166,7 @@ def squeued(*job_ids: str) -> str:
 @pytest.mark.slow  # two SLURM jobs, each a loopback server: ~30 s on 2 busy cores
 @pytest.mark.timeout(300)  # bounded inside: 120 s to each start, 120 s to the scancel's heal
 def test_a_replica_as_a_slurm_job_is_found_healed_after_scancel_and_cancelled_by_close(tmp_path, slurm_cluster):
-    from deepwriter.llm.slurm_jobs import TERMINAL, SlurmSpawner
+    from deepwriter.cluster.jobs import TERMINAL, SlurmSpawner
     from deepwriter.testing.slurm import job, wait_until
 
     logs = tmp_path / "servers"
@@ -217,7 +217,7 @@ def test_a_replica_job_stops_its_server_once_the_stage_job_that_started_it_no_lo
 ):
     """The stage job is killed past its fleet's close() (SIGKILL, a node failure): the replica's job sees
     its stage job end and stops its server, so no orphan holds the port and GPUs."""
-    from deepwriter.llm.slurm_jobs import TERMINAL, SlurmSpawner
+    from deepwriter.cluster.jobs import TERMINAL, SlurmSpawner
     from deepwriter.testing.slurm import job, wait_until
 
     stage = subprocess.run(

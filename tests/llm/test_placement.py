@@ -9,7 +9,7 @@ import pytest
 
 from deepwriter.config.llm import ServingConfig
 from deepwriter.core.errors import ConfigError
-from deepwriter.llm.placement import Group, managed_groups, place
+from deepwriter.serving.placement import Group, managed_groups, place
 from deepwriter.testing.repo import REPO
 
 STAGES = ["synthesize", "mix", "sft", "eval"]

@@ -53,8 +53,8 @@ def test_make_serve_and_the_runs_fleet_start_a_preset_with_the_same_command():
     """The preset's serving.engine_args (the CPU preset's --enforce-eager) reach vLLM both ways. The
     session's cache: the GGUF is converted once for this test and the vLLM server's."""
     model_cache = os.environ["DEEPWRITER_CACHE"]
-    from deepwriter.llm.fleet import server_command_for
-    from deepwriter.llm.placement import Replica
+    from deepwriter.serving.fleet import server_command_for
+    from deepwriter.serving.placement import Replica
     from deepwriter.testing.repo import compose_typed
 
     done = _serve(

@@ -319,7 +319,7 @@ def test_every_recipe_is_a_make_target():
 
 
 def test_ablations_demo_runs_every_ablation():
-    from deepwriter.pipeline.ablations import all_ablations
+    from deepwriter.commands.ablations import all_ablations
 
     assert all_ablations() == ABLATIONS
     lines = [ln for ln in _make_n("ablations-demo") if "-m deepwriter.ablations" in ln]

@@ -9,11 +9,11 @@ import re
 
 import pytest
 
+from deepwriter.commands import plan as P
 from deepwriter.config.compose import compose
 from deepwriter.config.eval import JudgePrice
 from deepwriter.config.root import CONF_DIR, to_typed
 from deepwriter.core.schema import key_slice
-from deepwriter.pipeline import cost as P
 from deepwriter.pipeline.runner import STAGES
 from deepwriter.pipeline.runner import plan as plan_stages
 

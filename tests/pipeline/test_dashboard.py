@@ -14,7 +14,7 @@ import pytest
 
 
 def _dry_run(capsys, *args: str) -> Dict:
-    from deepwriter.pipeline.dashboard import main
+    from deepwriter.commands.dashboard import main
 
     assert main(["--dry-run", "--project", "P", *args]) == 0
     return json.loads(capsys.readouterr().out)
@@ -78,9 +78,9 @@ def test_every_metric_is_logged_by_the_stages(tmp_path, model_cache, tiny_model,
     HelloBench and WritingBench fixtures in the eval. A dashboard name no stage logs fails."""
     import torch
 
+    from deepwriter.commands.dashboard import layout
     from deepwriter.config.eval import BenchmarkConfig
     from deepwriter.llm.hf import TransformersScorer
-    from deepwriter.pipeline.dashboard import layout
     from deepwriter.pipeline.runner import run_pipeline
     from deepwriter.testing.judges import ScriptedJudge
     from deepwriter.testing.loopback import start_server
@@ -187,7 +187,7 @@ def test_train_panels_match_the_sft_metrics_callback(capsys, tmp_path):
 
 
 def test_layout_files_when_the_workspace_api_is_missing(tmp_path, capsys, monkeypatch):
-    import deepwriter.pipeline.dashboard as dash
+    import deepwriter.commands.dashboard as dash
 
     monkeypatch.setattr(dash, "_workspaces_available", lambda: False)
     assert "wandb sync" in dash.__doc__
@@ -236,7 +236,7 @@ def fake_wandb_api(monkeypatch):
 def test_the_workspace_builds_with_the_real_library(capsys):
     from wandb_workspaces.workspaces import Workspace
 
-    from deepwriter.pipeline.dashboard import build_workspace
+    from deepwriter.commands.dashboard import build_workspace
 
     spec = _dry_run(capsys, "--entity", "team")
     ws = build_workspace(spec)
@@ -255,7 +255,7 @@ def test_the_workspace_builds_with_the_real_library(capsys):
 
 
 def test_main_saves_the_workspace_under_the_logged_in_users_entity(capsys, fake_wandb_api):
-    from deepwriter.pipeline.dashboard import main
+    from deepwriter.commands.dashboard import main
 
     assert main(["--project", "P"]) == 0
     (call,) = fake_wandb_api.sent
@@ -271,7 +271,7 @@ def test_main_saves_the_workspace_under_the_logged_in_users_entity(capsys, fake_
 
 
 def test_no_entity_and_no_login_stops_with_one_line(capsys, fake_wandb_api):
-    from deepwriter.pipeline.dashboard import main
+    from deepwriter.commands.dashboard import main
 
     fake_wandb_api.entity = None
     assert main(["--project", "P"]) == 2

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from deepwriter.core.records import read_records
-from deepwriter.llm.fleet import port_free
+from deepwriter.serving.fleet import port_free
 from deepwriter.testing.repo import REPO, alive, fleet_state, wait_for
 from deepwriter.testing.synthesis import served_synthesis_overrides, write_pairs
 from deepwriter.testing.vllm_server import free_port

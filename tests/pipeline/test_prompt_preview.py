@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from deepwriter.pipeline.prompt_preview import main
+from deepwriter.commands.prompts import main
 from deepwriter.testing.repo import FIXTURES
 
 FIX = FIXTURES

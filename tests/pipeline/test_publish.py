@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+from deepwriter.commands.export import REFERENCE_INPUT, export_run, main
 from deepwriter.config.data import SourceConfig
 from deepwriter.config.root import to_plain
 from deepwriter.core.contract import StageContext
 from deepwriter.core.records import read_records
 from deepwriter.pairs.read import load_pairs
-from deepwriter.pipeline.publish import REFERENCE_INPUT, export_run, main
 from deepwriter.synthesis import stage as synth_stage
 from deepwriter.synthesis import store
 from deepwriter.testing.repo import FIXTURES

@@ -15,7 +15,7 @@ import pytest
 from conftest import missing
 
 from deepwriter.core.records import read_records
-from deepwriter.llm.fleet import port_free
+from deepwriter.serving.fleet import port_free
 from deepwriter.testing.repo import alive, fleet_state, wait_for
 from deepwriter.testing.vllm_server import REPO, SERVE_STAMP, free_port
 

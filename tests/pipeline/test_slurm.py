@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from deepwriter.cluster.jobs import submitted_jobs
 from deepwriter.core.records import read_records
-from deepwriter.llm.fleet import port_free
-from deepwriter.llm.slurm_jobs import submitted_jobs
+from deepwriter.serving.fleet import port_free
 from deepwriter.testing.repo import REPO
 from deepwriter.testing.slurm import job, scontrol, wait_until
 from deepwriter.testing.synthesis import LOOPBACK_COMMAND, served_synthesis_overrides, write_pairs
@@ -334,10 +334,10 @@ def test_under_launcher_slurm_the_managed_replica_is_a_job_of_its_own_and_gone_a
 def test_where_replicas_run_and_what_a_stage_job_keeps_of_the_launcher():
     """serving.placement auto: a job of its own inside a stage job of launcher=slurm (and in the plan of
     one), a local process otherwise; a stage job keeps the server jobs' launcher keys, not the rest."""
+    from deepwriter.cluster.launcher import _forwarded
+    from deepwriter.cluster.requests import server_request, serves_as_jobs
     from deepwriter.config.compose import compose
     from deepwriter.config.root import to_typed
-    from deepwriter.pipeline.slurm import _forwarded
-    from deepwriter.pipeline.slurm_request import server_request, serves_as_jobs
 
     def cfg(*o):
         return to_typed(compose(["+recipe=demo", *o]))

@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 
-from deepwriter.pipeline.slurm import StageJob
+from deepwriter.cluster.launcher import StageJob
 
 # a stage that takes 1 s to save once told (SIGUSR1), then exits 3 (unfinished), as SFT does
 SAVING_STAGE = """

@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
+from deepwriter.cluster.time_limits import job_times, parse_slurm_minutes, partition_limits
 from deepwriter.config.root import ConfigError
-from deepwriter.pipeline.time_limits import job_times, parse_slurm_minutes, partition_limits
 from deepwriter.testing.repo import REPO, compose_typed
 
 

@@ -458,7 +458,7 @@ def test_the_report_of_an_unfinished_run_shows_what_there_is(tmp_path):
 
 @needs_chromium
 def test_a_run_submitted_to_slurm_shows_its_jobs_and_why_it_stopped(tmp_path):
-    """slurm/jobs.json as deepwriter.pipeline.slurm writes it after launcher.wait: a table of the jobs
+    """slurm/jobs.json as deepwriter.cluster.launcher writes it after launcher.wait: a table of the jobs
     (resources, dependency, state, exit code, restarts, log) and the run's one line."""
     run = write_run(tmp_path, 2)
     jobs = [

@@ -6,7 +6,7 @@ for its one stage (`recipe.stages=[STAGE] run_id=RUN launcher=local`), so every 
 inside it: stage keys and reuse, resume from what a stage wrote (synthesis from its records, SFT from its
 last checkpoint, eval from its judge cache), the managed serving fleet of the stage's roles (started,
 healed and stopped by the job; by default each replica is a SLURM job of its own, serving.placement,
-deepwriter.llm.slurm_jobs), exit 3 for unfinished items. A requeued or
+deepwriter.cluster.jobs), exit 3 for unfinished items. A requeued or
 preempted job (submitit requeues on the pre-timeout signal; `scontrol requeue` restarts it) is the same
 command again and resumes its stage exactly.
 
@@ -29,13 +29,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
-from deepwriter.config.root import STAGE_ORDER, ConfigError, RootConfig, expand
-from deepwriter.core.contract import JOB_ENV
-from deepwriter.core.files import write_json_atomic
-from deepwriter.llm.slurm_jobs import TERMINAL, run_tool, show_job, submitted_jobs
-from deepwriter.pipeline.slurm_request import (
+from deepwriter.cluster.jobs import TERMINAL, run_tool, show_job, submitted_jobs
+from deepwriter.cluster.requests import (
     job_request,
     key_of,
     sbatch_flags,
@@ -43,6 +40,9 @@ from deepwriter.pipeline.slurm_request import (
     server_request,
     serves_as_jobs,
 )
+from deepwriter.config.root import ConfigError, RootConfig, expand
+from deepwriter.core.contract import JOB_ENV
+from deepwriter.core.files import write_json_atomic
 
 JOBS_FILE = "jobs.json"
 EXIT_UNFINISHED = 3
@@ -275,7 +275,7 @@ def job_graph(cfg: RootConfig, stages: List[str], hours: Dict[str, float]) -> Li
     """The jobs the run would submit, in order, each after the one before (no ids yet), each with the
     requeues it may take at its time limit, from the plan's projected `hours` of each stage
     (cost.stage_wall_hours); a graph that cannot finish is refused here, before any submission."""
-    from deepwriter.pipeline.time_limits import job_times, partition_limits
+    from deepwriter.cluster.time_limits import job_times, partition_limits
 
     times = job_times(cfg, stages, hours, partition_limits())
     graph = []
@@ -317,26 +317,27 @@ def server_graph_text(cfg: RootConfig, layout: Any) -> str:
     return "\n".join(lines) + "\n"
 
 
-def submit_run(cfg: RootConfig, argv: List[str], hours: Callable[[RootConfig, List[str]], Dict[str, float]]) -> int:
-    """Submit the run's unfinished stages as jobs; with launcher.wait, follow them to the end. Returns
-    the exit code of the submitting command. `hours`: the plan's projected wall-clock hours of stages
-    (cost.stage_wall_hours), for each job's requeue allowance."""
-    from deepwriter.pipeline.runner import check_run, plan, serving_layout
-
-    planned = plan(cfg)
-    wanted = [s for s in STAGE_ORDER if s in cfg.recipe.stages]
-    check_run(cfg, planned, wanted)  # the runner's own checks, before any submission
-    todo = [s for s in wanted if not planned[s].finished()]
-    reused = [s for s in wanted if s not in todo]
+def submit_run(
+    cfg: RootConfig,
+    argv: List[str],
+    todo: List[str],
+    reused: List[str],
+    server_groups: Dict[str, Any],
+    hours: Dict[str, float],
+) -> int:
+    """Submit the run's unfinished stages `todo` as jobs (the runner has checked the run and planned its
+    managed servers' groups); with launcher.wait, follow them to the end. Returns the exit code of the
+    submitting command. `hours`: the plan's projected wall-clock hours of each stage (commands.plan
+    .stage_wall_hours), for each job's requeue allowance."""
     check_cluster(cfg, todo)
     if todo and serves_as_jobs(cfg, in_stage_job=False):
-        check_server_jobs(cfg, serving_layout(cfg, [], as_jobs=True).groups)
+        check_server_jobs(cfg, server_groups)
 
     import submitit
 
     folder = slurm_dir(cfg)
     folder.mkdir(parents=True, exist_ok=True)
-    graph = job_graph(cfg, todo, hours(cfg, todo))
+    graph = job_graph(cfg, todo, hours)
     previous: Optional[str] = None
     for job in graph:
         stage = job["stage"]

@@ -1,7 +1,7 @@
 """A managed server replica as a SLURM job of its own (serving.placement: slurm; the fleet's spawner seam,
-deepwriter.llm.fleet.Spawner).
+deepwriter.serving.fleet.Spawner).
 
-The replica's server command (deepwriter.llm.fleet.server_command_for, bound to 0.0.0.0) becomes a batch
+The replica's server command (deepwriter.serving.fleet.server_command_for, bound to 0.0.0.0) becomes a batch
 script `<servers>/<group>-<index>.sbatch`, submitted with `sbatch --no-requeue` (the fleet, not the
 scheduler, brings a dead replica back, within serving.max_restarts). Before it starts the server the job
 writes `<node>:<port> <job id>` to `<servers>/<group>-<index>.addr` in the run folder, which every node
@@ -14,7 +14,7 @@ job states through sacct, which a cluster without accounting (and this one's tes
 
 Every job submitted is a line of `<servers>/jobs.jsonl` (the launcher's jobs.json lists them with their
 end state). Also here: the scheduler's view of one job (`scontrol show job`), which the launcher
-(deepwriter.pipeline.slurm) reads too.
+(deepwriter.cluster.launcher) reads too.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
-from deepwriter.llm.placement import Replica
+from deepwriter.serving.placement import Replica
 
 # job states after which SLURM runs nothing more for the job (a requeued one goes back to PENDING)
 TERMINAL = {
@@ -139,7 +139,7 @@ class ReplicaJob:
 
 class SlurmSpawner:
     """Starts each replica as a batch job; `flags_for(replica)` gives its sbatch options (partition,
-    GPUs, CPUs, time: launcher.jobs.server, see deepwriter.pipeline.slurm_request.server_flags)."""
+    GPUs, CPUs, time: launcher.jobs.server, see deepwriter.cluster.requests.server_flags)."""
 
     def __init__(
         self,
@@ -153,7 +153,7 @@ class SlurmSpawner:
         self.ask_every_s = ask_every_s  # the controller is shared: no more than one look at a job per this
 
     def start(self, rep: Replica, argv: List[str], env: Dict[str, str], log_path: Path) -> ReplicaJob:
-        from deepwriter.llm.fleet import FleetError
+        from deepwriter.serving.fleet import FleetError
 
         name = f"{rep.group}-{rep.index}".replace("/", "_")
         addr = self.log_dir / f"{name}.addr"

@@ -77,7 +77,8 @@ class Layout:
         return "\n".join(lines)
 
 
-def _gpus_per_replica(s: ServingConfig) -> int:
+def gpus_per_replica(s: ServingConfig) -> int:
+    """The GPUs one replica holds: gpus_per_replica, else its tensor_parallel (the one place this rule is written)."""
     return s.gpus_per_replica if s.gpus_per_replica is not None else s.tensor_parallel
 
 
@@ -114,7 +115,7 @@ def place(
         for g in groups:
             if g.serving.tensor_parallel > 1:
                 raise ConfigError(
-                    f"models.{g.roles[0]}.serving: {g.name} needs {g.serving.replicas * _gpus_per_replica(g.serving)} "
+                    f"models.{g.roles[0]}.serving: {g.name} needs {g.serving.replicas * gpus_per_replica(g.serving)} "
                     f"GPUs (tensor_parallel {g.serving.tensor_parallel}) and this node has none"
                 )
             layout.replicas[g.name] = [
@@ -139,7 +140,7 @@ def place(
         for g in groups:
             if g.first != i:
                 continue
-            per = _gpus_per_replica(g.serving)
+            per = gpus_per_replica(g.serving)
             if per * g.serving.replicas > len(free):
                 raise ConfigError(_too_few(stage, groups, inprocess, gpus, i))
             reps = []
@@ -154,9 +155,9 @@ def place(
 
 def _too_few(stage: str, groups: Sequence[Group], inprocess: Dict[str, List[str]], gpus: Sequence[int], i: int) -> str:
     parts = [
-        f"{g.name} {g.serving.replicas}x{_gpus_per_replica(g.serving)}" for g in groups if g.first <= i <= g.last
+        f"{g.name} {g.serving.replicas}x{gpus_per_replica(g.serving)}" for g in groups if g.first <= i <= g.last
     ] + [f"in-process {r} 1" for r in inprocess.get(stage, [])]
-    need = sum(g.serving.replicas * _gpus_per_replica(g.serving) for g in groups if g.first <= i <= g.last)
+    need = sum(g.serving.replicas * gpus_per_replica(g.serving) for g in groups if g.first <= i <= g.last)
     need += len(inprocess.get(stage, []))
     return (
         f"serving: stage {stage} needs {need} GPUs ({' + '.join(parts)}) and this node has {len(gpus)}; "

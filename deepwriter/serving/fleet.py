@@ -1,9 +1,9 @@
-"""A run's own servers: start the replicas of a placed group (deepwriter.llm.placement), check their
+"""A run's own servers: start the replicas of a placed group (deepwriter.serving.placement), check their
 health, restart one that died within its group's budget, and stop them all.
 
 How a replica runs is the fleet's spawner (start / ended / address / stop): by default one server
 process on this node in its own process group (what `make serve` starts: LocalSpawner), or a SLURM job
-of its own on whatever node the scheduler gives it (deepwriter.llm.slurm_jobs.SlurmSpawner, whose
+of its own on whatever node the scheduler gives it (deepwriter.cluster.jobs.SlurmSpawner, whose
 address the fleet reads from the run folder). Its log is under the run folder
 (`<log_dir>/<group>-<index>.log`). A watcher thread looks at every replica each `poll_s`: one whose
 process (or job) has ended, or that has not answered its health check `unhealthy_after` times in a row,
@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Protocol, Tuple
 
 from deepwriter.core.errors import DeepwriterError
-from deepwriter.llm.placement import Layout, Replica
+from deepwriter.serving.placement import Layout, Replica
 
 log = logging.getLogger("deepwriter.fleet")
 _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # the servers are ours: no proxy
@@ -85,7 +85,7 @@ class Spawner(Protocol):
 class _Running:
     replica: Replica
     log_path: Path
-    proc: Any = None  # the spawner's handle: a subprocess.Popen here, a job (deepwriter.llm.slurm_jobs)
+    proc: Any = None  # the spawner's handle: a subprocess.Popen here, a job (deepwriter.cluster.jobs)
     started: float = 0.0
     misses: int = 0  # health checks missed in a row
     starting: bool = False  # up() is waiting for its first answer: the watcher leaves it alone
@@ -437,13 +437,13 @@ class LocalSpawner:
 
 
 def server_command_for(models_by_group: Dict[str, object], python: str, host: str, cache_dir: str) -> CommandFor:
-    """The command of `make serve` (deepwriter.llm.serving.server_command) for a replica of a group, with
+    """The command of `make serve` (deepwriter.serving.server.server_command) for a replica of a group, with
     its tensor-parallel size and engine arguments; on the CPU vLLM's KV-cache space (GiB). A preset with
     its own `serving.command` gets that, filled in. `models_by_group` is read at each start, so a
     group's model may be set just before it comes up (eval's model under test)."""
     import sys
 
-    from deepwriter.llm.serving import served_name, server_command
+    from deepwriter.serving.server import served_name, server_command
 
     def command(rep: Replica) -> Tuple[List[str], Dict[str, str]]:
         cfg = models_by_group[rep.group]

@@ -61,7 +61,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     results = [run_recipe(r, args.scale, args.batch, overrides) for r in recipes]
     failed = [r["recipe"] for r in results if r["returncode"] != 0]
 
-    from deepwriter.viewer.compare import find_summary, write_report
+    from deepwriter.commands.report import find_summary, write_report
 
     runs = {}
     for r in results:

@@ -488,7 +488,7 @@ def project(cfg: RootConfig, calibrate: Optional[str] = None) -> Projection:
 
 def stage_wall_hours(cfg: RootConfig, stages: List[str]) -> Dict[str, float]:
     """The plan's wall-clock hours of each stage on its fleet (GPU-hours over plan.fleet.count): what
-    the SLURM jobs' requeue allowances are computed from (deepwriter.pipeline.time_limits)."""
+    the SLURM jobs' requeue allowances are computed from (deepwriter.cluster.time_limits)."""
     import dataclasses
 
     totals = project(dataclasses.replace(cfg, recipe=dataclasses.replace(cfg.recipe, stages=list(stages)))).totals
@@ -501,20 +501,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     opts, overrides = split_options(list(sys.argv[1:] if argv is None else argv), OPTIONS)
     try:
         cfg = to_typed(compose(overrides))
-        from deepwriter.pipeline.runner import serving_layout
-
         # the managed servers on the fleet's GPUs as the plan assumes them (plan.fleet.count), not this
         # machine's; a fleet too small for them is refused like the run refuses it
-        from deepwriter.pipeline.slurm_request import serves_as_jobs
+        from deepwriter.cluster.requests import serves_as_jobs
+        from deepwriter.pipeline.runner import stage_roles
+        from deepwriter.serving.stages import serving_layout
 
         # under launcher=slurm each replica is a job of its own (serving.placement): no GPU of the stage's node
         as_jobs = serves_as_jobs(cfg, in_stage_job=False)
-        placed = serving_layout(cfg, list(range(cfg.plan.fleet.count)), as_jobs)
+        placed = serving_layout(cfg, list(range(cfg.plan.fleet.count)), stage_roles(cfg), as_jobs)
         layout = placed.text().splitlines()
         text = "== " + layout[0].rstrip(":") + "\n" + "\n".join(layout[1:]) + "\n"
         text += project(cfg, opts.get("calibrate")).text()
         if cfg.launcher.kind == "slurm":  # the jobs `deepwriter.train ... launcher=slurm` would submit
-            from deepwriter.pipeline.slurm import graph_text, job_graph, server_graph_text
+            from deepwriter.cluster.launcher import graph_text, job_graph, server_graph_text
 
             stages = [s for s in STAGE_ORDER if s in cfg.recipe.stages]
             text += "\n" + graph_text(job_graph(cfg, stages, stage_wall_hours(cfg, stages)))

@@ -1,10 +1,10 @@
 """Each SLURM job's requeue allowance, computed from the plan's projected hours of its stage and the
 job's time limit (launcher.jobs.<stage>.time_min, at most the partition's, read with `sinfo`), not a
-guessed constant. A job that reaches its time limit saves, requeues itself (deepwriter.pipeline.slurm)
+guessed constant. A job that reaches its time limit saves, requeues itself (deepwriter.cluster.launcher)
 and resumes; it may do so `requeues` times. The graph refuses with one line a job that cannot finish:
 a time limit above the partition's, or more requeues than launcher.max_requeues allows.
 
-The projection (deepwriter.pipeline.cost.stage_wall_hours) is a worst case from the config's bounds on the plan's fleet;
+The projection (deepwriter.commands.plan.stage_wall_hours) is a worst case from the config's bounds on the plan's fleet;
 MARGIN covers what it leaves out (start-ups, the restart after each requeue, a slower node).
 """
 
@@ -15,8 +15,8 @@ import re
 from dataclasses import dataclass
 from typing import Dict, List, Optional
 
+from deepwriter.cluster.jobs import run_tool
 from deepwriter.config.root import ConfigError, RootConfig
-from deepwriter.llm.slurm_jobs import run_tool
 
 MARGIN = 0.25  # the projected hours are asked for with a quarter more
 
@@ -87,7 +87,7 @@ def job_times(
     cfg: RootConfig, stages: List[str], hours: Dict[str, float], limits: Dict[str, Optional[int]]
 ) -> Dict[str, JobTime]:
     """Each stage job's time limit and requeue allowance; refuses a graph that cannot finish."""
-    from deepwriter.pipeline.slurm_request import job_request
+    from deepwriter.cluster.requests import job_request
 
     out = {}
     for stage in stages:

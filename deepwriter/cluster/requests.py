@@ -1,13 +1,15 @@
 """What each SLURM job of a run asks the scheduler for: a stage's job (launcher.jobs.<stage>) and a managed
 server replica's own job (launcher.jobs.server, serving.placement: slurm). Read by the submitter
-(deepwriter.pipeline.slurm) and by the runner inside a stage job, whose fleet submits the replicas."""
+(deepwriter.cluster.launcher) and by the runner inside a stage job, whose fleet submits the replicas."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Dict, List
 
+from deepwriter.cluster.jobs import SlurmSpawner, partition_has_gpus
 from deepwriter.config.root import ConfigError, RootConfig
-from deepwriter.llm.slurm_jobs import partition_has_gpus
+from deepwriter.serving.placement import Group, gpus_per_replica
 
 
 def job_request(cfg: RootConfig, stage: str) -> Dict[str, Any]:
@@ -55,7 +57,7 @@ def server_request(cfg: RootConfig, group: str, serving: Any, ask_cluster: bool 
     req = job_request(cfg, "server")
     req["job_name"] = f"{cfg.launcher.job_name}-{cfg.recipe.name}-serve-{group}".replace("/", "_")
     req.pop("gpus_per_node", None)
-    gpus = serving.gpus_per_replica if serving.gpus_per_replica is not None else serving.tensor_parallel
+    gpus = gpus_per_replica(serving)
     if not ask_cluster or partition_has_gpus(req.get("partition")):
         req["gpus_per_node"] = gpus
     elif serving.tensor_parallel > 1:
@@ -69,6 +71,13 @@ def server_request(cfg: RootConfig, group: str, serving: Any, ask_cluster: bool 
 
 def server_flags(cfg: RootConfig, group: str, serving: Any) -> List[str]:
     return sbatch_flags(server_request(cfg, group, serving), dict(cfg.launcher.jobs.server.additional))
+
+
+def replica_spawner(cfg: RootConfig, groups: Dict[str, Group], servers_dir: Path) -> SlurmSpawner:
+    """The fleet's spawner when each replica of these groups is a SLURM job of its own, asking for
+    launcher.jobs.server's resources (server_flags)."""
+    flags = {g.name: server_flags(cfg, g.name, g.serving) for g in groups.values()}
+    return SlurmSpawner(lambda rep: flags[rep.group], servers_dir)
 
 
 def sbatch_flags(req: Dict[str, Any], additional: Dict[str, Any]) -> List[str]:

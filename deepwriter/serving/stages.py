@@ -1,0 +1,158 @@
+"""The run's managed servers around its stages: where they go (serving_layout), up before the first stage
+that calls a group's roles and down after the last (RunServing), and the handle a stage that brings its
+own servers up and down gets as ctx.serving (StageServing).
+
+The runner hands in each stage's roles (stage name -> the model roles it calls, in run order), so this
+floor never reads the stage list; under serving.placement=slurm it also hands in how a replica becomes a
+SLURM job of its own (deepwriter.cluster.requests.replica_spawner), the floor above this one."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+
+from deepwriter.config.root import ConfigError, RootConfig
+from deepwriter.core.contract import StageContext, StageSpec
+from deepwriter.serving.fleet import Fleet, Spawner, server_command_for
+from deepwriter.serving.placement import Group, Layout, run_layout
+
+ROLES = ("generator", "scorer", "student", "judge")
+
+
+def serving_layout(cfg: RootConfig, gpus: List[int], roles_of: Dict[str, List[str]], as_jobs: bool = False) -> Layout:
+    """Where the run's managed servers go on a node with these GPUs (deepwriter.serving.placement.place);
+    `roles_of`: the run's stages in order, each with the roles it calls; `as_jobs`: each replica is a
+    SLURM job of its own."""
+    models = {r: getattr(cfg.models, r) for r in ROLES}
+    renamed = {}
+    if cfg.eval.model_under_test == "sft":  # eval serves the sft output's weights, not the student preset's
+        renamed[("eval", "student")] = f"{cfg.models.student.name}+sft"
+    return run_layout(models, list(roles_of), roles_of, cfg.serving.managed, gpus, renamed, as_jobs)
+
+
+class StageServing:
+    """ctx.serving of a stage that brings its servers up and down itself."""
+
+    def __init__(self, fleet: Any, by_role: Dict[str, str]):
+        self.fleet, self.by_role = fleet, by_role
+
+    def up(self, role: str) -> None:
+        if role in self.by_role:
+            self.fleet.up(self.by_role[role])
+
+    def down(self, role: str) -> None:
+        if role in self.by_role:
+            self.fleet.down(self.by_role[role])
+
+
+def _off(cfg: RootConfig):
+    return dataclasses.replace(cfg.serving, managed=False)
+
+
+class RunServing:
+    """The run's managed servers around its stages: up before the first stage that calls a group's roles,
+    down after the last; a stage whose servers died and came back within their budget runs again and
+    resumes from what it wrote."""
+
+    def __init__(
+        self,
+        cfg: RootConfig,
+        run_dir: Path,
+        gpus: List[int],
+        roles_of: Dict[str, List[str]],
+        active: bool = True,
+        as_jobs: bool = False,
+        job_spawner: Optional[Callable[[Dict[str, Group], Path], Spawner]] = None,
+    ):
+        # rank 0 alone runs the stages that call servers; other ranks of a launch start none
+        self.as_jobs = as_jobs
+        run_cfg = cfg if active else dataclasses.replace(cfg, serving=_off(cfg))
+        self.layout = serving_layout(run_cfg, gpus, roles_of, self.as_jobs)
+        self.stages = self.layout.stages
+        self.models: Dict[str, Any] = {}  # group -> the model config its replicas serve
+        self.fleet = None
+        if self.layout.groups:
+            if (
+                not any(g.serving.command for g in self.layout.groups.values())
+                and not Path(cfg.serving.python).is_file()
+            ):
+                raise ConfigError(
+                    f"serving.python: {cfg.serving.python} does not exist; `make serve-install` creates vLLM's "
+                    "environment (or serving.managed=false to use servers of your own)"
+                )
+            if not self.as_jobs:
+                command = server_command_for(self.models, cfg.serving.python, cfg.serving.host, cfg.paths.cache_dir)
+                self.fleet = Fleet(self.layout, command, run_dir / "servers", host=cfg.serving.host)
+            else:  # each replica a job on some node: it listens on every interface, its address in the run folder
+                assert job_spawner is not None, "as_jobs needs the spawner of replica jobs"
+                command = server_command_for(self.models, cfg.serving.python, "0.0.0.0", cfg.paths.cache_dir)
+                spawner = job_spawner(self.layout.groups, run_dir / "servers")
+                self.fleet = Fleet(self.layout, command, run_dir / "servers", host=cfg.serving.host, spawner=spawner)
+
+    def groups_at(self, stage: str) -> List[Any]:
+        i = self.stages.index(stage)
+        return [g for g in self.layout.groups.values() if g.first <= i <= g.last]
+
+    def before(self, cfg: RootConfig, stage: str, spec: StageSpec, ctx: StageContext) -> RootConfig:
+        """Bring up the stage's groups; the config the stage runs with: each served role's base_urls
+        are its group's replicas."""
+        if self.fleet is None:
+            return cfg
+        urls: Dict[str, List[str]] = {}
+        by_role: Dict[str, str] = {}
+        for g in self.groups_at(stage):
+            role = g.roles[0]
+            model = spec.model_for(cfg, ctx, role) if spec.model_for and role in spec.roles(cfg) else None
+            self.models.setdefault(g.name, model or getattr(cfg.models, role))
+            # the stage brings it up when it calls it (ctx.serving), to share this node's GPUs; a replica
+            # that is a job of its own shares nothing, and its address is known only once it runs: up now
+            if spec.serves_itself and not self.as_jobs:
+                got = [self.fleet.url(r) for r in self.layout.replicas[g.name]]
+            else:
+                got = self.fleet.up(g.name)
+            for r in g.roles:
+                urls[r], by_role[r] = got, g.name
+        if spec.serves_itself and by_role and not self.as_jobs:
+            ctx.serving = StageServing(self.fleet, by_role)
+        if not urls:
+            return cfg
+        models = dataclasses.replace(
+            cfg.models,
+            **{
+                r: dataclasses.replace(
+                    getattr(cfg.models, r),
+                    endpoint=dataclasses.replace(getattr(cfg.models, r).endpoint, base_urls=list(u)),
+                )
+                for r, u in urls.items()
+            },
+        )
+        return dataclasses.replace(cfg, models=models)
+
+    def after(self, stage: str) -> None:
+        """Stop the groups no later stage calls (SFT gets the GPUs)."""
+        if self.fleet is None:
+            return
+        i = self.stages.index(stage)
+        for g in self.layout.groups.values():
+            if g.last <= i and g.name in self.fleet.running:
+                self.fleet.down(g.name)
+
+    def deaths(self) -> int:
+        return self.fleet.deaths() if self.fleet else 0
+
+    def healed_since(self, deaths_before: int) -> bool:
+        """A server of this stage died since `deaths_before` and the fleet is whole again."""
+        if self.fleet is None:
+            return False
+        self.fleet.check()
+        return self.fleet.deaths() > deaths_before and self.fleet.heal()
+
+    def summary(self) -> Dict[str, Any]:
+        if self.fleet is None:
+            return {}
+        return {"groups": self.fleet.summary(), "layout": self.layout.text()}
+
+    def close(self) -> None:
+        if self.fleet is not None:
+            self.fleet.close()
