@@ -20,15 +20,19 @@ end state). Also here: the scheduler's view of one job (`scontrol show job`), wh
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shlex
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
 from deepwriter.serving.placement import Replica
+
+_log = logging.getLogger("deepwriter.fleet")
 
 # job states after which SLURM runs nothing more for the job (a requeued one goes back to PENDING)
 TERMINAL = {
@@ -50,18 +54,52 @@ def run_tool(cmd: List[str], timeout: float = 30) -> subprocess.CompletedProcess
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
 
 
+class ControllerSilent(RuntimeError):
+    """slurmctld did not answer (restarting, overloaded, a network blip): a job's state is unknown, not
+    ended; ask again later."""
+
+
+# what scontrol says of a job the controller does not (or no longer) know
+_UNKNOWN_JOB = "Invalid job id"
+
+
 def show_job(job_id: str) -> Optional[Dict[str, str]]:
-    """`scontrol show job -o ID` as a dict (JobState, ExitCode, Restarts, NumTasks, ...); None when the
-    controller no longer knows the job."""
-    out = run_tool(["scontrol", "show", "job", "-o", str(job_id)])
-    if out.returncode != 0 or not out.stdout.strip():
-        return None
+    """`scontrol show job -o ID` as a dict (JobState, ExitCode, Restarts, NumTasks, Reason, ...). A job
+    the controller no longer knows (it forgets ended jobs after MinJobAge) is read from accounting
+    (`sacct`) where the cluster keeps it, else None. A controller that does not answer raises
+    ControllerSilent: that is "unknown, ask again", never "the job is gone"."""
+    try:
+        out = run_tool(["scontrol", "show", "job", "-o", str(job_id)])
+    except subprocess.TimeoutExpired as exc:
+        raise ControllerSilent(f"scontrol show job {job_id}: no answer in {exc.timeout:.0f} s") from exc
+    if out.returncode != 0:
+        if _UNKNOWN_JOB not in out.stderr + out.stdout:
+            why = (out.stderr or out.stdout).strip().splitlines()
+            raise ControllerSilent(f"scontrol show job {job_id}: {why[-1] if why else f'exit {out.returncode}'}")
+        return accounted_job(job_id)
+    if not out.stdout.strip():
+        return accounted_job(job_id)
     fields: Dict[str, str] = {}
     for token in shlex.split(out.stdout.strip().splitlines()[0]):
         k, eq, v = token.partition("=")
         if eq:
             fields.setdefault(k, v)
     return fields
+
+
+def accounted_job(job_id: str) -> Optional[Dict[str, str]]:
+    """A job's end as accounting (slurmdbd) recorded it, in scontrol's field names; None where the
+    cluster keeps no accounting or has no record of the job."""
+    try:
+        out = run_tool(["sacct", "-n", "-P", "-X", "-j", str(job_id), "-o", "State,ExitCode,NodeList,Reason"])
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    rows = [line.split("|") for line in out.stdout.splitlines() if line.count("|") == 3]
+    if out.returncode != 0 or not rows:
+        return None
+    state, code, nodes, reason = rows[-1]  # the last try of a requeued job
+    # "CANCELLED by 0": the state is the first word
+    return {"JobState": state.split()[0], "ExitCode": code, "NodeList": nodes, "Reason": reason, "From": "sacct"}
 
 
 def partition_has_gpus(partition: Optional[str]) -> bool:
@@ -92,23 +130,37 @@ WATCH_S = 10
 
 
 def batch_script(
-    rep: Replica, argv: List[str], env: Dict[str, str], addr: Path, parent: Optional[str], watch_s: float = WATCH_S
+    rep: Replica,
+    argv: List[str],
+    env: Dict[str, str],
+    addr: Path,
+    parent: Optional[str],
+    watch_s: float = WATCH_S,
+    python: str = sys.executable,
 ) -> str:
-    """The replica's batch script: its address into the run folder, then its server; with `parent` (the
-    stage job that runs the fleet) the server is stopped when that job is no longer running."""
+    """The replica's batch script: a port free on its node (the replica's own, base_port + index, unless
+    another server holds it there: then one the system gives), its address into the run folder, then its
+    server; with `parent` (the stage job that runs the fleet) the server is stopped when that job is no
+    longer running. The port is every argument of `argv` that is the replica's port."""
     q = shlex.quote
+    own = str(rep.port)
+    command = " ".join('"$port"' if a == own else q(a) for a in argv)
+    bind = "import socket,sys; s=socket.socket(); s.bind(('', int(sys.argv[1]))); print(s.getsockname()[1])"
     lines = [
         "#!/bin/bash",
         f"# deepwriter: {rep.group} replica {rep.index}, a server job of the run's fleet",
         *(f"export {k}={q(v)}" for k, v in env.items()),
-        'echo "=== $(date +%H:%M:%S) job $SLURM_JOB_ID on $(hostname): "' + q(shlex.join(argv)),
-        f'printf "%s:%s %s\\n" "$(hostname)" {rep.port} "$SLURM_JOB_ID" > {q(str(addr))}.$SLURM_JOB_ID',
+        f'free_port() {{ {q(python)} -c {q(bind)} "$1" 2>/dev/null; }}',
+        f"port=$(free_port {own} || free_port 0)",
+        f'[ "$port" = {own} ] || echo "deepwriter: port {own} is taken on $(hostname): this replica listens on $port"',
+        'echo "=== $(date +%H:%M:%S) job $SLURM_JOB_ID on $(hostname): "' + command,
+        f'printf "%s:%s %s\\n" "$(hostname)" "$port" "$SLURM_JOB_ID" > {q(str(addr))}.$SLURM_JOB_ID',
         f"mv {q(str(addr))}.$SLURM_JOB_ID {q(str(addr))}",
     ]
     if not parent:
-        return "\n".join(lines + ["exec " + shlex.join(argv)]) + "\n"
+        return "\n".join(lines + ["exec " + command]) + "\n"
     lines += [
-        shlex.join(argv) + " &",
+        command + " &",
         "srv=$!",
         "trap 'kill -TERM $srv 2>/dev/null' TERM INT",
         "gone=0",
@@ -135,6 +187,14 @@ class ReplicaJob:
     job_id: str
     addr_path: Path
     asked_at: float = 0.0  # when the scheduler was last asked about it (monotonic)
+    state: str = "PENDING"  # as the scheduler last said (GONE: it no longer knows the job)
+    reason: str = ""  # scontrol's Reason (why a PENDING job waits: Resources, Priority, ...)
+    exit_code: str = "?"
+    silent_since: Optional[float] = None  # the controller has not answered about it since (monotonic)
+
+
+# a job in these states has not started its server yet (CONFIGURING: its nodes are booting)
+QUEUED = {"PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED"}
 
 
 class SlurmSpawner:
@@ -186,27 +246,57 @@ class SlurmSpawner:
 
     def _cancel_former(self, rep: Replica, addr: Path) -> None:
         """A job of this replica from an earlier try of the stage (a requeued stage job, a killed run) that
-        still runs is cancelled first: it holds the replica's port and GPUs."""
+        still runs is cancelled first: it holds the replica's GPUs. A controller that does not answer
+        cannot say: the job is cancelled anyway (scancel of an ended job changes nothing)."""
         try:
             former = addr.read_text().split()[1]
         except (OSError, IndexError):
             return
-        st = show_job(former)
+        try:
+            st = show_job(former)
+        except ControllerSilent:
+            st = {"JobState": "UNKNOWN"}
         if st is not None and st.get("JobState") not in TERMINAL:
             self.stop(rep, ReplicaJob(former, addr), graceful=False)
+
+    def _look(self, job: ReplicaJob) -> None:
+        """Ask the scheduler about the job, at most every `ask_every_s`; a controller that does not answer
+        leaves what it last said (unknown is not ended: ask again)."""
+        now = time.monotonic()
+        if now - job.asked_at < self.ask_every_s:
+            return
+        job.asked_at = now
+        try:
+            st = show_job(job.job_id)
+        except ControllerSilent as exc:
+            if job.silent_since is None:
+                job.silent_since = now
+                _log.warning("fleet: job %s: the controller does not answer (%s); asking again", job.job_id, exc)
+            return
+        if job.silent_since is not None:
+            _log.info("fleet: job %s: the controller answers again after %.0f s", job.job_id, now - job.silent_since)
+            job.silent_since = None
+        if st is None:
+            job.state, job.reason = "GONE", "the scheduler no longer knows the job"
+            return
+        job.state, job.reason = st.get("JobState", "UNKNOWN"), st.get("Reason", "")
+        job.exit_code = st.get("ExitCode", "?")
 
     def ended(self, job: ReplicaJob) -> Optional[str]:
         """Why the job ended, asking the scheduler at most every `ask_every_s` (a health check that fails
         `unhealthy_after` times also counts the replica as dead)."""
-        if time.monotonic() - job.asked_at < self.ask_every_s:
-            return None
-        job.asked_at = time.monotonic()
-        st = show_job(job.job_id)
-        if st is None:
+        self._look(job)
+        if job.state == "GONE":
             return f"job {job.job_id} is gone from the scheduler"
-        state = st.get("JobState", "UNKNOWN")
-        if state in TERMINAL or state == "COMPLETING":
-            return f"job {job.job_id} {state} (exit {st.get('ExitCode', '?')}, reason {st.get('Reason', '?')})"
+        if job.state in TERMINAL or job.state == "COMPLETING":
+            return f"job {job.job_id} {job.state} (exit {job.exit_code}, reason {job.reason or '?'})"
+        return None
+
+    def waiting(self, job: ReplicaJob) -> Optional[str]:
+        """Why the job has not started its server yet (it waits in the queue), None once it runs."""
+        self._look(job)
+        if job.state in QUEUED:
+            return f"job {job.job_id} {job.state} (Reason={job.reason or '?'})"
         return None
 
     def address(self, rep: Replica, job: ReplicaJob) -> Optional[str]:
@@ -218,16 +308,20 @@ class SlurmSpawner:
 
     def stop(self, rep: Replica, job: ReplicaJob, graceful: bool) -> None:
         """scancel the job (SIGTERM, then SIGKILL after the cluster's KillWait) and wait until it has ended."""
-        import logging
-
-        run_tool(["scancel", job.job_id])
         deadline = time.monotonic() + self.stop_wait_s
+        cancelled = False
         while time.monotonic() < deadline:
-            st = show_job(job.job_id)
+            try:
+                if not cancelled:
+                    cancelled = run_tool(["scancel", job.job_id]).returncode == 0
+                st = show_job(job.job_id)
+            except (ControllerSilent, subprocess.TimeoutExpired):  # not known to have ended: ask again
+                time.sleep(1.0)
+                continue
             if st is None or st.get("JobState") in TERMINAL:
                 return
             time.sleep(0.5)
-        logging.getLogger("deepwriter.fleet").warning(
+        _log.warning(
             "fleet: job %s of %s replica %d has not ended %.0f s after scancel",
             job.job_id,
             rep.group,

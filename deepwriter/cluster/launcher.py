@@ -16,7 +16,9 @@ which is how the stage runs as one rank of an outer launch.
 
 The job graph goes to `<run_dir>/slurm/jobs.json` (read by report.html) and is printed with how to
 follow it; `launcher.wait=true` polls `scontrol show job` until the last job ends and exits with the
-run's result: 0 done, 3 unfinished, 1 a failed job.
+run's result: 0 done, 3 unfinished, 1 a failed job. The run's own records decide: a stage whose manifest
+says it finished is done even when the scheduler has forgotten its job (MinJobAge); a controller that
+does not answer is asked again, never taken for an ended job.
 """
 
 from __future__ import annotations
@@ -29,9 +31,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from deepwriter.cluster.jobs import TERMINAL, run_tool, show_job, submitted_jobs
+from deepwriter.cluster.jobs import TERMINAL, ControllerSilent, run_tool, show_job, submitted_jobs
 from deepwriter.cluster.requests import (
     job_request,
     key_of,
@@ -169,15 +171,7 @@ class StageJob:
         if self.ranks > 1:
             from submitit.helpers import TorchDistributedEnvironment
 
-            dist = TorchDistributedEnvironment()
-            env.update(
-                RANK=str(dist.rank),
-                WORLD_SIZE=str(dist.world_size),
-                LOCAL_RANK=str(dist.local_rank),
-                LOCAL_WORLD_SIZE=str(dist.local_world_size),
-                MASTER_ADDR=str(dist.master_addr),
-                MASTER_PORT=str(dist.master_port),
-            )
+            env.update(rank_env(TorchDistributedEnvironment(), os.environ.get("CUDA_VISIBLE_DEVICES")))
         restarts = os.environ.get("SLURM_RESTART_COUNT", "0")
         print(
             f"deepwriter: slurm job {os.environ.get('SLURM_JOB_ID')} ({self.stage}, restart {restarts}, "
@@ -241,6 +235,24 @@ def _let_stage_stop(pid: int, grace_s: float) -> None:
         time.sleep(0.2)
 
 
+def rank_env(dist: Any, visible_gpus: Optional[str]) -> Dict[str, str]:
+    """A task's rank variables from SLURM's (submitit's TorchDistributedEnvironment). A cluster that binds
+    one GPU to each task (--gpus-per-task=1, --gpu-bind=single:1) shows each task only its own GPU as
+    device 0: its LOCAL_RANK is then 0 in a local world of 1 (DeepSpeed takes cuda:LOCAL_RANK), while a
+    task that sees all of the node's GPUs keeps SLURM's local rank."""
+    local_rank, local_world = dist.local_rank, dist.local_world_size
+    if visible_gpus and len(visible_gpus.split(",")) == 1 and local_world > 1:
+        local_rank, local_world = 0, 1
+    return {
+        "RANK": str(dist.rank),
+        "WORLD_SIZE": str(dist.world_size),
+        "LOCAL_RANK": str(local_rank),
+        "LOCAL_WORLD_SIZE": str(local_world),
+        "MASTER_ADDR": str(dist.master_addr),
+        "MASTER_PORT": str(dist.master_port),
+    }
+
+
 # --- submission ---------------------------------------------------------------------------------------
 
 
@@ -263,7 +275,7 @@ def _forwarded(argv: List[str]) -> List[str]:
 
 def _describe(req: Dict[str, Any]) -> str:
     gpus = f", {req['gpus_per_node']} GPU/node" if req.get("gpus_per_node") else ""
-    gpus += f", {req['mem']} memory" if req.get("mem") else ""
+    gpus += (f", {req['mem']} memory" if req["mem"] != "0" else ", all node memory") if req.get("mem") else ""
     where = ", ".join(f"{k} {req[k]}" for k in ("partition", "account", "qos") if req.get(k))
     return (
         f"{req['nodes']} node(s) x {req['ntasks_per_node']} task(s), {req['cpus_per_task']} CPU/task{gpus}, "
@@ -324,6 +336,7 @@ def submit_run(
     reused: List[str],
     server_groups: Dict[str, Any],
     hours: Dict[str, float],
+    finished_stages: Callable[[], Dict[str, bool]],
 ) -> int:
     """Submit the run's unfinished stages `todo` as jobs (the runner has checked the run and planned its
     managed servers' groups); with launcher.wait, follow them to the end. Returns the exit code of the
@@ -369,7 +382,7 @@ def submit_run(
     _print_graph(record, folder)
     if not cfg.launcher.wait or not graph:
         return 0
-    return wait_for_jobs(cfg, record, folder)
+    return wait_for_jobs(cfg, record, folder, finished_stages)
 
 
 def _print_graph(record: Dict[str, Any], folder: Path) -> None:
@@ -390,16 +403,39 @@ def _print_graph(record: Dict[str, Any], folder: Path) -> None:
 # --- following the jobs -----------------------------------------------------------------------------------
 
 
-def job_states(record: Dict[str, Any]) -> Dict[str, Dict[str, str]]:
-    return {j["job_id"]: show_job(j["job_id"]) or {"JobState": "UNKNOWN"} for j in record["jobs"]}
+# what the launcher writes for a job the scheduler no longer knows (it forgets an ended job MinJobAge
+# after its end; no accounting to ask), and for one it could not ask about (the controller was silent)
+GONE, UNKNOWN = "GONE", "UNKNOWN"
 
 
-def outcome(record: Dict[str, Any], states: Dict[str, Dict[str, str]]) -> Tuple[int, Optional[str]]:
-    """The run's exit code and, when it did not finish, the one line that says why."""
-    jobs = record["jobs"]
+def job_states(record: Dict[str, Any], seen: Optional[Dict[str, Dict[str, str]]] = None) -> Dict[str, Dict[str, str]]:
+    """Each job's state as the scheduler has it now; a job it has forgotten keeps the state `seen` last
+    (else GONE); one the controller did not answer about is UNKNOWN: ask again, it is not ended."""
+    seen = {} if seen is None else seen
+    states = {}
+    for j in record["jobs"]:
+        try:
+            st = show_job(j["job_id"])
+        except ControllerSilent as exc:
+            st = {"JobState": UNKNOWN, "Reason": str(exc)}
+        if st is None:
+            st = seen.get(j["job_id"]) or {"JobState": GONE}
+        elif st.get("JobState") != UNKNOWN:
+            seen[j["job_id"]] = st
+        states[j["job_id"]] = st
+    return states
+
+
+def outcome(
+    record: Dict[str, Any], states: Dict[str, Dict[str, str]], finished: Optional[Dict[str, bool]] = None
+) -> Tuple[int, Optional[str]]:
+    """The run's exit code and, when it did not finish, the one line that says why. A stage whose
+    manifest says it finished is done (`finished`); otherwise the job's end as the scheduler says it."""
+    jobs, finished = record["jobs"], finished or {}
+    run_id = record["run"].split("/", 1)[1]
     for i, j in enumerate(jobs):
         st = states[j["job_id"]]
-        if st.get("JobState") == "COMPLETED":
+        if finished.get(j["stage"]) or st.get("JobState") == "COMPLETED":
             continue
         code = st.get("ExitCode", "?")
         rest = [f"{k['stage']} (job {k['job_id']})" for k in jobs[i + 1 :]]
@@ -407,7 +443,13 @@ def outcome(record: Dict[str, Any], states: Dict[str, Dict[str, str]]) -> Tuple[
         if code.split(":")[0] == str(EXIT_UNFINISHED):
             return EXIT_UNFINISHED, (
                 f"stage {j['stage']} (job {j['job_id']}) left items unfinished (exit 3){after}; "
-                f"the same command with run_id={record['run'].split('/', 1)[1]} submits the rest and resumes them"
+                f"the same command with run_id={run_id} submits the rest and resumes them"
+            )
+        if st.get("JobState") == GONE:
+            return 1, (
+                f"stage {j['stage']} (job {j['job_id']}) is not finished (its manifest does not say complete) and "
+                f"the scheduler no longer knows how its job ended (log {j['err']}){after}; the same command "
+                f"with run_id={run_id} resumes it"
             )
         return 1, (
             f"stage {j['stage']} (job {j['job_id']}) {st.get('JobState', '?')} (exit {code}, log {j['err']}){after}"
@@ -415,19 +457,30 @@ def outcome(record: Dict[str, Any], states: Dict[str, Dict[str, str]]) -> Tuple[
     return 0, None
 
 
-def wait_for_jobs(cfg: RootConfig, record: Dict[str, Any], folder: Path) -> int:
-    """Poll the scheduler until every job has ended (a requeued job is followed through its restarts)."""
+def wait_for_jobs(
+    cfg: RootConfig, record: Dict[str, Any], folder: Path, finished_stages: Callable[[], Dict[str, bool]]
+) -> int:
+    """Poll the scheduler until every job has ended (a requeued job is followed through its restarts);
+    the run's result from its stage manifests first (`finished_stages()`, asked once the jobs have ended:
+    whether each stage's manifest says it finished), the scheduler's record of each job second."""
     from deepwriter.core.errors import print_error
 
-    settled = 0
+    settled, seen, silent = 0, {}, False
     while True:
-        states = job_states(record)
-        ended = all(s.get("JobState") in TERMINAL or s.get("JobState") == "UNKNOWN" for s in states.values())
+        states = job_states(record, seen)
+        quiet = [st["Reason"] for st in states.values() if st.get("JobState") == UNKNOWN]
+        if quiet and not silent:
+            print(f"slurm: the controller does not answer ({quiet[0]}); asking again", file=sys.stderr, flush=True)
+        elif silent and not quiet:
+            print("slurm: the controller answers again", file=sys.stderr, flush=True)
+        silent = bool(quiet)
+        ended = all(s.get("JobState") in TERMINAL or s.get("JobState") == GONE for s in states.values())
         # twice in a row: a preempted job that requeues itself passes through an ended state first
         settled = settled + 1 if ended else 0
         if settled >= 2:
             break
         time.sleep(cfg.launcher.poll_s)
+    finished = finished_stages()
     for j in record["jobs"]:
         st = states[j["job_id"]]
         j["state"] = st.get("JobState")
@@ -435,12 +488,17 @@ def wait_for_jobs(cfg: RootConfig, record: Dict[str, Any], folder: Path) -> int:
         j["restarts"] = int(st.get("Restarts", "0") or 0)
         j["node_list"] = st.get("NodeList")
         j["num_tasks"] = st.get("NumTasks")
-    rc, line = outcome(record, states)
+        j["stage_finished"] = bool(finished.get(j["stage"]))
+    rc, line = outcome(record, states, finished)
     record["result"] = {"exit_code": rc, "line": line}
     record["servers"] = server_jobs(folder.parent / "servers")
     write_json_atomic(folder / JOBS_FILE, record)
     for j in record["jobs"]:
-        print(f"  {j['stage']:<10} job {j['job_id']:<8} {j['state']} (exit {j['exit_code']}, restarts {j['restarts']})")
+        done = "stage finished" if j["stage_finished"] else "stage not finished"
+        print(
+            f"  {j['stage']:<10} job {j['job_id']:<8} {j['state']} (exit {j['exit_code']}, restarts {j['restarts']}; "
+            f"{done})"
+        )
     for j in record["servers"]:
         print(f"  {'server':<10} job {j['job_id']:<8} {j['state']} ({j['group']} replica {j['index']})")
     if line:
@@ -450,10 +508,13 @@ def wait_for_jobs(cfg: RootConfig, record: Dict[str, Any], folder: Path) -> int:
 
 def server_jobs(servers_dir: Path) -> List[Dict[str, Any]]:
     """The managed replicas' own jobs the run's stage jobs submitted (serving.placement: slurm), each with
-    its state as the scheduler has it now."""
+    its state as the scheduler has it now (GONE: forgotten; UNKNOWN: the controller did not answer)."""
     out = []
     for j in submitted_jobs(servers_dir):
-        st = show_job(str(j["job_id"])) or {"JobState": "UNKNOWN"}
+        try:
+            st = show_job(str(j["job_id"])) or {"JobState": GONE}
+        except ControllerSilent:
+            st = {"JobState": UNKNOWN}
         out.append({**j, "state": st.get("JobState"), "exit_code": st.get("ExitCode"), "node_list": st.get("NodeList")})
     return out
 

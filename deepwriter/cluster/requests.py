@@ -34,6 +34,8 @@ def job_request(cfg: RootConfig, stage: str) -> Dict[str, Any]:
         req["gpus_per_node"] = job.gpus_per_node
     if job.mem_gb:
         req["mem"] = f"{int(job.mem_gb * 1024)}M"
+    elif stage == "sft":  # every GPU of its nodes: all their memory too (--mem=0), not the partition's default
+        req["mem"] = "0"
     if job.constraint:
         req["constraint"] = job.constraint
     return req

@@ -62,7 +62,11 @@ class ServingConfig:
     gpus_per_replica: Optional[int] = bounded(None, ge=1, le=64)
     base_port: int = bounded(8000, ge=1, le=65535)  # replica i listens on base_port + i
     engine_args: List[str] = field(default_factory=list)  # passed to the server as they are
-    startup_timeout_s: float = bounded(900.0, gt=0.0, le=86_400.0)  # until /v1/models answers (a day at most)
+    # from its start (a SLURM job: from RUNNING) until /v1/models answers (a day at most)
+    startup_timeout_s: float = bounded(900.0, gt=0.0, le=86_400.0)
+    # how long a replica's SLURM job may wait in the queue (PENDING) before it starts; its start-up
+    # clock runs only once it runs (a week at most)
+    queue_timeout_s: float = bounded(86_400.0, gt=0.0, le=604_800.0)
     # restarts of replicas that died, over the whole run, before a stage ends unfinished (exit 3)
     max_restarts: int = bounded(3, ge=0, le=1000)
     # A server command of your own instead of vLLM's (SGLang, a test server), one argument per item, with

@@ -218,7 +218,15 @@ def submit_jobs(
     todo = [s for s in wanted if not planned[s].finished()]
     as_jobs = bool(todo) and serves_as_jobs(cfg, in_stage_job=False)
     servers = serving_layout(cfg, [], stage_roles(cfg), as_jobs=True).groups if as_jobs else {}
-    return submit_run(cfg, argv, todo, [s for s in wanted if s not in todo], servers, stage_hours(cfg, todo))
+    reused = [s for s in wanted if s not in todo]
+    return submit_run(cfg, argv, todo, reused, servers, stage_hours(cfg, todo), lambda: finished_stages(cfg))
+
+
+def finished_stages(cfg: RootConfig) -> Dict[str, bool]:
+    """Whether each stage's own manifest says it finished (complete, this stage key, no more unfinished
+    items than allowed): the run's records, which decide a SLURM run's result whatever the scheduler
+    still remembers of its jobs."""
+    return {name: stage.finished() for name, stage in plan(cfg).items()}
 
 
 def run_pipeline(cfg: RootConfig, tracker_factory: Callable[..., Any]) -> Dict[str, Any]:

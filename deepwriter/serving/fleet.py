@@ -15,6 +15,7 @@ and waits until it has ended); the runner calls it on every way out of a run.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -51,6 +52,28 @@ def port_free(host: str, port: int) -> bool:
     return True
 
 
+def identify(url: str, name: Optional[str], timeout: float = 5.0) -> Tuple[bool, Optional[str]]:
+    """(whether the server at `url` answers as ours, why it is not ours): GET {url}/models. One that
+    answers 200 but does not list `name` is someone else's (another user's server on the same node and
+    port); with `name` None any answer counts as ours."""
+    try:
+        with _DIRECT.open(f"{url}/models", timeout=timeout) as resp:
+            if resp.status != 200:
+                return False, None
+            body = resp.read()
+    except (OSError, ValueError):  # URLError, HTTPError, a reset or a timeout
+        return False, None
+    if name is None:
+        return True, None
+    try:
+        ids = [m.get("id") for m in json.loads(body).get("data", [])]
+    except (ValueError, AttributeError, TypeError):
+        ids = []
+    if name in ids:
+        return True, None
+    return False, f"the server at {url} answers but serves {ids or 'no model list'}, not {name!r}: not ours"
+
+
 def group_members(pgid: int) -> List[int]:
     """The processes of process group `pgid` that still run (Linux /proc; a zombie, which holds no
     memory, port or GPU, is not counted: its reaper may be an init that never reaps)."""
@@ -68,11 +91,14 @@ def group_members(pgid: int) -> List[int]:
 
 class Spawner(Protocol):
     """How the fleet runs one replica: `start` returns a handle (a process, a job); `ended` is None while
-    it runs or waits to run, else why it ended; `address` is its `host:port` once known."""
+    it runs or waits to run, else why it ended; `waiting` says why it has not started yet (a job in the
+    queue), None once it runs; `address` is its `host:port` once known."""
 
     def start(self, rep: Replica, argv: List[str], env: Dict[str, str], log_path: Path) -> Any: ...
 
     def ended(self, handle: Any) -> Optional[str]: ...
+
+    def waiting(self, handle: Any) -> Optional[str]: ...
 
     def address(self, rep: Replica, handle: Any) -> Optional[str]: ...
 
@@ -91,6 +117,7 @@ class _Running:
     starting: bool = False  # up() is waiting for its first answer: the watcher leaves it alone
     restarting: bool = False
     down_since: Optional[float] = None
+    stranger: Optional[str] = None  # its address answered as someone else's server (identify)
 
 
 @dataclass
@@ -112,8 +139,12 @@ class Fleet:
         unhealthy_after: int = 5,
         stop_grace_s: float = 20.0,
         spawner: Optional[Spawner] = None,
+        served_name_of: Optional[Callable[[str], str]] = None,
     ):
         self.layout, self.command_for, self.log_dir, self.host = layout, command_for, Path(log_dir), host
+        # the model name a group's servers answer with (/v1/models): a server that lists another is not
+        # ours and is sent nothing; None: any answer is taken as ours
+        self.served_name_of = served_name_of
         self.poll_s, self.unhealthy_after, self.stop_grace_s = poll_s, unhealthy_after, stop_grace_s
         self.spawner: Spawner = spawner or LocalSpawner(host, stop_grace_s)
         self.running: Dict[str, List[_Running]] = {}
@@ -338,37 +369,58 @@ class Fleet:
         with open(r.log_path, "ab") as logf:
             logf.write(f"\n=== {time.strftime('%H:%M:%S')} {' '.join(argv)}\n".encode())
         r.proc = self.spawner.start(r.replica, argv, extra_env, r.log_path)
-        r.started, r.misses = time.monotonic(), 0
+        r.started, r.misses, r.stranger = time.monotonic(), 0, None
 
     def _answers(self, r: _Running, timeout: float = 5.0) -> bool:
-        # urllib, not httpx: a health check every poll_s stays out of the run's log
+        """Its address answers /v1/models as our server (urllib, not httpx: a health check every poll_s
+        stays out of the run's log); an answer of someone else's server sets `r.stranger`."""
         if r.proc is None or self.spawner.address(r.replica, r.proc) is None:
             return False
-        try:
-            with _DIRECT.open(f"{self.url(r.replica)}/models", timeout=timeout) as resp:
-                return resp.status == 200
-        except (OSError, ValueError):  # URLError, HTTPError, a reset or a timeout
-            return False
+        name = self.served_name_of(r.replica.group) if self.served_name_of else None
+        ours, r.stranger = identify(self.url(r.replica), name, timeout)
+        return ours
 
     def _wait_ready(self, r: _Running) -> None:
-        timeout = self.layout.groups[r.replica.group].serving.startup_timeout_s
-        while time.monotonic() - r.started < timeout:
+        """Wait until the replica answers: while its job waits in the queue, up to serving.queue_timeout_s
+        (saying why it waits); from its start, up to serving.startup_timeout_s."""
+        serving = self.layout.groups[r.replica.group].serving
+        name = f"{r.replica.group} replica {r.replica.index}"
+        said, running_since = None, None
+        while True:
             handle = r.proc
             if handle is None or self._stop.is_set():
-                raise FleetError(f"{r.replica.group} replica {r.replica.index} was stopped while starting")
+                raise FleetError(f"{name} was stopped while starting")
             ended = self.spawner.ended(handle)
             if ended is not None:
-                raise FleetError(
-                    f"{r.replica.group} replica {r.replica.index} {ended} while starting; see {r.log_path}"
-                )
+                raise FleetError(f"{name} {ended} while starting; see {r.log_path}")
+            now = time.monotonic()
+            queued = self.spawner.waiting(handle) if running_since is None else None
+            if queued is not None:
+                if now - r.started > serving.queue_timeout_s:
+                    raise FleetError(
+                        f"{name} waited {now - r.started:.0f} s in the queue and did not start: {queued} "
+                        "(serving.queue_timeout_s)"
+                    )
+                if queued != said:
+                    log.info("fleet: %s waits in the queue: %s", name, queued)
+                    said = queued
+                time.sleep(0.5)
+                continue
+            if running_since is None:
+                running_since = now
+                if said is not None:
+                    log.info("fleet: %s started after %.0f s in the queue", name, now - r.started)
             if self._answers(r, timeout=2.0):
-                self.stats[r.replica.group].startup_s.append(time.monotonic() - r.started)
+                self.stats[r.replica.group].startup_s.append(time.monotonic() - running_since)
                 return
+            if r.stranger:  # its own server cannot have that address: it will not come up there
+                raise FleetError(f"{name}: {r.stranger}; see {r.log_path}")
+            if now - running_since >= serving.startup_timeout_s:
+                raise FleetError(
+                    f"{name} did not answer within {serving.startup_timeout_s:.0f} s of its start "
+                    f"(serving.startup_timeout_s); see {r.log_path}"
+                )
             time.sleep(0.5)
-        raise FleetError(
-            f"{r.replica.group} replica {r.replica.index} did not answer within {timeout:.0f} s "
-            f"(serving.startup_timeout_s); see {r.log_path}"
-        )
 
     def _kill(self, r: _Running, graceful: bool) -> None:
         handle, r.proc = r.proc, None
@@ -397,6 +449,9 @@ class LocalSpawner:
 
     def ended(self, proc: subprocess.Popen) -> Optional[str]:
         return None if proc.poll() is None else f"exited with {proc.returncode}"
+
+    def waiting(self, proc: subprocess.Popen) -> Optional[str]:
+        return None  # a process runs from its start
 
     def address(self, rep: Replica, proc: subprocess.Popen) -> Optional[str]:
         return f"{self.host}:{rep.port}"
@@ -471,6 +526,13 @@ def server_command_for(models_by_group: Dict[str, object], python: str, host: st
         return argv, env
 
     return command
+
+
+def served_name_for(models_by_group: Dict[str, object]) -> Callable[[str], str]:
+    """The name a group's servers list in /v1/models (their --served-model-name), read at each look."""
+    from deepwriter.serving.server import served_name
+
+    return lambda group: served_name(models_by_group[group])
 
 
 class stop_on_signals:

@@ -14,7 +14,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 from deepwriter.config.root import ConfigError, RootConfig
 from deepwriter.core.contract import StageContext, StageSpec
-from deepwriter.serving.fleet import Fleet, Spawner, server_command_for
+from deepwriter.serving.fleet import Fleet, Spawner, served_name_for, server_command_for
 from deepwriter.serving.placement import Group, Layout, run_layout
 
 ROLES = ("generator", "scorer", "student", "judge")
@@ -83,12 +83,20 @@ class RunServing:
                 )
             if not self.as_jobs:
                 command = server_command_for(self.models, cfg.serving.python, cfg.serving.host, cfg.paths.cache_dir)
-                self.fleet = Fleet(self.layout, command, run_dir / "servers", host=cfg.serving.host)
+                ours = served_name_for(self.models)
+                self.fleet = Fleet(self.layout, command, run_dir / "servers", cfg.serving.host, served_name_of=ours)
             else:  # each replica a job on some node: it listens on every interface, its address in the run folder
                 assert job_spawner is not None, "as_jobs needs the spawner of replica jobs"
                 command = server_command_for(self.models, cfg.serving.python, "0.0.0.0", cfg.paths.cache_dir)
                 spawner = job_spawner(self.layout.groups, run_dir / "servers")
-                self.fleet = Fleet(self.layout, command, run_dir / "servers", host=cfg.serving.host, spawner=spawner)
+                self.fleet = Fleet(
+                    self.layout,
+                    command,
+                    run_dir / "servers",
+                    host=cfg.serving.host,
+                    spawner=spawner,
+                    served_name_of=served_name_for(self.models),
+                )
 
     def groups_at(self, stage: str) -> List[Any]:
         i = self.stages.index(stage)

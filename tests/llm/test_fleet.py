@@ -196,7 +196,9 @@ def test_a_replica_as_a_slurm_job_is_found_healed_after_scancel_and_cancelled_by
         ids.append(second)
         assert second != first
         assert job(first)["JobState"] == "CANCELLED" and job(second)["JobState"] == "RUNNING"
-        assert (logs / "tiny-0.addr").read_text().split() == [f"{node}:{r.replica.port}", second]
+        # on its node's port, or on another one while the cancelled server still holds that (the job's choice)
+        where, job_id = (logs / "tiny-0.addr").read_text().split()
+        assert job_id == second and where.startswith(f"{node}:") and fleet.urls("tiny") == [f"http://{where}/v1"]
         assert httpx.get(f"{fleet.urls('tiny')[0]}/models", timeout=10).status_code == 200
         st = fleet.summary()["tiny"]
         assert st["restarts"] == 1 and st["deaths"] == 1 and st["down_s"] > 0
@@ -246,3 +248,19 @@ def test_a_replica_job_stops_its_server_once_the_stage_job_that_started_it_no_lo
         assert port_free("127.0.0.1", rep.port)
     finally:
         subprocess.run(["scancel", stage] + ([server.job_id] if server else []), capture_output=True)
+
+
+def test_a_server_that_answers_with_another_model_is_not_taken_for_ours():
+    """identify(): a 200 from /v1/models is ours only when it lists the group's served name."""
+    from deepwriter.serving.fleet import identify
+    from deepwriter.testing.stranger import Stranger
+    from deepwriter.testing.vllm_server import free_port
+
+    with Stranger(free_port(), host="127.0.0.1") as stranger:
+        ours, why = identify(stranger.url, "tiny-qwen3")
+        assert not ours and why == (
+            f"the server at {stranger.url} answers but serves ['someone-elses-model'], not 'tiny-qwen3': not ours"
+        )
+        assert identify(stranger.url, "someone-elses-model") == (True, None)
+        assert identify(stranger.url, None) == (True, None)  # no name to check: any answer
+    assert identify(stranger.url, "tiny-qwen3") == (False, None)  # nothing answers: not a stranger, not up
