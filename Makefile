@@ -15,7 +15,7 @@ RECIPE_TARGETS := $(filter-out demo demo-served,$(RECIPES))
 
 ABLATIONS := $(filter ablation-%,$(RECIPES))
 
-.PHONY: install serve-install serve browser slurm-local demo demo-served lint test test-fast bench gpu-wheels gpu-check recipes ablations-demo clean-runs $(RECIPE_TARGETS)
+.PHONY: install serve-install reference-install serve browser slurm-local demo demo-served lint test test-fast bench gpu-wheels gpu-check recipes ablations-demo clean-runs $(RECIPE_TARGETS)
 
 install: $(STAMP)
 
@@ -113,6 +113,11 @@ test-fast:
 
 bench: install
 	$(PY) -m bench $(ARGS)
+
+# The REER authors' synthesis code's own environment (.venv-reference: Ray, over .venv's packages), for
+# bench/vs_reference.py, which installs it too; their code is run from ../shared/reference, never copied.
+reference-install: install
+	$(PY) -m bench._reference_env
 
 # --- the GPU acceptance check (bench/gpu_check.py) ------------------------------------------------
 # A lent GPU machine reaches no package index: `make gpu-wheels` (where PyPI is reachable) puts the wheels

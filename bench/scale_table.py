@@ -4,7 +4,7 @@ samples, 3 epochs, as the paper's 20K + 17K): synthesis and SFT wall-clock hours
 and the SLURM jobs and requeues each stage needs at the `full` scale's time limits (2,880 min a job;
 deepwriter.cluster.time_limits). A projection, not a measurement: no GPU runs here.
 
-The node count enters as the plan's fleet (`plan.fleet.count` = 8 x nodes): the hours assume the work
+The node count enters as the plan's fleet (`plan.hardware.count` = 8 x nodes): the hours assume the work
 spreads evenly over every GPU. SFT does (sft.num_nodes under launcher=slurm); synthesis does only across
 its managed replicas of one job today, so its rows beyond 1 node are what a synthesis spread over the
 nodes would take, not what one synthesize job does.
@@ -34,7 +34,7 @@ def row(pairs: int, nodes: int) -> dict:
         "data.mix.total=null",
         f"data.mix.synthetic={pairs}",
         "data.mix.public=17000",
-        f"plan.fleet.count={8 * nodes}",
+        f"plan.hardware.count={8 * nodes}",
         f"sft.num_nodes={nodes}",
         "sft.num_processes=8",
         "launcher.max_requeues=10000",  # the table shows what is needed; the graph refuses above the cap

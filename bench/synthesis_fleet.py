@@ -46,7 +46,7 @@ Figures:
   remains: from the run's start until fewer pairs are left unfinished than the schedule keeps in
   flight (after that only the last pairs drain, which no schedule can fill); also over the whole run;
 - client view: share of the run with at least one call of that fleet in flight (the scheduler's own
-  FleetUsage, what the stage summary reports);
+  EndpointUsage, what the stage summary reports);
 - bound: the slot-seconds the workload demands of each fleet (its modelled latencies, summed) over
   that fleet's slots give the shortest time the fleet can serve it; the longer of the two bounds
   pairs/min (it ignores the ramp-up and the drain, which no schedule avoids);
@@ -98,7 +98,7 @@ class Run:
     finish_times: List[float]
     outcomes: Dict[str, Any]  # pair id -> what its search decided (None: unfinished)
     unfinished: int
-    usage: Any  # schedule.FleetUsage
+    usage: Any  # schedule.EndpointUsage
     cpu_s: float  # this process's CPU time: the client, and the fake fleets' HTTP handling
 
     @property
@@ -124,11 +124,11 @@ def _outcome(rec: Any) -> Optional[tuple]:
 
 
 def run_schedule(schedule: str, pairs: Sequence[tuple], make_clients, cfg, pool: int) -> Run:
-    from deepwriter.synthesis.schedule import FleetUsage, run_pairs
+    from deepwriter.synthesis.schedule import EndpointUsage, run_pairs
 
     generator, scorer = make_clients()
     mode_cfg = dataclasses.replace(cfg, schedule=schedule, max_in_flight=pool, batch_size=pool)
-    usage = FleetUsage()
+    usage = EndpointUsage()
     finish_times: List[float] = []
     outcomes: Dict[str, Any] = {}
     unfinished = 0

@@ -16,9 +16,9 @@ from typing import List, Optional
 import hydra
 from omegaconf import DictConfig
 
-from deepwriter.config.compose import preflight
+from deepwriter.config.compose import preflight, renamed_overrides
 from deepwriter.config.root import CONF_DIR as ROOT_CONF_DIR
-from deepwriter.config.root import ConfigError, register_resolvers, register_schemas, to_typed
+from deepwriter.config.root import ConfigError, RootConfig, register_resolvers, register_schemas, to_typed
 from deepwriter.core.errors import DeepwriterError, UnfinishedError, print_error, tracked_stderr
 
 # Exit codes: 2 = bad config or input (fix it first); 3 = items unfinished because model calls failed
@@ -60,7 +60,7 @@ def _hydra_main(cfg: DictConfig) -> None:
     write_run_report(Path(manifest["run_dir"]))
 
 
-def _submit(typed) -> int:
+def _submit(typed: RootConfig) -> int:
     """launcher=slurm: submit the stages as jobs; with launcher.wait, follow them and end as a local run
     does: the summary, then the report's path as the last line."""
     from deepwriter.commands.plan import stage_wall_hours
@@ -81,7 +81,7 @@ def _submit(typed) -> int:
     return rc
 
 
-def _run_dir(typed) -> Optional[Path]:
+def _run_dir(typed: Optional[RootConfig]) -> Optional[Path]:
     from deepwriter.config.root import expand
 
     return expand(typed.paths.runs_dir) / typed.recipe.name / typed.run_id if typed is not None else None
@@ -103,7 +103,7 @@ def write_run_report(run_dir: Optional[Path]) -> None:
 
 
 def main(argv: Optional[List[str]] = None) -> None:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    argv = renamed_overrides(list(sys.argv[1:] if argv is None else argv))
     register_schemas()
     register_resolvers()
     info_only = any(a in ("--help", "-h", "--hydra-help", "--info") or a.startswith("--cfg") or a == "-c" for a in argv)

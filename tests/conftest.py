@@ -4,8 +4,10 @@ programs (a vLLM server, headless Chromium) and the shared data. No network, exc
 
 No test goes green by skipping. What a test needs from outside the Python environment (NEEDS) fails
 it, saying how to get it, when missing; a person who opts out on purpose sets
-DEEPWRITER_ALLOW_SKIP=vllm,browser,shared (or `all`), which turns exactly those into skips. Any other
-skip fails the session (pytest_sessionfinish below).
+DEEPWRITER_ALLOW_SKIP=vllm,browser,shared (or `all`), which turns exactly those into skips; CI (the CI
+variable set, as `.ci/run` sets it) refuses the switch. Any other skip fails the session
+(pytest_sessionfinish below): a test's, a whole module's at collection (`allow_module_level`,
+`importorskip`), and any xfail, which is a skip by another name.
 
 The session has its own DEEPWRITER_CACHE (converted models, built tiny models, downloaded data), so
 nothing a test writes lands in the user's cache; the embedded model's converted copy is seeded from
@@ -73,6 +75,10 @@ SKIP_TAG = "[opted out: " + ALLOW_SKIP_ENV  # in every skip the switch allows; a
 def allowed_skips() -> set:
     """The needs a person opted out of, from DEEPWRITER_ALLOW_SKIP (comma-separated; `all`: every one)."""
     raw = {x.strip() for x in os.environ.get(ALLOW_SKIP_ENV, "").split(",") if x.strip()}
+    if raw and os.environ.get("CI"):
+        raise pytest.UsageError(
+            f"{ALLOW_SKIP_ENV} is set in CI: CI runs every test (vLLM, SLURM, Chromium, shared data)"
+        )
     unknown = raw - set(NEEDS) - {"all"}
     if unknown:
         raise pytest.UsageError(f"{ALLOW_SKIP_ENV}: unknown {sorted(unknown)}; expected some of {sorted(NEEDS)} or all")
@@ -110,19 +116,54 @@ def slurm_cluster() -> bool:
 VLLM_PRESET = "smollm2-135m-vllm"
 
 
+_session_vllm: List = []  # the session's one vLLM server, once a test has started it
+
+
 @pytest.fixture(scope="session")
-def vllm_server(tmp_path_factory):
-    """One real vLLM server (the embedded SmolLM2, started by `make serve`) for every test of the
-    session that talks to a server it did not start: a start-up costs half a minute to a minute on 2
-    cores. The outage test kills it and starts it again; the runs that start their own servers
-    (tests/pipeline/test_served_demo_vllm.py) do not use it."""
+def _session_vllm_server(tmp_path_factory):
     from deepwriter.testing.vllm_server import SERVE_STAMP, VLLMServer
 
     if not SERVE_STAMP.exists():
         missing("vllm")
     server = VLLMServer(VLLM_PRESET, tmp_path_factory.mktemp("vllm") / "server.log").start()
+    _session_vllm.append(server)
     yield server
     server.kill()
+
+
+@pytest.fixture
+def vllm_server(_session_vllm_server):
+    """One real vLLM server (the embedded SmolLM2, started by `make serve`) for every test of the
+    session that talks to a server it did not start: a start-up costs half a minute to a minute on 2
+    cores. The outage test kills it and starts it again. The tests that start their own vLLM engines
+    (`own_vllm_engines` below) run after every test that uses it and stop it first."""
+    if _session_vllm_server.proc is None:  # stopped for a run with its own engines: only if run out of order
+        _session_vllm_server.start()
+    return _session_vllm_server
+
+
+@pytest.fixture
+def own_vllm_engines():
+    """For a test whose run starts its own vLLM servers: the session's server is stopped first, so two
+    vLLM engines never share the cores (on 2 cores each would starve the other). Such tests are ordered
+    after every user of `vllm_server` (pytest_collection_modifyitems), so no start-up is added."""
+    for server in _session_vllm:
+        pgid = server.proc.pid if server.proc is not None else None
+        server.kill()
+        if pgid is not None:  # a killed engine may take a moment to tear down its memory
+            import time
+
+            from deepwriter.testing.repo import process_group
+
+            deadline = time.monotonic() + 30
+            while process_group(pgid) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert process_group(pgid) == [], f"the session's vLLM server (group {pgid}) still runs"
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Tests that start their own vLLM engines go last (stably), after every user of the session's server."""
+    items.sort(key=lambda item: "own_vllm_engines" in getattr(item, "fixturenames", ()))
 
 
 # --- the session's own cache, and no silent skips ----------------------------------------------------
@@ -174,15 +215,29 @@ def pytest_unconfigure(config):
         shutil.rmtree(cache, ignore_errors=True)
 
 
+def _skip_reason(report) -> str:
+    return report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+
+
+def pytest_collectreport(report):
+    """A module-level skip (`pytest.skip(allow_module_level=True)`, `pytest.importorskip`) skips a
+    whole file at collection, before any test's own report: it is held to the same rule."""
+    if report.skipped and SKIP_TAG not in _skip_reason(report):
+        _unallowed_skips.append((report.nodeid, _skip_reason(report)))
+
+
 def pytest_runtest_logreport(report):
-    if report.skipped and not hasattr(report, "wasxfail"):
-        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
-        if SKIP_TAG not in reason:
-            _unallowed_skips.append((report.nodeid, reason))
+    if hasattr(report, "wasxfail"):  # an expected failure is a skip by another name: forbidden
+        if report.when == "call" or report.skipped:
+            _unallowed_skips.append(
+                (report.nodeid, f"xfail ({report.wasxfail or 'no reason'}): xfails are not allowed")
+            )
+    elif report.skipped and SKIP_TAG not in _skip_reason(report):
+        _unallowed_skips.append((report.nodeid, _skip_reason(report)))
 
 
 def pytest_sessionfinish(session, exitstatus):
-    if _unallowed_skips and session.exitstatus == pytest.ExitCode.OK:
+    if _unallowed_skips and session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 

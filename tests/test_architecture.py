@@ -5,12 +5,13 @@ ones too): no import circles, and every import points down the floors, folder by
          -> viewer -> pipeline -> commands -> testing -> the entry points (deepwriter/<command>.py)
 
 llm/ holds the model backends only: it imports nothing of serving/ (the run's managed servers) or
-cluster/ (SLURM). The REER search imports no model backend, and the product never imports tests/ or
-testing/."""
+cluster/ (SLURM). The REER search imports no model backend (derived: whatever implements the interface
+of llm/base.py), and the product, entry points included, never imports tests/ or testing/."""
 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 from typing import Dict, Set
 
@@ -36,13 +37,31 @@ FLOORS = [
     {"<entry>"},
 ]
 ENTRY_POINTS = {"train", "serve", "plan", "report", "prompts", "export", "dashboard", "ablations"}
-BACKENDS = {
-    "deepwriter.llm.hf",
-    "deepwriter.llm.hf_prefix",
-    "deepwriter.llm.openai_http.chat",
-    "deepwriter.llm.openai_http.logprobs",
-    "deepwriter.llm.models",
-}
+INTERFACE = "deepwriter.llm.base"  # the model interface: Protocol classes every backend implements
+
+
+def protocol_methods(path: Path) -> Dict[str, Set[str]]:
+    """Protocol class -> its method names, in the interface module's source."""
+    found = {}
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.ClassDef) and any(getattr(b, "id", None) == "Protocol" for b in node.bases):
+            found[node.name] = {f.name for f in node.body if isinstance(f, ast.FunctionDef)}
+    return found
+
+
+def backends(files: Dict[str, Path]) -> Dict[str, Set[str]]:
+    """The model backends, derived, not listed: every module of the model floor (llm/) with a class
+    that has every method of one of the interface's Protocols -> those Protocols."""
+    protocols = protocol_methods(files[INTERFACE])
+    found: Dict[str, Set[str]] = {}
+    for m, path in files.items():
+        if folder_of(m) != "llm" or m == INTERFACE:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef):
+                methods = {f.name for f in node.body if isinstance(f, ast.FunctionDef)}
+                found.setdefault(m, set()).update(p for p, need in protocols.items() if need <= methods)
+    return {m: ps for m, ps in found.items() if ps}
 
 
 def module_files(root: Path = REPO / "deepwriter") -> Dict[str, Path]:
@@ -154,11 +173,20 @@ def test_synthesis_and_eval_stay_apart():
 def test_the_product_never_imports_tests_or_testing():
     graph = import_graph()
     for m, targets in graph.items():
-        if folder_of(m) not in ("testing", "<entry>"):
+        if folder_of(m) != "testing":  # the entry points are product too: a user runs them
             assert not [t for t in targets if folder_of(t) == "testing"], m
     for p in list((REPO / "deepwriter").rglob("*.py")) + list((REPO / "bench").glob("*.py")):
         text = p.read_text()
         assert "from tests" not in text and "import tests" not in text, p
+
+
+def test_the_readme_draws_the_floors_as_the_code_has_them():
+    """The README's architecture table lists the floors bottom up, one row per floor, as FLOORS does."""
+    text = (REPO / "README.md").read_text()
+    section = text[text.index("## Architecture") :]
+    rows = [line for line in section.splitlines() if line.startswith("| ") and line[2:3].isdigit()]
+    drawn = [set(re.findall(r"`(\w+)/`", row.split("|")[2])) or {"<entry>"} for row in rows]
+    assert drawn == FLOORS
 
 
 def test_llm_holds_model_backends_only():
@@ -177,9 +205,28 @@ def test_every_entry_point_is_named_like_the_module_of_its_logic():
 
 
 def test_the_search_is_a_pure_algorithm_over_the_model_interface():
-    graph = import_graph()
-    assert not reachable(graph, "deepwriter.synthesis.search") & BACKENDS
-    assert "deepwriter.llm.base" in graph["deepwriter.synthesis.search"]
+    graph, files = import_graph(), module_files()
+    found = backends(files)
+    # the derivation finds an implementer of every Protocol (else it would find nothing and prove nothing)
+    assert set().union(*found.values()) == set(protocol_methods(files[INTERFACE])), found
+    assert not reachable(graph, "deepwriter.synthesis.search") & set(found)
+    assert INTERFACE in graph["deepwriter.synthesis.search"]
+
+
+def test_backends_are_derived_from_the_interface(tmp_path):
+    pkg = tmp_path / "deepwriter"
+    for rel, text in {
+        "__init__.py": "",
+        "llm/__init__.py": "",
+        "llm/base.py": "from typing import Protocol\nclass Generator(Protocol):\n    def generate(self): ...\n",
+        "llm/new_engine.py": "class Engine:\n    def generate(self):\n        return 1\n",
+        "llm/helpers.py": "def generate():\n    pass\n",
+        "synthesis/__init__.py": "",
+        "synthesis/search.py": "class Search:\n    def generate(self):\n        pass\n",
+    }.items():
+        (pkg / rel).parent.mkdir(parents=True, exist_ok=True)
+        (pkg / rel).write_text(text)
+    assert backends(module_files(pkg)) == {"deepwriter.llm.new_engine": {"Generator"}}
 
 
 def test_relative_imports_are_edges_too(tmp_path):

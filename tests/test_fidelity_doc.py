@@ -18,7 +18,7 @@ TEST = re.compile(r"^(tests/(?:\w+/)?\w+\.py)::(\w+)$")
 def rows():
     out = []
     for line in DOC.read_text(encoding="utf-8").splitlines():
-        if re.match(r"^\| [SJ]\d+ \|", line):
+        if re.match(r"^\| [SJD]\d+ \|", line):
             cells = [c.strip() for c in line.strip().strip("|").split(" | ")]
             assert len(cells) == 6, f"{cells[0]}: expected 6 cells, got {len(cells)}"
             out.append(cells)

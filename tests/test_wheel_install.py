@@ -1,7 +1,7 @@
-"""The built wheel carries the whole Hydra config and the report's viewer: installed outside the
-checkout, it composes the paper's recipe and runs a tiny stage with nothing from the source tree, and
-the run's report.html (which the CLI only warns about when it cannot be built) holds the viewer's
-CSS and JS."""
+"""The built wheel carries the whole Hydra config and the report's viewer, and nothing of
+deepwriter/testing/ (tests' and benches' helpers): installed outside the checkout, it composes the
+paper's recipe and runs a tiny stage with nothing from the source tree, and the run's report.html
+(which the CLI only warns about when it cannot be built) holds the viewer's CSS and JS."""
 
 from __future__ import annotations
 
@@ -45,6 +45,8 @@ def test_wheel_outside_the_checkout_composes_full_and_runs_a_stage(tmp_path, mod
     carried = {n[len("deepwriter/conf/") :]: whl.read(n) for n in names if n.startswith("deepwriter/conf/")}
     assert "launcher/slurm.yaml" in ours and carried == ours
     assert "deepwriter/conf/model/smollm2-135m-vllm.yaml" in names and not any(n.startswith("tests/") for n in names)
+    # what only tests and benches use stays in the checkout
+    assert "deepwriter/serving/fleet.py" in names and not [n for n in names if n.startswith("deepwriter/testing/")]
     site = tmp_path / "site"
     done = subprocess.run(
         [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), str(wheel)],

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
+from deepwriter.serving.fleet import FleetError
 from deepwriter.serving.placement import Replica
 
 _log = logging.getLogger("deepwriter.fleet")
@@ -213,8 +214,6 @@ class SlurmSpawner:
         self.ask_every_s = ask_every_s  # the controller is shared: no more than one look at a job per this
 
     def start(self, rep: Replica, argv: List[str], env: Dict[str, str], log_path: Path) -> ReplicaJob:
-        from deepwriter.serving.fleet import FleetError
-
         name = f"{rep.group}-{rep.index}".replace("/", "_")
         addr = self.log_dir / f"{name}.addr"
         self._cancel_former(rep, addr)

@@ -44,7 +44,9 @@ from deepwriter.cluster.requests import (
 )
 from deepwriter.config.root import ConfigError, RootConfig, expand
 from deepwriter.core.contract import JOB_ENV
+from deepwriter.core.errors import print_error
 from deepwriter.core.files import write_json_atomic
+from deepwriter.serving.placement import Group, Layout
 
 JOBS_FILE = "jobs.json"
 EXIT_UNFINISHED = 3
@@ -104,7 +106,7 @@ def check_cluster(cfg: RootConfig, stages: List[str]) -> None:
             raise ConfigError(f"{key}: the scheduler refuses the {stage} job ({shown}): {why}")
 
 
-def check_server_jobs(cfg: RootConfig, groups: Dict[str, Any]) -> None:
+def check_server_jobs(cfg: RootConfig, groups: Dict[str, Group]) -> None:
     """Before any submission: the scheduler would accept each managed group's replica job as asked."""
     for name, g in groups.items():
         flags = server_flags(cfg, name, g.serving)
@@ -317,7 +319,7 @@ def graph_text(graph: List[Dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def server_graph_text(cfg: RootConfig, layout: Any) -> str:
+def server_graph_text(cfg: RootConfig, layout: Layout) -> str:
     """The managed replicas' own jobs (serving.placement: slurm) as the plan prints them."""
     if not layout.groups:
         return ""
@@ -334,7 +336,7 @@ def submit_run(
     argv: List[str],
     todo: List[str],
     reused: List[str],
-    server_groups: Dict[str, Any],
+    server_groups: Dict[str, Group],
     hours: Dict[str, float],
     finished_stages: Callable[[], Dict[str, bool]],
 ) -> int:
@@ -463,7 +465,6 @@ def wait_for_jobs(
     """Poll the scheduler until every job has ended (a requeued job is followed through its restarts);
     the run's result from its stage manifests first (`finished_stages()`, asked once the jobs have ended:
     whether each stage's manifest says it finished), the scheduler's record of each job second."""
-    from deepwriter.core.errors import print_error
 
     settled, seen, silent = 0, {}, False
     while True:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Dict, List
 
 from deepwriter.cluster.jobs import SlurmSpawner, partition_has_gpus
+from deepwriter.config.llm import ServingConfig
 from deepwriter.config.root import ConfigError, RootConfig
 from deepwriter.serving.placement import Group, gpus_per_replica
 
@@ -50,7 +51,7 @@ def serves_as_jobs(cfg: RootConfig, in_stage_job: bool) -> bool:
     return placement == "slurm"
 
 
-def server_request(cfg: RootConfig, group: str, serving: Any, ask_cluster: bool = True) -> Dict[str, Any]:
+def server_request(cfg: RootConfig, group: str, serving: ServingConfig, ask_cluster: bool = True) -> Dict[str, Any]:
     """The sbatch options of one replica's job of a managed group: launcher.jobs.server's partition,
     CPUs, memory and time; the replica's GPUs (gpus_per_replica, else tensor_parallel) where the
     partition's nodes have GPUs. A replica of tensor_parallel 1 on a partition without GPUs runs on the
@@ -71,7 +72,7 @@ def server_request(cfg: RootConfig, group: str, serving: Any, ask_cluster: bool 
     return req
 
 
-def server_flags(cfg: RootConfig, group: str, serving: Any) -> List[str]:
+def server_flags(cfg: RootConfig, group: str, serving: ServingConfig) -> List[str]:
     return sbatch_flags(server_request(cfg, group, serving), dict(cfg.launcher.jobs.server.additional))
 
 

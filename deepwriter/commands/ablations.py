@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
+from deepwriter.commands.report import read_summary, write_report
 from deepwriter.config.root import CONF_DIR, split_overrides
 
 RECIPES_DIR = CONF_DIR / "recipe"
@@ -61,13 +62,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     results = [run_recipe(r, args.scale, args.batch, overrides) for r in recipes]
     failed = [r["recipe"] for r in results if r["returncode"] != 0]
 
-    from deepwriter.commands.report import find_summary, write_report
-
     runs = {}
     for r in results:
         run_dir = Path(args.runs_dir) / str(r["recipe"]) / args.batch
         try:
-            runs[str(r["recipe"])] = json.loads(find_summary(run_dir).read_text())
+            runs[str(r["recipe"])] = read_summary(run_dir)  # with its items' folder: paired differences
         except FileNotFoundError as exc:
             print(f"ablations: {exc}", file=sys.stderr)
     out = Path(args.runs_dir) / "ablations" / args.batch

@@ -32,7 +32,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from deepwriter.config.root import CONF_DIR, ConfigError, split_overrides
+from deepwriter.config.compose import compose
+from deepwriter.config.eval import EvalConfig
+from deepwriter.config.root import CONF_DIR, ConfigError, RootConfig, split_overrides, to_typed
+from deepwriter.eval.benchmarks import module_for
 
 RECIPES_DIR = CONF_DIR / "recipe"
 
@@ -52,10 +55,9 @@ class Section:
     panels: List[Panel] = field(default_factory=list)
 
 
-def eval_headline_names(eval_cfg: Any) -> List[str]:
+def eval_headline_names(eval_cfg: EvalConfig) -> List[str]:
     """The `eval/...` headline keys the eval stage logs for these benchmarks, as each benchmark names
     its columns."""
-    from deepwriter.eval.benchmarks import module_for
 
     names: List[str] = []
     for name, b in eval_cfg.benchmarks.items():
@@ -64,9 +66,8 @@ def eval_headline_names(eval_cfg: Any) -> List[str]:
     return names
 
 
-def eval_plot_names(eval_cfg: Any) -> List[str]:
+def eval_plot_names(eval_cfg: EvalConfig) -> List[str]:
     """Image keys of the eval stage (its artifacts named plot_*; see deepwriter/eval/tables.py)."""
-    from deepwriter.eval.benchmarks import module_for
 
     out = ["eval/plot_headline", "eval/plot_radar"]
     for name, b in eval_cfg.benchmarks.items():
@@ -75,7 +76,7 @@ def eval_plot_names(eval_cfg: Any) -> List[str]:
     return out
 
 
-def layout(cfg: Any) -> List[Section]:
+def layout(cfg: RootConfig) -> List[Section]:
     """Sections of the dashboard for a composed RootConfig (its eval benchmarks name the eval keys)."""
     sft = Section(
         "SFT: loss and throughput",
@@ -154,7 +155,7 @@ def recipes() -> List[str]:
     return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
 
 
-def spec(cfg: Any, project: str, entity: Optional[str]) -> Dict[str, Any]:
+def spec(cfg: RootConfig, project: str, entity: Optional[str]) -> Dict[str, Any]:
     return {
         "project": project,
         "entity": entity,
@@ -257,9 +258,6 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--out", default="runs/dashboard", help="folder for dashboard.json/.md when not saved to W&B")
     ap.add_argument("--recipe", default="full", help="recipe whose eval benchmarks name the eval panels")
     args = ap.parse_args(argv)
-
-    from deepwriter.config.compose import compose
-    from deepwriter.config.root import to_typed
 
     cfg = to_typed(compose([f"+recipe={args.recipe}", *overrides]))
     s = spec(cfg, args.project or cfg.logging.project, args.entity or cfg.logging.entity)

@@ -26,6 +26,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from deepwriter.core.badinput import DataError
 from deepwriter.core.errors import DeepwriterError
+from deepwriter.mix.build import load_trajectories
 
 TRAJECTORIES, MIX, REFERENCE_INPUT = "trajectories", "mix", "reference/input.json"
 RUN_CONFIG = "run_config.json"  # the run's config.json (secrets already redacted when the run wrote it)
@@ -39,7 +40,6 @@ class ExportError(DeepwriterError):
 def _kept_trajectories(shard_dir: Path) -> Tuple[List[Dict[str, Any]], Dict[str, int]]:
     """Rows of the kept trajectories, validated by the mix's own reader, with the search's metadata
     read from the same shard lines; and the search's counts (records, kept, discarded by reason)."""
-    from deepwriter.mix.build import load_trajectories
 
     records, _, _ = load_trajectories(shard_dir, "z_final", strict=True)
     raw: Dict[str, Dict[str, Any]] = {}

@@ -2,8 +2,8 @@
 
     python -m deepwriter.plan +recipe=NAME [calibrate=runs/NAME/RUN_ID] [overrides]
 
-Per stage of the recipe: model calls, prompt/completion/scored tokens and GPU-hours on the fleet of
-`plan.fleet` (conf/fleet/, default 8xh100), SFT FLOPs and GPU-hours at an MFU assumption with the SFT
+Per stage of the recipe: model calls, prompt/completion/scored tokens and GPU-hours on the hardware of
+`plan.hardware` (conf/hardware/, default 8xh100), SFT FLOPs and GPU-hours at an MFU assumption with the SFT
 memory planner's per-GPU estimate, and the judge's calls and dollars from `eval.judge.prices`.
 
 Without `calibrate=` the synthesis figures are the worst case the config allows (every search runs
@@ -22,9 +22,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from deepwriter.cluster.launcher import graph_text, job_graph, server_graph_text
+from deepwriter.cluster.requests import serves_as_jobs
+from deepwriter.config.compose import compose
 from deepwriter.config.cost import Figure
+from deepwriter.config.llm import Backend
 from deepwriter.config.root import STAGE_ORDER, ConfigError, RootConfig, split_options, to_typed
+from deepwriter.core.contract import read_manifest
+from deepwriter.core.files import resolve_data_path
+from deepwriter.core.records import read_records
 from deepwriter.eval.benchmarks import module_for
+from deepwriter.pipeline.runner import stage_roles
+from deepwriter.serving.stages import serving_layout
+from deepwriter.sft.memory import QWEN3_8B, GiB, ModelShape, plan_from_config
+from deepwriter.synthesis import prompts
 
 OPTIONS = ("calibrate",)
 
@@ -71,7 +82,6 @@ def _num(x: float) -> str:
 
 def template_tokens(cfg: RootConfig, chars_per_token: float) -> Dict[str, float]:
     """Tokens of each synthesis prompt without x, y and z (the prompts rendered with them empty)."""
-    from deepwriter.synthesis import prompts
 
     s = cfg.synthesis
     chars = lambda msgs: sum(len(m["content"]) for m in msgs)
@@ -89,7 +99,6 @@ def template_tokens(cfg: RootConfig, chars_per_token: float) -> Dict[str, float]
 
 def _local_rows(src: Any) -> Optional[int]:
     """Rows of a data source's local JSONL file (its limit applied), or None when it has no local file."""
-    from deepwriter.core.files import resolve_data_path
 
     if not src.path:
         return None
@@ -187,22 +196,22 @@ def synthesis_section(cfg: RootConfig, p: Projection) -> Section:
 
 
 def _throughput(cfg: RootConfig, p: Projection, role: str) -> Tuple[float, float]:
-    t = cfg.plan.fleet.throughput.get(role)
+    t = cfg.plan.hardware.throughput.get(role)
     if t is None:
-        raise ConfigError(f"plan.fleet.throughput.{role}: missing; the fleet needs the {role}'s throughput")
-    p.assume(f"fleet.throughput.{role}.params_b", t.params_b, "B")
+        raise ConfigError(f"plan.hardware.throughput.{role}: missing; the hardware needs the {role}'s throughput")
+    p.assume(f"hardware.throughput.{role}.params_b", t.params_b, "B")
     return (
-        p.assume(f"fleet.throughput.{role}.decode_tokens_per_s", t.decode_tokens_per_s, " tokens/s/GPU"),
-        p.assume(f"fleet.throughput.{role}.prefill_tokens_per_s", t.prefill_tokens_per_s, " tokens/s/GPU"),
+        p.assume(f"hardware.throughput.{role}.decode_tokens_per_s", t.decode_tokens_per_s, " tokens/s/GPU"),
+        p.assume(f"hardware.throughput.{role}.prefill_tokens_per_s", t.prefill_tokens_per_s, " tokens/s/GPU"),
     )
 
 
 def _hours(sec: Section, p: Projection, cfg: RootConfig, by_role: Dict[str, float], stage: str) -> None:
-    count = cfg.plan.fleet.count
+    count = cfg.plan.hardware.count
     for role, h in by_role.items():
         sec.add(f"GPU-hours, {role}", h)
     total = sum(by_role.values())
-    sec.add(f"wall-clock on {count}x {cfg.plan.fleet.gpu}", f"{total / count:,.1f} h (every GPU busy)")
+    sec.add(f"wall-clock on {count}x {cfg.plan.hardware.gpu}", f"{total / count:,.1f} h (every GPU busy)")
     p.totals[stage] = total
 
 
@@ -210,8 +219,6 @@ def _hours(sec: Section, p: Projection, cfg: RootConfig, by_role: Dict[str, floa
 
 
 def read_synthesis_records(run_dir: Path) -> List[Dict[str, Any]]:
-    from deepwriter.core.records import read_records
-
     if not run_dir.is_dir():
         raise ConfigError(f"calibrate: no run folder at {run_dir}")
     shards = run_dir / "synthesize" / "shards"
@@ -221,9 +228,8 @@ def read_synthesis_records(run_dir: Path) -> List[Dict[str, Any]]:
     return records
 
 
-def _measured_fleet(run_dir: Path) -> Optional[Dict[str, float]]:
+def _measured_throughput(run_dir: Path) -> Optional[Dict[str, float]]:
     """Throughput and utilisation the calibration run's synthesis stage recorded, if any."""
-    from deepwriter.core.contract import read_manifest
 
     return ((read_manifest(run_dir / "synthesize") or {}).get("metrics") or {}).get("fleet")
 
@@ -298,21 +304,21 @@ def calibrated_section(cfg: RootConfig, p: Projection, run_dir: Path) -> Section
         sec.add(
             f"GPU-hours, {role}",
             f"{_num(hours_at('total'))} [{_num(hours_at('total_low'))} .. {_num(hours_at('total_high'))}] "
-            "(measured tokens at the fleet's throughput)",
+            "(measured tokens at the hardware's throughput)",
         )
     if not cal["scorer_tokens"]["max"]:
         sec.add("note", "these records do not count the scorer's tokens (written before they were counted)")
-    fleet = _measured_fleet(run_dir)
-    if fleet:
+    measured = _measured_throughput(run_dir)
+    if measured:
         sec.add(
-            "measured fleet",
-            f"{_num(fleet['pairs_per_min'])} pairs/min over {_num(fleet['wall_s'])} s; generator busy "
-            f"{fleet['generator_busy_share']:.0%}, scorer busy {fleet['scorer_busy_share']:.0%} "
+            "measured throughput",
+            f"{_num(measured['pairs_per_min'])} pairs/min over {_num(measured['wall_s'])} s; generator busy "
+            f"{measured['generator_busy_share']:.0%}, scorer busy {measured['scorer_busy_share']:.0%} "
             "(the calibration run's last synthesis)",
         )
     total = gen_hours("total") + sco_hours("total")
-    count = cfg.plan.fleet.count
-    sec.add(f"wall-clock on {count}x {cfg.plan.fleet.gpu}", f"{total / count:,.1f} h (every GPU busy)")
+    count = cfg.plan.hardware.count
+    sec.add(f"wall-clock on {count}x {cfg.plan.hardware.gpu}", f"{total / count:,.1f} h (every GPU busy)")
     p.totals["synthesize"] = total
     p.assumptions.append(
         ("calibration range", "10th-90th percentile pair x pairs", "assumption: other pairs are like those measured")
@@ -334,7 +340,6 @@ def mix_section(cfg: RootConfig, p: Projection) -> Section:
 
 def student_shape(cfg: RootConfig):
     """The student's shape: a known one by name, else its HF config from local files; None if neither."""
-    from deepwriter.sft.memory import QWEN3_8B, ModelShape
 
     name = (cfg.models.student.path or cfg.models.student.name).lower()
     if "qwen3-8b" in name:
@@ -349,9 +354,7 @@ def student_shape(cfg: RootConfig):
 
 
 def sft_section(cfg: RootConfig, p: Projection) -> Section:
-    from deepwriter.sft.memory import GiB, plan_from_config
-
-    s, fleet = cfg.sft, cfg.plan.fleet
+    s, hw = cfg.sft, cfg.plan.hardware
     sec = Section("sft")
     samples, _ = mix_size(cfg)
     if cfg.plan.workload.sft_sample_tokens is not None:
@@ -362,31 +365,31 @@ def sft_section(cfg: RootConfig, p: Projection) -> Section:
     if shape is not None:
         params = shape.params()
         p.assumptions.append(("student params", f"{params / 1e9:.2f}B", f"sft.memory.ModelShape of {shape_src}"))
-    elif "student" in fleet.throughput:
-        params = p.assume("fleet.throughput.student.params_b", fleet.throughput["student"].params_b, "B") * 1e9
-        sec.add("params", f"{params / 1e9:g}B from plan.fleet.throughput.student (no student config.json offline)")
+    elif "student" in hw.throughput:
+        params = p.assume("hardware.throughput.student.params_b", hw.throughput["student"].params_b, "B") * 1e9
+        sec.add("params", f"{params / 1e9:g}B from plan.hardware.throughput.student (no student config.json offline)")
     else:
-        raise ConfigError("plan.fleet.throughput.student: missing; the SFT FLOPs need the student's size")
+        raise ConfigError("plan.hardware.throughput.student: missing; the SFT FLOPs need the student's size")
     tokens = samples * s.epochs * per
     if s.max_steps > 0:
         tokens = min(tokens, s.max_steps * (s.global_batch_size or 1) * per)
     flops = 6 * params * tokens
-    peak = p.assume("fleet.peak_bf16_tflops", fleet.peak_bf16_tflops, " TFLOP/s") * 1e12
-    mfu = p.assume("fleet.sft_mfu", fleet.sft_mfu)
+    peak = p.assume("hardware.peak_bf16_tflops", hw.peak_bf16_tflops, " TFLOP/s") * 1e12
+    mfu = p.assume("hardware.sft_mfu", hw.sft_mfu)
     p.assumptions.append(("sft FLOPs", "6 x params x tokens", "Kaplan et al. 2020; attention's s^2 term not counted"))
     sec.add("tokens", f"{_num(tokens)} = {samples:,} samples x {s.epochs:g} epochs x {_num(per)} tokens")
     sec.add("FLOPs", f"{flops:.3g}")
     hours = flops / (peak * mfu) / 3600 if peak * mfu else 0.0
     sec.add("GPU-hours", hours)
-    sec.add(f"wall-clock on {fleet.count}x {fleet.gpu}", f"{hours / fleet.count:,.1f} h")
+    sec.add(f"wall-clock on {hw.count}x {hw.gpu}", f"{hours / hw.count:,.1f} h")
     p.totals["sft"] = hours
     if shape is None:
         sec.add("memory per GPU", "unknown: the student's config.json is not available offline")
         return sec
-    world = fleet.count
+    world = hw.count
     accum = s.gradient_accumulation_steps or max(1, (s.global_batch_size or world) // (s.per_device_batch_size * world))
     mem = plan_from_config(s, shape, world, accum)
-    gpu_gb = p.assume("fleet.memory_gb", fleet.memory_gb, " GB")
+    gpu_gb = p.assume("hardware.memory_gb", hw.memory_gb, " GB")
     fits = "fits" if mem.total <= gpu_gb * GiB else "DOES NOT FIT"
     sec.add("memory per GPU", f"{mem.total / GiB:.1f} GiB of {gpu_gb:g} ({fits}); the planner's breakdown:")
     sec.rows += [("", line) for line in mem.describe(gpu_gb).splitlines()]
@@ -396,7 +399,6 @@ def sft_section(cfg: RootConfig, p: Projection) -> Section:
 def judge_price(cfg: RootConfig) -> Tuple[str, Optional[Any], str]:
     """The judge's model id as the eval stage names it, and its price (exact, else the longest key that
     prefixes the id, which the eval stage itself would not find)."""
-    from deepwriter.config.llm import Backend
 
     j = cfg.models.judge
     model_id = j.name if j.backend == Backend.transformers else (j.endpoint.model or j.path)
@@ -442,7 +444,7 @@ def eval_section(cfg: RootConfig, p: Projection) -> Section:
             w.judge_calls_per_item.get(kind) or Figure(*bench.JUDGE_CALLS_PER_ITEM),
         )
         answer = min(b.max_new_tokens, b.judge.max_answer_tokens or b.max_new_tokens)
-        c = items * per_item
+        c = items * per_item * cfg.eval.judge_samples  # each task judged judge_samples times
         gens += items
         gen_tokens += items * b.max_new_tokens
         calls += c
@@ -451,7 +453,12 @@ def eval_section(cfg: RootConfig, p: Projection) -> Section:
         sec.add(f"{name}", f"{_num(items)} items, {_num(c)} judge calls, answers <= {b.max_new_tokens:,} tokens")
     sec.add("generations (model under test)", gens)
     sec.add("generated tokens", gen_tokens)
-    sec.add("judge calls", f"{_num(calls)} (up to {_num(calls * (1 + reasks))} with {reasks} re-asks each)")
+    samples = cfg.eval.judge_samples
+    sec.add(
+        "judge calls",
+        f"{_num(calls)} (up to {_num(calls * (1 + reasks))} with {reasks} re-asks each)"
+        + (f"; {samples} judge samples per task (eval.judge_samples)" if samples > 1 else ""),
+    )
     sec.add("judge tokens in / out", f"{_num(j_in)} / {_num(j_out)}")
     model_id, price, src = judge_price(cfg)
     cost = (j_in * price.input_per_mtok + j_out * price.output_per_mtok) / 1e6 if price else 0.0
@@ -477,45 +484,37 @@ def project(cfg: RootConfig, calibrate: Optional[str] = None) -> Projection:
         else:
             p.sections.append(builders[stage](cfg, p))
     gpu = sum(v for k, v in p.totals.items() if k != "judge_usd")
-    fleet = cfg.plan.fleet
+    hw = cfg.plan.hardware
     total = Section(f"total for recipe {cfg.recipe.name!r} ({', '.join(cfg.recipe.stages)})")
     total.add("GPU-hours", gpu)
-    total.add(f"wall-clock on {fleet.count}x {fleet.gpu}", f"{gpu / fleet.count:,.1f} h")
+    total.add(f"wall-clock on {hw.count}x {hw.gpu}", f"{gpu / hw.count:,.1f} h")
     total.add("judge USD", f"${p.totals.get('judge_usd', 0.0):,.2f}")
     p.sections.append(total)
     return p
 
 
 def stage_wall_hours(cfg: RootConfig, stages: List[str]) -> Dict[str, float]:
-    """The plan's wall-clock hours of each stage on its fleet (GPU-hours over plan.fleet.count): what
+    """The plan's wall-clock hours of each stage on its fleet (GPU-hours over plan.hardware.count): what
     the SLURM jobs' requeue allowances are computed from (deepwriter.cluster.time_limits)."""
     import dataclasses
 
     totals = project(dataclasses.replace(cfg, recipe=dataclasses.replace(cfg.recipe, stages=list(stages)))).totals
-    return {s: totals.get(s, 0.0) / max(1, cfg.plan.fleet.count) for s in stages}
+    return {s: totals.get(s, 0.0) / max(1, cfg.plan.hardware.count) for s in stages}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    from deepwriter.config.compose import compose
-
     opts, overrides = split_options(list(sys.argv[1:] if argv is None else argv), OPTIONS)
     try:
         cfg = to_typed(compose(overrides))
-        # the managed servers on the fleet's GPUs as the plan assumes them (plan.fleet.count), not this
-        # machine's; a fleet too small for them is refused like the run refuses it
-        from deepwriter.cluster.requests import serves_as_jobs
-        from deepwriter.pipeline.runner import stage_roles
-        from deepwriter.serving.stages import serving_layout
-
         # under launcher=slurm each replica is a job of its own (serving.placement): no GPU of the stage's node
         as_jobs = serves_as_jobs(cfg, in_stage_job=False)
-        placed = serving_layout(cfg, list(range(cfg.plan.fleet.count)), stage_roles(cfg), as_jobs)
+        # the managed servers on the plan's GPUs as it assumes them (plan.hardware.count), not this
+        # machine's; hardware too small for them is refused like the run refuses it
+        placed = serving_layout(cfg, list(range(cfg.plan.hardware.count)), stage_roles(cfg), as_jobs)
         layout = placed.text().splitlines()
         text = "== " + layout[0].rstrip(":") + "\n" + "\n".join(layout[1:]) + "\n"
         text += project(cfg, opts.get("calibrate")).text()
         if cfg.launcher.kind == "slurm":  # the jobs `deepwriter.train ... launcher=slurm` would submit
-            from deepwriter.cluster.launcher import graph_text, job_graph, server_graph_text
-
             stages = [s for s in STAGE_ORDER if s in cfg.recipe.stages]
             text += "\n" + graph_text(job_graph(cfg, stages, stage_wall_hours(cfg, stages)))
             text += server_graph_text(cfg, placed) if as_jobs else ""

@@ -17,11 +17,15 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from deepwriter.config.compose import compose
 from deepwriter.config.llm import ModelConfig
 from deepwriter.config.root import ConfigError, expand, split_options, to_typed
 from deepwriter.core.badinput import DataError
 from deepwriter.core.errors import print_error, tracked_stderr
+from deepwriter.eval.preview import judge_prompts as preview
+from deepwriter.llm import models
 from deepwriter.llm.base import Message, Sampling
+from deepwriter.pairs.read import load_pairs
 from deepwriter.synthesis import prompts, segments
 from deepwriter.synthesis.search import TrajectoryScorer, opening
 
@@ -51,14 +55,13 @@ class Renderer:
     @staticmethod
     def _load(mcfg: ModelConfig, cache_dir: str) -> Tuple:
         try:
-            from deepwriter.llm import models
-
             return models.load_tokenizer(mcfg, cache_dir), ""
         except Exception as exc:  # no network, no cache: the messages are still worth seeing
             return None, f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
 
     def render(self, messages: List[Message], assistant_prefix: str = "") -> str:
         if self.tokenizer is not None:
+            # here, not at the top: it imports torch and transformers, which only this path needs
             from deepwriter.llm.hf import render_prompt
 
             return render_prompt(self.tokenizer, messages, assistant_prefix)
@@ -77,8 +80,6 @@ def _sampling_text(s: Sampling) -> str:
 
 def find_pair(cfg, path: str, pair_id: str):
     import dataclasses
-
-    from deepwriter.pairs.read import load_pairs
 
     src = dataclasses.replace(cfg.data.pairs, path=path, hub_id=None)
     pairs, _ = load_pairs(src, strict=True, key="data.pairs")
@@ -129,8 +130,6 @@ def synthesis_prompts(cfg, pair, z_text: Optional[str], gen: Renderer, sco: Rend
 
 
 def judge_prompts(cfg, bench: Optional[str], item: int, judge: Renderer) -> str:
-    from deepwriter.eval.preview import judge_prompts as preview
-
     enabled = [name for name, b in cfg.eval.benchmarks.items() if b.enabled]
     if not enabled:
         return "\n(no benchmark enabled in this recipe's eval)"
@@ -151,8 +150,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def _main(argv: List[str]) -> int:
-    from deepwriter.config.compose import compose
-
     opts, overrides = split_options(argv, OPTIONS)
     try:
         missing = [k for k in ("pairs", "id") if not opts.get(k)]

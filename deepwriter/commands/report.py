@@ -5,7 +5,9 @@
 
 A RUN_DIR is a run folder (runs/<recipe>/<run-id>, whose eval/ holds summary.json) or an eval stage
 folder itself. Writes compare.md, compare.csv, compare.png (bars) and radar.png into --out (default
-./eval-report) and prints the markdown table.
+./eval-report) and prints the markdown table: every figure with its 95% interval, and every run after
+the first against the first as a paired difference (interval and permutation test) over the items
+both scored; compare.json holds the same figures.
 
 --html writes the browsable run report instead (deepwriter/viewer): for one run folder its
 report.html (default RUN_DIR/report.html), for several a page with them side by side (default
@@ -20,7 +22,14 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from deepwriter.eval import tables
+from deepwriter.eval import paired_runs, stats, tables
+from deepwriter.viewer import build_report
+
+PAIRED_NOTE = (
+    "Paired difference on the items both runs scored, each benchmark's figure by its own formula: "
+    "difference [95% bootstrap interval] and the two-sided p-value of a paired permutation test; * where the "
+    "interval excludes 0. README: reading a comparison."
+)
 
 
 def find_summary(run_dir: Path) -> Path:
@@ -30,10 +39,16 @@ def find_summary(run_dir: Path) -> Path:
     raise FileNotFoundError(f"{run_dir}: no summary.json here or in eval/ (has the eval stage finished?)")
 
 
+def read_summary(run_dir: Path) -> Dict[str, Any]:
+    """A run's eval summary, with `eval_folder` (where its items are) for the paired comparisons."""
+    path = find_summary(Path(run_dir))
+    return {**json.loads(path.read_text()), "eval_folder": str(path.parent)}
+
+
 def load_runs(run_dirs: List[Path]) -> Dict[str, Dict[str, Any]]:
     runs: Dict[str, Dict[str, Any]] = {}
     for d in run_dirs:
-        summary = json.loads(find_summary(Path(d)).read_text())
+        summary = read_summary(Path(d))
         label = summary.get("label") or Path(d).name
         base, k = label, 2
         while label in runs:  # two runs with one label stay apart
@@ -42,11 +57,59 @@ def load_runs(run_dirs: List[Path]) -> Dict[str, Dict[str, Any]]:
     return runs
 
 
-def write_report(runs: Dict[str, Dict[str, Any]], out: Path) -> str:
+def _folder(summary: Dict[str, Any]) -> Optional[Path]:
+    return Path(summary["eval_folder"]) if summary.get("eval_folder") else None
+
+
+def paired_against_first(runs: Dict[str, Dict[str, Any]], resamples: int = 1000) -> tuple:
+    """(header, rows, {label: {column: paired}}): every run after the first against the first, as
+    paired differences over the items both scored (deepwriter.eval.paired_runs)."""
+    labels = list(runs)
+    ref = runs[labels[0]]
+    found = {}
+    for label in labels[1:]:
+        s = runs[label]
+        if _folder(s) is not None and _folder(ref) is not None:
+            found[label] = paired_runs.compare(s, _folder(s), ref, _folder(ref), resamples)
+    cols = tables.columns_of({label: {c: None for c in p} for label, p in found.items()})
+    rows = [[label] + [stats.paired_text(p[c]) if c in p else "–" for c in cols] for label, p in found.items()]
+    return [f"run − {labels[0]}"] + cols, rows, found
+
+
+def released_comparison_md(run_dirs: List[Path]) -> str:
+    """Ours vs the authors' released trajectories, per run whose synthesize stage compared them (the
+    `released_comparison` of its manifest): means with their standard errors."""
+    rows = []
+    for d in run_dirs:
+        manifest = Path(d) / "synthesize" / "manifest.json"
+        if not manifest.is_file():
+            continue
+        cmp = (json.loads(manifest.read_text()).get("metrics") or {}).get("released_comparison")
+        if not cmp:
+            continue
+        shown = [("score_ours", 4), ("score_released", 4), ("score_difference", 4), ("words_ours", 1)]
+        shown += [("words_released", 1), ("accepted_edits_ours", 2), ("ours_lower_share", 3)]
+        rows.append([Path(d).name, cmp["pairs"], *(f"{cmp[k]:.{n}f} ± {cmp[k + '_se']:.{n}f}" for k, n in shown)])
+    if not rows:
+        return ""
+    header = ["run", "pairs", "score ours", "score released", "ours − released", "words ours", "words released"]
+    header += ["accepted edits", "ours lower (share)"]
+    return "Ours vs the authors' released trajectories (same scorer; lower score is better; mean ± s.e.):\n\n" + (
+        tables.markdown_table(header, rows)
+    )
+
+
+def write_report(runs: Dict[str, Dict[str, Any]], out: Path, resamples: int = 1000) -> str:
     out.mkdir(parents=True, exist_ok=True)
+    runs = {label: paired_runs.with_intervals(s, _folder(s), resamples) for label, s in runs.items()}
     rows = {label: s["headline"] for label, s in runs.items()}
-    header, body = tables.comparison(rows)
-    md = [tables.markdown_table(header, body), tables.SCALE_NOTE]
+    header, body = tables.comparison_with_intervals(runs)
+    md = [tables.markdown_table(header, body), tables.SCALE_NOTE, tables.INTERVAL_NOTE]
+    paired = {}
+    if len(runs) > 1:
+        pheader, prows, paired = paired_against_first(runs, resamples)
+        if prows:
+            md += ["", tables.markdown_table(pheader, prows), PAIRED_NOTE]
     groups = tables.definitions_note(list(runs.values()))  # HB-A / HB-B are our definition: say it
     md += [groups, ""] if groups else [""]
     judge_rows = [
@@ -65,15 +128,18 @@ def write_report(runs: Dict[str, Dict[str, Any]], out: Path) -> str:
     )
     text = "\n".join(md)
     (out / "compare.md").write_text(text)
-    (out / "compare.csv").write_text(tables.csv_text(header, body))
+    (out / "compare.csv").write_text(tables.csv_text(*tables.comparison_csv(runs)))
+    figures = {
+        label: {"intervals": s.get("intervals") or {}, "paired_vs_first": paired.get(label)}
+        for label, s in runs.items()
+    }
+    (out / "compare.json").write_text(json.dumps(figures, indent=2))
     tables.bar_plot(rows, out / "compare.png", "eval: runs compared")
     tables.radar_plot(rows, out / "radar.png", "eval: runs compared")
     return text
 
 
 def html_main(run_dirs: List[Path], out: Optional[Path]) -> int:
-    from deepwriter.viewer import build_report
-
     missing = [str(d) for d in run_dirs if not Path(d).is_dir()]
     if missing:
         print(f"deepwriter.report: no such run folder: {', '.join(missing)}", file=sys.stderr)
@@ -91,11 +157,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.html:
         return html_main(args.runs, args.out)
     args.out = args.out or Path("eval-report")
+    released = released_comparison_md(args.runs)  # from the synthesize stage: shown without an eval too
+    if released:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "released.md").write_text(released)
+        print(released + "\n")
     try:
         runs = load_runs(args.runs)
     except FileNotFoundError as exc:
         print(f"deepwriter.report: {exc}", file=sys.stderr)
-        return 2
+        return 0 if released else 2
     print(write_report(runs, args.out))
     print(f"written: {args.out}/compare.md, compare.csv, compare.png, radar.png")
     return 0

@@ -4,6 +4,7 @@ bad config as one line naming the key before any work (or before Hydra takes ove
 from __future__ import annotations
 
 import re
+import sys
 from typing import List, Optional
 
 from hydra.errors import HydraException
@@ -27,6 +28,30 @@ def user_overrides(argv: List[str]) -> List[str]:
     ]
 
 
+# Names of the command line that were renamed, old -> new; each old one still works for one release,
+# with one line saying what to write instead. The cost plan's hardware was `fleet`, the word the run's
+# managed servers keep.
+RENAMED = {"fleet@plan.fleet": "hardware@plan.hardware", "plan.fleet": "plan.hardware"}
+
+
+def renamed_overrides(argv: List[str]) -> List[str]:
+    """The command line with every renamed key or group written the new way, one line to stderr for each."""
+    out = []
+    for a in argv:
+        sign = a[: len(a) - len(a.lstrip("+~"))]
+        key, eq, value = a[len(sign) :].partition("=")
+        for old, new in RENAMED.items():
+            if key == old or key.startswith(old + "."):
+                fixed = f"{sign}{new}{key[len(old) :]}{eq}{value}"
+                print(
+                    f"deepwriter: {a!r} is deprecated (removed in the next release): write {fixed!r}", file=sys.stderr
+                )
+                a = fixed
+                break
+        out.append(a)
+    return out
+
+
 def compose(overrides: List[str]) -> DictConfig:
     """Compose the config the way @hydra.main would (used by the pre-flight check and the tests)."""
     from hydra import compose as hydra_compose
@@ -35,7 +60,7 @@ def compose(overrides: List[str]) -> DictConfig:
     register_schemas()
     register_resolvers()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
-        return hydra_compose(config_name="config", overrides=overrides)
+        return hydra_compose(config_name="config", overrides=renamed_overrides(overrides))
 
 
 def preflight(argv: List[str]) -> Optional[str]:

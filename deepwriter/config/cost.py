@@ -1,4 +1,4 @@
-"""Typed config of `python -m deepwriter.plan` (root key `plan`, fleet in conf/fleet/*.yaml).
+"""Typed config of `python -m deepwriter.plan` (root key `plan`, the hardware in conf/hardware/*.yaml).
 
 Every figure carries the source it comes from: a datasheet, a paper, or "assumption: ...". No stage
 reads this config, so it is in no stage key (RootConfig marks `plan` operational as well).
@@ -24,7 +24,7 @@ def _fig(value: float, source: str):
 
 @dataclass
 class Throughput:
-    """What one GPU of the fleet does for a model of one size (all GPUs of a role run the same way)."""
+    """What one GPU of the hardware does for a model of one size (all GPUs of a role run the same way)."""
 
     params_b: Figure = _fig(8.0, "assumption")
     decode_tokens_per_s: Figure = _fig(1000.0, "assumption")  # generated tokens per second per GPU
@@ -32,7 +32,7 @@ class Throughput:
 
 
 @dataclass
-class FleetConfig:
+class HardwareConfig:
     gpu: str = "H100-SXM-80GB"
     count: int = bounded(8, ge=1, le=1_000_000)
     memory_gb: Figure = _fig(80.0, "NVIDIA H100 SXM datasheet: 80 GB HBM3")
@@ -61,5 +61,5 @@ class WorkloadConfig:
 
 @dataclass
 class PlanConfig:
-    fleet: FleetConfig = field(default_factory=FleetConfig)
+    hardware: HardwareConfig = field(default_factory=HardwareConfig)
     workload: WorkloadConfig = field(default_factory=WorkloadConfig)

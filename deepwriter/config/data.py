@@ -31,8 +31,10 @@ class SourceConfig:
     hub dataset id, with a field mapping."""
 
     name: str = ""
-    # pairs: one (request, answer) per record | scored_responses | long_text (answers without requests)
-    kind: str = one_of("pairs", "pairs", "scored_responses", "long_text")
+    # pairs: one (request, answer) per record | scored_responses | long_text (answers without requests) |
+    # released: the authors' released trajectories (DeepWriting-20K): x and the answer after the thinking,
+    # the thinking kept to compare ours with (deepwriter.pairs.released)
+    kind: str = one_of("pairs", "pairs", "scored_responses", "long_text", "released")
     path: Optional[str] = None  # local file; wins over hub_id when both are given
     hub_id: Optional[str] = None
     split: str = "train"
@@ -111,6 +113,10 @@ class MixConfig:
     # left out; null keeps all.
     drop_above_quantile: Optional[float] = bounded(None, ge=0.0, le=1.0)
     drop_below_quantile: Optional[float] = bounded(None, ge=0.0, le=1.0)
+    # A sample over sft.max_length tokens: drop it, or keep it with its thinking cut from the end until
+    # it fits (the request and answer never cut; a sample whose request and answer alone are over still
+    # goes). Counted either way, by category and answer length (docs/FIDELITY.md M-rows).
+    over_max_length: str = one_of("drop", "drop", "truncate_thinking")
     num_proc: int = bounded(1, ge=1, le=1024, operational=True)  # processes for tokenisation (datasets.map)
     histogram_bins: int = bounded(40, ge=1, le=10_000)
 
@@ -164,7 +170,8 @@ class DataConfig:
     pairs: SourceConfig = field(default_factory=SourceConfig)
     public: SourceConfig = field(default_factory=SourceConfig)
     mix: MixConfig = field(default_factory=MixConfig)
-    # Top-level group -> its categories (25 in conf/data/taxonomy/writing25.yaml).
+    # Top-level group -> its categories (the full scale's 25 in 9 groups: conf/data/full.yaml; their origin
+    # is docs/FIDELITY.md D6).
     taxonomy: Dict[str, List[str]] = field(default_factory=dict)
     strict: bool = True  # false: bad records are skipped and counted instead of failing
     # Preparing pairs (deepwriter.pairs.prepare): labels for pairs without a category, requests for

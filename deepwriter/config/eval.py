@@ -103,3 +103,8 @@ class EvalConfig:
     # Items whose answer or judgment could not be had (failed model calls after the endpoint's
     # retries) are unfinished, never scored; the stage fails unless at most this share is (0..1).
     max_unfinished_share: float = bounded(0.0, ge=0.0, le=1.0, operational=True)
+    # Each judge task is asked this many times (sample k with seed + k); an item scores the mean of its
+    # judgments, and its intervals resample judgments as well as items (deepwriter.eval.stats).
+    judge_samples: int = bounded(1, ge=1, le=100)
+    # Resamples of the 95% bootstrap intervals and of the paired permutation tests; 0: no intervals.
+    bootstrap_resamples: int = bounded(1000, ge=0, le=100_000)

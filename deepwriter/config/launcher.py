@@ -4,9 +4,10 @@ dependencies. Nothing here changes what a stage produces: the whole group is ope
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, make_dataclass
 from typing import Dict, Optional
 
+from deepwriter.core.contract import STAGE_ORDER
 from deepwriter.core.schema import bounded, one_of
 
 
@@ -29,16 +30,15 @@ class SlurmJobConfig:
     additional: Dict[str, str] = field(default_factory=dict)
 
 
-@dataclass
-class SlurmJobsConfig:
-    synthesize: SlurmJobConfig = field(default_factory=SlurmJobConfig)
-    mix: SlurmJobConfig = field(default_factory=SlurmJobConfig)
-    sft: SlurmJobConfig = field(default_factory=SlurmJobConfig)
-    eval: SlurmJobConfig = field(default_factory=SlurmJobConfig)
-    # each managed server replica's own job (serving.placement: slurm); its GPUs are the replica's
-    # (models.*.serving.gpus_per_replica, else tensor_parallel) where the partition has GPUs, so
-    # gpus_per_node and nodes are not read here
-    server: SlurmJobConfig = field(default_factory=SlurmJobConfig)
+# One job config per stage, named as the stage (drawn from STAGE_ORDER, so a stage added there has its
+# job keys here), and `server`: each managed server replica's own job (serving.placement: slurm); its
+# GPUs are the replica's (models.*.serving.gpus_per_replica, else tensor_parallel) where the partition
+# has GPUs, so gpus_per_node and nodes are not read there.
+SlurmJobsConfig = make_dataclass(
+    "SlurmJobsConfig",
+    [(name, SlurmJobConfig, field(default_factory=SlurmJobConfig)) for name in (*STAGE_ORDER, "server")],
+)
+SlurmJobsConfig.__module__ = __name__  # where the schema is registered from, as a class written here would be
 
 
 @dataclass

@@ -25,11 +25,10 @@ from deepwriter.config.launcher import LauncherConfig
 from deepwriter.config.llm import ModelsConfig, RunServingConfig
 from deepwriter.config.sft import SFTConfig
 from deepwriter.config.synthesis import SynthesisConfig, parse_shard_spec
+from deepwriter.core.contract import STAGE_ORDER
 from deepwriter.core.errors import ConfigError
 from deepwriter.core.files import expand  # noqa: F401  (re-exported: config paths are expanded with it)
 from deepwriter.core.schema import SEED_MAX, bounded, check_fields, one_of, operational
-
-STAGE_ORDER = ("synthesize", "mix", "sft", "eval")
 
 # The Hydra config ships inside the package (a wheel install composes every recipe too).
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
@@ -71,7 +70,7 @@ class RootConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
-    # the cost projection's fleet and workload figures (deepwriter.plan); no stage reads them
+    # the cost projection's hardware and workload figures (deepwriter.plan); no stage reads them
     plan: PlanConfig = operational(default_factory=PlanConfig)
     # managed vLLM servers (models.*.serving): the run's switch, vLLM's Python, the GPUs they may use
     serving: RunServingConfig = operational(default_factory=RunServingConfig)

@@ -89,6 +89,11 @@ class StageSpec:
     serves_itself: bool = False
 
 
+# The stages a recipe may run, in the order they run: the one list the recipe's check, the runner's
+# stage table and the launcher's per-stage jobs config are drawn from.
+STAGE_ORDER = ("synthesize", "mix", "sft", "eval")
+
+
 # Set in the train command of one SLURM job of a run (deepwriter.cluster.launcher): the run manifest that
 # job writes keeps the stages the run's earlier jobs ran.
 JOB_ENV = "DEEPWRITER_JOB_OF_RUN"

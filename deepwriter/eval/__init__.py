@@ -3,7 +3,11 @@ generation by the model under test, an LLM judge with a disk cache, tables and p
 
 Entry points: `deepwriter.eval.stage.run` (the pipeline stage),
 `deepwriter.eval.benchmarks.benchmark_prompts` (decontamination), `python -m deepwriter.eval.rescore`,
-`deepwriter.eval.preview.judge_prompts` (what the judge would be sent for one item).
+`deepwriter.eval.preview.judge_prompts` (what the judge would be sent for one item),
+`python -m deepwriter.eval.published` (intervals of published judgments). How sure a figure is:
+`deepwriter.eval.stats` (bootstrap intervals, paired differences and permutation tests),
+`deepwriter.eval.paired_runs` (two runs' eval folders compared item by item),
+`deepwriter.eval.agreement` (Krippendorff's α of judge samples).
 
 Each benchmark's judge is asked as its authors' evaluation code asks (prompt structure, system prompt,
 sampling, HelloBench's answer cut), with every setting under eval.benchmarks.<name>.judge; the

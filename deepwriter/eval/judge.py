@@ -45,9 +45,14 @@ log = logging.getLogger("deepwriter.eval.judge")
 # --- cache -------------------------------------------------------------------------------------
 
 
-def cache_key(model_id: str, messages: List[Dict[str, str]], sampling: Sampling, sample: int, mode: str) -> str:
+def cache_key(
+    model_id: str, messages: List[Dict[str, str]], sampling: Sampling, sample: int, mode: str, judge_sample: int = 0
+) -> str:
+    # judge sample 0 keeps the key it had before eval.judge_samples existed: old caches stay valid
+    extra = {"judge_sample": judge_sample} if judge_sample else {}
     blob = json.dumps(
         {
+            **extra,
             "model": model_id,
             "messages": messages,
             "temperature": sampling.temperature,
@@ -296,7 +301,10 @@ class Judge:
         return "json_schema:" + json.dumps(verdict_schema(task.slots), sort_keys=True)
 
     def _key(self, st: "_FreeState") -> str:
-        return cache_key(self.model_id, st.messages, self.sampling_for(st.task), st.ask, self._mode(st.task))
+        task = st.task
+        return cache_key(
+            self.model_id, st.messages, self.sampling_for(task), st.ask, self._mode(task), task.judge_sample
+        )
 
     def _run_free(self, run: "_Run", tasks: List[JudgeTask], progress) -> List[JudgeOutcome]:
         states = [_FreeState(t, list(t.messages), JudgeOutcome(t.item_id, t.key, ok=False)) for t in tasks]
@@ -378,6 +386,7 @@ class Judge:
                 self.sampling_for(task),
                 0,
                 "constrained:" + ",".join(f"{s.name}={'/'.join(s.labels)}" for s in task.slots),
+                task.judge_sample,
             )
             hit = run.cache.get(key)
             if hit is not None:

@@ -27,6 +27,15 @@ from deepwriter.eval.benchmarks.base import BenchmarkDataError, Slot, read_jsonl
 def rescore_hellobench(
     judgements: Path, data: Path, groups: Optional[Dict[str, List[str]]] = None
 ) -> Tuple[Dict[str, Any], List[Skipped]]:
+    records, skipped = hellobench_records(judgements, data)
+    summary = hellobench.aggregate(records, groups)
+    summary["skipped"] = len(skipped)
+    return summary, skipped
+
+
+def hellobench_records(judgements: Path, data: Path) -> Tuple[List[Dict[str, Any]], List[Skipped]]:
+    """One scored record per usable judgment line (id, subset, category, checklist scores, score), and
+    the lines that could not be scored."""
     judgements, data = Path(judgements), Path(data)
     weights = hellobench.load_weights(data)
     files = sorted(judgements.glob("*_results.jsonl"))
@@ -46,9 +55,7 @@ def rescore_hellobench(
                 records.append(_score_line(rec, samples, weights, subset))
             except ValueError as exc:
                 skipped.append(Skipped(where, "<line>", str(exc)))
-    summary = hellobench.aggregate(records, groups)
-    summary["skipped"] = len(skipped)
-    return summary, skipped
+    return records, skipped
 
 
 def _score_line(

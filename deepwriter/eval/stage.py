@@ -4,9 +4,11 @@ each benchmark's own formulas turn judgments into scores.
 Output (in the stage folder):
   items/<bench>.generations.jsonl  answers as generated (resumable)
   items/<bench>.jsonl              per item: answer, scores, the judge's values and reasons, failures
+                                   (with eval.judge_samples > 1: the mean, each judgment's scores in
+                                   `judge_samples`)
   judge_cache/calls.jsonl          every judge reply (a re-run makes no judge calls)
-  summary.json                     per-benchmark summaries and judge settings, the paper-layout headline,
-                                   judge stats
+  summary.json                     per-benchmark summaries and judge settings, the paper-layout headline
+                                   with each figure's 95% interval, judge agreement, judge stats
   tables/paper.{md,csv}, tables/details.md, plots/*.png
 """
 
@@ -26,9 +28,9 @@ from deepwriter.config.root import ConfigError, RootConfig, expand
 from deepwriter.core.badinput import Skipped
 from deepwriter.core.contract import StageContext, StageResult, StageSpec, benchmark_files
 from deepwriter.core.unfinished import Unfinished
-from deepwriter.eval import tables
+from deepwriter.eval import agreement, stats, tables
 from deepwriter.eval.benchmarks import judge_settings, load_items, module_for
-from deepwriter.eval.benchmarks.base import Item, JudgeOutcome
+from deepwriter.eval.benchmarks.base import Item, JudgeOutcome, JudgeTask
 from deepwriter.eval.generate import generate_answers
 from deepwriter.eval.judge import make_judge
 
@@ -211,29 +213,61 @@ def _answer(cfg: RootConfig, ctx: StageContext, mut: ModelConfig, benches: Dict[
     return generated
 
 
+def judge_sample(judge, task: JudgeTask, k: int) -> JudgeTask:
+    """The k-th of eval.judge_samples judgments of a task: sampled with seed + k (the same seed would
+    give the same reply), under its own cache key. The 0-th is the task itself."""
+    if k == 0:
+        return task
+    sampling = judge.sampling_for(task)
+    return dataclasses.replace(
+        task, judge_sample=k, sampling=dataclasses.replace(sampling, seed=(sampling.seed or 0) + k)
+    )
+
+
 def _judge(cfg: RootConfig, ctx: StageContext, benches: Dict[str, _Bench], unfinished):
-    """The judgments of the answers there are; a failed judge call leaves its item unfinished.
-    Returns the judge and {(bench, item id): {task key: outcome}}."""
+    """The judgments of the answers there are, each task eval.judge_samples times; a failed judge call
+    leaves its item unfinished. Returns the judge and {(bench, item id): [{task key: outcome}, one
+    per judge sample]}."""
     judge = make_judge(cfg, ctx.out_dir / "judge_cache")
+    samples = cfg.eval.judge_samples
     tasks, owners = [], []
     for name, b in benches.items():
         for item, rec in zip(b.items, b.answers):
             if rec is None:
                 continue
             for t in b.module.judge_tasks(item, judged_answer(b.module, rec), b.settings):
-                tasks.append(t)
-                owners.append(name)
+                for k in range(samples):
+                    tasks.append(judge_sample(judge, t, k))
+                    owners.append(name)
     if ctx.serving is not None and tasks:
         ctx.serving.up("judge")
     outcomes = judge.run(tasks, stop_after=max(0, unfinished.allowed - len(unfinished.ids)))
-    by_item: Dict[Tuple[str, str], Dict[str, JudgeOutcome]] = {}
-    for name, o in zip(owners, outcomes):
-        by_item.setdefault((name, o.item_id), {})[o.key] = o
-    for (name, item_id), outs in by_item.items():
-        failed = [o.error for o in outs.values() if o.unfinished]
+    by_item: Dict[Tuple[str, str], List[Dict[str, JudgeOutcome]]] = {}
+    for name, t, o in zip(owners, tasks, outcomes):
+        by_item.setdefault((name, o.item_id), [{} for _ in range(samples)])[t.judge_sample][o.key] = o
+    for (name, item_id), per_sample in by_item.items():
+        failed = [o.error for outs in per_sample for o in outs.values() if o.unfinished]
         if failed:
             unfinished.add(f"{name}/{item_id}", failed[0])
     return judge, by_item
+
+
+def _scored(module, item: Item, answer: str, per_sample: List[Dict[str, JudgeOutcome]]) -> Dict[str, Any]:
+    """An item's scores by its benchmark. Judged several times: the mean over the judgments that gave
+    a score (each kept in `judge_samples`, for intervals over judge samples); a failure only when
+    none did."""
+    each = [module.score_item(item, answer, outs) for outs in per_sample]
+    if len(each) == 1:
+        return each[0]
+    scored = [r for r in each if "failure" not in r]
+    if not scored:
+        return each[0]
+    return {**stats.merge_samples(scored), "judge_samples": scored}
+
+
+def _judge_views(per_sample: List[Dict[str, JudgeOutcome]]) -> Dict[str, Any]:
+    """Every judgment of the item, by task key (`key@k` for the k-th judge sample, k > 0)."""
+    return {(k if s == 0 else f"{k}@{s}"): _judge_view(o) for s, outs in enumerate(per_sample) for k, o in outs.items()}
 
 
 def _score(cfg, ctx, mut, judge, benches: Dict[str, _Bench], by_item, left_out: set) -> Dict[str, Any]:
@@ -246,13 +280,16 @@ def _score(cfg, ctx, mut, judge, benches: Dict[str, _Bench], by_item, left_out: 
         "judge_mode": "constrained" if judge.constrained else "json-schema" if judge.json_schema else "free-json",
         "benchmarks": {},
         "headline": {},
+        # each headline figure's 95% bootstrap interval (deepwriter.eval.stats), over items and judge samples
+        "intervals": {},
+        "judge_samples": cfg.eval.judge_samples,
     }
     for name, b in benches.items():
         records = []
         for item, rec in zip(b.items, b.answers):
             if f"{name}/{item.id}" in left_out:  # unfinished: no score, listed in the summary
                 continue
-            outs = by_item.get((name, item.id), {})
+            per_sample = by_item.get((name, item.id)) or [{}]
             answer = judged_answer(b.module, rec)
             records.append(
                 {
@@ -262,18 +299,30 @@ def _score(cfg, ctx, mut, judge, benches: Dict[str, _Bench], by_item, left_out: 
                     "thinking": rec["thinking"],
                     "think_closed": rec["think_closed"],
                     "finish_reason": rec["finish_reason"],
-                    **b.module.score_item(item, answer, outs),
-                    "judge": {k: _judge_view(o) for k, o in outs.items()},
+                    **_scored(b.module, item, answer, per_sample),
+                    "judge": _judge_views(per_sample),
                 }
             )
         _write_jsonl_atomic(ctx.out_dir / "items" / f"{name}.jsonl", records)
         agg = b.module.summarize(records, b.cfg)
         head = b.module.headline(name, agg)
+        intervals = stats.bootstrap(
+            records,
+            stats.headline_statistic(name, b.module, b.cfg),
+            stats.strata_of(b.module, records),
+            resamples=cfg.eval.bootstrap_resamples,
+            seed=cfg.eval.seed,
+        )
+        summary["intervals"].update({k: v.as_dict() for k, v in intervals.items()})
         summary["benchmarks"][name] = {
             "kind": b.module.KIND,
             "judge_settings": dataclasses.asdict(b.settings),
+            "judge_samples": cfg.eval.judge_samples,
             "summary": agg,
             "headline": head,
+            "intervals": {k: v.as_dict() for k, v in intervals.items()},
+            # with judge samples: Krippendorff's α of the judgments and the items they disagree on most
+            "judge_agreement": agreement.of_judge_samples(records),
             "skipped": [str(s) for s in b.skipped],
             "unfinished": sorted(i.split("/", 1)[1] for i in left_out if i.startswith(name + "/")),
         }
@@ -296,6 +345,14 @@ def _publish(ctx: StageContext, summary: Dict[str, Any], judge) -> Dict[str, str
     artifacts.update(tables.write_run_tables(summary, out / "tables"))
     artifacts.update(tables.write_run_plots(summary, out / "plots"))
     ctx.tracker.log({f"eval/{k}": v for k, v in summary["headline"].items() if v is not None})
+    ctx.tracker.summary(tables.interval_summary(summary))  # eval/<column>_ci_low, _ci_high
+    ctx.tracker.summary(
+        {
+            f"eval/{name}/judge_alpha": e["judge_agreement"]["alpha"]
+            for name, e in summary["benchmarks"].items()
+            if (e.get("judge_agreement") or {}).get("alpha") is not None
+        }
+    )
     # the paper's reported figures beside the run's own, under their own keys (paper/..., never eval/...)
     ctx.tracker.summary(tables.reported_summary(summary))
     header, rows, _ = tables.reported(summary)

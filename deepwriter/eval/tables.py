@@ -15,6 +15,7 @@ import math
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from deepwriter.eval import stats
 from deepwriter.eval.benchmarks import paper
 from deepwriter.eval.benchmarks.base import fmt, markdown_table  # noqa: F401  (the tables' cell format)
 
@@ -57,6 +58,51 @@ def comparison(rows: Dict[str, Dict[str, Optional[float]]]) -> tuple:
     """(header, rows) of runs (row label -> headline columns) side by side."""
     cols = columns_of(rows)
     return ["run"] + cols, [[label] + [row.get(c) for c in cols] for label, row in rows.items()]
+
+
+INTERVAL_NOTE = (
+    "In brackets: the 95% bootstrap interval (items resampled within their HelloBench subset or WritingBench "
+    "domain, and each item's judgments too where eval.judge_samples > 1; deepwriter.eval.stats)."
+)
+
+
+def comparison_with_intervals(summaries: Dict[str, Dict[str, Any]]) -> tuple:
+    """(header, rows) of runs side by side, each cell `figure [low, high]` where the run's summary has
+    the figure's interval (an older summary without intervals: the figure alone)."""
+    header, rows = comparison({label: s.get("headline") or {} for label, s in summaries.items()})
+    out = []
+    for row, summary in zip(rows, summaries.values()):
+        ivs = summary.get("intervals") or {}
+        cells = [
+            stats.interval_text(v, (ivs.get(c) or {}).get("low"), (ivs.get(c) or {}).get("high"))
+            for c, v in zip(header[1:], row[1:])
+        ]
+        out.append([row[0]] + cells)
+    return header, out
+
+
+def comparison_csv(summaries: Dict[str, Dict[str, Any]]) -> tuple:
+    """(header, rows) for CSV: each column's figure, then its interval's low and high ends."""
+    header, rows = comparison({label: s.get("headline") or {} for label, s in summaries.items()})
+    cols = header[1:]
+    wide = ["run"] + [f"{c}{suffix}" for c in cols for suffix in ("", " ci_low", " ci_high")]
+    out = []
+    for row, summary in zip(rows, summaries.values()):
+        ivs = summary.get("intervals") or {}
+        cells = []
+        for c, v in zip(cols, row[1:]):
+            cells += [v, (ivs.get(c) or {}).get("low"), (ivs.get(c) or {}).get("high")]
+        out.append([row[0]] + cells)
+    return wide, out
+
+
+def interval_summary(summary: Dict[str, Any]) -> Dict[str, float]:
+    """The intervals as W&B summary keys: eval/<column>_ci_low and eval/<column>_ci_high."""
+    out = {}
+    for col, iv in (summary.get("intervals") or {}).items():
+        if iv.get("low") is not None:
+            out[f"eval/{col}_ci_low"], out[f"eval/{col}_ci_high"] = iv["low"], iv["high"]
+    return out
 
 
 def detail_markdown(summary: Dict[str, Any]) -> str:
@@ -108,12 +154,13 @@ def reported_summary(summary: Dict[str, Any]) -> Dict[str, float]:
 
 def write_run_tables(summary: Dict[str, Any], folder: Path) -> Dict[str, str]:
     folder.mkdir(parents=True, exist_ok=True)
-    header, rows = comparison({summary.get("label", "run"): summary["headline"]})
-    notes = "\n".join(x for x in (SCALE_NOTE, definitions_note([summary])) if x)
+    runs = {summary.get("label", "run"): summary}
+    header, rows = comparison_with_intervals(runs)
+    notes = "\n".join(x for x in (SCALE_NOTE, INTERVAL_NOTE, definitions_note([summary])) if x)
     (folder / "paper.md").write_text(
         markdown_table(header, rows) + f"\n{notes}\n\n### {REPORTED_TITLE}\n\n" + reported_markdown(summary)
     )
-    (folder / "paper.csv").write_text(csv_text(header, rows))
+    (folder / "paper.csv").write_text(csv_text(*comparison_csv(runs)))
     rheader, rrows, _ = reported(summary)
     (folder / "paper_reported.csv").write_text(csv_text(rheader, rrows))
     (folder / "details.md").write_text(detail_markdown(summary))

@@ -10,12 +10,25 @@ from deepwriter.llm.base import Generator, Scorer
 
 
 def make_generator(
-    cfg: ModelConfig, cache_dir: str | Path, device: Optional[str] = None, batch_size: int = 8
+    cfg: ModelConfig,
+    cache_dir: str | Path,
+    device: Optional[str] = None,
+    batch_size: int = 8,
+    measure_prompts: bool = False,
 ) -> Generator:
+    """`measure_prompts` (a server backend): load the model's tokenizer so that a prompt over
+    `max_context` is a verdict measured before sending (the synthesis search asks for it)."""
     if cfg.backend == Backend.openai:
         from deepwriter.llm.openai_http import OpenAIGenerator
 
-        return OpenAIGenerator(cfg.endpoint, model_id=cfg.endpoint.model or cfg.path)
+        tokenizer = None
+        if measure_prompts:
+            from deepwriter.llm import models
+
+            tokenizer = models.load_tokenizer(cfg, cache_dir)
+        return OpenAIGenerator(
+            cfg.endpoint, model_id=cfg.endpoint.model or cfg.path, tokenizer=tokenizer, max_context=cfg.max_context
+        )
     from deepwriter.llm import models
     from deepwriter.llm.hf import TransformersGenerator, default_device
 
@@ -30,7 +43,10 @@ def make_scorer(cfg: ModelConfig, cache_dir: str | Path, device: Optional[str] =
 
         # The client renders the chat template itself, so the scorer's tokenizer is needed locally.
         return OpenAIScorer(
-            cfg.endpoint, tokenizer=models.load_tokenizer(cfg, cache_dir), model_id=cfg.endpoint.model or cfg.path
+            cfg.endpoint,
+            tokenizer=models.load_tokenizer(cfg, cache_dir),
+            model_id=cfg.endpoint.model or cfg.path,
+            max_context=cfg.max_context,
         )
     from deepwriter.llm import models
     from deepwriter.llm.hf import TransformersScorer, default_device

@@ -26,6 +26,10 @@ class Generation:
     completion_tokens: int = 0
     finish_reason: str = "stop"  # stop | length | error
     error: Optional[str] = None
+    # Set (with `error`) when the prompt cannot fit the model's context: measured before sending, or
+    # a server's 400 for length. Deterministic, so a retry or a re-run meets it again: the search
+    # turns it into a verdict; callers that only read `error` still see a failed call.
+    rejected: Optional[str] = None
 
 
 @dataclass
@@ -52,6 +56,8 @@ class TokenLogprobs:
     # Tokens of the rendered context read before the target (0: the backend does not count them);
     # with len(logprobs), the tokens this request cost the scorer.
     context_tokens: int = 0
+    # Set (with `error`) when the request cannot fit the scorer's context (see Generation.rejected).
+    rejected: Optional[str] = None
 
     def __len__(self) -> int:
         return len(self.logprobs)
@@ -61,6 +67,17 @@ class ModelCallFailed(Exception):
     """A model call that failed for reasons of infrastructure, after the backend's own retries (a
     `Generation` or `TokenLogprobs` with `error` set). Never a verdict on the item it was for: the
     item stays unfinished, for a re-run."""
+
+
+def over_context(prompt_tokens: int, new_tokens: int, max_context: int, who: str) -> Optional[str]:
+    """The reason a request of `prompt_tokens` that asks for `new_tokens` more cannot be served in a
+    context of `max_context` tokens (a server answers it with a 400), or None when it fits."""
+    if prompt_tokens + new_tokens <= max_context:
+        return None
+    return (
+        f"{who}: prompt of {prompt_tokens} tokens + {new_tokens} to generate is over the context of "
+        f"{max_context} (models.{who}.max_context)"
+    )
 
 
 @runtime_checkable

@@ -136,6 +136,8 @@ class MixResult:
     counts: Dict[str, Any] = field(default_factory=dict)
     lengths: Dict[str, List[int]] = field(default_factory=dict)  # token lengths of kept records by kind
     timings: Dict[str, float] = field(default_factory=dict)
+    # samples over sft.max_length, by category and by answer length (words), whether dropped or kept
+    over_max_length: Dict[str, Dict[str, int]] = field(default_factory=dict)
 
 
 def _drop(result: MixResult, name: str, rec: Dict[str, Any], reason: str, **detail: Any) -> None:
@@ -372,19 +374,71 @@ def _decontaminate(recs, cfg: MixConfig, benchmark_prompts: Dict[str, List[str]]
     return keep
 
 
+# LongBench-Write's required-length ranges (words), the answers its long buckets reward
+ANSWER_WORD_BUCKETS = ((0, 500), (500, 2000), (2000, 4000), (4000, None))
+
+
+def answer_bucket(y: str) -> str:
+    """The LongBench-Write-style length range of an answer, in words ("2000-4000", "4000+")."""
+    n = len(y.split())
+    for lo, hi in ANSWER_WORD_BUCKETS:
+        if hi is None or n < hi:
+            return f"{lo}+" if hi is None else f"{lo}-{hi}"
+    raise AssertionError("unreachable")
+
+
+def _sample_tokens(r: Dict[str, Any], tokenizer) -> int:
+    """Tokens of one record as the SFT sample is rendered (as token_lengths counts them)."""
+    text = tokenizer.apply_chat_template(
+        [{"role": "user", "content": r["x"]}, {"role": "assistant", "content": assistant_content(r["think"], r["y"])}],
+        tokenize=False,
+    )
+    return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def truncate_thinking(r: Dict[str, Any], n: int, max_length: int, tokenizer) -> Optional[int]:
+    """Cut r's thinking from its end until the sample fits max_length (in place); the request and the
+    answer are never cut. Returns the sample's tokens, or None when no thinking is left to cut."""
+    ids = tokenizer(r["think"], add_special_tokens=False)["input_ids"]
+    keep = len(ids)
+    while n > max_length:
+        keep -= n - max_length + 1  # token boundaries move a little when the text is decoded again
+        if keep <= 0:
+            return None
+        r["think"] = tokenizer.decode(ids[:keep]).rstrip()
+        n = _sample_tokens(r, tokenizer)
+    return n
+
+
 def _by_length(recs, cfg: MixConfig, tokenizer, max_length: int, work_dir: Optional[Path], result: MixResult):
-    """Samples over sft.max_length go; then the length ablations' quantiles of the synthetic thinking."""
+    """Samples over sft.max_length go, or keep a shortened thinking (mix.over_max_length), counted by
+    category and answer length; then the length ablations' quantiles of the synthetic thinking."""
     t0 = time.perf_counter()
     quantiles = cfg.drop_above_quantile is not None or cfg.drop_below_quantile is not None
     lengths, think_lengths = token_lengths(recs, tokenizer, cfg.num_proc, with_think=quantiles, work_dir=work_dir)
     result.timings["tokenize_s"] = time.perf_counter() - t0
     keep = []
+    over: Dict[str, Dict[str, int]] = {"by_category": {}, "by_answer_words": {}}
+    result.counts["over_max_length"] = result.counts["over_max_length_kept_thinking_cut"] = 0
     for r, n, nt in zip(recs, lengths, think_lengths):
         r["tokens"], r["think_tokens"] = n, nt
-        if n > max_length:
-            _drop(result, "too_long", r, f"{n} tokens > sft.max_length {max_length}", tokens=n)
-        else:
+        if n <= max_length:
             keep.append(r)
+            continue
+        result.counts["over_max_length"] += 1
+        category = r.get("category") or "uncategorised"
+        for key, value in (("by_category", category), ("by_answer_words", answer_bucket(r["y"]))):
+            over[key][value] = over[key].get(value, 0) + 1
+        fitted = truncate_thinking(r, n, max_length, tokenizer) if cfg.over_max_length == "truncate_thinking" else None
+        if fitted is None:
+            _drop(result, "too_long", r, f"{n} tokens > sft.max_length {max_length}", tokens=n)
+            continue
+        result.counts["over_max_length_kept_thinking_cut"] += 1
+        r["tokens"], r["think_truncated_from"] = fitted, n
+        if quantiles:
+            r["think_tokens"] = len(tokenizer(r["think"], add_special_tokens=False)["input_ids"])
+        keep.append(r)
+    result.over_max_length = over
     recs = keep
     synth_t = [r["think_tokens"] for r in recs if r["kind"] == SYNTHETIC]
     if not quantiles or not synth_t:

@@ -63,10 +63,10 @@ def _entry(item: Any, k: int, trajectory_field: str) -> Dict[str, Any]:
     if not isinstance(item, dict):
         raise BadRecord(f"alist[{k}]", f"expected an object, got {type(item).__name__}")
     response = _text(item, "initial_response", at)
-    # Their reading: the thinking is what precedes the first </think> (the prompt opened the block).
-    z0 = response.split(think.CLOSE, 1)[0]
-    z0 = z0.split(think.OPEN, 1)[1] if think.OPEN in z0 else z0
-    z0 = z0.strip()
+    # Their reading: the thinking is what precedes the first </think>. The prompt opened the block and
+    # `initial_response` starts at the opening phrase, so a <think> in it is the model's own and stays,
+    # as in the thinking their search scored and split (S7).
+    z0 = response.split(think.CLOSE, 1)[0].strip()
     if not z0:
         raise BadRecord(at + "initial_response", f"no thinking before {think.CLOSE}")
     z_final = z0
@@ -74,9 +74,10 @@ def _entry(item: Any, k: int, trajectory_field: str) -> Dict[str, Any]:
     if corrected is not None:
         if not isinstance(corrected, list) or not all(isinstance(s, str) for s in corrected):
             raise BadRecord(at + "corrected_thinking", "expected a list of strings")
-        # Their segments are stripped and rejoined with blank lines, as our search does.
-        z_final = "\n\n".join(s.strip() for s in corrected if s.strip())
-        if not z_final:
+        # Their segments stripped and rejoined with blank lines, as their search joins them for a
+        # candidate and ours does (an empty rewrite that won leaves its blank lines).
+        z_final = "\n\n".join(s.strip() for s in corrected)
+        if not z_final.strip():
             raise BadRecord(at + "corrected_thinking", "every segment is empty")
     score_z0 = _score(item.get("initial_ppl"), at + "initial_ppl")
     score_final = _score(item.get("finalized_avg_token_logp"), at + "finalized_avg_token_logp")

@@ -9,7 +9,6 @@ the thinking as `<think>...</think>` before the answer and is split by deepwrite
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Tuple
 
@@ -17,6 +16,7 @@ from deepwriter.config.data import SourceConfig, TrajectoriesConfig
 from deepwriter.core import think
 from deepwriter.mix.build import BadRecord, gather
 from deepwriter.pairs.read import ABSENT, Skipped, check_text, iter_rows, lookup_field, map_row, source_label
+from deepwriter.pairs.released import request_text
 
 
 def as_source(t: TrajectoriesConfig) -> SourceConfig:
@@ -24,24 +24,6 @@ def as_source(t: TrajectoriesConfig) -> SourceConfig:
     # unnamed: a file's stem, or the hub id's (or local folder's) last part
     name = t.name or (Path(t.path).stem if t.path else str(t.hub_id).rstrip("/").split("/")[-1])
     return SourceConfig(name=name, path=t.path, hub_id=t.hub_id, split=t.split, fields=dict(t.fields), limit=t.limit)
-
-
-def _request(value: Any) -> Any:
-    """The request of a string or of chat turns ([{role, content}, ...]: the first user turn), also
-    when the turns were stored as a JSON string (some verl exports do)."""
-    if isinstance(value, str) and value.lstrip().startswith("[{"):
-        try:
-            turns = json.loads(value)
-        except json.JSONDecodeError:
-            turns = None  # a request that happens to start with "[{"
-        if isinstance(turns, list) and all(isinstance(t, dict) and "role" in t for t in turns):
-            value = turns
-    if isinstance(value, list):
-        for turn in value:
-            if isinstance(turn, dict) and turn.get("role") in ("user", "human"):
-                return turn.get("content")
-        raise BadRecord("x", "chat turns without a user turn")
-    return value
 
 
 def released_record(row: Dict[str, Any], fields: Dict[str, str], label: str) -> Dict[str, Any]:
@@ -52,7 +34,7 @@ def released_record(row: Dict[str, Any], fields: Dict[str, str], label: str) -> 
     raw_x = lookup_field(row, fields["x"])
     if raw_x is ABSENT:
         raise BadRecord("x", f"mapped to {fields['x']!r}, which the record lacks")
-    x = check_text("x", _request(raw_x), required=True)
+    x = check_text("x", request_text(raw_x), required=True)
     rec = map_row(row, {k: v for k, v in fields.items() if k != "x"}, required=("y",), key="data.mix.trajectories_from")
     y = rec["y"]
     if "think" in fields:

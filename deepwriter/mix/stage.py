@@ -23,10 +23,9 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from deepwriter.config.root import RootConfig, expand
 from deepwriter.core.contract import StageContext, StageResult, StageSpec, benchmark_files, source_files
-from deepwriter.core.errors import ConfigError
-from deepwriter.core.files import resolve_data_path
-from deepwriter.mix.build import MixResult, build_mix, load_trajectories, to_messages
+from deepwriter.mix.build import MixResult, build_mix, to_messages
 from deepwriter.mix.public import load_public
+from deepwriter.mix.trajectories import source_of
 from deepwriter.pairs.read import Skipped
 
 log = logging.getLogger("deepwriter.data")
@@ -54,8 +53,7 @@ def _strip_reflection():
 def quality_filter(cfg: RootConfig) -> Optional[Callable[[Dict[str, Any]], Optional[str]]]:
     """The paper's quality filters for imported trajectories (our search applied them to its own):
     a record -> the reason it fails, or None. None when there is nothing to check."""
-    t = cfg.data.mix.trajectories_from
-    if cfg.data.mix.synthetic == 0 or t.kind == "synthesize" or not t.quality_filters:
+    if cfg.data.mix.synthetic == 0 or not source_of(cfg).imported or not cfg.data.mix.trajectories_from.quality_filters:
         return None
     from deepwriter.synthesis import filters, prompts
 
@@ -70,67 +68,31 @@ def _artifacts() -> Dict[str, str]:
     return {"dataset": DATASET, "data_card": "DATA_CARD.md", "dropped": "dropped", "plots": "plots", "counts": COUNTS}
 
 
-def _needs_synthesize(cfg: RootConfig) -> bool:
-    return cfg.data.mix.synthetic != 0 and cfg.data.mix.trajectories_from.kind == "synthesize"
+def _needs(cfg: RootConfig) -> List[str]:
+    needs = source_of(cfg).needs
+    return [needs] if cfg.data.mix.synthetic != 0 and needs else []
 
 
 def _trajectory_files(cfg: RootConfig) -> List[Path]:
     """The local input of a synthetic part read from files (a changed folder or file re-runs the
     mix). A path that is not there is left to preflight, which names the key."""
-    t = cfg.data.mix.trajectories_from
-    if cfg.data.mix.synthetic == 0 or t.kind == "synthesize":
+    if cfg.data.mix.synthetic == 0:
         return []
-    paths = [resolve_data_path(t.path)] if t.path else []
-    if t.kind == "released" and not t.path and t.hub_id and Path(expand(t.hub_id)).is_dir():
-        paths.append(Path(expand(t.hub_id)))  # a local folder laid out as a hub dataset
-    return [p for p in paths if p.exists()]
+    return [p for p in source_of(cfg).files(cfg.data.mix.trajectories_from) if p.exists()]
 
 
 def preflight(cfg: RootConfig) -> None:
     """A synthetic part read from files must name them; stops before any work, naming the key."""
-    t = cfg.data.mix.trajectories_from
-    if cfg.data.mix.synthetic == 0 or t.kind == "synthesize":
-        return
-    key = "data.mix.trajectories_from"
-    if t.kind == "reference_output":
-        if not t.path:
-            raise ConfigError(f"{key}.path: not set; expected the folder of the reference's *_meta.jsonl files")
-        if not resolve_data_path(t.path).is_dir():
-            raise ConfigError(f"{key}.path: no such folder: {resolve_data_path(t.path)}")
-    else:
-        if not (t.path or t.hub_id):
-            raise ConfigError(f"{key}: kind released needs path or hub_id")
-        if t.path and resolve_data_path(t.path).is_dir():
-            raise ConfigError(
-                f"{key}.path: {resolve_data_path(t.path)} is a folder, not a file; a folder laid out as the hub "
-                f"dataset goes in {key}.hub_id (with path null)"
-            )
-        if t.path and not resolve_data_path(t.path).is_file():
-            raise ConfigError(f"{key}.path: no such file: {resolve_data_path(t.path)}")
-        for name in ("x", "y"):
-            if name not in t.fields:
-                raise ConfigError(f"{key}.fields.{name}: not mapped; expected the column that holds it")
+    if cfg.data.mix.synthetic != 0:
+        source_of(cfg).check(cfg.data.mix.trajectories_from)
 
 
 def load_synthetic(cfg: RootConfig, ctx: StageContext) -> Tuple[List[Dict[str, Any]], List[Skipped], int]:
     """The synthetic part, from wherever data.mix.trajectories_from says: records, bad ones skipped
     (lenient mode), and the count the search did not keep."""
-    mcfg, strict = cfg.data.mix, cfg.data.strict
-    t = mcfg.trajectories_from
-    if mcfg.synthetic == 0:
+    if cfg.data.mix.synthetic == 0:
         return [], [], 0
-    if t.kind == "reference_output":
-        from deepwriter.mix.reference import load_reference_outputs
-
-        return load_reference_outputs(resolve_data_path(t.path), mcfg.trajectory_field, strict)
-    if t.kind == "released":
-        from deepwriter.mix.released import load_released
-
-        records, skipped = load_released(t, strict)
-        return records, skipped, 0
-    if "synthesize" not in ctx.inputs:
-        return [], [], 0
-    return load_trajectories(ctx.inputs["synthesize"] / "shards", mcfg.trajectory_field, strict)
+    return source_of(cfg).load(cfg, ctx)
 
 
 def run(cfg: RootConfig, ctx: StageContext) -> StageResult:
@@ -185,6 +147,7 @@ def run(cfg: RootConfig, ctx: StageContext) -> StageResult:
 
     metrics = {f"mean_tokens_{k}": (sum(v) / len(v) if v else 0.0) for k, v in result.lengths.items()}
     metrics.update({k: round(v, 3) for k, v in result.timings.items()})
+    metrics["over_max_length"] = result.over_max_length  # by category and answer length: what a limit costs
     (out / COUNTS).write_text(json.dumps({"counts": result.counts, "metrics": metrics}, indent=2))
 
     tr = ctx.tracker
@@ -280,10 +243,9 @@ def _table(rows: List[List[Any]], header: List[str]) -> str:
 
 def _quality_line(cfg: RootConfig, c: Dict[str, Any]) -> str:
     """What the paper's quality filters did to the synthetic part, for the data card."""
-    t = cfg.data.mix.trajectories_from
-    if t.kind == "synthesize":
+    if not source_of(cfg).imported:
         return "applied by the search (its discards are counted in the synthesize stage)"
-    if not t.quality_filters:
+    if not cfg.data.mix.trajectories_from.quality_filters:
         return "off for the imported trajectories (data.mix.trajectories_from.quality_filters=false)"
     removed = {k[len("removed_") :]: v for k, v in c.items() if k in ("removed_late_reflection", "removed_repetition")}
     return (
@@ -294,13 +256,24 @@ def _quality_line(cfg: RootConfig, c: Dict[str, Any]) -> str:
 
 def _origin(cfg: RootConfig) -> str:
     """Where the synthetic part came from, for the data card."""
-    m = cfg.data.mix
-    t = m.trajectories_from
-    if t.kind == "reference_output":
-        return f"the reference code's output files in `{t.path}`, thinking from `{m.trajectory_field}`"
-    if t.kind == "released":
-        return f"the released dataset `{t.hub_id or t.path}` [{t.split}], columns {dict(t.fields)}"
-    return f"this project's search, thinking from `{m.trajectory_field}`"
+    return source_of(cfg).origin(cfg)
+
+
+def _long_samples(cfg: RootConfig, result: MixResult) -> str:
+    """The card's account of the samples over sft.max_length: how many, what was done with them, and
+    which categories and answer lengths (LongBench-Write's word ranges) they were."""
+    c, over = result.counts, result.over_max_length
+    n, cut = c.get("over_max_length", 0), c.get("over_max_length_kept_thinking_cut", 0)
+    if not n:
+        return "None."
+    how = (
+        f"{cut} kept with their thinking cut to fit, {n - cut} dropped (request and answer alone too long)"
+        if cfg.data.mix.over_max_length == "truncate_thinking"
+        else "all dropped (data.mix.over_max_length=truncate_thinking keeps them with a shorter thinking)"
+    )
+    rows = [["category", k, v] for k, v in sorted(over.get("by_category", {}).items())]
+    rows += [["answer words", k, v] for k, v in sorted(over.get("by_answer_words", {}).items())]
+    return f"{n} samples: {how}.\n\n" + _table(rows, ["by", "value", "samples"])
 
 
 def _write_card(out: Path, cfg: RootConfig, result: MixResult, skipped: List[Skipped]) -> None:
@@ -337,6 +310,9 @@ enabled benchmarks); token limit sft.max_length = {cfg.sft.max_length} with the 
 ablations: drop_groups {list(m.drop_groups)}, strip_reflection {m.strip_reflection},
 quantiles above {m.drop_above_quantile} / below {m.drop_below_quantile}.
 
+## Samples over sft.max_length ({cfg.sft.max_length} tokens)
+{_long_samples(cfg, result)}
+
 ## Counts by source and category
 {
         _table([[s, cat, n] for (s, cat), n in sorted(by_cat.items())], ["source", "category", "samples"])
@@ -369,7 +345,7 @@ STAGE = StageSpec(
         "synthesis.language",
     ),
     # a synthetic part read from the authors' files or a released dataset needs no search
-    needs=lambda cfg: ["synthesize"] if _needs_synthesize(cfg) else [],
+    needs=_needs,
     input_files=lambda cfg: source_files("data.public")(cfg) + _trajectory_files(cfg) + benchmark_files(cfg),
     preflight=preflight,
 )

@@ -37,6 +37,7 @@ from deepwriter.pairs.categories import (
 )
 from deepwriter.pairs.queries import QueryOutcome, rejection_counts, synthesize_queries
 from deepwriter.pairs.read import Pair, Skipped
+from deepwriter.pairs.released import RELEASED_THINKING
 from deepwriter.pairs.sources import load_source
 
 log = logging.getLogger("deepwriter.data")
@@ -293,6 +294,8 @@ def _pair_rows(
             "answer_id": p.id,
             "where": p.meta.get("where"),
         }
+        if p.meta.get(RELEASED_THINKING):  # the authors' thinking for this pair, compared with ours
+            base[RELEASED_THINKING] = p.meta[RELEASED_THINKING]
         if p.x.strip():
             rows.append({"id": p.id, "request": p.x, **base, "origin": "source"})
             for j, q in enumerate(extra.get(p.id, ()), start=1):

@@ -10,6 +10,7 @@
   files, or records with the text in `fields.y`. Boilerplate is stripped and the text is cut at
   paragraph boundaries into pieces of about `target_words`; these pairs have an answer but `x == ""`
   (`deepwriter.pairs.queries` writes the request).
+- `released`: the authors' released trajectories (DeepWriting-20K), read by deepwriter.pairs.released.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from deepwriter.pairs.read import (
     source_label,
 )
 
-KINDS = ("pairs", "scored_responses", "long_text")
+KINDS = ("pairs", "scored_responses", "long_text", "released")
 
 
 @dataclass
@@ -54,6 +55,10 @@ def load_source(src: SourceConfig, strict: bool, key: Optional[str] = None) -> L
         return load_scored_responses(src, strict)
     if src.kind == "long_text":
         return load_long_text(src, strict)
+    if src.kind == "released":
+        from deepwriter.pairs.released import load_released_pairs
+
+        return LoadedSource(*load_released_pairs(src, strict))
     raise DataError(f"source {source_label(src)}", "kind", f"got {src.kind!r}; expected one of {list(KINDS)}")
 
 

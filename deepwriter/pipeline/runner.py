@@ -9,7 +9,6 @@ again; an unfinished one is handed back to its stage, which resumes from what is
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import math
@@ -39,6 +38,7 @@ from deepwriter.core.errors import UnfinishedError
 from deepwriter.core.files import file_sha256, write_json_atomic
 from deepwriter.core.schema import key_slice
 from deepwriter.eval import stage as eval_stage
+from deepwriter.llm.precision import resolve_model_dtypes
 from deepwriter.mix import stage as mix_stage
 from deepwriter.serving.fleet import stop_on_signals
 from deepwriter.serving.placement import visible_gpus
@@ -76,10 +76,13 @@ def stage_roles(cfg: RootConfig) -> Dict[str, List[str]]:
 
 def run_serving(cfg: RootConfig, run_dir: Path, gpus: List[int], active: bool = True) -> RunServing:
     """The run's managed servers; in a stage job of launcher=slurm (or serving.placement=slurm) each
-    replica is a SLURM job of its own."""
+    replica is a SLURM job of its own, asking for launcher.jobs.server's resources."""
+    roles = stage_roles(cfg)
     as_jobs = serves_as_jobs(cfg, in_stage_job=bool(os.environ.get(JOB_ENV)))
-    spawner = functools.partial(replica_spawner, cfg) if as_jobs else None
-    return RunServing(cfg, run_dir, gpus, stage_roles(cfg), active=active, as_jobs=as_jobs, job_spawner=spawner)
+    # rank 0 alone runs the stages that call servers; other ranks of a launch start none
+    layout = serving_layout(cfg, gpus, roles, as_jobs, managed=active)
+    spawner = replica_spawner(cfg, layout.groups, run_dir / "servers") if as_jobs and layout.groups else None
+    return RunServing(cfg, run_dir, layout, spawner)
 
 
 def package_versions() -> Dict[str, Optional[str]]:
@@ -125,7 +128,6 @@ def plan(cfg: RootConfig) -> Dict[str, PlannedStage]:
     """Content keys for every stage, whether or not this recipe runs it (a later stage's key
     depends on its inputs' keys). Keys name the dtype that runs, so `dtype: auto` is resolved first
     (a no-op on a config run_pipeline resolved already)."""
-    from deepwriter.llm.precision import resolve_model_dtypes
 
     cfg = resolve_model_dtypes(cfg)
     store = expand(cfg.paths.stage_store)
@@ -231,7 +233,6 @@ def finished_stages(cfg: RootConfig) -> Dict[str, bool]:
 
 def run_pipeline(cfg: RootConfig, tracker_factory: Callable[..., Any]) -> Dict[str, Any]:
     """Run the recipe's stages in order; returns the run manifest."""
-    from deepwriter.llm.precision import resolve_model_dtypes
 
     cfg = resolve_model_dtypes(cfg)  # before the keys: they must name the dtype that runs
     run_dir = expand(cfg.paths.runs_dir) / cfg.recipe.name / cfg.run_id

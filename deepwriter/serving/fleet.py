@@ -29,7 +29,10 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Protocol, Tuple
 
 from deepwriter.core.errors import DeepwriterError
+from deepwriter.core.files import write_json_atomic
+from deepwriter.llm import models
 from deepwriter.serving.placement import Layout, Replica
+from deepwriter.serving.server import served_name, server_command
 
 log = logging.getLogger("deepwriter.fleet")
 _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # the servers are ours: no proxy
@@ -177,7 +180,6 @@ class Fleet:
 
     def write_state(self) -> None:
         """`<log_dir>/fleet.json`: every running replica (pid, port, URL, GPUs) and the counts so far."""
-        from deepwriter.core.files import write_json_atomic
 
         with self._lock:
             state = {
@@ -498,14 +500,10 @@ def server_command_for(models_by_group: Dict[str, object], python: str, host: st
     group's model may be set just before it comes up (eval's model under test)."""
     import sys
 
-    from deepwriter.serving.server import served_name, server_command
-
     def command(rep: Replica) -> Tuple[List[str], Dict[str, str]]:
         cfg = models_by_group[rep.group]
         s = cfg.serving
         if s.command:
-            from deepwriter.llm import models
-
             where = models.resolve(cfg, cache_dir)[0] if any("{model}" in a for a in s.command) else ""
             fill = {
                 "python": sys.executable,

@@ -18,6 +18,8 @@ from typing import List
 
 from deepwriter.config.llm import ModelConfig, ModelSource
 from deepwriter.config.root import ConfigError
+from deepwriter.llm import models
+from deepwriter.llm.precision import pick_dtype
 
 VLLM_MODULE = "vllm.entrypoints.openai.api_server"
 
@@ -32,7 +34,6 @@ def _vllm_dtype(cfg: ModelConfig, cuda: bool) -> str:
     has no float16."""
     if cfg.dtype != "auto":
         return cfg.dtype
-    from deepwriter.llm.precision import pick_dtype
 
     return pick_dtype("cuda" if cuda else "cpu")[0]
 
@@ -40,7 +41,6 @@ def _vllm_dtype(cfg: ModelConfig, cuda: bool) -> str:
 def server_command(
     cfg: ModelConfig, python: str, port: int, host: str, cache_dir: str, cuda: bool, extra: List[str]
 ) -> List[str]:
-    from deepwriter.llm import models
 
     if cfg.source == ModelSource.tiny:
         raise ConfigError(

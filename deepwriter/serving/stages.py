@@ -3,32 +3,34 @@ that calls a group's roles and down after the last (RunServing), and the handle 
 own servers up and down gets as ctx.serving (StageServing).
 
 The runner hands in each stage's roles (stage name -> the model roles it calls, in run order), so this
-floor never reads the stage list; under serving.placement=slurm it also hands in how a replica becomes a
-SLURM job of its own (deepwriter.cluster.requests.replica_spawner), the floor above this one."""
+floor never reads the stage list; under serving.placement=slurm it also hands in the spawner that makes
+each replica a SLURM job of its own (deepwriter.cluster.requests.replica_spawner, the floor above)."""
 
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 from deepwriter.config.root import ConfigError, RootConfig
 from deepwriter.core.contract import StageContext, StageSpec
 from deepwriter.serving.fleet import Fleet, Spawner, served_name_for, server_command_for
-from deepwriter.serving.placement import Group, Layout, run_layout
+from deepwriter.serving.placement import Layout, run_layout
 
 ROLES = ("generator", "scorer", "student", "judge")
 
 
-def serving_layout(cfg: RootConfig, gpus: List[int], roles_of: Dict[str, List[str]], as_jobs: bool = False) -> Layout:
+def serving_layout(
+    cfg: RootConfig, gpus: List[int], roles_of: Dict[str, List[str]], as_jobs: bool = False, managed: bool = True
+) -> Layout:
     """Where the run's managed servers go on a node with these GPUs (deepwriter.serving.placement.place);
     `roles_of`: the run's stages in order, each with the roles it calls; `as_jobs`: each replica is a
-    SLURM job of its own."""
+    SLURM job of its own; not `managed`: none (a rank other than 0 of a launch starts no server)."""
     models = {r: getattr(cfg.models, r) for r in ROLES}
     renamed = {}
     if cfg.eval.model_under_test == "sft":  # eval serves the sft output's weights, not the student preset's
         renamed[("eval", "student")] = f"{cfg.models.student.name}+sft"
-    return run_layout(models, list(roles_of), roles_of, cfg.serving.managed, gpus, renamed, as_jobs)
+    return run_layout(models, list(roles_of), roles_of, cfg.serving.managed and managed, gpus, renamed, as_jobs)
 
 
 class StageServing:
@@ -46,29 +48,15 @@ class StageServing:
             self.fleet.down(self.by_role[role])
 
 
-def _off(cfg: RootConfig):
-    return dataclasses.replace(cfg.serving, managed=False)
-
-
 class RunServing:
     """The run's managed servers around its stages: up before the first stage that calls a group's roles,
     down after the last; a stage whose servers died and came back within their budget runs again and
     resumes from what it wrote."""
 
-    def __init__(
-        self,
-        cfg: RootConfig,
-        run_dir: Path,
-        gpus: List[int],
-        roles_of: Dict[str, List[str]],
-        active: bool = True,
-        as_jobs: bool = False,
-        job_spawner: Optional[Callable[[Dict[str, Group], Path], Spawner]] = None,
-    ):
-        # rank 0 alone runs the stages that call servers; other ranks of a launch start none
-        self.as_jobs = as_jobs
-        run_cfg = cfg if active else dataclasses.replace(cfg, serving=_off(cfg))
-        self.layout = serving_layout(run_cfg, gpus, roles_of, self.as_jobs)
+    def __init__(self, cfg: RootConfig, run_dir: Path, layout: Layout, job_spawner: Optional[Spawner] = None):
+        """`job_spawner`: each replica is a SLURM job of its own, started by it (deepwriter.cluster)."""
+        self.as_jobs = job_spawner is not None
+        self.layout = layout
         self.stages = self.layout.stages
         self.models: Dict[str, Any] = {}  # group -> the model config its replicas serve
         self.fleet = None
@@ -86,15 +74,13 @@ class RunServing:
                 ours = served_name_for(self.models)
                 self.fleet = Fleet(self.layout, command, run_dir / "servers", cfg.serving.host, served_name_of=ours)
             else:  # each replica a job on some node: it listens on every interface, its address in the run folder
-                assert job_spawner is not None, "as_jobs needs the spawner of replica jobs"
                 command = server_command_for(self.models, cfg.serving.python, "0.0.0.0", cfg.paths.cache_dir)
-                spawner = job_spawner(self.layout.groups, run_dir / "servers")
                 self.fleet = Fleet(
                     self.layout,
                     command,
                     run_dir / "servers",
                     host=cfg.serving.host,
-                    spawner=spawner,
+                    spawner=job_spawner,
                     served_name_of=served_name_for(self.models),
                 )
 

@@ -22,10 +22,16 @@ TOO_SHORT = "too_short"
 SINGLE_SEGMENT = "single_segment"
 LATE_REFLECTION = "late_reflection"
 REPETITION = "repetition"
+# The pair's first prompt (or z0's scoring) cannot fit the generator's (scorer's) context: measured
+# before sending, or a server's 400 for length. The reference gets no rollout back there and writes
+# the pair with no trajectory (model_utils.py 165-168, synthesize.py process_item).
+OVER_GENERATOR_CONTEXT = "over_generator_context"
+OVER_SCORER_CONTEXT = "over_scorer_context"
 # A failed model call is no reason: the pair stays unfinished (search.UnfinishedPair), not discarded.
 BEFORE_SEARCH = (EMPTY_ANSWER, UNPARSEABLE, TOO_SHORT, SINGLE_SEGMENT)
 QUALITY = (LATE_REFLECTION, REPETITION)
-REASONS = BEFORE_SEARCH + QUALITY
+OVER_CONTEXT = (OVER_GENERATOR_CONTEXT, OVER_SCORER_CONTEXT)
+REASONS = BEFORE_SEARCH + QUALITY + OVER_CONTEXT
 
 
 # A unit of text for the repetition filter: one CJK character (Chinese and Japanese are not written

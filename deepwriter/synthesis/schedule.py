@@ -31,7 +31,8 @@ from deepwriter.config.synthesis import SynthesisConfig
 from deepwriter.llm.base import Generator, ModelCallFailed, Scorer
 from deepwriter.synthesis.search import Call, GenerateCall, UnfinishedPair, search
 
-PairInput = Tuple[str, str, str, Optional[str]]  # id, x, y, category
+# id, x, y, category (and, optionally, the authors' released thinking to compare with)
+PairInput = Tuple[str, ...]
 Outcome = Union[Dict[str, Any], UnfinishedPair]
 
 
@@ -66,9 +67,10 @@ class RoleUsage:
 
 
 @dataclass
-class FleetUsage:
-    """Utilisation and throughput of a synthesis run, for the stage summary, W&B and the fleet bench.
-    Busy share: the share of the wall time with at least one call of the fleet in flight."""
+class EndpointUsage:
+    """Utilisation and throughput of a synthesis run's generator and scorer endpoints, for the stage
+    summary, W&B and bench/synthesis_fleet.py. Busy share: the share of the wall time with at least one
+    call of the role in flight."""
 
     generator: RoleUsage = field(default_factory=RoleUsage)
     scorer: RoleUsage = field(default_factory=RoleUsage)
@@ -122,12 +124,12 @@ def run_pairs(
     generator: Generator,
     scorer: Scorer,
     cfg: SynthesisConfig,
-    usage: Optional[FleetUsage] = None,
+    usage: Optional[EndpointUsage] = None,
 ) -> Iterator[Outcome]:
     """Search every pair and yield each record as its search ends (an UnfinishedPair for a pair a
     failed model call stopped). `pairs` is read lazily: a caller that stops yielding pairs (a
     failing fleet) stops new work without losing what is in flight."""
-    return _Scheduler(pairs, generator, scorer, cfg, usage if usage is not None else FleetUsage()).run()
+    return _Scheduler(pairs, generator, scorer, cfg, usage if usage is not None else EndpointUsage()).run()
 
 
 class _Scheduler:
@@ -199,7 +201,8 @@ class _Scheduler:
                 self.exhausted = True
                 return
             f = self.flights[i] = _Flight(i, pair)
-            f.co = search(pair[0], pair[1], pair[2], self.cfg, self.model_ids, pair[3], f.timings)
+            released = pair[4] if len(pair) > 4 else None
+            f.co = search(pair[0], pair[1], pair[2], self.cfg, self.model_ids, pair[3], f.timings, released)
             yield from self.finished(f, self.advance(f, None))
 
     def submit(self, role: str, members: List[_Flight]) -> None:
@@ -242,7 +245,7 @@ def _kind(call: Call) -> tuple:
     return ("score",)
 
 
-def _call(backend: Any, calls: Sequence[Call], usage: FleetUsage, role: str, lock: threading.Lock):
+def _call(backend: Any, calls: Sequence[Call], usage: EndpointUsage, role: str, lock: threading.Lock):
     """One backend call for `calls` (one, or a dynamic batch); returns each call's answer and the
     call's duration, and books the call in `usage`."""
     role_usage: RoleUsage = getattr(usage, role)

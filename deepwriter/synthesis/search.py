@@ -73,6 +73,12 @@ class UnfinishedPair:
     error: str
 
 
+class Rejected(Exception):
+    """A model call refused for length (Generation/TokenLogprobs.rejected): a deterministic answer,
+    the same on every retry and re-run, so the search records it as the reference does instead of
+    leaving the pair unfinished."""
+
+
 class TrajectoryScorer:
     """Builds the scorer requests for a pair and turns log-probs into scores."""
 
@@ -93,11 +99,15 @@ class TrajectoryScorer:
             self.messages, prompts.scorer_prefix(z, self.answer_head), self.target, prompts.scorer_suffix()
         )
 
-    def scores(self, out: Sequence[TokenLogprobs]) -> List[float]:
-        """Scores of one scorer call's results. A request the backend could not score raises
-        ModelCallFailed: the pair is unfinished, not judged on fewer candidates."""
-        scores: List[float] = []
+    def scores(self, out: Sequence[TokenLogprobs]) -> List[Union[float, Rejected]]:
+        """Scores of one scorer call's results; a request refused for length gives a Rejected in its
+        place. A request the backend could not score otherwise raises ModelCallFailed: the pair is
+        unfinished, not judged on fewer candidates."""
+        scores: List[Union[float, Rejected]] = []
         for lp in out:
+            if getattr(lp, "rejected", None):
+                scores.append(Rejected(lp.rejected))
+                continue
             if getattr(lp, "error", None) or not lp.logprobs:
                 raise ModelCallFailed(f"scorer: {lp.error or 'no log-probs returned for the target'}")
             self.target_tokens = len(lp)
@@ -115,10 +125,13 @@ def search(
     model_ids: Dict[str, str],
     category: Optional[str] = None,
     timings: Optional[Dict[str, float]] = None,
+    released: Optional[str] = None,
 ) -> Coroutine[Call, Any, Dict[str, Any]]:
     """The search for one pair as a coroutine: yields GenerateCall (answered with that prompt's list
     of Generations) and ScoreCall (answered with one TokenLogprobs per request); returns the record.
-    The driver charges model time to `timings` (generate_s, score_s), which the record holds."""
+    The driver charges model time to `timings` (generate_s, score_s), which the record holds.
+    `released`: the authors' thinking for this pair (DeepWriting-20K); once our search is done it is
+    scored under the same scorer, so the record compares ours with theirs (`record["released"]`)."""
     t_start = time.perf_counter()
     seed, lang, trigger = opening(pair_id, x, cfg)
     record = _new_record(pair_id, x, y, category, cfg, model_ids, timings, seed)
@@ -127,15 +140,19 @@ def search(
     record["language"] = lang
     judge = TrajectoryScorer(x, y, cfg, lang)
     record["trigger"] = trigger
-    first = (
-        yield from _generate(
-            record,
-            prompts.initial_messages(x, y, lang, cfg.reflection, cfg.system_prompt),
-            _sampling(cfg.initial, seed, (prompts.THINK_CLOSE,)),
-            1,
-            prompts.initial_prefill(trigger),
-        )
-    )[0]
+    try:
+        first = (
+            yield from _generate(
+                record,
+                prompts.initial_messages(x, y, lang, cfg.reflection, cfg.system_prompt),
+                _sampling(cfg.initial, seed, (prompts.THINK_CLOSE,)),
+                1,
+                prompts.initial_prefill(trigger),
+            )
+        )[0]
+    except Rejected as why:  # the reference gets no rollout and writes the pair without a trajectory
+        record["rejected"] = str(why)
+        return _finish(record, cfg, t_start, filters.OVER_GENERATOR_CONTEXT)
     # The scorer reads z0 as written (the reference scores the raw thinking, usually with a line break
     # before </think>); the trajectory kept is that text stripped.
     z0_scored = prompts.parse_initial(trigger, first.text)
@@ -158,6 +175,9 @@ def search(
         return _finish(record, cfg, t_start, early)
 
     best = (yield from _score(judge, [z0_scored]))[0]
+    if isinstance(best, Rejected):  # z0 cannot be scored whole: no search can be measured
+        record["rejected"] = str(best)
+        return _finish(record, cfg, t_start, filters.OVER_SCORER_CONTEXT)
     record["scores"].append(best)
     if cfg.search:
         step = 0
@@ -168,9 +188,18 @@ def search(
             best = yield from _refine_segment(record, judge, segs, i, step, best, seed, lang, cfg)
             record["scores"].append(best)
 
-    # Segments are rejoined with blank lines, as in the reference; untouched, z0 stays as written.
-    z_final = segments.join(segs) if record["accepted_edits"] else z0
+    # Once the search has visited a segment, the trajectory is its segments rejoined with blank lines,
+    # accepted edits or not, as the reference writes its `corrected_thinking`; a search that never
+    # started (z0 under the threshold, or no search) keeps z0 as written.
+    z_final = segments.join(segs) if record["steps"] else z0
     record["z_final"] = z_final
+    if released:
+        theirs = (yield from _score(judge, [released]))[0]
+        record["released"] = {
+            "score": None if isinstance(theirs, Rejected) else theirs,
+            "rejected": str(theirs) if isinstance(theirs, Rejected) else None,
+            "words": len(released.split()),
+        }
     record["tokens"]["target"] = judge.target_tokens
     record["tokens"]["scorer_requests"] = judge.requests
     record["tokens"]["scorer"] = judge.scored_tokens
@@ -203,6 +232,9 @@ def _new_record(pair_id, x, y, category, cfg: SynthesisConfig, model_ids, timing
 def _generate(record: Dict[str, Any], messages, sampling: Sampling, n: int, prefill: Optional[str]):
     """One generator call (n samples of one prompt), its tokens counted in the record."""
     out = yield GenerateCall(messages, sampling, n, prefill)
+    refused = [g.rejected for g in out if getattr(g, "rejected", None)]
+    if refused:
+        raise Rejected(refused[0])
     failed = [g.error for g in out if g.error or g.finish_reason == "error"]
     if failed:  # one failed sample fails the call: a search on fewer candidates is another search
         raise ModelCallFailed(f"generator: {failed[0] or 'the backend reported an error'}")
@@ -245,7 +277,12 @@ def _refine_segment(
     )
     prefill = prompts.refine_prefill(lang, cfg.refine_analysis)
     sampling = _sampling(cfg.refine, seed + step, prompts.refine_stop(cfg.refine_analysis))
-    outs = yield from _generate(record, messages, sampling, cfg.num_candidates, prefill)
+    try:
+        outs = yield from _generate(record, messages, sampling, cfg.num_candidates, prefill)
+    except Rejected as why:
+        # The reference's refine call then returns no rollout: no candidate, the segment stays as it is.
+        record["steps"].append({"step": step, "segment": i, "candidates": [], "accepted": False, "rejected": str(why)})
+        return best
     candidates = []
     for g in outs:
         # an empty rewrite is a candidate, as in the reference; a reply without <refine> is not
@@ -257,7 +294,11 @@ def _refine_segment(
     if valid:
         trials = [segments.compose(segs[:i], c["text"], segs[i + 1 :]) for c in valid]
         for c, value in zip(valid, (yield from _score(judge, trials))):
-            c["score"] = value
+            if isinstance(value, Rejected):  # as the reference's unscorable candidate: never the winner
+                c["rejected"] = str(value)
+            else:
+                c["score"] = value
+    valid = [c for c in valid if c["score"] is not None]
     winner = min(valid, key=lambda c: c["score"]) if valid else None
     accepted = winner is not None and winner["score"] < best  # strictly lower: ties keep the current trajectory
     if accepted:

@@ -15,8 +15,9 @@ from deepwriter.core.contract import StageContext, StageResult, StageSpec, sourc
 from deepwriter.core.records import RecordLog, read_records
 from deepwriter.core.unfinished import Unfinished
 from deepwriter.pairs.read import DataError, Pair, Skipped, load_pairs, reject
+from deepwriter.pairs.released import RELEASED_THINKING
 from deepwriter.synthesis import filters, store
-from deepwriter.synthesis.schedule import FleetUsage, run_pairs
+from deepwriter.synthesis.schedule import EndpointUsage, run_pairs
 from deepwriter.synthesis.search import UnfinishedPair
 
 log = logging.getLogger("deepwriter.synthesis")
@@ -30,7 +31,7 @@ def build_backends(cfg: RootConfig) -> Tuple[Any, Any]:
     from deepwriter.llm.hf_prefix import PrefixCachingScorer
 
     gcfg, scfg = cfg.models.generator, cfg.models.scorer
-    generator = make_generator(gcfg, cfg.paths.cache_dir)
+    generator = make_generator(gcfg, cfg.paths.cache_dir, measure_prompts=True)
     if gcfg == scfg and isinstance(generator, TransformersGenerator):
         scorer = PrefixCachingScorer(
             generator.model, generator.tokenizer, scfg.name, cfg.synthesis.prefix_cache_entries
@@ -141,11 +142,10 @@ def load_stage_pairs(cfg: RootConfig, ctx: StageContext, backends: Dict[str, Any
 
     backends.update(zip(("generator", "scorer"), build_backends(cfg)))
     prepared = prepare_pairs(cfg, ctx.out_dir / "prepared", backends["generator"], backends["scorer"])
-    src = SourceConfig(
-        name=cfg.data.pairs.name,
-        path=str(prepared.path),
-        fields={"id": "id", "x": "request", "y": "answer", "category": "category", "answer_id": "answer_id"},
-    )
+    fields = {"id": "id", "x": "request", "y": "answer", "category": "category", "answer_id": "answer_id"}
+    if cfg.data.pairs.kind == "released":  # the authors' thinking of each pair, to compare ours with
+        fields[RELEASED_THINKING] = RELEASED_THINKING
+    src = SourceConfig(name=cfg.data.pairs.name, path=str(prepared.path), fields=fields)
     pairs, skipped = load_pairs(src, cfg.data.strict)
     return pairs, prepared.skipped + skipped
 
@@ -229,9 +229,9 @@ def _search_pairs(cfg: RootConfig, ctx: StageContext, todo, backends: Dict[str, 
             if unfinished.over_budget():
                 return
             started += 1
-            yield (p.id, p.x, p.y, p.meta.get("category"))
+            yield (p.id, p.x, p.y, p.meta.get("category"), p.meta.get(RELEASED_THINKING))
 
-    usage = FleetUsage()
+    usage = EndpointUsage()
     for rec in run_pairs(admitted(), generator, scorer, scfg, usage):
         if isinstance(rec, UnfinishedPair):  # no record: a failed call is not a verdict
             unfinished.add(rec.id, rec.error)
@@ -295,6 +295,12 @@ def _summarise(
         # counted apart: the reference's discards of z0 (before scoring), the paper's quality filters
         "discarded_before_search": sum(v for k, v in reasons.items() if k in filters.BEFORE_SEARCH),
         "discarded_by_quality_filters": sum(v for k, v in reasons.items() if k in filters.QUALITY),
+        # prompts that cannot fit a model's context: verdicts, never outages (filters.OVER_CONTEXT)
+        "discarded_over_context": sum(v for k, v in reasons.items() if k in filters.OVER_CONTEXT),
+        "refine_steps_over_context": sum(1 for r in records for s in r["steps"] if s.get("rejected")),
+        "candidates_over_context": sum(
+            1 for r in records for s in r["steps"] for c in s["candidates"] if c.get("rejected")
+        ),
         **{f"discarded_{k}": v for k, v in sorted(reasons.items())},
         "skipped_input": len(skipped),
         # pairs without a category (their source has none, and data.label_categories is off or failed)
@@ -309,7 +315,11 @@ def _summarise(
             len(records),
             "" if cfg.data.label_categories else " (data.label_categories=true labels them)",
         )
+    compared = [r for r in records if (r.get("released") or {}).get("score") is not None]
+    counts["released_compared"] = len(compared)
+    counts["released_not_compared"] = sum(1 for r in records if r.get("released") is None) if compared else 0
     metrics = {
+        "released_comparison": released_comparison(compared) if compared else None,
         "mean_score_z0": _mean(first),
         "mean_score_final": _mean(last),
         "mean_perplexity_z0": _mean([math.exp(s) for s in first]),
@@ -325,6 +335,39 @@ def _summarise(
     _log_tables(ctx, records, first, last)
     ctx.tracker.summary({f"synthesize/{k}": v for k, v in metrics.items() if isinstance(v, float)})
     return StageResult(counts=counts, metrics=metrics, artifacts=artifacts)
+
+
+def _mean_se(xs: List[float]) -> Tuple[float, float]:
+    """The mean and its standard error (0 for one value)."""
+    m = _mean(xs)
+    if len(xs) < 2:
+        return m, 0.0
+    return m, math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1) / len(xs))
+
+
+def released_comparison(records: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """Our final trajectories against the authors' released ones, pair for pair, under the same
+    scorer (clipped mean NLL of y: lower is better), by length (words) and by our accepted edits;
+    each mean with its standard error (paired differences: ours minus theirs)."""
+    ours = [r["scores"][-1] for r in records]
+    theirs = [r["released"]["score"] for r in records]
+    words_ours = [len((r.get("z_final") or r.get("z0") or "").split()) for r in records]
+    words_theirs = [r["released"]["words"] for r in records]
+    out: Dict[str, Any] = {"pairs": len(records)}
+    for name, xs in (
+        ("score_ours", ours),
+        ("score_released", theirs),
+        ("score_difference", [a - b for a, b in zip(ours, theirs)]),
+        ("words_ours", words_ours),
+        ("words_released", words_theirs),
+        ("accepted_edits_ours", [len(r.get("accepted_edits") or []) for r in records]),
+    ):
+        out[name], out[f"{name}_se"] = _mean_se([float(x) for x in xs])
+    lower = sum(1 for a, b in zip(ours, theirs) if a < b)
+    share = lower / len(records)
+    out["ours_lower_share"] = share
+    out["ours_lower_share_se"] = math.sqrt(share * (1 - share) / len(records))
+    return out
 
 
 def _plot_scores(records: List[Dict[str, Any]], out: Path) -> Optional[Path]:

@@ -42,7 +42,12 @@ from deepwriter.llm.base import Generator, Sampling, Scorer
 
 log = logging.getLogger("deepwriter.testing.loopback")
 
-FAULT_KINDS = ("429", "500", "503", "drop", "hang", "truncate", "nonjson")
+# over_context: vLLM's 400 for a prompt over --max-model-len; 401/403/404: a wrong key, model or URL
+FAULT_KINDS = ("429", "500", "503", "drop", "hang", "truncate", "nonjson", "over_context", "401", "403", "404")
+OVER_CONTEXT_MESSAGE = (
+    "This model's maximum context length is 1024 tokens. However, your prompt contains 1500 input tokens, "
+    "which exceeds this limit even without any output tokens. Please reduce the length of the input prompt."
+)
 
 
 class FaultPlan:
@@ -506,6 +511,10 @@ class LoopbackHandler(BaseHTTPRequestHandler):
             self._error(429, "rate limited (injected)", {"Retry-After": f"{app.faults.retry_after_s:g}"})
         elif fault in ("500", "503"):
             self._error(int(fault), "server error (injected)")
+        elif fault == "over_context":
+            self._error(400, OVER_CONTEXT_MESSAGE)
+        elif fault in ("401", "403", "404"):
+            self._error(int(fault), "refused (injected)")
         elif fault == "drop":
             self._drop()
         elif fault == "hang":

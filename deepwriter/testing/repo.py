@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import List, Optional, Tuple
 
 from deepwriter.tracking.runs import Tracker
 
@@ -93,3 +94,56 @@ def fleet_state(run_dir: Path) -> dict:
 
     path = run_dir / "servers" / "fleet.json"
     return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def process_group(pgid: int) -> List[int]:
+    """The running members of process group `pgid`, as the operating system lists them (`pgrep -g`),
+    not as the fleet's own helper does; zombies left out (they hold no memory or port)."""
+    found = subprocess.run(["pgrep", "-g", str(pgid)], capture_output=True, text=True)
+    return [p for p in map(int, found.stdout.split()) if alive(p)]
+
+
+def port_holders(port: int) -> set:
+    """The processes with a listening TCP socket on `port`, from the kernel's own tables (/proc/net/tcp
+    and tcp6, then each process's open files): who really serves there, whatever a state file says."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            local, state, inode = fields[1], fields[3], fields[9]
+            if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+                inodes.add(f"socket:[{inode}]")
+    holders = set()
+    for fd_dir in Path("/proc").glob("[0-9]*/fd"):
+        try:
+            if any(os.readlink(fd) in inodes for fd in fd_dir.iterdir()):
+                holders.add(int(fd_dir.parent.name))
+        except OSError:  # it ended while we looked, or is not ours to read
+            continue
+    return holders
+
+
+def replica_now(run_dir: Path, group: str, not_pid: int = 0) -> Optional[Tuple[dict, List[int]]]:
+    """The group's one replica in the run's fleet.json, once it has a pid other than `not_pid` and its
+    process group (as the OS lists it) holds the replica's port: the server, with every process it
+    started, captured while it runs (after the run it is gone)."""
+    running = fleet_state(run_dir).get("running", {}).get(group)
+    if not running or not running[0].get("pid") or running[0]["pid"] == not_pid:
+        return None
+    members = process_group(running[0]["pid"])
+    # the state file's pid is checked against the kernel: its group is the one listening on the port
+    if not members or not port_holders(running[0]["port"]) & set(members):
+        return None
+    return running[0], members
+
+
+def gone(members, port: int) -> None:
+    """Every process of a server's group has ended and nothing listens on its port any more: checked
+    from the OS's side."""
+    left = [p for p in members if alive(p)]
+    assert left == [], f"server processes still running: {left}"
+    assert not port_holders(port), f"port {port} still held by {sorted(port_holders(port))}"

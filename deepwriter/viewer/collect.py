@@ -14,7 +14,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
-from deepwriter.eval import tables
+from deepwriter.eval import paired_runs, tables
 
 PAIR_COLUMNS = ["id", "category", "kept", "reason", "score_z0", "score_final", "steps", "accepted", "tokens"]
 ITEM_COLUMNS = ["benchmark", "id", "score", "failure"]
@@ -305,8 +305,9 @@ def evaluation(stage: Path) -> Optional[Dict[str, Any]]:
     ]
     paper = reported = None
     if summary:
-        header, body = tables.comparison({summary.get("label", "run"): summary.get("headline") or {}})
-        notes = [n for n in (tables.SCALE_NOTE, tables.definitions_note([summary])) if n]
+        summary = paired_runs.with_intervals(summary, stage)  # an older summary: intervals from its items
+        header, body = tables.comparison_with_intervals({summary.get("label", "run"): summary})
+        notes = [n for n in (tables.SCALE_NOTE, tables.INTERVAL_NOTE, tables.definitions_note([summary])) if n]
         paper = {"header": header, "rows": body, "notes": notes}
         header, body, notes = tables.reported(summary)
         reported = {"title": tables.REPORTED_TITLE, "header": header, "rows": body, "notes": notes}
@@ -316,10 +317,28 @@ def evaluation(stage: Path) -> Optional[Dict[str, Any]]:
         "headline": (summary or {}).get("headline") or {},
         "breakdowns": breakdowns(summary or {}),
         "judge": {k: (summary or {}).get(k) for k in ("model_under_test", "judge", "judge_mode", "judge_stats")},
+        # per benchmark with judge samples: Krippendorff's α and the items the judgments disagree on most
+        "agreement": {
+            name: entry["judge_agreement"]
+            for name, entry in ((summary or {}).get("benchmarks") or {}).items()
+            if entry.get("judge_agreement")
+        },
         "columns": ITEM_COLUMNS,
         "rows": rows,
         "details": lambda: (item_detail(rec) for f in files for rec in read_jsonl(f)),
     }
+
+
+def paired_vs_first(run_dirs: List[Path]) -> List[Optional[Dict[str, Any]]]:
+    """For each run after the first, {column: paired difference against the first run} over the items
+    both scored (deepwriter.eval.paired_runs); None for the first and for runs without eval results."""
+    folders = [stage_dir(Path(d), "eval") for d in run_dirs]
+    summaries = [read_json(f / "summary.json") if f else None for f in folders]
+    out: List[Optional[Dict[str, Any]]] = [None]
+    for f, s in zip(folders[1:], summaries[1:]):
+        ok = f is not None and s is not None and summaries[0] is not None
+        out.append(paired_runs.compare(s, f, summaries[0], folders[0]) if ok else None)
+    return out
 
 
 def item_detail(rec: Dict[str, Any]) -> Dict[str, Any]:

@@ -138,4 +138,7 @@ def build_report(run_dirs: List[Path], out: Optional[Path] = None) -> Path:
         if not own.is_file():
             build_run_report(d)
         links.append(os.path.relpath(own.resolve(), out.resolve().parent))
-    return write_page([collect.run(d) for d in run_dirs], out, links)
+    runs = [collect.run(d) for d in run_dirs]
+    for r, paired in zip(runs, collect.paired_vs_first(run_dirs)):
+        r["paired_vs_first"] = paired  # the ablation table's Δ columns: paired differences with intervals
+    return write_page(runs, out, links)

@@ -30,6 +30,7 @@ def test_full_recipe_is_the_papers_setup():
     cfg = compose_typed("+recipe=full")
     assert cfg.models.student.path == "Qwen/Qwen3-8B-Base"
     assert cfg.models.scorer.path == "Qwen/Qwen3-8B-Base"
+    assert cfg.models.generator.path == "Qwen/Qwen2.5-32B-Instruct"  # REER config.yaml:16 (FIDELITY D1)
     assert cfg.sft.epochs == 3
     assert cfg.sft.learning_rate == pytest.approx(2e-5)
     assert cfg.sft.lr_scheduler == "constant"

@@ -130,7 +130,7 @@ def test_every_number_has_an_upper_bound_or_a_reason():
     unbounded = sorted(
         k
         for k, f in fields.items()
-        if not k.startswith("plan.") or k == "plan.fleet.count"
+        if not k.startswith("plan.") or k == "plan.hardware.count"
         if (f.metadata.get("bounds") or (None,) * 4)[2:] == (None, None)
     )
     assert unbounded == sorted(NO_UPPER_BOUND), set(unbounded) ^ set(NO_UPPER_BOUND)

@@ -10,7 +10,7 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
-from deepwriter.config.cost import FleetConfig
+from deepwriter.config.cost import HardwareConfig
 from deepwriter.config.eval import BenchmarkConfig
 from deepwriter.config.llm import ModelConfig
 from deepwriter.config.root import CONF_DIR, RootConfig
@@ -51,7 +51,7 @@ def group_files():
     groups = {"synthesis": root["synthesis"], "data": root["data"], "sft": root["sft"], "eval": root["eval"]}
     groups |= {"logging": root["logging"], "paths": root["paths"], "deepspeed": root["sft"]["deepspeed"]}
     groups |= {"launcher": root["launcher"]}
-    groups |= {"model": _defaults(ModelConfig), "fleet": _defaults(FleetConfig)}
+    groups |= {"model": _defaults(ModelConfig), "hardware": _defaults(HardwareConfig)}
     for group, defaults in groups.items():
         for f in sorted((CONF_DIR / group).glob("*.yaml")):
             yield pytest.param(f, defaults, id=f"{group}/{f.name}")

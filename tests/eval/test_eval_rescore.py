@@ -116,6 +116,9 @@ def test_report_compares_runs_side_by_side(tmp_path):
     assert md.splitlines()[0] == "| run | LB | HB-A | HB-B | WB-A |"  # the paper's column order
     assert "| demo/a | 50.00 | 70.00 | – | 6.50 |" in md and "| demo/b | 60.00 | – | 80.00 | 7.00 |" in md
     csv_lines = (out / "compare.csv").read_text().splitlines()
-    assert csv_lines[0] == "run,LB,HB-A,HB-B,WB-A" and csv_lines[1] == "demo/a,50.0,70.0,,6.5"
+    # each figure, then its interval's ends (empty: these summaries have no items to bootstrap)
+    cols = ["LB", "HB-A", "HB-B", "WB-A"]
+    assert csv_lines[0] == "run," + ",".join(f"{c},{c} ci_low,{c} ci_high" for c in cols)
+    assert csv_lines[1] == "demo/a,50.0,,,70.0,,,,,,6.5,,"
     assert (out / "compare.png").stat().st_size > 1000 and (out / "radar.png").stat().st_size > 1000
     assert report_main([str(tmp_path / "nothing")]) == 2

@@ -194,19 +194,43 @@ def test_hellobench_scoring_subsets_groups_rescaling():
     assert hb.aggregate(recs)["group_definitions"] == hb.DEFAULT_GROUPS  # no groups configured: ours
 
 
+FITTED_GROUPS = {"HB-A": ["summarization", "chat"], "HB-B": ["open_ended_qa", "heuristic_text_generation"]}
+
+
 def test_default_groups_are_the_fitted_grouping():
     # bench/hellobench_groups.py: of every grouping, this one reproduces the paper's GPT-4o and
-    # Claude-3.5-Sonnet HB-A / HB-B from HelloBench's published judgments best (docs/FIDELITY.md J31)
-    assert hb.DEFAULT_GROUPS == {
-        "HB-A": ["summarization", "chat"],
-        "HB-B": ["open_ended_qa", "heuristic_text_generation"],
-    }
-    # with the per-subset means those judgments give (bench output), the groups land on the paper's figures
+    # Claude-3.5-Sonnet HB-A / HB-B from HelloBench's published judgments best (docs/FIDELITY.md J31).
+    # This guards the fitted membership and the group arithmetic (a group is the mean of its subsets'
+    # means) only: how near the paper the fit lands is the bench's measurement (RMSE 0.28), not this test's.
+    assert hb.DEFAULT_GROUPS == FITTED_GROUPS
     gpt = {"open_ended_qa": 88.70, "summarization": 82.43, "chat": 85.72, "text_completion": 91.87}
     gpt["heuristic_text_generation"] = 86.97
     recs = [{"subset": k, "score": v} for k, v in gpt.items()]
     groups = hb.aggregate(recs)["groups"]
-    assert groups["HB-A"] == pytest.approx(83.7, abs=0.4) and groups["HB-B"] == pytest.approx(87.6, abs=0.4)
+    assert groups["HB-A"] == pytest.approx((82.43 + 85.72) / 2, abs=1e-9)
+    assert groups["HB-B"] == pytest.approx((88.70 + 86.97) / 2, abs=1e-9)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ("+recipe=full",),
+        ("+recipe=demo", "eval=shared"),  # the demo's own eval has no HelloBench; its shared-data eval has
+        ("+recipe=full-released-data",),
+        ("+recipe=ablation-no-literature",),
+    ],
+)
+def test_composed_runs_report_the_fitted_groups(overrides):
+    """What a composed run reports, not only the code's fallback: every HelloBench entry of the
+    composed config resolves to the fitted grouping (the configs once set another one)."""
+    from deepwriter.testing.repo import compose_typed
+
+    cfg = compose_typed(*overrides)
+    entries = [b for b in cfg.eval.benchmarks.values() if b.kind == hb.KIND]
+    assert entries, f"{overrides}: no HelloBench entry composed"
+    for b in entries:
+        assert hb.groups_used(b) == FITTED_GROUPS
+        assert hb.headline_keys(hb.KIND, b) == ["HB-A", "HB-B"]
 
 
 def test_hellobench_reply_parser_accepts_the_official_list_shape():

@@ -336,3 +336,62 @@ def test_think_split_and_the_turn_format_round_trip(text, expected):
     if closed and thinking:
         assert think.split(think.turn(thinking, answer)) == (thinking, answer, True)
     assert think.turn("t", "a") == "<think>\nt\n</think>\n\na"
+
+
+class SeedDependentJudge(ScriptedJudge):
+    """Scores LongBench-Write's dimensions by the sampling seed (2, 3, 4, 2, …): judge samples differ."""
+
+    def reply(self, messages, sampling=None) -> str:
+        self.score = 2 + (sampling.seed % 3)
+        return super().reply(messages, sampling)
+
+
+@pytest.mark.slow  # the tiny model answers, a loopback judge is asked three times per item
+def test_judge_samples_each_task_judged_n_times_scored_as_their_mean_with_intervals(tmp_path, model_cache):
+    from deepwriter.eval import stage
+    from deepwriter.testing.loopback import start_server
+
+    out = tmp_path / "eval"
+    out.mkdir()
+    judge = SeedDependentJudge()
+    with start_server(judge) as server:
+        cfg = _cfg(tmp_path, model_cache, server.url)
+        cfg.eval.benchmarks = {
+            "demo": BenchmarkConfig(
+                kind="longbench_write", path="pkg://deepwriter/eval/demo/prompts.jsonl", max_new_tokens=8
+            )
+        }
+        once = stage.run(cfg, StageContext("eval", out, {}, tmp_path, RecordingTracker(), "k"))
+        assert once.counts["judge_calls"] == 3
+
+        # three judgments per task: the first is the one already cached (its key is unchanged), two are new
+        cfg.eval.judge_samples = 3
+        tracker = RecordingTracker()
+        thrice = stage.run(cfg, StageContext("eval", out, {}, tmp_path, tracker, "k"))
+        c = thrice.counts
+        assert c["generated"] == 0 and c["judge_tasks"] == 9
+        assert c["judge_calls"] == 6 and c["judge_cache_hits"] == 3
+        seed = cfg.eval.judge.seed
+        assert {s.seed for _, s in judge.samplings} == {seed, seed + 1, seed + 2}  # each sample its own seed
+        again = stage.run(cfg, StageContext("eval", out, {}, tmp_path, RecordingTracker(), "k"))
+        assert again.counts["judge_calls"] == 0 and again.counts["judge_cache_hits"] == 9
+
+    recs = [json.loads(line) for line in (out / "items" / "demo.jsonl").read_text().splitlines()]
+    scores = [2 + (s % 3) for s in (seed, seed + 1, seed + 2)]  # dimension scores of the three judgments
+    for r in recs:
+        assert [j["S_q"] for j in r["judge_samples"]] == [(v - 1) * 25 for v in scores]
+        assert r["S_q"] == pytest.approx(sum((v - 1) * 25 for v in scores) / 3)  # the item scores their mean
+        assert set(r["judge"]) == {"quality", "quality@1", "quality@2"}
+    summary = json.loads((out / "summary.json").read_text())
+    iv = summary["intervals"]["demo"]
+    assert summary["judge_samples"] == 3 and iv["samples"] == 3 and iv["n"] == 3
+    assert iv["low"] <= summary["headline"]["demo"] <= iv["high"]
+    assert tracker.summaries["eval/demo_ci_low"] == iv["low"] and tracker.summaries["eval/demo_ci_high"] == iv["high"]
+    md = (out / "tables" / "paper.md").read_text()
+    assert f"| {summary['headline']['demo']:.2f} [{iv['low']:.2f}, {iv['high']:.2f}] |" in md
+    assert "95% bootstrap interval" in md
+    # the judge's agreement with itself: its samples differ by seed alone, never by item, so α ≈ 0
+    agree = summary["benchmarks"]["demo"]["judge_agreement"]
+    assert agree["items"] == 3 and agree["judgments_per_item"] == 3 and agree["alpha"] < 0.1
+    assert [d["spread"] for d in agree["most_disagreed"]] == [50.0] * 3
+    assert tracker.summaries["eval/demo/judge_alpha"] == agree["alpha"]

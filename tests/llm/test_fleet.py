@@ -1,10 +1,13 @@
 """The fleet manager against real server processes: the fault-injecting loopback server over the tiny
 model, started as `python -m deepwriter.testing.loopback` (each a process group of its own, like vLLM).
-A kill -9 of a replica is healed within the budget; past it the fleet says so; close() leaves no
-process and no bound port."""
+A kill -9 of a replica is healed within the budget; past it the fleet says so; a replica that runs but
+no longer answers (SIGSTOP) is killed and replaced on its port; close() leaves no process and no bound
+port. The hung-replica test starts its server through the fleet's vLLM command (server_command_for
+without a `serving.command`), with a stand-in for vLLM's Python that runs the loopback instead."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -17,15 +20,40 @@ import httpx
 import pytest
 
 from deepwriter.config.llm import ServingConfig
-from deepwriter.serving.fleet import Fleet, port_free
+from deepwriter.serving.fleet import Fleet, port_free, server_command_for
 from deepwriter.serving.placement import Group, place
-from deepwriter.testing.repo import REPO, alive
+from deepwriter.testing.repo import REPO, alive, compose_typed, port_holders, process_group
 from deepwriter.testing.vllm_server import free_port
 
 
 def loopback_command(rep):
     argv = [sys.executable, "-m", "deepwriter.testing.loopback", "--model", "tiny-qwen3", "--port", str(rep.port)]
     return argv, {"PYTHONPATH": str(REPO)}
+
+
+def two_ports() -> tuple:
+    """Two free ports, never the same one (the OS may hand a closed probe's port out again)."""
+    a, b = free_port(), free_port()
+    while b == a:
+        b = free_port()
+    return a, b
+
+
+class LookCountingFleet(Fleet):
+    """A fleet that counts its looks at the replicas, so a test can wait for the watcher's next ones
+    instead of sleeping and hoping it looked."""
+
+    looks = 0
+
+    def check(self) -> None:
+        super().check()
+        self.looks += 1
+
+    def wait_looks(self, n: int, timeout: float = 30.0) -> None:
+        target, deadline = self.looks + n, time.monotonic() + timeout
+        while self.looks < target:
+            assert time.monotonic() < deadline, f"the watcher looked {self.looks} times, not {target}"
+            time.sleep(0.05)
 
 
 def layout(replicas: int, max_restarts: int):
@@ -40,7 +68,7 @@ def layout(replicas: int, max_restarts: int):
 def test_a_group_that_starts_while_the_watcher_runs_is_not_taken_for_dead(tmp_path):
     """The demo-served run's eval: the generator's group had started the watcher, then the student's
     replica (slower to answer than poll_s x unhealthy_after) was killed as unanswering while it started."""
-    a, b = free_port(), free_port()
+    a, b = two_ports()
     groups = [
         Group("first", ("generator",), ServingConfig(managed=True, base_port=a, startup_timeout_s=120), 0, 1),
         Group("slow", ("judge",), ServingConfig(managed=True, base_port=b, startup_timeout_s=120), 1, 1),
@@ -52,17 +80,25 @@ def test_a_group_that_starts_while_the_watcher_runs_is_not_taken_for_dead(tmp_pa
             argv = ["sh", "-c", 'sleep 3; exec "$@"', "sh", *argv]
         return argv, env
 
-    fleet = Fleet(place(["synthesize", "eval"], groups, {}, []), command, tmp_path / "servers", poll_s=0.2)
+    fleet = LookCountingFleet(place(["synthesize", "eval"], groups, {}, []), command, tmp_path / "servers", poll_s=0.2)
     try:
         fleet.up("first")
         assert fleet._watcher is not None and fleet._watcher.is_alive()
         (url,) = fleet.up("slow")
         assert httpx.get(f"{url}/models").status_code == 200
-        time.sleep(1.0)  # the watcher's next looks find it healthy
+        fleet.wait_looks(3)  # the watcher's next looks, each over both groups, find it healthy
         assert fleet.summary()["slow"]["deaths"] == 0 and fleet.summary()["slow"]["restarts"] == 0
         assert len(fleet.summary()["slow"]["startup_s"]) == 1 and fleet.summary()["slow"]["startup_s"][0] >= 3
     finally:
         fleet.close()
+
+
+def wait_deaths(fleet: Fleet, n: int, timeout: float = 30.0) -> None:
+    """Until the fleet has counted `n` deaths (its watcher's doing when nobody else looks)."""
+    deadline = time.monotonic() + timeout
+    while fleet.deaths() < n:
+        assert time.monotonic() < deadline, f"the watcher saw {fleet.deaths()} deaths, not {n}"
+        time.sleep(0.05)
 
 
 @pytest.mark.slow  # starts a run or a server: `make test` only, not test-fast
@@ -77,7 +113,7 @@ def test_kill_9_is_healed_within_the_budget_and_close_leaves_nothing(tmp_path):
         assert [r["pid"] for r in state["running"]["tiny"]] == [r.proc.pid for r in fleet.running["tiny"]]
         victim = fleet.running["tiny"][0].proc.pid
         os.killpg(victim, signal.SIGKILL)
-        time.sleep(1.5)  # the watcher sees it within poll_s and restarts it
+        wait_deaths(fleet, 1)  # the watcher sees it by itself (heal() below would look too) and restarts it
         assert fleet.heal(wait_s=120)
         assert fleet.running["tiny"][0].proc.pid != victim
         assert httpx.get(f"{urls[0]}/models").status_code == 200
@@ -87,7 +123,7 @@ def test_kill_9_is_healed_within_the_budget_and_close_leaves_nothing(tmp_path):
 
         pids = [r.proc.pid for r in fleet.running["tiny"]]
         os.killpg(pids[1], signal.SIGKILL)  # past the budget: the fleet says so, and stays down
-        time.sleep(1.5)
+        wait_deaths(fleet, 2)
         assert fleet.heal(wait_s=30) is False
         assert fleet.summary()["tiny"]["restarts"] == 1 and fleet.summary()["tiny"]["deaths"] == 2
     finally:
@@ -138,10 +174,95 @@ def test_ctrl_c_stops_them_too(tmp_path):
     code = SCRIPT.format(tests=str(REPO / "tests" / "llm"), logs=str(tmp_path / "servers"))
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env, cwd=REPO)
-    info = json.loads(proc.stdout.readline())
-    proc.send_signal(signal.SIGINT)
-    proc.wait(timeout=60)
+    info = None
+    try:
+        info = json.loads(proc.stdout.readline())
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
+    finally:  # whatever failed above, neither the script nor its server outlives the test
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+        if info is not None and process_group(info["pid"]):
+            os.killpg(info["pid"], signal.SIGKILL)
     assert not alive(info["pid"]) and port_free("127.0.0.1", info["port"])
+
+
+def stand_in_for_vllms_python(tmp_path):
+    """An executable that takes vLLM's command line (`PY -m vllm.entrypoints.openai.api_server ...
+    --port P ...`), writes it and the VLLM_* environment down, starts a child that stands for vLLM's
+    engine process, and runs the loopback on that port: the fleet's vLLM launch path, without a vLLM
+    start-up."""
+    seen = tmp_path / "argv.jsonl"
+    script = tmp_path / "python"
+    script.write_text(
+        textwrap.dedent(
+            f"""\
+            #!{sys.executable}
+            import json, os, sys
+            argv = sys.argv[1:]
+            env = {{k: v for k, v in os.environ.items() if k.startswith("VLLM_")}}
+            with open({str(seen)!r}, "a") as f:
+                f.write(json.dumps({{"argv": argv, "env": env}}) + "\\n")
+            port = argv[argv.index("--port") + 1]
+            import subprocess
+            subprocess.Popen(["sleep", "600"])  # vLLM's engine process: a child in the server's group
+            loopback = [{sys.executable!r}, "-m", "deepwriter.testing.loopback", "--model", "tiny-qwen3"]
+            loopback += ["--port", port]
+            os.execv(loopback[0], loopback)
+            """
+        )
+    )
+    script.chmod(0o755)
+    return script, seen
+
+
+@pytest.mark.slow  # a server start, two health checks that time out (5 s each), a restart: ~20 s
+@pytest.mark.timeout(240)
+def test_a_replica_that_runs_but_no_longer_answers_is_killed_and_replaced_on_its_port(tmp_path, caplog):
+    cfg = compose_typed("model@models.generator=qwen3-8b-base").models.generator  # a hub id: nothing converted
+    cfg = dataclasses.replace(cfg, serving=dataclasses.replace(cfg.serving, engine_args=["--max-num-seqs", "4"]))
+    assert not cfg.serving.command  # vLLM's branch of the launcher, not a preset's own command
+    python, seen = stand_in_for_vllms_python(tmp_path)
+    command = server_command_for({"tiny": cfg}, str(python), "127.0.0.1", str(tmp_path / "cache"))
+    fleet = Fleet(layout(1, max_restarts=1), command, tmp_path / "servers", poll_s=0.2, unhealthy_after=2)
+    first, second = [], []
+    try:
+        (url,) = fleet.up("tiny")
+        port = fleet.running["tiny"][0].replica.port
+        (launched,) = [json.loads(x) for x in seen.read_text().splitlines()]
+        argv = launched["argv"]
+        assert argv[:2] == ["-m", "vllm.entrypoints.openai.api_server"] and argv[-2:] == ["--max-num-seqs", "4"]
+        opts = dict(zip(argv[2::2], argv[3::2]))
+        assert opts["--model"] == "Qwen/Qwen3-8B-Base" and opts["--port"] == str(port)
+        assert launched["env"]["VLLM_CPU_KVCACHE_SPACE"] == os.environ.get("VLLM_CPU_KVCACHE_SPACE", "2")
+
+        hung = fleet.running["tiny"][0].proc.pid
+        first = process_group(hung)
+        assert hung in first and port_holders(port) & set(first)  # the kernel says it is the one listening
+        assert len(first) == 2  # the server and its engine stand-in
+        os.killpg(hung, signal.SIGSTOP)  # alive, holding its port, answering nothing
+        deadline = time.monotonic() + 120
+        while not (fleet.summary()["tiny"]["restarts"] == 1 and fleet.healthy()):
+            assert time.monotonic() < deadline, f"the hung replica was not replaced: {fleet.summary()}"
+            time.sleep(0.2)
+        assert "no answer 2 times" in caplog.text  # taken for dead by its silence, not by an exit
+        assert not [p for p in first if alive(p)], "the hung server's processes still run"
+        new = fleet.running["tiny"][0].proc.pid
+        second = process_group(new)
+        assert new != hung and new in second
+        assert port_holders(port) and port_holders(port) <= set(second)  # the new server holds the port alone
+        assert fleet.urls("tiny") == [url] and httpx.get(f"{url}/models", timeout=10).status_code == 200
+        assert len(seen.read_text().splitlines()) == 2  # started again the same way, on the same port
+        st = fleet.summary()["tiny"]
+        assert st["deaths"] == 1 and st["restarts"] == 1 and st["down_s"] > 0
+    finally:
+        for pid in first:  # a stopped process left behind would hold its port for good
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        fleet.close()
+    assert not [p for p in first + second if alive(p)]
+    assert port_free("127.0.0.1", port)
 
 
 def loopback_anywhere(rep):

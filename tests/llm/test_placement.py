@@ -87,5 +87,5 @@ def test_plan_prints_the_full_layout_and_the_switch_turns_it_off():
     assert "replica 7: port 8107, CUDA_VISIBLE_DEVICES=7" in out.stdout
     off = run("serving.managed=false")
     assert "no managed server" in off.stdout
-    few = run("plan.fleet.count=4")
+    few = run("plan.hardware.count=4")
     assert few.returncode == 2 and "needs 7 GPUs" in few.stderr and len(few.stderr.strip().splitlines()) == 1

@@ -191,6 +191,39 @@ def test_eval_stage_with_vllm_as_model_under_test_and_judge(vllm_server, tmp_pat
 # the session's server, killed and started again (420 s at most), the run until the kill, its exit and
 # the re-run (600 + 600 + 900 s at most), each bounded inside; the first start may land here too
 @pytest.mark.timeout(3000)
+def test_a_prompt_over_max_model_len_is_a_rejection_not_an_outage(vllm_server, model_cache):
+    """vLLM's own 400 for a prompt over --max-model-len (the preset's max_context) comes back as the
+    request's rejection, sent once and not counted as a failed call; measured first, it is never sent."""
+    from deepwriter.llm import make_generator, make_scorer
+    from deepwriter.llm.base import Sampling, ScoreRequest
+    from deepwriter.testing.repo import compose_typed
+
+    cfg = compose_typed(f"model@models.generator={PRESET}", f"model@models.scorer={PRESET}")
+    gcfg, scfg = cfg.models.generator, cfg.models.scorer
+    for role in (gcfg, scfg):
+        role.endpoint.base_urls = [vllm_server.url]
+        role.endpoint.max_retries = 3
+    long = [{"role": "user", "content": "Tell me about the sea. " * 2000}]  # ~12K tokens over 8,192
+    sampling = Sampling(temperature=0.0, max_new_tokens=8)
+
+    unmeasured = make_generator(gcfg, model_cache)  # no tokenizer: the server's answer decides
+    out = unmeasured.generate([long, [{"role": "user", "content": "Say hello."}]], sampling)
+    assert out[0][0].rejected and "maximum context length" in out[0][0].rejected, out[0][0].error
+    assert out[1][0].rejected is None and out[1][0].error is None
+    assert [c.status for c in unmeasured.calls].count(400) == 1 and unmeasured.usage.failed == 0
+
+    measured = make_generator(gcfg, model_cache, measure_prompts=True)
+    got = measured.generate([long], sampling)[0][0]
+    assert got.rejected.startswith("generator: prompt of ") and f"context of {gcfg.max_context}" in got.rejected
+    assert len(measured.calls) == 0  # never sent
+
+    scfg.max_context = 10_000_000  # the client does not measure: vLLM refuses the scoring request itself
+    scorer = make_scorer(scfg, model_cache)
+    lp = scorer.score([ScoreRequest(long, "", "The sea is calm. " * 10)])[0]
+    assert lp.rejected and "maximum context length" in lp.rejected and lp.logprobs == []
+    assert [c.status for c in scorer.calls] == [400] and scorer.usage.failed == 0
+
+
 def test_server_killed_mid_synthesis_loses_no_pair_and_a_rerun_finishes(vllm_server, tmp_path):
     """kill -9 of the server while pairs are in flight: the stage exits 3 naming the unfinished
     pairs, its output is not marked finished, and the same command with the server back does exactly

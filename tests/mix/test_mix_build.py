@@ -150,6 +150,33 @@ def test_token_length_filter_uses_the_student_tokenizer(tokenizer):
     assert len(cut.removed["too_long"]) == 3 and "sft.max_length" in cut.removed["too_long"][0]["reason"]
 
 
+def test_samples_over_max_length_are_counted_and_may_keep_a_shorter_thinking(tokenizer):
+    from deepwriter.mix.build import answer_bucket
+
+    full = {r["id"]: r for r in _mix(tokenizer).rows}
+    limit = sorted(r["tokens"] for r in full.values())[3]
+    over = [r for r in full.values() if r["tokens"] > limit]
+    dropped = _mix(tokenizer, max_length=limit)
+    assert dropped.counts["over_max_length"] == 3 and dropped.counts["over_max_length_kept_thinking_cut"] == 0
+    by_cat = {}
+    for r in over:
+        by_cat[r["category"] or "uncategorised"] = by_cat.get(r["category"] or "uncategorised", 0) + 1
+    assert dropped.over_max_length["by_category"] == by_cat
+    assert sum(dropped.over_max_length["by_answer_words"].values()) == 3 and answer_bucket("word " * 4500) == "4000+"
+    assert answer_bucket("word " * 600) == "500-2000" and answer_bucket("") == "0-500"
+
+    kept = _mix(tokenizer, max_length=limit, over_max_length="truncate_thinking")
+    rows = {r["id"]: r for r in kept.rows}
+    cut = [r for r in over if r["id"] in rows]
+    assert kept.counts["over_max_length"] == 3 and kept.counts["over_max_length_kept_thinking_cut"] == len(cut) > 0
+    assert len(kept.removed.get("too_long", [])) == 3 - len(cut)
+    for r in cut:  # the answer and request whole, the thinking a prefix of the original, the sample within the limit
+        got = rows[r["id"]]
+        assert got["y"] == r["y"] and got["x"] == r["x"] and got["tokens"] <= limit
+        assert r["think"].startswith(got["think"]) and len(got["think"]) < len(r["think"])
+        assert got["think_truncated_from"] == r["tokens"]
+
+
 def test_bad_shard_line_is_named(tmp_path):
     from deepwriter.mix.build import load_trajectories
     from deepwriter.pairs.read import DataError

@@ -77,6 +77,21 @@ GOOD = {
 }
 
 
+def test_their_thinking_is_read_as_their_search_read_it(tmp_path):
+    """S40: a <think> the model wrote itself stays in z0 (their search scored and split it so); S41: the
+    corrected segments rejoined with blank lines, an empty one (an empty rewrite that won) keeping them."""
+    memory = reference_memory({**GOOD, "z_final": GOOD["z0"]})
+    entry = memory["alist"][0]
+    entry["initial_response"] = "Alright, <think> the user wants a letter.\n\nWarm first.\n</think>\n<answer>\nDear Sam"
+    entry["corrected_thinking"] = ["Alright, the plan.\n", "", "  Warm first. "]
+    entry["finalized_avg_token_logp"] = 1.1
+    write_reference_output(tmp_path, GOOD, text=json.dumps(memory, indent=2))
+    (z0_rec,), _, _ = load_reference_outputs(tmp_path, "z0", strict=True)
+    assert z0_rec["think"] == "Alright, <think> the user wants a letter.\n\nWarm first."
+    (final,), _, _ = load_reference_outputs(tmp_path, "z_final", strict=True)
+    assert final["think"] == "Alright, the plan.\n\n\n\nWarm first."
+
+
 def test_fields_map_to_our_record(tmp_path):
     write_reference_output(tmp_path, GOOD)
     write_reference_output(tmp_path, {**GOOD, "id": 7, "z_final": GOOD["z0"], "category": None})

@@ -5,30 +5,18 @@ a local folder laid out as the hub dataset through the real `datasets.load_datas
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
 from deepwriter.config.data import TrajectoriesConfig
 from deepwriter.core.badinput import DataError
 from deepwriter.mix.released import load_released
+from deepwriter.testing.released import hub_folder, verl_row
 from deepwriter.testing.repo import FIXTURES, compose_typed
 
 FIX = FIXTURES / "data"
 
 FIELDS = {"x": "prompt", "y": "solution", "id": "extra_info.index"}
-
-
-def verl_row(i: int, request: str, solution: str, category: str = "creative & narrative"):
-    """A row as the released parquet holds it (verl-style columns, as the public scripts read them)."""
-    return {
-        "data_source": "DeepWriting-20K",
-        "prompt": [{"role": "user", "content": request}],
-        "solution": solution,
-        "ability": "writing",
-        "reward_model": {"style": "model", "ground_truth": ""},
-        "extra_info": {"index": i, "category": category},
-    }
 
 
 # Thinking as long as a plan is (a few words would trip the 3-gram share filter: 5 trigrams, top 3 = 60%).
@@ -40,16 +28,6 @@ ROWS = [
     verl_row(1, "写一封感谢信", f"<think>{THINK_1}</think>\n\n亲爱的老师：谢谢您。", "personal letters & messages"),
     verl_row(2, "Draft a product announcement.", f"<think>\n{THINK_2}\n</think>\nIt is here."),
 ]
-
-
-def hub_folder(tmp_path: Path, rows) -> Path:
-    """A local folder laid out as the hub dataset: data/train-00000-of-00001.parquet."""
-    import datasets
-
-    folder = tmp_path / "DeepWriting-20K"
-    (folder / "data").mkdir(parents=True)
-    datasets.Dataset.from_list(rows).to_parquet(str(folder / "data" / "train-00000-of-00001.parquet"))
-    return folder
 
 
 @pytest.fixture(autouse=True)

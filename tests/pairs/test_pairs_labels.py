@@ -502,3 +502,17 @@ def test_extra_requests_for_answers_that_have_one(tmp_path):
     )
     with pytest.raises(ValueError, match="paired_extra_share in \\[0, 1\\]"):
         prepare_pairs(bad, tmp_path / "bad", generator=FailingGenerator())
+
+
+def test_full_taxonomy_has_25_categories_in_9_groups():
+    """docs/FIDELITY.md D6: the count of categories is the paper's; names and groups are ours."""
+    full = compose_typed("+recipe=full").data.taxonomy
+    labels = flat_labels(full)
+    assert len(full) == 9 and len(labels) == 25 and len(set(labels)) == 25
+    assert full["Artistic"] == [
+        "creative & narrative",
+        "poetry & lyrics",
+        "essay & argument",
+        "analytical & critical",
+        "scriptwriting",
+    ]

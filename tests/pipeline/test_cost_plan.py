@@ -10,7 +10,7 @@ import re
 import pytest
 
 from deepwriter.commands import plan as P
-from deepwriter.config.compose import compose
+from deepwriter.config.compose import compose, renamed_overrides
 from deepwriter.config.eval import JudgePrice
 from deepwriter.config.root import CONF_DIR, to_typed
 from deepwriter.core.schema import key_slice
@@ -73,7 +73,7 @@ def test_full_projection_prints_every_assumption_with_its_source(capsys):
     for title in ("== synthesize", "== mix", "== sft", "== eval", "== total", "== assumptions"):
         assert title in out
     assert "NVIDIA H100 SXM datasheet: 989 TFLOP/s dense bf16" in out
-    assert "fleet.sft_mfu = 0.35: assumption:" in out
+    assert "hardware.sft_mfu = 0.35: assumption:" in out
     assert "SFT memory plan: 8.19B params" in out  # the memory planner's output
     assert "220,000" in out  # 20,000 pairs x (1 + 10 steps) generate calls
     assert "1,818,624,000 = 37,000 samples x 3 epochs x 16,384 tokens" in out
@@ -85,7 +85,7 @@ def test_full_projection_prints_every_assumption_with_its_source(capsys):
 
 
 def test_sft_hours_follow_flops_and_mfu():
-    cfg = to_typed(compose(["+recipe=full", "run_id=t", "plan.fleet.sft_mfu.value=0.5"]))
+    cfg = to_typed(compose(["+recipe=full", "run_id=t", "plan.hardware.sft_mfu.value=0.5"]))
     p = P.project(cfg)
     from deepwriter.sft.memory import QWEN3_8B
 
@@ -140,9 +140,9 @@ def test_calibration_extrapolates_with_a_range(tmp_path):
     assert "calibrated from 5 records" in text and "total 300,000 [140,000 .. 460,000]" in text
 
 
-def test_calibration_counts_the_scorers_tokens_and_shows_the_measured_fleet(tmp_path):
+def test_calibration_counts_the_scorers_tokens_and_shows_the_measured_throughput(tmp_path):
     """Scorer GPU-hours come from the tokens the scorer read (context + target per scored trajectory),
-    at the fleet's prefill throughput; the stage's measured throughput and busy shares are shown."""
+    at the hardware's prefill throughput; the stage's measured throughput and busy shares are shown."""
     run = tmp_path / "run"
     shards = run / "synthesize" / "shards"
     shards.mkdir(parents=True)
@@ -156,14 +156,14 @@ def test_calibration_counts_the_scorers_tokens_and_shows_the_measured_fleet(tmp_
     (run / "synthesize" / "manifest.json").write_text(json.dumps({"metrics": {"fleet": fleet}}))
     cfg = cfg_of("plan.workload.pairs=1000")
     p = P.project(cfg, str(run))
-    prefill = cfg.plan.fleet.throughput["scorer"].prefill_tokens_per_s.value
+    prefill = cfg.plan.hardware.throughput["scorer"].prefill_tokens_per_s.value
     scorer_h = 1000 * 225_000 / prefill / 3600
-    gen = cfg.plan.fleet.throughput["generator"]
+    gen = cfg.plan.hardware.throughput["generator"]
     gen_h = 1000 * 100 / gen.decode_tokens_per_s.value / 3600 + 1000 * 1000 / gen.prefill_tokens_per_s.value / 3600
     assert p.totals["synthesize"] == pytest.approx(scorer_h + gen_h)
     text = p.text()
     assert re.search(rf"GPU-hours, scorer +{re.escape(P._num(scorer_h))} \[", text)
-    assert re.search(r"measured fleet +12.50 pairs/min over 19.20 s; generator busy 93%, scorer busy 91%", text)
+    assert re.search(r"measured throughput +12.50 pairs/min over 19.20 s; generator busy 93%, scorer busy 91%", text)
     assert "do not count the scorer's tokens" not in text
 
 
@@ -187,7 +187,13 @@ def test_plan_config_is_in_no_stage_key():
     base = to_typed(compose(["+recipe=demo", "run_id=t"]))
     other = to_typed(
         compose(
-            ["+recipe=demo", "run_id=t", "plan.fleet.count=64", "plan.fleet.sft_mfu.value=0.9", "plan.workload.pairs=5"]
+            [
+                "+recipe=demo",
+                "run_id=t",
+                "plan.hardware.count=64",
+                "plan.hardware.sft_mfu.value=0.9",
+                "plan.workload.pairs=5",
+            ]
         )
     )
     assert "plan" not in key_slice(base)
@@ -195,19 +201,47 @@ def test_plan_config_is_in_no_stage_key():
     assert {k: v.key for k, v in plan_stages(base).items()} == {k: v.key for k, v in plan_stages(other).items()}
 
 
-def test_every_fleet_figure_has_a_value_and_a_source():
-    """Each fleet option of conf/fleet/ composes to a fleet whose every figure names its source (the
+def test_every_hardware_figure_has_a_value_and_a_source():
+    """Each option of conf/hardware/ composes to hardware whose every figure names its source (the
     dataclass holds the default figures with theirs; the YAML only what the option changes)."""
     import dataclasses
 
-    from deepwriter.config.cost import Figure, FleetConfig, Throughput
+    from deepwriter.config.cost import Figure, HardwareConfig, Throughput
 
-    for f in sorted((CONF_DIR / "fleet").glob("*.yaml")):
-        fleet = to_typed(compose([f"fleet@plan.fleet={f.stem}"])).plan.fleet
-        figures = [getattr(fleet, x.name) for x in dataclasses.fields(FleetConfig)]
+    for f in sorted((CONF_DIR / "hardware").glob("*.yaml")):
+        hw = to_typed(compose([f"hardware@plan.hardware={f.stem}"])).plan.hardware
+        figures = [getattr(hw, x.name) for x in dataclasses.fields(HardwareConfig)]
         figures = [g for g in figures if isinstance(g, Figure)]
         assert len(figures) >= 3, f
         for role in ("generator", "scorer", "student"):
-            tp = fleet.throughput[role]
+            tp = hw.throughput[role]
             figures += [getattr(tp, x.name) for x in dataclasses.fields(Throughput)]
         assert all(isinstance(g.value, (int, float)) and g.source for g in figures), f
+
+
+def test_judge_samples_multiply_judge_calls_and_cost(capsys):
+    """eval.judge_samples=3: every judge task asked three times, so three times the calls and the USD."""
+    base = ["+recipe=full", "run_id=t"]
+    one = P.project(to_typed(compose(base)))
+    three = P.project(to_typed(compose(base + ["eval.judge_samples=3"])))
+    assert three.totals["judge_usd"] == pytest.approx(3 * one.totals["judge_usd"]) and one.totals["judge_usd"] > 0
+    assert P.main(base + ["eval.judge_samples=3"]) == 0
+    out = capsys.readouterr().out
+    # (120 + 647 + 1,239 x 5) x 3 judge calls
+    assert "20,886 (up to 62,658 with 2 re-asks each); 3 judge samples per task (eval.judge_samples)" in out
+
+
+def test_the_plans_hardware_under_its_old_name_still_works_with_one_line(capsys):
+    """`fleet@plan.fleet=...` and `plan.fleet.*` (the cost plan's hardware before it was renamed) compose
+    as the new names for one release, each with one line saying what to write instead."""
+    old = to_typed(compose(["fleet@plan.fleet=8xh100", "plan.fleet.count=16", "plan.fleet.gpu=B200"]))
+    new = to_typed(compose(["hardware@plan.hardware=8xh100", "plan.hardware.count=16", "plan.hardware.gpu=B200"]))
+    assert old.plan == new.plan and (new.plan.hardware.count, new.plan.hardware.gpu) == (16, "B200")
+    lines = [x for x in capsys.readouterr().err.splitlines() if "deprecated" in x]
+    assert len(lines) == 3 and "write 'plan.hardware.count=16'" in lines[1]
+    # a sign stays, and a name that only starts like an old one is left alone
+    assert renamed_overrides(["~plan.fleet.sft_mfu", "plan.fleetish=1", "+x=plan.fleet"]) == [
+        "~plan.hardware.sft_mfu",
+        "plan.fleetish=1",
+        "+x=plan.fleet",
+    ]

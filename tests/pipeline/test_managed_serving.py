@@ -1,7 +1,8 @@
 """The run starts, heals and stops its own servers: `python -m deepwriter.train` with the generator and
 scorer served by a managed replica. The server is the fault-free loopback over the tiny model, started
 through the preset's `serving.command` (the same fleet code starts vLLM: see
-tests/llm/test_vllm_fleet.py). A kill -9 of the server mid-synthesis is healed in the same run; SIGTERM
+tests/pipeline/test_served_demo_vllm.py; vLLM's launch branch with a stand-in Python is in
+tests/llm/test_fleet.py). A kill -9 of the server mid-synthesis is healed in the same run; SIGTERM
 to the run leaves no server process and no bound port."""
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import pytest
 
 from deepwriter.core.records import read_records
 from deepwriter.serving.fleet import port_free
-from deepwriter.testing.repo import REPO, alive, fleet_state, wait_for
+from deepwriter.testing.repo import REPO, alive, fleet_state, gone, replica_now, wait_for
 from deepwriter.testing.synthesis import served_synthesis_overrides, write_pairs
 from deepwriter.testing.vllm_server import free_port
 
@@ -58,9 +59,14 @@ def test_kill_9_of_the_server_mid_synthesis_is_healed_in_the_same_run(tmp_path, 
     try:
         wait_for(lambda: shard_lines(tmp_path) >= 2, proc, 600, "two pairs written")
         before = shard_lines(tmp_path)
-        (replica,) = fleet_state(run_dir)["running"]["tiny-qwen3"]
+        replica, first = wait_for(lambda: replica_now(run_dir, "tiny-qwen3"), proc, 60, "the server listening")
         os.killpg(replica["pid"], signal.SIGKILL)  # the server dies mid-stage
         killed_at = time.time()
+        # the restarted server, from the OS's side (its group holds the port) while the run uses it
+        restarted, second = wait_for(
+            lambda: replica_now(run_dir, "tiny-qwen3", not_pid=replica["pid"]), proc, 600, "the restarted server"
+        )
+        assert restarted["port"] == port and not set(first) & set(second)
         out, err = proc.communicate(timeout=900)
     finally:
         if proc.poll() is None:
@@ -80,8 +86,8 @@ def test_kill_9_of_the_server_mid_synthesis_is_healed_in_the_same_run(tmp_path, 
     stage_manifest = json.loads((run_dir / "synthesize" / "manifest.json").read_text())
     assert stage_manifest["metrics"]["fleet_restarts"] == 1 and stage_manifest["counts"]["pairs"] == n
     # the server was stopped at the end of its last stage: nothing left
-    pid = fleet_state(run_dir)
-    assert pid["running"] == {} and port_free("127.0.0.1", port)
+    assert fleet_state(run_dir)["running"] == {} and port_free("127.0.0.1", port)
+    gone(first + second, port)  # the killed server's processes and the restarted one's
     print(f"self-heal: {before} of {n} pairs before the kill; down {st['serving']['down_s']} s; {n} after")
 
 
@@ -94,8 +100,7 @@ def test_sigterm_to_a_run_leaves_no_server_and_the_port_free(tmp_path, model_cac
     run_dir = tmp_path / "runs" / "demo" / "term"
     proc = start(tmp_path, served_overrides(tmp_path, model_cache, pairs, n, port, "term"))
     try:
-        state = wait_for(lambda: fleet_state(run_dir).get("running"), proc, 600, "the server up")
-        (replica,) = state["tiny-qwen3"]
+        replica, group = wait_for(lambda: replica_now(run_dir, "tiny-qwen3"), proc, 600, "the server up")
         wait_for(lambda: shard_lines(tmp_path) >= 1, proc, 600, "a pair written")
         assert alive(replica["pid"]) and not port_free("127.0.0.1", port)
         proc.send_signal(signal.SIGTERM)
@@ -104,7 +109,7 @@ def test_sigterm_to_a_run_leaves_no_server_and_the_port_free(tmp_path, model_cac
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode != 0
-    assert not alive(replica["pid"])
+    gone(group, port)
     assert port_free("127.0.0.1", port)
     assert fleet_state(run_dir)["running"] == {}
     assert shard_lines(tmp_path) < n  # it was stopped mid-stage, and what it wrote is kept

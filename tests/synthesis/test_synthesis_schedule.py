@@ -15,7 +15,7 @@ import pytest
 
 from deepwriter.config.synthesis import SynthesisConfig
 from deepwriter.llm.base import Generation, TokenLogprobs
-from deepwriter.synthesis.schedule import FleetUsage, run_pairs
+from deepwriter.synthesis.schedule import EndpointUsage, run_pairs
 
 PARA = "Here I plan part {k} of story {i}: the harbour, the light, the waiting, and what the reader should feel."
 Y = "The Title\n\nThe light began answering on a Tuesday. Mara climbed the steps.\n\nShe waited."
@@ -173,7 +173,7 @@ def test_http_calls_go_out_one_per_pair_bounded_by_the_endpoints_concurrency():
     rec = Recorder()
     gen = SeededGenerator(rec, lambda i, n: 0.01, concurrent=True, max_concurrency=3)
     scorer = MarkerScorer(rec, delay=0.01, concurrent=True, max_concurrency=2)
-    usage = FleetUsage()
+    usage = EndpointUsage()
     out = list(run_pairs(pairs(8), gen, scorer, cfg(max_in_flight=8), usage))
     assert len(out) == 8
     assert all(len(set(ids)) == 1 for _t0, _t1, _role, ids in rec.events)  # one pair per call over HTTP
@@ -220,7 +220,7 @@ def test_a_pairs_seconds_are_its_share_of_the_calls_and_its_wall_time_in_flight(
     its wall time in flight, from admission to record: at least the span of its own calls, at most the
     run, and for a pair admitted late (2 in flight, 6 pairs) well short of the run."""
     rec = Recorder()
-    usage = FleetUsage()
+    usage = EndpointUsage()
     gen, scorer = SeededGenerator(rec, lambda i, n: 0.002), MarkerScorer(rec, delay=0.003)
     out = {o["id"]: o for o in run_pairs(pairs(6), gen, scorer, cfg(max_in_flight=2), usage)}
     share = {pid: 0.0 for pid in out}

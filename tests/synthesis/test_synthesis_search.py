@@ -76,6 +76,19 @@ def test_stops_before_refinement_when_z0_is_below_threshold():
     assert rec["z_final"] == rec["z0"]
 
 
+def test_a_visited_trajectory_is_its_segments_rejoined_even_without_an_accepted_edit():
+    """S41: once refinement ran, the reference writes the segments (stripped) as its corrected
+    thinking, rejoined here with blank lines; z0 as written stays only when no segment was visited."""
+    z0 = " " + "\n\n\n".join(PARA.format(tag=f"Part {i}.") for i in range(5)) + "  "  # extra blank lines
+    gen, sc = (
+        ScriptedGenerator(initial=z0, rewrites=[[tagged("SAME"), tagged("SAME")]] * 5),
+        FunctionScorer(by_markers()),
+    )
+    rec = synthesize("p1", "Write a story.", Y, gen, sc, cfg())
+    assert rec["accepted_edits"] == [] and len(rec["steps"]) == 5
+    assert "\n\n\n" in rec["z0"] and rec["z_final"] == rec["z0"].replace("\n\n\n", "\n\n")
+
+
 def test_accepts_only_strictly_lower_and_splices_in_place():
     rewrites = [
         [tagged("SAME paragraph one, long enough."), tagged("SAME other")],  # tie: keep

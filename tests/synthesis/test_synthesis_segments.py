@@ -9,6 +9,7 @@ import pytest
 
 from deepwriter.config.synthesis import FilterConfig
 from deepwriter.synthesis import filters, prompts, segments
+from deepwriter.testing.repo import FIXTURES, compose_typed
 
 P = "I will open with the keeper climbing the stairs at dusk, because the ritual tells the reader who she is. "
 
@@ -314,3 +315,32 @@ def test_late_reflection_uses_the_pairs_language():
     z = "我会先想清楚读者是谁。" * 30 + "等等，结尾呢？"
     assert filters.after_search(z, FC, "zh") == filters.LATE_REFLECTION
     assert filters.after_search(z, FC, "en") is None
+
+
+def _zh_trajectories() -> list:
+    """Chinese think-aloud plans of the shape the Chinese initial prompt asks for (first person: intent
+    and reader, content, structure; reflections along the way), written for these tests: the shared
+    data has no Chinese trajectory, and WritingBench's queries are requests, not plans."""
+    import json
+
+    path = FIXTURES / "data" / "zh_trajectories.jsonl"
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def test_repetition_filter_on_chinese_thinking_trajectories():
+    """The filter as the stage applies it to a final z (the pair's language, the demo's filter
+    settings): a whole plan is kept; the same plan whose model got stuck in a short loop of its own
+    words until the token budget ran out is discarded for repetition."""
+    cfg = compose_typed("+recipe=demo").synthesis.filters
+    plans = _zh_trajectories()
+    assert len(plans) == 2
+    for p in plans:
+        lang = prompts.language(p["x"])
+        assert lang == "zh" and len(segments.split(p["z"])) >= 2, p["id"]  # searchable: several segments
+        assert filters.after_search(p["z"], cfg, lang) is None, (p["id"], filters.top_trigram_share(p["z"]))
+        # stuck on its own last words for a few hundred tokens: the filter sees loops of up to ~9 units
+        # (characters here), so the loop is the plan's last three characters and a full stop
+        tail = p["z"].rstrip("。")[-3:] + "。"
+        stuck = p["z"] + "\n\n" + tail * 150
+        assert filters.top_trigram_share(stuck) > cfg.max_top3_trigram_share, p["id"]
+        assert filters.after_search(stuck, cfg, lang) == filters.REPETITION, p["id"]

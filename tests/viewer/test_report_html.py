@@ -100,7 +100,20 @@ def write_run(root: Path, n_pairs: int) -> Path:
     (syn / "shards" / "shard-00000-of-00001.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     kept = sum(r["verdict"]["kept"] for r in records)
     counts = {"pairs": n_pairs, "kept": kept, "discarded": n_pairs - kept, "steps": 1, "accepted_edits": 1}
-    (syn / "manifest.json").write_text(json.dumps({"status": "complete", "counts": counts}))
+    counts.update(discarded_repetition=n_pairs - kept, discarded_over_generator_context=0, refine_steps_over_context=0)
+    # the synthesize stage's comparison with the authors' released trajectories (pairs read from DeepWriting-20K)
+    compared = {
+        "pairs": 3,
+        "score_ours": 1.2346,
+        "score_ours_se": 0.01,
+        "score_released": 1.3,
+        "score_released_se": 0.02,
+    }
+    compared.update(score_difference=-0.0655, score_difference_se=0.005, words_ours=410.0, words_ours_se=12.0)
+    compared.update(words_released=820.5, words_released_se=30.5, accepted_edits_ours=1.5, accepted_edits_ours_se=0.5)
+    compared.update(ours_lower_share=0.667, ours_lower_share_se=0.272)
+    syn_manifest = {"status": "complete", "counts": counts, "metrics": {"released_comparison": compared}}
+    (syn / "manifest.json").write_text(json.dumps(syn_manifest))
 
     mix = run / "mix"
     (mix / "dropped").mkdir(parents=True)
@@ -248,6 +261,7 @@ PROBE = (
     out.sft_text = document.getElementById('sft-0').textContent;
     out.mix_text = document.getElementById('mix-0').textContent;
     out.eval_text = document.getElementById('eval-0').textContent;
+    out.synthesis_text = document.getElementById('synthesis-0').textContent;
 """
     + PROBE_END
 )
@@ -289,6 +303,10 @@ def test_the_report_of_a_small_run_renders_every_pair_and_the_accepted_edit(tmp_
     # filters: i % 5 == 3 is discarded (one pair of 7); only the edited pair improved
     assert seen["discarded_shown"] == 1 and seen["discarded_texts"] == ["discarded: repetition"]
     assert seen["improved_ids"] == ["p-edit"]
+    # discards by reason, and ours against the authors' released trajectories, each mean with its error
+    assert "Discarded, by reason" in seen["synthesis_text"] and "over_generator_context" in seen["synthesis_text"]
+    assert "Ours vs the authors' released trajectories (3 pairs)" in seen["synthesis_text"]
+    assert "1.2346 ± 0.0100" in seen["synthesis_text"] and "820.5 ± 30.5" in seen["synthesis_text"]
     # data is text, never markup
     assert seen["script_tags_in_x"] == 0 and "<script>alert(1)</script>" in seen["x_text"]
     # a pair's seconds say what they are: its share of the batched model calls, and its wall time in

@@ -5,14 +5,14 @@ A config entry names its kind (or is named after it)."""
 from __future__ import annotations
 
 import dataclasses
+import importlib
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Dict, List, Optional
 
-from deepwriter.config.eval import BenchmarkConfig, EvalConfig, JudgeConfig
+from deepwriter.config.eval import BENCHMARK_KINDS, BenchmarkConfig, EvalConfig, JudgeConfig
 from deepwriter.config.root import ConfigError
 from deepwriter.core.badinput import Skipped
-from deepwriter.eval.benchmarks import hellobench, longbench_write, writingbench
 from deepwriter.eval.benchmarks.base import (
     BenchmarkDataError,
     Item,
@@ -23,7 +23,10 @@ from deepwriter.eval.benchmarks.base import (
     skip_or_raise,
 )
 
-KINDS: Dict[str, ModuleType] = {m.KIND: m for m in (longbench_write, hellobench, writingbench)}
+# The kinds are named once, in the config's choices (config.eval.BENCHMARK_KINDS); each is the module of
+# this package of the same name.
+KINDS: Dict[str, ModuleType] = {kind: importlib.import_module(f"{__name__}.{kind}") for kind in BENCHMARK_KINDS}
+assert all(m.KIND == kind for kind, m in KINDS.items()), "a benchmark module's KIND is its module's name"
 
 __all__ = [
     "KINDS",

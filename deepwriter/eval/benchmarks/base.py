@@ -119,6 +119,9 @@ class JudgeTask:
     format_hint: str = ""  # shown when a reply has to be asked for again
     # The benchmark's judge sampling (JudgeSettings.sampling); None: the Judge's own (eval.judge).
     sampling: Optional[Sampling] = None
+    # Which of eval.judge_samples judgments of this task it is (0: the first, whose cache key is the
+    # one a run without judge samples has).
+    judge_sample: int = 0
 
 
 @dataclass(frozen=True)

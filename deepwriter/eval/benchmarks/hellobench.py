@@ -64,6 +64,9 @@ SOURCE_URLS = {
     "weighted_scores.txt": f"{_RAW}weighted_scores.txt",
 }
 SCORES = (0.0, 0.25, 0.5, 0.75, 1.0)
+# Items are resampled within their subset for intervals (deepwriter.eval.stats): the figures are means
+# of subset means, whose sizes are fixed by the benchmark.
+STRATUM = "subset"
 
 # Our wording of llm_judge.py's SYS_PROMPT (llm_judge.py:9).
 SYSTEM_PROMPT = (
@@ -343,13 +346,17 @@ def headline(name: str, summary: Dict[str, Any]) -> Dict[str, Optional[float]]:
     return {f"{prefix}{g}": v for g, v in summary.get("groups", {}).items()}
 
 
+def groups_used(bcfg: Any = None) -> Dict[str, List[str]]:
+    """The groups a run reports: the benchmark config's own, else the fitted DEFAULT_GROUPS."""
+    return {g: list(m) for g, m in ((dict(bcfg.groups) if bcfg is not None else {}) or DEFAULT_GROUPS).items()}
+
+
 def summarize(records: List[Dict[str, Any]], bcfg: Any = None) -> Dict[str, Any]:
-    return aggregate(records, (bcfg.groups if bcfg is not None else None) or None)
+    return aggregate(records, groups_used(bcfg))
 
 
 def headline_keys(name: str, bcfg: Any) -> List[str]:
-    groups = dict(bcfg.groups) or DEFAULT_GROUPS
-    return list(headline(name, {"groups": {g: None for g in groups}}))
+    return list(headline(name, {"groups": {g: None for g in groups_used(bcfg)}}))
 
 
 def breakdowns(summary: Dict[str, Any]) -> List[Breakdown]:

@@ -45,6 +45,9 @@ from deepwriter.eval.benchmarks.base import (
 )
 
 KIND = "writingbench"
+# Items are resampled within their domain for intervals (deepwriter.eval.stats): each headline column is
+# one domain's mean.
+STRATUM = "domain1"
 PUBLISHED_ITEMS = (1239, "WritingBench paper (arXiv:2503.05244): 1,239 queries")
 JUDGE_CALLS_PER_ITEM = (5, "WritingBench: 5 instance-specific criteria, one judge task each")
 LIMIT_SPREAD_OVER = "domain1"  # `limit` takes items in turns from each domain

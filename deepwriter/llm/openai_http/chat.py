@@ -9,7 +9,7 @@ import logging
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from deepwriter.config.llm import EndpointConfig
-from deepwriter.llm.base import Generation, Message, Sampling
+from deepwriter.llm.base import Generation, Message, Sampling, over_context
 from deepwriter.llm.openai_http.transport import BadPayload, HTTPClient, RequestFailed, Transport, run_sync
 
 log = logging.getLogger("deepwriter.llm.http")
@@ -20,11 +20,24 @@ class OpenAIGenerator(HTTPClient):
 
     concurrent_calls = True  # independent requests: schedulers send them one per item, concurrently
 
-    def __init__(self, endpoint: EndpointConfig, model_id: str):
+    def __init__(self, endpoint: EndpointConfig, model_id: str, tokenizer=None, max_context: Optional[int] = None):
         self.endpoint = endpoint
         self.model_id = model_id
         self.transport = Transport(endpoint)
         self._native_prefill = True  # cleared when a server refuses continue_final_message
+        # With the model's tokenizer and context, a prompt that cannot fit is measured here and never
+        # sent; without them, the server's 400 for length is read as the same verdict.
+        self.tokenizer, self.max_context = tokenizer, max_context
+
+    def measure(self, messages: List[Message], prefill: Optional[str], sampling: Sampling) -> Optional[str]:
+        """Why this prompt cannot be served in the model's context (None: it fits, or is not measured)."""
+        if self.tokenizer is None or self.max_context is None:
+            return None
+        from deepwriter.llm.hf import render_prompt
+
+        text = render_prompt(self.tokenizer, messages, prefill or "")
+        tokens = len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        return over_context(tokens, sampling.max_new_tokens, self.max_context, "generator")
 
     def __repr__(self) -> str:
         return (
@@ -138,6 +151,9 @@ class OpenAIGenerator(HTTPClient):
                 )
             return gens
 
+        too_long = self.measure(messages, prefill, sampling)
+        if too_long is not None:
+            return [Generation(text="", finish_reason="error", error=too_long, rejected=too_long) for _ in range(n)]
         try:
             body = self._body(messages, prefill, sampling, n, schema)
             try:
@@ -156,5 +172,7 @@ class OpenAIGenerator(HTTPClient):
                 body = self._body(messages, prefill, sampling, n, schema)
                 return await self.transport.call(client, sem, "/chat/completions", body, parse_for(body))
         except RequestFailed as exc:
-            self.transport.failed()
-            return [Generation(text="", finish_reason="error", error=str(exc)) for _ in range(n)]
+            rejected = f"generator: {exc}" if exc.over_context else None
+            if rejected is None:
+                self.transport.failed()
+            return [Generation(text="", finish_reason="error", error=str(exc), rejected=rejected) for _ in range(n)]

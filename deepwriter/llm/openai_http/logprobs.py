@@ -5,10 +5,10 @@ tokenizer, and the scored tokens are picked by the one rule every backend shares
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, List, Sequence
+from typing import Any, Callable, List, Optional, Sequence
 
 from deepwriter.config.llm import LOGPROBS_APIS, EndpointConfig
-from deepwriter.llm.base import ScoreRequest, TokenLogprobs, encode_for_scoring, scored_token_range
+from deepwriter.llm.base import ScoreRequest, TokenLogprobs, encode_for_scoring, over_context, scored_token_range
 from deepwriter.llm.openai_http.transport import (
     BadPayload,
     EndpointError,
@@ -27,10 +27,11 @@ class OpenAIScorer(HTTPClient):
 
     concurrent_calls = True
 
-    def __init__(self, endpoint: EndpointConfig, tokenizer, model_id: str):
+    def __init__(self, endpoint: EndpointConfig, tokenizer, model_id: str, max_context: Optional[int] = None):
         if endpoint.logprobs_api not in LOGPROBS_APIS:
             raise EndpointError(f"endpoint.logprobs_api: {endpoint.logprobs_api!r} is not one of {LOGPROBS_APIS}")
         self.endpoint = endpoint
+        self.max_context = max_context  # a request over it is a verdict, measured before it is sent
         self.tokenizer = tokenizer
         self.model_id = model_id
         self.transport = Transport(endpoint)
@@ -64,6 +65,10 @@ class OpenAIScorer(HTTPClient):
         ids, first, last = encode_for_scoring(self.tokenizer, context, req.target, req.suffix)
         if last <= first:
             return TokenLogprobs()
+        # every API is sent the tokens up to the last scored one and asked for at most one more
+        too_long = over_context(last, 1, self.max_context, "scorer") if self.max_context else None
+        if too_long is not None:
+            return TokenLogprobs(error=too_long, rejected=too_long)
         try:
             if api == "completions_echo":
                 out = await self._echo(client, sem, context, req, ids, first, last)
@@ -72,6 +77,8 @@ class OpenAIScorer(HTTPClient):
             else:
                 out = await self._sglang(client, sem, ids[:last], first)
         except RequestFailed as exc:
+            if exc.over_context:
+                return TokenLogprobs(error=str(exc), rejected=f"scorer: {exc}")
             self.transport.failed()
             return TokenLogprobs(error=str(exc))
         out.context_tokens = first
@@ -99,7 +106,8 @@ class OpenAIScorer(HTTPClient):
         try:
             return await self._echo_call(client, sem, ids[:last], parse)
         except RequestFailed as exc:
-            if not (exc.status in (400, 422) and "prompt" in str(exc)):
+            # a 400 for length also names the prompt: that one is the request's verdict, not the API's
+            if exc.over_context or not (exc.status in (400, 422) and "prompt" in str(exc)):
                 raise
             log.warning("server refuses token-id prompts; sending texts (the server tokenizes them)")
             self._echo_text = True
@@ -120,7 +128,9 @@ class OpenAIScorer(HTTPClient):
         try:
             return await self.transport.call(client, sem, "/completions", sent, parse)
         except RequestFailed as exc:
-            if not (exc.status in (400, 422) and sent["max_tokens"] == 0 and "max_tokens" in str(exc)):
+            if exc.over_context or not (
+                exc.status in (400, 422) and sent["max_tokens"] == 0 and "max_tokens" in str(exc)
+            ):
                 raise
             if self._echo_max_tokens == 0:
                 log.warning("server refuses max_tokens=0 with echo; asking for one token and ignoring it")

@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import random
+import re
 import ssl
 import threading
 import time
@@ -20,12 +21,19 @@ from typing import Any, Awaitable, Callable, List, Optional, Sequence, TypeVar
 import httpx
 
 from deepwriter.config.llm import EndpointConfig
-from deepwriter.core.errors import ConfigError
+from deepwriter.core.errors import ConfigError, DeepwriterError
 
 log = logging.getLogger("deepwriter.llm.http")
 
 T = TypeVar("T")
 _RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+# Answers that every further request to this endpoint would get too (a missing or wrong key, no such
+# model or route): the work stops at the first one instead of spending every item's retries on it.
+_REFUSED_STATUS = {401, 403, 404}
+# How servers word a request that does not fit the model's context (vLLM: "This model's maximum context
+# length is N tokens ..."; OpenAI: "context_length_exceeded"; SGLang: "... is longer than the model's
+# context length").
+_OVER_CONTEXT = re.compile(r"context[ _]length|max_model_len|maximum model length|too long to fit", re.IGNORECASE)
 _MAX_BACKOFF_S = 60.0
 
 
@@ -39,6 +47,17 @@ class RequestFailed(Exception):
     def __init__(self, message: str, status: Optional[int] = None):
         super().__init__(message)
         self.status = status
+
+    @property
+    def over_context(self) -> bool:
+        """The server refused the request because it does not fit the model's context: the same request
+        gets the same answer every time (a verdict on the item, not an outage)."""
+        return self.status in (400, 413, 422) and bool(_OVER_CONTEXT.search(str(self)))
+
+
+class EndpointRefused(DeepwriterError):
+    """A 401, 403 or 404: the endpoint refuses every request of this kind (key, model name, URL), so
+    the stage stops at the first one with this line instead of retrying every item."""
 
 
 class BadPayload(Exception):
@@ -224,6 +243,11 @@ class Transport:
                         return result
                     last = f"HTTP {status} from {url}: {_error_message(resp)}"
                     self._record(CallRecord(url, status, attempt, time.perf_counter() - t0, error=last))
+                    if status in _REFUSED_STATUS:
+                        raise EndpointRefused(
+                            f"{last} (the endpoint refuses this request; check endpoint.base_urls, "
+                            "endpoint.model and endpoint.api_key_env; stopped at the first such answer)"
+                        )
                     if status not in _RETRY_STATUS:
                         raise RequestFailed(last, status)
                     if status == 429:

@@ -278,6 +278,25 @@
     append(sec, el("p", {}, fmt(counts.pairs !== undefined ? counts.pairs : s.rows.length) + " pairs, " + fmt(counts.kept) +
       " kept, " + fmt(counts.discarded) + " discarded; " + fmt(counts.accepted_edits) + " accepted edits in " + fmt(counts.steps) +
       " steps. Scores are clipped mean NLLs of y given x and z: lower is better."));
+    // every discard by its reason (prompts over a model's context included): verdicts, never outages
+    var reasons = Object.keys(counts).filter(function (k) {
+      return k.indexOf("discarded_") === 0 && ["discarded_before_search", "discarded_by_quality_filters", "discarded_over_context"].indexOf(k) < 0;
+    });
+    if (reasons.length) append(sec, [el("h3", {}, "Discarded, by reason"), simpleTable(["reason", "pairs"], reasons.map(function (k) {
+      return [k.slice("discarded_".length), counts[k]];
+    }).concat([["rewrite steps refused for length (segment kept)", counts.refine_steps_over_context || 0]]))]);
+    var cmp = (s.metrics || {}).released_comparison;
+    if (cmp) {
+      var pm = function (k, d) { return fmt(cmp[k], d) + " ± " + fmt(cmp[k + "_se"], d); };
+      append(sec, [el("h3", {}, "Ours vs the authors' released trajectories (" + fmt(cmp.pairs) + " pairs)"),
+        simpleTable(["", "ours", "released", "ours − released"], [
+          ["score (same scorer; lower is better)", pm("score_ours", 4), pm("score_released", 4), pm("score_difference", 4)],
+          ["thinking length (words)", pm("words_ours", 1), pm("words_released", 1), "–"],
+          ["accepted edits", pm("accepted_edits_ours", 2), "–", "–"],
+          ["pairs where ours scores lower", pm("ours_lower_share", 3), "–", "–"]
+        ]),
+        el("p", { cls: "muted" }, "Means ± their standard errors, pair for pair on the pairs both were scored on.")]);
+    }
     var cats = ["all"].concat(Array.from(new Set(s.rows.map(function (r) { return r[col.category]; }))).sort());
     var detailBox = el("div", { cls: "detail", id: "pair-detail-" + run, hidden: "" });
     var num = function (k, label, digits) { return { key: k, label: label, index: col[k], numeric: true, digits: digits }; };
@@ -443,6 +462,18 @@
     var j = e.judge || {};
     append(sec, kvTable({ "model under test": j.model_under_test, judge: j.judge, "judge mode": j.judge_mode,
       "judge calls": (j.judge_stats || {}).calls, "judge failures": (j.judge_stats || {}).failed, "cost (USD)": (j.judge_stats || {}).cost_usd }));
+    var agree = e.agreement || {};
+    if (Object.keys(agree).length) {
+      // eval.judge_samples > 1: how far the judge agrees with itself, and where it disagrees most
+      append(sec, [el("h3", {}, "Judge agreement (judge samples)"),
+        simpleTable(["benchmark", "Krippendorff's α", "items", "judgments per item", "mean spread"],
+          Object.keys(agree).map(function (b) { var a = agree[b]; return [b, a.alpha, String(a.items), String(a.judgments_per_item), a.mean_spread]; }), 2),
+        el("p", { cls: "muted" }, "α: 1 when every judgment of an item gives the same score, 0 when they agree no more than chance."),
+        el("h3", {}, "Items the judgments disagree on most"),
+        simpleTable(["benchmark", "id", "spread", "scores"], [].concat.apply([], Object.keys(agree).map(function (b) {
+          return agree[b].most_disagreed.map(function (d) { return [b, d.id, d.spread, d.scores.map(function (v) { return v.toFixed(1); }).join(", ")]; });
+        })), 2)]);
+    }
     var col = {};
     e.columns.forEach(function (c, i) { col[c] = i; });
     var benches = ["all"].concat(Array.from(new Set(e.rows.map(function (r) { return r[col.benchmark]; }))).sort());
@@ -487,6 +518,16 @@
   }
 
   // --- several runs: the ablation table ---------------------------------------------------------------------
+  function signed(v) { return (v >= 0 ? "+" : "") + v.toFixed(2); }
+
+  // `+1.20* [+0.30, +2.10] p=0.01`: * where the interval excludes 0; a difference whose interval holds 0 is muted
+  function pairedCell(p) {
+    var sure = isNum(p.low) && isNum(p.high) && (p.low > 0 || p.high < 0);
+    var text = signed(p.diff) + (sure ? "*" : "") + (isNum(p.low) ? " [" + signed(p.low) + ", " + signed(p.high) + "]" : "") +
+      (isNum(p.p_value) ? " p=" + p.p_value.toPrecision(2) : "");
+    return el("span", { cls: sure ? (p.diff >= 0 ? "pos" : "neg") : "muted", title: "paired over " + p.n + " items" }, text);
+  }
+
   function ablationSection() {
     var runs = REPORT.runs;
     var cols = [];
@@ -505,13 +546,17 @@
         cols.map(function (c) { return isNum(head[c]) ? head[c].toFixed(2) : "–"; }),
         cols.map(function (c) {
           if (i === 0 || !isNum(head[c]) || !isNum(refHead[c])) return "–";
+          // the paired difference over the items both runs scored, with its 95% interval and permutation test
+          var p = (r.paired_vs_first || {})[c];
+          if (p && isNum(p.diff)) return pairedCell(p);
           var d = head[c] - refHead[c];
           return el("span", { cls: d >= 0 ? "pos" : "neg" }, (d >= 0 ? "+" : "") + d.toFixed(2));
         }),
         stat(r));
     });
     return el("section", { cls: "stage", id: "ablations" }, el("h2", {}, "Runs compared"),
-      el("p", { cls: "muted" }, "Differences are against the first run, " + ref.label + "."),
+      el("p", { cls: "muted" }, "Differences (Δ) are against the first run, " + ref.label + ": paired over the items both " +
+        "runs scored, with the 95% bootstrap interval and a paired permutation test's p; * where the interval excludes 0."),
       simpleTable(header, rows),
       cols.length ? el("div", { cls: "charts" }, cols.map(function (c) {
         return barChart(c, runs.map(function (r) { return r.label; }), runs.map(function (r) { return ((r["eval"] || {}).headline || {})[c]; }), { max: 100, labelWidth: 220, colorBy: function (i) { return i; } });

