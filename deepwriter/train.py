@@ -63,10 +63,11 @@ def _hydra_main(cfg: DictConfig) -> None:
 def _submit(typed: RootConfig) -> int:
     """launcher=slurm: submit the stages as jobs; with launcher.wait, follow them and end as a local run
     does: the summary, then the report's path as the last line."""
+    from deepwriter.commands.plan import stage_wall_hours
     from deepwriter.pipeline.runner import submit_jobs
     from deepwriter.pipeline.summary import print_summary
 
-    rc = submit_jobs(typed, sys.argv[1:])
+    rc = submit_jobs(typed, sys.argv[1:], stage_wall_hours)
     run_dir = _run_dir(typed)
     manifest = run_dir / "manifest.json"
     if typed.launcher.wait and manifest.is_file():

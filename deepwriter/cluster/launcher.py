@@ -180,16 +180,61 @@ class StageJob:
             f"rank {env.get('RANK', '0')} of {self.ranks}): {shlex.join(self.command())}",
             flush=True,
         )
-        rc = subprocess.call(self.command(), cwd=self.cwd, env=env)
+        self._child = subprocess.Popen(self.command(), cwd=self.cwd, env=env)
+        _stop_signal_requeues_too()
+        rc = self._child.wait()
         if rc != 0:
             sys.exit(rc)  # the job's exit code is the stage's: 3 unfinished, 2 bad input, 1 failed
         return rc
 
+    def __getstate__(self) -> Dict[str, Any]:  # pickled again for the requeue: the child stays behind
+        return {k: v for k, v in self.__dict__.items() if k != "_child"}
+
     def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
-        """Preemption or the time limit near: requeue the same command; the stage resumes from its files."""
+        """Preemption or the time limit near: let the stage save (SFT checkpoints the step it is in,
+        sft/preemption.py; the other stages' records are already on disk), then requeue the same
+        command; the stage resumes from its files."""
         import submitit
 
+        child = getattr(self, "_child", None)
+        if child is not None:
+            _let_stage_stop(child.pid, STOP_GRACE_S)
         return submitit.helpers.DelayedSubmission(self)
+
+
+# How long a stage job waits for its stage to save and stop once the scheduler said the job ends: below
+# submitit's default warning (the `--signal=USR2@90` it asks for), so the requeue is asked for in time.
+STOP_GRACE_S = 75.0
+
+
+def _stop_signal_requeues_too() -> None:
+    """SLURM's `--signal=USR1@<s>` (and `scancel --signal=USR1`) ends a job as submitit's USR2 does: through
+    its checkpoint-and-requeue handler, not the default action of USR1 (ending this process at once)."""
+    import signal
+
+    handler = signal.getsignal(signal.SIGUSR2)
+    if callable(handler):  # submitit's, inside a submitted job
+        signal.signal(signal.SIGUSR1, handler)
+
+
+def _let_stage_stop(pid: int, grace_s: float) -> None:
+    """Tell the stage process the job ends (SLURM may have signalled this process only) and wait, at most
+    `grace_s`, until it has exited. Called from a signal handler while __call__ waits on the same child,
+    so this waits without reaping it (WNOWAIT) and without Popen's lock."""
+    import signal
+
+    try:
+        os.kill(pid, signal.SIGUSR1)
+    except ProcessLookupError:
+        return
+    end = time.time() + grace_s
+    while time.time() < end:
+        try:
+            if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
+                return
+        except ChildProcessError:
+            return
+        time.sleep(0.2)
 
 
 def rank_env(dist: Any, visible_gpus: Optional[str]) -> Dict[str, str]:
@@ -240,8 +285,13 @@ def _describe(req: Dict[str, Any]) -> str:
     )
 
 
-def job_graph(cfg: RootConfig, stages: List[str]) -> List[Dict[str, Any]]:
-    """The jobs the run would submit, in order, each after the one before (no ids yet)."""
+def job_graph(cfg: RootConfig, stages: List[str], hours: Dict[str, float]) -> List[Dict[str, Any]]:
+    """The jobs the run would submit, in order, each after the one before (no ids yet), each with the
+    requeues it may take at its time limit, from the plan's projected `hours` of each stage
+    (cost.stage_wall_hours); a graph that cannot finish is refused here, before any submission."""
+    from deepwriter.cluster.time_limits import job_times, partition_limits
+
+    times = job_times(cfg, stages, hours, partition_limits())
     graph = []
     for i, stage in enumerate(stages):
         req = job_request(cfg, stage)
@@ -251,6 +301,9 @@ def job_graph(cfg: RootConfig, stages: List[str]) -> List[Dict[str, Any]]:
                 "request": req,
                 "resources": _describe(req),
                 "after": stages[i - 1] if i else None,
+                "projected_h": round(times[stage].projected_h, 2),
+                "requeues": times[stage].requeues,
+                "time_text": times[stage].text(),
             }
         )
     return graph
@@ -262,6 +315,7 @@ def graph_text(graph: List[Dict[str, Any]]) -> str:
     for j in graph:
         after = f"  after {j['after']}" if j["after"] else ""
         lines.append(f"  {j['stage']:<10} {j['request']['job_name']}: {j['resources']}{after}")
+        lines.append(f"  {'':<10} {j['time_text']}")
     return "\n".join(lines) + "\n"
 
 
@@ -283,11 +337,13 @@ def submit_run(
     todo: List[str],
     reused: List[str],
     server_groups: Dict[str, Group],
+    hours: Dict[str, float],
     finished_stages: Callable[[], Dict[str, bool]],
 ) -> int:
     """Submit the run's unfinished stages `todo` as jobs (the runner has checked the run and planned its
     managed servers' groups); with launcher.wait, follow them to the end. Returns the exit code of the
-    submitting command."""
+    submitting command. `hours`: the plan's projected wall-clock hours of each stage (commands.plan
+    .stage_wall_hours), for each job's requeue allowance."""
     check_cluster(cfg, todo)
     if todo and serves_as_jobs(cfg, in_stage_job=False):
         check_server_jobs(cfg, server_groups)
@@ -296,11 +352,11 @@ def submit_run(
 
     folder = slurm_dir(cfg)
     folder.mkdir(parents=True, exist_ok=True)
-    graph = job_graph(cfg, todo)
+    graph = job_graph(cfg, todo, hours)
     previous: Optional[str] = None
     for job in graph:
         stage = job["stage"]
-        executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=3)
+        executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=job["requeues"])
         extra = {"requeue": True, **getattr(cfg.launcher.jobs, stage).additional}
         if previous:
             extra["kill-on-invalid-dep"] = "yes"

@@ -493,6 +493,15 @@ def project(cfg: RootConfig, calibrate: Optional[str] = None) -> Projection:
     return p
 
 
+def stage_wall_hours(cfg: RootConfig, stages: List[str]) -> Dict[str, float]:
+    """The plan's wall-clock hours of each stage on its fleet (GPU-hours over plan.hardware.count): what
+    the SLURM jobs' requeue allowances are computed from (deepwriter.cluster.time_limits)."""
+    import dataclasses
+
+    totals = project(dataclasses.replace(cfg, recipe=dataclasses.replace(cfg.recipe, stages=list(stages)))).totals
+    return {s: totals.get(s, 0.0) / max(1, cfg.plan.hardware.count) for s in stages}
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     opts, overrides = split_options(list(sys.argv[1:] if argv is None else argv), OPTIONS)
     try:
@@ -507,7 +516,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         text += project(cfg, opts.get("calibrate")).text()
         if cfg.launcher.kind == "slurm":  # the jobs `deepwriter.train ... launcher=slurm` would submit
             stages = [s for s in STAGE_ORDER if s in cfg.recipe.stages]
-            text += "\n" + graph_text(job_graph(cfg, stages))
+            text += "\n" + graph_text(job_graph(cfg, stages, stage_wall_hours(cfg, stages)))
             text += server_graph_text(cfg, placed) if as_jobs else ""
     except ConfigError as exc:
         print(f"deepwriter.plan: {exc}", file=sys.stderr)

@@ -52,4 +52,7 @@ class LauncherConfig:
     account: Optional[str] = None
     qos: Optional[str] = None
     job_name: str = "deepwriter"  # each job is named <job_name>-<recipe>-<stage>
+    # the most times one stage job may requeue itself at its time limit; each job's allowance is computed
+    # from the plan's projected hours (deepwriter.cluster.time_limits), and a job needing more is refused
+    max_requeues: int = bounded(20, ge=0, le=10_000)
     jobs: SlurmJobsConfig = field(default_factory=SlurmJobsConfig)

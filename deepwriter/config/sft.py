@@ -69,6 +69,10 @@ class SFTConfig:
     logging_steps: int = bounded(1, ge=1, le=10_000_000, operational=True)
     save_steps: int = bounded(500, ge=1, le=10_000_000, operational=True)
     save_total_limit: int = bounded(2, ge=1, le=1000, operational=True)
+    # also save every this many minutes of training (null: on save_steps only), so a job that the
+    # scheduler kills without warning loses at most this much; a stop signal (SLURM's --signal=USR1@s,
+    # SIGTERM) saves at once and stops (deepwriter.sft.preemption)
+    save_every_min: Optional[float] = bounded(30.0, gt=0.0, le=1_000_000.0, operational=True)
     seed: int = bounded(0, ge=0, le=SEED_MAX)
     use_cpu: bool = False
     # ranks per node; >1: the stage starts them itself (see deepwriter.sft.launch)

@@ -207,16 +207,21 @@ def check_run(cfg: RootConfig, planned: Dict[str, PlannedStage], wanted: List[st
             raise ConfigError(f"stage {name!r}: input file not found: {missing[0]}")
 
 
-def submit_jobs(cfg: RootConfig, argv: List[str]) -> int:
+def submit_jobs(
+    cfg: RootConfig, argv: List[str], stage_hours: Callable[[RootConfig, List[str]], Dict[str, float]]
+) -> int:
     """launcher=slurm: the run's own checks here, before any submission, then its unfinished stages as
-    SLURM jobs (deepwriter.cluster.launcher). Returns the exit code of the submitting command."""
+    SLURM jobs (deepwriter.cluster.launcher). `stage_hours`: the plan's projected hours of stages
+    (commands.plan.stage_wall_hours), for the jobs' requeue allowances. Returns the exit code of the
+    submitting command."""
     planned = plan(cfg)
     wanted = [s for s in STAGE_ORDER if s in cfg.recipe.stages]
     check_run(cfg, planned, wanted)
     todo = [s for s in wanted if not planned[s].finished()]
     as_jobs = bool(todo) and serves_as_jobs(cfg, in_stage_job=False)
     servers = serving_layout(cfg, [], stage_roles(cfg), as_jobs=True).groups if as_jobs else {}
-    return submit_run(cfg, argv, todo, [s for s in wanted if s not in todo], servers, lambda: finished_stages(cfg))
+    reused = [s for s in wanted if s not in todo]
+    return submit_run(cfg, argv, todo, reused, servers, stage_hours(cfg, todo), lambda: finished_stages(cfg))
 
 
 def finished_stages(cfg: RootConfig) -> Dict[str, bool]:

@@ -1,6 +1,7 @@
 """Supervised fine-tuning of the student on the mixed dataset (TRL SFTTrainer, DeepSpeed ZeRO, PEFT).
 
 Modules: stage.py (the stage function), trainer.py (arguments, batch geometry, resume, metrics),
+preemption.py (saves on an interval and on a scheduler's stop signal; whole-checkpoint markers),
 data.py (validation and tokenisation with assistant-only labels), templates.py (the training chat
 template), plan.py (per-GPU memory planner), export.py (model folder and card), launch.py (starting
 ranks), synthetic.py (long-tailed synthetic data for tests and benchmarks).

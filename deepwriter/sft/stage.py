@@ -22,6 +22,7 @@ from deepwriter.config.root import ConfigError, RootConfig
 from deepwriter.core.contract import StageContext, StageResult, StageSpec, rank
 from deepwriter.sft import trainer as tr
 from deepwriter.sft.launch import launch
+from deepwriter.sft.preemption import StoppedBySignal, StopRequest, make_save_callback
 
 log = logging.getLogger("deepwriter.sft")
 RESULT = "result.json"
@@ -186,16 +187,22 @@ def _train_and_save(
     callback = tr.make_metrics_callback(
         out_dir / tr.TRAIN_LOG, tracker, flops_per_token, peak_tflops, geometry.world_size
     )
+    stop = StopRequest()
+    saver = make_save_callback(cfg.sft.save_every_min, stop)
     trainer = SFTTrainer(
         model=model,
         args=args,
         train_dataset=datasets.load_from_disk(str(dataset_path)),
         processing_class=tokenizer,
         peft_config=_lora_config(cfg, added),
-        callbacks=[callback],
+        callbacks=[callback, saver],
     )
     t0, c0 = time.time(), time.process_time()
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    if saver.stopped_at is not None:  # the scheduler is ending the job: no export from a half-trained model
+        raise StoppedBySignal(
+            stop.signal_name, saver.stopped_at, trainer.state.max_steps, tr.last_checkpoint(Path(args.output_dir))
+        )
     run = _TrainingRun(
         global_step=trainer.state.global_step,
         seconds=time.time() - t0,

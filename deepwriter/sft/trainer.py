@@ -10,6 +10,7 @@ import logging
 import os
 import re
 import resource
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from deepwriter.config.root import ConfigError, stable_hash
 from deepwriter.core.errors import DeepwriterError
 from deepwriter.core.schema import key_slice
+from deepwriter.sft.preemption import is_complete
 
 log = logging.getLogger("deepwriter.sft")
 
@@ -160,18 +162,27 @@ def _diff(a: Any, b: Any, path: str = "") -> List[str]:
     return [] if a == b else [f"{path}: checkpoint {a!r}, now {b!r}"]
 
 
-def last_checkpoint(ckpt_dir: Path) -> Optional[Path]:
-    """The newest complete checkpoint (a save killed half-way has no trainer_state.json)."""
+def _checkpoints(ckpt_dir: Path) -> List[Path]:
+    """The checkpoint folders, newest step first."""
     if not ckpt_dir.is_dir():
-        return None
-    found = sorted(
-        ((int(m.group(1)), p) for p in ckpt_dir.iterdir() if (m := _CHECKPOINT.match(p.name)) and p.is_dir()),
-        reverse=True,
-    )
-    for _, path in found:
-        if (path / "trainer_state.json").exists():
-            return path
-    return None
+        return []
+    found = [(int(m.group(1)), p) for p in ckpt_dir.iterdir() if (m := _CHECKPOINT.match(p.name)) and p.is_dir()]
+    return [p for _, p in sorted(found, reverse=True)]
+
+
+def last_checkpoint(ckpt_dir: Path) -> Optional[Path]:
+    """The newest whole checkpoint: one whose save finished and was marked (a save killed half-way,
+    even one with a trainer_state.json, has no marker; see sft/preemption.py)."""
+    return next((p for p in _checkpoints(ckpt_dir) if is_complete(p)), None)
+
+
+def remove_torn(ckpt_dir: Path) -> List[str]:
+    """Delete the checkpoint folders whose save never finished (rank 0, before training): they are
+    never resumed, and left in place they would count towards save_total_limit."""
+    torn = [p for p in _checkpoints(ckpt_dir) if not is_complete(p)]
+    for path in torn:
+        shutil.rmtree(path, ignore_errors=True)
+    return [p.name for p in torn]
 
 
 def checkpoint_step(path: Path) -> int:
@@ -199,6 +210,10 @@ def check_resume(ckpt_dir: Path, fingerprint: Dict[str, Any], is_main: bool) -> 
                     + "; ".join(diffs[:5])
                     + "); restore that configuration to resume, or delete the folder to start over"
                 )
+    if is_main:
+        torn = remove_torn(ckpt_dir)
+        if torn:
+            log.warning("%s: removed %s, saved only in part (a job ended mid-save)", ckpt_dir, ", ".join(torn))
     if is_main and (last is None or not fp_file.exists()):
         fp_file.write_text(json.dumps(fingerprint, indent=2, sort_keys=True, default=str))
     return last

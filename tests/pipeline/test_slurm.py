@@ -83,16 +83,47 @@ def stage_files(runs: Path, stage: str, pattern: str) -> list:
     return without_timings(list(read_records(path)))
 
 
-@pytest.mark.timeout(900)  # ~90 s through SLURM and ~40 s locally on 2 idle cores
+def logged_losses(runs: Path) -> list:
+    """(step, loss) of every line of the sft stage's train log (none before it starts)."""
+    logs = list((runs / "_stages" / "sft").glob("*/train_log.jsonl"))
+    rows = [json.loads(line) for line in logs[0].read_text().splitlines() if line.strip()] if logs else []
+    return [(r["step"], r["loss"]) for r in rows]
+
+
+# SFT long enough for a signal to land mid-training; saves only when told to (no save_steps step, no interval)
+SIGNALLED_SFT = ["sft.max_steps=24", "sft.save_steps=1000", "sft.save_every_min=null"]
+
+
+@pytest.mark.timeout(900)  # 86 s through SLURM (the sft job twice) and 27 s locally, measured on 2 shared cores
 def test_the_demo_through_slurm_runs_every_stage_as_a_job_and_writes_a_local_runs_records(
     tmp_path, model_cache, slurm_cluster
 ):
+    """Every stage a job; the sft job (two ranks) is told mid-training that it ends (`scancel
+    --signal=USR1`, as SLURM's --signal=USR1@s does before a time limit): it saves the step it is in,
+    requeues itself, resumes from that checkpoint and ends with the losses of the local run."""
     t0 = time.time()
     submit = ["run_id=r", "launcher=slurm", "launcher.wait=true", "launcher.poll_s=1"]
-    done = train(tmp_path, *tiny(tmp_path, model_cache, "s"), *submit)
-    slurm_s = time.time() - t0
-    assert done.returncode == 0, (done.stdout[-3000:], done.stderr[-3000:])
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    out, err = open(tmp_path / "submit.out", "w+"), open(tmp_path / "submit.err", "w+")
+    argv = [sys.executable, "-m", "deepwriter.train", *tiny(tmp_path, model_cache, "s"), *SIGNALLED_SFT, *submit]
+    submitter = subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=out, stderr=err, text=True)
     run_dir = tmp_path / "s" / "demo" / "r"
+    try:
+        wait_until(lambda: len(logged_losses(tmp_path / "s")) >= 2, 600, "the sft job's second step", 0.1)
+        sft_job = jobs_of(run_dir)[2]["job_id"]
+        subprocess.run(["scancel", "--signal=USR1", sft_job], check=True)
+        wait_until(lambda: job(sft_job)["Restarts"] == "1", 120, "the sft job requeued by itself")
+        if job(sft_job)["JobState"] == "PENDING":
+            scontrol("update", f"JobId={sft_job}", "StartTime=now")  # SLURM delays a requeued job's start
+        submitter.wait(timeout=600)
+    finally:
+        if submitter.poll() is None:
+            submitter.kill()
+            subprocess.run(["scancel", *(j["job_id"] for j in jobs_of(run_dir))], capture_output=True)
+    slurm_s = time.time() - t0
+    out.seek(0), err.seek(0)
+    done = subprocess.CompletedProcess(argv, submitter.returncode, out.read(), err.read())
+    assert done.returncode == 0, (done.stdout[-3000:], done.stderr[-3000:])
     assert done.stdout.strip().splitlines()[-1] == f"report: {run_dir / 'report.html'}"
 
     jobs = jobs_of(run_dir)
@@ -106,12 +137,19 @@ def test_the_demo_through_slurm_runs_every_stage_as_a_job_and_writes_a_local_run
         if i:  # it started once the job before it had ended
             assert got["StartTime"] >= job(jobs[i - 1]["job_id"])["EndTime"]
         assert f"job {j['job_id']} ({j['stage']}" in (run_dir / "slurm" / f"{j['job_id']}_0_log.out").read_text()
-    sft_job = jobs[2]["job_id"]
-    for rank in (0, 1):  # one task per rank, in one job
+    for rank in (0, 1):  # one task per rank, in one job; each started twice
         log = (run_dir / "slurm" / f"{sft_job}_{rank}_log.out").read_text()
         assert f"job {sft_job} (sft, restart 0, rank {rank} of 2)" in log
+        assert f"job {sft_job} (sft, restart 1, rank {rank} of 2)" in log
+    assert job(sft_job)["Restarts"] == "1"
+    rank0_err = (run_dir / "slurm" / f"{sft_job}_0_log.err").read_text()
+    stopped = re.search(r"stopped by SIGUSR1 after step (\d+) of 24", rank0_err)
+    assert stopped, "the sft job did not stop on the signal"
+    signalled_at = int(stopped.group(1))
     sft = json.loads((run_dir / "sft" / "manifest.json").read_text())
-    assert sft["counts"]["world_size"] == 2 and sft["counts"]["steps"] == 2
+    assert sft["counts"]["world_size"] == 2 and sft["counts"]["steps"] == 24
+    # resumed from the checkpoint it saved on the signal (the only one: save_steps is past the end)
+    assert 2 <= signalled_at < 24 and sft["counts"]["resumed_from_step"] == signalled_at
 
     # inside a job SLURM_JOB_ID is set, yet every job wrote to the run's one folder (named by the run's id)
     assert [p.name for p in (tmp_path / "s" / "demo").iterdir()] == ["r"]
@@ -126,7 +164,7 @@ def test_the_demo_through_slurm_runs_every_stage_as_a_job_and_writes_a_local_run
     assert shown["result"] == {"exit_code": 0, "line": None}
 
     t0 = time.time()
-    local = train(tmp_path, *tiny(tmp_path, model_cache, "l"), "run_id=r")
+    local = train(tmp_path, *tiny(tmp_path, model_cache, "l"), *SIGNALLED_SFT, "run_id=r")
     local_s = time.time() - t0
     assert local.returncode == 0, local.stderr[-3000:]
     local_manifest = json.loads((tmp_path / "l" / "demo" / "r" / "manifest.json").read_text())
@@ -140,6 +178,10 @@ def test_the_demo_through_slurm_runs_every_stage_as_a_job_and_writes_a_local_run
     trained = [json.loads(next((r / "_stages" / "sft").glob("*/manifest.json")).read_text()) for r in (s, loc)]
     losses = [(m["metrics"]["first_loss"], m["metrics"]["last_loss"], m["counts"]["tokens"]) for m in trained]
     assert losses[0] == losses[1]
+    signalled, straight = logged_losses(s), logged_losses(loc)
+    assert [st for st, _ in signalled] == [st for st, _ in straight] == list(range(1, 25))  # each step once
+    assert [lo for _, lo in signalled] == pytest.approx([lo for _, lo in straight], rel=1e-5)
+    print(f"sft signalled at step {signalled_at}: losses {signalled}; local, uninterrupted: {straight}")
     assert stage_files(s, "eval", "*/items/demo.jsonl") == stage_files(loc, "eval", "*/items/demo.jsonl")
     print(f"slurm demo: {len(jobs)} jobs {[j['job_id'] for j in jobs]} in {slurm_s:.1f} s; local run {local_s:.1f} s")
 

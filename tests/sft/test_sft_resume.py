@@ -1,9 +1,11 @@
-"""A tiny-model SFT killed after a checkpoint resumes and ends where an uninterrupted run ends."""
+"""A tiny-model SFT killed after a checkpoint, or told to stop by a signal, resumes and ends where an
+uninterrupted run ends; a torn checkpoint is never the one resumed."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -23,20 +25,29 @@ SCRIPT = textwrap.dedent("""
     from pathlib import Path
     sys.path.insert(0, {repo!r})
     from deepwriter.core.contract import StageContext
+    from deepwriter.core.errors import UnfinishedError
     from deepwriter.sft import stage, trainer as tr
     from deepwriter.tracking.runs import Tracker
     from deepwriter.testing.repo import compose_typed
 
-    # --stall: once the step after the first checkpoint is in the train log, the next step never
-    # ends (on_step_end runs before that step is logged), so the parent's kill lands after a logged
-    # step that no checkpoint holds, however fast or slow this machine is.
-    if sys.argv[3:] == ["--stall"]:
+    # --stall N: step N does not end (on_step_end runs before that step is logged) until a stop
+    # signal has been caught, so the parent's SIGKILL or SIGUSR1 lands after step N - 1 is logged and
+    # before step N is, however fast or slow this machine is.
+    if sys.argv[3:4] == ["--stall"]:
+        stall_at = int(sys.argv[4])
+        requests = []
+        class Recorded(stage.StopRequest):
+            def __init__(self):
+                super().__init__()
+                requests.append(self)
+        stage.StopRequest = Recorded
         make = tr.make_metrics_callback
         def stalling(*a, **k):
             cb = make(*a, **k)
             def on_step_end(args, state, control, **kw):
-                if state.global_step == {save_steps} + 2:
-                    time.sleep(3600)
+                t0 = time.time()
+                while state.global_step == stall_at and not requests[-1].signal_name and time.time() - t0 < 3600:
+                    time.sleep(0.02)
             cb.on_step_end = on_step_end
             return cb
         tr.make_metrics_callback = stalling
@@ -47,7 +58,11 @@ SCRIPT = textwrap.dedent("""
                         "sft.global_batch_size=2", "sft.per_device_batch_size=1", "sft.packing=false")
     ctx = StageContext(name="sft", out_dir=work / "sft", inputs={{"mix": work / "mix"}}, run_dir=work,
                        tracker=Tracker(None), key="resume-test")
-    r = stage.run(cfg, ctx)
+    try:
+        r = stage.run(cfg, ctx)
+    except UnfinishedError as exc:  # as deepwriter.train ends a stage stopped by the scheduler
+        print("UNFINISHED", exc, flush=True)
+        sys.exit(3)
     print("RESULT", r.counts["steps"], r.counts["resumed_from_step"], flush=True)
 """)
 
@@ -73,9 +88,39 @@ def _losses(work: Path):
     return [r["step"] for r in rows], [r["loss"] for r in rows]
 
 
-@pytest.mark.slow  # three fresh interpreters importing torch + transformers + trl
-def test_killed_run_resumes_to_the_same_losses(tmp_path, model_cache):
+def _logged_steps(work: Path) -> list:
+    log = work / "sft" / "train_log.jsonl"
+    return [json.loads(line)["step"] for line in log.read_text().splitlines()] if log.exists() else []
+
+
+def _stalled_run(script: Path, work: Path, cache: Path, stall_at: int, sig: int, errlog: Path) -> subprocess.Popen:
+    """Start a run that stalls in step `stall_at`, wait until step `stall_at - 1` is logged (a step, not
+    a time), send `sig`, and return the process."""
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(work), str(cache), "--stall", str(stall_at)],
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=open(errlog, "w"),
+        text=True,
+        start_new_session=True,
+    )
+    deadline = time.time() + 300
+    while stall_at - 1 not in _logged_steps(work) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    alive = proc.poll() is None
+    if alive:
+        proc.send_signal(sig)
+    assert alive, f"the run ended before step {stall_at}: " + errlog.read_text()[-3000:]
+    return proc
+
+
+@pytest.mark.slow  # four fresh interpreters importing torch + transformers + trl
+def test_killed_and_signalled_run_resumes_to_the_same_losses(tmp_path, model_cache):
+    """Killed without warning (SIGKILL) after checkpoint 3: resumes from 3, past a torn checkpoint-8.
+    Then told to stop (SIGUSR1, as SLURM's --signal=USR1@s): saves the step it is in, exits 3 (unfinished),
+    and the next run resumes from that checkpoint. Every step's loss is the uninterrupted run's."""
     from deepwriter.llm import models
+    from deepwriter.sft.preemption import COMPLETE
     from deepwriter.testing.repo import compose_typed
 
     # Build the tiny model once here: two runs building it into one cache at once would race.
@@ -93,35 +138,32 @@ def test_killed_run_resumes_to_the_same_losses(tmp_path, model_cache):
         text=True,
     )
     work = tmp_path / "killed"
-    proc = subprocess.Popen(
-        [sys.executable, str(script), str(work), str(model_cache), "--stall"],
-        env=_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=open(tmp_path / "killed.log", "w"),
-        start_new_session=True,
-    )
-    ckpt = work / "sft" / "checkpoints" / f"checkpoint-{SAVE_STEPS}" / "trainer_state.json"
-    log = work / "sft" / "train_log.jsonl"
-
-    def logged_steps() -> list:
-        return [json.loads(line)["step"] for line in log.read_text().splitlines()] if log.exists() else []
-
-    # Wait for the step after the checkpoint to be logged (the run then stalls), not for a time.
-    deadline = time.time() + 300
-    while SAVE_STEPS + 1 not in logged_steps() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    alive = proc.poll() is None
-    if alive:
-        proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert alive, "the run ended before it could be killed: " + (tmp_path / "killed.log").read_text()[-3000:]
-    assert ckpt.exists(), "the run did not reach its first checkpoint: " + (tmp_path / "killed.log").read_text()[-3000:]
+    ckpts = work / "sft" / "checkpoints"
+    killed = _stalled_run(script, work, model_cache, SAVE_STEPS + 2, signal.SIGKILL, tmp_path / "killed.log")
+    killed.wait()
     # killed after logging a step that only a redo can bring back, before the next checkpoint
-    assert logged_steps() == list(range(1, SAVE_STEPS + 2))
-    assert sorted(p.name for p in (work / "sft" / "checkpoints").glob("checkpoint-*")) == [f"checkpoint-{SAVE_STEPS}"]
+    assert _logged_steps(work) == list(range(1, SAVE_STEPS + 2))
+    assert sorted(p.name for p in ckpts.glob("checkpoint-*")) == [f"checkpoint-{SAVE_STEPS}"]
+    assert (ckpts / f"checkpoint-{SAVE_STEPS}" / COMPLETE).exists()
     out, err = straight.communicate(timeout=120)
     assert straight.returncode == 0, err[-3000:]
     assert f"RESULT {MAX_STEPS} 0" in out
+
+    # A save the scheduler cut short: every file of a checkpoint (trainer_state.json included) but
+    # the marker, at the last step (taken for a finished training, it would be exported). Never resumed.
+    torn = ckpts / f"checkpoint-{MAX_STEPS}"
+    shutil.copytree(ckpts / f"checkpoint-{SAVE_STEPS}", torn)
+    (torn / COMPLETE).unlink()
+
+    signalled_at = SAVE_STEPS + 4  # not a save_steps step: only the signal saves it
+    signalled = _stalled_run(script, work, model_cache, signalled_at, signal.SIGUSR1, tmp_path / "signalled.log")
+    out, _ = signalled.communicate(timeout=120)
+    assert signalled.returncode == 3, (out + (tmp_path / "signalled.log").read_text())[-3000:]
+    assert f"stopped by SIGUSR1 after step {signalled_at} of {MAX_STEPS}" in out
+    assert not torn.exists()  # removed before training, not left to count against save_total_limit
+    assert (ckpts / f"checkpoint-{signalled_at}" / COMPLETE).exists()
+    assert not (work / "sft" / "model").exists()  # no export from a half-trained model
+    assert _logged_steps(work) == list(range(1, signalled_at + 1))
 
     resumed = subprocess.run(
         [sys.executable, str(script), str(work), str(model_cache)],
@@ -133,10 +175,12 @@ def test_killed_run_resumes_to_the_same_losses(tmp_path, model_cache):
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     line = [l for l in resumed.stdout.splitlines() if l.startswith("RESULT")][0]
     steps, resumed_from = map(int, line.split()[1:])
-    assert steps == MAX_STEPS and resumed_from == SAVE_STEPS
+    assert steps == MAX_STEPS and resumed_from == signalled_at
 
     ref_steps, ref_losses = _losses(tmp_path / "straight")
     got_steps, got_losses = _losses(work)
+    print("losses uninterrupted:", ref_losses)
+    print("losses killed at 5, signalled at 7, resumed:", got_losses)
     # step SAVE_STEPS + 1 was logged, cut from the log and trained again: each step once, same losses
     assert got_steps == ref_steps == list(range(1, MAX_STEPS + 1))
     assert got_losses == pytest.approx(ref_losses, rel=1e-4)

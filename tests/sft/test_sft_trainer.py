@@ -14,6 +14,7 @@ from deepwriter.config.sft import SFTConfig
 from deepwriter.llm.models import build_tiny_tokenizer
 from deepwriter.sft import data as sft_data
 from deepwriter.sft import trainer as tr
+from deepwriter.sft.preemption import mark_complete
 from deepwriter.sft.templates import apply_training_template
 from deepwriter.testing.repo import REPO, compose_typed
 
@@ -103,8 +104,12 @@ def test_checkpoint_of_another_config_is_refused(tmp_path):
     assert tr.check_resume(ckpt, tr.run_fingerprint(root, g), is_main=True) is None
     (ckpt / "checkpoint-4").mkdir()
     (ckpt / "checkpoint-4" / "trainer_state.json").write_text("{}")
-    (ckpt / "checkpoint-8").mkdir()  # a save killed half-way: no trainer_state.json
+    mark_complete(ckpt / "checkpoint-4", 4)
+    (ckpt / "checkpoint-8").mkdir()  # a save killed half-way: every file but the marker
+    (ckpt / "checkpoint-8" / "trainer_state.json").write_text('{"global_step": 8, "max_steps": 8}')
+    (ckpt / "checkpoint-2").mkdir()  # and one killed before its trainer_state.json
     assert tr.check_resume(ckpt, tr.run_fingerprint(root, g), is_main=True) == ckpt / "checkpoint-4"
+    assert sorted(p.name for p in ckpt.iterdir()) == ["checkpoint-4", tr.FINGERPRINT]  # the torn ones removed
     # operational changes (save cadence, ranks per node) keep the run resumable
     same = dataclasses.replace(root, sft=dataclasses.replace(root.sft, save_steps=99, logging_steps=3))
     assert tr.check_resume(ckpt, tr.run_fingerprint(same, g), is_main=True) == ckpt / "checkpoint-4"
