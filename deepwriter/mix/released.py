@@ -13,10 +13,9 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List, Tuple
 
 from deepwriter.config.data import SourceConfig, TrajectoriesConfig
-from deepwriter.core import think
 from deepwriter.mix.build import BadRecord, gather
-from deepwriter.pairs.read import ABSENT, Skipped, check_text, iter_rows, lookup_field, map_row, source_label
-from deepwriter.pairs.released import request_text
+from deepwriter.pairs.read import Skipped, iter_rows, source_label
+from deepwriter.pairs.released import read_released_row
 
 
 def as_source(t: TrajectoriesConfig) -> SourceConfig:
@@ -28,33 +27,14 @@ def as_source(t: TrajectoriesConfig) -> SourceConfig:
 
 def released_record(row: Dict[str, Any], fields: Dict[str, str], label: str) -> Dict[str, Any]:
     """A mix record from one mapped row; raises BadRecord naming the bad field."""
-    for name in ("x", "y"):
-        if name not in fields:
-            raise BadRecord(name, "not mapped: add it to data.mix.trajectories_from.fields")
-    raw_x = lookup_field(row, fields["x"])
-    if raw_x is ABSENT:
-        raise BadRecord("x", f"mapped to {fields['x']!r}, which the record lacks")
-    x = check_text("x", request_text(raw_x), required=True)
-    rec = map_row(row, {k: v for k, v in fields.items() if k != "x"}, required=("y",), key="data.mix.trajectories_from")
-    y = rec["y"]
-    if "think" in fields:
-        thinking = check_text("think", rec.get("think"), required=True)
-    else:
-        parts = think.split(y)
-        if think.CLOSE not in y:
-            raise BadRecord("y", f"no {think.CLOSE} in the answer: map `think` to the thinking's column")
-        if not parts.answer:
-            raise BadRecord("y", f"nothing after the last {think.CLOSE}")
-        if not parts.thinking:
-            raise BadRecord("y", "empty thinking block")
-        thinking, y = parts.thinking, parts.answer
+    x, thinking, y, rec = read_released_row(row, fields, "data.mix.trajectories_from")
     rid = rec.get("id")
     cat = rec.get("category")
     return {
         "id": rid,
         "x": x,
-        "y": y.strip(),
-        "think": thinking.strip(),
+        "y": y,
+        "think": thinking,
         "category": cat if isinstance(cat, str) and cat else "uncategorised",
         "answer_id": rid,
         "source": label,

@@ -12,7 +12,7 @@ string): the first user turn is the request.
 from __future__ import annotations
 
 import json
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Tuple
 
 from deepwriter.config.data import SourceConfig
 from deepwriter.core import think
@@ -49,31 +49,39 @@ def request_text(value: Any) -> Any:
     return value
 
 
-def released_pair(row: Dict[str, Any], fields: Dict[str, str], n: int, label: str, where: str) -> Pair:
-    """One released row as a pair with its thinking in meta; raises BadRecord naming the bad field."""
+def read_released_row(row: Dict[str, Any], fields: Dict[str, str], key: str) -> Tuple[str, str, str, Dict[str, Any]]:
+    """(x, thinking, y, the other mapped fields) of one released row, mapped by `fields` (the config
+    key `key` names them); raises BadRecord naming the bad field. The one reading of a released row:
+    the pair source below and the mix's released part (deepwriter.mix.released) both use it."""
     for name in ("x", "y"):
         if name not in fields:
-            raise BadRecord(name, "not mapped: add it to data.pairs.fields")
+            raise BadRecord(name, f"not mapped: add it to {key}.fields")
     raw_x = lookup_field(row, fields["x"])
     if raw_x is ABSENT:
         raise BadRecord("x", f"mapped to {fields['x']!r}, which the record lacks")
     x = check_text("x", request_text(raw_x), required=True)
-    rec = map_row(row, {k: v for k, v in fields.items() if k != "x"}, required=("y",), key="data.pairs")
+    rec = map_row(row, {k: v for k, v in fields.items() if k != "x"}, required=("y",), key=key)
     if "think" in fields:  # the thinking in a column of its own
         thinking, y = check_text("think", rec.get("think"), required=True), rec["y"]
     else:
         if think.CLOSE not in rec["y"]:
-            raise BadRecord("y", f"no {think.CLOSE} in the solution: map `think` to the thinking's column")
+            raise BadRecord("y", f"no {think.CLOSE} in the answer: map `think` to the thinking's column")
         parts = think.split(rec["y"])
         thinking, y = parts.thinking, parts.answer
     if not (y or "").strip():
         raise BadRecord("y", f"nothing after the last {think.CLOSE}")
     if not (thinking or "").strip():
         raise BadRecord("y", "empty thinking block")
-    meta = {RELEASED_THINKING: thinking.strip(), "source": label, "where": where}
+    return x, thinking.strip(), y.strip(), rec
+
+
+def released_pair(row: Dict[str, Any], fields: Dict[str, str], n: int, label: str, where: str) -> Pair:
+    """One released row as a pair with its thinking in meta; raises BadRecord naming the bad field."""
+    x, thinking, y, rec = read_released_row(row, fields, "data.pairs")
+    meta = {RELEASED_THINKING: thinking, "source": label, "where": where}
     if rec.get("category"):
         meta["category"] = rec["category"]
-    return Pair(id=rec.get("id") or f"{label}-{n:06d}", x=x, y=y.strip(), meta=meta)
+    return Pair(id=rec.get("id") or f"{label}-{n:06d}", x=x, y=y, meta=meta)
 
 
 def load_released_pairs(src: SourceConfig, strict: bool) -> "tuple[List[Pair], List[Skipped]]":
