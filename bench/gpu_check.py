@@ -912,6 +912,13 @@ def goals(report: dict) -> List[str]:
     ]
 
 
+def print_failed(part: dict, label: str = "") -> None:
+    """A part that failed: its error and the last lines of its log."""
+    print(f"  {label}FAILED: {part['error']}")
+    for line in part.get("log_tail", [])[-12:]:
+        print(f"    | {line[:200]}")
+
+
 def print_report(report: dict) -> None:
     dev, plan = report["device"], report.get("plan") or {}
     print("\n== device and versions")
@@ -942,9 +949,7 @@ def print_report(report: dict) -> None:
     print("\n== sft (the SFT stage: TRL + DeepSpeed, bf16, packing, assistant-only loss)")
     for a in report.get("sft_attempts", []):
         if "error" in a:
-            print(f"  {a['shape']} {a['deepspeed']}: FAILED: {a['error']}")
-            for line in a.get("log_tail", [])[-12:]:
-                print(f"    | {line[:200]}")
+            print_failed(a, f"{a['shape']} {a['deepspeed']}: ")
         else:
             print(
                 f"  {a['shape']} {a['deepspeed']}: {a['steps']} steps x {a['grad_accum']} rows, losses "
@@ -972,9 +977,7 @@ def print_report(report: dict) -> None:
         layers = (wplan.get("shape_fields") or {}).get("num_layers")
         print(f"\n== width (the 8B layer shape, cut to {layers} layers by the planner; no offload)")
         if "error" in width:
-            print(f"  FAILED: {width['error']}")
-            for line in width.get("log_tail", [])[-12:]:
-                print(f"    | {line[:200]}")
+            print_failed(width)
         else:
             print(
                 f"  {wplan.get('params', 0) / 1e9:.2f}B params; {fmt(width['tokens_per_s'], ',.0f', ' tokens/s')}, "

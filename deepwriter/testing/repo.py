@@ -61,9 +61,11 @@ class NullTracker:
         return False
 
 
-def wait_for(cond, proc, timeout: float, what: str, poll_s: float = 0.1):
-    """cond()'s first truthy value while the run `proc` (a Popen with stderr piped) goes on; fails
-    with the run's stderr if it exits first, and kills it after `timeout` seconds."""
+def wait_for(cond, proc, timeout: float, what: str, poll_s: float = 0.1, stderr=None, kill: bool = True):
+    """cond()'s first truthy value while the run `proc` goes on; fails with the run's stderr if it exits
+    first (`stderr`: a callable giving it, for a run writing to a file; default: proc.stderr, piped),
+    and after `timeout` seconds kills the run unless `kill` is False (a caller that stops it its own
+    way: SIGTERM first, so the run stops its servers)."""
     import time
 
     deadline = time.time() + timeout
@@ -72,9 +74,11 @@ def wait_for(cond, proc, timeout: float, what: str, poll_s: float = 0.1):
         if got:
             return got
         if proc.poll() is not None:
-            raise AssertionError(f"the run exited ({proc.returncode}) before {what}: {proc.stderr.read()[-3000:]}")
+            text = stderr() if stderr is not None else proc.stderr.read()
+            raise AssertionError(f"the run exited ({proc.returncode}) before {what}: {text[-3000:]}")
         time.sleep(poll_s)
-    proc.kill()
+    if kill:
+        proc.kill()
     raise AssertionError(f"no {what} within {timeout} s")
 
 

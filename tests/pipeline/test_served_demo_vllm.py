@@ -12,7 +12,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -20,7 +19,7 @@ from conftest import missing
 
 from deepwriter.core.records import read_records
 from deepwriter.serving.fleet import port_free
-from deepwriter.testing.repo import fleet_state, gone, replica_now
+from deepwriter.testing.repo import fleet_state, gone, replica_now, wait_for
 from deepwriter.testing.vllm_server import REPO, SERVE_STAMP, free_port
 
 pytestmark = pytest.mark.slow
@@ -84,17 +83,9 @@ def err_of(proc: subprocess.Popen) -> str:
     return proc.err_path.read_text(errors="replace")
 
 
-def wait_while_running(cond, proc: subprocess.Popen, timeout: float, what: str, poll_s: float = 0.2):
-    """cond()'s first truthy value while the run goes on; fails with the run's stderr if it ends first."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = cond()
-        if got:
-            return got
-        if proc.poll() is not None:
-            raise AssertionError(f"the run exited ({proc.returncode}) before {what}: {err_of(proc)[-3000:]}")
-        time.sleep(poll_s)
-    raise AssertionError(f"no {what} within {timeout} s")
+def wait_while_running(cond, proc: subprocess.Popen, timeout: float, what: str):
+    """cond()'s first truthy value while the run goes on; the run is left to the test's own stop."""
+    return wait_for(cond, proc, timeout, what, poll_s=0.2, stderr=lambda: err_of(proc), kill=False)
 
 
 def shard_lines(tmp: Path) -> int:
