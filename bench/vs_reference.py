@@ -449,6 +449,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     pairs = load_pairs(args.pairs)
     n = len(pairs)
     work = args.work or Path(tempfile.mkdtemp(prefix="dw-vs-reference-"))
+    work.mkdir(parents=True, exist_ok=True)
     preset = load_preset(PRESET)
     model_dir, _ = models.resolve(preset, args.cache_dir)
     gen_port, scorer_port = reference_ports()

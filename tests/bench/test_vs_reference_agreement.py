@@ -82,7 +82,9 @@ def test_their_perplexity_function_and_our_scorer_agree_on_the_same_server(refer
     preset = load_preset(VLLM_PRESET)
     tok = models.load_tokenizer(preset, str(model_cache))
     name = preset.endpoint.model
-    theirs = ReferenceScorer(reference, tok, name, vllm_server.port)
+    # their judge_model's max_tokens (released: 100) sets only how many tokens the server generates after
+    # the prompt, which nothing reads (FIDELITY S50): one keeps the test to the prompt's log-probs
+    theirs = ReferenceScorer(reference, tok, name, vllm_server.port, max_tokens=1)
     assert all(theirs.scored_answer(t["y"]) for t in TRIPLES)  # both score y after its first segment
     root = vllm_server.url.rsplit("/v1", 1)[0]
     before = scrape(root)
@@ -95,6 +97,7 @@ def test_their_perplexity_function_and_our_scorer_agree_on_the_same_server(refer
     used = delta(before, scrape(root))
     assert used["calls"] == 2 * len(TRIPLES) and used["failed_calls"] == 0, used
     assert used["vllm:prompt_tokens_total"] > 1000 * len(TRIPLES), used
+    assert used["vllm:generation_tokens_total"] == 2 * len(TRIPLES), used  # one unread token per call, each side
     assert all(0.0 < s < 2.0 for s in their_scores), their_scores  # real scores: not all clipped, not their 1000
     for t, a, b in zip(TRIPLES, their_scores, our_scores):
         assert abs(a - b) <= 1e-3, (t["x"], a, b)
