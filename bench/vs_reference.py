@@ -409,18 +409,33 @@ def _mean_sd(values: List[float]) -> str:
     return f"{statistics.fmean(values):.3g} ± {statistics.stdev(values):.2g}"
 
 
-def print_table(rows: Dict[str, List[Dict[str, float]]]) -> None:
-    names = list(rows["reference"][0])
-    print("\n| figure | authors' code | deepwriter | deepwriter / authors |\n|---|---|---|---|")
-    for k in names:
+def differences(args) -> List[str]:
+    """What is not the same on both sides, and why: named with the result."""
+    return [
+        "their z0 goes on past `</think>` to write an answer that is dropped; ours stops at `</think>` (S8)",
+        f"their scorer call generates {args.reference_scorer_max_tokens} tokens that nothing reads; ours 1 (S50)",
+        "their generator calls ask for each generated token's log-prob (`logprobs: 1`; read only to count z0's "
+        "tokens); ours do not (the server counts them)",
+        "their prompts are sent as text through /v1/completions, ours as chat turns (generator) and token ids "
+        "(scorer); the server's prefix cache sees both",
+        "the instruction wording of every prompt is ours (S62; the agreement is measured under their words)",
+        "their Ray workers (up to --num-cpus 32, their launcher's default) start inside their clock",
+    ]
+
+
+def table(rows: Dict[str, List[Dict[str, float]]]) -> List[str]:
+    """The side-by-side table, as markdown lines."""
+    lines = ["| figure | authors' code | deepwriter | deepwriter / authors |", "|---|---|---|---|"]
+    for k in rows["reference"][0]:
         a = [r[k] for r in rows["reference"]]
         b = [r[k] for r in rows["deepwriter"]]
         ratio = statistics.fmean(b) / statistics.fmean(a) if statistics.fmean(a) else float("nan")
-        print(f"| {k} | {_mean_sd(a)} | {_mean_sd(b)} | {ratio:.2f} |")
+        lines.append(f"| {k} | {_mean_sd(a)} | {_mean_sd(b)} | {ratio:.2f} |")
     runs = len(rows["reference"])
-    print(
+    lines.append(
         f"({runs} run{'s' if runs > 1 else ''} of each" + (", mean ± sd)" if runs > 1 else "; one run has no spread)")
     )
+    return lines
 
 
 def main(argv: Optional[List[str]] = None) -> None:
@@ -453,13 +468,14 @@ def main(argv: Optional[List[str]] = None) -> None:
     preset = load_preset(PRESET)
     model_dir, _ = models.resolve(preset, args.cache_dir)
     gen_port, scorer_port = reference_ports()
-    print(
+    header = (
         f"{n} pairs ({sum(1 for p in pairs if p['id'].startswith('zh-'))} Chinese), K={args.candidates}, "
-        f"max_steps={args.max_steps}, stop {args.stop_threshold}, {args.max_new_tokens} new tokens; "
-        f"servers on {gen_port} (generator) and {scorer_port} (scorer); work {work}; "
-        f"load average {os.getloadavg()[0]:.1f}",
-        flush=True,
+        f"max_steps={args.max_steps}, stop {args.stop_threshold}, {args.max_new_tokens} new tokens, "
+        f"{args.repeats} run(s) of each; one vLLM-CPU server of {PRESET} as generator, one as scorer; "
+        f"load average {os.getloadavg()[0]:.1f} at the start.\n\n"
+        f"`{' '.join(['python -m bench.vs_reference', *(argv if argv is not None else sys.argv[1:])])}`"
     )
+    print(f"{header}\nservers on {gen_port} (generator) and {scorer_port} (scorer); work {work}", flush=True)
     servers = []
     try:
         for port in (gen_port, scorer_port):
@@ -482,7 +498,14 @@ def main(argv: Optional[List[str]] = None) -> None:
                 last[system] = res
                 rate = rows[system][-1]["pairs_per_min"]
                 print(f"  {system}: {res['search_wall_s']:.0f} s search, {rate:.2f} pairs/min", flush=True)
-        print_table(rows)
+        report = [f"# deepwriter and the authors' synthesis code, head to head\n\n{header}\n", *table(rows)]
+        report += ["", "Settings that differ by design (docs/FIDELITY.md):", *(f"- {d}" for d in differences(args))]
+        print("\n".join(report[1:]), flush=True)
+
+        def say(text: str) -> None:
+            print(text, flush=True)
+            report.append(text)
+
         ours, ref = last["deepwriter"], last["reference"]
         theirs_by_id, ref_counts = reference_verdicts(pairs, ref)
         totals = ("discarded_before_search", "discarded_by_quality_filters")
@@ -491,8 +514,8 @@ def main(argv: Optional[List[str]] = None) -> None:
             for k, v in ours["counts"].items()
             if k in ("kept", "unfinished") or (v and k.startswith("discarded_") and k not in totals)
         }
-        print(f"\nkept / discarded (last run): authors {ref_counts}; deepwriter {our_counts}")
-        print("\nper pair (last run; theirs read by deepwriter.mix.reference): score z0 -> final")
+        say(f"\nkept / discarded (last run): authors {ref_counts}; deepwriter {our_counts}")
+        say("\nper pair (last run; theirs read by deepwriter.mix.reference): score z0 -> final\n")
         ours_by_id = {r["id"]: r for r in ours["records"]}
         for p in pairs:
             o, t = ours_by_id.get(p["id"]), theirs_by_id.get(p["id"])
@@ -502,10 +525,10 @@ def main(argv: Optional[List[str]] = None) -> None:
                 else (o["verdict"]["reason"] if o else "unfinished")
             )
             t_s = f"{t['score_z0']:.3f} -> {t['score_final']:.3f}" if t else "dropped"
-            print(f"  {p['id']:28s} deepwriter {o_s:24s} authors {t_s}")
+            say(f"    {p['id']:28s} deepwriter {o_s:24s} authors {t_s}")
         triples = triples_from(pairs, ours["records"], ref["out"])
         agree = agreement(triples, model_dir, servers[1].url, scorer_port, ours["cfg"], work)
-        print(
+        say(
             f"\nscore agreement: {agree['within_tolerance']}/{agree['triples']} triples within {TOLERANCE:g} "
             f"({agree['english']} English, {agree['chinese']} Chinese); max |theirs - ours| "
             f"{agree['max_abs_diff']:.2e}, mean {agree['mean_abs_diff']:.2e} (our scorer given their instruction; "
@@ -517,7 +540,10 @@ def main(argv: Optional[List[str]] = None) -> None:
         speed = statistics.fmean(r["pairs_per_min"] for r in rows["deepwriter"]) / statistics.fmean(
             r["pairs_per_min"] for r in rows["reference"]
         )
-        print(f"deepwriter / authors pairs per minute: {speed:.2f}x (goal >= 2x; shared machine: read the ratio)")
+        say(
+            f"\ndeepwriter / authors pairs per minute: {speed:.2f}x (goal >= 2x; the machine was shared: "
+            f"read the ratio; load average {os.getloadavg()[0]:.1f} at the end)"
+        )
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(
             json.dumps(
@@ -535,7 +561,8 @@ def main(argv: Optional[List[str]] = None) -> None:
                 default=str,
             )
         )
-        print(f"wrote {args.out}")
+        args.out.with_suffix(".md").write_text("\n".join(report) + "\n", encoding="utf-8")
+        print(f"wrote {args.out} and {args.out.with_suffix('.md')}")
         if agree["within_tolerance"] < agree["triples"] or agree["triples"] < 20:
             sys.exit(1)
     finally:
