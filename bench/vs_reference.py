@@ -320,20 +320,49 @@ def reference_verdicts(pairs, ref: Dict[str, Any]) -> Tuple[Dict[str, Dict], Dic
     return by_id, {"kept": len(by_id), "unreadable": len(skipped), **{k: v for k, v in reasons.items() if v}}
 
 
-def triples_from(pairs, ours: List[Dict], ref_out: Path) -> List[Dict[str, str]]:
-    """(x, y, z) from both runs: z0 as scored and the final z of each of our records, and of each of
-    their files the thinking before the first `</think>` (as their code scores it) and the refined one."""
+def _our_candidates(record: Dict, min_chars: int) -> List[str]:
+    """Every rewrite our search scored, as the whole trajectory it was scored in: z0's segments with the
+    edits accepted before that step, the candidate in place of the step's segment."""
+    from deepwriter.synthesis import segments
+
+    segs = segments.split(record["z0"], min_chars) if record.get("z0") else []
+    accepted = {e["step"]: e["after"] for e in record.get("accepted_edits", [])}
+    trials = []
+    for step in record.get("steps", []):
+        i = step["segment"]
+        trials += [segments.compose(segs[:i], c["text"], segs[i + 1 :]) for c in step["candidates"] if c["text"]]
+        if step["step"] in accepted:
+            segs[i] = accepted[step["step"]]
+    return trials
+
+
+def _their_candidates(entry: Dict) -> List[str]:
+    """Every rewrite their search scored, as the thinking inside the text they sent the scorer."""
+    trials = []
+    for key, step in entry.items():
+        if key.startswith("refine_thinking_step_No."):
+            for cand in step.get("possible_refinements") or []:
+                for info in cand.values():
+                    sent = info["raw_input_for_posterior"].split("\n</think>\n<answer>\n")[0]
+                    trials.append(sent.split("<think>\n", 1)[-1] if sent.startswith("<think>\n") else sent)
+    return trials
+
+
+def triples_from(pairs, ours: List[Dict], ref_out: Path, min_chars: int = 100) -> List[Dict[str, str]]:
+    """(x, y, z) from both runs: z0 as scored, every scored rewrite and the final z of each of our
+    records, and of each of their files the thinking before the first `</think>` (as their code scores
+    it), every scored rewrite and the refined thinking."""
     by_id = {p["id"]: p for p in pairs}
     out: List[Dict[str, str]] = []
     for r in ours:
-        for z in (r.get("z0_scored") or r.get("z0"), r.get("z_final")):
+        for z in (r.get("z0_scored") or r.get("z0"), *_our_candidates(r, min_chars), r.get("z_final")):
             if z:
                 out.append({"x": r["x"], "y": r["y"], "z": z, "from": f"deepwriter {r['id']}"})
     for path in sorted(ref_out.rglob("*_meta.jsonl")) if ref_out.is_dir() else []:
         mem = json.loads(path.read_text(encoding="utf-8"))
         pair = by_id.get(str(mem.get("uid")))
         for entry in mem.get("alist") or []:
-            zs = [entry["initial_response"].split("</think>")[0]]
+            zs = [entry["initial_response"].split("</think>")[0], *_their_candidates(entry)]
             if entry.get("corrected_thinking"):
                 zs.append("\n\n".join(s.strip() for s in entry["corrected_thinking"]))
             for z in zs:
