@@ -46,6 +46,7 @@ while developing: the ratio of the two systems, measured in the same run, is the
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -161,6 +162,21 @@ def delta(before: Dict[str, float], after: Dict[str, float]) -> Dict[str, float]
 # --- the two systems ---------------------------------------------------------------------------------
 
 
+def run_group(cmd: List[str], timeout: Optional[float], **kwargs) -> int:
+    """A command in its own process group, the whole group killed if this process stops waiting for
+    it (a timeout, a SIGTERM): Ray's processes, which their code starts, would outlive a plain kill."""
+    proc = subprocess.Popen(cmd, stderr=subprocess.STDOUT, start_new_session=True, **kwargs)
+    try:
+        return proc.wait(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        else:  # Ray may leave its own daemons behind even after a clean exit
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+
+
 def run_reference(pairs, work: Path, model_dir: str, port: int, args) -> Dict[str, Any]:
     """Their synthesize.py, unchanged, on the pairs: their input format, their config, their launcher's
     arguments. Returns the wall times, their output folder and what their log says of dropped pairs."""
@@ -212,7 +228,7 @@ def run_reference(pairs, work: Path, model_dir: str, port: int, args) -> Dict[st
     log = work / "reference.log"
     t0 = time.perf_counter()
     with open(log, "w") as f:
-        rc = subprocess.call(cmd, cwd=work, stdout=f, stderr=subprocess.STDOUT, env=env, timeout=args.timeout_s)
+        rc = run_group(cmd, cwd=work, stdout=f, env=env, timeout=args.timeout_s)
     wall = time.perf_counter() - t0
     text = log.read_text(errors="replace")
     if rc != 0:
@@ -387,7 +403,7 @@ def agreement(triples, model_dir: str, scorer_url: str, scorer_port: int, cfg, w
     cmd += ["--tokenizer", model_dir, "--port", str(scorer_port)]
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "TOKENIZERS_PARALLELISM": "false"}
     with open(work / "reference_scoring.log", "w") as f:
-        rc = subprocess.call(cmd, cwd=REPO, stdout=f, stderr=subprocess.STDOUT, env=env)
+        rc = run_group(cmd, cwd=REPO, stdout=f, env=env, timeout=None)
     if rc != 0:
         raise SystemExit(f"the authors' scorer exited with {rc}; see {work / 'reference_scoring.log'}")
     theirs = json.loads((work / "their_scores.json").read_text())
@@ -484,7 +500,13 @@ def main(argv: Optional[List[str]] = None) -> None:
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "vs_reference.json")
     args = ap.parse_args(argv)
     # a `timeout` or a kill of this process still stops the servers it started (the finally below)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    stopped: List[int] = []
+
+    def stop(signum, _frame):
+        stopped.append(signum)
+        sys.exit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
 
     from deepwriter.llm import models
     from deepwriter.testing.loopback import load_preset
@@ -597,6 +619,9 @@ def main(argv: Optional[List[str]] = None) -> None:
     finally:
         for s in servers:
             s.kill()
+        if stopped:  # the stage's worker threads would go on retrying the stopped servers: leave now
+            sys.stdout.flush()
+            os._exit(128 + stopped[0])
 
 
 if __name__ == "__main__":
