@@ -14,6 +14,7 @@ this process (their functions run unchanged; only the scheduling is replaced).""
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 import types
 
@@ -78,9 +79,11 @@ def reference(monkeypatch):
 
 
 @pytest.mark.timeout(900)  # the session's server start-up lands here when this test runs alone
-def test_their_perplexity_function_and_our_scorer_agree_on_the_same_server(reference, vllm_server, model_cache):
+def test_their_perplexity_function_and_our_scorer_agree_on_the_same_server(reference, vllm_server):
     preset = load_preset(VLLM_PRESET)
-    tok = models.load_tokenizer(preset, str(model_cache))
+    # the session's cache, where the server's start-up put the converted model: another cache would
+    # convert the GGUF again (half a minute) for its tokenizer
+    tok = models.load_tokenizer(preset, os.environ["DEEPWRITER_CACHE"])
     name = preset.endpoint.model
     # their judge_model's max_tokens (released: 100) sets only how many tokens the server generates after
     # the prompt, which nothing reads (FIDELITY S50): one keeps the test to the prompt's log-probs
