@@ -156,7 +156,10 @@ def main(argv: List[str]) -> int:
     import ray
     import transformers
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    # Ray's workers unpickle their LM and tasks by module name: their folder must be on the workers' path
+    # too, not only on this process's while it imports their code
+    path = os.pathsep.join(p for p in (str(REFERENCE_CODE), os.environ.get("PYTHONPATH", "")) if p)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": path}})
     try:
         mod = import_reference()
         tok = transformers.AutoTokenizer.from_pretrained(
