@@ -606,6 +606,16 @@ def mix_rows_for(tokens: int, tok) -> Tuple[int, dict]:
     return max(8, math.ceil(tokens / (mean_words * per_word))), shape
 
 
+def skip_cpu_shm_op() -> None:
+    """DeepSpeed's CPU accelerator compiles a shared-memory all-reduce (`deepspeed_shm_comm`) when its
+    process group starts: minutes of C++ on a busy 2-core machine, for collectives that one rank never
+    runs and that the GPU path (NCCL) never builds. Marked incompatible in DeepSpeed's table of ops (kept
+    in the module so that edits persist), the op is not built and gloo serves, as on platforms without it."""
+    import deepspeed.ops
+
+    deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+
+
 def part_sft(spec: dict) -> dict:
     """The SFT stage itself, on this process as its only rank."""
     import torch
@@ -616,7 +626,9 @@ def part_sft(spec: dict) -> dict:
     from deepwriter.testing.synthetic_data import write_mix_dataset
     from deepwriter.tracking.runs import Tracker
 
-    work, device = Path(spec["work"]), spec["device"]  # on a CPU the stage skips DeepSpeed's shm op itself
+    work, device = Path(spec["work"]), spec["device"]
+    if device == "cpu":
+        skip_cpu_shm_op()
     model_dir = Path(spec["model_dir"])
     if not (model_dir / "config.json").is_file():  # a fallback shape the infer part did not build
         t0 = time.perf_counter()

@@ -37,18 +37,6 @@ SPEC = "spec.json"
 RANK_MODULE = "deepwriter.sft.rank"  # what every started rank runs
 
 
-def skip_cpu_shm_op() -> None:
-    """DeepSpeed's CPU accelerator JIT-compiles a shared-memory all-reduce (`deepspeed_shm_comm`) when its
-    process group starts: a minute and more of C++ on a busy 2-core machine (again for every new venv
-    path: the build is keyed by its include paths), for collectives that a single rank never runs and
-    that the GPU path (NCCL) never builds. Marked incompatible in DeepSpeed's table of ops (kept in the
-    module, so the mark holds for the process), the op is not built and gloo serves, as on platforms
-    without it."""
-    import deepspeed.ops
-
-    deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
-
-
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

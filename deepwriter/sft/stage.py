@@ -21,7 +21,7 @@ from typing import Any, Dict, Optional
 from deepwriter.config.root import ConfigError, RootConfig
 from deepwriter.core.contract import StageContext, StageResult, StageSpec, rank
 from deepwriter.sft import trainer as tr
-from deepwriter.sft.launch import launch, skip_cpu_shm_op
+from deepwriter.sft.launch import launch
 from deepwriter.sft.preemption import StoppedBySignal, StopRequest, make_save_callback
 
 log = logging.getLogger("deepwriter.sft")
@@ -162,8 +162,6 @@ def _train_and_save(
             final.save_pretrained(str(partial))
         return _TrainingRun(global_step=tr.checkpoint_step(resume))
 
-    if cfg.sft.deepspeed.enabled and geometry.world_size == 1 and tr.training_device(cfg.sft) == "cpu":
-        skip_cpu_shm_op()  # before the arguments start DeepSpeed's process group
     # The arguments come before the model: under ZeRO-3 they make from_pretrained shard on load.
     args = tr.training_arguments(cfg.sft, out_dir, geometry)
     load_dtype = dtype if cfg.sft.deepspeed.enabled else torch.float32
