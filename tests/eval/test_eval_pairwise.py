@@ -118,3 +118,53 @@ def test_cli_refuses_one_run_and_a_folder_without_results_in_one_line(tmp_path, 
     err = capsys.readouterr().err.strip().splitlines()
     assert err[0] == "pairwise: give two runs or more"
     assert err[1].startswith("pairwise: ") and "no summary.json" in err[1] and len(err) == 2
+
+
+def test_a_judge_panel_on_pairwise_verdicts_reports_cohens_kappa_and_each_flip_rate(tmp_path):
+    # X's answers 0-9 are the good ones, Y's 10-19; the first judge picks the good answer every time,
+    # the second does too except on items 0-3, where it picks the other: it agrees on 16 of 20 outcomes
+    x = write_run(tmp_path, "x", [f"good {i}" for i in range(10)] + [f"fine {i}" for i in range(10, 20)])
+    y = write_run(tmp_path, "y", [f"fine {i}" for i in range(10)] + [f"good {i}" for i in range(10, 20)])
+
+    def good(one, two):
+        return 1 if one.startswith("good") else 2
+
+    def contrary(one, two):
+        picked = good(one, two)
+        chosen = one if picked == 1 else two
+        return 3 - picked if int(chosen.split()[1]) < 4 else picked
+
+    first, second = PairJudge(good), PairJudge(contrary)
+    second.model_id = "contrary-judge"
+
+    def run():
+        other = Judge(lambda: second, second.model_id, JudgeConfig(max_reasks=0), tmp_path / "panel", False)
+        return pairwise.compare_runs(
+            judge_of(first, tmp_path), {"x": x, "y": y}, resamples=10, panel=[("contrary", other, lambda t: t)]
+        )
+
+    res = run()
+    p = res["panel"]["contrary"]
+    assert first.calls == second.calls == 40 and p["comparisons"] == 20 and p["unjudged"] == 0
+    assert p["flip_rate"] == 0.0 and res["flip_rate"] == 0.0  # both judges are consistent across orders
+    # observed agreement 0.8; by chance 0.5·0.3 + 0.5·0.7 = 0.5; κ = (0.8 − 0.5) / (1 − 0.5)
+    assert p["vs_judge"] == {"n": 20, "kappa": pytest.approx(0.6), "same_outcome": 0.8}
+    assert res["pairs"]["x vs y"]["win_rate"] == 0.5  # the figures are the first judge's
+    assert "contrary" in pairwise.markdown(res) and "0.600" in pairwise.markdown(res)
+    run()
+    assert first.calls == second.calls == 40  # a re-run asks neither judge anything
+
+
+@pytest.mark.parametrize(
+    "a, b, kappa",
+    [
+        ([1, 1, 0, 0], [1, 1, 0, 0], 1.0),  # full agreement
+        ([1, 0, 1, 0], [1, 1, 0, 0], 0.0),  # what chance gives
+        ([1, 1, 0, 0], [0, 0, 1, 1], -1.0),  # always opposite
+        ([1, 1, 1], [1, 1, 1], None),  # one verdict only: undefined
+    ],
+)
+def test_cohen_kappa(a, b, kappa):
+    from deepwriter.eval.agreement import cohen_kappa
+
+    assert cohen_kappa(a, b) == (None if kappa is None else pytest.approx(kappa))
