@@ -131,9 +131,12 @@ def test_report_html_shows_judge_agreement_and_the_most_disagreed_items(tmp_path
     records = [json.loads(line) for line in (ev / "items" / "demo.jsonl").read_text().splitlines()]
     for i, r in enumerate(records):  # three judgments per item; item q5 the judge cannot make up its mind on
         r["judge_samples"] = [{"S_q": r["S_q"] + d * (10.0 if i == 5 else 1.0)} for d in (-1, 0, 1)]
+        r["panel"] = {"second": r["S_q"] + (30.0 if i == 2 else 0.0)}  # a panel judge that differs on q2
     summary = json.loads((ev / "summary.json").read_text())
     found = agreement.of_judge_samples(records)
     summary["benchmarks"]["demo"]["judge_agreement"] = found
+    panel = agreement.of_panel(records)
+    summary["benchmarks"]["demo"]["panel_agreement"] = panel
     (ev / "summary.json").write_text(json.dumps(summary))
     assert found["most_disagreed"][0]["id"] == "q5"
     script = r"""
@@ -156,3 +159,10 @@ def test_report_html_shows_judge_agreement_and_the_most_disagreed_items(tmp_path
     assert alpha_table[1] == ["demo", f"{found['alpha']:.2f}", "6", "3", f"{found['mean_spread']:.2f}"]
     worst = next(t for t in seen["tables"] if t[0] == ["benchmark", "id", "spread", "scores"])
     assert worst[1][:3] == ["demo", "q5", "20.00"]
+    # the judge panel: α across its judges, and the item they disagree on most with each judge's score
+    assert "Judge panel agreement" in seen["heads"] and "Items the judges disagree on most" in seen["heads"]
+    panel_table = next(t for t in seen["tables"] if t[0][:3] == ["benchmark", "judges", "Krippendorff's α"])
+    assert panel_table[1] == ["demo", "judge, second", f"{panel['alpha']:.2f}", "6", "5.00"]
+    disagreed = [t for t in seen["tables"] if t[0] == ["benchmark", "id", "spread", "scores"]][1]
+    q2 = records[2]["S_q"]
+    assert disagreed[1] == ["demo", "q2", "30.00", f"judge: {q2:.1f}, second: {q2 + 30:.1f}"]

@@ -474,6 +474,21 @@
           return agree[b].most_disagreed.map(function (d) { return [b, d.id, d.spread, d.scores.map(function (v) { return v.toFixed(1); }).join(", ")]; });
         })), 2)]);
     }
+    var panel = e.panel || {};
+    if (Object.keys(panel).length) {
+      // eval.panel: several judges of the same answers, how far they agree, and where they disagree most
+      var fmt = function (v) { return isNum(v) ? v.toFixed(1) : "–"; };
+      append(sec, el("div", { id: "panel-" + run }, [el("h3", {}, "Judge panel agreement"),
+        simpleTable(["benchmark", "judges", "Krippendorff's α", "items", "mean spread"],
+          Object.keys(panel).map(function (b) { var a = panel[b]; return [b, a.judges.join(", "), a.alpha, String(a.items), a.mean_spread]; }), 2),
+        el("p", { cls: "muted" }, "α across the judges' scores of the same items: 1 when they always agree, 0 when no more than chance. The headline is the first judge's."),
+        el("h3", {}, "Items the judges disagree on most"),
+        simpleTable(["benchmark", "id", "spread", "scores"], [].concat.apply([], Object.keys(panel).map(function (b) {
+          return panel[b].most_disagreed.map(function (d) {
+            return [b, d.id, d.spread, Object.keys(d.scores).map(function (j) { return j + ": " + fmt(d.scores[j]); }).join(", ")];
+          });
+        })), 2)]));
+    }
     var col = {};
     e.columns.forEach(function (c, i) { col[c] = i; });
     var benches = ["all"].concat(Array.from(new Set(e.rows.map(function (r) { return r[col.benchmark]; }))).sort());
