@@ -346,6 +346,17 @@ def markdown(res: Dict[str, Any]) -> str:
     return text
 
 
+def log_to_wandb(cfg, out: Path, res: Dict[str, Any]) -> None:
+    """The comparison as a W&B run of its own (job type `pairwise`; offline unless logged in, as the
+    stages' runs are): every figure with its interval (deepwriter.eval.logged), and the pairs' table."""
+    from deepwriter.eval import logged
+    from deepwriter.tracking.runs import stage_tracker
+
+    with stage_tracker(cfg, "pairwise", out) as tracker:
+        tracker.summary(logged.pairwise_summary(res))
+        tracker.table("pairwise/pairs", *logged.pairwise_table(res))
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     from deepwriter.config.root import ConfigError, split_overrides, to_typed
 
@@ -387,6 +398,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     ]
     res = compare_runs(judge, runs, args.resamples, args.limit, panel=members)
     (args.out / "pairwise.json").write_text(json.dumps(res, indent=2))
+    log_to_wandb(cfg, args.out, res)
     text = markdown(res)
     (args.out / "pairwise.md").write_text(text)
     print(text)

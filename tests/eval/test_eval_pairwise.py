@@ -168,3 +168,50 @@ def test_cohen_kappa(a, b, kappa):
     from deepwriter.eval.agreement import cohen_kappa
 
     assert cohen_kappa(a, b) == (None if kappa is None else pytest.approx(kappa))
+
+
+@pytest.mark.slow  # two offline W&B runs written and read back (~3 s each on a loaded machine)
+def test_pairwise_and_paired_figures_reach_wandb_with_their_intervals(tmp_path, monkeypatch):
+    from deepwriter.commands import ablations
+    from deepwriter.testing.repo import compose_typed
+    from deepwriter.testing.wandb_offline import read_wandb_offline
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    x = write_run(tmp_path, "x", ["long answer here " * 3] * 12)
+    y = write_run(tmp_path, "y", ["short"] * 12)
+    res = pairwise.compare_runs(
+        judge_of(PairJudge(lambda one, two: 1 if len(one) > len(two) else 2), tmp_path), {"x": x, "y": y}, resamples=20
+    )
+    pairwise.log_to_wandb(compose_typed("+recipe=demo"), tmp_path / "pw", res)
+    (path,) = (tmp_path / "pw" / "wandb").glob("offline-run-*/run-*.wandb")
+    run = read_wandb_offline(path)
+    got, p = run["summary"], res["pairs"]["x vs y"]
+    assert run["job_type"] == "pairwise"
+    assert got["pairwise/x vs y/win_rate"] == p["win_rate"] == 1.0
+    assert [got["pairwise/x vs y/win_rate_ci_low"], got["pairwise/x vs y/win_rate_ci_high"]] == p["win_rate_ci"]
+    assert got["pairwise/x vs y/flip_rate"] == 0.0 and got["pairwise/flip_rate"] == 0.0
+    bt = res["bradley_terry"]["x"]
+    assert [got["pairwise/bradley_terry/x" + s] for s in ("", "_ci_low", "_ci_high")] == [
+        bt["rating"],
+        bt["low"],
+        bt["high"],
+    ]
+
+    # the ablation table's paired differences (compare.json, as deepwriter.report writes it)
+    out = tmp_path / "abl"
+    out.mkdir()
+    diff = {"a": 50.0, "b": 52.5, "diff": -2.5, "low": -4.0, "high": -1.0, "p_value": 0.03, "n": 12}
+    figures = {"full/t": {"paired_vs_first": None}, "ablation-no-search/t": {"paired_vs_first": {"demo": diff}}}
+    (out / "compare.json").write_text(json.dumps(figures))
+    ablations.log_to_wandb("demo", "t", [], out)
+    (path,) = (out / "wandb").glob("offline-run-*/run-*.wandb")
+    run = read_wandb_offline(path)
+    key = "paired/ablation-no-search/t - full/t/demo"
+    assert run["job_type"] == "ablations"
+    assert {k: v for k, v in run["summary"].items() if k.startswith("paired/")} == {
+        key: -2.5,
+        key + "_ci_low": -4.0,
+        key + "_ci_high": -1.0,
+        key + "_p": 0.03,
+        key + "_n": 12,
+    }
