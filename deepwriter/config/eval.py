@@ -95,7 +95,9 @@ class PanelJudgeConfig:
     kept apart (per item, `panel`) for the panel's agreement; the headline stays models.judge's."""
 
     label: str = ""  # names the judge in tables and its reply cache (judge_cache/panel/<label>); unique
-    model: Optional[ModelConfig] = None  # null: models.judge itself, asked with the settings below
+    # null: models.judge itself (served by the run where models.judge is), asked with the settings below;
+    # another model is used as configured: an endpoint of yours, or a local model loaded in-process
+    model: Optional[ModelConfig] = None
     # Replaces every task's judge temperature (null: the benchmark's); with seed_offset, what makes a
     # second configuration of the same model a judge of its own.
     temperature: Optional[float] = bounded(None, ge=0.0, le=5.0)
