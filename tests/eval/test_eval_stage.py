@@ -463,10 +463,10 @@ def test_judge_panel_each_judge_kept_with_its_agreement_and_cached(tmp_path, mod
 
 def test_a_panel_judge_that_would_repeat_models_judge_is_refused_before_any_work():
     from deepwriter.config.eval import PanelJudgeConfig
-    from deepwriter.config.root import ConfigError
+    from deepwriter.config.root import ConfigError, RootConfig
     from deepwriter.eval import stage
 
-    cfg = compose_typed("+recipe=demo")
+    cfg = RootConfig()
     cfg.eval.panel = [PanelJudgeConfig(label="again")]
     with pytest.raises(ConfigError, match=r"eval.panel\[0\]: models.judge asked the same way"):
         stage.preflight(cfg)
