@@ -64,7 +64,7 @@ def main(argv=None) -> int:
     run_dirs = [str(runs / r / args.batch) for r in ("full", ABLATION)]
     step([py, "-m", "deepwriter.ablations", "--scale", "demo", ABLATION, "--batch", args.batch,
           "--runs-dir", args.runs_dir, "--", *overrides], args.lock, args.hold, args.attempts)  # fmt: skip
-    step([py, "-m", "deepwriter.eval.pairwise", *run_dirs, "--out", str(out / "pairwise"), "--", "scale=demo"],
+    step([py, "-m", "deepwriter.eval.pairwise", *run_dirs, "--out", str(out / "pairwise"), "--", "+recipe=demo"],
          args.lock, args.hold, args.attempts)  # fmt: skip
     step([py, "-m", "deepwriter.report", "--html", *run_dirs, "--pairwise", str(out / "pairwise"),
           "--out", str(out / "report.html")], "", 0, 1)  # fmt: skip

@@ -11,7 +11,7 @@ covariate, read at equal length), each with its 95% bootstrap interval over item
 Bradley–Terry ratings with intervals. The prompts are this project's own, in English, or in Chinese
 for a Chinese prompt, and name the benchmark's rubric (its dimensions or criteria) as what to weigh.
 
-The judge is models.judge of the composed config (HYDRA_OVERRIDES, e.g. `scale=demo` for the
+The judge is models.judge of the composed config (HYDRA_OVERRIDES, e.g. `+recipe=demo` for the
 embedded model), asked through deepwriter.eval.judge: every reply is cached under --out, so a re-run
 makes no calls. The judges of eval.panel (deepwriter.eval.panel) are asked the same comparisons: each
 one's flip rate and its Cohen's κ with models.judge on the outcomes are reported beside.
