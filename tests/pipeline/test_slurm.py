@@ -1,7 +1,8 @@
 """The recipe submitted to a real SLURM (the one-node cluster of `make slurm-local`) with launcher=slurm:
-every stage a job, SFT as one job of two ranks, the same records as a local run; synthesis as a job array
-of two shards, one task requeued mid-shard, finishes with every pair once and the mix after both; a bad partition or account stops before
-any submission. Jobs are read back from the scheduler (`scontrol show job`), not from our own files."""
+every stage a job, SFT as one job of two ranks, the same records as a local run; synthesis as a job
+array of two shards, one task requeued mid-shard, finishes with every pair once and the mix after both;
+a bad partition or account stops before any submission. Jobs are read back from the scheduler
+(`scontrol show job`), not from our own files."""
 
 from __future__ import annotations
 
