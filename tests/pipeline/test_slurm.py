@@ -238,8 +238,9 @@ def test_a_synthesis_array_task_requeued_mid_shard_writes_every_pair_once_and_th
     tmp_path, model_cache, slurm_cluster, tiny_model
 ):
     """synthesis.shards=2 under launcher=slurm: a job array of two tasks, each writing its own shard, and the
-    mix job after the whole array (afterok). Task 1 is requeued mid-shard (`scontrol requeue`, as a
-    preemption does): it resumes its shard after the records it had written; every pair is written once,
+    mix job after the whole array (afterok). Task 1 is told mid-shard that it ends (`scancel --signal=USR1`,
+    as before a preemption or its time limit): it requeues itself and resumes its shard after the records
+    it had written; every pair is written once,
     and the mix starts only after both tasks have ended."""
     from deepwriter.llm.hf import TransformersGenerator, TransformersScorer
     from deepwriter.testing.loopback import start_server
@@ -273,12 +274,16 @@ def test_a_synthesis_array_task_requeued_mid_shard_writes_every_pair_once_and_th
         )
         assert mix["stage"] == "mix" and job(mix["job_id"])["Dependency"].startswith(f"afterok:{array}")
         wait_until(lambda: ids_in(1), 300, "the first pair of shard 1 written by task 1", 0.2)
-        scontrol("requeue", task1["job_id"])
+        # the signal SLURM sends before it preempts a job or ends it at its time limit (--signal=USR1@s):
+        # submitit's handler stops the stage and requeues the task itself
+        subprocess.run(["scancel", "--signal=USR1", task1["job_id"]], check=True)
         written = b"".join(p.read_bytes() for p in shard.glob("*/shards/shard-00001-of-00002.jsonl"))
         written = written[: written.rfind(b"\n") + 1]  # its whole records (a torn last one is cut on resume)
         at_requeue = written.count(b"\n")
-        wait_until(lambda: job(task1["job_id"])["JobState"] in ("PENDING", "REQUEUED"), 60, "task 1 requeued", 0.2)
-        scontrol("update", f"JobId={task1['job_id']}", "StartTime=now")  # SLURM delays a requeued job's start
+        requeued = lambda: job(task1["job_id"])["Restarts"] == "1" and job(task1["job_id"])["JobState"]  # noqa: E731
+        state = wait_until(lambda: requeued() in ("PENDING", "RUNNING", "COMPLETED") and requeued(), 120, "a requeue")
+        if state == "PENDING":
+            scontrol("update", f"JobId={task1['job_id']}", "StartTime=now")  # SLURM delays a requeued job's start
         wait_until(lambda: job(mix["job_id"])["JobState"] in TERMINAL_STATES, 300, "the mix job to end", 1)
         ids = ids_in(0) + ids_in(1)
     finally:
@@ -302,7 +307,7 @@ def test_a_synthesis_array_task_requeued_mid_shard_writes_every_pair_once_and_th
     mixed = json.loads((run_dir / "mix" / "manifest.json").read_text())
     assert mixed["counts"]["not_kept_by_search"] + mixed["counts"]["loaded_synthetic"] == n  # it read both shards
     print(
-        f"array {array}: task 1 requeued with {at_requeue} of its 4 pairs written; {len(ids)} records after "
+        f"array {array}: task 1 signalled with {at_requeue} of its 4 pairs written; {len(ids)} records after "
         f"({len(set(ids))} distinct): lost {lost}, duplicated {duplicated}; tasks ended "
         f"{got['task0']['EndTime']} / {got['task1']['EndTime']}, mix started {got['mix']['StartTime']}; "
         f"mix counts {mixed['counts']}"
