@@ -118,6 +118,25 @@ def check_server_jobs(cfg: RootConfig, groups: Dict[str, Group]) -> None:
             )
 
 
+def check_arrays(graph: List[Dict[str, Any]]) -> None:
+    """Before any submission: each job array fits the cluster's MaxArraySize (task ids 0..N-1 must all
+    be below it; SLURM's default is 1001)."""
+    arrays = [j for j in graph if j.get("array")]
+    if not arrays:
+        return
+    fields = dict(
+        (k.strip(), v.strip())
+        for k, _, v in (line.partition("=") for line in run_tool(["scontrol", "show", "config"]).stdout.splitlines())
+    )
+    limit = int(fields.get("MaxArraySize", "1001") or 1001)
+    for j in arrays:
+        if len(j["array"]) > limit:
+            raise ConfigError(
+                f"launcher.jobs.{j['stage']}: a job array of {len(j['array'])} tasks ({j['array'][0]} .. "
+                f"{j['array'][-1]}) is more than this cluster's MaxArraySize ({limit}, scontrol show config) allows"
+            )
+
+
 def _user_accounts() -> Optional[set]:
     """The accounts the submitting user may charge, where the cluster keeps accounting (slurmdbd);
     None where it does not (then SLURM accepts any account name)."""
@@ -368,11 +387,13 @@ def submit_run(
     if todo and serves_as_jobs(cfg, in_stage_job=False):
         check_server_jobs(cfg, server_groups)
 
+    graph = job_graph(cfg, todo, hours, arrays)
+    check_arrays(graph)
+
     import submitit
 
     folder = slurm_dir(cfg)
     folder.mkdir(parents=True, exist_ok=True)
-    graph = job_graph(cfg, todo, hours, arrays)
     previous: Optional[str] = None
     launched: List[Dict[str, Any]] = []
     for job in graph:

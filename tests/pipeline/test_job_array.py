@@ -4,6 +4,8 @@ tasks' ends. The array on the real scheduler: tests/pipeline/test_slurm.py."""
 
 from __future__ import annotations
 
+import pytest
+
 from deepwriter.cluster.launcher import EXIT_UNFINISHED, outcome, server_jobs
 from deepwriter.core.contract import JOB_ENV
 from deepwriter.pipeline.runner import run_serving
@@ -58,3 +60,17 @@ def test_an_array_task_that_left_pairs_unfinished_names_itself_and_the_jobs_afte
     )
     # the stage's manifest says it finished (the tasks' last writes it): the run is done, whatever the jobs say
     assert outcome(record, states, finished={"synthesize": True, "mix": True}) == (0, None)
+
+
+def test_an_array_larger_than_the_clusters_max_array_size_is_refused_with_one_line(slurm_cluster):
+    from deepwriter.cluster.launcher import check_arrays
+    from deepwriter.config.root import ConfigError
+
+    tasks = [f"synthesis.shard={i}/2000" for i in range(2000)]
+    with pytest.raises(ConfigError) as refused:
+        check_arrays([{"stage": "synthesize", "array": tasks}, {"stage": "mix"}])
+    assert str(refused.value) == (
+        "launcher.jobs.synthesize: a job array of 2000 tasks (synthesis.shard=0/2000 .. synthesis.shard=1999/2000) "
+        "is more than this cluster's MaxArraySize (1001, scontrol show config) allows"
+    )
+    check_arrays([{"stage": "synthesize", "array": tasks[:64]}])  # 64 fit
