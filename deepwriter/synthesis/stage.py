@@ -16,6 +16,7 @@ from deepwriter.core.records import RecordLog, read_records
 from deepwriter.core.unfinished import Unfinished
 from deepwriter.pairs.read import DataError, Pair, Skipped, load_pairs, reject
 from deepwriter.pairs.released import RELEASED_THINKING
+from deepwriter.pairs.sources import read_ready_pairs, source_of
 from deepwriter.synthesis import filters, store
 from deepwriter.synthesis.schedule import EndpointUsage, run_pairs
 from deepwriter.synthesis.search import UnfinishedPair
@@ -125,7 +126,7 @@ def needs_prepare(cfg: RootConfig) -> bool:
     categories are to be labelled or quotas applied."""
     q = cfg.data.quotas
     return (
-        cfg.data.pairs.kind != "pairs"
+        not source_of(cfg.data.pairs).ready
         or cfg.data.label_categories
         or bool(q.max_per_category or q.shares)
         or cfg.data.queries.paired_extra > 0
@@ -136,14 +137,14 @@ def load_stage_pairs(cfg: RootConfig, ctx: StageContext, backends: Dict[str, Any
     """The pairs to search: straight from the source, or through deepwriter.pairs.prepare (reverse
     queries, labels, quotas) into `prepared/` of this stage folder, which a resumed run reuses."""
     if not needs_prepare(cfg):
-        return load_pairs(cfg.data.pairs, cfg.data.strict, key="data.pairs")
+        return read_ready_pairs(cfg.data.pairs, cfg.data.strict, key="data.pairs")
     from deepwriter.config.data import SourceConfig
     from deepwriter.pairs.prepare import prepare_pairs
 
     backends.update(zip(("generator", "scorer"), build_backends(cfg)))
     prepared = prepare_pairs(cfg, ctx.out_dir / "prepared", backends["generator"], backends["scorer"])
     fields = {"id": "id", "x": "request", "y": "answer", "category": "category", "answer_id": "answer_id"}
-    if cfg.data.pairs.kind == "released":  # the authors' thinking of each pair, to compare ours with
+    if source_of(cfg.data.pairs).thinking:  # the authors' thinking of each pair, to compare ours with
         fields[RELEASED_THINKING] = RELEASED_THINKING
     src = SourceConfig(name=cfg.data.pairs.name, path=str(prepared.path), fields=fields)
     pairs, skipped = load_pairs(src, cfg.data.strict)
@@ -155,9 +156,9 @@ def preflight(cfg: RootConfig) -> None:
     stage with nothing in it. (Sources that need preparation or come from a hub are checked when the
     stage loads them.)"""
     src = cfg.data.pairs
-    if src.kind != "pairs" or not src.path or needs_prepare(cfg):
+    if not src.path or needs_prepare(cfg):  # a source that is not pairs as it stands needs preparing
         return
-    pairs, skipped = load_pairs(src, cfg.data.strict, key="data.pairs")
+    pairs, skipped = read_ready_pairs(src, cfg.data.strict, key="data.pairs")
     if not pairs:
         raise DataError(
             str(src.path),
