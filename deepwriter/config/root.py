@@ -20,7 +20,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from deepwriter.config.cost import PlanConfig
 from deepwriter.config.data import DataConfig
-from deepwriter.config.eval import EvalConfig
+from deepwriter.config.eval import BENCHMARK_KINDS, EvalConfig, benchmark_schema
 from deepwriter.config.launcher import LauncherConfig
 from deepwriter.config.llm import ModelsConfig, RunServingConfig
 from deepwriter.config.sft import SFTConfig
@@ -113,15 +113,27 @@ def register_resolvers() -> None:
 def to_typed(cfg: DictConfig) -> RootConfig:
     """Resolve and convert a composed config into dataclasses, reporting the first problem as one
     line with its key path."""
-    _check_keys(OmegaConf.to_container(cfg, resolve=False), RootConfig, "")
+    tree = OmegaConf.to_container(cfg, resolve=False)
+    _check_keys(tree, RootConfig, "")
     try:
-        merged = OmegaConf.merge(OmegaConf.structured(RootConfig), cfg)
+        merged = OmegaConf.merge(_schema_of(tree), cfg)
         OmegaConf.resolve(merged)
         typed = OmegaConf.to_object(merged)
     except OmegaConfBaseException as exc:
         raise ConfigError(describe_error(exc)) from None
     validate(typed)
     return typed
+
+
+def _schema_of(tree: Any) -> DictConfig:
+    """The root schema, each eval.benchmarks entry typed by its kind's options (HelloBench's subsets and
+    groups are keys of a hellobench entry only)."""
+    schema = OmegaConf.structured(RootConfig)
+    entries = ((tree.get("eval") or {}).get("benchmarks") or {}) if isinstance(tree, dict) else {}
+    for name, entry in entries.items():
+        kind = (entry.get("kind") if isinstance(entry, dict) else None) or name
+        schema.eval.benchmarks[name] = OmegaConf.structured(benchmark_schema(kind))
+    return schema
 
 
 def _check_keys(tree: Any, schema: type, path: str) -> None:
@@ -148,6 +160,12 @@ def validate(cfg: RootConfig) -> None:
     if order != sorted(order):
         raise ConfigError(f"recipe.stages: {cfg.recipe.stages} is out of order; stages run as {list(STAGE_ORDER)}")
     check_fields(cfg)  # every field's declared range or choices (deepwriter.core.schema)
+    for name, bench in cfg.eval.benchmarks.items():  # (a misspelt entry set from the command line makes a new one)
+        if not bench.kind and name not in BENCHMARK_KINDS:
+            raise ConfigError(
+                f"eval.benchmarks.{name}.kind: not set, and {name!r} is no benchmark's name; "
+                f"expected one of {list(BENCHMARK_KINDS)} (or an entry of {sorted(cfg.eval.benchmarks)} misspelt?)"
+            )
     s = cfg.synthesis
     if s.clip_min is not None and s.clip_max is not None and not s.clip_min < s.clip_max:
         raise ConfigError(f"synthesis.clip_min: {s.clip_min} is not below synthesis.clip_max {s.clip_max}")

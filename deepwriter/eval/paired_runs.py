@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from deepwriter.config.eval import BenchmarkConfig
+from deepwriter.config.eval import BenchmarkConfig, HelloBenchConfig
 from deepwriter.eval import stats
 
 log = logging.getLogger("deepwriter.eval.paired_runs")
@@ -22,7 +22,9 @@ def _entry_config(entry: Dict[str, Any]) -> BenchmarkConfig:
     """Enough of a benchmark's config to recompute its figures: its kind and its groups as the run
     defined them (HelloBench's HB-A / HB-B)."""
     defs = (entry.get("summary") or {}).get("group_definitions") or {}
-    return BenchmarkConfig(kind=entry["kind"], groups={g: list(m) for g, m in defs.items()})
+    if defs:
+        return HelloBenchConfig(kind=entry["kind"], groups={g: list(m) for g, m in defs.items()})
+    return BenchmarkConfig(kind=entry["kind"])
 
 
 def _records(folder: Path, name: str) -> Optional[List[Dict[str, Any]]]:
