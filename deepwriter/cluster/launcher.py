@@ -42,6 +42,7 @@ from deepwriter.cluster.requests import (
     server_request,
     serves_as_jobs,
 )
+from deepwriter.cluster.time_limits import job_times, partition_limits
 from deepwriter.config.root import ConfigError, RootConfig, expand
 from deepwriter.core.contract import JOB_ENV
 from deepwriter.core.errors import print_error
@@ -289,7 +290,6 @@ def job_graph(cfg: RootConfig, stages: List[str], hours: Dict[str, float]) -> Li
     """The jobs the run would submit, in order, each after the one before (no ids yet), each with the
     requeues it may take at its time limit, from the plan's projected `hours` of each stage
     (cost.stage_wall_hours); a graph that cannot finish is refused here, before any submission."""
-    from deepwriter.cluster.time_limits import job_times, partition_limits
 
     times = job_times(cfg, stages, hours, partition_limits())
     graph = []

@@ -14,6 +14,7 @@ from typing import Any, Dict, List, Optional
 
 from deepwriter.config.eval import BenchmarkConfig, HelloBenchConfig
 from deepwriter.eval import stats
+from deepwriter.eval.benchmarks import KINDS
 
 log = logging.getLogger("deepwriter.eval.paired_runs")
 
@@ -36,7 +37,6 @@ def _records(folder: Path, name: str) -> Optional[List[Dict[str, Any]]]:
 
 
 def _benchmarks(summary: Dict[str, Any]):
-    from deepwriter.eval.benchmarks import KINDS
 
     for name, entry in (summary.get("benchmarks") or {}).items():
         if entry.get("kind") in KINDS:

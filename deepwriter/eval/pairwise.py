@@ -30,7 +30,10 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from deepwriter.eval.benchmarks.base import JudgeTask, Slot
+from deepwriter.config.compose import compose
+from deepwriter.config.root import ConfigError, split_overrides, to_typed
+from deepwriter.eval.benchmarks.base import JudgeTask, Slot, markdown_table
+from deepwriter.eval.judge import make_judge
 
 FIRST, SECOND, TIE = 1.0, 2.0, 0.0
 VERDICT = Slot("winner", (FIRST, SECOND, TIE))
@@ -266,7 +269,6 @@ def compare_runs(judge, runs: Dict[str, Path], resamples: int = 1000, limit: Opt
 
 
 def markdown(res: Dict[str, Any]) -> str:
-    from deepwriter.eval.benchmarks.base import markdown_table
 
     def ci(v, lo_hi):
         return "–" if v is None else f"{v:.3f} [{lo_hi[0]:.3f}, {lo_hi[1]:.3f}]" if lo_hi[0] is not None else f"{v:.3f}"
@@ -292,7 +294,6 @@ def markdown(res: Dict[str, Any]) -> str:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    from deepwriter.config.root import ConfigError, split_overrides, to_typed
 
     argv, overrides = split_overrides(list(sys.argv[1:] if argv is None else argv))
     ap = argparse.ArgumentParser(prog="python -m deepwriter.eval.pairwise", description=__doc__.split("\n\n")[0])
@@ -304,8 +305,6 @@ def main(argv: Optional[List[str]] = None) -> int:
     if len(args.runs) < 2:
         print("pairwise: give two runs or more", file=sys.stderr)
         return 2
-    from deepwriter.config.compose import compose
-    from deepwriter.eval.judge import make_judge
 
     try:
         cfg = to_typed(compose(overrides))

@@ -33,6 +33,7 @@ from deepwriter.eval.benchmarks import judge_settings, load_items, module_for
 from deepwriter.eval.benchmarks.base import Item, JudgeOutcome, JudgeTask
 from deepwriter.eval.generate import generate_answers
 from deepwriter.eval.judge import make_judge
+from deepwriter.llm import make_generator
 
 log = logging.getLogger("deepwriter.eval")
 
@@ -186,8 +187,6 @@ def _answer(cfg: RootConfig, ctx: StageContext, mut: ModelConfig, benches: Dict[
 
     def generator():
         if "gen" not in holder:
-            from deepwriter.llm import make_generator
-
             if ctx.serving is not None:  # a managed server of the model under test: only when needed
                 ctx.serving.up("student")
 

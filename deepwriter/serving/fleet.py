@@ -528,7 +528,6 @@ def server_command_for(models_by_group: Dict[str, object], python: str, host: st
 
 def served_name_for(models_by_group: Dict[str, object]) -> Callable[[str], str]:
     """The name a group's servers list in /v1/models (their --served-model-name), read at each look."""
-    from deepwriter.serving.server import served_name
 
     return lambda group: served_name(models_by_group[group])
 

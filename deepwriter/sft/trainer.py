@@ -19,6 +19,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from deepwriter.config.root import ConfigError, stable_hash
 from deepwriter.core.errors import DeepwriterError
 from deepwriter.core.schema import key_slice
+from deepwriter.llm import precision
 from deepwriter.sft.preemption import is_complete
 
 log = logging.getLogger("deepwriter.sft")
@@ -269,10 +270,11 @@ def mfu_peak(sft_cfg: Any, dtype: str) -> Tuple[Optional[float], str]:
     datasheet peak would make a CPU's MFU a meaningless 1e-4), on a GPU `sft.peak_tflops`, a bf16
     peak (None for another dtype: its peak is not configured)."""
     if training_device(sft_cfg) == "cpu":
-        from deepwriter.llm.precision import cpu_description, cpu_peak_rate
-
-        rate = cpu_peak_rate(dtype)
-        return rate / 1e12, f"this CPU's measured {dtype} matmul peak, {rate / 1e9:.1f} GFLOP/s ({cpu_description()})"
+        rate = precision.cpu_peak_rate(dtype)
+        return (
+            rate / 1e12,
+            f"this CPU's measured {dtype} matmul peak, {rate / 1e9:.1f} GFLOP/s ({precision.cpu_description()})",
+        )
     if dtype != "bfloat16":
         return None, f"training computes in {dtype}; sft.peak_tflops is a bf16 peak, so MFU is not computed"
     return sft_cfg.peak_tflops, f"sft.peak_tflops = {sft_cfg.peak_tflops:g} TFLOP/s per GPU (dense bf16 datasheet peak)"

@@ -9,11 +9,14 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
+from deepwriter.config.data import SourceConfig
 from deepwriter.config.root import RootConfig
 from deepwriter.config.synthesis import parse_shard_spec
 from deepwriter.core.contract import StageContext, StageResult, StageSpec, source_files
 from deepwriter.core.records import RecordLog, read_records
 from deepwriter.core.unfinished import Unfinished
+from deepwriter.llm import make_generator, make_scorer, models
+from deepwriter.pairs.prepare import prepare_pairs
 from deepwriter.pairs.read import DataError, Pair, Skipped, load_pairs, reject
 from deepwriter.pairs.released import RELEASED_THINKING
 from deepwriter.pairs.sources import read_ready_pairs, source_of
@@ -27,7 +30,7 @@ log = logging.getLogger("deepwriter.synthesis")
 def build_backends(cfg: RootConfig) -> Tuple[Any, Any]:
     """Generator and scorer; a transformers scorer becomes the prefix-caching one, and a scorer with
     the same config as the generator shares its weights instead of loading them twice."""
-    from deepwriter.llm import make_generator, make_scorer
+    # torch, transformers: loaded only when the run builds its models (an HTTP-only search needs neither)
     from deepwriter.llm.hf import TransformersGenerator, TransformersScorer
     from deepwriter.llm.hf_prefix import PrefixCachingScorer
 
@@ -73,8 +76,6 @@ def check_lengths(cfg: RootConfig, pairs: List[Pair], skipped: List[Skipped], to
     if not pairs:
         return pairs
     if tokenizer is None:
-        from deepwriter.llm import models
-
         tokenizer = models.load_tokenizer(cfg.models.scorer, cfg.paths.cache_dir)
     limit = cfg.models.scorer.max_context
     ok = []
@@ -138,8 +139,6 @@ def load_stage_pairs(cfg: RootConfig, ctx: StageContext, backends: Dict[str, Any
     queries, labels, quotas) into `prepared/` of this stage folder, which a resumed run reuses."""
     if not needs_prepare(cfg):
         return read_ready_pairs(cfg.data.pairs, cfg.data.strict, key="data.pairs")
-    from deepwriter.config.data import SourceConfig
-    from deepwriter.pairs.prepare import prepare_pairs
 
     backends.update(zip(("generator", "scorer"), build_backends(cfg)))
     prepared = prepare_pairs(cfg, ctx.out_dir / "prepared", backends["generator"], backends["scorer"])

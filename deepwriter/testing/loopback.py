@@ -38,6 +38,9 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Dict, List, Optional, Sequence
 
+from deepwriter.config.llm import ModelConfig
+from deepwriter.config.root import CONF_DIR
+from deepwriter.llm import models
 from deepwriter.llm.base import Generator, Sampling, Scorer
 
 log = logging.getLogger("deepwriter.testing.loopback")
@@ -618,9 +621,6 @@ def load_preset(name: str):
 
     from omegaconf import OmegaConf
 
-    from deepwriter.config.llm import ModelConfig
-    from deepwriter.config.root import CONF_DIR
-
     path = CONF_DIR / "model" / f"{name}.yaml"
     if not path.is_file():
         choices = sorted(p.stem for p in path.parent.glob("*.yaml"))
@@ -642,8 +642,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    from deepwriter.llm import models
-    from deepwriter.llm.hf import TransformersGenerator, TransformersScorer, default_device
+    from deepwriter.llm.hf import TransformersGenerator, TransformersScorer, default_device  # torch: this path only
 
     cfg = load_preset(args.model)
     model, tok = models.load(cfg, args.cache_dir, device=default_device())

@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Callable, Dict, Iterator, Optional
 
 from deepwriter.cluster.jobs import show_job
+from deepwriter.testing.repo import REPO
+from deepwriter.testing.vllm_server import free_port
 
 
 def cluster_answers() -> bool:
@@ -82,7 +84,6 @@ def forgotten(job_id: str) -> bool:
 def silent_controller_conf(folder: Path) -> Path:
     """A copy of the cluster's slurm.conf whose controller port nothing listens on: the SLURM commands
     that read it (SLURM_CONF) get no answer from a controller, as while slurmctld restarts."""
-    from deepwriter.testing.vllm_server import free_port
 
     lines = SLURM_CONF.read_text().splitlines()
     lines = [x for x in lines if not x.startswith(("SlurmctldPort=", "MessageTimeout="))]
@@ -147,7 +148,6 @@ def _state_once_scheduled(job_id: str) -> Optional[str]:
 def controller_stopped(seconds: float) -> Iterator[None]:
     """slurmctld stopped (`scontrol shutdown slurmctld`: its state saved, running jobs left running) for
     `seconds`, then started again by .ci/slurm-local, which waits until it answers."""
-    from deepwriter.testing.repo import REPO
 
     t0 = time.monotonic()
     scontrol("shutdown", "slurmctld")
