@@ -303,3 +303,28 @@ def test_local_imports_without_a_reason_are_found(tmp_path):
         "def d():\n    if True:\n        import deepwriter.q\n    import json\n"
     )
     assert unexplained_local_imports(f) == [f"{f}:5", f"{f}:10", f"{f}:20"]
+
+
+def untyped_configs(path: Path) -> List[str]:
+    """`file:line name` of each parameter or dataclass field named like a config (`cfg`, `sft_cfg`,
+    `bcfg`, ...) annotated `Any`: a config parameter names its dataclass (deepwriter.config)."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            a = node.args
+            named = [(x.arg, x.annotation) for x in a.posonlyargs + a.args + a.kwonlyargs]
+        elif isinstance(node, ast.ClassDef):
+            named = [(getattr(x.target, "id", None), x.annotation) for x in node.body if isinstance(x, ast.AnnAssign)]
+            named = [(n, ann) for n, ann in named if isinstance(n, str)]
+        else:
+            continue
+        for name, ann in named:
+            is_any = ann is not None and ast.unparse(ann).strip("'\"") in ("Any", "typing.Any")
+            if is_any and name.endswith("cfg"):
+                found.append(f"{path}:{ann.lineno} {name}")
+    return found
+
+
+def test_no_config_parameter_is_typed_any():
+    untyped = [u for p in sorted((REPO / "deepwriter").rglob("*.py")) for u in untyped_configs(p)]
+    assert untyped == [], "type these with their config dataclass:\n" + "\n".join(untyped)

@@ -12,7 +12,7 @@ import time
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
@@ -27,7 +27,10 @@ from deepwriter.config.sft import SFTConfig
 from deepwriter.config.synthesis import SynthesisConfig, parse_shard_spec
 from deepwriter.core.contract import STAGE_ORDER
 from deepwriter.core.errors import ConfigError
-from deepwriter.core.files import expand  # noqa: F401  (re-exported: config paths are expanded with it)
+from deepwriter.core.files import (
+    expand,  # noqa: F401  (re-exported: config paths are expanded with it)
+    resolve_data_path,
+)
 from deepwriter.core.schema import SEED_MAX, bounded, check_fields, one_of, operational
 
 # The Hydra config ships inside the package (a wheel install composes every recipe too).
@@ -213,8 +216,8 @@ def redact(obj: Any) -> Any:
     return obj
 
 
-def to_plain(cfg: Any) -> Any:
-    """A JSON-able, redacted view of a typed (or DictConfig) config."""
+def to_plain(cfg: object) -> Any:
+    """A JSON-able, redacted view of a typed config, any part of one (a dataclass), or a DictConfig."""
     if not isinstance(cfg, DictConfig):
         cfg = OmegaConf.structured(cfg)
     plain = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
@@ -245,3 +248,28 @@ def split_overrides(argv: List[str]) -> Tuple[List[str], List[str]]:
         i = argv.index("--")
         return argv[:i], argv[i + 1 :]
     return argv, []
+
+
+# --- what a stage reads of the config ----------------------------------------------------------
+
+
+def config_at(cfg: RootConfig, dotted: str) -> Any:
+    """The value at a dotted path of a typed config (`data.pairs`, `models.scorer`)."""
+    node: Any = cfg
+    for part in dotted.split("."):
+        node = node[part] if isinstance(node, dict) else getattr(node, part)
+    return node
+
+
+def source_files(*dotted: str) -> Callable[[RootConfig], List[Path]]:
+    """input_files of a stage that reads the local files of data sources (`data.pairs`, ...)."""
+
+    def files(cfg: RootConfig) -> List[Path]:
+        return [resolve_data_path(src.path) for src in (config_at(cfg, d) for d in dotted) if src.path]
+
+    return files
+
+
+def benchmark_files(cfg: RootConfig) -> List[Path]:
+    """The local data of every enabled benchmark (eval reads them; the mix decontaminates against them)."""
+    return [resolve_data_path(b.path) for b in cfg.eval.benchmarks.values() if b.enabled and b.path]

@@ -23,10 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
+from deepwriter.config.eval import BenchmarkConfig
 from deepwriter.config.llm import Backend, ModelConfig, ModelSource
-from deepwriter.config.root import ConfigError, RootConfig, expand
+from deepwriter.config.root import ConfigError, RootConfig, benchmark_files, expand
 from deepwriter.core.badinput import Skipped
-from deepwriter.core.contract import StageContext, StageResult, StageSpec, benchmark_files
+from deepwriter.core.contract import StageContext, StageResult, StageSpec
 from deepwriter.core.unfinished import Unfinished
 from deepwriter.eval import agreement, stats, tables
 from deepwriter.eval.benchmarks import judge_settings, load_items, module_for
@@ -108,7 +109,7 @@ class _Bench:
     """One enabled benchmark entry of this run: its module, settings, items and what became of them."""
 
     module: Any
-    cfg: Any
+    cfg: BenchmarkConfig
     settings: Any
     items: List[Item]
     skipped: List[Skipped]

@@ -21,8 +21,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from deepwriter.config.root import RootConfig, expand
-from deepwriter.core.contract import StageContext, StageResult, StageSpec, benchmark_files, source_files
+from deepwriter.config.root import RootConfig, benchmark_files, expand, source_files
+from deepwriter.core.contract import StageContext, StageResult, StageSpec
 from deepwriter.eval.benchmarks import benchmark_prompts
 from deepwriter.llm.models import load_tokenizer
 from deepwriter.mix.build import MixResult, build_mix, to_messages

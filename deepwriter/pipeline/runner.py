@@ -22,14 +22,13 @@ from typing import Any, Callable, Dict, List, Optional
 
 from deepwriter.cluster.launcher import submit_run
 from deepwriter.cluster.requests import replica_spawner, serves_as_jobs
-from deepwriter.config.root import STAGE_ORDER, ConfigError, RootConfig, expand, stable_hash, to_plain
+from deepwriter.config.root import STAGE_ORDER, ConfigError, RootConfig, config_at, expand, stable_hash, to_plain
 from deepwriter.core.contract import (
     JOB_ENV,
     MANIFEST,
     StageContext,
     StageResult,
     StageSpec,
-    config_at,
     rank,
     read_manifest,
     write_stage_manifest,

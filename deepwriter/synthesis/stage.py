@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 from deepwriter.config.data import SourceConfig
-from deepwriter.config.root import RootConfig
+from deepwriter.config.root import RootConfig, source_files
 from deepwriter.config.synthesis import parse_shard_spec
-from deepwriter.core.contract import StageContext, StageResult, StageSpec, source_files
+from deepwriter.core.contract import StageContext, StageResult, StageSpec
 from deepwriter.core.records import RecordLog, read_records
 from deepwriter.core.unfinished import Unfinished
 from deepwriter.llm import make_generator, make_scorer, models
