@@ -154,7 +154,7 @@ SCRIPT = textwrap.dedent(
 
 @pytest.mark.slow  # starts a run or a server: `make test` only, not test-fast
 def test_sigterm_stops_every_server_and_frees_the_port(tmp_path):
-    code = SCRIPT.format(tests=str(REPO / "tests" / "llm"), logs=str(tmp_path / "servers"))
+    code = SCRIPT.format(tests=str(REPO / "tests" / "serving"), logs=str(tmp_path / "servers"))
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env, cwd=REPO)
     try:
@@ -171,7 +171,7 @@ def test_sigterm_stops_every_server_and_frees_the_port(tmp_path):
 
 @pytest.mark.slow  # starts a run or a server: `make test` only, not test-fast
 def test_ctrl_c_stops_them_too(tmp_path):
-    code = SCRIPT.format(tests=str(REPO / "tests" / "llm"), logs=str(tmp_path / "servers"))
+    code = SCRIPT.format(tests=str(REPO / "tests" / "serving"), logs=str(tmp_path / "servers"))
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env, cwd=REPO)
     info = None
