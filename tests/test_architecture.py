@@ -260,6 +260,8 @@ def unexplained_local_imports(path: Path, top: str = "deepwriter") -> List[str]:
     on one of the statement's lines, or on a comment line right above its run of imports (a circle it
     breaks, a heavy library it defers). Anything else belongs at the top of the module."""
     text = path.read_text()
+    if not re.search(rf"^[ \t]+(from|import) {top}\b", text, re.M):  # no indented import of the package
+        return []
     lines = text.splitlines()
     tokens = tokenize.generate_tokens(io.StringIO(text).readline)
     # a linter's directive (noqa, type: ignore, pragma) gives no reason
