@@ -43,7 +43,7 @@ def _hydra_main(cfg: DictConfig) -> None:
         # stay; hydra.verbose=true (every logger at DEBUG) keeps every request.
         if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
             logging.getLogger("httpx").setLevel(logging.WARNING)
-        if typed.launcher.kind == "slurm":  # the stages as SLURM jobs; this process submits (and waits)
+        if typed.launcher.submits_jobs:  # the stages as SLURM jobs; this process submits (and waits)
             sys.exit(_submit(typed))
         manifest = run_pipeline(typed, stage_tracker)
     except ConfigError as exc:  # e.g. a missing input, found before any work

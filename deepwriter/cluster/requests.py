@@ -47,7 +47,7 @@ def serves_as_jobs(cfg: RootConfig, in_stage_job: bool) -> bool:
     stage job of launcher=slurm, or, at submission, when the launcher is slurm)."""
     placement = cfg.serving.placement
     if placement == "auto":
-        return in_stage_job or cfg.launcher.kind == "slurm"
+        return in_stage_job or cfg.launcher.submits_jobs
     return placement == "slurm"
 
 
