@@ -83,7 +83,6 @@ def _submit(typed: RootConfig) -> int:
 
 
 def _run_dir(typed: Optional[RootConfig]) -> Optional[Path]:
-
     return expand(typed.paths.runs_dir) / typed.recipe.name / typed.run_id if typed is not None else None
 
 

@@ -490,7 +490,6 @@ def make_judge(cfg, cache_dir: Path) -> Judge:
     model_id = mcfg.name if local else (mcfg.endpoint.model or mcfg.path)
 
     def factory():
-
         use = mcfg
         if not local:  # the eval's own bound on parallel judge requests, within the endpoint's
             limit = max(1, min(mcfg.endpoint.max_concurrency, cfg.eval.judge.max_concurrency))

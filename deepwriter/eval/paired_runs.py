@@ -37,7 +37,6 @@ def _records(folder: Path, name: str) -> Optional[List[Dict[str, Any]]]:
 
 
 def _benchmarks(summary: Dict[str, Any]):
-
     for name, entry in (summary.get("benchmarks") or {}).items():
         if entry.get("kind") in KINDS:
             yield name, entry, KINDS[entry["kind"]]

@@ -269,7 +269,6 @@ def compare_runs(judge, runs: Dict[str, Path], resamples: int = 1000, limit: Opt
 
 
 def markdown(res: Dict[str, Any]) -> str:
-
     def ci(v, lo_hi):
         return "–" if v is None else f"{v:.3f} [{lo_hi[0]:.3f}, {lo_hi[1]:.3f}]" if lo_hi[0] is not None else f"{v:.3f}"
 
@@ -294,7 +293,6 @@ def markdown(res: Dict[str, Any]) -> str:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-
     argv, overrides = split_overrides(list(sys.argv[1:] if argv is None else argv))
     ap = argparse.ArgumentParser(prog="python -m deepwriter.eval.pairwise", description=__doc__.split("\n\n")[0])
     ap.add_argument("runs", nargs="+", type=Path, help="run folders (or eval stage folders), two or more")

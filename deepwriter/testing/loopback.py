@@ -618,7 +618,6 @@ def start_server(
 
 
 def load_preset(name: str):
-
     from omegaconf import OmegaConf
 
     path = CONF_DIR / "model" / f"{name}.yaml"
