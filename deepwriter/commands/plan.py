@@ -32,7 +32,7 @@ from deepwriter.core.contract import read_manifest
 from deepwriter.core.files import resolve_data_path
 from deepwriter.core.records import read_records
 from deepwriter.eval.benchmarks import module_for
-from deepwriter.pipeline.runner import stage_roles
+from deepwriter.pipeline.runner import stage_arrays, stage_roles
 from deepwriter.serving.stages import serving_layout
 from deepwriter.sft.memory import QWEN3_8B, GiB, ModelShape, plan_from_config
 from deepwriter.synthesis import prompts
@@ -523,8 +523,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         text += project(cfg, opts.get("calibrate")).text()
         if cfg.launcher.submits_jobs:  # the jobs `deepwriter.train ... launcher=slurm` would submit
             stages = [s for s in STAGE_ORDER if s in cfg.recipe.stages]
-            text += "\n" + graph_text(job_graph(cfg, stages, stage_wall_hours(cfg, stages)))
-            text += server_graph_text(cfg, placed) if as_jobs else ""
+            text += "\n" + graph_text(job_graph(cfg, stages, stage_wall_hours(cfg, stages), stage_arrays(cfg)))
+            text += server_graph_text(cfg, placed, stage_arrays(cfg)) if as_jobs else ""
     except ConfigError as exc:
         print(f"deepwriter.plan: {exc}", file=sys.stderr)
         return 2
