@@ -3,11 +3,11 @@ deepwriter.serving.fleet.Spawner).
 
 The replica's server command (deepwriter.serving.fleet.server_command_for, bound to 0.0.0.0) becomes a batch
 script `<servers>/<group>-<index>.sbatch`, submitted with `sbatch --no-requeue` (the fleet, not the
-scheduler, brings a dead replica back, within serving.max_restarts). Before it starts the server the job
-writes `<node>:<port> <job id>` to `<servers>/<group>-<index>.addr` in the run folder, which every node
-sees: the fleet reads the replica's address there and health-checks it as it does a local process. A job
-that SLURM ended (scancel, node failure, preemption, its time limit) is seen through `scontrol show job`;
-`stop` is scancel and waits until the scheduler says the job has ended.
+scheduler, brings a dead replica back, within serving.max_restarts). Once its server answers (with the
+run's key) the job writes `<node>:<port> <job id>` to `<servers>/<group>-<index>.addr` in the run folder,
+which every node sees: the fleet reads the replica's address there and health-checks it as it does a
+local process. A job that SLURM ended (scancel, node failure, preemption, its time limit) is seen
+through `scontrol show job`; `stop` is scancel and waits until the scheduler says the job has ended.
 
 sbatch, not submitit: a replica is a command line, not a Python callable to pickle, and submitit reads
 job states through sacct, which a cluster without accounting (and this one's tests) does not have.
@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
-from deepwriter.serving.fleet import FleetError
+from deepwriter.serving.fleet import KEY_ENV, FleetError
 from deepwriter.serving.placement import Replica
 
 _log = logging.getLogger("deepwriter.fleet")
@@ -50,9 +50,10 @@ TERMINAL = {
 }
 
 
-def run_tool(cmd: List[str], timeout: float = 30) -> subprocess.CompletedProcess:
-    """A SLURM command (sbatch, scontrol, sinfo, ...), its output captured."""
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+def run_tool(cmd: List[str], timeout: float = 30, env: Optional[Dict[str, str]] = None) -> subprocess.CompletedProcess:
+    """A SLURM command (sbatch, scontrol, sinfo, ...), its output captured; `env`: its environment
+    (sbatch hands the one it runs in to the job)."""
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
 
 
 class ControllerSilent(RuntimeError):
@@ -140,9 +141,13 @@ def batch_script(
     python: str = sys.executable,
 ) -> str:
     """The replica's batch script: a port free on its node (the replica's own, base_port + index, unless
-    another server holds it there: then one the system gives), its address into the run folder, then its
-    server; with `parent` (the stage job that runs the fleet) the server is stopped when that job is no
-    longer running. The port is every argument of `argv` that is the replica's port."""
+    another server holds it there: then one the system gives), then its server; once that server answers
+    on the port (with the run's key, KEY_ENV in the job's environment, and refusing any other key) its
+    address goes into the run folder. A server that ends without answering publishes nothing: the fleet
+    never sees an address that may be someone else's. With `parent` (the stage job that runs the fleet)
+    the server is stopped when that job is no longer running. The port is every argument of `argv` that
+    is the replica's port. The key is not in `env` (the script is a file of the run folder): sbatch
+    hands it to the job in its environment."""
     q = shlex.quote
     own = str(rep.port)
     command = " ".join('"$port"' if a == own else q(a) for a in argv)
@@ -150,37 +155,62 @@ def batch_script(
     lines = [
         "#!/bin/bash",
         f"# deepwriter: {rep.group} replica {rep.index}, a server job of the run's fleet",
-        *(f"export {k}={q(v)}" for k, v in env.items()),
+        *(f"export {k}={q(v)}" for k, v in env.items() if k != KEY_ENV),
         f'free_port() {{ {q(python)} -c {q(bind)} "$1" 2>/dev/null; }}',
+        f'answers() {{ {q(python)} -c {q(_ANSWERS.format(key_env=KEY_ENV))} "$1"; }}',
         f"port=$(free_port {own} || free_port 0)",
         f'[ "$port" = {own} ] || echo "deepwriter: port {own} is taken on $(hostname): this replica listens on $port"',
         'echo "=== $(date +%H:%M:%S) job $SLURM_JOB_ID on $(hostname): "' + command,
-        f'printf "%s:%s %s\\n" "$(hostname)" "$port" "$SLURM_JOB_ID" > {q(str(addr))}.$SLURM_JOB_ID',
-        f"mv {q(str(addr))}.$SLURM_JOB_ID {q(str(addr))}",
-    ]
-    if not parent:
-        return "\n".join(lines + ["exec " + command]) + "\n"
-    lines += [
         command + " &",
         "srv=$!",
         "trap 'kill -TERM $srv 2>/dev/null' TERM INT",
-        "gone=0",
-        'while kill -0 "$srv" 2>/dev/null; do',
-        f"  sleep {watch_s:g}",
-        f"  st=$(scontrol show job -o {q(parent)} 2>&1)",
-        '  case "$st" in',
-        "    *JobState=RUNNING*|*JobState=SUSPENDED*) gone=0 ;;",
-        '    *JobState=*|*"Invalid job id"*) gone=$((gone + 1)) ;;',
-        "  esac",
-        '  if [ "$gone" -ge 2 ]; then',
-        f'    echo "deepwriter: stage job {parent}, which started this server, no longer runs: stopping it"',
-        '    kill -TERM "$srv"',
-        "    break",
+        'until answers "$port"; do',
+        '  if ! kill -0 "$srv" 2>/dev/null; then',
+        '    echo "deepwriter: the server ended before it answered on port $port: no address published"',
+        '    wait "$srv"',
+        "    exit 1",
         "  fi",
+        "  sleep 1",
         "done",
-        'wait "$srv"',
+        f'printf "%s:%s %s\\n" "$(hostname)" "$port" "$SLURM_JOB_ID" > {q(str(addr))}.$SLURM_JOB_ID',
+        f"mv {q(str(addr))}.$SLURM_JOB_ID {q(str(addr))}",
+        'echo "deepwriter: the server answers on $(hostname):$port: address published"',
     ]
-    return "\n".join(lines) + "\n"
+    if parent:
+        lines += [
+            "gone=0",
+            'while kill -0 "$srv" 2>/dev/null; do',
+            f"  sleep {watch_s:g}",
+            f"  st=$(scontrol show job -o {q(parent)} 2>&1)",
+            '  case "$st" in',
+            "    *JobState=RUNNING*|*JobState=SUSPENDED*) gone=0 ;;",
+            '    *JobState=*|*"Invalid job id"*) gone=$((gone + 1)) ;;',
+            "  esac",
+            '  if [ "$gone" -ge 2 ]; then',
+            f'    echo "deepwriter: stage job {parent}, which started this server, no longer runs: stopping it"',
+            '    kill -TERM "$srv"',
+            "    break",
+            "  fi",
+            "done",
+        ]
+    return "\n".join(lines + ['wait "$srv"']) + "\n"
+
+
+# Whether the server on this node's port (argv[1]) is the job's own: it answers /v1/models with the key in
+# the job's environment and refuses another (without a key: any answer). Exit 0 if so.
+_ANSWERS = """
+import os, sys, urllib.error, urllib.request as u
+url, key = "http://127.0.0.1:%s/v1/models" % sys.argv[1], os.environ.get("{key_env}")
+direct = u.build_opener(u.ProxyHandler({{}}))
+def status(k):
+    try:
+        return direct.open(u.Request(url, headers={{"Authorization": "Bearer " + k}} if k else {{}}), timeout=5).status
+    except urllib.error.HTTPError as e:
+        return e.code
+    except Exception:
+        return None
+sys.exit(0 if status(key) == 200 and (not key or status(key + "-not-the-key") in (401, 403)) else 1)
+"""
 
 
 @dataclass
@@ -220,6 +250,7 @@ class SlurmSpawner:
         addr.unlink(missing_ok=True)  # a former job's address is not this one's
         script = self.log_dir / f"{name}.sbatch"
         script.write_text(batch_script(rep, argv, env, addr, os.environ.get("SLURM_JOB_ID"), self.watch_s))
+        secret = {k: v for k, v in env.items() if k == KEY_ENV}  # to the job through sbatch, in no file
         cmd = [
             "sbatch",
             "--parsable",
@@ -229,7 +260,7 @@ class SlurmSpawner:
             *self.flags_for(rep),
             str(script),
         ]
-        done = run_tool(cmd, timeout=60)
+        done = run_tool(cmd, timeout=60, env={**os.environ, **secret})
         if done.returncode != 0:
             why = (done.stderr or done.stdout).strip().splitlines()
             raise FleetError(
