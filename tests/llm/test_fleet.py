@@ -311,7 +311,9 @@ def test_a_replica_as_a_slurm_job_is_found_healed_after_scancel_and_cancelled_by
 
     logs = tmp_path / "servers"
     spawner = SlurmSpawner(lambda rep: ["--job-name=deepwriter-test-serve", "--time=10"], logs)
-    fleet = Fleet(layout(1, max_restarts=1), loopback_anywhere, logs, poll_s=0.5, spawner=spawner)
+    key = new_key()  # to the job through sbatch's environment
+    auth = {"Authorization": f"Bearer {key}"}
+    fleet = Fleet(layout(1, max_restarts=1), loopback_anywhere, logs, poll_s=0.5, spawner=spawner, key=key)
     ids = []
     try:
         (url,) = fleet.up("tiny")
@@ -324,7 +326,9 @@ def test_a_replica_as_a_slurm_job_is_found_healed_after_scancel_and_cancelled_by
         # its address, written by the job into the run folder, is the URL the fleet hands out
         assert (logs / "tiny-0.addr").read_text().split() == [f"{node}:{r.replica.port}", first]
         assert url == f"http://{node}:{r.replica.port}/v1"
-        assert httpx.get(f"{url}/models", timeout=10).status_code == 200
+        assert httpx.get(f"{url}/models", headers=auth, timeout=10).status_code == 200
+        assert httpx.get(f"{url}/models", timeout=10).status_code == 401  # the job's server took the run's key
+        assert key not in (logs / "tiny-0.sbatch").read_text() + (logs / "tiny-0.log").read_text()
         state = json.loads((logs / "fleet.json").read_text())
         assert [(x["job_id"], x["url"]) for x in state["running"]["tiny"]] == [(first, url)]
         assert f"job {first} on {node}" in (logs / "tiny-0.log").read_text()
@@ -339,7 +343,7 @@ def test_a_replica_as_a_slurm_job_is_found_healed_after_scancel_and_cancelled_by
         # on its node's port, or on another one while the cancelled server still holds that (the job's choice)
         where, job_id = (logs / "tiny-0.addr").read_text().split()
         assert job_id == second and where.startswith(f"{node}:") and fleet.urls("tiny") == [f"http://{where}/v1"]
-        assert httpx.get(f"{fleet.urls('tiny')[0]}/models", timeout=10).status_code == 200
+        assert httpx.get(f"{fleet.urls('tiny')[0]}/models", headers=auth, timeout=10).status_code == 200
         st = fleet.summary()["tiny"]
         assert st["restarts"] == 1 and st["deaths"] == 1 and st["down_s"] > 0
     finally:
@@ -433,3 +437,36 @@ def test_with_the_runs_key_only_a_server_that_takes_it_and_refuses_others_is_our
         assert httpx.get(f"{ours.url}/models", timeout=5).status_code == 401  # nothing without the key
         sent = [a for a in ours.stats.authorization if a]
         assert f"Bearer {key}" in sent and len(set(sent)) == 3  # the run's key, and two wrong ones
+
+
+@pytest.mark.slow  # one server job of ~5 s
+@pytest.mark.timeout(180)  # bounded inside: 60 s to the job's start, 60 s to its end
+def test_a_replica_job_whose_own_server_never_answers_with_the_key_publishes_no_address(tmp_path, slurm_cluster):
+    """The job's server answers /v1/models with 200 and the right model name, but takes any key (as a
+    stranger on that port would), then ends: the job never writes its address into the run folder, so
+    the fleet is never handed it, and its log says why."""
+    from deepwriter.cluster.jobs import TERMINAL, SlurmSpawner
+    from deepwriter.serving.fleet import KEY_ENV
+    from deepwriter.testing.slurm import job, wait_until
+
+    logs = tmp_path / "servers"
+    logs.mkdir()
+    spawner = SlurmSpawner(lambda rep: ["--job-name=deepwriter-test-serve", "--time=5"], logs)
+    rep = layout(1, 0).replicas["tiny"][0]
+    keyless = "import sys,time; from deepwriter.testing.stranger import Stranger as S; "
+    keyless += "S(int(sys.argv[1]), model='tiny-qwen3').__enter__(); time.sleep(5)"
+    key = new_key()
+    server = spawner.start(
+        rep,
+        [sys.executable, "-c", keyless, str(rep.port)],
+        {"PYTHONPATH": str(REPO), KEY_ENV: key},
+        logs / "tiny-0.log",
+    )
+    try:
+        wait_until(lambda: job(server.job_id)["JobState"] in TERMINAL, 120, "the server job to end")
+        log_text = (logs / "tiny-0.log").read_text()
+        assert "the server ended before it answered on port" in log_text and "no address published" in log_text
+        assert not (logs / "tiny-0.addr").exists() and spawner.address(rep, server) is None
+        assert key not in log_text + (logs / "tiny-0.sbatch").read_text()
+    finally:
+        subprocess.run(["scancel", server.job_id], capture_output=True)
