@@ -489,14 +489,17 @@ class LocalSpawner:
 
     def __init__(self, host: str = "127.0.0.1", stop_grace_s: float = 20.0):
         self.host, self.stop_grace_s = host, stop_grace_s
+        self.last_port: Dict[Tuple[str, int], int] = {}  # a restarted replica keeps its URL where it can
 
     def start(self, rep: Replica, argv: List[str], extra_env: Dict[str, str], log_path: Path) -> subprocess.Popen:
         env = {**os.environ, **extra_env}
         if rep.devices:
             env["CUDA_VISIBLE_DEVICES"] = rep.cuda_visible_devices
-        port = rep.port
+        port = self.last_port.get((rep.group, rep.index), rep.port)
         if not port_free(self.host, port):
-            port = free_port(self.host)
+            port = rep.port if port != rep.port and port_free(self.host, rep.port) else free_port(self.host)
+        self.last_port[(rep.group, rep.index)] = port
+        if port != rep.port:
             log.info("fleet: port %d of %s replica %d is taken: it listens on %d", rep.port, rep.group, rep.index, port)
             argv = with_port(argv, rep.port, port)
         with open(log_path, "ab") as logf:

@@ -310,7 +310,7 @@ def test_a_replica_as_a_slurm_job_is_found_healed_after_scancel_and_cancelled_by
     from deepwriter.testing.slurm import job, wait_until
 
     logs = tmp_path / "servers"
-    spawner = SlurmSpawner(lambda rep: ["--job-name=deepwriter-test-serve", "--time=10"], logs)
+    spawner = SlurmSpawner(lambda rep: {"job_name": "deepwriter-test-serve", "time": 10}, logs)
     key = new_key()  # to the job through sbatch's environment
     auth = {"Authorization": f"Bearer {key}"}
     fleet = Fleet(layout(1, max_restarts=1), loopback_anywhere, logs, poll_s=0.5, spawner=spawner, key=key)
@@ -332,6 +332,7 @@ def test_a_replica_as_a_slurm_job_is_found_healed_after_scancel_and_cancelled_by
         state = json.loads((logs / "fleet.json").read_text())
         assert [(x["job_id"], x["url"]) for x in state["running"]["tiny"]] == [(first, url)]
         assert f"job {first} on {node}" in (logs / "tiny-0.log").read_text()
+        assert (logs / "submitit" / f"{first}_submitted.pkl").is_file()  # submitted through submitit
 
         subprocess.run(["scancel", first], check=True)  # the scheduler ends the replica: self-healing
         wait_until(lambda: fleet.summary()["tiny"]["deaths"] == 1, 60, "the fleet to see the cancelled job")
@@ -379,7 +380,7 @@ def test_a_replica_job_stops_its_server_once_the_stage_job_that_started_it_no_lo
         monkeypatch.setenv("SLURM_JOB_ID", stage)  # the fleet runs inside that job
         logs = tmp_path / "servers"
         logs.mkdir()
-        spawner = SlurmSpawner(lambda rep: ["--job-name=deepwriter-test-serve", "--time=10"], logs, watch_s=1)
+        spawner = SlurmSpawner(lambda rep: {"job_name": "deepwriter-test-serve", "time": 10}, logs, watch_s=1)
         rep = layout(1, 0).replicas["tiny"][0]
         argv, env = loopback_anywhere(rep)
         server = spawner.start(rep, argv, env, logs / "tiny-0.log")
@@ -451,7 +452,7 @@ def test_a_replica_job_whose_own_server_never_answers_with_the_key_publishes_no_
 
     logs = tmp_path / "servers"
     logs.mkdir()
-    spawner = SlurmSpawner(lambda rep: ["--job-name=deepwriter-test-serve", "--time=5"], logs)
+    spawner = SlurmSpawner(lambda rep: {"job_name": "deepwriter-test-serve", "time": 5}, logs)
     rep = layout(1, 0).replicas["tiny"][0]
     keyless = "import sys,time; from deepwriter.testing.stranger import Stranger as S; "
     keyless += "S(int(sys.argv[1]), model='tiny-qwen3').__enter__(); time.sleep(5)"
