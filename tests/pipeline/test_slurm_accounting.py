@@ -77,17 +77,20 @@ def test_with_accounting_a_forgotten_jobs_end_is_read_from_sacct(accounting, tmp
     assert rc == EXIT_UNFINISHED and line.startswith(f"stage mix (job {unfinished}) left items unfinished (exit 3)")
 
 
-@pytest.mark.timeout(300)  # ~20-30 s: slurmctld stopped for 5 s and started again with accounting
-def test_with_accounting_a_stopped_controller_leaves_a_replica_job_unknown_never_ended(accounting, tmp_path):
-    """test_slurm.py stops slurmctld for 30 s under a whole run, without accounting; here, with slurmdbd
-    answering while slurmctld is away, a running replica's job is still unknown (ask again), never ended,
-    the launcher's job reading says UNKNOWN, and once the controller is back the job runs on and its end
-    is seen."""
+@pytest.mark.timeout(300)  # ~10 s: one running job, the controller silent for two looks
+def test_with_accounting_a_silent_controller_leaves_a_replica_job_unknown_never_ended(
+    accounting, tmp_path, monkeypatch
+):
+    """test_slurm.py stops slurmctld for 30 s under a whole run, without accounting. Here, with slurmdbd
+    still answering, the scheduler commands pointed at a controller port nothing listens on (as while
+    slurmctld restarts): a running replica's job is unknown (ask again), never ended nor read from sacct,
+    the launcher's reading says UNKNOWN, and once the controller answers the job runs on and its end is
+    seen."""
     import re
 
-    from deepwriter.cluster.jobs import ReplicaJob, SlurmSpawner
+    from deepwriter.cluster.jobs import ReplicaJob, SlurmSpawner, accounted_job
     from deepwriter.cluster.launcher import job_states
-    from deepwriter.testing.slurm import controller_stopped
+    from deepwriter.testing.slurm import silent_controller_conf
 
     job_id = _submit("sleep 120")
     try:
@@ -95,12 +98,13 @@ def test_with_accounting_a_stopped_controller_leaves_a_replica_job_unknown_never
         spawner = SlurmSpawner(lambda rep: {}, tmp_path, ask_every_s=0)
         handle = ReplicaJob(job_id, tmp_path / "x.addr")
         assert spawner.ended(handle) is None and handle.state == "RUNNING"
-        with controller_stopped(5):
-            assert spawner.ended(handle) is None and spawner.waiting(handle) is None  # not gone, not queued
-            assert handle.silent_since is not None and handle.state == "RUNNING"
-            record = {"run": "demo/x", "jobs": [{"stage": "synthesize", "job_id": job_id}]}
-            assert job_states(record)[job_id]["JobState"] == "UNKNOWN"
-        assert accounting_on()  # started again in its mode
+        monkeypatch.setenv("SLURM_CONF", str(silent_controller_conf(tmp_path)))
+        assert accounted_job(job_id)["JobState"] == "RUNNING"  # slurmdbd answers while the controller does not
+        assert spawner.ended(handle) is None and spawner.waiting(handle) is None  # not gone, not queued
+        assert handle.silent_since is not None and handle.state == "RUNNING"
+        record = {"run": "demo/x", "jobs": [{"stage": "synthesize", "job_id": job_id}]}
+        assert job_states(record)[job_id]["JobState"] == "UNKNOWN"
+        monkeypatch.delenv("SLURM_CONF")
         assert spawner.ended(handle) is None and handle.silent_since is None and job(job_id)["JobState"] == "RUNNING"
         subprocess.run(["scancel", job_id], check=True, timeout=30)
         why = wait_until(lambda: spawner.ended(handle), 60, "the cancelled job seen as ended")
