@@ -95,6 +95,8 @@ def test_with_accounting_a_silent_controller_leaves_a_replica_job_unknown_never_
     job_id = _submit("sleep 120")
     try:
         wait_until(lambda: job(job_id)["JobState"] == "RUNNING", 60, "the job to run")
+        # slurmdbd's record follows the controller's by a moment
+        wait_until(lambda: (accounted_job(job_id) or {}).get("JobState") == "RUNNING", 60, "sacct to say RUNNING")
         spawner = SlurmSpawner(lambda rep: {}, tmp_path, ask_every_s=0)
         handle = ReplicaJob(job_id, tmp_path / "x.addr")
         assert spawner.ended(handle) is None and handle.state == "RUNNING"
