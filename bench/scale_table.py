@@ -4,10 +4,9 @@ samples, 3 epochs, as the paper's 20K + 17K): synthesis and SFT wall-clock hours
 and the SLURM jobs and requeues each stage needs at the `full` scale's time limits (2,880 min a job;
 deepwriter.cluster.time_limits). A projection, not a measurement: no GPU runs here.
 
-The node count enters as the plan's fleet (`plan.hardware.count` = 8 x nodes): the hours assume the work
-spreads evenly over every GPU. SFT does (sft.num_nodes under launcher=slurm); synthesis does only across
-its managed replicas of one job today, so its rows beyond 1 node are what a synthesis spread over the
-nodes would take, not what one synthesize job does.
+Synthesis on N nodes is a job array of N tasks (`synthesis.shards=N`), each on one node with the plan's
+fleet (`plan.hardware.count=8`) and its own replicas: the plan's hours over N, as the job graph shares
+them out. SFT is one job over the N nodes (`sft.num_nodes=N`, `plan.hardware.count` = 8 x N).
 
     python -m bench.scale_table [--pairs 20000,200000,1000000] [--nodes 1,8,64]
 """
@@ -26,7 +25,7 @@ STAGES = ["synthesize", "sft"]
 
 
 def row(pairs: int, nodes: int) -> dict:
-    cfg = compose_typed(
+    common = [
         "+recipe=full",
         "launcher=slurm",
         f"plan.workload.pairs={pairs}",
@@ -34,13 +33,15 @@ def row(pairs: int, nodes: int) -> dict:
         "data.mix.total=null",
         f"data.mix.synthetic={pairs}",
         "data.mix.public=17000",
-        f"plan.hardware.count={8 * nodes}",
-        f"sft.num_nodes={nodes}",
-        "sft.num_processes=8",
         "launcher.max_requeues=10000",  # the table shows what is needed; the graph refuses above the cap
-    )
-    hours = stage_wall_hours(cfg, STAGES)
-    times = job_times(cfg, STAGES, hours, {})
+    ]
+    sft = compose_typed(*common, f"plan.hardware.count={8 * nodes}", f"sft.num_nodes={nodes}", "sft.num_processes=8")
+    synth = compose_typed(*common, "plan.hardware.count=8", f"synthesis.shards={nodes}")
+    hours = {
+        "synthesize": stage_wall_hours(synth, ["synthesize"])["synthesize"] / nodes,  # a task's share
+        "sft": stage_wall_hours(sft, ["sft"])["sft"],
+    }
+    times = {**job_times(synth, ["synthesize"], hours, {}), **job_times(sft, ["sft"], hours, {})}
     return {
         "pairs": pairs,
         "nodes": nodes,
@@ -58,8 +59,8 @@ def main(argv: list) -> int:
     ap.add_argument("--nodes", default="1,8,64")
     args = ap.parse_args(argv)
     print(
-        "| pairs | nodes (x8 GPUs) | synthesis h | SFT h | jobs (synthesize + sft) | requeues allowed "
-        "(synthesize, sft) |"
+        "| pairs | nodes (x8 GPUs) | synthesis h | SFT h | jobs (synthesize array tasks x jobs each + sft) | "
+        "requeues allowed (synthesize a task, sft) |"
     )
     print("|---:|---:|---:|---:|---:|---|")
     try:
@@ -69,7 +70,7 @@ def main(argv: list) -> int:
                 refused = " (over the default launcher.max_requeues=20: refused)" if r["refused"] else ""
                 print(
                     f"| {pairs:,} | {nodes} | {r['synthesis_h']:,.1f} | {r['sft_h']:,.1f} | "
-                    f"{r['jobs']['synthesize']} + {r['jobs']['sft']} | "
+                    f"{nodes} x {r['jobs']['synthesize']} + {r['jobs']['sft']} | "
                     f"{r['requeues']['synthesize']}, {r['requeues']['sft']}{refused} |",
                     flush=True,
                 )

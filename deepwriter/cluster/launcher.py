@@ -118,6 +118,25 @@ def check_server_jobs(cfg: RootConfig, groups: Dict[str, Group]) -> None:
             )
 
 
+def check_arrays(graph: List[Dict[str, Any]]) -> None:
+    """Before any submission: each job array fits the cluster's MaxArraySize (task ids 0..N-1 must all
+    be below it; SLURM's default is 1001)."""
+    arrays = [j for j in graph if j.get("array")]
+    if not arrays:
+        return
+    fields = dict(
+        (k.strip(), v.strip())
+        for k, _, v in (line.partition("=") for line in run_tool(["scontrol", "show", "config"]).stdout.splitlines())
+    )
+    limit = int(fields.get("MaxArraySize", "1001") or 1001)
+    for j in arrays:
+        if len(j["array"]) > limit:
+            raise ConfigError(
+                f"launcher.jobs.{j['stage']}: a job array of {len(j['array'])} tasks ({j['array'][0]} .. "
+                f"{j['array'][-1]}) is more than this cluster's MaxArraySize ({limit}, scontrol show config) allows"
+            )
+
+
 def _user_accounts() -> Optional[set]:
     """The accounts the submitting user may charge, where the cluster keeps accounting (slurmdbd);
     None where it does not (then SLURM accepts any account name)."""
@@ -153,8 +172,10 @@ def _first_line(text: str) -> str:
 class StageJob:
     """The callable each job runs (pickled by submitit): the train command for one stage of the run."""
 
-    def __init__(self, stage: str, argv: List[str], run_id: str, cwd: str, ranks: int):
+    def __init__(self, stage: str, argv: List[str], run_id: str, cwd: str, ranks: int, task: Optional[str] = None):
+        """`task`: the override that makes this job one task of the stage's array (`synthesis.shard=1/4`)."""
         self.stage, self.argv, self.run_id, self.cwd, self.ranks = stage, list(argv), run_id, cwd, ranks
+        self.task = task
 
     def command(self) -> List[str]:
         return [
@@ -165,6 +186,7 @@ class StageJob:
             "launcher=local",
             f"recipe.stages=[{self.stage}]",
             f"run_id={self.run_id}",
+            *([self.task] if getattr(self, "task", None) else []),
         ]
 
     def __call__(self) -> int:
@@ -262,14 +284,15 @@ def rank_env(dist: Any, visible_gpus: Optional[str]) -> Dict[str, str]:
 _KEPT = ("launcher.partition", "launcher.account", "launcher.qos", "launcher.job_name")
 
 
-def _forwarded(argv: List[str]) -> List[str]:
+def _forwarded(argv: List[str], task: Optional[str] = None) -> List[str]:
     """The submitter's overrides a stage job repeats: all but the launcher's (but for what its server
-    replicas' jobs ask for), the run id and the stages."""
+    replicas' jobs ask for), the run id, the stages and the key an array task sets itself (`task`)."""
     out = []
+    own = task.partition("=")[0] if task else None
     for a in argv:
         key = a.lstrip("+~").partition("=")[0]
         kept = key in _KEPT or key.startswith("launcher.jobs.server")
-        if key in ("launcher", "run_id", "recipe.stages") or (key.startswith("launcher.") and not kept):
+        if key in ("launcher", "run_id", "recipe.stages", own) or (key.startswith("launcher.") and not kept):
             continue
         out.append(a)
     return out
@@ -285,27 +308,35 @@ def _describe(req: Dict[str, Any]) -> str:
     )
 
 
-def job_graph(cfg: RootConfig, stages: List[str], hours: Dict[str, float]) -> List[Dict[str, Any]]:
+def job_graph(
+    cfg: RootConfig, stages: List[str], hours: Dict[str, float], arrays: Optional[Dict[str, List[str]]] = None
+) -> List[Dict[str, Any]]:
     """The jobs the run would submit, in order, each after the one before (no ids yet), each with the
     requeues it may take at its time limit, from the plan's projected `hours` of each stage
-    (cost.stage_wall_hours); a graph that cannot finish is refused here, before any submission."""
+    (cost.stage_wall_hours); a graph that cannot finish is refused here, before any submission.
+    `arrays`: a stage split among the tasks of a job array (StageSpec.array), one override per task; its
+    projected hours are shared out among them (they run side by side)."""
     from deepwriter.cluster.time_limits import job_times, partition_limits
 
-    times = job_times(cfg, stages, hours, partition_limits())
+    arrays = {s: t for s, t in (arrays or {}).items() if len(t) > 1}
+    per_task = {s: h / len(arrays.get(s, [None])) for s, h in hours.items()}
+    times = job_times(cfg, stages, per_task, partition_limits())
     graph = []
     for i, stage in enumerate(stages):
         req = job_request(cfg, stage)
-        graph.append(
-            {
-                "stage": stage,
-                "request": req,
-                "resources": _describe(req),
-                "after": stages[i - 1] if i else None,
-                "projected_h": round(times[stage].projected_h, 2),
-                "requeues": times[stage].requeues,
-                "time_text": times[stage].text(),
-            }
-        )
+        job = {
+            "stage": stage,
+            "request": req,
+            "resources": _describe(req),
+            "after": stages[i - 1] if i else None,
+            "projected_h": round(times[stage].projected_h, 2),
+            "requeues": times[stage].requeues,
+            "time_text": times[stage].text(),
+        }
+        if stage in arrays:
+            job.update(array=arrays[stage], stage_projected_h=round(hours.get(stage, 0.0), 2))
+            job["time_text"] += f" (a task; {hours.get(stage, 0.0):,.1f} h over {len(arrays[stage])} tasks)"
+        graph.append(job)
     return graph
 
 
@@ -314,20 +345,26 @@ def graph_text(graph: List[Dict[str, Any]]) -> str:
     lines = [f"== SLURM jobs ({len(graph)}, each after the one before: afterok)"]
     for j in graph:
         after = f"  after {j['after']}" if j["after"] else ""
+        if j.get("array"):  # afterok on an array: the next job waits for every task
+            first, last = j["array"][0], j["array"][-1]
+            after += f"\n  {'':<10} a job array of {len(j['array'])} tasks, each its own part: {first} .. {last}"
         lines.append(f"  {j['stage']:<10} {j['request']['job_name']}: {j['resources']}{after}")
         lines.append(f"  {'':<10} {j['time_text']}")
     return "\n".join(lines) + "\n"
 
 
-def server_graph_text(cfg: RootConfig, layout: Layout) -> str:
-    """The managed replicas' own jobs (serving.placement: slurm) as the plan prints them."""
+def server_graph_text(cfg: RootConfig, layout: Layout, arrays: Optional[Dict[str, List[str]]] = None) -> str:
+    """The managed replicas' own jobs (serving.placement: slurm) as the plan prints them; each task of a
+    stage's job array (`arrays`) starts replicas of its own."""
     if not layout.groups:
         return ""
     lines = ["== SLURM server jobs (one per replica, submitted by the stage job that first calls the group)"]
     for name, g in layout.groups.items():
         span = layout.stages[g.first] if g.first == g.last else f"{layout.stages[g.first]}..{layout.stages[g.last]}"
         req = server_request(cfg, name, g.serving, ask_cluster=False)
-        lines.append(f"  {name}: {g.serving.replicas} x {req['job_name']}: {_describe(req)}  during {span}")
+        tasks = len((arrays or {}).get(layout.stages[g.first], [])) if g.first == g.last else 0
+        each = f" in each of its {tasks} tasks" if tasks > 1 else ""
+        lines.append(f"  {name}: {g.serving.replicas} x {req['job_name']}: {_describe(req)}  during {span}{each}")
     return "\n".join(lines) + "\n"
 
 
@@ -339,21 +376,26 @@ def submit_run(
     server_groups: Dict[str, Group],
     hours: Dict[str, float],
     finished_stages: Callable[[], Dict[str, bool]],
+    arrays: Optional[Dict[str, List[str]]] = None,
 ) -> int:
     """Submit the run's unfinished stages `todo` as jobs (the runner has checked the run and planned its
     managed servers' groups); with launcher.wait, follow them to the end. Returns the exit code of the
     submitting command. `hours`: the plan's projected wall-clock hours of each stage (commands.plan
-    .stage_wall_hours), for each job's requeue allowance."""
+    .stage_wall_hours), for each job's requeue allowance; `arrays`: the stages split among the tasks of a
+    job array (one override per task, StageSpec.array)."""
     check_cluster(cfg, todo)
     if todo and serves_as_jobs(cfg, in_stage_job=False):
         check_server_jobs(cfg, server_groups)
+
+    graph = job_graph(cfg, todo, hours, arrays)
+    check_arrays(graph)
 
     import submitit
 
     folder = slurm_dir(cfg)
     folder.mkdir(parents=True, exist_ok=True)
-    graph = job_graph(cfg, todo, hours)
     previous: Optional[str] = None
+    launched: List[Dict[str, Any]] = []
     for job in graph:
         stage = job["stage"]
         executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=job["requeues"])
@@ -366,19 +408,37 @@ def submit_run(
             additional_parameters=extra,
         )
         ranks = job["request"]["nodes"] * job["request"]["ntasks_per_node"]
+        dependency = f"afterok:{previous}" if previous else None
+        if job.get("array"):  # one task per part, in one array; the next job depends on the array's id
+            tasks = executor.submit_array(
+                [StageJob(stage, _forwarded(argv, t), cfg.run_id, os.getcwd(), ranks, t) for t in job["array"]]
+            )
+            for t, done in zip(job["array"], tasks):
+                task_job = {k: v for k, v in job.items() if k != "array"}
+                task_job.update(task=t, tasks=len(job["array"]), array_job_id=done.job_id.split("_")[0])
+                task_job.update(
+                    job_id=str(done.job_id),
+                    dependency=dependency,
+                    log=str(done.paths.stdout),
+                    err=str(done.paths.stderr),
+                )
+                launched.append(task_job)
+            previous = tasks[0].job_id.split("_")[0]
+            continue
         submitted = executor.submit(StageJob(stage, _forwarded(argv), cfg.run_id, os.getcwd(), ranks))
         job.update(
             job_id=str(submitted.job_id),
-            dependency=f"afterok:{previous}" if previous else None,
+            dependency=dependency,
             log=str(folder / f"{submitted.job_id}_0_log.out"),
             err=str(folder / f"{submitted.job_id}_0_log.err"),
         )
+        launched.append(job)
         previous = str(submitted.job_id)
     record = {
         "run": f"{cfg.recipe.name}/{cfg.run_id}",
         "submitted": time.time(),
         "reused": reused,
-        "jobs": graph,
+        "jobs": launched,  # an array's tasks one by one
     }
     write_json_atomic(folder / JOBS_FILE, record)
     _print_graph(record, folder)
@@ -394,7 +454,8 @@ def _print_graph(record: Dict[str, Any], folder: Path) -> None:
         print(f"  {s:<10} finished already: reused, no job")
     for j in jobs:
         dep = f"  after {j['after']} ({j['dependency']})" if j.get("after") else ""
-        print(f"  {j['stage']:<10} job {j['job_id']:<8} {j['resources']}{dep}")
+        task = f"  [{j['task']}]" if j.get("task") else ""
+        print(f"  {j['stage']:<10} job {j['job_id']:<8} {j['resources']}{dep}{task}")
     if jobs:
         ids = ",".join(j["job_id"] for j in jobs)
         print(f"follow: squeue -j {ids}   |   scontrol show job JOBID   |   tail -f {jobs[0]['log']}")
@@ -440,7 +501,7 @@ def outcome(
         if finished.get(j["stage"]) or st.get("JobState") == "COMPLETED":
             continue
         code = st.get("ExitCode", "?")
-        rest = [f"{k['stage']} (job {k['job_id']})" for k in jobs[i + 1 :]]
+        rest = [f"{k['stage']} (job {k['job_id']})" for k in jobs[i + 1 :] if k["stage"] != j["stage"]]
         after = f"; not run, as they depend on it: {', '.join(rest)}" if rest else ""
         if code.split(":")[0] == str(EXIT_UNFINISHED):
             return EXIT_UNFINISHED, (
@@ -511,7 +572,9 @@ def server_jobs(servers_dir: Path) -> List[Dict[str, Any]]:
     """The managed replicas' own jobs the run's stage jobs submitted (serving.placement: slurm), each with
     its state as the scheduler has it now (GONE: forgotten; UNKNOWN: the controller did not answer)."""
     out = []
-    for j in submitted_jobs(servers_dir):
+    # an array task's replicas are in a folder of their own (task-<i>)
+    listed = [j for d in (servers_dir, *sorted(Path(servers_dir).glob("task-*"))) for j in submitted_jobs(d)]
+    for j in listed:
         try:
             st = show_job(str(j["job_id"])) or {"JobState": GONE}
         except ControllerSilent:

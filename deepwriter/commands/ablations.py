@@ -44,6 +44,21 @@ def run_recipe(recipe: str, scale: str, batch: str, overrides: List[str]) -> Dic
     return {"recipe": recipe, "returncode": rc, "seconds": round(time.time() - t0, 1)}
 
 
+def log_to_wandb(scale: str, batch: str, overrides: List[str], out: Path) -> None:
+    """The ablation table's paired differences (every ablation − full, with interval and permutation
+    test: compare.json) as a W&B run of its own, job type `ablations`, grouped like the runs."""
+    from deepwriter.config.compose import compose
+    from deepwriter.config.root import to_typed
+    from deepwriter.eval import logged
+    from deepwriter.tracking.runs import stage_tracker
+
+    cfg = to_typed(compose(["+recipe=full", f"scale={scale}", f"run_id={batch}", *overrides]))
+    figures = json.loads((out / "compare.json").read_text())
+    paired = {label: f["paired_vs_first"] for label, f in figures.items() if f.get("paired_vs_first")}
+    with stage_tracker(cfg, "ablations", out) as tracker:
+        tracker.summary(logged.paired_summary(paired, next(iter(figures), "full")))
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     argv, overrides = split_overrides(argv)
@@ -75,6 +90,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         (out / "timings.json").write_text(
             json.dumps({"wall_seconds": round(time.time() - t0, 1), "runs": results}, indent=2)
         )
+        log_to_wandb(args.scale, args.batch, overrides, out)
         for name in ("compare.md", "compare.csv", "compare.png"):
             if (out / name).exists():
                 (out / name).rename(out / name.replace("compare", "ablations"))

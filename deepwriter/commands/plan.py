@@ -32,7 +32,7 @@ from deepwriter.core.contract import read_manifest
 from deepwriter.core.files import resolve_data_path
 from deepwriter.core.records import read_records
 from deepwriter.eval.benchmarks import module_for
-from deepwriter.pipeline.runner import stage_roles
+from deepwriter.pipeline.runner import stage_arrays, stage_roles
 from deepwriter.serving.stages import serving_layout
 from deepwriter.sft.memory import QWEN3_8B, GiB, ModelShape, plan_from_config
 from deepwriter.synthesis import prompts
@@ -396,11 +396,11 @@ def sft_section(cfg: RootConfig, p: Projection) -> Section:
     return sec
 
 
-def judge_price(cfg: RootConfig) -> Tuple[str, Optional[Any], str]:
-    """The judge's model id as the eval stage names it, and its price (exact, else the longest key that
-    prefixes the id, which the eval stage itself would not find)."""
+def judge_price(cfg: RootConfig, model=None) -> Tuple[str, Optional[Any], str]:
+    """The judge's (models.judge, or `model`: a panel judge's) model id as the eval stage names it, and
+    its price (exact, else the longest key that prefixes the id, which the eval stage itself would not find)."""
 
-    j = cfg.models.judge
+    j = model or cfg.models.judge
     model_id = j.name if j.backend == Backend.transformers else (j.endpoint.model or j.path)
     prices = cfg.eval.judge.prices
     if model_id in prices:
@@ -469,6 +469,13 @@ def eval_section(cfg: RootConfig, p: Projection) -> Section:
         )
     else:
         p.assumptions.append(("judge price", "$0", src))
+    for member in cfg.eval.panel:  # a judge panel: each of its judges asks every judge call again, at its price
+        model_id, price, src = judge_price(cfg, member.model)
+        extra = (j_in * price.input_per_mtok + j_out * price.output_per_mtok) / 1e6 if price else 0.0
+        sec.add(f"panel judge {member.label} ({model_id})", f"{_num(calls)} judge calls, ${extra:,.2f}")
+        if not price:
+            p.assumptions.append((f"panel judge {member.label} price", "$0", src))
+        cost += extra
     hours = _gpu_hours(gen_tokens, stu[0])
     _hours(sec, p, cfg, {"student": hours}, "eval")
     p.totals["judge_usd"] = cost
@@ -516,8 +523,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         text += project(cfg, opts.get("calibrate")).text()
         if cfg.launcher.kind == "slurm":  # the jobs `deepwriter.train ... launcher=slurm` would submit
             stages = [s for s in STAGE_ORDER if s in cfg.recipe.stages]
-            text += "\n" + graph_text(job_graph(cfg, stages, stage_wall_hours(cfg, stages)))
-            text += server_graph_text(cfg, placed) if as_jobs else ""
+            text += "\n" + graph_text(job_graph(cfg, stages, stage_wall_hours(cfg, stages), stage_arrays(cfg)))
+            text += server_graph_text(cfg, placed, stage_arrays(cfg)) if as_jobs else ""
     except ConfigError as exc:
         print(f"deepwriter.plan: {exc}", file=sys.stderr)
         return 2

@@ -1,7 +1,7 @@
 """Compare eval results of several runs side by side.
 
     python -m deepwriter.report RUN_DIR [RUN_DIR ...] [--out DIR]
-    python -m deepwriter.report --html RUN_DIR [RUN_DIR ...] [--out PATH]
+    python -m deepwriter.report --html RUN_DIR [RUN_DIR ...] [--out PATH] [--pairwise DIR]
 
 A RUN_DIR is a run folder (runs/<recipe>/<run-id>, whose eval/ holds summary.json) or an eval stage
 folder itself. Writes compare.md, compare.csv, compare.png (bars) and radar.png into --out (default
@@ -11,7 +11,8 @@ both scored; compare.json holds the same figures.
 
 --html writes the browsable run report instead (deepwriter/viewer): for one run folder its
 report.html (default RUN_DIR/report.html), for several a page with them side by side (default
-./report.html), linked to each run's own report; prints the page's path.
+./report.html), linked to each run's own report; prints the page's path. --pairwise DIR adds the runs'
+head-to-head figures from `python -m deepwriter.eval.pairwise ... --out DIR` (its pairwise.json).
 """
 
 from __future__ import annotations
@@ -139,12 +140,19 @@ def write_report(runs: Dict[str, Dict[str, Any]], out: Path, resamples: int = 10
     return text
 
 
-def html_main(run_dirs: List[Path], out: Optional[Path]) -> int:
+def html_main(run_dirs: List[Path], out: Optional[Path], pairwise: Optional[Path] = None) -> int:
     missing = [str(d) for d in run_dirs if not Path(d).is_dir()]
     if missing:
         print(f"deepwriter.report: no such run folder: {', '.join(missing)}", file=sys.stderr)
         return 2
-    print(build_report(run_dirs, out))
+    found = None
+    if pairwise is not None:
+        path = pairwise / "pairwise.json" if pairwise.is_dir() else pairwise
+        if not path.is_file():
+            print(f"deepwriter.report: --pairwise {pairwise}: no pairwise.json there", file=sys.stderr)
+            return 2
+        found = json.loads(path.read_text())
+    print(build_report(run_dirs, out, found))
     return 0
 
 
@@ -153,9 +161,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("runs", nargs="+", type=Path, help="run folders (or eval stage folders)")
     ap.add_argument("--out", type=Path, default=None, help="where the tables and plots go (default ./eval-report)")
     ap.add_argument("--html", action="store_true", help="write the browsable HTML report of the runs instead")
+    ap.add_argument(
+        "--pairwise",
+        type=Path,
+        default=None,
+        help="with --html: the runs' pairwise result (python -m deepwriter.eval.pairwise --out DIR) shown too",
+    )
     args = ap.parse_args(argv)
     if args.html:
-        return html_main(args.runs, args.out)
+        return html_main(args.runs, args.out, args.pairwise)
     args.out = args.out or Path("eval-report")
     released = released_comparison_md(args.runs)  # from the synthesize stage: shown without an eval too
     if released:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
+from deepwriter.config.llm import ModelConfig
 from deepwriter.core.schema import SEED_MAX, bounded, one_of
 
 BENCHMARK_KINDS = ("longbench_write", "hellobench", "writingbench")
@@ -89,11 +90,29 @@ class JudgeConfig:
 
 
 @dataclass
+class PanelJudgeConfig:
+    """One more judge beside models.judge: it judges every task models.judge judges, and its scores are
+    kept apart (per item, `panel`) for the panel's agreement; the headline stays models.judge's."""
+
+    label: str = ""  # names the judge in tables and its reply cache (judge_cache/panel/<label>); unique
+    # null: models.judge itself (served by the run where models.judge is), asked with the settings below;
+    # another model is used as configured: an endpoint of yours, or a local model loaded in-process
+    model: Optional[ModelConfig] = None
+    # Replaces every task's judge temperature (null: the benchmark's); with seed_offset, what makes a
+    # second configuration of the same model a judge of its own.
+    temperature: Optional[float] = bounded(None, ge=0.0, le=5.0)
+    seed_offset: int = bounded(0, ge=0, le=SEED_MAX)  # added to every task's judge seed
+
+
+@dataclass
 class EvalConfig:
     # What is evaluated: "sft" (the model from the sft stage) or "student" (models.student as is).
     model_under_test: str = one_of("sft", "sft", "student")
     benchmarks: Dict[str, BenchmarkConfig] = field(default_factory=dict)
     judge: JudgeConfig = field(default_factory=JudgeConfig)
+    # More judges beside models.judge (a judge panel): each judges what models.judge does; Krippendorff's
+    # α across the judges and the items they disagree on most are in summary.json and the report.
+    panel: List[PanelJudgeConfig] = field(default_factory=list)
     seed: int = bounded(0, ge=0, le=SEED_MAX)
     # One seed per batched call: the batch's composition changes the answers, so it is in the key.
     batch_size: int = bounded(4, ge=1, le=4096)

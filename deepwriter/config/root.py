@@ -24,7 +24,7 @@ from deepwriter.config.eval import EvalConfig
 from deepwriter.config.launcher import LauncherConfig
 from deepwriter.config.llm import ModelsConfig, RunServingConfig
 from deepwriter.config.sft import SFTConfig
-from deepwriter.config.synthesis import SynthesisConfig, parse_shard_spec
+from deepwriter.config.synthesis import SynthesisConfig, shard_split
 from deepwriter.core.contract import STAGE_ORDER
 from deepwriter.core.errors import ConfigError
 from deepwriter.core.files import expand  # noqa: F401  (re-exported: config paths are expanded with it)
@@ -157,7 +157,7 @@ def validate(cfg: RootConfig) -> None:
             f"synthesis.num_candidates: {s.num_candidates} candidates at synthesis.refine.temperature 0 (greedy) "
             "would all be the same text; set num_candidates=1 or a refine temperature above 0"
         )
-    parse_shard_spec(s.shard)
+    shard_split(s)
     if cfg.sft.max_steps == 0:
         raise ConfigError("sft.max_steps: got 0; expected -1 (epochs decide) or a number of steps >= 1")
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 from deepwriter.core.errors import ConfigError
 from deepwriter.core.schema import SEED_MAX, bounded, one_of, operational
@@ -56,7 +56,12 @@ class SynthesisConfig:
     # KV-cached prefixes kept by the transformers prefix scorer
     prefix_cache_entries: int = bounded(4, ge=1, le=1024, operational=True)
     limit: Optional[int] = bounded(None, ge=1)  # take at most this many pairs
-    shard: str = operational("0/1")  # i/n: this worker's share of the pairs
+    # How many shards the stage's records are split into (by a hash of each pair's id): under
+    # launcher=slurm the synthesize job is a job array of this many tasks, task i doing shard i (its own
+    # managed replicas); locally one process does every shard. A stage folder keeps the split it began with.
+    shards: int = bounded(1, ge=1, le=100_000, operational=True)
+    # i/n: the one shard this worker does (an array task's, or a machine's of your own); n=1: all of them
+    shard: str = operational("0/1")
     # How pairs share the fleets (deepwriter/synthesis/schedule.py). continuous: up to max_in_flight
     # pairs advance independently and a finished pair's place is refilled at once; lockstep: batch_size
     # pairs at a time, each round waiting for its slowest call. Each prompt is sampled with its pair's
@@ -80,3 +85,17 @@ def parse_shard_spec(spec: str) -> Tuple[int, int]:
     if n < 1 or not 0 <= i < n:
         raise ConfigError(f"synthesis.shard: got {spec!r}; need n >= 1 and 0 <= i < n")
     return i, n
+
+
+def shard_split(s: SynthesisConfig) -> Tuple[int, List[int]]:
+    """(how many shards the stage is split into, the ones this worker does): `synthesis.shard=i/n` with
+    n > 1 is shard i of n; otherwise every shard of `synthesis.shards`."""
+    i, n = parse_shard_spec(s.shard)
+    if n > 1 and s.shards > 1 and n != s.shards:
+        raise ConfigError(
+            f"synthesis.shard: {s.shard} is a share of {n} shards, but synthesis.shards is {s.shards}; "
+            f"give shard i/{s.shards} (or leave synthesis.shards at 1)"
+        )
+    if n > 1:
+        return n, [i]
+    return s.shards, list(range(s.shards))

@@ -38,6 +38,9 @@ class StageResult:
     # deepwriter.core.unfinished.Unfinished.as_dict() of a stage that finished within its
     # max_unfinished_share; None when every item is done
     unfinished: Optional[Dict[str, Any]] = None
+    # Set by a worker that did its part of a stage split among workers (an array task's shard), when the
+    # other parts are still to come: what it did, in words. The stage is not finished: no manifest.
+    part: Optional[str] = None
 
 
 def config_at(cfg: Any, dotted: str) -> Any:
@@ -87,6 +90,9 @@ class StageSpec:
     # ctx.serving (eval: the model under test, then the judge), so on a small machine one server at a
     # time runs. False: the runner brings them all up before the stage.
     serves_itself: bool = False
+    # Under launcher=slurm the stage's job is a job array, one task per override listed here (`key=value`
+    # that makes a run do its part, e.g. `synthesis.shard=1/4`); none: one job.
+    array: Callable[[Any], List[str]] = lambda cfg: []
 
 
 # The stages a recipe may run, in the order they run: the one list the recipe's check, the runner's

@@ -199,6 +199,11 @@ class Judge:
                 self._backend = self._factory()
             return self._backend
 
+    def release(self) -> None:
+        """Drop the backend (a local model leaves memory); a later call makes it again."""
+        with self._backend_lock:
+            self._backend = None
+
     def _count(self, **inc: Any) -> None:
         with self._lock:
             for k, v in inc.items():
@@ -477,13 +482,13 @@ class Judge:
         return outcomes
 
 
-def make_judge(cfg, cache_dir: Path) -> Judge:
-    """The judge of a run's config: models.judge through its backend, constrained when it is a local
-    transformers model and `eval.judge.constrained_local` is on, or an HTTP one and
-    `eval.judge.constrained_http` is on (a JSON schema per task)."""
+def make_judge(cfg, cache_dir: Path, model=None) -> Judge:
+    """The judge of a run's config: models.judge (or `model`, a panel's other judge) through its backend,
+    constrained when it is a local transformers model and `eval.judge.constrained_local` is on, or an
+    HTTP one and `eval.judge.constrained_http` is on (a JSON schema per task)."""
     from deepwriter.config.llm import Backend
 
-    mcfg = cfg.models.judge
+    mcfg = model or cfg.models.judge
     local = mcfg.backend == Backend.transformers
     constrained = local and cfg.eval.judge.constrained_local
     model_id = mcfg.name if local else (mcfg.endpoint.model or mcfg.path)

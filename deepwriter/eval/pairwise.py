@@ -11,9 +11,10 @@ covariate, read at equal length), each with its 95% bootstrap interval over item
 Bradley–Terry ratings with intervals. The prompts are this project's own, in English, or in Chinese
 for a Chinese prompt, and name the benchmark's rubric (its dimensions or criteria) as what to weigh.
 
-The judge is models.judge of the composed config (HYDRA_OVERRIDES, e.g. `scale=demo` for the
+The judge is models.judge of the composed config (HYDRA_OVERRIDES, e.g. `+recipe=demo` for the
 embedded model), asked through deepwriter.eval.judge: every reply is cached under --out, so a re-run
-makes no calls.
+makes no calls. The judges of eval.panel (deepwriter.eval.panel) are asked the same comparisons: each
+one's flip rate and its Cohen's κ with models.judge on the outcomes are reported beside.
 """
 
 from __future__ import annotations
@@ -222,9 +223,44 @@ def eval_folder(run_dir: Path) -> Path:
     raise FileNotFoundError(f"{run_dir}: no summary.json here or in eval/ (has the eval stage finished?)")
 
 
-def compare_runs(judge, runs: Dict[str, Path], resamples: int = 1000, limit: Optional[int] = None) -> Dict[str, Any]:
+def _outcomes(judge, tasks: List[JudgeTask], owners: list) -> Tuple[Dict[tuple, Outcome], int]:
+    """The judge's verdicts on `tasks`, both orders of each comparison combined: {(x, y, bench, item id):
+    Outcome}, and how many comparisons got no usable verdict in one order or both."""
+    results = judge.run(tasks)
+    verdicts: Dict[Tuple[str, str, str, str], Dict[str, Any]] = {}
+    for (x, y, bench, diff), task, res in zip(owners, tasks, results):
+        v = verdicts.setdefault((x, y, bench, task.item_id), {"diff": diff})
+        v[task.key] = res.values.get("winner") if res.ok else None
+    outcomes, unjudged = {}, 0
+    for (x, y, bench, item_id), v in verdicts.items():
+        if v.get("xy") is None or v.get("yx") is None:
+            unjudged += 1  # a failed or unusable judgment: no outcome, counted
+            continue
+        outcomes[(x, y, bench, item_id)] = combine(f"{bench}/{item_id}", v["xy"], v["yx"], v["diff"])
+    return outcomes, unjudged
+
+
+def panel_agreement(first: Dict[tuple, Outcome], other: Dict[tuple, Outcome]) -> Dict[str, Any]:
+    """Cohen's κ of two judges' outcomes (X better / tie or flip / Y better) on the comparisons both
+    judged, and how often they gave the same one."""
+    from deepwriter.eval.agreement import cohen_kappa
+
+    both = sorted(set(first) & set(other))
+    a, b = [first[k].x_score for k in both], [other[k].x_score for k in both]
+    return {
+        "n": len(both),
+        "kappa": cohen_kappa(a, b),
+        "same_outcome": sum(x == y for x, y in zip(a, b)) / len(both) if both else None,
+    }
+
+
+def compare_runs(
+    judge, runs: Dict[str, Path], resamples: int = 1000, limit: Optional[int] = None, panel: Sequence = ()
+) -> Dict[str, Any]:
     """Every pair of runs head to head on the items both answered (judge: a deepwriter.eval.judge.Judge;
-    runs: label -> eval folder; limit: the first N common items of each benchmark)."""
+    runs: label -> eval folder; limit: the first N common items of each benchmark). `panel`: more
+    judges, (label, Judge, a task's restatement for that judge) each, asked the same comparisons; their
+    flip rates and Cohen's κ with `judge` are reported, the figures above are `judge`'s."""
     items = {label: _items(d) for label, d in runs.items()}
     kinds = {}
     for d in runs.values():
@@ -238,22 +274,26 @@ def compare_runs(judge, runs: Dict[str, Path], resamples: int = 1000, limit: Opt
                 for t in tasks_for(kinds.get(bench, bench), item_id, rx["prompt"], rx["answer"], ry["answer"]):
                     tasks.append(t)
                     owners.append((x, y, bench, _words(rx["answer"]) - _words(ry["answer"])))
-    results = judge.run(tasks)
-    verdicts: Dict[Tuple[str, str, str, str], Dict[str, Any]] = {}
-    for (x, y, bench, diff), task, res in zip(owners, tasks, results):
-        v = verdicts.setdefault((x, y, bench, task.item_id), {"diff": diff})
-        v[task.key] = res.values.get("winner") if res.ok else None
+    found, unjudged = _outcomes(judge, tasks, owners)
     outcomes: Dict[Tuple[str, str], List[Outcome]] = {}
-    unjudged = 0
-    for (x, y, bench, item_id), v in verdicts.items():
-        if v.get("xy") is None or v.get("yx") is None:
-            unjudged += 1  # a failed or unusable judgment: no outcome, counted
-            continue
-        outcomes.setdefault((x, y), []).append(combine(f"{bench}/{item_id}", v["xy"], v["yx"], v["diff"]))
+    for (x, y, _, _), o in found.items():
+        outcomes.setdefault((x, y), []).append(o)
     pairs = {f"{x} vs {y}": summarize_pair(outs, resamples) for (x, y), outs in outcomes.items()}
     all_flips = sum(p["flips"] for p in pairs.values())
     all_n = sum(p["n"] for p in pairs.values())
     labels = list(runs)
+    judges = {}
+    for label, other, restate in panel:
+        theirs, missing = _outcomes(other, [restate(t) for t in tasks], owners)
+        flips = sum(o.flipped for o in theirs.values())
+        judges[label] = {
+            "judge": other.model_id,
+            "comparisons": len(theirs),
+            "unjudged": missing,
+            "flip_rate": flips / len(theirs) if theirs else None,
+            "vs_judge": panel_agreement(found, theirs),
+            "judge_stats": other.stats.as_dict(),
+        }
     return {
         "pairs": pairs,
         "flip_rate": all_flips / all_n if all_n else None,
@@ -262,6 +302,7 @@ def compare_runs(judge, runs: Dict[str, Path], resamples: int = 1000, limit: Opt
         "bradley_terry": bradley_terry_intervals(labels, outcomes, max(100, resamples // 2)) if outcomes else {},
         "judge": judge.model_id,
         "judge_stats": judge.stats.as_dict(),
+        "panel": judges,
     }
 
 
@@ -288,7 +329,32 @@ def markdown(res: Dict[str, Any]) -> str:
         f"{'–' if fr is None else f'{fr:.3f}'} (a verdict that followed the position, counted as a tie); "
         f"{res['unjudged']} without a usable verdict.\n"
     )
+    if res.get("panel"):
+
+        def num(v):
+            return "–" if v is None else f"{v:.3f}"
+
+        rows = [
+            [label, p["judge"], p["comparisons"], num(p["flip_rate"]), num(p["vs_judge"]["kappa"]),
+             num(p["vs_judge"]["same_outcome"]), p["vs_judge"]["n"]]
+            for label, p in res["panel"].items()
+        ]  # fmt: skip
+        text += "\n" + markdown_table(
+            ["panel judge", "model", "comparisons", "flip rate", "κ with the judge", "same outcome", "both judged"],
+            rows,
+        )
     return text
+
+
+def log_to_wandb(cfg, out: Path, res: Dict[str, Any]) -> None:
+    """The comparison as a W&B run of its own (job type `pairwise`; offline unless logged in, as the
+    stages' runs are): every figure with its interval (deepwriter.eval.logged), and the pairs' table."""
+    from deepwriter.eval import logged
+    from deepwriter.tracking.runs import stage_tracker
+
+    with stage_tracker(cfg, "pairwise", out) as tracker:
+        tracker.summary(logged.pairwise_summary(res))
+        tracker.table("pairwise/pairs", *logged.pairwise_table(res))
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -319,8 +385,20 @@ def main(argv: Optional[List[str]] = None) -> int:
         runs[label if label not in runs else f"{label} ({len(runs) + 1})"] = folder
     args.out.mkdir(parents=True, exist_ok=True)
     judge = make_judge(cfg, args.out / "judge_cache")
-    res = compare_runs(judge, runs, args.resamples, args.limit)
+    from deepwriter.eval import panel
+
+    try:
+        panel.check(cfg)
+    except ConfigError as exc:
+        print(f"pairwise: {exc}", file=sys.stderr)
+        return 2
+    members = [
+        (m.label, j, lambda t, m=m, j=j: panel.as_asked_by(m, j, t))
+        for m, j in panel.judges(cfg, args.out / "judge_cache")
+    ]
+    res = compare_runs(judge, runs, args.resamples, args.limit, panel=members)
     (args.out / "pairwise.json").write_text(json.dumps(res, indent=2))
+    log_to_wandb(cfg, args.out, res)
     text = markdown(res)
     (args.out / "pairwise.md").write_text(text)
     print(text)

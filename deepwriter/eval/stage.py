@@ -28,7 +28,7 @@ from deepwriter.config.root import ConfigError, RootConfig, expand
 from deepwriter.core.badinput import Skipped
 from deepwriter.core.contract import StageContext, StageResult, StageSpec, benchmark_files
 from deepwriter.core.unfinished import Unfinished
-from deepwriter.eval import agreement, stats, tables
+from deepwriter.eval import agreement, panel, stats, tables
 from deepwriter.eval.benchmarks import judge_settings, load_items, module_for
 from deepwriter.eval.benchmarks.base import Item, JudgeOutcome, JudgeTask
 from deepwriter.eval.generate import generate_answers
@@ -100,6 +100,7 @@ def preflight(cfg: RootConfig) -> None:
     for name, b in cfg.eval.benchmarks.items():
         if b.enabled:
             judge_settings(name, b, cfg.eval.judge)
+    panel.check(cfg)
 
 
 @dataclass
@@ -122,10 +123,12 @@ def run(cfg: RootConfig, ctx: StageContext) -> StageResult:
     )
     mut = model_under_test(cfg, ctx)
     generated = _answer(cfg, ctx, mut, benches, unfinished)
-    judge, by_item = _judge(cfg, ctx, benches, unfinished)
+    judge, by_item, by_panel, panel_judges = _judge(cfg, ctx, benches, unfinished)
     unfinished.check()  # raises unless within max_unfinished_share; answers and replies are kept
-    summary = _score(cfg, ctx, mut, judge, benches, by_item, set(unfinished.ids))
+    summary = _score(cfg, ctx, mut, judge, benches, by_item, set(unfinished.ids), by_panel)
     summary["judge_stats"] = judge.stats.as_dict()
+    if panel_judges:  # each panel judge's calls, cache hits and cost, by its label
+        summary["panel_stats"] = {m.label: j.stats.as_dict() for m, j in zip(cfg.eval.panel, panel_judges)}
     summary["generation"] = {
         "generated_now": generated,
         "items": sum(len(b.answers) for b in benches.values()),
@@ -152,6 +155,7 @@ def run(cfg: RootConfig, ctx: StageContext) -> StageResult:
         "judge_calls": stats.calls,
         "judge_cache_hits": stats.cache_hits,
         "judge_failures": stats.failed,
+        "panel_judge_calls": sum(j.stats.calls for j in panel_judges),
         "judge_reasks": stats.reasks,
         "judge_cost_usd": round(stats.cost_usd, 6),
         "unfinished": len(unfinished.ids),
@@ -225,9 +229,10 @@ def judge_sample(judge, task: JudgeTask, k: int) -> JudgeTask:
 
 
 def _judge(cfg: RootConfig, ctx: StageContext, benches: Dict[str, _Bench], unfinished):
-    """The judgments of the answers there are, each task eval.judge_samples times; a failed judge call
-    leaves its item unfinished. Returns the judge and {(bench, item id): [{task key: outcome}, one
-    per judge sample]}."""
+    """The judgments of the answers there are, each task eval.judge_samples times, by models.judge and
+    by each judge of eval.panel; a failed judge call leaves its item unfinished. Returns the judge,
+    {(bench, item id): [{task key: outcome}, one per judge sample]}, the same per panel judge label,
+    and the panel's judges."""
     judge = make_judge(cfg, ctx.out_dir / "judge_cache")
     samples = cfg.eval.judge_samples
     tasks, owners = [], []
@@ -249,7 +254,10 @@ def _judge(cfg: RootConfig, ctx: StageContext, benches: Dict[str, _Bench], unfin
         failed = [o.error for outs in per_sample for o in outs.values() if o.unfinished]
         if failed:
             unfinished.add(f"{name}/{item_id}", failed[0])
-    return judge, by_item
+    if cfg.eval.panel:
+        judge.release()  # a local judge's model leaves memory before a panel judge's loads
+    by_panel, panel_judges = panel.run(cfg, ctx.out_dir / "judge_cache", tasks, owners, unfinished)
+    return judge, by_item, by_panel, panel_judges
 
 
 def _scored(module, item: Item, answer: str, per_sample: List[Dict[str, JudgeOutcome]]) -> Dict[str, Any]:
@@ -270,7 +278,7 @@ def _judge_views(per_sample: List[Dict[str, JudgeOutcome]]) -> Dict[str, Any]:
     return {(k if s == 0 else f"{k}@{s}"): _judge_view(o) for s, outs in enumerate(per_sample) for k, o in outs.items()}
 
 
-def _score(cfg, ctx, mut, judge, benches: Dict[str, _Bench], by_item, left_out: set) -> Dict[str, Any]:
+def _score(cfg, ctx, mut, judge, benches: Dict[str, _Bench], by_item, left_out: set, by_panel) -> Dict[str, Any]:
     """Each benchmark's item records and its own summary and headline columns."""
     summary: Dict[str, Any] = {
         "label": f"{cfg.recipe.name}/{cfg.run_id}",
@@ -283,6 +291,7 @@ def _score(cfg, ctx, mut, judge, benches: Dict[str, _Bench], by_item, left_out: 
         # each headline figure's 95% bootstrap interval (deepwriter.eval.stats), over items and judge samples
         "intervals": {},
         "judge_samples": cfg.eval.judge_samples,
+        "panel": [panel.PRIMARY, *(m.label for m in cfg.eval.panel)] if cfg.eval.panel else [],
     }
     for name, b in benches.items():
         records = []
@@ -291,6 +300,12 @@ def _score(cfg, ctx, mut, judge, benches: Dict[str, _Bench], by_item, left_out: 
                 continue
             per_sample = by_item.get((name, item.id)) or [{}]
             answer = judged_answer(b.module, rec)
+            extra = {}
+            if by_panel:  # each panel judge's judged score, beside models.judge's (which the headline uses)
+                extra["panel"] = {
+                    label: agreement.judged_score(_scored(b.module, item, answer, outs.get((name, item.id)) or [{}]))
+                    for label, outs in by_panel.items()
+                }
             records.append(
                 {
                     "id": item.id,
@@ -301,6 +316,7 @@ def _score(cfg, ctx, mut, judge, benches: Dict[str, _Bench], by_item, left_out: 
                     "finish_reason": rec["finish_reason"],
                     **_scored(b.module, item, answer, per_sample),
                     "judge": _judge_views(per_sample),
+                    **extra,
                 }
             )
         _write_jsonl_atomic(ctx.out_dir / "items" / f"{name}.jsonl", records)
@@ -323,6 +339,8 @@ def _score(cfg, ctx, mut, judge, benches: Dict[str, _Bench], by_item, left_out: 
             "intervals": {k: v.as_dict() for k, v in intervals.items()},
             # with judge samples: Krippendorff's α of the judgments and the items they disagree on most
             "judge_agreement": agreement.of_judge_samples(records),
+            # with a judge panel: Krippendorff's α across its judges and the items they disagree on most
+            "panel_agreement": agreement.of_panel(records),
             "skipped": [str(s) for s in b.skipped],
             "unfinished": sorted(i.split("/", 1)[1] for i in left_out if i.startswith(name + "/")),
         }
@@ -351,6 +369,13 @@ def _publish(ctx: StageContext, summary: Dict[str, Any], judge) -> Dict[str, str
             f"eval/{name}/judge_alpha": e["judge_agreement"]["alpha"]
             for name, e in summary["benchmarks"].items()
             if (e.get("judge_agreement") or {}).get("alpha") is not None
+        }
+    )
+    ctx.tracker.summary(
+        {
+            f"eval/{name}/panel_alpha": e["panel_agreement"]["alpha"]
+            for name, e in summary["benchmarks"].items()
+            if (e.get("panel_agreement") or {}).get("alpha") is not None
         }
     )
     # the paper's reported figures beside the run's own, under their own keys (paper/..., never eval/...)

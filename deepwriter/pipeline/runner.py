@@ -74,6 +74,11 @@ def stage_roles(cfg: RootConfig) -> Dict[str, List[str]]:
     return {s: STAGES[s].roles(cfg) for s in STAGE_ORDER if s in cfg.recipe.stages}
 
 
+def stage_arrays(cfg: RootConfig) -> Dict[str, List[str]]:
+    """The stages that launcher=slurm runs as a job array, each with its tasks' overrides (StageSpec.array)."""
+    return {s: STAGES[s].array(cfg) for s in STAGE_ORDER if s in cfg.recipe.stages and STAGES[s].array(cfg)}
+
+
 def run_serving(cfg: RootConfig, run_dir: Path, gpus: List[int], active: bool = True) -> RunServing:
     """The run's managed servers; in a stage job of launcher=slurm (or serving.placement=slurm) each
     replica is a SLURM job of its own, asking for launcher.jobs.server's resources."""
@@ -81,8 +86,12 @@ def run_serving(cfg: RootConfig, run_dir: Path, gpus: List[int], active: bool = 
     as_jobs = serves_as_jobs(cfg, in_stage_job=bool(os.environ.get(JOB_ENV)))
     # rank 0 alone runs the stages that call servers; other ranks of a launch start none
     layout = serving_layout(cfg, gpus, roles, as_jobs, managed=active)
-    spawner = replica_spawner(cfg, layout.groups, run_dir / "servers") if as_jobs and layout.groups else None
-    return RunServing(cfg, run_dir, layout, spawner)
+    servers = run_dir / "servers"
+    if os.environ.get(JOB_ENV) and os.environ.get("SLURM_ARRAY_TASK_ID"):
+        # a task of a job array (a stage split into shards): its replicas are its own, beside its siblings'
+        servers = servers / f"task-{os.environ['SLURM_ARRAY_TASK_ID']}"
+    spawner = replica_spawner(cfg, layout.groups, servers) if as_jobs and layout.groups else None
+    return RunServing(cfg, servers, layout, spawner)
 
 
 def package_versions() -> Dict[str, Optional[str]]:
@@ -221,7 +230,9 @@ def submit_jobs(
     as_jobs = bool(todo) and serves_as_jobs(cfg, in_stage_job=False)
     servers = serving_layout(cfg, [], stage_roles(cfg), as_jobs=True).groups if as_jobs else {}
     reused = [s for s in wanted if s not in todo]
-    return submit_run(cfg, argv, todo, reused, servers, stage_hours(cfg, todo), lambda: finished_stages(cfg))
+    return submit_run(
+        cfg, argv, todo, reused, servers, stage_hours(cfg, todo), lambda: finished_stages(cfg), stage_arrays(cfg)
+    )
 
 
 def finished_stages(cfg: RootConfig) -> Dict[str, bool]:
@@ -343,7 +354,9 @@ def _run_stages(
                         **{f"{name}/fleet_{k}": v for k, v in fleet_counts.items()},
                     }
                 )
-            if rank() == 0:
+            if result.part:  # a worker's share of the stage: the worker that ends last writes the stage's manifest
+                log.info("stage %-10s did its part (%s) in %.1fs", name, result.part, elapsed)
+            elif rank() == 0:
                 write_stage_manifest(
                     st.out_dir,
                     result,
@@ -356,7 +369,9 @@ def _run_stages(
                     timing={"started": t0, "seconds": round(elapsed, 3), "resumed": resuming},
                     versions=package_versions(),
                 )
-            entry.update(status="ran", seconds=round(elapsed, 3), resumed=resuming)
+            entry.update(status="part" if result.part else "ran", seconds=round(elapsed, 3), resumed=resuming)
+            if result.part:
+                entry["part"] = result.part
             if fleet_counts:
                 entry["serving"] = fleet_counts
             if result.unfinished:
@@ -368,7 +383,8 @@ def _run_stages(
                     result.unfinished["total"],
                     result.unfinished["max_share"],
                 )
-            log.info("stage %-10s done in %.1fs", name, elapsed)
+            if not result.part:
+                log.info("stage %-10s done in %.1fs", name, elapsed)
             if result.unfinished or resuming:  # later keys name a partial input (see plan)
                 planned = plan(cfg)
         serving.after(name)

@@ -57,8 +57,9 @@ class RunServing:
     down after the last; a stage whose servers died and came back within their budget runs again and
     resumes from what it wrote."""
 
-    def __init__(self, cfg: RootConfig, run_dir: Path, layout: Layout, job_spawner: Optional[Spawner] = None):
-        """`job_spawner`: each replica is a SLURM job of its own, started by it (deepwriter.cluster)."""
+    def __init__(self, cfg: RootConfig, servers_dir: Path, layout: Layout, job_spawner: Optional[Spawner] = None):
+        """`servers_dir`: the replicas' logs and addresses (`<run>/servers`); `job_spawner`: each replica is
+        a SLURM job of its own, started by it (deepwriter.cluster)."""
         self.as_jobs = job_spawner is not None
         self.layout = layout
         self.stages = self.layout.stages
@@ -78,15 +79,13 @@ class RunServing:
             if not self.as_jobs:
                 command = server_command_for(self.models, cfg.serving.python, cfg.serving.host, cfg.paths.cache_dir)
                 ours = served_name_for(self.models)
-                self.fleet = Fleet(
-                    self.layout, command, run_dir / "servers", cfg.serving.host, served_name_of=ours, key=key
-                )
+                self.fleet = Fleet(self.layout, command, servers_dir, cfg.serving.host, served_name_of=ours, key=key)
             else:  # each replica a job on some node: it listens on every interface, its address in the run folder
                 command = server_command_for(self.models, cfg.serving.python, "0.0.0.0", cfg.paths.cache_dir)
                 self.fleet = Fleet(
                     self.layout,
                     command,
-                    run_dir / "servers",
+                    servers_dir,
                     host=cfg.serving.host,
                     spawner=job_spawner,
                     served_name_of=served_name_for(self.models),

@@ -1,17 +1,22 @@
-"""The synthesize stage: run the REER search over this worker's share of the pairs and append one
-record per pair to `shards/shard-i-of-n.jsonl`. A killed run resumes after its last whole record."""
+"""The synthesize stage: run the REER search over this worker's shards of the pairs (all of them, or one:
+an array task's, synthesis.store) and append one record per pair to its shard's `shards/shard-i-of-n.jsonl`.
+A killed run resumes after its last whole record. The stage's result (counts, plots) is written by the
+worker that finishes its shard last, over every shard; the others' runs end with their part done."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import math
 from collections import Counter
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-from deepwriter.config.root import RootConfig
-from deepwriter.config.synthesis import parse_shard_spec
+from deepwriter.config.root import ConfigError, RootConfig
+from deepwriter.config.synthesis import shard_split
 from deepwriter.core.contract import StageContext, StageResult, StageSpec, source_files
+from deepwriter.core.files import write_json_atomic
 from deepwriter.core.records import RecordLog, read_records
 from deepwriter.core.unfinished import Unfinished
 from deepwriter.pairs.read import DataError, Pair, Skipped, load_pairs, reject
@@ -62,8 +67,8 @@ def select_pairs(cfg: RootConfig, pairs: List[Pair], skipped: List[Skipped]) -> 
         unique.append(p)
     if cfg.synthesis.limit is not None:
         unique = unique[: cfg.synthesis.limit]
-    i, n = parse_shard_spec(cfg.synthesis.shard)
-    return [p for p in unique if store.shard_of(p.id, n) == i]
+    n, shards = shard_split(cfg.synthesis)
+    return [p for p in unique if store.shard_of(p.id, n) in shards]
 
 
 def check_lengths(cfg: RootConfig, pairs: List[Pair], skipped: List[Skipped], tokenizer: Any = None) -> List[Pair]:
@@ -169,40 +174,97 @@ def preflight(cfg: RootConfig) -> None:
 
 def run(cfg: RootConfig, ctx: StageContext) -> StageResult:
     scfg = cfg.synthesis
+    n, shards = shard_split(scfg)
+    other = store.split_in_folder(ctx.out_dir, n)
+    if other is not None:
+        raise ConfigError(
+            f"synthesis.shards: {ctx.out_dir / 'shards'} holds records split {other} ways, and a stage folder keeps "
+            f"the split it began with: synthesis.shards={other} (or synthesis.shard=i/{other})"
+        )
     backends: Dict[str, Any] = {}
     pairs, skipped = load_stage_pairs(cfg, ctx, backends)
-    mine = check_lengths(cfg, select_pairs(cfg, pairs, skipped), skipped)
-    i, n = parse_shard_spec(scfg.shard)
-    path = store.shard_path(ctx.out_dir, i, n)
+    selected = select_pairs(cfg, pairs, skipped)
+    too_long: List[Skipped] = []
+    mine = check_lengths(cfg, selected, too_long)
+    kept_ids = {p.id for p in mine}
+    too_long_of = zip([p for p in selected if p.id not in kept_ids], too_long)  # in the same order
     unfinished = Unfinished("synthesize", "pairs", total=len(mine), max_share=scfg.max_unfinished_share)
     not_started = 0
     fleet: Optional[Dict[str, float]] = None  # this run's throughput and utilisation (nothing to do: none)
-    with RecordLog(path) as writer:
-        if writer.truncated_bytes:
-            log.warning(
-                "%s: cut a torn last record (%d bytes) left by an interrupted run", path, writer.truncated_bytes
-            )
-        todo = [p for p in mine if p.id not in writer.done]
+    with contextlib.ExitStack() as opened:
+        writers = {i: opened.enter_context(RecordLog(store.shard_path(ctx.out_dir, i, n))) for i in shards}
+        for w in writers.values():
+            if w.truncated_bytes:
+                log.warning(
+                    "%s: cut a torn last record (%d bytes) left by an interrupted run", w.path, w.truncated_bytes
+                )
+        todo = [p for p in mine if p.id not in writers[store.shard_of(p.id, n)].done]
         log.info(
-            "synthesize: %d pairs in shard %d/%d, %d already done, %d to go",
+            "synthesize: %d pairs in %s, %d already done, %d to go",
             len(mine),
-            i,
-            n,
+            f"shard {shards[0]}/{n}" if len(shards) == 1 else f"{n} shard(s)",
             len(mine) - len(todo),
             len(todo),
         )
         if todo:
-            not_started, fleet = _search_pairs(cfg, ctx, todo, backends, writer, unfinished)
+            for i in shards:  # not done until this run gets to its end
+                store.done_path(ctx.out_dir, i, n).unlink(missing_ok=True)
+            not_started, fleet = _search_pairs(cfg, ctx, todo, backends, _ShardWriters(writers, n), unfinished)
     unfinished.check(not_started=not_started)
-    records = list(read_records(path))
-    result = _summarise(cfg, ctx, records, skipped, path)
+    for i in shards:
+        of_i = [p for p in mine if store.shard_of(p.id, n) == i]
+        write_json_atomic(
+            store.done_path(ctx.out_dir, i, n),
+            {
+                "pairs": len(of_i),
+                "too_long": [str(sk) for p, sk in too_long_of if store.shard_of(p.id, n) == i],
+                "answers_cut_at_think": sum(1 for p in of_i if p.meta.get("answer_after_think")),
+                "unfinished": [x for x in unfinished.ids if store.shard_of(x, n) == i],
+                "last_error": unfinished.last_error,
+            },
+        )
+    done = [store.done_path(ctx.out_dir, i, n) for i in range(n)]
+    if not all(d.is_file() for d in done):  # another worker's shard is still to come
+        waiting = sum(1 for d in done if not d.is_file())
+        return StageResult(
+            counts={"pairs": len(mine) - len(unfinished.ids)}, part=f"shard {shards[0]}/{n}; {waiting} to come"
+        )
+    return _whole(cfg, ctx, n, skipped, fleet, unfinished.max_share)
+
+
+class _ShardWriters:
+    """Appends each record to the log of its pair's shard."""
+
+    def __init__(self, writers: Dict[int, RecordLog], n: int):
+        self.writers, self.n = writers, n
+
+    def append(self, rec: Dict[str, Any]) -> None:
+        self.writers[store.shard_of(rec["id"], self.n)].append(rec)
+
+
+def _whole(
+    cfg: RootConfig,
+    ctx: StageContext,
+    n: int,
+    skipped: List[Skipped],
+    fleet: Optional[Dict[str, float]],
+    max_share: float,
+) -> StageResult:
+    """The stage's result over every shard, once each has its worker's end written."""
+    ends = [json.loads(store.done_path(ctx.out_dir, i, n).read_text()) for i in range(n)]
+    records = [r for i in range(n) for r in read_records(store.shard_path(ctx.out_dir, i, n))]
+    shown = store.shard_path(ctx.out_dir, 0, n) if n == 1 else ctx.out_dir / "shards"
+    result = _summarise(cfg, ctx, records, [*skipped, *(s for e in ends for s in e["too_long"])], shown)
     # answers given with their thinking, cut after the last </think> as the reference does
-    result.counts["answers_cut_at_think"] = sum(1 for p in mine if p.meta.get("answer_after_think"))
+    result.counts["answers_cut_at_think"] = sum(e["answers_cut_at_think"] for e in ends)
     if fleet is not None:
         result.metrics["fleet"] = fleet
         ctx.tracker.summary({f"synthesize/fleet/{k}": v for k, v in fleet.items()})
-    if unfinished.ids:  # within max_unfinished_share: finished, with the pairs listed
-        result.counts["unfinished"] = len(unfinished.ids)
+    ids = [x for e in ends for x in e["unfinished"]]
+    if ids:  # within max_unfinished_share: finished, with the pairs listed
+        unfinished = Unfinished("synthesize", "pairs", sum(e["pairs"] for e in ends), max_share, ids)
+        unfinished.last_error = next((e["last_error"] for e in ends if e["last_error"]), "")
+        result.counts["unfinished"] = len(ids)
         result.unfinished = unfinished.as_dict()
     return result
 
@@ -327,7 +389,7 @@ def _summarise(
         "acceptance_rate": accepted / steps if steps else 0.0,
         "skipped_reasons": [str(s) for s in skipped[:50]],
     }
-    artifacts = {"shard": str(path.relative_to(ctx.out_dir))}
+    artifacts = {"shard": str(path.relative_to(ctx.out_dir))}  # a file, or the shards' folder
     plot = _plot_scores(scored, ctx.out_dir / "plots" / "score_vs_step.png")
     if plot is not None:
         artifacts["score_plot"] = str(plot.relative_to(ctx.out_dir))
@@ -467,4 +529,9 @@ STAGE = StageSpec(
     max_unfinished_share=lambda cfg: cfg.synthesis.max_unfinished_share,
     preflight=preflight,
     roles=lambda cfg: ["generator", "scorer"],
+    array=lambda cfg: (
+        [f"synthesis.shard={i}/{cfg.synthesis.shards}" for i in range(cfg.synthesis.shards)]
+        if cfg.synthesis.shards > 1
+        else []
+    ),
 )

@@ -323,6 +323,12 @@ def evaluation(stage: Path) -> Optional[Dict[str, Any]]:
             for name, entry in ((summary or {}).get("benchmarks") or {}).items()
             if entry.get("judge_agreement")
         },
+        # with a judge panel (eval.panel): Krippendorff's α across its judges and the items they disagree on most
+        "panel": {
+            name: entry["panel_agreement"]
+            for name, entry in ((summary or {}).get("benchmarks") or {}).items()
+            if entry.get("panel_agreement")
+        },
         "columns": ITEM_COLUMNS,
         "rows": rows,
         "details": lambda: (item_detail(rec) for f in files for rec in read_jsonl(f)),

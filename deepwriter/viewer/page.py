@@ -85,13 +85,18 @@ def _write_details(runs: List[Dict[str, Any]], files_dir: Path) -> Tuple[List[st
     return inline, chunks
 
 
-def write_page(runs: List[Dict[str, Any]], out: Path, links: Optional[List[Optional[str]]] = None) -> Path:
+def write_page(
+    runs: List[Dict[str, Any]],
+    out: Path,
+    links: Optional[List[Optional[str]]] = None,
+    pairwise: Optional[Dict[str, Any]] = None,
+) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     files_dir = out.with_name(out.stem + "_files")
     if files_dir.is_dir():  # the chunks of an earlier build of this page
         shutil.rmtree(files_dir)
     inline, chunks = _write_details(runs, files_dir)
-    report = {"runs": runs, "links": links or [None] * len(runs), "chunks": chunks}
+    report = {"runs": runs, "links": links or [None] * len(runs), "chunks": chunks, "pairwise": pairwise}
     title = "deepwriter report: " + ", ".join(r["label"] for r in runs)
     html = f"""<!DOCTYPE html>
 <html lang="en">
@@ -125,9 +130,10 @@ def build_run_report(run_dir: Path, out: Optional[Path] = None) -> Path:
     return write_page([collect.run(run_dir)], Path(out) if out else run_dir / "report.html")
 
 
-def build_report(run_dirs: List[Path], out: Optional[Path] = None) -> Path:
+def build_report(run_dirs: List[Path], out: Optional[Path] = None, pairwise: Optional[Dict[str, Any]] = None) -> Path:
     """One run: its report. Several: a page with them side by side (the ablation table and each run's
-    sections), linked to each run's own report.html, built here where it is missing."""
+    sections), linked to each run's own report.html, built here where it is missing; with `pairwise`
+    (a deepwriter.eval.pairwise result of these runs), their head-to-head figures too."""
     run_dirs = [Path(d) for d in run_dirs]
     if len(run_dirs) == 1:
         return build_run_report(run_dirs[0], out)
@@ -141,4 +147,4 @@ def build_report(run_dirs: List[Path], out: Optional[Path] = None) -> Path:
     runs = [collect.run(d) for d in run_dirs]
     for r, paired in zip(runs, collect.paired_vs_first(run_dirs)):
         r["paired_vs_first"] = paired  # the ablation table's Δ columns: paired differences with intervals
-    return write_page(runs, out, links)
+    return write_page(runs, out, links, pairwise)

@@ -118,3 +118,100 @@ def test_cli_refuses_one_run_and_a_folder_without_results_in_one_line(tmp_path, 
     err = capsys.readouterr().err.strip().splitlines()
     assert err[0] == "pairwise: give two runs or more"
     assert err[1].startswith("pairwise: ") and "no summary.json" in err[1] and len(err) == 2
+
+
+def test_a_judge_panel_on_pairwise_verdicts_reports_cohens_kappa_and_each_flip_rate(tmp_path):
+    # X's answers 0-9 are the good ones, Y's 10-19; the first judge picks the good answer every time,
+    # the second does too except on items 0-3, where it picks the other: it agrees on 16 of 20 outcomes
+    x = write_run(tmp_path, "x", [f"good {i}" for i in range(10)] + [f"fine {i}" for i in range(10, 20)])
+    y = write_run(tmp_path, "y", [f"fine {i}" for i in range(10)] + [f"good {i}" for i in range(10, 20)])
+
+    def good(one, two):
+        return 1 if one.startswith("good") else 2
+
+    def contrary(one, two):
+        picked = good(one, two)
+        chosen = one if picked == 1 else two
+        return 3 - picked if int(chosen.split()[1]) < 4 else picked
+
+    first, second = PairJudge(good), PairJudge(contrary)
+    second.model_id = "contrary-judge"
+
+    def run():
+        other = Judge(lambda: second, second.model_id, JudgeConfig(max_reasks=0), tmp_path / "panel", False)
+        return pairwise.compare_runs(
+            judge_of(first, tmp_path), {"x": x, "y": y}, resamples=10, panel=[("contrary", other, lambda t: t)]
+        )
+
+    res = run()
+    p = res["panel"]["contrary"]
+    assert first.calls == second.calls == 40 and p["comparisons"] == 20 and p["unjudged"] == 0
+    assert p["flip_rate"] == 0.0 and res["flip_rate"] == 0.0  # both judges are consistent across orders
+    # observed agreement 0.8; by chance 0.5·0.3 + 0.5·0.7 = 0.5; κ = (0.8 − 0.5) / (1 − 0.5)
+    assert p["vs_judge"] == {"n": 20, "kappa": pytest.approx(0.6), "same_outcome": 0.8}
+    assert res["pairs"]["x vs y"]["win_rate"] == 0.5  # the figures are the first judge's
+    assert "contrary" in pairwise.markdown(res) and "0.600" in pairwise.markdown(res)
+    run()
+    assert first.calls == second.calls == 40  # a re-run asks neither judge anything
+
+
+@pytest.mark.parametrize(
+    "a, b, kappa",
+    [
+        ([1, 1, 0, 0], [1, 1, 0, 0], 1.0),  # full agreement
+        ([1, 0, 1, 0], [1, 1, 0, 0], 0.0),  # what chance gives
+        ([1, 1, 0, 0], [0, 0, 1, 1], -1.0),  # always opposite
+        ([1, 1, 1], [1, 1, 1], None),  # one verdict only: undefined
+    ],
+)
+def test_cohen_kappa(a, b, kappa):
+    from deepwriter.eval.agreement import cohen_kappa
+
+    assert cohen_kappa(a, b) == (None if kappa is None else pytest.approx(kappa))
+
+
+@pytest.mark.slow  # two offline W&B runs written and read back (~3 s each on a loaded machine)
+def test_pairwise_and_paired_figures_reach_wandb_with_their_intervals(tmp_path, monkeypatch):
+    from deepwriter.commands import ablations
+    from deepwriter.testing.repo import compose_typed
+    from deepwriter.testing.wandb_offline import read_wandb_offline
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    x = write_run(tmp_path, "x", ["long answer here " * 3] * 12)
+    y = write_run(tmp_path, "y", ["short"] * 12)
+    res = pairwise.compare_runs(
+        judge_of(PairJudge(lambda one, two: 1 if len(one) > len(two) else 2), tmp_path), {"x": x, "y": y}, resamples=20
+    )
+    pairwise.log_to_wandb(compose_typed("+recipe=demo"), tmp_path / "pw", res)
+    (path,) = (tmp_path / "pw" / "wandb").glob("offline-run-*/run-*.wandb")
+    run = read_wandb_offline(path)
+    got, p = run["summary"], res["pairs"]["x vs y"]
+    assert run["job_type"] == "pairwise"
+    assert got["pairwise/x vs y/win_rate"] == p["win_rate"] == 1.0
+    assert [got["pairwise/x vs y/win_rate_ci_low"], got["pairwise/x vs y/win_rate_ci_high"]] == p["win_rate_ci"]
+    assert got["pairwise/x vs y/flip_rate"] == 0.0 and got["pairwise/flip_rate"] == 0.0
+    bt = res["bradley_terry"]["x"]
+    assert [got["pairwise/bradley_terry/x" + s] for s in ("", "_ci_low", "_ci_high")] == [
+        bt["rating"],
+        bt["low"],
+        bt["high"],
+    ]
+
+    # the ablation table's paired differences (compare.json, as deepwriter.report writes it)
+    out = tmp_path / "abl"
+    out.mkdir()
+    diff = {"a": 50.0, "b": 52.5, "diff": -2.5, "low": -4.0, "high": -1.0, "p_value": 0.03, "n": 12}
+    figures = {"full/t": {"paired_vs_first": None}, "ablation-no-search/t": {"paired_vs_first": {"demo": diff}}}
+    (out / "compare.json").write_text(json.dumps(figures))
+    ablations.log_to_wandb("demo", "t", [], out)
+    (path,) = (out / "wandb").glob("offline-run-*/run-*.wandb")
+    run = read_wandb_offline(path)
+    key = "paired/ablation-no-search/t - full/t/demo"
+    assert run["job_type"] == "ablations"
+    assert {k: v for k, v in run["summary"].items() if k.startswith("paired/")} == {
+        key: -2.5,
+        key + "_ci_low": -4.0,
+        key + "_ci_high": -1.0,
+        key + "_p": 0.03,
+        key + "_n": 12,
+    }

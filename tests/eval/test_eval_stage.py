@@ -395,3 +395,81 @@ def test_judge_samples_each_task_judged_n_times_scored_as_their_mean_with_interv
     assert agree["items"] == 3 and agree["judgments_per_item"] == 3 and agree["alpha"] < 0.1
     assert [d["spread"] for d in agree["most_disagreed"]] == [50.0] * 3
     assert tracker.summaries["eval/demo/judge_alpha"] == agree["alpha"]
+
+
+class PanelScriptedJudge(ScriptedJudge):
+    """Scores each demo prompt its own way (poem 1, email 3, explanation 5 on every dimension); asked
+    with another seed (the panel's second judge), it gives the explanation 1 instead: the one item on
+    which the panel disagrees."""
+
+    BY_PROMPT = {"first snow": 1, "Thursday's meeting": 3, "sky is blue": 5}
+
+    def __init__(self, base_seed):
+        super().__init__()
+        self.base_seed = base_seed
+
+    def reply(self, messages, sampling=None) -> str:
+        first = next(m["content"] for m in messages if m["role"] == "user")
+        self.score = next(v for k, v in self.BY_PROMPT.items() if k in first)
+        if sampling.seed != self.base_seed and "sky is blue" in first:
+            self.score = 1
+        return super().reply(messages, sampling)
+
+
+@pytest.mark.slow  # the tiny model answers, a loopback judge is asked as two judges of a panel
+def test_judge_panel_each_judge_kept_with_its_agreement_and_cached(tmp_path, model_cache):
+    from deepwriter.config.eval import PanelJudgeConfig
+    from deepwriter.eval import agreement, stage
+    from deepwriter.testing.loopback import start_server
+
+    out = tmp_path / "eval"
+    out.mkdir()
+    cfg = _cfg(tmp_path, model_cache, "http://127.0.0.1:1")  # the URL is set below, once the server is up
+    judge = PanelScriptedJudge(base_seed=cfg.eval.judge.seed)
+    with start_server(judge) as server:
+        cfg.models.judge.endpoint.base_urls = [server.url]
+        cfg.eval.benchmarks = {
+            "demo": BenchmarkConfig(
+                kind="longbench_write", path="pkg://deepwriter/eval/demo/prompts.jsonl", max_new_tokens=8
+            )
+        }
+        cfg.eval.panel = [PanelJudgeConfig(label="reseeded", seed_offset=7)]
+        tracker = RecordingTracker()
+        first = stage.run(cfg, StageContext("eval", out, {}, tmp_path, tracker, "k"))
+        assert first.counts["judge_calls"] == 3 and first.counts["panel_judge_calls"] == 3
+        assert {s.seed for _, s in judge.samplings} == {cfg.eval.judge.seed, cfg.eval.judge.seed + 7}
+        again = stage.run(cfg, StageContext("eval", out, {}, tmp_path, RecordingTracker(), "k"))
+        assert again.counts["judge_calls"] == 0 and again.counts["panel_judge_calls"] == 0  # both cached
+
+    recs = {r["id"]: r for r in (json.loads(line) for line in (out / "items" / "demo.jsonl").read_text().splitlines())}
+    assert {i: (r["S_q"], r["panel"]["reseeded"]) for i, r in recs.items()} == {
+        "demo-poem": (0.0, 0.0),
+        "demo-email": (50.0, 50.0),
+        "demo-explain": (100.0, 0.0),
+    }
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["panel"] == ["judge", "reseeded"]
+    assert summary["headline"]["demo"] is not None  # the headline is models.judge's alone
+    agree = summary["benchmarks"]["demo"]["panel_agreement"]
+    assert agree["judges"] == ["judge", "reseeded"] and agree["items"] == 3
+    assert agree["alpha"] == pytest.approx(agreement.alpha([[0, 50, 100], [0, 50, 0]]))
+    assert agree["alpha"] < 0.5
+    top = agree["most_disagreed"][0]
+    assert top == {"id": "demo-explain", "spread": 100.0, "scores": {"judge": 100.0, "reseeded": 0.0}}
+    assert [d["spread"] for d in agree["most_disagreed"][1:]] == [0.0, 0.0]
+    assert tracker.summaries["eval/demo/panel_alpha"] == agree["alpha"]
+    assert summary["panel_stats"]["reseeded"]["cache_hits"] == 3  # the re-run's summary
+
+
+def test_a_panel_judge_that_would_repeat_models_judge_is_refused_before_any_work():
+    from deepwriter.config.eval import PanelJudgeConfig
+    from deepwriter.config.root import ConfigError, RootConfig
+    from deepwriter.eval import stage
+
+    cfg = RootConfig()
+    cfg.eval.panel = [PanelJudgeConfig(label="again")]
+    with pytest.raises(ConfigError, match=r"eval.panel\[0\]: models.judge asked the same way"):
+        stage.preflight(cfg)
+    cfg.eval.panel = [PanelJudgeConfig(label="judge", seed_offset=1)]
+    with pytest.raises(ConfigError, match=r"eval.panel\[0\].label: 'judge' is taken"):
+        stage.preflight(cfg)

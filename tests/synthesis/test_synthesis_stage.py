@@ -101,6 +101,40 @@ def test_shards_split_the_pairs_deterministically(tmp_path, model_cache, monkeyp
         stage.select_pairs(make_cfg(pairs, model_cache, shard="3/3"), got, [])
 
 
+def test_a_stage_split_into_shards_is_whole_once_the_worker_of_its_last_shard_ends(
+    tmp_path, model_cache, plan_writer, monkeypatch
+):
+    """synthesis.shards=3 in one process writes the three shards; a worker of one shard each (the tasks of
+    a job array, in any order) writes its own, and the last to end gives the whole stage's result."""
+    from deepwriter.llm import models
+
+    built, tokenizer = stage.build_backends, models.load_tokenizer
+    loaded = {}  # the four runs share one load of the tiny model (each worker of a real array loads its own)
+    monkeypatch.setattr(
+        stage, "build_backends", lambda cfg: loaded.get("both") or loaded.setdefault("both", built(cfg))
+    )
+    monkeypatch.setattr(
+        models, "load_tokenizer", lambda *a: loaded.get("tok") or loaded.setdefault("tok", tokenizer(*a))
+    )
+    pairs = write_pairs(tmp_path / "pairs.jsonl", 3)  # one pair in each of shards 0, 1, 2
+    alone = stage.run(keeping(make_cfg(pairs, model_cache, shards=3)), ctx(tmp_path / "alone"))
+    assert alone.part is None and (alone.counts["pairs"], alone.counts["kept"], alone.counts["discarded"]) == (3, 3, 0)
+    names = sorted(p.name for p in (tmp_path / "alone" / "shards").glob("*.jsonl"))
+    assert names == [f"shard-0000{i}-of-00003.jsonl" for i in range(3)]
+    out = tmp_path / "split"
+    results = [stage.run(keeping(make_cfg(pairs, model_cache, shards=3, shard=f"{i}/3")), ctx(out)) for i in (2, 0, 1)]
+    assert [r.part for r in results] == ["shard 2/3; 2 to come", "shard 0/3; 1 to come", None]
+    assert {k: results[-1].counts[k] for k in ("pairs", "kept", "discarded")} == {"pairs": 3, "kept": 3, "discarded": 0}
+    for i in range(3):
+        ids = sorted(r["id"] for r in read_records(store.shard_path(out, i, 3)))
+        assert ids == sorted(r["id"] for r in read_records(store.shard_path(tmp_path / "alone", i, 3))) and ids
+    # the folder keeps its split: another would not see these records and would do their pairs again
+    with pytest.raises(ConfigError, match=r"synthesis.shards: .* split 3 ways.*synthesis.shards=3"):
+        stage.run(keeping(make_cfg(pairs, model_cache, shards=2)), ctx(out))
+    with pytest.raises(ConfigError, match="synthesis.shard: 1/2 is a share of 2 shards, but synthesis.shards is 3"):
+        stage.select_pairs(make_cfg(pairs, model_cache, shards=3, shard="1/2"), [], [])
+
+
 def test_bad_input_strict_error_names_file_line_and_field(tmp_path, model_cache):
     bad = write_pairs(
         tmp_path / "pairs.jsonl", 2, ['{"id": "p000", "request": "dup", "answer": "dup", "category": "c"}']

@@ -91,8 +91,22 @@ def test_report_html_ablation_table_shows_paired_differences(tmp_path):
     full = write_eval_run(tmp_path, "full", 0.0)
     worse = write_eval_run(tmp_path, "ablation-no-search", -0.2)
     out = tmp_path / "compare" / "report.html"
+    # the two runs judged head to head by a judge that always picks the answer shown first: every verdict flips
+    from deepwriter.config.eval import JudgeConfig
+    from deepwriter.eval import pairwise
+    from deepwriter.eval.judge import Judge
+    from deepwriter.llm.base import Generation
+
+    class FirstPicker:
+        def generate(self, prompts, sampling, n=1, prefill=None, seeds=None):
+            return [[Generation(text='{"winner": 1}', prompt_tokens=10)] for _ in prompts]
+
+    judge = Judge(FirstPicker, "first-picker", JudgeConfig(max_reasks=0), tmp_path / "pw", constrained=False)
+    res = pairwise.compare_runs(judge, {"full": full / "eval", "no-search": worse / "eval"}, resamples=20, limit=8)
+    (tmp_path / "pw" / "pairwise.json").write_text(json.dumps(res))
     rc = subprocess.run(
-        [sys.executable, "-m", "deepwriter.report", "--html", str(full), str(worse), "--out", str(out)],
+        [sys.executable, "-m", "deepwriter.report", "--html", str(full), str(worse), "--out", str(out)]
+        + ["--pairwise", str(tmp_path / "pw")],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -104,8 +118,11 @@ def test_report_html_ablation_table_shows_paired_differences(tmp_path):
       return Array.prototype.map.call(tr.children, function (td) { return td.textContent; }); });
     var own = Array.prototype.map.call(document.querySelectorAll('#eval-0 table')[0].querySelectorAll('tr'),
       function (tr) { return Array.prototype.map.call(tr.children, function (td) { return td.textContent; }); });
+    var pw = Array.prototype.map.call(document.querySelectorAll('#pairwise table'), function (t) {
+      return Array.prototype.map.call(t.querySelectorAll('tr'), function (tr) {
+        return Array.prototype.map.call(tr.children, function (td) { return td.textContent; }); }); });
     var pre = document.createElement('pre'); pre.id = 'probe';
-    pre.textContent = JSON.stringify({rows: rows, own: own, errors: window.__errors});
+    pre.textContent = JSON.stringify({rows: rows, own: own, pw: pw, errors: window.__errors});
     document.body.appendChild(pre);
     """
     dom, console = browser.open_page(out, script)
@@ -117,6 +134,11 @@ def test_report_html_ablation_table_shows_paired_differences(tmp_path):
     assert delta.startswith("-2.") and "*" in delta and "[" in delta and "p=" in delta, delta
     assert first[header.index("Δ demo")] == "–"
     assert " [" in seen["own"][1][1]  # the run's own headline cell carries its interval
+    # the head-to-head figures: 8 items, every verdict a flip (so a tie), the intervals beside each rate
+    pairs, ratings = seen["pw"]
+    assert pairs[1][0] == "full vs no-search" and pairs[1][1] == "8" and pairs[1][4:] == ["0 / 8 / 0", "1.000"]
+    assert pairs[1][2] == "0.500 [0.500, 0.500]"
+    assert [r[0] for r in ratings[1:]] == ["full", "no-search"] and " [" in ratings[1][1]
     browser.screenshot(out, tmp_path / "paired.png")
 
 
@@ -131,9 +153,12 @@ def test_report_html_shows_judge_agreement_and_the_most_disagreed_items(tmp_path
     records = [json.loads(line) for line in (ev / "items" / "demo.jsonl").read_text().splitlines()]
     for i, r in enumerate(records):  # three judgments per item; item q5 the judge cannot make up its mind on
         r["judge_samples"] = [{"S_q": r["S_q"] + d * (10.0 if i == 5 else 1.0)} for d in (-1, 0, 1)]
+        r["panel"] = {"second": r["S_q"] + (30.0 if i == 2 else 0.0)}  # a panel judge that differs on q2
     summary = json.loads((ev / "summary.json").read_text())
     found = agreement.of_judge_samples(records)
     summary["benchmarks"]["demo"]["judge_agreement"] = found
+    panel = agreement.of_panel(records)
+    summary["benchmarks"]["demo"]["panel_agreement"] = panel
     (ev / "summary.json").write_text(json.dumps(summary))
     assert found["most_disagreed"][0]["id"] == "q5"
     script = r"""
@@ -156,3 +181,10 @@ def test_report_html_shows_judge_agreement_and_the_most_disagreed_items(tmp_path
     assert alpha_table[1] == ["demo", f"{found['alpha']:.2f}", "6", "3", f"{found['mean_spread']:.2f}"]
     worst = next(t for t in seen["tables"] if t[0] == ["benchmark", "id", "spread", "scores"])
     assert worst[1][:3] == ["demo", "q5", "20.00"]
+    # the judge panel: α across its judges, and the item they disagree on most with each judge's score
+    assert "Judge panel agreement" in seen["heads"] and "Items the judges disagree on most" in seen["heads"]
+    panel_table = next(t for t in seen["tables"] if t[0][:3] == ["benchmark", "judges", "Krippendorff's α"])
+    assert panel_table[1] == ["demo", "judge, second", f"{panel['alpha']:.2f}", "6", "5.00"]
+    disagreed = [t for t in seen["tables"] if t[0] == ["benchmark", "id", "spread", "scores"]][1]
+    q2 = records[2]["S_q"]
+    assert disagreed[1] == ["demo", "q2", "30.00", f"judge: {q2:.1f}, second: {q2 + 30:.1f}"]

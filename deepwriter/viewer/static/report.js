@@ -474,6 +474,21 @@
           return agree[b].most_disagreed.map(function (d) { return [b, d.id, d.spread, d.scores.map(function (v) { return v.toFixed(1); }).join(", ")]; });
         })), 2)]);
     }
+    var panel = e.panel || {};
+    if (Object.keys(panel).length) {
+      // eval.panel: several judges of the same answers, how far they agree, and where they disagree most
+      var fmt = function (v) { return isNum(v) ? v.toFixed(1) : "–"; };
+      append(sec, el("div", { id: "panel-" + run }, [el("h3", {}, "Judge panel agreement"),
+        simpleTable(["benchmark", "judges", "Krippendorff's α", "items", "mean spread"],
+          Object.keys(panel).map(function (b) { var a = panel[b]; return [b, a.judges.join(", "), a.alpha, String(a.items), a.mean_spread]; }), 2),
+        el("p", { cls: "muted" }, "α across the judges' scores of the same items: 1 when they always agree, 0 when no more than chance. The headline is the first judge's."),
+        el("h3", {}, "Items the judges disagree on most"),
+        simpleTable(["benchmark", "id", "spread", "scores"], [].concat.apply([], Object.keys(panel).map(function (b) {
+          return panel[b].most_disagreed.map(function (d) {
+            return [b, d.id, d.spread, Object.keys(d.scores).map(function (j) { return j + ": " + fmt(d.scores[j]); }).join(", ")];
+          });
+        })), 2)]));
+    }
     var col = {};
     e.columns.forEach(function (c, i) { col[c] = i; });
     var benches = ["all"].concat(Array.from(new Set(e.rows.map(function (r) { return r[col.benchmark]; }))).sort());
@@ -563,6 +578,26 @@
       })) : null);
   }
 
+  // --- several runs judged head to head (python -m deepwriter.eval.pairwise) --------------------------------
+  function pairwiseSection() {
+    var res = REPORT.pairwise;
+    var num = function (v) { return isNum(v) ? v.toFixed(3) : "–"; };
+    var ci = function (v, lh) { return num(v) + (lh && isNum(lh[0]) ? " [" + num(lh[0]) + ", " + num(lh[1]) + "]" : ""); };
+    var pairs = Object.keys(res.pairs || {}).filter(function (k) { return res.pairs[k].n; });
+    var bt = Object.keys(res.bradley_terry || {});
+    var panel = Object.keys(res.panel || {});
+    return el("section", { cls: "stage", id: "pairwise" }, el("h2", {}, "Runs judged head to head"),
+      el("p", { cls: "muted" }, "Judge " + res.judge + ": " + res.comparisons + " comparisons, each asked in both orders; a verdict " +
+        "that followed the position is a flip, counted as a tie. Flip rate " + num(res.flip_rate) + "; " + res.unjudged +
+        " without a usable verdict. Win rates count ties as half; the length-controlled one is read at equal answer length."),
+      simpleTable(["X vs Y", "items", "X win rate [95%]", "length-controlled [95%]", "X wins / ties / Y wins", "flip rate"],
+        pairs.map(function (k) { var p = res.pairs[k];
+          return [k, String(p.n), ci(p.win_rate, p.win_rate_ci), ci(p.lc_win_rate, p.lc_win_rate_ci), p.x_wins + " / " + p.ties + " / " + p.y_wins, num(p.flip_rate)]; })),
+      bt.length ? simpleTable(["run", "Bradley–Terry rating [95%]"], bt.map(function (r) { var b = res.bradley_terry[r]; return [r, ci(b.rating, [b.low, b.high])]; })) : null,
+      panel.length ? simpleTable(["panel judge", "model", "comparisons", "flip rate", "Cohen's κ with the judge"],
+        panel.map(function (l) { var p = res.panel[l]; return [l, p.judge, String(p.comparisons), num(p.flip_rate), num(p.vs_judge.kappa)]; })) : null);
+  }
+
   // --- the SLURM jobs of a run submitted with launcher=slurm ---------------------------------------------------
   function jobsSection(i, data) {
     var rec = data.jobs;
@@ -606,6 +641,7 @@
       main.appendChild(runView(0));
     } else {
       main.appendChild(ablationSection());
+      if (REPORT.pairwise) main.appendChild(pairwiseSection());
       var holder = el("div");
       var built = {};
       var tabs = el("div", { cls: "tabs" }, runs.map(function (r, i) {
