@@ -328,6 +328,8 @@ def _run_stages(
                     except UnfinishedError as exc:
                         if serving.healed_since(deaths):
                             log.warning("stage %-10s servers restarted; resuming the unfinished items (%s)", name, exc)
+                            # a restarted replica may listen elsewhere (another port, a SLURM job's node)
+                            stage_cfg = serving.before(cfg, name, st.spec, ctx)
                             continue
                         raise
                     if result.unfinished and serving.healed_since(deaths):
@@ -336,6 +338,7 @@ def _run_stages(
                             name,
                             result.unfinished["count"],
                         )
+                        stage_cfg = serving.before(cfg, name, st.spec, ctx)
                         continue
                     break
                 elapsed = time.time() - t0
