@@ -2,7 +2,7 @@
 scorer served by a managed replica. The server is the fault-free loopback over the tiny model, started
 through the preset's `serving.command` (the same fleet code starts vLLM: see
 tests/pipeline/test_served_demo_vllm.py; vLLM's launch branch with a stand-in Python is in
-tests/llm/test_fleet.py). A kill -9 of the server mid-synthesis is healed in the same run; SIGTERM
+tests/serving/test_fleet.py). A kill -9 of the server mid-synthesis is healed in the same run; SIGTERM
 to the run leaves no server process and no bound port."""
 
 from __future__ import annotations
