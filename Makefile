@@ -85,7 +85,7 @@ browser:
 	  "browser tests need; DEEPWRITER_ALLOW_SKIP=browser skips them on purpose" >&2; exit 1; }
 
 # A one-node SLURM cluster on this machine (Debian's slurm-wlm + munge, CPU-only, no cgroups) for the
-# launcher's tests (tests/pipeline/test_slurm.py): installed once, started when it is not running; a clear
+# launcher's tests (tests/cluster/test_slurm.py): installed once, started when it is not running; a clear
 # failure where it cannot be (.ci/slurm-local says which step).
 slurm-local:
 	@.ci/slurm-local

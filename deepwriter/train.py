@@ -18,8 +18,10 @@ from omegaconf import DictConfig
 
 from deepwriter.config.compose import preflight, renamed_overrides
 from deepwriter.config.root import CONF_DIR as ROOT_CONF_DIR
-from deepwriter.config.root import ConfigError, RootConfig, register_resolvers, register_schemas, to_typed
+from deepwriter.config.root import ConfigError, RootConfig, expand, register_resolvers, register_schemas, to_typed
 from deepwriter.core.errors import DeepwriterError, UnfinishedError, print_error, tracked_stderr
+from deepwriter.pipeline.summary import print_summary
+from deepwriter.tracking.runs import stage_tracker
 
 # Exit codes: 2 = bad config or input (fix it first); 3 = items unfinished because model calls failed
 # (run the same command again once the servers are back).
@@ -30,9 +32,8 @@ log = logging.getLogger("deepwriter")
 
 @hydra.main(config_path=CONF_DIR, config_name="config", version_base=None)
 def _hydra_main(cfg: DictConfig) -> None:
+    # the stages' modules (~1.5 s of imports) load only once the config is good: a bad one is refused at once
     from deepwriter.pipeline.runner import run_pipeline
-    from deepwriter.pipeline.summary import print_summary
-    from deepwriter.tracking.runs import stage_tracker
 
     typed = None
     try:
@@ -42,7 +43,7 @@ def _hydra_main(cfg: DictConfig) -> None:
         # stay; hydra.verbose=true (every logger at DEBUG) keeps every request.
         if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
             logging.getLogger("httpx").setLevel(logging.WARNING)
-        if typed.launcher.kind == "slurm":  # the stages as SLURM jobs; this process submits (and waits)
+        if typed.launcher.submits_jobs:  # the stages as SLURM jobs; this process submits (and waits)
             sys.exit(_submit(typed))
         manifest = run_pipeline(typed, stage_tracker)
     except ConfigError as exc:  # e.g. a missing input, found before any work
@@ -63,9 +64,9 @@ def _hydra_main(cfg: DictConfig) -> None:
 def _submit(typed: RootConfig) -> int:
     """launcher=slurm: submit the stages as jobs; with launcher.wait, follow them and end as a local run
     does: the summary, then the report's path as the last line."""
+    # loaded once the config is good, as in _hydra_main (the cost model and the runner: ~2 s of imports)
     from deepwriter.commands.plan import stage_wall_hours
     from deepwriter.pipeline.runner import submit_jobs
-    from deepwriter.pipeline.summary import print_summary
 
     rc = submit_jobs(typed, sys.argv[1:], stage_wall_hours)
     run_dir = _run_dir(typed)
@@ -82,8 +83,6 @@ def _submit(typed: RootConfig) -> int:
 
 
 def _run_dir(typed: Optional[RootConfig]) -> Optional[Path]:
-    from deepwriter.config.root import expand
-
     return expand(typed.paths.runs_dir) / typed.recipe.name / typed.run_id if typed is not None else None
 
 
@@ -92,7 +91,7 @@ def write_run_report(run_dir: Optional[Path]) -> None:
     built is a warning, never a failed run (the stages' outputs are what matters)."""
     if run_dir is None or not (run_dir / "manifest.json").is_file() or os.environ.get("RANK", "0") != "0":
         return  # one report per run: rank 0 of a multi-process launch writes it
-    from deepwriter.viewer import build_run_report
+    from deepwriter.viewer import build_run_report  # the report's page (~0.7 s of imports): only at the end
 
     try:
         page = build_run_report(run_dir)

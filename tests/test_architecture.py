@@ -11,9 +11,11 @@ of llm/base.py), and the product, entry points included, never imports tests/ or
 from __future__ import annotations
 
 import ast
+import io
 import re
+import tokenize
 from pathlib import Path
-from typing import Dict, Set
+from typing import Dict, List, Set
 
 from deepwriter.testing.repo import REPO
 
@@ -251,3 +253,80 @@ def test_relative_imports_are_edges_too(tmp_path):
         "pkg.c": set(),
     }
     assert "pkg.sub.b" in reachable(graph, "pkg.sub.b")  # the b <-> d circle is seen
+
+
+def unexplained_local_imports(path: Path, top: str = "deepwriter") -> List[str]:
+    """`file:line` of each import of a `top` module inside a function with no reason beside it: a comment
+    on one of the statement's lines, or on a comment line right above its run of imports (a circle it
+    breaks, a heavy library it defers). Anything else belongs at the top of the module."""
+    text = path.read_text()
+    if not re.search(rf"^[ \t]+(from|import) {top}\b", text, re.M):  # no indented import of the package
+        return []
+    lines = text.splitlines()
+    tokens = tokenize.generate_tokens(io.StringIO(text).readline)
+    # a linter's directive (noqa, type: ignore, pragma) gives no reason
+    directive = re.compile(r"#\s*(noqa|type:|pragma)")
+    commented = {t.start[0] for t in tokens if t.type == tokenize.COMMENT and not directive.match(t.string)}
+    found = []
+    for fn in ast.walk(ast.parse(text)):
+        if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        blocks = [getattr(n, k, None) for n in ast.walk(fn) for k in ("body", "orelse", "finalbody", "handlers")]
+        for body in (b for b in blocks if isinstance(b, list)):
+            for i, node in enumerate(body):
+                names = [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else []
+                names += [a.name for a in node.names] if isinstance(node, ast.Import) else []
+                if not any(n == top or n.startswith(top + ".") for n in names):
+                    continue
+                first = node.lineno  # the first line of this run of imports
+                for prev in reversed(body[:i]):
+                    if not isinstance(prev, (ast.Import, ast.ImportFrom)):
+                        break
+                    first = prev.lineno
+                above = lines[first - 2].strip() if first > 1 else ""
+                if not commented & set(range(node.lineno, node.end_lineno + 1)) and not above.startswith("#"):
+                    found.append(node.lineno)
+    return [f"{path}:{line}" for line in sorted(set(found))]
+
+
+def test_a_function_imports_the_package_only_with_a_reason():
+    unexplained = [u for p in sorted((REPO / "deepwriter").rglob("*.py")) for u in unexplained_local_imports(p)]
+    assert unexplained == [], "move these to the top of their module, or say why they wait:\n" + "\n".join(unexplained)
+
+
+def test_local_imports_without_a_reason_are_found(tmp_path):
+    f = tmp_path / "m.py"
+    f.write_text(
+        "import os\n\n\ndef a():\n    from deepwriter.core import files\n\n\n"
+        "def b():\n    from deepwriter.llm.hf import x  # torch\n"
+        "    from deepwriter.core import records  # noqa: F401\n\n"
+        "def c():\n    # circle: deepwriter.x imports this module\n    from deepwriter.x import y\n"
+        "    from deepwriter.z import w\n\n\n"
+        "def d():\n    if True:\n        import deepwriter.q\n    import json\n"
+    )
+    assert unexplained_local_imports(f) == [f"{f}:5", f"{f}:10", f"{f}:20"]
+
+
+def untyped_configs(path: Path) -> List[str]:
+    """`file:line name` of each parameter or dataclass field named like a config (`cfg`, `sft_cfg`,
+    `bcfg`, ...) annotated `Any`: a config parameter names its dataclass (deepwriter.config)."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            a = node.args
+            named = [(x.arg, x.annotation) for x in a.posonlyargs + a.args + a.kwonlyargs]
+        elif isinstance(node, ast.ClassDef):
+            named = [(getattr(x.target, "id", None), x.annotation) for x in node.body if isinstance(x, ast.AnnAssign)]
+            named = [(n, ann) for n, ann in named if isinstance(n, str)]
+        else:
+            continue
+        for name, ann in named:
+            is_any = ann is not None and ast.unparse(ann).strip("'\"") in ("Any", "typing.Any")
+            if is_any and name.endswith("cfg"):
+                found.append(f"{path}:{ann.lineno} {name}")
+    return found
+
+
+def test_no_config_parameter_is_typed_any():
+    untyped = [u for p in sorted((REPO / "deepwriter").rglob("*.py")) for u in untyped_configs(p)]
+    assert untyped == [], "type these with their config dataclass:\n" + "\n".join(untyped)

@@ -1,16 +1,19 @@
 """A managed server replica as a SLURM job of its own (serving.placement: slurm; the fleet's spawner seam,
 deepwriter.serving.fleet.Spawner).
 
-The replica's server command (deepwriter.serving.fleet.server_command_for, bound to 0.0.0.0) becomes a batch
-script `<servers>/<group>-<index>.sbatch`, submitted with `sbatch --no-requeue` (the fleet, not the
-scheduler, brings a dead replica back, within serving.max_restarts). Before it starts the server the job
-writes `<node>:<port> <job id>` to `<servers>/<group>-<index>.addr` in the run folder, which every node
-sees: the fleet reads the replica's address there and health-checks it as it does a local process. A job
-that SLURM ended (scancel, node failure, preemption, its time limit) is seen through `scontrol show job`;
-`stop` is scancel and waits until the scheduler says the job has ended.
+The replica's server command (deepwriter.serving.fleet.server_command_for, bound to 0.0.0.0) becomes a
+script `<servers>/<group>-<index>.sbatch` that submitit runs as the job's command (a CommandFunction, as the
+stage jobs are its callables; `--no-requeue`: the fleet, not the scheduler, brings a dead replica back,
+within serving.max_restarts). The script appends its own and its server's output to the replica's log.
+Once its server answers (with the run's key) the job writes `<node>:<port> <job id>` to
+`<servers>/<group>-<index>.addr` in the run folder, which every node sees: the fleet reads the replica's
+address there and health-checks it as it does a local process. A job that SLURM ended (scancel, node
+failure, preemption, its time limit) is seen through `scontrol show job`; `stop` is scancel and waits
+until the scheduler says the job has ended.
 
-sbatch, not submitit: a replica is a command line, not a Python callable to pickle, and submitit reads
-job states through sacct, which a cluster without accounting (and this one's tests) does not have.
+Submitted through submitit, but watched here: submitit reads a job's state through `sacct`, which a cluster
+without accounting (the local one in its plain mode) does not have, so the fleet asks `scontrol show job`
+(show_job: sacct only for a job the controller has forgotten, where accounting keeps it).
 
 Every job submitted is a line of `<servers>/jobs.jsonl` (the launcher's jobs.json lists them with their
 end state). Also here: the scheduler's view of one job (`scontrol show job`), which the launcher
@@ -19,18 +22,20 @@ end state). Also here: the scheduler's view of one job (`scontrol show job`), wh
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import shlex
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional
 
-from deepwriter.serving.fleet import FleetError
+from deepwriter.serving.fleet import KEY_ENV, FleetError
 from deepwriter.serving.placement import Replica
 
 _log = logging.getLogger("deepwriter.fleet")
@@ -50,9 +55,10 @@ TERMINAL = {
 }
 
 
-def run_tool(cmd: List[str], timeout: float = 30) -> subprocess.CompletedProcess:
-    """A SLURM command (sbatch, scontrol, sinfo, ...), its output captured."""
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+def run_tool(cmd: List[str], timeout: float = 30, env: Optional[Dict[str, str]] = None) -> subprocess.CompletedProcess:
+    """A SLURM command (sbatch, scontrol, sinfo, ...), its output captured; `env`: its environment
+    (sbatch hands the one it runs in to the job)."""
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
 
 
 class ControllerSilent(RuntimeError):
@@ -138,11 +144,17 @@ def batch_script(
     parent: Optional[str],
     watch_s: float = WATCH_S,
     python: str = sys.executable,
+    log_path: Optional[Path] = None,
 ) -> str:
     """The replica's batch script: a port free on its node (the replica's own, base_port + index, unless
-    another server holds it there: then one the system gives), its address into the run folder, then its
-    server; with `parent` (the stage job that runs the fleet) the server is stopped when that job is no
-    longer running. The port is every argument of `argv` that is the replica's port."""
+    another server holds it there: then one the system gives), then its server; once that server answers
+    on the port (with the run's key, KEY_ENV in the job's environment, and refusing any other key) its
+    address goes into the run folder. A server that ends without answering publishes nothing: the fleet
+    never sees an address that may be someone else's. With `parent` (the stage job that runs the fleet)
+    the server is stopped when that job is no longer running. The port is every argument of `argv` that
+    is the replica's port. The key is not in `env` (the script is a file of the run folder): sbatch
+    hands it to the job in its environment. With `log_path` everything the script and its server print
+    is appended there (submitit's CommandFunction would hold it all in memory until the job's end)."""
     q = shlex.quote
     own = str(rep.port)
     command = " ".join('"$port"' if a == own else q(a) for a in argv)
@@ -150,37 +162,63 @@ def batch_script(
     lines = [
         "#!/bin/bash",
         f"# deepwriter: {rep.group} replica {rep.index}, a server job of the run's fleet",
-        *(f"export {k}={q(v)}" for k, v in env.items()),
+        *([f"exec >> {q(str(log_path))} 2>&1"] if log_path else []),  # not through submitit's buffer: it is kept
+        *(f"export {k}={q(v)}" for k, v in env.items() if k != KEY_ENV),
         f'free_port() {{ {q(python)} -c {q(bind)} "$1" 2>/dev/null; }}',
+        f'answers() {{ {q(python)} -c {q(_ANSWERS.format(key_env=KEY_ENV))} "$1"; }}',
         f"port=$(free_port {own} || free_port 0)",
         f'[ "$port" = {own} ] || echo "deepwriter: port {own} is taken on $(hostname): this replica listens on $port"',
         'echo "=== $(date +%H:%M:%S) job $SLURM_JOB_ID on $(hostname): "' + command,
-        f'printf "%s:%s %s\\n" "$(hostname)" "$port" "$SLURM_JOB_ID" > {q(str(addr))}.$SLURM_JOB_ID',
-        f"mv {q(str(addr))}.$SLURM_JOB_ID {q(str(addr))}",
-    ]
-    if not parent:
-        return "\n".join(lines + ["exec " + command]) + "\n"
-    lines += [
         command + " &",
         "srv=$!",
         "trap 'kill -TERM $srv 2>/dev/null' TERM INT",
-        "gone=0",
-        'while kill -0 "$srv" 2>/dev/null; do',
-        f"  sleep {watch_s:g}",
-        f"  st=$(scontrol show job -o {q(parent)} 2>&1)",
-        '  case "$st" in',
-        "    *JobState=RUNNING*|*JobState=SUSPENDED*) gone=0 ;;",
-        '    *JobState=*|*"Invalid job id"*) gone=$((gone + 1)) ;;',
-        "  esac",
-        '  if [ "$gone" -ge 2 ]; then',
-        f'    echo "deepwriter: stage job {parent}, which started this server, no longer runs: stopping it"',
-        '    kill -TERM "$srv"',
-        "    break",
+        'until answers "$port"; do',
+        '  if ! kill -0 "$srv" 2>/dev/null; then',
+        '    echo "deepwriter: the server ended before it answered on port $port: no address published"',
+        '    wait "$srv"',
+        "    exit 1",
         "  fi",
+        "  sleep 1",
         "done",
-        'wait "$srv"',
+        f'printf "%s:%s %s\\n" "$(hostname)" "$port" "$SLURM_JOB_ID" > {q(str(addr))}.$SLURM_JOB_ID',
+        f"mv {q(str(addr))}.$SLURM_JOB_ID {q(str(addr))}",
+        'echo "deepwriter: the server answers on $(hostname):$port: address published"',
     ]
-    return "\n".join(lines) + "\n"
+    if parent:
+        lines += [
+            "gone=0",
+            'while kill -0 "$srv" 2>/dev/null; do',
+            f"  sleep {watch_s:g}",
+            f"  st=$(scontrol show job -o {q(parent)} 2>&1)",
+            '  case "$st" in',
+            "    *JobState=RUNNING*|*JobState=SUSPENDED*) gone=0 ;;",
+            '    *JobState=*|*"Invalid job id"*) gone=$((gone + 1)) ;;',
+            "  esac",
+            '  if [ "$gone" -ge 2 ]; then',
+            f'    echo "deepwriter: stage job {parent}, which started this server, no longer runs: stopping it"',
+            '    kill -TERM "$srv"',
+            "    break",
+            "  fi",
+            "done",
+        ]
+    return "\n".join(lines + ['wait "$srv"']) + "\n"
+
+
+# Whether the server on this node's port (argv[1]) is the job's own: it answers /v1/models with the key in
+# the job's environment and refuses another (without a key: any answer). Exit 0 if so.
+_ANSWERS = """
+import os, sys, urllib.error, urllib.request as u
+url, key = "http://127.0.0.1:%s/v1/models" % sys.argv[1], os.environ.get("{key_env}")
+direct = u.build_opener(u.ProxyHandler({{}}))
+def status(k):
+    try:
+        return direct.open(u.Request(url, headers={{"Authorization": "Bearer " + k}} if k else {{}}), timeout=5).status
+    except urllib.error.HTTPError as e:
+        return e.code
+    except Exception:
+        return None
+sys.exit(0 if status(key) == 200 and (not key or status(key + "-not-the-key") in (401, 403)) else 1)
+"""
 
 
 @dataclass
@@ -198,45 +236,73 @@ class ReplicaJob:
 QUEUED = {"PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED"}
 
 
+# submitit hands sbatch the environment of this process: the run's key goes there only while one job is
+# submitted, one submission at a time
+_SUBMITTING = threading.Lock()
+
+
+@contextlib.contextmanager
+def _environment(extra: Dict[str, str]) -> Iterator[None]:
+    with _SUBMITTING:
+        before = {k: os.environ.get(k) for k in extra}
+        os.environ.update(extra)
+        try:
+            yield
+        finally:
+            for k, v in before.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+
+
 class SlurmSpawner:
-    """Starts each replica as a batch job; `flags_for(replica)` gives its sbatch options (partition,
-    GPUs, CPUs, time: launcher.jobs.server, see deepwriter.cluster.requests.server_flags)."""
+    """Starts each replica as a batch job through submitit; `request_for(replica)` gives its submitit
+    SlurmExecutor parameters (partition, GPUs, CPUs, time; extra sbatch options under
+    `additional_parameters`: launcher.jobs.server, see deepwriter.cluster.requests.server_request)."""
 
     def __init__(
         self,
-        flags_for: Callable[[Replica], List[str]],
+        request_for: Callable[[Replica], Dict[str, Any]],
         log_dir: Path,
         stop_wait_s: float = 120.0,
         watch_s: float = WATCH_S,
         ask_every_s: float = 5.0,
     ):
-        self.flags_for, self.log_dir, self.stop_wait_s, self.watch_s = flags_for, Path(log_dir), stop_wait_s, watch_s
+        self.request_for, self.log_dir, self.stop_wait_s, self.watch_s = (
+            request_for,
+            Path(log_dir),
+            stop_wait_s,
+            watch_s,
+        )
         self.ask_every_s = ask_every_s  # the controller is shared: no more than one look at a job per this
 
     def start(self, rep: Replica, argv: List[str], env: Dict[str, str], log_path: Path) -> ReplicaJob:
+        import submitit
+        from submitit.core.utils import FailedJobError, FailedSubmissionError
+
         name = f"{rep.group}-{rep.index}".replace("/", "_")
         addr = self.log_dir / f"{name}.addr"
         self._cancel_former(rep, addr)
         addr.unlink(missing_ok=True)  # a former job's address is not this one's
         script = self.log_dir / f"{name}.sbatch"
-        script.write_text(batch_script(rep, argv, env, addr, os.environ.get("SLURM_JOB_ID"), self.watch_s))
-        cmd = [
-            "sbatch",
-            "--parsable",
-            "--no-requeue",
-            f"--output={log_path}",
-            "--open-mode=append",
-            *self.flags_for(rep),
-            str(script),
-        ]
-        done = run_tool(cmd, timeout=60)
-        if done.returncode != 0:
-            why = (done.stderr or done.stdout).strip().splitlines()
+        parent = os.environ.get("SLURM_JOB_ID")
+        script.write_text(batch_script(rep, argv, env, addr, parent, self.watch_s, log_path=log_path))
+        request = dict(self.request_for(rep))
+        # submitit's own lines (its start, a failure to load the job) go to the replica's log too
+        extra = {"no-requeue": True, "output": str(log_path), **request.pop("additional_parameters", {})}
+        executor = submitit.SlurmExecutor(folder=self.log_dir / "submitit", max_num_timeout=0)
+        executor.update_parameters(**request, use_srun=False, stderr_to_stdout=True, additional_parameters=extra)
+        secret = {k: v for k, v in env.items() if k == KEY_ENV}  # to the job through sbatch, in no file
+        try:
+            with _environment(secret):
+                job_id = str(executor.submit(submitit.helpers.CommandFunction(["bash", str(script)])).job_id)
+        except (FailedJobError, FailedSubmissionError, OSError) as exc:
+            why = str(exc).strip().splitlines()
             raise FleetError(
-                f"{rep.group} replica {rep.index}: sbatch refused its job: {why[-1] if why else 'no output'} "
-                f"({shlex.join(cmd)})"
-            )
-        job_id = done.stdout.strip().split(";")[0]
+                f"{rep.group} replica {rep.index}: sbatch refused its job: {why[-1] if why else type(exc).__name__} "
+                f"(request {request}, {extra})"
+            ) from exc
         with open(self.log_dir / JOBS_LOG, "a") as f:  # every job of the run's fleets, across stage jobs
             entry = {"group": rep.group, "index": rep.index, "job_id": job_id, "submitted": time.time()}
             f.write(json.dumps({**entry, "log": str(log_path)}))

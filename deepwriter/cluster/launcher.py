@@ -42,6 +42,7 @@ from deepwriter.cluster.requests import (
     server_request,
     serves_as_jobs,
 )
+from deepwriter.cluster.time_limits import job_times, partition_limits
 from deepwriter.config.root import ConfigError, RootConfig, expand
 from deepwriter.core.contract import JOB_ENV
 from deepwriter.core.errors import print_error
@@ -316,7 +317,6 @@ def job_graph(
     (cost.stage_wall_hours); a graph that cannot finish is refused here, before any submission.
     `arrays`: a stage split among the tasks of a job array (StageSpec.array), one override per task; its
     projected hours are shared out among them (they run side by side)."""
-    from deepwriter.cluster.time_limits import job_times, partition_limits
 
     arrays = {s: t for s, t in (arrays or {}).items() if len(t) > 1}
     per_task = {s: h / len(arrays.get(s, [None])) for s, h in hours.items()}

@@ -47,7 +47,7 @@ def serves_as_jobs(cfg: RootConfig, in_stage_job: bool) -> bool:
     stage job of launcher=slurm, or, at submission, when the launcher is slurm)."""
     placement = cfg.serving.placement
     if placement == "auto":
-        return in_stage_job or cfg.launcher.kind == "slurm"
+        return in_stage_job or cfg.launcher.submits_jobs
     return placement == "slurm"
 
 
@@ -78,9 +78,12 @@ def server_flags(cfg: RootConfig, group: str, serving: ServingConfig) -> List[st
 
 def replica_spawner(cfg: RootConfig, groups: Dict[str, Group], servers_dir: Path) -> SlurmSpawner:
     """The fleet's spawner when each replica of these groups is a SLURM job of its own, asking for
-    launcher.jobs.server's resources (server_flags)."""
-    flags = {g.name: server_flags(cfg, g.name, g.serving) for g in groups.values()}
-    return SlurmSpawner(lambda rep: flags[rep.group], servers_dir)
+    launcher.jobs.server's resources (server_request, its `additional` sbatch options as submitit takes them)."""
+    additional = dict(cfg.launcher.jobs.server.additional)
+    requests = {
+        g.name: {**server_request(cfg, g.name, g.serving), "additional_parameters": additional} for g in groups.values()
+    }
+    return SlurmSpawner(lambda rep: requests[rep.group], servers_dir)
 
 
 def sbatch_flags(req: Dict[str, Any], additional: Dict[str, Any]) -> List[str]:

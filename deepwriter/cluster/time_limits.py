@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional
 
 from deepwriter.cluster.jobs import run_tool
+from deepwriter.cluster.requests import job_request
 from deepwriter.config.root import ConfigError, RootConfig
 
 MARGIN = 0.25  # the projected hours are asked for with a quarter more
@@ -87,7 +88,6 @@ def job_times(
     cfg: RootConfig, stages: List[str], hours: Dict[str, float], limits: Dict[str, Optional[int]]
 ) -> Dict[str, JobTime]:
     """Each stage job's time limit and requeue allowance; refuses a graph that cannot finish."""
-    from deepwriter.cluster.requests import job_request
 
     out = {}
     for stage in stages:

@@ -19,7 +19,10 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from deepwriter.commands.report import read_summary, write_report
-from deepwriter.config.root import CONF_DIR, split_overrides
+from deepwriter.config.compose import compose
+from deepwriter.config.root import CONF_DIR, split_overrides, to_typed
+from deepwriter.eval import logged
+from deepwriter.tracking.runs import stage_tracker
 
 RECIPES_DIR = CONF_DIR / "recipe"
 
@@ -47,10 +50,6 @@ def run_recipe(recipe: str, scale: str, batch: str, overrides: List[str]) -> Dic
 def log_to_wandb(scale: str, batch: str, overrides: List[str], out: Path) -> None:
     """The ablation table's paired differences (every ablation − full, with interval and permutation
     test: compare.json) as a W&B run of its own, job type `ablations`, grouped like the runs."""
-    from deepwriter.config.compose import compose
-    from deepwriter.config.root import to_typed
-    from deepwriter.eval import logged
-    from deepwriter.tracking.runs import stage_tracker
 
     cfg = to_typed(compose(["+recipe=full", f"scale={scale}", f"run_id={batch}", *overrides]))
     figures = json.loads((out / "compare.json").read_text())

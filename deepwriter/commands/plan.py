@@ -521,7 +521,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         layout = placed.text().splitlines()
         text = "== " + layout[0].rstrip(":") + "\n" + "\n".join(layout[1:]) + "\n"
         text += project(cfg, opts.get("calibrate")).text()
-        if cfg.launcher.kind == "slurm":  # the jobs `deepwriter.train ... launcher=slurm` would submit
+        if cfg.launcher.submits_jobs:  # the jobs `deepwriter.train ... launcher=slurm` would submit
             stages = [s for s in STAGE_ORDER if s in cfg.recipe.stages]
             text += "\n" + graph_text(job_graph(cfg, stages, stage_wall_hours(cfg, stages), stage_arrays(cfg)))
             text += server_graph_text(cfg, placed, stage_arrays(cfg)) if as_jobs else ""

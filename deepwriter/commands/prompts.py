@@ -25,7 +25,7 @@ from deepwriter.core.errors import print_error, tracked_stderr
 from deepwriter.eval.preview import judge_prompts as preview
 from deepwriter.llm import models
 from deepwriter.llm.base import Message, Sampling
-from deepwriter.pairs.read import load_pairs
+from deepwriter.pairs.sources import read_ready_pairs
 from deepwriter.synthesis import prompts, segments
 from deepwriter.synthesis.search import TrajectoryScorer, opening
 
@@ -82,7 +82,7 @@ def find_pair(cfg, path: str, pair_id: str):
     import dataclasses
 
     src = dataclasses.replace(cfg.data.pairs, path=path, hub_id=None)
-    pairs, _ = load_pairs(src, strict=True, key="data.pairs")
+    pairs, _ = read_ready_pairs(src, strict=True, key="data.pairs")
     for p in pairs:
         if str(p.id) == pair_id:
             return p

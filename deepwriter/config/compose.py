@@ -34,12 +34,21 @@ def user_overrides(argv: List[str]) -> List[str]:
 RENAMED = {"fleet@plan.fleet": "hardware@plan.hardware", "plan.fleet": "plan.hardware"}
 
 
+# eval.benchmarks.<name>.<key>: the entries are composed untyped (each is typed by its kind's schema in
+# config.root.to_typed), so Hydra knows only the keys an entry's YAML writes; `++` (add or override)
+# lets the command line set any other key of the entry's schema without `+`, as before.
+_BENCHMARK_KEY = re.compile(r"^eval\.benchmarks\.[^.=]+\.")
+
+
 def renamed_overrides(argv: List[str]) -> List[str]:
-    """The command line with every renamed key or group written the new way, one line to stderr for each."""
+    """The command line with every renamed key or group written the new way, one line to stderr for each,
+    and a key of an eval.benchmarks entry set as `++` (add or override: config.root.to_typed checks it)."""
     out = []
     for a in argv:
         sign = a[: len(a) - len(a.lstrip("+~"))]
         key, eq, value = a[len(sign) :].partition("=")
+        if not sign and eq and _BENCHMARK_KEY.match(key):
+            a = f"++{a}"
         for old, new in RENAMED.items():
             if key == old or key.startswith(old + "."):
                 fixed = f"{sign}{new}{key[len(old) :]}{eq}{value}"

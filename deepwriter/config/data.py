@@ -7,6 +7,11 @@ from typing import Dict, List, Optional
 
 from deepwriter.core.schema import SEED_MAX, bounded, one_of
 
+# The kinds of data.pairs, one class each in deepwriter.pairs.sources.SOURCES.
+PAIR_SOURCE_KINDS = ("pairs", "scored_responses", "long_text", "released")
+# The kinds of data.mix.trajectories_from, one class each in deepwriter.mix.trajectories.SOURCES.
+TRAJECTORY_KINDS = ("synthesize", "reference_output", "released")
+
 
 @dataclass
 class ScoredResponsesConfig:
@@ -34,7 +39,7 @@ class SourceConfig:
     # pairs: one (request, answer) per record | scored_responses | long_text (answers without requests) |
     # released: the authors' released trajectories (DeepWriting-20K): x and the answer after the thinking,
     # the thinking kept to compare ours with (deepwriter.pairs.released)
-    kind: str = one_of("pairs", "pairs", "scored_responses", "long_text", "released")
+    kind: str = one_of("pairs", *PAIR_SOURCE_KINDS)
     path: Optional[str] = None  # local file; wins over hub_id when both are given
     hub_id: Optional[str] = None
     split: str = "train"
@@ -77,7 +82,7 @@ class TrajectoriesConfig:
     code. `released`: a released dataset of trajectories (DeepWriting-20K), from the hub or a local
     file or folder. The last two need no synthesize stage; all three go through the same filters."""
 
-    kind: str = one_of("synthesize", "synthesize", "reference_output", "released")
+    kind: str = one_of("synthesize", *TRAJECTORY_KINDS)
     name: str = ""  # released: the source label of its rows in the mix (default: the hub id's last part)
     path: Optional[str] = None  # reference_output: the folder; released: a local file (wins over hub_id)
     hub_id: Optional[str] = None  # released: a hub id, or a local folder laid out as a hub dataset

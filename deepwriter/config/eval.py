@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 from deepwriter.config.llm import ModelConfig
 from deepwriter.core.schema import SEED_MAX, bounded, one_of
@@ -49,13 +49,35 @@ class BenchmarkConfig:
     max_new_tokens: int = bounded(16384, ge=1, le=1_000_000)
     temperature: float = bounded(0.8, ge=0.0, le=5.0)
     top_p: float = bounded(0.95, gt=0.0, le=1.0)
-    # HelloBench only: which main_data subsets (empty: every subset with data) and named groups of
-    # subsets reported as one column each (the paper's HB-A / HB-B).
-    subsets: List[str] = field(default_factory=list)
-    # Named groups of subsets, each reported as the mean over its samples. HelloBench itself defines
-    # no groups: HB-A / HB-B are this project's choice, printed beside every table that shows them.
-    groups: Dict[str, List[str]] = field(default_factory=dict)
     judge: BenchmarkJudgeConfig = field(default_factory=BenchmarkJudgeConfig)
+
+    def subsets_to_load(self) -> List[str]:
+        """The parts of the benchmark's data to read (empty: all); only HelloBench lets one choose."""
+        return []
+
+
+@dataclass
+class HelloBenchConfig(BenchmarkConfig):
+    """An entry of kind hellobench: the shared options and HelloBench's own."""
+
+    # Which main_data subsets are read (empty: every subset with data).
+    subsets: List[str] = field(default_factory=list)
+    # Named groups of subsets, each reported as the mean over its samples (the paper's HB-A / HB-B).
+    # HelloBench itself defines no groups: HB-A / HB-B are this project's choice, printed beside every
+    # table that shows them; empty: the fitted deepwriter.eval.benchmarks.hellobench.DEFAULT_GROUPS.
+    groups: Dict[str, List[str]] = field(default_factory=dict)
+
+    def subsets_to_load(self) -> List[str]:
+        return list(self.subsets)
+
+
+# The kinds with options of their own; an entry of any other kind has only BenchmarkConfig's.
+BENCHMARK_OPTIONS: Dict[str, type] = {"hellobench": HelloBenchConfig}
+
+
+def benchmark_schema(kind: object) -> type:
+    """The typed schema of an eval.benchmarks entry of this kind (its `kind`, else its name)."""
+    return BENCHMARK_OPTIONS.get(kind, BenchmarkConfig) if isinstance(kind, str) else BenchmarkConfig
 
 
 @dataclass
@@ -108,7 +130,12 @@ class PanelJudgeConfig:
 class EvalConfig:
     # What is evaluated: "sft" (the model from the sft stage) or "student" (models.student as is).
     model_under_test: str = one_of("sft", "sft", "student")
-    benchmarks: Dict[str, BenchmarkConfig] = field(default_factory=dict)
+    # name -> a BenchmarkConfig, or the schema of its kind (HelloBenchConfig): Hydra composes the entries
+    # untyped (Any), so that a kind's own keys are allowed; config.root.to_typed types each with
+    # benchmark_schema(its kind), refusing a key its kind does not have. `entries`: the schemas there are.
+    benchmarks: Dict[str, Any] = field(
+        default_factory=dict, metadata={"entries": (BenchmarkConfig, *BENCHMARK_OPTIONS.values())}
+    )
     judge: JudgeConfig = field(default_factory=JudgeConfig)
     # More judges beside models.judge (a judge panel): each judges what models.judge does; Krippendorff's
     # α across the judges and the items they disagree on most are in summary.json and the report.

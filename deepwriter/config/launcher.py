@@ -41,9 +41,16 @@ SlurmJobsConfig = make_dataclass(
 SlurmJobsConfig.__module__ = __name__  # where the schema is registered from, as a class written here would be
 
 
+# The launchers, kind -> whether its stages run as scheduler jobs that the command submits (and may
+# wait for) instead of running them itself: `local` runs them in this process, `slurm` submits one job
+# per stage (deepwriter.cluster.launcher). The choices of launcher.kind are its keys; callers ask
+# LauncherConfig.submits_jobs, never the kind.
+LAUNCHERS: Dict[str, bool] = {"local": False, "slurm": True}
+
+
 @dataclass
 class LauncherConfig:
-    kind: str = one_of("local", "local", "slurm")
+    kind: str = one_of("local", *LAUNCHERS)
     # slurm: block until the last job ends and exit with the run's result (0 done, 3 unfinished, 1 failed)
     wait: bool = False
     poll_s: float = bounded(10.0, gt=0.0, le=3600.0)  # how often a waiting submitter asks the scheduler
@@ -56,3 +63,8 @@ class LauncherConfig:
     # from the plan's projected hours (deepwriter.cluster.time_limits), and a job needing more is refused
     max_requeues: int = bounded(20, ge=0, le=10_000)
     jobs: SlurmJobsConfig = field(default_factory=SlurmJobsConfig)
+
+    @property
+    def submits_jobs(self) -> bool:
+        """The stages are scheduler jobs submitted from here (launcher=slurm), not run in this process."""
+        return LAUNCHERS[self.kind]

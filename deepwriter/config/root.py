@@ -12,7 +12,7 @@ import time
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
@@ -20,14 +20,17 @@ from omegaconf.errors import OmegaConfBaseException
 
 from deepwriter.config.cost import PlanConfig
 from deepwriter.config.data import DataConfig
-from deepwriter.config.eval import EvalConfig
+from deepwriter.config.eval import BENCHMARK_KINDS, EvalConfig, benchmark_schema
 from deepwriter.config.launcher import LauncherConfig
 from deepwriter.config.llm import ModelsConfig, RunServingConfig
 from deepwriter.config.sft import SFTConfig
 from deepwriter.config.synthesis import SynthesisConfig, shard_split
 from deepwriter.core.contract import STAGE_ORDER
 from deepwriter.core.errors import ConfigError
-from deepwriter.core.files import expand  # noqa: F401  (re-exported: config paths are expanded with it)
+from deepwriter.core.files import (
+    expand,  # noqa: F401  (re-exported: config paths are expanded with it)
+    resolve_data_path,
+)
 from deepwriter.core.schema import SEED_MAX, bounded, check_fields, one_of, operational
 
 # The Hydra config ships inside the package (a wheel install composes every recipe too).
@@ -113,15 +116,27 @@ def register_resolvers() -> None:
 def to_typed(cfg: DictConfig) -> RootConfig:
     """Resolve and convert a composed config into dataclasses, reporting the first problem as one
     line with its key path."""
-    _check_keys(OmegaConf.to_container(cfg, resolve=False), RootConfig, "")
+    tree = OmegaConf.to_container(cfg, resolve=False)
+    _check_keys(tree, RootConfig, "")
     try:
-        merged = OmegaConf.merge(OmegaConf.structured(RootConfig), cfg)
+        merged = OmegaConf.merge(_schema_of(tree), cfg)
         OmegaConf.resolve(merged)
         typed = OmegaConf.to_object(merged)
     except OmegaConfBaseException as exc:
         raise ConfigError(describe_error(exc)) from None
     validate(typed)
     return typed
+
+
+def _schema_of(tree: Any) -> DictConfig:
+    """The root schema, each eval.benchmarks entry typed by its kind's options (HelloBench's subsets and
+    groups are keys of a hellobench entry only)."""
+    schema = OmegaConf.structured(RootConfig)
+    entries = ((tree.get("eval") or {}).get("benchmarks") or {}) if isinstance(tree, dict) else {}
+    for name, entry in entries.items():
+        kind = (entry.get("kind") if isinstance(entry, dict) else None) or name
+        schema.eval.benchmarks[name] = OmegaConf.structured(benchmark_schema(kind))
+    return schema
 
 
 def _check_keys(tree: Any, schema: type, path: str) -> None:
@@ -148,6 +163,12 @@ def validate(cfg: RootConfig) -> None:
     if order != sorted(order):
         raise ConfigError(f"recipe.stages: {cfg.recipe.stages} is out of order; stages run as {list(STAGE_ORDER)}")
     check_fields(cfg)  # every field's declared range or choices (deepwriter.core.schema)
+    for name, bench in cfg.eval.benchmarks.items():  # (a misspelt entry set from the command line makes a new one)
+        if not bench.kind and name not in BENCHMARK_KINDS:
+            raise ConfigError(
+                f"eval.benchmarks.{name}.kind: not set, and {name!r} is no benchmark's name; "
+                f"expected one of {list(BENCHMARK_KINDS)} (or an entry of {sorted(cfg.eval.benchmarks)} misspelt?)"
+            )
     s = cfg.synthesis
     if s.clip_min is not None and s.clip_max is not None and not s.clip_min < s.clip_max:
         raise ConfigError(f"synthesis.clip_min: {s.clip_min} is not below synthesis.clip_max {s.clip_max}")
@@ -195,8 +216,8 @@ def redact(obj: Any) -> Any:
     return obj
 
 
-def to_plain(cfg: Any) -> Any:
-    """A JSON-able, redacted view of a typed (or DictConfig) config."""
+def to_plain(cfg: object) -> Any:
+    """A JSON-able, redacted view of a typed config, any part of one (a dataclass), or a DictConfig."""
     if not isinstance(cfg, DictConfig):
         cfg = OmegaConf.structured(cfg)
     plain = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
@@ -227,3 +248,28 @@ def split_overrides(argv: List[str]) -> Tuple[List[str], List[str]]:
         i = argv.index("--")
         return argv[:i], argv[i + 1 :]
     return argv, []
+
+
+# --- what a stage reads of the config ----------------------------------------------------------
+
+
+def config_at(cfg: RootConfig, dotted: str) -> Any:
+    """The value at a dotted path of a typed config (`data.pairs`, `models.scorer`)."""
+    node: Any = cfg
+    for part in dotted.split("."):
+        node = node[part] if isinstance(node, dict) else getattr(node, part)
+    return node
+
+
+def source_files(*dotted: str) -> Callable[[RootConfig], List[Path]]:
+    """input_files of a stage that reads the local files of data sources (`data.pairs`, ...)."""
+
+    def files(cfg: RootConfig) -> List[Path]:
+        return [resolve_data_path(src.path) for src in (config_at(cfg, d) for d in dotted) if src.path]
+
+    return files
+
+
+def benchmark_files(cfg: RootConfig) -> List[Path]:
+    """The local data of every enabled benchmark (eval reads them; the mix decontaminates against them)."""
+    return [resolve_data_path(b.path) for b in cfg.eval.benchmarks.values() if b.enabled and b.path]

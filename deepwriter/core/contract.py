@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
-from deepwriter.core.files import resolve_data_path, write_json_atomic
+from deepwriter.core.files import write_json_atomic
 
 
 @dataclass
@@ -41,27 +41,6 @@ class StageResult:
     # Set by a worker that did its part of a stage split among workers (an array task's shard), when the
     # other parts are still to come: what it did, in words. The stage is not finished: no manifest.
     part: Optional[str] = None
-
-
-def config_at(cfg: Any, dotted: str) -> Any:
-    """The value at a dotted path of a typed config (`data.pairs`, `models.scorer`)."""
-    for part in dotted.split("."):
-        cfg = cfg[part] if isinstance(cfg, dict) else getattr(cfg, part)
-    return cfg
-
-
-def source_files(*dotted: str) -> Callable[[Any], List[Path]]:
-    """input_files of a stage that reads the local files of data sources (`data.pairs`, ...)."""
-
-    def files(cfg: Any) -> List[Path]:
-        return [resolve_data_path(src.path) for src in (config_at(cfg, d) for d in dotted) if src.path]
-
-    return files
-
-
-def benchmark_files(cfg: Any) -> List[Path]:
-    """The local data of every enabled benchmark (eval reads them; the mix decontaminates against them)."""
-    return [resolve_data_path(b.path) for b in cfg.eval.benchmarks.values() if b.enabled and b.path]
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,8 @@
 generation by the model under test, an LLM judge with a disk cache, tables and plots.
 
 Entry points: `deepwriter.eval.stage.run` (the pipeline stage),
-`deepwriter.eval.benchmarks.benchmark_prompts` (decontamination), `python -m deepwriter.eval.rescore`,
+`deepwriter.eval.benchmarks.benchmark_prompts` (decontamination),
+`python -m deepwriter.eval.benchmarks.hellobench_rescore` (HelloBench's published judgments scored again),
 `deepwriter.eval.preview.judge_prompts` (what the judge would be sent for one item),
 `python -m deepwriter.eval.published` (intervals of published judgments). How sure a figure is:
 `deepwriter.eval.stats` (bootstrap intervals, paired differences and permutation tests),

@@ -34,9 +34,11 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
 from deepwriter.config.eval import JudgeConfig
+from deepwriter.config.llm import Backend
 from deepwriter.core.records import RecordLog
 from deepwriter.eval.benchmarks.base import JudgeOutcome, JudgeTask, Slot, canonical_parser
 from deepwriter.eval.replies import read_reply
+from deepwriter.llm import make_generator
 from deepwriter.llm.base import Generation, Sampling
 from deepwriter.llm.openai_http.transport import EndpointRefused
 
@@ -486,7 +488,6 @@ def make_judge(cfg, cache_dir: Path, model=None) -> Judge:
     """The judge of a run's config: models.judge (or `model`, a panel's other judge) through its backend,
     constrained when it is a local transformers model and `eval.judge.constrained_local` is on, or an
     HTTP one and `eval.judge.constrained_http` is on (a JSON schema per task)."""
-    from deepwriter.config.llm import Backend
 
     mcfg = model or cfg.models.judge
     local = mcfg.backend == Backend.transformers
@@ -494,8 +495,6 @@ def make_judge(cfg, cache_dir: Path, model=None) -> Judge:
     model_id = mcfg.name if local else (mcfg.endpoint.model or mcfg.path)
 
     def factory():
-        from deepwriter.llm import make_generator
-
         use = mcfg
         if not local:  # the eval's own bound on parallel judge requests, within the endpoint's
             limit = max(1, min(mcfg.endpoint.max_concurrency, cfg.eval.judge.max_concurrency))

@@ -12,8 +12,9 @@ import logging
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from deepwriter.config.eval import BenchmarkConfig
+from deepwriter.config.eval import BenchmarkConfig, HelloBenchConfig
 from deepwriter.eval import stats
+from deepwriter.eval.benchmarks import KINDS
 
 log = logging.getLogger("deepwriter.eval.paired_runs")
 
@@ -22,7 +23,9 @@ def _entry_config(entry: Dict[str, Any]) -> BenchmarkConfig:
     """Enough of a benchmark's config to recompute its figures: its kind and its groups as the run
     defined them (HelloBench's HB-A / HB-B)."""
     defs = (entry.get("summary") or {}).get("group_definitions") or {}
-    return BenchmarkConfig(kind=entry["kind"], groups={g: list(m) for g, m in defs.items()})
+    if defs:
+        return HelloBenchConfig(kind=entry["kind"], groups={g: list(m) for g, m in defs.items()})
+    return BenchmarkConfig(kind=entry["kind"])
 
 
 def _records(folder: Path, name: str) -> Optional[List[Dict[str, Any]]]:
@@ -34,8 +37,6 @@ def _records(folder: Path, name: str) -> Optional[List[Dict[str, Any]]]:
 
 
 def _benchmarks(summary: Dict[str, Any]):
-    from deepwriter.eval.benchmarks import KINDS
-
     for name, entry in (summary.get("benchmarks") or {}).items():
         if entry.get("kind") in KINDS:
             yield name, entry, KINDS[entry["kind"]]

@@ -31,7 +31,13 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from deepwriter.eval.benchmarks.base import JudgeTask, Slot
+from deepwriter.config.compose import compose
+from deepwriter.config.root import ConfigError, split_overrides, to_typed
+from deepwriter.eval import logged, panel
+from deepwriter.eval.agreement import cohen_kappa
+from deepwriter.eval.benchmarks.base import JudgeTask, Slot, markdown_table
+from deepwriter.eval.judge import make_judge
+from deepwriter.tracking.runs import stage_tracker
 
 FIRST, SECOND, TIE = 1.0, 2.0, 0.0
 VERDICT = Slot("winner", (FIRST, SECOND, TIE))
@@ -243,7 +249,6 @@ def _outcomes(judge, tasks: List[JudgeTask], owners: list) -> Tuple[Dict[tuple, 
 def panel_agreement(first: Dict[tuple, Outcome], other: Dict[tuple, Outcome]) -> Dict[str, Any]:
     """Cohen's κ of two judges' outcomes (X better / tie or flip / Y better) on the comparisons both
     judged, and how often they gave the same one."""
-    from deepwriter.eval.agreement import cohen_kappa
 
     both = sorted(set(first) & set(other))
     a, b = [first[k].x_score for k in both], [other[k].x_score for k in both]
@@ -307,8 +312,6 @@ def compare_runs(
 
 
 def markdown(res: Dict[str, Any]) -> str:
-    from deepwriter.eval.benchmarks.base import markdown_table
-
     def ci(v, lo_hi):
         return "–" if v is None else f"{v:.3f} [{lo_hi[0]:.3f}, {lo_hi[1]:.3f}]" if lo_hi[0] is not None else f"{v:.3f}"
 
@@ -349,8 +352,6 @@ def markdown(res: Dict[str, Any]) -> str:
 def log_to_wandb(cfg, out: Path, res: Dict[str, Any]) -> None:
     """The comparison as a W&B run of its own (job type `pairwise`; offline unless logged in, as the
     stages' runs are): every figure with its interval (deepwriter.eval.logged), and the pairs' table."""
-    from deepwriter.eval import logged
-    from deepwriter.tracking.runs import stage_tracker
 
     with stage_tracker(cfg, "pairwise", out) as tracker:
         tracker.summary(logged.pairwise_summary(res))
@@ -358,8 +359,6 @@ def log_to_wandb(cfg, out: Path, res: Dict[str, Any]) -> None:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    from deepwriter.config.root import ConfigError, split_overrides, to_typed
-
     argv, overrides = split_overrides(list(sys.argv[1:] if argv is None else argv))
     ap = argparse.ArgumentParser(prog="python -m deepwriter.eval.pairwise", description=__doc__.split("\n\n")[0])
     ap.add_argument("runs", nargs="+", type=Path, help="run folders (or eval stage folders), two or more")
@@ -370,8 +369,6 @@ def main(argv: Optional[List[str]] = None) -> int:
     if len(args.runs) < 2:
         print("pairwise: give two runs or more", file=sys.stderr)
         return 2
-    from deepwriter.config.compose import compose
-    from deepwriter.eval.judge import make_judge
 
     try:
         cfg = to_typed(compose(overrides))
@@ -385,7 +382,6 @@ def main(argv: Optional[List[str]] = None) -> int:
         runs[label if label not in runs else f"{label} ({len(runs) + 1})"] = folder
     args.out.mkdir(parents=True, exist_ok=True)
     judge = make_judge(cfg, args.out / "judge_cache")
-    from deepwriter.eval import panel
 
     try:
         panel.check(cfg)

@@ -18,6 +18,7 @@ from typing import Any, Dict, List, Tuple
 
 from deepwriter.config.root import ConfigError
 from deepwriter.eval.benchmarks.base import JudgeOutcome, JudgeTask
+from deepwriter.eval.judge import make_judge
 
 PRIMARY = "judge"  # the label of models.judge in the panel's tables
 
@@ -41,7 +42,6 @@ def check(cfg) -> None:
 
 def judges(cfg, cache_root: Path) -> List[Tuple[Any, Any]]:
     """(panel member config, its Judge) for each of eval.panel, each with its own reply cache."""
-    from deepwriter.eval.judge import make_judge
 
     return [(m, make_judge(cfg, Path(cache_root) / "panel" / m.label, model=m.model)) for m in cfg.eval.panel]
 

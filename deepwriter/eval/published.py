@@ -2,10 +2,11 @@
 
     python -m deepwriter.eval.published hellobench --data DIR --a DIR --b DIR [--resamples N]
 
-From two models' HelloBench judgment files (the format `python -m deepwriter.eval.rescore` reads),
-each model's HB-A and HB-B with its 95% interval (items resampled within their subset), and the
-paired difference A − B over the samples both were judged on, with its interval and a paired
-permutation test (deepwriter.eval.stats). Groups as in deepwriter.eval.benchmarks.hellobench
+From two models' HelloBench judgment files (the format that
+`python -m deepwriter.eval.benchmarks.hellobench_rescore` reads), each model's HB-A and HB-B with its
+95% interval (items resampled within their subset), and the paired difference A − B over the samples
+both were judged on, with its interval and a paired permutation test (deepwriter.eval.stats). Groups
+as in deepwriter.eval.benchmarks.hellobench
 (DEFAULT_GROUPS, or --group NAME=SUBSET,SUBSET).
 """
 
@@ -17,11 +18,11 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from deepwriter.config.eval import BenchmarkConfig
+from deepwriter.config.eval import HelloBenchConfig
 from deepwriter.eval import stats
 from deepwriter.eval.benchmarks import hellobench
 from deepwriter.eval.benchmarks.base import BenchmarkDataError
-from deepwriter.eval.rescore import hellobench_records
+from deepwriter.eval.benchmarks.hellobench_rescore import hellobench_records
 
 
 def hellobench_intervals(
@@ -30,7 +31,7 @@ def hellobench_intervals(
     """{"a": {column: Interval}, "b": {...}, "paired": {column: Paired}, "skipped": {a, b}}."""
     records_a, skipped_a = hellobench_records(a, data)
     records_b, skipped_b = hellobench_records(b, data)
-    statistic = stats.headline_statistic(hellobench.KIND, hellobench, BenchmarkConfig(groups=dict(groups or {})))
+    statistic = stats.headline_statistic(hellobench.KIND, hellobench, HelloBenchConfig(groups=dict(groups or {})))
     return {
         "a": stats.bootstrap(records_a, statistic, stats.strata_of(hellobench, records_a), resamples, seed),
         "b": stats.bootstrap(records_b, statistic, stats.strata_of(hellobench, records_b), resamples, seed),
@@ -69,7 +70,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     for name, members in (groups or hellobench.DEFAULT_GROUPS).items():
         print(f"{name} = mean of the subset means of {', '.join(members)}")
     if any(res["skipped"].values()):
-        print(f"skipped lines: {res['skipped']} (python -m deepwriter.eval.rescore lists them)", file=sys.stderr)
+        print(
+            f"skipped lines: {res['skipped']} (python -m deepwriter.eval.benchmarks.hellobench_rescore lists them)",
+            file=sys.stderr,
+        )
     if args.json:
         out = {k: {c: v.as_dict() for c, v in res[k].items()} for k in ("a", "b", "paired")}
         args.json.write_text(json.dumps({**out, "skipped": res["skipped"]}, indent=2))

@@ -23,16 +23,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
+from deepwriter.config.eval import BenchmarkConfig
 from deepwriter.config.llm import Backend, ModelConfig, ModelSource
-from deepwriter.config.root import ConfigError, RootConfig, expand
+from deepwriter.config.root import ConfigError, RootConfig, benchmark_files, expand
 from deepwriter.core.badinput import Skipped
-from deepwriter.core.contract import StageContext, StageResult, StageSpec, benchmark_files
+from deepwriter.core.contract import StageContext, StageResult, StageSpec
 from deepwriter.core.unfinished import Unfinished
 from deepwriter.eval import agreement, panel, stats, tables
 from deepwriter.eval.benchmarks import judge_settings, load_items, module_for
 from deepwriter.eval.benchmarks.base import Item, JudgeOutcome, JudgeTask
 from deepwriter.eval.generate import generate_answers
 from deepwriter.eval.judge import make_judge
+from deepwriter.llm import make_generator
 
 log = logging.getLogger("deepwriter.eval")
 
@@ -108,7 +110,7 @@ class _Bench:
     """One enabled benchmark entry of this run: its module, settings, items and what became of them."""
 
     module: Any
-    cfg: Any
+    cfg: BenchmarkConfig
     settings: Any
     items: List[Item]
     skipped: List[Skipped]
@@ -190,8 +192,6 @@ def _answer(cfg: RootConfig, ctx: StageContext, mut: ModelConfig, benches: Dict[
 
     def generator():
         if "gen" not in holder:
-            from deepwriter.llm import make_generator
-
             if ctx.serving is not None:  # a managed server of the model under test: only when needed
                 ctx.serving.up("student")
 

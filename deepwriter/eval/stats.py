@@ -25,6 +25,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
+from deepwriter.config.eval import BenchmarkConfig
+
 CONFIDENCE = 0.95
 Records = List[Dict[str, Any]]
 Statistic = Callable[[Records], Dict[str, Optional[float]]]
@@ -228,7 +230,7 @@ def paired(
 # --- a benchmark's figures ------------------------------------------------------------------------------
 
 
-def headline_statistic(name: str, module: Any, bcfg: Any) -> Statistic:
+def headline_statistic(name: str, module: Any, bcfg: Optional[BenchmarkConfig]) -> Statistic:
     """The benchmark's headline columns from item records, by its own formulas."""
     return lambda records: module.headline(name, module.summarize(records, bcfg))
 

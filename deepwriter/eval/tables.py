@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from deepwriter.eval import stats
-from deepwriter.eval.benchmarks import paper
+from deepwriter.eval.benchmarks import KINDS, paper
 from deepwriter.eval.benchmarks.base import fmt, markdown_table  # noqa: F401  (the tables' cell format)
 
 PAPER_COLUMNS = list(paper.COLUMNS)
@@ -28,7 +28,6 @@ def definitions_note(summaries: List[Dict[str, Any]]) -> str:
     """The lines that define the columns of these runs' tables that a benchmark made up itself (HB-A and
     HB-B: HelloBench defines no groups), "" when there are none; runs that define a column differently
     each get their own line. Each benchmark says what its columns mean."""
-    from deepwriter.eval.benchmarks import KINDS
 
     lines: List[str] = []
     for summary in summaries:
@@ -108,7 +107,6 @@ def interval_summary(summary: Dict[str, Any]) -> Dict[str, float]:
 def detail_markdown(summary: Dict[str, Any]) -> str:
     """Per-benchmark breakdowns, each benchmark's own section (LB length buckets and dimensions, HB
     subsets and groups, WB domains and subdomains)."""
-    from deepwriter.eval.benchmarks import KINDS
 
     parts = []
     for name, entry in summary["benchmarks"].items():
@@ -233,7 +231,6 @@ def write_run_plots(summary: Dict[str, Any], folder: Path) -> Dict[str, str]:
     artifacts = {}
     bar_plot({label: summary["headline"]}, folder / "headline.png", "eval: headline scores")
     artifacts["plot_headline"] = "plots/headline.png"
-    from deepwriter.eval.benchmarks import KINDS
 
     for name, entry in summary["benchmarks"].items():
         for chart in KINDS[entry["kind"]].breakdowns(entry["summary"]):

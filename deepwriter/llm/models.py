@@ -18,6 +18,7 @@ from typing import Any, List, Optional, Tuple
 from deepwriter.config.llm import ModelConfig, ModelSource
 from deepwriter.config.root import ConfigError, expand, stable_hash
 from deepwriter.core.files import file_sha256
+from deepwriter.llm.precision import pick_dtype
 
 log = logging.getLogger("deepwriter.llm.models")
 
@@ -46,8 +47,6 @@ def _dtype(name: str, device: Optional[str]):
     import torch
 
     if name == "auto":  # the pipeline resolves it before stage keys; direct loads (serve, benches) here
-        from deepwriter.llm.precision import pick_dtype
-
         name, why = pick_dtype(device or "cpu")
         log.info("dtype auto -> %s (%s)", name, why)
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]

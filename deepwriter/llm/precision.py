@@ -25,6 +25,8 @@ import time
 from functools import lru_cache
 from typing import Callable, Dict, Optional, Tuple
 
+from deepwriter.config.llm import Backend
+
 log = logging.getLogger("deepwriter")
 
 # A bf16 probe must beat fp32 by this factor on a CPU: below it the rounding is not worth it.
@@ -127,7 +129,6 @@ def resolve_model_dtypes(cfg, device: Optional[str] = None, picker: Callable[[st
     """A copy of the root config with every in-process model's `dtype: auto` replaced by the dtype
     chosen for `device` (default: this process's device). HTTP backends are left alone: the server
     decides."""
-    from deepwriter.config.llm import Backend
 
     changed = {}
     for role in (f.name for f in dataclasses.fields(cfg.models)):
@@ -135,7 +136,7 @@ def resolve_model_dtypes(cfg, device: Optional[str] = None, picker: Callable[[st
         if mcfg.dtype != "auto" or mcfg.backend != Backend.transformers:
             continue
         if device is None:  # torch is imported only when some model needs the answer
-            from deepwriter.llm.hf import default_device
+            from deepwriter.llm.hf import default_device  # torch: see the line above
 
             device = default_device()
         if not changed and device.startswith("cpu") and picker is pick_dtype:

@@ -21,12 +21,16 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from deepwriter.config.root import RootConfig, expand
-from deepwriter.core.contract import StageContext, StageResult, StageSpec, benchmark_files, source_files
+from deepwriter.config.root import RootConfig, benchmark_files, expand, source_files
+from deepwriter.core.contract import StageContext, StageResult, StageSpec
+from deepwriter.eval.benchmarks import benchmark_prompts
+from deepwriter.llm.models import load_tokenizer
 from deepwriter.mix.build import MixResult, build_mix, to_messages
 from deepwriter.mix.public import load_public
 from deepwriter.mix.trajectories import source_of
 from deepwriter.pairs.read import Skipped
+from deepwriter.synthesis import filters, prompts
+from deepwriter.synthesis.prompts import strip_reflection
 
 log = logging.getLogger("deepwriter.data")
 
@@ -37,17 +41,8 @@ COUNTS = "mix_counts.json"
 def _benchmark_prompts(cfg: RootConfig) -> Dict[str, List[str]]:
     if not cfg.data.mix.decontam.enabled:
         return {}
-    from deepwriter.eval.benchmarks import benchmark_prompts
 
     return benchmark_prompts(cfg.eval, expand(cfg.paths.data_dir))
-
-
-def _strip_reflection():
-    try:
-        from deepwriter.synthesis.prompts import strip_reflection
-    except ImportError:  # the synthesis package is optional for a public-only mix
-        return None
-    return strip_reflection
 
 
 def quality_filter(cfg: RootConfig) -> Optional[Callable[[Dict[str, Any]], Optional[str]]]:
@@ -55,7 +50,6 @@ def quality_filter(cfg: RootConfig) -> Optional[Callable[[Dict[str, Any]], Optio
     a record -> the reason it fails, or None. None when there is nothing to check."""
     if cfg.data.mix.synthetic == 0 or not source_of(cfg).imported or not cfg.data.mix.trajectories_from.quality_filters:
         return None
-    from deepwriter.synthesis import filters, prompts
 
     def check(rec: Dict[str, Any]) -> Optional[str]:
         lang = prompts.language(rec["x"], cfg.synthesis.language)  # the pair's language, as the search has it
@@ -112,8 +106,6 @@ def run(cfg: RootConfig, ctx: StageContext) -> StageResult:
         public, sk = load_public(cfg.data.public, strict, key="data.public")
         skipped += sk
 
-    from deepwriter.llm.models import load_tokenizer
-
     tokenizer = load_tokenizer(cfg.models.student, cfg.paths.cache_dir)
     result = build_mix(
         synthetic,
@@ -124,7 +116,7 @@ def run(cfg: RootConfig, ctx: StageContext) -> StageResult:
         tokenizer=tokenizer,
         max_length=cfg.sft.max_length,
         strict=strict,
-        strip_reflection=_strip_reflection(),
+        strip_reflection=strip_reflection,
         work_dir=out,
         quality_filter=quality_filter(cfg),
     )

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Protocol, Tuple
 
-from deepwriter.config.data import TrajectoriesConfig
+from deepwriter.config.data import TRAJECTORY_KINDS, TrajectoriesConfig
 from deepwriter.config.root import RootConfig, expand
 from deepwriter.core.contract import StageContext
 from deepwriter.core.errors import ConfigError
@@ -109,6 +109,8 @@ class Released:
 
 
 SOURCES: Dict[str, TrajectorySource] = {s.kind: s for s in (Searched(), ReferenceOutputs(), Released())}
+# The kinds are named once, in the config's choices (config.data.TRAJECTORY_KINDS); one class each here.
+assert tuple(SOURCES) == TRAJECTORY_KINDS, "one trajectory source per kind of data.mix.trajectories_from.kind"
 
 
 def source_of(cfg: RootConfig) -> TrajectorySource:

@@ -294,20 +294,11 @@ def load_records(
 def load_pairs(src: SourceConfig, strict: bool, key: Optional[str] = None) -> Tuple[List[Pair], List[Skipped]]:
     """Pairs of a source (local JSONL/Parquet/CSV via `src.path`, `pkg://deepwriter/...` allowed, or
     `src.hub_id` + `split`). `src.fields` maps our names (id, x, y, category, ...) to the file's; an
-    unmapped id becomes `<source>-<n>` (n: position in the file). Sources of other kinds are read by
-    `deepwriter.pairs.sources.load_source` (which calls this one for pairs). `key`: the source's
-    config key (data.pairs), named in the remedy of a mapping error."""
+    unmapped id becomes `<source>-<n>` (n: position in the file). The records are taken as pairs whatever
+    `src.kind` says: `deepwriter.pairs.sources` asks the source of the kind whether they are
+    (`read_ready_pairs`) and reads the other shapes (`load_source`). `key`: the source's config key
+    (data.pairs), named in the remedy of a mapping error."""
     label = source_label(src)
-    if src.kind != "pairs":
-        how = (
-            (
-                "long_text sources have answers but no requests; run deepwriter.pairs.prepare.prepare_pairs and point "
-                "data.pairs at its pairs.jsonl"
-            )
-            if src.kind == "long_text"
-            else f"{src.kind!r} sources are read by deepwriter.pairs.sources.load_source"
-        )
-        raise DataError(f"source {label}", "kind", how)
     records, skipped = load_records(src, strict, required=("x", "y"), key=key)
     pairs = []
     for n, (where, rec) in enumerate(records, start=1):

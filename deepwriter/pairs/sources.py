@@ -1,4 +1,6 @@
-"""Source shapes turned into (request, answer) pairs, chosen by `SourceConfig.kind`.
+"""Source shapes turned into (request, answer) pairs: one class per `SourceConfig.kind`, each registered
+once in SOURCES. Callers ask the configured source what they need (are its records pairs as they stand?
+does it carry the authors' thinking?) and never switch on the kind themselves.
 
 - `pairs`: one (x, y) per record (`deepwriter.pairs.read.load_pairs`).
 - `scored_responses`: prompts with scored human responses (WritingPrompts-style), either one row per
@@ -18,9 +20,9 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field, replace
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Protocol, Tuple
 
-from deepwriter.config.data import SourceConfig
+from deepwriter.config.data import PAIR_SOURCE_KINDS, SourceConfig
 from deepwriter.core.files import resolve_data_path
 from deepwriter.pairs.read import (
     BadRecord,
@@ -34,8 +36,7 @@ from deepwriter.pairs.read import (
     reject,
     source_label,
 )
-
-KINDS = ("pairs", "scored_responses", "long_text", "released")
+from deepwriter.pairs.released import load_released_pairs
 
 
 @dataclass
@@ -45,21 +46,75 @@ class LoadedSource:
     counts: Dict[str, int] = field(default_factory=dict)  # what the shape's selection left out, by reason
 
 
+class PairSource(Protocol):
+    kind: str
+    # Its records are (request, answer) pairs as they stand: synthesis may read them straight, without
+    # the preparation step (deepwriter.pairs.prepare).
+    ready: bool
+    thinking: bool  # each pair carries the authors' thinking (RELEASED_THINKING), kept to compare ours with
+    not_ready: str  # why it cannot be read as pairs straight, and the remedy (sources that are not ready)
+
+    def load(self, src: SourceConfig, strict: bool, key: Optional[str]) -> LoadedSource: ...
+
+
+class Pairs:
+    kind, ready, thinking, not_ready = "pairs", True, False, ""
+
+    def load(self, src: SourceConfig, strict: bool, key: Optional[str]) -> LoadedSource:
+        return LoadedSource(*load_pairs(src, strict, key))
+
+
+class ScoredResponses:
+    kind, ready, thinking = "scored_responses", False, False
+    not_ready = "'scored_responses' sources are read by deepwriter.pairs.sources.load_source"
+
+    def load(self, src: SourceConfig, strict: bool, key: Optional[str]) -> LoadedSource:
+        return load_scored_responses(src, strict)
+
+
+class LongText:
+    kind, ready, thinking = "long_text", False, False
+    not_ready = (
+        "long_text sources have answers but no requests; run deepwriter.pairs.prepare.prepare_pairs and point "
+        "data.pairs at its pairs.jsonl"
+    )
+
+    def load(self, src: SourceConfig, strict: bool, key: Optional[str]) -> LoadedSource:
+        return load_long_text(src, strict)
+
+
+class Released:
+    kind, ready, thinking = "released", False, True
+    not_ready = "'released' sources are read by deepwriter.pairs.sources.load_source"
+
+    def load(self, src: SourceConfig, strict: bool, key: Optional[str]) -> LoadedSource:
+        return LoadedSource(*load_released_pairs(src, strict))
+
+
+SOURCES: Dict[str, PairSource] = {s.kind: s for s in (Pairs(), ScoredResponses(), LongText(), Released())}
+# The kinds are named once, in the config's choices (config.data.PAIR_SOURCE_KINDS); one class each here.
+assert tuple(SOURCES) == PAIR_SOURCE_KINDS, "one pair source per kind of data.pairs.kind"
+
+
+def source_of(src: SourceConfig) -> PairSource:
+    if src.kind not in SOURCES:
+        raise DataError(f"source {source_label(src)}", "kind", f"got {src.kind!r}; expected one of {list(SOURCES)}")
+    return SOURCES[src.kind]
+
+
 def load_source(src: SourceConfig, strict: bool, key: Optional[str] = None) -> LoadedSource:
     """Pairs of any source kind; bad records raise `DataError` (strict) or are counted as `Skipped`.
     `key`: the source's config key (data.pairs), named in the remedy of a mapping error."""
-    if src.kind == "pairs":
-        pairs, skipped = load_pairs(src, strict, key)
-        return LoadedSource(pairs, skipped)
-    if src.kind == "scored_responses":
-        return load_scored_responses(src, strict)
-    if src.kind == "long_text":
-        return load_long_text(src, strict)
-    if src.kind == "released":
-        from deepwriter.pairs.released import load_released_pairs
+    return source_of(src).load(src, strict, key)
 
-        return LoadedSource(*load_released_pairs(src, strict))
-    raise DataError(f"source {source_label(src)}", "kind", f"got {src.kind!r}; expected one of {list(KINDS)}")
+
+def read_ready_pairs(src: SourceConfig, strict: bool, key: Optional[str] = None) -> Tuple[List[Pair], List[Skipped]]:
+    """The pairs of a source whose records are pairs as they stand; any other source stops with its
+    remedy (prepare it, or read it through `load_source`)."""
+    source = source_of(src)
+    if not source.ready:
+        raise DataError(f"source {source_label(src)}", "kind", source.not_ready)
+    return load_pairs(src, strict, key)
 
 
 # --- scored responses --------------------------------------------------------------------------

@@ -22,14 +22,13 @@ from typing import Any, Callable, Dict, List, Optional
 
 from deepwriter.cluster.launcher import submit_run
 from deepwriter.cluster.requests import replica_spawner, serves_as_jobs
-from deepwriter.config.root import STAGE_ORDER, ConfigError, RootConfig, expand, stable_hash, to_plain
+from deepwriter.config.root import STAGE_ORDER, ConfigError, RootConfig, config_at, expand, stable_hash, to_plain
 from deepwriter.core.contract import (
     JOB_ENV,
     MANIFEST,
     StageContext,
     StageResult,
     StageSpec,
-    config_at,
     rank,
     read_manifest,
     write_stage_manifest,
@@ -329,6 +328,8 @@ def _run_stages(
                     except UnfinishedError as exc:
                         if serving.healed_since(deaths):
                             log.warning("stage %-10s servers restarted; resuming the unfinished items (%s)", name, exc)
+                            # a restarted replica may listen elsewhere (another port, a SLURM job's node)
+                            stage_cfg = serving.before(cfg, name, st.spec, ctx)
                             continue
                         raise
                     if result.unfinished and serving.healed_since(deaths):
@@ -337,6 +338,7 @@ def _run_stages(
                             name,
                             result.unfinished["count"],
                         )
+                        stage_cfg = serving.before(cfg, name, st.spec, ctx)
                         continue
                     break
                 elapsed = time.time() - t0

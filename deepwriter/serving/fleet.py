@@ -18,11 +18,13 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 import signal
 import socket
 import subprocess
 import threading
 import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,26 +57,55 @@ def port_free(host: str, port: int) -> bool:
     return True
 
 
-def identify(url: str, name: Optional[str], timeout: float = 5.0) -> Tuple[bool, Optional[str]]:
-    """(whether the server at `url` answers as ours, why it is not ours): GET {url}/models. One that
-    answers 200 but does not list `name` is someone else's (another user's server on the same node and
-    port); with `name` None any answer counts as ours."""
+# How a replica's server gets the run's API key: vLLM reads it from this variable (as it would from
+# --api-key, which would put the key on its command line, in `ps` and in the replica's log); the loopback
+# server plays along. A key no other server knows is what tells the run's own server from a stranger's.
+KEY_ENV = "VLLM_API_KEY"
+
+
+def new_key() -> str:
+    """A fresh secret for a run's servers (never written to a record, a log or W&B)."""
+    return secrets.token_urlsafe(32)
+
+
+def _models(url: str, key: Optional[str], timeout: float) -> Tuple[Optional[int], bytes]:
+    """(HTTP status, body) of GET {url}/models, with `key` as the Bearer token; (None, b"") when nothing answers."""
+    req = urllib.request.Request(f"{url}/models", headers={"Authorization": f"Bearer {key}"} if key else {})
     try:
-        with _DIRECT.open(f"{url}/models", timeout=timeout) as resp:
-            if resp.status != 200:
-                return False, None
-            body = resp.read()
-    except (OSError, ValueError):  # URLError, HTTPError, a reset or a timeout
+        with _DIRECT.open(req, timeout=timeout) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, b""
+    except (OSError, ValueError):  # URLError, a reset or a timeout
+        return None, b""
+
+
+def identify(
+    url: str, name: Optional[str], timeout: float = 5.0, key: Optional[str] = None
+) -> Tuple[bool, Optional[str]]:
+    """(whether the server at `url` answers as ours, why it is not ours): GET {url}/models. Ours lists
+    `name` (None: any model) and, with the run's `key`, accepts that key and refuses any other. A server
+    that answers otherwise is someone else's (another user's server on the same node and port); one that
+    does not answer yet is neither (False, None)."""
+    status, body = _models(url, key, timeout)
+    if status in (401, 403) and key:
+        return False, f"the server at {url} refuses the run's API key: not ours"
+    if status != 200:
         return False, None
-    if name is None:
-        return True, None
-    try:
-        ids = [m.get("id") for m in json.loads(body).get("data", [])]
-    except (ValueError, AttributeError, TypeError):
-        ids = []
-    if name in ids:
-        return True, None
-    return False, f"the server at {url} answers but serves {ids or 'no model list'}, not {name!r}: not ours"
+    if name is not None:
+        try:
+            ids = [m.get("id") for m in json.loads(body).get("data", [])]
+        except (ValueError, AttributeError, TypeError):
+            ids = []
+        if name not in ids:
+            return False, f"the server at {url} answers but serves {ids or 'no model list'}, not {name!r}: not ours"
+    if key:
+        wrong, _ = _models(url, new_key(), timeout)
+        if wrong is None:
+            return False, None  # it stopped answering between the two questions: ask again
+        if wrong not in (401, 403):
+            return False, f"the server at {url} answers a key that is not the run's (HTTP {wrong}): not ours"
+    return True, None
 
 
 def group_members(pgid: int) -> List[int]:
@@ -143,11 +174,15 @@ class Fleet:
         stop_grace_s: float = 20.0,
         spawner: Optional[Spawner] = None,
         served_name_of: Optional[Callable[[str], str]] = None,
+        key: Optional[str] = None,
     ):
         self.layout, self.command_for, self.log_dir, self.host = layout, command_for, Path(log_dir), host
         # the model name a group's servers answer with (/v1/models): a server that lists another is not
         # ours and is sent nothing; None: any answer is taken as ours
         self.served_name_of = served_name_of
+        # the run's API key, handed to every replica's server (KEY_ENV): a server that does not take it,
+        # or takes any other, is not ours; None: servers without a key
+        self.key = key
         self.poll_s, self.unhealthy_after, self.stop_grace_s = poll_s, unhealthy_after, stop_grace_s
         self.spawner: Spawner = spawner or LocalSpawner(host, stop_grace_s)
         self.running: Dict[str, List[_Running]] = {}
@@ -368,6 +403,8 @@ class Fleet:
 
     def _spawn(self, r: _Running) -> None:
         argv, extra_env = self.command_for(r.replica)
+        if self.key:
+            extra_env = {**extra_env, KEY_ENV: self.key}
         with open(r.log_path, "ab") as logf:
             logf.write(f"\n=== {time.strftime('%H:%M:%S')} {' '.join(argv)}\n".encode())
         r.proc = self.spawner.start(r.replica, argv, extra_env, r.log_path)
@@ -379,7 +416,7 @@ class Fleet:
         if r.proc is None or self.spawner.address(r.replica, r.proc) is None:
             return False
         name = self.served_name_of(r.replica.group) if self.served_name_of else None
-        ours, r.stranger = identify(self.url(r.replica), name, timeout)
+        ours, r.stranger = identify(self.url(r.replica), name, timeout, self.key)
         return ours
 
     def _wait_ready(self, r: _Running) -> None:
@@ -430,24 +467,47 @@ class Fleet:
             self.spawner.stop(r.replica, handle, graceful)
 
 
+def free_port(host: str) -> int:
+    """A port nothing listens on at `host`, as the OS hands one out."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def with_port(argv: List[str], own: int, port: int) -> List[str]:
+    """The replica's command with its planned port `own` (every argument that is exactly it) made `port`."""
+    return [str(port) if a == str(own) else a for a in argv]
+
+
 class LocalSpawner:
     """A replica as a server process on this node, in a process group of its own, on the GPUs placement
-    gave it; stopped with SIGTERM to its group (SIGKILL after `stop_grace_s`), its port free after."""
+    gave it; stopped with SIGTERM to its group (SIGKILL after `stop_grace_s`), its port free after.
+
+    It listens on its planned port (base_port + index) when that is free, else on one the OS gives: a
+    port another program holds (another run's server, someone else's) is never waited for nor used, so
+    two runs on one machine never collide. The port it got is the process's `port` attribute."""
 
     def __init__(self, host: str = "127.0.0.1", stop_grace_s: float = 20.0):
         self.host, self.stop_grace_s = host, stop_grace_s
+        self.last_port: Dict[Tuple[str, int], int] = {}  # a restarted replica keeps its URL where it can
 
     def start(self, rep: Replica, argv: List[str], extra_env: Dict[str, str], log_path: Path) -> subprocess.Popen:
         env = {**os.environ, **extra_env}
         if rep.devices:
             env["CUDA_VISIBLE_DEVICES"] = rep.cuda_visible_devices
-        deadline = time.monotonic() + 30
-        while not port_free(self.host, rep.port) and time.monotonic() < deadline:
-            time.sleep(0.5)  # a killed server's port may take a moment to close
-        if not port_free(self.host, rep.port):
-            raise FleetError(f"port {rep.port} of {rep.group} replica {rep.index} is taken")
+        port = self.last_port.get((rep.group, rep.index), rep.port)
+        if not port_free(self.host, port):
+            port = rep.port if port != rep.port and port_free(self.host, rep.port) else free_port(self.host)
+        self.last_port[(rep.group, rep.index)] = port
+        if port != rep.port:
+            log.info("fleet: port %d of %s replica %d is taken: it listens on %d", rep.port, rep.group, rep.index, port)
+            argv = with_port(argv, rep.port, port)
         with open(log_path, "ab") as logf:
-            return subprocess.Popen(argv, stdout=logf, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+            if port != rep.port:
+                logf.write(f"deepwriter: port {rep.port} is taken: this replica listens on {port}\n".encode())
+            proc = subprocess.Popen(argv, stdout=logf, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        proc.port = port  # type: ignore[attr-defined]
+        return proc
 
     def ended(self, proc: subprocess.Popen) -> Optional[str]:
         return None if proc.poll() is None else f"exited with {proc.returncode}"
@@ -456,10 +516,10 @@ class LocalSpawner:
         return None  # a process runs from its start
 
     def address(self, rep: Replica, proc: subprocess.Popen) -> Optional[str]:
-        return f"{self.host}:{rep.port}"
+        return f"{self.host}:{proc.port}"  # type: ignore[attr-defined]
 
     def describe(self, rep: Replica, proc: subprocess.Popen) -> Dict[str, object]:
-        return {"pid": proc.pid}
+        return {"pid": proc.pid, "port": proc.port}  # type: ignore[attr-defined]
 
     def stop(self, rep: Replica, proc: subprocess.Popen, graceful: bool) -> None:
         if proc.poll() is None or graceful:
@@ -486,7 +546,7 @@ class LocalSpawner:
         if group_members(proc.pid):
             log.warning("fleet: processes %s of server %d still run after SIGKILL", group_members(proc.pid), proc.pid)
         deadline = time.monotonic() + 30
-        while not port_free(self.host, rep.port) and time.monotonic() < deadline:
+        while not port_free(self.host, proc.port) and time.monotonic() < deadline:  # type: ignore[attr-defined]
             time.sleep(0.2)
 
 
@@ -528,7 +588,6 @@ def server_command_for(models_by_group: Dict[str, object], python: str, host: st
 
 def served_name_for(models_by_group: Dict[str, object]) -> Callable[[str], str]:
     """The name a group's servers list in /v1/models (their --served-model-name), read at each look."""
-    from deepwriter.serving.server import served_name
 
     return lambda group: served_name(models_by_group[group])
 

@@ -9,15 +9,19 @@ each replica a SLURM job of its own (deepwriter.cluster.requests.replica_spawner
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from deepwriter.config.root import ConfigError, RootConfig
 from deepwriter.core.contract import StageContext, StageSpec
-from deepwriter.serving.fleet import Fleet, Spawner, served_name_for, server_command_for
+from deepwriter.serving.fleet import Fleet, Spawner, new_key, served_name_for, server_command_for
 from deepwriter.serving.placement import Layout, run_layout
 
 ROLES = ("generator", "scorer", "student", "judge")
+# The environment variable that holds the run's key to its own servers: the served roles' endpoints name it
+# (endpoint.api_key_env), so the key itself is in no config, record or log.
+SERVING_KEY_ENV = "DEEPWRITER_SERVING_KEY"
 
 
 def serving_layout(
@@ -62,6 +66,8 @@ class RunServing:
         self.models: Dict[str, Any] = {}  # group -> the model config its replicas serve
         self.fleet = None
         if self.layout.groups:
+            # a key per run (per stage job under SLURM): its servers take it and no other server knows it
+            key = os.environ[SERVING_KEY_ENV] = new_key()
             if (
                 not any(g.serving.command for g in self.layout.groups.values())
                 and not Path(cfg.serving.python).is_file()
@@ -73,7 +79,7 @@ class RunServing:
             if not self.as_jobs:
                 command = server_command_for(self.models, cfg.serving.python, cfg.serving.host, cfg.paths.cache_dir)
                 ours = served_name_for(self.models)
-                self.fleet = Fleet(self.layout, command, servers_dir, cfg.serving.host, served_name_of=ours)
+                self.fleet = Fleet(self.layout, command, servers_dir, cfg.serving.host, served_name_of=ours, key=key)
             else:  # each replica a job on some node: it listens on every interface, its address in the run folder
                 command = server_command_for(self.models, cfg.serving.python, "0.0.0.0", cfg.paths.cache_dir)
                 self.fleet = Fleet(
@@ -83,6 +89,7 @@ class RunServing:
                     host=cfg.serving.host,
                     spawner=job_spawner,
                     served_name_of=served_name_for(self.models),
+                    key=key,
                 )
 
     def groups_at(self, stage: str) -> List[Any]:
@@ -117,7 +124,9 @@ class RunServing:
             **{
                 r: dataclasses.replace(
                     getattr(cfg.models, r),
-                    endpoint=dataclasses.replace(getattr(cfg.models, r).endpoint, base_urls=list(u)),
+                    endpoint=dataclasses.replace(
+                        getattr(cfg.models, r).endpoint, base_urls=list(u), api_key_env=SERVING_KEY_ENV
+                    ),
                 )
                 for r, u in urls.items()
             },

@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
+from deepwriter.config.sft import SFTConfig
 from deepwriter.core.errors import DeepwriterError
 
 GiB = 1024**3
@@ -232,7 +233,7 @@ def check_fits(plan: MemoryPlan, gpu_memory_gb: float) -> None:
     )
 
 
-def plan_from_config(sft_cfg: Any, shape: ModelShape, world_size: int, grad_accum: int) -> MemoryPlan:
+def plan_from_config(sft_cfg: SFTConfig, shape: ModelShape, world_size: int, grad_accum: int) -> MemoryPlan:
     """The plan of a typed `SFTConfig` (deepwriter.config.sft)."""
     ds: Dict[str, Any] = sft_cfg.deepspeed.config if sft_cfg.deepspeed.enabled else {}
     zero = ds.get("zero_optimization", {}) or {}

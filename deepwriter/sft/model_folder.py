@@ -10,7 +10,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Dict, Optional
 
-from deepwriter.config.root import to_plain
+from deepwriter.config.root import RootConfig, to_plain
 
 log = logging.getLogger("deepwriter.sft")
 
@@ -48,7 +48,12 @@ def finalize(partial: Path, dest: Path) -> None:
 
 
 def write_model_card(
-    dest: Path, cfg: Any, counts: Dict[str, Any], metrics: Dict[str, Any], sources: Dict[str, int], dataset_dir: Path
+    dest: Path,
+    cfg: RootConfig,
+    counts: Dict[str, Any],
+    metrics: Dict[str, Any],
+    sources: Dict[str, int],
+    dataset_dir: Path,
 ) -> None:
     sft = to_plain(cfg.sft)
     lines = [

@@ -20,9 +20,15 @@ from typing import Any, Dict, Optional
 
 from deepwriter.config.root import ConfigError, RootConfig
 from deepwriter.core.contract import StageContext, StageResult, StageSpec, rank
+from deepwriter.llm import models
+from deepwriter.sft import data as sft_data
+from deepwriter.sft import model_folder as export
 from deepwriter.sft import trainer as tr
+from deepwriter.sft.data import attention_pairs_per_token
 from deepwriter.sft.launch import launch
+from deepwriter.sft.memory import ModelShape, check_fits, plan_from_config
 from deepwriter.sft.preemption import StoppedBySignal, StopRequest, make_save_callback
+from deepwriter.sft.templates import apply_training_template
 
 log = logging.getLogger("deepwriter.sft")
 RESULT = "result.json"
@@ -31,9 +37,6 @@ RESULT = "result.json"
 def print_plan(cfg: RootConfig, geometry: tr.BatchGeometry) -> None:
     """Print the memory plan and refuse one that cannot fit (GPU runs only)."""
     from transformers import AutoConfig
-
-    from deepwriter.llm import models
-    from deepwriter.sft.memory import ModelShape, check_fits, plan_from_config
 
     where, kwargs = models.resolve(cfg.models.student, cfg.paths.cache_dir)
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
@@ -70,9 +73,6 @@ def train(
     cfg: RootConfig, out_dir: Path, mix_dir: Path, tracker: Any, run_dir: Optional[Path], geometry: tr.BatchGeometry
 ) -> StageResult:
     """Train on this process (one rank of a launch, or alone) and export the model."""
-    from deepwriter.llm import models
-    from deepwriter.sft import data as sft_data
-    from deepwriter.sft.templates import apply_training_template
 
     is_main = rank() == 0
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -140,11 +140,7 @@ def _train_and_save(
     from transformers import AutoModelForCausalLM
     from trl import SFTTrainer
 
-    from deepwriter.llm import models
-    from deepwriter.llm.attention import training_attention
-    from deepwriter.sft import model_folder as export
-    from deepwriter.sft.data import attention_pairs_per_token
-    from deepwriter.sft.memory import ModelShape
+    from deepwriter.llm.attention import training_attention  # torch: only where training runs
 
     is_main = rank() == 0
     where, kwargs = models.resolve(cfg.models.student, cfg.paths.cache_dir)
@@ -256,7 +252,6 @@ def _finish(
     tracker: Any,
 ) -> StageResult:
     """Rank 0: the counts and metrics, the model card, the final model folder, the loss plot."""
-    from deepwriter.sft import model_folder as export
 
     rows = tr.read_log(out_dir / tr.TRAIN_LOG)
     logged_tokens = rows[-1].get("num_tokens", 0) if rows else 0  # a finished run exported from its checkpoint
@@ -302,7 +297,6 @@ def _finish(
 def _export_lora(
     cfg: RootConfig, base_where: str, base_kwargs: dict, adapter_dir: Path, dest: Path, tokenizer: Any, dtype: Any
 ) -> None:
-    from deepwriter.sft import model_folder as export
 
     if cfg.sft.lora.merge_on_export:
         export.merge_lora(base_where, base_kwargs, adapter_dir, dest, tokenizer, dtype)

@@ -16,9 +16,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-from deepwriter.config.root import ConfigError, stable_hash
+from deepwriter.config.root import ConfigError, RootConfig, stable_hash
+from deepwriter.config.sft import SFTConfig
 from deepwriter.core.errors import DeepwriterError
 from deepwriter.core.schema import key_slice
+from deepwriter.llm import precision
 from deepwriter.sft.preemption import is_complete
 
 log = logging.getLogger("deepwriter.sft")
@@ -43,14 +45,14 @@ class BatchGeometry:
         return self.per_device * self.grad_accum * self.world_size
 
 
-def world_size_for(sft_cfg: Any) -> int:
+def world_size_for(sft_cfg: SFTConfig) -> int:
     """Ranks of this training: the launcher's WORLD_SIZE inside a launch, else what the config asks for."""
     if os.environ.get("WORLD_SIZE"):
         return int(os.environ["WORLD_SIZE"])
     return max(1, sft_cfg.num_processes) * max(1, sft_cfg.num_nodes)
 
 
-def batch_geometry(sft_cfg: Any, world_size: int) -> BatchGeometry:
+def batch_geometry(sft_cfg: SFTConfig, world_size: int) -> BatchGeometry:
     """Per-device batch x accumulation x world size = global batch, from whichever two are given."""
     per, accum, glob = sft_cfg.per_device_batch_size, sft_cfg.gradient_accumulation_steps, sft_cfg.global_batch_size
     if per < 1:
@@ -75,7 +77,7 @@ def batch_geometry(sft_cfg: Any, world_size: int) -> BatchGeometry:
     return BatchGeometry(per, derived, world_size)
 
 
-def preflight(cfg: Any) -> None:
+def preflight(cfg: RootConfig) -> None:
     """Before any stage runs: the global batch must split over the ranks this training will have."""
     batch_geometry(cfg.sft, world_size_for(cfg.sft))
 
@@ -94,13 +96,13 @@ def use_liger(setting: str) -> bool:
     return installed and torch.cuda.is_available()
 
 
-def export_dtype(sft_cfg: Any):
+def export_dtype(sft_cfg: SFTConfig):
     import torch
 
     return torch.bfloat16 if sft_cfg.bf16 else torch.float32
 
 
-def training_arguments(sft_cfg: Any, out_dir: Path, geometry: BatchGeometry):
+def training_arguments(sft_cfg: SFTConfig, out_dir: Path, geometry: BatchGeometry):
     """The TRL SFTConfig for our config (TrainingArguments underneath)."""
     from trl import SFTConfig as TRLSFTConfig
 
@@ -147,7 +149,7 @@ def training_arguments(sft_cfg: Any, out_dir: Path, geometry: BatchGeometry):
 # --- resume ------------------------------------------------------------------------------------
 
 
-def run_fingerprint(cfg: Any, geometry: BatchGeometry) -> Dict[str, Any]:
+def run_fingerprint(cfg: RootConfig, geometry: BatchGeometry) -> Dict[str, Any]:
     """What must be equal for a checkpoint to continue this run: the stage key's view of the config (its
     operational fields — where and how often it saves, how ranks start — left out) and the batch geometry."""
     return {"student": key_slice(cfg.models.student), "sft": key_slice(cfg.sft), "geometry": asdict(geometry)}
@@ -249,7 +251,7 @@ def _memory_gb() -> Dict[str, float]:
     return {"mem/cpu_max_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2}
 
 
-def training_device(sft_cfg: Any) -> str:
+def training_device(sft_cfg: SFTConfig) -> str:
     import torch
 
     return "cpu" if sft_cfg.use_cpu or not torch.cuda.is_available() else "cuda"
@@ -263,16 +265,17 @@ def compute_dtype(bf16_autocast: bool, model: Any) -> str:
     return str(next(model.parameters()).dtype).removeprefix("torch.")
 
 
-def mfu_peak(sft_cfg: Any, dtype: str) -> Tuple[Optional[float], str]:
+def mfu_peak(sft_cfg: SFTConfig, dtype: str) -> Tuple[Optional[float], str]:
     """The per-device peak (TFLOP/s) that MFU is measured against, for the dtype the training computes
     in, and where it comes from: on a CPU this CPU's measured matmul rate in that dtype (a GPU's
     datasheet peak would make a CPU's MFU a meaningless 1e-4), on a GPU `sft.peak_tflops`, a bf16
     peak (None for another dtype: its peak is not configured)."""
     if training_device(sft_cfg) == "cpu":
-        from deepwriter.llm.precision import cpu_description, cpu_peak_rate
-
-        rate = cpu_peak_rate(dtype)
-        return rate / 1e12, f"this CPU's measured {dtype} matmul peak, {rate / 1e9:.1f} GFLOP/s ({cpu_description()})"
+        rate = precision.cpu_peak_rate(dtype)
+        return (
+            rate / 1e12,
+            f"this CPU's measured {dtype} matmul peak, {rate / 1e9:.1f} GFLOP/s ({precision.cpu_description()})",
+        )
     if dtype != "bfloat16":
         return None, f"training computes in {dtype}; sft.peak_tflops is a bf16 peak, so MFU is not computed"
     return sft_cfg.peak_tflops, f"sft.peak_tflops = {sft_cfg.peak_tflops:g} TFLOP/s per GPU (dense bf16 datasheet peak)"

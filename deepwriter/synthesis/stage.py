@@ -13,14 +13,18 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-from deepwriter.config.root import ConfigError, RootConfig
+from deepwriter.config.data import SourceConfig
+from deepwriter.config.root import ConfigError, RootConfig, source_files
 from deepwriter.config.synthesis import shard_split
-from deepwriter.core.contract import StageContext, StageResult, StageSpec, source_files
+from deepwriter.core.contract import StageContext, StageResult, StageSpec
 from deepwriter.core.files import write_json_atomic
 from deepwriter.core.records import RecordLog, read_records
 from deepwriter.core.unfinished import Unfinished
+from deepwriter.llm import make_generator, make_scorer, models
+from deepwriter.pairs.prepare import prepare_pairs
 from deepwriter.pairs.read import DataError, Pair, Skipped, load_pairs, reject
 from deepwriter.pairs.released import RELEASED_THINKING
+from deepwriter.pairs.sources import read_ready_pairs, source_of
 from deepwriter.synthesis import filters, store
 from deepwriter.synthesis.schedule import EndpointUsage, run_pairs
 from deepwriter.synthesis.search import UnfinishedPair
@@ -31,7 +35,7 @@ log = logging.getLogger("deepwriter.synthesis")
 def build_backends(cfg: RootConfig) -> Tuple[Any, Any]:
     """Generator and scorer; a transformers scorer becomes the prefix-caching one, and a scorer with
     the same config as the generator shares its weights instead of loading them twice."""
-    from deepwriter.llm import make_generator, make_scorer
+    # torch, transformers: loaded only when the run builds its models (an HTTP-only search needs neither)
     from deepwriter.llm.hf import TransformersGenerator, TransformersScorer
     from deepwriter.llm.hf_prefix import PrefixCachingScorer
 
@@ -77,8 +81,6 @@ def check_lengths(cfg: RootConfig, pairs: List[Pair], skipped: List[Skipped], to
     if not pairs:
         return pairs
     if tokenizer is None:
-        from deepwriter.llm import models
-
         tokenizer = models.load_tokenizer(cfg.models.scorer, cfg.paths.cache_dir)
     limit = cfg.models.scorer.max_context
     ok = []
@@ -130,7 +132,7 @@ def needs_prepare(cfg: RootConfig) -> bool:
     categories are to be labelled or quotas applied."""
     q = cfg.data.quotas
     return (
-        cfg.data.pairs.kind != "pairs"
+        not source_of(cfg.data.pairs).ready
         or cfg.data.label_categories
         or bool(q.max_per_category or q.shares)
         or cfg.data.queries.paired_extra > 0
@@ -141,14 +143,12 @@ def load_stage_pairs(cfg: RootConfig, ctx: StageContext, backends: Dict[str, Any
     """The pairs to search: straight from the source, or through deepwriter.pairs.prepare (reverse
     queries, labels, quotas) into `prepared/` of this stage folder, which a resumed run reuses."""
     if not needs_prepare(cfg):
-        return load_pairs(cfg.data.pairs, cfg.data.strict, key="data.pairs")
-    from deepwriter.config.data import SourceConfig
-    from deepwriter.pairs.prepare import prepare_pairs
+        return read_ready_pairs(cfg.data.pairs, cfg.data.strict, key="data.pairs")
 
     backends.update(zip(("generator", "scorer"), build_backends(cfg)))
     prepared = prepare_pairs(cfg, ctx.out_dir / "prepared", backends["generator"], backends["scorer"])
     fields = {"id": "id", "x": "request", "y": "answer", "category": "category", "answer_id": "answer_id"}
-    if cfg.data.pairs.kind == "released":  # the authors' thinking of each pair, to compare ours with
+    if source_of(cfg.data.pairs).thinking:  # the authors' thinking of each pair, to compare ours with
         fields[RELEASED_THINKING] = RELEASED_THINKING
     src = SourceConfig(name=cfg.data.pairs.name, path=str(prepared.path), fields=fields)
     pairs, skipped = load_pairs(src, cfg.data.strict)
@@ -160,9 +160,9 @@ def preflight(cfg: RootConfig) -> None:
     stage with nothing in it. (Sources that need preparation or come from a hub are checked when the
     stage loads them.)"""
     src = cfg.data.pairs
-    if src.kind != "pairs" or not src.path or needs_prepare(cfg):
+    if not src.path or needs_prepare(cfg):  # a source that is not pairs as it stands needs preparing
         return
-    pairs, skipped = load_pairs(src, cfg.data.strict, key="data.pairs")
+    pairs, skipped = read_ready_pairs(src, cfg.data.strict, key="data.pairs")
     if not pairs:
         raise DataError(
             str(src.path),

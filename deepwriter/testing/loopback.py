@@ -38,7 +38,11 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Dict, List, Optional, Sequence
 
+from deepwriter.config.llm import ModelConfig
+from deepwriter.config.root import CONF_DIR
+from deepwriter.llm import models
 from deepwriter.llm.base import Generator, Sampling, Scorer
+from deepwriter.serving.fleet import KEY_ENV
 
 log = logging.getLogger("deepwriter.testing.loopback")
 
@@ -213,8 +217,10 @@ class LoopbackApp:
         native_prefill: bool = True,
         echo_max_tokens_zero: bool = True,
         token_id_prompts: bool = True,
+        api_key: Optional[str] = None,
     ):
         self.generator = generator
+        self.api_key = api_key
         self.scorer = scorer
         self.model_id = model_id
         self.faults = faults
@@ -483,6 +489,10 @@ class LoopbackHandler(BaseHTTPRequestHandler):
                 ("POST", "/generate"): app.sglang_generate,
             }
             route = routes.get((self.command, path))
+            # like vLLM with --api-key: every /v1 route wants the key as the Bearer token
+            if app.api_key and path.startswith("/v1") and self.headers.get("Authorization") != f"Bearer {app.api_key}":
+                self._error(401, "Unauthorized")
+                return
             if route is None:
                 self._error(404, f"no route for {self.command} {path}")
                 return
@@ -581,12 +591,14 @@ def start_server(
     native_prefill: bool = True,
     echo_max_tokens_zero: bool = True,
     token_id_prompts: bool = True,
+    api_key: Optional[str] = None,
 ) -> ServerHandle:
     """Serve `generator` (and `scorer`) on host:port (0 = a free port) from a background thread.
     `native_prefill=False` plays a server without vLLM's continue_final_message: it refuses the
     field with a 400 and continues a trailing assistant message, repeating it in the answer;
     `echo_max_tokens_zero=False` refuses `echo` with `max_tokens=0` (servers that must generate);
-    `token_id_prompts=False` refuses prompts given as token ids (servers that only take text)."""
+    `token_id_prompts=False` refuses prompts given as token ids (servers that only take text);
+    `api_key`: every /v1 request without it as its Bearer token gets a 401, as vLLM's --api-key does."""
     stats = ServerStats()
     stopping = threading.Event()
     mid = model_id or getattr(generator, "model_id", None) or getattr(scorer, "model_id", None) or "model"
@@ -601,6 +613,7 @@ def start_server(
         native_prefill,
         echo_max_tokens_zero,
         token_id_prompts,
+        api_key,
     )
     handler = type("Handler", (LoopbackHandler,), {"app": app})
     server = LoopbackHTTPServer((host, port), handler)
@@ -615,11 +628,7 @@ def start_server(
 
 
 def load_preset(name: str):
-
     from omegaconf import OmegaConf
-
-    from deepwriter.config.llm import ModelConfig
-    from deepwriter.config.root import CONF_DIR
 
     path = CONF_DIR / "model" / f"{name}.yaml"
     if not path.is_file():
@@ -642,8 +651,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    from deepwriter.llm import models
-    from deepwriter.llm.hf import TransformersGenerator, TransformersScorer, default_device
+    from deepwriter.llm.hf import TransformersGenerator, TransformersScorer, default_device  # torch: this path only
 
     cfg = load_preset(args.model)
     model, tok = models.load(cfg, args.cache_dir, device=default_device())
@@ -654,6 +662,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         port=args.port,
         latency_s=args.latency_s,
         model_id=cfg.name,
+        api_key=os.environ.get(KEY_ENV) or None,  # the key a run's fleet hands its servers, as vLLM reads it
     )
     log.info("serving %s at %s (Ctrl-C or SIGTERM to stop)", cfg.name, handle.url)
     stop = threading.Event()

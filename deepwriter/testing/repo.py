@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from typing import List, Optional, Tuple
 
+from deepwriter.config.compose import compose
+from deepwriter.config.root import to_typed
 from deepwriter.tracking.runs import Tracker
 
 REPO = Path(__file__).resolve().parents[2]
@@ -20,8 +22,6 @@ SEED_PAIRS = "seed_pairs/hellobench_gpt4o_0806.jsonl"
 
 def compose_typed(*overrides: str):
     """The typed RootConfig that `python -m deepwriter.train OVERRIDES` would run."""
-    from deepwriter.config.compose import compose
-    from deepwriter.config.root import to_typed
 
     return to_typed(compose(list(overrides)))
 

@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Callable, Dict, Iterator, Optional
 
 from deepwriter.cluster.jobs import show_job
+from deepwriter.testing.repo import REPO
+from deepwriter.testing.vllm_server import free_port
 
 
 def cluster_answers() -> bool:
@@ -73,6 +75,14 @@ def forgetful_controller(min_job_age_s: int = 2) -> Iterator[None]:
         scontrol("reconfigure")
 
 
+def accounting_on() -> bool:
+    """The cluster keeps accounting (slurmdbd): `.ci/slurm-local --accounting` configured it."""
+    return any(
+        line.startswith("AccountingStorageType=accounting_storage/slurmdbd")
+        for line in SLURM_CONF.read_text().splitlines()
+    )
+
+
 def forgotten(job_id: str) -> bool:
     """The controller answers that it does not know the job (`Invalid job id`)."""
     done = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True, timeout=30)
@@ -82,7 +92,6 @@ def forgotten(job_id: str) -> bool:
 def silent_controller_conf(folder: Path) -> Path:
     """A copy of the cluster's slurm.conf whose controller port nothing listens on: the SLURM commands
     that read it (SLURM_CONF) get no answer from a controller, as while slurmctld restarts."""
-    from deepwriter.testing.vllm_server import free_port
 
     lines = SLURM_CONF.read_text().splitlines()
     lines = [x for x in lines if not x.startswith(("SlurmctldPort=", "MessageTimeout="))]
@@ -146,9 +155,10 @@ def _state_once_scheduled(job_id: str) -> Optional[str]:
 @contextlib.contextmanager
 def controller_stopped(seconds: float) -> Iterator[None]:
     """slurmctld stopped (`scontrol shutdown slurmctld`: its state saved, running jobs left running) for
-    `seconds`, then started again by .ci/slurm-local, which waits until it answers."""
-    from deepwriter.testing.repo import REPO
+    `seconds`, then started again by .ci/slurm-local in the mode it runs in (with accounting or without),
+    which waits until it answers."""
 
+    mode = ["--accounting"] if accounting_on() else []
     t0 = time.monotonic()
     scontrol("shutdown", "slurmctld")
     wait_until(lambda: subprocess.run(["pgrep", "-x", "slurmctld"], capture_output=True).returncode != 0, 60, "stop")
@@ -156,5 +166,5 @@ def controller_stopped(seconds: float) -> Iterator[None]:
         yield
         time.sleep(max(0.0, t0 + seconds - time.monotonic()))
     finally:
-        done = subprocess.run([str(REPO / ".ci" / "slurm-local")], capture_output=True, text=True, timeout=300)
+        done = subprocess.run([str(REPO / ".ci" / "slurm-local"), *mode], capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, f".ci/slurm-local did not start slurmctld again: {done.stderr.strip()}"

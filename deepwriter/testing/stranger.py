@@ -1,17 +1,18 @@
 """Someone else's server on a port a run's replica would take: it answers `GET /v1/models` with 200 and a
-model of its own, and counts every other request it gets (a run must send it none)."""
+model of its own (any key, or only its own `key`: 401 otherwise), and counts every other request it gets
+(a run must send it none)."""
 
 from __future__ import annotations
 
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import List
+from typing import List, Optional
 
 
 class Stranger:
-    def __init__(self, port: int, host: str = "0.0.0.0", model: str = "someone-elses-model"):
-        self.model, self.requests = model, []  # type: ignore[var-annotated]
+    def __init__(self, port: int, host: str = "0.0.0.0", model: str = "someone-elses-model", key: Optional[str] = None):
+        self.model, self.key, self.requests = model, key, []  # type: ignore[var-annotated]
         self.lookups: List[str] = []  # its /v1/models answers
         stranger = self
 
@@ -19,6 +20,9 @@ class Stranger:
             def do_GET(self) -> None:
                 if self.path == "/v1/models":
                     stranger.lookups.append(self.path)
+                    if stranger.key and self.headers.get("Authorization") != f"Bearer {stranger.key}":
+                        self._reply(401, {"error": "Unauthorized"})
+                        return
                     self._reply(200, {"object": "list", "data": [{"id": stranger.model, "object": "model"}]})
                 else:
                     stranger.requests.append(f"GET {self.path}")

@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from deepwriter.eval import paired_runs, tables
+from deepwriter.eval.benchmarks import KINDS
+from deepwriter.sft.memory import GiB, ModelShape, plan_memory
 
 PAIR_COLUMNS = ["id", "category", "kept", "reason", "score_z0", "score_final", "steps", "accepted", "tokens"]
 ITEM_COLUMNS = ["benchmark", "id", "score", "failure"]
@@ -235,8 +237,6 @@ def planned_memory(stage: Path, manifest: Dict[str, Any]) -> Optional[Dict[str, 
     and the trained model's config.json, as the stage printed it before training (None without them)."""
     from types import SimpleNamespace
 
-    from deepwriter.sft.memory import GiB, ModelShape, plan_memory
-
     settings = (manifest.get("config") or {}).get("sft")
     model_config = read_json(stage / "model" / "config.json")
     if not settings or not model_config:
@@ -272,7 +272,6 @@ def planned_memory(stage: Path, manifest: Dict[str, Any]) -> Optional[Dict[str, 
 
 def breakdowns(summary: Dict[str, Any]) -> List[Dict[str, Any]]:
     """Per benchmark, the bars worth drawing, as each benchmark defines them."""
-    from deepwriter.eval.benchmarks import KINDS
 
     out = []
     for name, entry in (summary.get("benchmarks") or {}).items():

@@ -160,3 +160,29 @@ def test_explicit_run_id_and_paths_reach_the_typed_config(tmp_path):
     cfg = compose_typed("+recipe=demo", "run_id=r1", f"paths.runs_dir={tmp_path}")
     assert cfg.run_id == "r1"
     assert cfg.paths.stage_store == f"{tmp_path}/_stages"
+
+
+def test_a_benchmark_kinds_own_keys_belong_to_its_entries_only():
+    """HelloBench's subsets and groups are keys of an entry of kind hellobench (typed HelloBenchConfig) and
+    are set from the command line as before, without `+`; on an entry of another kind they stop with one
+    line naming the key."""
+    from deepwriter.config.eval import BenchmarkConfig, HelloBenchConfig
+
+    cfg = compose_typed(
+        "eval=shared",
+        "eval.benchmarks.hellobench.subsets=[chat]",
+        "eval.benchmarks.hellobench.groups={A:[chat]}",
+        "+eval.benchmarks.mine={kind: hellobench, subsets: [chat, summarization]}",
+    )
+    hb, mine = cfg.eval.benchmarks["hellobench"], cfg.eval.benchmarks["mine"]
+    assert type(hb) is HelloBenchConfig and hb.subsets == ["chat"] and hb.groups == {"A": ["chat"]}
+    assert type(mine) is HelloBenchConfig and mine.subsets_to_load() == ["chat", "summarization"]
+    assert type(cfg.eval.benchmarks["writingbench"]) is BenchmarkConfig
+    assert cfg.eval.benchmarks["writingbench"].subsets_to_load() == []
+    with pytest.raises(ConfigError, match=r"^eval\.benchmarks\.writingbench\.subsets: Key 'subsets' not in"):
+        compose_typed("eval=shared", "eval.benchmarks.writingbench.subsets=[chat]")
+
+
+def test_a_misspelt_benchmark_entry_stops_naming_it():
+    with pytest.raises(ConfigError, match=r"^eval\.benchmarks\.dmeo\.kind: not set, and 'dmeo' is no benchmark"):
+        compose_typed("+recipe=demo", "eval.benchmarks.dmeo.limit=1")

@@ -117,6 +117,9 @@ def numeric_fields(schema, path=""):
             yield from numeric_fields(hint, key)
         elif typing.get_origin(hint) is dict and dataclasses.is_dataclass(args[-1]):
             yield from numeric_fields(args[-1], key + ".*")
+        elif typing.get_origin(hint) is dict and f.metadata.get("entries"):  # entries typed by their kind
+            for schema in f.metadata["entries"]:
+                yield from numeric_fields(schema, key + ".*")
         elif (args[0] if typing.get_origin(hint) is typing.Union else hint) in (int, float):
             yield key, f
 

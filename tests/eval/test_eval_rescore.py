@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from deepwriter.eval.rescore import main as rescore_main
-from deepwriter.eval.rescore import rescore_hellobench
+from deepwriter.eval.benchmarks.hellobench_rescore import main as rescore_main
+from deepwriter.eval.benchmarks.hellobench_rescore import rescore_hellobench
 from deepwriter.testing.repo import FIXTURES, REPO
 
 FIX = FIXTURES / "bench"
@@ -75,7 +75,7 @@ def test_rescore_module_runs_as_a_command():
         [
             sys.executable,
             "-m",
-            "deepwriter.eval.rescore",
+            "deepwriter.eval.benchmarks.hellobench_rescore",
             "hellobench",
             "--judgements",
             str(FIX / "hellobench_judgements"),

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from deepwriter.config.eval import BenchmarkConfig
+from deepwriter.config.eval import BenchmarkConfig, HelloBenchConfig
 from deepwriter.config.llm import Backend, EndpointConfig, ModelSource
 from deepwriter.core.contract import StageContext
 from deepwriter.testing.judges import ScriptedJudge
@@ -48,7 +48,7 @@ def _cfg(tmp_path, model_cache, judge_url):
         "longbench_write": BenchmarkConfig(
             kind="longbench_write", path=str(FIX / "longbench_write.jsonl"), limit=2, **gen
         ),
-        "hellobench": BenchmarkConfig(
+        "hellobench": HelloBenchConfig(
             kind="hellobench",
             path=str(FIX / "hellobench"),
             limit=None,

@@ -9,8 +9,8 @@ import re
 import pytest
 
 from deepwriter.config.data import LongTextConfig, ScoredResponsesConfig, SourceConfig
-from deepwriter.pairs.read import DataError, load_pairs
-from deepwriter.pairs.sources import cut_pieces, load_source, paragraphs
+from deepwriter.pairs.read import DataError
+from deepwriter.pairs.sources import cut_pieces, load_source, paragraphs, read_ready_pairs
 from deepwriter.testing.repo import FIXTURES, compose_typed
 
 FIX = FIXTURES / "data" / "sources"
@@ -166,11 +166,11 @@ def test_long_text_records_folders_and_bad_input(tmp_path):
         load_source(book(path=empty), strict=True)
 
 
-def test_load_pairs_reads_pairs_only_and_load_source_every_kind():
+def test_read_ready_pairs_reads_pairs_only_and_load_source_every_kind():
     with pytest.raises(DataError, match="field 'kind': long_text sources have answers but no requests.*prepare_pairs"):
-        load_pairs(book(), strict=True)
+        read_ready_pairs(book(), strict=True)
     with pytest.raises(DataError, match="field 'kind': 'scored_responses' sources are read by .*load_source"):
-        load_pairs(scored(FIX / "scored_rows.jsonl"), strict=True)
+        read_ready_pairs(scored(FIX / "scored_rows.jsonl"), strict=True)
     loaded = load_source(scored(FIX / "scored_rows.jsonl"), strict=True)
     pairs, skipped = loaded.pairs, loaded.skipped
     assert [p.id for p in pairs] == ["w2", "w4", "w6"] and not skipped

@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 from conftest import missing
 
@@ -159,6 +160,10 @@ def test_sigterm_to_a_run_with_a_vllm_server_leaves_no_process_and_the_port_free
         )
         assert replica["pid"] in group and len(group) >= 2  # vLLM's API server and its engine process
         assert not port_free("127.0.0.1", replica["port"])
+        # the run handed vLLM its key (VLLM_API_KEY): without it, or with another, vLLM answers nothing
+        for auth in ({}, {"Authorization": "Bearer not-the-runs-key"}):
+            refused = httpx.get(f"http://127.0.0.1:{replica['port']}/v1/models", headers=auth, timeout=10)
+            assert refused.status_code == 401, refused.text
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=180)
     finally:

@@ -100,7 +100,7 @@ def load_items(
     first items would all be one domain). Bad records raise, or with a `skipped` list (lenient
     mode) are recorded there and left out."""
     module = module_for(name, bcfg)
-    loaded = module.load(name, bcfg.path, Path(data_dir), list(bcfg.subsets), skipped)
+    loaded = module.load(name, bcfg.path, Path(data_dir), bcfg.subsets_to_load(), skipped)
     items, seen = [], set()
     for item in loaded:  # answers and judgments are keyed by id: two items may not share one
         with skip_or_raise(skipped):

@@ -11,6 +11,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from deepwriter.core.badinput import DataError, Skipped, skip_or_raise  # noqa: F401  (re-exported for the benchmarks)
 from deepwriter.core.files import resolve_data_path
+from deepwriter.eval.words import truncate_answer
 from deepwriter.llm.base import Sampling
 
 log = logging.getLogger("deepwriter.eval")
@@ -156,7 +157,6 @@ def answer_for_judge(answer: str, settings: JudgeSettings) -> str:
     """The answer as the judge is shown it: cut and re-joined per the settings (HelloBench), or as is."""
     if not settings.rejoin_tokens and not (settings.max_answer_tokens and settings.truncate_above_tokens):
         return answer
-    from deepwriter.eval.words import truncate_answer
 
     text, _, _ = truncate_answer(
         answer, settings.max_answer_tokens, settings.truncate_above_tokens, settings.rejoin_tokens

@@ -30,6 +30,7 @@ import re
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
+from deepwriter.config.eval import BenchmarkConfig, HelloBenchConfig
 from deepwriter.core.badinput import Skipped
 from deepwriter.core.files import resolve_data_path
 from deepwriter.eval.benchmarks.base import (
@@ -346,16 +347,18 @@ def headline(name: str, summary: Dict[str, Any]) -> Dict[str, Optional[float]]:
     return {f"{prefix}{g}": v for g, v in summary.get("groups", {}).items()}
 
 
-def groups_used(bcfg: Any = None) -> Dict[str, List[str]]:
-    """The groups a run reports: the benchmark config's own, else the fitted DEFAULT_GROUPS."""
-    return {g: list(m) for g, m in ((dict(bcfg.groups) if bcfg is not None else {}) or DEFAULT_GROUPS).items()}
+def groups_used(bcfg: Optional[BenchmarkConfig] = None) -> Dict[str, List[str]]:
+    """The groups a run reports: the benchmark config's own, else the fitted DEFAULT_GROUPS (also for an
+    entry built without HelloBench's options, e.g. a plain BenchmarkConfig(kind="hellobench"))."""
+    own = dict(bcfg.groups) if isinstance(bcfg, HelloBenchConfig) else {}
+    return {g: list(m) for g, m in (own or DEFAULT_GROUPS).items()}
 
 
-def summarize(records: List[Dict[str, Any]], bcfg: Any = None) -> Dict[str, Any]:
+def summarize(records: List[Dict[str, Any]], bcfg: Optional[BenchmarkConfig] = None) -> Dict[str, Any]:
     return aggregate(records, groups_used(bcfg))
 
 
-def headline_keys(name: str, bcfg: Any) -> List[str]:
+def headline_keys(name: str, bcfg: BenchmarkConfig) -> List[str]:
     return list(headline(name, {"groups": {g: None for g in groups_used(bcfg)}}))
 
 

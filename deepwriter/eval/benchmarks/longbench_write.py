@@ -19,6 +19,7 @@ import re
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from deepwriter.config.eval import BenchmarkConfig
 from deepwriter.core.badinput import Skipped
 from deepwriter.eval.benchmarks.base import (
     BenchmarkDataError,
@@ -242,11 +243,11 @@ def headline(name: str, summary: Dict[str, Any]) -> Dict[str, Optional[float]]:
     return {"LB" if name == KIND else name: summary.get("S")}
 
 
-def summarize(records: List[Dict[str, Any]], bcfg: Any = None) -> Dict[str, Any]:
+def summarize(records: List[Dict[str, Any]], bcfg: Optional[BenchmarkConfig] = None) -> Dict[str, Any]:
     return aggregate(records)
 
 
-def headline_keys(name: str, bcfg: Any) -> List[str]:
+def headline_keys(name: str, bcfg: BenchmarkConfig) -> List[str]:
     return list(headline(name, {"S": None}))
 
 

@@ -24,6 +24,7 @@ import json
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from deepwriter.config.eval import BenchmarkConfig
 from deepwriter.core.badinput import Skipped
 from deepwriter.eval.benchmarks.base import (
     BenchmarkDataError,
@@ -254,11 +255,11 @@ def headline(name: str, summary: Dict[str, Any]) -> Dict[str, Optional[float]]:
     }
 
 
-def summarize(records: List[Dict[str, Any]], bcfg: Any = None) -> Dict[str, Any]:
+def summarize(records: List[Dict[str, Any]], bcfg: Optional[BenchmarkConfig] = None) -> Dict[str, Any]:
     return aggregate(records)
 
 
-def headline_keys(name: str, bcfg: Any) -> List[str]:
+def headline_keys(name: str, bcfg: BenchmarkConfig) -> List[str]:
     return list(headline(name, {"domains": {letter: {"score": None} for letter in DOMAINS}}))
 
 

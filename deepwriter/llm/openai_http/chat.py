@@ -33,7 +33,7 @@ class OpenAIGenerator(HTTPClient):
         """Why this prompt cannot be served in the model's context (None: it fits, or is not measured)."""
         if self.tokenizer is None or self.max_context is None:
             return None
-        from deepwriter.llm.hf import render_prompt
+        from deepwriter.llm.hf import render_prompt  # transformers: only for a prompt rendered here
 
         text = render_prompt(self.tokenizer, messages, prefill or "")
         tokens = len(self.tokenizer(text, add_special_tokens=False)["input_ids"])

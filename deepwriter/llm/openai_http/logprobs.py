@@ -51,7 +51,7 @@ class OpenAIScorer(HTTPClient):
         return await self.transport.map(list(requests), self._one, "score")
 
     def _context(self, req: ScoreRequest) -> str:
-        from deepwriter.llm.hf import render_prompt
+        from deepwriter.llm.hf import render_prompt  # transformers: only for a prompt rendered here
 
         return render_prompt(self.tokenizer, req.messages, req.assistant_prefix)
 

@@ -1,6 +1,6 @@
 """Score existing judgment files without calling any judge.
 
-    python -m deepwriter.eval.rescore hellobench --judgements DIR --data DIR
+    python -m deepwriter.eval.benchmarks.hellobench_rescore hellobench --judgements DIR --data DIR
 
 `--judgements` is a folder of HelloBench judgment files as the authors publish them
 (`results/judgements/main_exp/<model>/<subset>_results.jsonl`, one JSON object per line with `id`,
@@ -94,7 +94,9 @@ def _fmt(v: Optional[float]) -> str:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m deepwriter.eval.rescore", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(
+        prog="python -m deepwriter.eval.benchmarks.hellobench_rescore", description=__doc__.split("\n\n")[0]
+    )
     ap.add_argument("benchmark", choices=["hellobench"])
     ap.add_argument("--judgements", required=True, type=Path, help="folder of <subset>_results.jsonl judgment files")
     ap.add_argument("--data", required=True, type=Path, help="HelloBench data folder (main_data/, weighted_scores.txt)")

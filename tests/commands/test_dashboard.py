@@ -79,7 +79,7 @@ def test_every_metric_is_logged_by_the_stages(tmp_path, model_cache, tiny_model,
     import torch
 
     from deepwriter.commands.dashboard import layout
-    from deepwriter.config.eval import BenchmarkConfig
+    from deepwriter.config.eval import BenchmarkConfig, HelloBenchConfig
     from deepwriter.llm.hf import TransformersScorer
     from deepwriter.pipeline.runner import run_pipeline
     from deepwriter.testing.judges import ScriptedJudge
@@ -120,7 +120,7 @@ def test_every_metric_is_logged_by_the_stages(tmp_path, model_cache, tiny_model,
         gen = dict(max_new_tokens=8, temperature=0.8, top_p=0.95)
         cfg.eval.benchmarks = {
             "longbench_write": BenchmarkConfig(path=str(fixtures / "longbench_write.jsonl"), limit=1, **gen),
-            "hellobench": BenchmarkConfig(
+            "hellobench": HelloBenchConfig(
                 path=str(fixtures / "hellobench"),
                 limit=1,
                 groups={"HB-A": ["chat"], "HB-B": ["heuristic_text_generation"]},  # the fixture's subsets

@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from deepwriter.config.llm import ServingConfig
-from deepwriter.serving.fleet import Fleet, port_free, server_command_for
+from deepwriter.serving.fleet import Fleet, new_key, port_free, server_command_for
 from deepwriter.serving.placement import Group, place
 from deepwriter.testing.repo import REPO, alive, compose_typed, port_holders, process_group
 from deepwriter.testing.vllm_server import free_port
@@ -103,10 +103,21 @@ def wait_deaths(fleet: Fleet, n: int, timeout: float = 30.0) -> None:
 
 @pytest.mark.slow  # starts a run or a server: `make test` only, not test-fast
 def test_kill_9_is_healed_within_the_budget_and_close_leaves_nothing(tmp_path):
-    fleet = Fleet(layout(2, max_restarts=1), loopback_command, tmp_path / "servers", poll_s=0.5)
+    """Another program already answers on replica 0's port, as the run's own server would (the same model
+    name, any key): the replica listens on a port the OS gives instead, and the stranger is never asked."""
+    from deepwriter.testing.stranger import Stranger
+
+    key = new_key()
+    fleet = Fleet(layout(2, max_restarts=1), loopback_command, tmp_path / "servers", poll_s=0.5, key=key)
+    taken = fleet.layout.replicas["tiny"][0].port
+    stranger = Stranger(taken, host="127.0.0.1", model="tiny-qwen3").__enter__()
+    auth = {"Authorization": f"Bearer {key}"}
     try:
         urls = fleet.up("tiny")
-        assert len(urls) == 2 and all(httpx.get(f"{u}/models").status_code == 200 for u in urls)
+        assert len(urls) == 2 and all(httpx.get(f"{u}/models", headers=auth).status_code == 200 for u in urls)
+        assert urls[0] != stranger.url and urls[1] == f"http://127.0.0.1:{taken + 1}/v1"
+        assert stranger.lookups == [] and stranger.requests == []  # never even asked who it is
+        assert f"port {taken} is taken: this replica listens on" in (tmp_path / "servers" / "tiny-0.log").read_text()
         assert sorted(p.name for p in (tmp_path / "servers").iterdir()) == ["fleet.json", "tiny-0.log", "tiny-1.log"]
         state = json.loads((tmp_path / "servers" / "fleet.json").read_text())
         assert [r["url"] for r in state["running"]["tiny"]] == urls
@@ -116,7 +127,7 @@ def test_kill_9_is_healed_within_the_budget_and_close_leaves_nothing(tmp_path):
         wait_deaths(fleet, 1)  # the watcher sees it by itself (heal() below would look too) and restarts it
         assert fleet.heal(wait_s=120)
         assert fleet.running["tiny"][0].proc.pid != victim
-        assert httpx.get(f"{urls[0]}/models").status_code == 200
+        assert httpx.get(f"{fleet.urls('tiny')[0]}/models", headers=auth).status_code == 200
         st = fleet.summary()["tiny"]
         assert st["restarts"] == 1 and st["deaths"] == 1 and st["down_s"] > 0
         assert len(st["startup_s"]) == 3  # two starts and one restart
@@ -127,11 +138,13 @@ def test_kill_9_is_healed_within_the_budget_and_close_leaves_nothing(tmp_path):
         assert fleet.heal(wait_s=30) is False
         assert fleet.summary()["tiny"]["restarts"] == 1 and fleet.summary()["tiny"]["deaths"] == 2
     finally:
-        ports = [r.port for r in fleet.layout.replicas["tiny"]]
+        ports = [r.proc.port for r in fleet.running.get("tiny", []) if r.proc]
         pids = [r.proc.pid for r in fleet.running.get("tiny", []) if r.proc]
         fleet.close()
+        stranger.__exit__()
     assert pids and not any(alive(p) for p in pids)
-    assert all(port_free("127.0.0.1", p) for p in ports)
+    assert ports and all(port_free("127.0.0.1", p) for p in ports)
+    assert stranger.lookups == [] and stranger.requests == []
     assert fleet.running == {}
 
 
@@ -154,7 +167,7 @@ SCRIPT = textwrap.dedent(
 
 @pytest.mark.slow  # starts a run or a server: `make test` only, not test-fast
 def test_sigterm_stops_every_server_and_frees_the_port(tmp_path):
-    code = SCRIPT.format(tests=str(REPO / "tests" / "llm"), logs=str(tmp_path / "servers"))
+    code = SCRIPT.format(tests=str(REPO / "tests" / "serving"), logs=str(tmp_path / "servers"))
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env, cwd=REPO)
     try:
@@ -171,7 +184,7 @@ def test_sigterm_stops_every_server_and_frees_the_port(tmp_path):
 
 @pytest.mark.slow  # starts a run or a server: `make test` only, not test-fast
 def test_ctrl_c_stops_them_too(tmp_path):
-    code = SCRIPT.format(tests=str(REPO / "tests" / "llm"), logs=str(tmp_path / "servers"))
+    code = SCRIPT.format(tests=str(REPO / "tests" / "serving"), logs=str(tmp_path / "servers"))
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env, cwd=REPO)
     info = None
@@ -225,7 +238,8 @@ def test_a_replica_that_runs_but_no_longer_answers_is_killed_and_replaced_on_its
     assert not cfg.serving.command  # vLLM's branch of the launcher, not a preset's own command
     python, seen = stand_in_for_vllms_python(tmp_path)
     command = server_command_for({"tiny": cfg}, str(python), "127.0.0.1", str(tmp_path / "cache"))
-    fleet = Fleet(layout(1, max_restarts=1), command, tmp_path / "servers", poll_s=0.2, unhealthy_after=2)
+    key = new_key()
+    fleet = Fleet(layout(1, max_restarts=1), command, tmp_path / "servers", poll_s=0.2, unhealthy_after=2, key=key)
     first, second = [], []
     try:
         (url,) = fleet.up("tiny")
@@ -236,6 +250,9 @@ def test_a_replica_that_runs_but_no_longer_answers_is_killed_and_replaced_on_its
         opts = dict(zip(argv[2::2], argv[3::2]))
         assert opts["--model"] == "Qwen/Qwen3-8B-Base" and opts["--port"] == str(port)
         assert launched["env"]["VLLM_CPU_KVCACHE_SPACE"] == os.environ.get("VLLM_CPU_KVCACHE_SPACE", "2")
+        # the run's key reaches vLLM through its environment, never its command line (ps, the replica's log)
+        assert launched["env"]["VLLM_API_KEY"] == key and key not in json.dumps(argv)
+        assert httpx.get(f"{url}/models", timeout=10).status_code == 401  # the server wants the key
 
         hung = fleet.running["tiny"][0].proc.pid
         first = process_group(hung)
@@ -252,10 +269,12 @@ def test_a_replica_that_runs_but_no_longer_answers_is_killed_and_replaced_on_its
         second = process_group(new)
         assert new != hung and new in second
         assert port_holders(port) and port_holders(port) <= set(second)  # the new server holds the port alone
-        assert fleet.urls("tiny") == [url] and httpx.get(f"{url}/models", timeout=10).status_code == 200
+        auth = {"Authorization": f"Bearer {key}"}
+        assert fleet.urls("tiny") == [url] and httpx.get(f"{url}/models", headers=auth, timeout=10).status_code == 200
         assert len(seen.read_text().splitlines()) == 2  # started again the same way, on the same port
         st = fleet.summary()["tiny"]
         assert st["deaths"] == 1 and st["restarts"] == 1 and st["down_s"] > 0
+        assert key not in (tmp_path / "servers" / "tiny-0.log").read_text()
     finally:
         for pid in first:  # a stopped process left behind would hold its port for good
             if alive(pid):
@@ -291,8 +310,10 @@ def test_a_replica_as_a_slurm_job_is_found_healed_after_scancel_and_cancelled_by
     from deepwriter.testing.slurm import job, wait_until
 
     logs = tmp_path / "servers"
-    spawner = SlurmSpawner(lambda rep: ["--job-name=deepwriter-test-serve", "--time=10"], logs)
-    fleet = Fleet(layout(1, max_restarts=1), loopback_anywhere, logs, poll_s=0.5, spawner=spawner)
+    spawner = SlurmSpawner(lambda rep: {"job_name": "deepwriter-test-serve", "time": 10}, logs)
+    key = new_key()  # to the job through sbatch's environment
+    auth = {"Authorization": f"Bearer {key}"}
+    fleet = Fleet(layout(1, max_restarts=1), loopback_anywhere, logs, poll_s=0.5, spawner=spawner, key=key)
     ids = []
     try:
         (url,) = fleet.up("tiny")
@@ -305,10 +326,13 @@ def test_a_replica_as_a_slurm_job_is_found_healed_after_scancel_and_cancelled_by
         # its address, written by the job into the run folder, is the URL the fleet hands out
         assert (logs / "tiny-0.addr").read_text().split() == [f"{node}:{r.replica.port}", first]
         assert url == f"http://{node}:{r.replica.port}/v1"
-        assert httpx.get(f"{url}/models", timeout=10).status_code == 200
+        assert httpx.get(f"{url}/models", headers=auth, timeout=10).status_code == 200
+        assert httpx.get(f"{url}/models", timeout=10).status_code == 401  # the job's server took the run's key
+        assert key not in (logs / "tiny-0.sbatch").read_text() + (logs / "tiny-0.log").read_text()
         state = json.loads((logs / "fleet.json").read_text())
         assert [(x["job_id"], x["url"]) for x in state["running"]["tiny"]] == [(first, url)]
         assert f"job {first} on {node}" in (logs / "tiny-0.log").read_text()
+        assert (logs / "submitit" / f"{first}_submitted.pkl").is_file()  # submitted through submitit
 
         subprocess.run(["scancel", first], check=True)  # the scheduler ends the replica: self-healing
         wait_until(lambda: fleet.summary()["tiny"]["deaths"] == 1, 60, "the fleet to see the cancelled job")
@@ -320,7 +344,7 @@ def test_a_replica_as_a_slurm_job_is_found_healed_after_scancel_and_cancelled_by
         # on its node's port, or on another one while the cancelled server still holds that (the job's choice)
         where, job_id = (logs / "tiny-0.addr").read_text().split()
         assert job_id == second and where.startswith(f"{node}:") and fleet.urls("tiny") == [f"http://{where}/v1"]
-        assert httpx.get(f"{fleet.urls('tiny')[0]}/models", timeout=10).status_code == 200
+        assert httpx.get(f"{fleet.urls('tiny')[0]}/models", headers=auth, timeout=10).status_code == 200
         st = fleet.summary()["tiny"]
         assert st["restarts"] == 1 and st["deaths"] == 1 and st["down_s"] > 0
     finally:
@@ -356,7 +380,7 @@ def test_a_replica_job_stops_its_server_once_the_stage_job_that_started_it_no_lo
         monkeypatch.setenv("SLURM_JOB_ID", stage)  # the fleet runs inside that job
         logs = tmp_path / "servers"
         logs.mkdir()
-        spawner = SlurmSpawner(lambda rep: ["--job-name=deepwriter-test-serve", "--time=10"], logs, watch_s=1)
+        spawner = SlurmSpawner(lambda rep: {"job_name": "deepwriter-test-serve", "time": 10}, logs, watch_s=1)
         rep = layout(1, 0).replicas["tiny"][0]
         argv, env = loopback_anywhere(rep)
         server = spawner.start(rep, argv, env, logs / "tiny-0.log")
@@ -385,3 +409,65 @@ def test_a_server_that_answers_with_another_model_is_not_taken_for_ours():
         assert identify(stranger.url, "someone-elses-model") == (True, None)
         assert identify(stranger.url, None) == (True, None)  # no name to check: any answer
     assert identify(stranger.url, "tiny-qwen3") == (False, None)  # nothing answers: not a stranger, not up
+
+
+def test_with_the_runs_key_only_a_server_that_takes_it_and_refuses_others_is_ours():
+    """identify() with the run's key: a stranger that answers /v1/models 200 with the right model name
+    but takes any key, or one that wants a key of its own, is not ours; the loopback started with the
+    key (as the fleet starts it, vLLM's --api-key behaviour) is."""
+    from deepwriter.serving.fleet import identify
+    from deepwriter.testing.loopback import start_server
+    from deepwriter.testing.stranger import Stranger
+
+    key = new_key()
+    assert len(key) >= 40 and key != new_key()
+    with Stranger(free_port(), host="127.0.0.1", model="tiny-qwen3") as any_key:
+        assert identify(any_key.url, "tiny-qwen3", key=key) == (
+            False,
+            f"the server at {any_key.url} answers a key that is not the run's (HTTP 200): not ours",
+        )
+        assert identify(any_key.url, "tiny-qwen3") == (True, None)  # without the key it would pass for ours
+    with Stranger(free_port(), host="127.0.0.1", model="tiny-qwen3", key=new_key()) as own_key:
+        assert identify(own_key.url, "tiny-qwen3", key=key) == (
+            False,
+            f"the server at {own_key.url} refuses the run's API key: not ours",
+        )
+    with start_server(None, model_id="tiny-qwen3", api_key=key) as ours:
+        assert identify(ours.url, "tiny-qwen3", key=key) == (True, None)
+        assert identify(ours.url, "tiny-qwen3", key=new_key())[0] is False
+        assert httpx.get(f"{ours.url}/models", timeout=5).status_code == 401  # nothing without the key
+        sent = [a for a in ours.stats.authorization if a]
+        assert f"Bearer {key}" in sent and len(set(sent)) == 3  # the run's key, and two wrong ones
+
+
+@pytest.mark.slow  # one server job of ~5 s
+@pytest.mark.timeout(180)  # bounded inside: 60 s to the job's start, 60 s to its end
+def test_a_replica_job_whose_own_server_never_answers_with_the_key_publishes_no_address(tmp_path, slurm_cluster):
+    """The job's server answers /v1/models with 200 and the right model name, but takes any key (as a
+    stranger on that port would), then ends: the job never writes its address into the run folder, so
+    the fleet is never handed it, and its log says why."""
+    from deepwriter.cluster.jobs import TERMINAL, SlurmSpawner
+    from deepwriter.serving.fleet import KEY_ENV
+    from deepwriter.testing.slurm import job, wait_until
+
+    logs = tmp_path / "servers"
+    logs.mkdir()
+    spawner = SlurmSpawner(lambda rep: {"job_name": "deepwriter-test-serve", "time": 5}, logs)
+    rep = layout(1, 0).replicas["tiny"][0]
+    keyless = "import sys,time; from deepwriter.testing.stranger import Stranger as S; "
+    keyless += "S(int(sys.argv[1]), model='tiny-qwen3').__enter__(); time.sleep(5)"
+    key = new_key()
+    server = spawner.start(
+        rep,
+        [sys.executable, "-c", keyless, str(rep.port)],
+        {"PYTHONPATH": str(REPO), KEY_ENV: key},
+        logs / "tiny-0.log",
+    )
+    try:
+        wait_until(lambda: job(server.job_id)["JobState"] in TERMINAL, 120, "the server job to end")
+        log_text = (logs / "tiny-0.log").read_text()
+        assert "the server ended before it answered on port" in log_text and "no address published" in log_text
+        assert not (logs / "tiny-0.addr").exists() and spawner.address(rep, server) is None
+        assert key not in log_text + (logs / "tiny-0.sbatch").read_text()
+    finally:
+        subprocess.run(["scancel", server.job_id], capture_output=True)

@@ -433,6 +433,9 @@ def test_under_launcher_slurm_the_managed_replica_is_a_job_of_its_own_and_gone_a
     assert squeued.stdout.strip() == "" and port_free("0.0.0.0", int(own_port))
     server_log = (servers / "tiny-qwen3-0.log").read_text()
     assert "--host 0.0.0.0" in server_log and f"port {port} is taken on {node}: this replica listens on" in server_log
+    # published once its server answered with the run's key, which reached the job in no file of the run
+    assert f"the server answers on {where}: address published" in server_log
+    assert "export VLLM_API_KEY" not in (servers / "tiny-qwen3-0.sbatch").read_text()
     assert json.loads((servers / "fleet.json").read_text())["running"] == {}
     assert server["log"] == str(servers / "tiny-qwen3-0.log")
     page = (run_dir / "report.html").read_text(encoding="utf-8")
@@ -551,7 +554,7 @@ def test_a_controller_that_does_not_answer_leaves_a_job_unknown_never_ended(tmp_
     job_id = submitted.stdout.strip()
     try:
         wait_until(lambda: job(job_id)["JobState"] == "RUNNING", 60, "the job to run")
-        spawner = SlurmSpawner(lambda rep: [], tmp_path, ask_every_s=0)
+        spawner = SlurmSpawner(lambda rep: {}, tmp_path, ask_every_s=0)
         handle = ReplicaJob(job_id, tmp_path / "x.addr")
         assert spawner.ended(handle) is None and spawner.waiting(handle) is None  # RUNNING, answered
 

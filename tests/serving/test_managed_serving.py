@@ -2,7 +2,7 @@
 scorer served by a managed replica. The server is the fault-free loopback over the tiny model, started
 through the preset's `serving.command` (the same fleet code starts vLLM: see
 tests/pipeline/test_served_demo_vllm.py; vLLM's launch branch with a stand-in Python is in
-tests/llm/test_fleet.py). A kill -9 of the server mid-synthesis is healed in the same run; SIGTERM
+tests/serving/test_fleet.py). A kill -9 of the server mid-synthesis is healed in the same run; SIGTERM
 to the run leaves no server process and no bound port."""
 
 from __future__ import annotations
@@ -51,10 +51,16 @@ def shard_lines(tmp_path: Path) -> int:
 @pytest.mark.slow  # a run, a server and its restart, each a fresh interpreter: ~60-120 s on 2 busy cores
 @pytest.mark.timeout(1560)  # bounded inside: 600 s to two pairs, 900 s for the healed run to end
 def test_kill_9_of_the_server_mid_synthesis_is_healed_in_the_same_run(tmp_path, model_cache):
+    """Another program already listens on the replica's base port and answers /v1/models as the run's
+    server would (the same model name, any key): the replica takes a port the OS gives, before and after
+    its restart, and the stranger gets not one request."""
+    from deepwriter.testing.stranger import Stranger
+
     n = 12
     pairs = write_pairs(tmp_path / "pairs.jsonl", n)
     port = free_port()
     run_dir = tmp_path / "runs" / "demo" / "heal"
+    stranger = Stranger(port, host="127.0.0.1", model="tiny-qwen3").__enter__()
     proc = start(tmp_path, served_overrides(tmp_path, model_cache, pairs, n, port, "heal"))
     try:
         wait_for(lambda: shard_lines(tmp_path) >= 2, proc, 600, "two pairs written")
@@ -66,11 +72,13 @@ def test_kill_9_of_the_server_mid_synthesis_is_healed_in_the_same_run(tmp_path, 
         restarted, second = wait_for(
             lambda: replica_now(run_dir, "tiny-qwen3", not_pid=replica["pid"]), proc, 600, "the restarted server"
         )
-        assert restarted["port"] == port and not set(first) & set(second)
+        assert port not in (replica["port"], restarted["port"]) and not set(first) & set(second)
         out, err = proc.communicate(timeout=900)
     finally:
         if proc.poll() is None:
             proc.kill()
+        stranger.__exit__()
+    assert stranger.lookups == [] and stranger.requests == []  # the run never talked to it
     assert proc.returncode == 0, err[-3000:]
     # hundreds of requests, none of them a log line of its own (httpx's INFO per request is quieted)
     assert "HTTP Request:" not in out + err and "fleet: " in out + err
@@ -86,8 +94,8 @@ def test_kill_9_of_the_server_mid_synthesis_is_healed_in_the_same_run(tmp_path, 
     stage_manifest = json.loads((run_dir / "synthesize" / "manifest.json").read_text())
     assert stage_manifest["metrics"]["fleet_restarts"] == 1 and stage_manifest["counts"]["pairs"] == n
     # the server was stopped at the end of its last stage: nothing left
-    assert fleet_state(run_dir)["running"] == {} and port_free("127.0.0.1", port)
-    gone(first + second, port)  # the killed server's processes and the restarted one's
+    assert fleet_state(run_dir)["running"] == {} and port_free("127.0.0.1", restarted["port"])
+    gone(first + second, restarted["port"])  # the killed server's processes and the restarted one's
     print(f"self-heal: {before} of {n} pairs before the kill; down {st['serving']['down_s']} s; {n} after")
 
 
