@@ -159,7 +159,7 @@ SCRIPT = textwrap.dedent(
     with stop_on_signals(), fleet:
         fleet.up("tiny")
         r = fleet.running["tiny"][0]
-        print(json.dumps({{"pid": r.proc.pid, "port": r.replica.port}}), flush=True)
+        print(json.dumps({{"pid": r.proc.pid, "port": r.proc.port}}), flush=True)
         time.sleep(600)
     """
 )
@@ -186,7 +186,17 @@ def test_sigterm_stops_every_server_and_frees_the_port(tmp_path):
 def test_ctrl_c_stops_them_too(tmp_path):
     code = SCRIPT.format(tests=str(REPO / "tests" / "serving"), logs=str(tmp_path / "servers"))
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env, cwd=REPO)
+    # Ctrl-C at a terminal: SIGINT at its default. A suite started in the background by a shell without job
+    # control (`make test &`, nohup) ignores SIGINT, every child inherits that and Python then never raises
+    # KeyboardInterrupt: the child would sleep on and the test would measure the shell, not the fleet.
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=REPO,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     info = None
     try:
         info = json.loads(proc.stdout.readline())
