@@ -116,25 +116,32 @@ LOOPBACK_COMMAND = (
 )
 
 
-def served_synthesis_overrides(
-    runs: Path, cache: Path, pairs: Path, n: int, port: int, run_id: str, **endpoint: object
+def synthesis_overrides(
+    runs: Path,
+    cache: Path,
+    pairs: Path,
+    n: int,
+    run_id: str,
+    role_fields: list,
+    stages: str = "synthesize",
+    in_flight: int = 2,
 ) -> list:
-    """`deepwriter.train` overrides: the demo's synthesize stage alone over `n` pairs of `pairs`, its
-    generator and scorer served by one managed loopback replica at `port` (the run starts, heals and
-    stops it). `endpoint`: further endpoint fields of both roles (max_retries=1, ...)."""
+    """`deepwriter.train` overrides: the demo's `stages` over `n` pairs of `pairs`, a short search, the
+    generator and scorer the tiny model behind an OpenAI endpoint; `role_fields` ("endpoint.x=v",
+    "serving.y=v") say where that endpoint is, for both roles."""
     out = [
         "+recipe=demo",
         f"run_id={run_id}",
         f"paths.runs_dir={runs}",
         f"paths.cache_dir={cache}",
-        "recipe.stages=[synthesize]",
+        f"recipe.stages=[{stages}]",
         f"data.pairs.path={pairs}",
         "data.pairs.fields={id: id, x: request, y: answer, category: category}",
         f"synthesis.limit={n}",
         "synthesis.max_steps=1",
         "synthesis.initial.max_new_tokens=16",
         "synthesis.refine.max_new_tokens=8",
-        "synthesis.max_in_flight=2",
+        f"synthesis.max_in_flight={in_flight}",
         "logging.wandb_mode=disabled",
     ]
     for role in ("generator", "scorer"):
@@ -142,10 +149,22 @@ def served_synthesis_overrides(
             f"model@models.{role}=tiny-qwen3",
             f"models.{role}.backend=openai",
             f"models.{role}.endpoint.model=tiny-qwen3",
-            *(f"models.{role}.endpoint.{k}={v}" for k, v in endpoint.items()),
-            f"models.{role}.serving.managed=true",
-            f"models.{role}.serving.base_port={port}",
-            f"models.{role}.serving.startup_timeout_s=180",
-            f"models.{role}.serving.command={LOOPBACK_COMMAND}",
+            *(f"models.{role}.{field}" for field in role_fields),
         ]
     return out
+
+
+def served_synthesis_overrides(
+    runs: Path, cache: Path, pairs: Path, n: int, port: int, run_id: str, **endpoint: object
+) -> list:
+    """The synthesize stage alone (synthesis_overrides), its generator and scorer served by one managed
+    loopback replica at `port` (the run starts, heals and stops it). `endpoint`: further endpoint fields of
+    both roles (max_retries=1, ...)."""
+    managed = [
+        *(f"endpoint.{k}={v}" for k, v in endpoint.items()),
+        "serving.managed=true",
+        f"serving.base_port={port}",
+        "serving.startup_timeout_s=180",
+        f"serving.command={LOOPBACK_COMMAND}",
+    ]
+    return synthesis_overrides(runs, cache, pairs, n, run_id, managed)

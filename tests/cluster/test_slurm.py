@@ -24,7 +24,7 @@ from deepwriter.core.records import read_records
 from deepwriter.serving.fleet import port_free
 from deepwriter.testing.repo import REPO
 from deepwriter.testing.slurm import job, scontrol, wait_until
-from deepwriter.testing.synthesis import LOOPBACK_COMMAND, served_synthesis_overrides, write_pairs
+from deepwriter.testing.synthesis import LOOPBACK_COMMAND, served_synthesis_overrides, synthesis_overrides, write_pairs
 from deepwriter.testing.vllm_server import free_port
 
 pytestmark = pytest.mark.slow
@@ -204,33 +204,14 @@ def shared_fleet_synthesis(tmp_path: Path, cache: Path, pairs: Path, n: int, url
     loopback server over the tiny model that the test runs. One pair at a time: the tiny model's first
     trajectory is discarded before any scoring, so a pair is one request."""
     runs = tmp_path / "runs"
-    out = [
-        "+recipe=demo",
-        "run_id=a",
-        f"paths.runs_dir={runs}",
+    fleet = [f"endpoint.base_urls=[{url}]"]
+    return [
+        *synthesis_overrides(runs, cache, pairs, n, "a", fleet, stages="synthesize,mix", in_flight=1),
         f"paths.stage_store={runs}/_stages",
-        f"paths.cache_dir={cache}",
-        "recipe.stages=[synthesize,mix]",
-        f"data.pairs.path={pairs}",
-        "data.pairs.fields={id: id, x: request, y: answer, category: category}",
-        f"synthesis.limit={n}",
-        "synthesis.max_steps=1",
-        "synthesis.initial.max_new_tokens=16",
-        "synthesis.refine.max_new_tokens=8",
-        "synthesis.max_in_flight=1",
         "model@models.student=tiny-qwen3",
-        "logging.wandb_mode=disabled",
         # no dtype probe (a second of matmuls) in each of the jobs' starts
         *(f"models.{role}.dtype=float32" for role in ("generator", "scorer", "student", "judge")),
     ]
-    for role in ("generator", "scorer"):
-        out += [
-            f"model@models.{role}=tiny-qwen3",
-            f"models.{role}.backend=openai",
-            f"models.{role}.endpoint.model=tiny-qwen3",
-            f"models.{role}.endpoint.base_urls=[{url}]",
-        ]
-    return out
 
 
 @pytest.mark.timeout(600)
