@@ -29,6 +29,13 @@ read the cache for a request with `prompt_logprobs`, so scorer calls show 0 for 
 discarded with reasons. `--repeats R` runs both systems R times (alternating which goes first) and gives
 each figure as mean ± standard deviation; one run has no spread and says so.
 
+Like for like: pairs per minute over all pairs count a pair dropped before its search (one z0) as much
+as a searched one, and the samples decide, on each side, how many are which. So the search work each
+side did is read from its output (the pairs that reached a rewrite step, the steps, the scored
+rewrites) and the goal's figure is chosen by it: pairs per minute where both searched the same pairs
+for the same number of steps, otherwise search steps per minute (a step is the same work on both
+sides: K rewrites of one segment and their scores). The all-pairs figure is printed beside it.
+
 Score agreement: from both runs' trajectories (z0 and final z of every pair; English and Chinese pairs),
 the authors' PosteriorManager (called from their code, in their environment, against the scorer server)
 and deepwriter's scorer score the same (x, y, z); every |difference| must be <= 1e-3 on >= 20 triples.
