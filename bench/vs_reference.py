@@ -558,6 +558,9 @@ def main(argv: Optional[List[str]] = None) -> None:
         "--reference-scorer-max-tokens", type=int, default=100, help="their scorer's generated tokens (released: 100)"
     )
     ap.add_argument("--repeats", type=int, default=1, help="runs of each system, alternating which goes first")
+    ap.add_argument(
+        "--first", choices=("reference", "deepwriter"), default="reference", help="which system runs first (run 1)"
+    )
     ap.add_argument("--timeout-s", type=int, default=3600, help="per system run")
     ap.add_argument("--cache-dir", default=os.environ.get("DEEPWRITER_CACHE", "~/.cache/deepwriter"))
     ap.add_argument("--work", type=Path, default=None, help="scratch folder (default: a new temporary one)")
@@ -602,6 +605,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         last: Dict[str, Any] = {}
         for rep in range(args.repeats):
             order = ["reference", "deepwriter"] if rep % 2 == 0 else ["deepwriter", "reference"]
+            order = order[::-1] if args.first == "deepwriter" else order
             for system in order:
                 before = [scrape(r) for r in roots]
                 print(f"run {rep + 1}/{args.repeats}: {system} ...", flush=True)
