@@ -526,7 +526,7 @@ def differences(args) -> List[str]:
         "their generator calls ask for each generated token's log-prob (`logprobs: 1`; read only to count z0's "
         "tokens); ours do not (the server counts them)",
         "their prompts are sent as text through /v1/completions, ours as chat turns (generator) and token ids "
-        "(scorer); the server's prefix cache sees both",
+        "(scorer: the ids the server makes of their text, the whole text, S19); the server's prefix cache sees both",
         "the instruction wording of every prompt is ours (S62; the agreement is measured under their words)",
         "their Ray workers (up to --num-cpus 32, their launcher's default) start inside their clock",
     ]
