@@ -38,7 +38,7 @@ def test_both_sides_work_is_read_and_the_goal_figure_follows_it(tmp_path):
     assert (ours.searched, ours.steps, ours.scored_rewrites) == (["a", "c"], 3, 3)
     verdict = like_for_like(ours, theirs)
     assert verdict["searched_by_both"] == ["a"] and verdict["searched_only_by_deepwriter"] == ["c"]
-    assert not verdict["same_work"] and verdict["goal_figure"] == "search_steps_per_min"
+    assert not verdict["same_work"] and verdict["goal_figure"] is None  # no like-for-like figure
     # the same pairs for the same steps: pairs per minute compare the same work
     same = like_for_like(our_search_work([_our_record("a", [0, 0])]), theirs)
     assert same["same_work"] and same["goal_figure"] == "pairs_per_min"
