@@ -168,3 +168,9 @@ def controller_stopped(seconds: float) -> Iterator[None]:
     finally:
         done = subprocess.run([str(REPO / ".ci" / "slurm-local"), *mode], capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, f".ci/slurm-local did not start slurmctld again: {done.stderr.strip()}"
+
+
+def queued_reason(job_id: str) -> Optional[str]:
+    """The scheduler's Reason while the job waits in the queue (Resources, Priority, ...), else None."""
+    st = job(job_id)
+    return st.get("Reason") if st["JobState"] == "PENDING" and st.get("Reason") not in (None, "None") else None
