@@ -84,7 +84,7 @@ def test_a_served_synthesis_outlasts_the_queue_a_strangers_server_a_silent_contr
     if mode == "accounting":
         request.getfixturevalue("accounting")
     assert accounting_on() == (mode == "accounting")
-    n, startup_s = 10, 30
+    n, startup_s = 10, 20
     pairs = write_pairs(tmp_path / "pairs.jsonl", n)
     port = free_port()
     runs = tmp_path / "runs"
@@ -95,7 +95,7 @@ def test_a_served_synthesis_outlasts_the_queue_a_strangers_server_a_silent_contr
     served += [f"models.{r}.serving.command={anywhere}" for r in ("generator", "scorer")]
     served += [f"models.{r}.serving.startup_timeout_s={startup_s}" for r in ("generator", "scorer")]
     run_dir = runs / "demo" / "q"
-    t0 = time.time()
+    t0, at = time.time(), {}  # seconds from the submission to each step, printed
     with Stranger(port) as stranger, busy_cluster() as blockers:
         env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
         cmd = [sys.executable, "-m", "deepwriter.train", *served, "launcher=slurm", "launcher.wait=true"]
@@ -107,18 +107,22 @@ def test_a_served_synthesis_outlasts_the_queue_a_strangers_server_a_silent_contr
             waited = wait_until(lambda: queued_reason(job_id), 60, "the stage job held in the queue")
             blockers.release(1)  # room for the stage job (one CPU), none for its replica's job
             wait_until(lambda: job(job_id)["JobState"] == "RUNNING", 60, "the stage job to start")
+            at["stage job runs"] = time.time() - t0
             servers = run_dir / "servers"
             (server_id,) = wait_until(
                 lambda: [str(j["job_id"]) for j in submitted_jobs(servers)], 120, "the replica's job submitted"
             )
             server_waited = wait_until(lambda: queued_reason(server_id), 60, "the replica's job held in the queue")
             submitted_at = float(submitted_jobs(servers)[0]["submitted"])
-            time.sleep(max(0.0, submitted_at + startup_s + 5 - time.time()))  # queued past startup_timeout_s
+            time.sleep(max(0.0, submitted_at + startup_s + 2 - time.time()))  # queued past startup_timeout_s
             assert queued_reason(server_id) and job(job_id)["JobState"] == "RUNNING"
             blockers.release()  # the node is free: the replica's job starts
+            at["replica job released"] = time.time() - t0
             wait_until(lambda: _shard_ids(runs), 300, "the first pair written through the replica")
+            at["first pair"] = time.time() - t0
             with controller_stopped(30):
                 at_stop = len(_shard_ids(runs))
+            at["controller back"] = time.time() - t0
             out, err = launcher.communicate(timeout=300)  # the stranger still listens until the run's end
         except BaseException:
             launcher.kill()
@@ -180,7 +184,8 @@ def test_a_served_synthesis_outlasts_the_queue_a_strangers_server_a_silent_contr
     print(
         f"{mode}: {n} pairs in {took:.1f} s through a busy SLURM (controller stopped 30 s with {at_stop} written); "
         f"replica job {server['job_id']} on port {own_port}, never healed; forgotten job followed in "
-        f"{time.time() - t1:.1f} s as {followed['state']}"
+        f"{time.time() - t1:.1f} s as {followed['state']}; replica start-up {fleet['startup_s']} s; "
+        + ", ".join(f"{k} at {v:.0f} s" for k, v in at.items())
     )
 
 
