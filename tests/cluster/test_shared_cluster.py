@@ -95,6 +95,7 @@ def test_a_served_synthesis_outlasts_the_queue_a_strangers_server_a_silent_contr
     served += [f"models.{r}.serving.command={anywhere}" for r in ("generator", "scorer")]
     served += [f"models.{r}.serving.startup_timeout_s={startup_s}" for r in ("generator", "scorer")]
     run_dir = runs / "demo" / "q"
+    servers = run_dir / "servers"
     t0, at = time.time(), {}  # seconds from the submission to each step, printed
     with Stranger(port) as stranger, busy_cluster() as blockers:
         env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
@@ -108,7 +109,6 @@ def test_a_served_synthesis_outlasts_the_queue_a_strangers_server_a_silent_contr
             blockers.release(1)  # room for the stage job (one CPU), none for its replica's job
             wait_until(lambda: job(job_id)["JobState"] == "RUNNING", 60, "the stage job to start")
             at["stage job runs"] = time.time() - t0
-            servers = run_dir / "servers"
             (server_id,) = wait_until(
                 lambda: [str(j["job_id"]) for j in submitted_jobs(servers)], 120, "the replica's job submitted"
             )
@@ -124,8 +124,10 @@ def test_a_served_synthesis_outlasts_the_queue_a_strangers_server_a_silent_contr
                 at_stop = len(_shard_ids(runs))
             at["controller back"] = time.time() - t0
             out, err = launcher.communicate(timeout=300)  # the stranger still listens until the run's end
-        except BaseException:
+        except BaseException:  # nothing of the run left in the queue for the next test
             launcher.kill()
+            ours = [j["job_id"] for j in _jobs(run_dir)] + [str(j["job_id"]) for j in submitted_jobs(servers)]
+            subprocess.run(["scancel", *ours], capture_output=True, timeout=30)
             raise
     took = time.time() - t0
     assert launcher.returncode == 0, (out[-3000:], err[-3000:])
@@ -202,8 +204,9 @@ def _submit(command: str) -> str:
 
 @pytest.mark.timeout(300)  # ~30 s: two one-second jobs, forgotten by the controller, plus the mode switches
 def test_with_accounting_a_forgotten_jobs_end_is_read_from_sacct(accounting, tmp_path):
-    """Also the run-level reading (test_slurm.py's forgotten run, there without accounting, GONE): a run
-    whose stage job ended more than MinJobAge ago is done, its job's end read from sacct."""
+    """A forgotten job's end read from sacct, a failed one's too: a stage job that ended more than
+    MinJobAge ago with its stage done is done (the scenario above reads a whole run so), one that left
+    items unfinished (exit 3) says so, resumable."""
     from deepwriter.cluster.jobs import show_job
     from deepwriter.cluster.launcher import EXIT_UNFINISHED, job_states, outcome, wait_for_jobs
     from deepwriter.config.compose import compose
@@ -240,7 +243,7 @@ def test_with_accounting_a_forgotten_jobs_end_is_read_from_sacct(accounting, tmp
 def test_with_accounting_a_silent_controller_leaves_a_replica_job_unknown_never_ended(
     accounting, tmp_path, monkeypatch
 ):
-    """test_slurm.py stops slurmctld for 30 s under a whole run, without accounting. Here, with slurmdbd
+    """The scenario above stops slurmctld for 30 s under a whole run. Here, with slurmdbd
     still answering, the scheduler commands pointed at a controller port nothing listens on (as while
     slurmctld restarts): a running replica's job is unknown (ask again), never ended nor read from sacct,
     the launcher's reading says UNKNOWN, and once the controller answers the job runs on and its end is
