@@ -102,23 +102,38 @@ def test_a_served_synthesis_outlasts_the_queue_a_strangers_server_a_silent_contr
         cmd = [sys.executable, "-m", "deepwriter.train", *served, "launcher=slurm", "launcher.wait=true"]
         pipes = dict(stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         launcher = subprocess.Popen([*cmd, "launcher.poll_s=1"], cwd=tmp_path, env=env, **pipes)
+
+        def running(check):
+            """check, failing at once once the launcher has ended (the run failed: nothing more will come)."""
+
+            def look():
+                if launcher.poll() is not None:
+                    raise AssertionError(
+                        f"the run ended (exit {launcher.returncode}): {launcher.stderr.read()[-3000:]}"
+                    )
+                return check()
+
+            return look
+
         try:
-            (synth,) = wait_until(lambda: _jobs(run_dir), 120, "the stage job submitted")
+            (synth,) = wait_until(running(lambda: _jobs(run_dir)), 120, "the stage job submitted")
             job_id = synth["job_id"]
-            waited = wait_until(lambda: queued_reason(job_id), 60, "the stage job held in the queue")
+            waited = wait_until(running(lambda: queued_reason(job_id)), 60, "the stage job held in the queue")
             blockers.release(1)  # room for the stage job (one CPU), none for its replica's job
-            wait_until(lambda: job(job_id)["JobState"] == "RUNNING", 60, "the stage job to start")
+            wait_until(running(lambda: job(job_id)["JobState"] == "RUNNING"), 60, "the stage job to start")
             at["stage job runs"] = time.time() - t0
             (server_id,) = wait_until(
-                lambda: [str(j["job_id"]) for j in submitted_jobs(servers)], 120, "the replica's job submitted"
+                running(lambda: [str(j["job_id"]) for j in submitted_jobs(servers)]), 120, "the replica's job submitted"
             )
-            server_waited = wait_until(lambda: queued_reason(server_id), 60, "the replica's job held in the queue")
+            server_waited = wait_until(
+                running(lambda: queued_reason(server_id)), 60, "the replica's job held in the queue"
+            )
             submitted_at = float(submitted_jobs(servers)[0]["submitted"])
             time.sleep(max(0.0, submitted_at + startup_s + 2 - time.time()))  # queued past startup_timeout_s
             assert queued_reason(server_id) and job(job_id)["JobState"] == "RUNNING"
             blockers.release()  # the node is free: the replica's job starts
             at["replica job released"] = time.time() - t0
-            wait_until(lambda: _shard_ids(runs), 300, "the first pair written through the replica")
+            wait_until(running(lambda: _shard_ids(runs)), 300, "the first pair written through the replica")
             at["first pair"] = time.time() - t0
             with controller_stopped(30):
                 at_stop = len(_shard_ids(runs))
