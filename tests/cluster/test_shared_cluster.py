@@ -84,7 +84,7 @@ def test_a_served_synthesis_outlasts_the_queue_a_strangers_server_a_silent_contr
     if mode == "accounting":
         request.getfixturevalue("accounting")
     assert accounting_on() == (mode == "accounting")
-    n, startup_s = 10, 20
+    n, startup_s = 10, 30
     pairs = write_pairs(tmp_path / "pairs.jsonl", n)
     port = free_port()
     runs = tmp_path / "runs"
