@@ -81,8 +81,10 @@ def test_a_served_synthesis_outlasts_the_queue_a_strangers_server_a_silent_contr
     from deepwriter.config.root import to_typed
     from deepwriter.pipeline.runner import finished_stages
 
+    switched = time.time()
     if mode == "accounting":
-        request.getfixturevalue("accounting")
+        request.getfixturevalue("accounting")  # the module's one switch, shared with the tests below
+    switched = time.time() - switched
     assert accounting_on() == (mode == "accounting")
     n, startup_s = 10, 30
     pairs = write_pairs(tmp_path / "pairs.jsonl", n)
@@ -184,6 +186,7 @@ def test_a_served_synthesis_outlasts_the_queue_a_strangers_server_a_silent_contr
 
     # the run followed again once the controller has forgotten its job
     t1 = time.time()
+    at["records read"] = t1 - t0
     with forgetful_controller(min_job_age_s=2):
         wait_until(lambda: forgotten(job_id), 60, f"the controller to forget job {job_id}", 1)
         cfg = to_typed(compose([*served, "launcher=slurm", "launcher.poll_s=0.2"]))
@@ -203,6 +206,7 @@ def test_a_served_synthesis_outlasts_the_queue_a_strangers_server_a_silent_contr
         f"replica job {server['job_id']} on port {own_port}, never healed; forgotten job followed in "
         f"{time.time() - t1:.1f} s as {followed['state']}; replica start-up {fleet['startup_s']} s; "
         + ", ".join(f"{k} at {v:.0f} s" for k, v in at.items())
+        + f"; {switched:.1f} s to switch the cluster's mode first"
     )
 
 
