@@ -1,8 +1,8 @@
 """Evaluation figures a researcher can trust, from a real demo-scale run, with one command: the
-ablation table with 95% intervals and paired differences (`full` against `ablation-no-search`, the
-embedded model as judge), the judge's agreement with itself (judge samples) and across the demo's
-judge panel (Krippendorff's α), and the two runs judged head to head (win rates with intervals, flip
-rate, Bradley–Terry, the panel's Cohen's κ); then report.html with all of it.
+ablation table with 95% intervals and paired differences (`full` against `ablation-no-search` and
+`ablation-no-synthetic`, the embedded model as judge), the judge's agreement with itself (judge
+samples) and across the demo's judge panel (Krippendorff's α), and the runs judged head to head (win
+rates with intervals, flip rate, Bradley–Terry, the panel's Cohen's κ); then report.html with all of it.
 
     python -m bench.eval_trust [--items 12] [--sft-steps 4] [--batch eval-trust] [--lock FILE --hold 690]
 
@@ -23,7 +23,9 @@ from pathlib import Path
 from typing import List
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
-ABLATION = "ablation-no-search"
+# no-search changes the training data only where the search accepted an edit, which at demo scale
+# it may not (then both models, and their answers, are the same); no-synthetic always changes it
+ABLATIONS = ["ablation-no-search", "ablation-no-synthetic"]
 
 
 def step(cmd: List[str], lock: str, hold: int, attempts: int) -> None:
@@ -41,6 +43,16 @@ def step(cmd: List[str], lock: str, hold: int, attempts: int) -> None:
     raise SystemExit(f"eval_trust: failed: {' '.join(cmd)}")
 
 
+def answers(run_dir: str) -> dict:
+    """Item id -> the model's answer, over the run's eval generations (every benchmark)."""
+    got = {}
+    for path in sorted((Path(run_dir) / "eval" / "items").glob("*.generations.jsonl")):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            rec = json.loads(line)
+            got[(rec["bench"], rec["id"])] = rec["output"]
+    return got
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--items", type=int, default=12, help="LongBench-Write English prompts judged")
@@ -50,6 +62,7 @@ def main(argv=None) -> int:
     ap.add_argument("--lock", default="", help="hold this flock for each step attempt (a shared machine)")
     ap.add_argument("--hold", type=int, default=690, help="seconds per step attempt under --lock")
     ap.add_argument("--attempts", type=int, default=6)
+    ap.add_argument("--ablations", nargs="+", default=ABLATIONS, help="each compared with full")
     args = ap.parse_args(argv)
     py = sys.executable
     overrides = [
@@ -61,8 +74,8 @@ def main(argv=None) -> int:
     ]
     runs = Path(args.runs_dir)
     out = runs / "ablations" / args.batch
-    run_dirs = [str(runs / r / args.batch) for r in ("full", ABLATION)]
-    step([py, "-m", "deepwriter.ablations", "--scale", "demo", ABLATION, "--batch", args.batch,
+    run_dirs = [str(runs / r / args.batch) for r in ("full", *args.ablations)]
+    step([py, "-m", "deepwriter.ablations", "--scale", "demo", *args.ablations, "--batch", args.batch,
           "--runs-dir", args.runs_dir, "--", *overrides], args.lock, args.hold, args.attempts)  # fmt: skip
     step([py, "-m", "deepwriter.eval.pairwise", *run_dirs, "--out", str(out / "pairwise"), "--", "+recipe=demo"],
          args.lock, args.hold, args.attempts)  # fmt: skip
@@ -71,6 +84,11 @@ def main(argv=None) -> int:
 
     print("\n=== ablation table (95% intervals; Δ: paired difference against full) ===")
     print((out / "ablations.md").read_text())
+    full_answers = answers(run_dirs[0])
+    for d in run_dirs[1:]:
+        theirs = answers(d)
+        same = sum(full_answers.get(k) == v for k, v in theirs.items())
+        print(f"{Path(d).parent.name}: {same} of {len(theirs)} answers identical to full's")
     print("=== judge agreement ===")
     for d in run_dirs:
         s = json.loads((Path(d) / "eval" / "summary.json").read_text())

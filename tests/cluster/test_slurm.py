@@ -14,18 +14,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Optional
 
 import pytest
 
 from deepwriter.cluster.jobs import TERMINAL as TERMINAL_STATES
-from deepwriter.cluster.jobs import submitted_jobs
 from deepwriter.core.records import read_records
-from deepwriter.serving.fleet import port_free
 from deepwriter.testing.repo import REPO
 from deepwriter.testing.slurm import job, scontrol, wait_until
-from deepwriter.testing.synthesis import LOOPBACK_COMMAND, served_synthesis_overrides, synthesis_overrides, write_pairs
-from deepwriter.testing.vllm_server import free_port
+from deepwriter.testing.synthesis import synthesis_overrides, write_pairs
 
 pytestmark = pytest.mark.slow
 
@@ -187,18 +183,6 @@ def test_the_demo_through_slurm_runs_every_stage_as_a_job_and_writes_a_local_run
     print(f"slurm demo: {len(jobs)} jobs {[j['job_id'] for j in jobs]} in {slurm_s:.1f} s; local run {local_s:.1f} s")
 
 
-def served_synthesis(tmp_path: Path, cache: Path, pairs: Path, n: int, port: int) -> list:
-    """Synthesis alone, its generator and scorer served by the job's own managed server (the loopback
-    over the tiny model, 0.3 s a request: slow enough to cancel the job mid-stage)."""
-    runs = tmp_path / "runs"
-    return [*served_synthesis_overrides(runs, cache, pairs, n, port, "q"), f"paths.stage_store={runs}/_stages"]
-
-
-def shard_ids(tmp_path: Path) -> list:
-    shards = list((tmp_path / "runs" / "_stages" / "synthesize").glob("*/shards/*.jsonl"))
-    return [r["id"] for p in shards for r in read_records(p)]
-
-
 def shared_fleet_synthesis(tmp_path: Path, cache: Path, pairs: Path, n: int, url: str) -> list:
     """Synthesis and the mix, the generator and scorer a fleet the user names (`endpoint.base_urls`): the
     loopback server over the tiny model that the test runs. One pair at a time: the tiny model's first
@@ -348,95 +332,6 @@ def test_a_failed_job_cancels_the_jobs_after_it_and_the_run_says_so_in_one_line(
     )
 
 
-@pytest.mark.timeout(500)  # ~80-100 s: the node busy, the stage job and its replica's job each wait in the queue
-def test_under_launcher_slurm_the_managed_replica_is_a_job_of_its_own_and_gone_after(
-    tmp_path, model_cache, slurm_cluster
-):
-    """On a busy cluster (the node's every slot held by blocker jobs): the stage job waits in the queue,
-    then its replica's job waits longer than serving.startup_timeout_s; the start-up clock runs from
-    RUNNING, so the run finishes once the node frees, every pair once. Another user's server already
-    listens on the replica's base port and answers /v1/models with 200: the replica's job takes another
-    port, and the stranger gets no request."""
-    from deepwriter.testing.slurm import busy_cluster
-    from deepwriter.testing.stranger import Stranger
-
-    n, startup_s = 4, 30
-    pairs = write_pairs(tmp_path / "pairs.jsonl", n)
-    port = free_port()
-    anywhere = LOOPBACK_COMMAND.replace('"--latency-s"', '"--host","{host}","--latency-s"')  # binds 0.0.0.0 in a job
-    served = [*served_synthesis(tmp_path, model_cache, pairs, n, port), "synthesis.limit=4"]
-    served += [f"models.{r}.serving.command={anywhere}" for r in ("generator", "scorer")]
-    served += [f"models.{r}.serving.startup_timeout_s={startup_s}" for r in ("generator", "scorer")]
-    run_dir = tmp_path / "runs" / "demo" / "q"
-    t0 = time.time()
-    with Stranger(port) as stranger, busy_cluster() as blockers:
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-        cmd = [sys.executable, "-m", "deepwriter.train", *served, "launcher=slurm", "launcher.wait=true"]
-        pipes = dict(stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        launcher = subprocess.Popen([*cmd, "launcher.poll_s=1"], cwd=tmp_path, env=env, **pipes)
-        try:
-            (synth,) = wait_until(lambda: (run_dir / "slurm" / "jobs.json").exists() and jobs_of(run_dir), 120, "jobs")
-            waited = wait_until(lambda: _queued(synth["job_id"]), 60, "the stage job held in the queue")
-            blockers.release(1)  # room for the stage job (one CPU), none for its replica's job
-            wait_until(lambda: job(synth["job_id"])["JobState"] == "RUNNING", 60, "the stage job to start")
-            servers = run_dir / "servers"
-            (server_id,) = wait_until(
-                lambda: [str(j["job_id"]) for j in submitted_jobs(servers)], 120, "the replica's job submitted"
-            )
-            server_waited = wait_until(lambda: _queued(server_id), 60, "the replica's job held in the queue")
-            submitted_at = float(submitted_jobs(servers)[0]["submitted"])
-            time.sleep(max(0.0, submitted_at + startup_s + 5 - time.time()))  # queued past startup_timeout_s
-            assert _queued(server_id) and job(synth["job_id"])["JobState"] == "RUNNING"
-        except BaseException:
-            launcher.kill()
-            raise
-        blockers.release()  # the node is free: the replica's job starts
-        out, err = launcher.communicate(timeout=300)  # the stranger still listens until the run's end
-    took = time.time() - t0
-    assert launcher.returncode == 0, (out[-3000:], err[-3000:])
-    assert stranger.requests == []  # not one prompt sent to someone else's server
-    assert (waited, server_waited) == ("Resources", "Resources")
-    run_dir = tmp_path / "runs" / "demo" / "q"
-    assert sorted(shard_ids(tmp_path)) == [f"p{i:03d}" for i in range(n)]  # every pair once
-
-    record = json.loads((run_dir / "slurm" / "jobs.json").read_text())
-    ((synth,), (server,)) = record["jobs"], record["servers"]
-    assert (server["group"], server["index"], server["state"]) == ("tiny-qwen3", 0, "CANCELLED")  # close()'s scancel
-    got = job(server["job_id"])  # the scheduler's record: a job of its own, not a step of the stage job
-    assert got["JobName"] == "deepwriter-demo-serve-tiny-qwen3" and got["JobState"] == "CANCELLED", got
-    assert server["job_id"] != synth["job_id"] and job(synth["job_id"])["JobState"] == "COMPLETED"
-    assert got["EndTime"] <= job(synth["job_id"])["EndTime"]  # stopped before the stage job ended
-    servers = run_dir / "servers"
-    where, job_id = (servers / "tiny-qwen3-0.addr").read_text().split()
-    node, _, own_port = where.rpartition(":")
-    assert (node, job_id) == (got["NodeList"], server["job_id"]) and int(own_port) != port  # the stranger's port
-    squeued = subprocess.run(["squeue", "-h", "-j", server["job_id"]], capture_output=True, text=True)
-    assert squeued.stdout.strip() == "" and port_free("0.0.0.0", int(own_port))
-    server_log = (servers / "tiny-qwen3-0.log").read_text()
-    assert "--host 0.0.0.0" in server_log and f"port {port} is taken on {node}: this replica listens on" in server_log
-    # published once its server answered with the run's key, which reached the job in no file of the run
-    assert f"the server answers on {where}: address published" in server_log
-    assert "export VLLM_API_KEY" not in (servers / "tiny-qwen3-0.sbatch").read_text()
-    assert json.loads((servers / "fleet.json").read_text())["running"] == {}
-    assert server["log"] == str(servers / "tiny-qwen3-0.log")
-    page = (run_dir / "report.html").read_text(encoding="utf-8")
-    shown = json.loads(re.search(r"window\.__REPORT = (\{.*?\});</script>", page).group(1))["runs"][0]["jobs"]
-    assert [(j["job_id"], j["state"]) for j in shown["servers"]] == [(server["job_id"], "CANCELLED")]
-    serving = json.loads((run_dir / "serving.json").read_text())  # what the stage job's fleet did
-    assert "replica 0: port %d, a SLURM job of its own" % port in serving["layout"]
-    assert serving["groups"]["tiny-qwen3"]["restarts"] == 0 and len(serving["groups"]["tiny-qwen3"]["startup_s"]) == 1
-    assert serving["groups"]["tiny-qwen3"]["startup_s"][0] < startup_s  # counted from RUNNING, not from sbatch
-    stage_log = (run_dir / "slurm" / f"{synth['job_id']}_0_log.out").read_text()
-    assert f"tiny-qwen3 replica 0 waits in the queue: job {server['job_id']} PENDING (Reason=Resources)" in stage_log
-    print(f"replica as a job: {n} pairs in {took:.1f} s through a busy SLURM; server job {server['job_id']}")
-
-
-def _queued(job_id: str) -> Optional[str]:
-    """The scheduler's Reason while the job waits in the queue, else None."""
-    st = job(job_id)
-    return st.get("Reason") if st["JobState"] == "PENDING" and st.get("Reason") not in (None, "None") else None
-
-
 def test_where_replicas_run_and_what_a_stage_job_keeps_of_the_launcher():
     """serving.placement auto: a job of its own inside a stage job of launcher=slurm (and in the plan of
     one), a local process otherwise; a stage job keeps the server jobs' launcher keys, not the rest."""
@@ -468,54 +363,6 @@ def test_where_replicas_run_and_what_a_stage_job_keeps_of_the_launcher():
         "account": "a",
         "gpus_per_node": 4,
     }
-
-
-@pytest.mark.timeout(500)  # ~90-120 s: the synthesize job and its replica's job, 30 s without a controller
-def test_a_controller_stopped_mid_synthesis_cancels_no_replica_and_a_run_it_forgot_is_still_done(
-    tmp_path, model_cache, slurm_cluster
-):
-    """slurmctld stopped for 30 s while the synthesize job's replica serves it: the fleet asks again
-    rather than taking its replica's job for gone (no death, no restart) and the stage finishes, every
-    pair once. The job ended while no launcher looked and the controller then forgot it (MinJobAge, 300 s
-    on a shared cluster, 2 s here): following the run reads the stage's own manifest, done (exit 0)."""
-    from deepwriter.cluster.launcher import read_jobs, wait_for_jobs
-    from deepwriter.config.compose import compose
-    from deepwriter.config.root import to_typed
-    from deepwriter.pipeline.runner import finished_stages
-    from deepwriter.testing.slurm import controller_stopped, forgetful_controller, forgotten
-
-    n = 10
-    pairs = write_pairs(tmp_path / "pairs.jsonl", n)
-    anywhere = LOOPBACK_COMMAND.replace('"--latency-s"', '"--host","{host}","--latency-s"')  # binds 0.0.0.0 in a job
-    anywhere = anywhere.replace('"--latency-s","0.3"', '"--latency-s","1.5"')  # the stop lands mid-stage
-    assert '"1.5"' in anywhere
-    overrides = [*served_synthesis(tmp_path, model_cache, pairs, n, free_port()), "launcher=slurm"]
-    overrides += [f"models.{r}.serving.command={anywhere}" for r in ("generator", "scorer")]
-    done = train(tmp_path, *overrides)
-    assert done.returncode == 0, done.stderr[-3000:]
-    run_dir = tmp_path / "runs" / "demo" / "q"
-    (synth,) = jobs_of(run_dir)
-    job_id = synth["job_id"]
-    wait_until(lambda: shard_ids(tmp_path), 300, "the first pair written through the replica")
-    with controller_stopped(30):
-        at_stop = len(shard_ids(tmp_path))
-    wait_until(lambda: job(job_id)["JobState"] in TERMINAL_STATES, 300, "the synthesize job to end", 1)
-    assert job(job_id)["JobState"] == "COMPLETED" and at_stop < n, (job(job_id), at_stop)
-    assert sorted(shard_ids(tmp_path)) == [f"p{i:03d}" for i in range(n)]  # every pair once
-    fleet = json.loads((run_dir / "serving.json").read_text())["groups"]["tiny-qwen3"]
-    assert (fleet["deaths"], fleet["restarts"]) == (0, 0), fleet  # the replica was never taken for dead
-    (server,) = submitted_jobs(run_dir / "servers")
-
-    with forgetful_controller(min_job_age_s=2):
-        wait_until(lambda: forgotten(job_id), 60, f"the controller to forget job {job_id}", 1)
-        cfg = to_typed(compose([*overrides, "launcher.poll_s=0.2"]))
-        rc = wait_for_jobs(cfg, read_jobs(run_dir), run_dir / "slurm", lambda: finished_stages(cfg))
-    recorded = read_jobs(run_dir)
-    assert rc == 0 and recorded["result"] == {"exit_code": 0, "line": None}, recorded["result"]
-    (shown,) = recorded["jobs"]
-    assert (shown["state"], shown["stage_finished"]) == ("GONE", True)  # the scheduler forgot; the manifest says done
-    assert json.loads((run_dir / "synthesize" / "manifest.json").read_text())["status"] == "complete"
-    print(f"controller stopped 30 s with {at_stop} of {n} pairs written; server job {server['job_id']} never healed")
 
 
 def test_a_controller_that_does_not_answer_leaves_a_job_unknown_never_ended(tmp_path, slurm_cluster, monkeypatch):

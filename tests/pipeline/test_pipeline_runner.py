@@ -187,3 +187,82 @@ def test_a_worker_that_did_its_part_of_a_split_stage_leaves_it_unfinished(tmp_pa
     assert not plan(cfg)["synthesize"].finished() and not (plan(cfg)["synthesize"].out_dir / "manifest.json").exists()
     last = run_pipeline(cfg_for(tmp_path, "recipe.stages=[synthesize]", "synthesis.shard=1/2"), NullTracker)
     assert last["stages"]["synthesize"]["status"] == "ran" and plan(cfg)["synthesize"].finished()
+
+
+@pytest.mark.parametrize("left", ["raised", "returned"])
+def test_a_stage_resumed_after_its_replica_was_healed_elsewhere_calls_the_replicas_new_address(
+    left, tmp_path, fake_stages, monkeypatch
+):
+    """A replica that is a SLURM job of its own died under the stage (its node failed) and the fleet
+    brought it back as a new job, on another node and port: the stage, resumed for its unfinished items
+    (`left`: the stage raised UnfinishedError, or returned them within its max_unfinished_share), is
+    handed the replica's new URL, read again from the fleet, not the dead job's. The runner and its
+    RunServing are the real ones; the fleet is a stand-in whose one replica moves when it is healed."""
+    from deepwriter.core.errors import UnfinishedError
+    from deepwriter.testing.synthesis import served_synthesis_overrides, write_pairs
+
+    class HealedElsewhere:
+        """What RunServing asks of its fleet; its replica listens at `at` and moves when healed."""
+
+        def __init__(self):
+            self.at, self.died, self.healed, self.running = "node-a:8100", 0, 0, {}
+
+        def up(self, group):
+            self.running[group] = True
+            return [f"http://{self.at}/v1"]
+
+        def url(self, replica):
+            return f"http://{self.at}/v1"
+
+        def deaths(self):
+            return self.died
+
+        def check(self):
+            pass
+
+        def heal(self, wait_s=None):
+            self.at, self.healed = "node-b:41234", self.healed + 1  # the new job's node and free port
+            return True
+
+        def summary(self):
+            return {}
+
+        def down(self, group):
+            self.running.pop(group, None)
+
+        def close(self):
+            pass
+
+    fleet = HealedElsewhere()
+    real_run_serving = pipeline.run_serving
+
+    def with_the_stand_in(*args, **kwargs):
+        serving = real_run_serving(*args, **kwargs)
+        assert serving.as_jobs and serving.layout.groups  # each replica a SLURM job, as configured
+        serving.fleet = fleet
+        return serving
+
+    monkeypatch.setattr(pipeline, "run_serving", with_the_stand_in)
+    handed: list = []  # the generator's and scorer's base_urls, per call of the stage
+
+    def synthesize(cfg, ctx):
+        handed.append((list(cfg.models.generator.endpoint.base_urls), list(cfg.models.scorer.endpoint.base_urls)))
+        if len(handed) == 1:
+            fleet.died += 1  # the replica's job ended mid-stage: its calls failed after their retries
+            if left == "raised":
+                raise UnfinishedError("synthesize", "pairs", 3, 4, "connection refused")
+            return StageResult(counts={"pairs": 1}, unfinished={"count": 3, "total": 4})
+        return StageResult(counts={"pairs": 4})
+
+    monkeypatch.setitem(
+        pipeline.STAGES, "synthesize", dataclasses.replace(pipeline.STAGES["synthesize"], entry=synthesize)
+    )
+    pairs = write_pairs(tmp_path / "pairs.jsonl", 4)
+    overrides = served_synthesis_overrides(tmp_path / "runs", tmp_path / "cache", pairs, 4, 8100, "healed")
+    cfg = compose_typed(
+        *overrides, "serving.placement=slurm", "models.generator.dtype=float32", "models.scorer.dtype=float32"
+    )
+    manifest = run_pipeline(cfg, NullTracker)
+    first, second = "http://node-a:8100/v1", "http://node-b:41234/v1"
+    assert handed == [([first], [first]), ([second], [second])]  # the resumed stage calls the healed replica
+    assert fleet.healed == 1 and manifest["stages"]["synthesize"]["status"] == "ran"
