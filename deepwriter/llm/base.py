@@ -147,7 +147,8 @@ class TokenizerWithoutOffsets(ValueError):
 def encode_for_scoring(tokenizer, context: str, target: str, suffix: str = "") -> Tuple[List[int], int, int]:
     """(token ids of context + target + suffix, first, last): the text tokenized as one, and the
     [first, last) range of the tokens scored for `target` (scored_token_range). The tokens after
-    `last` change no scored log-prob of a causal model and need not be sent."""
+    `last` change no scored log-prob of a causal model in exact arithmetic; a server whose kernels
+    depend on the prompt's length is sent them anyway (OpenAIScorer, vLLM)."""
     text = context + target + suffix
     try:
         enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)

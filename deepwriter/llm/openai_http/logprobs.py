@@ -65,15 +65,19 @@ class OpenAIScorer(HTTPClient):
         ids, first, last = encode_for_scoring(self.tokenizer, context, req.target, req.suffix)
         if last <= first:
             return TokenLogprobs()
-        # every API is sent the tokens up to the last scored one and asked for at most one more
-        too_long = over_context(last, 1, self.max_context, "scorer") if self.max_context else None
+        # vLLM's prompt_logprobs is sent the whole text, as the reference sends it: its CPU attention
+        # splits the keys of a prompt by the prompt's length, so cutting the never-scored suffix moves
+        # the scored log-probs in their last bits (up to 3e-3 on a score, docs/FIDELITY.md S19). The
+        # other APIs are sent the tokens up to the last scored one. Each asks for at most one more.
+        sent = len(ids) if api == "vllm_prompt_logprobs" else last
+        too_long = over_context(sent, 1, self.max_context, "scorer") if self.max_context else None
         if too_long is not None:
             return TokenLogprobs(error=too_long, rejected=too_long)
         try:
             if api == "completions_echo":
                 out = await self._echo(client, sem, context, req, ids, first, last)
             elif api == "vllm_prompt_logprobs":
-                out = await self._prompt_logprobs(client, sem, ids[:last], first)
+                out = await self._prompt_logprobs(client, sem, ids, first, last)
             else:
                 out = await self._sglang(client, sem, ids[:last], first)
         except RequestFailed as exc:
@@ -158,17 +162,17 @@ class OpenAIScorer(HTTPClient):
 
         return await self._echo_call(client, sem, text, parse)
 
-    async def _prompt_logprobs(self, client, sem, ids: List[int], first: int) -> TokenLogprobs:
+    async def _prompt_logprobs(self, client, sem, ids: List[int], first: int, last: int) -> TokenLogprobs:
         """vLLM's `prompt_logprobs`: one {token_id: {logprob, rank, decoded_token}} per prompt
-        position (None first); the prompt goes as token ids (up to the last scored one), so the
-        scored positions are known exactly."""
+        position (None first); the prompt goes as the token ids of the whole text, so the scored
+        positions [first, last) are known exactly."""
 
         def parse(payload: dict) -> TokenLogprobs:
             entries = payload["choices"][0]["prompt_logprobs"]
             if len(entries) != len(ids):
                 raise BadPayload(f"{len(entries)} prompt_logprobs entries for {len(ids)} prompt tokens")
-            values = [float(entries[p][str(ids[p])]["logprob"]) for p in range(first, len(ids))]
-            return TokenLogprobs(tokens=self.tokenizer.convert_ids_to_tokens(ids[first:]), logprobs=values)
+            values = [float(entries[p][str(ids[p])]["logprob"]) for p in range(first, last)]
+            return TokenLogprobs(tokens=self.tokenizer.convert_ids_to_tokens(ids[first:last]), logprobs=values)
 
         # The reference's scorer call samples at temperature 1.0, top_p 1 (the log-probs of the prompt are
         # then the model's own whatever a server applies them to); one token, not its 100, is generated.
