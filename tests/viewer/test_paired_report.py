@@ -8,6 +8,7 @@ import json
 import re
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,8 @@ def write_eval_run(root: Path, recipe: str, shift: float, n: int = 40, seed: int
     dimensions drawn around an item-specific level (shared by every run: the same prompts), plus
     `shift` for this run."""
     levels = np.random.default_rng(seed).uniform(1.5, 4.0, n)
-    noise = np.random.default_rng(hash(recipe) % 2**32)
+    # crc32, not hash(): str hashes change with every process (PYTHONHASHSEED), and so did this noise
+    noise = np.random.default_rng(zlib.crc32(recipe.encode()))
     records = []
     for i, level in enumerate(levels):
         dims = {d: float(np.clip(level + shift + noise.normal(0, 0.1), 1, 5)) for d in lb.DIMENSIONS}
