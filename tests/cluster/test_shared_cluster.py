@@ -18,6 +18,7 @@ import time
 import pytest
 
 from deepwriter.cluster.jobs import submitted_jobs
+from deepwriter.cluster.launcher import read_jobs
 from deepwriter.core.records import read_records
 from deepwriter.serving.fleet import port_free
 from deepwriter.testing.repo import REPO
@@ -57,8 +58,8 @@ def _shard_ids(runs) -> list:
 
 
 def _jobs(run_dir) -> list:
-    path = run_dir / "slurm" / "jobs.json"
-    return json.loads(path.read_text())["jobs"] if path.exists() else []
+    """The run's stage jobs as the launcher recorded them, [] until it has (or while it writes)."""
+    return (read_jobs(run_dir) or {}).get("jobs", [])
 
 
 @pytest.mark.timeout(600)  # 100-120 s a mode on 2 shared cores: 32 s queued past start-up, 30 s without a controller
@@ -76,7 +77,7 @@ def test_a_served_synthesis_outlasts_the_queue_a_strangers_server_a_silent_contr
     end. Then the controller forgets the run's job (MinJobAge, 300 s on a shared cluster, 2 s here):
     following the run again says done, the job's end read from sacct with accounting, from the stage's
     own manifest without."""
-    from deepwriter.cluster.launcher import read_jobs, wait_for_jobs
+    from deepwriter.cluster.launcher import wait_for_jobs
     from deepwriter.config.compose import compose
     from deepwriter.config.root import to_typed
     from deepwriter.pipeline.runner import finished_stages
