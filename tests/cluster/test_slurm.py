@@ -62,6 +62,14 @@ def train(tmp_path: Path, *args: str, timeout: float = 600) -> subprocess.Comple
     )
 
 
+def start_requeued_soon(job_id: str) -> None:
+    """Start a requeued job in 2 s instead of SLURM's wait (its BeginTime: the requeue + cred_expire, 121 s
+    by default). Not at once: slurmd refuses a launch whose credential is no newer than the revocation of
+    the job's previous run, in whole seconds, so a start in the requeue's second ends the job FAILED
+    ("Killing non-startable batch JobId=N: Job credential revoked", exit 1; 2 of 4 runs of the demo test)."""
+    scontrol("update", f"JobId={job_id}", "StartTime=now+2")
+
+
 def jobs_of(run_dir: Path) -> list:
     return json.loads((run_dir / "slurm" / "jobs.json").read_text())["jobs"]
 
@@ -111,7 +119,7 @@ def test_the_demo_through_slurm_runs_every_stage_as_a_job_and_writes_a_local_run
         subprocess.run(["scancel", "--signal=USR1", sft_job], check=True)
         wait_until(lambda: job(sft_job)["Restarts"] == "1", 120, "the sft job requeued by itself")
         if job(sft_job)["JobState"] == "PENDING":
-            scontrol("update", f"JobId={sft_job}", "StartTime=now")  # SLURM delays a requeued job's start
+            start_requeued_soon(sft_job)
         submitter.wait(timeout=600)
     finally:
         if submitter.poll() is None:
@@ -248,7 +256,7 @@ def test_a_synthesis_array_task_requeued_mid_shard_writes_every_pair_once_and_th
         requeued = lambda: job(task1["job_id"])["Restarts"] == "1" and job(task1["job_id"])["JobState"]  # noqa: E731
         state = wait_until(lambda: requeued() in ("PENDING", "RUNNING", "COMPLETED") and requeued(), 120, "a requeue")
         if state == "PENDING":
-            scontrol("update", f"JobId={task1['job_id']}", "StartTime=now")  # SLURM delays a requeued job's start
+            start_requeued_soon(task1["job_id"])
         wait_until(lambda: job(mix["job_id"])["JobState"] in TERMINAL_STATES, 300, "the mix job to end", 1)
         ids = ids_in(0) + ids_in(1)
     finally:
