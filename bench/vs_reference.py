@@ -458,20 +458,33 @@ def triples_from(pairs, ours: List[Dict], ref_out: Path, min_chars: int = 100) -
     return unique
 
 
-def agreement(triples, model_dir: str, scorer_url: str, scorer_port: int, cfg, work: Path) -> Dict[str, Any]:
-    from deepwriter.llm import models
-    from deepwriter.llm.openai_http import OpenAIScorer
-
-    (work / "triples.json").write_text(json.dumps(triples, ensure_ascii=False))
+def their_scores(triples, model_dir: str, scorer_port: int, work: Path) -> List[Dict[str, Any]]:
+    """Their PosteriorManager's scores of the triples (bench._reference_scoring, in their environment).
+    Scores already in `work` for the very same triples are kept: a run stopped after them (a time limit
+    during our half of the agreement) is not scored by them twice."""
+    text = json.dumps(triples, ensure_ascii=False)
+    done = work / "their_scores.json"
+    if done.is_file() and (work / "triples.json").is_file() and (work / "triples.json").read_text() == text:
+        print(f"their scores of these {len(triples)} triples: {done} (kept from before)", flush=True)
+        return json.loads(done.read_text())
+    done.unlink(missing_ok=True)
+    (work / "triples.json").write_text(text)
     py = _reference_env.ensure()
-    cmd = [str(py), "-m", "bench._reference_scoring", str(work / "triples.json"), str(work / "their_scores.json")]
+    cmd = [str(py), "-m", "bench._reference_scoring", str(work / "triples.json"), str(done)]
     cmd += ["--tokenizer", model_dir, "--port", str(scorer_port)]
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "TOKENIZERS_PARALLELISM": "false"}
     with open(work / "reference_scoring.log", "w") as f:
         rc = run_group(cmd, cwd=REPO, stdout=f, env=env, timeout=None)
     if rc != 0:
         raise SystemExit(f"the authors' scorer exited with {rc}; see {work / 'reference_scoring.log'}")
-    theirs = json.loads((work / "their_scores.json").read_text())
+    return json.loads(done.read_text())
+
+
+def agreement(triples, model_dir: str, scorer_url: str, scorer_port: int, cfg, work: Path) -> Dict[str, Any]:
+    from deepwriter.llm import models
+    from deepwriter.llm.openai_http import OpenAIScorer
+
+    theirs = their_scores(triples, model_dir, scorer_port, work)
     tok = models.load_tokenizer(cfg.models.scorer, cfg.paths.cache_dir)
     ep = cfg.models.scorer.endpoint
     scorer = OpenAIScorer(ep, tok, ep.model)
@@ -511,6 +524,55 @@ def agreement(triples, model_dir: str, scorer_url: str, scorer_port: int, cfg, w
         "wording_effect_max_abs": max((abs(w) for w in wording), default=float("nan")),
         "rows": rows,
     }
+
+
+def agreement_text(agree: Dict[str, Any]) -> str:
+    return (
+        f"\nscore agreement: {agree['within_tolerance']}/{agree['triples']} triples within {TOLERANCE:g} "
+        f"({agree['english']} English, {agree['chinese']} Chinese); max |theirs - ours| "
+        f"{agree['max_abs_diff']:.2e}, mean {agree['mean_abs_diff']:.2e} (our scorer given their instruction; "
+        f"{agree['one_segment_y']} triples with a y of one segment left out, FIDELITY S17)\n"
+        f"our wording instead of theirs moves the score by {agree['wording_effect_mean']:+.3f} "
+        f"± {agree['wording_effect_sd']:.3f} (mean ± sd; "
+        f"max |.| {agree['wording_effect_max_abs']:.3f}; FIDELITY S62)"
+    )
+
+
+def agreement_failed(agree: Dict[str, Any]) -> bool:
+    return agree["within_tolerance"] < agree["triples"] or agree["triples"] < 20
+
+
+def agreement_only(args, model_dir: str, served: str) -> None:
+    """The score agreement of a finished run in `--work` (its last run of each system), against a scorer
+    server started for it: for a run stopped during the agreement, whose two searches need not run again."""
+    from deepwriter.core.records import read_records
+
+    work = args.work
+    last = {
+        s: sorted(work.glob(f"{s}-*"), key=lambda p: int(p.name.rsplit("-", 1)[1])) for s in ("reference", "deepwriter")
+    }
+    shards = sorted(last["deepwriter"][-1].glob("synthesize/shards/*.jsonl")) if last["deepwriter"] else []
+    if not last["reference"] or not shards:
+        raise SystemExit(
+            f"--agreement-only: {work} holds no finished run of both systems (reference-N/, deepwriter-N/)"
+        )
+    pairs_path = last["deepwriter"][-1] / "pairs.jsonl"
+    pairs = [json.loads(line) for line in pairs_path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    records = [r for shard in shards for r in read_records(shard)]
+    port = reference_ports()[1]
+    server = start_server(port, model_dir, served, work / f"vllm-{port}.log")
+    try:
+        cfg = deepwriter_config(pairs_path, server.url, server.url, len(pairs), args)
+        triples = triples_from(pairs, records, last["reference"][-1] / "out")
+        agree = agreement(triples, model_dir, server.url, port, cfg, work)
+    finally:
+        server.kill()
+    print(agreement_text(agree).lstrip("\n"), flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"work": str(work), "agreement": agree}, indent=1, default=str))
+    print(f"wrote {args.out}")
+    if agreement_failed(agree):
+        sys.exit(1)
 
 
 def _mean_sd(values: List[float]) -> str:
@@ -566,7 +628,14 @@ def main(argv: Optional[List[str]] = None) -> None:
     ap.add_argument("--cache-dir", default=os.environ.get("DEEPWRITER_CACHE", "~/.cache/deepwriter"))
     ap.add_argument("--work", type=Path, default=None, help="scratch folder (default: a new temporary one)")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "vs_reference.json")
+    ap.add_argument(
+        "--agreement-only",
+        action="store_true",
+        help="only the score agreement of the finished run in --work (its searches are not run again)",
+    )
     args = ap.parse_args(argv)
+    if args.agreement_only and args.work is None:
+        ap.error("--agreement-only needs --work, the folder of a finished run")
     # a `timeout` or a kill of this process still stops the servers it started (the finally below)
     stopped: List[int] = []
 
@@ -580,6 +649,9 @@ def main(argv: Optional[List[str]] = None) -> None:
     from deepwriter.testing.loopback import load_preset
 
     _reference_env.ensure()
+    if args.agreement_only:
+        preset = load_preset(PRESET)
+        return agreement_only(args, models.resolve(preset, args.cache_dir)[0], preset.endpoint.model)
     pairs = load_pairs(args.pairs)
     n = len(pairs)
     work = args.work or Path(tempfile.mkdtemp(prefix="dw-vs-reference-"))
@@ -652,16 +724,6 @@ def main(argv: Optional[List[str]] = None) -> None:
             t_s = f"{t['score_z0']:.3f} -> {t['score_final']:.3f}" if t else "dropped"
             say(f"    {p['id']:28s} deepwriter {o_s:24s} authors {t_s}")
         triples = triples_from(pairs, ours["records"], ref["out"])
-        agree = agreement(triples, model_dir, servers[1].url, scorer_port, ours["cfg"], work)
-        say(
-            f"\nscore agreement: {agree['within_tolerance']}/{agree['triples']} triples within {TOLERANCE:g} "
-            f"({agree['english']} English, {agree['chinese']} Chinese); max |theirs - ours| "
-            f"{agree['max_abs_diff']:.2e}, mean {agree['mean_abs_diff']:.2e} (our scorer given their instruction; "
-            f"{agree['one_segment_y']} triples with a y of one segment left out, FIDELITY S17)\n"
-            f"our wording instead of theirs moves the score by {agree['wording_effect_mean']:+.3f} "
-            f"± {agree['wording_effect_sd']:.3f} (mean ± sd; "
-            f"max |.| {agree['wording_effect_max_abs']:.3f}; FIDELITY S62)"
-        )
         # the goal's figure: pairs per minute of the runs in which both did the same search work
         runs = [like_for_like(o, t) for o, t in zip(works["deepwriter"], works["reference"])]
         for i, r in enumerate(runs):
@@ -692,30 +754,29 @@ def main(argv: Optional[List[str]] = None) -> None:
             f"steps per minute {', '.join(f'{r:.2f}' for r in steps)}x. The machine was shared: read the "
             f"ratio; load average {os.getloadavg()[0]:.1f} at the end."
         )
+        result = {
+            "pairs": n,
+            "settings": {k: v for k, v in vars(args).items() if k not in ("out", "work")},
+            "rows": rows,
+            "kept": {"reference": ref_counts, "deepwriter": our_counts},
+            "agreement": None,  # until it is measured: the figures above are kept if it is cut short
+            "speedup": speed,
+            "speedup_same_work_runs": ratios,
+            "speedup_search_steps_per_run": steps,
+            "speedup_all_pairs_per_run": all_pairs,
+            "like_for_like": runs,
+            "load_average_1min": os.getloadavg()[0],
+            "work": str(work),
+        }
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(
-            json.dumps(
-                {
-                    "pairs": n,
-                    "settings": {k: v for k, v in vars(args).items() if k not in ("out", "work")},
-                    "rows": rows,
-                    "kept": {"reference": ref_counts, "deepwriter": our_counts},
-                    "agreement": agree,
-                    "speedup": speed,
-                    "speedup_same_work_runs": ratios,
-                    "speedup_search_steps_per_run": steps,
-                    "speedup_all_pairs_per_run": all_pairs,
-                    "like_for_like": runs,
-                    "load_average_1min": os.getloadavg()[0],
-                    "work": str(work),
-                },
-                indent=1,
-                default=str,
-            )
-        )
-        args.out.with_suffix(".md").write_text("\n".join(report) + "\n", encoding="utf-8")
+        for agree in (None, agreement(triples, model_dir, servers[1].url, scorer_port, ours["cfg"], work)):
+            if agree is not None:
+                say(agreement_text(agree))
+            result["agreement"] = agree
+            args.out.write_text(json.dumps(result, indent=1, default=str))
+            args.out.with_suffix(".md").write_text("\n".join(report) + "\n", encoding="utf-8")
         print(f"wrote {args.out} and {args.out.with_suffix('.md')}")
-        if agree["within_tolerance"] < agree["triples"] or agree["triples"] < 20:
+        if agreement_failed(agree):
             sys.exit(1)
     finally:
         for s in servers:

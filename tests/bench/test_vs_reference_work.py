@@ -42,3 +42,27 @@ def test_both_sides_work_is_read_and_the_goal_figure_follows_it(tmp_path):
     # the same pairs for the same steps: pairs per minute compare the same work
     same = like_for_like(our_search_work([_our_record("a", [0, 0])]), theirs)
     assert same["same_work"] and same["goal_figure"] == "pairs_per_min"
+
+
+def test_their_scores_of_the_same_triples_are_kept_and_of_other_triples_computed_again(tmp_path, monkeypatch):
+    """A run cut short during our half of the agreement keeps the authors' scores (minutes of their
+    scorer); `--agreement-only` then scores only our half. Other triples are never given old scores."""
+    from bench import vs_reference
+
+    runs = []
+
+    def their_scorer(cmd, **kwargs):  # bench._reference_scoring: one score per triple in the file
+        triples = json.loads(open(cmd[3]).read())
+        open(cmd[4], "w").write(json.dumps([{"score": len(t["z"])} for t in triples]))
+        runs.append(len(triples))
+        return 0
+
+    monkeypatch.setattr(vs_reference, "run_group", their_scorer)
+    monkeypatch.setattr(vs_reference._reference_env, "ensure", lambda: "python")
+    first = [{"x": "x", "y": "y", "z": "zz"}]
+    assert vs_reference.their_scores(first, "model", 1, tmp_path) == [{"score": 2}]
+    assert vs_reference.their_scores(first, "model", 1, tmp_path) == [{"score": 2}]
+    assert runs == [1]
+    other = first + [{"x": "x", "y": "y", "z": "zzz"}]
+    assert vs_reference.their_scores(other, "model", 1, tmp_path) == [{"score": 2}, {"score": 3}]
+    assert runs == [1, 2]
