@@ -769,12 +769,16 @@ def main(argv: Optional[List[str]] = None) -> None:
             "work": str(work),
         }
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        for agree in (None, agreement(triples, model_dir, servers[1].url, scorer_port, ours["cfg"], work)):
-            if agree is not None:
-                say(agreement_text(agree))
+
+        def write(agree: Optional[Dict[str, Any]]) -> None:
             result["agreement"] = agree
             args.out.write_text(json.dumps(result, indent=1, default=str))
             args.out.with_suffix(".md").write_text("\n".join(report) + "\n", encoding="utf-8")
+
+        write(None)  # the figures so far, kept should the agreement be cut short (--agreement-only finishes it)
+        agree = agreement(triples, model_dir, servers[1].url, scorer_port, ours["cfg"], work)
+        say(agreement_text(agree))
+        write(agree)
         print(f"wrote {args.out} and {args.out.with_suffix('.md')}")
         if agreement_failed(agree):
             sys.exit(1)

@@ -66,3 +66,48 @@ def test_their_scores_of_the_same_triples_are_kept_and_of_other_triples_computed
     other = first + [{"x": "x", "y": "y", "z": "zzz"}]
     assert vs_reference.their_scores(other, "model", 1, tmp_path) == [{"score": 2}, {"score": 3}]
     assert runs == [1, 2]
+
+
+def test_the_runs_figures_are_written_before_the_agreement_that_may_be_cut_short(tmp_path, monkeypatch):
+    """The two searches take most of a run (a real one: 20 min): their figures are on disk before the
+    agreement starts, so a time limit during it loses only the agreement (`--agreement-only` redoes it)."""
+    import pytest
+
+    from bench import vs_reference
+    from deepwriter.llm import models
+
+    class Server:
+        url, startup_s = "http://127.0.0.1:1/v1", [1.0]
+
+        def kill(self):
+            pass
+
+    meter = {k: 0.0 for k in (*vs_reference.COUNTERS, "calls", "failed_calls")}
+    counts = {"kept": 0, "discarded_single_segment": 2}
+    monkeypatch.setattr(vs_reference.signal, "signal", lambda *a: None)  # main's SIGTERM handler: not in pytest
+    monkeypatch.setattr(vs_reference._reference_env, "ensure", lambda: "python")
+    monkeypatch.setattr(models, "resolve", lambda preset, cache: ("model-dir", {}))
+    monkeypatch.setattr(vs_reference, "start_server", lambda *a: Server())
+    monkeypatch.setattr(vs_reference, "scrape", lambda root: dict(meter))
+    monkeypatch.setattr(
+        vs_reference,
+        "run_reference",
+        lambda pairs, work, *a: {"process_wall_s": 60.0, "search_wall_s": 60.0, "out": work, "too_short": 0},
+    )
+    monkeypatch.setattr(
+        vs_reference,
+        "run_deepwriter",
+        lambda *a: {"process_wall_s": 30.0, "search_wall_s": 30.0, "counts": counts, "records": [], "cfg": None},
+    )
+
+    def cut_short(*a):
+        raise TimeoutError("the bench's time limit")
+
+    monkeypatch.setattr(vs_reference, "agreement", cut_short)
+    out = tmp_path / "result.json"
+    with pytest.raises(TimeoutError):
+        vs_reference.main(["--pairs", "2", "--work", str(tmp_path / "w"), "--out", str(out)])
+    written = json.loads(out.read_text())
+    assert written["agreement"] is None and written["speedup_all_pairs_per_run"] == [2.0]
+    assert [r["pairs_per_min"] for r in (written["rows"]["reference"][0], written["rows"]["deepwriter"][0])] == [2, 4]
+    assert "| pairs_per_min |" in out.with_suffix(".md").read_text()
