@@ -116,7 +116,13 @@ class _Running:
         self.accepted += len(rec.get("accepted_edits", []))
 
     def postfix(self) -> Dict[str, str]:
+        """Mean scores before and after the search, over the pairs scored so far (none yet: no means, not
+        "nan"; the first pairs to finish are often the ones discarded before scoring)."""
+        scored = {"scored": str(len(self.first))}
+        if not self.first:
+            return scored
         return {
+            **scored,
             "before": f"{_mean(self.first):.3f}",
             "after": f"{_mean(self.last):.3f}",
             "accept": f"{self.accepted / max(1, self.steps):.0%}",

@@ -350,3 +350,14 @@ def test_prepared_sources_feed_the_search(tmp_path, model_cache):
     for r in recs:
         assert r["x"] == by_id[r["id"]]["request"] and r["category"] == by_id[r["id"]]["category"]
         assert r["answer_id"] == by_id[r["id"]]["answer_id"]
+
+
+def test_the_progress_bar_shows_no_mean_score_until_a_pair_is_scored():
+    """The first pairs to finish are often discarded before scoring: the bar said `before=nan, after=nan`."""
+    from deepwriter.synthesis.stage import _Running
+
+    running = _Running()
+    running.add({"scores": [], "steps": []})  # discarded before scoring (one segment)
+    assert running.postfix() == {"scored": "0"}
+    running.add({"scores": [1.5, 1.25], "steps": [{}, {}], "accepted_edits": [{}]})
+    assert running.postfix() == {"scored": "1", "before": "1.500", "after": "1.250", "accept": "50%"}
