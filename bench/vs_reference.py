@@ -47,8 +47,11 @@ is measured on the same triples and printed beside it (FIDELITY S62). A y of one
 by us and as an empty remainder by them (S17): such triples are counted and left out.
 
 Their output folder is read back with deepwriter's importer of their format (deepwriter.mix.reference)
-and shown per pair beside our records. Results: bench/results/vs_reference.json. The machine is shared
-while developing: the ratio of the two systems, measured in the same run, is the figure to read.
+and shown per pair beside our records. Results: bench/results/vs_reference.json, written once the two
+searches are done and again with the agreement; `--agreement-only --work W` finishes the agreement of a
+run in W that was stopped during it (their scores of the same triples are kept, no search runs again).
+The machine is shared while developing: the ratio of the two systems, measured in the same run, is the
+figure to read.
 """
 
 from __future__ import annotations
