@@ -570,9 +570,18 @@ def agreement_only(args, model_dir: str, served: str) -> None:
         agree = agreement(triples, model_dir, server.url, port, cfg, work)
     finally:
         server.kill()
-    print(agreement_text(agree).lstrip("\n"), flush=True)
+    text = agreement_text(agree)
+    print(text.lstrip("\n"), flush=True)
+    # the same run's figures, written before its agreement was cut short, are completed, not replaced
+    result = json.loads(args.out.read_text()) if args.out.is_file() else {}
+    if result.get("work") != str(work):
+        result = {"work": str(work)}
+    elif args.out.with_suffix(".md").is_file():
+        report = args.out.with_suffix(".md").read_text(encoding="utf-8")
+        args.out.with_suffix(".md").write_text(report + text + "\n", encoding="utf-8")
+    result["agreement"] = agree
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"work": str(work), "agreement": agree}, indent=1, default=str))
+    args.out.write_text(json.dumps(result, indent=1, default=str))
     print(f"wrote {args.out}")
     if agreement_failed(agree):
         sys.exit(1)

@@ -5,6 +5,7 @@ files, and the goal's figure that follows (pairs per minute only where the work 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from bench.vs_reference import like_for_like, our_search_work, their_search_work
 
@@ -52,8 +53,8 @@ def test_their_scores_of_the_same_triples_are_kept_and_of_other_triples_computed
     runs = []
 
     def their_scorer(cmd, **kwargs):  # bench._reference_scoring: one score per triple in the file
-        triples = json.loads(open(cmd[3]).read())
-        open(cmd[4], "w").write(json.dumps([{"score": len(t["z"])} for t in triples]))
+        triples = json.loads(Path(cmd[3]).read_text())
+        Path(cmd[4]).write_text(json.dumps([{"score": len(t["z"])} for t in triples]))
         runs.append(len(triples))
         return 0
 
@@ -111,3 +112,19 @@ def test_the_runs_figures_are_written_before_the_agreement_that_may_be_cut_short
     assert written["agreement"] is None and written["speedup_all_pairs_per_run"] == [2.0]
     assert [r["pairs_per_min"] for r in (written["rows"]["reference"][0], written["rows"]["deepwriter"][0])] == [2, 4]
     assert "| pairs_per_min |" in out.with_suffix(".md").read_text()
+
+    # --agreement-only on the same folder completes that result rather than replacing it
+    w = tmp_path / "w"
+    (w / "reference-0").mkdir(exist_ok=True)
+    (w / "deepwriter-0" / "synthesize" / "shards").mkdir(parents=True)
+    (w / "deepwriter-0" / "synthesize" / "shards" / "shard-00000-of-00001.jsonl").write_text("")
+    (w / "deepwriter-0" / "pairs.jsonl").write_text(json.dumps({"id": "a"}) + "\n")
+    agree = {"within_tolerance": 20, "triples": 20, "english": 14, "chinese": 6, "one_segment_y": 0}
+    agree.update(max_abs_diff=0.0, mean_abs_diff=0.0, wording_effect_mean=0.0, wording_effect_sd=0.0)
+    agree.update(wording_effect_max_abs=0.0)
+    monkeypatch.setattr(vs_reference, "deepwriter_config", lambda *a: None)
+    monkeypatch.setattr(vs_reference, "agreement", lambda *a: agree)
+    vs_reference.main(["--agreement-only", "--work", str(w), "--out", str(out)])
+    completed = json.loads(out.read_text())
+    assert completed["agreement"] == agree and completed["rows"] == written["rows"]
+    assert "score agreement: 20/20" in out.with_suffix(".md").read_text()
